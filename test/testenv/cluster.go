@@ -1,0 +1,170 @@
+package testenv
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+)
+
+// ClusterOptions configures StartCluster.
+type ClusterOptions struct {
+	// Name identifies the cluster in logs and kubeconfigs.
+	Name string
+	// Workloads also starts kube-controller-manager, kube-scheduler and kwok
+	// with fake Nodes, so Deployments create ReplicaSets and Pods that get
+	// scheduled and turn Ready, and Jobs complete.
+	Workloads bool
+	// Nodes is the number of fake Nodes with Workloads (default 1).
+	Nodes int
+	// CRDDirectoryPaths are installed before StartCluster returns.
+	CRDDirectoryPaths []string
+}
+
+// Cluster is one real kube-apiserver with its own etcd.
+type Cluster struct {
+	Name string
+	// Config is an admin (system:masters) client config.
+	Config *rest.Config
+	// Kubeconfig is the path of a kubeconfig file for Config, for kubectl and
+	// for the control-plane processes.
+	Kubeconfig string
+	Client     kubernetes.Interface
+	Dynamic    dynamic.Interface
+	// Processes are the workload processes (controller-manager, scheduler,
+	// kwok) when ClusterOptions.Workloads is set.
+	Processes []*Process
+
+	env *envtest.Environment
+}
+
+// StartCluster starts a kube-apiserver and etcd through envtest, from the
+// binaries `make test-bins` built, and stops them when the test ends.
+func StartCluster(t testing.TB, opts ClusterOptions) *Cluster {
+	t.Helper()
+	if opts.Name == "" {
+		opts.Name = "test"
+	}
+	env := &envtest.Environment{
+		BinaryAssetsDirectory: BinDir(t, "kube-apiserver", "etcd"),
+		CRDDirectoryPaths:     opts.CRDDirectoryPaths,
+		ErrorIfCRDPathMissing: true,
+		// A cold start of two apiservers on two cores can pass envtest's
+		// 20 s default while the first one compiles its OpenAPI.
+		ControlPlaneStartTimeout: time.Minute,
+		ControlPlaneStopTimeout:  30 * time.Second,
+	}
+	cfg, err := env.Start()
+	if err != nil {
+		t.Fatalf("testenv: start cluster %s: %v", opts.Name, err)
+	}
+	c := &Cluster{Name: opts.Name, env: env}
+	t.Cleanup(func() {
+		if err := env.Stop(); err != nil {
+			t.Errorf("testenv: stop cluster %s: %v", opts.Name, err)
+		}
+	})
+
+	admin, err := env.AddUser(envtest.User{Name: "flotilla-test-admin", Groups: []string{"system:masters"}}, cfg)
+	if err != nil {
+		t.Fatalf("testenv: cluster %s: add admin user: %v", opts.Name, err)
+	}
+	c.Config = admin.Config()
+	kubeconfig, err := admin.KubeConfig()
+	if err != nil {
+		t.Fatalf("testenv: cluster %s: kubeconfig: %v", opts.Name, err)
+	}
+	c.Kubeconfig = filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(c.Kubeconfig, kubeconfig, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if c.Client, err = kubernetes.NewForConfig(c.Config); err != nil {
+		t.Fatal(err)
+	}
+	if c.Dynamic, err = dynamic.NewForConfig(c.Config); err != nil {
+		t.Fatal(err)
+	}
+	if opts.Workloads {
+		c.startWorkloads(t, opts)
+	}
+	return c
+}
+
+// startWorkloads runs the controllers that turn Deployments into Ready Pods.
+func (c *Cluster) startWorkloads(t testing.TB, opts ClusterOptions) {
+	t.Helper()
+	bins := BinDir(t, "kube-controller-manager", "kube-scheduler", "kwok", "kwok-stages")
+	c.Processes = append(c.Processes,
+		startProcess(t, filepath.Join(bins, "kube-controller-manager"),
+			"--kubeconfig="+c.Kubeconfig,
+			// The token controller needs a signing key the test does not
+			// have, and nodeipam needs a cluster CIDR; neither is needed here.
+			"--controllers=*,-serviceaccount-token,-nodeipam",
+			"--leader-elect=false",
+			"--secure-port=0",
+			"--use-service-account-credentials=false",
+		),
+		startProcess(t, filepath.Join(bins, "kube-scheduler"),
+			"--kubeconfig="+c.Kubeconfig,
+			"--leader-elect=false",
+			"--secure-port=0",
+		),
+	)
+	kwokArgs := []string{
+		"--kubeconfig=" + c.Kubeconfig,
+		"--manage-all-nodes=false",
+		"--manage-nodes-with-annotation-selector=" + kwokNodeAnnotation + "=fake",
+	}
+	stages, err := filepath.Glob(filepath.Join(bins, "kwok-stages", "*.yaml"))
+	if err != nil || len(stages) == 0 {
+		t.Fatalf("testenv: no kwok stage files in %s: run `make test-bins`", filepath.Join(bins, "kwok-stages"))
+	}
+	for _, s := range stages {
+		kwokArgs = append(kwokArgs, "--config="+s)
+	}
+	c.Processes = append(c.Processes, startProcess(t, filepath.Join(bins, "kwok"), kwokArgs...))
+
+	nodes := opts.Nodes
+	if nodes == 0 {
+		nodes = 1
+	}
+	for i := range nodes {
+		node := fakeNode(fmt.Sprintf("kwok-node-%d", i))
+		if _, err := c.Client.CoreV1().Nodes().Create(t.Context(), node, metav1.CreateOptions{}); err != nil {
+			t.Fatalf("testenv: cluster %s: create node %s: %v", c.Name, node.Name, err)
+		}
+	}
+}
+
+const kwokNodeAnnotation = "kwok.x-k8s.io/node"
+
+// fakeNode is a Node kwok manages: it turns Ready and runs any pod bound to it.
+func fakeNode(name string) *corev1.Node {
+	capacity := corev1.ResourceList{
+		corev1.ResourceCPU:    resource.MustParse("32"),
+		corev1.ResourceMemory: resource.MustParse("256Gi"),
+		corev1.ResourcePods:   resource.MustParse("110"),
+	}
+	return &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:        name,
+			Annotations: map[string]string{kwokNodeAnnotation: "fake"},
+			Labels: map[string]string{
+				"type":                   "kwok",
+				"kubernetes.io/hostname": name,
+				"kubernetes.io/os":       "linux",
+				"kubernetes.io/arch":     "amd64",
+			},
+		},
+		Status: corev1.NodeStatus{Capacity: capacity, Allocatable: capacity},
+	}
+}
