@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -40,8 +39,8 @@ func TestSmoke(t *testing.T) {
 		})
 
 		t.Run("kubeconfig works with kubectl", func(t *testing.T) {
-			out, err := exec.Command("kubectl", "--kubeconfig", plain.Kubeconfig, "get", "namespace", "only-in-plain", "-o", "name").CombinedOutput()
-			if err != nil || strings.TrimSpace(string(out)) != "namespace/only-in-plain" {
+			out, err := plain.Kubectl(t, "get", "namespace", "only-in-plain", "-o", "name")
+			if err != nil || strings.TrimSpace(out) != "namespace/only-in-plain" {
 				t.Fatalf("kubectl get namespace: %v: %s", err, out)
 			}
 		})
@@ -125,7 +124,7 @@ func deployAndWaitAvailable(t *testing.T, c *testenv.Cluster, replicas int32) {
 			Selector: &metav1.LabelSelector{MatchLabels: labels},
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "registry.example.com/smoke:1"}}},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "registry.example.com/smoke:1"}}},
 			},
 		},
 	}

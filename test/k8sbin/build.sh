@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the test environment's Kubernetes binaries from the Go module proxy
 # into $1 (default bin/k8s): kube-apiserver, kube-controller-manager,
-# kube-scheduler, etcd, kwok and kwok's stage files. Idempotent: a stamp of
+# kube-scheduler, kubectl, etcd, kwok and kwok's stage files. Idempotent: a stamp of
 # the build modules' go.mod/go.sum and this script skips a build whose inputs
 # have not changed. Go's build cache makes a rebuild after a fresh clone fast.
 set -euo pipefail
@@ -9,7 +9,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 out=$(mkdir -p "${1:-$here/../../bin/k8s}" && cd "${1:-$here/../../bin/k8s}" && pwd)
 
 stamp=$(cat "$here"/build.sh "$here"/*/go.mod "$here"/*/go.sum | sha256sum | cut -d' ' -f1)
-need=(kube-apiserver kube-controller-manager kube-scheduler etcd kwok kwok-stages)
+need=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok kwok-stages)
 if [ -f "$out/.stamp" ] && [ "$(cat "$out/.stamp")" = "$stamp" ]; then
 	complete=1
 	for f in "${need[@]}"; do [ -e "$out/$f" ] || complete=0; done
@@ -23,7 +23,8 @@ echo "test-bins: building into $out (kube-apiserver takes ~5 min on 2 cores when
 (cd "$here/kubernetes" && go build -o "$out/" \
 	k8s.io/kubernetes/cmd/kube-apiserver \
 	k8s.io/kubernetes/cmd/kube-controller-manager \
-	k8s.io/kubernetes/cmd/kube-scheduler)
+	k8s.io/kubernetes/cmd/kube-scheduler \
+	k8s.io/kubernetes/cmd/kubectl)
 (cd "$here/etcd" && go build -o "$out/etcd" go.etcd.io/etcd/server/v3)
 (cd "$here/kwok" && go build -o "$out/kwok" sigs.k8s.io/kwok/cmd/kwok)
 

@@ -3,6 +3,7 @@ package testenv
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -167,4 +168,13 @@ func fakeNode(name string) *corev1.Node {
 		},
 		Status: corev1.NodeStatus{Capacity: capacity, Allocatable: capacity},
 	}
+}
+
+// Kubectl runs the kubectl built by `make test-bins` against the cluster and
+// returns its combined output.
+func (c *Cluster) Kubectl(t testing.TB, args ...string) (string, error) {
+	t.Helper()
+	kubectl := filepath.Join(BinDir(t, "kubectl"), "kubectl")
+	out, err := exec.Command(kubectl, append([]string{"--kubeconfig", c.Kubeconfig}, args...)...).CombinedOutput()
+	return string(out), err
 }

@@ -188,4 +188,3 @@ func runGit(t testing.TB, dir string, args ...string) string {
 	}
 	return strings.TrimSpace(string(out))
 }
-
