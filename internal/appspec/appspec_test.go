@@ -1,0 +1,148 @@
+package appspec
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"sigs.k8s.io/yaml"
+)
+
+func fixtureObject(t *testing.T, path string) []byte {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("../../test/testdata/gitops-config", path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, err := yaml.YAMLToJSON(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return j
+}
+
+func TestDecodeUserStoryApplication(t *testing.T) {
+	app, err := DecodeApplication("apps/api-service.yaml", fixtureObject(t, "apps/api-service.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec, err := app.RenderSpec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"../../environments/production/api-service-values.yaml"}, spec.GetHelm().GetValueFiles()); diff != "" {
+		t.Errorf("value files (-want +got):\n%s", diff)
+	}
+	policy := app.SyncPolicy()
+	if !policy.GetAutomated().GetPrune() || !policy.GetAutomated().GetSelfHeal() {
+		t.Errorf("automated = %v, want prune and selfHeal", policy.GetAutomated())
+	}
+	if r := policy.GetRetry(); r.GetLimit() != 5 || r.GetBackoff().GetDuration() != "5s" || r.GetBackoff().GetFactor() != 2 || r.GetBackoff().GetMaxDuration() != "3m" {
+		t.Errorf("retry = %v, want 5 / 5s / 2 / 3m", r)
+	}
+	if !app.Cascade() {
+		t.Error("the resources finalizer must mean cascade delete")
+	}
+}
+
+func TestExpandClusterGenerator(t *testing.T) {
+	set, err := DecodeApplicationSet("apps/api-service-staging.yaml", fixtureObject(t, "apps/api-service-staging.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	apps, err := set.Expand([]Cluster{
+		{Name: "prod-eu", Labels: map[string]string{"env": "production"}},
+		{Name: "staging-1", Labels: map[string]string{"env": "staging"}},
+		{Name: "staging-2", Labels: map[string]string{"env": "staging"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, a := range apps {
+		got = append(got, a.Metadata.Name+"@"+a.Spec.Destination.Name+"/"+a.Spec.Destination.Namespace+" "+strings.Join(a.Spec.Source.Helm.ValueFiles, ","))
+	}
+	want := []string{
+		"api-service@staging-1/staging ../../environments/staging/api-service-values.yaml",
+		"api-service@staging-2/staging ../../environments/staging/api-service-values.yaml",
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("generated (-want +got):\n%s", diff)
+	}
+}
+
+func TestExpandListGeneratorFastTemplate(t *testing.T) {
+	set := &ApplicationSet{Metadata: ObjectMeta{Name: "guestbook"}, Spec: ApplicationSetSpec{
+		Generators: []Generator{{List: &ListGenerator{Elements: []json.RawMessage{json.RawMessage(`{"cluster":"prod-eu","url":"https://kubernetes.default.svc"}`)}}}},
+		Template:   []byte(`{"metadata":{"name":"{{cluster}}-guestbook"},"spec":{"source":{"repoURL":"https://git.example.com/r","path":"guestbook/{{cluster}}","targetRevision":"{{ missing }}"},"destination":{"server":"{{url}}","namespace":"guestbook"}}}`),
+	}}
+	apps, err := set.Expand(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(apps) != 1 || apps[0].Metadata.Name != "prod-eu-guestbook" || apps[0].Spec.Source.Path != "guestbook/prod-eu" || apps[0].Spec.Source.TargetRevision != "{{ missing }}" {
+		t.Fatalf("expanded = %+v", apps[0])
+	}
+}
+
+func TestValidationNamesTheField(t *testing.T) {
+	base := `{"apiVersion":"argoproj.io/v1alpha1","kind":"Application","metadata":{"name":"api"},"spec":{"source":{"repoURL":"https://git.example.com/r","path":"p"},"destination":{"server":"https://kubernetes.default.svc"}}}`
+	tests := []struct {
+		name, patch, want string
+	}{
+		{"no destination", `{"spec":{"destination":null}}`, `apps/x.yaml: Application "api": spec.destination: set name (a cluster) or server`},
+		{"unknown server", `{"spec":{"destination":{"server":"https://10.0.0.1:6443"}}}`, `spec.destination.server: "https://10.0.0.1:6443" is not a cluster Flotilla knows`},
+		{"helm repo chart", `{"spec":{"source":{"chart":"nginx"}}}`, `spec.source.chart: charts from Helm repositories are not supported`},
+		{"bad sync option", `{"spec":{"syncPolicy":{"syncOptions":["CreateNamespace=yes"]}}}`, `spec.syncPolicy.syncOptions[0]: CreateNamespace=yes: value must be one of true, false`},
+		{"unknown sync option", `{"spec":{"syncPolicy":{"syncOptions":["Turbo=true"]}}}`, `unknown sync option "Turbo"`},
+		{"bad backoff", `{"spec":{"syncPolicy":{"retry":{"backoff":{"duration":"soon"}}}}}`, `spec.syncPolicy.retry.backoff.duration: "soon" is not a duration`},
+		{"dotted name", `{"metadata":{"name":"api.v2"}}`, `metadata.name: "api.v2" is not a DNS label`},
+		{"wrong type", `{"spec":{"source":{"path":7}}}`, `spec.source.path: cannot be number`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			obj := mergePatch(t, base, tc.patch)
+			_, err := DecodeApplication("apps/x.yaml", obj)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error = %v, want it to contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func mergePatch(t *testing.T, base, patch string) []byte {
+	t.Helper()
+	var b, p map[string]any
+	if err := yaml.Unmarshal([]byte(base), &b); err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal([]byte(patch), &p); err != nil {
+		t.Fatal(err)
+	}
+	merge(b, p)
+	out, err := yaml.Marshal(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, _ := yaml.YAMLToJSON(out)
+	return j
+}
+
+func merge(dst, src map[string]any) {
+	for k, v := range src {
+		if sub, ok := v.(map[string]any); ok {
+			if d, ok := dst[k].(map[string]any); ok {
+				merge(d, sub)
+				continue
+			}
+		}
+		if v == nil {
+			delete(dst, k)
+			continue
+		}
+		dst[k] = v
+	}
+}

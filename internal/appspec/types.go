@@ -1,0 +1,215 @@
+package appspec
+
+import (
+	"encoding/json"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// The Argo CD API group and the kinds the hub interprets instead of applying.
+const (
+	Group              = "argoproj.io"
+	KindApplication    = "Application"
+	KindApplicationSet = "ApplicationSet"
+
+	// CascadeFinalizer on an Application means: delete its objects with it.
+	CascadeFinalizer = "resources-finalizer.argocd.argoproj.io"
+	// InClusterServer is the destination that means "the cluster the
+	// Application is synced into": for Flotilla, every selected cluster.
+	InClusterServer = "https://kubernetes.default.svc"
+	// ClustersAnnotation overrides targeting with a label selector.
+	ClustersAnnotation = "flotilla.dev/clusters"
+)
+
+// ObjectMeta is the part of metadata the hub reads.
+type ObjectMeta struct {
+	Name        string            `json:"name,omitempty"`
+	Namespace   string            `json:"namespace,omitempty"`
+	Labels      map[string]string `json:"labels,omitempty"`
+	Annotations map[string]string `json:"annotations,omitempty"`
+	Finalizers  []string          `json:"finalizers,omitempty"`
+}
+
+// Application is argoproj.io/v1alpha1 Application: the fields Flotilla uses,
+// with Argo CD's JSON names.
+type Application struct {
+	APIVersion string          `json:"apiVersion"`
+	Kind       string          `json:"kind"`
+	Metadata   ObjectMeta      `json:"metadata"`
+	Spec       ApplicationSpec `json:"spec"`
+}
+
+// ApplicationSpec is spec of an Application.
+type ApplicationSpec struct {
+	Project           string                      `json:"project,omitempty"`
+	Source            *ApplicationSource          `json:"source,omitempty"`
+	Sources           []ApplicationSource         `json:"sources,omitempty"`
+	Destination       Destination                 `json:"destination"`
+	SyncPolicy        *SyncPolicy                 `json:"syncPolicy,omitempty"`
+	IgnoreDifferences []ResourceIgnoreDifferences `json:"ignoreDifferences,omitempty"`
+}
+
+// ApplicationSource is spec.source.
+type ApplicationSource struct {
+	RepoURL        string           `json:"repoURL"`
+	Path           string           `json:"path,omitempty"`
+	TargetRevision string           `json:"targetRevision,omitempty"`
+	Chart          string           `json:"chart,omitempty"`
+	Helm           *HelmSource      `json:"helm,omitempty"`
+	Kustomize      *KustomizeSource `json:"kustomize,omitempty"`
+	Directory      *DirectorySource `json:"directory,omitempty"`
+	Plugin         json.RawMessage  `json:"plugin,omitempty"`
+}
+
+// HelmSource is spec.source.helm.
+type HelmSource struct {
+	ValueFiles              []string        `json:"valueFiles,omitempty"`
+	Values                  string          `json:"values,omitempty"`
+	ValuesObject            json.RawMessage `json:"valuesObject,omitempty"`
+	Parameters              []HelmParameter `json:"parameters,omitempty"`
+	FileParameters          []HelmFileParam `json:"fileParameters,omitempty"`
+	ReleaseName             string          `json:"releaseName,omitempty"`
+	IgnoreMissingValueFiles bool            `json:"ignoreMissingValueFiles,omitempty"`
+	SkipCrds                bool            `json:"skipCrds,omitempty"`
+	PassCredentials         bool            `json:"passCredentials,omitempty"`
+	KubeVersion             string          `json:"kubeVersion,omitempty"`
+	APIVersions             []string        `json:"apiVersions,omitempty"`
+	Namespace               string          `json:"namespace,omitempty"`
+	Version                 string          `json:"version,omitempty"`
+}
+
+// HelmParameter is one entry of spec.source.helm.parameters.
+type HelmParameter struct {
+	Name        string `json:"name"`
+	Value       string `json:"value"`
+	ForceString bool   `json:"forceString,omitempty"`
+}
+
+// HelmFileParam is one entry of spec.source.helm.fileParameters.
+type HelmFileParam struct {
+	Name string `json:"name"`
+	Path string `json:"path"`
+}
+
+// KustomizeSource is spec.source.kustomize.
+type KustomizeSource struct {
+	NamePrefix             string             `json:"namePrefix,omitempty"`
+	NameSuffix             string             `json:"nameSuffix,omitempty"`
+	Images                 []string           `json:"images,omitempty"`
+	CommonLabels           map[string]string  `json:"commonLabels,omitempty"`
+	CommonAnnotations      map[string]string  `json:"commonAnnotations,omitempty"`
+	ForceCommonLabels      bool               `json:"forceCommonLabels,omitempty"`
+	ForceCommonAnnotations bool               `json:"forceCommonAnnotations,omitempty"`
+	Namespace              string             `json:"namespace,omitempty"`
+	Replicas               []KustomizeReplica `json:"replicas,omitempty"`
+}
+
+// KustomizeReplica is one entry of spec.source.kustomize.replicas.
+type KustomizeReplica struct {
+	Name  string `json:"name"`
+	Count int64  `json:"count"`
+}
+
+// DirectorySource is spec.source.directory.
+type DirectorySource struct {
+	Recurse bool            `json:"recurse,omitempty"`
+	Include string          `json:"include,omitempty"`
+	Exclude string          `json:"exclude,omitempty"`
+	Jsonnet json.RawMessage `json:"jsonnet,omitempty"`
+}
+
+// Destination is spec.destination.
+type Destination struct {
+	Server    string `json:"server,omitempty"`
+	Name      string `json:"name,omitempty"`
+	Namespace string `json:"namespace,omitempty"`
+}
+
+// SyncPolicy is spec.syncPolicy.
+type SyncPolicy struct {
+	Automated   *Automated `json:"automated,omitempty"`
+	SyncOptions []string   `json:"syncOptions,omitempty"`
+	Retry       *Retry     `json:"retry,omitempty"`
+}
+
+// Automated is spec.syncPolicy.automated.
+type Automated struct {
+	Prune      bool `json:"prune,omitempty"`
+	SelfHeal   bool `json:"selfHeal,omitempty"`
+	AllowEmpty bool `json:"allowEmpty,omitempty"`
+}
+
+// Retry is spec.syncPolicy.retry.
+type Retry struct {
+	Limit   int64    `json:"limit,omitempty"`
+	Backoff *Backoff `json:"backoff,omitempty"`
+}
+
+// Backoff is spec.syncPolicy.retry.backoff.
+type Backoff struct {
+	Duration    string `json:"duration,omitempty"`
+	Factor      *int64 `json:"factor,omitempty"`
+	MaxDuration string `json:"maxDuration,omitempty"`
+}
+
+// ResourceIgnoreDifferences is one entry of spec.ignoreDifferences.
+type ResourceIgnoreDifferences struct {
+	Group                 string   `json:"group,omitempty"`
+	Kind                  string   `json:"kind"`
+	Name                  string   `json:"name,omitempty"`
+	Namespace             string   `json:"namespace,omitempty"`
+	JSONPointers          []string `json:"jsonPointers,omitempty"`
+	JQPathExpressions     []string `json:"jqPathExpressions,omitempty"`
+	ManagedFieldsManagers []string `json:"managedFieldsManagers,omitempty"`
+}
+
+// ApplicationSet is argoproj.io/v1alpha1 ApplicationSet.
+type ApplicationSet struct {
+	APIVersion string             `json:"apiVersion"`
+	Kind       string             `json:"kind"`
+	Metadata   ObjectMeta         `json:"metadata"`
+	Spec       ApplicationSetSpec `json:"spec"`
+}
+
+// ApplicationSetSpec is spec of an ApplicationSet.
+type ApplicationSetSpec struct {
+	GoTemplate        bool        `json:"goTemplate,omitempty"`
+	GoTemplateOptions []string    `json:"goTemplateOptions,omitempty"`
+	Generators        []Generator `json:"generators"`
+	// Template is kept raw: its strings are templates, expanded per
+	// parameter set before being read as an Application.
+	Template json.RawMessage `json:"template"`
+}
+
+// Generator is one entry of spec.generators. Exactly one field is set.
+type Generator struct {
+	List     *ListGenerator     `json:"list,omitempty"`
+	Clusters *ClustersGenerator `json:"clusters,omitempty"`
+	// Unsupported generators are named in errors.
+	Git             json.RawMessage `json:"git,omitempty"`
+	Matrix          json.RawMessage `json:"matrix,omitempty"`
+	Merge           json.RawMessage `json:"merge,omitempty"`
+	SCMProvider     json.RawMessage `json:"scmProvider,omitempty"`
+	PullRequest     json.RawMessage `json:"pullRequest,omitempty"`
+	ClusterDecision json.RawMessage `json:"clusterDecisionResource,omitempty"`
+	Plugin          json.RawMessage `json:"plugin,omitempty"`
+}
+
+// ListGenerator is the list generator: one parameter set per element.
+type ListGenerator struct {
+	Elements []json.RawMessage `json:"elements"`
+}
+
+// ClustersGenerator is the cluster generator: one parameter set per
+// registered cluster matching the selector.
+type ClustersGenerator struct {
+	Selector metav1.LabelSelector `json:"selector,omitempty"`
+	Values   map[string]string    `json:"values,omitempty"`
+}
+
+// Cluster is a registered cluster as generators and targeting see it.
+type Cluster struct {
+	Name        string
+	Labels      map[string]string
+	Annotations map[string]string
+}

@@ -1,0 +1,209 @@
+package appspec
+
+import (
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// namePattern keeps application and cluster names usable as one token of a
+// NATS subject and KV key: a DNS label.
+var namePattern = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
+
+// ValidName reports whether name can name an application or a cluster.
+func ValidName(name string) bool { return namePattern.MatchString(name) }
+
+// KnownSyncOptions are the Argo CD sync options Flotilla understands, with
+// the values each accepts.
+var KnownSyncOptions = map[string][]string{
+	"CreateNamespace":             {"true", "false"},
+	"ServerSideApply":             {"true", "false"},
+	"PruneLast":                   {"true", "false"},
+	"ApplyOutOfSyncOnly":          {"true", "false"},
+	"Replace":                     {"true", "false"},
+	"Prune":                       {"true", "false", "confirm"},
+	"Delete":                      {"true", "false", "confirm"},
+	"RespectIgnoreDifferences":    {"true", "false"},
+	"FailOnSharedResource":        {"true", "false"},
+	"Validate":                    {"true", "false"},
+	"PrunePropagationPolicy":      {"foreground", "background", "orphan"},
+	"SkipDryRunOnMissingResource": {"true", "false"},
+}
+
+// Validate checks an Application for what Flotilla needs and supports. It
+// returns an *Error naming the first bad field.
+func (a *Application) Validate() error {
+	fail := func(field, format string, args ...any) error {
+		return &Error{Kind: KindApplication, Name: a.Metadata.Name, Field: field, Reason: fmt.Sprintf(format, args...)}
+	}
+	if a.Metadata.Name == "" {
+		return fail("metadata.name", "is required")
+	}
+	if !ValidName(a.Metadata.Name) {
+		return fail("metadata.name", "%q is not a DNS label (lower-case letters, digits and '-', at most 63)", a.Metadata.Name)
+	}
+	if len(a.Spec.Sources) > 0 {
+		return fail("spec.sources", "multiple sources are not supported; use spec.source")
+	}
+	src := a.Spec.Source
+	if src == nil {
+		return fail("spec.source", "is required")
+	}
+	if src.RepoURL == "" {
+		return fail("spec.source.repoURL", "is required")
+	}
+	if src.Chart != "" {
+		return fail("spec.source.chart", "charts from Helm repositories are not supported; point spec.source.path at a chart in Git")
+	}
+	if len(src.Plugin) > 0 {
+		return fail("spec.source.plugin", "config management plugins are not supported")
+	}
+	if src.Directory != nil && len(src.Directory.Jsonnet) > 0 && string(src.Directory.Jsonnet) != "{}" {
+		return fail("spec.source.directory.jsonnet", "jsonnet is not supported")
+	}
+	if n := countSet(src.Helm != nil, src.Kustomize != nil, src.Directory != nil); n > 1 {
+		return fail("spec.source", "set at most one of helm, kustomize and directory")
+	}
+	if src.Helm != nil {
+		for i, p := range src.Helm.Parameters {
+			if p.Name == "" {
+				return fail(fmt.Sprintf("spec.source.helm.parameters[%d].name", i), "is required")
+			}
+		}
+		for i, p := range src.Helm.FileParameters {
+			if p.Name == "" || p.Path == "" {
+				return fail(fmt.Sprintf("spec.source.helm.fileParameters[%d]", i), "name and path are required")
+			}
+		}
+	}
+	d := a.Spec.Destination
+	switch {
+	case d.Name != "" && d.Server != "":
+		return fail("spec.destination", "set name or server, not both")
+	case d.Name == "" && d.Server == "":
+		return fail("spec.destination", "set name (a cluster) or server (%s)", InClusterServer)
+	case d.Server != "" && d.Server != InClusterServer && a.Metadata.Annotations[ClustersAnnotation] == "":
+		return fail("spec.destination.server", "%q is not a cluster Flotilla knows: use destination.name, server %s, or the %s annotation", d.Server, InClusterServer, ClustersAnnotation)
+	}
+	if sel := a.Metadata.Annotations[ClustersAnnotation]; sel != "" {
+		if _, err := ParseSelector(sel); err != nil {
+			return fail("metadata.annotations["+ClustersAnnotation+"]", "%v", err)
+		}
+	}
+	if p := a.Spec.SyncPolicy; p != nil {
+		for i, opt := range p.SyncOptions {
+			if err := validateSyncOption(opt); err != nil {
+				return fail(fmt.Sprintf("spec.syncPolicy.syncOptions[%d]", i), "%v", err)
+			}
+		}
+		if r := p.Retry; r != nil && r.Backoff != nil {
+			if _, err := ParseArgoDuration(r.Backoff.Duration); r.Backoff.Duration != "" && err != nil {
+				return fail("spec.syncPolicy.retry.backoff.duration", "%v", err)
+			}
+			if _, err := ParseArgoDuration(r.Backoff.MaxDuration); r.Backoff.MaxDuration != "" && err != nil {
+				return fail("spec.syncPolicy.retry.backoff.maxDuration", "%v", err)
+			}
+			if f := r.Backoff.Factor; f != nil && *f < 1 {
+				return fail("spec.syncPolicy.retry.backoff.factor", "must be at least 1, got %d", *f)
+			}
+		}
+	}
+	for i, d := range a.Spec.IgnoreDifferences {
+		if d.Kind == "" {
+			return fail(fmt.Sprintf("spec.ignoreDifferences[%d].kind", i), "is required")
+		}
+	}
+	return nil
+}
+
+func validateSyncOption(opt string) error {
+	key, value, ok := strings.Cut(opt, "=")
+	if !ok {
+		return fmt.Errorf("%q is not Key=Value", opt)
+	}
+	allowed, known := KnownSyncOptions[key]
+	if !known {
+		return fmt.Errorf("unknown sync option %q", key)
+	}
+	for _, v := range allowed {
+		if strings.EqualFold(v, value) {
+			return nil
+		}
+	}
+	return fmt.Errorf("%s=%s: value must be one of %s", key, value, strings.Join(allowed, ", "))
+}
+
+// ParseArgoDuration reads a retry duration as Argo CD does: a Go duration
+// ("5s", "3m") or a bare number of seconds ("5").
+func ParseArgoDuration(s string) (time.Duration, error) {
+	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+		return time.Duration(n) * time.Second, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a duration", s)
+	}
+	return d, nil
+}
+
+// ParseSelector parses a label selector in kubectl's syntax
+// ("env=production,region in (eu,us)").
+func ParseSelector(s string) (metav1.LabelSelector, error) {
+	sel, err := metav1.ParseToLabelSelector(s)
+	if err != nil {
+		return metav1.LabelSelector{}, fmt.Errorf("invalid label selector %q: %w", s, err)
+	}
+	return *sel, nil
+}
+
+// Validate checks that an ApplicationSet uses supported generators.
+func (s *ApplicationSet) Validate() error {
+	fail := func(field, format string, args ...any) error {
+		return &Error{Kind: KindApplicationSet, Name: s.Metadata.Name, Field: field, Reason: fmt.Sprintf(format, args...)}
+	}
+	if s.Metadata.Name == "" {
+		return fail("metadata.name", "is required")
+	}
+	if len(s.Spec.Generators) == 0 {
+		return fail("spec.generators", "at least one generator is required")
+	}
+	if len(s.Spec.Template) == 0 {
+		return fail("spec.template", "is required")
+	}
+	for i, g := range s.Spec.Generators {
+		field := fmt.Sprintf("spec.generators[%d]", i)
+		unsupported := map[string]bool{
+			"git": len(g.Git) > 0, "matrix": len(g.Matrix) > 0, "merge": len(g.Merge) > 0,
+			"scmProvider": len(g.SCMProvider) > 0, "pullRequest": len(g.PullRequest) > 0,
+			"clusterDecisionResource": len(g.ClusterDecision) > 0, "plugin": len(g.Plugin) > 0,
+		}
+		for name, set := range unsupported {
+			if set {
+				return fail(field+"."+name, "the %s generator is not supported (supported: list, clusters)", name)
+			}
+		}
+		if countSet(g.List != nil, g.Clusters != nil) != 1 {
+			return fail(field, "set exactly one generator")
+		}
+		if g.Clusters != nil {
+			if _, err := metav1.LabelSelectorAsSelector(&g.Clusters.Selector); err != nil {
+				return fail(field+".clusters.selector", "%v", err)
+			}
+		}
+	}
+	return nil
+}
+
+func countSet(set ...bool) int {
+	n := 0
+	for _, s := range set {
+		if s {
+			n++
+		}
+	}
+	return n
+}
