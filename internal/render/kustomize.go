@@ -1,0 +1,93 @@
+package render
+
+import (
+	"fmt"
+	"path/filepath"
+	"sync"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
+
+	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
+)
+
+// renderKustomize is `kustomize build` with kustomize's own library. Every
+// file kustomize reads is recorded, so the artifact holds exactly the bases,
+// components and patches the overlay references.
+func renderKustomize(req Request, dir string) (*Result, error) {
+	if k := req.Spec.GetKustomize(); k != nil {
+		if field := unsupportedKustomizeField(k); field != "" {
+			return nil, &Error{Path: req.Path, Reason: fmt.Sprintf("spec.source.kustomize.%s is not supported yet; set it in kustomization.yaml", field)}
+		}
+	}
+	fs := &recordingFS{FileSystem: filesys.MakeFsOnDisk()}
+	opts := krusty.MakeDefaultOptions()
+	resources, err := krusty.MakeKustomizer(opts).Run(fs, dir)
+	if err != nil {
+		return nil, &Error{Path: req.Path, Reason: "kustomize build", Err: err}
+	}
+	res := &Result{}
+	for _, r := range resources.Resources() {
+		m, err := r.Map()
+		if err != nil {
+			return nil, &Error{Path: req.Path, Reason: "kustomize output", Err: err}
+		}
+		obj := &unstructured.Unstructured{Object: m}
+		if err := checkObject(obj); err != nil {
+			return nil, &Error{Path: req.Path, Reason: "kustomize output", Err: err}
+		}
+		res.Manifests = append(res.Manifests, Manifest{Object: obj, Source: req.Path})
+	}
+	for _, p := range fs.read() {
+		abs, err := filepath.Abs(p)
+		if err != nil || !within(req.Root, abs) {
+			return nil, &Error{Path: req.Path, File: p, Reason: "kustomize read a file outside the repository"}
+		}
+		res.Files = append(res.Files, relative(req.Root, abs))
+	}
+	return res, nil
+}
+
+func unsupportedKustomizeField(k *flotillav1.KustomizeSpec) string {
+	switch {
+	case k.GetNamePrefix() != "":
+		return "namePrefix"
+	case k.GetNameSuffix() != "":
+		return "nameSuffix"
+	case len(k.GetImages()) > 0:
+		return "images"
+	case len(k.GetCommonLabels()) > 0:
+		return "commonLabels"
+	case len(k.GetCommonAnnotations()) > 0:
+		return "commonAnnotations"
+	case k.GetNamespace() != "":
+		return "namespace"
+	case len(k.GetReplicas()) > 0:
+		return "replicas"
+	}
+	return ""
+}
+
+// recordingFS remembers every file kustomize reads.
+type recordingFS struct {
+	filesys.FileSystem
+	mu    sync.Mutex
+	files []string
+}
+
+func (f *recordingFS) ReadFile(path string) ([]byte, error) {
+	data, err := f.FileSystem.ReadFile(path)
+	if err == nil {
+		f.mu.Lock()
+		f.files = append(f.files, path)
+		f.mu.Unlock()
+	}
+	return data, err
+}
+
+func (f *recordingFS) read() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.files...)
+}
