@@ -84,4 +84,3 @@ func matchAny(pattern, rel string) bool {
 	}
 	return false
 }
-
