@@ -176,7 +176,7 @@ func chartSource(appPath, manifest string) string {
 	return appPath
 }
 
-var templateErrorFile = regexp.MustCompile(`template: [^/]+/([^:]+):`)
+var templateErrorFile = regexp.MustCompile(`(?:template: |at \()[^/]+/([^:]+):`)
 
 // templateFile picks the template named in a Helm error, for the error's
 // File field.

@@ -229,11 +229,15 @@ type DesiredState struct {
 	SyncPolicy        *SyncPolicy          `protobuf:"bytes,10,opt,name=sync_policy,json=syncPolicy,proto3" json:"sync_policy,omitempty"`
 	IgnoreDifferences []*IgnoreDifferences `protobuf:"bytes,11,rep,name=ignore_differences,json=ignoreDifferences,proto3" json:"ignore_differences,omitempty"`
 	// deletion is set when the application left Git.
-	Deletion      *Deletion              `protobuf:"bytes,12,opt,name=deletion,proto3" json:"deletion,omitempty"`
-	Initiator     Initiator              `protobuf:"varint,13,opt,name=initiator,proto3,enum=flotilla.v1.Initiator" json:"initiator,omitempty"`
-	PublishedAt   *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=published_at,json=publishedAt,proto3" json:"published_at,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Deletion    *Deletion              `protobuf:"bytes,12,opt,name=deletion,proto3" json:"deletion,omitempty"`
+	Initiator   Initiator              `protobuf:"varint,13,opt,name=initiator,proto3,enum=flotilla.v1.Initiator" json:"initiator,omitempty"`
+	PublishedAt *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=published_at,json=publishedAt,proto3" json:"published_at,omitempty"`
+	// cascade_on_delete is true when the Application carries the
+	// resources-finalizer.argocd.argoproj.io finalizer, so removing it from
+	// Git deletes its objects; otherwise they are orphaned.
+	CascadeOnDelete bool `protobuf:"varint,15,opt,name=cascade_on_delete,json=cascadeOnDelete,proto3" json:"cascade_on_delete,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *DesiredState) Reset() {
@@ -362,6 +366,13 @@ func (x *DesiredState) GetPublishedAt() *timestamppb.Timestamp {
 		return x.PublishedAt
 	}
 	return nil
+}
+
+func (x *DesiredState) GetCascadeOnDelete() bool {
+	if x != nil {
+		return x.CascadeOnDelete
+	}
+	return false
 }
 
 // Source tells where the desired state came from.
@@ -1392,10 +1403,11 @@ func (x *IgnoreDifferences) GetManagedFieldsManagers() []string {
 	return nil
 }
 
-// Deletion says the application was removed and what to do with its objects.
+// Deletion says the application was removed from Git and what to do with
+// its objects.
 type Deletion struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// cascade is true when the Application carried the
+	// cascade is true when the removed Application carried the
 	// resources-finalizer.argocd.argoproj.io finalizer: delete every object.
 	// Otherwise the objects are orphaned (left running, released).
 	Cascade       bool `protobuf:"varint,1,opt,name=cascade,proto3" json:"cascade,omitempty"`
@@ -1452,7 +1464,7 @@ const file_flotilla_v1_desired_state_proto_rawDesc = "" +
 	"\tSignature\x12\x1c\n" +
 	"\talgorithm\x18\x01 \x01(\tR\talgorithm\x12\x15\n" +
 	"\x06key_id\x18\x02 \x01(\tR\x05keyId\x12\x14\n" +
-	"\x05value\x18\x03 \x01(\fR\x05value\"\x98\x05\n" +
+	"\x05value\x18\x03 \x01(\fR\x05value\"\xc4\x05\n" +
 	"\fDesiredState\x12%\n" +
 	"\x0eschema_version\x18\x01 \x01(\rR\rschemaVersion\x12\x18\n" +
 	"\acluster\x18\x02 \x01(\tR\acluster\x12\x10\n" +
@@ -1470,7 +1482,8 @@ const file_flotilla_v1_desired_state_proto_rawDesc = "" +
 	"\x12ignore_differences\x18\v \x03(\v2\x1e.flotilla.v1.IgnoreDifferencesR\x11ignoreDifferences\x121\n" +
 	"\bdeletion\x18\f \x01(\v2\x15.flotilla.v1.DeletionR\bdeletion\x124\n" +
 	"\tinitiator\x18\r \x01(\x0e2\x16.flotilla.v1.InitiatorR\tinitiator\x12=\n" +
-	"\fpublished_at\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\vpublishedAt\"\x81\x02\n" +
+	"\fpublished_at\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\vpublishedAt\x12*\n" +
+	"\x11cascade_on_delete\x18\x0f \x01(\bR\x0fcascadeOnDelete\"\x81\x02\n" +
 	"\x06Source\x12\x19\n" +
 	"\brepo_url\x18\x01 \x01(\tR\arepoUrl\x12\x12\n" +
 	"\x04path\x18\x02 \x01(\tR\x04path\x12'\n" +

@@ -1,0 +1,62 @@
+// Command hub watches Git and publishes signed desired state for every
+// cluster of the fleet over NATS JetStream.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/flotilla-dev/flotilla/hub"
+	"github.com/flotilla-dev/flotilla/hub/config"
+	"github.com/flotilla-dev/flotilla/internal/telemetry"
+)
+
+func main() {
+	configPath := flag.String("config", "hub.yaml", "hub configuration file (docs/hub-config.md)")
+	dataDir := flag.String("data-dir", "", "override dataDir: signing key, Git mirrors, embedded NATS storage")
+	listen := flag.String("listen", "", "override listen: address of the API and webhook server")
+	natsURL := flag.String("nats-url", "", "override nats.url: use an external NATS instead of the embedded one")
+	flag.Parse()
+
+	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	if err := run(*configPath, *dataDir, *listen, *natsURL, log); err != nil {
+		log.Error("hub failed", "error", err)
+		os.Exit(1)
+	}
+}
+
+func run(configPath, dataDir, listen, natsURL string, log *slog.Logger) error {
+	cfg, err := config.Load(configPath)
+	if err != nil {
+		return err
+	}
+	if dataDir != "" {
+		cfg.DataDir = dataDir
+	}
+	if listen != "" {
+		cfg.Listen = listen
+	}
+	if natsURL != "" {
+		cfg.NATS.URL = natsURL
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	shutdownTracing, err := telemetry.Setup(ctx, "flotilla-hub")
+	if err != nil {
+		return fmt.Errorf("tracing: %w", err)
+	}
+	defer shutdownTracing(context.Background())
+
+	h, err := hub.New(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	log.Info("hub public key (pin it in agents with --hub-public-key)", "nats", h.NATSURL(), "public_key", string(h.PublicKey()))
+	return h.Run(ctx)
+}

@@ -1,0 +1,247 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/go-git/go-git/v5/plumbing/transport"
+	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
+	gitssh "github.com/go-git/go-git/v5/plumbing/transport/ssh"
+	"k8s.io/apimachinery/pkg/labels"
+	"sigs.k8s.io/yaml"
+)
+
+// Config is the hub's configuration file (docs/hub-config.md).
+type Config struct {
+	// DataDir holds the signing key, Git mirrors and embedded NATS storage.
+	DataDir string `json:"dataDir"`
+	// Listen is the address of the API, webhook and metrics server.
+	Listen       string       `json:"listen"`
+	NATS         NATS         `json:"nats"`
+	Repositories []Repository `json:"repositories"`
+	Roots        []Root       `json:"roots"`
+	Webhook      Webhook      `json:"webhook"`
+	// History is how many desired states per (cluster, app) are retained
+	// for rollback (at most 64).
+	History int `json:"history"`
+	// GCInterval is how often unreferenced artifacts are deleted.
+	GCInterval Duration `json:"gcInterval"`
+}
+
+// NATS is either an embedded server (the default) or an external one.
+type NATS struct {
+	// URL of an external NATS; empty runs the embedded server.
+	URL string `json:"url"`
+	// CredentialsFile is a NATS .creds file for the external server.
+	CredentialsFile string `json:"credentialsFile"`
+	// EmbeddedListen is where the embedded server accepts agents.
+	EmbeddedListen string `json:"embeddedListen"`
+	// Replicas of buckets and streams (3 on a NATS cluster).
+	Replicas int `json:"replicas"`
+}
+
+// Repository is a Git repository the hub watches.
+type Repository struct {
+	// URL is how Applications name it in spec.source.repoURL.
+	URL string `json:"url"`
+	// FetchURL is where to fetch from, when not URL (a mirror; file:// works).
+	FetchURL     string   `json:"fetchURL"`
+	PollInterval Duration `json:"pollInterval"`
+	Auth         GitAuth  `json:"auth"`
+}
+
+// GitAuth are a repository's credentials, each read from a file or an
+// environment variable.
+type GitAuth struct {
+	Username     string `json:"username"`
+	PasswordFile string `json:"passwordFile"`
+	PasswordEnv  string `json:"passwordEnv"`
+	SSHKeyFile   string `json:"sshKeyFile"`
+}
+
+// Root is where application discovery starts.
+type Root struct {
+	Name     string `json:"name"`
+	Repo     string `json:"repo"`
+	Path     string `json:"path"`
+	Revision string `json:"revision"`
+	// Clusters is a label selector ("env=production"); empty selects all.
+	Clusters string `json:"clusters"`
+}
+
+// Webhook configures push webhooks.
+type Webhook struct {
+	SecretFile string `json:"secretFile"`
+	SecretEnv  string `json:"secretEnv"`
+}
+
+// Duration reads "10s"-style durations from YAML.
+type Duration struct{ time.Duration }
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	s := strings.Trim(string(b), `"`)
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("%q is not a duration", s)
+	}
+	d.Duration = v
+	return nil
+}
+
+// DefaultPollInterval is Argo CD-like but quicker: the ref listing it costs
+// is one small HTTP request.
+const DefaultPollInterval = 10 * time.Second
+
+// Load reads, defaults and validates a configuration file.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(path, data)
+}
+
+// Parse reads a configuration from data; name is used in errors.
+func Parse(name string, data []byte) (*Config, error) {
+	var c Config
+	if err := yaml.UnmarshalStrict(data, &c); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	c.applyDefaults()
+	if err := c.validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return &c, nil
+}
+
+func (c *Config) applyDefaults() {
+	if c.DataDir == "" {
+		c.DataDir = "/var/lib/flotilla"
+	}
+	if c.Listen == "" {
+		c.Listen = ":8080"
+	}
+	if c.NATS.URL == "" && c.NATS.EmbeddedListen == "" {
+		c.NATS.EmbeddedListen = "0.0.0.0:4222"
+	}
+	if c.NATS.Replicas == 0 {
+		c.NATS.Replicas = 1
+	}
+	if c.History == 0 {
+		c.History = 64
+	}
+	if c.GCInterval.Duration == 0 {
+		c.GCInterval.Duration = time.Hour
+	}
+	for i := range c.Repositories {
+		if c.Repositories[i].PollInterval.Duration == 0 {
+			c.Repositories[i].PollInterval.Duration = DefaultPollInterval
+		}
+	}
+	for i := range c.Roots {
+		if c.Roots[i].Revision == "" {
+			c.Roots[i].Revision = "HEAD"
+		}
+		if c.Roots[i].Name == "" {
+			c.Roots[i].Name = c.Roots[i].Path
+		}
+	}
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	if c.History < 1 || c.History > 64 {
+		errs = append(errs, fmt.Errorf("history: %d must be between 1 and 64", c.History))
+	}
+	repos := map[string]bool{}
+	for i, r := range c.Repositories {
+		if r.URL == "" {
+			errs = append(errs, fmt.Errorf("repositories[%d].url: is required", i))
+		}
+		repos[NormalizeURL(r.URL)] = true
+		if r.Auth.PasswordFile != "" && r.Auth.PasswordEnv != "" {
+			errs = append(errs, fmt.Errorf("repositories[%d].auth: set passwordFile or passwordEnv, not both", i))
+		}
+	}
+	for i, r := range c.Roots {
+		if !repos[NormalizeURL(r.Repo)] {
+			errs = append(errs, fmt.Errorf("roots[%d].repo: %q is not in repositories", i, r.Repo))
+		}
+		if r.Path == "" {
+			errs = append(errs, fmt.Errorf("roots[%d].path: is required", i))
+		}
+		if _, err := labels.Parse(r.Clusters); err != nil {
+			errs = append(errs, fmt.Errorf("roots[%d].clusters: %w", i, err))
+		}
+	}
+	if c.Webhook.SecretFile != "" && c.Webhook.SecretEnv != "" {
+		errs = append(errs, errors.New("webhook: set secretFile or secretEnv, not both"))
+	}
+	return errors.Join(errs...)
+}
+
+// NormalizeURL compares repository URLs the way Argo CD does: case and a
+// trailing ".git" or "/" do not matter.
+func NormalizeURL(u string) string {
+	u = strings.ToLower(strings.TrimSpace(u))
+	u = strings.TrimSuffix(u, "/")
+	return strings.TrimSuffix(u, ".git")
+}
+
+// ClusterSelector parses the root's selector.
+func (r Root) ClusterSelector() labels.Selector {
+	sel, err := labels.Parse(r.Clusters)
+	if err != nil {
+		return labels.Nothing() // validate refused it already
+	}
+	return sel
+}
+
+// AuthMethod builds go-git credentials, reading secrets now.
+func (a GitAuth) AuthMethod() (transport.AuthMethod, error) {
+	if a.SSHKeyFile != "" {
+		user := a.Username
+		if user == "" {
+			user = "git"
+		}
+		keys, err := gitssh.NewPublicKeysFromFile(user, a.SSHKeyFile, "")
+		if err != nil {
+			return nil, fmt.Errorf("ssh key %s: %w", a.SSHKeyFile, err)
+		}
+		return keys, nil
+	}
+	password, err := readSecret(a.PasswordFile, a.PasswordEnv)
+	if err != nil || password == "" {
+		return nil, err
+	}
+	user := a.Username
+	if user == "" {
+		user = "git" // token auth: GitHub and GitLab accept any user name
+	}
+	return &githttp.BasicAuth{Username: user, Password: password}, nil
+}
+
+// Secret reads the webhook secret; "" means webhooks are refused.
+func (w Webhook) Secret() (string, error) { return readSecret(w.SecretFile, w.SecretEnv) }
+
+func readSecret(file, env string) (string, error) {
+	switch {
+	case file != "":
+		data, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("read secret: %w", err)
+		}
+		return strings.TrimSpace(string(data)), nil
+	case env != "":
+		v, ok := os.LookupEnv(env)
+		if !ok {
+			return "", fmt.Errorf("secret environment variable %s is not set", env)
+		}
+		return v, nil
+	}
+	return "", nil
+}

@@ -1,0 +1,232 @@
+package hub
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/flotilla-dev/flotilla/hub/config"
+	"github.com/flotilla-dev/flotilla/hub/discovery"
+	"github.com/flotilla-dev/flotilla/hub/gitwatch"
+	"github.com/flotilla-dev/flotilla/hub/publish"
+	"github.com/flotilla-dev/flotilla/internal/bus"
+	"github.com/flotilla-dev/flotilla/internal/signing"
+	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
+)
+
+var tracer = otel.Tracer("github.com/flotilla-dev/flotilla/hub")
+
+// Hub is a running hub.
+type Hub struct {
+	cfg       *config.Config
+	log       *slog.Logger
+	natsSrv   *server.Server
+	nc        *nats.Conn
+	bus       *bus.Bus
+	signer    *signing.Signer
+	publisher *publish.Publisher
+	roots     []discovery.Root
+	repos     []*watchedRepo
+	secret    string
+
+	// trigger asks the reconcile loop for a pass; it carries the span that
+	// caused it so the pass continues that trace.
+	trigger chan trace.SpanContext
+
+	mu       sync.Mutex
+	clusters map[string]*flotillav1.ClusterRegistration
+	// reported holds the last error reported per subject, so a failure is
+	// reported once, not at every poll.
+	reported map[string]string
+}
+
+type watchedRepo struct {
+	mirror   *gitwatch.Mirror
+	interval time.Duration
+	pollNow  chan struct{}
+}
+
+// New starts what the hub needs before it can run: NATS, the buckets, the
+// signing key and the Git mirrors.
+func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (h *Hub, err error) {
+	h = &Hub{cfg: cfg, log: log, trigger: make(chan trace.SpanContext, 1),
+		clusters: map[string]*flotillav1.ClusterRegistration{}, reported: map[string]string{}}
+	defer func() {
+		if err != nil {
+			h.Close()
+		}
+	}()
+	if h.secret, err = cfg.Webhook.Secret(); err != nil {
+		return nil, fmt.Errorf("webhook secret: %w", err)
+	}
+	key, err := signing.LoadOrCreateKey(cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("signing key: %w", err)
+	}
+	h.signer = signing.NewSigner(key)
+
+	url := cfg.NATS.URL
+	if url == "" {
+		host, port, err := splitHostPort(cfg.NATS.EmbeddedListen)
+		if err != nil {
+			return nil, fmt.Errorf("nats.embeddedListen: %w", err)
+		}
+		h.natsSrv, err = bus.StartEmbedded(bus.EmbeddedOptions{Host: host, Port: port, StoreDir: filepath.Join(cfg.DataDir, "nats")})
+		if err != nil {
+			return nil, err
+		}
+		url = h.natsSrv.ClientURL()
+	}
+	opts := []nats.Option{nats.Name("flotilla-hub"), nats.MaxReconnects(-1)}
+	if cfg.NATS.CredentialsFile != "" {
+		opts = append(opts, nats.UserCredentials(cfg.NATS.CredentialsFile))
+	}
+	if h.nc, err = nats.Connect(url, opts...); err != nil {
+		return nil, fmt.Errorf("connect to NATS %s: %w", url, err)
+	}
+	busOpts := bus.DefaultOptions()
+	busOpts.Replicas, busOpts.DesiredHistory = cfg.NATS.Replicas, uint8(cfg.History)
+	if h.bus, err = bus.Provision(ctx, h.nc, busOpts); err != nil {
+		return nil, err
+	}
+	h.publisher = publish.New(h.bus, h.signer, log)
+	if err := h.publisher.Load(ctx); err != nil {
+		return nil, err
+	}
+
+	for i, r := range cfg.Repositories {
+		auth, err := r.Auth.AuthMethod()
+		if err != nil {
+			return nil, fmt.Errorf("repositories[%d] (%s): %w", i, r.URL, err)
+		}
+		m, err := gitwatch.OpenMirror(cfg.DataDir, gitwatch.Repository{URL: r.URL, FetchURL: r.FetchURL, Auth: auth})
+		if err != nil {
+			return nil, err
+		}
+		h.repos = append(h.repos, &watchedRepo{mirror: m, interval: r.PollInterval.Duration, pollNow: make(chan struct{}, 1)})
+	}
+	for _, r := range cfg.Roots {
+		h.roots = append(h.roots, discovery.Root{Name: r.Name, RepoURL: r.Repo, Path: r.Path, Revision: r.Revision, Clusters: r.ClusterSelector()})
+	}
+	return h, nil
+}
+
+// Close stops NATS; Run must have returned.
+func (h *Hub) Close() {
+	if h.nc != nil {
+		h.nc.Close()
+	}
+	if h.natsSrv != nil {
+		h.natsSrv.Shutdown()
+		h.natsSrv.WaitForShutdown()
+	}
+}
+
+// NATSURL is where agents connect (the embedded server's address).
+func (h *Hub) NATSURL() string {
+	if h.natsSrv != nil {
+		return h.natsSrv.ClientURL()
+	}
+	return h.cfg.NATS.URL
+}
+
+// PublicKey is the key agents pin to verify desired state.
+func (h *Hub) PublicKey() []byte {
+	pem, _ := signing.EncodePublicKey(h.signer.PublicKey())
+	return pem
+}
+
+// Run polls Git, watches registrations, serves HTTP on the configured
+// address and reconciles until ctx ends.
+func (h *Hub) Run(ctx context.Context) error {
+	ln, err := net.Listen("tcp", h.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	return h.Serve(ctx, ln)
+}
+
+// Serve is Run on a listener the caller opened.
+func (h *Hub) Serve(ctx context.Context, ln net.Listener) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	changes, initial, err := h.bus.WatchClusters(ctx)
+	if err != nil {
+		return fmt.Errorf("watch cluster registrations: %w", err)
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { h.watchClusters(ctx, changes) })
+	select {
+	case <-initial:
+	case <-ctx.Done():
+		return nil
+	}
+	for _, r := range h.repos {
+		h.poll(ctx, r) // the first pass sees every repository fetched
+	}
+	h.requestReconcile(trace.SpanContext{})
+	for _, r := range h.repos {
+		wg.Go(func() { h.pollLoop(ctx, r) })
+	}
+	wg.Go(func() { h.reconcileLoop(ctx) })
+	wg.Go(func() { h.gcLoop(ctx) })
+
+	srv := &http.Server{Handler: h.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	wg.Go(func() {
+		<-ctx.Done()
+		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(shutdown)
+	})
+	h.log.Info("hub running", "listen", ln.Addr().String(), "nats", h.NATSURL(), "roots", len(h.roots), "repositories", len(h.repos))
+	err = srv.Serve(ln)
+	cancel()
+	wg.Wait()
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Handler serves the webhook, the public key and health.
+func (h *Hub) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /api/webhook", h.serveWebhook)
+	mux.HandleFunc("GET /api/public-key", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/x-pem-file")
+		_, _ = w.Write(h.PublicKey())
+	})
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	return mux
+}
+
+func (h *Hub) requestReconcile(cause trace.SpanContext) {
+	select {
+	case h.trigger <- cause:
+	default: // a pass is already pending; it will see this change too
+	}
+}
+
+func splitHostPort(addr string) (string, int, error) {
+	host, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return "", 0, fmt.Errorf("port %q: %w", portStr, err)
+	}
+	return host, port, nil
+}

@@ -1,0 +1,303 @@
+package hub
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/go-git/go-git/v5/plumbing/object"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/flotilla-dev/flotilla/hub/config"
+	"github.com/flotilla-dev/flotilla/hub/discovery"
+	"github.com/flotilla-dev/flotilla/internal/appspec"
+	"github.com/flotilla-dev/flotilla/internal/bus"
+	"github.com/flotilla-dev/flotilla/internal/telemetry"
+	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
+)
+
+// pollLoop checks a repository every interval, or at once on a webhook.
+func (h *Hub) pollLoop(ctx context.Context, r *watchedRepo) {
+	t := time.NewTicker(r.interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-r.pollNow:
+		}
+		h.poll(ctx, r)
+	}
+}
+
+// poll lists the remote's refs (cheap) and fetches only when they moved.
+func (h *Hub) poll(ctx context.Context, r *watchedRepo) {
+	ctx, span := tracer.Start(ctx, "hub.poll", trace.WithAttributes(attribute.String("vcs.repository.url.full", r.mirror.URL())))
+	defer span.End()
+	subject := "repo " + r.mirror.URL()
+	refs, err := r.mirror.RemoteRefs(ctx)
+	if err == nil && r.mirror.Changed(refs) {
+		_, fetchSpan := tracer.Start(ctx, "hub.fetch")
+		err = r.mirror.Fetch(ctx, refs)
+		fetchSpan.End()
+		if err == nil {
+			h.log.Info("repository changed", "repo", r.mirror.URL(), "head", refs["HEAD"].String())
+			h.requestReconcile(span.SpanContext())
+		}
+	}
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+	}
+	h.report(ctx, subject, "", err, "GitFetchFailed")
+}
+
+// reconcileLoop runs one discovery-and-publish pass per request.
+func (h *Hub) reconcileLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case cause := <-h.trigger:
+			if cause.IsValid() {
+				ctx := trace.ContextWithRemoteSpanContext(ctx, cause)
+				h.reconcile(ctx)
+			} else {
+				h.reconcile(ctx)
+			}
+		}
+	}
+}
+
+// reconcile discovers every root's applications for the known clusters and
+// publishes what changed.
+func (h *Hub) reconcile(ctx context.Context) {
+	ctx, span := tracer.Start(ctx, "hub.reconcile")
+	defer span.End()
+	trees := &treeCache{hub: h, dir: filepath.Join(h.cfg.DataDir, "trees"), used: map[string]*discovery.Tree{}}
+	defer trees.prune()
+
+	clusters := h.knownClusters()
+	_, discoverSpan := tracer.Start(ctx, "hub.discover")
+	res := discovery.Discover(ctx, h.roots, clusters, trees)
+	discoverSpan.SetAttributes(attribute.Int("flotilla.apps", len(res.Apps)), attribute.Int("flotilla.errors", len(res.Errors)))
+	discoverSpan.End()
+
+	for _, root := range h.roots {
+		h.report(ctx, "root "+root.Name, "", res.RootErrors[root.Name], "DiscoveryFailed")
+	}
+	failed := map[string]error{}
+	for _, e := range res.Errors {
+		failed[e.App] = e.Err
+	}
+	for _, name := range slices.Sorted(maps.Keys(h.appSubjects(res, failed))) {
+		if failed[name] == nil && len(res.RootErrors) > 0 {
+			continue // not evaluated while a root fails: no news, good or bad
+		}
+		h.report(ctx, "app "+name, name, failed[name], "AppInvalid")
+	}
+
+	report, err := h.publisher.Publish(ctx, res)
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+		h.log.Error("publish failed", "error", err)
+		return
+	}
+	if len(report.Published) > 0 {
+		h.log.Info("published desired state", "keys", report.Published, "deleted", report.Deleted, "unchanged", report.Unchanged, "artifacts_stored", report.ArtifactsStored)
+		for _, key := range report.Published {
+			cluster, app, _ := bus.SplitKey(key)
+			ds := h.publisher.Latest(cluster, app)
+			reason, msg := "Published", fmt.Sprintf("desired state %d published for commit %s", ds.GetHistoryId(), ds.GetSource().GetCommit())
+			if ds.GetDeletion() != nil {
+				reason, msg = "Deleted", fmt.Sprintf("application removed from Git (cascade=%t)", ds.GetDeletion().GetCascade())
+			}
+			h.event(ctx, &flotillav1.Event{Cluster: cluster, App: app, Type: flotillav1.EventType_EVENT_TYPE_NORMAL, Reason: reason, Message: msg,
+				Revision: ds.GetSource().GetCommit(), HistoryId: ds.GetHistoryId()})
+		}
+	}
+}
+
+// appSubjects are the applications whose error state may have changed:
+// those failing now and those that failed before.
+func (h *Hub) appSubjects(res *discovery.Result, failed map[string]error) map[string]bool {
+	names := map[string]bool{}
+	for name := range failed {
+		names[name] = true
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for subject := range h.reported {
+		if len(subject) > 4 && subject[:4] == "app " {
+			names[subject[4:]] = true
+		}
+	}
+	return names
+}
+
+// report logs and records an error for subject when it first appears or
+// changes, and a recovery when it clears.
+func (h *Hub) report(ctx context.Context, subject, app string, err error, reason string) {
+	h.mu.Lock()
+	prev, had := h.reported[subject]
+	switch {
+	case err == nil && !had:
+		h.mu.Unlock()
+		return
+	case err == nil:
+		delete(h.reported, subject)
+	case had && prev == err.Error():
+		h.mu.Unlock()
+		return
+	default:
+		h.reported[subject] = err.Error()
+	}
+	h.mu.Unlock()
+	if err == nil {
+		h.log.Info("recovered", "subject", subject)
+		h.event(ctx, &flotillav1.Event{App: app, Type: flotillav1.EventType_EVENT_TYPE_NORMAL, Reason: "Recovered", Message: subject + " is healthy again"})
+		return
+	}
+	h.log.Error("hub error", "subject", subject, "reason", reason, "error", err)
+	h.event(ctx, &flotillav1.Event{App: app, Type: flotillav1.EventType_EVENT_TYPE_WARNING, Reason: reason, Message: err.Error()})
+}
+
+func (h *Hub) event(ctx context.Context, ev *flotillav1.Event) {
+	ev.SchemaVersion = 1
+	ev.Time = timestamppb.Now()
+	ev.Source, ev.Actor = "hub", "hub"
+	ev.TraceId = trace.SpanContextFromContext(ctx).TraceID().String()
+	if err := h.bus.AppendEvent(ctx, ev, telemetry.Inject(ctx, nil)); err != nil {
+		h.log.Error("append event", "error", err)
+	}
+}
+
+// watchClusters keeps the registry and reconciles when a cluster appears or
+// its labels change. A registration that expires leaves the cluster known
+// (stale): its applications are never deleted because it went quiet.
+func (h *Hub) watchClusters(ctx context.Context, changes <-chan bus.ClusterChange) {
+	for change := range changes {
+		if change.Registration == nil {
+			h.log.Warn("cluster registration expired", "cluster", change.Name)
+			continue
+		}
+		if !appspec.ValidName(change.Name) || change.Registration.GetName() != change.Name {
+			h.log.Warn("ignoring registration with an invalid cluster name", "cluster", change.Name)
+			continue
+		}
+		h.mu.Lock()
+		prev := h.clusters[change.Name]
+		h.clusters[change.Name] = change.Registration
+		h.mu.Unlock()
+		if prev == nil || !maps.Equal(prev.GetLabels(), change.Registration.GetLabels()) {
+			h.log.Info("cluster registered", "cluster", change.Name, "labels", change.Registration.GetLabels())
+			h.requestReconcile(trace.SpanContext{})
+		}
+	}
+}
+
+func (h *Hub) knownClusters() []appspec.Cluster {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]appspec.Cluster, 0, len(h.clusters))
+	for _, name := range slices.Sorted(maps.Keys(h.clusters)) {
+		out = append(out, appspec.Cluster{Name: name, Labels: h.clusters[name].GetLabels()})
+	}
+	return out
+}
+
+// gcLoop deletes unreferenced artifacts every GC interval.
+func (h *Hub) gcLoop(ctx context.Context) {
+	t := time.NewTicker(h.cfg.GCInterval.Duration)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if n, err := h.publisher.CollectGarbage(ctx); err != nil {
+				h.log.Error("artifact garbage collection", "error", err)
+			} else if n > 0 {
+				h.log.Info("artifacts garbage-collected", "deleted", n)
+			}
+		}
+	}
+}
+
+// treeCache checks out each (repository, commit) once per reconcile, into
+// the data directory, and removes checkouts no longer used.
+type treeCache struct {
+	hub  *Hub
+	dir  string
+	used map[string]*discovery.Tree
+}
+
+func (c *treeCache) Tree(ctx context.Context, repoURL, revision string) (*discovery.Tree, error) {
+	var repo *watchedRepo
+	for _, r := range c.hub.repos {
+		if config.NormalizeURL(r.mirror.URL()) == config.NormalizeURL(repoURL) {
+			repo = r
+		}
+	}
+	if repo == nil {
+		return nil, fmt.Errorf("repository %q is not configured in the hub (repositories[].url)", repoURL)
+	}
+	commit, err := repo.mirror.Resolve(revision)
+	if err != nil {
+		return nil, err
+	}
+	dir := filepath.Join(c.dir, commit.Hash.String())
+	if t, ok := c.used[dir]; ok {
+		return t, nil
+	}
+	if _, err := os.Stat(dir); err != nil {
+		if err := c.checkout(repo, commit, dir); err != nil {
+			return nil, err
+		}
+	}
+	t := &discovery.Tree{RepoURL: repo.mirror.URL(), Dir: dir, Commit: commit}
+	c.used[dir] = t
+	return t, nil
+}
+
+// checkout writes the tree beside dir and renames it into place, so a
+// half-written checkout is never used.
+func (c *treeCache) checkout(repo *watchedRepo, commit *object.Commit, dir string) error {
+	staging := c.dir + "-tmp"
+	if err := os.MkdirAll(staging, 0o755); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(c.dir, 0o755); err != nil {
+		return err
+	}
+	tmp, err := os.MkdirTemp(staging, "")
+	if err != nil {
+		return err
+	}
+	if err := repo.mirror.Checkout(commit, tmp); err != nil {
+		os.RemoveAll(tmp)
+		return err
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		os.RemoveAll(tmp)
+		return err
+	}
+	return nil
+}
+
+func (c *treeCache) prune() {
+	entries, _ := os.ReadDir(c.dir)
+	for _, e := range entries {
+		p := filepath.Join(c.dir, e.Name())
+		if _, ok := c.used[p]; !ok {
+			os.RemoveAll(p)
+		}
+	}
+}

@@ -1,0 +1,256 @@
+package publish
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"sync"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/flotilla-dev/flotilla/hub/discovery"
+	"github.com/flotilla-dev/flotilla/internal/artifact"
+	"github.com/flotilla-dev/flotilla/internal/bus"
+	"github.com/flotilla-dev/flotilla/internal/signing"
+	"github.com/flotilla-dev/flotilla/internal/telemetry"
+	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
+)
+
+var tracer = otel.Tracer("github.com/flotilla-dev/flotilla/hub/publish")
+
+// Publisher keeps what the hub last published and publishes changes.
+type Publisher struct {
+	bus    *bus.Bus
+	signer *signing.Signer
+	log    *slog.Logger
+
+	mu sync.Mutex
+	// latest is the newest published desired state per key.
+	latest map[string]*flotillav1.DesiredState
+}
+
+// New creates a Publisher; call Load before the first Publish.
+func New(b *bus.Bus, signer *signing.Signer, log *slog.Logger) *Publisher {
+	return &Publisher{bus: b, signer: signer, log: log, latest: map[string]*flotillav1.DesiredState{}}
+}
+
+// Load reads the newest published desired state of every key, so history
+// ids continue and unchanged applications are not republished after a
+// restart.
+func (p *Publisher) Load(ctx context.Context) error {
+	entries, err := p.bus.LatestDesired(ctx)
+	if err != nil {
+		return fmt.Errorf("load published desired state: %w", err)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, e := range entries {
+		ds := &flotillav1.DesiredState{}
+		if err := proto.Unmarshal(e.State.GetDesiredState(), ds); err != nil {
+			return fmt.Errorf("published desired state %s: %w", bus.Key(e.Cluster, e.App), err)
+		}
+		p.latest[bus.Key(e.Cluster, e.App)] = ds
+	}
+	return nil
+}
+
+// Latest returns the newest published desired state of (cluster, app).
+func (p *Publisher) Latest(cluster, app string) *flotillav1.DesiredState {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.latest[bus.Key(cluster, app)]
+}
+
+// Report says what one Publish did.
+type Report struct {
+	// Published are the keys that got a new desired state (or deletion).
+	Published []string
+	// Deleted are the keys published as deletions.
+	Deleted []string
+	// Unchanged counts keys whose desired state was already current.
+	Unchanged int
+	// ArtifactsStored counts artifacts written (not already present).
+	ArtifactsStored int
+}
+
+// Publish brings the desired-state bucket in line with a discovery. Keys of
+// applications that failed keep their last good state; while any root
+// fails, nothing is deleted.
+func (p *Publisher) Publish(ctx context.Context, res *discovery.Result) (*Report, error) {
+	ctx, span := tracer.Start(ctx, "hub.publish")
+	defer span.End()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+
+	report := &Report{}
+	var puts []bus.DesiredPut
+	next := map[string]*flotillav1.DesiredState{}
+	desired := map[string]bool{}
+	for _, app := range res.Apps {
+		if len(app.Clusters) == 0 {
+			continue
+		}
+		appCtx, appSpan := tracer.Start(ctx, "hub.publish.app", trace.WithAttributes(
+			attribute.String("flotilla.app", app.Application.Metadata.Name),
+			attribute.String("vcs.revision", app.Tree.Commit.Hash.String()),
+		))
+		data, digest, err := artifact.Pack(app.Tree.Dir, app.Rendered.Files)
+		if err != nil {
+			appSpan.End()
+			return nil, fmt.Errorf("app %s: pack artifact: %w", app.Application.Metadata.Name, err)
+		}
+		stored, err := p.bus.PutArtifact(appCtx, digest, data)
+		if err != nil {
+			appSpan.End()
+			return nil, err
+		}
+		if stored {
+			report.ArtifactsStored++
+		}
+		header := telemetry.Inject(appCtx, nil)
+		appSpan.End()
+		for _, cluster := range app.Clusters {
+			key := bus.Key(cluster, app.Application.Metadata.Name)
+			desired[key] = true
+			ds, err := desiredState(app, cluster, digest, int64(len(data)))
+			if err != nil {
+				return nil, err
+			}
+			prev := p.latest[key]
+			if prev != nil && prev.GetDeletion() == nil && fingerprint(prev) == fingerprint(ds) {
+				report.Unchanged++
+				continue
+			}
+			ds.HistoryId = prev.GetHistoryId() + 1
+			ds.PublishedAt = timestamppb.Now()
+			signed, err := p.signer.Sign(ds)
+			if err != nil {
+				return nil, err
+			}
+			puts = append(puts, bus.DesiredPut{Cluster: cluster, App: ds.GetApp(), State: signed, Header: header})
+			next[key] = ds
+		}
+	}
+
+	failed := map[string]bool{}
+	for _, e := range res.Errors {
+		failed[e.App] = true
+	}
+	if len(res.RootErrors) == 0 {
+		for _, key := range slices.Sorted(maps.Keys(p.latest)) {
+			prev := p.latest[key]
+			if desired[key] || prev.GetDeletion() != nil || failed[prev.GetApp()] {
+				continue
+			}
+			ds := proto.Clone(prev).(*flotillav1.DesiredState)
+			ds.Deletion = &flotillav1.Deletion{Cascade: prev.GetCascadeOnDelete()}
+			ds.HistoryId = prev.GetHistoryId() + 1
+			ds.PublishedAt = timestamppb.Now()
+			ds.Initiator = flotillav1.Initiator_INITIATOR_GIT
+			signed, err := p.signer.Sign(ds)
+			if err != nil {
+				return nil, err
+			}
+			puts = append(puts, bus.DesiredPut{Cluster: ds.GetCluster(), App: ds.GetApp(), State: signed, Header: telemetry.Inject(ctx, nil)})
+			next[key] = ds
+			report.Deleted = append(report.Deleted, key)
+		}
+	}
+
+	if err := p.bus.PublishDesired(ctx, puts); err != nil {
+		return nil, err
+	}
+	for key, ds := range next {
+		p.latest[key] = ds
+		report.Published = append(report.Published, key)
+	}
+	slices.Sort(report.Published)
+	span.SetAttributes(attribute.Int("flotilla.published", len(report.Published)), attribute.Int("flotilla.unchanged", report.Unchanged))
+	return report, nil
+}
+
+// desiredState builds the desired state of app in cluster.
+func desiredState(app *discovery.App, cluster, digest string, size int64) (*flotillav1.DesiredState, error) {
+	a := app.Application
+	spec, err := a.RenderSpec()
+	if err != nil {
+		return nil, err
+	}
+	c := app.Tree.Commit
+	return &flotillav1.DesiredState{
+		SchemaVersion: signing.SchemaVersion,
+		Cluster:       cluster,
+		App:           a.Metadata.Name,
+		Project:       a.Spec.Project,
+		Source: &flotillav1.Source{
+			RepoUrl:        a.Spec.Source.RepoURL,
+			Path:           a.Spec.Source.Path,
+			TargetRevision: a.Spec.Source.TargetRevision,
+			Commit:         c.Hash.String(),
+			CommitMessage:  c.Message,
+			CommitAuthor:   c.Author.String(),
+			CommitTime:     timestamppb.New(c.Committer.When),
+		},
+		Artifact: &flotillav1.Artifact{Digest: digest, Size: size, Root: a.Spec.Source.Path},
+		Render:   spec,
+		Destination: &flotillav1.Destination{
+			Namespace: a.Spec.Destination.Namespace,
+			Name:      a.Spec.Destination.Name,
+			Server:    a.Spec.Destination.Server,
+		},
+		SyncPolicy:        a.SyncPolicy(),
+		IgnoreDifferences: a.IgnoreDifferences(),
+		Initiator:         flotillav1.Initiator_INITIATOR_GIT,
+		CascadeOnDelete:   a.Cascade(),
+	}, nil
+}
+
+// fingerprint covers what changes an agent's work: not the commit, history
+// id, time or initiator, so a commit that leaves an application untouched
+// does not republish it.
+func fingerprint(ds *flotillav1.DesiredState) [32]byte {
+	c := proto.Clone(ds).(*flotillav1.DesiredState)
+	c.HistoryId, c.PublishedAt, c.Initiator = 0, nil, flotillav1.Initiator_INITIATOR_UNSPECIFIED
+	if c.Source != nil {
+		c.Source.Commit, c.Source.CommitMessage, c.Source.CommitAuthor, c.Source.CommitTime = "", "", "", nil
+	}
+	data, _ := proto.MarshalOptions{Deterministic: true}.Marshal(c)
+	return sha256.Sum256(data)
+}
+
+// CollectGarbage deletes artifacts that no retained desired state (current
+// or in history) references. It returns how many it deleted.
+func (p *Publisher) CollectGarbage(ctx context.Context) (int, error) {
+	referenced := map[string]bool{}
+	err := p.bus.EachRetainedDesired(ctx, func(e bus.DesiredEntry) {
+		ds := &flotillav1.DesiredState{}
+		if proto.Unmarshal(e.State.GetDesiredState(), ds) == nil {
+			referenced[ds.GetArtifact().GetDigest()] = true
+		}
+	})
+	if err != nil {
+		return 0, fmt.Errorf("artifact garbage collection: %w", err)
+	}
+	stored, err := p.bus.ListArtifacts(ctx)
+	if err != nil {
+		return 0, err
+	}
+	deleted := 0
+	for _, digest := range stored {
+		if referenced[digest] {
+			continue
+		}
+		if err := p.bus.DeleteArtifact(ctx, digest); err != nil {
+			return deleted, err
+		}
+		deleted++
+	}
+	return deleted, nil
+}

@@ -1,0 +1,58 @@
+package bus
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// PutArtifact stores an artifact under its digest unless it is there
+// already. It reports whether it wrote.
+func (b *Bus) PutArtifact(ctx context.Context, digest string, data []byte) (bool, error) {
+	if _, err := b.artifacts.GetInfo(ctx, digest); err == nil {
+		return false, nil
+	} else if !errors.Is(err, jetstream.ErrObjectNotFound) {
+		return false, fmt.Errorf("artifact %s: %w", digest, err)
+	}
+	if _, err := b.artifacts.Put(ctx, jetstream.ObjectMeta{Name: digest}, bytes.NewReader(data)); err != nil {
+		return false, fmt.Errorf("store artifact %s: %w", digest, err)
+	}
+	return true, nil
+}
+
+// GetArtifact reads an artifact. It returns jetstream.ErrObjectNotFound
+// (wrapped) when it does not exist.
+func (b *Bus) GetArtifact(ctx context.Context, digest string) ([]byte, error) {
+	data, err := b.artifacts.GetBytes(ctx, digest)
+	if err != nil {
+		return nil, fmt.Errorf("artifact %s: %w", digest, err)
+	}
+	return data, nil
+}
+
+// ListArtifacts returns the digests of every stored artifact.
+func (b *Bus) ListArtifacts(ctx context.Context) ([]string, error) {
+	infos, err := b.artifacts.List(ctx)
+	if errors.Is(err, jetstream.ErrNoObjectsFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(infos))
+	for _, i := range infos {
+		out = append(out, i.Name)
+	}
+	return out, nil
+}
+
+// DeleteArtifact removes an artifact.
+func (b *Bus) DeleteArtifact(ctx context.Context, digest string) error {
+	if err := b.artifacts.Delete(ctx, digest); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+		return fmt.Errorf("delete artifact %s: %w", digest, err)
+	}
+	return nil
+}

@@ -1,0 +1,139 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Names of the JetStream buckets, object store and stream Flotilla uses.
+const (
+	DesiredBucket  = "flotilla-desired"
+	StatusBucket   = "flotilla-status"
+	ClustersBucket = "flotilla-clusters"
+	ArtifactStore  = "flotilla-artifacts"
+	EventsStream   = "FLOTILLA_EVENTS"
+
+	eventsSubjectRoot = "flotilla.events"
+)
+
+// HubEventsCluster is the cluster token of events about the hub itself
+// (discovery and Git errors). It cannot collide with a cluster name, which
+// is a DNS label.
+const HubEventsCluster = "_hub"
+
+// Options configure the buckets the hub provisions.
+type Options struct {
+	// Replicas of every bucket and stream: 1 on one machine, 3 on a NATS
+	// cluster.
+	Replicas int
+	// DesiredHistory is how many desired states per (cluster, app) are kept
+	// for rollback. JetStream allows at most 64.
+	DesiredHistory uint8
+	// ClusterTTL is how long a registration lives without a heartbeat.
+	ClusterTTL time.Duration
+	// EventsMaxAge bounds the history and audit stream.
+	EventsMaxAge time.Duration
+}
+
+// DefaultOptions suit one hub with embedded NATS.
+func DefaultOptions() Options {
+	return Options{
+		Replicas:       1,
+		DesiredHistory: 64, // JetStream's maximum; the rollback window.
+		// Agents heartbeat every 15 s; three missed beats mean gone.
+		ClusterTTL:   45 * time.Second,
+		EventsMaxAge: 30 * 24 * time.Hour,
+	}
+}
+
+// Bus is a connection to Flotilla's JetStream resources.
+type Bus struct {
+	nc        *nats.Conn
+	js        jetstream.JetStream
+	desired   jetstream.KeyValue
+	status    jetstream.KeyValue
+	clusters  jetstream.KeyValue
+	artifacts jetstream.ObjectStore
+}
+
+// Provision creates or updates every bucket, store and stream, then opens
+// them. Only the hub calls it; agents Open what exists.
+func Provision(ctx context.Context, nc *nats.Conn, opts Options) (*Bus, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	kvs := []jetstream.KeyValueConfig{
+		{Bucket: DesiredBucket, History: opts.DesiredHistory, Replicas: opts.Replicas, Description: "Flotilla desired state per <cluster>.<app>, signed by the hub"},
+		{Bucket: StatusBucket, History: 1, Replicas: opts.Replicas, Description: "Flotilla app status per <cluster>.<app>, written by agents"},
+		{Bucket: ClustersBucket, History: 1, TTL: opts.ClusterTTL, Replicas: opts.Replicas, Description: "Flotilla cluster registrations; an entry expires without heartbeats"},
+	}
+	for _, cfg := range kvs {
+		if _, err := js.CreateOrUpdateKeyValue(ctx, cfg); err != nil {
+			return nil, fmt.Errorf("provision bucket %s: %w", cfg.Bucket, err)
+		}
+	}
+	if _, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: ArtifactStore, Replicas: opts.Replicas, Description: "Flotilla artifacts by sha256 digest", Compression: false}); err != nil {
+		return nil, fmt.Errorf("provision object store %s: %w", ArtifactStore, err)
+	}
+	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        EventsStream,
+		Subjects:    []string{eventsSubjectRoot + ".>"},
+		MaxAge:      opts.EventsMaxAge,
+		Replicas:    opts.Replicas,
+		Description: "Flotilla sync history and audit events",
+	}); err != nil {
+		return nil, fmt.Errorf("provision stream %s: %w", EventsStream, err)
+	}
+	return Open(ctx, nc)
+}
+
+// ErrNotProvisioned means the hub has not created the buckets yet.
+var ErrNotProvisioned = errors.New("flotilla buckets not provisioned: is the hub running?")
+
+// Open binds to the buckets the hub provisioned.
+func Open(ctx context.Context, nc *nats.Conn) (*Bus, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	b := &Bus{nc: nc, js: js}
+	for name, dst := range map[string]*jetstream.KeyValue{DesiredBucket: &b.desired, StatusBucket: &b.status, ClustersBucket: &b.clusters} {
+		kv, err := js.KeyValue(ctx, name)
+		if errors.Is(err, jetstream.ErrBucketNotFound) {
+			return nil, fmt.Errorf("%w (bucket %s)", ErrNotProvisioned, name)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("open bucket %s: %w", name, err)
+		}
+		*dst = kv
+	}
+	if b.artifacts, err = js.ObjectStore(ctx, ArtifactStore); err != nil {
+		if errors.Is(err, jetstream.ErrBucketNotFound) {
+			return nil, fmt.Errorf("%w (object store %s)", ErrNotProvisioned, ArtifactStore)
+		}
+		return nil, fmt.Errorf("open object store %s: %w", ArtifactStore, err)
+	}
+	return b, nil
+}
+
+// Key is the KV key of an application in a cluster.
+func Key(cluster, app string) string { return cluster + "." + app }
+
+// SplitKey is the inverse of Key.
+func SplitKey(key string) (cluster, app string, ok bool) {
+	for i := 0; i < len(key); i++ {
+		if key[i] == '.' {
+			return key[:i], key[i+1:], true
+		}
+	}
+	return "", "", false
+}
+
+// kvSubject is the subject a KV put publishes on.
+func kvSubject(bucket, key string) string { return "$KV." + bucket + "." + key }

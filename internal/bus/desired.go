@@ -1,0 +1,184 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+
+	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
+)
+
+// DesiredPut is one signed desired state to publish, with the message
+// headers (trace context) that travel with it.
+type DesiredPut struct {
+	Cluster, App string
+	State        *flotillav1.SignedDesiredState
+	Header       nats.Header
+}
+
+// DesiredEntry is a published desired state read back.
+type DesiredEntry struct {
+	Cluster, App string
+	// Revision is the stream sequence of the entry.
+	Revision uint64
+	State    *flotillav1.SignedDesiredState
+	Header   nats.Header
+}
+
+// PublishDesired writes the puts as KV entries, publishing them all before
+// waiting for the acknowledgements so a fan-out to many clusters costs one
+// round trip, not one per cluster. The KV put is a plain publish on the
+// bucket's subject, which lets headers travel with the entry.
+func (b *Bus) PublishDesired(ctx context.Context, puts []DesiredPut) error {
+	futures := make([]jetstream.PubAckFuture, 0, len(puts))
+	for _, p := range puts {
+		data, err := proto.Marshal(p.State)
+		if err != nil {
+			return fmt.Errorf("encode desired state %s: %w", Key(p.Cluster, p.App), err)
+		}
+		msg := &nats.Msg{Subject: kvSubject(DesiredBucket, Key(p.Cluster, p.App)), Data: data, Header: p.Header}
+		f, err := b.js.PublishMsgAsync(msg)
+		if err != nil {
+			return fmt.Errorf("publish desired state %s: %w", Key(p.Cluster, p.App), err)
+		}
+		futures = append(futures, f)
+	}
+	for i, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return fmt.Errorf("publish desired state %s: %w", Key(puts[i].Cluster, puts[i].App), err)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// LatestDesired reads the newest desired state of every (cluster, app) with
+// one short-lived ordered consumer.
+func (b *Bus) LatestDesired(ctx context.Context) ([]DesiredEntry, error) {
+	w, err := b.desired.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, err
+	}
+	defer w.Stop()
+	var out []DesiredEntry
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case e := <-w.Updates():
+			if e == nil {
+				return out, nil
+			}
+			entry, err := decodeDesired(e.Key(), e.Revision(), e.Value(), nil)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, entry)
+		}
+	}
+}
+
+// DesiredHistory lists the retained desired states of (cluster, app), oldest
+// first.
+func (b *Bus) DesiredHistory(ctx context.Context, cluster, app string) ([]DesiredEntry, error) {
+	entries, err := b.desired.History(ctx, Key(cluster, app))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []DesiredEntry
+	for _, e := range entries {
+		if e.Operation() != jetstream.KeyValuePut {
+			continue
+		}
+		entry, err := decodeDesired(e.Key(), e.Revision(), e.Value(), nil)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, entry)
+	}
+	return out, nil
+}
+
+// GetDesired reads the newest desired state of (cluster, app) with its
+// headers, by a direct get on the stream. It returns jetstream.ErrKeyNotFound
+// (wrapped) when there is none.
+func (b *Bus) GetDesired(ctx context.Context, cluster, app string) (DesiredEntry, error) {
+	stream, err := b.js.Stream(ctx, "KV_"+DesiredBucket)
+	if err != nil {
+		return DesiredEntry{}, err
+	}
+	msg, err := stream.GetLastMsgForSubject(ctx, kvSubject(DesiredBucket, Key(cluster, app)))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return DesiredEntry{}, fmt.Errorf("desired state %s: %w", Key(cluster, app), jetstream.ErrKeyNotFound)
+	}
+	if err != nil {
+		return DesiredEntry{}, err
+	}
+	return decodeDesired(Key(cluster, app), msg.Sequence, msg.Data, msg.Header)
+}
+
+func decodeDesired(key string, revision uint64, data []byte, header nats.Header) (DesiredEntry, error) {
+	cluster, app, ok := SplitKey(key)
+	if !ok {
+		return DesiredEntry{}, fmt.Errorf("desired state key %q is not <cluster>.<app>", key)
+	}
+	env := &flotillav1.SignedDesiredState{}
+	if err := proto.Unmarshal(data, env); err != nil {
+		return DesiredEntry{}, fmt.Errorf("desired state %s: %w", key, err)
+	}
+	return DesiredEntry{Cluster: cluster, App: app, Revision: revision, State: env, Header: header}, nil
+}
+
+// EachRetainedDesired calls fn for every desired state the bucket retains,
+// current and historical, with one short-lived ordered consumer. The hub's
+// artifact garbage collection uses it to find the digests still referenced.
+func (b *Bus) EachRetainedDesired(ctx context.Context, fn func(DesiredEntry)) error {
+	c, err := b.js.OrderedConsumer(ctx, "KV_"+DesiredBucket, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		return err
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		return err
+	}
+	for remaining := info.NumPending; remaining > 0; {
+		batch, err := c.Fetch(int(min(remaining, 1000)), jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			return err
+		}
+		n := 0
+		for msg := range batch.Messages() {
+			n++
+			meta, err := msg.Metadata()
+			if err != nil || len(msg.Data()) == 0 {
+				continue // a delete or purge marker
+			}
+			entry, err := decodeDesired(msg.Subject()[len("$KV."+DesiredBucket+"."):], meta.Sequence.Stream, msg.Data(), msg.Headers())
+			if err != nil {
+				continue
+			}
+			fn(entry)
+		}
+		if err := batch.Error(); err != nil {
+			return err
+		}
+		if n == 0 {
+			// An incomplete scan must not pass for a complete one: garbage
+			// collection would delete referenced artifacts.
+			return fmt.Errorf("scan of %s stopped with %d entries unread", DesiredBucket, remaining)
+		}
+		remaining -= uint64(n)
+	}
+	return nil
+}

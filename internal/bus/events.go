@@ -1,0 +1,72 @@
+package bus
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+
+	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
+)
+
+// eventSubject is where an event about (cluster, app) goes; app "_" is the
+// cluster or hub as a whole.
+func eventSubject(cluster, app string) string {
+	if app == "" {
+		app = "_"
+	}
+	return eventsSubjectRoot + "." + cluster + "." + app
+}
+
+// AppendEvent writes an event to the history and audit stream.
+func (b *Bus) AppendEvent(ctx context.Context, ev *flotillav1.Event, header nats.Header) error {
+	cluster := ev.GetCluster()
+	if cluster == "" {
+		cluster = HubEventsCluster
+	}
+	data, err := proto.Marshal(ev)
+	if err != nil {
+		return err
+	}
+	if _, err := b.js.PublishMsg(ctx, &nats.Msg{Subject: eventSubject(cluster, ev.GetApp()), Data: data, Header: header}); err != nil {
+		return fmt.Errorf("append event %s: %w", ev.GetReason(), err)
+	}
+	return nil
+}
+
+// Events reads the events about cluster and app ("*" for any), oldest first,
+// up to limit.
+func (b *Bus) Events(ctx context.Context, cluster, app string, limit int) ([]*flotillav1.Event, error) {
+	c, err := b.js.OrderedConsumer(ctx, EventsStream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{eventsSubjectRoot + "." + cluster + "." + app},
+	})
+	if err != nil {
+		return nil, err
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		return nil, err
+	}
+	pending := int(info.NumPending)
+	if pending > limit {
+		pending = limit
+	}
+	var out []*flotillav1.Event
+	if pending == 0 {
+		return out, nil
+	}
+	batch, err := c.Fetch(pending)
+	if err != nil {
+		return nil, err
+	}
+	for msg := range batch.Messages() {
+		ev := &flotillav1.Event{}
+		if err := proto.Unmarshal(msg.Data(), ev); err != nil {
+			continue
+		}
+		out = append(out, ev)
+	}
+	return out, batch.Error()
+}

@@ -1,0 +1,395 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/flotilla-dev/flotilla/hub"
+	"github.com/flotilla-dev/flotilla/hub/config"
+	"github.com/flotilla-dev/flotilla/internal/artifact"
+	"github.com/flotilla-dev/flotilla/internal/bus"
+	"github.com/flotilla-dev/flotilla/internal/signing"
+	"github.com/flotilla-dev/flotilla/internal/telemetry"
+	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
+	"github.com/flotilla-dev/flotilla/test/testenv"
+)
+
+// repoURL is how the fixture's Applications name their repository; the hub
+// fetches it from the test git server.
+const repoURL = "https://github.com/your-org/gitops-config"
+
+const webhookSecret = "webhook-s3cret"
+
+// hubEnv is a running hub on the fixture repository.
+type hubEnv struct {
+	git     *testenv.GitServer
+	hub     *hub.Hub
+	apiURL  string
+	bus     *bus.Bus
+	keyPEM  []byte
+	verify  *signing.Verifier
+	natsURL string
+}
+
+// startHub pushes the fixture to a git server with basic auth and starts a
+// hub with embedded NATS on it, polling rarely so tests drive it with
+// webhooks.
+func startHub(t *testing.T) *hubEnv {
+	t.Helper()
+	e := &hubEnv{git: testenv.NewGitServer(t, testenv.GitServerOptions{Username: "hub", Password: "git-s3cret"})}
+	e.git.CreateRepo(t, "gitops-config")
+	e.git.PushDir(t, "gitops-config", "main", "initial import", testenv.Fixture(t, "gitops-config"))
+
+	dir := t.TempDir()
+	passwordFile := filepath.Join(dir, "git-password")
+	secretFile := filepath.Join(dir, "webhook-secret")
+	must(t, os.WriteFile(passwordFile, []byte("git-s3cret\n"), 0o600))
+	must(t, os.WriteFile(secretFile, []byte(webhookSecret), 0o600))
+	cfg, err := config.Parse("hub.yaml", []byte(fmt.Sprintf(`
+dataDir: %s
+nats:
+  embeddedListen: 127.0.0.1:-1
+repositories:
+  - url: %s
+    fetchURL: %s
+    pollInterval: 1h
+    auth:
+      username: hub
+      passwordFile: %s
+roots:
+  - name: production
+    repo: %s
+    path: apps
+    clusters: env=production
+webhook:
+  secretFile: %s
+`, filepath.Join(dir, "data"), repoURL, e.git.RepoURL("gitops-config"), passwordFile, repoURL, secretFile)))
+	must(t, err)
+
+	shutdownTracing, err := telemetry.Setup(t.Context(), "flotilla-hub-test")
+	must(t, err)
+	t.Cleanup(func() { _ = shutdownTracing(context.Background()) })
+	log := slog.New(slog.NewTextHandler(testWriter{t}, nil))
+	e.hub, err = hub.New(t.Context(), cfg, log)
+	must(t, err)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	must(t, err)
+	e.apiURL = "http://" + ln.Addr().String()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.hub.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("hub: %v", err)
+		}
+		e.hub.Close()
+	})
+	e.natsURL = e.hub.NATSURL()
+
+	// A reader that knows only the hub's public key, as an agent does.
+	resp, err := http.Get(e.apiURL + "/api/public-key")
+	must(t, err)
+	e.keyPEM, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	pub, err := signing.ParsePublicKey(e.keyPEM)
+	must(t, err)
+	e.verify = signing.NewVerifier(pub)
+	nc, err := nats.Connect(e.natsURL)
+	must(t, err)
+	t.Cleanup(nc.Close)
+	e.bus, err = bus.Open(t.Context(), nc)
+	must(t, err)
+	return e
+}
+
+func (e *hubEnv) register(t *testing.T, name string, labels map[string]string) {
+	t.Helper()
+	must(t, e.bus.Register(t.Context(), &flotillav1.ClusterRegistration{SchemaVersion: 1, Name: name, Labels: labels}))
+}
+
+// desired reads and verifies the newest desired state of (cluster, app).
+func (e *hubEnv) desired(t *testing.T, cluster, app string) (*flotillav1.DesiredState, nats.Header, error) {
+	t.Helper()
+	entry, err := e.bus.GetDesired(t.Context(), cluster, app)
+	if err != nil {
+		return nil, nil, err
+	}
+	ds, err := e.verify.Verify(entry.State)
+	if err != nil {
+		t.Fatalf("%s/%s: signature: %v", cluster, app, err)
+	}
+	return ds, entry.Header, nil
+}
+
+// waitDesired waits until (cluster, app) has a desired state for which ok
+// holds.
+func (e *hubEnv) waitDesired(t *testing.T, cluster, app string, ok func(*flotillav1.DesiredState) error) *flotillav1.DesiredState {
+	t.Helper()
+	var got *flotillav1.DesiredState
+	testenv.Eventually(t, 30*time.Second, func() error {
+		ds, _, err := e.desired(t, cluster, app)
+		if err != nil {
+			return err
+		}
+		if err := ok(ds); err != nil {
+			return fmt.Errorf("%s/%s history %d: %w", cluster, app, ds.GetHistoryId(), err)
+		}
+		got = ds
+		return nil
+	})
+	return got
+}
+
+// unpack fetches a desired state's artifact, checks its digest and unpacks it.
+func (e *hubEnv) unpack(t *testing.T, ds *flotillav1.DesiredState) string {
+	t.Helper()
+	data, err := e.bus.GetArtifact(t.Context(), ds.GetArtifact().GetDigest())
+	must(t, err)
+	must(t, artifact.Verify(data, ds.GetArtifact().GetDigest()))
+	if int64(len(data)) != ds.GetArtifact().GetSize() {
+		t.Fatalf("artifact size %d, desired state says %d", len(data), ds.GetArtifact().GetSize())
+	}
+	dir := t.TempDir()
+	must(t, artifact.Unpack(data, dir, artifact.DefaultLimits()))
+	return dir
+}
+
+// webhook posts a GitHub push event for the fixture repository.
+func (e *hubEnv) webhook(t *testing.T, secret string) int {
+	t.Helper()
+	body := []byte(`{"ref":"refs/heads/main","repository":{"clone_url":"` + repoURL + `.git","html_url":"` + repoURL + `"}}`)
+	mac := hmac.New(sha256.New, []byte(secret))
+	mac.Write(body)
+	req, _ := http.NewRequest(http.MethodPost, e.apiURL+"/api/webhook", bytes.NewReader(body))
+	req.Header.Set("X-GitHub-Event", "push")
+	req.Header.Set("X-Hub-Signature-256", "sha256="+hex.EncodeToString(mac.Sum(nil)))
+	resp, err := http.DefaultClient.Do(req)
+	must(t, err)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func hasHistory(id uint64) func(*flotillav1.DesiredState) error {
+	return func(ds *flotillav1.DesiredState) error {
+		if ds.GetHistoryId() != id {
+			return fmt.Errorf("want history %d", id)
+		}
+		return nil
+	}
+}
+
+func TestHubPublishesSignedDesiredState(t *testing.T) {
+	e := startHub(t)
+	e.register(t, "prod-eu", map[string]string{"env": "production", "region": "eu"})
+	e.register(t, "staging-1", map[string]string{"env": "staging"})
+
+	first := map[string]*flotillav1.DesiredState{}
+	for _, key := range []string{"prod-eu/root-app", "prod-eu/api-service", "prod-eu/worker-service", "prod-eu/ml-inference", "staging-1/api-service", "staging-1/worker-service"} {
+		cluster, app, _ := strings.Cut(key, "/")
+		first[key] = e.waitDesired(t, cluster, app, hasHistory(1))
+	}
+	for _, absent := range []string{"staging-1/ml-inference", "staging-1/root-app"} {
+		cluster, app, _ := strings.Cut(absent, "/")
+		if _, _, err := e.desired(t, cluster, app); !errors.Is(err, jetstream.ErrKeyNotFound) {
+			t.Errorf("%s: want no desired state (production only), got %v", absent, err)
+		}
+	}
+
+	t.Run("artifacts hold each environment's files", func(t *testing.T) {
+		prod := e.unpack(t, first["prod-eu/api-service"])
+		staging := e.unpack(t, first["staging-1/api-service"])
+		for _, f := range []string{"charts/api-service/Chart.yaml", "charts/api-service/templates/rollout.yaml", "environments/production/api-service-values.yaml"} {
+			mustExist(t, prod, f)
+		}
+		mustNotExist(t, prod, "environments/staging/api-service-values.yaml")
+		mustExist(t, staging, "environments/staging/api-service-values.yaml")
+		mustNotExist(t, staging, "environments/production/api-service-values.yaml")
+		ml := e.unpack(t, first["prod-eu/ml-inference"])
+		mustExist(t, ml, "manifests/ml-inference/base/deployment.yaml")
+		mustNotExist(t, ml, "charts/api-service/Chart.yaml")
+
+		ds := first["prod-eu/api-service"]
+		if got := ds.GetRender().GetHelm().GetValueFiles(); len(got) != 1 || got[0] != "../../environments/production/api-service-values.yaml" {
+			t.Errorf("value files = %v", got)
+		}
+		if !ds.GetSyncPolicy().GetAutomated().GetSelfHeal() || ds.GetSyncPolicy().GetRetry().GetLimit() != 5 || !ds.GetCascadeOnDelete() {
+			t.Errorf("sync policy or finalizer lost: %v, cascade %t", ds.GetSyncPolicy(), ds.GetCascadeOnDelete())
+		}
+		if ds.GetDestination().GetNamespace() != "production" || first["staging-1/api-service"].GetDestination().GetNamespace() != "staging" {
+			t.Errorf("destinations: %v / %v", ds.GetDestination(), first["staging-1/api-service"].GetDestination())
+		}
+		_, header, _ := e.desired(t, "prod-eu", "api-service")
+		if !strings.HasPrefix(header.Get("traceparent"), "00-") {
+			t.Errorf("no W3C trace context in the message headers: %v", header)
+		}
+	})
+
+	t.Run("bad webhook signature is refused", func(t *testing.T) {
+		if code := e.webhook(t, "wrong-secret"); code != http.StatusUnauthorized {
+			t.Fatalf("status %d, want 401", code)
+		}
+	})
+
+	t.Run("image tag commit republishes exactly the affected app", func(t *testing.T) {
+		sha := e.git.WriteFiles(t, "gitops-config", "main", "deploy: api-service 1.4.3", map[string]string{
+			"environments/production/api-service-values.yaml": strings.Replace(readFixture(t, "environments/production/api-service-values.yaml"), `tag: "1.4.2"`, `tag: "1.4.3"`, 1),
+		})
+		if code := e.webhook(t, webhookSecret); code != http.StatusAccepted {
+			t.Fatalf("webhook status %d, want 202", code)
+		}
+		ds := e.waitDesired(t, "prod-eu", "api-service", hasHistory(2))
+		if ds.GetSource().GetCommit() != sha || !strings.Contains(ds.GetSource().GetCommitMessage(), "deploy: api-service 1.4.3") {
+			t.Errorf("source = %v, want commit %s", ds.GetSource(), sha)
+		}
+		values, err := os.ReadFile(filepath.Join(e.unpack(t, ds), "environments/production/api-service-values.yaml"))
+		must(t, err)
+		if !strings.Contains(string(values), `tag: "1.4.3"`) {
+			t.Errorf("artifact holds the old tag:\n%s", values)
+		}
+		for key, prev := range first {
+			if key == "prod-eu/api-service" {
+				continue
+			}
+			cluster, app, _ := strings.Cut(key, "/")
+			got, _, err := e.desired(t, cluster, app)
+			must(t, err)
+			if got.GetHistoryId() != prev.GetHistoryId() {
+				t.Errorf("%s was republished (history %d → %d) by a commit that does not touch it", key, prev.GetHistoryId(), got.GetHistoryId())
+			}
+		}
+	})
+
+	t.Run("malformed commit is reported and keeps the last good state", func(t *testing.T) {
+		e.git.WriteFiles(t, "gitops-config", "main", "break the worker chart", map[string]string{
+			"charts/worker-service/templates/deployment.yaml": "{{ .Values.image.tag | nosuchfunction }}\n",
+		})
+		if code := e.webhook(t, webhookSecret); code != http.StatusAccepted {
+			t.Fatalf("webhook status %d", code)
+		}
+		ev := waitEvent(t, e.bus, bus.HubEventsCluster, "worker-service", "AppInvalid")
+		for _, want := range []string{"worker-service", "charts/worker-service/templates/deployment.yaml", "nosuchfunction"} {
+			if !strings.Contains(ev.GetMessage(), want) {
+				t.Errorf("error event %q does not name %q", ev.GetMessage(), want)
+			}
+		}
+		for _, cluster := range []string{"prod-eu", "staging-1"} {
+			got, _, err := e.desired(t, cluster, "worker-service")
+			must(t, err)
+			if got.GetDeletion() != nil || got.GetHistoryId() != first[cluster+"/worker-service"].GetHistoryId() {
+				t.Errorf("%s/worker-service changed after a broken commit: history %d, deletion %v", cluster, got.GetHistoryId(), got.GetDeletion())
+			}
+		}
+	})
+
+	t.Run("malformed root keeps everything", func(t *testing.T) {
+		e.git.WriteFiles(t, "gitops-config", "main", "break apps/", map[string]string{
+			"apps/ml-inference.yaml": "apiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata: [unclosed\n",
+		})
+		e.webhook(t, webhookSecret)
+		ev := waitEvent(t, e.bus, bus.HubEventsCluster, "_", "DiscoveryFailed")
+		if !strings.Contains(ev.GetMessage(), "apps/ml-inference.yaml") {
+			t.Errorf("root error %q does not name the file", ev.GetMessage())
+		}
+		got, _, err := e.desired(t, "prod-eu", "ml-inference")
+		must(t, err)
+		if got.GetDeletion() != nil {
+			t.Error("a broken root deleted an application")
+		}
+	})
+
+	t.Run("removed app is published as a deletion", func(t *testing.T) {
+		e.git.WriteFiles(t, "gitops-config", "main", "retire ml-inference, fix worker", map[string]string{
+			"apps/ml-inference.yaml":                          "",
+			"charts/worker-service/templates/deployment.yaml": readFixture(t, "charts/worker-service/templates/deployment.yaml"),
+		})
+		e.webhook(t, webhookSecret)
+		ds := e.waitDesired(t, "prod-eu", "ml-inference", func(ds *flotillav1.DesiredState) error {
+			if ds.GetDeletion() == nil {
+				return errors.New("not deleted yet")
+			}
+			return nil
+		})
+		if ds.GetDeletion().GetCascade() {
+			t.Error("ml-inference has no resources finalizer: its objects must be orphaned, not deleted")
+		}
+		waitEvent(t, e.bus, bus.HubEventsCluster, "worker-service", "Recovered")
+	})
+
+	t.Run("a cluster registered later gets its desired state", func(t *testing.T) {
+		e.register(t, "prod-us", map[string]string{"env": "production"})
+		e.waitDesired(t, "prod-us", "api-service", hasHistory(1))
+	})
+}
+
+func waitEvent(t *testing.T, b *bus.Bus, cluster, app, reason string) *flotillav1.Event {
+	t.Helper()
+	var found *flotillav1.Event
+	testenv.Eventually(t, 30*time.Second, func() error {
+		events, err := b.Events(t.Context(), cluster, app, 1000)
+		if err != nil {
+			return err
+		}
+		for _, ev := range events {
+			if ev.GetReason() == reason {
+				found = ev
+				return nil
+			}
+		}
+		return fmt.Errorf("no %s event for %s/%s among %d", reason, cluster, app, len(events))
+	})
+	return found
+}
+
+func readFixture(t *testing.T, rel string) string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(testenv.Fixture(t, "gitops-config"), rel))
+	must(t, err)
+	return string(data)
+}
+
+func mustExist(t *testing.T, dir, rel string) {
+	t.Helper()
+	if _, err := os.Stat(filepath.Join(dir, rel)); err != nil {
+		t.Errorf("artifact lacks %s", rel)
+	}
+}
+
+func mustNotExist(t *testing.T, dir, rel string) {
+	t.Helper()
+	if _, err := os.Stat(filepath.Join(dir, rel)); err == nil {
+		t.Errorf("artifact holds %s, which it does not need", rel)
+	}
+}
+
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// testWriter sends log lines to the test log.
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
