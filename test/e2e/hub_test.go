@@ -337,6 +337,20 @@ func TestHubPublishesSignedDesiredState(t *testing.T) {
 		e.register(t, "prod-us", map[string]string{"env": "production"})
 		e.waitDesired(t, "prod-us", "api-service", hasHistory(1))
 	})
+
+	t.Run("a label change retargets", func(t *testing.T) {
+		e.register(t, "prod-us", map[string]string{"env": "staging"})
+		ds := e.waitDesired(t, "prod-us", "api-service", hasHistory(2))
+		if got := ds.GetRender().GetHelm().GetValueFiles(); len(got) != 1 || !strings.Contains(got[0], "environments/staging/") {
+			t.Errorf("relabelled cluster got value files %v, want staging's", got)
+		}
+		e.waitDesired(t, "prod-us", "root-app", func(ds *flotillav1.DesiredState) error {
+			if ds.GetDeletion() == nil || !ds.GetDeletion().GetCascade() {
+				return errors.New("production-only root-app not deleted (with cascade) from a cluster that left production")
+			}
+			return nil
+		})
+	})
 }
 
 func waitEvent(t *testing.T, b *bus.Bus, cluster, app, reason string) *flotillav1.Event {

@@ -1,0 +1,42 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseDefaults(t *testing.T) {
+	c, err := Parse("hub.yaml", []byte(`
+repositories:
+  - url: https://github.com/your-org/gitops-config
+roots:
+  - repo: https://github.com/your-org/gitops-config.git
+    path: apps
+    clusters: env=production
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Repositories[0].PollInterval.Duration != 10*time.Second || c.History != 64 || c.NATS.EmbeddedListen != "0.0.0.0:4222" || c.Roots[0].Revision != "HEAD" {
+		t.Errorf("defaults not applied: %+v", c)
+	}
+}
+
+func TestParseErrorsNameTheField(t *testing.T) {
+	tests := map[string]struct{ yaml, want string }{
+		"unknown root repo": {"roots:\n  - repo: https://x/y\n    path: apps\n", "roots[0].repo: \"https://x/y\" is not in repositories"},
+		"bad selector":      {"repositories: [{url: u}]\nroots:\n  - {repo: u, path: a, clusters: 'env in (('}\n", "roots[0].clusters"},
+		"bad duration":      {"repositories: [{url: u, pollInterval: often}]\n", `"often" is not a duration`},
+		"unknown field":     {"repositorys: []\n", `unknown field "repositorys"`},
+		"history too long":  {"history: 100\n", "history: 100 must be between 1 and 64"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			_, err := Parse("hub.yaml", []byte(tc.yaml))
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.HasPrefix(err.Error(), "hub.yaml: ") {
+				t.Fatalf("error = %v, want it to name hub.yaml and contain %q", err, tc.want)
+			}
+		})
+	}
+}

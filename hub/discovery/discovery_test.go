@@ -1,0 +1,163 @@
+package discovery
+
+import (
+	"context"
+	"crypto/sha1"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/object"
+	"github.com/google/go-cmp/cmp"
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/flotilla-dev/flotilla/internal/appspec"
+)
+
+const repo = "https://github.com/your-org/gitops-config"
+
+// dirTrees serves one directory as every revision of repo: discovery's
+// logic is tested here; the hub's e2e test runs it on real Git.
+type dirTrees struct{ dir string }
+
+func (d dirTrees) Tree(_ context.Context, repoURL, _ string) (*Tree, error) {
+	if repoURL != repo {
+		return nil, fmt.Errorf("repository %q is not configured", repoURL)
+	}
+	return &Tree{RepoURL: repo, Dir: d.dir, Commit: &object.Commit{Hash: plumbing.Hash(sha1.Sum([]byte(d.dir)))}}, nil
+}
+
+func fixtureCopy(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.CopyFS(dir, os.DirFS("../../test/testdata/gitops-config")); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func write(t *testing.T, dir, rel, content string) {
+	t.Helper()
+	p := filepath.Join(dir, rel)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func targets(res *Result) []string {
+	var out []string
+	for _, a := range res.Apps {
+		for _, c := range a.Clusters {
+			out = append(out, c+"/"+a.Application.Metadata.Name)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+var clusters = []appspec.Cluster{
+	{Name: "prod-eu", Labels: map[string]string{"env": "production", "region": "eu"}},
+	{Name: "prod-us", Labels: map[string]string{"env": "production", "region": "us"}},
+	{Name: "staging-1", Labels: map[string]string{"env": "staging"}},
+}
+
+func TestDiscoverTargetsTheFixture(t *testing.T) {
+	dir := fixtureCopy(t)
+	res := Discover(context.Background(), []Root{{Name: "prod", RepoURL: repo, Path: "apps", Clusters: labels.SelectorFromSet(labels.Set{"env": "production"})}}, clusters, dirTrees{dir})
+	if len(res.Errors) > 0 || len(res.RootErrors) > 0 {
+		t.Fatalf("errors: %v %v", res.Errors, res.RootErrors)
+	}
+	want := []string{
+		"prod-eu/api-service", "prod-eu/ml-inference", "prod-eu/root-app", "prod-eu/worker-service",
+		"prod-us/api-service", "prod-us/ml-inference", "prod-us/root-app", "prod-us/worker-service",
+		"staging-1/api-service", "staging-1/worker-service",
+	}
+	if diff := cmp.Diff(want, targets(res)); diff != "" {
+		t.Errorf("targets (-want +got):\n%s", diff)
+	}
+}
+
+func TestDiscoverAppOfAppsCycleAndAnnotation(t *testing.T) {
+	dir := t.TempDir()
+	app := func(name, path, extra string) string {
+		return fmt.Sprintf(`apiVersion: argoproj.io/v1alpha1
+kind: Application
+metadata:
+  name: %s
+%s
+spec:
+  source: {repoURL: %s, path: %s}
+  destination: {server: https://kubernetes.default.svc, namespace: default}
+`, name, extra, repo, path)
+	}
+	write(t, dir, "root/a.yaml", app("team-a", "teams/a", ""))
+	// teams/a points back at root: a cycle that must end.
+	write(t, dir, "teams/a/back.yaml", app("back-to-root", "root", ""))
+	write(t, dir, "teams/a/eu-only.yaml", app("eu-only", "workloads", "  annotations:\n    flotilla.dev/clusters: region=eu"))
+	write(t, dir, "workloads/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm\n")
+
+	res := Discover(context.Background(), []Root{{Name: "all", RepoURL: repo, Path: "root", Clusters: labels.Everything()}}, clusters, dirTrees{dir})
+	if len(res.Errors) > 0 || len(res.RootErrors) > 0 {
+		t.Fatalf("errors: %v %v", res.Errors, res.RootErrors)
+	}
+	var names []string
+	for _, a := range res.Apps {
+		names = append(names, a.Application.Metadata.Name)
+	}
+	slices.Sort(names)
+	if diff := cmp.Diff([]string{"back-to-root", "eu-only", "team-a"}, names); diff != "" {
+		t.Errorf("apps (-want +got):\n%s", diff)
+	}
+	for _, a := range res.Apps {
+		if a.Application.Metadata.Name == "eu-only" && !slices.Equal(a.Clusters, []string{"prod-eu"}) {
+			t.Errorf("annotation selector: eu-only targets %v, want [prod-eu]", a.Clusters)
+		}
+	}
+}
+
+func TestDiscoverErrorsStayWithTheirApp(t *testing.T) {
+	dir := fixtureCopy(t)
+	write(t, dir, "apps/broken.yaml", `apiVersion: argoproj.io/v1alpha1
+kind: Application
+metadata: {name: broken}
+spec:
+  source: {repoURL: https://github.com/unknown/repo, path: x}
+  destination: {server: https://kubernetes.default.svc}
+`)
+	write(t, dir, "apps/twice.yaml", strings.Replace(readFile(t, dir, "apps/worker-service.yaml"), "charts/worker-service", "charts/api-service", 1))
+	res := Discover(context.Background(), []Root{{Name: "prod", RepoURL: repo, Path: "apps", Clusters: labels.SelectorFromSet(labels.Set{"env": "production"})}}, clusters, dirTrees{dir})
+	got := map[string]string{}
+	for _, e := range res.Errors {
+		got[e.App] = e.Err.Error()
+	}
+	if !strings.Contains(got["broken"], `repository "https://github.com/unknown/repo" is not configured`) {
+		t.Errorf("broken: %q", got["broken"])
+	}
+	if !strings.Contains(got["worker-service"], "defined twice") {
+		t.Errorf("duplicate worker-service: %q", got["worker-service"])
+	}
+	for _, a := range res.Apps {
+		if a.Application.Metadata.Name == "worker-service" || a.Application.Metadata.Name == "broken" {
+			t.Errorf("%s must not be published while it is in error", a.Application.Metadata.Name)
+		}
+	}
+	if !slices.Contains(targets(res), "prod-eu/api-service") {
+		t.Error("other applications must be unaffected")
+	}
+}
+
+func readFile(t *testing.T, dir, rel string) string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(dir, rel))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data)
+}

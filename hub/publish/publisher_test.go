@@ -1,0 +1,62 @@
+package publish
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"log/slog"
+	"testing"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/flotilla-dev/flotilla/internal/artifact"
+	"github.com/flotilla-dev/flotilla/internal/bus"
+	"github.com/flotilla-dev/flotilla/internal/signing"
+	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
+	"github.com/flotilla-dev/flotilla/test/testenv"
+)
+
+func TestCollectGarbageKeepsReferencedArtifacts(t *testing.T) {
+	n := testenv.StartNATS(t)
+	b, err := bus.Provision(t.Context(), n.Connect(t), bus.DefaultOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	signer := signing.NewSigner(key)
+	p := New(b, signer, slog.Default())
+
+	referencedOld, referencedNew, orphan := []byte("old"), []byte("new"), []byte("orphan")
+	for _, data := range [][]byte{referencedOld, referencedNew, orphan} {
+		if _, err := b.PutArtifact(t.Context(), artifact.Digest(data), data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Two history entries of one key: the old one still allows a rollback,
+	// so its artifact must survive.
+	for i, data := range [][]byte{referencedOld, referencedNew} {
+		env, err := signer.Sign(&flotillav1.DesiredState{Cluster: "prod-eu", App: "api-service", HistoryId: uint64(i + 1),
+			Artifact: &flotillav1.Artifact{Digest: artifact.Digest(data)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := b.PublishDesired(t.Context(), []bus.DesiredPut{{Cluster: "prod-eu", App: "api-service", State: env}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deleted, err := p.CollectGarbage(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if deleted != 1 {
+		t.Errorf("deleted %d artifacts, want 1", deleted)
+	}
+	for _, data := range [][]byte{referencedOld, referencedNew} {
+		if _, err := b.GetArtifact(t.Context(), artifact.Digest(data)); err != nil {
+			t.Errorf("referenced artifact %s was collected: %v", data, err)
+		}
+	}
+	if _, err := b.GetArtifact(t.Context(), artifact.Digest(orphan)); !errors.Is(err, jetstream.ErrObjectNotFound) {
+		t.Errorf("orphan artifact: %v, want not found", err)
+	}
+}
