@@ -41,6 +41,16 @@ proto-check: proto ## Fail when the committed generated code is stale.
 	@untracked=$$(git ls-files --others --exclude-standard -- proto/); \
 	if [ -n "$$untracked" ]; then echo "proto/: generated files not committed: $$untracked"; exit 1; fi
 
+BENCHSTAT_VERSION := v0.0.0-20260908200009-22c9c6c9d4da
+
+$(BIN)/benchstat:
+	GOBIN=$(BIN) go install golang.org/x/perf/cmd/benchstat@$(BENCHSTAT_VERSION)
+
+.PHONY: bench
+bench: test-bins $(BIN)/benchstat ## Run the benchmarks (docs/benchmarks.md); output in bin/bench.txt.
+	FLOTILLA_TEST_BINS=$(TEST_BINS) go test -run '^$$' -bench . -benchtime 1x -count 1 -timeout 60m ./... | tee $(BIN)/bench.txt
+	$(BIN)/benchstat $(BIN)/bench.txt
+
 .PHONY: demo
 demo: ## The main job on embedded defaults (see README for what it runs today).
 	@echo "flotilla demo: the hub and the agent are not built yet, so there is nothing to demonstrate."
