@@ -1,0 +1,190 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/types/known/timestamppb"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/flotilla-dev/flotilla/agent/apply"
+	"github.com/flotilla-dev/flotilla/agent/inventory"
+	"github.com/flotilla-dev/flotilla/agent/rollouts"
+	agentsync "github.com/flotilla-dev/flotilla/agent/sync"
+	"github.com/flotilla-dev/flotilla/internal/appspec"
+	"github.com/flotilla-dev/flotilla/internal/artifact"
+	"github.com/flotilla-dev/flotilla/internal/bus"
+	"github.com/flotilla-dev/flotilla/internal/signing"
+	"github.com/flotilla-dev/flotilla/internal/telemetry"
+	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
+)
+
+// Version is the agent's version, reported in its registration.
+var Version = "dev"
+
+// Run runs the agent until ctx ends.
+func Run(ctx context.Context, opts Options, log *slog.Logger) error {
+	if !appspec.ValidName(opts.Cluster) {
+		return fmt.Errorf("--cluster %q: must be a DNS label", opts.Cluster)
+	}
+	if opts.HubPublicKey == "" {
+		return errors.New("--hub-public-key is required: the agent applies only what the hub signed")
+	}
+	keyPEM, err := os.ReadFile(opts.HubPublicKey)
+	if err != nil {
+		return fmt.Errorf("--hub-public-key: %w", err)
+	}
+	pub, err := signing.ParsePublicKey(keyPEM)
+	if err != nil {
+		return fmt.Errorf("--hub-public-key %s: %w", opts.HubPublicKey, err)
+	}
+	verifier := signing.NewVerifier(pub)
+
+	cfg, err := kubeConfig(opts.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	// The agent applies whole applications at once; client-go's default of
+	// 5 QPS would make a 1,000-object first sync take minutes.
+	cfg.QPS, cfg.Burst = 200, 400
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	manager, err := apply.NewManager(cfg, apply.DefaultOptions())
+	if err != nil {
+		return err
+	}
+	if err := ensureNamespace(ctx, client, opts.Namespace); err != nil {
+		return err
+	}
+	if created, err := rollouts.EnsureCRDs(ctx, manager.Dynamic()); err != nil {
+		return err
+	} else if len(created) > 0 {
+		log.Info("installed Argo Rollouts CRDs", "crds", created)
+	}
+	if err := os.MkdirAll(opts.CacheDir, 0o700); err != nil {
+		return err
+	}
+
+	natsOpts := []nats.Option{nats.Name("flotilla-agent-" + opts.Cluster), nats.MaxReconnects(-1), nats.ReconnectWait(time.Second)}
+	if opts.NATSCreds != "" {
+		natsOpts = append(natsOpts, nats.UserCredentials(opts.NATSCreds))
+	}
+	nc, err := nats.Connect(opts.NATSURL, natsOpts...)
+	if err != nil {
+		return fmt.Errorf("connect to NATS %s: %w", opts.NATSURL, err)
+	}
+	defer nc.Close()
+	b, err := bus.Open(ctx, nc)
+	if err != nil {
+		return err
+	}
+	reporter := &busReporter{bus: b, log: log}
+	syncer, err := agentsync.New(agentsync.Options{
+		Cluster: opts.Cluster, CacheDir: opts.CacheDir, Limits: artifact.DefaultLimits(),
+		HealthInterval: time.Second, HealthTimeout: opts.HealthTimeout,
+	}, log, manager, inventory.NewStore(client, opts.Namespace), b, reporter)
+	if err != nil {
+		return err
+	}
+	kubeVersion, _ := manager.ServerVersion()
+
+	reg := &flotillav1.ClusterRegistration{SchemaVersion: 1, Name: opts.Cluster, Labels: opts.Labels, AgentVersion: Version,
+		KubernetesVersion: kubeVersion, Capabilities: []string{"helm", "kustomize", "directory"}, StartedAt: timestamppb.Now()}
+	go heartbeat(ctx, b, reg, opts.Heartbeat, log)
+	log.Info("agent running", "cluster", opts.Cluster, "labels", opts.Labels, "nats", opts.NATSURL, "kubernetes", kubeVersion)
+
+	return b.WatchDesired(ctx, opts.Cluster, func(e bus.DesiredEntry) {
+		if e.Cluster != opts.Cluster {
+			return
+		}
+		msgCtx := telemetry.Extract(ctx, e.Header)
+		ds, err := verifier.Verify(e.State)
+		if err == nil && (ds.GetCluster() != e.Cluster || ds.GetApp() != e.App) {
+			err = fmt.Errorf("signed for %s/%s but stored under %s/%s", ds.GetCluster(), ds.GetApp(), e.Cluster, e.App)
+		}
+		if err != nil {
+			log.Error("desired state refused", "cluster", e.Cluster, "app", e.App, "error", err)
+			reporter.refused(msgCtx, e.Cluster, e.App, err)
+			return
+		}
+		syncer.Offer(ctx, agentsync.Desired{State: ds, Ctx: msgCtx})
+	})
+}
+
+func kubeConfig(path string) (*rest.Config, error) {
+	if path == "" {
+		cfg, err := rest.InClusterConfig()
+		if err != nil {
+			return nil, fmt.Errorf("in-cluster config (set --kubeconfig outside a cluster): %w", err)
+		}
+		return cfg, nil
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", path)
+	if err != nil {
+		return nil, fmt.Errorf("--kubeconfig %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+func ensureNamespace(ctx context.Context, client kubernetes.Interface, name string) error {
+	_, err := client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("agent namespace %s: %w", name, err)
+	}
+	return nil
+}
+
+// heartbeat registers the cluster now and at every interval.
+func heartbeat(ctx context.Context, b *bus.Bus, reg *flotillav1.ClusterRegistration, every time.Duration, log *slog.Logger) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		reg.HeartbeatAt = timestamppb.Now()
+		if err := b.Register(ctx, reg); err != nil && ctx.Err() == nil {
+			log.Error("heartbeat", "error", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// busReporter sends status and events over NATS.
+type busReporter struct {
+	bus *bus.Bus
+	log *slog.Logger
+}
+
+func (r *busReporter) PutStatus(ctx context.Context, st *flotillav1.AppStatus) error {
+	return r.bus.PutStatus(ctx, st)
+}
+
+func (r *busReporter) Event(ctx context.Context, ev *flotillav1.Event) {
+	if err := r.bus.AppendEvent(ctx, ev, telemetry.Inject(ctx, nil)); err != nil {
+		r.log.Error("append event", "error", err)
+	}
+}
+
+// refused reports a desired state that failed verification.
+func (r *busReporter) refused(ctx context.Context, cluster, app string, err error) {
+	st := &flotillav1.AppStatus{SchemaVersion: 1, Cluster: cluster, App: app, Phase: flotillav1.SyncPhase_SYNC_PHASE_ERROR,
+		SyncStatus: flotillav1.SyncStatus_SYNC_STATUS_UNKNOWN, Health: flotillav1.HealthStatus_HEALTH_STATUS_UNKNOWN,
+		Message: "desired state refused: " + err.Error(), ObservedAt: timestamppb.Now()}
+	_ = r.PutStatus(ctx, st)
+	r.Event(ctx, &flotillav1.Event{SchemaVersion: 1, Time: timestamppb.Now(), Cluster: cluster, App: app, Type: flotillav1.EventType_EVENT_TYPE_WARNING,
+		Reason: "DesiredStateRefused", Message: st.Message, Source: "agent", Actor: "agent/" + cluster})
+}

@@ -1,0 +1,188 @@
+package apply
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/restmapper"
+)
+
+// FieldManager is the server-side apply field manager of every write.
+const FieldManager = "flotilla"
+
+// Options tune a Manager.
+type Options struct {
+	// Concurrency bounds the requests in flight to the API server.
+	Concurrency int
+}
+
+// DefaultOptions keep the API server comfortable: client-go's default QPS
+// is raised by the agent, and 8 parallel requests saturate a typical
+// apiserver's per-client fairness share without queueing.
+func DefaultOptions() Options { return Options{Concurrency: 8} }
+
+// Manager applies and deletes objects in one cluster.
+type Manager struct {
+	dynamic   dynamic.Interface
+	discovery discovery.DiscoveryInterface
+	mapper    meta.ResettableRESTMapper
+	opts      Options
+}
+
+// NewManager creates a Manager for a cluster.
+func NewManager(cfg *rest.Config, opts Options) (*Manager, error) {
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	disco, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	cached := memory.NewMemCacheClient(disco)
+	return &Manager{
+		dynamic:   dyn,
+		discovery: disco,
+		mapper:    restmapper.NewDeferredDiscoveryRESTMapper(cached),
+		opts:      opts,
+	}, nil
+}
+
+// Dynamic is the manager's dynamic client.
+func (m *Manager) Dynamic() dynamic.Interface { return m.dynamic }
+
+// ServerVersion is the cluster's Kubernetes version ("v1.37.2").
+func (m *Manager) ServerVersion() (string, error) {
+	v, err := m.discovery.ServerVersion()
+	if err != nil {
+		return "", err
+	}
+	return v.GitVersion, nil
+}
+
+// ObjectRef identifies an object.
+type ObjectRef struct {
+	Group     string `json:"group,omitempty"`
+	Version   string `json:"version"`
+	Kind      string `json:"kind"`
+	Namespace string `json:"namespace,omitempty"`
+	Name      string `json:"name"`
+}
+
+// RefOf returns the reference of an object.
+func RefOf(obj *unstructured.Unstructured) ObjectRef {
+	gvk := obj.GroupVersionKind()
+	return ObjectRef{Group: gvk.Group, Version: gvk.Version, Kind: gvk.Kind, Namespace: obj.GetNamespace(), Name: obj.GetName()}
+}
+
+// GroupKind is the reference's group and kind.
+func (r ObjectRef) GroupKind() schema.GroupKind {
+	return schema.GroupKind{Group: r.Group, Kind: r.Kind}
+}
+
+// String is "Kind/namespace/name" (or "Kind/name" when cluster-scoped), with
+// the group when there is one.
+func (r ObjectRef) String() string {
+	kind := r.Kind
+	if r.Group != "" {
+		kind = r.Kind + "." + r.Group
+	}
+	if r.Namespace == "" {
+		return kind + "/" + r.Name
+	}
+	return kind + "/" + r.Namespace + "/" + r.Name
+}
+
+// Key identifies the object regardless of its API version.
+func (r ObjectRef) Key() string {
+	return r.Group + "/" + r.Kind + "/" + r.Namespace + "/" + r.Name
+}
+
+// resource finds the REST resource of an object's kind, refreshing the
+// discovery cache once when the kind is unknown (a CRD just installed).
+func (m *Manager) resource(gvk schema.GroupVersionKind) (*meta.RESTMapping, error) {
+	mapping, err := m.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+	if meta.IsNoMatchError(err) {
+		m.mapper.Reset()
+		mapping, err = m.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+	}
+	return mapping, err
+}
+
+func (m *Manager) client(obj *unstructured.Unstructured) (dynamic.ResourceInterface, *meta.RESTMapping, error) {
+	mapping, err := m.resource(obj.GroupVersionKind())
+	if err != nil {
+		return nil, nil, err
+	}
+	if mapping.Scope.Name() == meta.RESTScopeNameNamespace {
+		return m.dynamic.Resource(mapping.Resource).Namespace(obj.GetNamespace()), mapping, nil
+	}
+	return m.dynamic.Resource(mapping.Resource), mapping, nil
+}
+
+// Normalize gives namespaced objects without a namespace the default one
+// and strips the namespace from cluster-scoped ones. Kinds the cluster does
+// not know yet (their CRD is in the same set) are left as they are.
+func (m *Manager) Normalize(objs []*unstructured.Unstructured, defaultNamespace string) {
+	for _, obj := range objs {
+		mapping, err := m.resource(obj.GroupVersionKind())
+		if err != nil {
+			continue
+		}
+		switch {
+		case mapping.Scope.Name() == meta.RESTScopeNameNamespace && obj.GetNamespace() == "":
+			obj.SetNamespace(defaultNamespace)
+		case mapping.Scope.Name() == meta.RESTScopeNameRoot:
+			obj.SetNamespace("")
+		}
+	}
+}
+
+// ObjectError is a failure of one object; Apply joins them so every failing
+// object is reported, not only the first.
+type ObjectError struct {
+	Ref    ObjectRef
+	Action string
+	Err    error
+}
+
+func (e *ObjectError) Error() string {
+	msg := e.Err.Error()
+	// API errors repeat the object's identity; keep what is new.
+	if i := strings.Index(msg, ": "); i > 0 && strings.Contains(msg[:i], e.Ref.Name) {
+		msg = msg[i+2:]
+	}
+	return fmt.Sprintf("%s %s failed: %s", e.Ref, e.Action, msg)
+}
+
+func (e *ObjectError) Unwrap() error { return e.Err }
+
+// ObjectErrors lists the objects of err that failed.
+func ObjectErrors(err error) []*ObjectError {
+	var out []*ObjectError
+	var joined interface{ Unwrap() []error }
+	if errors.As(err, &joined) {
+		for _, e := range joined.Unwrap() {
+			out = append(out, ObjectErrors(e)...)
+		}
+		return out
+	}
+	var oe *ObjectError
+	if errors.As(err, &oe) {
+		out = append(out, oe)
+	}
+	return out
+}
+
+// Mapping returns the REST mapping of a kind.
+func (m *Manager) Mapping(gvk schema.GroupVersionKind) (*meta.RESTMapping, error) {
+	return m.resource(gvk)
+}

@@ -1,0 +1,260 @@
+package apply
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/wait"
+)
+
+var crdGVR = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
+
+// plan is one object on its way through a sync.
+type plan struct {
+	obj    *unstructured.Unstructured
+	change Change
+	// write is false when the dry-run showed the live object already
+	// matches.
+	write bool
+}
+
+// ApplyAll applies objects with server-side apply. First every object is
+// dry-run on the server; if any fails, nothing is written and the error
+// names each failing object (see ObjectErrors). CRDs and Namespaces are
+// applied first, and CRDs waited for, so objects of their kinds can follow
+// in the same set. Objects that already match are not written.
+func (m *Manager) ApplyAll(ctx context.Context, objs []*unstructured.Unstructured) (*ChangeSet, error) {
+	var first, rest []*plan
+	for _, obj := range objs {
+		p := &plan{obj: obj, change: Change{Ref: RefOf(obj)}}
+		if isClusterDefinition(obj) {
+			first = append(first, p)
+		} else {
+			rest = append(rest, p)
+		}
+	}
+	defined := map[schema.GroupKind]bool{}
+	namespaces := map[string]bool{}
+	for _, p := range first {
+		if gk, ok := crdDefines(p.obj); ok {
+			defined[gk] = true
+		}
+		if p.obj.GetKind() == "Namespace" {
+			namespaces[p.obj.GetName()] = true
+		}
+	}
+	// Objects whose kind a CRD of this set defines, or whose namespace a
+	// Namespace of this set creates, cannot be dry-run before those exist;
+	// they are dry-run once they do.
+	var now, later []*plan
+	exists := map[string]bool{}
+	for ns := range namespaces {
+		exists[ns] = m.namespaceExists(ctx, ns)
+	}
+	for _, p := range rest {
+		if namespaces[p.obj.GetNamespace()] && !exists[p.obj.GetNamespace()] {
+			later = append(later, p)
+			continue
+		}
+		if defined[p.change.Ref.GroupKind()] {
+			if _, err := m.resource(p.obj.GroupVersionKind()); err != nil {
+				later = append(later, p)
+				continue
+			}
+		}
+		now = append(now, p)
+	}
+	cs := &ChangeSet{}
+	if err := m.dryRun(ctx, append(append([]*plan{}, first...), now...)); err != nil {
+		return failed(cs, append(append(first, now...), later...)), err
+	}
+	if err := m.write(ctx, first); err != nil {
+		return failed(cs, append(append(first, now...), later...)), err
+	}
+	if err := m.waitEstablished(ctx, first); err != nil {
+		return failed(cs, append(append(first, now...), later...)), err
+	}
+	if len(later) > 0 {
+		if err := m.dryRun(ctx, later); err != nil {
+			return failed(cs, append(append(first, now...), later...)), err
+		}
+	}
+	all := append(append(first, now...), later...)
+	err := m.write(ctx, append(now, later...))
+	return failed(cs, all), err
+}
+
+// failed collects every plan's change into cs, in order.
+func failed(cs *ChangeSet, plans []*plan) *ChangeSet {
+	for _, p := range plans {
+		cs.Append(p.change)
+	}
+	return cs
+}
+
+// dryRun asks the server what applying each object would do.
+func (m *Manager) dryRun(ctx context.Context, plans []*plan) error {
+	errs := make([]error, len(plans))
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(m.opts.Concurrency)
+	for i, p := range plans {
+		g.Go(func() error {
+			errs[i] = m.dryRunOne(ctx, p)
+			if errs[i] != nil {
+				p.change.Action, p.change.Message = Failed, errs[i].Error()
+			}
+			return nil
+		})
+	}
+	_ = g.Wait()
+	return errors.Join(errs...)
+}
+
+func (m *Manager) dryRunOne(ctx context.Context, p *plan) error {
+	ri, _, err := m.client(p.obj)
+	if err != nil {
+		return &ObjectError{Ref: p.change.Ref, Action: "dry-run", Err: err}
+	}
+	live, err := ri.Get(ctx, p.obj.GetName(), metav1.GetOptions{})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return &ObjectError{Ref: p.change.Ref, Action: "dry-run", Err: err}
+	}
+	dry, err := ri.Apply(ctx, p.obj.GetName(), p.obj, metav1.ApplyOptions{FieldManager: FieldManager, Force: true, DryRun: []string{metav1.DryRunAll}})
+	if err != nil {
+		return &ObjectError{Ref: p.change.Ref, Action: "dry-run", Err: err}
+	}
+	switch {
+	case live == nil:
+		p.change.Action, p.write = Created, true
+	case sameObject(live, dry):
+		p.change.Action, p.write = Unchanged, false
+	default:
+		p.change.Action, p.write = Configured, true
+	}
+	return nil
+}
+
+// sameObject compares a live object with the dry-run result, ignoring the
+// bookkeeping that differs between the two.
+func sameObject(live, dry *unstructured.Unstructured) bool {
+	strip := func(u *unstructured.Unstructured) map[string]any {
+		c := u.DeepCopy().Object
+		md, _ := c["metadata"].(map[string]any)
+		delete(md, "managedFields")
+		delete(md, "resourceVersion")
+		delete(md, "generation")
+		return c
+	}
+	return equality.Semantic.DeepEqual(strip(live), strip(dry))
+}
+
+// write applies the plans that need it.
+func (m *Manager) write(ctx context.Context, plans []*plan) error {
+	errs := make([]error, len(plans))
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(m.opts.Concurrency)
+	for i, p := range plans {
+		if !p.write {
+			continue
+		}
+		g.Go(func() error {
+			ri, _, err := m.client(p.obj)
+			if err == nil {
+				_, err = ri.Apply(ctx, p.obj.GetName(), p.obj, metav1.ApplyOptions{FieldManager: FieldManager, Force: true})
+			}
+			if err != nil {
+				errs[i] = &ObjectError{Ref: p.change.Ref, Action: "apply", Err: err}
+				p.change.Action, p.change.Message = Failed, errs[i].Error()
+			}
+			return nil
+		})
+	}
+	_ = g.Wait()
+	return errors.Join(errs...)
+}
+
+// waitEstablished waits until the CRDs among plans serve their kinds.
+func (m *Manager) waitEstablished(ctx context.Context, plans []*plan) error {
+	for _, p := range plans {
+		if _, ok := crdDefines(p.obj); !ok {
+			continue
+		}
+		err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+			crd, err := m.dynamic.Resource(crdGVR).Get(ctx, p.obj.GetName(), metav1.GetOptions{})
+			if err != nil {
+				return false, nil
+			}
+			conds, _, _ := unstructured.NestedSlice(crd.Object, "status", "conditions")
+			for _, c := range conds {
+				cm, _ := c.(map[string]any)
+				if cm["type"] == "Established" && cm["status"] == "True" {
+					return true, nil
+				}
+			}
+			return false, nil
+		})
+		if err != nil {
+			return &ObjectError{Ref: p.change.Ref, Action: "wait for established", Err: fmt.Errorf("CRD not established: %w", err)}
+		}
+	}
+	m.mapper.Reset()
+	return nil
+}
+
+func (m *Manager) namespaceExists(ctx context.Context, name string) bool {
+	_, err := m.dynamic.Resource(schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}).Get(ctx, name, metav1.GetOptions{})
+	return err == nil
+}
+
+func isClusterDefinition(obj *unstructured.Unstructured) bool {
+	gvk := obj.GroupVersionKind()
+	return (gvk.Group == "" && gvk.Kind == "Namespace") || (gvk.Group == crdGVR.Group && gvk.Kind == "CustomResourceDefinition")
+}
+
+// crdDefines returns the group and kind a CRD object defines.
+func crdDefines(obj *unstructured.Unstructured) (schema.GroupKind, bool) {
+	gvk := obj.GroupVersionKind()
+	if gvk.Group != crdGVR.Group || gvk.Kind != "CustomResourceDefinition" {
+		return schema.GroupKind{}, false
+	}
+	group, _, _ := unstructured.NestedString(obj.Object, "spec", "group")
+	kind, _, _ := unstructured.NestedString(obj.Object, "spec", "names", "kind")
+	return schema.GroupKind{Group: group, Kind: kind}, kind != ""
+}
+
+// DeleteAll deletes objects (background propagation); ones already gone
+// count as deleted.
+func (m *Manager) DeleteAll(ctx context.Context, refs []ObjectRef) (*ChangeSet, error) {
+	cs := &ChangeSet{}
+	var errs []error
+	for _, ref := range refs {
+		obj := &unstructured.Unstructured{}
+		obj.SetGroupVersionKind(schema.GroupVersionKind{Group: ref.Group, Version: ref.Version, Kind: ref.Kind})
+		obj.SetNamespace(ref.Namespace)
+		obj.SetName(ref.Name)
+		ri, _, err := m.client(obj)
+		if err == nil {
+			policy := metav1.DeletePropagationBackground
+			err = ri.Delete(ctx, ref.Name, metav1.DeleteOptions{PropagationPolicy: &policy})
+			if apierrors.IsNotFound(err) {
+				err = nil
+			}
+		}
+		if err != nil {
+			oe := &ObjectError{Ref: ref, Action: "prune", Err: err}
+			errs = append(errs, oe)
+			cs.Append(Change{Ref: ref, Action: Failed, Message: oe.Error()})
+			continue
+		}
+		cs.Append(Change{Ref: ref, Action: Deleted})
+	}
+	return cs, errors.Join(errs...)
+}

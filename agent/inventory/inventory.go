@@ -1,0 +1,109 @@
+package inventory
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/flotilla-dev/flotilla/agent/apply"
+)
+
+// Inventory is what an application owns in the cluster.
+type Inventory struct {
+	App     string            `json:"app"`
+	Objects []apply.ObjectRef `json:"objects"`
+	// Applied identifies the desired state last applied in full (history
+	// id and artifact digest); the same desired state again is a no-op.
+	Applied string `json:"applied,omitempty"`
+}
+
+// Store reads and writes inventories as ConfigMaps in one namespace.
+type Store struct {
+	client    kubernetes.Interface
+	namespace string
+}
+
+// NewStore keeps inventories in namespace.
+func NewStore(client kubernetes.Interface, namespace string) *Store {
+	return &Store{client: client, namespace: namespace}
+}
+
+func configMapName(app string) string { return "flotilla-inventory-" + app }
+
+// Load returns the inventory of app, empty when there is none.
+func (s *Store) Load(ctx context.Context, app string) (*Inventory, error) {
+	cm, err := s.client.CoreV1().ConfigMaps(s.namespace).Get(ctx, configMapName(app), metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return &Inventory{App: app}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("inventory of %s: %w", app, err)
+	}
+	inv := &Inventory{}
+	if err := json.Unmarshal([]byte(cm.Data["inventory"]), inv); err != nil {
+		return nil, fmt.Errorf("inventory of %s is corrupt: %w", app, err)
+	}
+	return inv, nil
+}
+
+// Save writes the inventory.
+func (s *Store) Save(ctx context.Context, inv *Inventory) error {
+	slices.SortFunc(inv.Objects, func(a, b apply.ObjectRef) int {
+		if a.Key() < b.Key() {
+			return -1
+		}
+		if a.Key() > b.Key() {
+			return 1
+		}
+		return 0
+	})
+	data, err := json.Marshal(inv)
+	if err != nil {
+		return err
+	}
+	cm := &corev1.ConfigMap{
+		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
+		ObjectMeta: metav1.ObjectMeta{Name: configMapName(inv.App), Namespace: s.namespace,
+			Labels: map[string]string{"app.kubernetes.io/managed-by": "flotilla", "flotilla.dev/inventory": inv.App}},
+		Data: map[string]string{"inventory": string(data)},
+	}
+	_, err = s.client.CoreV1().ConfigMaps(s.namespace).Update(ctx, cm, metav1.UpdateOptions{FieldManager: apply.FieldManager})
+	if apierrors.IsNotFound(err) {
+		_, err = s.client.CoreV1().ConfigMaps(s.namespace).Create(ctx, cm, metav1.CreateOptions{FieldManager: apply.FieldManager})
+	}
+	if err != nil {
+		return fmt.Errorf("save inventory of %s: %w", inv.App, err)
+	}
+	return nil
+}
+
+// Delete removes the inventory of an application that is gone.
+func (s *Store) Delete(ctx context.Context, app string) error {
+	err := s.client.CoreV1().ConfigMaps(s.namespace).Delete(ctx, configMapName(app), metav1.DeleteOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	return err
+}
+
+// Diff returns the objects of old that are not in current (by group, kind,
+// namespace and name).
+func Diff(old, current []apply.ObjectRef) []apply.ObjectRef {
+	keep := map[string]bool{}
+	for _, r := range current {
+		keep[r.Key()] = true
+	}
+	var gone []apply.ObjectRef
+	for _, r := range old {
+		if !keep[r.Key()] {
+			gone = append(gone, r)
+		}
+	}
+	return gone
+}

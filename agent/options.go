@@ -1,0 +1,72 @@
+package agent
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Options configure an agent.
+type Options struct {
+	Cluster      string
+	Labels       map[string]string
+	NATSURL      string
+	NATSCreds    string
+	HubPublicKey string // path of the hub's PEM public key
+	Kubeconfig   string // empty: in-cluster
+	CacheDir     string
+	// Namespace holds the agent's own state (inventories).
+	Namespace string
+	// Heartbeat is how often the registration is refreshed; the hub
+	// forgets a cluster after three missed beats.
+	Heartbeat time.Duration
+	// HealthTimeout is how long a sync follows health until it settles.
+	HealthTimeout time.Duration
+}
+
+// DefaultOptions are the flags' defaults.
+func DefaultOptions() Options {
+	return Options{
+		NATSURL:       "nats://127.0.0.1:4222",
+		CacheDir:      filepath.Join(os.TempDir(), "flotilla-agent"),
+		Namespace:     "flotilla-system",
+		Heartbeat:     15 * time.Second,
+		HealthTimeout: 10 * time.Minute,
+	}
+}
+
+// BindFlags registers the options as command-line flags.
+func (o *Options) BindFlags(fs *flag.FlagSet) {
+	fs.StringVar(&o.Cluster, "cluster", o.Cluster, "this cluster's name (a DNS label), required")
+	fs.Func("labels", "this cluster's labels, k=v,k=v (the hub targets applications by them)", func(s string) error {
+		labels, err := parseLabels(s)
+		o.Labels = labels
+		return err
+	})
+	fs.StringVar(&o.NATSURL, "nats-url", o.NATSURL, "NATS server of the hub")
+	fs.StringVar(&o.NATSCreds, "nats-creds", o.NATSCreds, "NATS credentials file of this cluster")
+	fs.StringVar(&o.HubPublicKey, "hub-public-key", o.HubPublicKey, "PEM file of the hub's public key; desired state not signed by it is refused (required)")
+	fs.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "kubeconfig of the cluster; empty means in-cluster")
+	fs.StringVar(&o.CacheDir, "cache-dir", o.CacheDir, "where artifacts are unpacked")
+	fs.StringVar(&o.Namespace, "namespace", o.Namespace, "namespace of the agent's own state (inventories)")
+	fs.DurationVar(&o.Heartbeat, "heartbeat", o.Heartbeat, "registration heartbeat interval")
+	fs.DurationVar(&o.HealthTimeout, "health-timeout", o.HealthTimeout, "how long a sync follows health")
+}
+
+func parseLabels(s string) (map[string]string, error) {
+	labels := map[string]string{}
+	for _, kv := range strings.Split(s, ",") {
+		if strings.TrimSpace(kv) == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("label %q is not k=v", kv)
+		}
+		labels[strings.TrimSpace(k)] = strings.TrimSpace(v)
+	}
+	return labels, nil
+}

@@ -1,0 +1,535 @@
+package sync
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	gosync "sync"
+	"time"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/protobuf/types/known/timestamppb"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/flotilla-dev/flotilla/agent/apply"
+	"github.com/flotilla-dev/flotilla/agent/health"
+	"github.com/flotilla-dev/flotilla/agent/inventory"
+	"github.com/flotilla-dev/flotilla/internal/appspec"
+	"github.com/flotilla-dev/flotilla/internal/artifact"
+	"github.com/flotilla-dev/flotilla/internal/render"
+	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
+)
+
+var tracer = otel.Tracer("github.com/flotilla-dev/flotilla/agent/sync")
+
+// AppLabel marks every object the agent applies with its application, so
+// watches and selectors find only managed objects.
+const AppLabel = "flotilla.dev/app"
+
+// Artifacts fetch artifact bytes by digest.
+type Artifacts interface {
+	GetArtifact(ctx context.Context, digest string) ([]byte, error)
+}
+
+// Reporter sends status and events back to the hub.
+type Reporter interface {
+	PutStatus(ctx context.Context, st *flotillav1.AppStatus) error
+	Event(ctx context.Context, ev *flotillav1.Event)
+}
+
+// Options configure a Syncer.
+type Options struct {
+	Cluster string
+	// CacheDir holds unpacked artifacts by digest.
+	CacheDir string
+	Limits   artifact.Limits
+	// HealthInterval is how often a not-yet-healthy application is
+	// re-checked and HealthTimeout how long it is followed.
+	HealthInterval time.Duration
+	HealthTimeout  time.Duration
+}
+
+// Syncer applies desired state to one cluster.
+type Syncer struct {
+	opts      Options
+	log       *slog.Logger
+	manager   *apply.Manager
+	inventory *inventory.Store
+	artifacts Artifacts
+	reporter  Reporter
+	kube      string // the cluster's version, for Helm's .Capabilities
+
+	mu   gosync.Mutex
+	apps map[string]*appWorker
+}
+
+// New creates a Syncer.
+func New(opts Options, log *slog.Logger, manager *apply.Manager, inv *inventory.Store, artifacts Artifacts, reporter Reporter) (*Syncer, error) {
+	kube, err := manager.ServerVersion()
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes version: %w", err)
+	}
+	return &Syncer{opts: opts, log: log, manager: manager, inventory: inv, artifacts: artifacts, reporter: reporter, kube: kube, apps: map[string]*appWorker{}}, nil
+}
+
+// Desired is a verified desired state and the context (trace) it came with.
+type Desired struct {
+	State *flotillav1.DesiredState
+	Ctx   context.Context
+}
+
+// Offer hands a verified desired state to its application's worker. An
+// older or repeated history id is ignored; a newer one replaces one still
+// waiting, so a burst of commits costs one sync.
+func (s *Syncer) Offer(ctx context.Context, d Desired) {
+	app := d.State.GetApp()
+	s.mu.Lock()
+	w, ok := s.apps[app]
+	if !ok {
+		w = &appWorker{syncer: s, app: app, wake: make(chan struct{}, 1)}
+		s.apps[app] = w
+		go w.run(ctx)
+	}
+	s.mu.Unlock()
+	w.offer(d)
+}
+
+// appWorker syncs one application, one desired state at a time.
+type appWorker struct {
+	syncer *Syncer
+	app    string
+	wake   chan struct{}
+
+	mu      gosync.Mutex
+	pending *Desired
+	seen    uint64 // highest history id offered
+}
+
+func (w *appWorker) offer(d Desired) {
+	w.mu.Lock()
+	if d.State.GetHistoryId() <= w.seen {
+		w.mu.Unlock()
+		return
+	}
+	w.seen = d.State.GetHistoryId()
+	w.pending = &d
+	w.mu.Unlock()
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (w *appWorker) run(ctx context.Context) {
+	var cancelHealth context.CancelFunc = func() {}
+	for {
+		select {
+		case <-ctx.Done():
+			cancelHealth()
+			return
+		case <-w.wake:
+		}
+		w.mu.Lock()
+		d := w.pending
+		w.pending = nil
+		w.mu.Unlock()
+		if d == nil {
+			continue
+		}
+		cancelHealth()
+		var healthCtx context.Context
+		healthCtx, cancelHealth = context.WithCancel(ctx)
+		w.syncer.sync(ctx, healthCtx, d)
+	}
+}
+
+// sync runs one desired state to completion and reports it.
+func (s *Syncer) sync(ctx, healthCtx context.Context, d *Desired) {
+	ds := d.State
+	parent := d.Ctx
+	if parent == nil {
+		parent = ctx
+	}
+	// The span continues the hub's trace but ends with this sync, whatever
+	// ctx the message came with.
+	spanCtx, span := tracer.Start(trace.ContextWithSpanContext(ctx, trace.SpanContextFromContext(parent)), "agent.sync", trace.WithAttributes(
+		attribute.String("flotilla.cluster", ds.GetCluster()), attribute.String("flotilla.app", ds.GetApp()),
+		attribute.Int64("flotilla.history_id", int64(ds.GetHistoryId())), attribute.String("vcs.revision", ds.GetSource().GetCommit())))
+	defer span.End()
+	log := s.log.With("cluster", ds.GetCluster(), "app", ds.GetApp(), "history_id", ds.GetHistoryId(),
+		"revision", ds.GetSource().GetCommit(), "trace_id", span.SpanContext().TraceID().String())
+
+	st := &flotillav1.AppStatus{
+		SchemaVersion: 1, Cluster: ds.GetCluster(), App: ds.GetApp(), Revision: ds.GetSource().GetCommit(),
+		HistoryId: ds.GetHistoryId(), StartedAt: timestamppb.Now(), TraceId: span.SpanContext().TraceID().String(),
+	}
+	objs, err := s.run(spanCtx, ds, st)
+	st.FinishedAt = timestamppb.Now()
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+		st.Phase, st.SyncStatus, st.Message = flotillav1.SyncPhase_SYNC_PHASE_FAILED, flotillav1.SyncStatus_SYNC_STATUS_OUT_OF_SYNC, err.Error()
+		if st.Health == flotillav1.HealthStatus_HEALTH_STATUS_UNSPECIFIED {
+			st.Health = flotillav1.HealthStatus_HEALTH_STATUS_UNKNOWN
+		}
+		log.Error("sync failed", "error", err)
+		s.report(spanCtx, st, flotillav1.EventType_EVENT_TYPE_WARNING, "SyncFailed", err.Error())
+		return
+	}
+	log.Info("synced", "message", st.Message, "health", st.Health.String())
+	s.report(spanCtx, st, flotillav1.EventType_EVENT_TYPE_NORMAL, "SyncSucceeded", st.Message)
+	if ds.GetDeletion() == nil && st.Health != flotillav1.HealthStatus_HEALTH_STATUS_HEALTHY {
+		go s.followHealth(healthCtx, st, objs, span.SpanContext())
+	}
+}
+
+// run does the work of a sync and fills st. It returns the applied objects.
+func (s *Syncer) run(ctx context.Context, ds *flotillav1.DesiredState, st *flotillav1.AppStatus) ([]*unstructured.Unstructured, error) {
+	if ds.GetDeletion() != nil {
+		return nil, s.remove(ctx, ds, st)
+	}
+	inv, err := s.inventory.Load(ctx, ds.GetApp())
+	if err != nil {
+		return nil, err
+	}
+	objs, err := s.renderDesired(ctx, ds)
+	if err != nil {
+		return nil, err
+	}
+	applied := appliedID(ds)
+	if inv.Applied == applied {
+		// The same desired state again: nothing to write.
+		st.Phase, st.SyncStatus, st.Message = flotillav1.SyncPhase_SYNC_PHASE_SUCCEEDED, flotillav1.SyncStatus_SYNC_STATUS_SYNCED, "already applied"
+		s.fillHealth(ctx, st, objs)
+		return objs, nil
+	}
+
+	_, applySpan := tracer.Start(ctx, "agent.apply")
+	cs, err := s.manager.ApplyAll(ctx, objs)
+	applySpan.End()
+	st.Resources = resources(cs, ds)
+	if err != nil {
+		return nil, fmt.Errorf("nothing of history %d was applied where the dry-run failed: %w", ds.GetHistoryId(), err)
+	}
+
+	current := make([]apply.ObjectRef, 0, len(objs))
+	for _, o := range objs {
+		current = append(current, apply.RefOf(o))
+	}
+	gone := inventory.Diff(inv.Objects, current)
+	_, pruneSpan := tracer.Start(ctx, "agent.prune", trace.WithAttributes(attribute.Int("flotilla.candidates", len(gone))))
+	kept, pruned, err := s.prune(ctx, ds, gone)
+	pruneSpan.End()
+	st.Resources = append(st.Resources, pruned...)
+	if err != nil {
+		return nil, err
+	}
+	inv.Objects = append(current, kept...)
+	inv.Applied = applied
+	if err := s.inventory.Save(ctx, inv); err != nil {
+		return nil, err
+	}
+	st.Phase = flotillav1.SyncPhase_SYNC_PHASE_SUCCEEDED
+	st.SyncStatus = flotillav1.SyncStatus_SYNC_STATUS_SYNCED
+	if len(kept) > 0 {
+		st.SyncStatus = flotillav1.SyncStatus_SYNC_STATUS_OUT_OF_SYNC
+	}
+	st.Message = summary(cs, len(pruned), len(kept))
+	s.fillHealth(ctx, st, objs)
+	return objs, nil
+}
+
+// appliedID identifies a desired state for the inventory's no-op check.
+func appliedID(ds *flotillav1.DesiredState) string {
+	return fmt.Sprintf("%d/%s", ds.GetHistoryId(), ds.GetArtifact().GetDigest())
+}
+
+// renderDesired fetches the artifact and renders the objects to apply.
+func (s *Syncer) renderDesired(ctx context.Context, ds *flotillav1.DesiredState) ([]*unstructured.Unstructured, error) {
+	_, fetchSpan := tracer.Start(ctx, "agent.fetch")
+	dir, err := s.unpacked(ctx, ds.GetArtifact())
+	fetchSpan.End()
+	if err != nil {
+		return nil, err
+	}
+	_, renderSpan := tracer.Start(ctx, "agent.render")
+	defer renderSpan.End()
+	ns := ds.GetDestination().GetNamespace()
+	res, err := render.Render(ctx, render.Request{
+		Root: dir, Path: ds.GetArtifact().GetRoot(), Spec: ds.GetRender(),
+		ReleaseName: ds.GetApp(), Namespace: ns, KubeVersion: s.kube,
+	})
+	if err != nil {
+		return nil, err
+	}
+	var objs []*unstructured.Unstructured
+	if hasSyncOption(ds, "CreateNamespace=true") && ns != "" {
+		nsObj := &unstructured.Unstructured{}
+		nsObj.SetAPIVersion("v1")
+		nsObj.SetKind("Namespace")
+		nsObj.SetName(ns)
+		objs = append(objs, nsObj)
+	}
+	for _, m := range res.Manifests {
+		if appspec.IsArgoKind(m.Object.GetAPIVersion(), m.Object.GetKind()) {
+			continue // the hub interprets Applications; they are not applied
+		}
+		if m.Object.GetKind() == "Namespace" && m.Object.GetName() == ns && len(objs) > 0 && objs[0].GetName() == ns {
+			objs = objs[1:] // the chart's own Namespace wins
+		}
+		objs = append(objs, m.Object)
+	}
+	s.manager.Normalize(objs, ns)
+	for _, o := range objs {
+		labels := o.GetLabels()
+		if labels == nil {
+			labels = map[string]string{}
+		}
+		labels[AppLabel] = ds.GetApp()
+		o.SetLabels(labels)
+	}
+	return objs, nil
+}
+
+// unpacked returns the directory of an artifact, fetching, verifying and
+// unpacking it into the cache on first use.
+func (s *Syncer) unpacked(ctx context.Context, a *flotillav1.Artifact) (string, error) {
+	digest := a.GetDigest()
+	if !strings.HasPrefix(digest, artifact.DigestPrefix) || len(digest) != len(artifact.DigestPrefix)+64 {
+		return "", fmt.Errorf("artifact digest %q is malformed", digest)
+	}
+	dir := filepath.Join(s.opts.CacheDir, strings.TrimPrefix(digest, artifact.DigestPrefix))
+	if _, err := os.Stat(dir); err == nil {
+		return dir, nil
+	}
+	if a.GetSize() > s.opts.Limits.MaxArchive {
+		return "", fmt.Errorf("artifact %s: %w: %d bytes, limit %d", digest, artifact.ErrTooLarge, a.GetSize(), s.opts.Limits.MaxArchive)
+	}
+	data, err := s.artifacts.GetArtifact(ctx, digest)
+	if err != nil {
+		return "", err
+	}
+	if err := artifact.Verify(data, digest); err != nil {
+		return "", err
+	}
+	tmp, err := os.MkdirTemp(s.opts.CacheDir, ".unpack-")
+	if err != nil {
+		return "", err
+	}
+	if err := artifact.Unpack(data, tmp, s.opts.Limits); err != nil {
+		os.RemoveAll(tmp)
+		return "", fmt.Errorf("artifact %s: %w", digest, err)
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		os.RemoveAll(tmp)
+		if _, statErr := os.Stat(dir); statErr == nil {
+			return dir, nil
+		}
+		return "", err
+	}
+	return dir, nil
+}
+
+// prune deletes the objects that left Git when automated prune is on and
+// the object does not say Prune=false; the others are kept and reported.
+func (s *Syncer) prune(ctx context.Context, ds *flotillav1.DesiredState, gone []apply.ObjectRef) (kept []apply.ObjectRef, statuses []*flotillav1.ResourceStatus, err error) {
+	var del []apply.ObjectRef
+	for _, ref := range gone {
+		if !ds.GetSyncPolicy().GetAutomated().GetPrune() || s.hasSyncOption(ctx, ref, "Prune=false") {
+			kept = append(kept, ref)
+			statuses = append(statuses, resourceStatus(apply.Change{Ref: ref, Action: apply.PruneSkipped, Message: "no longer in Git; prune is off for it"}, flotillav1.SyncStatus_SYNC_STATUS_OUT_OF_SYNC))
+			continue
+		}
+		del = append(del, ref)
+	}
+	cs, err := s.manager.DeleteAll(ctx, del)
+	for _, c := range cs.Changes {
+		statuses = append(statuses, resourceStatus(c, flotillav1.SyncStatus_SYNC_STATUS_SYNCED))
+	}
+	return kept, statuses, err
+}
+
+// hasSyncOption reads argocd.argoproj.io/sync-options of a live object.
+func (s *Syncer) hasSyncOption(ctx context.Context, ref apply.ObjectRef, option string) bool {
+	obj := refObject(ref)
+	live, err := s.get(ctx, obj)
+	if err != nil || live == nil {
+		return false
+	}
+	for _, o := range strings.Split(live.GetAnnotations()["argocd.argoproj.io/sync-options"], ",") {
+		if strings.EqualFold(strings.TrimSpace(o), option) {
+			return true
+		}
+	}
+	return false
+}
+
+// remove handles an application removed from Git: with cascade its
+// objects are deleted, otherwise orphaned (released, left running).
+func (s *Syncer) remove(ctx context.Context, ds *flotillav1.DesiredState, st *flotillav1.AppStatus) error {
+	inv, err := s.inventory.Load(ctx, ds.GetApp())
+	if err != nil {
+		return err
+	}
+	if ds.GetDeletion().GetCascade() {
+		cs, err := s.manager.DeleteAll(ctx, inv.Objects)
+		for _, c := range cs.Changes {
+			st.Resources = append(st.Resources, resourceStatus(c, flotillav1.SyncStatus_SYNC_STATUS_SYNCED))
+		}
+		if err != nil {
+			return err
+		}
+		st.Message = fmt.Sprintf("application removed from Git: %d objects deleted", len(cs.Changes))
+	} else {
+		st.Message = fmt.Sprintf("application removed from Git: %d objects orphaned (no resources finalizer)", len(inv.Objects))
+	}
+	if err := s.inventory.Delete(ctx, ds.GetApp()); err != nil {
+		return err
+	}
+	st.Phase, st.SyncStatus, st.Health = flotillav1.SyncPhase_SYNC_PHASE_SUCCEEDED, flotillav1.SyncStatus_SYNC_STATUS_SYNCED, flotillav1.HealthStatus_HEALTH_STATUS_MISSING
+	return nil
+}
+
+func (s *Syncer) get(ctx context.Context, obj *unstructured.Unstructured) (*unstructured.Unstructured, error) {
+	gvk := obj.GroupVersionKind()
+	mapping, err := s.manager.Mapping(gvk)
+	if err != nil {
+		return nil, err
+	}
+	ri := s.manager.Dynamic().Resource(mapping.Resource)
+	if obj.GetNamespace() != "" {
+		return ri.Namespace(obj.GetNamespace()).Get(ctx, obj.GetName(), metav1.GetOptions{})
+	}
+	return ri.Get(ctx, obj.GetName(), metav1.GetOptions{})
+}
+
+// fillHealth reads every object once into st.
+func (s *Syncer) fillHealth(ctx context.Context, st *flotillav1.AppStatus, objs []*unstructured.Unstructured) {
+	_, span := tracer.Start(ctx, "agent.health")
+	defer span.End()
+	res, err := health.Check(ctx, s.get, objs)
+	if err != nil {
+		st.Health = flotillav1.HealthStatus_HEALTH_STATUS_UNKNOWN
+		return
+	}
+	st.Health = res.Overall
+	byRef := map[string]int{}
+	for i, r := range st.Resources {
+		byRef[fmt.Sprintf("%s/%s/%s/%s", r.GetGroup(), r.GetKind(), r.GetNamespace(), r.GetName())] = i
+	}
+	for i, o := range objs {
+		ref := apply.RefOf(o)
+		key := fmt.Sprintf("%s/%s/%s/%s", ref.Group, ref.Kind, ref.Namespace, ref.Name)
+		if j, ok := byRef[key]; ok {
+			st.Resources[j].Health = res.Objects[i]
+			continue
+		}
+		st.Resources = append(st.Resources, &flotillav1.ResourceStatus{Group: ref.Group, Version: ref.Version, Kind: ref.Kind, Namespace: ref.Namespace, Name: ref.Name,
+			SyncStatus: flotillav1.SyncStatus_SYNC_STATUS_SYNCED, Health: res.Objects[i], Action: string(apply.Unchanged)})
+	}
+}
+
+// followHealth re-checks an application that is not healthy yet and
+// reports each change of its health, until it is healthy, the timeout
+// passes or a newer desired state arrives (ctx ends).
+func (s *Syncer) followHealth(ctx context.Context, st *flotillav1.AppStatus, objs []*unstructured.Unstructured, sc trace.SpanContext) {
+	ctx = trace.ContextWithSpanContext(ctx, sc)
+	t := time.NewTicker(s.opts.HealthInterval)
+	defer t.Stop()
+	deadline := time.After(s.opts.HealthTimeout)
+	last := st.Health
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-deadline:
+			return
+		case <-t.C:
+		}
+		res, err := health.Check(ctx, s.get, objs)
+		if err != nil || res.Overall == last {
+			continue
+		}
+		last = res.Overall
+		for i, o := range objs {
+			ref := apply.RefOf(o)
+			for _, r := range st.Resources {
+				if r.GetKind() == ref.Kind && r.GetName() == ref.Name && r.GetNamespace() == ref.Namespace && r.GetGroup() == ref.Group {
+					r.Health = res.Objects[i]
+				}
+			}
+		}
+		st.Health = res.Overall
+		st.ObservedAt = timestamppb.Now()
+		reason := "HealthChanged"
+		s.report(ctx, st, flotillav1.EventType_EVENT_TYPE_NORMAL, reason, "health is "+strings.TrimPrefix(res.Overall.String(), "HEALTH_STATUS_"))
+		if last == flotillav1.HealthStatus_HEALTH_STATUS_HEALTHY {
+			return
+		}
+	}
+}
+
+func (s *Syncer) report(ctx context.Context, st *flotillav1.AppStatus, typ flotillav1.EventType, reason, message string) {
+	st.ObservedAt = timestamppb.Now()
+	if err := s.reporter.PutStatus(ctx, st); err != nil {
+		s.log.Error("report status", "app", st.GetApp(), "error", err)
+	}
+	s.reporter.Event(ctx, &flotillav1.Event{
+		SchemaVersion: 1, Time: timestamppb.Now(), Cluster: st.GetCluster(), App: st.GetApp(), Type: typ, Reason: reason,
+		Message: message, Revision: st.GetRevision(), HistoryId: st.GetHistoryId(), TraceId: st.GetTraceId(),
+		Source: "agent", Actor: "agent/" + st.GetCluster(),
+	})
+}
+
+func resources(cs *apply.ChangeSet, ds *flotillav1.DesiredState) []*flotillav1.ResourceStatus {
+	var out []*flotillav1.ResourceStatus
+	for _, c := range cs.Changes {
+		sync := flotillav1.SyncStatus_SYNC_STATUS_SYNCED
+		if c.Action == apply.Failed {
+			sync = flotillav1.SyncStatus_SYNC_STATUS_OUT_OF_SYNC
+		}
+		out = append(out, resourceStatus(c, sync))
+	}
+	return out
+}
+
+func resourceStatus(c apply.Change, sync flotillav1.SyncStatus) *flotillav1.ResourceStatus {
+	return &flotillav1.ResourceStatus{Group: c.Ref.Group, Version: c.Ref.Version, Kind: c.Ref.Kind, Namespace: c.Ref.Namespace, Name: c.Ref.Name,
+		SyncStatus: sync, Action: string(c.Action), Message: c.Message}
+}
+
+func summary(cs *apply.ChangeSet, pruned, kept int) string {
+	counts := map[apply.Action]int{}
+	for _, c := range cs.Changes {
+		counts[c.Action]++
+	}
+	msg := fmt.Sprintf("%d created, %d configured, %d unchanged, %d pruned", counts[apply.Created], counts[apply.Configured], counts[apply.Unchanged], pruned)
+	if kept > 0 {
+		msg += fmt.Sprintf(", %d need pruning", kept)
+	}
+	return msg
+}
+
+func hasSyncOption(ds *flotillav1.DesiredState, option string) bool {
+	for _, o := range ds.GetSyncPolicy().GetSyncOptions() {
+		if strings.EqualFold(o, option) {
+			return true
+		}
+	}
+	return false
+}
+
+func refObject(ref apply.ObjectRef) *unstructured.Unstructured {
+	obj := &unstructured.Unstructured{}
+	obj.SetAPIVersion(strings.TrimPrefix(ref.Group+"/"+ref.Version, "/"))
+	obj.SetKind(ref.Kind)
+	obj.SetNamespace(ref.Namespace)
+	obj.SetName(ref.Name)
+	return obj
+}

@@ -1,0 +1,254 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	"github.com/flotilla-dev/flotilla/agent"
+	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
+	"github.com/flotilla-dev/flotilla/test/testenv"
+)
+
+var (
+	deployments = schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"}
+	configmaps  = schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}
+	ingresses   = schema.GroupVersionResource{Group: "networking.k8s.io", Version: "v1", Resource: "ingresses"}
+	rolloutsGVR = schema.GroupVersionResource{Group: "argoproj.io", Version: "v1alpha1", Resource: "rollouts"}
+)
+
+// runningAgent is an agent running in the test process against a cluster.
+type runningAgent struct {
+	stop func()
+}
+
+func startAgent(t *testing.T, e *hubEnv, c *testenv.Cluster, labels map[string]string, cacheDir string) *runningAgent {
+	t.Helper()
+	keyFile := filepath.Join(t.TempDir(), "hub.pub")
+	must(t, os.WriteFile(keyFile, e.keyPEM, 0o644))
+	opts := agent.DefaultOptions()
+	opts.Cluster, opts.Labels, opts.NATSURL, opts.HubPublicKey = c.Name, labels, e.natsURL, keyFile
+	opts.Kubeconfig, opts.CacheDir, opts.HealthTimeout = c.Kubeconfig, cacheDir, time.Minute
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- agent.Run(ctx, opts, slog.New(slog.NewTextHandler(testWriter{t}, nil)).With("agent", c.Name))
+	}()
+	a := &runningAgent{}
+	stopped := false
+	a.stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("agent %s: %v", c.Name, err)
+		}
+	}
+	t.Cleanup(a.stop)
+	return a
+}
+
+func getObject(t *testing.T, c *testenv.Cluster, gvr schema.GroupVersionResource, ns, name string) (*unstructured.Unstructured, error) {
+	t.Helper()
+	return c.Dynamic.Resource(gvr).Namespace(ns).Get(context.Background(), name, metav1.GetOptions{})
+}
+
+func image(obj *unstructured.Unstructured) string {
+	containers, _, _ := unstructured.NestedSlice(obj.Object, "spec", "template", "spec", "containers")
+	if len(containers) == 0 {
+		return ""
+	}
+	img, _, _ := unstructured.NestedString(containers[0].(map[string]any), "image")
+	return img
+}
+
+func waitImage(t *testing.T, c *testenv.Cluster, gvr schema.GroupVersionResource, ns, name, want string) *unstructured.Unstructured {
+	t.Helper()
+	var obj *unstructured.Unstructured
+	testenv.Eventually(t, 60*time.Second, func() error {
+		var err error
+		if obj, err = getObject(t, c, gvr, ns, name); err != nil {
+			return err
+		}
+		if got := image(obj); !strings.HasSuffix(got, want) {
+			return fmt.Errorf("%s %s/%s in %s runs %s, want %s", gvr.Resource, ns, name, c.Name, got, want)
+		}
+		return nil
+	})
+	return obj
+}
+
+func waitStatus(t *testing.T, e *hubEnv, cluster, app string, ok func(*flotillav1.AppStatus) error) *flotillav1.AppStatus {
+	t.Helper()
+	var st *flotillav1.AppStatus
+	testenv.Eventually(t, 60*time.Second, func() error {
+		var err error
+		if st, err = e.bus.GetStatus(context.Background(), cluster, app); err != nil {
+			return err
+		}
+		return ok(st)
+	})
+	return st
+}
+
+func TestAgentsApplyEachEnvironment(t *testing.T) {
+	e := startHub(t)
+	prod := testenv.StartCluster(t, testenv.ClusterOptions{Name: "prod-eu"})
+	staging := testenv.StartCluster(t, testenv.ClusterOptions{Name: "staging-1"})
+	prodCache := t.TempDir()
+	prodAgent := startAgent(t, e, prod, map[string]string{"env": "production"}, prodCache)
+	startAgent(t, e, staging, map[string]string{"env": "staging"}, t.TempDir())
+
+	t.Run("each cluster gets its environment's values", func(t *testing.T) {
+		ro := waitImage(t, prod, rolloutsGVR, "production", "api-service", "api-service:1.4.2")
+		if r, _, _ := unstructured.NestedInt64(ro.Object, "spec", "replicas"); r != 0 {
+			t.Errorf("production autoscales: the Rollout must leave replicas to the HPA, got %d", r)
+		}
+		waitImage(t, prod, deployments, "production", "worker-service", "worker-service:2.3.0")
+		waitImage(t, prod, deployments, "ml", "ml-inference", "ml-inference:0.9.1")
+		waitImage(t, staging, deployments, "staging", "api-service", "api-service:1.5.0-rc.1")
+		waitImage(t, staging, deployments, "staging", "worker-service", "worker-service:2.4.0-rc.2")
+		cm, err := getObject(t, staging, configmaps, "staging", "worker-service-config")
+		must(t, err)
+		if q, _, _ := unstructured.NestedString(cm.Object, "data", "QUEUE"); q != "jobs-staging" {
+			t.Errorf("staging queue = %q", q)
+		}
+		if _, err := getObject(t, staging, deployments, "ml", "ml-inference"); !apierrors.IsNotFound(err) {
+			t.Errorf("staging must not run the production-only ml-inference: %v", err)
+		}
+		st := waitStatus(t, e, "prod-eu", "worker-service", func(st *flotillav1.AppStatus) error {
+			if st.GetPhase() != flotillav1.SyncPhase_SYNC_PHASE_SUCCEEDED || st.GetSyncStatus() != flotillav1.SyncStatus_SYNC_STATUS_SYNCED {
+				return fmt.Errorf("status %v %v: %s", st.GetPhase(), st.GetSyncStatus(), st.GetMessage())
+			}
+			return nil
+		})
+		if len(st.GetResources()) != 3 || st.GetTraceId() == "" || st.GetHistoryId() != 1 {
+			t.Errorf("status = %v", st)
+		}
+	})
+
+	t.Run("an image tag commit updates both clusters", func(t *testing.T) {
+		e.git.WriteFiles(t, "gitops-config", "main", "deploy: worker-service 2.5.0", map[string]string{
+			"environments/production/worker-service-values.yaml": "replicaCount: 4\nimage:\n  tag: \"2.5.0\"\nqueue: jobs-production\n",
+			"environments/staging/worker-service-values.yaml":    "replicaCount: 1\nimage:\n  tag: \"2.5.0\"\nqueue: jobs-staging\n",
+		})
+		e.webhook(t, webhookSecret)
+		waitImage(t, prod, deployments, "production", "worker-service", "worker-service:2.5.0")
+		waitImage(t, staging, deployments, "staging", "worker-service", "worker-service:2.5.0")
+	})
+
+	t.Run("a file removed from Git is pruned", func(t *testing.T) {
+		if _, err := getObject(t, prod, ingresses, "production", "api-service"); err != nil {
+			t.Fatalf("ingress not applied before the test: %v", err)
+		}
+		e.git.WriteFiles(t, "gitops-config", "main", "drop the api ingress", map[string]string{"charts/api-service/templates/ingress.yaml": ""})
+		e.webhook(t, webhookSecret)
+		for _, c := range []*testenv.Cluster{prod, staging} {
+			ns := map[string]string{"prod-eu": "production", "staging-1": "staging"}[c.Name]
+			testenv.Eventually(t, 60*time.Second, func() error {
+				if _, err := getObject(t, c, ingresses, ns, "api-service"); !apierrors.IsNotFound(err) {
+					return fmt.Errorf("ingress in %s still there: %v", c.Name, err)
+				}
+				return nil
+			})
+		}
+	})
+
+	t.Run("a bad commit applies nothing and reports why", func(t *testing.T) {
+		bad := strings.Replace(readFixture(t, "charts/worker-service/templates/deployment.yaml"),
+			"replicas: {{ .Values.replicaCount }}", "replicas: many", 1)
+		e.git.WriteFiles(t, "gitops-config", "main", "break worker replicas", map[string]string{
+			"charts/worker-service/templates/deployment.yaml":    bad,
+			"environments/production/worker-service-values.yaml": "replicaCount: 4\nimage:\n  tag: \"2.6.0\"\nqueue: jobs-changed\n",
+		})
+		e.webhook(t, webhookSecret)
+		st := waitStatus(t, e, "prod-eu", "worker-service", func(st *flotillav1.AppStatus) error {
+			if st.GetPhase() != flotillav1.SyncPhase_SYNC_PHASE_FAILED {
+				return fmt.Errorf("phase %v (history %d)", st.GetPhase(), st.GetHistoryId())
+			}
+			return nil
+		})
+		if !strings.Contains(st.GetMessage(), "Deployment.apps/production/worker-service dry-run failed") || !strings.Contains(st.GetMessage(), "replicas") {
+			t.Errorf("status message does not name the object and field: %s", st.GetMessage())
+		}
+		cm, err := getObject(t, prod, configmaps, "production", "worker-service-config")
+		must(t, err)
+		if q, _, _ := unstructured.NestedString(cm.Object, "data", "QUEUE"); q != "jobs-production" {
+			t.Errorf("the ConfigMap of a failed revision was applied: QUEUE=%q", q)
+		}
+		d, err := getObject(t, prod, deployments, "production", "worker-service")
+		must(t, err)
+		if !strings.HasSuffix(image(d), ":2.5.0") {
+			t.Errorf("the last good Deployment was touched: %s", image(d))
+		}
+		// Fix it again for the next steps.
+		e.git.WriteFiles(t, "gitops-config", "main", "fix worker replicas", map[string]string{
+			"charts/worker-service/templates/deployment.yaml":    readFixture(t, "charts/worker-service/templates/deployment.yaml"),
+			"environments/production/worker-service-values.yaml": "replicaCount: 4\nimage:\n  tag: \"2.6.0\"\nqueue: jobs-production\n",
+		})
+		e.webhook(t, webhookSecret)
+		waitImage(t, prod, deployments, "production", "worker-service", "worker-service:2.6.0")
+	})
+
+	t.Run("a restarted agent converges without duplicate writes", func(t *testing.T) {
+		prodAgent.stop()
+		e.git.WriteFiles(t, "gitops-config", "main", "deploy: worker-service 2.7.0 while the agent is down", map[string]string{
+			"environments/production/worker-service-values.yaml": "replicaCount: 4\nimage:\n  tag: \"2.7.0\"\nqueue: jobs-production\n",
+		})
+		e.webhook(t, webhookSecret)
+		e.waitDesired(t, "prod-eu", "worker-service", func(ds *flotillav1.DesiredState) error {
+			if !strings.Contains(ds.GetSource().GetCommitMessage(), "2.7.0") {
+				return fmt.Errorf("not published yet")
+			}
+			return nil
+		})
+		prodAgent = startAgent(t, e, prod, map[string]string{"env": "production"}, prodCache)
+		d := waitImage(t, prod, deployments, "production", "worker-service", "worker-service:2.7.0")
+		waitStatus(t, e, "prod-eu", "worker-service", func(st *flotillav1.AppStatus) error {
+			if !strings.Contains(st.GetMessage(), "configured") {
+				return fmt.Errorf("status: %s", st.GetMessage())
+			}
+			return nil
+		})
+		before := resourceVersions(t, prod)
+		prodAgent.stop()
+		prodAgent = startAgent(t, e, prod, map[string]string{"env": "production"}, prodCache)
+		waitStatus(t, e, "prod-eu", "worker-service", func(st *flotillav1.AppStatus) error {
+			if st.GetMessage() != "already applied" {
+				return fmt.Errorf("status: %s", st.GetMessage())
+			}
+			return nil
+		})
+		after := resourceVersions(t, prod)
+		if fmt.Sprint(before) != fmt.Sprint(after) {
+			t.Errorf("a restart with nothing new wrote to the cluster:\nbefore %v\nafter  %v", before, after)
+		}
+		_ = d
+	})
+}
+
+// resourceVersions of the production objects the agent manages.
+func resourceVersions(t *testing.T, c *testenv.Cluster) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for _, gvr := range []schema.GroupVersionResource{deployments, configmaps, rolloutsGVR} {
+		list, err := c.Dynamic.Resource(gvr).Namespace("production").List(context.Background(), metav1.ListOptions{LabelSelector: "flotilla.dev/app"})
+		must(t, err)
+		for _, o := range list.Items {
+			out[gvr.Resource+"/"+o.GetName()] = o.GetResourceVersion()
+		}
+	}
+	return out
+}
