@@ -52,9 +52,8 @@ bench: test-bins $(BIN)/benchstat ## Run the benchmarks (docs/benchmarks.md); ou
 	$(BIN)/benchstat $(BIN)/bench.txt
 
 .PHONY: demo
-demo: ## The main job on embedded defaults (see README for what it runs today).
-	@echo "flotilla demo: the hub and the agent are not built yet, so there is nothing to demonstrate."
-	@echo "What exists: the wire protocol (proto/) and the test environment; run 'make test' to see it work."
+demo: test-bins ## Hub, embedded NATS, two API servers and two agents on the example repo; Ctrl-C stops.
+	go run ./test/demo
 
 .PHONY: help
 help:

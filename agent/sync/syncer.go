@@ -211,6 +211,10 @@ func (s *Syncer) run(ctx context.Context, ds *flotillav1.DesiredState, st *floti
 	}
 
 	_, applySpan := tracer.Start(ctx, "agent.apply")
+	if err := s.createNamespace(ctx, ds, objs); err != nil {
+		applySpan.End()
+		return nil, err
+	}
 	cs, err := s.manager.ApplyAll(ctx, objs)
 	applySpan.End()
 	st.Resources = resources(cs, ds)
@@ -269,19 +273,9 @@ func (s *Syncer) renderDesired(ctx context.Context, ds *flotillav1.DesiredState)
 		return nil, err
 	}
 	var objs []*unstructured.Unstructured
-	if hasSyncOption(ds, "CreateNamespace=true") && ns != "" {
-		nsObj := &unstructured.Unstructured{}
-		nsObj.SetAPIVersion("v1")
-		nsObj.SetKind("Namespace")
-		nsObj.SetName(ns)
-		objs = append(objs, nsObj)
-	}
 	for _, m := range res.Manifests {
 		if appspec.IsArgoKind(m.Object.GetAPIVersion(), m.Object.GetKind()) {
 			continue // the hub interprets Applications; they are not applied
-		}
-		if m.Object.GetKind() == "Namespace" && m.Object.GetName() == ns && len(objs) > 0 && objs[0].GetName() == ns {
-			objs = objs[1:] // the chart's own Namespace wins
 		}
 		objs = append(objs, m.Object)
 	}
@@ -295,6 +289,30 @@ func (s *Syncer) renderDesired(ctx context.Context, ds *flotillav1.DesiredState)
 		o.SetLabels(labels)
 	}
 	return objs, nil
+}
+
+// createNamespace creates the destination namespace with CreateNamespace=true,
+// as Argo CD does: it is not part of the application (several applications
+// share a namespace), so it is never pruned or deleted with one. A chart
+// that renders its own Namespace manages it instead.
+func (s *Syncer) createNamespace(ctx context.Context, ds *flotillav1.DesiredState, objs []*unstructured.Unstructured) error {
+	ns := ds.GetDestination().GetNamespace()
+	if ns == "" || !hasSyncOption(ds, "CreateNamespace=true") {
+		return nil
+	}
+	for _, o := range objs {
+		if o.GetKind() == "Namespace" && o.GetAPIVersion() == "v1" && o.GetName() == ns {
+			return nil
+		}
+	}
+	nsObj := &unstructured.Unstructured{}
+	nsObj.SetAPIVersion("v1")
+	nsObj.SetKind("Namespace")
+	nsObj.SetName(ns)
+	if _, err := s.manager.ApplyAll(ctx, []*unstructured.Unstructured{nsObj}); err != nil {
+		return fmt.Errorf("CreateNamespace=true: %w", err)
+	}
+	return nil
 }
 
 // unpacked returns the directory of an artifact, fetching, verifying and

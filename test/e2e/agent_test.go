@@ -134,7 +134,7 @@ func TestAgentsApplyEachEnvironment(t *testing.T) {
 			}
 			return nil
 		})
-		if len(st.GetResources()) != 3 || st.GetTraceId() == "" || st.GetHistoryId() != 1 {
+		if len(st.GetResources()) != 2 || st.GetTraceId() == "" || st.GetHistoryId() != 1 {
 			t.Errorf("status = %v", st)
 		}
 	})

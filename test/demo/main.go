@@ -1,0 +1,271 @@
+// Command demo runs Flotilla end to end on one machine, on embedded
+// defaults: a local Git repository with the example gitops-config, a hub
+// with embedded NATS, two real Kubernetes API servers (production and
+// staging) and an agent for each. It prints what was applied and how to
+// roll out a change, then follows status until Ctrl-C stops everything.
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/flotilla-dev/flotilla/agent"
+	"github.com/flotilla-dev/flotilla/hub"
+	"github.com/flotilla-dev/flotilla/hub/config"
+	"github.com/flotilla-dev/flotilla/internal/bus"
+	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "demo:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context) error {
+	root, err := os.Getwd()
+	if err != nil {
+		return err
+	}
+	work := filepath.Join(root, "bin", "demo")
+	if err := os.RemoveAll(work); err != nil {
+		return err
+	}
+	logFile, err := os.Create(filepath.Join(os.TempDir(), "flotilla-demo.log"))
+	if err != nil {
+		return err
+	}
+	defer logFile.Close()
+	log := slog.New(slog.NewTextHandler(logFile, nil))
+
+	step("Creating the gitops-config repository")
+	bare := filepath.Join(work, "git", "gitops-config.git")
+	checkout := filepath.Join(work, "gitops-config")
+	if err := createRepo(filepath.Join(root, "test", "testdata", "gitops-config"), bare, checkout); err != nil {
+		return err
+	}
+
+	step("Starting two Kubernetes API servers (production, staging)")
+	clusters := map[string]string{}
+	for _, name := range []string{"prod-eu", "staging-1"} {
+		kubeconfig, stopCluster, err := startCluster(filepath.Join(root, "bin", "k8s"), filepath.Join(work, name+".kubeconfig"))
+		if err != nil {
+			return err
+		}
+		defer stopCluster()
+		clusters[name] = kubeconfig
+	}
+
+	step("Starting the hub with embedded NATS")
+	cfg, err := config.Parse("demo", []byte(fmt.Sprintf(`
+dataDir: %s
+listen: 127.0.0.1:0
+nats: {embeddedListen: "127.0.0.1:-1"}
+repositories:
+  - {url: https://github.com/your-org/gitops-config, fetchURL: "file://%s", pollInterval: 2s}
+roots:
+  - {name: production, repo: https://github.com/your-org/gitops-config, path: apps, clusters: env=production}
+`, filepath.Join(work, "hub"), bare)))
+	if err != nil {
+		return err
+	}
+	h, err := hub.New(ctx, cfg, log.With("component", "hub"))
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	hubDone := make(chan error, 1)
+	go func() { hubDone <- h.Serve(ctx, ln) }()
+	keyFile := filepath.Join(work, "hub.pub")
+	if err := os.WriteFile(keyFile, h.PublicKey(), 0o644); err != nil {
+		return err
+	}
+
+	step("Starting an agent per cluster")
+	agentDone := make(chan error, 2)
+	for name, labels := range map[string]map[string]string{"prod-eu": {"env": "production"}, "staging-1": {"env": "staging"}} {
+		opts := agent.DefaultOptions()
+		opts.Cluster, opts.Labels, opts.NATSURL, opts.HubPublicKey = name, labels, h.NATSURL(), keyFile
+		opts.Kubeconfig, opts.CacheDir = clusters[name], filepath.Join(work, "cache-"+name)
+		go func() { agentDone <- agent.Run(ctx, opts, log.With("component", "agent", "agent", name)) }()
+	}
+
+	nc, err := nats.Connect(h.NATSURL())
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	b, err := bus.Open(ctx, nc)
+	if err != nil {
+		return err
+	}
+	step("Waiting for the first sync")
+	want := []string{"prod-eu.api-service", "prod-eu.worker-service", "prod-eu.ml-inference", "prod-eu.root-app", "staging-1.api-service", "staging-1.worker-service"}
+	if err := waitSynced(ctx, b, want); err != nil {
+		return err
+	}
+	for _, key := range want {
+		cluster, app, _ := bus.SplitKey(key)
+		st, _ := b.GetStatus(ctx, cluster, app)
+		fmt.Printf("\n%s / %s  revision %.8s  history %d  %s\n", cluster, app, st.GetRevision(), st.GetHistoryId(), st.GetMessage())
+		for _, r := range st.GetResources() {
+			fmt.Printf("    %-24s %-42s %s\n", r.GetKind(), r.GetNamespace()+"/"+r.GetName(), r.GetAction())
+		}
+	}
+	kubectl := filepath.Join(root, "bin", "k8s", "kubectl")
+	fmt.Printf(`
+Flotilla is running. Roll out a new image the way CI does, from another shell:
+
+  cd %s
+  sed -i 's/tag: "1.4.2"/tag: "1.4.3"/' environments/production/api-service-values.yaml
+  git commit -qam "deploy: api-service 1.4.3" && git push -q
+
+and watch it arrive in production within seconds:
+
+  %s --kubeconfig %s -n production get rollout api-service -o jsonpath='{.spec.template.spec.containers[0].image}{"\n"}'
+
+Status changes are printed below; logs are in %s. Ctrl-C stops everything.
+`, checkout, kubectl, clusters["prod-eu"], logFile.Name())
+
+	if err := followStatus(ctx, nc); err != nil && ctx.Err() == nil {
+		return err
+	}
+	step("Stopping")
+	<-hubDone
+	return nil
+}
+
+func step(msg string) { fmt.Printf("==> %s\n", msg) }
+
+// createRepo makes a bare repository holding the fixture and a checkout
+// whose origin is it, as a platform team's clone would be.
+func createRepo(fixture, bare, checkout string) error {
+	git := func(dir string, args ...string) error {
+		cmd := exec.Command("git", append([]string{"-c", "user.name=Demo", "-c", "user.email=demo@example.com"}, args...)...)
+		cmd.Dir = dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("git %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(bare), 0o755); err != nil {
+		return err
+	}
+	if err := git("", "init", "--quiet", "--bare", "--initial-branch=main", bare); err != nil {
+		return err
+	}
+	if err := os.CopyFS(checkout, os.DirFS(fixture)); err != nil {
+		return err
+	}
+	for _, args := range [][]string{
+		{"init", "--quiet", "--initial-branch=main"}, {"add", "."}, {"commit", "--quiet", "-m", "initial import"},
+		{"remote", "add", "origin", bare}, {"push", "--quiet", "-u", "origin", "main"},
+		{"config", "user.name", "Demo"}, {"config", "user.email", "demo@example.com"},
+	} {
+		if err := git(checkout, args...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// startCluster runs a kube-apiserver and etcd and writes an admin kubeconfig.
+func startCluster(bins, kubeconfigPath string) (string, func(), error) {
+	env := &envtest.Environment{BinaryAssetsDirectory: bins, ControlPlaneStartTimeout: time.Minute}
+	cfg, err := env.Start()
+	if err != nil {
+		return "", nil, fmt.Errorf("start API server (run `make test-bins`?): %w", err)
+	}
+	user, err := env.AddUser(envtest.User{Name: "demo-admin", Groups: []string{"system:masters"}}, cfg)
+	if err != nil {
+		_ = env.Stop()
+		return "", nil, err
+	}
+	data, err := user.KubeConfig()
+	if err == nil {
+		err = os.WriteFile(kubeconfigPath, data, 0o600)
+	}
+	if err != nil {
+		_ = env.Stop()
+		return "", nil, err
+	}
+	return kubeconfigPath, func() { _ = env.Stop() }, nil
+}
+
+func waitSynced(ctx context.Context, b *bus.Bus, keys []string) error {
+	deadline := time.Now().Add(2 * time.Minute)
+	for time.Now().Before(deadline) {
+		done := 0
+		for _, key := range keys {
+			cluster, app, _ := bus.SplitKey(key)
+			if st, err := b.GetStatus(ctx, cluster, app); err == nil && st.GetPhase() == flotillav1.SyncPhase_SYNC_PHASE_SUCCEEDED {
+				done++
+			}
+		}
+		if done == len(keys) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("applications not synced within 2 minutes")
+}
+
+// followStatus prints every status change until ctx ends.
+func followStatus(ctx context.Context, nc *nats.Conn) error {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	kv, err := js.KeyValue(ctx, bus.StatusBucket)
+	if err != nil {
+		return err
+	}
+	w, err := kv.WatchAll(ctx, jetstream.UpdatesOnly())
+	if err != nil {
+		return err
+	}
+	defer w.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case e := <-w.Updates():
+			if e == nil {
+				continue
+			}
+			st := &flotillav1.AppStatus{}
+			if proto.Unmarshal(e.Value(), st) != nil {
+				continue
+			}
+			phase := strings.TrimPrefix(st.GetPhase().String(), "SYNC_PHASE_")
+			health := strings.TrimPrefix(st.GetHealth().String(), "HEALTH_STATUS_")
+			fmt.Printf("%s  %-10s %-15s history %-3d %-9s %-11s %s\n", time.Now().Format("15:04:05"), st.GetCluster(), st.GetApp(), st.GetHistoryId(), phase, health, st.GetMessage())
+		}
+	}
+}
+
