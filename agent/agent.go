@@ -54,9 +54,10 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	// The agent applies whole applications at once; client-go's default of
-	// 5 QPS would make a 1,000-object first sync take minutes.
-	cfg.QPS, cfg.Burst = 200, 400
+	// The apply engine bounds its requests in flight (apply.Options); a
+	// client-side rate limit on top (client-go's default is 5 QPS) would
+	// make a 1,000-object first sync take minutes. Negative disables it.
+	cfg.QPS = -1
 	client, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return err

@@ -24,10 +24,10 @@ type Options struct {
 	Concurrency int
 }
 
-// DefaultOptions keep the API server comfortable: client-go's default QPS
-// is raised by the agent, and 8 parallel requests saturate a typical
-// apiserver's per-client fairness share without queueing.
-func DefaultOptions() Options { return Options{Concurrency: 8} }
+// DefaultOptions bound the load on the API server by concurrency rather
+// than by client-side QPS: 16 requests in flight keep a small apiserver's
+// cores busy without queueing in its priority-and-fairness share.
+func DefaultOptions() Options { return Options{Concurrency: 16} }
 
 // Manager applies and deletes objects in one cluster.
 type Manager struct {

@@ -9,10 +9,12 @@ import (
 	"golang.org/x/sync/errgroup"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/dynamic"
 )
 
 var crdGVR = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
@@ -100,14 +102,19 @@ func failed(cs *ChangeSet, plans []*plan) *ChangeSet {
 	return cs
 }
 
-// dryRun asks the server what applying each object would do.
+// dryRun asks the server what applying each object would do. The live
+// objects are read with one LIST per kind and namespace, not one GET each.
 func (m *Manager) dryRun(ctx context.Context, plans []*plan) error {
+	live, err := m.listLive(ctx, plans)
+	if err != nil {
+		return err
+	}
 	errs := make([]error, len(plans))
 	g, ctx := errgroup.WithContext(ctx)
 	g.SetLimit(m.opts.Concurrency)
 	for i, p := range plans {
 		g.Go(func() error {
-			errs[i] = m.dryRunOne(ctx, p)
+			errs[i] = m.dryRunOne(ctx, p, live[p.change.Ref.Key()])
 			if errs[i] != nil {
 				p.change.Action, p.change.Message = Failed, errs[i].Error()
 			}
@@ -118,13 +125,9 @@ func (m *Manager) dryRun(ctx context.Context, plans []*plan) error {
 	return errors.Join(errs...)
 }
 
-func (m *Manager) dryRunOne(ctx context.Context, p *plan) error {
+func (m *Manager) dryRunOne(ctx context.Context, p *plan, live *unstructured.Unstructured) error {
 	ri, _, err := m.client(p.obj)
 	if err != nil {
-		return &ObjectError{Ref: p.change.Ref, Action: "dry-run", Err: err}
-	}
-	live, err := ri.Get(ctx, p.obj.GetName(), metav1.GetOptions{})
-	if err != nil && !apierrors.IsNotFound(err) {
 		return &ObjectError{Ref: p.change.Ref, Action: "dry-run", Err: err}
 	}
 	dry, err := ri.Apply(ctx, p.obj.GetName(), p.obj, metav1.ApplyOptions{FieldManager: FieldManager, Force: true, DryRun: []string{metav1.DryRunAll}})
@@ -140,6 +143,47 @@ func (m *Manager) dryRunOne(ctx context.Context, p *plan) error {
 		p.change.Action, p.write = Configured, true
 	}
 	return nil
+}
+
+// listLive reads the live objects of the plans' kinds and namespaces, keyed
+// by ObjectRef.Key. Kinds the server does not know are skipped: their
+// dry-run reports them.
+func (m *Manager) listLive(ctx context.Context, plans []*plan) (map[string]*unstructured.Unstructured, error) {
+	type scope struct {
+		gvr       schema.GroupVersionResource
+		namespace string
+	}
+	scopes := map[scope]bool{}
+	for _, p := range plans {
+		mapping, err := m.resource(p.obj.GroupVersionKind())
+		if err != nil {
+			continue
+		}
+		ns := ""
+		if mapping.Scope.Name() == meta.RESTScopeNameNamespace {
+			ns = p.obj.GetNamespace()
+		}
+		scopes[scope{mapping.Resource, ns}] = true
+	}
+	live := map[string]*unstructured.Unstructured{}
+	for s := range scopes {
+		var ri dynamic.ResourceInterface = m.dynamic.Resource(s.gvr)
+		if s.namespace != "" {
+			ri = m.dynamic.Resource(s.gvr).Namespace(s.namespace)
+		}
+		list, err := ri.List(ctx, metav1.ListOptions{})
+		if apierrors.IsNotFound(err) {
+			continue // the namespace does not exist yet
+		}
+		if err != nil {
+			return nil, fmt.Errorf("list %s in %q: %w", s.gvr.Resource, s.namespace, err)
+		}
+		for i := range list.Items {
+			o := &list.Items[i]
+			live[RefOf(o).Key()] = o
+		}
+	}
+	return live, nil
 }
 
 // sameObject compares a live object with the dry-run result, ignoring the
