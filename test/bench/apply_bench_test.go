@@ -16,38 +16,6 @@ import (
 	"github.com/flotilla-dev/flotilla/test/testenv"
 )
 
-// ThousandObjects is the apply benchmark's application: 333 ConfigMaps,
-// 333 headless Services and 334 Deployments in one namespace, the mix the
-// peer measurements in ARCHITECTURE.md used. Headless, because envtest's
-// service CIDR is a /24.
-func ThousandObjects(namespace string) []*unstructured.Unstructured {
-	var objs []*unstructured.Unstructured
-	for i := range 1000 {
-		name := fmt.Sprintf("obj-%04d", i)
-		var o map[string]any
-		switch i % 3 {
-		case 0:
-			o = map[string]any{"apiVersion": "v1", "kind": "ConfigMap", "metadata": map[string]any{"name": name, "namespace": namespace},
-				"data": map[string]any{"key": strings.Repeat("v", 64)}}
-		case 1:
-			o = map[string]any{"apiVersion": "v1", "kind": "Service", "metadata": map[string]any{"name": name, "namespace": namespace},
-				"spec": map[string]any{"clusterIP": "None", "selector": map[string]any{"app": name}, "ports": []any{map[string]any{"name": "http", "port": int64(80)}}}}
-		default:
-			labels := map[string]any{"app": name}
-			o = map[string]any{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": map[string]any{"name": name, "namespace": namespace},
-				"spec": map[string]any{"replicas": int64(1), "selector": map[string]any{"matchLabels": labels},
-					"template": map[string]any{"metadata": map[string]any{"labels": labels},
-						"spec": map[string]any{"containers": []any{map[string]any{"name": "app", "image": "registry.example.com/app:1"}}}}}}
-		}
-		objs = append(objs, &unstructured.Unstructured{Object: o})
-	}
-	return objs
-}
-
-func namespaceObject(name string) *unstructured.Unstructured {
-	return &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": name}}}
-}
-
 // BenchmarkApply1000 measures the first apply of a 1,000-object application
 // with Flotilla's resource manager and with `kubectl apply --server-side`,
 // each into a fresh namespace of the same real API server, and Flotilla's
@@ -67,7 +35,7 @@ func BenchmarkApply1000(b *testing.B) {
 		for b.Loop() {
 			run++
 			ns := fmt.Sprintf("flotilla-%d", run)
-			objs := append([]*unstructured.Unstructured{namespaceObject(ns)}, ThousandObjects(ns)...)
+			objs := append([]*unstructured.Unstructured{NamespaceObject(ns)}, ThousandObjects(ns)...)
 			cs, err := m.ApplyAll(ctx, objs)
 			if err != nil {
 				b.Fatal(err)
@@ -77,7 +45,7 @@ func BenchmarkApply1000(b *testing.B) {
 	})
 	b.Run("engine=flotilla/unchanged", func(b *testing.B) {
 		ns := fmt.Sprintf("flotilla-%d", run)
-		objs := append([]*unstructured.Unstructured{namespaceObject(ns)}, ThousandObjects(ns)...)
+		objs := append([]*unstructured.Unstructured{NamespaceObject(ns)}, ThousandObjects(ns)...)
 		for b.Loop() {
 			cs, err := m.ApplyAll(ctx, objs)
 			if err != nil {
@@ -92,7 +60,7 @@ func BenchmarkApply1000(b *testing.B) {
 			run++
 			ns := fmt.Sprintf("kubectl-%d", run)
 			b.StopTimer()
-			file := writeManifests(b, append([]*unstructured.Unstructured{namespaceObject(ns)}, ThousandObjects(ns)...))
+			file := writeManifests(b, append([]*unstructured.Unstructured{NamespaceObject(ns)}, ThousandObjects(ns)...))
 			b.StartTimer()
 			out, err := exec.Command(kubectl, "--kubeconfig", c.Kubeconfig, "apply", "--server-side", "--field-manager", "kubectl-bench", "-f", file).CombinedOutput()
 			if err != nil {
