@@ -48,7 +48,7 @@ $(BIN)/benchstat:
 
 .PHONY: bench
 bench: test-bins $(BIN)/benchstat ## Run the benchmarks, Flux's peer run included (docs/benchmarks.md); output in bin/bench.txt.
-	set -o pipefail; FLOTILLA_TEST_BINS=$(TEST_BINS) go test -run '^$$' -bench . -benchtime 1x -count 1 -timeout 60m ./... | tee $(BIN)/bench.txt
+	set -o pipefail; FLOTILLA_TEST_BINS=$(TEST_BINS) go test -p 1 -run '^$$' -bench . -benchtime 1x -count 1 -timeout 60m ./... | tee $(BIN)/bench.txt
 	set -o pipefail; cd test/bench/flux && FLOTILLA_TEST_BINS=$(TEST_BINS) go test -run '^$$' -bench . -benchtime 1x -count 1 -timeout 20m . | tee -a $(BIN)/bench.txt
 	$(BIN)/benchstat $(BIN)/bench.txt
 

@@ -111,7 +111,8 @@ func (h *Hub) reconcile(ctx context.Context) {
 		return
 	}
 	if len(report.Published) > 0 {
-		h.log.Info("published desired state", "keys", report.Published, "deleted", report.Deleted, "unchanged", report.Unchanged, "artifacts_stored", report.ArtifactsStored)
+		h.log.Info("published desired state", "published", len(report.Published), "deleted", report.Deleted, "unchanged", report.Unchanged, "artifacts_stored", report.ArtifactsStored)
+		events := make([]*flotillav1.Event, 0, len(report.Published))
 		for _, key := range report.Published {
 			cluster, app, _ := bus.SplitKey(key)
 			ds := h.publisher.Latest(cluster, app)
@@ -119,8 +120,11 @@ func (h *Hub) reconcile(ctx context.Context) {
 			if ds.GetDeletion() != nil {
 				reason, msg = "Deleted", fmt.Sprintf("application removed from Git (cascade=%t)", ds.GetDeletion().GetCascade())
 			}
-			h.event(ctx, &flotillav1.Event{Cluster: cluster, App: app, Type: flotillav1.EventType_EVENT_TYPE_NORMAL, Reason: reason, Message: msg,
-				Revision: ds.GetSource().GetCommit(), HistoryId: ds.GetHistoryId()})
+			events = append(events, h.newEvent(ctx, &flotillav1.Event{Cluster: cluster, App: app, Type: flotillav1.EventType_EVENT_TYPE_NORMAL, Reason: reason, Message: msg,
+				Revision: ds.GetSource().GetCommit(), HistoryId: ds.GetHistoryId()}))
+		}
+		if err := h.bus.AppendEvents(ctx, events, telemetry.Inject(ctx, nil)); err != nil {
+			h.log.Error("append events", "error", err)
 		}
 	}
 }
@@ -170,13 +174,18 @@ func (h *Hub) report(ctx context.Context, subject, app string, err error, reason
 }
 
 func (h *Hub) event(ctx context.Context, ev *flotillav1.Event) {
+	if err := h.bus.AppendEvent(ctx, h.newEvent(ctx, ev), telemetry.Inject(ctx, nil)); err != nil {
+		h.log.Error("append event", "error", err)
+	}
+}
+
+// newEvent fills the fields every hub event carries.
+func (h *Hub) newEvent(ctx context.Context, ev *flotillav1.Event) *flotillav1.Event {
 	ev.SchemaVersion = 1
 	ev.Time = timestamppb.Now()
 	ev.Source, ev.Actor = "hub", "hub"
 	ev.TraceId = trace.SpanContextFromContext(ctx).TraceID().String()
-	if err := h.bus.AppendEvent(ctx, ev, telemetry.Inject(ctx, nil)); err != nil {
-		h.log.Error("append event", "error", err)
-	}
+	return ev
 }
 
 // watchClusters keeps the registry and reconciles when a cluster appears or

@@ -32,13 +32,15 @@ type Publisher struct {
 	log    *slog.Logger
 
 	mu sync.Mutex
-	// latest is the newest published desired state per key.
-	latest map[string]*flotillav1.DesiredState
+	// latest is the newest published desired state per key, and
+	// fingerprints its fingerprint, computed once.
+	latest       map[string]*flotillav1.DesiredState
+	fingerprints map[string][32]byte
 }
 
 // New creates a Publisher; call Load before the first Publish.
 func New(b *bus.Bus, signer *signing.Signer, log *slog.Logger) *Publisher {
-	return &Publisher{bus: b, signer: signer, log: log, latest: map[string]*flotillav1.DesiredState{}}
+	return &Publisher{bus: b, signer: signer, log: log, latest: map[string]*flotillav1.DesiredState{}, fingerprints: map[string][32]byte{}}
 }
 
 // Load reads the newest published desired state of every key, so history
@@ -56,7 +58,7 @@ func (p *Publisher) Load(ctx context.Context) error {
 		if err := proto.Unmarshal(e.State.GetDesiredState(), ds); err != nil {
 			return fmt.Errorf("published desired state %s: %w", bus.Key(e.Cluster, e.App), err)
 		}
-		p.latest[bus.Key(e.Cluster, e.App)] = ds
+		p.remember(bus.Key(e.Cluster, e.App), ds)
 	}
 	return nil
 }
@@ -124,7 +126,7 @@ func (p *Publisher) Publish(ctx context.Context, res *discovery.Result) (*Report
 				return nil, err
 			}
 			prev := p.latest[key]
-			if prev != nil && prev.GetDeletion() == nil && fingerprint(prev) == fingerprint(ds) {
+			if prev != nil && prev.GetDeletion() == nil && p.fingerprints[key] == fingerprint(ds) {
 				report.Unchanged++
 				continue
 			}
@@ -168,12 +170,17 @@ func (p *Publisher) Publish(ctx context.Context, res *discovery.Result) (*Report
 		return nil, err
 	}
 	for key, ds := range next {
-		p.latest[key] = ds
+		p.remember(key, ds)
 		report.Published = append(report.Published, key)
 	}
 	slices.Sort(report.Published)
 	span.SetAttributes(attribute.Int("flotilla.published", len(report.Published)), attribute.Int("flotilla.unchanged", report.Unchanged))
 	return report, nil
+}
+
+func (p *Publisher) remember(key string, ds *flotillav1.DesiredState) {
+	p.latest[key] = ds
+	p.fingerprints[key] = fingerprint(ds)
 }
 
 // desiredState builds the desired state of app in cluster.

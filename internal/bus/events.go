@@ -22,16 +22,36 @@ func eventSubject(cluster, app string) string {
 
 // AppendEvent writes an event to the history and audit stream.
 func (b *Bus) AppendEvent(ctx context.Context, ev *flotillav1.Event, header nats.Header) error {
-	cluster := ev.GetCluster()
-	if cluster == "" {
-		cluster = HubEventsCluster
+	return b.AppendEvents(ctx, []*flotillav1.Event{ev}, header)
+}
+
+// AppendEvents writes events, publishing all before waiting for the
+// acknowledgements, so the events of a fan-out cost one round trip.
+func (b *Bus) AppendEvents(ctx context.Context, events []*flotillav1.Event, header nats.Header) error {
+	futures := make([]jetstream.PubAckFuture, 0, len(events))
+	for _, ev := range events {
+		cluster := ev.GetCluster()
+		if cluster == "" {
+			cluster = HubEventsCluster
+		}
+		data, err := proto.Marshal(ev)
+		if err != nil {
+			return err
+		}
+		f, err := b.js.PublishMsgAsync(&nats.Msg{Subject: eventSubject(cluster, ev.GetApp()), Data: data, Header: header})
+		if err != nil {
+			return fmt.Errorf("append event %s: %w", ev.GetReason(), err)
+		}
+		futures = append(futures, f)
 	}
-	data, err := proto.Marshal(ev)
-	if err != nil {
-		return err
-	}
-	if _, err := b.js.PublishMsg(ctx, &nats.Msg{Subject: eventSubject(cluster, ev.GetApp()), Data: data, Header: header}); err != nil {
-		return fmt.Errorf("append event %s: %w", ev.GetReason(), err)
+	for i, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return fmt.Errorf("append event %s: %w", events[i].GetReason(), err)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 	return nil
 }

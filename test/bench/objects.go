@@ -39,4 +39,3 @@ func ThousandObjects(namespace string) []*unstructured.Unstructured {
 func NamespaceObject(name string) *unstructured.Unstructured {
 	return &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": name}}}
 }
-

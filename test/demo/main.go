@@ -268,4 +268,3 @@ func followStatus(ctx context.Context, nc *nats.Conn) error {
 		}
 	}
 }
-
