@@ -105,7 +105,11 @@ func failed(cs *ChangeSet, plans []*plan) *ChangeSet {
 // dryRun asks the server what applying each object would do. The live
 // objects are read with one LIST per kind and namespace, not one GET each.
 func (m *Manager) dryRun(ctx context.Context, plans []*plan) error {
-	live, err := m.listLive(ctx, plans)
+	objs := make([]*unstructured.Unstructured, len(plans))
+	for i, p := range plans {
+		objs[i] = p.obj
+	}
+	live, err := m.Live(ctx, objs)
 	if err != nil {
 		return err
 	}
@@ -145,23 +149,23 @@ func (m *Manager) dryRunOne(ctx context.Context, p *plan, live *unstructured.Uns
 	return nil
 }
 
-// listLive reads the live objects of the plans' kinds and namespaces, keyed
-// by ObjectRef.Key. Kinds the server does not know are skipped: their
-// dry-run reports them.
-func (m *Manager) listLive(ctx context.Context, plans []*plan) (map[string]*unstructured.Unstructured, error) {
+// Live reads the live state of objects with one LIST per kind and
+// namespace, keyed by ObjectRef.Key; objects that do not exist are absent.
+// Kinds the server does not know are skipped.
+func (m *Manager) Live(ctx context.Context, objs []*unstructured.Unstructured) (map[string]*unstructured.Unstructured, error) {
 	type scope struct {
 		gvr       schema.GroupVersionResource
 		namespace string
 	}
 	scopes := map[scope]bool{}
-	for _, p := range plans {
-		mapping, err := m.resource(p.obj.GroupVersionKind())
+	for _, obj := range objs {
+		mapping, err := m.resource(obj.GroupVersionKind())
 		if err != nil {
 			continue
 		}
 		ns := ""
 		if mapping.Scope.Name() == meta.RESTScopeNameNamespace {
-			ns = p.obj.GetNamespace()
+			ns = obj.GetNamespace()
 		}
 		scopes[scope{mapping.Resource, ns}] = true
 	}

@@ -1,14 +1,7 @@
 package health
 
 import (
-	"context"
-	"fmt"
-	"strings"
-	"time"
-
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
 
 	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
@@ -57,9 +50,6 @@ func Worst(states ...flotillav1.HealthStatus) flotillav1.HealthStatus {
 	return worst
 }
 
-// Getter reads an object's live state (nil when it does not exist).
-type Getter func(ctx context.Context, obj *unstructured.Unstructured) (*unstructured.Unstructured, error)
-
 // Result is the health of each object, in order, and of them all.
 type Result struct {
 	Objects []flotillav1.HealthStatus
@@ -67,47 +57,13 @@ type Result struct {
 	Overall flotillav1.HealthStatus
 }
 
-// Check reads every object once and computes health.
-func Check(ctx context.Context, get Getter, objs []*unstructured.Unstructured) (*Result, error) {
+// Check computes the health of objs from their live state, looked up by
+// live (nil when the object does not exist).
+func Check(objs []*unstructured.Unstructured, live func(*unstructured.Unstructured) *unstructured.Unstructured) *Result {
 	res := &Result{Objects: make([]flotillav1.HealthStatus, len(objs)), Message: make([]string, len(objs))}
 	for i, obj := range objs {
-		live, err := get(ctx, obj)
-		if err != nil && !apierrors.IsNotFound(err) {
-			return nil, err
-		}
-		if apierrors.IsNotFound(err) {
-			live = nil
-		}
-		res.Objects[i], res.Message[i] = Of(live)
+		res.Objects[i], res.Message[i] = Of(live(obj))
 	}
 	res.Overall = Worst(res.Objects...)
-	return res, nil
-}
-
-// Wait polls until every object is healthy or timeout passes, then returns
-// the last result and, on timeout, an error naming each object that is not
-// healthy.
-func Wait(ctx context.Context, get Getter, objs []*unstructured.Unstructured, timeout time.Duration) (*Result, error) {
-	var last *Result
-	err := wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
-		res, err := Check(ctx, get, objs)
-		if err != nil {
-			return false, nil // the API server may be restarting; keep trying
-		}
-		last = res
-		return res.Overall == flotillav1.HealthStatus_HEALTH_STATUS_HEALTHY, nil
-	})
-	if err == nil {
-		return last, nil
-	}
-	if last == nil {
-		return nil, fmt.Errorf("health check: %w", err)
-	}
-	var pending []string
-	for i, obj := range objs {
-		if last.Objects[i] != flotillav1.HealthStatus_HEALTH_STATUS_HEALTHY {
-			pending = append(pending, fmt.Sprintf("%s/%s %s: %s", obj.GetKind(), obj.GetName(), strings.TrimPrefix(last.Objects[i].String(), "HEALTH_STATUS_"), last.Message[i]))
-		}
-	}
-	return last, fmt.Errorf("not healthy after %s: %s", timeout, strings.Join(pending, "; "))
+	return res
 }

@@ -427,11 +427,21 @@ func (s *Syncer) get(ctx context.Context, obj *unstructured.Unstructured) (*unst
 	return ri.Get(ctx, obj.GetName(), metav1.GetOptions{})
 }
 
-// fillHealth reads every object once into st.
+// health reads the objects' live state (a LIST per kind and namespace) and
+// computes their health.
+func (s *Syncer) health(ctx context.Context, objs []*unstructured.Unstructured) (*health.Result, error) {
+	live, err := s.manager.Live(ctx, objs)
+	if err != nil {
+		return nil, err
+	}
+	return health.Check(objs, func(o *unstructured.Unstructured) *unstructured.Unstructured { return live[apply.RefOf(o).Key()] }), nil
+}
+
+// fillHealth reads every object's health into st.
 func (s *Syncer) fillHealth(ctx context.Context, st *flotillav1.AppStatus, objs []*unstructured.Unstructured) {
 	_, span := tracer.Start(ctx, "agent.health")
 	defer span.End()
-	res, err := health.Check(ctx, s.get, objs)
+	res, err := s.health(ctx, objs)
 	if err != nil {
 		st.Health = flotillav1.HealthStatus_HEALTH_STATUS_UNKNOWN
 		return
@@ -470,7 +480,7 @@ func (s *Syncer) followHealth(ctx context.Context, st *flotillav1.AppStatus, obj
 			return
 		case <-t.C:
 		}
-		res, err := health.Check(ctx, s.get, objs)
+		res, err := s.health(ctx, objs)
 		if err != nil || res.Overall == last {
 			continue
 		}
