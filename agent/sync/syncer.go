@@ -198,16 +198,21 @@ func (s *Syncer) run(ctx context.Context, ds *flotillav1.DesiredState, st *floti
 	if err != nil {
 		return nil, err
 	}
-	objs, err := s.renderDesired(ctx, ds)
-	if err != nil {
-		return nil, err
-	}
 	applied := appliedID(ds)
 	if inv.Applied == applied {
-		// The same desired state again: nothing to write.
+		// The same desired state again: nothing to render or write; the
+		// inventory names the objects whose health to report.
+		objs := make([]*unstructured.Unstructured, len(inv.Objects))
+		for i, ref := range inv.Objects {
+			objs[i] = refObject(ref)
+		}
 		st.Phase, st.SyncStatus, st.Message = flotillav1.SyncPhase_SYNC_PHASE_SUCCEEDED, flotillav1.SyncStatus_SYNC_STATUS_SYNCED, "already applied"
 		s.fillHealth(ctx, st, objs)
 		return objs, nil
+	}
+	objs, err := s.renderDesired(ctx, ds)
+	if err != nil {
+		return nil, err
 	}
 
 	_, applySpan := tracer.Start(ctx, "agent.apply")

@@ -38,10 +38,13 @@ const (
 
 type benchHub struct {
 	git    *testenv.GitServer
+	hub    *hub.Hub
 	apiURL string
 	bus    *bus.Bus
 	kv     jetstream.KeyValue
 }
+
+func (h *benchHub) natsURL(*testing.B) string { return h.hub.NATSURL() }
 
 // startHub runs a hub on the fixture repository with the given extra
 // repositories (bare directories served over file://).
@@ -76,6 +79,7 @@ webhook: {secretFile: %s}
 	if err != nil {
 		b.Fatal(err)
 	}
+	h.hub = hb
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)

@@ -1,0 +1,220 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"sigs.k8s.io/yaml"
+
+	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
+	"github.com/flotilla-dev/flotilla/test/testenv"
+)
+
+const bulkApp = `apiVersion: argoproj.io/v1alpha1
+kind: Application
+metadata:
+  name: bulk
+spec:
+  source:
+    repoURL: https://github.com/your-org/gitops-config
+    path: bulk
+  destination:
+    server: https://kubernetes.default.svc
+    namespace: bulk
+  syncPolicy:
+    automated: {prune: true}
+    syncOptions: [CreateNamespace=true]
+`
+
+// agentProcess is the agent binary running against a cluster, so its
+// memory is its own.
+type agentProcess struct {
+	cmd *exec.Cmd
+}
+
+func buildAgent(b *testing.B) string {
+	bin := filepath.Join(b.TempDir(), "agent")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/agent")
+	cmd.Dir = testenv.RepoRoot(b)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		b.Fatalf("build agent: %v: %s", err, out)
+	}
+	return bin
+}
+
+func startAgentProcess(b *testing.B, bin string, args ...string) *agentProcess {
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	p := &agentProcess{cmd: cmd}
+	b.Cleanup(p.stop)
+	return p
+}
+
+func (p *agentProcess) stop() {
+	if p.cmd.ProcessState != nil {
+		return
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	_ = p.cmd.Wait()
+}
+
+// rssMiB reads a process's resident set from /proc.
+func rssMiB(pid int) float64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(line, "VmRSS:") {
+			kb, _ := strconv.Atoi(strings.Fields(line)[1])
+			return float64(kb) / 1024
+		}
+	}
+	return 0
+}
+
+// BenchmarkAgent runs the agent binary on a cluster with the fixture plus
+// a 1,000-object application and measures its first sync, its resident
+// memory at steady state, a no-op re-sync after a restart, and commit to
+// applied over 20 image-tag commits.
+func BenchmarkAgent(b *testing.B) {
+	h := startHub(b, time.Hour, nil)
+	var objects strings.Builder
+	for _, o := range ThousandObjects("bulk") {
+		data, _ := yaml.Marshal(o.Object)
+		objects.WriteString("---\n")
+		objects.Write(data)
+	}
+	h.git.WriteFiles(b, "gitops-config", "main", "add the bulk app", map[string]string{"apps/bulk.yaml": bulkApp, "bulk/objects.yaml": objects.String()})
+	h.webhook(b)
+
+	c := testenv.StartCluster(b, testenv.ClusterOptions{Name: "prod-eu"})
+	resp, err := http.Get(h.apiURL + "/api/public-key")
+	if err != nil {
+		b.Fatal(err)
+	}
+	key, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	keyFile := filepath.Join(b.TempDir(), "hub.pub")
+	if err := os.WriteFile(keyFile, key, 0o644); err != nil {
+		b.Fatal(err)
+	}
+	bin := buildAgent(b)
+	args := []string{"--cluster", "prod-eu", "--labels", "env=production", "--nats-url", h.natsURL(b),
+		"--hub-public-key", keyFile, "--kubeconfig", c.Kubeconfig, "--cache-dir", b.TempDir()}
+
+	for b.Loop() {
+		agent := startAgentProcess(b, bin, args...)
+		first := waitAppStatus(b, h, "bulk", time.Time{}, func(st *flotillav1.AppStatus) bool {
+			return st.GetPhase() == flotillav1.SyncPhase_SYNC_PHASE_SUCCEEDED
+		})
+		b.ReportMetric(syncSeconds(first), "first-sync-s")
+		time.Sleep(5 * time.Second) // steady state: health settled, caches warm
+		runtimeRSS := rssMiB(agent.cmd.Process.Pid)
+		b.ReportMetric(runtimeRSS, "agent-rss-MiB")
+
+		before := bulkVersions(b, c)
+		agent.stop()
+		restarted := time.Now()
+		agent = startAgentProcess(b, bin, args...)
+		noop := waitAppStatus(b, h, "bulk", restarted, func(st *flotillav1.AppStatus) bool {
+			return st.GetMessage() == "already applied"
+		})
+		b.ReportMetric(syncSeconds(noop)*1000, "noop-ms")
+		after := bulkVersions(b, c)
+		writes := 0
+		for k, v := range after {
+			if before[k] != v {
+				writes++
+			}
+		}
+		b.ReportMetric(float64(writes), "noop-writes")
+
+		var latencies []time.Duration
+		for i := range 20 {
+			tag := fmt.Sprintf("c2a-%d", i)
+			bumpTag(b, h, tag)
+			start := time.Now()
+			h.webhook(b)
+			waitRolloutImage(b, c, "api-service:"+tag)
+			latencies = append(latencies, time.Since(start))
+		}
+		b.ReportMetric(float64(percentile(latencies, 0.5).Milliseconds()), "commit-applied-p50-ms")
+		b.ReportMetric(float64(percentile(latencies, 0.99).Milliseconds()), "commit-applied-p99-ms")
+		agent.stop()
+	}
+}
+
+func syncSeconds(st *flotillav1.AppStatus) float64 {
+	return st.GetFinishedAt().AsTime().Sub(st.GetStartedAt().AsTime()).Seconds()
+}
+
+func waitAppStatus(b *testing.B, h *benchHub, app string, after time.Time, ok func(*flotillav1.AppStatus) bool) *flotillav1.AppStatus {
+	var got *flotillav1.AppStatus
+	testenv.Eventually(b, 3*time.Minute, func() error {
+		st, err := h.bus.GetStatus(context.Background(), "prod-eu", app)
+		if err != nil {
+			return err
+		}
+		if st.GetObservedAt().AsTime().Before(after) || !ok(st) {
+			return fmt.Errorf("status of %s: %v %s", app, st.GetPhase(), st.GetMessage())
+		}
+		got = st
+		return nil
+	})
+	return got
+}
+
+var bulkGVRs = []schema.GroupVersionResource{{Version: "v1", Resource: "configmaps"}, {Version: "v1", Resource: "services"}, {Group: "apps", Version: "v1", Resource: "deployments"}}
+
+func bulkVersions(b *testing.B, c *testenv.Cluster) map[string]string {
+	out := map[string]string{}
+	for _, gvr := range bulkGVRs {
+		list, err := c.Dynamic.Resource(gvr).Namespace("bulk").List(context.Background(), metav1.ListOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, o := range list.Items {
+			out[gvr.Resource+"/"+o.GetName()] = o.GetResourceVersion()
+		}
+	}
+	if len(out) < 1000 {
+		b.Fatalf("bulk app has %d objects, want 1000", len(out))
+	}
+	return out
+}
+
+func waitRolloutImage(b *testing.B, c *testenv.Cluster, suffix string) {
+	gvr := schema.GroupVersionResource{Group: "argoproj.io", Version: "v1alpha1", Resource: "rollouts"}
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) {
+		ro, err := c.Dynamic.Resource(gvr).Namespace("production").Get(context.Background(), "api-service", metav1.GetOptions{})
+		if err == nil {
+			containers, _, _ := unstructured.NestedSlice(ro.Object, "spec", "template", "spec", "containers")
+			if len(containers) > 0 {
+				if img, _, _ := unstructured.NestedString(containers[0].(map[string]any), "image"); strings.HasSuffix(img, suffix) {
+					return
+				}
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	b.Fatalf("rollout never ran %s", suffix)
+}
