@@ -14,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/trace"
 
@@ -40,6 +41,7 @@ type Hub struct {
 	roots     []discovery.Root
 	repos     []*watchedRepo
 	secret    string
+	metrics   *metrics
 
 	// trigger asks the reconcile loop for a pass; it carries the span that
 	// caused it so the pass continues that trace.
@@ -61,7 +63,7 @@ type watchedRepo struct {
 // New starts what the hub needs before it can run: NATS, the buckets, the
 // signing key and the Git mirrors.
 func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (h *Hub, err error) {
-	h = &Hub{cfg: cfg, log: log, trigger: make(chan trace.SpanContext, 1),
+	h = &Hub{cfg: cfg, log: log, trigger: make(chan trace.SpanContext, 1), metrics: newMetrics(),
 		clusters: map[string]*flotillav1.ClusterRegistration{}, reported: map[string]string{}}
 	defer func() {
 		if err != nil {
@@ -200,9 +202,10 @@ func (h *Hub) Serve(ctx context.Context, ln net.Listener) error {
 	return err
 }
 
-// Handler serves the webhook, the public key and health.
+// Handler serves the webhook, the public key, health and metrics.
 func (h *Hub) Handler() http.Handler {
 	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(h.metrics.registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("POST /api/webhook", h.serveWebhook)
 	mux.HandleFunc("GET /api/public-key", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/x-pem-file")

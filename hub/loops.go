@@ -43,19 +43,23 @@ func (h *Hub) poll(ctx context.Context, r *watchedRepo) {
 	ctx, span := tracer.Start(ctx, "hub.poll", trace.WithAttributes(attribute.String("vcs.repository.url.full", r.mirror.URL())))
 	defer span.End()
 	subject := "repo " + r.mirror.URL()
+	result := "unchanged"
 	refs, err := r.mirror.RemoteRefs(ctx)
 	if err == nil && r.mirror.Changed(refs) {
 		_, fetchSpan := tracer.Start(ctx, "hub.fetch")
 		err = r.mirror.Fetch(ctx, refs)
 		fetchSpan.End()
 		if err == nil {
+			result = "fetched"
 			h.log.Info("repository changed", "repo", r.mirror.URL(), "head", refs["HEAD"].String())
 			h.requestReconcile(span.SpanContext())
 		}
 	}
 	if err != nil {
+		result = "error"
 		span.SetStatus(codes.Error, err.Error())
 	}
+	h.metrics.gitPolls.WithLabelValues(r.mirror.URL(), result).Inc()
 	h.report(ctx, subject, "", err, "GitFetchFailed")
 }
 
@@ -81,6 +85,8 @@ func (h *Hub) reconcileLoop(ctx context.Context) {
 func (h *Hub) reconcile(ctx context.Context) {
 	ctx, span := tracer.Start(ctx, "hub.reconcile")
 	defer span.End()
+	start := time.Now()
+	defer func() { h.metrics.reconcileDur.Observe(time.Since(start).Seconds()) }()
 	trees := &treeCache{hub: h, dir: filepath.Join(h.cfg.DataDir, "trees"), used: map[string]*discovery.Tree{}}
 	defer trees.prune()
 
@@ -104,12 +110,17 @@ func (h *Hub) reconcile(ctx context.Context) {
 		h.report(ctx, "app "+name, name, failed[name], "AppInvalid")
 	}
 
+	h.metrics.appErrors.Set(float64(len(res.Errors)))
 	report, err := h.publisher.Publish(ctx, res)
 	if err != nil {
+		h.metrics.reconciles.WithLabelValues("error").Inc()
 		span.SetStatus(codes.Error, err.Error())
 		h.log.Error("publish failed", "error", err)
 		return
 	}
+	h.metrics.reconciles.WithLabelValues("ok").Inc()
+	h.metrics.published.WithLabelValues("deletion").Add(float64(len(report.Deleted)))
+	h.metrics.published.WithLabelValues("update").Add(float64(len(report.Published) - len(report.Deleted)))
 	if len(report.Published) > 0 {
 		h.log.Info("published desired state", "published", len(report.Published), "deleted", report.Deleted, "unchanged", report.Unchanged, "artifacts_stored", report.ArtifactsStored)
 		events := make([]*flotillav1.Event, 0, len(report.Published))
@@ -204,6 +215,7 @@ func (h *Hub) watchClusters(ctx context.Context, changes <-chan bus.ClusterChang
 		h.mu.Lock()
 		prev := h.clusters[change.Name]
 		h.clusters[change.Name] = change.Registration
+		h.metrics.clusters.Set(float64(len(h.clusters)))
 		h.mu.Unlock()
 		if prev == nil || !maps.Equal(prev.GetLabels(), change.Registration.GetLabels()) {
 			h.log.Info("cluster registered", "cluster", change.Name, "labels", change.Registration.GetLabels())

@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"fmt"
 	"log/slog"
 	"os"
@@ -16,6 +18,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/flotilla-dev/flotilla/agent"
+	"github.com/flotilla-dev/flotilla/internal/bus"
+	"github.com/flotilla-dev/flotilla/internal/signing"
 	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
 	"github.com/flotilla-dev/flotilla/test/testenv"
 )
@@ -134,8 +138,13 @@ func TestAgentsApplyEachEnvironment(t *testing.T) {
 			}
 			return nil
 		})
-		if len(st.GetResources()) != 2 || st.GetTraceId() == "" || st.GetHistoryId() != 1 {
+		if len(st.GetResources()) != 2 || st.GetHistoryId() != 1 {
 			t.Errorf("status = %v", st)
+		}
+		_, header, err := e.desired(t, "prod-eu", "worker-service")
+		must(t, err)
+		if traceID := strings.Split(header.Get("traceparent"), "-"); len(traceID) != 4 || st.GetTraceId() != traceID[1] {
+			t.Errorf("the sync's trace %s does not continue the hub's trace (%s)", st.GetTraceId(), header.Get("traceparent"))
 		}
 	})
 
@@ -236,6 +245,62 @@ func TestAgentsApplyEachEnvironment(t *testing.T) {
 			t.Errorf("a restart with nothing new wrote to the cluster:\nbefore %v\nafter  %v", before, after)
 		}
 		_ = d
+	})
+}
+
+func TestAgentRefusesBadInput(t *testing.T) {
+	e := startHub(t)
+	prod := testenv.StartCluster(t, testenv.ClusterOptions{Name: "prod-eu"})
+	startAgent(t, e, prod, map[string]string{"env": "production"}, t.TempDir())
+	waitImage(t, prod, deployments, "production", "worker-service", "worker-service:2.3.0")
+
+	t.Run("a kind the cluster does not know", func(t *testing.T) {
+		e.git.WriteFiles(t, "gitops-config", "main", "add widgets", map[string]string{
+			"apps/widgets.yaml": `apiVersion: argoproj.io/v1alpha1
+kind: Application
+metadata: {name: widgets}
+spec:
+  source: {repoURL: https://github.com/your-org/gitops-config, path: widgets}
+  destination: {server: https://kubernetes.default.svc, namespace: production}
+`,
+			"widgets/widget.yaml": "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w1}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: widget-config}\n",
+		})
+		e.webhook(t, webhookSecret)
+		st := waitStatus(t, e, "prod-eu", "widgets", func(st *flotillav1.AppStatus) error {
+			if st.GetPhase() != flotillav1.SyncPhase_SYNC_PHASE_FAILED {
+				return fmt.Errorf("phase %v", st.GetPhase())
+			}
+			return nil
+		})
+		if !strings.Contains(st.GetMessage(), "Widget.example.com/w1 dry-run failed: no matches for kind") {
+			t.Errorf("message does not name the unknown kind: %s", st.GetMessage())
+		}
+		if _, err := getObject(t, prod, configmaps, "production", "widget-config"); !apierrors.IsNotFound(err) {
+			t.Errorf("the ConfigMap beside the unknown kind was applied: %v", err)
+		}
+	})
+
+	t.Run("a desired state not signed by the hub", func(t *testing.T) {
+		_, rogue, _ := ed25519.GenerateKey(rand.Reader)
+		env, err := signing.NewSigner(rogue).Sign(&flotillav1.DesiredState{SchemaVersion: 1, Cluster: "prod-eu", App: "worker-service", HistoryId: 999,
+			Artifact: &flotillav1.Artifact{Digest: "sha256:" + strings.Repeat("0", 64)}})
+		must(t, err)
+		must(t, e.bus.PublishDesired(t.Context(), []bus.DesiredPut{{Cluster: "prod-eu", App: "worker-service", State: env}}))
+		st := waitStatus(t, e, "prod-eu", "worker-service", func(st *flotillav1.AppStatus) error {
+			if !strings.Contains(st.GetMessage(), "desired state refused") {
+				return fmt.Errorf("status: %s", st.GetMessage())
+			}
+			return nil
+		})
+		if !strings.Contains(st.GetMessage(), "unknown key") {
+			t.Errorf("refusal does not say why: %s", st.GetMessage())
+		}
+		waitEvent(t, e.bus, "prod-eu", "worker-service", "DesiredStateRefused")
+		d, err := getObject(t, prod, deployments, "production", "worker-service")
+		must(t, err)
+		if !strings.HasSuffix(image(d), ":2.3.0") {
+			t.Errorf("the running Deployment changed: %s", image(d))
+		}
 	})
 }
 

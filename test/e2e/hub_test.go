@@ -73,6 +73,9 @@ repositories:
     auth:
       username: hub
       passwordFile: %s
+  - url: https://github.com/your-org/missing
+    fetchURL: %s
+    pollInterval: 1h
 roots:
   - name: production
     repo: %s
@@ -80,7 +83,7 @@ roots:
     clusters: env=production
 webhook:
   secretFile: %s
-`, filepath.Join(dir, "data"), repoURL, e.git.RepoURL("gitops-config"), passwordFile, repoURL, secretFile)))
+`, filepath.Join(dir, "data"), repoURL, e.git.RepoURL("gitops-config"), passwordFile, e.git.RepoURL("missing"), repoURL, secretFile)))
 	must(t, err)
 
 	shutdownTracing, err := telemetry.Setup(t.Context(), "flotilla-hub-test")
@@ -239,6 +242,22 @@ func TestHubPublishesSignedDesiredState(t *testing.T) {
 		_, header, _ := e.desired(t, "prod-eu", "api-service")
 		if !strings.HasPrefix(header.Get("traceparent"), "00-") {
 			t.Errorf("no W3C trace context in the message headers: %v", header)
+		}
+	})
+
+	t.Run("an unreachable repository is reported without its secrets", func(t *testing.T) {
+		ev := waitEvent(t, e.bus, bus.HubEventsCluster, "_", "GitFetchFailed")
+		if !strings.Contains(ev.GetMessage(), "https://github.com/your-org/missing") || strings.Contains(ev.GetMessage(), "git-s3cret") {
+			t.Errorf("event %q must name the repository and never a secret", ev.GetMessage())
+		}
+		resp, err := http.Get(e.apiURL + "/metrics")
+		must(t, err)
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, metric := range []string{`flotilla_hub_git_polls_total{repo="https://github.com/your-org/missing",result="error"}`, `flotilla_hub_reconciles_total{result="ok"}`, "flotilla_hub_clusters 2"} {
+			if !strings.Contains(string(body), metric) {
+				t.Errorf("/metrics lacks %s", metric)
+			}
 		}
 	})
 
