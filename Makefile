@@ -5,6 +5,7 @@ SHELL := /usr/bin/env bash
 # Tool versions, pinned; each is built from the Go module proxy into bin/.
 BUF_VERSION            := v1.75.0
 PROTOC_GEN_GO_VERSION  := v1.36.12
+CONNECT_VERSION        := v1.21.1
 
 BIN        := $(CURDIR)/bin
 TEST_BINS  := $(BIN)/k8s
@@ -30,8 +31,11 @@ $(BIN)/buf:
 $(BIN)/protoc-gen-go:
 	GOBIN=$(BIN) go install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
 
+$(BIN)/protoc-gen-connect-go:
+	GOBIN=$(BIN) go install connectrpc.com/connect/cmd/protoc-gen-connect-go@$(CONNECT_VERSION)
+
 .PHONY: proto
-proto: $(BIN)/buf $(BIN)/protoc-gen-go ## Lint and regenerate the Go code of proto/.
+proto: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-connect-go ## Lint and regenerate the Go code of proto/.
 	$(BIN)/buf lint
 	$(BIN)/buf generate
 

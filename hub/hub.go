@@ -18,6 +18,7 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/flotilla-dev/flotilla/hub/api"
 	"github.com/flotilla-dev/flotilla/hub/config"
 	"github.com/flotilla-dev/flotilla/hub/discovery"
 	"github.com/flotilla-dev/flotilla/hub/gitwatch"
@@ -42,6 +43,7 @@ type Hub struct {
 	repos     []*watchedRepo
 	secret    string
 	metrics   *metrics
+	tokens    []api.Token
 
 	// trigger asks the reconcile loop for a pass; it carries the span that
 	// caused it so the pass continues that trace.
@@ -72,6 +74,17 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (h *Hub, err
 	}()
 	if h.secret, err = cfg.Webhook.Secret(); err != nil {
 		return nil, fmt.Errorf("webhook secret: %w", err)
+	}
+	for _, t := range cfg.API.Tokens {
+		value, err := t.Value()
+		if err != nil {
+			return nil, fmt.Errorf("api token %s: %w", t.Name, err)
+		}
+		role, err := api.ParseRole(t.Role)
+		if err != nil {
+			return nil, fmt.Errorf("api token %s: %w", t.Name, err)
+		}
+		h.tokens = append(h.tokens, api.Token{Name: t.Name, Value: value, Role: role})
 	}
 	key, err := signing.LoadOrCreateKey(cfg.DataDir)
 	if err != nil {
@@ -206,6 +219,8 @@ func (h *Hub) Serve(ctx context.Context, ln net.Listener) error {
 func (h *Hub) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(h.metrics.registry, promhttp.HandlerOpts{}))
+	path, apiHandler := api.NewHandler(h, h.bus, bus.DefaultOptions().ClusterTTL, h.tokens)
+	mux.Handle(path, apiHandler)
 	mux.HandleFunc("POST /api/webhook", h.serveWebhook)
 	mux.HandleFunc("GET /api/public-key", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/x-pem-file")
@@ -214,6 +229,20 @@ func (h *Hub) Handler() http.Handler {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	return mux
 }
+
+// Clusters implements api.Fleet.
+func (h *Hub) Clusters() []*flotillav1.ClusterRegistration {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]*flotillav1.ClusterRegistration, 0, len(h.clusters))
+	for _, r := range h.clusters {
+		out = append(out, r)
+	}
+	return out
+}
+
+// Published implements api.Fleet.
+func (h *Hub) Published() []*flotillav1.DesiredState { return h.publisher.All() }
 
 func (h *Hub) requestReconcile(cause trace.SpanContext) {
 	select {

@@ -212,6 +212,9 @@ func (h *Hub) watchClusters(ctx context.Context, changes <-chan bus.ClusterChang
 			h.log.Warn("ignoring registration with an invalid cluster name", "cluster", change.Name)
 			continue
 		}
+		// Liveness is judged by when the hub saw the heartbeat, not by the
+		// agent's clock.
+		change.Registration.HeartbeatAt = timestamppb.Now()
 		h.mu.Lock()
 		prev := h.clusters[change.Name]
 		h.clusters[change.Name] = change.Registration

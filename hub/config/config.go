@@ -24,6 +24,7 @@ type Config struct {
 	Repositories []Repository `json:"repositories"`
 	Roots        []Root       `json:"roots"`
 	Webhook      Webhook      `json:"webhook"`
+	API          API          `json:"api"`
 	// History is how many desired states per (cluster, app) are retained
 	// for rollback (at most 64).
 	History int `json:"history"`
@@ -77,6 +78,24 @@ type Webhook struct {
 	SecretFile string `json:"secretFile"`
 	SecretEnv  string `json:"secretEnv"`
 }
+
+// API configures the hub's API (HubService).
+type API struct {
+	// Tokens are the accepted bearer tokens; with none, every call is
+	// refused.
+	Tokens []APIToken `json:"tokens"`
+}
+
+// APIToken is one bearer token, read from a file or environment variable.
+type APIToken struct {
+	Name      string `json:"name"`
+	Role      string `json:"role"`
+	TokenFile string `json:"tokenFile"`
+	TokenEnv  string `json:"tokenEnv"`
+}
+
+// Value reads the token.
+func (t APIToken) Value() (string, error) { return readSecret(t.TokenFile, t.TokenEnv) }
 
 // Duration reads "10s"-style durations from YAML.
 type Duration struct{ time.Duration }
@@ -176,6 +195,16 @@ func (c *Config) validate() error {
 		}
 		if _, err := labels.Parse(r.Clusters); err != nil {
 			errs = append(errs, fmt.Errorf("roots[%d].clusters: %w", i, err))
+		}
+	}
+	for i, t := range c.API.Tokens {
+		if t.Name == "" || (t.TokenFile == "") == (t.TokenEnv == "") {
+			errs = append(errs, fmt.Errorf("api.tokens[%d]: name and one of tokenFile or tokenEnv are required", i))
+		}
+		switch t.Role {
+		case "viewer", "operator", "admin":
+		default:
+			errs = append(errs, fmt.Errorf("api.tokens[%d].role: %q: want viewer, operator or admin", i, t.Role))
 		}
 	}
 	if c.Webhook.SecretFile != "" && c.Webhook.SecretEnv != "" {

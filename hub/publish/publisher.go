@@ -70,6 +70,17 @@ func (p *Publisher) Latest(cluster, app string) *flotillav1.DesiredState {
 	return p.latest[bus.Key(cluster, app)]
 }
 
+// All returns the newest published desired state of every key.
+func (p *Publisher) All() []*flotillav1.DesiredState {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]*flotillav1.DesiredState, 0, len(p.latest))
+	for _, ds := range p.latest {
+		out = append(out, ds)
+	}
+	return out
+}
+
 // Report says what one Publish did.
 type Report struct {
 	// Published are the keys that got a new desired state (or deletion).

@@ -136,3 +136,28 @@ func (b *Bus) GetStatus(ctx context.Context, cluster, app string) (*flotillav1.A
 	}
 	return st, nil
 }
+
+// Statuses reads every application's status, keyed by Key(cluster, app),
+// with one short-lived ordered consumer.
+func (b *Bus) Statuses(ctx context.Context) (map[string]*flotillav1.AppStatus, error) {
+	w, err := b.status.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, err
+	}
+	defer w.Stop()
+	out := map[string]*flotillav1.AppStatus{}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case e := <-w.Updates():
+			if e == nil {
+				return out, nil
+			}
+			st := &flotillav1.AppStatus{}
+			if proto.Unmarshal(e.Value(), st) == nil {
+				out[e.Key()] = st
+			}
+		}
+	}
+}

@@ -35,7 +35,10 @@ import (
 // fetches it from the test git server.
 const repoURL = "https://github.com/your-org/gitops-config"
 
-const webhookSecret = "webhook-s3cret"
+const (
+	webhookSecret = "webhook-s3cret"
+	apiToken      = "viewer-t0ken"
+)
 
 // hubEnv is a running hub on the fixture repository.
 type hubEnv struct {
@@ -62,6 +65,8 @@ func startHub(t *testing.T) *hubEnv {
 	secretFile := filepath.Join(dir, "webhook-secret")
 	must(t, os.WriteFile(passwordFile, []byte("git-s3cret\n"), 0o600))
 	must(t, os.WriteFile(secretFile, []byte(webhookSecret), 0o600))
+	tokenFile := filepath.Join(dir, "api-token")
+	must(t, os.WriteFile(tokenFile, []byte(apiToken), 0o600))
 	cfg, err := config.Parse("hub.yaml", []byte(fmt.Sprintf(`
 dataDir: %s
 nats:
@@ -83,7 +88,10 @@ roots:
     clusters: env=production
 webhook:
   secretFile: %s
-`, filepath.Join(dir, "data"), repoURL, e.git.RepoURL("gitops-config"), passwordFile, e.git.RepoURL("missing"), repoURL, secretFile)))
+api:
+  tokens:
+    - {name: ops, role: viewer, tokenFile: %s}
+`, filepath.Join(dir, "data"), repoURL, e.git.RepoURL("gitops-config"), passwordFile, e.git.RepoURL("missing"), repoURL, secretFile, tokenFile)))
 	must(t, err)
 
 	shutdownTracing, err := telemetry.Setup(t.Context(), "flotilla-hub-test")

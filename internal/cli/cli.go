@@ -1,0 +1,259 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"sigs.k8s.io/yaml"
+
+	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
+	"github.com/flotilla-dev/flotilla/proto/flotilla/v1/flotillav1connect"
+)
+
+// Version is the CLI's version, stamped by the build.
+var Version = "dev"
+
+type globals struct {
+	hub     string
+	token   string
+	output  string
+	timeout time.Duration
+}
+
+// NewRoot builds the flotilla command tree writing to out.
+func NewRoot(out io.Writer) *cobra.Command {
+	g := &globals{}
+	root := &cobra.Command{
+		Use:   "flotilla",
+		Short: "Operate a Flotilla fleet: clusters, applications, history",
+		Example: `  flotilla cluster list
+  flotilla app list --selector env=production
+  flotilla app get api-service -o yaml`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetOut(out)
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &ExitError{Code: ExitUsage, Err: err} })
+	root.PersistentFlags().StringVar(&g.hub, "hub", envOr("FLOTILLA_HUB", "http://127.0.0.1:8080"), "hub API address (env FLOTILLA_HUB)")
+	root.PersistentFlags().StringVar(&g.token, "token", os.Getenv("FLOTILLA_TOKEN"), "bearer token (env FLOTILLA_TOKEN)")
+	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table, wide, json or yaml")
+	root.PersistentFlags().DurationVar(&g.timeout, "timeout", 10*time.Second, "how long to wait for the hub")
+
+	root.AddCommand(&cobra.Command{
+		Use:   "version",
+		Short: "Print the CLI's version",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			_, err := fmt.Fprintln(cmd.OutOrStdout(), "flotilla", Version)
+			return err
+		},
+	})
+	root.AddCommand(clusterCommand(g), appCommand(g))
+	return root
+}
+
+func envOr(key, fallback string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return fallback
+}
+
+func (g *globals) client() flotillav1connect.HubServiceClient {
+	return flotillav1connect.NewHubServiceClient(http.DefaultClient, strings.TrimSuffix(g.hub, "/"), connect.WithInterceptors(bearer(g.token)))
+}
+
+func bearer(token string) connect.UnaryInterceptorFunc {
+	return func(next connect.UnaryFunc) connect.UnaryFunc {
+		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+			if token != "" {
+				req.Header().Set("Authorization", "Bearer "+token)
+			}
+			return next(ctx, req)
+		}
+	}
+}
+
+func (g *globals) context(cmd *cobra.Command) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(cmd.Context(), g.timeout)
+}
+
+func clusterCommand(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "cluster", Short: "Clusters known from agent registrations"}
+	cmd.AddCommand(&cobra.Command{
+		Use:     "list",
+		Short:   "List clusters with their labels and liveness",
+		Example: "  flotilla cluster list -o wide",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := g.context(cmd)
+			defer cancel()
+			resp, err := g.client().ListClusters(ctx, connect.NewRequest(&flotillav1.ListClustersRequest{}))
+			if err != nil {
+				return hubError(g, err)
+			}
+			return g.print(cmd.OutOrStdout(), resp.Msg, func(w *tabwriter.Writer, wide bool) {
+				fmt.Fprint(w, "NAME\tCONNECTED\tLAST HEARTBEAT\tLABELS")
+				if wide {
+					fmt.Fprint(w, "\tAGENT\tKUBERNETES")
+				}
+				fmt.Fprintln(w)
+				for _, c := range resp.Msg.GetClusters() {
+					r := c.GetRegistration()
+					fmt.Fprintf(w, "%s\t%t\t%s\t%s", r.GetName(), c.GetConnected(), ago(c.GetLastHeartbeat().AsTime()), labelString(r.GetLabels()))
+					if wide {
+						fmt.Fprintf(w, "\t%s\t%s", r.GetAgentVersion(), r.GetKubernetesVersion())
+					}
+					fmt.Fprintln(w)
+				}
+			})
+		},
+	})
+	return cmd
+}
+
+func appCommand(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "app", Short: "Applications across the fleet"}
+	var cluster, selector string
+	list := &cobra.Command{
+		Use:     "list",
+		Short:   "List applications per cluster with sync, health and revision",
+		Example: "  flotilla app list --cluster prod-eu\n  flotilla app list --selector env=production",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := g.context(cmd)
+			defer cancel()
+			resp, err := g.client().ListApps(ctx, connect.NewRequest(&flotillav1.ListAppsRequest{Cluster: cluster, Selector: selector}))
+			if err != nil {
+				return hubError(g, err)
+			}
+			return g.print(cmd.OutOrStdout(), resp.Msg, func(w *tabwriter.Writer, wide bool) { appTable(w, resp.Msg.GetApps(), wide) })
+		},
+	}
+	list.Flags().StringVar(&cluster, "cluster", "", "only this cluster")
+	list.Flags().StringVar(&selector, "selector", "", "only clusters whose labels match (env=production)")
+	get := &cobra.Command{
+		Use:     "get APP",
+		Short:   "Show an application in every cluster it targets",
+		Example: "  flotilla app get api-service -o wide",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := g.context(cmd)
+			defer cancel()
+			resp, err := g.client().GetApp(ctx, connect.NewRequest(&flotillav1.GetAppRequest{App: args[0]}))
+			if err != nil {
+				return hubError(g, err)
+			}
+			return g.print(cmd.OutOrStdout(), resp.Msg, func(w *tabwriter.Writer, wide bool) { appTable(w, resp.Msg.GetApps(), wide) })
+		},
+	}
+	cmd.AddCommand(list, get)
+	return cmd
+}
+
+func appTable(w *tabwriter.Writer, apps []*flotillav1.AppInfo, wide bool) {
+	fmt.Fprint(w, "CLUSTER\tAPP\tSYNC\tHEALTH\tHISTORY\tREVISION")
+	if wide {
+		fmt.Fprint(w, "\tPHASE\tMESSAGE")
+	}
+	fmt.Fprintln(w)
+	for _, a := range apps {
+		st := a.GetStatus()
+		sync, health := "Unknown", "Unknown"
+		if st != nil {
+			sync, health = enumWord(st.GetSyncStatus().String(), "SYNC_STATUS_"), enumWord(st.GetHealth().String(), "HEALTH_STATUS_")
+			if st.GetHistoryId() != a.GetDesired().GetHistoryId() {
+				sync = "OutOfSync" // the agent has not reported the newest desired state yet
+			}
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%.8s", a.GetCluster(), a.GetApp(), sync, health, a.GetDesired().GetHistoryId(), a.GetDesired().GetSource().GetCommit())
+		if wide {
+			fmt.Fprintf(w, "\t%s\t%s", enumWord(st.GetPhase().String(), "SYNC_PHASE_"), st.GetMessage())
+		}
+		fmt.Fprintln(w)
+	}
+}
+
+// enumWord turns SYNC_STATUS_OUT_OF_SYNC into OutOfSync.
+func enumWord(s, prefix string) string {
+	parts := strings.Split(strings.ToLower(strings.TrimPrefix(s, prefix)), "_")
+	for i, p := range parts {
+		if p != "" {
+			parts[i] = strings.ToUpper(p[:1]) + p[1:]
+		}
+	}
+	return strings.Join(parts, "")
+}
+
+func labelString(labels map[string]string) string {
+	var parts []string
+	for k, v := range labels {
+		parts = append(parts, k+"="+v)
+	}
+	slices.Sort(parts)
+	return strings.Join(parts, ",")
+}
+
+func ago(t time.Time) string {
+	if t.IsZero() || t.Unix() == 0 {
+		return "never"
+	}
+	return time.Since(t).Round(time.Second).String() + " ago"
+}
+
+// print writes msg as a table (wide or not), JSON or YAML.
+func (g *globals) print(out io.Writer, msg proto.Message, table func(*tabwriter.Writer, bool)) error {
+	switch g.output {
+	case "table", "wide":
+		w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+		table(w, g.output == "wide")
+		return w.Flush()
+	case "json", "yaml":
+		data, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(msg)
+		if err != nil {
+			return err
+		}
+		if g.output == "yaml" {
+			if data, err = yaml.JSONToYAML(data); err != nil {
+				return err
+			}
+		}
+		_, err = out.Write(append(data, '\n'))
+		return err
+	}
+	return fmt.Errorf("--output %q: want table, wide, json or yaml", g.output)
+}
+
+// hubError turns an API error into one line an operator can act on, with
+// the exit code that says what kind of failure it was.
+func hubError(g *globals, err error) error {
+	var cerr *connect.Error
+	if !errors.As(err, &cerr) {
+		return &ExitError{Code: ExitFailure, Err: err}
+	}
+	switch cerr.Code() {
+	case connect.CodeUnavailable:
+		return &ExitError{Code: ExitHubDown, Err: fmt.Errorf("hub %s is unreachable: %s", g.hub, cerr.Message())}
+	case connect.CodeUnauthenticated:
+		return &ExitError{Code: ExitAuth, Err: fmt.Errorf("not authenticated: %s", cerr.Message())}
+	case connect.CodePermissionDenied:
+		return &ExitError{Code: ExitAuth, Err: fmt.Errorf("not allowed: %s", cerr.Message())}
+	case connect.CodeNotFound:
+		return &ExitError{Code: ExitNotFound, Err: errors.New(cerr.Message())}
+	case connect.CodeInvalidArgument:
+		return &ExitError{Code: ExitUsage, Err: errors.New(cerr.Message())}
+	}
+	return &ExitError{Code: ExitFailure, Err: errors.New(cerr.Message())}
+}
