@@ -74,6 +74,10 @@ func run(ctx context.Context) error {
 	}
 
 	step("Starting the hub with embedded NATS")
+	const token = "demo-viewer-token"
+	if err := os.Setenv("FLOTILLA_DEMO_TOKEN", token); err != nil {
+		return err
+	}
 	cfg, err := config.Parse("demo", []byte(fmt.Sprintf(`
 dataDir: %s
 listen: 127.0.0.1:0
@@ -82,6 +86,9 @@ repositories:
   - {url: https://github.com/your-org/gitops-config, fetchURL: "file://%s", pollInterval: 2s}
 roots:
   - {name: production, repo: https://github.com/your-org/gitops-config, path: apps, clusters: env=production}
+api:
+  tokens:
+    - {name: demo, role: viewer, tokenEnv: FLOTILLA_DEMO_TOKEN}
 `, filepath.Join(work, "hub"), bare)))
 	if err != nil {
 		return err
@@ -145,8 +152,14 @@ and watch it arrive in production within seconds:
 
   %s --kubeconfig %s -n production get rollout api-service -o jsonpath='{.spec.template.spec.containers[0].image}{"\n"}'
 
+The fleet through the hub's API, with the operator CLI:
+
+  export FLOTILLA_HUB=http://%s FLOTILLA_TOKEN=%s
+  go run ./cmd/flotilla app list
+  go run ./cmd/flotilla cluster list -o wide
+
 Status changes are printed below; logs are in %s. Ctrl-C stops everything.
-`, checkout, kubectl, clusters["prod-eu"], logFile.Name())
+`, checkout, kubectl, clusters["prod-eu"], ln.Addr().String(), token, logFile.Name())
 
 	if err := followStatus(ctx, nc); err != nil && ctx.Err() == nil {
 		return err

@@ -38,6 +38,13 @@ func TestSmoke(t *testing.T) {
 			}
 		})
 
+		t.Run("apiserver reports its release version", func(t *testing.T) {
+			v, err := plain.Client.Discovery().ServerVersion()
+			if err != nil || v.GitVersion != "v1.37.2" {
+				t.Fatalf("server version = %v, %v; want v1.37.2 (Helm's .Capabilities come from it)", v, err)
+			}
+		})
+
 		t.Run("kubeconfig works with kubectl", func(t *testing.T) {
 			out, err := plain.Kubectl(t, "get", "namespace", "only-in-plain", "-o", "name")
 			if err != nil || strings.TrimSpace(out) != "namespace/only-in-plain" {

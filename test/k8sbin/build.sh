@@ -20,7 +20,12 @@ if [ -f "$out/.stamp" ] && [ "$(cat "$out/.stamp")" = "$stamp" ]; then
 fi
 
 echo "test-bins: building into $out (kube-apiserver takes ~5 min on 2 cores when Go's build cache is cold)"
-(cd "$here/kubernetes" && go build -o "$out/" \
+# Stamp the version the release build would: the apiserver reports it, and
+# Helm's .Capabilities.KubeVersion comes from it.
+kube_version=$(cd "$here/kubernetes" && go list -m -f '{{.Version}}' k8s.io/kubernetes)
+kube_minor=$(echo "$kube_version" | cut -d. -f2)
+ldflags="-X k8s.io/component-base/version.gitVersion=$kube_version -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$kube_minor -X k8s.io/component-base/version.gitTreeState=clean"
+(cd "$here/kubernetes" && go build -ldflags "$ldflags" -o "$out/" \
 	k8s.io/kubernetes/cmd/kube-apiserver \
 	k8s.io/kubernetes/cmd/kube-controller-manager \
 	k8s.io/kubernetes/cmd/kube-scheduler \
