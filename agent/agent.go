@@ -5,10 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -92,9 +97,11 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) error {
 		return err
 	}
 	reporter := &busReporter{bus: b, log: log}
+	registry := prometheus.NewRegistry()
+	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	syncer, err := agentsync.New(agentsync.Options{
 		Cluster: opts.Cluster, CacheDir: opts.CacheDir, Limits: artifact.DefaultLimits(),
-		HealthInterval: time.Second, HealthTimeout: opts.HealthTimeout,
+		HealthInterval: time.Second, HealthTimeout: opts.HealthTimeout, Metrics: agentsync.NewMetrics(registry),
 	}, log, manager, inventory.NewStore(client, opts.Namespace), b, reporter)
 	if err != nil {
 		return err
@@ -104,6 +111,11 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) error {
 	reg := &flotillav1.ClusterRegistration{SchemaVersion: 1, Name: opts.Cluster, Labels: opts.Labels, AgentVersion: Version,
 		KubernetesVersion: kubeVersion, Capabilities: []string{"helm", "kustomize", "directory"}, StartedAt: timestamppb.Now()}
 	go heartbeat(ctx, b, reg, opts.Heartbeat, log)
+	if opts.MetricsAddr != "" {
+		if err := serveMetrics(ctx, opts.MetricsAddr, registry, log); err != nil {
+			return err
+		}
+	}
 	log.Info("agent running", "cluster", opts.Cluster, "labels", opts.Labels, "nats", opts.NATSURL, "kubernetes", kubeVersion)
 
 	return b.WatchDesired(ctx, opts.Cluster, func(e bus.DesiredEntry) {
@@ -122,6 +134,29 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) error {
 		}
 		syncer.Offer(ctx, agentsync.Desired{State: ds, Ctx: msgCtx})
 	})
+}
+
+// serveMetrics serves /metrics and /healthz until ctx ends.
+func serveMetrics(ctx context.Context, addr string, registry *prometheus.Registry, log *slog.Logger) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("--metrics-addr: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		_ = srv.Close()
+	}()
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics server", "error", err)
+		}
+	}()
+	log.Info("serving metrics", "addr", ln.Addr().String())
+	return nil
 }
 
 func kubeConfig(path string) (*rest.Config, error) {

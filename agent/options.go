@@ -25,6 +25,8 @@ type Options struct {
 	Heartbeat time.Duration
 	// HealthTimeout is how long a sync follows health until it settles.
 	HealthTimeout time.Duration
+	// MetricsAddr serves /metrics and /healthz; empty turns it off.
+	MetricsAddr string
 }
 
 // DefaultOptions are the flags' defaults.
@@ -35,6 +37,7 @@ func DefaultOptions() Options {
 		Namespace:     "flotilla-system",
 		Heartbeat:     15 * time.Second,
 		HealthTimeout: 10 * time.Minute,
+		MetricsAddr:   ":8080",
 	}
 }
 
@@ -54,6 +57,7 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.Namespace, "namespace", o.Namespace, "namespace of the agent's own state (inventories)")
 	fs.DurationVar(&o.Heartbeat, "heartbeat", o.Heartbeat, "registration heartbeat interval")
 	fs.DurationVar(&o.HealthTimeout, "health-timeout", o.HealthTimeout, "how long a sync follows health")
+	fs.StringVar(&o.MetricsAddr, "metrics-addr", o.MetricsAddr, "address of /metrics and /healthz; empty turns them off")
 }
 
 func parseLabels(s string) (map[string]string, error) {

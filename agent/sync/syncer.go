@@ -54,6 +54,8 @@ type Options struct {
 	// re-checked and HealthTimeout how long it is followed.
 	HealthInterval time.Duration
 	HealthTimeout  time.Duration
+	// Metrics, when set, count syncs and writes.
+	Metrics *Metrics
 }
 
 // Syncer applies desired state to one cluster.
@@ -172,6 +174,7 @@ func (s *Syncer) sync(ctx, healthCtx context.Context, d *Desired) {
 	}
 	objs, err := s.run(spanCtx, ds, st)
 	st.FinishedAt = timestamppb.Now()
+	s.count(st, err)
 	if err != nil {
 		span.SetStatus(codes.Error, err.Error())
 		st.Phase, st.SyncStatus, st.Message = flotillav1.SyncPhase_SYNC_PHASE_FAILED, flotillav1.SyncStatus_SYNC_STATUS_OUT_OF_SYNC, err.Error()
@@ -188,6 +191,31 @@ func (s *Syncer) sync(ctx, healthCtx context.Context, d *Desired) {
 		go s.followHealth(healthCtx, st, objs, span.SpanContext())
 	}
 }
+
+func (s *Syncer) count(st *flotillav1.AppStatus, err error) {
+	m := s.opts.Metrics
+	if m == nil {
+		return
+	}
+	m.duration.Observe(st.GetFinishedAt().AsTime().Sub(st.GetStartedAt().AsTime()).Seconds())
+	result := "succeeded"
+	switch {
+	case err != nil:
+		result = "failed"
+	case st.GetMessage() == noopMessage:
+		result = "noop"
+	}
+	m.syncs.WithLabelValues(result).Inc()
+	for _, r := range st.GetResources() {
+		switch apply.Action(r.GetAction()) {
+		case apply.Created, apply.Configured, apply.Deleted:
+			m.writes.Inc()
+		}
+	}
+}
+
+// noopMessage is the status message of a desired state applied before.
+const noopMessage = "already applied"
 
 // run does the work of a sync and fills st. It returns the applied objects.
 func (s *Syncer) run(ctx context.Context, ds *flotillav1.DesiredState, st *flotillav1.AppStatus) ([]*unstructured.Unstructured, error) {
@@ -206,7 +234,7 @@ func (s *Syncer) run(ctx context.Context, ds *flotillav1.DesiredState, st *floti
 		for i, ref := range inv.Objects {
 			objs[i] = refObject(ref)
 		}
-		st.Phase, st.SyncStatus, st.Message = flotillav1.SyncPhase_SYNC_PHASE_SUCCEEDED, flotillav1.SyncStatus_SYNC_STATUS_SYNCED, "already applied"
+		st.Phase, st.SyncStatus, st.Message = flotillav1.SyncPhase_SYNC_PHASE_SUCCEEDED, flotillav1.SyncStatus_SYNC_STATUS_SYNCED, noopMessage
 		s.fillHealth(ctx, st, objs)
 		return objs, nil
 	}

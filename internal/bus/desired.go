@@ -144,7 +144,16 @@ func decodeDesired(key string, revision uint64, data []byte, header nats.Header)
 // current and historical, with one short-lived ordered consumer. The hub's
 // artifact garbage collection uses it to find the digests still referenced.
 func (b *Bus) EachRetainedDesired(ctx context.Context, fn func(DesiredEntry)) error {
-	c, err := b.js.OrderedConsumer(ctx, "KV_"+DesiredBucket, jetstream.OrderedConsumerConfig{})
+	return b.scanDesired(ctx, jetstream.OrderedConsumerConfig{}, fn)
+}
+
+// scanDesired reads every message an ordered consumer on the desired-state
+// stream has pending and decodes the entries (delete markers skipped). A
+// scan that stops short is an error, never a silently shorter result:
+// garbage collection would delete referenced artifacts, a catch-up would
+// leave a gap.
+func (b *Bus) scanDesired(ctx context.Context, cfg jetstream.OrderedConsumerConfig, fn func(DesiredEntry)) error {
+	c, err := b.js.OrderedConsumer(ctx, "KV_"+DesiredBucket, cfg)
 	if err != nil {
 		return err
 	}
@@ -174,8 +183,6 @@ func (b *Bus) EachRetainedDesired(ctx context.Context, fn func(DesiredEntry)) er
 			return err
 		}
 		if n == 0 {
-			// An incomplete scan must not pass for a complete one: garbage
-			// collection would delete referenced artifacts.
 			return fmt.Errorf("scan of %s stopped with %d entries unread", DesiredBucket, remaining)
 		}
 		remaining -= uint64(n)

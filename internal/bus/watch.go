@@ -68,48 +68,10 @@ func (b *Bus) WatchDesired(ctx context.Context, cluster string, deliver func(Des
 
 // catchUpDesired reads the newest entry of each key under subject.
 func (b *Bus) catchUpDesired(ctx context.Context, subject string, deliver func(DesiredEntry)) error {
-	c, err := b.js.OrderedConsumer(ctx, "KV_"+DesiredBucket, jetstream.OrderedConsumerConfig{
+	return b.scanDesired(ctx, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{subject},
 		DeliverPolicy:  jetstream.DeliverLastPerSubjectPolicy,
-	})
-	if err != nil {
-		return err
-	}
-	info, err := c.Info(ctx)
-	if err != nil {
-		return err
-	}
-	for remaining := int(info.NumPending); remaining > 0; {
-		batch, err := c.Fetch(min(remaining, 256), jetstream.FetchMaxWait(5*time.Second))
-		if err != nil {
-			return err
-		}
-		n := 0
-		for msg := range batch.Messages() {
-			n++
-			if len(msg.Data()) == 0 {
-				continue
-			}
-			meta, _ := msg.Metadata()
-			var seq uint64
-			if meta != nil {
-				seq = meta.Sequence.Stream
-			}
-			entry, err := decodeDesired(msg.Subject()[len("$KV."+DesiredBucket+"."):], seq, msg.Data(), msg.Headers())
-			if err != nil {
-				continue
-			}
-			deliver(entry)
-		}
-		if err := batch.Error(); err != nil {
-			return err
-		}
-		if n == 0 {
-			return fmt.Errorf("catch-up of %s stopped with %d entries unread", subject, remaining)
-		}
-		remaining -= n
-	}
-	return nil
+	}, deliver)
 }
 
 // PutStatus writes an application's status.

@@ -118,7 +118,7 @@ func BenchmarkAgent(b *testing.B) {
 	}
 	bin := buildAgent(b)
 	args := []string{"--cluster", "prod-eu", "--labels", "env=production", "--nats-url", h.natsURL(b),
-		"--hub-public-key", keyFile, "--kubeconfig", c.Kubeconfig, "--cache-dir", b.TempDir()}
+		"--hub-public-key", keyFile, "--kubeconfig", c.Kubeconfig, "--cache-dir", b.TempDir(), "--metrics-addr", "127.0.0.1:0"}
 
 	for b.Loop() {
 		agent := startAgentProcess(b, bin, args...)

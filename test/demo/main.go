@@ -115,6 +115,7 @@ api:
 		opts := agent.DefaultOptions()
 		opts.Cluster, opts.Labels, opts.NATSURL, opts.HubPublicKey = name, labels, h.NATSURL(), keyFile
 		opts.Kubeconfig, opts.CacheDir = clusters[name], filepath.Join(work, "cache-"+name)
+		opts.MetricsAddr = "" // two agents in one process; a real agent serves :8080
 		go func() { agentDone <- agent.Run(ctx, opts, log.With("component", "agent", "agent", name)) }()
 	}
 

@@ -5,7 +5,10 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -38,11 +41,16 @@ type runningAgent struct {
 
 func startAgent(t *testing.T, e *hubEnv, c *testenv.Cluster, labels map[string]string, cacheDir string) *runningAgent {
 	t.Helper()
+	return startAgentWithMetrics(t, e, c, labels, cacheDir, "")
+}
+
+func startAgentWithMetrics(t *testing.T, e *hubEnv, c *testenv.Cluster, labels map[string]string, cacheDir, metricsAddr string) *runningAgent {
+	t.Helper()
 	keyFile := filepath.Join(t.TempDir(), "hub.pub")
 	must(t, os.WriteFile(keyFile, e.keyPEM, 0o644))
 	opts := agent.DefaultOptions()
 	opts.Cluster, opts.Labels, opts.NATSURL, opts.HubPublicKey = c.Name, labels, e.natsURL, keyFile
-	opts.Kubeconfig, opts.CacheDir, opts.HealthTimeout = c.Kubeconfig, cacheDir, time.Minute
+	opts.Kubeconfig, opts.CacheDir, opts.HealthTimeout, opts.MetricsAddr = c.Kubeconfig, cacheDir, time.Minute, metricsAddr
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
@@ -251,7 +259,11 @@ func TestAgentsApplyEachEnvironment(t *testing.T) {
 func TestAgentRefusesBadInput(t *testing.T) {
 	e := startHub(t)
 	prod := testenv.StartCluster(t, testenv.ClusterOptions{Name: "prod-eu"})
-	startAgent(t, e, prod, map[string]string{"env": "production"}, t.TempDir())
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	must(t, err)
+	metricsAddr := ln.Addr().String()
+	ln.Close()
+	startAgentWithMetrics(t, e, prod, map[string]string{"env": "production"}, t.TempDir(), metricsAddr)
 	waitImage(t, prod, deployments, "production", "worker-service", "worker-service:2.3.0")
 
 	t.Run("a kind the cluster does not know", func(t *testing.T) {
@@ -277,6 +289,15 @@ spec:
 		}
 		if _, err := getObject(t, prod, configmaps, "production", "widget-config"); !apierrors.IsNotFound(err) {
 			t.Errorf("the ConfigMap beside the unknown kind was applied: %v", err)
+		}
+		resp, err := http.Get("http://" + metricsAddr + "/metrics")
+		must(t, err)
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, metric := range []string{`flotilla_agent_syncs_total{result="failed"} 1`, `flotilla_agent_syncs_total{result="succeeded"}`, "flotilla_agent_object_writes_total"} {
+			if !strings.Contains(string(body), metric) {
+				t.Errorf("agent /metrics lacks %s", metric)
+			}
 		}
 	})
 
