@@ -215,6 +215,10 @@ func (r *busReporter) Event(ctx context.Context, ev *flotillav1.Event) {
 	}
 }
 
+func (r *busReporter) LastStatus(ctx context.Context, cluster, app string) (*flotillav1.AppStatus, error) {
+	return r.bus.GetStatus(ctx, cluster, app)
+}
+
 // refused reports a desired state that failed verification.
 func (r *busReporter) refused(ctx context.Context, cluster, app string, err error) {
 	st := &flotillav1.AppStatus{SchemaVersion: 1, Cluster: cluster, App: app, Phase: flotillav1.SyncPhase_SYNC_PHASE_ERROR,

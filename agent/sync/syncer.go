@@ -38,10 +38,12 @@ type Artifacts interface {
 	GetArtifact(ctx context.Context, digest string) ([]byte, error)
 }
 
-// Reporter sends status and events back to the hub.
+// Reporter sends status and events back to the hub and reads the last
+// status it sent.
 type Reporter interface {
 	PutStatus(ctx context.Context, st *flotillav1.AppStatus) error
 	Event(ctx context.Context, ev *flotillav1.Event)
+	LastStatus(ctx context.Context, cluster, app string) (*flotillav1.AppStatus, error)
 }
 
 // Options configure a Syncer.
@@ -187,7 +189,7 @@ func (s *Syncer) sync(ctx, healthCtx context.Context, d *Desired) {
 	}
 	log.Info("synced", "message", st.Message, "health", st.Health.String())
 	s.report(spanCtx, st, flotillav1.EventType_EVENT_TYPE_NORMAL, "SyncSucceeded", st.Message)
-	if ds.GetDeletion() == nil && st.Health != flotillav1.HealthStatus_HEALTH_STATUS_HEALTHY {
+	if ds.GetDeletion() == nil && (st.Health != flotillav1.HealthStatus_HEALTH_STATUS_HEALTHY || st.Message == noopMessage) {
 		go s.followHealth(healthCtx, st, objs, span.SpanContext())
 	}
 }
@@ -228,15 +230,7 @@ func (s *Syncer) run(ctx context.Context, ds *flotillav1.DesiredState, st *floti
 	}
 	applied := appliedID(ds)
 	if inv.Applied == applied {
-		// The same desired state again: nothing to render or write; the
-		// inventory names the objects whose health to report.
-		objs := make([]*unstructured.Unstructured, len(inv.Objects))
-		for i, ref := range inv.Objects {
-			objs[i] = refObject(ref)
-		}
-		st.Phase, st.SyncStatus, st.Message = flotillav1.SyncPhase_SYNC_PHASE_SUCCEEDED, flotillav1.SyncStatus_SYNC_STATUS_SYNCED, noopMessage
-		s.fillHealth(ctx, st, objs)
-		return objs, nil
+		return s.noop(ctx, ds, inv, st), nil
 	}
 	objs, err := s.renderDesired(ctx, ds)
 	if err != nil {
@@ -280,6 +274,25 @@ func (s *Syncer) run(ctx context.Context, ds *flotillav1.DesiredState, st *floti
 	st.Message = summary(cs, len(pruned), len(kept))
 	s.fillHealth(ctx, st, objs)
 	return objs, nil
+}
+
+// noop handles a desired state applied before (after an agent restart, or
+// a republish): nothing is rendered or written. Health starts from the last
+// status reported for this history id and is then re-observed by the health
+// follower; without one it is read now.
+func (s *Syncer) noop(ctx context.Context, ds *flotillav1.DesiredState, inv *inventory.Inventory, st *flotillav1.AppStatus) []*unstructured.Unstructured {
+	objs := make([]*unstructured.Unstructured, len(inv.Objects))
+	for i, ref := range inv.Objects {
+		objs[i] = refObject(ref)
+	}
+	st.Phase, st.SyncStatus, st.Message = flotillav1.SyncPhase_SYNC_PHASE_SUCCEEDED, flotillav1.SyncStatus_SYNC_STATUS_SYNCED, noopMessage
+	if prev, err := s.reporter.LastStatus(ctx, ds.GetCluster(), ds.GetApp()); err == nil && prev.GetHistoryId() == ds.GetHistoryId() &&
+		prev.GetHealth() != flotillav1.HealthStatus_HEALTH_STATUS_UNSPECIFIED {
+		st.Health, st.Resources = prev.GetHealth(), prev.GetResources()
+		return objs
+	}
+	s.fillHealth(ctx, st, objs)
+	return objs
 }
 
 // appliedID identifies a desired state for the inventory's no-op check.
