@@ -24,6 +24,7 @@ import (
 	"github.com/flotilla-dev/flotilla/hub/gitwatch"
 	"github.com/flotilla-dev/flotilla/hub/publish"
 	"github.com/flotilla-dev/flotilla/internal/bus"
+	"github.com/flotilla-dev/flotilla/internal/natsserver"
 	"github.com/flotilla-dev/flotilla/internal/signing"
 	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
 )
@@ -98,7 +99,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (h *Hub, err
 		if err != nil {
 			return nil, fmt.Errorf("nats.embeddedListen: %w", err)
 		}
-		h.natsSrv, err = bus.StartEmbedded(bus.EmbeddedOptions{Host: host, Port: port, StoreDir: filepath.Join(cfg.DataDir, "nats")})
+		h.natsSrv, err = natsserver.Start(natsserver.Options{Host: host, Port: port, StoreDir: filepath.Join(cfg.DataDir, "nats")})
 		if err != nil {
 			return nil, err
 		}

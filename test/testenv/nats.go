@@ -6,7 +6,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
-	"github.com/flotilla-dev/flotilla/internal/bus"
+	"github.com/flotilla-dev/flotilla/internal/natsserver"
 )
 
 // NATS is an embedded nats-server with JetStream on a free loopback port.
@@ -19,7 +19,7 @@ type NATS struct {
 // temporary directory, and shuts it down when the test ends.
 func StartNATS(t testing.TB) *NATS {
 	t.Helper()
-	srv, err := bus.StartEmbedded(bus.EmbeddedOptions{Host: "127.0.0.1", Port: -1, StoreDir: t.TempDir()})
+	srv, err := natsserver.Start(natsserver.Options{Host: "127.0.0.1", Port: -1, StoreDir: t.TempDir()})
 	if err != nil {
 		t.Fatalf("testenv: %v", err)
 	}
