@@ -129,18 +129,23 @@ func (p *Publisher) Publish(ctx context.Context, res *discovery.Result) (*Report
 		}
 		header := telemetry.Inject(appCtx, nil)
 		appSpan.End()
+		// The desired state is the same for every cluster but for its name:
+		// build and hash it once, and per cluster only when it changed.
+		tmpl, err := desiredState(app, "", digest, int64(len(data)))
+		if err != nil {
+			return nil, err
+		}
+		content := contentHash(tmpl)
 		for _, cluster := range app.Clusters {
 			key := bus.Key(cluster, app.Application.Metadata.Name)
 			desired[key] = true
-			ds, err := desiredState(app, cluster, digest, int64(len(data)))
-			if err != nil {
-				return nil, err
-			}
 			prev := p.latest[key]
-			if prev != nil && prev.GetDeletion() == nil && p.fingerprints[key] == fingerprint(ds) {
+			if prev != nil && prev.GetDeletion() == nil && p.fingerprints[key] == clusterFingerprint(content, cluster) {
 				report.Unchanged++
 				continue
 			}
+			ds := proto.Clone(tmpl).(*flotillav1.DesiredState)
+			ds.Cluster = cluster
 			ds.HistoryId = prev.GetHistoryId() + 1
 			ds.PublishedAt = timestamppb.Now()
 			signed, err := p.signer.Sign(ds)
@@ -230,17 +235,27 @@ func desiredState(app *discovery.App, cluster, digest string, size int64) (*flot
 	}, nil
 }
 
-// fingerprint covers what changes an agent's work: not the commit, history
-// id, time or initiator, so a commit that leaves an application untouched
-// does not republish it.
+// fingerprint covers what changes an agent's work: not the commit,
+// history id, time or initiator, so a commit that leaves an application
+// untouched does not republish it.
 func fingerprint(ds *flotillav1.DesiredState) [32]byte {
+	return clusterFingerprint(contentHash(ds), ds.GetCluster())
+}
+
+// contentHash hashes a desired state without its cluster and volatile
+// fields.
+func contentHash(ds *flotillav1.DesiredState) [32]byte {
 	c := proto.Clone(ds).(*flotillav1.DesiredState)
-	c.HistoryId, c.PublishedAt, c.Initiator = 0, nil, flotillav1.Initiator_INITIATOR_UNSPECIFIED
+	c.Cluster, c.HistoryId, c.PublishedAt, c.Initiator = "", 0, nil, flotillav1.Initiator_INITIATOR_UNSPECIFIED
 	if c.Source != nil {
 		c.Source.Commit, c.Source.CommitMessage, c.Source.CommitAuthor, c.Source.CommitTime = "", "", "", nil
 	}
 	data, _ := proto.MarshalOptions{Deterministic: true}.Marshal(c)
 	return sha256.Sum256(data)
+}
+
+func clusterFingerprint(content [32]byte, cluster string) [32]byte {
+	return sha256.Sum256(append(content[:], cluster...))
 }
 
 // CollectGarbage deletes artifacts that no retained desired state (current

@@ -200,11 +200,20 @@ func BenchmarkWebhookToPublished(b *testing.B) {
 }
 
 // BenchmarkFanOut measures one app change published to every registered
-// cluster: from the webhook to the last cluster's entry written.
+// cluster, each running five applications: from the webhook to the last
+// cluster's entry written, and the process's memory with them all.
 func BenchmarkFanOut(b *testing.B) {
 	for _, clusters := range []int{1000, 10000} {
 		b.Run(fmt.Sprintf("clusters=%d", clusters), func(b *testing.B) {
 			h := startHub(b, time.Hour, nil)
+			// A fifth production application, so every cluster has five.
+			worker, err := os.ReadFile(filepath.Join(testenv.Fixture(b, "gitops-config"), "apps", "worker-service.yaml"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			h.git.WriteFiles(b, "gitops-config", "main", "add a fifth app", map[string]string{
+				"apps/batch-service.yaml": strings.Replace(string(worker), "name: worker-service", "name: batch-service", 1),
+			})
 			keys := map[string]bool{}
 			for i := range clusters {
 				keys[bus.Key(fmt.Sprintf("prod-%05d", i), "api-service")] = true
