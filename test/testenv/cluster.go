@@ -2,6 +2,8 @@ package testenv
 
 import (
 	"fmt"
+
+	"github.com/go-logr/logr"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +17,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 )
 
 // ClusterOptions configures StartCluster.
@@ -55,6 +58,9 @@ func StartCluster(t testing.TB, opts ClusterOptions) *Cluster {
 	if opts.Name == "" {
 		opts.Name = "test"
 	}
+	// envtest logs through controller-runtime's logger; without one set it
+	// prints a warning with a stack trace into every test's output.
+	ctrllog.SetLogger(logr.Discard())
 	env := &envtest.Environment{
 		BinaryAssetsDirectory: BinDir(t, "kube-apiserver", "etcd"),
 		CRDDirectoryPaths:     opts.CRDDirectoryPaths,
