@@ -10,6 +10,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -71,19 +72,27 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	if err := ensureNamespace(ctx, client, opts.Namespace); err != nil {
-		return err
-	}
-	if created, err := rollouts.EnsureCRDs(ctx, manager.Dynamic()); err != nil {
-		return err
-	} else if len(created) > 0 {
-		log.Info("installed Argo Rollouts CRDs", "crds", created)
-	}
 	if err := os.MkdirAll(opts.CacheDir, 0o700); err != nil {
 		return err
 	}
+	// The API server and the hub may come up after the agent (or be down
+	// for a while): wait for each rather than crash-loop.
+	err = retry(ctx, log, "prepare the cluster", func() error {
+		if err := ensureNamespace(ctx, client, opts.Namespace); err != nil {
+			return err
+		}
+		created, err := rollouts.EnsureCRDs(ctx, manager.Dynamic())
+		if len(created) > 0 {
+			log.Info("installed Argo Rollouts CRDs", "crds", created)
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
 
-	natsOpts := []nats.Option{nats.Name("flotilla-agent-" + opts.Cluster), nats.MaxReconnects(-1), nats.ReconnectWait(time.Second)}
+	natsOpts := []nats.Option{nats.Name("flotilla-agent-" + opts.Cluster), nats.MaxReconnects(-1), nats.ReconnectWait(time.Second),
+		nats.RetryOnFailedConnect(true)}
 	if opts.NATSCreds != "" {
 		natsOpts = append(natsOpts, nats.UserCredentials(opts.NATSCreds))
 	}
@@ -92,17 +101,26 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) error {
 		return fmt.Errorf("connect to NATS %s: %w", opts.NATSURL, err)
 	}
 	defer nc.Close()
-	b, err := bus.Open(ctx, nc)
+	var b *bus.Bus
+	err = retry(ctx, log, "open the hub's buckets on "+opts.NATSURL, func() error {
+		b, err = bus.Open(ctx, nc)
+		return err
+	})
 	if err != nil {
 		return err
 	}
 	reporter := &busReporter{bus: b, log: log}
 	registry := prometheus.NewRegistry()
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	syncer, err := agentsync.New(agentsync.Options{
+	syncerOpts := agentsync.Options{
 		Cluster: opts.Cluster, CacheDir: opts.CacheDir, Limits: artifact.DefaultLimits(),
 		HealthInterval: time.Second, HealthTimeout: opts.HealthTimeout, Metrics: agentsync.NewMetrics(registry),
-	}, log, manager, inventory.NewStore(client, opts.Namespace), b, reporter)
+	}
+	var syncer *agentsync.Syncer
+	err = retry(ctx, log, "read the cluster's version", func() error {
+		syncer, err = agentsync.New(syncerOpts, log, manager, inventory.NewStore(client, opts.Namespace), b, reporter)
+		return err
+	})
 	if err != nil {
 		return err
 	}
@@ -133,6 +151,16 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) error {
 			return
 		}
 		syncer.Offer(ctx, agentsync.Desired{State: ds, Ctx: msgCtx})
+	})
+}
+
+// retry runs fn until it succeeds or ctx ends, backing off exponentially
+// up to 30 s between attempts and logging each failure.
+func retry(ctx context.Context, log *slog.Logger, what string, fn func() error) error {
+	policy := backoff.NewExponentialBackOff()
+	policy.InitialInterval, policy.MaxInterval, policy.MaxElapsedTime = time.Second, 30*time.Second, 0
+	return backoff.RetryNotify(fn, backoff.WithContext(policy, ctx), func(err error, next time.Duration) {
+		log.Warn("waiting to "+what, "error", err, "retry_in", next.Round(time.Millisecond).String())
 	})
 }
 

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -12,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	gosync "sync"
 	"testing"
 	"time"
 
@@ -337,4 +339,52 @@ func resourceVersions(t *testing.T, c *testenv.Cluster) map[string]string {
 		}
 	}
 	return out
+}
+
+// TestAgentWaitsForItsAPIServer starts an agent whose API server is down:
+// it must keep trying, not exit, until it is stopped.
+func TestAgentWaitsForItsAPIServer(t *testing.T) {
+	e := startHub(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	must(t, err)
+	dead := ln.Addr().String()
+	ln.Close()
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	must(t, os.WriteFile(kubeconfig, []byte(`apiVersion: v1
+kind: Config
+clusters: [{name: down, cluster: {server: "https://`+dead+`", insecure-skip-tls-verify: true}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: c, context: {cluster: down, user: u}}]
+current-context: c
+`), 0o600))
+	keyFile := filepath.Join(t.TempDir(), "hub.pub")
+	must(t, os.WriteFile(keyFile, e.keyPEM, 0o644))
+	opts := agent.DefaultOptions()
+	opts.Cluster, opts.NATSURL, opts.HubPublicKey, opts.Kubeconfig, opts.CacheDir, opts.MetricsAddr = "down-1", e.natsURL, keyFile, kubeconfig, t.TempDir(), ""
+	var logs bytes.Buffer
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- agent.Run(ctx, opts, slog.New(slog.NewTextHandler(&syncBuffer{buf: &logs}, nil))) }()
+	select {
+	case err := <-done:
+		t.Fatalf("agent exited while its API server was down: %v", err)
+	case <-time.After(3 * time.Second):
+	}
+	cancel()
+	<-done
+	if !strings.Contains(logs.String(), "waiting to prepare the cluster") {
+		t.Errorf("the agent did not say what it waits for:\n%s", logs.String())
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent writes.
+type syncBuffer struct {
+	mu  gosync.Mutex
+	buf *bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
 }
