@@ -105,7 +105,9 @@ func BenchmarkAgent(b *testing.B) {
 	h.git.WriteFiles(b, "gitops-config", "main", "add the bulk app", map[string]string{"apps/bulk.yaml": bulkApp, "bulk/objects.yaml": objects.String()})
 	h.webhook(b)
 
-	c := testenv.StartCluster(b, testenv.ClusterOptions{Name: "prod-eu"})
+	// Workloads: the bulk app's 334 Deployments really become Available, so
+	// health settles and the agent reaches a steady state, as in a cluster.
+	c := testenv.StartCluster(b, testenv.ClusterOptions{Name: "prod-eu", Workloads: true, Nodes: 4})
 	resp, err := http.Get(h.apiURL + "/api/public-key")
 	if err != nil {
 		b.Fatal(err)
@@ -126,7 +128,10 @@ func BenchmarkAgent(b *testing.B) {
 			return st.GetPhase() == flotillav1.SyncPhase_SYNC_PHASE_SUCCEEDED
 		})
 		b.ReportMetric(syncSeconds(first), "first-sync-s")
-		time.Sleep(5 * time.Second) // steady state: health settled, caches warm
+		waitAppStatus(b, h, "bulk", time.Time{}, func(st *flotillav1.AppStatus) bool {
+			return st.GetHealth() == flotillav1.HealthStatus_HEALTH_STATUS_HEALTHY
+		})
+		time.Sleep(10 * time.Second) // steady state: health settled, garbage returned
 		runtimeRSS := rssMiB(agent.cmd.Process.Pid)
 		b.ReportMetric(runtimeRSS, "agent-rss-MiB")
 
@@ -168,7 +173,7 @@ func syncSeconds(st *flotillav1.AppStatus) float64 {
 
 func waitAppStatus(b *testing.B, h *benchHub, app string, after time.Time, ok func(*flotillav1.AppStatus) bool) *flotillav1.AppStatus {
 	var got *flotillav1.AppStatus
-	testenv.Eventually(b, 3*time.Minute, func() error {
+	testenv.Eventually(b, 5*time.Minute, func() error {
 		st, err := h.bus.GetStatus(context.Background(), "prod-eu", app)
 		if err != nil {
 			return err

@@ -119,11 +119,14 @@ func (c *Cluster) startWorkloads(t testing.TB, opts ClusterOptions) {
 			"--leader-elect=false",
 			"--secure-port=0",
 			"--use-service-account-credentials=false",
+			// The default 20 QPS makes a few hundred Deployments take minutes.
+			"--kube-api-qps=500", "--kube-api-burst=1000",
 		),
 		startProcess(t, filepath.Join(bins, "kube-scheduler"),
 			"--kubeconfig="+c.Kubeconfig,
 			"--leader-elect=false",
 			"--secure-port=0",
+			"--kube-api-qps=500", "--kube-api-burst=1000",
 		),
 	)
 	kwokArgs := []string{
