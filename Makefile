@@ -6,6 +6,7 @@ SHELL := /usr/bin/env bash
 BUF_VERSION            := v1.75.0
 PROTOC_GEN_GO_VERSION  := v1.36.12
 CONNECT_VERSION        := v1.21.1
+STATICCHECK_VERSION    := v0.8.2
 
 BIN        := $(CURDIR)/bin
 TEST_BINS  := $(BIN)/k8s
@@ -20,10 +21,14 @@ test: test-bins proto-check vet ## Run every test against real apiservers, NATS 
 	FLOTILLA_TEST_BINS=$(TEST_BINS) go test $(GO_TEST_FLAGS) ./...
 
 .PHONY: vet
-vet:
+vet: $(BIN)/staticcheck ## go vet, staticcheck and gofmt.
 	go vet ./...
+	$(BIN)/staticcheck ./...
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
 	if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
+
+$(BIN)/staticcheck:
+	GOBIN=$(BIN) go install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
 $(BIN)/buf:
 	GOBIN=$(BIN) go install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)

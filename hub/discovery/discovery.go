@@ -174,7 +174,7 @@ func (w *walker) follow(app *appspec.Application, file string) {
 		Namespace: app.Spec.Destination.Namespace, KubeVersion: KubeVersion,
 	})
 	if err != nil {
-		w.fail(name, fmt.Errorf("Application %q (%s@%s): %w", name, src.RepoURL, short(tree.Commit), err))
+		w.fail(name, fmt.Errorf("application %q (%s@%s): %w", name, src.RepoURL, short(tree.Commit), err))
 		return
 	}
 	w.res.Apps = append(w.res.Apps, &App{
@@ -231,7 +231,7 @@ func markConflicts(res *Result) {
 			if other, ok := owners[key]; ok && other != a {
 				conflicted[a.Application.Metadata.Name] = true
 				res.Errors = append(res.Errors, AppError{App: a.Application.Metadata.Name, Root: a.Root,
-					Err: fmt.Errorf("Application %q is defined twice for cluster %s: in %s and in %s", a.Application.Metadata.Name, c, other.File, a.File)})
+					Err: fmt.Errorf("application %q is defined twice for cluster %s: in %s and in %s", a.Application.Metadata.Name, c, other.File, a.File)})
 			}
 			owners[key] = a
 		}
