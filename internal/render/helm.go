@@ -10,9 +10,10 @@ import (
 	"regexp"
 	"strings"
 
-	"helm.sh/helm/v3/pkg/action"
+	chartpkg "helm.sh/helm/v3/pkg/chart"
 	"helm.sh/helm/v3/pkg/chart/loader"
 	"helm.sh/helm/v3/pkg/chartutil"
+	"helm.sh/helm/v3/pkg/engine"
 	"helm.sh/helm/v3/pkg/releaseutil"
 	"helm.sh/helm/v3/pkg/strvals"
 	"sigs.k8s.io/yaml"
@@ -30,7 +31,7 @@ func renderHelm(req Request, dir string) (*Result, error) {
 	if err != nil {
 		return nil, fail(req.Path+"/Chart.yaml", "load chart", err)
 	}
-	if err := action.CheckDependencies(chart, chart.Metadata.Dependencies); err != nil {
+	if err := checkDependencies(chart); err != nil {
 		return nil, fail(req.Path+"/Chart.yaml", "dependencies must be vendored in charts/", err)
 	}
 	res := &Result{}
@@ -99,49 +100,105 @@ func renderHelm(req Request, dir string) (*Result, error) {
 		res.Files = append(res.Files, relative(req.Root, fp))
 	}
 
-	install := action.NewInstall(&action.Configuration{})
-	install.DryRun, install.ClientOnly, install.Replace = true, true, true
-	install.IncludeCRDs = !spec.GetSkipCrds()
-	install.ReleaseName = firstNonEmpty(spec.GetReleaseName(), req.ReleaseName, chart.Name())
-	install.Namespace = firstNonEmpty(spec.GetNamespace(), req.Namespace, "default")
-	kubeVersion := firstNonEmpty(spec.GetKubeVersion(), req.KubeVersion)
-	if kubeVersion != "" {
-		kv, err := chartutil.ParseKubeVersion(kubeVersion)
-		if err != nil {
-			return nil, fail("", "kubeVersion", err)
-		}
-		install.KubeVersion = kv
-	}
-	install.APIVersions = append(chartutil.VersionSet{}, req.APIVersions...)
-	install.APIVersions = append(install.APIVersions, spec.GetApiVersions()...)
-	rel, err := install.Run(chart, values)
+	release := firstNonEmpty(spec.GetReleaseName(), req.ReleaseName, chart.Name())
+	namespace := firstNonEmpty(spec.GetNamespace(), req.Namespace, "default")
+	manifests, err := helmTemplate(chart, values, release, namespace, firstNonEmpty(spec.GetKubeVersion(), req.KubeVersion),
+		append(append([]string{}, req.APIVersions...), spec.GetApiVersions()...), !spec.GetSkipCrds())
 	if err != nil {
 		return nil, fail(templateFile(err, req.Path), "helm template", err)
 	}
-
-	add := func(source, manifest string) error {
-		objs, err := Decode([]byte(manifest))
+	for _, m := range manifests {
+		source := filepath.ToSlash(filepath.Join(req.Path, strings.TrimPrefix(m.name, chart.Name()+"/")))
+		objs, err := Decode([]byte(m.content))
 		if err != nil {
-			return fail(source, "rendered manifest is invalid", err)
+			return nil, fail(source, "rendered manifest is invalid", err)
 		}
 		for _, o := range objs {
 			res.Manifests = append(res.Manifests, Manifest{Object: o, Source: source})
 		}
-		return nil
-	}
-	manifests := releaseutil.SplitManifests(rel.Manifest)
-	for _, key := range sortedKeys(manifests) {
-		m := manifests[key]
-		if err := add(chartSource(req.Path, m), m); err != nil {
-			return nil, err
-		}
-	}
-	for _, h := range rel.Hooks {
-		if err := add(filepath.ToSlash(filepath.Join(req.Path, strings.TrimPrefix(h.Path, chart.Name()+"/"))), h.Manifest); err != nil {
-			return nil, err
-		}
 	}
 	return res, nil
+}
+
+// checkDependencies requires every dependency Chart.yaml names to be
+// vendored in charts/, as `helm template` does; Argo CD's `helm dependency
+// build` needs repository access an agent does not have.
+func checkDependencies(ch *chartpkg.Chart) error {
+	var missing []string
+	for _, dep := range ch.Metadata.Dependencies {
+		found := false
+		for _, d := range ch.Dependencies() {
+			if d.Name() == dep.Name {
+				found = true
+			}
+		}
+		if !found {
+			missing = append(missing, dep.Name)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("found in Chart.yaml, but missing in charts/ directory: %s", strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+type helmManifest struct{ name, content string }
+
+// helmTemplate renders a chart the way `helm template --include-crds` does
+// (Helm's action.Install in client-only mode), with Helm's own engine,
+// values and manifest sorting, but without linking Helm's release
+// machinery: CRDs from crds/ first, then the templates in install order,
+// then the hooks.
+func helmTemplate(chart *chartpkg.Chart, values map[string]any, release, namespace, kubeVersion string, apiVersions []string, includeCRDs bool) ([]helmManifest, error) {
+	if chart.Metadata.Type == "library" {
+		return nil, fmt.Errorf("%s is a library chart, which cannot be installed", chart.Name())
+	}
+	if err := chartutil.ProcessDependenciesWithMerge(chart, values); err != nil {
+		return nil, err
+	}
+	caps := chartutil.DefaultCapabilities.Copy()
+	if kubeVersion != "" {
+		kv, err := chartutil.ParseKubeVersion(kubeVersion)
+		if err != nil {
+			return nil, fmt.Errorf("kubeVersion: %w", err)
+		}
+		caps.KubeVersion = *kv
+	}
+	caps.APIVersions = append(caps.APIVersions, apiVersions...)
+	if c := chart.Metadata.KubeVersion; c != "" && !chartutil.IsCompatibleRange(c, caps.KubeVersion.String()) {
+		return nil, fmt.Errorf("chart requires kubeVersion: %s which is incompatible with Kubernetes %s", c, caps.KubeVersion.String())
+	}
+	options := chartutil.ReleaseOptions{Name: release, Namespace: namespace, Revision: 1, IsInstall: true}
+	renderValues, err := chartutil.ToRenderValuesWithSchemaValidation(chart, values, options, caps, false)
+	if err != nil {
+		return nil, err
+	}
+	files, err := engine.Render(chart, renderValues)
+	if err != nil {
+		return nil, err
+	}
+	for name := range files {
+		if strings.HasSuffix(name, "NOTES.txt") {
+			delete(files, name)
+		}
+	}
+	hooks, manifests, err := releaseutil.SortManifests(files, nil, releaseutil.InstallOrder)
+	if err != nil {
+		return nil, err
+	}
+	var out []helmManifest
+	if includeCRDs {
+		for _, crd := range chart.CRDObjects() {
+			out = append(out, helmManifest{name: crd.Filename, content: string(crd.File.Data)})
+		}
+	}
+	for _, m := range manifests {
+		out = append(out, helmManifest{name: m.Name, content: m.Content})
+	}
+	for _, h := range hooks {
+		out = append(out, helmManifest{name: h.Path, content: h.Manifest})
+	}
+	return out, nil
 }
 
 // mergeValues deep-merges src into dst, src winning, as Helm coalesces value
@@ -166,16 +223,6 @@ func escapeSetValue(v string) string {
 	return strings.NewReplacer(`\`, `\\`, `,`, `\,`).Replace(v)
 }
 
-var sourceComment = regexp.MustCompile(`(?m)^# Source: [^/]+/(.+)$`)
-
-// chartSource reads the "# Source: chart/templates/x.yaml" line Helm writes.
-func chartSource(appPath, manifest string) string {
-	if m := sourceComment.FindStringSubmatch(manifest); m != nil {
-		return appPath + "/" + m[1]
-	}
-	return appPath
-}
-
 var templateErrorFile = regexp.MustCompile(`(?:template: |at \()[^/]+/([^:]+):`)
 
 // templateFile picks the template named in a Helm error, for the error's
@@ -185,16 +232,6 @@ func templateFile(err error, appPath string) string {
 		return appPath + "/" + m[1]
 	}
 	return ""
-}
-
-func sortedKeys(m map[string]string) []string {
-	// SplitManifests keys are "manifest-N"; order them by N so objects keep
-	// the chart's order.
-	keys := make([]string, len(m))
-	for i := range keys {
-		keys[i] = fmt.Sprintf("manifest-%d", i)
-	}
-	return keys
 }
 
 func firstNonEmpty(s ...string) string {

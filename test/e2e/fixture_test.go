@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -15,6 +16,8 @@ import (
 	"helm.sh/helm/v3/pkg/releaseutil"
 	"sigs.k8s.io/yaml"
 
+	"github.com/flotilla-dev/flotilla/internal/render"
+	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
 	"github.com/flotilla-dev/flotilla/test/testenv"
 )
 
@@ -96,4 +99,40 @@ func helmTemplate(t *testing.T, chartDir, release, namespace string, valueFiles 
 		t.Fatal("helm template rendered nothing")
 	}
 	return rel.Manifest
+}
+
+// TestRenderMatchesHelmTemplate checks that Flotilla's in-process Helm
+// rendering produces what `helm template` (Helm's action.Install in client
+// mode) produces for the same chart, values, release and namespace.
+func TestRenderMatchesHelmTemplate(t *testing.T) {
+	repo := testenv.Fixture(t, "gitops-config")
+	for _, chart := range []string{"api-service", "worker-service"} {
+		for _, env := range []string{"production", "staging"} {
+			t.Run(chart+"/"+env, func(t *testing.T) {
+				valueFile := "../../environments/" + env + "/" + chart + "-values.yaml"
+				ours, err := render.Render(context.Background(), render.Request{
+					Root: repo, Path: "charts/" + chart, ReleaseName: chart, Namespace: env, KubeVersion: "v1.37.2",
+					Spec: &flotillav1.RenderSpec{Helm: &flotillav1.HelmSpec{ValueFiles: []string{valueFile}}},
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				theirs, err := render.Decode([]byte(helmTemplate(t, filepath.Join(repo, "charts", chart), chart, env, filepath.Join(repo, "charts", chart, valueFile))))
+				if err != nil {
+					t.Fatal(err)
+				}
+				var got []map[string]any
+				for _, m := range ours.Manifests {
+					got = append(got, m.Object.Object)
+				}
+				var want []map[string]any
+				for _, o := range theirs {
+					want = append(want, o.Object)
+				}
+				if diff := cmp.Diff(want, got); diff != "" {
+					t.Errorf("render differs from helm template (-helm +flotilla):\n%s", diff)
+				}
+			})
+		}
+	}
 }
