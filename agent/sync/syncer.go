@@ -492,20 +492,36 @@ func (s *Syncer) fillHealth(ctx context.Context, st *flotillav1.AppStatus, objs 
 		st.Health = flotillav1.HealthStatus_HEALTH_STATUS_UNKNOWN
 		return
 	}
+	setHealth(st, objs, res)
+}
+
+// setHealth writes the health of every object into st's resources (adding
+// the ones st does not list yet) and the application's overall health.
+// While an object is not healthy, its resource message says why.
+func setHealth(st *flotillav1.AppStatus, objs []*unstructured.Unstructured, res *health.Result) {
 	st.Health = res.Overall
-	byRef := map[string]int{}
-	for i, r := range st.Resources {
-		byRef[fmt.Sprintf("%s/%s/%s/%s", r.GetGroup(), r.GetKind(), r.GetNamespace(), r.GetName())] = i
+	byKey := make(map[string]*flotillav1.ResourceStatus, len(st.Resources))
+	for _, r := range st.Resources {
+		byKey[apply.ObjectRef{Group: r.GetGroup(), Kind: r.GetKind(), Namespace: r.GetNamespace(), Name: r.GetName()}.Key()] = r
 	}
 	for i, o := range objs {
 		ref := apply.RefOf(o)
-		key := fmt.Sprintf("%s/%s/%s/%s", ref.Group, ref.Kind, ref.Namespace, ref.Name)
-		if j, ok := byRef[key]; ok {
-			st.Resources[j].Health = res.Objects[i]
-			continue
+		r, ok := byKey[ref.Key()]
+		if !ok {
+			r = &flotillav1.ResourceStatus{Group: ref.Group, Version: ref.Version, Kind: ref.Kind, Namespace: ref.Namespace, Name: ref.Name,
+				SyncStatus: flotillav1.SyncStatus_SYNC_STATUS_SYNCED, Action: string(apply.Unchanged)}
+			st.Resources = append(st.Resources, r)
+			byKey[ref.Key()] = r
 		}
-		st.Resources = append(st.Resources, &flotillav1.ResourceStatus{Group: ref.Group, Version: ref.Version, Kind: ref.Kind, Namespace: ref.Namespace, Name: ref.Name,
-			SyncStatus: flotillav1.SyncStatus_SYNC_STATUS_SYNCED, Health: res.Objects[i], Action: string(apply.Unchanged)})
+		r.Health = res.Objects[i]
+		switch {
+		case r.GetAction() == string(apply.Failed):
+			// keep the failure
+		case r.Health == flotillav1.HealthStatus_HEALTH_STATUS_HEALTHY:
+			r.Message = ""
+		default:
+			r.Message = res.Message[i]
+		}
 	}
 }
 
@@ -531,15 +547,7 @@ func (s *Syncer) followHealth(ctx context.Context, st *flotillav1.AppStatus, obj
 			continue
 		}
 		last = res.Overall
-		for i, o := range objs {
-			ref := apply.RefOf(o)
-			for _, r := range st.Resources {
-				if r.GetKind() == ref.Kind && r.GetName() == ref.Name && r.GetNamespace() == ref.Namespace && r.GetGroup() == ref.Group {
-					r.Health = res.Objects[i]
-				}
-			}
-		}
-		st.Health = res.Overall
+		setHealth(st, objs, res)
 		st.ObservedAt = timestamppb.Now()
 		reason := "HealthChanged"
 		s.report(ctx, st, flotillav1.EventType_EVENT_TYPE_NORMAL, reason, "health is "+strings.TrimPrefix(res.Overall.String(), "HEALTH_STATUS_"))
