@@ -16,10 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/protobuf/types/known/timestamppb"
-	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -64,10 +61,6 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) error {
 	// client-side rate limit on top (client-go's default is 5 QPS) would
 	// make a 1,000-object first sync take minutes. Negative disables it.
 	cfg.QPS = -1
-	client, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return err
-	}
 	manager, err := apply.NewManager(cfg, apply.DefaultOptions())
 	if err != nil {
 		return err
@@ -78,7 +71,7 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) error {
 	// The API server and the hub may come up after the agent (or be down
 	// for a while): wait for each rather than crash-loop.
 	err = retry(ctx, log, "prepare the cluster", func() error {
-		if err := ensureNamespace(ctx, client, opts.Namespace); err != nil {
+		if err := ensureNamespace(ctx, manager, opts.Namespace); err != nil {
 			return err
 		}
 		created, err := rollouts.EnsureCRDs(ctx, manager.Dynamic())
@@ -118,7 +111,7 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) error {
 	}
 	var syncer *agentsync.Syncer
 	err = retry(ctx, log, "read the cluster's version", func() error {
-		syncer, err = agentsync.New(syncerOpts, log, manager, inventory.NewStore(client, opts.Namespace), b, reporter)
+		syncer, err = agentsync.New(syncerOpts, log, manager, inventory.NewStore(manager.Dynamic(), opts.Namespace), b, reporter)
 		return err
 	})
 	if err != nil {
@@ -202,9 +195,10 @@ func kubeConfig(path string) (*rest.Config, error) {
 	return cfg, nil
 }
 
-func ensureNamespace(ctx context.Context, client kubernetes.Interface, name string) error {
-	_, err := client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
-	if err != nil && !apierrors.IsAlreadyExists(err) {
+// ensureNamespace creates the namespace of the agent's own state.
+func ensureNamespace(ctx context.Context, manager *apply.Manager, name string) error {
+	ns := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": name}}}
+	if _, err := manager.ApplyAll(ctx, []*unstructured.Unstructured{ns}); err != nil {
 		return fmt.Errorf("agent namespace %s: %w", name, err)
 	}
 	return nil

@@ -6,10 +6,11 @@ import (
 	"fmt"
 	"slices"
 
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
 
 	"github.com/flotilla-dev/flotilla/agent/apply"
 )
@@ -25,28 +26,32 @@ type Inventory struct {
 
 // Store reads and writes inventories as ConfigMaps in one namespace.
 type Store struct {
-	client    kubernetes.Interface
-	namespace string
+	configMaps dynamic.ResourceInterface
+	namespace  string
 }
 
-// NewStore keeps inventories in namespace.
-func NewStore(client kubernetes.Interface, namespace string) *Store {
-	return &Store{client: client, namespace: namespace}
+var configMapsGVR = schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}
+
+// NewStore keeps inventories in namespace. It uses the dynamic client, as
+// the rest of the agent does, so the agent links no typed clientset.
+func NewStore(client dynamic.Interface, namespace string) *Store {
+	return &Store{configMaps: client.Resource(configMapsGVR).Namespace(namespace), namespace: namespace}
 }
 
 func configMapName(app string) string { return "flotilla-inventory-" + app }
 
 // Load returns the inventory of app, empty when there is none.
 func (s *Store) Load(ctx context.Context, app string) (*Inventory, error) {
-	cm, err := s.client.CoreV1().ConfigMaps(s.namespace).Get(ctx, configMapName(app), metav1.GetOptions{})
+	cm, err := s.configMaps.Get(ctx, configMapName(app), metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return &Inventory{App: app}, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("inventory of %s: %w", app, err)
 	}
+	data, _, _ := unstructured.NestedString(cm.Object, "data", "inventory")
 	inv := &Inventory{}
-	if err := json.Unmarshal([]byte(cm.Data["inventory"]), inv); err != nil {
+	if err := json.Unmarshal([]byte(data), inv); err != nil {
 		return nil, fmt.Errorf("inventory of %s is corrupt: %w", app, err)
 	}
 	return inv, nil
@@ -67,16 +72,13 @@ func (s *Store) Save(ctx context.Context, inv *Inventory) error {
 	if err != nil {
 		return err
 	}
-	cm := &corev1.ConfigMap{
-		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
-		ObjectMeta: metav1.ObjectMeta{Name: configMapName(inv.App), Namespace: s.namespace,
-			Labels: map[string]string{"app.kubernetes.io/managed-by": "flotilla", "flotilla.dev/inventory": inv.App}},
-		Data: map[string]string{"inventory": string(data)},
-	}
-	_, err = s.client.CoreV1().ConfigMaps(s.namespace).Update(ctx, cm, metav1.UpdateOptions{FieldManager: apply.FieldManager})
-	if apierrors.IsNotFound(err) {
-		_, err = s.client.CoreV1().ConfigMaps(s.namespace).Create(ctx, cm, metav1.CreateOptions{FieldManager: apply.FieldManager})
-	}
+	cm := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "v1", "kind": "ConfigMap",
+		"metadata": map[string]any{"name": configMapName(inv.App), "namespace": s.namespace,
+			"labels": map[string]any{"app.kubernetes.io/managed-by": "flotilla", "flotilla.dev/inventory": inv.App}},
+		"data": map[string]any{"inventory": string(data)},
+	}}
+	_, err = s.configMaps.Apply(ctx, configMapName(inv.App), cm, metav1.ApplyOptions{FieldManager: apply.FieldManager, Force: true})
 	if err != nil {
 		return fmt.Errorf("save inventory of %s: %w", inv.App, err)
 	}
@@ -85,7 +87,7 @@ func (s *Store) Save(ctx context.Context, inv *Inventory) error {
 
 // Delete removes the inventory of an application that is gone.
 func (s *Store) Delete(ctx context.Context, app string) error {
-	err := s.client.CoreV1().ConfigMaps(s.namespace).Delete(ctx, configMapName(app), metav1.DeleteOptions{})
+	err := s.configMaps.Delete(ctx, configMapName(app), metav1.DeleteOptions{})
 	if apierrors.IsNotFound(err) {
 		return nil
 	}
