@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/go-git/go-git/v5/plumbing/object"
@@ -70,12 +71,8 @@ func (h *Hub) reconcileLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case cause := <-h.trigger:
-			if cause.IsValid() {
-				ctx := trace.ContextWithRemoteSpanContext(ctx, cause)
-				h.reconcile(ctx)
-			} else {
-				h.reconcile(ctx)
-			}
+			// An invalid span context (no cause) leaves ctx as it is.
+			h.reconcile(trace.ContextWithRemoteSpanContext(ctx, cause))
 		}
 	}
 }
@@ -103,7 +100,7 @@ func (h *Hub) reconcile(ctx context.Context) {
 	for _, e := range res.Errors {
 		failed[e.App] = e.Err
 	}
-	for _, name := range slices.Sorted(maps.Keys(h.appSubjects(res, failed))) {
+	for _, name := range slices.Sorted(maps.Keys(h.appSubjects(failed))) {
 		if failed[name] == nil && len(res.RootErrors) > 0 {
 			continue // not evaluated while a root fails: no news, good or bad
 		}
@@ -142,7 +139,7 @@ func (h *Hub) reconcile(ctx context.Context) {
 
 // appSubjects are the applications whose error state may have changed:
 // those failing now and those that failed before.
-func (h *Hub) appSubjects(res *discovery.Result, failed map[string]error) map[string]bool {
+func (h *Hub) appSubjects(failed map[string]error) map[string]bool {
 	names := map[string]bool{}
 	for name := range failed {
 		names[name] = true
@@ -150,8 +147,8 @@ func (h *Hub) appSubjects(res *discovery.Result, failed map[string]error) map[st
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for subject := range h.reported {
-		if len(subject) > 4 && subject[:4] == "app " {
-			names[subject[4:]] = true
+		if name, ok := strings.CutPrefix(subject, "app "); ok {
+			names[name] = true
 		}
 	}
 	return names

@@ -1,7 +1,6 @@
 package apply
 
 import (
-	"errors"
 	"fmt"
 	"strings"
 
@@ -164,23 +163,6 @@ func (e *ObjectError) Error() string {
 }
 
 func (e *ObjectError) Unwrap() error { return e.Err }
-
-// ObjectErrors lists the objects of err that failed.
-func ObjectErrors(err error) []*ObjectError {
-	var out []*ObjectError
-	var joined interface{ Unwrap() []error }
-	if errors.As(err, &joined) {
-		for _, e := range joined.Unwrap() {
-			out = append(out, ObjectErrors(e)...)
-		}
-		return out
-	}
-	var oe *ObjectError
-	if errors.As(err, &oe) {
-		out = append(out, oe)
-	}
-	return out
-}
 
 // Mapping returns the REST mapping of a kind.
 func (m *Manager) Mapping(gvk schema.GroupVersionKind) (*meta.RESTMapping, error) {

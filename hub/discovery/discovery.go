@@ -8,7 +8,6 @@ import (
 	"sort"
 
 	"github.com/go-git/go-git/v5/plumbing/object"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/flotilla-dev/flotilla/internal/appspec"
@@ -194,8 +193,8 @@ func (w *walker) targets(app *appspec.Application) []string {
 	var selector labels.Selector
 	switch {
 	case app.Metadata.Annotations[appspec.ClustersAnnotation] != "":
-		sel, _ := appspec.ParseSelector(app.Metadata.Annotations[appspec.ClustersAnnotation])
-		selector, _ = metav1LabelSelectorAsSelector(sel)
+		// Validate refused a selector that does not parse.
+		selector, _ = appspec.ParseSelector(app.Metadata.Annotations[appspec.ClustersAnnotation])
 	case app.Spec.Destination.Name != "":
 		for _, c := range w.clusters {
 			if c.Name == app.Spec.Destination.Name {
@@ -247,7 +246,3 @@ func sourceKey(tree *Tree, path string) string {
 }
 
 func short(c *object.Commit) string { return c.Hash.String()[:8] }
-
-func metav1LabelSelectorAsSelector(sel metav1.LabelSelector) (labels.Selector, error) {
-	return metav1.LabelSelectorAsSelector(&sel)
-}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 )
 
 // namePattern keeps application and cluster names usable as one token of a
@@ -152,12 +153,12 @@ func ParseArgoDuration(s string) (time.Duration, error) {
 
 // ParseSelector parses a label selector in kubectl's syntax
 // ("env=production,region in (eu,us)").
-func ParseSelector(s string) (metav1.LabelSelector, error) {
-	sel, err := metav1.ParseToLabelSelector(s)
+func ParseSelector(s string) (labels.Selector, error) {
+	sel, err := labels.Parse(s)
 	if err != nil {
-		return metav1.LabelSelector{}, fmt.Errorf("invalid label selector %q: %w", s, err)
+		return nil, fmt.Errorf("invalid label selector %q: %w", s, err)
 	}
-	return *sel, nil
+	return sel, nil
 }
 
 // Validate checks that an ApplicationSet uses supported generators.

@@ -2,7 +2,6 @@ package bus
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -75,28 +74,4 @@ func (b *Bus) WatchClusters(ctx context.Context) (<-chan ClusterChange, <-chan s
 		}
 	}()
 	return changes, initial, nil
-}
-
-// Clusters lists the current registrations.
-func (b *Bus) Clusters(ctx context.Context) ([]*flotillav1.ClusterRegistration, error) {
-	lister, err := b.clusters.ListKeys(ctx)
-	if err != nil {
-		return nil, err
-	}
-	var out []*flotillav1.ClusterRegistration
-	for key := range lister.Keys() {
-		e, err := b.clusters.Get(ctx, key)
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		reg := &flotillav1.ClusterRegistration{}
-		if err := proto.Unmarshal(e.Value(), reg); err != nil {
-			return nil, fmt.Errorf("registration %s: %w", key, err)
-		}
-		out = append(out, reg)
-	}
-	return out, nil
 }

@@ -86,30 +86,6 @@ func (b *Bus) LatestDesired(ctx context.Context) ([]DesiredEntry, error) {
 	}
 }
 
-// DesiredHistory lists the retained desired states of (cluster, app), oldest
-// first.
-func (b *Bus) DesiredHistory(ctx context.Context, cluster, app string) ([]DesiredEntry, error) {
-	entries, err := b.desired.History(ctx, Key(cluster, app))
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	var out []DesiredEntry
-	for _, e := range entries {
-		if e.Operation() != jetstream.KeyValuePut {
-			continue
-		}
-		entry, err := decodeDesired(e.Key(), e.Revision(), e.Value(), nil)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, entry)
-	}
-	return out, nil
-}
-
 // GetDesired reads the newest desired state of (cluster, app) with its
 // headers, by a direct get on the stream. It returns jetstream.ErrKeyNotFound
 // (wrapped) when there is none.

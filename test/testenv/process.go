@@ -57,11 +57,8 @@ func startProcess(t testing.TB, bin string, args ...string) *Process {
 	return p
 }
 
-// PID is the process id, for tests that check nothing is left behind.
-func (p *Process) PID() int { return p.cmd.Process.Pid }
-
-// Exited reports whether the process has ended, and its error.
-func (p *Process) Exited() (bool, error) {
+// exited reports whether the process has ended, and its error.
+func (p *Process) exited() (bool, error) {
 	select {
 	case <-p.done:
 		p.mu.Lock()
@@ -72,12 +69,9 @@ func (p *Process) Exited() (bool, error) {
 	}
 }
 
-// Output returns what the process printed so far.
-func (p *Process) Output() string { return p.log.String() }
-
 // Stop sends SIGTERM to the process group, then SIGKILL after 10 s.
 func (p *Process) Stop() error {
-	if exited, _ := p.Exited(); exited {
+	if exited, _ := p.exited(); exited {
 		return nil
 	}
 	pgid := -p.cmd.Process.Pid
