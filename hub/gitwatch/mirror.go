@@ -76,10 +76,16 @@ func (m *Mirror) fetchURL() string {
 // RemoteRefs lists the remote's branches, tags and HEAD without fetching
 // objects: the cheap check a poll makes.
 func (m *Mirror) RemoteRefs(ctx context.Context) (map[string]plumbing.Hash, error) {
+	refs, _, err := m.listRemote(ctx)
+	return refs, err
+}
+
+// listRemote lists the remote's refs and the branch its HEAD points to.
+func (m *Mirror) listRemote(ctx context.Context) (map[string]plumbing.Hash, plumbing.ReferenceName, error) {
 	remote := git.NewRemote(memory.NewStorage(), &config.RemoteConfig{Name: "origin", URLs: []string{m.fetchURL()}})
 	list, err := remote.ListContext(ctx, &git.ListOptions{Auth: m.repo.Auth})
 	if err != nil {
-		return nil, fmt.Errorf("list refs of %s: %w", m.repo.URL, redact(err))
+		return nil, "", fmt.Errorf("list refs of %s: %w", m.repo.URL, redact(err))
 	}
 	refs := map[string]plumbing.Hash{}
 	var headTarget plumbing.ReferenceName
@@ -95,7 +101,7 @@ func (m *Mirror) RemoteRefs(ctx context.Context) (map[string]plumbing.Hash, erro
 	if _, ok := refs["HEAD"]; !ok && headTarget != "" {
 		refs["HEAD"] = refs[headTarget.String()]
 	}
-	return refs, nil
+	return refs, headTarget, nil
 }
 
 // Changed reports whether refs differ from those of the last fetch.
@@ -118,6 +124,15 @@ func (m *Mirror) Changed(refs map[string]plumbing.Hash) bool {
 func (m *Mirror) Fetch(ctx context.Context, refs map[string]plumbing.Hash) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if err := m.fetch(ctx); err != nil {
+		return err
+	}
+	m.refs = refs
+	return nil
+}
+
+// fetch brings the objects and branches up to date; m.mu must be held.
+func (m *Mirror) fetch(ctx context.Context) error {
 	remote := git.NewRemote(m.git.Storer, &config.RemoteConfig{Name: "origin", URLs: []string{m.fetchURL()}})
 	err := remote.FetchContext(ctx, &git.FetchOptions{
 		RemoteName: "origin",
@@ -130,7 +145,6 @@ func (m *Mirror) Fetch(ctx context.Context, refs map[string]plumbing.Hash) error
 	if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
 		return fmt.Errorf("fetch %s: %w", m.repo.URL, redact(err))
 	}
-	m.refs = refs
 	return nil
 }
 

@@ -3,6 +3,8 @@ package publish
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -36,11 +38,17 @@ type Publisher struct {
 	// fingerprints its fingerprint, computed once.
 	latest       map[string]*flotillav1.DesiredState
 	fingerprints map[string][32]byte
+	// gitContent is the fingerprint of what Git last said per key, also
+	// while the key is pinned; unpin holds the keys whose pin an operator
+	// released, until the next Publish republishes them.
+	gitContent map[string][32]byte
+	unpin      map[string]bool
 }
 
 // New creates a Publisher; call Load before the first Publish.
 func New(b *bus.Bus, signer *signing.Signer, log *slog.Logger) *Publisher {
-	return &Publisher{bus: b, signer: signer, log: log, latest: map[string]*flotillav1.DesiredState{}, fingerprints: map[string][32]byte{}}
+	return &Publisher{bus: b, signer: signer, log: log, latest: map[string]*flotillav1.DesiredState{}, fingerprints: map[string][32]byte{},
+		gitContent: map[string][32]byte{}, unpin: map[string]bool{}}
 }
 
 // Load reads the newest published desired state of every key, so history
@@ -89,6 +97,10 @@ type Report struct {
 	Deleted []string
 	// Unchanged counts keys whose desired state was already current.
 	Unchanged int
+	// Pinned counts keys held at a rollback while Git is unchanged.
+	Pinned int
+	// Released are the keys whose pin Git or an operator released.
+	Released []string
 	// ArtifactsStored counts artifacts written (not already present).
 	ArtifactsStored int
 }
@@ -140,7 +152,16 @@ func (p *Publisher) Publish(ctx context.Context, res *discovery.Result) (*Report
 			key := bus.Key(cluster, app.Application.Metadata.Name)
 			desired[key] = true
 			prev := p.latest[key]
-			if prev != nil && prev.GetDeletion() == nil && p.fingerprints[key] == clusterFingerprint(content, cluster) {
+			gitContent := clusterFingerprint(content, cluster)
+			p.gitContent[key] = gitContent
+			if pin := prev.GetPin(); pin != nil {
+				if !p.unpin[key] && pin.GetGitContent() == hex.EncodeToString(gitContent[:]) {
+					report.Pinned++
+					continue
+				}
+				report.Released = append(report.Released, key)
+				delete(p.unpin, key)
+			} else if prev != nil && prev.GetDeletion() == nil && p.fingerprints[key] == gitContent {
 				report.Unchanged++
 				continue
 			}
@@ -189,6 +210,7 @@ func (p *Publisher) Publish(ctx context.Context, res *discovery.Result) (*Report
 		p.remember(key, ds)
 		report.Published = append(report.Published, key)
 	}
+
 	slices.Sort(report.Published)
 	span.SetAttributes(attribute.Int("flotilla.published", len(report.Published)), attribute.Int("flotilla.unchanged", report.Unchanged))
 	return report, nil
@@ -246,7 +268,7 @@ func fingerprint(ds *flotillav1.DesiredState) [32]byte {
 // fields.
 func contentHash(ds *flotillav1.DesiredState) [32]byte {
 	c := proto.Clone(ds).(*flotillav1.DesiredState)
-	c.Cluster, c.HistoryId, c.PublishedAt, c.Initiator = "", 0, nil, flotillav1.Initiator_INITIATOR_UNSPECIFIED
+	c.Cluster, c.HistoryId, c.PublishedAt, c.Initiator, c.Pin = "", 0, nil, flotillav1.Initiator_INITIATOR_UNSPECIFIED, nil
 	if c.Source != nil {
 		c.Source.Commit, c.Source.CommitMessage, c.Source.CommitAuthor, c.Source.CommitTime = "", "", "", nil
 	}
@@ -286,4 +308,80 @@ func (p *Publisher) CollectGarbage(ctx context.Context) (int, error) {
 		deleted++
 	}
 	return deleted, nil
+}
+
+// Errors of Rollback and Unpin.
+var (
+	// ErrNoEntry is a history id the key does not retain.
+	ErrNoEntry = errors.New("no such history entry")
+	// ErrNotRollbackable is an entry that cannot be republished: a
+	// deletion, or one whose artifact was garbage-collected.
+	ErrNotRollbackable = errors.New("history entry cannot be rolled back to")
+	// ErrNotReconciled is a key Git's desired state is not known for yet.
+	ErrNotReconciled = errors.New("the hub has not reconciled this application since it started")
+)
+
+// Rollback republishes the desired state of history entry id of (cluster,
+// app) as a new entry pinned by actor. The pin holds while Git's desired
+// state for the key stays what it is now.
+func (p *Publisher) Rollback(ctx context.Context, cluster, app string, id uint64, actor string) (*flotillav1.DesiredState, error) {
+	key := bus.Key(cluster, app)
+	entries, err := p.bus.DesiredHistory(ctx, cluster, app)
+	if err != nil {
+		return nil, err
+	}
+	var target *flotillav1.DesiredState
+	for _, e := range entries {
+		ds := &flotillav1.DesiredState{}
+		if proto.Unmarshal(e.State.GetDesiredState(), ds) == nil && ds.GetHistoryId() == id {
+			target = ds
+		}
+	}
+	switch {
+	case target == nil:
+		return nil, fmt.Errorf("%s: history id %d: %w (see flotilla app history)", key, id, ErrNoEntry)
+	case target.GetDeletion() != nil:
+		return nil, fmt.Errorf("%s: history id %d removed the application: %w", key, id, ErrNotRollbackable)
+	}
+	if ok, err := p.bus.HasArtifact(ctx, target.GetArtifact().GetDigest()); err != nil {
+		return nil, err
+	} else if !ok {
+		return nil, fmt.Errorf("%s: history id %d: its artifact %s was garbage-collected: %w", key, id, target.GetArtifact().GetDigest(), ErrNotRollbackable)
+	}
+
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	gitContent, ok := p.gitContent[key]
+	if !ok {
+		return nil, fmt.Errorf("%s: %w", key, ErrNotReconciled)
+	}
+	ds := proto.Clone(target).(*flotillav1.DesiredState)
+	ds.HistoryId = p.latest[key].GetHistoryId() + 1
+	ds.PublishedAt = timestamppb.Now()
+	ds.Initiator = flotillav1.Initiator_INITIATOR_ROLLBACK
+	ds.Pin = &flotillav1.Pin{By: actor, At: ds.PublishedAt, RolledBackTo: id, GitContent: hex.EncodeToString(gitContent[:])}
+	signed, err := p.signer.Sign(ds)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.bus.PublishDesired(ctx, []bus.DesiredPut{{Cluster: cluster, App: app, State: signed, Header: telemetry.Inject(ctx, nil)}}); err != nil {
+		return nil, err
+	}
+	p.remember(key, ds)
+	return ds, nil
+}
+
+// Unpin marks the pinned keys among keys for release by the next Publish
+// and returns them.
+func (p *Publisher) Unpin(keys []string) []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var pinned []string
+	for _, key := range keys {
+		if p.latest[key].GetPin() != nil {
+			p.unpin[key] = true
+			pinned = append(pinned, key)
+		}
+	}
+	return pinned
 }

@@ -49,6 +49,37 @@ func Verify(data []byte, digest string) error {
 // Unpack extracts a tar.gz into dir, which must exist and be empty. Only
 // regular files and directories are allowed; nothing is written outside dir.
 func Unpack(data []byte, dir string, limits Limits) error {
+	return walk(data, limits, func(name string, isDir bool, r io.Reader) error {
+		target := filepath.Join(dir, filepath.FromSlash(name))
+		if isDir {
+			return os.MkdirAll(target, 0o755)
+		}
+		if err := mkdirInside(dir, filepath.Dir(target)); err != nil {
+			return err
+		}
+		if _, err := writeFile(target, r); err != nil {
+			return fmt.Errorf("unpack %q: %w", name, err)
+		}
+		return nil
+	})
+}
+
+// Files lists the regular files of a tar.gz, checked as Unpack checks them.
+func Files(data []byte, limits Limits) ([]string, error) {
+	var files []string
+	err := walk(data, limits, func(name string, isDir bool, _ io.Reader) error {
+		if !isDir {
+			files = append(files, name)
+		}
+		return nil
+	})
+	return files, err
+}
+
+// walk calls fn for every entry of a tar.gz after checking it against
+// limits: a safe relative name, a file or directory, sizes in bounds. A
+// file's reader yields at most its declared size.
+func walk(data []byte, limits Limits, fn func(name string, isDir bool, r io.Reader) error) error {
 	if int64(len(data)) > limits.MaxArchive {
 		return fmt.Errorf("%w: %d bytes compressed, limit %d", ErrTooLarge, len(data), limits.MaxArchive)
 	}
@@ -76,26 +107,20 @@ func Unpack(data []byte, dir string, limits Limits) error {
 		if err := checkName(name); err != nil {
 			return err
 		}
-		target := filepath.Join(dir, filepath.FromSlash(name))
 		switch hdr.Typeflag {
 		case tar.TypeDir:
-			if err := os.MkdirAll(target, 0o755); err != nil {
-				return err
-			}
+			err = fn(name, true, nil)
 		case tar.TypeReg:
 			if hdr.Size < 0 || total+hdr.Size > limits.MaxTotal {
 				return fmt.Errorf("%w: unpacked size over %d bytes at %q", ErrTooLarge, limits.MaxTotal, name)
 			}
-			if err := mkdirInside(dir, filepath.Dir(target)); err != nil {
-				return err
-			}
-			n, err := writeFile(target, io.LimitReader(tr, hdr.Size))
-			if err != nil {
-				return fmt.Errorf("unpack %q: %w", name, err)
-			}
-			total += n
+			total += hdr.Size
+			err = fn(name, false, io.LimitReader(tr, hdr.Size))
 		default:
 			return fmt.Errorf("%w: %q is a %s, only files and directories are allowed", ErrUnsafePath, name, typeName(hdr.Typeflag))
+		}
+		if err != nil {
+			return err
 		}
 	}
 }

@@ -9,13 +9,23 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
+// HasArtifact reports whether an artifact is stored.
+func (b *Bus) HasArtifact(ctx context.Context, digest string) (bool, error) {
+	_, err := b.artifacts.GetInfo(ctx, digest)
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("artifact %s: %w", digest, err)
+	}
+	return true, nil
+}
+
 // PutArtifact stores an artifact under its digest unless it is there
 // already. It reports whether it wrote.
 func (b *Bus) PutArtifact(ctx context.Context, digest string, data []byte) (bool, error) {
-	if _, err := b.artifacts.GetInfo(ctx, digest); err == nil {
-		return false, nil
-	} else if !errors.Is(err, jetstream.ErrObjectNotFound) {
-		return false, fmt.Errorf("artifact %s: %w", digest, err)
+	if has, err := b.HasArtifact(ctx, digest); has || err != nil {
+		return false, err
 	}
 	if _, err := b.artifacts.Put(ctx, jetstream.ObjectMeta{Name: digest}, bytes.NewReader(data)); err != nil {
 		return false, fmt.Errorf("store artifact %s: %w", digest, err)

@@ -165,3 +165,25 @@ func (b *Bus) scanDesired(ctx context.Context, cfg jetstream.OrderedConsumerConf
 	}
 	return nil
 }
+
+// DesiredHistory reads every retained desired state of (cluster, app),
+// oldest first. It returns jetstream.ErrKeyNotFound (wrapped) when there is
+// none.
+func (b *Bus) DesiredHistory(ctx context.Context, cluster, app string) ([]DesiredEntry, error) {
+	entries, err := b.desired.History(ctx, Key(cluster, app))
+	if err != nil {
+		return nil, fmt.Errorf("history of %s: %w", Key(cluster, app), err)
+	}
+	out := make([]DesiredEntry, 0, len(entries))
+	for _, e := range entries {
+		if e.Operation() != jetstream.KeyValuePut {
+			continue
+		}
+		entry, err := decodeDesired(e.Key(), e.Revision(), e.Value(), nil)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, entry)
+	}
+	return out, nil
+}

@@ -3,6 +3,7 @@ package bus
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -56,8 +57,10 @@ func (b *Bus) AppendEvents(ctx context.Context, events []*flotillav1.Event, head
 	return nil
 }
 
-// Events reads the events about cluster and app ("*" for any), oldest first,
-// up to limit.
+// Events reads the newest limit events about cluster and app ("*" for
+// any), oldest first. It reads every matching event the stream retains and
+// keeps the last limit, so its cost grows with the retained history of the
+// filter (bounded by the stream's max age).
 func (b *Bus) Events(ctx context.Context, cluster, app string, limit int) ([]*flotillav1.Event, error) {
 	c, err := b.js.OrderedConsumer(ctx, EventsStream, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{eventsSubjectRoot + "." + cluster + "." + app},
@@ -69,24 +72,30 @@ func (b *Bus) Events(ctx context.Context, cluster, app string, limit int) ([]*fl
 	if err != nil {
 		return nil, err
 	}
-	pending := int(info.NumPending)
-	if pending > limit {
-		pending = limit
-	}
 	var out []*flotillav1.Event
-	if pending == 0 {
-		return out, nil
-	}
-	batch, err := c.Fetch(pending)
-	if err != nil {
-		return nil, err
-	}
-	for msg := range batch.Messages() {
-		ev := &flotillav1.Event{}
-		if err := proto.Unmarshal(msg.Data(), ev); err != nil {
-			continue
+	for remaining := info.NumPending; remaining > 0; {
+		batch, err := c.Fetch(int(min(remaining, 1000)), jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			return nil, err
 		}
-		out = append(out, ev)
+		n := 0
+		for msg := range batch.Messages() {
+			n++
+			ev := &flotillav1.Event{}
+			if proto.Unmarshal(msg.Data(), ev) != nil {
+				continue
+			}
+			if out = append(out, ev); len(out) > limit {
+				out = out[1:]
+			}
+		}
+		if err := batch.Error(); err != nil {
+			return nil, err
+		}
+		if n == 0 {
+			return nil, fmt.Errorf("read of %s stopped with %d events unread", EventsStream, remaining)
+		}
+		remaining -= uint64(n)
 	}
-	return out, batch.Error()
+	return out, nil
 }

@@ -26,9 +26,9 @@ const SchemaVersion = 1
 // Errors Verify returns.
 var (
 	// ErrBadSignature is a signature that does not verify.
-	ErrBadSignature = errors.New("desired state signature does not verify")
+	ErrBadSignature = errors.New("signature does not verify")
 	// ErrUnknownKey is a signature by a key the verifier does not pin.
-	ErrUnknownKey = errors.New("desired state signed by an unknown key")
+	ErrUnknownKey = errors.New("signed by an unknown key")
 )
 
 // KeyID is the hex sha256 of a public key.
@@ -53,15 +53,28 @@ func (s *Signer) PublicKey() ed25519.PublicKey { return s.key.Public().(ed25519.
 
 // Sign serializes ds and signs the bytes.
 func (s *Signer) Sign(ds *flotillav1.DesiredState) (*flotillav1.SignedDesiredState, error) {
-	payload, err := proto.MarshalOptions{Deterministic: true}.Marshal(ds)
+	payload, sig, err := s.sign(ds)
 	if err != nil {
 		return nil, fmt.Errorf("sign %s/%s: %w", ds.GetCluster(), ds.GetApp(), err)
 	}
-	return &flotillav1.SignedDesiredState{
-		SchemaVersion: SchemaVersion,
-		DesiredState:  payload,
-		Signature:     &flotillav1.Signature{Algorithm: Algorithm, KeyId: s.keyID, Value: ed25519.Sign(s.key, payload)},
-	}, nil
+	return &flotillav1.SignedDesiredState{SchemaVersion: SchemaVersion, DesiredState: payload, Signature: sig}, nil
+}
+
+// SignCommand serializes an agent command and signs the bytes.
+func (s *Signer) SignCommand(cmd *flotillav1.AgentCommand) (*flotillav1.SignedAgentCommand, error) {
+	payload, sig, err := s.sign(cmd)
+	if err != nil {
+		return nil, fmt.Errorf("sign command for %s/%s: %w", cmd.GetCluster(), cmd.GetApp(), err)
+	}
+	return &flotillav1.SignedAgentCommand{SchemaVersion: SchemaVersion, Command: payload, Signature: sig}, nil
+}
+
+func (s *Signer) sign(m proto.Message) ([]byte, *flotillav1.Signature, error) {
+	payload, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+	if err != nil {
+		return nil, nil, err
+	}
+	return payload, &flotillav1.Signature{Algorithm: Algorithm, KeyId: s.keyID, Value: ed25519.Sign(s.key, payload)}, nil
 }
 
 // Verifier checks signatures against pinned public keys.
@@ -81,22 +94,37 @@ func NewVerifier(keys ...ed25519.PublicKey) *Verifier {
 // Verify checks the envelope's signature and only then decodes the desired
 // state. It returns ErrUnknownKey or ErrBadSignature when it must be refused.
 func (v *Verifier) Verify(env *flotillav1.SignedDesiredState) (*flotillav1.DesiredState, error) {
-	sig := env.GetSignature()
+	ds := &flotillav1.DesiredState{}
+	if err := v.verify(env.GetSignature(), env.GetDesiredState(), ds); err != nil {
+		return nil, err
+	}
+	return ds, nil
+}
+
+// VerifyCommand checks an agent command's signature, then decodes it.
+func (v *Verifier) VerifyCommand(env *flotillav1.SignedAgentCommand) (*flotillav1.AgentCommand, error) {
+	cmd := &flotillav1.AgentCommand{}
+	if err := v.verify(env.GetSignature(), env.GetCommand(), cmd); err != nil {
+		return nil, err
+	}
+	return cmd, nil
+}
+
+func (v *Verifier) verify(sig *flotillav1.Signature, payload []byte, into proto.Message) error {
 	if sig.GetAlgorithm() != Algorithm {
-		return nil, fmt.Errorf("%w: algorithm %q", ErrBadSignature, sig.GetAlgorithm())
+		return fmt.Errorf("%w: algorithm %q", ErrBadSignature, sig.GetAlgorithm())
 	}
 	key, ok := v.keys[sig.GetKeyId()]
 	if !ok {
-		return nil, fmt.Errorf("%w: key %s", ErrUnknownKey, sig.GetKeyId())
+		return fmt.Errorf("%w: key %s", ErrUnknownKey, sig.GetKeyId())
 	}
-	if !ed25519.Verify(key, env.GetDesiredState(), sig.GetValue()) {
-		return nil, ErrBadSignature
+	if !ed25519.Verify(key, payload, sig.GetValue()) {
+		return ErrBadSignature
 	}
-	ds := &flotillav1.DesiredState{}
-	if err := proto.Unmarshal(env.GetDesiredState(), ds); err != nil {
-		return nil, fmt.Errorf("signed desired state does not decode: %w", err)
+	if err := proto.Unmarshal(payload, into); err != nil {
+		return fmt.Errorf("signed payload does not decode: %w", err)
 	}
-	return ds, nil
+	return nil
 }
 
 // LoadOrCreateKey reads the hub's private key from dir/hub.key, creating it

@@ -236,8 +236,13 @@ type DesiredState struct {
 	// resources-finalizer.argocd.argoproj.io finalizer, so removing it from
 	// Git deletes its objects; otherwise they are orphaned.
 	CascadeOnDelete bool `protobuf:"varint,15,opt,name=cascade_on_delete,json=cascadeOnDelete,proto3" json:"cascade_on_delete,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// pin is set when an operator rolled the application back in this
+	// cluster: the hub keeps this desired state until Git's desired state for
+	// the application changes (a commit touching its files or its
+	// Application) or an operator unpins it.
+	Pin           *Pin `protobuf:"bytes,16,opt,name=pin,proto3" json:"pin,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DesiredState) Reset() {
@@ -375,6 +380,87 @@ func (x *DesiredState) GetCascadeOnDelete() bool {
 	return false
 }
 
+func (x *DesiredState) GetPin() *Pin {
+	if x != nil {
+		return x.Pin
+	}
+	return nil
+}
+
+// Pin records an operator's rollback.
+type Pin struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// by is the API token name of the operator who rolled back.
+	By string                 `protobuf:"bytes,1,opt,name=by,proto3" json:"by,omitempty"`
+	At *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=at,proto3" json:"at,omitempty"`
+	// rolled_back_to is the history id whose desired state was republished.
+	RolledBackTo uint64 `protobuf:"varint,3,opt,name=rolled_back_to,json=rolledBackTo,proto3" json:"rolled_back_to,omitempty"`
+	// git_content is the hex sha256 of Git's desired state for the
+	// application when the pin was set; the pin holds while Git's stays the
+	// same.
+	GitContent    string `protobuf:"bytes,4,opt,name=git_content,json=gitContent,proto3" json:"git_content,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Pin) Reset() {
+	*x = Pin{}
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Pin) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Pin) ProtoMessage() {}
+
+func (x *Pin) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Pin.ProtoReflect.Descriptor instead.
+func (*Pin) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Pin) GetBy() string {
+	if x != nil {
+		return x.By
+	}
+	return ""
+}
+
+func (x *Pin) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+func (x *Pin) GetRolledBackTo() uint64 {
+	if x != nil {
+		return x.RolledBackTo
+	}
+	return 0
+}
+
+func (x *Pin) GetGitContent() string {
+	if x != nil {
+		return x.GitContent
+	}
+	return ""
+}
+
 // Source tells where the desired state came from.
 type Source struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -393,7 +479,7 @@ type Source struct {
 
 func (x *Source) Reset() {
 	*x = Source{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[3]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -405,7 +491,7 @@ func (x *Source) String() string {
 func (*Source) ProtoMessage() {}
 
 func (x *Source) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[3]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -418,7 +504,7 @@ func (x *Source) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Source.ProtoReflect.Descriptor instead.
 func (*Source) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{3}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Source) GetRepoUrl() string {
@@ -485,7 +571,7 @@ type Artifact struct {
 
 func (x *Artifact) Reset() {
 	*x = Artifact{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[4]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -497,7 +583,7 @@ func (x *Artifact) String() string {
 func (*Artifact) ProtoMessage() {}
 
 func (x *Artifact) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[4]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -510,7 +596,7 @@ func (x *Artifact) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Artifact.ProtoReflect.Descriptor instead.
 func (*Artifact) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{4}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Artifact) GetDigest() string {
@@ -547,7 +633,7 @@ type RenderSpec struct {
 
 func (x *RenderSpec) Reset() {
 	*x = RenderSpec{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[5]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -559,7 +645,7 @@ func (x *RenderSpec) String() string {
 func (*RenderSpec) ProtoMessage() {}
 
 func (x *RenderSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[5]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -572,7 +658,7 @@ func (x *RenderSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenderSpec.ProtoReflect.Descriptor instead.
 func (*RenderSpec) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{5}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *RenderSpec) GetHelm() *HelmSpec {
@@ -618,7 +704,7 @@ type HelmSpec struct {
 
 func (x *HelmSpec) Reset() {
 	*x = HelmSpec{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[6]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -630,7 +716,7 @@ func (x *HelmSpec) String() string {
 func (*HelmSpec) ProtoMessage() {}
 
 func (x *HelmSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[6]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -643,7 +729,7 @@ func (x *HelmSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HelmSpec.ProtoReflect.Descriptor instead.
 func (*HelmSpec) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{6}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *HelmSpec) GetValueFiles() []string {
@@ -735,7 +821,7 @@ type HelmParameter struct {
 
 func (x *HelmParameter) Reset() {
 	*x = HelmParameter{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[7]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -747,7 +833,7 @@ func (x *HelmParameter) String() string {
 func (*HelmParameter) ProtoMessage() {}
 
 func (x *HelmParameter) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[7]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -760,7 +846,7 @@ func (x *HelmParameter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HelmParameter.ProtoReflect.Descriptor instead.
 func (*HelmParameter) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{7}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *HelmParameter) GetName() string {
@@ -802,7 +888,7 @@ type KustomizeSpec struct {
 
 func (x *KustomizeSpec) Reset() {
 	*x = KustomizeSpec{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[8]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -814,7 +900,7 @@ func (x *KustomizeSpec) String() string {
 func (*KustomizeSpec) ProtoMessage() {}
 
 func (x *KustomizeSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[8]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -827,7 +913,7 @@ func (x *KustomizeSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KustomizeSpec.ProtoReflect.Descriptor instead.
 func (*KustomizeSpec) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{8}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *KustomizeSpec) GetNamePrefix() string {
@@ -904,7 +990,7 @@ type KustomizeReplica struct {
 
 func (x *KustomizeReplica) Reset() {
 	*x = KustomizeReplica{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[9]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -916,7 +1002,7 @@ func (x *KustomizeReplica) String() string {
 func (*KustomizeReplica) ProtoMessage() {}
 
 func (x *KustomizeReplica) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[9]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -929,7 +1015,7 @@ func (x *KustomizeReplica) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KustomizeReplica.ProtoReflect.Descriptor instead.
 func (*KustomizeReplica) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{9}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *KustomizeReplica) GetName() string {
@@ -959,7 +1045,7 @@ type DirectorySpec struct {
 
 func (x *DirectorySpec) Reset() {
 	*x = DirectorySpec{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[10]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -971,7 +1057,7 @@ func (x *DirectorySpec) String() string {
 func (*DirectorySpec) ProtoMessage() {}
 
 func (x *DirectorySpec) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[10]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -984,7 +1070,7 @@ func (x *DirectorySpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DirectorySpec.ProtoReflect.Descriptor instead.
 func (*DirectorySpec) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{10}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *DirectorySpec) GetRecurse() bool {
@@ -1022,7 +1108,7 @@ type Destination struct {
 
 func (x *Destination) Reset() {
 	*x = Destination{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[11]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1034,7 +1120,7 @@ func (x *Destination) String() string {
 func (*Destination) ProtoMessage() {}
 
 func (x *Destination) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[11]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1047,7 +1133,7 @@ func (x *Destination) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Destination.ProtoReflect.Descriptor instead.
 func (*Destination) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{11}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Destination) GetNamespace() string {
@@ -1085,7 +1171,7 @@ type SyncPolicy struct {
 
 func (x *SyncPolicy) Reset() {
 	*x = SyncPolicy{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[12]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1097,7 +1183,7 @@ func (x *SyncPolicy) String() string {
 func (*SyncPolicy) ProtoMessage() {}
 
 func (x *SyncPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[12]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1110,7 +1196,7 @@ func (x *SyncPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncPolicy.ProtoReflect.Descriptor instead.
 func (*SyncPolicy) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{12}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SyncPolicy) GetAutomated() *Automated {
@@ -1146,7 +1232,7 @@ type Automated struct {
 
 func (x *Automated) Reset() {
 	*x = Automated{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[13]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1158,7 +1244,7 @@ func (x *Automated) String() string {
 func (*Automated) ProtoMessage() {}
 
 func (x *Automated) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[13]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1171,7 +1257,7 @@ func (x *Automated) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Automated.ProtoReflect.Descriptor instead.
 func (*Automated) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{13}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Automated) GetPrune() bool {
@@ -1206,7 +1292,7 @@ type Retry struct {
 
 func (x *Retry) Reset() {
 	*x = Retry{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[14]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1218,7 +1304,7 @@ func (x *Retry) String() string {
 func (*Retry) ProtoMessage() {}
 
 func (x *Retry) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[14]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1231,7 +1317,7 @@ func (x *Retry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Retry.ProtoReflect.Descriptor instead.
 func (*Retry) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{14}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Retry) GetLimit() int64 {
@@ -1261,7 +1347,7 @@ type Backoff struct {
 
 func (x *Backoff) Reset() {
 	*x = Backoff{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[15]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1273,7 +1359,7 @@ func (x *Backoff) String() string {
 func (*Backoff) ProtoMessage() {}
 
 func (x *Backoff) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[15]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1286,7 +1372,7 @@ func (x *Backoff) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Backoff.ProtoReflect.Descriptor instead.
 func (*Backoff) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{15}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Backoff) GetDuration() string {
@@ -1326,7 +1412,7 @@ type IgnoreDifferences struct {
 
 func (x *IgnoreDifferences) Reset() {
 	*x = IgnoreDifferences{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[16]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1338,7 +1424,7 @@ func (x *IgnoreDifferences) String() string {
 func (*IgnoreDifferences) ProtoMessage() {}
 
 func (x *IgnoreDifferences) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[16]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1351,7 +1437,7 @@ func (x *IgnoreDifferences) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IgnoreDifferences.ProtoReflect.Descriptor instead.
 func (*IgnoreDifferences) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{16}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *IgnoreDifferences) GetGroup() string {
@@ -1417,7 +1503,7 @@ type Deletion struct {
 
 func (x *Deletion) Reset() {
 	*x = Deletion{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[17]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1429,7 +1515,7 @@ func (x *Deletion) String() string {
 func (*Deletion) ProtoMessage() {}
 
 func (x *Deletion) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[17]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1442,7 +1528,7 @@ func (x *Deletion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Deletion.ProtoReflect.Descriptor instead.
 func (*Deletion) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{17}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Deletion) GetCascade() bool {
@@ -1464,7 +1550,7 @@ const file_flotilla_v1_desired_state_proto_rawDesc = "" +
 	"\tSignature\x12\x1c\n" +
 	"\talgorithm\x18\x01 \x01(\tR\talgorithm\x12\x15\n" +
 	"\x06key_id\x18\x02 \x01(\tR\x05keyId\x12\x14\n" +
-	"\x05value\x18\x03 \x01(\fR\x05value\"\xc4\x05\n" +
+	"\x05value\x18\x03 \x01(\fR\x05value\"\xe8\x05\n" +
 	"\fDesiredState\x12%\n" +
 	"\x0eschema_version\x18\x01 \x01(\rR\rschemaVersion\x12\x18\n" +
 	"\acluster\x18\x02 \x01(\tR\acluster\x12\x10\n" +
@@ -1483,7 +1569,14 @@ const file_flotilla_v1_desired_state_proto_rawDesc = "" +
 	"\bdeletion\x18\f \x01(\v2\x15.flotilla.v1.DeletionR\bdeletion\x124\n" +
 	"\tinitiator\x18\r \x01(\x0e2\x16.flotilla.v1.InitiatorR\tinitiator\x12=\n" +
 	"\fpublished_at\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\vpublishedAt\x12*\n" +
-	"\x11cascade_on_delete\x18\x0f \x01(\bR\x0fcascadeOnDelete\"\x81\x02\n" +
+	"\x11cascade_on_delete\x18\x0f \x01(\bR\x0fcascadeOnDelete\x12\"\n" +
+	"\x03pin\x18\x10 \x01(\v2\x10.flotilla.v1.PinR\x03pin\"\x88\x01\n" +
+	"\x03Pin\x12\x0e\n" +
+	"\x02by\x18\x01 \x01(\tR\x02by\x12*\n" +
+	"\x02at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12$\n" +
+	"\x0erolled_back_to\x18\x03 \x01(\x04R\frolledBackTo\x12\x1f\n" +
+	"\vgit_content\x18\x04 \x01(\tR\n" +
+	"gitContent\"\x81\x02\n" +
 	"\x06Source\x12\x19\n" +
 	"\brepo_url\x18\x01 \x01(\tR\arepoUrl\x12\x12\n" +
 	"\x04path\x18\x02 \x01(\tR\x04path\x12'\n" +
@@ -1598,59 +1691,62 @@ func file_flotilla_v1_desired_state_proto_rawDescGZIP() []byte {
 }
 
 var file_flotilla_v1_desired_state_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_flotilla_v1_desired_state_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_flotilla_v1_desired_state_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_flotilla_v1_desired_state_proto_goTypes = []any{
 	(Initiator)(0),                // 0: flotilla.v1.Initiator
 	(*SignedDesiredState)(nil),    // 1: flotilla.v1.SignedDesiredState
 	(*Signature)(nil),             // 2: flotilla.v1.Signature
 	(*DesiredState)(nil),          // 3: flotilla.v1.DesiredState
-	(*Source)(nil),                // 4: flotilla.v1.Source
-	(*Artifact)(nil),              // 5: flotilla.v1.Artifact
-	(*RenderSpec)(nil),            // 6: flotilla.v1.RenderSpec
-	(*HelmSpec)(nil),              // 7: flotilla.v1.HelmSpec
-	(*HelmParameter)(nil),         // 8: flotilla.v1.HelmParameter
-	(*KustomizeSpec)(nil),         // 9: flotilla.v1.KustomizeSpec
-	(*KustomizeReplica)(nil),      // 10: flotilla.v1.KustomizeReplica
-	(*DirectorySpec)(nil),         // 11: flotilla.v1.DirectorySpec
-	(*Destination)(nil),           // 12: flotilla.v1.Destination
-	(*SyncPolicy)(nil),            // 13: flotilla.v1.SyncPolicy
-	(*Automated)(nil),             // 14: flotilla.v1.Automated
-	(*Retry)(nil),                 // 15: flotilla.v1.Retry
-	(*Backoff)(nil),               // 16: flotilla.v1.Backoff
-	(*IgnoreDifferences)(nil),     // 17: flotilla.v1.IgnoreDifferences
-	(*Deletion)(nil),              // 18: flotilla.v1.Deletion
-	nil,                           // 19: flotilla.v1.KustomizeSpec.CommonLabelsEntry
-	nil,                           // 20: flotilla.v1.KustomizeSpec.CommonAnnotationsEntry
-	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
+	(*Pin)(nil),                   // 4: flotilla.v1.Pin
+	(*Source)(nil),                // 5: flotilla.v1.Source
+	(*Artifact)(nil),              // 6: flotilla.v1.Artifact
+	(*RenderSpec)(nil),            // 7: flotilla.v1.RenderSpec
+	(*HelmSpec)(nil),              // 8: flotilla.v1.HelmSpec
+	(*HelmParameter)(nil),         // 9: flotilla.v1.HelmParameter
+	(*KustomizeSpec)(nil),         // 10: flotilla.v1.KustomizeSpec
+	(*KustomizeReplica)(nil),      // 11: flotilla.v1.KustomizeReplica
+	(*DirectorySpec)(nil),         // 12: flotilla.v1.DirectorySpec
+	(*Destination)(nil),           // 13: flotilla.v1.Destination
+	(*SyncPolicy)(nil),            // 14: flotilla.v1.SyncPolicy
+	(*Automated)(nil),             // 15: flotilla.v1.Automated
+	(*Retry)(nil),                 // 16: flotilla.v1.Retry
+	(*Backoff)(nil),               // 17: flotilla.v1.Backoff
+	(*IgnoreDifferences)(nil),     // 18: flotilla.v1.IgnoreDifferences
+	(*Deletion)(nil),              // 19: flotilla.v1.Deletion
+	nil,                           // 20: flotilla.v1.KustomizeSpec.CommonLabelsEntry
+	nil,                           // 21: flotilla.v1.KustomizeSpec.CommonAnnotationsEntry
+	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
 }
 var file_flotilla_v1_desired_state_proto_depIdxs = []int32{
 	2,  // 0: flotilla.v1.SignedDesiredState.signature:type_name -> flotilla.v1.Signature
-	4,  // 1: flotilla.v1.DesiredState.source:type_name -> flotilla.v1.Source
-	5,  // 2: flotilla.v1.DesiredState.artifact:type_name -> flotilla.v1.Artifact
-	6,  // 3: flotilla.v1.DesiredState.render:type_name -> flotilla.v1.RenderSpec
-	12, // 4: flotilla.v1.DesiredState.destination:type_name -> flotilla.v1.Destination
-	13, // 5: flotilla.v1.DesiredState.sync_policy:type_name -> flotilla.v1.SyncPolicy
-	17, // 6: flotilla.v1.DesiredState.ignore_differences:type_name -> flotilla.v1.IgnoreDifferences
-	18, // 7: flotilla.v1.DesiredState.deletion:type_name -> flotilla.v1.Deletion
+	5,  // 1: flotilla.v1.DesiredState.source:type_name -> flotilla.v1.Source
+	6,  // 2: flotilla.v1.DesiredState.artifact:type_name -> flotilla.v1.Artifact
+	7,  // 3: flotilla.v1.DesiredState.render:type_name -> flotilla.v1.RenderSpec
+	13, // 4: flotilla.v1.DesiredState.destination:type_name -> flotilla.v1.Destination
+	14, // 5: flotilla.v1.DesiredState.sync_policy:type_name -> flotilla.v1.SyncPolicy
+	18, // 6: flotilla.v1.DesiredState.ignore_differences:type_name -> flotilla.v1.IgnoreDifferences
+	19, // 7: flotilla.v1.DesiredState.deletion:type_name -> flotilla.v1.Deletion
 	0,  // 8: flotilla.v1.DesiredState.initiator:type_name -> flotilla.v1.Initiator
-	21, // 9: flotilla.v1.DesiredState.published_at:type_name -> google.protobuf.Timestamp
-	21, // 10: flotilla.v1.Source.commit_time:type_name -> google.protobuf.Timestamp
-	7,  // 11: flotilla.v1.RenderSpec.helm:type_name -> flotilla.v1.HelmSpec
-	9,  // 12: flotilla.v1.RenderSpec.kustomize:type_name -> flotilla.v1.KustomizeSpec
-	11, // 13: flotilla.v1.RenderSpec.directory:type_name -> flotilla.v1.DirectorySpec
-	8,  // 14: flotilla.v1.HelmSpec.parameters:type_name -> flotilla.v1.HelmParameter
-	8,  // 15: flotilla.v1.HelmSpec.file_parameters:type_name -> flotilla.v1.HelmParameter
-	19, // 16: flotilla.v1.KustomizeSpec.common_labels:type_name -> flotilla.v1.KustomizeSpec.CommonLabelsEntry
-	20, // 17: flotilla.v1.KustomizeSpec.common_annotations:type_name -> flotilla.v1.KustomizeSpec.CommonAnnotationsEntry
-	10, // 18: flotilla.v1.KustomizeSpec.replicas:type_name -> flotilla.v1.KustomizeReplica
-	14, // 19: flotilla.v1.SyncPolicy.automated:type_name -> flotilla.v1.Automated
-	15, // 20: flotilla.v1.SyncPolicy.retry:type_name -> flotilla.v1.Retry
-	16, // 21: flotilla.v1.Retry.backoff:type_name -> flotilla.v1.Backoff
-	22, // [22:22] is the sub-list for method output_type
-	22, // [22:22] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	22, // 9: flotilla.v1.DesiredState.published_at:type_name -> google.protobuf.Timestamp
+	4,  // 10: flotilla.v1.DesiredState.pin:type_name -> flotilla.v1.Pin
+	22, // 11: flotilla.v1.Pin.at:type_name -> google.protobuf.Timestamp
+	22, // 12: flotilla.v1.Source.commit_time:type_name -> google.protobuf.Timestamp
+	8,  // 13: flotilla.v1.RenderSpec.helm:type_name -> flotilla.v1.HelmSpec
+	10, // 14: flotilla.v1.RenderSpec.kustomize:type_name -> flotilla.v1.KustomizeSpec
+	12, // 15: flotilla.v1.RenderSpec.directory:type_name -> flotilla.v1.DirectorySpec
+	9,  // 16: flotilla.v1.HelmSpec.parameters:type_name -> flotilla.v1.HelmParameter
+	9,  // 17: flotilla.v1.HelmSpec.file_parameters:type_name -> flotilla.v1.HelmParameter
+	20, // 18: flotilla.v1.KustomizeSpec.common_labels:type_name -> flotilla.v1.KustomizeSpec.CommonLabelsEntry
+	21, // 19: flotilla.v1.KustomizeSpec.common_annotations:type_name -> flotilla.v1.KustomizeSpec.CommonAnnotationsEntry
+	11, // 20: flotilla.v1.KustomizeSpec.replicas:type_name -> flotilla.v1.KustomizeReplica
+	15, // 21: flotilla.v1.SyncPolicy.automated:type_name -> flotilla.v1.Automated
+	16, // 22: flotilla.v1.SyncPolicy.retry:type_name -> flotilla.v1.Retry
+	17, // 23: flotilla.v1.Retry.backoff:type_name -> flotilla.v1.Backoff
+	24, // [24:24] is the sub-list for method output_type
+	24, // [24:24] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_v1_desired_state_proto_init() }
@@ -1664,7 +1760,7 @@ func file_flotilla_v1_desired_state_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flotilla_v1_desired_state_proto_rawDesc), len(file_flotilla_v1_desired_state_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   20,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

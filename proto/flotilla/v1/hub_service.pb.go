@@ -429,11 +429,1016 @@ func (x *GetAppResponse) GetApps() []*AppInfo {
 	return nil
 }
 
+// GetAppHistoryRequest names an application and optionally one cluster.
+type GetAppHistoryRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	App           string                 `protobuf:"bytes,1,opt,name=app,proto3" json:"app,omitempty"`
+	Cluster       string                 `protobuf:"bytes,2,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetAppHistoryRequest) Reset() {
+	*x = GetAppHistoryRequest{}
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetAppHistoryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetAppHistoryRequest) ProtoMessage() {}
+
+func (x *GetAppHistoryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetAppHistoryRequest.ProtoReflect.Descriptor instead.
+func (*GetAppHistoryRequest) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *GetAppHistoryRequest) GetApp() string {
+	if x != nil {
+		return x.App
+	}
+	return ""
+}
+
+func (x *GetAppHistoryRequest) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+// HistoryEntry is one desired state published for (cluster, app).
+type HistoryEntry struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Cluster        string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	App            string                 `protobuf:"bytes,2,opt,name=app,proto3" json:"app,omitempty"`
+	HistoryId      uint64                 `protobuf:"varint,3,opt,name=history_id,json=historyId,proto3" json:"history_id,omitempty"`
+	Source         *Source                `protobuf:"bytes,4,opt,name=source,proto3" json:"source,omitempty"`
+	ArtifactDigest string                 `protobuf:"bytes,5,opt,name=artifact_digest,json=artifactDigest,proto3" json:"artifact_digest,omitempty"`
+	PublishedAt    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=published_at,json=publishedAt,proto3" json:"published_at,omitempty"`
+	Initiator      Initiator              `protobuf:"varint,7,opt,name=initiator,proto3,enum=flotilla.v1.Initiator" json:"initiator,omitempty"`
+	// pin is set when the entry was a rollback.
+	Pin *Pin `protobuf:"bytes,8,opt,name=pin,proto3" json:"pin,omitempty"`
+	// deleted is true for the entry that removed the application.
+	Deleted bool `protobuf:"varint,9,opt,name=deleted,proto3" json:"deleted,omitempty"`
+	// current is true for the newest entry.
+	Current bool `protobuf:"varint,10,opt,name=current,proto3" json:"current,omitempty"`
+	// result is the agent's outcome for the entry: "Succeeded", "Failed: ...",
+	// "Superseded" (replaced before it was applied) or "" while unknown.
+	Result string `protobuf:"bytes,11,opt,name=result,proto3" json:"result,omitempty"`
+	// artifact_available is false once the artifact was garbage-collected,
+	// so the entry can no longer be rolled back to.
+	ArtifactAvailable bool `protobuf:"varint,12,opt,name=artifact_available,json=artifactAvailable,proto3" json:"artifact_available,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *HistoryEntry) Reset() {
+	*x = HistoryEntry{}
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HistoryEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HistoryEntry) ProtoMessage() {}
+
+func (x *HistoryEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HistoryEntry.ProtoReflect.Descriptor instead.
+func (*HistoryEntry) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *HistoryEntry) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+func (x *HistoryEntry) GetApp() string {
+	if x != nil {
+		return x.App
+	}
+	return ""
+}
+
+func (x *HistoryEntry) GetHistoryId() uint64 {
+	if x != nil {
+		return x.HistoryId
+	}
+	return 0
+}
+
+func (x *HistoryEntry) GetSource() *Source {
+	if x != nil {
+		return x.Source
+	}
+	return nil
+}
+
+func (x *HistoryEntry) GetArtifactDigest() string {
+	if x != nil {
+		return x.ArtifactDigest
+	}
+	return ""
+}
+
+func (x *HistoryEntry) GetPublishedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.PublishedAt
+	}
+	return nil
+}
+
+func (x *HistoryEntry) GetInitiator() Initiator {
+	if x != nil {
+		return x.Initiator
+	}
+	return Initiator_INITIATOR_UNSPECIFIED
+}
+
+func (x *HistoryEntry) GetPin() *Pin {
+	if x != nil {
+		return x.Pin
+	}
+	return nil
+}
+
+func (x *HistoryEntry) GetDeleted() bool {
+	if x != nil {
+		return x.Deleted
+	}
+	return false
+}
+
+func (x *HistoryEntry) GetCurrent() bool {
+	if x != nil {
+		return x.Current
+	}
+	return false
+}
+
+func (x *HistoryEntry) GetResult() string {
+	if x != nil {
+		return x.Result
+	}
+	return ""
+}
+
+func (x *HistoryEntry) GetArtifactAvailable() bool {
+	if x != nil {
+		return x.ArtifactAvailable
+	}
+	return false
+}
+
+// GetAppHistoryResponse lists entries by cluster, newest first.
+type GetAppHistoryResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Entries       []*HistoryEntry        `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetAppHistoryResponse) Reset() {
+	*x = GetAppHistoryResponse{}
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetAppHistoryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetAppHistoryResponse) ProtoMessage() {}
+
+func (x *GetAppHistoryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetAppHistoryResponse.ProtoReflect.Descriptor instead.
+func (*GetAppHistoryResponse) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *GetAppHistoryResponse) GetEntries() []*HistoryEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+// DiffAppRequest names an application and optionally one cluster.
+type DiffAppRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	App           string                 `protobuf:"bytes,1,opt,name=app,proto3" json:"app,omitempty"`
+	Cluster       string                 `protobuf:"bytes,2,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DiffAppRequest) Reset() {
+	*x = DiffAppRequest{}
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DiffAppRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DiffAppRequest) ProtoMessage() {}
+
+func (x *DiffAppRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DiffAppRequest.ProtoReflect.Descriptor instead.
+func (*DiffAppRequest) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *DiffAppRequest) GetApp() string {
+	if x != nil {
+		return x.App
+	}
+	return ""
+}
+
+func (x *DiffAppRequest) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+// ClusterDiff is one cluster's answer.
+type ClusterDiff struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Cluster   string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	HistoryId uint64                 `protobuf:"varint,2,opt,name=history_id,json=historyId,proto3" json:"history_id,omitempty"`
+	Diffs     []*ObjectDiff          `protobuf:"bytes,3,rep,name=diffs,proto3" json:"diffs,omitempty"`
+	// error is set when the agent could not answer (offline, render failed).
+	Error         string `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClusterDiff) Reset() {
+	*x = ClusterDiff{}
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterDiff) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterDiff) ProtoMessage() {}
+
+func (x *ClusterDiff) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterDiff.ProtoReflect.Descriptor instead.
+func (*ClusterDiff) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ClusterDiff) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+func (x *ClusterDiff) GetHistoryId() uint64 {
+	if x != nil {
+		return x.HistoryId
+	}
+	return 0
+}
+
+func (x *ClusterDiff) GetDiffs() []*ObjectDiff {
+	if x != nil {
+		return x.Diffs
+	}
+	return nil
+}
+
+func (x *ClusterDiff) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+// DiffAppResponse has one entry per cluster the application targets.
+type DiffAppResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Clusters      []*ClusterDiff         `protobuf:"bytes,1,rep,name=clusters,proto3" json:"clusters,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DiffAppResponse) Reset() {
+	*x = DiffAppResponse{}
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DiffAppResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DiffAppResponse) ProtoMessage() {}
+
+func (x *DiffAppResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DiffAppResponse.ProtoReflect.Descriptor instead.
+func (*DiffAppResponse) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *DiffAppResponse) GetClusters() []*ClusterDiff {
+	if x != nil {
+		return x.Clusters
+	}
+	return nil
+}
+
+// ListEventsRequest filters events; empty fields match everything.
+type ListEventsRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Cluster string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	App     string                 `protobuf:"bytes,2,opt,name=app,proto3" json:"app,omitempty"`
+	// limit is the most events returned, the newest; 0 means 100.
+	Limit         int32 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListEventsRequest) Reset() {
+	*x = ListEventsRequest{}
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListEventsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListEventsRequest) ProtoMessage() {}
+
+func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListEventsRequest.ProtoReflect.Descriptor instead.
+func (*ListEventsRequest) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ListEventsRequest) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+func (x *ListEventsRequest) GetApp() string {
+	if x != nil {
+		return x.App
+	}
+	return ""
+}
+
+func (x *ListEventsRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+// ListEventsResponse lists events oldest first.
+type ListEventsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Events        []*Event               `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListEventsResponse) Reset() {
+	*x = ListEventsResponse{}
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListEventsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListEventsResponse) ProtoMessage() {}
+
+func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListEventsResponse.ProtoReflect.Descriptor instead.
+func (*ListEventsResponse) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ListEventsResponse) GetEvents() []*Event {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+// SyncAppRequest names an application and optionally one cluster.
+type SyncAppRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	App           string                 `protobuf:"bytes,1,opt,name=app,proto3" json:"app,omitempty"`
+	Cluster       string                 `protobuf:"bytes,2,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SyncAppRequest) Reset() {
+	*x = SyncAppRequest{}
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SyncAppRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SyncAppRequest) ProtoMessage() {}
+
+func (x *SyncAppRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SyncAppRequest.ProtoReflect.Descriptor instead.
+func (*SyncAppRequest) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *SyncAppRequest) GetApp() string {
+	if x != nil {
+		return x.App
+	}
+	return ""
+}
+
+func (x *SyncAppRequest) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+// ClusterResult is what a mutating call did in one cluster.
+type ClusterResult struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Cluster string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	// history_id is the desired state the cluster is asked to reach.
+	HistoryId uint64 `protobuf:"varint,2,opt,name=history_id,json=historyId,proto3" json:"history_id,omitempty"`
+	// error is set when the call failed for this cluster.
+	Error         string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClusterResult) Reset() {
+	*x = ClusterResult{}
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterResult) ProtoMessage() {}
+
+func (x *ClusterResult) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterResult.ProtoReflect.Descriptor instead.
+func (*ClusterResult) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ClusterResult) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+func (x *ClusterResult) GetHistoryId() uint64 {
+	if x != nil {
+		return x.HistoryId
+	}
+	return 0
+}
+
+func (x *ClusterResult) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+// SyncAppResponse has one result per cluster.
+type SyncAppResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Clusters      []*ClusterResult       `protobuf:"bytes,1,rep,name=clusters,proto3" json:"clusters,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SyncAppResponse) Reset() {
+	*x = SyncAppResponse{}
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SyncAppResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SyncAppResponse) ProtoMessage() {}
+
+func (x *SyncAppResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SyncAppResponse.ProtoReflect.Descriptor instead.
+func (*SyncAppResponse) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *SyncAppResponse) GetClusters() []*ClusterResult {
+	if x != nil {
+		return x.Clusters
+	}
+	return nil
+}
+
+// RollbackAppRequest names the history entry to go back to.
+type RollbackAppRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	App   string                 `protobuf:"bytes,1,opt,name=app,proto3" json:"app,omitempty"`
+	// history_id is the entry's id (per cluster, as GetAppHistory lists it).
+	HistoryId uint64 `protobuf:"varint,2,opt,name=history_id,json=historyId,proto3" json:"history_id,omitempty"`
+	// cluster limits the rollback to one cluster; without it, every cluster
+	// the application targets must have the entry.
+	Cluster       string `protobuf:"bytes,3,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RollbackAppRequest) Reset() {
+	*x = RollbackAppRequest{}
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RollbackAppRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RollbackAppRequest) ProtoMessage() {}
+
+func (x *RollbackAppRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RollbackAppRequest.ProtoReflect.Descriptor instead.
+func (*RollbackAppRequest) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *RollbackAppRequest) GetApp() string {
+	if x != nil {
+		return x.App
+	}
+	return ""
+}
+
+func (x *RollbackAppRequest) GetHistoryId() uint64 {
+	if x != nil {
+		return x.HistoryId
+	}
+	return 0
+}
+
+func (x *RollbackAppRequest) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+// RollbackAppResponse has one result per cluster; history_id is the new
+// entry the rollback published.
+type RollbackAppResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Clusters      []*ClusterResult       `protobuf:"bytes,1,rep,name=clusters,proto3" json:"clusters,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RollbackAppResponse) Reset() {
+	*x = RollbackAppResponse{}
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RollbackAppResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RollbackAppResponse) ProtoMessage() {}
+
+func (x *RollbackAppResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RollbackAppResponse.ProtoReflect.Descriptor instead.
+func (*RollbackAppResponse) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *RollbackAppResponse) GetClusters() []*ClusterResult {
+	if x != nil {
+		return x.Clusters
+	}
+	return nil
+}
+
+// RevertAppRequest names the application whose last change to revert.
+type RevertAppRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	App           string                 `protobuf:"bytes,1,opt,name=app,proto3" json:"app,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevertAppRequest) Reset() {
+	*x = RevertAppRequest{}
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevertAppRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevertAppRequest) ProtoMessage() {}
+
+func (x *RevertAppRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevertAppRequest.ProtoReflect.Descriptor instead.
+func (*RevertAppRequest) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *RevertAppRequest) GetApp() string {
+	if x != nil {
+		return x.App
+	}
+	return ""
+}
+
+// RevertAppResponse describes the pushed revert commit.
+type RevertAppResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	RepoUrl string                 `protobuf:"bytes,1,opt,name=repo_url,json=repoUrl,proto3" json:"repo_url,omitempty"`
+	Branch  string                 `protobuf:"bytes,2,opt,name=branch,proto3" json:"branch,omitempty"`
+	// reverted is the commit that was undone; commit is the revert commit.
+	Reverted      string `protobuf:"bytes,3,opt,name=reverted,proto3" json:"reverted,omitempty"`
+	Commit        string `protobuf:"bytes,4,opt,name=commit,proto3" json:"commit,omitempty"`
+	Message       string `protobuf:"bytes,5,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevertAppResponse) Reset() {
+	*x = RevertAppResponse{}
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevertAppResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevertAppResponse) ProtoMessage() {}
+
+func (x *RevertAppResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevertAppResponse.ProtoReflect.Descriptor instead.
+func (*RevertAppResponse) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *RevertAppResponse) GetRepoUrl() string {
+	if x != nil {
+		return x.RepoUrl
+	}
+	return ""
+}
+
+func (x *RevertAppResponse) GetBranch() string {
+	if x != nil {
+		return x.Branch
+	}
+	return ""
+}
+
+func (x *RevertAppResponse) GetReverted() string {
+	if x != nil {
+		return x.Reverted
+	}
+	return ""
+}
+
+func (x *RevertAppResponse) GetCommit() string {
+	if x != nil {
+		return x.Commit
+	}
+	return ""
+}
+
+func (x *RevertAppResponse) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+// UnpinAppRequest names an application and optionally one cluster.
+type UnpinAppRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	App           string                 `protobuf:"bytes,1,opt,name=app,proto3" json:"app,omitempty"`
+	Cluster       string                 `protobuf:"bytes,2,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnpinAppRequest) Reset() {
+	*x = UnpinAppRequest{}
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnpinAppRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnpinAppRequest) ProtoMessage() {}
+
+func (x *UnpinAppRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnpinAppRequest.ProtoReflect.Descriptor instead.
+func (*UnpinAppRequest) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *UnpinAppRequest) GetApp() string {
+	if x != nil {
+		return x.App
+	}
+	return ""
+}
+
+func (x *UnpinAppRequest) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+// UnpinAppResponse has one result per cluster that was pinned.
+type UnpinAppResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Clusters      []*ClusterResult       `protobuf:"bytes,1,rep,name=clusters,proto3" json:"clusters,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnpinAppResponse) Reset() {
+	*x = UnpinAppResponse{}
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnpinAppResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnpinAppResponse) ProtoMessage() {}
+
+func (x *UnpinAppResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnpinAppResponse.ProtoReflect.Descriptor instead.
+func (*UnpinAppResponse) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *UnpinAppResponse) GetClusters() []*ClusterResult {
+	if x != nil {
+		return x.Clusters
+	}
+	return nil
+}
+
 var File_flotilla_v1_hub_service_proto protoreflect.FileDescriptor
 
 const file_flotilla_v1_hub_service_proto_rawDesc = "" +
 	"\n" +
-	"\x1dflotilla/v1/hub_service.proto\x12\vflotilla.v1\x1a\x1cflotilla/v1/app_status.proto\x1a\x19flotilla/v1/cluster.proto\x1a\x1fflotilla/v1/desired_state.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x15\n" +
+	"\x1dflotilla/v1/hub_service.proto\x12\vflotilla.v1\x1a\x1cflotilla/v1/app_status.proto\x1a\x19flotilla/v1/cluster.proto\x1a\x1fflotilla/v1/agent_command.proto\x1a\x1fflotilla/v1/desired_state.proto\x1a\x17flotilla/v1/event.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x15\n" +
 	"\x13ListClustersRequest\"\xb4\x01\n" +
 	"\vClusterInfo\x12D\n" +
 	"\fregistration\x18\x01 \x01(\v2 .flotilla.v1.ClusterRegistrationR\fregistration\x12\x1c\n" +
@@ -454,12 +1459,87 @@ const file_flotilla_v1_hub_service_proto_rawDesc = "" +
 	"\rGetAppRequest\x12\x10\n" +
 	"\x03app\x18\x01 \x01(\tR\x03app\":\n" +
 	"\x0eGetAppResponse\x12(\n" +
-	"\x04apps\x18\x01 \x03(\v2\x14.flotilla.v1.AppInfoR\x04apps2\xed\x01\n" +
+	"\x04apps\x18\x01 \x03(\v2\x14.flotilla.v1.AppInfoR\x04apps\"B\n" +
+	"\x14GetAppHistoryRequest\x12\x10\n" +
+	"\x03app\x18\x01 \x01(\tR\x03app\x12\x18\n" +
+	"\acluster\x18\x02 \x01(\tR\acluster\"\xc3\x03\n" +
+	"\fHistoryEntry\x12\x18\n" +
+	"\acluster\x18\x01 \x01(\tR\acluster\x12\x10\n" +
+	"\x03app\x18\x02 \x01(\tR\x03app\x12\x1d\n" +
+	"\n" +
+	"history_id\x18\x03 \x01(\x04R\thistoryId\x12+\n" +
+	"\x06source\x18\x04 \x01(\v2\x13.flotilla.v1.SourceR\x06source\x12'\n" +
+	"\x0fartifact_digest\x18\x05 \x01(\tR\x0eartifactDigest\x12=\n" +
+	"\fpublished_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vpublishedAt\x124\n" +
+	"\tinitiator\x18\a \x01(\x0e2\x16.flotilla.v1.InitiatorR\tinitiator\x12\"\n" +
+	"\x03pin\x18\b \x01(\v2\x10.flotilla.v1.PinR\x03pin\x12\x18\n" +
+	"\adeleted\x18\t \x01(\bR\adeleted\x12\x18\n" +
+	"\acurrent\x18\n" +
+	" \x01(\bR\acurrent\x12\x16\n" +
+	"\x06result\x18\v \x01(\tR\x06result\x12-\n" +
+	"\x12artifact_available\x18\f \x01(\bR\x11artifactAvailable\"L\n" +
+	"\x15GetAppHistoryResponse\x123\n" +
+	"\aentries\x18\x01 \x03(\v2\x19.flotilla.v1.HistoryEntryR\aentries\"<\n" +
+	"\x0eDiffAppRequest\x12\x10\n" +
+	"\x03app\x18\x01 \x01(\tR\x03app\x12\x18\n" +
+	"\acluster\x18\x02 \x01(\tR\acluster\"\x8b\x01\n" +
+	"\vClusterDiff\x12\x18\n" +
+	"\acluster\x18\x01 \x01(\tR\acluster\x12\x1d\n" +
+	"\n" +
+	"history_id\x18\x02 \x01(\x04R\thistoryId\x12-\n" +
+	"\x05diffs\x18\x03 \x03(\v2\x17.flotilla.v1.ObjectDiffR\x05diffs\x12\x14\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\"G\n" +
+	"\x0fDiffAppResponse\x124\n" +
+	"\bclusters\x18\x01 \x03(\v2\x18.flotilla.v1.ClusterDiffR\bclusters\"U\n" +
+	"\x11ListEventsRequest\x12\x18\n" +
+	"\acluster\x18\x01 \x01(\tR\acluster\x12\x10\n" +
+	"\x03app\x18\x02 \x01(\tR\x03app\x12\x14\n" +
+	"\x05limit\x18\x03 \x01(\x05R\x05limit\"@\n" +
+	"\x12ListEventsResponse\x12*\n" +
+	"\x06events\x18\x01 \x03(\v2\x12.flotilla.v1.EventR\x06events\"<\n" +
+	"\x0eSyncAppRequest\x12\x10\n" +
+	"\x03app\x18\x01 \x01(\tR\x03app\x12\x18\n" +
+	"\acluster\x18\x02 \x01(\tR\acluster\"^\n" +
+	"\rClusterResult\x12\x18\n" +
+	"\acluster\x18\x01 \x01(\tR\acluster\x12\x1d\n" +
+	"\n" +
+	"history_id\x18\x02 \x01(\x04R\thistoryId\x12\x14\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\"I\n" +
+	"\x0fSyncAppResponse\x126\n" +
+	"\bclusters\x18\x01 \x03(\v2\x1a.flotilla.v1.ClusterResultR\bclusters\"_\n" +
+	"\x12RollbackAppRequest\x12\x10\n" +
+	"\x03app\x18\x01 \x01(\tR\x03app\x12\x1d\n" +
+	"\n" +
+	"history_id\x18\x02 \x01(\x04R\thistoryId\x12\x18\n" +
+	"\acluster\x18\x03 \x01(\tR\acluster\"M\n" +
+	"\x13RollbackAppResponse\x126\n" +
+	"\bclusters\x18\x01 \x03(\v2\x1a.flotilla.v1.ClusterResultR\bclusters\"$\n" +
+	"\x10RevertAppRequest\x12\x10\n" +
+	"\x03app\x18\x01 \x01(\tR\x03app\"\x94\x01\n" +
+	"\x11RevertAppResponse\x12\x19\n" +
+	"\brepo_url\x18\x01 \x01(\tR\arepoUrl\x12\x16\n" +
+	"\x06branch\x18\x02 \x01(\tR\x06branch\x12\x1a\n" +
+	"\breverted\x18\x03 \x01(\tR\breverted\x12\x16\n" +
+	"\x06commit\x18\x04 \x01(\tR\x06commit\x12\x18\n" +
+	"\amessage\x18\x05 \x01(\tR\amessage\"=\n" +
+	"\x0fUnpinAppRequest\x12\x10\n" +
+	"\x03app\x18\x01 \x01(\tR\x03app\x12\x18\n" +
+	"\acluster\x18\x02 \x01(\tR\acluster\"J\n" +
+	"\x10UnpinAppResponse\x126\n" +
+	"\bclusters\x18\x01 \x03(\v2\x1a.flotilla.v1.ClusterResultR\bclusters2\x87\x06\n" +
 	"\n" +
 	"HubService\x12S\n" +
 	"\fListClusters\x12 .flotilla.v1.ListClustersRequest\x1a!.flotilla.v1.ListClustersResponse\x12G\n" +
 	"\bListApps\x12\x1c.flotilla.v1.ListAppsRequest\x1a\x1d.flotilla.v1.ListAppsResponse\x12A\n" +
-	"\x06GetApp\x12\x1a.flotilla.v1.GetAppRequest\x1a\x1b.flotilla.v1.GetAppResponseB?Z=github.com/flotilla-dev/flotilla/proto/flotilla/v1;flotillav1b\x06proto3"
+	"\x06GetApp\x12\x1a.flotilla.v1.GetAppRequest\x1a\x1b.flotilla.v1.GetAppResponse\x12V\n" +
+	"\rGetAppHistory\x12!.flotilla.v1.GetAppHistoryRequest\x1a\".flotilla.v1.GetAppHistoryResponse\x12D\n" +
+	"\aDiffApp\x12\x1b.flotilla.v1.DiffAppRequest\x1a\x1c.flotilla.v1.DiffAppResponse\x12M\n" +
+	"\n" +
+	"ListEvents\x12\x1e.flotilla.v1.ListEventsRequest\x1a\x1f.flotilla.v1.ListEventsResponse\x12D\n" +
+	"\aSyncApp\x12\x1b.flotilla.v1.SyncAppRequest\x1a\x1c.flotilla.v1.SyncAppResponse\x12P\n" +
+	"\vRollbackApp\x12\x1f.flotilla.v1.RollbackAppRequest\x1a .flotilla.v1.RollbackAppResponse\x12J\n" +
+	"\tRevertApp\x12\x1d.flotilla.v1.RevertAppRequest\x1a\x1e.flotilla.v1.RevertAppResponse\x12G\n" +
+	"\bUnpinApp\x12\x1c.flotilla.v1.UnpinAppRequest\x1a\x1d.flotilla.v1.UnpinAppResponseB?Z=github.com/flotilla-dev/flotilla/proto/flotilla/v1;flotillav1b\x06proto3"
 
 var (
 	file_flotilla_v1_hub_service_proto_rawDescOnce sync.Once
@@ -473,7 +1553,7 @@ func file_flotilla_v1_hub_service_proto_rawDescGZIP() []byte {
 	return file_flotilla_v1_hub_service_proto_rawDescData
 }
 
-var file_flotilla_v1_hub_service_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_flotilla_v1_hub_service_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_flotilla_v1_hub_service_proto_goTypes = []any{
 	(*ListClustersRequest)(nil),   // 0: flotilla.v1.ListClustersRequest
 	(*ClusterInfo)(nil),           // 1: flotilla.v1.ClusterInfo
@@ -483,30 +1563,77 @@ var file_flotilla_v1_hub_service_proto_goTypes = []any{
 	(*ListAppsResponse)(nil),      // 5: flotilla.v1.ListAppsResponse
 	(*GetAppRequest)(nil),         // 6: flotilla.v1.GetAppRequest
 	(*GetAppResponse)(nil),        // 7: flotilla.v1.GetAppResponse
-	(*ClusterRegistration)(nil),   // 8: flotilla.v1.ClusterRegistration
-	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
-	(*DesiredState)(nil),          // 10: flotilla.v1.DesiredState
-	(*AppStatus)(nil),             // 11: flotilla.v1.AppStatus
+	(*GetAppHistoryRequest)(nil),  // 8: flotilla.v1.GetAppHistoryRequest
+	(*HistoryEntry)(nil),          // 9: flotilla.v1.HistoryEntry
+	(*GetAppHistoryResponse)(nil), // 10: flotilla.v1.GetAppHistoryResponse
+	(*DiffAppRequest)(nil),        // 11: flotilla.v1.DiffAppRequest
+	(*ClusterDiff)(nil),           // 12: flotilla.v1.ClusterDiff
+	(*DiffAppResponse)(nil),       // 13: flotilla.v1.DiffAppResponse
+	(*ListEventsRequest)(nil),     // 14: flotilla.v1.ListEventsRequest
+	(*ListEventsResponse)(nil),    // 15: flotilla.v1.ListEventsResponse
+	(*SyncAppRequest)(nil),        // 16: flotilla.v1.SyncAppRequest
+	(*ClusterResult)(nil),         // 17: flotilla.v1.ClusterResult
+	(*SyncAppResponse)(nil),       // 18: flotilla.v1.SyncAppResponse
+	(*RollbackAppRequest)(nil),    // 19: flotilla.v1.RollbackAppRequest
+	(*RollbackAppResponse)(nil),   // 20: flotilla.v1.RollbackAppResponse
+	(*RevertAppRequest)(nil),      // 21: flotilla.v1.RevertAppRequest
+	(*RevertAppResponse)(nil),     // 22: flotilla.v1.RevertAppResponse
+	(*UnpinAppRequest)(nil),       // 23: flotilla.v1.UnpinAppRequest
+	(*UnpinAppResponse)(nil),      // 24: flotilla.v1.UnpinAppResponse
+	(*ClusterRegistration)(nil),   // 25: flotilla.v1.ClusterRegistration
+	(*timestamppb.Timestamp)(nil), // 26: google.protobuf.Timestamp
+	(*DesiredState)(nil),          // 27: flotilla.v1.DesiredState
+	(*AppStatus)(nil),             // 28: flotilla.v1.AppStatus
+	(*Source)(nil),                // 29: flotilla.v1.Source
+	(Initiator)(0),                // 30: flotilla.v1.Initiator
+	(*Pin)(nil),                   // 31: flotilla.v1.Pin
+	(*ObjectDiff)(nil),            // 32: flotilla.v1.ObjectDiff
+	(*Event)(nil),                 // 33: flotilla.v1.Event
 }
 var file_flotilla_v1_hub_service_proto_depIdxs = []int32{
-	8,  // 0: flotilla.v1.ClusterInfo.registration:type_name -> flotilla.v1.ClusterRegistration
-	9,  // 1: flotilla.v1.ClusterInfo.last_heartbeat:type_name -> google.protobuf.Timestamp
+	25, // 0: flotilla.v1.ClusterInfo.registration:type_name -> flotilla.v1.ClusterRegistration
+	26, // 1: flotilla.v1.ClusterInfo.last_heartbeat:type_name -> google.protobuf.Timestamp
 	1,  // 2: flotilla.v1.ListClustersResponse.clusters:type_name -> flotilla.v1.ClusterInfo
-	10, // 3: flotilla.v1.AppInfo.desired:type_name -> flotilla.v1.DesiredState
-	11, // 4: flotilla.v1.AppInfo.status:type_name -> flotilla.v1.AppStatus
+	27, // 3: flotilla.v1.AppInfo.desired:type_name -> flotilla.v1.DesiredState
+	28, // 4: flotilla.v1.AppInfo.status:type_name -> flotilla.v1.AppStatus
 	4,  // 5: flotilla.v1.ListAppsResponse.apps:type_name -> flotilla.v1.AppInfo
 	4,  // 6: flotilla.v1.GetAppResponse.apps:type_name -> flotilla.v1.AppInfo
-	0,  // 7: flotilla.v1.HubService.ListClusters:input_type -> flotilla.v1.ListClustersRequest
-	3,  // 8: flotilla.v1.HubService.ListApps:input_type -> flotilla.v1.ListAppsRequest
-	6,  // 9: flotilla.v1.HubService.GetApp:input_type -> flotilla.v1.GetAppRequest
-	2,  // 10: flotilla.v1.HubService.ListClusters:output_type -> flotilla.v1.ListClustersResponse
-	5,  // 11: flotilla.v1.HubService.ListApps:output_type -> flotilla.v1.ListAppsResponse
-	7,  // 12: flotilla.v1.HubService.GetApp:output_type -> flotilla.v1.GetAppResponse
-	10, // [10:13] is the sub-list for method output_type
-	7,  // [7:10] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	29, // 7: flotilla.v1.HistoryEntry.source:type_name -> flotilla.v1.Source
+	26, // 8: flotilla.v1.HistoryEntry.published_at:type_name -> google.protobuf.Timestamp
+	30, // 9: flotilla.v1.HistoryEntry.initiator:type_name -> flotilla.v1.Initiator
+	31, // 10: flotilla.v1.HistoryEntry.pin:type_name -> flotilla.v1.Pin
+	9,  // 11: flotilla.v1.GetAppHistoryResponse.entries:type_name -> flotilla.v1.HistoryEntry
+	32, // 12: flotilla.v1.ClusterDiff.diffs:type_name -> flotilla.v1.ObjectDiff
+	12, // 13: flotilla.v1.DiffAppResponse.clusters:type_name -> flotilla.v1.ClusterDiff
+	33, // 14: flotilla.v1.ListEventsResponse.events:type_name -> flotilla.v1.Event
+	17, // 15: flotilla.v1.SyncAppResponse.clusters:type_name -> flotilla.v1.ClusterResult
+	17, // 16: flotilla.v1.RollbackAppResponse.clusters:type_name -> flotilla.v1.ClusterResult
+	17, // 17: flotilla.v1.UnpinAppResponse.clusters:type_name -> flotilla.v1.ClusterResult
+	0,  // 18: flotilla.v1.HubService.ListClusters:input_type -> flotilla.v1.ListClustersRequest
+	3,  // 19: flotilla.v1.HubService.ListApps:input_type -> flotilla.v1.ListAppsRequest
+	6,  // 20: flotilla.v1.HubService.GetApp:input_type -> flotilla.v1.GetAppRequest
+	8,  // 21: flotilla.v1.HubService.GetAppHistory:input_type -> flotilla.v1.GetAppHistoryRequest
+	11, // 22: flotilla.v1.HubService.DiffApp:input_type -> flotilla.v1.DiffAppRequest
+	14, // 23: flotilla.v1.HubService.ListEvents:input_type -> flotilla.v1.ListEventsRequest
+	16, // 24: flotilla.v1.HubService.SyncApp:input_type -> flotilla.v1.SyncAppRequest
+	19, // 25: flotilla.v1.HubService.RollbackApp:input_type -> flotilla.v1.RollbackAppRequest
+	21, // 26: flotilla.v1.HubService.RevertApp:input_type -> flotilla.v1.RevertAppRequest
+	23, // 27: flotilla.v1.HubService.UnpinApp:input_type -> flotilla.v1.UnpinAppRequest
+	2,  // 28: flotilla.v1.HubService.ListClusters:output_type -> flotilla.v1.ListClustersResponse
+	5,  // 29: flotilla.v1.HubService.ListApps:output_type -> flotilla.v1.ListAppsResponse
+	7,  // 30: flotilla.v1.HubService.GetApp:output_type -> flotilla.v1.GetAppResponse
+	10, // 31: flotilla.v1.HubService.GetAppHistory:output_type -> flotilla.v1.GetAppHistoryResponse
+	13, // 32: flotilla.v1.HubService.DiffApp:output_type -> flotilla.v1.DiffAppResponse
+	15, // 33: flotilla.v1.HubService.ListEvents:output_type -> flotilla.v1.ListEventsResponse
+	18, // 34: flotilla.v1.HubService.SyncApp:output_type -> flotilla.v1.SyncAppResponse
+	20, // 35: flotilla.v1.HubService.RollbackApp:output_type -> flotilla.v1.RollbackAppResponse
+	22, // 36: flotilla.v1.HubService.RevertApp:output_type -> flotilla.v1.RevertAppResponse
+	24, // 37: flotilla.v1.HubService.UnpinApp:output_type -> flotilla.v1.UnpinAppResponse
+	28, // [28:38] is the sub-list for method output_type
+	18, // [18:28] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_v1_hub_service_proto_init() }
@@ -516,14 +1643,16 @@ func file_flotilla_v1_hub_service_proto_init() {
 	}
 	file_flotilla_v1_app_status_proto_init()
 	file_flotilla_v1_cluster_proto_init()
+	file_flotilla_v1_agent_command_proto_init()
 	file_flotilla_v1_desired_state_proto_init()
+	file_flotilla_v1_event_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flotilla_v1_hub_service_proto_rawDesc), len(file_flotilla_v1_hub_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -39,6 +39,21 @@ const (
 	HubServiceListAppsProcedure = "/flotilla.v1.HubService/ListApps"
 	// HubServiceGetAppProcedure is the fully-qualified name of the HubService's GetApp RPC.
 	HubServiceGetAppProcedure = "/flotilla.v1.HubService/GetApp"
+	// HubServiceGetAppHistoryProcedure is the fully-qualified name of the HubService's GetAppHistory
+	// RPC.
+	HubServiceGetAppHistoryProcedure = "/flotilla.v1.HubService/GetAppHistory"
+	// HubServiceDiffAppProcedure is the fully-qualified name of the HubService's DiffApp RPC.
+	HubServiceDiffAppProcedure = "/flotilla.v1.HubService/DiffApp"
+	// HubServiceListEventsProcedure is the fully-qualified name of the HubService's ListEvents RPC.
+	HubServiceListEventsProcedure = "/flotilla.v1.HubService/ListEvents"
+	// HubServiceSyncAppProcedure is the fully-qualified name of the HubService's SyncApp RPC.
+	HubServiceSyncAppProcedure = "/flotilla.v1.HubService/SyncApp"
+	// HubServiceRollbackAppProcedure is the fully-qualified name of the HubService's RollbackApp RPC.
+	HubServiceRollbackAppProcedure = "/flotilla.v1.HubService/RollbackApp"
+	// HubServiceRevertAppProcedure is the fully-qualified name of the HubService's RevertApp RPC.
+	HubServiceRevertAppProcedure = "/flotilla.v1.HubService/RevertApp"
+	// HubServiceUnpinAppProcedure is the fully-qualified name of the HubService's UnpinApp RPC.
+	HubServiceUnpinAppProcedure = "/flotilla.v1.HubService/UnpinApp"
 )
 
 // HubServiceClient is a client for the flotilla.v1.HubService service.
@@ -49,6 +64,27 @@ type HubServiceClient interface {
 	ListApps(context.Context, *connect.Request[v1.ListAppsRequest]) (*connect.Response[v1.ListAppsResponse], error)
 	// GetApp returns one application in every cluster it targets.
 	GetApp(context.Context, *connect.Request[v1.GetAppRequest]) (*connect.Response[v1.GetAppResponse], error)
+	// GetAppHistory lists an application's retained desired states per
+	// cluster, newest first.
+	GetAppHistory(context.Context, *connect.Request[v1.GetAppHistoryRequest]) (*connect.Response[v1.GetAppHistoryResponse], error)
+	// DiffApp asks each cluster's agent how its live objects differ from the
+	// desired state.
+	DiffApp(context.Context, *connect.Request[v1.DiffAppRequest]) (*connect.Response[v1.DiffAppResponse], error)
+	// ListEvents reads the sync history and audit stream.
+	ListEvents(context.Context, *connect.Request[v1.ListEventsRequest]) (*connect.Response[v1.ListEventsResponse], error)
+	// SyncApp fetches Git now, publishes what changed and has each cluster's
+	// agent re-apply the application. Needs the operator role.
+	SyncApp(context.Context, *connect.Request[v1.SyncAppRequest]) (*connect.Response[v1.SyncAppResponse], error)
+	// RollbackApp republishes a history entry's desired state and pins the
+	// application to it. Needs the operator role.
+	RollbackApp(context.Context, *connect.Request[v1.RollbackAppRequest]) (*connect.Response[v1.RollbackAppResponse], error)
+	// RevertApp pushes a revert of the last commit that changed the
+	// application's files; the fleet follows through the normal flow. Needs
+	// the operator role.
+	RevertApp(context.Context, *connect.Request[v1.RevertAppRequest]) (*connect.Response[v1.RevertAppResponse], error)
+	// UnpinApp releases a rollback pin and republishes what Git says. Needs
+	// the operator role.
+	UnpinApp(context.Context, *connect.Request[v1.UnpinAppRequest]) (*connect.Response[v1.UnpinAppResponse], error)
 }
 
 // NewHubServiceClient constructs a client for the flotilla.v1.HubService service. By default, it
@@ -80,14 +116,63 @@ func NewHubServiceClient(httpClient connect.HTTPClient, baseURL string, opts ...
 			connect.WithSchema(hubServiceMethods.ByName("GetApp")),
 			connect.WithClientOptions(opts...),
 		),
+		getAppHistory: connect.NewClient[v1.GetAppHistoryRequest, v1.GetAppHistoryResponse](
+			httpClient,
+			baseURL+HubServiceGetAppHistoryProcedure,
+			connect.WithSchema(hubServiceMethods.ByName("GetAppHistory")),
+			connect.WithClientOptions(opts...),
+		),
+		diffApp: connect.NewClient[v1.DiffAppRequest, v1.DiffAppResponse](
+			httpClient,
+			baseURL+HubServiceDiffAppProcedure,
+			connect.WithSchema(hubServiceMethods.ByName("DiffApp")),
+			connect.WithClientOptions(opts...),
+		),
+		listEvents: connect.NewClient[v1.ListEventsRequest, v1.ListEventsResponse](
+			httpClient,
+			baseURL+HubServiceListEventsProcedure,
+			connect.WithSchema(hubServiceMethods.ByName("ListEvents")),
+			connect.WithClientOptions(opts...),
+		),
+		syncApp: connect.NewClient[v1.SyncAppRequest, v1.SyncAppResponse](
+			httpClient,
+			baseURL+HubServiceSyncAppProcedure,
+			connect.WithSchema(hubServiceMethods.ByName("SyncApp")),
+			connect.WithClientOptions(opts...),
+		),
+		rollbackApp: connect.NewClient[v1.RollbackAppRequest, v1.RollbackAppResponse](
+			httpClient,
+			baseURL+HubServiceRollbackAppProcedure,
+			connect.WithSchema(hubServiceMethods.ByName("RollbackApp")),
+			connect.WithClientOptions(opts...),
+		),
+		revertApp: connect.NewClient[v1.RevertAppRequest, v1.RevertAppResponse](
+			httpClient,
+			baseURL+HubServiceRevertAppProcedure,
+			connect.WithSchema(hubServiceMethods.ByName("RevertApp")),
+			connect.WithClientOptions(opts...),
+		),
+		unpinApp: connect.NewClient[v1.UnpinAppRequest, v1.UnpinAppResponse](
+			httpClient,
+			baseURL+HubServiceUnpinAppProcedure,
+			connect.WithSchema(hubServiceMethods.ByName("UnpinApp")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // hubServiceClient implements HubServiceClient.
 type hubServiceClient struct {
-	listClusters *connect.Client[v1.ListClustersRequest, v1.ListClustersResponse]
-	listApps     *connect.Client[v1.ListAppsRequest, v1.ListAppsResponse]
-	getApp       *connect.Client[v1.GetAppRequest, v1.GetAppResponse]
+	listClusters  *connect.Client[v1.ListClustersRequest, v1.ListClustersResponse]
+	listApps      *connect.Client[v1.ListAppsRequest, v1.ListAppsResponse]
+	getApp        *connect.Client[v1.GetAppRequest, v1.GetAppResponse]
+	getAppHistory *connect.Client[v1.GetAppHistoryRequest, v1.GetAppHistoryResponse]
+	diffApp       *connect.Client[v1.DiffAppRequest, v1.DiffAppResponse]
+	listEvents    *connect.Client[v1.ListEventsRequest, v1.ListEventsResponse]
+	syncApp       *connect.Client[v1.SyncAppRequest, v1.SyncAppResponse]
+	rollbackApp   *connect.Client[v1.RollbackAppRequest, v1.RollbackAppResponse]
+	revertApp     *connect.Client[v1.RevertAppRequest, v1.RevertAppResponse]
+	unpinApp      *connect.Client[v1.UnpinAppRequest, v1.UnpinAppResponse]
 }
 
 // ListClusters calls flotilla.v1.HubService.ListClusters.
@@ -105,6 +190,41 @@ func (c *hubServiceClient) GetApp(ctx context.Context, req *connect.Request[v1.G
 	return c.getApp.CallUnary(ctx, req)
 }
 
+// GetAppHistory calls flotilla.v1.HubService.GetAppHistory.
+func (c *hubServiceClient) GetAppHistory(ctx context.Context, req *connect.Request[v1.GetAppHistoryRequest]) (*connect.Response[v1.GetAppHistoryResponse], error) {
+	return c.getAppHistory.CallUnary(ctx, req)
+}
+
+// DiffApp calls flotilla.v1.HubService.DiffApp.
+func (c *hubServiceClient) DiffApp(ctx context.Context, req *connect.Request[v1.DiffAppRequest]) (*connect.Response[v1.DiffAppResponse], error) {
+	return c.diffApp.CallUnary(ctx, req)
+}
+
+// ListEvents calls flotilla.v1.HubService.ListEvents.
+func (c *hubServiceClient) ListEvents(ctx context.Context, req *connect.Request[v1.ListEventsRequest]) (*connect.Response[v1.ListEventsResponse], error) {
+	return c.listEvents.CallUnary(ctx, req)
+}
+
+// SyncApp calls flotilla.v1.HubService.SyncApp.
+func (c *hubServiceClient) SyncApp(ctx context.Context, req *connect.Request[v1.SyncAppRequest]) (*connect.Response[v1.SyncAppResponse], error) {
+	return c.syncApp.CallUnary(ctx, req)
+}
+
+// RollbackApp calls flotilla.v1.HubService.RollbackApp.
+func (c *hubServiceClient) RollbackApp(ctx context.Context, req *connect.Request[v1.RollbackAppRequest]) (*connect.Response[v1.RollbackAppResponse], error) {
+	return c.rollbackApp.CallUnary(ctx, req)
+}
+
+// RevertApp calls flotilla.v1.HubService.RevertApp.
+func (c *hubServiceClient) RevertApp(ctx context.Context, req *connect.Request[v1.RevertAppRequest]) (*connect.Response[v1.RevertAppResponse], error) {
+	return c.revertApp.CallUnary(ctx, req)
+}
+
+// UnpinApp calls flotilla.v1.HubService.UnpinApp.
+func (c *hubServiceClient) UnpinApp(ctx context.Context, req *connect.Request[v1.UnpinAppRequest]) (*connect.Response[v1.UnpinAppResponse], error) {
+	return c.unpinApp.CallUnary(ctx, req)
+}
+
 // HubServiceHandler is an implementation of the flotilla.v1.HubService service.
 type HubServiceHandler interface {
 	// ListClusters lists the clusters known from agent registrations.
@@ -113,6 +233,27 @@ type HubServiceHandler interface {
 	ListApps(context.Context, *connect.Request[v1.ListAppsRequest]) (*connect.Response[v1.ListAppsResponse], error)
 	// GetApp returns one application in every cluster it targets.
 	GetApp(context.Context, *connect.Request[v1.GetAppRequest]) (*connect.Response[v1.GetAppResponse], error)
+	// GetAppHistory lists an application's retained desired states per
+	// cluster, newest first.
+	GetAppHistory(context.Context, *connect.Request[v1.GetAppHistoryRequest]) (*connect.Response[v1.GetAppHistoryResponse], error)
+	// DiffApp asks each cluster's agent how its live objects differ from the
+	// desired state.
+	DiffApp(context.Context, *connect.Request[v1.DiffAppRequest]) (*connect.Response[v1.DiffAppResponse], error)
+	// ListEvents reads the sync history and audit stream.
+	ListEvents(context.Context, *connect.Request[v1.ListEventsRequest]) (*connect.Response[v1.ListEventsResponse], error)
+	// SyncApp fetches Git now, publishes what changed and has each cluster's
+	// agent re-apply the application. Needs the operator role.
+	SyncApp(context.Context, *connect.Request[v1.SyncAppRequest]) (*connect.Response[v1.SyncAppResponse], error)
+	// RollbackApp republishes a history entry's desired state and pins the
+	// application to it. Needs the operator role.
+	RollbackApp(context.Context, *connect.Request[v1.RollbackAppRequest]) (*connect.Response[v1.RollbackAppResponse], error)
+	// RevertApp pushes a revert of the last commit that changed the
+	// application's files; the fleet follows through the normal flow. Needs
+	// the operator role.
+	RevertApp(context.Context, *connect.Request[v1.RevertAppRequest]) (*connect.Response[v1.RevertAppResponse], error)
+	// UnpinApp releases a rollback pin and republishes what Git says. Needs
+	// the operator role.
+	UnpinApp(context.Context, *connect.Request[v1.UnpinAppRequest]) (*connect.Response[v1.UnpinAppResponse], error)
 }
 
 // NewHubServiceHandler builds an HTTP handler from the service implementation. It returns the path
@@ -140,6 +281,48 @@ func NewHubServiceHandler(svc HubServiceHandler, opts ...connect.HandlerOption) 
 		connect.WithSchema(hubServiceMethods.ByName("GetApp")),
 		connect.WithHandlerOptions(opts...),
 	)
+	hubServiceGetAppHistoryHandler := connect.NewUnaryHandler(
+		HubServiceGetAppHistoryProcedure,
+		svc.GetAppHistory,
+		connect.WithSchema(hubServiceMethods.ByName("GetAppHistory")),
+		connect.WithHandlerOptions(opts...),
+	)
+	hubServiceDiffAppHandler := connect.NewUnaryHandler(
+		HubServiceDiffAppProcedure,
+		svc.DiffApp,
+		connect.WithSchema(hubServiceMethods.ByName("DiffApp")),
+		connect.WithHandlerOptions(opts...),
+	)
+	hubServiceListEventsHandler := connect.NewUnaryHandler(
+		HubServiceListEventsProcedure,
+		svc.ListEvents,
+		connect.WithSchema(hubServiceMethods.ByName("ListEvents")),
+		connect.WithHandlerOptions(opts...),
+	)
+	hubServiceSyncAppHandler := connect.NewUnaryHandler(
+		HubServiceSyncAppProcedure,
+		svc.SyncApp,
+		connect.WithSchema(hubServiceMethods.ByName("SyncApp")),
+		connect.WithHandlerOptions(opts...),
+	)
+	hubServiceRollbackAppHandler := connect.NewUnaryHandler(
+		HubServiceRollbackAppProcedure,
+		svc.RollbackApp,
+		connect.WithSchema(hubServiceMethods.ByName("RollbackApp")),
+		connect.WithHandlerOptions(opts...),
+	)
+	hubServiceRevertAppHandler := connect.NewUnaryHandler(
+		HubServiceRevertAppProcedure,
+		svc.RevertApp,
+		connect.WithSchema(hubServiceMethods.ByName("RevertApp")),
+		connect.WithHandlerOptions(opts...),
+	)
+	hubServiceUnpinAppHandler := connect.NewUnaryHandler(
+		HubServiceUnpinAppProcedure,
+		svc.UnpinApp,
+		connect.WithSchema(hubServiceMethods.ByName("UnpinApp")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/flotilla.v1.HubService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case HubServiceListClustersProcedure:
@@ -148,6 +331,20 @@ func NewHubServiceHandler(svc HubServiceHandler, opts ...connect.HandlerOption) 
 			hubServiceListAppsHandler.ServeHTTP(w, r)
 		case HubServiceGetAppProcedure:
 			hubServiceGetAppHandler.ServeHTTP(w, r)
+		case HubServiceGetAppHistoryProcedure:
+			hubServiceGetAppHistoryHandler.ServeHTTP(w, r)
+		case HubServiceDiffAppProcedure:
+			hubServiceDiffAppHandler.ServeHTTP(w, r)
+		case HubServiceListEventsProcedure:
+			hubServiceListEventsHandler.ServeHTTP(w, r)
+		case HubServiceSyncAppProcedure:
+			hubServiceSyncAppHandler.ServeHTTP(w, r)
+		case HubServiceRollbackAppProcedure:
+			hubServiceRollbackAppHandler.ServeHTTP(w, r)
+		case HubServiceRevertAppProcedure:
+			hubServiceRevertAppHandler.ServeHTTP(w, r)
+		case HubServiceUnpinAppProcedure:
+			hubServiceUnpinAppHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -167,4 +364,32 @@ func (UnimplementedHubServiceHandler) ListApps(context.Context, *connect.Request
 
 func (UnimplementedHubServiceHandler) GetApp(context.Context, *connect.Request[v1.GetAppRequest]) (*connect.Response[v1.GetAppResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("flotilla.v1.HubService.GetApp is not implemented"))
+}
+
+func (UnimplementedHubServiceHandler) GetAppHistory(context.Context, *connect.Request[v1.GetAppHistoryRequest]) (*connect.Response[v1.GetAppHistoryResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("flotilla.v1.HubService.GetAppHistory is not implemented"))
+}
+
+func (UnimplementedHubServiceHandler) DiffApp(context.Context, *connect.Request[v1.DiffAppRequest]) (*connect.Response[v1.DiffAppResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("flotilla.v1.HubService.DiffApp is not implemented"))
+}
+
+func (UnimplementedHubServiceHandler) ListEvents(context.Context, *connect.Request[v1.ListEventsRequest]) (*connect.Response[v1.ListEventsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("flotilla.v1.HubService.ListEvents is not implemented"))
+}
+
+func (UnimplementedHubServiceHandler) SyncApp(context.Context, *connect.Request[v1.SyncAppRequest]) (*connect.Response[v1.SyncAppResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("flotilla.v1.HubService.SyncApp is not implemented"))
+}
+
+func (UnimplementedHubServiceHandler) RollbackApp(context.Context, *connect.Request[v1.RollbackAppRequest]) (*connect.Response[v1.RollbackAppResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("flotilla.v1.HubService.RollbackApp is not implemented"))
+}
+
+func (UnimplementedHubServiceHandler) RevertApp(context.Context, *connect.Request[v1.RevertAppRequest]) (*connect.Response[v1.RevertAppResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("flotilla.v1.HubService.RevertApp is not implemented"))
+}
+
+func (UnimplementedHubServiceHandler) UnpinApp(context.Context, *connect.Request[v1.UnpinAppRequest]) (*connect.Response[v1.UnpinAppResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("flotilla.v1.HubService.UnpinApp is not implemented"))
 }

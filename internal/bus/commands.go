@@ -1,0 +1,71 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/proto"
+
+	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
+)
+
+// commandSubject is where the hub sends commands to cluster's agent.
+func commandSubject(cluster string) string { return "flotilla.cmd." + cluster }
+
+// ErrAgentOffline means no agent of the cluster answered a command.
+var ErrAgentOffline = errors.New("no agent of the cluster is connected")
+
+// Command sends a signed command to cluster's agent and waits for its
+// reply until ctx ends.
+func (b *Bus) Command(ctx context.Context, cluster string, cmd *flotillav1.SignedAgentCommand) (*flotillav1.AgentReply, error) {
+	data, err := proto.Marshal(cmd)
+	if err != nil {
+		return nil, err
+	}
+	msg, err := b.nc.RequestWithContext(ctx, commandSubject(cluster), data)
+	if errors.Is(err, nats.ErrNoResponders) {
+		return nil, fmt.Errorf("cluster %s: %w", cluster, ErrAgentOffline)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cluster %s: %w", cluster, err)
+	}
+	reply := &flotillav1.AgentReply{}
+	if err := proto.Unmarshal(msg.Data, reply); err != nil {
+		return nil, fmt.Errorf("cluster %s: reply does not decode: %w", cluster, err)
+	}
+	return reply, nil
+}
+
+// ServeCommands answers the commands sent to cluster with handle, one at a
+// time, until ctx ends. A message that does not decode gets an error reply.
+func (b *Bus) ServeCommands(ctx context.Context, cluster string, handle func(context.Context, *flotillav1.SignedAgentCommand) *flotillav1.AgentReply) error {
+	msgs := make(chan *nats.Msg, 16)
+	sub, err := b.nc.ChanSubscribe(commandSubject(cluster), msgs)
+	if err != nil {
+		return fmt.Errorf("subscribe to commands: %w", err)
+	}
+	go func() {
+		defer sub.Unsubscribe()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case msg := <-msgs:
+				cmd := &flotillav1.SignedAgentCommand{}
+				var reply *flotillav1.AgentReply
+				if err := proto.Unmarshal(msg.Data, cmd); err != nil {
+					reply = &flotillav1.AgentReply{SchemaVersion: 1, Error: "command does not decode: " + err.Error()}
+				} else {
+					reply = handle(ctx, cmd)
+				}
+				data, err := proto.Marshal(reply)
+				if err == nil {
+					_ = msg.Respond(data)
+				}
+			}
+		}
+	}()
+	return nil
+}
