@@ -127,6 +127,9 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) error {
 			return err
 		}
 	}
+	if err := b.ServeCommands(ctx, opts.Cluster, commandHandler(opts.Cluster, verifier, syncer, log)); err != nil {
+		return err
+	}
 	log.Info("agent running", "cluster", opts.Cluster, "labels", opts.Labels, "nats", opts.NATSURL, "kubernetes", kubeVersion)
 
 	return b.WatchDesired(ctx, opts.Cluster, func(e bus.DesiredEntry) {

@@ -49,6 +49,8 @@ type Hub struct {
 	// trigger asks the reconcile loop for a pass; it carries the span that
 	// caused it so the pass continues that trace.
 	trigger chan trace.SpanContext
+	// reconcileNow asks for a pass and waits for it (operator calls).
+	reconcileNow chan reconcileRequest
 
 	mu       sync.Mutex
 	clusters map[string]*flotillav1.ClusterRegistration
@@ -66,7 +68,7 @@ type watchedRepo struct {
 // New starts what the hub needs before it can run: NATS, the buckets, the
 // signing key and the Git mirrors.
 func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (h *Hub, err error) {
-	h = &Hub{cfg: cfg, log: log, trigger: make(chan trace.SpanContext, 1), metrics: newMetrics(),
+	h = &Hub{cfg: cfg, log: log, trigger: make(chan trace.SpanContext, 1), reconcileNow: make(chan reconcileRequest), metrics: newMetrics(),
 		clusters: map[string]*flotillav1.ClusterRegistration{}, reported: map[string]string{}}
 	defer func() {
 		if err != nil {
@@ -192,7 +194,13 @@ func (h *Hub) Serve(ctx context.Context, ln net.Listener) error {
 	for _, r := range h.repos {
 		h.poll(ctx, r) // the first pass sees every repository fetched
 	}
-	h.requestReconcile(trace.SpanContext{})
+	// The first pass runs before the API serves, so an operator's call
+	// always finds Git's desired state known.
+	_ = h.reconcile(ctx)
+	select {
+	case <-h.trigger: // the polls asked for the pass that just ran
+	default:
+	}
 	for _, r := range h.repos {
 		wg.Go(func() { h.pollLoop(ctx, r) })
 	}
@@ -220,7 +228,7 @@ func (h *Hub) Serve(ctx context.Context, ln net.Listener) error {
 func (h *Hub) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(h.metrics.registry, promhttp.HandlerOpts{}))
-	path, apiHandler := api.NewHandler(h, h.bus, bus.DefaultOptions().ClusterTTL, h.tokens)
+	path, apiHandler := api.NewHandler(h, bus.DefaultOptions().ClusterTTL, h.tokens)
 	mux.Handle(path, apiHandler)
 	mux.HandleFunc("POST /api/webhook", h.serveWebhook)
 	mux.HandleFunc("GET /api/public-key", func(w http.ResponseWriter, _ *http.Request) {

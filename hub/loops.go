@@ -72,14 +72,40 @@ func (h *Hub) reconcileLoop(ctx context.Context) {
 			return
 		case cause := <-h.trigger:
 			// An invalid span context (no cause) leaves ctx as it is.
-			h.reconcile(trace.ContextWithRemoteSpanContext(ctx, cause))
+			_ = h.reconcile(trace.ContextWithRemoteSpanContext(ctx, cause))
+		case req := <-h.reconcileNow:
+			req.done <- h.reconcile(trace.ContextWithRemoteSpanContext(ctx, req.cause))
 		}
 	}
 }
 
+// reconcileRequest asks for a pass and waits for its outcome.
+type reconcileRequest struct {
+	cause trace.SpanContext
+	done  chan error
+}
+
+// reconcileAndWait runs a reconcile pass that starts after the call and
+// returns its error: what an operator's call needs to see its effect.
+func (h *Hub) reconcileAndWait(ctx context.Context) error {
+	req := reconcileRequest{cause: trace.SpanContextFromContext(ctx), done: make(chan error, 1)}
+	select {
+	case h.reconcileNow <- req:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-req.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // reconcile discovers every root's applications for the known clusters and
-// publishes what changed.
-func (h *Hub) reconcile(ctx context.Context) {
+// publishes what changed. Its error is the publication's; discovery errors
+// are reported per application and root.
+func (h *Hub) reconcile(ctx context.Context) error {
 	ctx, span := tracer.Start(ctx, "hub.reconcile")
 	defer span.End()
 	start := time.Now()
@@ -113,7 +139,7 @@ func (h *Hub) reconcile(ctx context.Context) {
 		h.metrics.reconciles.WithLabelValues("error").Inc()
 		span.SetStatus(codes.Error, err.Error())
 		h.log.Error("publish failed", "error", err)
-		return
+		return err
 	}
 	h.metrics.reconciles.WithLabelValues("ok").Inc()
 	h.metrics.published.WithLabelValues("deletion").Add(float64(len(report.Deleted)))
@@ -125,6 +151,9 @@ func (h *Hub) reconcile(ctx context.Context) {
 			cluster, app, _ := bus.SplitKey(key)
 			ds := h.publisher.Latest(cluster, app)
 			reason, msg := "Published", fmt.Sprintf("desired state %d published for commit %s", ds.GetHistoryId(), ds.GetSource().GetCommit())
+			if slices.Contains(report.Released, key) {
+				msg += " (rollback pin released)"
+			}
 			if ds.GetDeletion() != nil {
 				reason, msg = "Deleted", fmt.Sprintf("application removed from Git (cascade=%t)", ds.GetDeletion().GetCascade())
 			}
@@ -135,6 +164,7 @@ func (h *Hub) reconcile(ctx context.Context) {
 			h.log.Error("append events", "error", err)
 		}
 	}
+	return nil
 }
 
 // appSubjects are the applications whose error state may have changed:
@@ -187,11 +217,17 @@ func (h *Hub) event(ctx context.Context, ev *flotillav1.Event) {
 	}
 }
 
-// newEvent fills the fields every hub event carries.
+// newEvent fills the fields every hub event carries; the source and actor
+// are the hub's unless the event names an operator's call.
 func (h *Hub) newEvent(ctx context.Context, ev *flotillav1.Event) *flotillav1.Event {
 	ev.SchemaVersion = 1
 	ev.Time = timestamppb.Now()
-	ev.Source, ev.Actor = "hub", "hub"
+	if ev.Source == "" {
+		ev.Source = "hub"
+	}
+	if ev.Actor == "" {
+		ev.Actor = "hub"
+	}
 	ev.TraceId = trace.SpanContextFromContext(ctx).TraceID().String()
 	return ev
 }

@@ -97,7 +97,7 @@ func (s *Syncer) Offer(ctx context.Context, d Desired) {
 	s.mu.Lock()
 	w, ok := s.apps[app]
 	if !ok {
-		w = &appWorker{syncer: s, app: app, wake: make(chan struct{}, 1)}
+		w = &appWorker{syncer: s, app: app, wake: make(chan struct{}, 1), syncNow: make(chan syncRequest)}
 		s.apps[app] = w
 		go w.run(ctx)
 	}
@@ -107,13 +107,36 @@ func (s *Syncer) Offer(ctx context.Context, d Desired) {
 
 // appWorker syncs one application, one desired state at a time.
 type appWorker struct {
-	syncer *Syncer
-	app    string
-	wake   chan struct{}
+	syncer  *Syncer
+	app     string
+	wake    chan struct{}
+	syncNow chan syncRequest
 
 	mu      gosync.Mutex
 	pending *Desired
-	seen    uint64 // highest history id offered
+	current *Desired // the last one synced
+	seen    uint64   // highest history id offered
+}
+
+// syncRequest is an operator's "sync now"; done gets the outcome.
+type syncRequest struct {
+	done chan syncResult
+}
+
+type syncResult struct {
+	historyID uint64
+	err       error
+}
+
+// latest is the newest desired state offered: the pending one, else the
+// one last synced.
+func (w *appWorker) latest() *Desired {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.pending != nil {
+		return w.pending
+	}
+	return w.current
 }
 
 func (w *appWorker) offer(d Desired) {
@@ -139,23 +162,73 @@ func (w *appWorker) run(ctx context.Context) {
 			cancelHealth()
 			return
 		case <-w.wake:
+			if d := w.take(); d != nil {
+				cancelHealth()
+				var healthCtx context.Context
+				healthCtx, cancelHealth = context.WithCancel(ctx)
+				w.syncer.sync(ctx, healthCtx, d, false)
+			}
+		case req := <-w.syncNow:
+			d := w.take()
+			if d == nil {
+				d = w.latest()
+			}
+			if d == nil {
+				req.done <- syncResult{err: fmt.Errorf("%s: no desired state received yet", w.app)}
+				continue
+			}
+			cancelHealth()
+			var healthCtx context.Context
+			healthCtx, cancelHealth = context.WithCancel(ctx)
+			req.done <- syncResult{historyID: d.State.GetHistoryId(), err: w.syncer.sync(ctx, healthCtx, d, true)}
 		}
-		w.mu.Lock()
-		d := w.pending
-		w.pending = nil
-		w.mu.Unlock()
-		if d == nil {
-			continue
-		}
-		cancelHealth()
-		var healthCtx context.Context
-		healthCtx, cancelHealth = context.WithCancel(ctx)
-		w.syncer.sync(ctx, healthCtx, d)
 	}
 }
 
-// sync runs one desired state to completion and reports it.
-func (s *Syncer) sync(ctx, healthCtx context.Context, d *Desired) {
+// take removes the pending desired state and makes it the current one.
+func (w *appWorker) take() *Desired {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	d := w.pending
+	if d != nil {
+		w.pending, w.current = nil, d
+	}
+	return d
+}
+
+// worker returns app's worker, or nil before its first desired state.
+func (s *Syncer) worker(app string) *appWorker {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.apps[app]
+}
+
+// SyncNow re-applies app's newest desired state at once, writing whatever
+// differs even when that state was applied before (an operator's sync:
+// it heals drift), and returns its history id once the objects are
+// applied.
+func (s *Syncer) SyncNow(ctx context.Context, app string) (uint64, error) {
+	w := s.worker(app)
+	if w == nil {
+		return 0, fmt.Errorf("%s: no desired state received yet", app)
+	}
+	req := syncRequest{done: make(chan syncResult, 1)}
+	select {
+	case w.syncNow <- req:
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	select {
+	case r := <-req.done:
+		return r.historyID, r.err
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+
+// sync runs one desired state to completion and reports it. force skips
+// the no-op check, so every object is dry-run and what differs written.
+func (s *Syncer) sync(ctx, healthCtx context.Context, d *Desired, force bool) error {
 	ds := d.State
 	parent := d.Ctx
 	if parent == nil {
@@ -174,7 +247,7 @@ func (s *Syncer) sync(ctx, healthCtx context.Context, d *Desired) {
 		SchemaVersion: 1, Cluster: ds.GetCluster(), App: ds.GetApp(), Revision: ds.GetSource().GetCommit(),
 		HistoryId: ds.GetHistoryId(), StartedAt: timestamppb.Now(), TraceId: span.SpanContext().TraceID().String(),
 	}
-	objs, err := s.run(spanCtx, ds, st)
+	objs, err := s.run(spanCtx, ds, st, force)
 	st.FinishedAt = timestamppb.Now()
 	s.count(st, err)
 	if err != nil {
@@ -185,13 +258,14 @@ func (s *Syncer) sync(ctx, healthCtx context.Context, d *Desired) {
 		}
 		log.Error("sync failed", "error", err)
 		s.report(spanCtx, st, flotillav1.EventType_EVENT_TYPE_WARNING, "SyncFailed", err.Error())
-		return
+		return err
 	}
 	log.Info("synced", "message", st.Message, "health", st.Health.String())
 	s.report(spanCtx, st, flotillav1.EventType_EVENT_TYPE_NORMAL, "SyncSucceeded", st.Message)
 	if ds.GetDeletion() == nil && (st.Health != flotillav1.HealthStatus_HEALTH_STATUS_HEALTHY || st.Message == noopMessage) {
 		go s.followHealth(healthCtx, st, objs, span.SpanContext())
 	}
+	return nil
 }
 
 func (s *Syncer) count(st *flotillav1.AppStatus, err error) {
@@ -220,7 +294,7 @@ func (s *Syncer) count(st *flotillav1.AppStatus, err error) {
 const noopMessage = "already applied"
 
 // run does the work of a sync and fills st. It returns the applied objects.
-func (s *Syncer) run(ctx context.Context, ds *flotillav1.DesiredState, st *flotillav1.AppStatus) ([]*unstructured.Unstructured, error) {
+func (s *Syncer) run(ctx context.Context, ds *flotillav1.DesiredState, st *flotillav1.AppStatus, force bool) ([]*unstructured.Unstructured, error) {
 	if ds.GetDeletion() != nil {
 		return nil, s.remove(ctx, ds, st)
 	}
@@ -229,7 +303,7 @@ func (s *Syncer) run(ctx context.Context, ds *flotillav1.DesiredState, st *floti
 		return nil, err
 	}
 	applied := appliedID(ds)
-	if inv.Applied == applied {
+	if inv.Applied == applied && !force {
 		return s.noop(ctx, ds, inv, st), nil
 	}
 	objs, err := s.renderDesired(ctx, ds)

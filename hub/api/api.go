@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/flotilla-dev/flotilla/internal/bus"
@@ -48,44 +50,83 @@ type Token struct {
 	Role  Role
 }
 
-// Fleet is what the API reads from the hub.
-type Fleet interface {
+// Hub is what the API reads from and asks of the hub.
+type Hub interface {
 	// Clusters are the known registrations.
 	Clusters() []*flotillav1.ClusterRegistration
 	// Published is the newest desired state of every (cluster, app).
 	Published() []*flotillav1.DesiredState
+	// Statuses are the agents' last reports by bus key.
+	Statuses(ctx context.Context) (map[string]*flotillav1.AppStatus, error)
+	// Events reads the history and audit stream ("*" matches any).
+	Events(ctx context.Context, cluster, app string, limit int) ([]*flotillav1.Event, error)
+	// Audit records an operator's call.
+	Audit(ctx context.Context, ev *flotillav1.Event)
+
+	History(ctx context.Context, app, cluster string) ([]*flotillav1.HistoryEntry, error)
+	Diff(ctx context.Context, app, cluster, actor string) ([]*flotillav1.ClusterDiff, error)
+	Sync(ctx context.Context, app, cluster, actor string) ([]*flotillav1.ClusterResult, error)
+	Rollback(ctx context.Context, app string, historyID uint64, cluster, actor string) ([]*flotillav1.ClusterResult, error)
+	Revert(ctx context.Context, app, actor string) (*flotillav1.RevertAppResponse, error)
+	Unpin(ctx context.Context, app, cluster, actor string) ([]*flotillav1.ClusterResult, error)
 }
 
-// Statuses reads the agents' reports.
-type Statuses interface {
-	Statuses(ctx context.Context) (map[string]*flotillav1.AppStatus, error)
-}
+// Errors the Hub wraps so the API answers with the right code.
+var (
+	// ErrNotFound is an unknown application, cluster or history entry.
+	ErrNotFound = errors.New("not found")
+	// ErrFailedPrecondition is a call the current state does not allow
+	// (an entry whose artifact is gone, a revert that conflicts).
+	ErrFailedPrecondition = errors.New("not possible now")
+	// ErrUnavailable is a dependency that did not answer (NATS, Git).
+	ErrUnavailable = errors.New("unavailable")
+)
 
 // Server implements HubService.
 type Server struct {
-	fleet      Fleet
-	statuses   Statuses
+	hub        Hub
 	clusterTTL time.Duration
 }
 
 // NewHandler returns the HubService HTTP handler and its path, requiring
-// one of tokens on every call.
-func NewHandler(fleet Fleet, statuses Statuses, clusterTTL time.Duration, tokens []Token) (string, http.Handler) {
-	s := &Server{fleet: fleet, statuses: statuses, clusterTTL: clusterTTL}
-	return flotillav1connect.NewHubServiceHandler(s, connect.WithInterceptors(authenticate(tokens)))
+// one of tokens on every call and recording every mutating call in the
+// audit stream.
+func NewHandler(hub Hub, clusterTTL time.Duration, tokens []Token) (string, http.Handler) {
+	s := &Server{hub: hub, clusterTTL: clusterTTL}
+	return flotillav1connect.NewHubServiceHandler(s, connect.WithInterceptors(audit(hub), authenticate(tokens)))
 }
 
 type identityKey struct{}
 
-// requiredRole is the least role of each procedure; reads need Viewer.
-var requiredRole = map[string]Role{
-	flotillav1connect.HubServiceListClustersProcedure: Viewer,
-	flotillav1connect.HubServiceListAppsProcedure:     Viewer,
-	flotillav1connect.HubServiceGetAppProcedure:       Viewer,
+// identity is who made a call: audit puts an empty one in the context and
+// authenticate fills it, so audit sees who it was after the call.
+type identity struct{ name string }
+
+// actor is the name of the token that made the call.
+func actor(ctx context.Context) string {
+	if id, ok := ctx.Value(identityKey{}).(*identity); ok && id.name != "" {
+		return id.name
+	}
+	return "anonymous"
 }
 
-// authenticate checks the bearer token of every call; read-only calls need
-// the viewer role.
+// requiredRole is the least role of each procedure: reads need Viewer,
+// everything that changes the fleet Operator.
+var requiredRole = map[string]Role{
+	flotillav1connect.HubServiceListClustersProcedure:  Viewer,
+	flotillav1connect.HubServiceListAppsProcedure:      Viewer,
+	flotillav1connect.HubServiceGetAppProcedure:        Viewer,
+	flotillav1connect.HubServiceGetAppHistoryProcedure: Viewer,
+	flotillav1connect.HubServiceDiffAppProcedure:       Viewer,
+	flotillav1connect.HubServiceListEventsProcedure:    Viewer,
+	flotillav1connect.HubServiceSyncAppProcedure:       Operator,
+	flotillav1connect.HubServiceRollbackAppProcedure:   Operator,
+	flotillav1connect.HubServiceRevertAppProcedure:     Operator,
+	flotillav1connect.HubServiceUnpinAppProcedure:      Operator,
+}
+
+// authenticate checks the bearer token of every call against the role the
+// procedure needs. A procedure missing from requiredRole needs Admin.
 func authenticate(tokens []Token) connect.UnaryInterceptorFunc {
 	return func(next connect.UnaryFunc) connect.UnaryFunc {
 		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
@@ -95,10 +136,17 @@ func authenticate(tokens []Token) connect.UnaryInterceptorFunc {
 			}
 			for _, t := range tokens {
 				if subtle.ConstantTimeCompare([]byte(presented), []byte(t.Value)) == 1 {
-					if t.Role < requiredRole[req.Spec().Procedure] {
+					if id, ok := ctx.Value(identityKey{}).(*identity); ok {
+						id.name = t.Name
+					}
+					need, known := requiredRole[req.Spec().Procedure]
+					if !known {
+						need = Admin
+					}
+					if t.Role < need {
 						return nil, connect.NewError(connect.CodePermissionDenied, fmt.Errorf("token %q may not call %s", t.Name, req.Spec().Procedure))
 					}
-					return next(context.WithValue(ctx, identityKey{}, t.Name), req)
+					return next(ctx, req)
 				}
 			}
 			return nil, connect.NewError(connect.CodeUnauthenticated, errors.New("token not accepted (expired or wrong)"))
@@ -106,9 +154,72 @@ func authenticate(tokens []Token) connect.UnaryInterceptorFunc {
 	}
 }
 
+// audit records every call that needs more than Viewer, allowed or not,
+// with who made it, what it asked and how it ended.
+func audit(hub Hub) connect.UnaryInterceptorFunc {
+	return func(next connect.UnaryFunc) connect.UnaryFunc {
+		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+			ctx = context.WithValue(ctx, identityKey{}, &identity{})
+			resp, err := next(ctx, req)
+			if requiredRole[req.Spec().Procedure] == Viewer {
+				return resp, err
+			}
+			method := req.Spec().Procedure[strings.LastIndex(req.Spec().Procedure, "/")+1:]
+			what, _ := protojson.MarshalOptions{}.Marshal(req.Any().(proto.Message))
+			outcome, typ := "ok", flotillav1.EventType_EVENT_TYPE_NORMAL
+			if err != nil {
+				outcome, typ = connect.CodeOf(err).String()+": "+errorMessage(err), flotillav1.EventType_EVENT_TYPE_WARNING
+			}
+			target, _ := req.Any().(interface{ GetApp() string })
+			cluster, _ := req.Any().(interface{ GetCluster() string })
+			ev := &flotillav1.Event{Type: typ, Reason: "Audit", Actor: actor(ctx), Source: "api",
+				Message: fmt.Sprintf("%s %s %s: %s", actor(ctx), method, what, outcome)}
+			if target != nil {
+				ev.App = target.GetApp()
+			}
+			if cluster != nil {
+				ev.Cluster = cluster.GetCluster()
+			}
+			hub.Audit(ctx, ev)
+			return resp, err
+		}
+	}
+}
+
+func errorMessage(err error) string {
+	var cerr *connect.Error
+	if errors.As(err, &cerr) {
+		return cerr.Message()
+	}
+	return err.Error()
+}
+
+// toConnect gives a Hub error the code its wrapped sentinel calls for.
+func toConnect(err error) error {
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return connect.NewError(connect.CodeNotFound, err)
+	case errors.Is(err, ErrFailedPrecondition):
+		return connect.NewError(connect.CodeFailedPrecondition, err)
+	case errors.Is(err, ErrUnavailable):
+		return connect.NewError(connect.CodeUnavailable, err)
+	case errors.Is(err, context.DeadlineExceeded):
+		return connect.NewError(connect.CodeDeadlineExceeded, err)
+	}
+	return connect.NewError(connect.CodeInternal, err)
+}
+
+// required checks that a request names an application.
+func required(app string) error {
+	if app == "" {
+		return connect.NewError(connect.CodeInvalidArgument, errors.New("an application name is required"))
+	}
+	return nil
+}
+
 // ListClusters implements HubService.
 func (s *Server) ListClusters(ctx context.Context, _ *connect.Request[flotillav1.ListClustersRequest]) (*connect.Response[flotillav1.ListClustersResponse], error) {
-	regs := s.fleet.Clusters()
+	regs := s.hub.Clusters()
 	slices.SortFunc(regs, func(a, b *flotillav1.ClusterRegistration) int { return strings.Compare(a.GetName(), b.GetName()) })
 	resp := &flotillav1.ListClustersResponse{}
 	for _, r := range regs {
@@ -131,7 +242,7 @@ func (s *Server) ListApps(ctx context.Context, req *connect.Request[flotillav1.L
 		}
 	}
 	clusterLabels := map[string]labels.Set{}
-	for _, c := range s.fleet.Clusters() {
+	for _, c := range s.hub.Clusters() {
 		clusterLabels[c.GetName()] = c.GetLabels()
 	}
 	apps, err := s.apps(ctx, func(ds *flotillav1.DesiredState) bool {
@@ -161,12 +272,12 @@ func (s *Server) GetApp(ctx context.Context, req *connect.Request[flotillav1.Get
 // apps joins the published desired states that match with the agents'
 // statuses, sorted by cluster and app. Deleted applications are left out.
 func (s *Server) apps(ctx context.Context, match func(*flotillav1.DesiredState) bool) ([]*flotillav1.AppInfo, error) {
-	statuses, err := s.statuses.Statuses(ctx)
+	statuses, err := s.hub.Statuses(ctx)
 	if err != nil {
 		return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("read statuses: %w", err))
 	}
 	var out []*flotillav1.AppInfo
-	for _, ds := range s.fleet.Published() {
+	for _, ds := range s.hub.Published() {
 		if ds.GetDeletion() != nil || !match(ds) {
 			continue
 		}
@@ -176,4 +287,98 @@ func (s *Server) apps(ctx context.Context, match func(*flotillav1.DesiredState) 
 		return strings.Compare(bus.Key(a.GetCluster(), a.GetApp()), bus.Key(b.GetCluster(), b.GetApp()))
 	})
 	return out, nil
+}
+
+// GetAppHistory implements HubService.
+func (s *Server) GetAppHistory(ctx context.Context, req *connect.Request[flotillav1.GetAppHistoryRequest]) (*connect.Response[flotillav1.GetAppHistoryResponse], error) {
+	if err := required(req.Msg.GetApp()); err != nil {
+		return nil, err
+	}
+	entries, err := s.hub.History(ctx, req.Msg.GetApp(), req.Msg.GetCluster())
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	return connect.NewResponse(&flotillav1.GetAppHistoryResponse{Entries: entries}), nil
+}
+
+// DiffApp implements HubService.
+func (s *Server) DiffApp(ctx context.Context, req *connect.Request[flotillav1.DiffAppRequest]) (*connect.Response[flotillav1.DiffAppResponse], error) {
+	if err := required(req.Msg.GetApp()); err != nil {
+		return nil, err
+	}
+	diffs, err := s.hub.Diff(ctx, req.Msg.GetApp(), req.Msg.GetCluster(), actor(ctx))
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	return connect.NewResponse(&flotillav1.DiffAppResponse{Clusters: diffs}), nil
+}
+
+// ListEvents implements HubService.
+func (s *Server) ListEvents(ctx context.Context, req *connect.Request[flotillav1.ListEventsRequest]) (*connect.Response[flotillav1.ListEventsResponse], error) {
+	cluster, app, limit := req.Msg.GetCluster(), req.Msg.GetApp(), int(req.Msg.GetLimit())
+	if cluster == "" {
+		cluster = "*"
+	}
+	if app == "" {
+		app = "*"
+	}
+	if limit <= 0 {
+		limit = 100
+	}
+	events, err := s.hub.Events(ctx, cluster, app, limit)
+	if err != nil {
+		return nil, toConnect(fmt.Errorf("%w: read events: %w", ErrUnavailable, err))
+	}
+	return connect.NewResponse(&flotillav1.ListEventsResponse{Events: events}), nil
+}
+
+// SyncApp implements HubService.
+func (s *Server) SyncApp(ctx context.Context, req *connect.Request[flotillav1.SyncAppRequest]) (*connect.Response[flotillav1.SyncAppResponse], error) {
+	if err := required(req.Msg.GetApp()); err != nil {
+		return nil, err
+	}
+	results, err := s.hub.Sync(ctx, req.Msg.GetApp(), req.Msg.GetCluster(), actor(ctx))
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	return connect.NewResponse(&flotillav1.SyncAppResponse{Clusters: results}), nil
+}
+
+// RollbackApp implements HubService.
+func (s *Server) RollbackApp(ctx context.Context, req *connect.Request[flotillav1.RollbackAppRequest]) (*connect.Response[flotillav1.RollbackAppResponse], error) {
+	if err := required(req.Msg.GetApp()); err != nil {
+		return nil, err
+	}
+	if req.Msg.GetHistoryId() == 0 {
+		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("a history id is required (see flotilla app history)"))
+	}
+	results, err := s.hub.Rollback(ctx, req.Msg.GetApp(), req.Msg.GetHistoryId(), req.Msg.GetCluster(), actor(ctx))
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	return connect.NewResponse(&flotillav1.RollbackAppResponse{Clusters: results}), nil
+}
+
+// RevertApp implements HubService.
+func (s *Server) RevertApp(ctx context.Context, req *connect.Request[flotillav1.RevertAppRequest]) (*connect.Response[flotillav1.RevertAppResponse], error) {
+	if err := required(req.Msg.GetApp()); err != nil {
+		return nil, err
+	}
+	resp, err := s.hub.Revert(ctx, req.Msg.GetApp(), actor(ctx))
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	return connect.NewResponse(resp), nil
+}
+
+// UnpinApp implements HubService.
+func (s *Server) UnpinApp(ctx context.Context, req *connect.Request[flotillav1.UnpinAppRequest]) (*connect.Response[flotillav1.UnpinAppResponse], error) {
+	if err := required(req.Msg.GetApp()); err != nil {
+		return nil, err
+	}
+	results, err := s.hub.Unpin(ctx, req.Msg.GetApp(), req.Msg.GetCluster(), actor(ctx))
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	return connect.NewResponse(&flotillav1.UnpinAppResponse{Clusters: results}), nil
 }

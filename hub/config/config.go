@@ -30,6 +30,14 @@ type Config struct {
 	History int `json:"history"`
 	// GCInterval is how often unreferenced artifacts are deleted.
 	GCInterval Duration `json:"gcInterval"`
+	// CommitAuthor signs the revert commits of `flotilla app rollback --git`.
+	CommitAuthor CommitAuthor `json:"commitAuthor"`
+}
+
+// CommitAuthor is the name and email of commits the hub pushes.
+type CommitAuthor struct {
+	Name  string `json:"name"`
+	Email string `json:"email"`
 }
 
 // NATS is either an embedded server (the default) or an external one.
@@ -152,6 +160,12 @@ func (c *Config) applyDefaults() {
 	}
 	if c.History == 0 {
 		c.History = 64
+	}
+	if c.CommitAuthor.Name == "" {
+		c.CommitAuthor.Name = "Flotilla"
+	}
+	if c.CommitAuthor.Email == "" {
+		c.CommitAuthor.Email = "flotilla@localhost"
 	}
 	if c.GCInterval.Duration == 0 {
 		c.GCInterval.Duration = time.Hour

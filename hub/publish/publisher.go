@@ -321,10 +321,9 @@ var (
 	ErrNotReconciled = errors.New("the hub has not reconciled this application since it started")
 )
 
-// Rollback republishes the desired state of history entry id of (cluster,
-// app) as a new entry pinned by actor. The pin holds while Git's desired
-// state for the key stays what it is now.
-func (p *Publisher) Rollback(ctx context.Context, cluster, app string, id uint64, actor string) (*flotillav1.DesiredState, error) {
+// Entry returns history entry id of (cluster, app) if it can be rolled
+// back to: retained, not a deletion, its artifact still stored.
+func (p *Publisher) Entry(ctx context.Context, cluster, app string, id uint64) (*flotillav1.DesiredState, error) {
 	key := bus.Key(cluster, app)
 	entries, err := p.bus.DesiredHistory(ctx, cluster, app)
 	if err != nil {
@@ -348,7 +347,14 @@ func (p *Publisher) Rollback(ctx context.Context, cluster, app string, id uint64
 	} else if !ok {
 		return nil, fmt.Errorf("%s: history id %d: its artifact %s was garbage-collected: %w", key, id, target.GetArtifact().GetDigest(), ErrNotRollbackable)
 	}
+	return target, nil
+}
 
+// Rollback republishes target (an Entry) as the newest entry of its key,
+// pinned by actor. The pin holds while Git's desired state for the key
+// stays what it is now.
+func (p *Publisher) Rollback(ctx context.Context, target *flotillav1.DesiredState, actor string) (*flotillav1.DesiredState, error) {
+	key := bus.Key(target.GetCluster(), target.GetApp())
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	gitContent, ok := p.gitContent[key]
@@ -359,12 +365,12 @@ func (p *Publisher) Rollback(ctx context.Context, cluster, app string, id uint64
 	ds.HistoryId = p.latest[key].GetHistoryId() + 1
 	ds.PublishedAt = timestamppb.Now()
 	ds.Initiator = flotillav1.Initiator_INITIATOR_ROLLBACK
-	ds.Pin = &flotillav1.Pin{By: actor, At: ds.PublishedAt, RolledBackTo: id, GitContent: hex.EncodeToString(gitContent[:])}
+	ds.Pin = &flotillav1.Pin{By: actor, At: ds.PublishedAt, RolledBackTo: target.GetHistoryId(), GitContent: hex.EncodeToString(gitContent[:])}
 	signed, err := p.signer.Sign(ds)
 	if err != nil {
 		return nil, err
 	}
-	if err := p.bus.PublishDesired(ctx, []bus.DesiredPut{{Cluster: cluster, App: app, State: signed, Header: telemetry.Inject(ctx, nil)}}); err != nil {
+	if err := p.bus.PublishDesired(ctx, []bus.DesiredPut{{Cluster: ds.GetCluster(), App: ds.GetApp(), State: signed, Header: telemetry.Inject(ctx, nil)}}); err != nil {
 		return nil, err
 	}
 	p.remember(key, ds)

@@ -38,8 +38,9 @@ func (b *Bus) Command(ctx context.Context, cluster string, cmd *flotillav1.Signe
 	return reply, nil
 }
 
-// ServeCommands answers the commands sent to cluster with handle, one at a
-// time, until ctx ends. A message that does not decode gets an error reply.
+// ServeCommands answers the commands sent to cluster with handle, each in
+// its own goroutine (a diff need not wait for a sync), until ctx ends. A
+// message that does not decode gets an error reply.
 func (b *Bus) ServeCommands(ctx context.Context, cluster string, handle func(context.Context, *flotillav1.SignedAgentCommand) *flotillav1.AgentReply) error {
 	msgs := make(chan *nats.Msg, 16)
 	sub, err := b.nc.ChanSubscribe(commandSubject(cluster), msgs)
@@ -53,17 +54,18 @@ func (b *Bus) ServeCommands(ctx context.Context, cluster string, handle func(con
 			case <-ctx.Done():
 				return
 			case msg := <-msgs:
-				cmd := &flotillav1.SignedAgentCommand{}
-				var reply *flotillav1.AgentReply
-				if err := proto.Unmarshal(msg.Data, cmd); err != nil {
-					reply = &flotillav1.AgentReply{SchemaVersion: 1, Error: "command does not decode: " + err.Error()}
-				} else {
-					reply = handle(ctx, cmd)
-				}
-				data, err := proto.Marshal(reply)
-				if err == nil {
-					_ = msg.Respond(data)
-				}
+				go func() {
+					cmd := &flotillav1.SignedAgentCommand{}
+					var reply *flotillav1.AgentReply
+					if err := proto.Unmarshal(msg.Data, cmd); err != nil {
+						reply = &flotillav1.AgentReply{SchemaVersion: 1, Error: "command does not decode: " + err.Error()}
+					} else {
+						reply = handle(ctx, cmd)
+					}
+					if data, err := proto.Marshal(reply); err == nil {
+						_ = msg.Respond(data)
+					}
+				}()
 			}
 		}
 	}()

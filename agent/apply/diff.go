@@ -1,0 +1,73 @@
+package apply
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"golang.org/x/sync/errgroup"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+)
+
+// Drift is an object whose live state differs from what applying it would
+// make it. Live is nil when the object does not exist; Desired is the
+// server's dry-run result (or the object itself when it cannot be dry-run
+// yet: its namespace or kind is created by the same sync).
+type Drift struct {
+	Ref     ObjectRef
+	Live    *unstructured.Unstructured
+	Desired *unstructured.Unstructured
+}
+
+// Diff dry-runs every object, as a sync would, and returns those that would
+// change, in order. Nothing is written. A dry-run the server refuses fails
+// the diff with an error naming each object, as it would fail the sync.
+func (m *Manager) Diff(ctx context.Context, objs []*unstructured.Unstructured) ([]Drift, error) {
+	live, err := m.Live(ctx, objs)
+	if err != nil {
+		return nil, err
+	}
+	drifts := make([]*Drift, len(objs))
+	errs := make([]error, len(objs))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(m.opts.Concurrency)
+	for i, obj := range objs {
+		g.Go(func() error {
+			ref := RefOf(obj)
+			current := live[ref.Key()]
+			ri, _, err := m.client(obj)
+			if meta.IsNoMatchError(err) {
+				drifts[i] = &Drift{Ref: ref, Desired: obj} // a kind this sync's CRD defines
+				return nil
+			}
+			if err != nil {
+				errs[i] = &ObjectError{Ref: ref, Action: "dry-run", Err: err}
+				return nil
+			}
+			dry, err := ri.Apply(gctx, obj.GetName(), obj, metav1.ApplyOptions{FieldManager: FieldManager, Force: true, DryRun: []string{metav1.DryRunAll}})
+			switch {
+			case apierrors.IsNotFound(err) && current == nil:
+				drifts[i] = &Drift{Ref: ref, Desired: obj} // its namespace does not exist yet
+			case err != nil:
+				errs[i] = &ObjectError{Ref: ref, Action: "dry-run", Err: err}
+			case current == nil || !sameObject(current, dry):
+				drifts[i] = &Drift{Ref: ref, Live: current, Desired: dry}
+			}
+			return nil
+		})
+	}
+	_ = g.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("diff: %w", err)
+	}
+	var out []Drift
+	for _, d := range drifts {
+		if d != nil {
+			out = append(out, *d)
+		}
+	}
+	return out, nil
+}
