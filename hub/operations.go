@@ -194,6 +194,9 @@ func (h *Hub) Diff(ctx context.Context, app, cluster, actor string) ([]*flotilla
 // Sync implements api.Hub: fetch Git now, publish what changed, then have
 // each cluster's agent re-apply the application.
 func (h *Hub) Sync(ctx context.Context, app, cluster, actor string) ([]*flotillav1.ClusterResult, error) {
+	if _, err := h.targets(app, cluster); err != nil {
+		return nil, err
+	}
 	for _, r := range h.repos {
 		h.poll(ctx, r)
 	}

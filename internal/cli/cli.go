@@ -1,12 +1,14 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -28,6 +30,7 @@ var Version = "dev"
 type globals struct {
 	hub     string
 	token   string
+	config  string
 	output  string
 	timeout time.Duration
 }
@@ -38,16 +41,29 @@ func NewRoot(out io.Writer) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "flotilla",
 		Short: "Operate a Flotilla fleet: clusters, applications, history",
+		Long: `flotilla talks to a Flotilla hub's API. The hub address and token come from
+--hub and --token, else FLOTILLA_HUB and FLOTILLA_TOKEN, else the config file:
+
+  # ~/.config/flotilla/config.yaml
+  hub: https://flotilla.example.com
+  tokenFile: /home/me/.config/flotilla/token   # or token: ...
+
+Exit codes: 0 ok, 1 failure, 2 usage, 3 not authenticated or not allowed,
+4 not found, 5 hub unreachable, 6 app diff found differences.`,
 		Example: `  flotilla cluster list
   flotilla app list --selector env=production
-  flotilla app get api-service -o yaml`,
+  flotilla app history api-service
+  flotilla app rollback api-service --revision 42 --wait
+  flotilla completion bash > /etc/bash_completion.d/flotilla`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
 	root.SetOut(out)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &ExitError{Code: ExitUsage, Err: err} })
-	root.PersistentFlags().StringVar(&g.hub, "hub", envOr("FLOTILLA_HUB", "http://127.0.0.1:8080"), "hub API address (env FLOTILLA_HUB)")
-	root.PersistentFlags().StringVar(&g.token, "token", os.Getenv("FLOTILLA_TOKEN"), "bearer token (env FLOTILLA_TOKEN)")
+	root.PersistentFlags().StringVar(&g.hub, "hub", "", "hub API address (env FLOTILLA_HUB, config hub; default "+defaultHub+")")
+	root.PersistentFlags().StringVar(&g.token, "token", "", "bearer token (env FLOTILLA_TOKEN, config token or tokenFile)")
+	root.PersistentFlags().StringVar(&g.config, "config", "", "config file (env FLOTILLA_CONFIG; default $XDG_CONFIG_HOME/flotilla/config.yaml)")
+	root.PersistentPreRunE = func(*cobra.Command, []string) error { return g.resolve() }
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table, wide, json or yaml")
 	root.PersistentFlags().DurationVar(&g.timeout, "timeout", 10*time.Second, "how long to wait for the hub")
 
@@ -60,15 +76,51 @@ func NewRoot(out io.Writer) *cobra.Command {
 			return err
 		},
 	})
-	root.AddCommand(clusterCommand(g), appCommand(g))
+	root.AddCommand(clusterCommand(g), appCommand(g), eventsCommand(g))
 	return root
 }
 
-func envOr(key, fallback string) string {
-	if v := os.Getenv(key); v != "" {
-		return v
+const defaultHub = "http://127.0.0.1:8080"
+
+// fileConfig is the CLI's config file.
+type fileConfig struct {
+	Hub       string `json:"hub"`
+	Token     string `json:"token"`
+	TokenFile string `json:"tokenFile"`
+}
+
+// resolve fills --hub and --token from, in order, the flag, the
+// environment, the config file and the default.
+func (g *globals) resolve() error {
+	path := cmp.Or(g.config, os.Getenv("FLOTILLA_CONFIG"))
+	explicit := path != ""
+	if !explicit {
+		if dir, err := os.UserConfigDir(); err == nil {
+			path = filepath.Join(dir, "flotilla", "config.yaml")
+		}
 	}
-	return fallback
+	var fc fileConfig
+	if path != "" {
+		data, err := os.ReadFile(path)
+		switch {
+		case err == nil:
+			if err := yaml.UnmarshalStrict(data, &fc); err != nil {
+				return &ExitError{Code: ExitUsage, Err: fmt.Errorf("config %s: %w", path, err)}
+			}
+		case explicit || !errors.Is(err, os.ErrNotExist):
+			return &ExitError{Code: ExitUsage, Err: fmt.Errorf("config: %w", err)}
+		}
+	}
+	if fc.TokenFile != "" && fc.Token == "" {
+		data, err := os.ReadFile(fc.TokenFile)
+		if err != nil {
+			return &ExitError{Code: ExitUsage, Err: fmt.Errorf("config %s: tokenFile: %w", path, err)}
+		}
+		fc.Token = strings.TrimSpace(string(data))
+	}
+	g.hub = cmp.Or(g.hub, os.Getenv("FLOTILLA_HUB"), fc.Hub, defaultHub)
+	g.token = cmp.Or(g.token, os.Getenv("FLOTILLA_TOKEN"), fc.Token)
+	return nil
 }
 
 func (g *globals) client() flotillav1connect.HubServiceClient {
@@ -159,7 +211,9 @@ func appCommand(g *globals) *cobra.Command {
 			return g.print(cmd.OutOrStdout(), resp.Msg, func(w *tabwriter.Writer, wide bool) { appTable(w, resp.Msg.GetApps(), wide) })
 		},
 	}
-	cmd.AddCommand(list, get)
+	get.ValidArgsFunction = g.completeApps
+	_ = list.RegisterFlagCompletionFunc("cluster", g.completeClusters)
+	cmd.AddCommand(list, get, historyCommand(g), diffCommand(g), syncCommand(g), rollbackCommand(g), unpinCommand(g))
 	return cmd
 }
 
@@ -178,7 +232,11 @@ func appTable(w *tabwriter.Writer, apps []*flotillav1.AppInfo, wide bool) {
 				sync = "OutOfSync" // the agent has not reported the newest desired state yet
 			}
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%.8s", a.GetCluster(), a.GetApp(), sync, health, a.GetDesired().GetHistoryId(), a.GetDesired().GetSource().GetCommit())
+		history := fmt.Sprint(a.GetDesired().GetHistoryId())
+		if p := a.GetDesired().GetPin(); p != nil {
+			history += fmt.Sprintf(" (pinned to %d by %s)", p.GetRolledBackTo(), p.GetBy())
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%.8s", a.GetCluster(), a.GetApp(), sync, health, history, a.GetDesired().GetSource().GetCommit())
 		if wide {
 			fmt.Fprintf(w, "\t%s\t%s", enumWord(st.GetPhase().String(), "SYNC_PHASE_"), st.GetMessage())
 		}
@@ -254,6 +312,8 @@ func hubError(g *globals, err error) error {
 		return &ExitError{Code: ExitNotFound, Err: errors.New(cerr.Message())}
 	case connect.CodeInvalidArgument:
 		return &ExitError{Code: ExitUsage, Err: errors.New(cerr.Message())}
+	case connect.CodeFailedPrecondition:
+		return &ExitError{Code: ExitFailure, Err: errors.New(cerr.Message())}
 	}
 	return &ExitError{Code: ExitFailure, Err: errors.New(cerr.Message())}
 }

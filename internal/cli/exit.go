@@ -10,6 +10,7 @@ const (
 	ExitAuth     = 3 // unauthenticated or not allowed
 	ExitNotFound = 4 // unknown app, cluster or revision
 	ExitHubDown  = 5 // the hub could not be reached
+	ExitDiffers  = 6 // app diff found differences
 )
 
 // ExitError is an error with the exit code it should end the CLI with.

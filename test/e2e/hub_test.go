@@ -38,6 +38,7 @@ const repoURL = "https://github.com/your-org/gitops-config"
 const (
 	webhookSecret = "webhook-s3cret"
 	apiToken      = "viewer-t0ken"
+	operatorToken = "operator-t0ken"
 )
 
 // hubEnv is a running hub on the fixture repository.
@@ -67,6 +68,7 @@ func startHub(t *testing.T) *hubEnv {
 	must(t, os.WriteFile(secretFile, []byte(webhookSecret), 0o600))
 	tokenFile := filepath.Join(dir, "api-token")
 	must(t, os.WriteFile(tokenFile, []byte(apiToken), 0o600))
+	t.Setenv("FLOTILLA_OPERATOR_TOKEN", operatorToken)
 	cfg, err := config.Parse("hub.yaml", []byte(fmt.Sprintf(`
 dataDir: %s
 nats:
@@ -91,6 +93,7 @@ webhook:
 api:
   tokens:
     - {name: ops, role: viewer, tokenFile: %s}
+    - {name: oncall, role: operator, tokenEnv: FLOTILLA_OPERATOR_TOKEN}
 `, filepath.Join(dir, "data"), repoURL, e.git.RepoURL("gitops-config"), passwordFile, e.git.RepoURL("missing"), repoURL, secretFile, tokenFile)))
 	must(t, err)
 
