@@ -182,7 +182,9 @@ func (h *Hub) Diff(ctx context.Context, app, cluster, actor string) ([]*flotilla
 	if err != nil {
 		return nil, err
 	}
-	replies := h.command(ctx, targets, actor, func(c *flotillav1.AgentCommand) { c.Command = &flotillav1.AgentCommand_Diff{Diff: &flotillav1.DiffCommand{}} })
+	replies := h.command(ctx, targets, actor, func(c *flotillav1.AgentCommand) {
+		c.Command = &flotillav1.AgentCommand_Diff{Diff: &flotillav1.DiffCommand{}}
+	})
 	var out []*flotillav1.ClusterDiff
 	for _, ds := range targets {
 		r := replies[ds.GetCluster()]
@@ -207,7 +209,9 @@ func (h *Hub) Sync(ctx context.Context, app, cluster, actor string) ([]*flotilla
 	if err != nil {
 		return nil, err
 	}
-	replies := h.command(ctx, targets, actor, func(c *flotillav1.AgentCommand) { c.Command = &flotillav1.AgentCommand_Sync{Sync: &flotillav1.SyncCommand{}} })
+	replies := h.command(ctx, targets, actor, func(c *flotillav1.AgentCommand) {
+		c.Command = &flotillav1.AgentCommand_Sync{Sync: &flotillav1.SyncCommand{}}
+	})
 	var out []*flotillav1.ClusterResult
 	for _, ds := range targets {
 		r := replies[ds.GetCluster()]
@@ -250,7 +254,7 @@ func (h *Hub) Rollback(ctx context.Context, app string, historyID uint64, cluste
 		}
 		h.log.Info("rolled back", "cluster", ds.GetCluster(), "app", app, "to", historyID, "history_id", ds.GetHistoryId(), "actor", actor)
 		h.event(ctx, &flotillav1.Event{Actor: actor, Cluster: ds.GetCluster(), App: app, Type: flotillav1.EventType_EVENT_TYPE_NORMAL, Reason: "RolledBack",
-			Message: fmt.Sprintf("%s rolled back to history %d (commit %s); pinned until Git changes the application or it is unpinned", actor, historyID, ds.GetSource().GetCommit()),
+			Message:  fmt.Sprintf("%s rolled back to history %d (commit %s); pinned until Git changes the application or it is unpinned", actor, historyID, ds.GetSource().GetCommit()),
 			Revision: ds.GetSource().GetCommit(), HistoryId: ds.GetHistoryId()})
 		out = append(out, &flotillav1.ClusterResult{Cluster: ds.GetCluster(), HistoryId: ds.GetHistoryId()})
 	}
@@ -336,7 +340,7 @@ func (h *Hub) Revert(ctx context.Context, app, actor string) (*flotillav1.Revert
 	}
 	h.log.Info("pushed a revert", "app", app, "repo", src.GetRepoUrl(), "branch", branch, "reverted", res.Reverted.Hash.String(), "commit", res.Commit.String(), "actor", actor)
 	h.event(ctx, &flotillav1.Event{Actor: actor, App: app, Type: flotillav1.EventType_EVENT_TYPE_NORMAL, Reason: "Reverted",
-		Message: fmt.Sprintf("%s pushed %s to %s, reverting %s (%s)", actor, res.Commit.String()[:8], branch, res.Reverted.Hash.String()[:8], strings.Join(res.Files, ", ")),
+		Message:  fmt.Sprintf("%s pushed %s to %s, reverting %s (%s)", actor, res.Commit.String()[:8], branch, res.Reverted.Hash.String()[:8], strings.Join(res.Files, ", ")),
 		Revision: res.Commit.String()})
 	select {
 	case repo.pollNow <- struct{}{}:
