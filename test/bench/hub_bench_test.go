@@ -34,6 +34,8 @@ import (
 const (
 	repoURL = "https://github.com/your-org/gitops-config"
 	secret  = "bench-secret"
+	// token is an operator's API token.
+	token = "bench-operator-token"
 )
 
 type benchHub struct {
@@ -54,6 +56,7 @@ func startHub(b *testing.B, pollInterval time.Duration, extraRepos []string) *be
 	h.git.CreateRepo(b, "gitops-config")
 	h.git.PushDir(b, "gitops-config", "main", "initial import", testenv.Fixture(b, "gitops-config"))
 	dir := b.TempDir()
+	b.Setenv("FLOTILLA_BENCH_TOKEN", token)
 	secretFile := filepath.Join(dir, "secret")
 	if err := os.WriteFile(secretFile, []byte(secret), 0o600); err != nil {
 		b.Fatal(err)
@@ -71,6 +74,8 @@ repositories:
 roots:
   - {name: production, repo: %s, path: apps, clusters: env=production}
 webhook: {secretFile: %s}
+api:
+  tokens: [{name: bench, role: operator, tokenEnv: FLOTILLA_BENCH_TOKEN}]
 `, filepath.Join(dir, "data"), repos.String(), repoURL, secretFile)))
 	if err != nil {
 		b.Fatal(err)
