@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"os/exec"
@@ -12,9 +14,12 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"google.golang.org/protobuf/types/known/timestamppb"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/flotilla-dev/flotilla/internal/cli"
+	"github.com/flotilla-dev/flotilla/internal/signing"
+	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
 	"github.com/flotilla-dev/flotilla/test/testenv"
 )
 
@@ -159,6 +164,21 @@ func TestOperatorRollsBackAt2AM(t *testing.T) {
 		run(t, cli.ExitFailure, append([]string{"app", "unpin", "api-service"}, operator...)...)
 	})
 
+	t.Run("a new commit to the app releases the pin", func(t *testing.T) {
+		run(t, 0, append([]string{"app", "rollback", "api-service", "--revision", "1", "--cluster", "prod-eu"}, operator...)...)
+		waitImage(t, prod, rolloutsGVR, "production", "api-service", "api-service:1.4.2")
+		e.git.WriteFiles(t, "gitops-config", "main", "deploy: api-service 1.6.0", map[string]string{
+			"environments/production/api-service-values.yaml": strings.Replace(values, `tag: "1.4.2"`, `tag: "1.6.0"`, 1),
+		})
+		e.webhook(t, webhookSecret)
+		waitImage(t, prod, rolloutsGVR, "production", "api-service", "api-service:1.6.0")
+		ds, _, err := e.desired(t, "prod-eu", "api-service")
+		must(t, err)
+		if ds.GetPin() != nil || ds.GetInitiator().String() != "INITIATOR_GIT" {
+			t.Errorf("after a commit to the app: pin %v, initiator %v", ds.GetPin(), ds.GetInitiator())
+		}
+	})
+
 	t.Run("rollback through Git leaves a revert commit and the fleet follows", func(t *testing.T) {
 		before := e.git.Head(t, "gitops-config", "main")
 		out := run(t, 0, append([]string{"app", "rollback", "worker-service", "--git", "--wait"}, operator...)...)
@@ -174,6 +194,18 @@ func TestOperatorRollsBackAt2AM(t *testing.T) {
 		}
 		if parent, err := exec.Command("git", "-C", e.git.BareDir("gitops-config"), "rev-parse", head+"^").Output(); err != nil || strings.TrimSpace(string(parent)) != before {
 			t.Errorf("the revert is not on top of %s: %s %v", before, parent, err)
+		}
+	})
+
+	t.Run("an agent refuses a command the hub did not sign", func(t *testing.T) {
+		_, other, _ := ed25519.GenerateKey(rand.Reader)
+		forged, err := signing.NewSigner(other).SignCommand(&flotillav1.AgentCommand{SchemaVersion: 1, Cluster: "prod-eu", App: "api-service",
+			IssuedAt: timestamppb.Now(), Command: &flotillav1.AgentCommand_Sync{Sync: &flotillav1.SyncCommand{}}})
+		must(t, err)
+		reply, err := e.bus.Command(t.Context(), "prod-eu", forged)
+		must(t, err)
+		if !strings.Contains(reply.GetError(), "command refused") || !strings.Contains(reply.GetError(), "unknown key") {
+			t.Errorf("reply to a forged command: %v", reply)
 		}
 	})
 
