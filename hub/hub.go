@@ -197,10 +197,6 @@ func (h *Hub) Serve(ctx context.Context, ln net.Listener) error {
 	// The first pass runs before the API serves, so an operator's call
 	// always finds Git's desired state known.
 	_ = h.reconcile(ctx)
-	select {
-	case <-h.trigger: // the polls asked for the pass that just ran
-	default:
-	}
 	for _, r := range h.repos {
 		wg.Go(func() { h.pollLoop(ctx, r) })
 	}

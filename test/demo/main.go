@@ -27,6 +27,7 @@ import (
 	"github.com/flotilla-dev/flotilla/hub"
 	"github.com/flotilla-dev/flotilla/hub/config"
 	"github.com/flotilla-dev/flotilla/internal/bus"
+	"github.com/flotilla-dev/flotilla/internal/cli"
 	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
 )
 
@@ -74,7 +75,7 @@ func run(ctx context.Context) error {
 	}
 
 	step("Starting the hub with embedded NATS")
-	const token = "demo-viewer-token"
+	const token = "demo-operator-token"
 	if err := os.Setenv("FLOTILLA_DEMO_TOKEN", token); err != nil {
 		return err
 	}
@@ -88,7 +89,7 @@ roots:
   - {name: production, repo: https://github.com/your-org/gitops-config, path: apps, clusters: env=production}
 api:
   tokens:
-    - {name: demo, role: viewer, tokenEnv: FLOTILLA_DEMO_TOKEN}
+    - {name: demo, role: operator, tokenEnv: FLOTILLA_DEMO_TOKEN}
 `, filepath.Join(work, "hub"), bare)))
 	if err != nil {
 		return err
@@ -141,23 +142,60 @@ api:
 			fmt.Printf("    %-24s %-42s %s\n", r.GetKind(), r.GetNamespace()+"/"+r.GetName(), r.GetAction())
 		}
 	}
+
+	// The user story's 2 am: a bad release ships, one command undoes it.
+	flotilla := func(args ...string) error {
+		fmt.Printf("\n$ flotilla %s\n", strings.Join(args, " "))
+		cmd := cli.NewRoot(os.Stdout)
+		cmd.SetArgs(append(args, "--hub", "http://"+ln.Addr().String(), "--token", token))
+		return cmd.ExecuteContext(ctx)
+	}
+	fmt.Println()
+	step("Shipping api-service 1.4.3 to production the way CI does (a commit), then rolling it back")
+	if err := gitIn(checkout, "commit", "--quiet", "-m", "deploy: api-service 1.4.3", "--", bumpTag(checkout, "1.4.2", "1.4.3")); err != nil {
+		return err
+	}
+	if err := gitIn(checkout, "push", "--quiet"); err != nil {
+		return err
+	}
+	if err := waitHistory(ctx, b, "prod-eu", "api-service", 2); err != nil {
+		return err
+	}
+	for _, args := range [][]string{
+		{"app", "list", "--cluster", "prod-eu"},
+		{"app", "history", "api-service", "--cluster", "prod-eu"},
+		{"app", "rollback", "api-service", "--revision", "1", "--cluster", "prod-eu"},
+		{"app", "get", "api-service"},
+	} {
+		if err := flotilla(args...); err != nil {
+			return err
+		}
+	}
+	if err := waitHistory(ctx, b, "prod-eu", "api-service", 3); err != nil {
+		return err
+	}
 	kubectl := filepath.Join(root, "bin", "k8s", "kubectl")
 	fmt.Printf(`
-Flotilla is running. Roll out a new image the way CI does, from another shell:
+production is back on 1.4.2 and pinned there until the next commit to
+api-service or an unpin. Ship a fixed release the way CI does, from another
+shell; the commit releases the pin:
 
   cd %s
-  sed -i 's/tag: "1.4.2"/tag: "1.4.3"/' environments/production/api-service-values.yaml
-  git commit -qam "deploy: api-service 1.4.3" && git push -q
+  sed -i 's/tag: "1.4.3"/tag: "1.4.4"/' environments/production/api-service-values.yaml
+  git commit -qam "deploy: api-service 1.4.4" && git push -q
 
 and watch it arrive in production within seconds:
 
   %s --kubeconfig %s -n production get rollout api-service -o jsonpath='{.spec.template.spec.containers[0].image}{"\n"}'
 
-The fleet through the hub's API, with the operator CLI:
+More of the operator CLI:
 
   export FLOTILLA_HUB=http://%s FLOTILLA_TOKEN=%s
-  go run ./cmd/flotilla app list
-  go run ./cmd/flotilla cluster list -o wide
+  go run ./cmd/flotilla app history api-service
+  go run ./cmd/flotilla app diff api-service
+  go run ./cmd/flotilla app unpin api-service
+  go run ./cmd/flotilla app rollback api-service --git     # the golden rule: revert in Git
+  go run ./cmd/flotilla events --app api-service
 
 Status changes are printed below; logs are in %s. Ctrl-C stops everything.
 `, checkout, kubectl, clusters["prod-eu"], ln.Addr().String(), token, logFile.Name())
@@ -171,6 +209,47 @@ Status changes are printed below; logs are in %s. Ctrl-C stops everything.
 }
 
 func step(msg string) { fmt.Printf("==> %s\n", msg) }
+
+// gitIn runs git in dir.
+func gitIn(dir string, args ...string) error {
+	cmd := exec.Command("git", args...)
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("git %s: %v: %s", strings.Join(args, " "), err, out)
+	}
+	return nil
+}
+
+// bumpTag replaces the production api-service image tag and returns the
+// file it changed.
+func bumpTag(checkout, from, to string) string {
+	const file = "environments/production/api-service-values.yaml"
+	path := filepath.Join(checkout, file)
+	data, err := os.ReadFile(path)
+	if err == nil {
+		err = os.WriteFile(path, []byte(strings.Replace(string(data), `tag: "`+from+`"`, `tag: "`+to+`"`, 1)), 0o644)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "demo:", err)
+	}
+	return file
+}
+
+// waitHistory waits until the agent reports history id of (cluster, app).
+func waitHistory(ctx context.Context, b *bus.Bus, cluster, app string, id uint64) error {
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) {
+		if st, err := b.GetStatus(ctx, cluster, app); err == nil && st.GetHistoryId() >= id && st.GetPhase() != flotillav1.SyncPhase_SYNC_PHASE_RUNNING {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("%s/%s did not reach history %d within a minute", cluster, app, id)
+}
 
 // createRepo makes a bare repository holding the fixture and a checkout
 // whose origin is it, as a platform team's clone would be.
