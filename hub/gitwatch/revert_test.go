@@ -94,6 +94,9 @@ func TestRevertRefusesConflictsAndRejectedPushes(t *testing.T) {
 	if _, err := m.Revert(context.Background(), "main", []string{"charts/api"}, author, ""); !errors.Is(err, ErrRevertConflict) || !strings.Contains(err.Error(), "shared.yaml") {
 		t.Errorf("revert over a later change: %v, want ErrRevertConflict naming shared.yaml", err)
 	}
+	if now := srv.Head(t, "r", "main"); now != head {
+		t.Errorf("a conflicting revert moved main from %s to %s", head, now)
+	}
 	if _, err := m.Revert(context.Background(), "main", []string{"no/such/path"}, author, ""); !errors.Is(err, ErrNothingToRevert) {
 		t.Errorf("revert of an untouched path: %v, want ErrNothingToRevert", err)
 	}
@@ -102,7 +105,7 @@ func TestRevertRefusesConflictsAndRejectedPushes(t *testing.T) {
 	}
 
 	// A protected branch: the server's pre-receive hook refuses the push.
-	srv.WriteFiles(t, "r", "main", "shared last", map[string]string{"charts/api/values.yaml": "tag: v3\n"})
+	srv.WriteFiles(t, "r", "main", "bump to v3", map[string]string{"charts/api/values.yaml": "tag: v3\n"})
 	head = srv.Head(t, "r", "main")
 	hook := srv.BareDir("r") + "/hooks/pre-receive"
 	if err := os.WriteFile(hook, []byte("#!/bin/sh\necho 'main is protected' >&2\nexit 1\n"), 0o755); err != nil {
