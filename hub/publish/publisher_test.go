@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"log/slog"
+	"strings"
 	"testing"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -58,5 +59,49 @@ func TestCollectGarbageKeepsReferencedArtifacts(t *testing.T) {
 	}
 	if _, err := b.GetArtifact(t.Context(), artifact.Digest(orphan)); !errors.Is(err, jetstream.ErrObjectNotFound) {
 		t.Errorf("orphan artifact: %v, want not found", err)
+	}
+}
+
+func TestEntryRefusesWhatCannotBeRolledBackTo(t *testing.T) {
+	n := testenv.StartNATS(t)
+	b, err := bus.Provision(t.Context(), n.Connect(t), bus.DefaultOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	signer := signing.NewSigner(key)
+	p := New(b, signer, slog.Default())
+	collected, kept := []byte("collected"), []byte("kept")
+	if _, err := b.PutArtifact(t.Context(), artifact.Digest(kept), kept); err != nil {
+		t.Fatal(err)
+	}
+	for _, ds := range []*flotillav1.DesiredState{
+		{Cluster: "prod-eu", App: "api-service", HistoryId: 1, Artifact: &flotillav1.Artifact{Digest: artifact.Digest(collected)}},
+		{Cluster: "prod-eu", App: "api-service", HistoryId: 2, Artifact: &flotillav1.Artifact{Digest: artifact.Digest(kept)}},
+		{Cluster: "prod-eu", App: "api-service", HistoryId: 3, Artifact: &flotillav1.Artifact{Digest: artifact.Digest(kept)}, Deletion: &flotillav1.Deletion{}},
+	} {
+		env, err := signer.Sign(ds)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := b.PublishDesired(t.Context(), []bus.DesiredPut{{Cluster: "prod-eu", App: "api-service", State: env}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if ds, err := p.Entry(t.Context(), "prod-eu", "api-service", 2); err != nil || ds.GetHistoryId() != 2 {
+		t.Errorf("Entry(2) = %v, %v", ds, err)
+	}
+	for id, want := range map[uint64]error{1: ErrNotRollbackable, 3: ErrNotRollbackable, 99: ErrNoEntry} {
+		if _, err := p.Entry(t.Context(), "prod-eu", "api-service", id); !errors.Is(err, want) {
+			t.Errorf("Entry(%d): %v, want %v", id, err, want)
+		}
+	}
+	if _, err := p.Entry(t.Context(), "prod-eu", "api-service", 1); err == nil || !strings.Contains(err.Error(), "garbage-collected") {
+		t.Errorf("Entry(1) does not say the artifact is gone: %v", err)
+	}
+	// Git's desired state is not known before a reconcile: no rollback.
+	target, _ := p.Entry(t.Context(), "prod-eu", "api-service", 2)
+	if _, err := p.Rollback(t.Context(), target, "oncall"); !errors.Is(err, ErrNotReconciled) {
+		t.Errorf("Rollback before any Publish: %v, want ErrNotReconciled", err)
 	}
 }
