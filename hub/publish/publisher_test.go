@@ -17,7 +17,10 @@ import (
 	"github.com/flotilla-dev/flotilla/test/testenv"
 )
 
-func TestCollectGarbageKeepsReferencedArtifacts(t *testing.T) {
+// newPublisher provisions the buckets on an embedded NATS server and
+// returns them with a signer and a Publisher using it.
+func newPublisher(t *testing.T) (*bus.Bus, *signing.Signer, *Publisher) {
+	t.Helper()
 	n := testenv.StartNATS(t)
 	b, err := bus.Provision(t.Context(), n.Connect(t), bus.DefaultOptions())
 	if err != nil {
@@ -25,7 +28,11 @@ func TestCollectGarbageKeepsReferencedArtifacts(t *testing.T) {
 	}
 	_, key, _ := ed25519.GenerateKey(rand.Reader)
 	signer := signing.NewSigner(key)
-	p := New(b, signer, slog.Default())
+	return b, signer, New(b, signer, slog.Default())
+}
+
+func TestCollectGarbageKeepsReferencedArtifacts(t *testing.T) {
+	b, signer, p := newPublisher(t)
 
 	referencedOld, referencedNew, orphan := []byte("old"), []byte("new"), []byte("orphan")
 	for _, data := range [][]byte{referencedOld, referencedNew, orphan} {
@@ -63,14 +70,7 @@ func TestCollectGarbageKeepsReferencedArtifacts(t *testing.T) {
 }
 
 func TestEntryRefusesWhatCannotBeRolledBackTo(t *testing.T) {
-	n := testenv.StartNATS(t)
-	b, err := bus.Provision(t.Context(), n.Connect(t), bus.DefaultOptions())
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, key, _ := ed25519.GenerateKey(rand.Reader)
-	signer := signing.NewSigner(key)
-	p := New(b, signer, slog.Default())
+	b, signer, p := newPublisher(t)
 	collected, kept := []byte("collected"), []byte("kept")
 	if _, err := b.PutArtifact(t.Context(), artifact.Digest(kept), kept); err != nil {
 		t.Fatal(err)

@@ -45,6 +45,21 @@ type agentProcess struct {
 	cmd *exec.Cmd
 }
 
+// publicKeyFile writes the hub's public key where an agent can pin it.
+func (h *benchHub) publicKeyFile(b *testing.B) string {
+	resp, err := http.Get(h.apiURL + "/api/public-key")
+	if err != nil {
+		b.Fatal(err)
+	}
+	key, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	keyFile := filepath.Join(b.TempDir(), "hub.pub")
+	if err := os.WriteFile(keyFile, key, 0o644); err != nil {
+		b.Fatal(err)
+	}
+	return keyFile
+}
+
 func buildAgent(b *testing.B) string {
 	bin := filepath.Join(b.TempDir(), "agent")
 	cmd := exec.Command("go", "build", "-o", bin, "./cmd/agent")
@@ -110,16 +125,7 @@ func BenchmarkAgent(b *testing.B) {
 	// Workloads: the bulk app's 334 Deployments really become Available, so
 	// health settles and the agent reaches a steady state, as in a cluster.
 	c := testenv.StartCluster(b, testenv.ClusterOptions{Name: "prod-eu", Workloads: true, Nodes: 4})
-	resp, err := http.Get(h.apiURL + "/api/public-key")
-	if err != nil {
-		b.Fatal(err)
-	}
-	key, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	keyFile := filepath.Join(b.TempDir(), "hub.pub")
-	if err := os.WriteFile(keyFile, key, 0o644); err != nil {
-		b.Fatal(err)
-	}
+	keyFile := h.publicKeyFile(b)
 	bin := buildAgent(b)
 	args := []string{"--cluster", "prod-eu", "--labels", "env=production", "--nats-url", h.natsURL(b),
 		"--hub-public-key", keyFile, "--kubeconfig", c.Kubeconfig, "--cache-dir", b.TempDir(), "--metrics-addr", "127.0.0.1:0"}

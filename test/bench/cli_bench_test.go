@@ -4,9 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -33,18 +30,8 @@ func flotilla(b *testing.B, h *benchHub, out io.Writer, args ...string) {
 func BenchmarkRollbackToApplied(b *testing.B) {
 	h := startHub(b, time.Hour, nil)
 	c := testenv.StartCluster(b, testenv.ClusterOptions{Name: "prod-eu"})
-	resp, err := http.Get(h.apiURL + "/api/public-key")
-	if err != nil {
-		b.Fatal(err)
-	}
-	key, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	keyFile := filepath.Join(b.TempDir(), "hub.pub")
-	if err := os.WriteFile(keyFile, key, 0o644); err != nil {
-		b.Fatal(err)
-	}
 	agent := startAgentProcess(b, buildAgent(b), "--cluster", "prod-eu", "--labels", "env=production", "--nats-url", h.natsURL(b),
-		"--hub-public-key", keyFile, "--kubeconfig", c.Kubeconfig, "--cache-dir", b.TempDir())
+		"--hub-public-key", h.publicKeyFile(b), "--kubeconfig", c.Kubeconfig, "--cache-dir", b.TempDir())
 	defer agent.stop()
 	waitRolloutImage(b, c, "api-service:1.4.2") // history 1
 	bumpTag(b, h, "2.0.0")
