@@ -107,7 +107,7 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) error {
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	syncerOpts := agentsync.Options{
 		Cluster: opts.Cluster, CacheDir: opts.CacheDir, Limits: artifact.DefaultLimits(),
-		HealthInterval: time.Second, HealthTimeout: opts.HealthTimeout, Metrics: agentsync.NewMetrics(registry),
+		HealthInterval: time.Second, HealthTimeout: opts.HealthTimeout, ResyncInterval: opts.ResyncInterval, Metrics: agentsync.NewMetrics(registry),
 	}
 	var syncer *agentsync.Syncer
 	err = retry(ctx, log, "read the cluster's version", func() error {

@@ -25,6 +25,9 @@ type Options struct {
 	Heartbeat time.Duration
 	// HealthTimeout is how long a sync follows health until it settles.
 	HealthTimeout time.Duration
+	// ResyncInterval is how often every application is compared with its
+	// live objects in full, beside the watches (jittered ±10 %).
+	ResyncInterval time.Duration
 	// MetricsAddr serves /metrics and /healthz; empty turns it off.
 	MetricsAddr string
 }
@@ -37,7 +40,10 @@ func DefaultOptions() Options {
 		Namespace:     "flotilla-system",
 		Heartbeat:     15 * time.Second,
 		HealthTimeout: 10 * time.Minute,
-		MetricsAddr:   ":8080",
+		// Argo CD's reconciliation timeout is 3 min; with watches doing the
+		// work, the full comparison is only a safety net.
+		ResyncInterval: 10 * time.Minute,
+		MetricsAddr:    ":8080",
 	}
 }
 
@@ -57,6 +63,7 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.Namespace, "namespace", o.Namespace, "namespace of the agent's own state (inventories)")
 	fs.DurationVar(&o.Heartbeat, "heartbeat", o.Heartbeat, "registration heartbeat interval")
 	fs.DurationVar(&o.HealthTimeout, "health-timeout", o.HealthTimeout, "how long a sync follows health")
+	fs.DurationVar(&o.ResyncInterval, "resync-interval", o.ResyncInterval, "how often every application is compared with its live objects in full (drift a watch missed)")
 	fs.StringVar(&o.MetricsAddr, "metrics-addr", o.MetricsAddr, "address of /metrics and /healthz; empty turns them off")
 }
 

@@ -7,6 +7,8 @@ type Metrics struct {
 	syncs    *prometheus.CounterVec
 	duration prometheus.Histogram
 	writes   prometheus.Counter
+	// driftCorrected counts objects self-heal re-applied.
+	driftCorrected prometheus.Counter
 }
 
 // NewMetrics registers the sync loop's metrics with reg.
@@ -22,7 +24,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		writes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "flotilla_agent_object_writes_total", Help: "Objects created, configured or pruned.",
 		}),
+		driftCorrected: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "flotilla_agent_drift_corrected_total", Help: "Objects changed or deleted outside Git that self-heal re-applied.",
+		}),
 	}
-	reg.MustRegister(m.syncs, m.duration, m.writes)
+	reg.MustRegister(m.syncs, m.duration, m.writes, m.driftCorrected)
 	return m
 }

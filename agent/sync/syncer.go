@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/flotilla-dev/flotilla/agent/apply"
 	"github.com/flotilla-dev/flotilla/agent/health"
@@ -56,6 +57,9 @@ type Options struct {
 	// re-checked and HealthTimeout how long it is followed.
 	HealthInterval time.Duration
 	HealthTimeout  time.Duration
+	// ResyncInterval is how often every application is compared with its
+	// live objects in full, catching what a watch missed (jittered ±10 %).
+	ResyncInterval time.Duration
 	// Metrics, when set, count syncs and writes.
 	Metrics *Metrics
 }
@@ -72,6 +76,8 @@ type Syncer struct {
 
 	mu   gosync.Mutex
 	apps map[string]*appWorker
+	// watched are the resources whose managed objects are watched for drift.
+	watched map[schema.GroupVersionResource]bool
 }
 
 // New creates a Syncer.
@@ -80,7 +86,8 @@ func New(opts Options, log *slog.Logger, manager *apply.Manager, inv *inventory.
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes version: %w", err)
 	}
-	return &Syncer{opts: opts, log: log, manager: manager, inventory: inv, artifacts: artifacts, reporter: reporter, kube: kube, apps: map[string]*appWorker{}}, nil
+	return &Syncer{opts: opts, log: log, manager: manager, inventory: inv, artifacts: artifacts, reporter: reporter, kube: kube, apps: map[string]*appWorker{},
+		watched: map[schema.GroupVersionResource]bool{}}, nil
 }
 
 // Desired is a verified desired state and the context (trace) it came with.
@@ -97,7 +104,7 @@ func (s *Syncer) Offer(ctx context.Context, d Desired) {
 	s.mu.Lock()
 	w, ok := s.apps[app]
 	if !ok {
-		w = &appWorker{syncer: s, app: app, wake: make(chan struct{}, 1), syncNow: make(chan syncRequest)}
+		w = newWorker(s, app)
 		s.apps[app] = w
 		go w.run(ctx)
 	}
@@ -105,130 +112,18 @@ func (s *Syncer) Offer(ctx context.Context, d Desired) {
 	w.offer(d)
 }
 
-// appWorker syncs one application, one desired state at a time.
-type appWorker struct {
-	syncer  *Syncer
-	app     string
-	wake    chan struct{}
-	syncNow chan syncRequest
-
-	mu      gosync.Mutex
-	pending *Desired
-	current *Desired // the last one synced
-	seen    uint64   // highest history id offered
-}
-
-// syncRequest is an operator's "sync now"; done gets the outcome.
-type syncRequest struct {
-	done chan syncResult
-}
-
-type syncResult struct {
-	historyID uint64
-	err       error
-}
-
-// latest is the newest desired state offered: the pending one, else the
-// one last synced.
-func (w *appWorker) latest() *Desired {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.pending != nil {
-		return w.pending
-	}
-	return w.current
-}
-
-func (w *appWorker) offer(d Desired) {
-	w.mu.Lock()
-	if d.State.GetHistoryId() <= w.seen {
-		w.mu.Unlock()
-		return
-	}
-	w.seen = d.State.GetHistoryId()
-	w.pending = &d
-	w.mu.Unlock()
-	select {
-	case w.wake <- struct{}{}:
-	default:
-	}
-}
-
-func (w *appWorker) run(ctx context.Context) {
-	var cancelHealth context.CancelFunc = func() {}
-	for {
-		select {
-		case <-ctx.Done():
-			cancelHealth()
-			return
-		case <-w.wake:
-			if d := w.take(); d != nil {
-				cancelHealth()
-				var healthCtx context.Context
-				healthCtx, cancelHealth = context.WithCancel(ctx)
-				w.syncer.sync(ctx, healthCtx, d, false)
-			}
-		case req := <-w.syncNow:
-			d := w.take()
-			if d == nil {
-				d = w.latest()
-			}
-			if d == nil {
-				req.done <- syncResult{err: fmt.Errorf("%s: no desired state received yet", w.app)}
-				continue
-			}
-			cancelHealth()
-			var healthCtx context.Context
-			healthCtx, cancelHealth = context.WithCancel(ctx)
-			req.done <- syncResult{historyID: d.State.GetHistoryId(), err: w.syncer.sync(ctx, healthCtx, d, true)}
-		}
-	}
-}
-
-// take removes the pending desired state and makes it the current one.
-func (w *appWorker) take() *Desired {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	d := w.pending
-	if d != nil {
-		w.pending, w.current = nil, d
-	}
-	return d
-}
-
-// worker returns app's worker, or nil before its first desired state.
-func (s *Syncer) worker(app string) *appWorker {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.apps[app]
-}
-
-// SyncNow re-applies app's newest desired state at once, writing whatever
-// differs even when that state was applied before (an operator's sync:
-// it heals drift), and returns its history id once the objects are
-// applied.
-func (s *Syncer) SyncNow(ctx context.Context, app string) (uint64, error) {
-	w := s.worker(app)
-	if w == nil {
-		return 0, fmt.Errorf("%s: no desired state received yet", app)
-	}
-	req := syncRequest{done: make(chan syncResult, 1)}
-	select {
-	case w.syncNow <- req:
-	case <-ctx.Done():
-		return 0, ctx.Err()
-	}
-	select {
-	case r := <-req.done:
-		return r.historyID, r.err
-	case <-ctx.Done():
-		return 0, ctx.Err()
-	}
+// outcome is what a sync did: the objects it rendered (nil for a no-op or
+// a removal), when to retry it (0: not), and its error.
+type outcome struct {
+	rendered []*unstructured.Unstructured
+	retryIn  time.Duration
+	err      error
 }
 
 // sync runs one desired state to completion and reports it. force skips
 // the no-op check, so every object is dry-run and what differs written.
-func (s *Syncer) sync(ctx, healthCtx context.Context, d *Desired, force bool) error {
+// attempt counts the earlier failed attempts of the same desired state.
+func (s *Syncer) sync(ctx, healthCtx context.Context, d *Desired, force bool, attempt int64) outcome {
 	ds := d.State
 	parent := d.Ctx
 	if parent == nil {
@@ -256,16 +151,40 @@ func (s *Syncer) sync(ctx, healthCtx context.Context, d *Desired, force bool) er
 		if st.Health == flotillav1.HealthStatus_HEALTH_STATUS_UNSPECIFIED {
 			st.Health = flotillav1.HealthStatus_HEALTH_STATUS_UNKNOWN
 		}
-		log.Error("sync failed", "error", err)
-		s.report(spanCtx, st, flotillav1.EventType_EVENT_TYPE_WARNING, "SyncFailed", err.Error())
-		return err
+		next := retryAfter(ds.GetSyncPolicy().GetRetry(), attempt)
+		if next > 0 {
+			at := time.Now().Add(next)
+			st.Retry = &flotillav1.RetryStatus{Attempt: attempt + 1, Limit: ds.GetSyncPolicy().GetRetry().GetLimit(), NextAttemptAt: timestamppb.New(at)}
+			st.Message += fmt.Sprintf(" (attempt %d%s failed; retrying at %s)", attempt+1, limitText(st.Retry.GetLimit()), at.UTC().Format(time.TimeOnly))
+		} else if attempt > 0 {
+			st.Retry = &flotillav1.RetryStatus{Attempt: attempt + 1, Limit: ds.GetSyncPolicy().GetRetry().GetLimit()}
+			st.Message += fmt.Sprintf(" (attempt %d%s failed; no retries left)", attempt+1, limitText(st.Retry.GetLimit()))
+		}
+		log.Error("sync failed", "error", err, "attempt", attempt+1, "retry_in", next.String())
+		s.report(spanCtx, st, flotillav1.EventType_EVENT_TYPE_WARNING, "SyncFailed", st.Message)
+		return outcome{retryIn: next, err: err}
+	}
+	if ds.GetDeletion() == nil {
+		s.watch(ctx, objs)
 	}
 	log.Info("synced", "message", st.Message, "health", st.Health.String())
 	s.report(spanCtx, st, flotillav1.EventType_EVENT_TYPE_NORMAL, "SyncSucceeded", st.Message)
 	if ds.GetDeletion() == nil && (st.Health != flotillav1.HealthStatus_HEALTH_STATUS_HEALTHY || st.Message == noopMessage) {
 		go s.followHealth(healthCtx, st, objs, span.SpanContext())
 	}
-	return nil
+	if st.Message == noopMessage || ds.GetDeletion() != nil {
+		return outcome{}
+	}
+	return outcome{rendered: objs}
+}
+
+// limitText is " of N" for the N attempts a retry limit allows (the first
+// and limit retries), or "" when unlimited.
+func limitText(limit int64) string {
+	if limit < 0 {
+		return ""
+	}
+	return fmt.Sprintf(" of %d", limit+1)
 }
 
 func (s *Syncer) count(st *flotillav1.AppStatus, err error) {
