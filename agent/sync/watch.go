@@ -65,7 +65,8 @@ func (s *Syncer) watchResource(ctx context.Context, gvr schema.GroupVersionResou
 
 // foreignChange reports whether an object's newest change may be drift:
 // made by a field manager other than the agent, to the object itself
-// rather than its status.
+// rather than its status. Some writes record no time (the scale
+// subresource): those always count, and the dry-run decides.
 func foreignChange(obj *unstructured.Unstructured) bool {
 	var newest time.Time
 	for _, f := range obj.GetManagedFields() {
@@ -74,7 +75,7 @@ func foreignChange(obj *unstructured.Unstructured) bool {
 		}
 	}
 	for _, f := range obj.GetManagedFields() {
-		if f.Time != nil && f.Time.Time.Equal(newest) && f.Manager != apply.FieldManager && f.Subresource != "status" {
+		if f.Manager != apply.FieldManager && f.Subresource != "status" && (f.Time == nil || f.Time.Time.Equal(newest)) {
 			return true
 		}
 	}
@@ -82,12 +83,16 @@ func foreignChange(obj *unstructured.Unstructured) bool {
 }
 
 // lastForeignManager names the field manager that changed obj last,
-// other than the agent and status writers.
+// other than the agent and status writers; one with no time counts as
+// the newest.
 func lastForeignManager(obj *unstructured.Unstructured) string {
 	manager, newest := "", time.Time{}
 	for _, f := range obj.GetManagedFields() {
-		if f.Manager == apply.FieldManager || f.Subresource == "status" || f.Time == nil {
+		if f.Manager == apply.FieldManager || f.Subresource == "status" {
 			continue
+		}
+		if f.Time == nil {
+			return f.Manager
 		}
 		if manager == "" || f.Time.After(newest) {
 			manager, newest = f.Manager, f.Time.Time

@@ -136,6 +136,23 @@ func TestOperatorRollsBackAt2AM(t *testing.T) {
 		if !strings.Contains(out, "prod-eu (history 3): in sync") {
 			t.Errorf("diff of a synced app:\n%s", out)
 		}
+		// With selfHeal on the agent would undo the edit before the diff.
+		e.git.WriteFiles(t, "gitops-config", "main", "worker-service: selfHeal off", map[string]string{
+			"apps/worker-service.yaml": strings.Replace(readFixture(t, "apps/worker-service.yaml"), "selfHeal: true", "selfHeal: false", 1),
+		})
+		e.webhook(t, webhookSecret)
+		e.waitDesired(t, "prod-eu", "worker-service", func(ds *flotillav1.DesiredState) error {
+			if ds.GetSyncPolicy().GetAutomated().GetSelfHeal() {
+				return fmt.Errorf("selfHeal still on")
+			}
+			return nil
+		})
+		waitStatus(t, e, "prod-eu", "worker-service", func(st *flotillav1.AppStatus) error {
+			if ds, _, _ := e.desired(t, "prod-eu", "worker-service"); st.GetHistoryId() != ds.GetHistoryId() || st.GetPhase() != flotillav1.SyncPhase_SYNC_PHASE_SUCCEEDED {
+				return fmt.Errorf("status of history %d: %v", st.GetHistoryId(), st.GetPhase())
+			}
+			return nil
+		})
 		patch := `{"data":{"QUEUE":"hand-edited"}}`
 		_, err := prod.Dynamic.Resource(configmaps).Namespace("production").Patch(context.Background(), "worker-service-config",
 			types.MergePatchType, []byte(patch), metav1.PatchOptions{FieldManager: "kubectl-edit"})
