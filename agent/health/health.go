@@ -1,16 +1,22 @@
 package health
 
 import (
+	"strings"
+
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
 
 	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
 )
 
-// Of maps one live object's kstatus to an Argo CD health state.
+// Of is one live object's health: Argo CD's own rule where kstatus
+// differs from it (argoHealth), else kstatus mapped onto Argo CD's states.
 func Of(obj *unstructured.Unstructured) (flotillav1.HealthStatus, string) {
 	if obj == nil {
 		return flotillav1.HealthStatus_HEALTH_STATUS_MISSING, "object does not exist"
+	}
+	if h, msg, ok := argoHealth(obj); ok {
+		return h, msg
 	}
 	res, err := status.Compute(obj)
 	if err != nil {
@@ -66,4 +72,52 @@ func Check(objs []*unstructured.Unstructured, live func(*unstructured.Unstructur
 	}
 	res.Overall = Worst(res.Objects...)
 	return res
+}
+
+// argoHealth is Argo CD's built-in health where kstatus answers
+// differently: a running Job is Progressing (kstatus: Current once
+// started), a paused Deployment or a suspended CronJob is Suspended, a
+// PersistentVolumeClaim is Healthy only when Bound.
+func argoHealth(obj *unstructured.Unstructured) (flotillav1.HealthStatus, string, bool) {
+	gk := obj.GroupVersionKind().GroupKind()
+	switch {
+	case gk.Group == "batch" && gk.Kind == "Job":
+		conds, _, _ := unstructured.NestedSlice(obj.Object, "status", "conditions")
+		for _, c := range conds {
+			m, _ := c.(map[string]any)
+			if m["status"] != "True" {
+				continue
+			}
+			msg, _ := m["message"].(string)
+			switch m["type"] {
+			case "Complete":
+				return flotillav1.HealthStatus_HEALTH_STATUS_HEALTHY, "job completed", true
+			case "Failed":
+				reason, _ := m["reason"].(string)
+				return flotillav1.HealthStatus_HEALTH_STATUS_DEGRADED, strings.TrimSpace("job failed: " + reason + " " + msg), true
+			}
+		}
+		if suspend, _, _ := unstructured.NestedBool(obj.Object, "spec", "suspend"); suspend {
+			return flotillav1.HealthStatus_HEALTH_STATUS_SUSPENDED, "job is suspended", true
+		}
+		return flotillav1.HealthStatus_HEALTH_STATUS_PROGRESSING, "job is running", true
+	case gk.Group == "batch" && gk.Kind == "CronJob":
+		if suspend, _, _ := unstructured.NestedBool(obj.Object, "spec", "suspend"); suspend {
+			return flotillav1.HealthStatus_HEALTH_STATUS_SUSPENDED, "cronjob is suspended", true
+		}
+	case gk.Group == "apps" && gk.Kind == "Deployment":
+		if paused, _, _ := unstructured.NestedBool(obj.Object, "spec", "paused"); paused {
+			return flotillav1.HealthStatus_HEALTH_STATUS_SUSPENDED, "deployment is paused", true
+		}
+	case gk.Group == "" && gk.Kind == "PersistentVolumeClaim":
+		switch phase, _, _ := unstructured.NestedString(obj.Object, "status", "phase"); phase {
+		case "Bound":
+			return flotillav1.HealthStatus_HEALTH_STATUS_HEALTHY, "claim is bound", true
+		case "Lost":
+			return flotillav1.HealthStatus_HEALTH_STATUS_DEGRADED, "claim lost its volume", true
+		default:
+			return flotillav1.HealthStatus_HEALTH_STATUS_PROGRESSING, "claim is pending", true
+		}
+	}
+	return 0, "", false
 }

@@ -19,6 +19,17 @@ func deployment(generation, observed, replicas, available int64) *unstructured.U
 	}}
 }
 
+func kind(apiVersion, kind string, spec, status map[string]any) *unstructured.Unstructured {
+	u := &unstructured.Unstructured{Object: map[string]any{"apiVersion": apiVersion, "kind": kind, "metadata": map[string]any{"name": "x", "namespace": "prod"}}}
+	if spec != nil {
+		u.Object["spec"] = spec
+	}
+	if status != nil {
+		u.Object["status"] = status
+	}
+	return u
+}
+
 func TestOf(t *testing.T) {
 	tests := []struct {
 		name string
@@ -29,6 +40,14 @@ func TestOf(t *testing.T) {
 		{"rolled out", deployment(2, 2, 3, 3), flotillav1.HealthStatus_HEALTH_STATUS_HEALTHY},
 		{"rolling", deployment(2, 2, 3, 1), flotillav1.HealthStatus_HEALTH_STATUS_PROGRESSING},
 		{"spec not observed yet", deployment(3, 2, 3, 3), flotillav1.HealthStatus_HEALTH_STATUS_PROGRESSING},
+		{"job running", kind("batch/v1", "Job", nil, map[string]any{"startTime": "2026-11-25T02:00:00Z", "active": int64(1)}), flotillav1.HealthStatus_HEALTH_STATUS_PROGRESSING},
+		{"job complete", kind("batch/v1", "Job", nil, map[string]any{"conditions": []any{map[string]any{"type": "Complete", "status": "True"}}}), flotillav1.HealthStatus_HEALTH_STATUS_HEALTHY},
+		{"job failed", kind("batch/v1", "Job", nil, map[string]any{"conditions": []any{map[string]any{"type": "Failed", "status": "True", "reason": "DeadlineExceeded"}}}), flotillav1.HealthStatus_HEALTH_STATUS_DEGRADED},
+		{"paused deployment", kind("apps/v1", "Deployment", map[string]any{"paused": true}, nil), flotillav1.HealthStatus_HEALTH_STATUS_SUSPENDED},
+		{"suspended cronjob", kind("batch/v1", "CronJob", map[string]any{"suspend": true}, nil), flotillav1.HealthStatus_HEALTH_STATUS_SUSPENDED},
+		{"pvc pending", kind("v1", "PersistentVolumeClaim", nil, map[string]any{"phase": "Pending"}), flotillav1.HealthStatus_HEALTH_STATUS_PROGRESSING},
+		{"pvc bound", kind("v1", "PersistentVolumeClaim", nil, map[string]any{"phase": "Bound"}), flotillav1.HealthStatus_HEALTH_STATUS_HEALTHY},
+		{"pvc lost", kind("v1", "PersistentVolumeClaim", nil, map[string]any{"phase": "Lost"}), flotillav1.HealthStatus_HEALTH_STATUS_DEGRADED},
 		{"configmap", &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "ConfigMap", "metadata": map[string]any{"name": "c"}}}, flotillav1.HealthStatus_HEALTH_STATUS_HEALTHY},
 	}
 	for _, tc := range tests {

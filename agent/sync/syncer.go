@@ -3,6 +3,8 @@ package sync
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -22,6 +24,7 @@ import (
 	"github.com/flotilla-dev/flotilla/agent/apply"
 	"github.com/flotilla-dev/flotilla/agent/health"
 	"github.com/flotilla-dev/flotilla/agent/inventory"
+	"github.com/flotilla-dev/flotilla/agent/waves"
 	"github.com/flotilla-dev/flotilla/internal/appspec"
 	"github.com/flotilla-dev/flotilla/internal/artifact"
 	"github.com/flotilla-dev/flotilla/internal/render"
@@ -221,14 +224,21 @@ func (s *Syncer) run(ctx context.Context, ds *flotillav1.DesiredState, st *floti
 	if err != nil {
 		return nil, err
 	}
-	applied := appliedID(ds)
-	if inv.Applied == applied && !force {
+	if inv.Applied == appliedID(ds) && !force {
 		return s.noop(ctx, ds, inv, st), nil
 	}
-	objs, err := s.renderDesired(ctx, ds)
+	rendered, err := s.renderDesired(ctx, ds)
 	if err != nil {
 		return nil, err
 	}
+	plan, err := waves.Build(rendered)
+	if err != nil {
+		return nil, err
+	}
+	if !plan.Simple() {
+		return s.runPlan(ctx, ds, st, plan, inv)
+	}
+	objs := plan.Resources
 
 	_, applySpan := tracer.Start(ctx, "agent.apply")
 	if err := s.createNamespace(ctx, ds, objs); err != nil {
@@ -241,7 +251,16 @@ func (s *Syncer) run(ctx context.Context, ds *flotillav1.DesiredState, st *floti
 	if err != nil {
 		return nil, fmt.Errorf("nothing of history %d was applied where the dry-run failed: %w", ds.GetHistoryId(), err)
 	}
+	if err := s.record(ctx, ds, st, inv, objs, cs); err != nil {
+		return nil, err
+	}
+	s.fillHealth(ctx, st, objs)
+	return objs, nil
+}
 
+// record prunes what left Git, saves the inventory as applied and fills
+// st's phase, sync status and summary.
+func (s *Syncer) record(ctx context.Context, ds *flotillav1.DesiredState, st *flotillav1.AppStatus, inv *inventory.Inventory, objs []*unstructured.Unstructured, cs *apply.ChangeSet) error {
 	current := make([]apply.ObjectRef, 0, len(objs))
 	for _, o := range objs {
 		current = append(current, apply.RefOf(o))
@@ -252,12 +271,12 @@ func (s *Syncer) run(ctx context.Context, ds *flotillav1.DesiredState, st *floti
 	pruneSpan.End()
 	st.Resources = append(st.Resources, pruned...)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	inv.Objects = append(current, kept...)
-	inv.Applied = applied
+	inv.Applied = appliedID(ds)
 	if err := s.inventory.Save(ctx, inv); err != nil {
-		return nil, err
+		return err
 	}
 	st.Phase = flotillav1.SyncPhase_SYNC_PHASE_SUCCEEDED
 	st.SyncStatus = flotillav1.SyncStatus_SYNC_STATUS_SYNCED
@@ -265,8 +284,7 @@ func (s *Syncer) run(ctx context.Context, ds *flotillav1.DesiredState, st *floti
 		st.SyncStatus = flotillav1.SyncStatus_SYNC_STATUS_OUT_OF_SYNC
 	}
 	st.Message = summary(cs, len(pruned), len(kept))
-	s.fillHealth(ctx, st, objs)
-	return objs, nil
+	return nil
 }
 
 // noop handles a desired state applied before (after an agent restart, or
@@ -414,12 +432,14 @@ func (s *Syncer) prune(ctx context.Context, ds *flotillav1.DesiredState, gone []
 
 // hasSyncOption reads argocd.argoproj.io/sync-options of a live object.
 func (s *Syncer) hasSyncOption(ctx context.Context, ref apply.ObjectRef, option string) bool {
-	obj := refObject(ref)
-	live, err := s.get(ctx, obj)
-	if err != nil || live == nil {
-		return false
-	}
-	for _, o := range strings.Split(live.GetAnnotations()["argocd.argoproj.io/sync-options"], ",") {
+	live, err := s.get(ctx, refObject(ref))
+	return err == nil && live != nil && hasOption(live, option)
+}
+
+// hasOption reports whether an object's argocd.argoproj.io/sync-options
+// annotation lists option.
+func hasOption(obj *unstructured.Unstructured, option string) bool {
+	for _, o := range strings.Split(obj.GetAnnotations()["argocd.argoproj.io/sync-options"], ",") {
 		if strings.EqualFold(strings.TrimSpace(o), option) {
 			return true
 		}
@@ -428,21 +448,24 @@ func (s *Syncer) hasSyncOption(ctx context.Context, ref apply.ObjectRef, option 
 }
 
 // remove handles an application removed from Git: with cascade its
-// objects are deleted, otherwise orphaned (released, left running).
+// objects are deleted, a wave at a time from the highest (Argo CD's
+// reverse order), each wave gone before the next; objects marked
+// Delete=false are left running. Without cascade all are orphaned
+// (released, left running).
 func (s *Syncer) remove(ctx context.Context, ds *flotillav1.DesiredState, st *flotillav1.AppStatus) error {
 	inv, err := s.inventory.Load(ctx, ds.GetApp())
 	if err != nil {
 		return err
 	}
 	if ds.GetDeletion().GetCascade() {
-		cs, err := s.manager.DeleteAll(ctx, inv.Objects)
-		for _, c := range cs.Changes {
-			st.Resources = append(st.Resources, resourceStatus(c, flotillav1.SyncStatus_SYNC_STATUS_SYNCED))
-		}
+		deleted, kept, err := s.deleteInWaves(ctx, inv.Objects, st)
 		if err != nil {
 			return err
 		}
-		st.Message = fmt.Sprintf("application removed from Git: %d objects deleted", len(cs.Changes))
+		st.Message = fmt.Sprintf("application removed from Git: %d objects deleted", deleted)
+		if kept > 0 {
+			st.Message += fmt.Sprintf(", %d left running (Delete=false)", kept)
+		}
 	} else {
 		st.Message = fmt.Sprintf("application removed from Git: %d objects orphaned (no resources finalizer)", len(inv.Objects))
 	}
@@ -453,15 +476,56 @@ func (s *Syncer) remove(ctx context.Context, ds *flotillav1.DesiredState, st *fl
 	return nil
 }
 
+// deleteInWaves deletes refs in reverse wave order, as the live objects'
+// sync-wave annotations say, waiting for each wave to be gone.
+func (s *Syncer) deleteInWaves(ctx context.Context, refs []apply.ObjectRef, st *flotillav1.AppStatus) (deleted, kept int, err error) {
+	objs := make([]*unstructured.Unstructured, len(refs))
+	for i, ref := range refs {
+		objs[i] = refObject(ref)
+	}
+	live, err := s.manager.Live(ctx, objs)
+	if err != nil {
+		return 0, 0, err
+	}
+	byWave := map[int][]apply.ObjectRef{}
+	for _, ref := range refs {
+		wave := 0
+		if obj := live[ref.Key()]; obj != nil {
+			if hasOption(obj, "Delete=false") {
+				kept++
+				continue
+			}
+			wave, _ = waves.Wave(obj)
+		}
+		byWave[wave] = append(byWave[wave], ref)
+	}
+	for _, wave := range slices.Backward(slices.Sorted(maps.Keys(byWave))) {
+		cs, err := s.manager.DeleteAll(ctx, byWave[wave])
+		for _, c := range cs.Changes {
+			st.Resources = append(st.Resources, resourceStatus(c, flotillav1.SyncStatus_SYNC_STATUS_SYNCED))
+		}
+		if err != nil {
+			return deleted, kept, err
+		}
+		deleted += len(cs.Changes)
+		for _, ref := range byWave[wave] {
+			obj := refObject(ref)
+			ri, err := s.client(obj)
+			if err == nil {
+				err = s.waitGone(ctx, ri, ref.Name)
+			}
+			if err != nil {
+				return deleted, kept, fmt.Errorf("wave %d: %s: %w", wave, ref, err)
+			}
+		}
+	}
+	return deleted, kept, nil
+}
+
 func (s *Syncer) get(ctx context.Context, obj *unstructured.Unstructured) (*unstructured.Unstructured, error) {
-	gvk := obj.GroupVersionKind()
-	mapping, err := s.manager.Mapping(gvk)
+	ri, err := s.client(obj)
 	if err != nil {
 		return nil, err
-	}
-	ri := s.manager.Dynamic().Resource(mapping.Resource)
-	if obj.GetNamespace() != "" {
-		return ri.Namespace(obj.GetNamespace()).Get(ctx, obj.GetName(), metav1.GetOptions{})
 	}
 	return ri.Get(ctx, obj.GetName(), metav1.GetOptions{})
 }

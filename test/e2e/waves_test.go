@@ -1,0 +1,182 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
+	"github.com/flotilla-dev/flotilla/test/testenv"
+)
+
+var jobs = schema.GroupVersionResource{Group: "batch", Version: "v1", Resource: "jobs"}
+
+// app is an Application of a directory in the fixture repository.
+func app(name, path string, finalizer bool) string {
+	fin := ""
+	if finalizer {
+		fin = "\n  finalizers: [resources-finalizer.argocd.argoproj.io]"
+	}
+	return fmt.Sprintf(`apiVersion: argoproj.io/v1alpha1
+kind: Application
+metadata:
+  name: %s%s
+spec:
+  source: {repoURL: https://github.com/your-org/gitops-config, path: %s}
+  destination: {server: https://kubernetes.default.svc, namespace: hooks}
+  syncPolicy:
+    automated: {prune: true}
+    syncOptions: [CreateNamespace=true]
+`, name, fin, path)
+}
+
+func job(name, hook, extra string) string {
+	return fmt.Sprintf(`apiVersion: batch/v1
+kind: Job
+metadata:
+  name: %s
+  annotations: {argocd.argoproj.io/hook: %s%s}
+spec:
+  backoffLimit: 0
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: run, image: busybox}]
+`, name, hook, extra)
+}
+
+const deployment = `apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec: {containers: [{name: web, image: nginx}]}
+`
+
+func TestWavesHooksAndRemoval(t *testing.T) {
+	e := startHub(t)
+	prod := testenv.StartCluster(t, testenv.ClusterOptions{Name: "prod-eu", Workloads: true})
+	startAgent(t, e, prod, map[string]string{"env": "production"}, t.TempDir())
+	ctx := context.Background()
+	get := func(gvr schema.GroupVersionResource, name string) (*unstructured.Unstructured, error) {
+		return prod.Dynamic.Resource(gvr).Namespace("hooks").Get(ctx, name, metav1.GetOptions{})
+	}
+
+	t.Run("PreSync runs before wave 0, PostSync after everything is healthy", func(t *testing.T) {
+		e.git.WriteFiles(t, "gitops-config", "main", "add hooked", map[string]string{
+			"apps/hooked.yaml":       app("hooked", "hooked", true),
+			"hooked/migrate.yaml":    job("migrate", "PreSync", ""),
+			"hooked/config.yaml":     "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: config\n  annotations: {argocd.argoproj.io/sync-wave: \"-1\"}\ndata: {k: v}\n",
+			"hooked/web.yaml":        deployment,
+			"hooked/kept.yaml":       "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: kept\n  annotations: {argocd.argoproj.io/sync-options: Delete=false}\n",
+			"hooked/smoke-test.yaml": job("smoke-test", "PostSync", ", argocd.argoproj.io/hook-delete-policy: HookSucceeded"),
+		})
+		e.webhook(t, webhookSecret)
+		st := waitStatus(t, e, "prod-eu", "hooked", func(st *flotillav1.AppStatus) error {
+			if st.GetPhase() != flotillav1.SyncPhase_SYNC_PHASE_SUCCEEDED {
+				return fmt.Errorf("phase %v: %s", st.GetPhase(), st.GetMessage())
+			}
+			return nil
+		})
+		if !strings.Contains(st.GetMessage(), "ran PreSync wave 0, Sync wave -1, Sync wave 0, PostSync wave 0") {
+			t.Errorf("status message: %s", st.GetMessage())
+		}
+		migrate, err := get(jobs, "migrate")
+		must(t, err)
+		if n, _, _ := unstructured.NestedInt64(migrate.Object, "status", "succeeded"); n != 1 {
+			t.Errorf("the PreSync Job did not complete: %v", migrate.Object["status"])
+		}
+		web, err := get(deployments, "web")
+		must(t, err)
+		done, _, _ := unstructured.NestedString(migrate.Object, "status", "completionTime")
+		if completed, _ := time.Parse(time.RFC3339, done); web.GetCreationTimestamp().Time.Before(completed) {
+			t.Errorf("wave 0 (created %s) started before the PreSync hook completed (%s)", web.GetCreationTimestamp(), done)
+		}
+		// The PostSync hook succeeded and was deleted (HookSucceeded).
+		testenv.Eventually(t, 10*time.Second, func() error {
+			if _, err := get(jobs, "smoke-test"); !apierrors.IsNotFound(err) {
+				return fmt.Errorf("smoke-test Job still there: %v", err)
+			}
+			return nil
+		})
+	})
+
+	t.Run("a failing hook runs SyncFail and applies nothing after it", func(t *testing.T) {
+		e.git.WriteFiles(t, "gitops-config", "main", "add failing", map[string]string{
+			"apps/failing.yaml": strings.Replace(app("failing", "failing", false), "namespace: hooks", "namespace: hooks", 1),
+			// No node matches, so the Job's deadline passes and it fails.
+			"failing/bad.yaml":    strings.Replace(job("bad-migrate", "PreSync", ""), "  backoffLimit: 0\n", "  backoffLimit: 0\n  activeDeadlineSeconds: 2\n", 1) + "      nodeSelector: {no-such: node}\n",
+			"failing/notify.yaml": job("notify", "SyncFail", ""),
+			"failing/cm.yaml":     "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: after-bad}\n",
+		})
+		e.webhook(t, webhookSecret)
+		st := waitStatus(t, e, "prod-eu", "failing", func(st *flotillav1.AppStatus) error {
+			if st.GetPhase() != flotillav1.SyncPhase_SYNC_PHASE_FAILED {
+				return fmt.Errorf("phase %v: %s", st.GetPhase(), st.GetMessage())
+			}
+			return nil
+		})
+		for _, want := range []string{"PreSync wave 0: hook Job/bad-migrate failed", "done before: nothing", "SyncFail hooks ran"} {
+			if !strings.Contains(st.GetMessage(), want) {
+				t.Errorf("status message lacks %q: %s", want, st.GetMessage())
+			}
+		}
+		notify, err := get(jobs, "notify")
+		must(t, err)
+		if n, _, _ := unstructured.NestedInt64(notify.Object, "status", "succeeded"); n != 1 {
+			t.Errorf("the SyncFail hook did not complete: %v", notify.Object["status"])
+		}
+		if _, err := get(configmaps, "after-bad"); !apierrors.IsNotFound(err) {
+			t.Errorf("wave 0 was applied after a failed PreSync hook: %v", err)
+		}
+	})
+
+	t.Run("removing an app deletes its objects with the finalizer, orphans them without", func(t *testing.T) {
+		e.git.WriteFiles(t, "gitops-config", "main", "add orphaned", map[string]string{
+			"apps/orphaned.yaml": app("orphaned", "orphaned", false),
+			"orphaned/cm.yaml":   "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: orphan-me}\n",
+		})
+		e.webhook(t, webhookSecret)
+		waitStatus(t, e, "prod-eu", "orphaned", func(st *flotillav1.AppStatus) error {
+			if st.GetPhase() != flotillav1.SyncPhase_SYNC_PHASE_SUCCEEDED {
+				return fmt.Errorf("phase %v", st.GetPhase())
+			}
+			return nil
+		})
+		e.git.WriteFiles(t, "gitops-config", "main", "remove hooked and orphaned", map[string]string{"apps/hooked.yaml": "", "apps/orphaned.yaml": ""})
+		e.webhook(t, webhookSecret)
+		testenv.Eventually(t, 30*time.Second, func() error {
+			for _, o := range []struct {
+				gvr  schema.GroupVersionResource
+				name string
+			}{{deployments, "web"}, {configmaps, "config"}} {
+				if _, err := get(o.gvr, o.name); !apierrors.IsNotFound(err) {
+					return fmt.Errorf("%s %s of the removed app still there: %v", o.gvr.Resource, o.name, err)
+				}
+			}
+			return nil
+		})
+		if _, err := get(configmaps, "kept"); err != nil {
+			t.Errorf("the Delete=false ConfigMap was deleted: %v", err)
+		}
+		waitStatus(t, e, "prod-eu", "orphaned", func(st *flotillav1.AppStatus) error {
+			if !strings.Contains(st.GetMessage(), "orphaned") {
+				return fmt.Errorf("status: %s", st.GetMessage())
+			}
+			return nil
+		})
+		if _, err := get(configmaps, "orphan-me"); err != nil {
+			t.Errorf("an app without the finalizer had its objects deleted: %v", err)
+		}
+	})
+}
