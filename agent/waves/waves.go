@@ -11,11 +11,11 @@ import (
 
 // Annotations Argo CD and Helm define.
 const (
-	SyncWaveAnnotation     = "argocd.argoproj.io/sync-wave"
-	HookAnnotation         = "argocd.argoproj.io/hook"
-	HookDeleteAnnotation   = "argocd.argoproj.io/hook-delete-policy"
-	HelmHookAnnotation     = "helm.sh/hook"
-	HelmWeightAnnotation   = "helm.sh/hook-weight"
+	SyncWaveAnnotation       = "argocd.argoproj.io/sync-wave"
+	HookAnnotation           = "argocd.argoproj.io/hook"
+	HookDeleteAnnotation     = "argocd.argoproj.io/hook-delete-policy"
+	HelmHookAnnotation       = "helm.sh/hook"
+	HelmWeightAnnotation     = "helm.sh/hook-weight"
 	HelmHookDeleteAnnotation = "helm.sh/hook-delete-policy"
 )
 
