@@ -10,6 +10,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/flotilla-dev/flotilla/agent/ignore"
 )
 
 // Drift is an object whose live state differs from what applying it would
@@ -23,9 +25,10 @@ type Drift struct {
 }
 
 // Diff dry-runs every object, as a sync would, and returns those that would
-// change, in order. Nothing is written. A dry-run the server refuses fails
-// the diff with an error naming each object, as it would fail the sync.
-func (m *Manager) Diff(ctx context.Context, objs []*unstructured.Unstructured) ([]Drift, error) {
+// change, in order, leaving out the differences rules ignore (nil: none).
+// Nothing is written. A dry-run the server refuses fails the diff with an
+// error naming each object, as it would fail the sync.
+func (m *Manager) Diff(ctx context.Context, objs []*unstructured.Unstructured, rules *ignore.Rules) ([]Drift, error) {
 	live, err := m.Live(ctx, objs)
 	if err != nil {
 		return nil, err
@@ -53,7 +56,7 @@ func (m *Manager) Diff(ctx context.Context, objs []*unstructured.Unstructured) (
 				drifts[i] = &Drift{Ref: ref, Desired: obj} // its namespace does not exist yet
 			case err != nil:
 				errs[i] = &ObjectError{Ref: ref, Action: "dry-run", Err: err}
-			case current == nil || !sameObject(current, dry):
+			case current == nil || !sameIgnoring(current, dry, rules):
 				drifts[i] = &Drift{Ref: ref, Live: current, Desired: dry}
 			}
 			return nil
@@ -70,4 +73,12 @@ func (m *Manager) Diff(ctx context.Context, objs []*unstructured.Unstructured) (
 		}
 	}
 	return out, nil
+}
+
+// sameIgnoring is sameObject after removing what rules ignore.
+func sameIgnoring(live, dry *unstructured.Unstructured, rules *ignore.Rules) bool {
+	if rules.Empty() {
+		return sameObject(live, dry)
+	}
+	return sameObject(rules.Remove(live, live), rules.Remove(dry, live))
 }

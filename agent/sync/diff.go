@@ -8,6 +8,7 @@ import (
 
 	"github.com/flotilla-dev/flotilla/agent/apply"
 	"github.com/flotilla-dev/flotilla/agent/diff"
+	"github.com/flotilla-dev/flotilla/agent/ignore"
 	"github.com/flotilla-dev/flotilla/agent/inventory"
 	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
 )
@@ -32,7 +33,11 @@ func (s *Syncer) Diff(ctx context.Context, app string) (uint64, []*flotillav1.Ob
 	if err != nil {
 		return ds.GetHistoryId(), nil, err
 	}
-	drifts, err := s.manager.Diff(ctx, objs)
+	rules, err := ignore.Compile(ds.GetIgnoreDifferences())
+	if err != nil {
+		return ds.GetHistoryId(), nil, err
+	}
+	drifts, err := s.manager.Diff(ctx, objs, rules)
 	if err != nil {
 		return ds.GetHistoryId(), nil, err
 	}

@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/flotilla-dev/flotilla/agent/apply"
+	"github.com/flotilla-dev/flotilla/agent/ignore"
 	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
 )
 
@@ -54,7 +55,11 @@ func (w *appWorker) checkDrift(ctx context.Context, refs map[string]apply.Object
 	if len(objs) == 0 {
 		return
 	}
-	drifts, err := s.manager.Diff(ctx, objs)
+	rules, err := ignore.Compile(ds.GetIgnoreDifferences())
+	if err != nil {
+		return // the sync reported it
+	}
+	drifts, err := s.manager.Diff(ctx, objs, rules)
 	if err != nil {
 		s.log.Error("drift check", "app", w.app, "error", err)
 		return

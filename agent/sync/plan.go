@@ -28,7 +28,7 @@ func (s *Syncer) runPlan(ctx context.Context, ds *flotillav1.DesiredState, st *f
 	if err := s.createNamespace(ctx, ds, plan.Resources); err != nil {
 		return nil, err
 	}
-	if _, err := s.manager.Diff(ctx, plan.Resources); err != nil {
+	if _, err := s.manager.Diff(ctx, plan.Resources, nil); err != nil {
 		return nil, fmt.Errorf("nothing of history %d was applied where the dry-run failed: %w", ds.GetHistoryId(), err)
 	}
 	all := &apply.ChangeSet{}

@@ -23,6 +23,7 @@ import (
 
 	"github.com/flotilla-dev/flotilla/agent/apply"
 	"github.com/flotilla-dev/flotilla/agent/health"
+	"github.com/flotilla-dev/flotilla/agent/ignore"
 	"github.com/flotilla-dev/flotilla/agent/inventory"
 	"github.com/flotilla-dev/flotilla/agent/waves"
 	"github.com/flotilla-dev/flotilla/internal/appspec"
@@ -235,6 +236,15 @@ func (s *Syncer) run(ctx context.Context, ds *flotillav1.DesiredState, st *floti
 	if err != nil {
 		return nil, err
 	}
+	warnings, err := s.respectIgnored(ctx, ds, plan.Resources)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if st.GetPhase() == flotillav1.SyncPhase_SYNC_PHASE_SUCCEEDED && len(warnings) > 0 {
+			st.Message += "; warning: " + strings.Join(warnings, "; ")
+		}
+	}()
 	if !plan.Simple() {
 		return s.runPlan(ctx, ds, st, plan, inv)
 	}
@@ -256,6 +266,27 @@ func (s *Syncer) run(ctx context.Context, ds *flotillav1.DesiredState, st *floti
 	}
 	s.fillHealth(ctx, st, objs)
 	return objs, nil
+}
+
+// respectIgnored checks spec.ignoreDifferences and, with
+// RespectIgnoreDifferences=true, gives objs the live values of the fields
+// it ignores, so the sync leaves them alone. It returns the entries that
+// match no object, as warnings.
+func (s *Syncer) respectIgnored(ctx context.Context, ds *flotillav1.DesiredState, objs []*unstructured.Unstructured) ([]string, error) {
+	rules, err := ignore.Compile(ds.GetIgnoreDifferences())
+	if err != nil || rules.Empty() {
+		return nil, err
+	}
+	if hasSyncOption(ds, "RespectIgnoreDifferences=true") {
+		live, err := s.manager.Live(ctx, objs)
+		if err != nil {
+			return nil, err
+		}
+		for _, o := range objs {
+			rules.Respect(o, live[apply.RefOf(o).Key()])
+		}
+	}
+	return rules.Unmatched(objs), nil
 }
 
 // record prunes what left Git, saves the inventory as applied and fills

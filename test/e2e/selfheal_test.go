@@ -148,6 +148,59 @@ func TestSelfHealAndRetry(t *testing.T) {
 		}
 	})
 
+	t.Run("ignoreDifferences leaves ignored fields alone, and RespectIgnoreDifferences keeps them in a sync", func(t *testing.T) {
+		application := strings.Replace(readFixture(t, "apps/worker-service.yaml"), "      - ServerSideApply=true\n", "      - ServerSideApply=true\n      - RespectIgnoreDifferences=true\n", 1)
+		application += `  ignoreDifferences:
+    - group: apps
+      kind: Deployment
+      jsonPointers: [/spec/replicas]
+    - kind: Secret
+      name: no-such-secret
+      jsonPointers: [/data]
+`
+		e.git.WriteFiles(t, "gitops-config", "main", "worker-service: replicas are someone else's", map[string]string{"apps/worker-service.yaml": application})
+		e.webhook(t, webhookSecret)
+		st := waitStatus(t, e, "prod-eu", "worker-service", func(st *flotillav1.AppStatus) error {
+			if st.GetHistoryId() != 3 || st.GetPhase() != flotillav1.SyncPhase_SYNC_PHASE_SUCCEEDED {
+				return fmt.Errorf("history %d %v: %s", st.GetHistoryId(), st.GetPhase(), st.GetMessage())
+			}
+			return nil
+		})
+		if !strings.Contains(st.GetMessage(), "spec.ignoreDifferences[1] (Secret no-such-secret) matches no object") {
+			t.Errorf("no warning about the entry that matches nothing: %s", st.GetMessage())
+		}
+		deps := prod.Dynamic.Resource(deployments).Namespace("production")
+		_, err := deps.Patch(ctx, "worker-service", types.MergePatchType, []byte(`{"spec":{"replicas":2}}`), metav1.PatchOptions{FieldManager: "kubectl-scale"}, "scale")
+		must(t, err)
+		// A drift that is not ignored, after the ignored one: once it is
+		// corrected, the replicas change was checked too.
+		_, err = cms.Patch(ctx, "worker-service-config", types.MergePatchType, []byte(`{"data":{"QUEUE":"again"}}`), metav1.PatchOptions{FieldManager: "kubectl-edit"})
+		must(t, err)
+		testenv.Eventually(t, 30*time.Second, func() error {
+			for _, ev := range e.events(t, "prod-eu", "worker-service", "DriftCorrected") {
+				if ev.GetHistoryId() == 3 && strings.Contains(ev.GetMessage(), "data.QUEUE") {
+					return nil
+				}
+			}
+			return fmt.Errorf("the QUEUE drift of history 3 was not corrected")
+		})
+		for _, ev := range e.events(t, "prod-eu", "worker-service", "DriftCorrected") {
+			if strings.Contains(ev.GetMessage(), "spec.replicas") && ev.GetHistoryId() == 3 {
+				t.Errorf("an ignored field was corrected: %s", ev.GetMessage())
+			}
+		}
+		// A new commit syncs the app; RespectIgnoreDifferences keeps the
+		// live replicas.
+		e.git.WriteFiles(t, "gitops-config", "main", "deploy: worker-service 2.4.0", map[string]string{
+			"environments/production/worker-service-values.yaml": "replicaCount: 4\nimage:\n  tag: \"2.4.0\"\nqueue: jobs-production\n",
+		})
+		e.webhook(t, webhookSecret)
+		d := waitImage(t, prod, deployments, "production", "worker-service", "worker-service:2.4.0")
+		if r, _, _ := unstructured.NestedInt64(d.Object, "spec", "replicas"); r != 2 {
+			t.Errorf("replicas = %d after a sync, want the live 2 kept (RespectIgnoreDifferences)", r)
+		}
+	})
+
 	t.Run("retries follow the configured backoff", func(t *testing.T) {
 		e.git.WriteFiles(t, "gitops-config", "main", "add a broken app", map[string]string{
 			"apps/broken.yaml": `apiVersion: argoproj.io/v1alpha1
