@@ -133,7 +133,7 @@ func (r *Rules) Paths(obj, live *unstructured.Unstructured) []Path {
 			for _, f := range live.GetManagedFields() {
 				for _, m := range ru.managers {
 					if f.Manager == m && f.FieldsV1 != nil {
-						out = append(out, fieldPaths(obj.Object, f.FieldsV1.Raw)...)
+						out = append(out, fieldPaths(obj.Object, f.FieldsV1.GetRawBytes())...)
 					}
 				}
 			}

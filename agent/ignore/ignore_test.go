@@ -36,7 +36,7 @@ func compile(t *testing.T, entries ...*flotillav1.IgnoreDifferences) *Rules {
 func TestRemoveIgnoresWhatEachRuleNames(t *testing.T) {
 	live := deployment(7, "setup", "injected-sidecar")
 	live.SetManagedFields([]metav1.ManagedFieldsEntry{{Manager: "kube-controller-manager", Operation: metav1.ManagedFieldsOperationUpdate, Subresource: "scale",
-		FieldsType: "FieldsV1", FieldsV1: &metav1.FieldsV1{Raw: []byte(`{"f:spec":{"f:replicas":{}}}`)}}})
+		FieldsType: "FieldsV1", FieldsV1: metav1.NewFieldsV1(`{"f:spec":{"f:replicas":{}}}`)}})
 	desired := deployment(3, "setup")
 	for name, r := range map[string]*Rules{
 		"json pointer":   compile(t, &flotillav1.IgnoreDifferences{Group: "apps", Kind: "Deployment", JsonPointers: []string{"/spec/replicas"}, JqPathExpressions: []string{`.spec.template.spec.initContainers[] | select(.name == "injected-sidecar")`}}),
