@@ -278,9 +278,9 @@ func crdDefines(obj *unstructured.Unstructured) (schema.GroupKind, bool) {
 	return schema.GroupKind{Group: group, Kind: kind}, kind != ""
 }
 
-// DeleteAll deletes objects (background propagation); ones already gone
-// count as deleted.
-func (m *Manager) DeleteAll(ctx context.Context, refs []ObjectRef) (*ChangeSet, error) {
+// DeleteAll deletes objects with the given propagation (Argo CD's default
+// is foreground for pruning); ones already gone count as deleted.
+func (m *Manager) DeleteAll(ctx context.Context, refs []ObjectRef, policy metav1.DeletionPropagation) (*ChangeSet, error) {
 	cs := &ChangeSet{}
 	var errs []error
 	for _, ref := range refs {
@@ -290,7 +290,6 @@ func (m *Manager) DeleteAll(ctx context.Context, refs []ObjectRef) (*ChangeSet, 
 		obj.SetName(ref.Name)
 		ri, _, err := m.client(obj)
 		if err == nil {
-			policy := metav1.DeletePropagationBackground
 			err = ri.Delete(ctx, ref.Name, metav1.DeleteOptions{PropagationPolicy: &policy})
 			if apierrors.IsNotFound(err) {
 				err = nil

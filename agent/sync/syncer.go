@@ -236,6 +236,9 @@ func (s *Syncer) run(ctx context.Context, ds *flotillav1.DesiredState, st *floti
 	if err != nil {
 		return nil, err
 	}
+	if err := s.sharedResources(ctx, ds, plan.Resources); err != nil {
+		return nil, err
+	}
 	warnings, err := s.respectIgnored(ctx, ds, plan.Resources)
 	if err != nil {
 		return nil, err
@@ -454,7 +457,7 @@ func (s *Syncer) prune(ctx context.Context, ds *flotillav1.DesiredState, gone []
 		}
 		del = append(del, ref)
 	}
-	cs, err := s.manager.DeleteAll(ctx, del)
+	cs, err := s.manager.DeleteAll(ctx, del, propagation(ds))
 	for _, c := range cs.Changes {
 		statuses = append(statuses, resourceStatus(c, flotillav1.SyncStatus_SYNC_STATUS_SYNCED))
 	}
@@ -465,6 +468,44 @@ func (s *Syncer) prune(ctx context.Context, ds *flotillav1.DesiredState, gone []
 func (s *Syncer) hasSyncOption(ctx context.Context, ref apply.ObjectRef, option string) bool {
 	live, err := s.get(ctx, refObject(ref))
 	return err == nil && live != nil && hasOption(live, option)
+}
+
+// propagation is the app's PrunePropagationPolicy. Without one it is
+// background, where Argo CD's default is foreground: the end state is the
+// same, but the pruned owner goes first and the garbage collector removes
+// its dependents after it (docs/agent.md).
+func propagation(ds *flotillav1.DesiredState) metav1.DeletionPropagation {
+	for _, p := range []metav1.DeletionPropagation{metav1.DeletePropagationForeground, metav1.DeletePropagationOrphan} {
+		if hasSyncOption(ds, "PrunePropagationPolicy="+strings.ToLower(string(p))) {
+			return p
+		}
+	}
+	return metav1.DeletePropagationBackground
+}
+
+// sharedResources names the objects among objs that another application
+// manages (their AppLabel names it): with FailOnSharedResource=true the
+// sync fails on them rather than take them over.
+func (s *Syncer) sharedResources(ctx context.Context, ds *flotillav1.DesiredState, objs []*unstructured.Unstructured) error {
+	if !hasSyncOption(ds, "FailOnSharedResource=true") {
+		return nil
+	}
+	live, err := s.manager.Live(ctx, objs)
+	if err != nil {
+		return err
+	}
+	var shared []string
+	for _, o := range objs {
+		if l := live[apply.RefOf(o).Key()]; l != nil {
+			if owner := l.GetLabels()[AppLabel]; owner != "" && owner != ds.GetApp() {
+				shared = append(shared, fmt.Sprintf("%s is managed by application %s", apply.RefOf(o), owner))
+			}
+		}
+	}
+	if len(shared) > 0 {
+		return fmt.Errorf("FailOnSharedResource=true: nothing was applied: %s", strings.Join(shared, "; "))
+	}
+	return nil
 }
 
 // hasOption reports whether an object's argocd.argoproj.io/sync-options
@@ -531,7 +572,7 @@ func (s *Syncer) deleteInWaves(ctx context.Context, refs []apply.ObjectRef, st *
 		byWave[wave] = append(byWave[wave], ref)
 	}
 	for _, wave := range slices.Backward(slices.Sorted(maps.Keys(byWave))) {
-		cs, err := s.manager.DeleteAll(ctx, byWave[wave])
+		cs, err := s.manager.DeleteAll(ctx, byWave[wave], metav1.DeletePropagationBackground)
 		for _, c := range cs.Changes {
 			st.Resources = append(st.Resources, resourceStatus(c, flotillav1.SyncStatus_SYNC_STATUS_SYNCED))
 		}
