@@ -141,6 +141,33 @@ func TestWavesHooksAndRemoval(t *testing.T) {
 		}
 	})
 
+	t.Run("FailOnSharedResource refuses another app's object", func(t *testing.T) {
+		e.git.WriteFiles(t, "gitops-config", "main", "add shared", map[string]string{
+			"apps/shared.yaml": strings.Replace(app("shared", "shared", false), "[CreateNamespace=true]", "[CreateNamespace=true, FailOnSharedResource=true]", 1),
+			"shared/cm.yaml":   "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: config}\ndata: {k: taken-over}\n",
+			"shared/own.yaml":  "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: shared-own}\n",
+		})
+		e.webhook(t, webhookSecret)
+		st := waitStatus(t, e, "prod-eu", "shared", func(st *flotillav1.AppStatus) error {
+			if st.GetPhase() != flotillav1.SyncPhase_SYNC_PHASE_FAILED {
+				return fmt.Errorf("phase %v: %s", st.GetPhase(), st.GetMessage())
+			}
+			return nil
+		})
+		if !strings.Contains(st.GetMessage(), "ConfigMap/hooks/config is managed by application hooked") {
+			t.Errorf("status message: %s", st.GetMessage())
+		}
+		cm, err := get(configmaps, "config")
+		must(t, err)
+		if v, _, _ := unstructured.NestedString(cm.Object, "data", "k"); v != "v" {
+			t.Errorf("the shared ConfigMap was changed: k=%q", v)
+		}
+		if _, err := get(configmaps, "shared-own"); !apierrors.IsNotFound(err) {
+			t.Errorf("part of a refused sync was applied: %v", err)
+		}
+		e.git.WriteFiles(t, "gitops-config", "main", "drop shared", map[string]string{"apps/shared.yaml": ""})
+	})
+
 	t.Run("removing an app deletes its objects with the finalizer, orphans them without", func(t *testing.T) {
 		e.git.WriteFiles(t, "gitops-config", "main", "add orphaned", map[string]string{
 			"apps/orphaned.yaml": app("orphaned", "orphaned", false),
