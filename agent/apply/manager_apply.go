@@ -149,15 +149,17 @@ func (m *Manager) dryRunOne(ctx context.Context, p *plan, live *unstructured.Uns
 	return nil
 }
 
-// Live reads the live state of objects with one LIST per kind and
-// namespace, keyed by ObjectRef.Key; objects that do not exist are absent.
-// Kinds the server does not know are skipped.
+// Live reads the live state of objects, keyed by ObjectRef.Key; objects
+// that do not exist are absent and kinds the server does not know are
+// skipped. A kind and namespace with many objects is read with one LIST,
+// one with a few (a drift check) with a GET each, so a check of one object
+// in a namespace of thousands reads one object.
 func (m *Manager) Live(ctx context.Context, objs []*unstructured.Unstructured) (map[string]*unstructured.Unstructured, error) {
 	type scope struct {
 		gvr       schema.GroupVersionResource
 		namespace string
 	}
-	scopes := map[scope]bool{}
+	scopes := map[scope][]*unstructured.Unstructured{}
 	for _, obj := range objs {
 		mapping, err := m.resource(obj.GroupVersionKind())
 		if err != nil {
@@ -167,13 +169,27 @@ func (m *Manager) Live(ctx context.Context, objs []*unstructured.Unstructured) (
 		if mapping.Scope.Name() == meta.RESTScopeNameNamespace {
 			ns = obj.GetNamespace()
 		}
-		scopes[scope{mapping.Resource, ns}] = true
+		s := scope{mapping.Resource, ns}
+		scopes[s] = append(scopes[s], obj)
 	}
 	live := map[string]*unstructured.Unstructured{}
-	for s := range scopes {
+	for s, members := range scopes {
 		var ri dynamic.ResourceInterface = m.dynamic.Resource(s.gvr)
 		if s.namespace != "" {
 			ri = m.dynamic.Resource(s.gvr).Namespace(s.namespace)
+		}
+		if len(members) <= fewObjects {
+			for _, obj := range members {
+				o, err := ri.Get(ctx, obj.GetName(), metav1.GetOptions{})
+				if apierrors.IsNotFound(err) {
+					continue
+				}
+				if err != nil {
+					return nil, fmt.Errorf("get %s %s/%s: %w", s.gvr.Resource, s.namespace, obj.GetName(), err)
+				}
+				live[RefOf(o).Key()] = o
+			}
+			continue
 		}
 		list, err := ri.List(ctx, metav1.ListOptions{})
 		if apierrors.IsNotFound(err) {
@@ -189,6 +205,10 @@ func (m *Manager) Live(ctx context.Context, objs []*unstructured.Unstructured) (
 	}
 	return live, nil
 }
+
+// fewObjects is the most objects of one kind and namespace Live reads
+// with GETs rather than a LIST.
+const fewObjects = 8
 
 // sameObject compares a live object with the dry-run result, ignoring the
 // bookkeeping that differs between the two.
