@@ -215,6 +215,9 @@ const fewObjects = 8
 func sameObject(live, dry *unstructured.Unstructured) bool {
 	strip := func(u *unstructured.Unstructured) map[string]any {
 		c := u.DeepCopy().Object
+		// Status is the controllers' and may move between the read and the
+		// dry-run (a Deployment scaling); Git never sets it.
+		delete(c, "status")
 		md, _ := c["metadata"].(map[string]any)
 		delete(md, "managedFields")
 		delete(md, "resourceVersion")

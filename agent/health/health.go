@@ -77,7 +77,8 @@ func Check(objs []*unstructured.Unstructured, live func(*unstructured.Unstructur
 // argoHealth is Argo CD's built-in health where kstatus answers
 // differently: a running Job is Progressing (kstatus: Current once
 // started), a paused Deployment or a suspended CronJob is Suspended, a
-// PersistentVolumeClaim is Healthy only when Bound.
+// PersistentVolumeClaim is Healthy only when Bound, a LoadBalancer Service
+// and an Ingress only once their load balancer has an address.
 func argoHealth(obj *unstructured.Unstructured) (flotillav1.HealthStatus, string, bool) {
 	gk := obj.GroupVersionKind().GroupKind()
 	switch {
@@ -109,6 +110,13 @@ func argoHealth(obj *unstructured.Unstructured) (flotillav1.HealthStatus, string
 		if paused, _, _ := unstructured.NestedBool(obj.Object, "spec", "paused"); paused {
 			return flotillav1.HealthStatus_HEALTH_STATUS_SUSPENDED, "deployment is paused", true
 		}
+	case gk.Group == "" && gk.Kind == "Service":
+		if t, _, _ := unstructured.NestedString(obj.Object, "spec", "type"); t == "LoadBalancer" {
+			return loadBalanced(obj, "service")
+		}
+		return flotillav1.HealthStatus_HEALTH_STATUS_HEALTHY, "", true
+	case gk.Group == "networking.k8s.io" && gk.Kind == "Ingress":
+		return loadBalanced(obj, "ingress")
 	case gk.Group == "" && gk.Kind == "PersistentVolumeClaim":
 		switch phase, _, _ := unstructured.NestedString(obj.Object, "status", "phase"); phase {
 		case "Bound":
@@ -120,4 +128,21 @@ func argoHealth(obj *unstructured.Unstructured) (flotillav1.HealthStatus, string
 		}
 	}
 	return 0, "", false
+}
+
+// loadBalanced is Healthy once status.loadBalancer.ingress has an entry.
+func loadBalanced(obj *unstructured.Unstructured, what string) (flotillav1.HealthStatus, string, bool) {
+	if lb, _, _ := unstructured.NestedSlice(obj.Object, "status", "loadBalancer", "ingress"); len(lb) > 0 {
+		return flotillav1.HealthStatus_HEALTH_STATUS_HEALTHY, "", true
+	}
+	return flotillav1.HealthStatus_HEALTH_STATUS_PROGRESSING, what + " waits for a load balancer address", true
+}
+
+// Name is a health state as Argo CD writes it: "Progressing".
+func Name(h flotillav1.HealthStatus) string {
+	word := strings.ToLower(strings.TrimPrefix(h.String(), "HEALTH_STATUS_"))
+	if word == "" {
+		return ""
+	}
+	return strings.ToUpper(word[:1]) + word[1:]
 }

@@ -48,6 +48,11 @@ func TestOf(t *testing.T) {
 		{"pvc pending", kind("v1", "PersistentVolumeClaim", nil, map[string]any{"phase": "Pending"}), flotillav1.HealthStatus_HEALTH_STATUS_PROGRESSING},
 		{"pvc bound", kind("v1", "PersistentVolumeClaim", nil, map[string]any{"phase": "Bound"}), flotillav1.HealthStatus_HEALTH_STATUS_HEALTHY},
 		{"pvc lost", kind("v1", "PersistentVolumeClaim", nil, map[string]any{"phase": "Lost"}), flotillav1.HealthStatus_HEALTH_STATUS_DEGRADED},
+		{"lb service waiting", kind("v1", "Service", map[string]any{"type": "LoadBalancer"}, nil), flotillav1.HealthStatus_HEALTH_STATUS_PROGRESSING},
+		{"lb service ready", kind("v1", "Service", map[string]any{"type": "LoadBalancer"}, map[string]any{"loadBalancer": map[string]any{"ingress": []any{map[string]any{"ip": "10.0.0.1"}}}}), flotillav1.HealthStatus_HEALTH_STATUS_HEALTHY},
+		{"cluster ip service", kind("v1", "Service", map[string]any{"type": "ClusterIP"}, nil), flotillav1.HealthStatus_HEALTH_STATUS_HEALTHY},
+		{"ingress waiting", kind("networking.k8s.io/v1", "Ingress", nil, nil), flotillav1.HealthStatus_HEALTH_STATUS_PROGRESSING},
+		{"ingress ready", kind("networking.k8s.io/v1", "Ingress", nil, map[string]any{"loadBalancer": map[string]any{"ingress": []any{map[string]any{"hostname": "lb.example.com"}}}}), flotillav1.HealthStatus_HEALTH_STATUS_HEALTHY},
 		{"configmap", &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "ConfigMap", "metadata": map[string]any{"name": "c"}}}, flotillav1.HealthStatus_HEALTH_STATUS_HEALTHY},
 	}
 	for _, tc := range tests {

@@ -13,6 +13,7 @@ import (
 	"k8s.io/client-go/dynamic"
 
 	"github.com/flotilla-dev/flotilla/agent/apply"
+	"github.com/flotilla-dev/flotilla/agent/health"
 	"github.com/flotilla-dev/flotilla/agent/inventory"
 	"github.com/flotilla-dev/flotilla/agent/waves"
 	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
@@ -134,7 +135,7 @@ func (s *Syncer) waitStep(ctx context.Context, label string, resources, hooks []
 				case isHook && h == flotillav1.HealthStatus_HEALTH_STATUS_DEGRADED:
 					return fmt.Errorf("%s: hook %s failed: %s", label, hookName(o), res.Message[i])
 				default:
-					waiting = append(waiting, fmt.Sprintf("%s %s: %s", apply.RefOf(o), strings.TrimPrefix(h.String(), "HEALTH_STATUS_"), res.Message[i]))
+					waiting = append(waiting, fmt.Sprintf("%s %s: %s", apply.RefOf(o), health.Name(h), res.Message[i]))
 				}
 			}
 			if len(waiting) == 0 {

@@ -679,7 +679,7 @@ func (s *Syncer) followHealth(ctx context.Context, st *flotillav1.AppStatus, obj
 		setHealth(st, objs, res)
 		st.ObservedAt = timestamppb.Now()
 		reason := "HealthChanged"
-		s.report(ctx, st, flotillav1.EventType_EVENT_TYPE_NORMAL, reason, "health is "+strings.TrimPrefix(res.Overall.String(), "HEALTH_STATUS_"))
+		s.report(ctx, st, flotillav1.EventType_EVENT_TYPE_NORMAL, reason, "health is "+health.Name(res.Overall))
 		if last == flotillav1.HealthStatus_HEALTH_STATUS_HEALTHY {
 			return
 		}

@@ -48,11 +48,18 @@ func startAgent(t *testing.T, e *hubEnv, c *testenv.Cluster, labels map[string]s
 
 func startAgentWithMetrics(t *testing.T, e *hubEnv, c *testenv.Cluster, labels map[string]string, cacheDir, metricsAddr string) *runningAgent {
 	t.Helper()
+	return startAgentWith(t, e, c, labels, cacheDir, func(o *agent.Options) { o.MetricsAddr = metricsAddr })
+}
+
+// startAgentWith runs an agent whose options edit may change.
+func startAgentWith(t *testing.T, e *hubEnv, c *testenv.Cluster, labels map[string]string, cacheDir string, edit func(*agent.Options)) *runningAgent {
+	t.Helper()
 	keyFile := filepath.Join(t.TempDir(), "hub.pub")
 	must(t, os.WriteFile(keyFile, e.keyPEM, 0o644))
 	opts := agent.DefaultOptions()
 	opts.Cluster, opts.Labels, opts.NATSURL, opts.HubPublicKey = c.Name, labels, e.natsURL, keyFile
-	opts.Kubeconfig, opts.CacheDir, opts.HealthTimeout, opts.MetricsAddr = c.Kubeconfig, cacheDir, time.Minute, metricsAddr
+	opts.Kubeconfig, opts.CacheDir, opts.HealthTimeout, opts.MetricsAddr = c.Kubeconfig, cacheDir, time.Minute, ""
+	edit(&opts)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {

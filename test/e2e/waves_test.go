@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
+	"github.com/flotilla-dev/flotilla/agent"
 	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
 	"github.com/flotilla-dev/flotilla/test/testenv"
 )
@@ -66,7 +67,8 @@ spec:
 func TestWavesHooksAndRemoval(t *testing.T) {
 	e := startHub(t)
 	prod := testenv.StartCluster(t, testenv.ClusterOptions{Name: "prod-eu", Workloads: true})
-	startAgent(t, e, prod, map[string]string{"env": "production"}, t.TempDir())
+	// A short health timeout, so a wave that never gets healthy fails soon.
+	startAgentWith(t, e, prod, map[string]string{"env": "production"}, t.TempDir(), func(o *agent.Options) { o.HealthTimeout = 15 * time.Second })
 	ctx := context.Background()
 	get := func(gvr schema.GroupVersionResource, name string) (*unstructured.Unstructured, error) {
 		return prod.Dynamic.Resource(gvr).Namespace("hooks").Get(ctx, name, metav1.GetOptions{})
@@ -138,6 +140,31 @@ func TestWavesHooksAndRemoval(t *testing.T) {
 		}
 		if _, err := get(configmaps, "after-bad"); !apierrors.IsNotFound(err) {
 			t.Errorf("wave 0 was applied after a failed PreSync hook: %v", err)
+		}
+	})
+
+	t.Run("a wave that never gets healthy fails the sync and says which waves ran", func(t *testing.T) {
+		stuck := strings.Replace(strings.Replace(deployment, "name: web", "name: stuck-web", 1), "spec: {containers:", "spec: {nodeSelector: {no-such: node}, containers:", 1)
+		e.git.WriteFiles(t, "gitops-config", "main", "add stuck", map[string]string{
+			"apps/stuck.yaml":  app("stuck", "stuck", false),
+			"stuck/first.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: stuck-first\n  annotations: {argocd.argoproj.io/sync-wave: \"-1\"}\n",
+			"stuck/web.yaml":   stuck,
+			"stuck/after.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: stuck-after\n  annotations: {argocd.argoproj.io/sync-wave: \"1\"}\n",
+		})
+		e.webhook(t, webhookSecret)
+		st := waitStatus(t, e, "prod-eu", "stuck", func(st *flotillav1.AppStatus) error {
+			if st.GetPhase() != flotillav1.SyncPhase_SYNC_PHASE_FAILED {
+				return fmt.Errorf("phase %v: %s", st.GetPhase(), st.GetMessage())
+			}
+			return nil
+		})
+		for _, want := range []string{"Sync wave 0 did not finish within 15s", "Deployment.apps/hooks/stuck-web Progressing", "done before: Sync wave -1"} {
+			if !strings.Contains(st.GetMessage(), want) {
+				t.Errorf("status message lacks %q: %s", want, st.GetMessage())
+			}
+		}
+		if _, err := get(configmaps, "stuck-after"); !apierrors.IsNotFound(err) {
+			t.Errorf("wave 1 was applied after wave 0 failed: %v", err)
 		}
 	})
 
