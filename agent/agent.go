@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"time"
 
@@ -123,7 +124,7 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) error {
 		KubernetesVersion: kubeVersion, Capabilities: []string{"helm", "kustomize", "directory"}, StartedAt: timestamppb.Now()}
 	go heartbeat(ctx, b, reg, opts.Heartbeat, log)
 	if opts.MetricsAddr != "" {
-		if err := serveMetrics(ctx, opts.MetricsAddr, registry, log); err != nil {
+		if err := serveMetrics(ctx, opts.MetricsAddr, registry, opts.Pprof, log); err != nil {
 			return err
 		}
 	}
@@ -160,8 +161,9 @@ func retry(ctx context.Context, log *slog.Logger, what string, fn func() error) 
 	})
 }
 
-// serveMetrics serves /metrics and /healthz until ctx ends.
-func serveMetrics(ctx context.Context, addr string, registry *prometheus.Registry, log *slog.Logger) error {
+// serveMetrics serves /metrics and /healthz (and with withPprof the Go
+// profiles under /debug/pprof/) until ctx ends.
+func serveMetrics(ctx context.Context, addr string, registry *prometheus.Registry, withPprof bool, log *slog.Logger) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("--metrics-addr: %w", err)
@@ -169,6 +171,10 @@ func serveMetrics(ctx context.Context, addr string, registry *prometheus.Registr
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	if withPprof {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		<-ctx.Done()

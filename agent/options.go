@@ -30,6 +30,8 @@ type Options struct {
 	ResyncInterval time.Duration
 	// MetricsAddr serves /metrics and /healthz; empty turns it off.
 	MetricsAddr string
+	// Pprof adds Go's profiles under /debug/pprof/ on MetricsAddr.
+	Pprof bool
 }
 
 // DefaultOptions are the flags' defaults.
@@ -65,6 +67,7 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.HealthTimeout, "health-timeout", o.HealthTimeout, "how long a sync follows health")
 	fs.DurationVar(&o.ResyncInterval, "resync-interval", o.ResyncInterval, "how often every application is compared with its live objects in full (drift a watch missed)")
 	fs.StringVar(&o.MetricsAddr, "metrics-addr", o.MetricsAddr, "address of /metrics and /healthz; empty turns them off")
+	fs.BoolVar(&o.Pprof, "pprof", o.Pprof, "also serve Go's profiles under /debug/pprof/ on the metrics address (for diagnosis)")
 }
 
 func parseLabels(s string) (map[string]string, error) {
