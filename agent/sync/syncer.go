@@ -82,6 +82,8 @@ type Syncer struct {
 	apps map[string]*appWorker
 	// watched are the resources whose managed objects are watched for drift.
 	watched map[schema.GroupVersionResource]bool
+	// release returns freed memory after a burst of syncs.
+	release *time.Timer
 }
 
 // New creates a Syncer.
@@ -128,6 +130,7 @@ type outcome struct {
 // the no-op check, so every object is dry-run and what differs written.
 // attempt counts the earlier failed attempts of the same desired state.
 func (s *Syncer) sync(ctx, healthCtx context.Context, d *Desired, force bool, attempt int64) outcome {
+	defer s.releaseMemory()
 	ds := d.State
 	parent := d.Ctx
 	if parent == nil {
@@ -658,6 +661,7 @@ func setHealth(st *flotillav1.AppStatus, objs []*unstructured.Unstructured, res 
 // reports each change of its health, until it is healthy, the timeout
 // passes or a newer desired state arrives (ctx ends).
 func (s *Syncer) followHealth(ctx context.Context, st *flotillav1.AppStatus, objs []*unstructured.Unstructured, sc trace.SpanContext) {
+	defer s.releaseMemory()
 	ctx = trace.ContextWithSpanContext(ctx, sc)
 	t := time.NewTicker(s.opts.HealthInterval)
 	defer t.Stop()
