@@ -26,6 +26,21 @@ type plan struct {
 	// write is false when the dry-run showed the live object already
 	// matches.
 	write bool
+	// replace writes the object whole (create or update), as Argo CD's
+	// Replace=true, instead of server-side apply; live is what it replaces.
+	replace bool
+	live    *unstructured.Unstructured
+}
+
+// Option changes how ApplyAll writes.
+type Option func(*plan)
+
+// Replace makes ApplyAll create or update (replace whole) the objects for
+// which replace is true, as Argo CD's Replace=true sync option does,
+// instead of server-side applying them: fields Git does not set are
+// removed, whoever set them.
+func Replace(replace func(*unstructured.Unstructured) bool) Option {
+	return func(p *plan) { p.replace = replace(p.obj) }
 }
 
 // ApplyAll applies objects with server-side apply. First every object is
@@ -33,10 +48,13 @@ type plan struct {
 // names each failing object (see ObjectErrors). CRDs and Namespaces are
 // applied first, and CRDs waited for, so objects of their kinds can follow
 // in the same set. Objects that already match are not written.
-func (m *Manager) ApplyAll(ctx context.Context, objs []*unstructured.Unstructured) (*ChangeSet, error) {
+func (m *Manager) ApplyAll(ctx context.Context, objs []*unstructured.Unstructured, opts ...Option) (*ChangeSet, error) {
 	var first, rest []*plan
 	for _, obj := range objs {
 		p := &plan{obj: obj, change: Change{Ref: RefOf(obj)}}
+		for _, o := range opts {
+			o(p)
+		}
 		if isClusterDefinition(obj) {
 			first = append(first, p)
 		} else {
@@ -134,7 +152,16 @@ func (m *Manager) dryRunOne(ctx context.Context, p *plan, live *unstructured.Uns
 	if err != nil {
 		return &ObjectError{Ref: p.change.Ref, Action: "dry-run", Err: err}
 	}
-	dry, err := ri.Apply(ctx, p.obj.GetName(), p.obj, metav1.ApplyOptions{FieldManager: FieldManager, Force: true, DryRun: []string{metav1.DryRunAll}})
+	p.live = live
+	var dry *unstructured.Unstructured
+	switch {
+	case p.replace && live == nil:
+		dry, err = ri.Create(ctx, p.obj, metav1.CreateOptions{FieldManager: FieldManager, DryRun: []string{metav1.DryRunAll}})
+	case p.replace:
+		dry, err = ri.Update(ctx, replacement(p.obj, live), metav1.UpdateOptions{FieldManager: FieldManager, DryRun: []string{metav1.DryRunAll}})
+	default:
+		dry, err = ri.Apply(ctx, p.obj.GetName(), p.obj, metav1.ApplyOptions{FieldManager: FieldManager, Force: true, DryRun: []string{metav1.DryRunAll}})
+	}
 	if err != nil {
 		return &ObjectError{Ref: p.change.Ref, Action: "dry-run", Err: err}
 	}
@@ -227,6 +254,17 @@ func sameObject(live, dry *unstructured.Unstructured) bool {
 	return equality.Semantic.DeepEqual(strip(live), strip(dry))
 }
 
+// replacement is obj as a whole-object update of live: live's resource
+// version (an update is refused if live changed meanwhile) and its status.
+func replacement(obj, live *unstructured.Unstructured) *unstructured.Unstructured {
+	c := obj.DeepCopy()
+	c.SetResourceVersion(live.GetResourceVersion())
+	if status, ok := live.Object["status"]; ok {
+		c.Object["status"] = status
+	}
+	return c
+}
+
 // write applies the plans that need it.
 func (m *Manager) write(ctx context.Context, plans []*plan) error {
 	errs := make([]error, len(plans))
@@ -238,7 +276,13 @@ func (m *Manager) write(ctx context.Context, plans []*plan) error {
 		}
 		g.Go(func() error {
 			ri, _, err := m.client(p.obj)
-			if err == nil {
+			switch {
+			case err != nil:
+			case p.replace && p.live == nil:
+				_, err = ri.Create(ctx, p.obj, metav1.CreateOptions{FieldManager: FieldManager})
+			case p.replace:
+				_, err = ri.Update(ctx, replacement(p.obj, p.live), metav1.UpdateOptions{FieldManager: FieldManager})
+			default:
 				_, err = ri.Apply(ctx, p.obj.GetName(), p.obj, metav1.ApplyOptions{FieldManager: FieldManager, Force: true})
 			}
 			if err != nil {

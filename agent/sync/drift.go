@@ -89,7 +89,7 @@ func (w *appWorker) checkDrift(ctx context.Context, refs map[string]apply.Object
 	}
 	ctx, span := tracer.Start(ctx, "agent.selfheal")
 	defer span.End()
-	_, err = s.manager.ApplyAll(ctx, fix)
+	_, err = s.manager.ApplyAll(ctx, fix, replaceOption(ds))
 	if err != nil {
 		s.log.Error("self-heal failed", "app", w.app, "error", err)
 		s.event(ctx, ds, flotillav1.EventType_EVENT_TYPE_WARNING, "SelfHealFailed", fmt.Sprintf("%s; re-applying failed: %v", strings.Join(found, "; "), err))

@@ -66,7 +66,7 @@ func (s *Syncer) runPlan(ctx context.Context, ds *flotillav1.DesiredState, st *f
 		}
 		label := fmt.Sprintf("%s wave %d", step.Phase, step.Wave)
 		if len(step.Resources) > 0 {
-			cs, err := s.manager.ApplyAll(ctx, step.Resources)
+			cs, err := s.manager.ApplyAll(ctx, step.Resources, replaceOption(ds))
 			all.Append(cs.Changes...)
 			st.Resources = append(st.Resources, resources(cs, ds)...)
 			for _, o := range step.Resources {

@@ -261,7 +261,7 @@ func (s *Syncer) run(ctx context.Context, ds *flotillav1.DesiredState, st *floti
 		applySpan.End()
 		return nil, err
 	}
-	cs, err := s.manager.ApplyAll(ctx, objs)
+	cs, err := s.manager.ApplyAll(ctx, objs, replaceOption(ds))
 	applySpan.End()
 	st.Resources = resources(cs, ds)
 	if err != nil {
@@ -509,6 +509,13 @@ func (s *Syncer) sharedResources(ctx context.Context, ds *flotillav1.DesiredStat
 		return fmt.Errorf("FailOnSharedResource=true: nothing was applied: %s", strings.Join(shared, "; "))
 	}
 	return nil
+}
+
+// replaceOption replaces objects whole where Argo CD's Replace=true says
+// so: on the application, or on the object.
+func replaceOption(ds *flotillav1.DesiredState) apply.Option {
+	all := hasSyncOption(ds, "Replace=true")
+	return apply.Replace(func(o *unstructured.Unstructured) bool { return all || hasOption(o, "Replace=true") })
 }
 
 // hasOption reports whether an object's argocd.argoproj.io/sync-options

@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/flotilla-dev/flotilla/agent"
 	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
@@ -118,7 +119,8 @@ func TestWavesHooksAndRemoval(t *testing.T) {
 			"apps/failing.yaml": strings.Replace(app("failing", "failing", false), "namespace: hooks", "namespace: hooks", 1),
 			// No node matches, so the Job's deadline passes and it fails.
 			"failing/bad.yaml":    strings.Replace(job("bad-migrate", "PreSync", ""), "  backoffLimit: 0\n", "  backoffLimit: 0\n  activeDeadlineSeconds: 2\n", 1) + "      nodeSelector: {no-such: node}\n",
-			"failing/notify.yaml": job("notify", "SyncFail", ""),
+			// A hook with generateName is created anew on every run.
+			"failing/notify.yaml": strings.Replace(job("notify", "SyncFail", ""), "  name: notify\n", "  generateName: notify-\n", 1),
 			"failing/cm.yaml":     "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: after-bad}\n",
 		})
 		e.webhook(t, webhookSecret)
@@ -133,10 +135,18 @@ func TestWavesHooksAndRemoval(t *testing.T) {
 				t.Errorf("status message lacks %q: %s", want, st.GetMessage())
 			}
 		}
-		notify, err := get(jobs, "notify")
+		list, err := prod.Dynamic.Resource(jobs).Namespace("hooks").List(ctx, metav1.ListOptions{})
 		must(t, err)
-		if n, _, _ := unstructured.NestedInt64(notify.Object, "status", "succeeded"); n != 1 {
-			t.Errorf("the SyncFail hook did not complete: %v", notify.Object["status"])
+		var notified []string
+		for _, j := range list.Items {
+			if strings.HasPrefix(j.GetName(), "notify-") {
+				if n, _, _ := unstructured.NestedInt64(j.Object, "status", "succeeded"); n == 1 {
+					notified = append(notified, j.GetName())
+				}
+			}
+		}
+		if len(notified) != 1 {
+			t.Errorf("want one completed SyncFail Job named notify-…, got %v", notified)
 		}
 		if _, err := get(configmaps, "after-bad"); !apierrors.IsNotFound(err) {
 			t.Errorf("wave 0 was applied after a failed PreSync hook: %v", err)
@@ -165,6 +175,48 @@ func TestWavesHooksAndRemoval(t *testing.T) {
 		}
 		if _, err := get(configmaps, "stuck-after"); !apierrors.IsNotFound(err) {
 			t.Errorf("wave 1 was applied after wave 0 failed: %v", err)
+		}
+	})
+
+	t.Run("Replace=true replaces the object whole; server-side apply keeps others' fields", func(t *testing.T) {
+		cm := func(name, value, annotations string) string {
+			return fmt.Sprintf("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: %s\n  annotations: {%s}\ndata: {a: %q}\n", name, annotations, value)
+		}
+		write := func(value string) {
+			e.git.WriteFiles(t, "gitops-config", "main", "replaced: a="+value, map[string]string{
+				"apps/replaced.yaml":   app("replaced", "replaced", false),
+				"replaced/whole.yaml":  cm("whole", value, "argocd.argoproj.io/sync-options: Replace=true"),
+				"replaced/merged.yaml": cm("merged", value, ""),
+			})
+			e.webhook(t, webhookSecret)
+			testenv.Eventually(t, 30*time.Second, func() error {
+				for _, name := range []string{"whole", "merged"} {
+					o, err := get(configmaps, name)
+					if err != nil {
+						return err
+					}
+					if a, _, _ := unstructured.NestedString(o.Object, "data", "a"); a != value {
+						return fmt.Errorf("%s: a=%q, want %q", name, a, value)
+					}
+				}
+				return nil
+			})
+		}
+		write("1")
+		for _, name := range []string{"whole", "merged"} {
+			_, err := prod.Dynamic.Resource(configmaps).Namespace("hooks").Patch(ctx, name, types.MergePatchType, []byte(`{"data":{"extra":"x"}}`), metav1.PatchOptions{FieldManager: "kubectl-edit"})
+			must(t, err)
+		}
+		write("2")
+		whole, err := get(configmaps, "whole")
+		must(t, err)
+		if _, found, _ := unstructured.NestedString(whole.Object, "data", "extra"); found {
+			t.Errorf("Replace=true kept a field Git does not set: %v", whole.Object["data"])
+		}
+		merged, err := get(configmaps, "merged")
+		must(t, err)
+		if x, _, _ := unstructured.NestedString(merged.Object, "data", "extra"); x != "x" {
+			t.Errorf("server-side apply dropped another manager's field: %v", merged.Object["data"])
 		}
 	})
 
