@@ -118,7 +118,7 @@ func TestWavesHooksAndRemoval(t *testing.T) {
 		e.git.WriteFiles(t, "gitops-config", "main", "add failing", map[string]string{
 			"apps/failing.yaml": strings.Replace(app("failing", "failing", false), "namespace: hooks", "namespace: hooks", 1),
 			// No node matches, so the Job's deadline passes and it fails.
-			"failing/bad.yaml":    strings.Replace(job("bad-migrate", "PreSync", ""), "  backoffLimit: 0\n", "  backoffLimit: 0\n  activeDeadlineSeconds: 2\n", 1) + "      nodeSelector: {no-such: node}\n",
+			"failing/bad.yaml": strings.Replace(job("bad-migrate", "PreSync", ""), "  backoffLimit: 0\n", "  backoffLimit: 0\n  activeDeadlineSeconds: 2\n", 1) + "      nodeSelector: {no-such: node}\n",
 			// A hook with generateName is created anew on every run.
 			"failing/notify.yaml": strings.Replace(job("notify", "SyncFail", ""), "  name: notify\n", "  generateName: notify-\n", 1),
 			"failing/cm.yaml":     "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: after-bad}\n",
