@@ -18,21 +18,8 @@ import (
 	"github.com/flotilla-dev/flotilla/test/testenv"
 )
 
-const selfHealApp = `apiVersion: argoproj.io/v1alpha1
-kind: Application
-metadata:
-  name: bulk
-spec:
-  source:
-    repoURL: https://github.com/your-org/gitops-config
-    path: bulk
-  destination:
-    server: https://kubernetes.default.svc
-    namespace: bulk
-  syncPolicy:
-    automated: {prune: true, selfHeal: true}
-    syncOptions: [CreateNamespace=true]
-`
+// selfHealApp is the bulk application with self-heal on.
+var selfHealApp = strings.Replace(bulkApp, "automated: {prune: true}", "automated: {prune: true, selfHeal: true}", 1)
 
 // BenchmarkSelfHealAtScale measures the agent binary's memory managing
 // 5,000 objects with self-heal on, in a cluster that also holds 20,000

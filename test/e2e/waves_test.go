@@ -65,6 +65,16 @@ spec:
     spec: {containers: [{name: web, image: nginx}]}
 `
 
+// hasPhase accepts a status whose sync phase is phase.
+func hasPhase(phase flotillav1.SyncPhase) func(*flotillav1.AppStatus) error {
+	return func(st *flotillav1.AppStatus) error {
+		if st.GetPhase() != phase {
+			return fmt.Errorf("phase %v: %s", st.GetPhase(), st.GetMessage())
+		}
+		return nil
+	}
+}
+
 func TestWavesHooksAndRemoval(t *testing.T) {
 	e := startHub(t)
 	prod := testenv.StartCluster(t, testenv.ClusterOptions{Name: "prod-eu", Workloads: true})
@@ -85,12 +95,7 @@ func TestWavesHooksAndRemoval(t *testing.T) {
 			"hooked/smoke-test.yaml": job("smoke-test", "PostSync", ", argocd.argoproj.io/hook-delete-policy: HookSucceeded"),
 		})
 		e.webhook(t, webhookSecret)
-		st := waitStatus(t, e, "prod-eu", "hooked", func(st *flotillav1.AppStatus) error {
-			if st.GetPhase() != flotillav1.SyncPhase_SYNC_PHASE_SUCCEEDED {
-				return fmt.Errorf("phase %v: %s", st.GetPhase(), st.GetMessage())
-			}
-			return nil
-		})
+		st := waitStatus(t, e, "prod-eu", "hooked", hasPhase(flotillav1.SyncPhase_SYNC_PHASE_SUCCEEDED))
 		if !strings.Contains(st.GetMessage(), "ran PreSync wave 0, Sync wave -1, Sync wave 0, PostSync wave 0") {
 			t.Errorf("status message: %s", st.GetMessage())
 		}
@@ -124,12 +129,7 @@ func TestWavesHooksAndRemoval(t *testing.T) {
 			"failing/cm.yaml":     "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: after-bad}\n",
 		})
 		e.webhook(t, webhookSecret)
-		st := waitStatus(t, e, "prod-eu", "failing", func(st *flotillav1.AppStatus) error {
-			if st.GetPhase() != flotillav1.SyncPhase_SYNC_PHASE_FAILED {
-				return fmt.Errorf("phase %v: %s", st.GetPhase(), st.GetMessage())
-			}
-			return nil
-		})
+		st := waitStatus(t, e, "prod-eu", "failing", hasPhase(flotillav1.SyncPhase_SYNC_PHASE_FAILED))
 		for _, want := range []string{"PreSync wave 0: hook Job/bad-migrate failed", "done before: nothing", "SyncFail hooks ran"} {
 			if !strings.Contains(st.GetMessage(), want) {
 				t.Errorf("status message lacks %q: %s", want, st.GetMessage())
@@ -162,12 +162,7 @@ func TestWavesHooksAndRemoval(t *testing.T) {
 			"stuck/after.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: stuck-after\n  annotations: {argocd.argoproj.io/sync-wave: \"1\"}\n",
 		})
 		e.webhook(t, webhookSecret)
-		st := waitStatus(t, e, "prod-eu", "stuck", func(st *flotillav1.AppStatus) error {
-			if st.GetPhase() != flotillav1.SyncPhase_SYNC_PHASE_FAILED {
-				return fmt.Errorf("phase %v: %s", st.GetPhase(), st.GetMessage())
-			}
-			return nil
-		})
+		st := waitStatus(t, e, "prod-eu", "stuck", hasPhase(flotillav1.SyncPhase_SYNC_PHASE_FAILED))
 		for _, want := range []string{"Sync wave 0 did not finish within 15s", "Deployment.apps/hooks/stuck-web Progressing", "done before: Sync wave -1"} {
 			if !strings.Contains(st.GetMessage(), want) {
 				t.Errorf("status message lacks %q: %s", want, st.GetMessage())
@@ -227,12 +222,7 @@ func TestWavesHooksAndRemoval(t *testing.T) {
 			"shared/own.yaml":  "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: shared-own}\n",
 		})
 		e.webhook(t, webhookSecret)
-		st := waitStatus(t, e, "prod-eu", "shared", func(st *flotillav1.AppStatus) error {
-			if st.GetPhase() != flotillav1.SyncPhase_SYNC_PHASE_FAILED {
-				return fmt.Errorf("phase %v: %s", st.GetPhase(), st.GetMessage())
-			}
-			return nil
-		})
+		st := waitStatus(t, e, "prod-eu", "shared", hasPhase(flotillav1.SyncPhase_SYNC_PHASE_FAILED))
 		if !strings.Contains(st.GetMessage(), "ConfigMap/hooks/config is managed by application hooked") {
 			t.Errorf("status message: %s", st.GetMessage())
 		}
@@ -253,12 +243,7 @@ func TestWavesHooksAndRemoval(t *testing.T) {
 			"orphaned/cm.yaml":   "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: orphan-me}\n",
 		})
 		e.webhook(t, webhookSecret)
-		waitStatus(t, e, "prod-eu", "orphaned", func(st *flotillav1.AppStatus) error {
-			if st.GetPhase() != flotillav1.SyncPhase_SYNC_PHASE_SUCCEEDED {
-				return fmt.Errorf("phase %v", st.GetPhase())
-			}
-			return nil
-		})
+		waitStatus(t, e, "prod-eu", "orphaned", hasPhase(flotillav1.SyncPhase_SYNC_PHASE_SUCCEEDED))
 		e.git.WriteFiles(t, "gitops-config", "main", "remove hooked and orphaned", map[string]string{"apps/hooked.yaml": "", "apps/orphaned.yaml": ""})
 		e.webhook(t, webhookSecret)
 		testenv.Eventually(t, 30*time.Second, func() error {
