@@ -54,6 +54,10 @@ type Hub struct {
 
 	mu       sync.Mutex
 	clusters map[string]*flotillav1.ClusterRegistration
+	// statuses mirrors the status bucket once statusesLoaded is closed,
+	// so the API reads the fleet's statuses from memory.
+	statuses       map[string]*flotillav1.AppStatus
+	statusesLoaded <-chan struct{}
 	// reported holds the last error reported per subject, so a failure is
 	// reported once, not at every poll.
 	reported map[string]string
@@ -69,7 +73,7 @@ type watchedRepo struct {
 // signing key and the Git mirrors.
 func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (h *Hub, err error) {
 	h = &Hub{cfg: cfg, log: log, trigger: make(chan trace.SpanContext, 1), reconcileNow: make(chan reconcileRequest), metrics: newMetrics(),
-		clusters: map[string]*flotillav1.ClusterRegistration{}, reported: map[string]string{}}
+		clusters: map[string]*flotillav1.ClusterRegistration{}, reported: map[string]string{}, statuses: map[string]*flotillav1.AppStatus{}}
 	defer func() {
 		if err != nil {
 			h.Close()
@@ -183,6 +187,13 @@ func (h *Hub) Serve(ctx context.Context, ln net.Listener) error {
 	changes, initial, err := h.bus.WatchClusters(ctx)
 	if err != nil {
 		return fmt.Errorf("watch cluster registrations: %w", err)
+	}
+	if h.statusesLoaded, err = h.bus.WatchStatuses(ctx, func(key string, st *flotillav1.AppStatus) {
+		h.mu.Lock()
+		h.statuses[key] = st
+		h.mu.Unlock()
+	}); err != nil {
+		return fmt.Errorf("watch statuses: %w", err)
 	}
 	var wg sync.WaitGroup
 	wg.Go(func() { h.watchClusters(ctx, changes) })

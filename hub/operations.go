@@ -27,9 +27,17 @@ import (
 // sync replies once its objects are applied, before they are healthy.
 const commandTimeout = 60 * time.Second
 
-// Statuses implements api.Hub.
+// Statuses implements api.Hub: from the hub's mirror of the status
+// bucket, or the bucket itself until the mirror has loaded.
 func (h *Hub) Statuses(ctx context.Context) (map[string]*flotillav1.AppStatus, error) {
-	return h.bus.Statuses(ctx)
+	select {
+	case <-h.statusesLoaded:
+	default:
+		return h.bus.Statuses(ctx)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return maps.Clone(h.statuses), nil
 }
 
 // Events implements api.Hub.
@@ -74,7 +82,7 @@ func (h *Hub) History(ctx context.Context, app, cluster string) ([]*flotillav1.H
 		_, err := h.targets(app, cluster)
 		return nil, err
 	}
-	statuses, err := h.bus.Statuses(ctx)
+	statuses, err := h.Statuses(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", api.ErrUnavailable, err)
 	}
