@@ -165,13 +165,15 @@ api:
 		{"app", "list", "--cluster", "prod-eu"},
 		{"app", "history", "api-service", "--cluster", "prod-eu"},
 		{"app", "rollback", "api-service", "--revision", "1", "--cluster", "prod-eu"},
-		{"app", "get", "api-service"},
 	} {
 		if err := flotilla(args...); err != nil {
 			return err
 		}
 	}
 	if err := waitHistory(ctx, b, "prod-eu", "api-service", 3); err != nil {
+		return err
+	}
+	if err := flotilla("app", "get", "api-service"); err != nil {
 		return err
 	}
 	kubectl := filepath.Join(root, "bin", "k8s", "kubectl")
