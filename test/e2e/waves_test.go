@@ -260,6 +260,20 @@ func TestWavesHooksAndRemoval(t *testing.T) {
 		if _, err := get(configmaps, "kept"); err != nil {
 			t.Errorf("the Delete=false ConfigMap was deleted: %v", err)
 		}
+		// Deleted highest wave first: web (wave 0) before config (wave -1).
+		st := waitStatus(t, e, "prod-eu", "hooked", func(st *flotillav1.AppStatus) error {
+			if !strings.Contains(st.GetMessage(), "objects deleted, 1 left running (Delete=false)") {
+				return fmt.Errorf("status: %s", st.GetMessage())
+			}
+			return nil
+		})
+		var order []string
+		for _, r := range st.GetResources() {
+			order = append(order, r.GetName())
+		}
+		if strings.Index(strings.Join(order, ","), "web") > strings.Index(strings.Join(order, ","), "config") {
+			t.Errorf("deletion order %v: wave 0 must go before wave -1", order)
+		}
 		waitStatus(t, e, "prod-eu", "orphaned", func(st *flotillav1.AppStatus) error {
 			if !strings.Contains(st.GetMessage(), "orphaned") {
 				return fmt.Errorf("status: %s", st.GetMessage())
