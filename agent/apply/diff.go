@@ -11,7 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
-	"github.com/flotilla-dev/flotilla/agent/ignore"
+	"github.com/flotilla-dev/flotilla/internal/ignore"
 )
 
 // Drift is an object whose live state differs from what applying it would

@@ -8,8 +8,8 @@ import (
 
 	"github.com/flotilla-dev/flotilla/agent/apply"
 	"github.com/flotilla-dev/flotilla/agent/diff"
-	"github.com/flotilla-dev/flotilla/agent/ignore"
 	"github.com/flotilla-dev/flotilla/agent/inventory"
+	"github.com/flotilla-dev/flotilla/internal/ignore"
 	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
 )
 

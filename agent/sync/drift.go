@@ -13,7 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/flotilla-dev/flotilla/agent/apply"
-	"github.com/flotilla-dev/flotilla/agent/ignore"
+	"github.com/flotilla-dev/flotilla/internal/ignore"
 	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
 )
 

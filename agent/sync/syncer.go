@@ -23,11 +23,11 @@ import (
 
 	"github.com/flotilla-dev/flotilla/agent/apply"
 	"github.com/flotilla-dev/flotilla/agent/health"
-	"github.com/flotilla-dev/flotilla/agent/ignore"
 	"github.com/flotilla-dev/flotilla/agent/inventory"
 	"github.com/flotilla-dev/flotilla/agent/waves"
 	"github.com/flotilla-dev/flotilla/internal/appspec"
 	"github.com/flotilla-dev/flotilla/internal/artifact"
+	"github.com/flotilla-dev/flotilla/internal/ignore"
 	"github.com/flotilla-dev/flotilla/internal/render"
 	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
 )

@@ -101,6 +101,9 @@ func TestValidationNamesTheField(t *testing.T) {
 		{"bad backoff", `{"spec":{"syncPolicy":{"retry":{"backoff":{"duration":"soon"}}}}}`, `spec.syncPolicy.retry.backoff.duration: "soon" is not a duration`},
 		{"dotted name", `{"metadata":{"name":"api.v2"}}`, `metadata.name: "api.v2" is not a DNS label`},
 		{"wrong type", `{"spec":{"source":{"path":7}}}`, `spec.source.path: cannot be number`},
+		{"ignoreDifferences without kind", `{"spec":{"ignoreDifferences":[{"jsonPointers":["/spec"]}]}}`, `apps/x.yaml: Application "api": spec.ignoreDifferences[0].kind: is required`},
+		{"bad json pointer", `{"spec":{"ignoreDifferences":[{"kind":"Deployment","jsonPointers":["spec/replicas"]}]}}`, `spec.ignoreDifferences[0].jsonPointers[0]: "spec/replicas" does not start with /`},
+		{"bad jq", `{"spec":{"ignoreDifferences":[{"kind":"Deployment","jqPathExpressions":[".spec[[["]}]}}`, `spec.ignoreDifferences[0].jqPathExpressions[0]: ".spec[[["`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

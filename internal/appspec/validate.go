@@ -1,6 +1,7 @@
 package appspec
 
 import (
+	"errors"
 	"fmt"
 	"regexp"
 	"strconv"
@@ -9,6 +10,8 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/flotilla-dev/flotilla/internal/ignore"
 )
 
 // namePattern keeps application and cluster names usable as one token of a
@@ -113,10 +116,12 @@ func (a *Application) Validate() error {
 			}
 		}
 	}
-	for i, d := range a.Spec.IgnoreDifferences {
-		if d.Kind == "" {
-			return fail(fmt.Sprintf("spec.ignoreDifferences[%d].kind", i), "is required")
+	if _, err := ignore.Compile(a.IgnoreDifferences()); err != nil {
+		var fe *ignore.FieldError
+		if errors.As(err, &fe) {
+			return fail(fe.Field, "%v", fe.Err)
 		}
+		return err
 	}
 	return nil
 }

@@ -83,7 +83,7 @@ func TestCompileNamesTheBadField(t *testing.T) {
 	}{
 		{&flotillav1.IgnoreDifferences{Kind: "Deployment", JsonPointers: []string{"spec/replicas"}}, "spec.ignoreDifferences[0].jsonPointers[0]"},
 		{&flotillav1.IgnoreDifferences{Kind: "Deployment", JqPathExpressions: []string{".spec[[["}}, "spec.ignoreDifferences[0].jqPathExpressions[0]"},
-		{&flotillav1.IgnoreDifferences{JsonPointers: []string{"/spec"}}, "spec.ignoreDifferences[0].kind: required"},
+		{&flotillav1.IgnoreDifferences{JsonPointers: []string{"/spec"}}, "spec.ignoreDifferences[0].kind: is required"},
 	} {
 		if _, err := Compile([]*flotillav1.IgnoreDifferences{tc.entry}); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("Compile(%v) = %v, want %q", tc.entry, err, tc.want)

@@ -3,6 +3,7 @@ package ignore
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -38,20 +39,29 @@ type rule struct {
 	managers                     []string
 }
 
-// Compile checks and compiles the entries. An error names the entry and
-// the field: spec.ignoreDifferences[1].jsonPointers[0]: ….
+// FieldError is an entry that does not compile, with the Application
+// field it is in: spec.ignoreDifferences[1].jsonPointers[0].
+type FieldError struct {
+	Field string
+	Err   error
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Err.Error() }
+func (e *FieldError) Unwrap() error { return e.Err }
+
+// Compile checks and compiles the entries; an error is a *FieldError.
 func Compile(entries []*flotillav1.IgnoreDifferences) (*Rules, error) {
 	r := &Rules{}
 	for i, e := range entries {
 		field := fmt.Sprintf("spec.ignoreDifferences[%d]", i)
 		if e.GetKind() == "" {
-			return nil, fmt.Errorf("%s.kind: required", field)
+			return nil, &FieldError{Field: field + ".kind", Err: errors.New("is required")}
 		}
 		ru := rule{field: field, group: e.GetGroup(), kind: e.GetKind(), name: e.GetName(), namespace: e.GetNamespace(), managers: e.GetManagedFieldsManagers()}
 		for j, p := range e.GetJsonPointers() {
 			path, err := parsePointer(p)
 			if err != nil {
-				return nil, fmt.Errorf("%s.jsonPointers[%d]: %w", field, j, err)
+				return nil, &FieldError{Field: fmt.Sprintf("%s.jsonPointers[%d]", field, j), Err: err}
 			}
 			ru.pointers = append(ru.pointers, path)
 		}
@@ -64,7 +74,7 @@ func Compile(entries []*flotillav1.IgnoreDifferences) (*Rules, error) {
 					continue
 				}
 			}
-			return nil, fmt.Errorf("%s.jqPathExpressions[%d]: %q: %w", field, j, expr, err)
+			return nil, &FieldError{Field: fmt.Sprintf("%s.jqPathExpressions[%d]", field, j), Err: fmt.Errorf("%q: %w", expr, err)}
 		}
 		r.rules = append(r.rules, ru)
 	}
