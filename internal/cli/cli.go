@@ -198,8 +198,11 @@ func appCommand(g *globals) *cobra.Command {
 	list.Flags().StringVar(&selector, "selector", "", "only clusters whose labels match (env=production)")
 	get := &cobra.Command{
 		Use:     "get APP",
-		Short:   "Show an application in every cluster it targets",
-		Example: "  flotilla app get api-service -o wide",
+		Short:   "Show an application in every cluster it targets, with its objects",
+		Long: `Get shows the application's sync, health, history id (and rollback pin)
+in every cluster it targets, then each cluster's objects with their sync
+status, health and what the last sync did, as the agent last reported them.`,
+		Example: "  flotilla app get api-service\n  flotilla app get api-service -o yaml",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := g.context(cmd)
@@ -208,7 +211,12 @@ func appCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return hubError(g, err)
 			}
-			return g.print(cmd.OutOrStdout(), resp.Msg, func(w *tabwriter.Writer, wide bool) { appTable(w, resp.Msg.GetApps(), wide) })
+			return g.print(cmd.OutOrStdout(), resp.Msg, func(w *tabwriter.Writer, wide bool) {
+				appTable(w, resp.Msg.GetApps(), wide)
+				for _, a := range resp.Msg.GetApps() {
+					resourceTable(w, a)
+				}
+			})
 		},
 	}
 	get.ValidArgsFunction = g.completeApps
@@ -241,6 +249,24 @@ func appTable(w *tabwriter.Writer, apps []*flotillav1.AppInfo, wide bool) {
 			fmt.Fprintf(w, "\t%s\t%s", enumWord(st.GetPhase().String(), "SYNC_PHASE_"), st.GetMessage())
 		}
 		fmt.Fprintln(w)
+	}
+}
+
+// resourceTable lists one cluster's objects of an application.
+func resourceTable(w *tabwriter.Writer, a *flotillav1.AppInfo) {
+	res := a.GetStatus().GetResources()
+	if len(res) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\n%s (history %d):\n", a.GetCluster(), a.GetStatus().GetHistoryId())
+	fmt.Fprintln(w, "KIND\tNAMESPACE\tNAME\tSYNC\tHEALTH\tLAST SYNC\tMESSAGE")
+	for _, r := range res {
+		kind := r.GetKind()
+		if r.GetGroup() != "" {
+			kind += "." + r.GetGroup()
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", kind, r.GetNamespace(), r.GetName(), enumWord(r.GetSyncStatus().String(), "SYNC_STATUS_"),
+			enumWord(r.GetHealth().String(), "HEALTH_STATUS_"), r.GetAction(), oneLine(r.GetMessage(), 80))
 	}
 }
 

@@ -106,9 +106,16 @@ func TestOperatorRollsBackAt2AM(t *testing.T) {
 			t.Errorf("output: %s", out)
 		}
 		waitImage(t, prod, rolloutsGVR, "production", "api-service", "api-service:1.4.2")
-		get := run(t, 0, append([]string{"app", "get", "api-service"}, viewer...)...)
-		if !strings.Contains(get, "3 (pinned to 1 by oncall)") {
-			t.Errorf("app get does not show the pin:\n%s", get)
+		var get string
+		testenv.Eventually(t, 10*time.Second, func() error {
+			get = run(t, 0, append([]string{"app", "get", "api-service"}, viewer...)...)
+			if !strings.Contains(get, "prod-eu (history 3):") {
+				return fmt.Errorf("app get:\n%s", get)
+			}
+			return nil
+		})
+		if !strings.Contains(get, "3 (pinned to 1 by oncall)") || !strings.Contains(get, "Rollout.argoproj.io") {
+			t.Errorf("app get does not show the pin and the objects:\n%s", get)
 		}
 	})
 
