@@ -197,8 +197,8 @@ func appCommand(g *globals) *cobra.Command {
 	list.Flags().StringVar(&cluster, "cluster", "", "only this cluster")
 	list.Flags().StringVar(&selector, "selector", "", "only clusters whose labels match (env=production)")
 	get := &cobra.Command{
-		Use:     "get APP",
-		Short:   "Show an application in every cluster it targets, with its objects",
+		Use:   "get APP",
+		Short: "Show an application in every cluster it targets, with its objects",
 		Long: `Get shows the application's sync, health, history id (and rollback pin)
 in every cluster it targets, then each cluster's objects with their sync
 status, health and what the last sync did, as the agent last reported them.`,
