@@ -128,7 +128,7 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) error {
 			return err
 		}
 	}
-	if err := b.ServeCommands(ctx, opts.Cluster, commandHandler(opts.Cluster, verifier, syncer, log)); err != nil {
+	if err := b.ServeCommands(ctx, opts.Cluster, commandHandler(opts.Cluster, verifier, syncer, manager.Dynamic(), log)); err != nil {
 		return err
 	}
 	log.Info("agent running", "cluster", opts.Cluster, "labels", opts.Labels, "nats", opts.NATSURL, "kubernetes", kubeVersion)

@@ -6,6 +6,10 @@ import (
 	"log/slog"
 	"time"
 
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/dynamic"
+
+	"github.com/flotilla-dev/flotilla/agent/rollouts"
 	agentsync "github.com/flotilla-dev/flotilla/agent/sync"
 	"github.com/flotilla-dev/flotilla/internal/signing"
 	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
@@ -16,7 +20,7 @@ import (
 const commandMaxAge = time.Minute
 
 // commandHandler verifies the hub's signed commands and carries them out.
-func commandHandler(cluster string, verifier *signing.Verifier, syncer *agentsync.Syncer, log *slog.Logger) func(context.Context, *flotillav1.SignedAgentCommand) *flotillav1.AgentReply {
+func commandHandler(cluster string, verifier *signing.Verifier, syncer *agentsync.Syncer, client dynamic.Interface, log *slog.Logger) func(context.Context, *flotillav1.SignedAgentCommand) *flotillav1.AgentReply {
 	return func(ctx context.Context, env *flotillav1.SignedAgentCommand) *flotillav1.AgentReply {
 		reply := &flotillav1.AgentReply{SchemaVersion: 1}
 		cmd, err := verifier.VerifyCommand(env)
@@ -35,6 +39,18 @@ func commandHandler(cluster string, verifier *signing.Verifier, syncer *agentsyn
 			reply.HistoryId, err = syncer.SyncNow(ctx, cmd.GetApp())
 		case *flotillav1.AgentCommand_Diff:
 			reply.HistoryId, reply.Diffs, err = syncer.Diff(ctx, cmd.GetApp())
+		case *flotillav1.AgentCommand_Rollout:
+			rc := cmd.GetRollout()
+			log.Info("rollout action", "action", rc.GetAction().String(), "full", rc.GetFull())
+			var ros []*unstructured.Unstructured
+			if ros, err = syncer.Rollouts(ctx, cmd.GetApp()); err == nil {
+				for _, ro := range ros {
+					if err = rollouts.Act(ctx, client, ro, rc.GetAction(), rc.GetFull()); err != nil {
+						break
+					}
+					reply.Objects = append(reply.Objects, "Rollout/"+ro.GetNamespace()+"/"+ro.GetName())
+				}
+			}
 		default:
 			err = fmt.Errorf("unknown command (agent %s is older than the hub?)", Version)
 		}

@@ -356,3 +356,21 @@ func (h *Hub) Revert(ctx context.Context, app, actor string) (*flotillav1.Revert
 	}
 	return &flotillav1.RevertAppResponse{RepoUrl: src.GetRepoUrl(), Branch: branch, Reverted: res.Reverted.Hash.String(), Commit: res.Commit.String(), Message: res.Message}, nil
 }
+
+// Rollout implements api.Hub: each cluster's agent acts on the
+// application's Rollouts.
+func (h *Hub) Rollout(ctx context.Context, app, cluster string, action flotillav1.RolloutAction, full bool, actor string) ([]*flotillav1.ClusterResult, error) {
+	targets, err := h.targets(app, cluster)
+	if err != nil {
+		return nil, err
+	}
+	replies := h.command(ctx, targets, actor, func(c *flotillav1.AgentCommand) {
+		c.Command = &flotillav1.AgentCommand_Rollout{Rollout: &flotillav1.RolloutCommand{Action: action, Full: full}}
+	})
+	var out []*flotillav1.ClusterResult
+	for _, ds := range targets {
+		r := replies[ds.GetCluster()]
+		out = append(out, &flotillav1.ClusterResult{Cluster: ds.GetCluster(), HistoryId: ds.GetHistoryId(), Error: r.GetError(), Objects: r.GetObjects()})
+	}
+	return out, nil
+}

@@ -81,3 +81,34 @@ func (s *Syncer) Diff(ctx context.Context, app string) (uint64, []*flotillav1.Ob
 	}
 	return ds.GetHistoryId(), out, nil
 }
+
+// Rollouts are the live Argo Rollouts app manages (from its inventory).
+func (s *Syncer) Rollouts(ctx context.Context, app string) ([]*unstructured.Unstructured, error) {
+	inv, err := s.inventory.Load(ctx, app)
+	if err != nil {
+		return nil, err
+	}
+	var refs []*unstructured.Unstructured
+	for _, ref := range inv.Objects {
+		if ref.Group == "argoproj.io" && ref.Kind == "Rollout" {
+			refs = append(refs, refObject(ref))
+		}
+	}
+	if len(refs) == 0 {
+		return nil, fmt.Errorf("%s manages no Rollout in this cluster", app)
+	}
+	live, err := s.manager.Live(ctx, refs)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*unstructured.Unstructured, 0, len(refs))
+	for _, r := range refs {
+		if o := live[apply.RefOf(r).Key()]; o != nil {
+			out = append(out, o)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("the Rollouts of %s do not exist (yet)", app)
+	}
+	return out, nil
+}

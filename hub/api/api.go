@@ -69,6 +69,7 @@ type Hub interface {
 	Rollback(ctx context.Context, app string, historyID uint64, cluster, actor string) ([]*flotillav1.ClusterResult, error)
 	Revert(ctx context.Context, app, actor string) (*flotillav1.RevertAppResponse, error)
 	Unpin(ctx context.Context, app, cluster, actor string) ([]*flotillav1.ClusterResult, error)
+	Rollout(ctx context.Context, app, cluster string, action flotillav1.RolloutAction, full bool, actor string) ([]*flotillav1.ClusterResult, error)
 }
 
 // Errors the Hub wraps so the API answers with the right code.
@@ -123,6 +124,7 @@ var requiredRole = map[string]Role{
 	flotillav1connect.HubServiceRollbackAppProcedure:   Operator,
 	flotillav1connect.HubServiceRevertAppProcedure:     Operator,
 	flotillav1connect.HubServiceUnpinAppProcedure:      Operator,
+	flotillav1connect.HubServiceRolloutAppProcedure:    Operator,
 }
 
 // authenticate checks the bearer token of every call against the role the
@@ -381,4 +383,23 @@ func (s *Server) UnpinApp(ctx context.Context, req *connect.Request[flotillav1.U
 		return nil, toConnect(err)
 	}
 	return connect.NewResponse(&flotillav1.UnpinAppResponse{Clusters: results}), nil
+}
+
+// RolloutApp implements HubService.
+func (s *Server) RolloutApp(ctx context.Context, req *connect.Request[flotillav1.RolloutAppRequest]) (*connect.Response[flotillav1.RolloutAppResponse], error) {
+	if err := required(req.Msg.GetApp()); err != nil {
+		return nil, err
+	}
+	action := req.Msg.GetAction()
+	if action == flotillav1.RolloutAction_ROLLOUT_ACTION_UNSPECIFIED {
+		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("an action is required: promote, abort, retry or pause"))
+	}
+	if req.Msg.GetFull() && action != flotillav1.RolloutAction_ROLLOUT_ACTION_PROMOTE {
+		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("full goes with promote only"))
+	}
+	results, err := s.hub.Rollout(ctx, req.Msg.GetApp(), req.Msg.GetCluster(), action, req.Msg.GetFull(), actor(ctx))
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	return connect.NewResponse(&flotillav1.RolloutAppResponse{Clusters: results}), nil
 }

@@ -76,7 +76,7 @@ Exit codes: 0 ok, 1 failure, 2 usage, 3 not authenticated or not allowed,
 			return err
 		},
 	})
-	root.AddCommand(clusterCommand(g), appCommand(g), eventsCommand(g))
+	root.AddCommand(clusterCommand(g), appCommand(g), rolloutCommand(g), eventsCommand(g))
 	return root
 }
 

@@ -221,6 +221,47 @@ func TestOperatorRollsBackAt2AM(t *testing.T) {
 		}
 	})
 
+	t.Run("rollout verbs patch the Rollout as the Argo Rollouts plugin does", func(t *testing.T) {
+		rollout := func() *unstructured.Unstructured {
+			ro, err := getObject(t, prod, rolloutsGVR, "production", "api-service")
+			must(t, err)
+			return ro
+		}
+		out := run(t, 0, append([]string{"rollout", "pause", "api-service"}, operator...)...)
+		if !strings.Contains(out, "prod-eu") || !strings.Contains(out, "pause: Rollout/production/api-service") {
+			t.Errorf("pause output: %s", out)
+		}
+		if p, _, _ := unstructured.NestedBool(rollout().Object, "spec", "paused"); !p {
+			t.Error("pause did not set spec.paused")
+		}
+		run(t, 0, append([]string{"rollout", "promote", "api-service", "--cluster", "prod-eu"}, operator...)...)
+		ro := rollout()
+		if p, _, _ := unstructured.NestedBool(ro.Object, "spec", "paused"); p {
+			t.Error("promote did not unpause")
+		}
+		if i, _, _ := unstructured.NestedInt64(ro.Object, "status", "currentStepIndex"); i != 1 {
+			t.Errorf("promote of a canary with no pause moved to step %d, want 1", i)
+		}
+		run(t, 0, append([]string{"rollout", "abort", "api-service"}, operator...)...)
+		if a, _, _ := unstructured.NestedBool(rollout().Object, "status", "abort"); !a {
+			t.Error("abort did not set status.abort")
+		}
+		run(t, 0, append([]string{"rollout", "retry", "api-service"}, operator...)...)
+		if a, found, _ := unstructured.NestedBool(rollout().Object, "status", "abort"); !found || a {
+			t.Error("retry did not clear status.abort")
+		}
+		run(t, 0, append([]string{"rollout", "promote", "api-service", "--full"}, operator...)...)
+		if f, _, _ := unstructured.NestedBool(rollout().Object, "status", "promoteFull"); !f {
+			t.Error("promote --full did not set status.promoteFull")
+		}
+		out = run(t, cli.ExitFailure, append([]string{"rollout", "pause", "worker-service"}, operator...)...)
+		if !strings.Contains(out, "worker-service manages no Rollout") {
+			t.Errorf("an app without a Rollout: %s", out)
+		}
+		run(t, cli.ExitAuth, append([]string{"rollout", "abort", "api-service"}, viewer...)...)
+		run(t, cli.ExitUsage, append([]string{"rollout", "abort", "api-service", "--full"}, operator...)...)
+	})
+
 	t.Run("an agent refuses a command the hub did not sign", func(t *testing.T) {
 		_, other, _ := ed25519.GenerateKey(rand.Reader)
 		forged, err := signing.NewSigner(other).SignCommand(&flotillav1.AgentCommand{SchemaVersion: 1, Cluster: "prod-eu", App: "api-service",
@@ -268,7 +309,7 @@ func TestOperatorRollsBackAt2AM(t *testing.T) {
 		}
 		out := run(t, 0, append([]string{"events", "--limit", "500", "-o", "json"}, viewer...)...)
 		must(t, json.Unmarshal([]byte(out), &resp))
-		want := map[string]bool{"oncall RollbackApp": false, "ops RollbackApp": false, "oncall SyncApp": false, "oncall UnpinApp": false, "oncall RevertApp": false}
+		want := map[string]bool{"oncall RollbackApp": false, "ops RollbackApp": false, "oncall SyncApp": false, "oncall UnpinApp": false, "oncall RevertApp": false, "oncall RolloutApp": false}
 		for _, ev := range resp.Events {
 			if ev.Reason != "Audit" {
 				continue

@@ -22,6 +22,66 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// RolloutAction is what an operator asks of a Rollout.
+type RolloutAction int32
+
+const (
+	RolloutAction_ROLLOUT_ACTION_UNSPECIFIED RolloutAction = 0
+	// ROLLOUT_ACTION_PROMOTE resumes a pause or moves past the current step.
+	RolloutAction_ROLLOUT_ACTION_PROMOTE RolloutAction = 1
+	// ROLLOUT_ACTION_ABORT goes back to the stable version.
+	RolloutAction_ROLLOUT_ACTION_ABORT RolloutAction = 2
+	// ROLLOUT_ACTION_RETRY starts an aborted rollout again.
+	RolloutAction_ROLLOUT_ACTION_RETRY RolloutAction = 3
+	// ROLLOUT_ACTION_PAUSE pauses the rollout where it is.
+	RolloutAction_ROLLOUT_ACTION_PAUSE RolloutAction = 4
+)
+
+// Enum value maps for RolloutAction.
+var (
+	RolloutAction_name = map[int32]string{
+		0: "ROLLOUT_ACTION_UNSPECIFIED",
+		1: "ROLLOUT_ACTION_PROMOTE",
+		2: "ROLLOUT_ACTION_ABORT",
+		3: "ROLLOUT_ACTION_RETRY",
+		4: "ROLLOUT_ACTION_PAUSE",
+	}
+	RolloutAction_value = map[string]int32{
+		"ROLLOUT_ACTION_UNSPECIFIED": 0,
+		"ROLLOUT_ACTION_PROMOTE":     1,
+		"ROLLOUT_ACTION_ABORT":       2,
+		"ROLLOUT_ACTION_RETRY":       3,
+		"ROLLOUT_ACTION_PAUSE":       4,
+	}
+)
+
+func (x RolloutAction) Enum() *RolloutAction {
+	p := new(RolloutAction)
+	*p = x
+	return p
+}
+
+func (x RolloutAction) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (RolloutAction) Descriptor() protoreflect.EnumDescriptor {
+	return file_flotilla_v1_agent_command_proto_enumTypes[0].Descriptor()
+}
+
+func (RolloutAction) Type() protoreflect.EnumType {
+	return &file_flotilla_v1_agent_command_proto_enumTypes[0]
+}
+
+func (x RolloutAction) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use RolloutAction.Descriptor instead.
+func (RolloutAction) EnumDescriptor() ([]byte, []int) {
+	return file_flotilla_v1_agent_command_proto_rawDescGZIP(), []int{0}
+}
+
 // SignedAgentCommand is a request the hub sends to one cluster's agent on
 // the subject flotilla.cmd.<cluster>. Like desired state, it is signed by
 // the hub's key over the exact bytes of command, so an agent acts only on
@@ -101,6 +161,7 @@ type AgentCommand struct {
 	//
 	//	*AgentCommand_Sync
 	//	*AgentCommand_Diff
+	//	*AgentCommand_Rollout
 	Command       isAgentCommand_Command `protobuf_oneof:"command"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -196,6 +257,15 @@ func (x *AgentCommand) GetDiff() *DiffCommand {
 	return nil
 }
 
+func (x *AgentCommand) GetRollout() *RolloutCommand {
+	if x != nil {
+		if x, ok := x.Command.(*AgentCommand_Rollout); ok {
+			return x.Rollout
+		}
+	}
+	return nil
+}
+
 type isAgentCommand_Command interface {
 	isAgentCommand_Command()
 }
@@ -208,9 +278,71 @@ type AgentCommand_Diff struct {
 	Diff *DiffCommand `protobuf:"bytes,11,opt,name=diff,proto3,oneof"`
 }
 
+type AgentCommand_Rollout struct {
+	Rollout *RolloutCommand `protobuf:"bytes,12,opt,name=rollout,proto3,oneof"`
+}
+
 func (*AgentCommand_Sync) isAgentCommand_Command() {}
 
 func (*AgentCommand_Diff) isAgentCommand_Command() {}
+
+func (*AgentCommand_Rollout) isAgentCommand_Command() {}
+
+// RolloutCommand acts on the application's Argo Rollouts the way the
+// kubectl-argo-rollouts plugin does, by patching each Rollout's spec or
+// status; the rollouts controller of the cluster carries it out.
+type RolloutCommand struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Action RolloutAction          `protobuf:"varint,1,opt,name=action,proto3,enum=flotilla.v1.RolloutAction" json:"action,omitempty"`
+	// full, with PROMOTE, skips the remaining steps, pauses and analysis.
+	Full          bool `protobuf:"varint,2,opt,name=full,proto3" json:"full,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RolloutCommand) Reset() {
+	*x = RolloutCommand{}
+	mi := &file_flotilla_v1_agent_command_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RolloutCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RolloutCommand) ProtoMessage() {}
+
+func (x *RolloutCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_agent_command_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RolloutCommand.ProtoReflect.Descriptor instead.
+func (*RolloutCommand) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_agent_command_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *RolloutCommand) GetAction() RolloutAction {
+	if x != nil {
+		return x.Action
+	}
+	return RolloutAction_ROLLOUT_ACTION_UNSPECIFIED
+}
+
+func (x *RolloutCommand) GetFull() bool {
+	if x != nil {
+		return x.Full
+	}
+	return false
+}
 
 // SyncCommand re-applies the application's current desired state, writing
 // every object even when that state was applied before: Argo CD's "sync".
@@ -223,7 +355,7 @@ type SyncCommand struct {
 
 func (x *SyncCommand) Reset() {
 	*x = SyncCommand{}
-	mi := &file_flotilla_v1_agent_command_proto_msgTypes[2]
+	mi := &file_flotilla_v1_agent_command_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -235,7 +367,7 @@ func (x *SyncCommand) String() string {
 func (*SyncCommand) ProtoMessage() {}
 
 func (x *SyncCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_agent_command_proto_msgTypes[2]
+	mi := &file_flotilla_v1_agent_command_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -248,7 +380,7 @@ func (x *SyncCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncCommand.ProtoReflect.Descriptor instead.
 func (*SyncCommand) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_agent_command_proto_rawDescGZIP(), []int{2}
+	return file_flotilla_v1_agent_command_proto_rawDescGZIP(), []int{3}
 }
 
 // DiffCommand compares the application's current desired state with the
@@ -261,7 +393,7 @@ type DiffCommand struct {
 
 func (x *DiffCommand) Reset() {
 	*x = DiffCommand{}
-	mi := &file_flotilla_v1_agent_command_proto_msgTypes[3]
+	mi := &file_flotilla_v1_agent_command_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -273,7 +405,7 @@ func (x *DiffCommand) String() string {
 func (*DiffCommand) ProtoMessage() {}
 
 func (x *DiffCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_agent_command_proto_msgTypes[3]
+	mi := &file_flotilla_v1_agent_command_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -286,7 +418,7 @@ func (x *DiffCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiffCommand.ProtoReflect.Descriptor instead.
 func (*DiffCommand) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_agent_command_proto_rawDescGZIP(), []int{3}
+	return file_flotilla_v1_agent_command_proto_rawDescGZIP(), []int{4}
 }
 
 // AgentReply answers an AgentCommand.
@@ -298,14 +430,16 @@ type AgentReply struct {
 	// history_id is the desired state the command worked on.
 	HistoryId uint64 `protobuf:"varint,3,opt,name=history_id,json=historyId,proto3" json:"history_id,omitempty"`
 	// diffs lists the objects that differ (DiffCommand only).
-	Diffs         []*ObjectDiff `protobuf:"bytes,4,rep,name=diffs,proto3" json:"diffs,omitempty"`
+	Diffs []*ObjectDiff `protobuf:"bytes,4,rep,name=diffs,proto3" json:"diffs,omitempty"`
+	// objects names what the command acted on ("Rollout/production/api").
+	Objects       []string `protobuf:"bytes,5,rep,name=objects,proto3" json:"objects,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AgentReply) Reset() {
 	*x = AgentReply{}
-	mi := &file_flotilla_v1_agent_command_proto_msgTypes[4]
+	mi := &file_flotilla_v1_agent_command_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -317,7 +451,7 @@ func (x *AgentReply) String() string {
 func (*AgentReply) ProtoMessage() {}
 
 func (x *AgentReply) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_agent_command_proto_msgTypes[4]
+	mi := &file_flotilla_v1_agent_command_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -330,7 +464,7 @@ func (x *AgentReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentReply.ProtoReflect.Descriptor instead.
 func (*AgentReply) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_agent_command_proto_rawDescGZIP(), []int{4}
+	return file_flotilla_v1_agent_command_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *AgentReply) GetSchemaVersion() uint32 {
@@ -361,6 +495,13 @@ func (x *AgentReply) GetDiffs() []*ObjectDiff {
 	return nil
 }
 
+func (x *AgentReply) GetObjects() []string {
+	if x != nil {
+		return x.Objects
+	}
+	return nil
+}
+
 // ObjectDiff is how one object would change.
 type ObjectDiff struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -379,7 +520,7 @@ type ObjectDiff struct {
 
 func (x *ObjectDiff) Reset() {
 	*x = ObjectDiff{}
-	mi := &file_flotilla_v1_agent_command_proto_msgTypes[5]
+	mi := &file_flotilla_v1_agent_command_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -391,7 +532,7 @@ func (x *ObjectDiff) String() string {
 func (*ObjectDiff) ProtoMessage() {}
 
 func (x *ObjectDiff) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_agent_command_proto_msgTypes[5]
+	mi := &file_flotilla_v1_agent_command_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -404,7 +545,7 @@ func (x *ObjectDiff) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ObjectDiff.ProtoReflect.Descriptor instead.
 func (*ObjectDiff) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_agent_command_proto_rawDescGZIP(), []int{5}
+	return file_flotilla_v1_agent_command_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ObjectDiff) GetGroup() string {
@@ -457,7 +598,7 @@ const file_flotilla_v1_agent_command_proto_rawDesc = "" +
 	"\x12SignedAgentCommand\x12%\n" +
 	"\x0eschema_version\x18\x01 \x01(\rR\rschemaVersion\x12\x18\n" +
 	"\acommand\x18\x02 \x01(\fR\acommand\x124\n" +
-	"\tsignature\x18\x03 \x01(\v2\x16.flotilla.v1.SignatureR\tsignature\"\x9b\x02\n" +
+	"\tsignature\x18\x03 \x01(\v2\x16.flotilla.v1.SignatureR\tsignature\"\xd4\x02\n" +
 	"\fAgentCommand\x12%\n" +
 	"\x0eschema_version\x18\x01 \x01(\rR\rschemaVersion\x12\x18\n" +
 	"\acluster\x18\x02 \x01(\tR\acluster\x12\x10\n" +
@@ -466,17 +607,22 @@ const file_flotilla_v1_agent_command_proto_rawDesc = "" +
 	"\tissued_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\bissuedAt\x12.\n" +
 	"\x04sync\x18\n" +
 	" \x01(\v2\x18.flotilla.v1.SyncCommandH\x00R\x04sync\x12.\n" +
-	"\x04diff\x18\v \x01(\v2\x18.flotilla.v1.DiffCommandH\x00R\x04diffB\t\n" +
-	"\acommand\"\r\n" +
+	"\x04diff\x18\v \x01(\v2\x18.flotilla.v1.DiffCommandH\x00R\x04diff\x127\n" +
+	"\arollout\x18\f \x01(\v2\x1b.flotilla.v1.RolloutCommandH\x00R\arolloutB\t\n" +
+	"\acommand\"X\n" +
+	"\x0eRolloutCommand\x122\n" +
+	"\x06action\x18\x01 \x01(\x0e2\x1a.flotilla.v1.RolloutActionR\x06action\x12\x12\n" +
+	"\x04full\x18\x02 \x01(\bR\x04full\"\r\n" +
 	"\vSyncCommand\"\r\n" +
-	"\vDiffCommand\"\x97\x01\n" +
+	"\vDiffCommand\"\xb1\x01\n" +
 	"\n" +
 	"AgentReply\x12%\n" +
 	"\x0eschema_version\x18\x01 \x01(\rR\rschemaVersion\x12\x14\n" +
 	"\x05error\x18\x02 \x01(\tR\x05error\x12\x1d\n" +
 	"\n" +
 	"history_id\x18\x03 \x01(\x04R\thistoryId\x12-\n" +
-	"\x05diffs\x18\x04 \x03(\v2\x17.flotilla.v1.ObjectDiffR\x05diffs\"\x94\x01\n" +
+	"\x05diffs\x18\x04 \x03(\v2\x17.flotilla.v1.ObjectDiffR\x05diffs\x12\x18\n" +
+	"\aobjects\x18\x05 \x03(\tR\aobjects\"\x94\x01\n" +
 	"\n" +
 	"ObjectDiff\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\tR\x05group\x12\x12\n" +
@@ -484,7 +630,13 @@ const file_flotilla_v1_agent_command_proto_rawDesc = "" +
 	"\tnamespace\x18\x03 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x04 \x01(\tR\x04name\x12\x16\n" +
 	"\x06action\x18\x05 \x01(\tR\x06action\x12\x12\n" +
-	"\x04diff\x18\x06 \x01(\tR\x04diffB?Z=github.com/flotilla-dev/flotilla/proto/flotilla/v1;flotillav1b\x06proto3"
+	"\x04diff\x18\x06 \x01(\tR\x04diff*\x99\x01\n" +
+	"\rRolloutAction\x12\x1e\n" +
+	"\x1aROLLOUT_ACTION_UNSPECIFIED\x10\x00\x12\x1a\n" +
+	"\x16ROLLOUT_ACTION_PROMOTE\x10\x01\x12\x18\n" +
+	"\x14ROLLOUT_ACTION_ABORT\x10\x02\x12\x18\n" +
+	"\x14ROLLOUT_ACTION_RETRY\x10\x03\x12\x18\n" +
+	"\x14ROLLOUT_ACTION_PAUSE\x10\x04B?Z=github.com/flotilla-dev/flotilla/proto/flotilla/v1;flotillav1b\x06proto3"
 
 var (
 	file_flotilla_v1_agent_command_proto_rawDescOnce sync.Once
@@ -498,28 +650,33 @@ func file_flotilla_v1_agent_command_proto_rawDescGZIP() []byte {
 	return file_flotilla_v1_agent_command_proto_rawDescData
 }
 
-var file_flotilla_v1_agent_command_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_flotilla_v1_agent_command_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_flotilla_v1_agent_command_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_flotilla_v1_agent_command_proto_goTypes = []any{
-	(*SignedAgentCommand)(nil),    // 0: flotilla.v1.SignedAgentCommand
-	(*AgentCommand)(nil),          // 1: flotilla.v1.AgentCommand
-	(*SyncCommand)(nil),           // 2: flotilla.v1.SyncCommand
-	(*DiffCommand)(nil),           // 3: flotilla.v1.DiffCommand
-	(*AgentReply)(nil),            // 4: flotilla.v1.AgentReply
-	(*ObjectDiff)(nil),            // 5: flotilla.v1.ObjectDiff
-	(*Signature)(nil),             // 6: flotilla.v1.Signature
-	(*timestamppb.Timestamp)(nil), // 7: google.protobuf.Timestamp
+	(RolloutAction)(0),            // 0: flotilla.v1.RolloutAction
+	(*SignedAgentCommand)(nil),    // 1: flotilla.v1.SignedAgentCommand
+	(*AgentCommand)(nil),          // 2: flotilla.v1.AgentCommand
+	(*RolloutCommand)(nil),        // 3: flotilla.v1.RolloutCommand
+	(*SyncCommand)(nil),           // 4: flotilla.v1.SyncCommand
+	(*DiffCommand)(nil),           // 5: flotilla.v1.DiffCommand
+	(*AgentReply)(nil),            // 6: flotilla.v1.AgentReply
+	(*ObjectDiff)(nil),            // 7: flotilla.v1.ObjectDiff
+	(*Signature)(nil),             // 8: flotilla.v1.Signature
+	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
 }
 var file_flotilla_v1_agent_command_proto_depIdxs = []int32{
-	6, // 0: flotilla.v1.SignedAgentCommand.signature:type_name -> flotilla.v1.Signature
-	7, // 1: flotilla.v1.AgentCommand.issued_at:type_name -> google.protobuf.Timestamp
-	2, // 2: flotilla.v1.AgentCommand.sync:type_name -> flotilla.v1.SyncCommand
-	3, // 3: flotilla.v1.AgentCommand.diff:type_name -> flotilla.v1.DiffCommand
-	5, // 4: flotilla.v1.AgentReply.diffs:type_name -> flotilla.v1.ObjectDiff
-	5, // [5:5] is the sub-list for method output_type
-	5, // [5:5] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	8, // 0: flotilla.v1.SignedAgentCommand.signature:type_name -> flotilla.v1.Signature
+	9, // 1: flotilla.v1.AgentCommand.issued_at:type_name -> google.protobuf.Timestamp
+	4, // 2: flotilla.v1.AgentCommand.sync:type_name -> flotilla.v1.SyncCommand
+	5, // 3: flotilla.v1.AgentCommand.diff:type_name -> flotilla.v1.DiffCommand
+	3, // 4: flotilla.v1.AgentCommand.rollout:type_name -> flotilla.v1.RolloutCommand
+	0, // 5: flotilla.v1.RolloutCommand.action:type_name -> flotilla.v1.RolloutAction
+	7, // 6: flotilla.v1.AgentReply.diffs:type_name -> flotilla.v1.ObjectDiff
+	7, // [7:7] is the sub-list for method output_type
+	7, // [7:7] is the sub-list for method input_type
+	7, // [7:7] is the sub-list for extension type_name
+	7, // [7:7] is the sub-list for extension extendee
+	0, // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_v1_agent_command_proto_init() }
@@ -531,19 +688,21 @@ func file_flotilla_v1_agent_command_proto_init() {
 	file_flotilla_v1_agent_command_proto_msgTypes[1].OneofWrappers = []any{
 		(*AgentCommand_Sync)(nil),
 		(*AgentCommand_Diff)(nil),
+		(*AgentCommand_Rollout)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flotilla_v1_agent_command_proto_rawDesc), len(file_flotilla_v1_agent_command_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   6,
+			NumEnums:      1,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
 		GoTypes:           file_flotilla_v1_agent_command_proto_goTypes,
 		DependencyIndexes: file_flotilla_v1_agent_command_proto_depIdxs,
+		EnumInfos:         file_flotilla_v1_agent_command_proto_enumTypes,
 		MessageInfos:      file_flotilla_v1_agent_command_proto_msgTypes,
 	}.Build()
 	File_flotilla_v1_agent_command_proto = out.File

@@ -1002,7 +1002,10 @@ type ClusterResult struct {
 	// history_id is the desired state the cluster is asked to reach.
 	HistoryId uint64 `protobuf:"varint,2,opt,name=history_id,json=historyId,proto3" json:"history_id,omitempty"`
 	// error is set when the call failed for this cluster.
-	Error         string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	Error string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	// objects names what the call acted on in the cluster, when it acts on
+	// objects (RolloutApp).
+	Objects       []string `protobuf:"bytes,4,rep,name=objects,proto3" json:"objects,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1056,6 +1059,13 @@ func (x *ClusterResult) GetError() string {
 		return x.Error
 	}
 	return ""
+}
+
+func (x *ClusterResult) GetObjects() []string {
+	if x != nil {
+		return x.Objects
+	}
+	return nil
 }
 
 // SyncAppResponse has one result per cluster.
@@ -1434,6 +1444,122 @@ func (x *UnpinAppResponse) GetClusters() []*ClusterResult {
 	return nil
 }
 
+// RolloutAppRequest names the application, optionally one cluster, and the
+// action.
+type RolloutAppRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	App     string                 `protobuf:"bytes,1,opt,name=app,proto3" json:"app,omitempty"`
+	Cluster string                 `protobuf:"bytes,2,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	Action  RolloutAction          `protobuf:"varint,3,opt,name=action,proto3,enum=flotilla.v1.RolloutAction" json:"action,omitempty"`
+	// full, with promote, skips the remaining steps, pauses and analysis.
+	Full          bool `protobuf:"varint,4,opt,name=full,proto3" json:"full,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RolloutAppRequest) Reset() {
+	*x = RolloutAppRequest{}
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RolloutAppRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RolloutAppRequest) ProtoMessage() {}
+
+func (x *RolloutAppRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RolloutAppRequest.ProtoReflect.Descriptor instead.
+func (*RolloutAppRequest) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *RolloutAppRequest) GetApp() string {
+	if x != nil {
+		return x.App
+	}
+	return ""
+}
+
+func (x *RolloutAppRequest) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+func (x *RolloutAppRequest) GetAction() RolloutAction {
+	if x != nil {
+		return x.Action
+	}
+	return RolloutAction_ROLLOUT_ACTION_UNSPECIFIED
+}
+
+func (x *RolloutAppRequest) GetFull() bool {
+	if x != nil {
+		return x.Full
+	}
+	return false
+}
+
+// RolloutAppResponse has one result per cluster.
+type RolloutAppResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Clusters      []*ClusterResult       `protobuf:"bytes,1,rep,name=clusters,proto3" json:"clusters,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RolloutAppResponse) Reset() {
+	*x = RolloutAppResponse{}
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RolloutAppResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RolloutAppResponse) ProtoMessage() {}
+
+func (x *RolloutAppResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RolloutAppResponse.ProtoReflect.Descriptor instead.
+func (*RolloutAppResponse) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *RolloutAppResponse) GetClusters() []*ClusterResult {
+	if x != nil {
+		return x.Clusters
+	}
+	return nil
+}
+
 var File_flotilla_v1_hub_service_proto protoreflect.FileDescriptor
 
 const file_flotilla_v1_hub_service_proto_rawDesc = "" +
@@ -1499,12 +1625,13 @@ const file_flotilla_v1_hub_service_proto_rawDesc = "" +
 	"\x06events\x18\x01 \x03(\v2\x12.flotilla.v1.EventR\x06events\"<\n" +
 	"\x0eSyncAppRequest\x12\x10\n" +
 	"\x03app\x18\x01 \x01(\tR\x03app\x12\x18\n" +
-	"\acluster\x18\x02 \x01(\tR\acluster\"^\n" +
+	"\acluster\x18\x02 \x01(\tR\acluster\"x\n" +
 	"\rClusterResult\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x1d\n" +
 	"\n" +
 	"history_id\x18\x02 \x01(\x04R\thistoryId\x12\x14\n" +
-	"\x05error\x18\x03 \x01(\tR\x05error\"I\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\x12\x18\n" +
+	"\aobjects\x18\x04 \x03(\tR\aobjects\"I\n" +
 	"\x0fSyncAppResponse\x126\n" +
 	"\bclusters\x18\x01 \x03(\v2\x1a.flotilla.v1.ClusterResultR\bclusters\"_\n" +
 	"\x12RollbackAppRequest\x12\x10\n" +
@@ -1526,7 +1653,14 @@ const file_flotilla_v1_hub_service_proto_rawDesc = "" +
 	"\x03app\x18\x01 \x01(\tR\x03app\x12\x18\n" +
 	"\acluster\x18\x02 \x01(\tR\acluster\"J\n" +
 	"\x10UnpinAppResponse\x126\n" +
-	"\bclusters\x18\x01 \x03(\v2\x1a.flotilla.v1.ClusterResultR\bclusters2\x87\x06\n" +
+	"\bclusters\x18\x01 \x03(\v2\x1a.flotilla.v1.ClusterResultR\bclusters\"\x87\x01\n" +
+	"\x11RolloutAppRequest\x12\x10\n" +
+	"\x03app\x18\x01 \x01(\tR\x03app\x12\x18\n" +
+	"\acluster\x18\x02 \x01(\tR\acluster\x122\n" +
+	"\x06action\x18\x03 \x01(\x0e2\x1a.flotilla.v1.RolloutActionR\x06action\x12\x12\n" +
+	"\x04full\x18\x04 \x01(\bR\x04full\"L\n" +
+	"\x12RolloutAppResponse\x126\n" +
+	"\bclusters\x18\x01 \x03(\v2\x1a.flotilla.v1.ClusterResultR\bclusters2\xd6\x06\n" +
 	"\n" +
 	"HubService\x12S\n" +
 	"\fListClusters\x12 .flotilla.v1.ListClustersRequest\x1a!.flotilla.v1.ListClustersResponse\x12G\n" +
@@ -1539,7 +1673,9 @@ const file_flotilla_v1_hub_service_proto_rawDesc = "" +
 	"\aSyncApp\x12\x1b.flotilla.v1.SyncAppRequest\x1a\x1c.flotilla.v1.SyncAppResponse\x12P\n" +
 	"\vRollbackApp\x12\x1f.flotilla.v1.RollbackAppRequest\x1a .flotilla.v1.RollbackAppResponse\x12J\n" +
 	"\tRevertApp\x12\x1d.flotilla.v1.RevertAppRequest\x1a\x1e.flotilla.v1.RevertAppResponse\x12G\n" +
-	"\bUnpinApp\x12\x1c.flotilla.v1.UnpinAppRequest\x1a\x1d.flotilla.v1.UnpinAppResponseB?Z=github.com/flotilla-dev/flotilla/proto/flotilla/v1;flotillav1b\x06proto3"
+	"\bUnpinApp\x12\x1c.flotilla.v1.UnpinAppRequest\x1a\x1d.flotilla.v1.UnpinAppResponse\x12M\n" +
+	"\n" +
+	"RolloutApp\x12\x1e.flotilla.v1.RolloutAppRequest\x1a\x1f.flotilla.v1.RolloutAppResponseB?Z=github.com/flotilla-dev/flotilla/proto/flotilla/v1;flotillav1b\x06proto3"
 
 var (
 	file_flotilla_v1_hub_service_proto_rawDescOnce sync.Once
@@ -1553,7 +1689,7 @@ func file_flotilla_v1_hub_service_proto_rawDescGZIP() []byte {
 	return file_flotilla_v1_hub_service_proto_rawDescData
 }
 
-var file_flotilla_v1_hub_service_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_flotilla_v1_hub_service_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_flotilla_v1_hub_service_proto_goTypes = []any{
 	(*ListClustersRequest)(nil),   // 0: flotilla.v1.ListClustersRequest
 	(*ClusterInfo)(nil),           // 1: flotilla.v1.ClusterInfo
@@ -1580,60 +1716,67 @@ var file_flotilla_v1_hub_service_proto_goTypes = []any{
 	(*RevertAppResponse)(nil),     // 22: flotilla.v1.RevertAppResponse
 	(*UnpinAppRequest)(nil),       // 23: flotilla.v1.UnpinAppRequest
 	(*UnpinAppResponse)(nil),      // 24: flotilla.v1.UnpinAppResponse
-	(*ClusterRegistration)(nil),   // 25: flotilla.v1.ClusterRegistration
-	(*timestamppb.Timestamp)(nil), // 26: google.protobuf.Timestamp
-	(*DesiredState)(nil),          // 27: flotilla.v1.DesiredState
-	(*AppStatus)(nil),             // 28: flotilla.v1.AppStatus
-	(*Source)(nil),                // 29: flotilla.v1.Source
-	(Initiator)(0),                // 30: flotilla.v1.Initiator
-	(*Pin)(nil),                   // 31: flotilla.v1.Pin
-	(*ObjectDiff)(nil),            // 32: flotilla.v1.ObjectDiff
-	(*Event)(nil),                 // 33: flotilla.v1.Event
+	(*RolloutAppRequest)(nil),     // 25: flotilla.v1.RolloutAppRequest
+	(*RolloutAppResponse)(nil),    // 26: flotilla.v1.RolloutAppResponse
+	(*ClusterRegistration)(nil),   // 27: flotilla.v1.ClusterRegistration
+	(*timestamppb.Timestamp)(nil), // 28: google.protobuf.Timestamp
+	(*DesiredState)(nil),          // 29: flotilla.v1.DesiredState
+	(*AppStatus)(nil),             // 30: flotilla.v1.AppStatus
+	(*Source)(nil),                // 31: flotilla.v1.Source
+	(Initiator)(0),                // 32: flotilla.v1.Initiator
+	(*Pin)(nil),                   // 33: flotilla.v1.Pin
+	(*ObjectDiff)(nil),            // 34: flotilla.v1.ObjectDiff
+	(*Event)(nil),                 // 35: flotilla.v1.Event
+	(RolloutAction)(0),            // 36: flotilla.v1.RolloutAction
 }
 var file_flotilla_v1_hub_service_proto_depIdxs = []int32{
-	25, // 0: flotilla.v1.ClusterInfo.registration:type_name -> flotilla.v1.ClusterRegistration
-	26, // 1: flotilla.v1.ClusterInfo.last_heartbeat:type_name -> google.protobuf.Timestamp
+	27, // 0: flotilla.v1.ClusterInfo.registration:type_name -> flotilla.v1.ClusterRegistration
+	28, // 1: flotilla.v1.ClusterInfo.last_heartbeat:type_name -> google.protobuf.Timestamp
 	1,  // 2: flotilla.v1.ListClustersResponse.clusters:type_name -> flotilla.v1.ClusterInfo
-	27, // 3: flotilla.v1.AppInfo.desired:type_name -> flotilla.v1.DesiredState
-	28, // 4: flotilla.v1.AppInfo.status:type_name -> flotilla.v1.AppStatus
+	29, // 3: flotilla.v1.AppInfo.desired:type_name -> flotilla.v1.DesiredState
+	30, // 4: flotilla.v1.AppInfo.status:type_name -> flotilla.v1.AppStatus
 	4,  // 5: flotilla.v1.ListAppsResponse.apps:type_name -> flotilla.v1.AppInfo
 	4,  // 6: flotilla.v1.GetAppResponse.apps:type_name -> flotilla.v1.AppInfo
-	29, // 7: flotilla.v1.HistoryEntry.source:type_name -> flotilla.v1.Source
-	26, // 8: flotilla.v1.HistoryEntry.published_at:type_name -> google.protobuf.Timestamp
-	30, // 9: flotilla.v1.HistoryEntry.initiator:type_name -> flotilla.v1.Initiator
-	31, // 10: flotilla.v1.HistoryEntry.pin:type_name -> flotilla.v1.Pin
+	31, // 7: flotilla.v1.HistoryEntry.source:type_name -> flotilla.v1.Source
+	28, // 8: flotilla.v1.HistoryEntry.published_at:type_name -> google.protobuf.Timestamp
+	32, // 9: flotilla.v1.HistoryEntry.initiator:type_name -> flotilla.v1.Initiator
+	33, // 10: flotilla.v1.HistoryEntry.pin:type_name -> flotilla.v1.Pin
 	9,  // 11: flotilla.v1.GetAppHistoryResponse.entries:type_name -> flotilla.v1.HistoryEntry
-	32, // 12: flotilla.v1.ClusterDiff.diffs:type_name -> flotilla.v1.ObjectDiff
+	34, // 12: flotilla.v1.ClusterDiff.diffs:type_name -> flotilla.v1.ObjectDiff
 	12, // 13: flotilla.v1.DiffAppResponse.clusters:type_name -> flotilla.v1.ClusterDiff
-	33, // 14: flotilla.v1.ListEventsResponse.events:type_name -> flotilla.v1.Event
+	35, // 14: flotilla.v1.ListEventsResponse.events:type_name -> flotilla.v1.Event
 	17, // 15: flotilla.v1.SyncAppResponse.clusters:type_name -> flotilla.v1.ClusterResult
 	17, // 16: flotilla.v1.RollbackAppResponse.clusters:type_name -> flotilla.v1.ClusterResult
 	17, // 17: flotilla.v1.UnpinAppResponse.clusters:type_name -> flotilla.v1.ClusterResult
-	0,  // 18: flotilla.v1.HubService.ListClusters:input_type -> flotilla.v1.ListClustersRequest
-	3,  // 19: flotilla.v1.HubService.ListApps:input_type -> flotilla.v1.ListAppsRequest
-	6,  // 20: flotilla.v1.HubService.GetApp:input_type -> flotilla.v1.GetAppRequest
-	8,  // 21: flotilla.v1.HubService.GetAppHistory:input_type -> flotilla.v1.GetAppHistoryRequest
-	11, // 22: flotilla.v1.HubService.DiffApp:input_type -> flotilla.v1.DiffAppRequest
-	14, // 23: flotilla.v1.HubService.ListEvents:input_type -> flotilla.v1.ListEventsRequest
-	16, // 24: flotilla.v1.HubService.SyncApp:input_type -> flotilla.v1.SyncAppRequest
-	19, // 25: flotilla.v1.HubService.RollbackApp:input_type -> flotilla.v1.RollbackAppRequest
-	21, // 26: flotilla.v1.HubService.RevertApp:input_type -> flotilla.v1.RevertAppRequest
-	23, // 27: flotilla.v1.HubService.UnpinApp:input_type -> flotilla.v1.UnpinAppRequest
-	2,  // 28: flotilla.v1.HubService.ListClusters:output_type -> flotilla.v1.ListClustersResponse
-	5,  // 29: flotilla.v1.HubService.ListApps:output_type -> flotilla.v1.ListAppsResponse
-	7,  // 30: flotilla.v1.HubService.GetApp:output_type -> flotilla.v1.GetAppResponse
-	10, // 31: flotilla.v1.HubService.GetAppHistory:output_type -> flotilla.v1.GetAppHistoryResponse
-	13, // 32: flotilla.v1.HubService.DiffApp:output_type -> flotilla.v1.DiffAppResponse
-	15, // 33: flotilla.v1.HubService.ListEvents:output_type -> flotilla.v1.ListEventsResponse
-	18, // 34: flotilla.v1.HubService.SyncApp:output_type -> flotilla.v1.SyncAppResponse
-	20, // 35: flotilla.v1.HubService.RollbackApp:output_type -> flotilla.v1.RollbackAppResponse
-	22, // 36: flotilla.v1.HubService.RevertApp:output_type -> flotilla.v1.RevertAppResponse
-	24, // 37: flotilla.v1.HubService.UnpinApp:output_type -> flotilla.v1.UnpinAppResponse
-	28, // [28:38] is the sub-list for method output_type
-	18, // [18:28] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	36, // 18: flotilla.v1.RolloutAppRequest.action:type_name -> flotilla.v1.RolloutAction
+	17, // 19: flotilla.v1.RolloutAppResponse.clusters:type_name -> flotilla.v1.ClusterResult
+	0,  // 20: flotilla.v1.HubService.ListClusters:input_type -> flotilla.v1.ListClustersRequest
+	3,  // 21: flotilla.v1.HubService.ListApps:input_type -> flotilla.v1.ListAppsRequest
+	6,  // 22: flotilla.v1.HubService.GetApp:input_type -> flotilla.v1.GetAppRequest
+	8,  // 23: flotilla.v1.HubService.GetAppHistory:input_type -> flotilla.v1.GetAppHistoryRequest
+	11, // 24: flotilla.v1.HubService.DiffApp:input_type -> flotilla.v1.DiffAppRequest
+	14, // 25: flotilla.v1.HubService.ListEvents:input_type -> flotilla.v1.ListEventsRequest
+	16, // 26: flotilla.v1.HubService.SyncApp:input_type -> flotilla.v1.SyncAppRequest
+	19, // 27: flotilla.v1.HubService.RollbackApp:input_type -> flotilla.v1.RollbackAppRequest
+	21, // 28: flotilla.v1.HubService.RevertApp:input_type -> flotilla.v1.RevertAppRequest
+	23, // 29: flotilla.v1.HubService.UnpinApp:input_type -> flotilla.v1.UnpinAppRequest
+	25, // 30: flotilla.v1.HubService.RolloutApp:input_type -> flotilla.v1.RolloutAppRequest
+	2,  // 31: flotilla.v1.HubService.ListClusters:output_type -> flotilla.v1.ListClustersResponse
+	5,  // 32: flotilla.v1.HubService.ListApps:output_type -> flotilla.v1.ListAppsResponse
+	7,  // 33: flotilla.v1.HubService.GetApp:output_type -> flotilla.v1.GetAppResponse
+	10, // 34: flotilla.v1.HubService.GetAppHistory:output_type -> flotilla.v1.GetAppHistoryResponse
+	13, // 35: flotilla.v1.HubService.DiffApp:output_type -> flotilla.v1.DiffAppResponse
+	15, // 36: flotilla.v1.HubService.ListEvents:output_type -> flotilla.v1.ListEventsResponse
+	18, // 37: flotilla.v1.HubService.SyncApp:output_type -> flotilla.v1.SyncAppResponse
+	20, // 38: flotilla.v1.HubService.RollbackApp:output_type -> flotilla.v1.RollbackAppResponse
+	22, // 39: flotilla.v1.HubService.RevertApp:output_type -> flotilla.v1.RevertAppResponse
+	24, // 40: flotilla.v1.HubService.UnpinApp:output_type -> flotilla.v1.UnpinAppResponse
+	26, // 41: flotilla.v1.HubService.RolloutApp:output_type -> flotilla.v1.RolloutAppResponse
+	31, // [31:42] is the sub-list for method output_type
+	20, // [20:31] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_v1_hub_service_proto_init() }
@@ -1652,7 +1795,7 @@ func file_flotilla_v1_hub_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flotilla_v1_hub_service_proto_rawDesc), len(file_flotilla_v1_hub_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   25,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

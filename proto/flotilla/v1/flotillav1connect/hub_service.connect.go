@@ -54,6 +54,8 @@ const (
 	HubServiceRevertAppProcedure = "/flotilla.v1.HubService/RevertApp"
 	// HubServiceUnpinAppProcedure is the fully-qualified name of the HubService's UnpinApp RPC.
 	HubServiceUnpinAppProcedure = "/flotilla.v1.HubService/UnpinApp"
+	// HubServiceRolloutAppProcedure is the fully-qualified name of the HubService's RolloutApp RPC.
+	HubServiceRolloutAppProcedure = "/flotilla.v1.HubService/RolloutApp"
 )
 
 // HubServiceClient is a client for the flotilla.v1.HubService service.
@@ -85,6 +87,9 @@ type HubServiceClient interface {
 	// UnpinApp releases a rollback pin and republishes what Git says. Needs
 	// the operator role.
 	UnpinApp(context.Context, *connect.Request[v1.UnpinAppRequest]) (*connect.Response[v1.UnpinAppResponse], error)
+	// RolloutApp promotes, aborts, retries or pauses the application's Argo
+	// Rollouts in each cluster. Needs the operator role.
+	RolloutApp(context.Context, *connect.Request[v1.RolloutAppRequest]) (*connect.Response[v1.RolloutAppResponse], error)
 }
 
 // NewHubServiceClient constructs a client for the flotilla.v1.HubService service. By default, it
@@ -158,6 +163,12 @@ func NewHubServiceClient(httpClient connect.HTTPClient, baseURL string, opts ...
 			connect.WithSchema(hubServiceMethods.ByName("UnpinApp")),
 			connect.WithClientOptions(opts...),
 		),
+		rolloutApp: connect.NewClient[v1.RolloutAppRequest, v1.RolloutAppResponse](
+			httpClient,
+			baseURL+HubServiceRolloutAppProcedure,
+			connect.WithSchema(hubServiceMethods.ByName("RolloutApp")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -173,6 +184,7 @@ type hubServiceClient struct {
 	rollbackApp   *connect.Client[v1.RollbackAppRequest, v1.RollbackAppResponse]
 	revertApp     *connect.Client[v1.RevertAppRequest, v1.RevertAppResponse]
 	unpinApp      *connect.Client[v1.UnpinAppRequest, v1.UnpinAppResponse]
+	rolloutApp    *connect.Client[v1.RolloutAppRequest, v1.RolloutAppResponse]
 }
 
 // ListClusters calls flotilla.v1.HubService.ListClusters.
@@ -225,6 +237,11 @@ func (c *hubServiceClient) UnpinApp(ctx context.Context, req *connect.Request[v1
 	return c.unpinApp.CallUnary(ctx, req)
 }
 
+// RolloutApp calls flotilla.v1.HubService.RolloutApp.
+func (c *hubServiceClient) RolloutApp(ctx context.Context, req *connect.Request[v1.RolloutAppRequest]) (*connect.Response[v1.RolloutAppResponse], error) {
+	return c.rolloutApp.CallUnary(ctx, req)
+}
+
 // HubServiceHandler is an implementation of the flotilla.v1.HubService service.
 type HubServiceHandler interface {
 	// ListClusters lists the clusters known from agent registrations.
@@ -254,6 +271,9 @@ type HubServiceHandler interface {
 	// UnpinApp releases a rollback pin and republishes what Git says. Needs
 	// the operator role.
 	UnpinApp(context.Context, *connect.Request[v1.UnpinAppRequest]) (*connect.Response[v1.UnpinAppResponse], error)
+	// RolloutApp promotes, aborts, retries or pauses the application's Argo
+	// Rollouts in each cluster. Needs the operator role.
+	RolloutApp(context.Context, *connect.Request[v1.RolloutAppRequest]) (*connect.Response[v1.RolloutAppResponse], error)
 }
 
 // NewHubServiceHandler builds an HTTP handler from the service implementation. It returns the path
@@ -323,6 +343,12 @@ func NewHubServiceHandler(svc HubServiceHandler, opts ...connect.HandlerOption) 
 		connect.WithSchema(hubServiceMethods.ByName("UnpinApp")),
 		connect.WithHandlerOptions(opts...),
 	)
+	hubServiceRolloutAppHandler := connect.NewUnaryHandler(
+		HubServiceRolloutAppProcedure,
+		svc.RolloutApp,
+		connect.WithSchema(hubServiceMethods.ByName("RolloutApp")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/flotilla.v1.HubService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case HubServiceListClustersProcedure:
@@ -345,6 +371,8 @@ func NewHubServiceHandler(svc HubServiceHandler, opts ...connect.HandlerOption) 
 			hubServiceRevertAppHandler.ServeHTTP(w, r)
 		case HubServiceUnpinAppProcedure:
 			hubServiceUnpinAppHandler.ServeHTTP(w, r)
+		case HubServiceRolloutAppProcedure:
+			hubServiceRolloutAppHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -392,4 +420,8 @@ func (UnimplementedHubServiceHandler) RevertApp(context.Context, *connect.Reques
 
 func (UnimplementedHubServiceHandler) UnpinApp(context.Context, *connect.Request[v1.UnpinAppRequest]) (*connect.Response[v1.UnpinAppResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("flotilla.v1.HubService.UnpinApp is not implemented"))
+}
+
+func (UnimplementedHubServiceHandler) RolloutApp(context.Context, *connect.Request[v1.RolloutAppRequest]) (*connect.Response[v1.RolloutAppResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("flotilla.v1.HubService.RolloutApp is not implemented"))
 }
