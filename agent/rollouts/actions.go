@@ -34,7 +34,7 @@ func Act(ctx context.Context, client dynamic.Interface, ro *unstructured.Unstruc
 	patch := func(body string, subresource ...string) error {
 		_, err := ri.Patch(ctx, ro.GetName(), types.MergePatchType, []byte(body), metav1.PatchOptions{FieldManager: actionManager}, subresource...)
 		if err != nil {
-			return fmt.Errorf("Rollout %s/%s: %w", ro.GetNamespace(), ro.GetName(), err)
+			return fmt.Errorf("rollout %s/%s: %w", ro.GetNamespace(), ro.GetName(), err)
 		}
 		return nil
 	}
