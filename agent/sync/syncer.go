@@ -251,6 +251,8 @@ func (s *Syncer) run(ctx context.Context, ds *flotillav1.DesiredState, st *floti
 			st.Message += "; warning: " + strings.Join(warnings, "; ")
 		}
 	}()
+	// Watch before writing, so no change after the writes is missed.
+	s.watch(ctx, plan.Resources)
 	if !plan.Simple() {
 		return s.runPlan(ctx, ds, st, plan, inv)
 	}

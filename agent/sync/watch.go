@@ -15,37 +15,53 @@ import (
 // watch starts, once per resource, a watch of the managed objects (those
 // with AppLabel) of the kinds among objs. Only the label's objects are
 // streamed and none is cached, so a big cluster costs the agent little.
+// The resource version to watch from is read before watch returns, so a
+// sync that calls it before applying sees every change after its writes.
 func (s *Syncer) watch(ctx context.Context, objs []*unstructured.Unstructured) {
 	for _, o := range objs {
 		mapping, err := s.manager.Mapping(o.GroupVersionKind())
 		if err != nil {
-			continue
+			continue // a kind this sync's CRD defines: watched after the sync
 		}
 		s.mu.Lock()
 		known := s.watched[mapping.Resource]
 		s.watched[mapping.Resource] = true
 		s.mu.Unlock()
 		if !known {
-			go s.watchResource(ctx, mapping.Resource)
+			from, _ := s.resourceVersion(ctx, mapping.Resource)
+			go s.watchResource(ctx, mapping.Resource, from)
 		}
 	}
 }
 
-// watchResource follows one resource until ctx ends, re-listing (for a
-// resource version to start from) whenever the watch ends or expires.
-func (s *Syncer) watchResource(ctx context.Context, gvr schema.GroupVersionResource) {
+// resourceVersion is where a watch of gvr's managed objects starts: now.
+func (s *Syncer) resourceVersion(ctx context.Context, gvr schema.GroupVersionResource) (string, error) {
+	list, err := s.manager.Dynamic().Resource(gvr).List(ctx, metav1.ListOptions{LabelSelector: AppLabel, Limit: 1})
+	if err != nil {
+		return "", err
+	}
+	return list.GetResourceVersion(), nil
+}
+
+// watchResource follows one resource from resource version from (empty:
+// now) until ctx ends, re-listing for a new start whenever the watch ends
+// or expires.
+func (s *Syncer) watchResource(ctx context.Context, gvr schema.GroupVersionResource, from string) {
 	ri := s.manager.Dynamic().Resource(gvr)
 	for ctx.Err() == nil {
-		list, err := ri.List(ctx, metav1.ListOptions{LabelSelector: AppLabel, Limit: 1})
-		if err != nil {
-			s.log.Warn("drift watch: list", "resource", gvr.String(), "error", err)
-			select {
-			case <-ctx.Done():
-			case <-time.After(5 * time.Second):
+		if from == "" {
+			var err error
+			if from, err = s.resourceVersion(ctx, gvr); err != nil {
+				s.log.Warn("drift watch: list", "resource", gvr.String(), "error", err)
+				select {
+				case <-ctx.Done():
+				case <-time.After(5 * time.Second):
+				}
+				continue
 			}
-			continue
 		}
-		w, err := ri.Watch(ctx, metav1.ListOptions{LabelSelector: AppLabel, ResourceVersion: list.GetResourceVersion(), AllowWatchBookmarks: true})
+		w, err := ri.Watch(ctx, metav1.ListOptions{LabelSelector: AppLabel, ResourceVersion: from, AllowWatchBookmarks: true})
+		from = ""
 		if err != nil {
 			s.log.Warn("drift watch", "resource", gvr.String(), "error", err)
 			continue

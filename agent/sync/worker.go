@@ -133,6 +133,11 @@ func (w *appWorker) run(ctx context.Context) {
 		}
 		clear(w.drifted)
 		w.driftReported = ""
+		if w.synced && out.rendered == nil {
+			// Applied before this agent started (a no-op): what changed
+			// while it was away shows only in a full comparison.
+			resync = time.After(time.Second)
+		}
 		if out.retryIn > 0 {
 			retry = time.After(out.retryIn)
 		}

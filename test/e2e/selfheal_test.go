@@ -56,7 +56,9 @@ func (e *hubEnv) waitEventMatching(t *testing.T, cluster, app, reason string, wa
 func TestSelfHealAndRetry(t *testing.T) {
 	e := startHub(t)
 	prod := testenv.StartCluster(t, testenv.ClusterOptions{Name: "prod-eu", Workloads: true})
-	startAgent(t, e, prod, map[string]string{"env": "production"}, t.TempDir())
+	cache := t.TempDir()
+	parent := t // an agent restarted in a subtest must outlive it
+	agent := startAgent(parent, e, prod, map[string]string{"env": "production"}, cache)
 	waitImage(t, prod, deployments, "production", "worker-service", "worker-service:2.3.0")
 	waitImage(t, prod, rolloutsGVR, "production", "api-service", "api-service:1.4.2")
 	ctx := context.Background()
@@ -199,6 +201,23 @@ func TestSelfHealAndRetry(t *testing.T) {
 		if r, _, _ := unstructured.NestedInt64(d.Object, "spec", "replicas"); r != 2 {
 			t.Errorf("replicas = %d after a sync, want the live 2 kept (RespectIgnoreDifferences)", r)
 		}
+	})
+
+	t.Run("a change made while the agent was down is healed when it is back", func(t *testing.T) {
+		agent.stop()
+		_, err := cms.Patch(ctx, "worker-service-config", types.MergePatchType, []byte(`{"data":{"QUEUE":"while-away"}}`), metav1.PatchOptions{FieldManager: "kubectl-edit"})
+		must(t, err)
+		agent = startAgent(parent, e, prod, map[string]string{"env": "production"}, cache)
+		testenv.Eventually(t, 30*time.Second, func() error {
+			cm, err := cms.Get(ctx, "worker-service-config", metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			if q, _, _ := unstructured.NestedString(cm.Object, "data", "QUEUE"); q != "jobs-production" {
+				return fmt.Errorf("QUEUE = %q", q)
+			}
+			return nil
+		})
 	})
 
 	t.Run("retries follow the configured backoff", func(t *testing.T) {
