@@ -184,7 +184,7 @@ func (h *Hub) Run(ctx context.Context) error {
 func (h *Hub) Serve(ctx context.Context, ln net.Listener) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	changes, initial, err := h.bus.WatchClusters(ctx)
+	initial, err := h.bus.WatchClusters(ctx, h.clusterChanged)
 	if err != nil {
 		return fmt.Errorf("watch cluster registrations: %w", err)
 	}
@@ -196,7 +196,6 @@ func (h *Hub) Serve(ctx context.Context, ln net.Listener) error {
 		return fmt.Errorf("watch statuses: %w", err)
 	}
 	var wg sync.WaitGroup
-	wg.Go(func() { h.watchClusters(ctx, changes) })
 	select {
 	case <-initial:
 	case <-ctx.Done():

@@ -232,31 +232,29 @@ func (h *Hub) newEvent(ctx context.Context, ev *flotillav1.Event) *flotillav1.Ev
 	return ev
 }
 
-// watchClusters keeps the registry and reconciles when a cluster appears or
-// its labels change. A registration that expires leaves the cluster known
-// (stale): its applications are never deleted because it went quiet.
-func (h *Hub) watchClusters(ctx context.Context, changes <-chan bus.ClusterChange) {
-	for change := range changes {
-		if change.Registration == nil {
-			h.log.Warn("cluster registration expired", "cluster", change.Name)
-			continue
-		}
-		if !appspec.ValidName(change.Name) || change.Registration.GetName() != change.Name {
-			h.log.Warn("ignoring registration with an invalid cluster name", "cluster", change.Name)
-			continue
-		}
-		// Liveness is judged by when the hub saw the heartbeat, not by the
-		// agent's clock.
-		change.Registration.HeartbeatAt = timestamppb.Now()
-		h.mu.Lock()
-		prev := h.clusters[change.Name]
-		h.clusters[change.Name] = change.Registration
-		h.metrics.clusters.Set(float64(len(h.clusters)))
-		h.mu.Unlock()
-		if prev == nil || !maps.Equal(prev.GetLabels(), change.Registration.GetLabels()) {
-			h.log.Info("cluster registered", "cluster", change.Name, "labels", change.Registration.GetLabels())
-			h.requestReconcile(trace.SpanContext{})
-		}
+// clusterChanged keeps the registry and reconciles when a cluster appears
+// or its labels change. A registration that expires leaves the cluster
+// known (stale): its applications are never deleted because it went quiet.
+func (h *Hub) clusterChanged(change bus.ClusterChange) {
+	if change.Registration == nil {
+		h.log.Warn("cluster registration expired", "cluster", change.Name)
+		return
+	}
+	if !appspec.ValidName(change.Name) || change.Registration.GetName() != change.Name {
+		h.log.Warn("ignoring registration with an invalid cluster name", "cluster", change.Name)
+		return
+	}
+	// Liveness is judged by when the hub saw the heartbeat, not by the
+	// agent's clock.
+	change.Registration.HeartbeatAt = timestamppb.Now()
+	h.mu.Lock()
+	prev := h.clusters[change.Name]
+	h.clusters[change.Name] = change.Registration
+	h.metrics.clusters.Set(float64(len(h.clusters)))
+	h.mu.Unlock()
+	if prev == nil || !maps.Equal(prev.GetLabels(), change.Registration.GetLabels()) {
+		h.log.Info("cluster registered", "cluster", change.Name, "labels", change.Registration.GetLabels())
+		h.requestReconcile(trace.SpanContext{})
 	}
 }
 

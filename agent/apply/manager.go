@@ -127,6 +127,13 @@ func (m *Manager) client(obj *unstructured.Unstructured) (dynamic.ResourceInterf
 	return m.dynamic.Resource(mapping.Resource), mapping, nil
 }
 
+// Client is the dynamic client of obj's resource, in obj's namespace for a
+// namespaced kind.
+func (m *Manager) Client(obj *unstructured.Unstructured) (dynamic.ResourceInterface, error) {
+	ri, _, err := m.client(obj)
+	return ri, err
+}
+
 // Normalize gives namespaced objects without a namespace the default one
 // and strips the namespace from cluster-scoped ones. Kinds the cluster does
 // not know yet (their CRD is in the same set) are left as they are.

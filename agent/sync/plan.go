@@ -107,7 +107,7 @@ func (s *Syncer) runStep(ctx context.Context, label string, resources []*unstruc
 	err := s.waitStep(ctx, label, resources, live)
 	for i, h := range hooks {
 		if (err == nil && h.Delete[waves.HookSucceeded]) || (err != nil && h.Delete[waves.HookFailed]) {
-			if delErr := s.deleteObject(ctx, live[i]); delErr != nil {
+			if delErr := s.deleteHook(ctx, live[i]); delErr != nil {
 				s.log.Warn("delete hook", "hook", hookName(live[i]), "error", delErr)
 			}
 		}
@@ -157,7 +157,7 @@ func (s *Syncer) waitStep(ctx context.Context, label string, resources, hooks []
 // (BeforeHookCreation) or by applying it; one with generateName anew.
 func (s *Syncer) startHook(ctx context.Context, h waves.Hook) (*unstructured.Unstructured, error) {
 	obj := h.Object.DeepCopy()
-	ri, err := s.client(obj)
+	ri, err := s.manager.Client(obj)
 	if err != nil {
 		return nil, err
 	}
@@ -165,7 +165,7 @@ func (s *Syncer) startHook(ctx context.Context, h waves.Hook) (*unstructured.Uns
 		return ri.Create(ctx, obj, metav1.CreateOptions{FieldManager: apply.FieldManager})
 	}
 	if h.Delete[waves.BeforeHookCreation] {
-		if err := s.deleteObject(ctx, obj); err != nil {
+		if err := s.deleteHook(ctx, obj); err != nil {
 			return nil, err
 		}
 		if err := s.waitGone(ctx, ri, obj.GetName()); err != nil {
@@ -175,29 +175,9 @@ func (s *Syncer) startHook(ctx context.Context, h waves.Hook) (*unstructured.Uns
 	return ri.Apply(ctx, obj.GetName(), obj, metav1.ApplyOptions{FieldManager: apply.FieldManager, Force: true})
 }
 
-// client is the dynamic client of obj's resource and namespace.
-func (s *Syncer) client(obj *unstructured.Unstructured) (dynamic.ResourceInterface, error) {
-	mapping, err := s.manager.Mapping(obj.GroupVersionKind())
-	if err != nil {
-		return nil, err
-	}
-	if obj.GetNamespace() != "" {
-		return s.manager.Dynamic().Resource(mapping.Resource).Namespace(obj.GetNamespace()), nil
-	}
-	return s.manager.Dynamic().Resource(mapping.Resource), nil
-}
-
-// deleteObject deletes obj with background propagation; gone is fine.
-func (s *Syncer) deleteObject(ctx context.Context, obj *unstructured.Unstructured) error {
-	ri, err := s.client(obj)
-	if err != nil {
-		return err
-	}
-	policy := metav1.DeletePropagationBackground
-	err = ri.Delete(ctx, obj.GetName(), metav1.DeleteOptions{PropagationPolicy: &policy})
-	if apierrors.IsNotFound(err) {
-		return nil
-	}
+// deleteHook deletes a hook object (background propagation); gone is fine.
+func (s *Syncer) deleteHook(ctx context.Context, obj *unstructured.Unstructured) error {
+	_, err := s.manager.DeleteAll(ctx, []apply.ObjectRef{apply.RefOf(obj)}, metav1.DeletePropagationBackground)
 	return err
 }
 

@@ -594,7 +594,7 @@ func (s *Syncer) deleteInWaves(ctx context.Context, refs []apply.ObjectRef, st *
 		deleted += len(cs.Changes)
 		for _, ref := range byWave[wave] {
 			obj := refObject(ref)
-			ri, err := s.client(obj)
+			ri, err := s.manager.Client(obj)
 			if err == nil {
 				err = s.waitGone(ctx, ri, ref.Name)
 			}
@@ -607,7 +607,7 @@ func (s *Syncer) deleteInWaves(ctx context.Context, refs []apply.ObjectRef, st *
 }
 
 func (s *Syncer) get(ctx context.Context, obj *unstructured.Unstructured) (*unstructured.Unstructured, error) {
-	ri, err := s.client(obj)
+	ri, err := s.manager.Client(obj)
 	if err != nil {
 		return nil, err
 	}

@@ -29,49 +29,52 @@ type ClusterChange struct {
 	Registration *flotillav1.ClusterRegistration
 }
 
-// WatchClusters streams registration changes, starting with every current
-// registration; initial is closed once those have been delivered.
-func (b *Bus) WatchClusters(ctx context.Context) (<-chan ClusterChange, <-chan struct{}, error) {
-	w, err := b.clusters.WatchAll(ctx)
+// WatchClusters calls fn with every current registration, then with every
+// change, until ctx ends; initial is closed once the current ones have been
+// delivered. fn runs on one goroutine.
+func (b *Bus) WatchClusters(ctx context.Context, fn func(ClusterChange)) (<-chan struct{}, error) {
+	return watchKV(ctx, b.clusters, func(e jetstream.KeyValueEntry) {
+		change := ClusterChange{Name: e.Key()}
+		if e.Operation() == jetstream.KeyValuePut {
+			reg := &flotillav1.ClusterRegistration{}
+			if err := proto.Unmarshal(e.Value(), reg); err != nil {
+				return // a corrupt registration is ignored until it is rewritten
+			}
+			change.Registration = reg
+		}
+		fn(change)
+	})
+}
+
+// watchKV calls fn with every entry of kv, then with every change, until
+// ctx ends; initial is closed once the current entries were delivered.
+func watchKV(ctx context.Context, kv jetstream.KeyValue, fn func(jetstream.KeyValueEntry), opts ...jetstream.WatchOpt) (<-chan struct{}, error) {
+	w, err := kv.WatchAll(ctx, opts...)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	changes := make(chan ClusterChange)
 	initial := make(chan struct{})
 	go func() {
 		defer w.Stop()
-		defer close(changes)
-		initialDone := false
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case e, ok := <-w.Updates():
-				if !ok {
+				switch {
+				case !ok:
 					return
-				}
-				if e == nil {
-					if !initialDone {
-						initialDone = true
+				case e == nil:
+					select {
+					case <-initial:
+					default:
 						close(initial)
 					}
-					continue
-				}
-				change := ClusterChange{Name: e.Key()}
-				if e.Operation() == jetstream.KeyValuePut {
-					reg := &flotillav1.ClusterRegistration{}
-					if err := proto.Unmarshal(e.Value(), reg); err != nil {
-						continue // a corrupt registration is ignored until it is rewritten
-					}
-					change.Registration = reg
-				}
-				select {
-				case changes <- change:
-				case <-ctx.Done():
-					return
+				default:
+					fn(e)
 				}
 			}
 		}
 	}()
-	return changes, initial, nil
+	return initial, nil
 }

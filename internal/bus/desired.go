@@ -124,12 +124,25 @@ func (b *Bus) EachRetainedDesired(ctx context.Context, fn func(DesiredEntry)) er
 }
 
 // scanDesired reads every message an ordered consumer on the desired-state
-// stream has pending and decodes the entries (delete markers skipped). A
-// scan that stops short is an error, never a silently shorter result:
-// garbage collection would delete referenced artifacts, a catch-up would
-// leave a gap.
+// stream has pending and decodes the entries (delete markers skipped).
 func (b *Bus) scanDesired(ctx context.Context, cfg jetstream.OrderedConsumerConfig, fn func(DesiredEntry)) error {
-	c, err := b.js.OrderedConsumer(ctx, "KV_"+DesiredBucket, cfg)
+	return b.drain(ctx, "KV_"+DesiredBucket, cfg, func(msg jetstream.Msg) {
+		meta, err := msg.Metadata()
+		if err != nil || len(msg.Data()) == 0 {
+			return // a delete or purge marker
+		}
+		if entry, err := decodeDesired(msg.Subject()[len("$KV."+DesiredBucket+"."):], meta.Sequence.Stream, msg.Data(), msg.Headers()); err == nil {
+			fn(entry)
+		}
+	})
+}
+
+// drain reads every message an ordered consumer on stream has pending when
+// it starts, in batches. A read that stops short is an error, never a
+// silently shorter result: garbage collection would delete referenced
+// artifacts, a catch-up would leave a gap, a history would miss entries.
+func (b *Bus) drain(ctx context.Context, stream string, cfg jetstream.OrderedConsumerConfig, fn func(jetstream.Msg)) error {
+	c, err := b.js.OrderedConsumer(ctx, stream, cfg)
 	if err != nil {
 		return err
 	}
@@ -145,21 +158,13 @@ func (b *Bus) scanDesired(ctx context.Context, cfg jetstream.OrderedConsumerConf
 		n := 0
 		for msg := range batch.Messages() {
 			n++
-			meta, err := msg.Metadata()
-			if err != nil || len(msg.Data()) == 0 {
-				continue // a delete or purge marker
-			}
-			entry, err := decodeDesired(msg.Subject()[len("$KV."+DesiredBucket+"."):], meta.Sequence.Stream, msg.Data(), msg.Headers())
-			if err != nil {
-				continue
-			}
-			fn(entry)
+			fn(msg)
 		}
 		if err := batch.Error(); err != nil {
 			return err
 		}
 		if n == 0 {
-			return fmt.Errorf("scan of %s stopped with %d entries unread", DesiredBucket, remaining)
+			return fmt.Errorf("read of %s stopped with %d messages unread", stream, remaining)
 		}
 		remaining -= uint64(n)
 	}

@@ -3,7 +3,6 @@ package bus
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -62,40 +61,18 @@ func (b *Bus) AppendEvents(ctx context.Context, events []*flotillav1.Event, head
 // keeps the last limit, so its cost grows with the retained history of the
 // filter (bounded by the stream's max age).
 func (b *Bus) Events(ctx context.Context, cluster, app string, limit int) ([]*flotillav1.Event, error) {
-	c, err := b.js.OrderedConsumer(ctx, EventsStream, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{eventsSubjectRoot + "." + cluster + "." + app},
+	var out []*flotillav1.Event
+	err := b.drain(ctx, EventsStream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{eventsSubjectRoot + "." + cluster + "." + app}}, func(msg jetstream.Msg) {
+		ev := &flotillav1.Event{}
+		if proto.Unmarshal(msg.Data(), ev) != nil {
+			return
+		}
+		if out = append(out, ev); len(out) > limit {
+			out = out[1:]
+		}
 	})
 	if err != nil {
 		return nil, err
-	}
-	info, err := c.Info(ctx)
-	if err != nil {
-		return nil, err
-	}
-	var out []*flotillav1.Event
-	for remaining := info.NumPending; remaining > 0; {
-		batch, err := c.Fetch(int(min(remaining, 1000)), jetstream.FetchMaxWait(5*time.Second))
-		if err != nil {
-			return nil, err
-		}
-		n := 0
-		for msg := range batch.Messages() {
-			n++
-			ev := &flotillav1.Event{}
-			if proto.Unmarshal(msg.Data(), ev) != nil {
-				continue
-			}
-			if out = append(out, ev); len(out) > limit {
-				out = out[1:]
-			}
-		}
-		if err := batch.Error(); err != nil {
-			return nil, err
-		}
-		if n == 0 {
-			return nil, fmt.Errorf("read of %s stopped with %d events unread", EventsStream, remaining)
-		}
-		remaining -= uint64(n)
 	}
 	return out, nil
 }

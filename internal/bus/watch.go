@@ -128,35 +128,10 @@ func (b *Bus) Statuses(ctx context.Context) (map[string]*flotillav1.AppStatus, e
 // then with every change, until ctx ends; initial is closed once the
 // current statuses have been delivered. fn runs on one goroutine.
 func (b *Bus) WatchStatuses(ctx context.Context, fn func(key string, st *flotillav1.AppStatus)) (<-chan struct{}, error) {
-	w, err := b.status.WatchAll(ctx, jetstream.IgnoreDeletes())
-	if err != nil {
-		return nil, err
-	}
-	initial := make(chan struct{})
-	go func() {
-		defer w.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case e, ok := <-w.Updates():
-				if !ok {
-					return
-				}
-				if e == nil {
-					select {
-					case <-initial:
-					default:
-						close(initial)
-					}
-					continue
-				}
-				st := &flotillav1.AppStatus{}
-				if proto.Unmarshal(e.Value(), st) == nil {
-					fn(e.Key(), st)
-				}
-			}
+	return watchKV(ctx, b.status, func(e jetstream.KeyValueEntry) {
+		st := &flotillav1.AppStatus{}
+		if proto.Unmarshal(e.Value(), st) == nil {
+			fn(e.Key(), st)
 		}
-	}()
-	return initial, nil
+	}, jetstream.IgnoreDeletes())
 }
