@@ -1,0 +1,233 @@
+package analysis
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+// script is a Measurer giving a fixed sequence of results (an error
+// value is returned as the measurement's error).
+type script struct{ results []any }
+
+func (s *script) Measure(context.Context, Provider) (any, string, error) {
+	r := s.results[0]
+	if len(s.results) > 1 {
+		s.results = s.results[1:]
+	}
+	if err, ok := r.(error); ok {
+		return nil, "", err
+	}
+	return r, "", nil
+}
+
+func limit(n int) *Limit { v := intstr.FromInt(n); return &v }
+
+func errorRate(failureLimit *Limit) Spec {
+	return Spec{Metrics: []Metric{{
+		Name: "error-rate", Interval: "1m", SuccessCondition: "result[0] < 0.01", FailureLimit: failureLimit,
+		Provider: Provider{Prometheus: &Prometheus{Address: "http://prometheus:9090", Query: "q"}},
+	}}}
+}
+
+// drive reconciles at each time the run asks for until it completes or
+// max measurements were taken, and returns the run's final status.
+func drive(t *testing.T, spec Spec, m Measurer, max int) Status {
+	t.Helper()
+	var st Status
+	now := time.Date(2026, 11, 26, 2, 0, 0, 0, time.UTC)
+	for range max {
+		next := Reconcile(context.Background(), &spec, &st, now, m, nil)
+		if next.IsZero() {
+			return st
+		}
+		now = next
+	}
+	return st
+}
+
+func TestFailureLimitCountsFailedMeasurementsNotConsecutiveOnes(t *testing.T) {
+	// failureLimit: 3 fails the run at the fourth failed measurement, in
+	// any order: the user story's "three consecutive checks" is not what
+	// Argo Rollouts does.
+	healthy, broken := []float64{0.002}, []float64{0.05}
+	st := drive(t, errorRate(limit(3)), &script{results: []any{broken, healthy, broken, broken, healthy, broken, healthy}}, 20)
+	if st.Phase != Failed {
+		t.Fatalf("phase %s, want Failed: %+v", st.Phase, st)
+	}
+	res := st.MetricResults[0]
+	if res.Failed != 4 || res.Successful != 2 || res.Count != 6 {
+		t.Errorf("failed %d successful %d count %d, want 4 2 6", res.Failed, res.Successful, res.Count)
+	}
+	if !strings.Contains(st.Message, "failed (4) > failureLimit (3)") {
+		t.Errorf("message %q", st.Message)
+	}
+}
+
+func TestDefaultFailureLimitIsZero(t *testing.T) {
+	st := drive(t, errorRate(nil), &script{results: []any{[]float64{0.002}, []float64{0.5}}}, 10)
+	if st.Phase != Failed || st.MetricResults[0].Count != 2 {
+		t.Fatalf("phase %s count %d, want Failed after 2", st.Phase, st.MetricResults[0].Count)
+	}
+}
+
+func TestCountEndsTheRunSuccessful(t *testing.T) {
+	spec := errorRate(limit(1))
+	spec.Metrics[0].Count = limit(3)
+	st := drive(t, spec, &script{results: []any{[]float64{0.002}, []float64{0.5}, []float64{0.001}}}, 10)
+	if st.Phase != Successful || st.MetricResults[0].Count != 3 || st.MetricResults[0].Failed != 1 {
+		t.Fatalf("got %+v", st)
+	}
+}
+
+func TestErrorsCountAgainstConsecutiveErrorLimitOnly(t *testing.T) {
+	down := errors.New("connection refused")
+	spec := errorRate(nil)
+	spec.Metrics[0].Count = limit(2)
+	// Four errors (the default limit) then successes: errors are not
+	// failures, and a good measurement resets the streak.
+	st := drive(t, spec, &script{results: []any{down, down, down, down, []float64{0.001}, down, []float64{0.001}}}, 20)
+	if st.Phase != Successful {
+		t.Fatalf("phase %s (%s), want Successful", st.Phase, st.Message)
+	}
+	if r := st.MetricResults[0]; r.Error != 5 || r.Count != 2 || r.ConsecutiveError != 0 {
+		t.Errorf("error %d count %d consecutive %d", r.Error, r.Count, r.ConsecutiveError)
+	}
+	// Five in a row break it.
+	st = drive(t, errorRate(nil), &script{results: []any{down}}, 20)
+	if st.Phase != Error || !strings.Contains(st.Message, "consecutiveErrors (5) > consecutiveErrorLimit (4): connection refused") {
+		t.Fatalf("phase %s message %q", st.Phase, st.Message)
+	}
+}
+
+func TestInconclusiveAndDryRun(t *testing.T) {
+	spec := Spec{Metrics: []Metric{
+		{Name: "latency", SuccessCondition: "result < 100", FailureCondition: "result > 500", Provider: Provider{Web: &Web{URL: "http://x"}}},
+	}}
+	st := drive(t, spec, &script{results: []any{300.0}}, 5)
+	if st.Phase != Inconclusive {
+		t.Fatalf("phase %s, want Inconclusive", st.Phase)
+	}
+	spec.DryRun = []DryRun{{MetricName: "lat.*"}}
+	st = drive(t, spec, &script{results: []any{900.0}}, 5)
+	if st.Phase != Successful || st.MetricResults[0].Phase != Failed || !st.MetricResults[0].DryRun {
+		t.Fatalf("dry-run metric decided the run: %+v", st)
+	}
+}
+
+func TestAFailedMetricTerminatesTheOthers(t *testing.T) {
+	spec := errorRate(nil)
+	spec.Metrics = append(spec.Metrics, Metric{Name: "forever", Interval: "10s", Provider: Provider{Web: &Web{URL: "http://x"}}})
+	st := drive(t, spec, &script{results: []any{[]float64{0.5}, 1.0}}, 5)
+	if st.Phase != Failed || st.MetricResults[1].Phase != Successful {
+		t.Fatalf("got %+v", st)
+	}
+}
+
+func TestInitialDelayAndInterval(t *testing.T) {
+	spec := errorRate(nil)
+	spec.Metrics[0].InitialDelay = "30s"
+	var st Status
+	start := time.Date(2026, 11, 26, 2, 0, 0, 0, time.UTC)
+	next := Reconcile(context.Background(), &spec, &st, start, &script{results: []any{[]float64{0.001}}}, nil)
+	if !next.Equal(start.Add(30*time.Second)) || len(st.MetricResults[0].Measurements) != 0 {
+		t.Fatalf("next %v, measurements %d: the first measurement must wait 30s", next, len(st.MetricResults[0].Measurements))
+	}
+	next = Reconcile(context.Background(), &spec, &st, next, &script{results: []any{[]float64{0.001}}}, nil)
+	if got := next.Sub(st.MetricResults[0].Measurements[0].FinishedAt.Time); got != time.Minute {
+		t.Fatalf("next measurement in %v, want the 1m interval", got)
+	}
+}
+
+func TestBadSpecsEndTheRunWithAnError(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		edit func(*Spec)
+		want string
+	}{
+		{"condition does not compile", func(s *Spec) { s.Metrics[0].SuccessCondition = "result[0] <" }, `metric "error-rate": successCondition`},
+		{"unset arg", func(s *Spec) { s.Metrics[0].Provider.Prometheus.Query = `up{service="{{args.service}}"}` }, "args.service is not set"},
+		{"bad interval", func(s *Spec) { s.Metrics[0].Interval = "often" }, `metric "error-rate": interval: "often"`},
+		{"no provider", func(s *Spec) { s.Metrics[0].Provider = Provider{} }, "only the prometheus and web providers"},
+		{"limit not a number", func(s *Spec) { v := intstr.FromString("{{args.n}}"); s.Metrics[0].FailureLimit = &v; s.Args = []Arg{{Name: "n", Value: ptr("x")}} }, "failureLimit"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			spec := errorRate(nil)
+			tc.edit(&spec)
+			st := drive(t, spec, &script{results: []any{[]float64{0}}}, 3)
+			if st.Phase != Error || !strings.Contains(st.Message, tc.want) {
+				t.Fatalf("phase %s message %q, want Error with %q", st.Phase, st.Message, tc.want)
+			}
+		})
+	}
+}
+
+func ptr(s string) *string { return &s }
+
+func TestArgsAreSubstitutedAndEscaped(t *testing.T) {
+	spec := errorRate(nil)
+	spec.Metrics[0].Provider.Prometheus.Query = `rate(x{service="{{ args.service }}"}[1m])`
+	spec.Args = []Arg{{Name: "service", Value: ptr(`api"svc`)}}
+	m, err := resolve(spec.Metrics[0], spec.Args)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `rate(x{service="api"svc"}[1m])`; m.Provider.Prometheus.Query != want {
+		t.Fatalf("query %q, want %q", m.Provider.Prometheus.Query, want)
+	}
+}
+
+func TestMergeTemplates(t *testing.T) {
+	a := NamedSpec{Name: "AnalysisTemplate a", Spec: Spec{Metrics: []Metric{{Name: "m1"}}, Args: []Arg{{Name: "service"}, {Name: "ns", Value: ptr("default")}}}}
+	b := NamedSpec{Name: "ClusterAnalysisTemplate b", Spec: Spec{Metrics: []Metric{{Name: "m1"}}}}
+	if _, err := Merge([]NamedSpec{a, b}, map[string]string{"service": "api"}); err == nil || !strings.Contains(err.Error(), `metric "m1" is in both AnalysisTemplate a and ClusterAnalysisTemplate b`) {
+		t.Fatalf("duplicate metric: %v", err)
+	}
+	if _, err := Merge([]NamedSpec{a}, nil); err == nil || !strings.Contains(err.Error(), `arg "service" has no value`) {
+		t.Fatalf("missing arg: %v", err)
+	}
+	spec, err := Merge([]NamedSpec{a}, map[string]string{"service": "api"})
+	if err != nil || *spec.Args[0].Value != "api" || *spec.Args[1].Value != "default" {
+		t.Fatalf("merge: %v %+v", err, spec.Args)
+	}
+}
+
+func TestEvaluate(t *testing.T) {
+	for _, tc := range []struct {
+		success, failure string
+		result           any
+		want             Phase
+	}{
+		{"", "", 1.0, Successful},
+		{"result[0] < 0.01", "", []float64{0.002}, Successful},
+		{"result[0] < 0.01", "", []float64{0.05}, Failed},
+		{"", "result > 5", 6.0, Failed},
+		{"", "result > 5", 4.0, Successful},
+		{"result < 1", "result > 5", 3.0, Inconclusive},
+		{"isNaN(result[0])", "", []float64{0}, Failed},
+		{"result == true", "", true, Successful},
+		{"asInt(result) > 2", "", "3", Successful},
+		{"result[0] < 0.01", "", []float64{}, Error}, // an empty vector
+	} {
+		got, _ := Evaluate(&Metric{SuccessCondition: tc.success, FailureCondition: tc.failure}, tc.result)
+		if got != tc.want {
+			t.Errorf("success %q failure %q on %v: %s, want %s", tc.success, tc.failure, tc.result, got, tc.want)
+		}
+	}
+}
+
+func FuzzEvaluate(f *testing.F) {
+	f.Add("result[0] < 0.01", 0.5)
+	f.Add("asInt(result) > default(result, 2)", 3.0)
+	f.Fuzz(func(t *testing.T, condition string, value float64) {
+		// Any condition, compiled or not, gives a phase and never panics.
+		phase, err := Evaluate(&Metric{SuccessCondition: condition}, []float64{value})
+		if err != nil && phase != Error {
+			t.Fatalf("error %v with phase %s", err, phase)
+		}
+	})
+}
