@@ -16,7 +16,9 @@ var functions = map[string]any{
 	"asFloat": asFloat,
 	"isNaN":   math.IsNaN,
 	"isInf":   func(f float64) bool { return math.IsInf(f, 0) },
-	"isNil":   func(v any) bool { return v == nil || (reflect.ValueOf(v).Kind() == reflect.Pointer && reflect.ValueOf(v).IsNil()) },
+	"isNil": func(v any) bool {
+		return v == nil || (reflect.ValueOf(v).Kind() == reflect.Pointer && reflect.ValueOf(v).IsNil())
+	},
 	"default": func(v, def any) any {
 		if v == nil {
 			return def

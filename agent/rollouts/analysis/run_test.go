@@ -153,7 +153,11 @@ func TestBadSpecsEndTheRunWithAnError(t *testing.T) {
 		{"unset arg", func(s *Spec) { s.Metrics[0].Provider.Prometheus.Query = `up{service="{{args.service}}"}` }, "args.service is not set"},
 		{"bad interval", func(s *Spec) { s.Metrics[0].Interval = "often" }, `metric "error-rate": interval: "often"`},
 		{"no provider", func(s *Spec) { s.Metrics[0].Provider = Provider{} }, "only the prometheus and web providers"},
-		{"limit not a number", func(s *Spec) { v := intstr.FromString("{{args.n}}"); s.Metrics[0].FailureLimit = &v; s.Args = []Arg{{Name: "n", Value: ptr("x")}} }, "failureLimit"},
+		{"limit not a number", func(s *Spec) {
+			v := intstr.FromString("{{args.n}}")
+			s.Metrics[0].FailureLimit = &v
+			s.Args = []Arg{{Name: "n", Value: ptr("x")}}
+		}, "failureLimit"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			spec := errorRate(nil)

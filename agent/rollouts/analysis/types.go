@@ -78,16 +78,16 @@ type FieldRef struct {
 
 // Metric is one metric of a template or run.
 type Metric struct {
-	Name                  string              `json:"name"`
-	Interval              Duration            `json:"interval,omitempty"`
-	InitialDelay          Duration            `json:"initialDelay,omitempty"`
-	Count                 *Limit `json:"count,omitempty"`
-	SuccessCondition      string              `json:"successCondition,omitempty"`
-	FailureCondition      string              `json:"failureCondition,omitempty"`
-	FailureLimit          *Limit `json:"failureLimit,omitempty"`
-	InconclusiveLimit     *Limit `json:"inconclusiveLimit,omitempty"`
-	ConsecutiveErrorLimit *Limit `json:"consecutiveErrorLimit,omitempty"`
-	Provider              Provider            `json:"provider"`
+	Name                  string   `json:"name"`
+	Interval              Duration `json:"interval,omitempty"`
+	InitialDelay          Duration `json:"initialDelay,omitempty"`
+	Count                 *Limit   `json:"count,omitempty"`
+	SuccessCondition      string   `json:"successCondition,omitempty"`
+	FailureCondition      string   `json:"failureCondition,omitempty"`
+	FailureLimit          *Limit   `json:"failureLimit,omitempty"`
+	InconclusiveLimit     *Limit   `json:"inconclusiveLimit,omitempty"`
+	ConsecutiveErrorLimit *Limit   `json:"consecutiveErrorLimit,omitempty"`
+	Provider              Provider `json:"provider"`
 }
 
 // Provider is where a metric's measurements come from.
