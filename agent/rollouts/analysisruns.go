@@ -1,0 +1,233 @@
+package rollouts
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/util/jsonpath"
+
+	"github.com/flotilla-dev/flotilla/agent/rollouts/analysis"
+)
+
+// Labels of the AnalysisRuns a rollout starts.
+const runTypeLabel = "rollout-type"
+
+// The kinds of run, as Argo Rollouts labels them.
+const (
+	runStep       = "Step"
+	runBackground = "Background"
+	runPre        = "PrePromotion"
+	runPost       = "PostPromotion"
+)
+
+// analyse makes sure the AnalysisRun name exists for the current revision
+// and advances it: it returns the run's status. A run is created from the
+// templates once; after that, its own spec and status are the truth, so a
+// restarted agent continues its measurements.
+func (r *rolloutCtx) analyse(name, kind string, a *Analysis) (*RunStatus, error) {
+	ri := r.c.client.Resource(runGVR).Namespace(r.obj.GetNamespace())
+	obj, err := ri.Get(r.ctx, name, metav1.GetOptions{})
+	if created := obj.GetCreationTimestamp(); err == nil && r.st.AbortedAt != nil && !r.st.AbortedAt.Before(&created) {
+		// A run from before an abort: a retry starts the analysis afresh.
+		if err := ri.Delete(r.ctx, name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+			return nil, err
+		}
+		err = apierrors.NewNotFound(runGVR.GroupResource(), name)
+	}
+	if apierrors.IsNotFound(err) {
+		obj, err = r.createRun(name, kind, a)
+	}
+	if err != nil {
+		return nil, err
+	}
+	spec, status, err := readRun(obj)
+	if err != nil {
+		return nil, fmt.Errorf("AnalysisRun %s: %w", name, err)
+	}
+	if !status.Phase.Completed() {
+		next := analysis.Reconcile(r.ctx, spec, status, r.now, r.c.opts.Measurer, r.measured(name))
+		r.wakeAt(next)
+		if err := r.writeRun(obj, status); err != nil {
+			return nil, err
+		}
+	}
+	return &RunStatus{Name: name, Status: status.Phase, Message: status.Message}, nil
+}
+
+func (r *rolloutCtx) createRun(name, kind string, a *Analysis) (*unstructured.Unstructured, error) {
+	var templates []analysis.NamedSpec
+	for _, ref := range a.Templates {
+		ri, what := r.c.client.Resource(templateGVR).Namespace(r.obj.GetNamespace()), "AnalysisTemplate"
+		if ref.ClusterScope {
+			ri, what = r.c.client.Resource(clusterGVR).Namespace(""), "ClusterAnalysisTemplate"
+		}
+		t, err := ri.Get(r.ctx, ref.TemplateName, metav1.GetOptions{})
+		if err == nil {
+			var spec analysis.Spec
+			if spec, err = templateSpec(t); err == nil {
+				templates = append(templates, analysis.NamedSpec{Name: what + " " + ref.TemplateName, Spec: spec})
+			}
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s %q: %w", what, ref.TemplateName, err)
+		}
+	}
+	args, err := r.args(a.Args)
+	if err != nil {
+		return nil, err
+	}
+	spec, err := analysis.Merge(templates, args)
+	if err != nil {
+		return nil, err
+	}
+	spec.DryRun = append(spec.DryRun, a.DryRun...)
+	specMap, err := toMap(spec)
+	if err != nil {
+		return nil, err
+	}
+	run := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "argoproj.io/v1alpha1", "kind": "AnalysisRun",
+		"metadata": map[string]any{"name": name, "namespace": r.obj.GetNamespace(),
+			"labels": map[string]any{HashLabel: r.hash, runTypeLabel: kind}},
+		"spec": specMap,
+	}}
+	run.SetOwnerReferences([]metav1.OwnerReference{*metav1.NewControllerRef(r.obj, r.obj.GroupVersionKind())})
+	created, err := r.c.client.Resource(runGVR).Namespace(r.obj.GetNamespace()).Create(r.ctx, run, metav1.CreateOptions{FieldManager: fieldManager})
+	if err != nil {
+		return nil, fmt.Errorf("create AnalysisRun %s: %w", name, err)
+	}
+	return created, nil
+}
+
+func templateSpec(t *unstructured.Unstructured) (analysis.Spec, error) {
+	var spec analysis.Spec
+	raw, _, _ := unstructured.NestedMap(t.Object, "spec")
+	data, err := json.Marshal(raw)
+	if err == nil {
+		err = json.Unmarshal(data, &spec)
+	}
+	if err != nil {
+		return spec, fmt.Errorf("spec: %w", err)
+	}
+	return spec, nil
+}
+
+// args resolves the rollout's args: values, pod-template hashes (Stable,
+// Latest) and fields of the Rollout.
+func (r *rolloutCtx) args(in []Arg) (map[string]string, error) {
+	out := make(map[string]string, len(in))
+	for _, a := range in {
+		switch {
+		case a.ValueFrom == nil:
+			out[a.Name] = a.Value
+		case a.ValueFrom.PodTemplateHashValue != nil:
+			switch *a.ValueFrom.PodTemplateHashValue {
+			case "Stable":
+				out[a.Name] = r.st.StableRS
+			case "Latest":
+				out[a.Name] = r.hash
+			default:
+				return nil, fmt.Errorf("arg %q: podTemplateHashValue must be Stable or Latest", a.Name)
+			}
+		case a.ValueFrom.FieldRef != nil:
+			jp := jsonpath.New(a.Name)
+			if err := jp.Parse("{." + strings.TrimPrefix(a.ValueFrom.FieldRef.FieldPath, ".") + "}"); err != nil {
+				return nil, fmt.Errorf("arg %q: fieldRef.fieldPath: %w", a.Name, err)
+			}
+			var b strings.Builder
+			if err := jp.Execute(&b, r.obj.Object); err != nil {
+				return nil, fmt.Errorf("arg %q: fieldRef.fieldPath: %w", a.Name, err)
+			}
+			out[a.Name] = b.String()
+		default:
+			return nil, fmt.Errorf("arg %q: valueFrom needs podTemplateHashValue or fieldRef", a.Name)
+		}
+	}
+	return out, nil
+}
+
+func readRun(obj *unstructured.Unstructured) (*analysis.Spec, *analysis.Status, error) {
+	spec, err := templateSpec(obj)
+	if err != nil {
+		return nil, nil, err
+	}
+	var status analysis.Status
+	raw, _, _ := unstructured.NestedMap(obj.Object, "status")
+	data, _ := json.Marshal(raw)
+	if err := json.Unmarshal(data, &status); err != nil {
+		return nil, nil, fmt.Errorf("status: %w", err)
+	}
+	return &spec, &status, nil
+}
+
+// writeRun stores a run's status (measurements included) when it changed.
+func (r *rolloutCtx) writeRun(obj *unstructured.Unstructured, status *analysis.Status) error {
+	m, err := toMap(status)
+	if err != nil {
+		return err
+	}
+	old, _, _ := unstructured.NestedMap(obj.Object, "status")
+	if apiequality.Semantic.DeepEqual(old, m) {
+		return nil
+	}
+	obj = obj.DeepCopy()
+	obj.Object["status"] = m
+	_, err = r.c.client.Resource(runGVR).Namespace(obj.GetNamespace()).UpdateStatus(r.ctx, obj, metav1.UpdateOptions{FieldManager: fieldManager})
+	if err != nil {
+		return fmt.Errorf("AnalysisRun %s status: %w", obj.GetName(), err)
+	}
+	return nil
+}
+
+// terminateRuns ends the rollout's runs still going, except keep: their
+// step is over, the revision was promoted or aborted.
+func (r *rolloutCtx) terminateRuns(keep ...string) error {
+	list, err := r.c.client.Resource(runGVR).Namespace(r.obj.GetNamespace()).List(r.ctx, metav1.ListOptions{LabelSelector: runTypeLabel})
+	if err != nil {
+		return err
+	}
+	for i := range list.Items {
+		obj := &list.Items[i]
+		if ref := metav1.GetControllerOf(obj); ref == nil || ref.UID != r.obj.GetUID() || contains(keep, obj.GetName()) {
+			continue
+		}
+		spec, status, err := readRun(obj)
+		if err != nil || status.Phase.Completed() {
+			continue
+		}
+		analysis.Terminate(spec, status, r.now)
+		if err := r.writeRun(obj, status); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+func toMap(v any) (map[string]any, error) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	var m map[string]any
+	return m, json.Unmarshal(data, &m)
+}
+
+// runName is the name of a rollout's run: rollout, revision hash and what
+// it is for ("2" for step 2, "pre", "post", "bg").
+func (r *rolloutCtx) runName(what string) string {
+	return fmt.Sprintf("%s-%s-%s", r.obj.GetName(), r.hash, what)
+}

@@ -1,0 +1,308 @@
+package rollouts
+
+import (
+	"encoding/json"
+	"fmt"
+	"hash/fnv"
+	"maps"
+	"slices"
+	"strconv"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+	k8slabels "k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/rand"
+)
+
+// Annotations Argo Rollouts puts on ReplicaSets.
+const (
+	revisionAnnotation  = "rollout.argoproj.io/revision"
+	scaleDownAnnotation = "argo-rollouts.argoproj.io/scale-down-deadline"
+)
+
+// podHash is the pod-template hash of a template: stable for the same
+// template, so an agent restart finds the same ReplicaSet.
+func podHash(template map[string]any) string {
+	data, _ := json.Marshal(template) // map keys are sorted
+	h := fnv.New32a()
+	_, _ = h.Write(data)
+	return rand.SafeEncodeString(strconv.FormatUint(uint64(h.Sum32()), 10))
+}
+
+// podTemplate is the rollout's pod template, from its spec or from the
+// Deployment its workloadRef names.
+func (r *rolloutCtx) podTemplate() (map[string]any, error) {
+	ref := r.ro.Spec.WorkloadRef
+	if ref == nil {
+		return r.ro.Spec.Template, nil
+	}
+	d, err := r.c.client.Resource(deployGVR).Namespace(r.obj.GetNamespace()).Get(r.ctx, ref.Name, metav1.GetOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("spec.workloadRef: Deployment %s: %w", ref.Name, err)
+	}
+	t, ok, _ := unstructured.NestedMap(d.Object, "spec", "template")
+	if !ok {
+		return nil, fmt.Errorf("spec.workloadRef: Deployment %s has no pod template", ref.Name)
+	}
+	return t, nil
+}
+
+// loadReplicaSets finds the rollout's ReplicaSets and creates the one of
+// its current template if missing (at zero replicas; the strategy sizes
+// it).
+func (r *rolloutCtx) loadReplicaSets() error {
+	template, err := r.podTemplate()
+	if err != nil {
+		return err
+	}
+	r.template, r.hash = template, podHash(template)
+	selector, err := metav1.LabelSelectorAsSelector(r.ro.Spec.Selector)
+	if err != nil {
+		return fmt.Errorf("spec.selector: %w", err)
+	}
+	labels, _, _ := unstructured.NestedStringMap(template, "metadata", "labels")
+	if !selector.Matches(k8slabels.Set(labels)) {
+		return fmt.Errorf("spec.selector does not match the pod template's labels")
+	}
+	list, err := r.c.client.Resource(rsGVR).Namespace(r.obj.GetNamespace()).List(r.ctx, metav1.ListOptions{LabelSelector: selector.String()})
+	if err != nil {
+		return err
+	}
+	revision := int64(0)
+	for i := range list.Items {
+		rs := &list.Items[i]
+		if ref := metav1.GetControllerOf(rs); ref == nil || ref.UID != r.obj.GetUID() {
+			continue
+		}
+		if n, _ := strconv.ParseInt(rs.GetAnnotations()[revisionAnnotation], 10, 64); n > revision {
+			revision = n
+		}
+		switch rs.GetLabels()[HashLabel] {
+		case r.hash:
+			r.newRS = rs
+		case r.st.StableRS:
+			r.stableRS = rs
+		default:
+			r.others = append(r.others, rs)
+		}
+	}
+	if r.newRS == nil {
+		r.newRS, err = r.createReplicaSet(revision + 1)
+		if err != nil {
+			return err
+		}
+	}
+	if r.st.StableRS == r.hash {
+		r.stableRS = r.newRS
+	}
+	return nil
+}
+
+func (r *rolloutCtx) createReplicaSet(revision int64) (*unstructured.Unstructured, error) {
+	template := runtimeCopy(r.template)
+	labels, _, _ := unstructured.NestedStringMap(template, "metadata", "labels")
+	labels = maps.Clone(labels)
+	labels[HashLabel] = r.hash
+	_ = unstructured.SetNestedStringMap(template, labels, "metadata", "labels")
+	selector := map[string]any{}
+	if ml := r.ro.Spec.Selector.MatchLabels; len(ml) > 0 {
+		m := map[string]any{}
+		for k, v := range ml {
+			m[k] = v
+		}
+		selector["matchLabels"] = m
+	}
+	if len(r.ro.Spec.Selector.MatchExpressions) > 0 {
+		data, _ := json.Marshal(r.ro.Spec.Selector.MatchExpressions)
+		var exprs []any
+		_ = json.Unmarshal(data, &exprs)
+		selector["matchExpressions"] = exprs
+	}
+	ml, _ := selector["matchLabels"].(map[string]any)
+	if ml == nil {
+		ml = map[string]any{}
+	}
+	ml[HashLabel] = r.hash
+	selector["matchLabels"] = ml
+	rs := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "apps/v1", "kind": "ReplicaSet",
+		"metadata": map[string]any{
+			"name": r.obj.GetName() + "-" + r.hash, "namespace": r.obj.GetNamespace(),
+			"labels":      toAny(labels),
+			"annotations": map[string]any{revisionAnnotation: strconv.FormatInt(revision, 10)},
+		},
+		"spec": map[string]any{"replicas": int64(0), "selector": selector, "template": template},
+	}}
+	rs.SetOwnerReferences([]metav1.OwnerReference{*metav1.NewControllerRef(r.obj, r.obj.GroupVersionKind())})
+	created, err := r.c.client.Resource(rsGVR).Namespace(r.obj.GetNamespace()).Create(r.ctx, rs, metav1.CreateOptions{FieldManager: fieldManager})
+	if apierrors.IsAlreadyExists(err) {
+		return r.c.client.Resource(rsGVR).Namespace(r.obj.GetNamespace()).Get(r.ctx, rs.GetName(), metav1.GetOptions{})
+	}
+	if err != nil {
+		return nil, fmt.Errorf("create ReplicaSet %s: %w", rs.GetName(), err)
+	}
+	return created, nil
+}
+
+func runtimeCopy(m map[string]any) map[string]any {
+	return (&unstructured.Unstructured{Object: m}).DeepCopy().Object
+}
+
+func toAny(m map[string]string) map[string]any {
+	out := make(map[string]any, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+func specReplicas(rs *unstructured.Unstructured) int32 {
+	if rs == nil {
+		return 0
+	}
+	n, _, _ := unstructured.NestedInt64(rs.Object, "spec", "replicas")
+	return int32(n)
+}
+
+// available is the ReplicaSet's available replicas, counted only once its
+// status reflects its spec.
+func available(rs *unstructured.Unstructured) int32 {
+	if rs == nil {
+		return 0
+	}
+	n, _, _ := unstructured.NestedInt64(rs.Object, "status", "availableReplicas")
+	return int32(n)
+}
+
+func statusInt(rs *unstructured.Unstructured, field string) int32 {
+	if rs == nil {
+		return 0
+	}
+	n, _, _ := unstructured.NestedInt64(rs.Object, "status", field)
+	return int32(n)
+}
+
+// settled reports whether rs runs exactly want replicas, all available.
+func settled(rs *unstructured.Unstructured, want int32) bool {
+	if rs == nil {
+		return want == 0
+	}
+	observed, _, _ := unstructured.NestedInt64(rs.Object, "status", "observedGeneration")
+	return specReplicas(rs) == want && observed >= rs.GetGeneration() && statusInt(rs, "replicas") == want && available(rs) >= want
+}
+
+// scale sets rs's replicas (no write when they are already n).
+func (r *rolloutCtx) scale(rs *unstructured.Unstructured, n int32) error {
+	if rs == nil || specReplicas(rs) == n {
+		return nil
+	}
+	patch := fmt.Sprintf(`{"spec":{"replicas":%d}}`, n)
+	updated, err := r.c.client.Resource(rsGVR).Namespace(rs.GetNamespace()).Patch(r.ctx, rs.GetName(), types.MergePatchType, []byte(patch),
+		metav1.PatchOptions{FieldManager: fieldManager})
+	if err != nil {
+		return fmt.Errorf("scale ReplicaSet %s to %d: %w", rs.GetName(), n, err)
+	}
+	*rs = *updated
+	return nil
+}
+
+// scaleDownOthers scales every ReplicaSet but the new and the stable one
+// to zero; with delay, only once the delay since it was asked has passed
+// (the deadline is kept on the ReplicaSet, so it survives restarts).
+func (r *rolloutCtx) scaleDownOthers(delay time.Duration) error {
+	for _, rs := range r.others {
+		if err := r.scaleDownAfter(rs, delay); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (r *rolloutCtx) scaleDownAfter(rs *unstructured.Unstructured, delay time.Duration) error {
+	if rs == nil || specReplicas(rs) == 0 {
+		return nil
+	}
+	if delay > 0 {
+		deadline, err := time.Parse(time.RFC3339, rs.GetAnnotations()[scaleDownAnnotation])
+		if err != nil {
+			deadline = r.now.Add(delay)
+			patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, scaleDownAnnotation, deadline.UTC().Format(time.RFC3339))
+			if _, err := r.c.client.Resource(rsGVR).Namespace(rs.GetNamespace()).Patch(r.ctx, rs.GetName(), types.MergePatchType, []byte(patch),
+				metav1.PatchOptions{FieldManager: fieldManager}); err != nil {
+				return fmt.Errorf("ReplicaSet %s: %w", rs.GetName(), err)
+			}
+		}
+		if r.now.Before(deadline) {
+			r.wakeAt(deadline)
+			return nil
+		}
+	}
+	return r.scale(rs, 0)
+}
+
+// keepScaled removes a pending scale-down deadline from rs (it is in use
+// again, e.g. the stable set after an abort).
+func (r *rolloutCtx) keepScaled(rs *unstructured.Unstructured) error {
+	if rs == nil {
+		return nil
+	}
+	if _, ok := rs.GetAnnotations()[scaleDownAnnotation]; !ok {
+		return nil
+	}
+	patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:null}}}`, scaleDownAnnotation)
+	_, err := r.c.client.Resource(rsGVR).Namespace(rs.GetNamespace()).Patch(r.ctx, rs.GetName(), types.MergePatchType, []byte(patch),
+		metav1.PatchOptions{FieldManager: fieldManager})
+	return err
+}
+
+// counts fills the status' replica counts and the selector the scale
+// subresource (an HPA) reads.
+func (r *rolloutCtx) counts() {
+	all := append([]*unstructured.Unstructured{r.newRS}, r.others...)
+	if r.stableRS != nil && r.stableRS != r.newRS {
+		all = append(all, r.stableRS)
+	}
+	r.st.Replicas, r.st.ReadyReplicas, r.st.AvailableReplicas = 0, 0, 0
+	for _, rs := range all {
+		r.st.Replicas += statusInt(rs, "replicas")
+		r.st.ReadyReplicas += statusInt(rs, "readyReplicas")
+		r.st.AvailableReplicas += available(rs)
+	}
+	r.st.UpdatedReplicas = statusInt(r.newRS, "replicas")
+	if sel, err := metav1.LabelSelectorAsSelector(r.ro.Spec.Selector); err == nil {
+		r.st.Selector = sel.String()
+	}
+}
+
+// cleanup deletes the oldest scaled-down ReplicaSets beyond
+// revisionHistoryLimit (default 10).
+func (r *rolloutCtx) cleanup() error {
+	limit := 10
+	if l := r.ro.Spec.RevisionHistoryLimit; l != nil {
+		limit = int(*l)
+	}
+	var idle []*unstructured.Unstructured
+	for _, rs := range r.others {
+		if specReplicas(rs) == 0 && statusInt(rs, "replicas") == 0 {
+			idle = append(idle, rs)
+		}
+	}
+	if len(idle) <= limit {
+		return nil
+	}
+	slices.SortFunc(idle, func(a, b *unstructured.Unstructured) int {
+		ra, _ := strconv.Atoi(a.GetAnnotations()[revisionAnnotation])
+		rb, _ := strconv.Atoi(b.GetAnnotations()[revisionAnnotation])
+		return ra - rb
+	})
+	for _, rs := range idle[:len(idle)-limit] {
+		err := r.c.client.Resource(rsGVR).Namespace(rs.GetNamespace()).Delete(r.ctx, rs.GetName(), metav1.DeleteOptions{})
+		if err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("delete old ReplicaSet %s: %w", rs.GetName(), err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,91 @@
+package rollouts
+
+import (
+	"encoding/json"
+	"fmt"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// managedByAnnotation marks a Service whose selector a rollout drives.
+const managedByAnnotation = "argo-rollouts.argoproj.io/managed-by-rollouts"
+
+// pointService points the Service's selector at the pods of hash (no write
+// when it already does). The selector's other keys stay as Git set them.
+func (r *rolloutCtx) pointService(name, hash string) error {
+	if name == "" || hash == "" {
+		return nil
+	}
+	svc, err := r.c.client.Resource(svcGVR).Namespace(r.obj.GetNamespace()).Get(r.ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return fmt.Errorf("Service %q does not exist", name)
+	}
+	if err != nil {
+		return err
+	}
+	current, _, _ := unstructured.NestedString(svc.Object, "spec", "selector", HashLabel)
+	if current == hash && svc.GetAnnotations()[managedByAnnotation] == r.obj.GetName() {
+		return nil
+	}
+	patch, _ := json.Marshal(map[string]any{
+		"metadata": map[string]any{"annotations": map[string]any{managedByAnnotation: r.obj.GetName()}},
+		"spec":     map[string]any{"selector": map[string]any{HashLabel: hash}},
+	})
+	_, err = r.c.client.Resource(svcGVR).Namespace(r.obj.GetNamespace()).Patch(r.ctx, name, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: fieldManager})
+	if err != nil {
+		return fmt.Errorf("Service %s: %w", name, err)
+	}
+	return nil
+}
+
+// setRouteWeights gives the canary Service weight percent of the
+// HTTPRoute's traffic and the stable Service the rest, in every rule that
+// sends to them, as Argo Rollouts' Gateway API plugin does.
+func (r *rolloutCtx) setRouteWeights(route *GatewayRoute, canary, stable string, weight int32) error {
+	ns := route.Namespace
+	if ns == "" {
+		ns = r.obj.GetNamespace()
+	}
+	ri := r.c.client.Resource(httpRoutes).Namespace(ns)
+	obj, err := ri.Get(r.ctx, route.HTTPRoute, metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("HTTPRoute %s/%s: %w", ns, route.HTTPRoute, err)
+	}
+	rules, _, _ := unstructured.NestedSlice(obj.Object, "spec", "rules")
+	changed, found := false, false
+	for _, rule := range rules {
+		refs, _ := rule.(map[string]any)["backendRefs"].([]any)
+		for _, ref := range refs {
+			m, _ := ref.(map[string]any)
+			var want int64
+			switch m["name"] {
+			case canary:
+				want = int64(weight)
+			case stable:
+				want = int64(100 - weight)
+			default:
+				continue
+			}
+			found = true
+			if w, ok := m["weight"].(int64); !ok || w != want {
+				m["weight"], changed = want, true
+			}
+		}
+	}
+	if !found {
+		return fmt.Errorf("HTTPRoute %s/%s has no backendRef to %s or %s", ns, route.HTTPRoute, canary, stable)
+	}
+	if !changed {
+		return nil
+	}
+	if err := unstructured.SetNestedSlice(obj.Object, rules, "spec", "rules"); err != nil {
+		return err
+	}
+	if _, err := ri.Update(r.ctx, obj, metav1.UpdateOptions{FieldManager: fieldManager}); err != nil {
+		return fmt.Errorf("HTTPRoute %s/%s: %w", ns, route.HTTPRoute, err)
+	}
+	return nil
+}

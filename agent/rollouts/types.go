@@ -1,0 +1,381 @@
+package rollouts
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/flotilla-dev/flotilla/agent/rollouts/analysis"
+)
+
+// Rollout is the part of Argo Rollouts' Rollout the agent acts on, with
+// Argo Rollouts' field names, so manifests and status read the same.
+type Rollout struct {
+	metav1.ObjectMeta `json:"metadata"`
+	Spec              Spec   `json:"spec"`
+	Status            Status `json:"status"`
+}
+
+// Spec is a Rollout's spec.
+type Spec struct {
+	Replicas             *int32                `json:"replicas,omitempty"`
+	Selector             *metav1.LabelSelector `json:"selector,omitempty"`
+	Template             map[string]any        `json:"template,omitempty"`
+	WorkloadRef          *WorkloadRef          `json:"workloadRef,omitempty"`
+	Paused               bool                  `json:"paused,omitempty"`
+	RevisionHistoryLimit *int32                `json:"revisionHistoryLimit,omitempty"`
+	Strategy             Strategy              `json:"strategy"`
+}
+
+// WorkloadRef takes the pod template from a Deployment.
+type WorkloadRef struct {
+	APIVersion string `json:"apiVersion"`
+	Kind       string `json:"kind"`
+	Name       string `json:"name"`
+}
+
+// Strategy is canary or blue-green.
+type Strategy struct {
+	Canary    *Canary    `json:"canary,omitempty"`
+	BlueGreen *BlueGreen `json:"blueGreen,omitempty"`
+}
+
+// Canary is strategy.canary.
+type Canary struct {
+	CanaryService  string              `json:"canaryService,omitempty"`
+	StableService  string              `json:"stableService,omitempty"`
+	Steps          []Step              `json:"steps,omitempty"`
+	Analysis       *BackgroundAnalysis `json:"analysis,omitempty"`
+	MaxSurge       *intstr.IntOrString `json:"maxSurge,omitempty"`
+	MaxUnavailable *intstr.IntOrString `json:"maxUnavailable,omitempty"`
+	TrafficRouting *TrafficRouting     `json:"trafficRouting,omitempty"`
+}
+
+// TrafficRouting is the Gateway API plugin's configuration, the one
+// router the agent drives.
+type TrafficRouting struct {
+	Plugins map[string]json.RawMessage `json:"plugins,omitempty"`
+}
+
+// gatewayPlugin is the Argo Rollouts Gateway API plugin's name.
+const gatewayPlugin = "argoproj-labs/gatewayAPI"
+
+// GatewayRoute is the plugin's configuration: the HTTPRoute whose backend
+// weights carry the canary's share.
+type GatewayRoute struct {
+	HTTPRoute string `json:"httpRoute"`
+	Namespace string `json:"namespace,omitempty"`
+}
+
+// Step is one canary step.
+type Step struct {
+	SetWeight      *int32          `json:"setWeight,omitempty"`
+	Pause          *Pause          `json:"pause,omitempty"`
+	Analysis       *Analysis       `json:"analysis,omitempty"`
+	SetCanaryScale *SetCanaryScale `json:"setCanaryScale,omitempty"`
+	// Steps the agent does not run are named in the error.
+	Experiment     json.RawMessage `json:"experiment,omitempty"`
+	SetHeaderRoute json.RawMessage `json:"setHeaderRoute,omitempty"`
+	SetMirrorRoute json.RawMessage `json:"setMirrorRoute,omitempty"`
+	Plugin         json.RawMessage `json:"plugin,omitempty"`
+}
+
+// Pause waits for Duration, or without one for a promote.
+type Pause struct {
+	Duration *intstr.IntOrString `json:"duration,omitempty"`
+}
+
+// SetCanaryScale sets the canary's size apart from its traffic weight.
+type SetCanaryScale struct {
+	Weight             *int32 `json:"weight,omitempty"`
+	Replicas           *int32 `json:"replicas,omitempty"`
+	MatchTrafficWeight bool   `json:"matchTrafficWeight,omitempty"`
+}
+
+// Analysis runs templates with args.
+type Analysis struct {
+	Templates []TemplateRef     `json:"templates"`
+	Args      []Arg             `json:"args,omitempty"`
+	DryRun    []analysis.DryRun `json:"dryRun,omitempty"`
+}
+
+// BackgroundAnalysis runs beside the steps from StartingStep on.
+type BackgroundAnalysis struct {
+	Analysis     `json:",inline"`
+	StartingStep *int32 `json:"startingStep,omitempty"`
+}
+
+// TemplateRef names an AnalysisTemplate or (ClusterScope) a
+// ClusterAnalysisTemplate.
+type TemplateRef struct {
+	TemplateName string `json:"templateName"`
+	ClusterScope bool   `json:"clusterScope,omitempty"`
+}
+
+// Arg is a rollout's argument to its templates.
+type Arg struct {
+	Name      string        `json:"name"`
+	Value     string        `json:"value,omitempty"`
+	ValueFrom *ArgValueFrom `json:"valueFrom,omitempty"`
+}
+
+// ArgValueFrom takes a value from the rollout.
+type ArgValueFrom struct {
+	PodTemplateHashValue *string            `json:"podTemplateHashValue,omitempty"`
+	FieldRef             *analysis.FieldRef `json:"fieldRef,omitempty"`
+}
+
+// BlueGreen is strategy.blueGreen.
+type BlueGreen struct {
+	ActiveService              string    `json:"activeService"`
+	PreviewService             string    `json:"previewService,omitempty"`
+	AutoPromotionEnabled       *bool     `json:"autoPromotionEnabled,omitempty"`
+	AutoPromotionSeconds       int32     `json:"autoPromotionSeconds,omitempty"`
+	PrePromotionAnalysis       *Analysis `json:"prePromotionAnalysis,omitempty"`
+	PostPromotionAnalysis      *Analysis `json:"postPromotionAnalysis,omitempty"`
+	ScaleDownDelaySeconds      *int32    `json:"scaleDownDelaySeconds,omitempty"`
+	AbortScaleDownDelaySeconds *int32    `json:"abortScaleDownDelaySeconds,omitempty"`
+	PreviewReplicaCount        *int32    `json:"previewReplicaCount,omitempty"`
+}
+
+// Status is a Rollout's status, as Argo Rollouts writes it.
+type Status struct {
+	Abort              bool             `json:"abort,omitempty"`
+	AbortedAt          *metav1.Time     `json:"abortedAt,omitempty"`
+	PauseConditions    []PauseCondition `json:"pauseConditions,omitempty"`
+	ControllerPause    bool             `json:"controllerPause,omitempty"`
+	PromoteFull        bool             `json:"promoteFull,omitempty"`
+	CurrentPodHash     string           `json:"currentPodHash,omitempty"`
+	StableRS           string           `json:"stableRS,omitempty"`
+	CurrentStepIndex   *int32           `json:"currentStepIndex,omitempty"`
+	Replicas           int32            `json:"replicas,omitempty"`
+	UpdatedReplicas    int32            `json:"updatedReplicas,omitempty"`
+	ReadyReplicas      int32            `json:"readyReplicas,omitempty"`
+	AvailableReplicas  int32            `json:"availableReplicas,omitempty"`
+	Selector           string           `json:"selector,omitempty"`
+	ObservedGeneration string           `json:"observedGeneration,omitempty"`
+	Phase              string           `json:"phase,omitempty"`
+	Message            string           `json:"message,omitempty"`
+	Canary             CanaryStatus     `json:"canary,omitempty"`
+	BlueGreen          BlueGreenStatus  `json:"blueGreen,omitempty"`
+}
+
+// PauseCondition says why and since when a rollout is paused.
+type PauseCondition struct {
+	Reason    string      `json:"reason"`
+	StartTime metav1.Time `json:"startTime"`
+}
+
+// The pause reasons, as Argo Rollouts names them.
+const (
+	pauseCanaryStep   = "CanaryPauseStep"
+	pauseInconclusive = "InconclusiveAnalysis"
+	pauseBlueGreen    = "BlueGreenPause"
+)
+
+// CanaryStatus is status.canary.
+type CanaryStatus struct {
+	CurrentStepAnalysisRunStatus       *RunStatus `json:"currentStepAnalysisRunStatus,omitempty"`
+	CurrentBackgroundAnalysisRunStatus *RunStatus `json:"currentBackgroundAnalysisRunStatus,omitempty"`
+	Weights                            *Weights   `json:"weights,omitempty"`
+}
+
+// BlueGreenStatus is status.blueGreen.
+type BlueGreenStatus struct {
+	ActiveSelector                 string     `json:"activeSelector,omitempty"`
+	PreviewSelector                string     `json:"previewSelector,omitempty"`
+	ScaleUpPreviewCheckPoint       bool       `json:"scaleUpPreviewCheckPoint,omitempty"`
+	PrePromotionAnalysisRunStatus  *RunStatus `json:"prePromotionAnalysisRunStatus,omitempty"`
+	PostPromotionAnalysisRunStatus *RunStatus `json:"postPromotionAnalysisRunStatus,omitempty"`
+}
+
+// RunStatus names an AnalysisRun and its phase.
+type RunStatus struct {
+	Name    string         `json:"name"`
+	Status  analysis.Phase `json:"status"`
+	Message string         `json:"message,omitempty"`
+}
+
+// Weights are the traffic shares of canary and stable.
+type Weights struct {
+	Canary WeightDestination `json:"canary"`
+	Stable WeightDestination `json:"stable"`
+}
+
+// WeightDestination is one side's share.
+type WeightDestination struct {
+	PodTemplateHash string `json:"podTemplateHash,omitempty"`
+	Weight          int32  `json:"weight"`
+}
+
+// The phases a Rollout's status shows.
+const (
+	PhaseHealthy     = "Healthy"
+	PhaseProgressing = "Progressing"
+	PhasePaused      = "Paused"
+	PhaseDegraded    = "Degraded"
+)
+
+// parse reads a Rollout and checks what the agent needs of its spec; the
+// error names the field.
+func parse(obj *unstructured.Unstructured) (*Rollout, error) {
+	data, err := json.Marshal(obj.Object)
+	if err != nil {
+		return nil, err
+	}
+	var ro Rollout
+	if err := json.Unmarshal(data, &ro); err != nil {
+		return nil, fmt.Errorf("spec: %w", err)
+	}
+	return &ro, ro.validate()
+}
+
+func (ro *Rollout) validate() error {
+	s := &ro.Spec
+	if s.Selector == nil {
+		return fmt.Errorf("spec.selector is required")
+	}
+	if s.Template == nil && s.WorkloadRef == nil {
+		return fmt.Errorf("spec.template or spec.workloadRef is required")
+	}
+	if s.WorkloadRef != nil && (s.WorkloadRef.Kind != "Deployment" || s.WorkloadRef.Name == "") {
+		return fmt.Errorf("spec.workloadRef: only a named Deployment is supported")
+	}
+	switch c, bg := s.Strategy.Canary, s.Strategy.BlueGreen; {
+	case c != nil && bg != nil:
+		return fmt.Errorf("spec.strategy: set one of canary and blueGreen")
+	case c != nil:
+		for i, st := range c.Steps {
+			if err := st.validate(); err != nil {
+				return fmt.Errorf("spec.strategy.canary.steps[%d]: %w", i, err)
+			}
+		}
+		if c.CanaryService != "" && c.CanaryService == c.StableService {
+			return fmt.Errorf("spec.strategy.canary: canaryService and stableService must differ")
+		}
+		if _, err := c.gatewayRoute(); err != nil {
+			return fmt.Errorf("spec.strategy.canary.trafficRouting: %w", err)
+		}
+		if c.Analysis != nil && len(c.Analysis.Templates) == 0 {
+			return fmt.Errorf("spec.strategy.canary.analysis.templates: required")
+		}
+	case bg != nil:
+		if bg.ActiveService == "" {
+			return fmt.Errorf("spec.strategy.blueGreen.activeService is required")
+		}
+		if bg.ActiveService == bg.PreviewService {
+			return fmt.Errorf("spec.strategy.blueGreen: activeService and previewService must differ")
+		}
+	default:
+		return fmt.Errorf("spec.strategy: set canary or blueGreen")
+	}
+	return nil
+}
+
+func (st *Step) validate() error {
+	var set []string
+	if st.SetWeight != nil {
+		set = append(set, "setWeight")
+		if *st.SetWeight < 0 || *st.SetWeight > 100 {
+			return fmt.Errorf("setWeight %d is not within 0-100", *st.SetWeight)
+		}
+	}
+	if st.Pause != nil {
+		set = append(set, "pause")
+		if _, err := pauseDuration(st.Pause); err != nil {
+			return err
+		}
+	}
+	if st.Analysis != nil {
+		set = append(set, "analysis")
+		if len(st.Analysis.Templates) == 0 {
+			return fmt.Errorf("analysis.templates: required")
+		}
+	}
+	if st.SetCanaryScale != nil {
+		set = append(set, "setCanaryScale")
+	}
+	for name, raw := range map[string]json.RawMessage{"experiment": st.Experiment, "setHeaderRoute": st.SetHeaderRoute, "setMirrorRoute": st.SetMirrorRoute, "plugin": st.Plugin} {
+		if len(raw) > 0 {
+			return fmt.Errorf("%s steps are not supported by the agent's rollouts controller", name)
+		}
+	}
+	if len(set) != 1 {
+		return fmt.Errorf("a step sets exactly one of setWeight, pause, analysis and setCanaryScale (has %d)", len(set))
+	}
+	return nil
+}
+
+// pauseDuration is a pause's duration: seconds as a number, or a string
+// like "30s", "5m", "1h"; 0 without one (wait for a promote).
+func pauseDuration(p *Pause) (time.Duration, error) {
+	if p.Duration == nil {
+		return 0, nil
+	}
+	if p.Duration.Type == intstr.Int {
+		return time.Duration(p.Duration.IntValue()) * time.Second, nil
+	}
+	if n, err := strconv.Atoi(p.Duration.StrVal); err == nil {
+		return time.Duration(n) * time.Second, nil
+	}
+	d, err := analysis.Duration(p.Duration.StrVal).Get()
+	if err != nil {
+		return 0, fmt.Errorf("pause.duration: %w", err)
+	}
+	return d, nil
+}
+
+// gatewayRoute is the Gateway API route the canary's weights go to, or nil
+// without traffic routing.
+func (c *Canary) gatewayRoute() (*GatewayRoute, error) {
+	if c.TrafficRouting == nil {
+		return nil, nil
+	}
+	raw, ok := c.TrafficRouting.Plugins[gatewayPlugin]
+	if !ok || len(c.TrafficRouting.Plugins) != 1 {
+		return nil, fmt.Errorf("only the %s plugin is supported", gatewayPlugin)
+	}
+	var r GatewayRoute
+	if err := json.Unmarshal(raw, &r); err != nil || r.HTTPRoute == "" {
+		return nil, fmt.Errorf("plugins.%s.httpRoute is required", gatewayPlugin)
+	}
+	if c.CanaryService == "" || c.StableService == "" {
+		return nil, fmt.Errorf("canaryService and stableService are required with traffic routing")
+	}
+	return &r, nil
+}
+
+// replicas is spec.replicas, 1 when unset as in Argo Rollouts.
+func (ro *Rollout) replicas() int32 {
+	if ro.Spec.Replicas == nil {
+		return 1
+	}
+	return *ro.Spec.Replicas
+}
+
+// percentOf resolves an int-or-percent against total, rounding up or down.
+func percentOf(v *intstr.IntOrString, def string, total int32, roundUp bool) int32 {
+	val := intstr.FromString(def)
+	if v != nil {
+		val = *v
+	}
+	if val.Type == intstr.Int {
+		return int32(val.IntValue())
+	}
+	p, err := strconv.Atoi(strings.TrimSuffix(val.StrVal, "%"))
+	if err != nil {
+		return 0
+	}
+	f := float64(p) * float64(total) / 100
+	if roundUp {
+		return int32(math.Ceil(f))
+	}
+	return int32(math.Floor(f))
+}
