@@ -77,7 +77,7 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) error {
 		}
 		created, err := rollouts.EnsureCRDs(ctx, manager.Dynamic())
 		if len(created) > 0 {
-			log.Info("installed Argo Rollouts CRDs", "crds", created)
+			log.Info("installed or updated Argo Rollouts CRDs", "crds", created)
 		}
 		return err
 	})
@@ -119,9 +119,21 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) error {
 		return err
 	}
 	kubeVersion, _ := manager.ServerVersion()
+	capabilities := []string{"helm", "kustomize", "directory"}
+	if opts.RolloutsController {
+		controllerOpts := rollouts.DefaultOptions()
+		controllerOpts.OnChange, controllerOpts.TraceParent = syncer.RolloutChanged, syncer.TraceParent
+		controller := rollouts.NewController(manager.Dynamic(), controllerOpts, log.With("component", "rollouts"))
+		go func() {
+			if err := controller.Run(ctx); err != nil {
+				log.Error("rollouts controller stopped", "error", err)
+			}
+		}()
+		capabilities = append(capabilities, "rollouts")
+	}
 
 	reg := &flotillav1.ClusterRegistration{SchemaVersion: 1, Name: opts.Cluster, Labels: opts.Labels, AgentVersion: Version,
-		KubernetesVersion: kubeVersion, Capabilities: []string{"helm", "kustomize", "directory"}, StartedAt: timestamppb.Now()}
+		KubernetesVersion: kubeVersion, Capabilities: capabilities, StartedAt: timestamppb.Now()}
 	go heartbeat(ctx, b, reg, opts.Heartbeat, log)
 	if opts.MetricsAddr != "" {
 		if err := serveMetrics(ctx, opts.MetricsAddr, registry, opts.Pprof, log); err != nil {

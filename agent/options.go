@@ -32,6 +32,10 @@ type Options struct {
 	MetricsAddr string
 	// Pprof adds Go's profiles under /debug/pprof/ on MetricsAddr.
 	Pprof bool
+	// RolloutsController runs the agent's own Argo Rollouts controller;
+	// off, Rollouts are applied as they are for a controller already in
+	// the cluster (pass-through).
+	RolloutsController bool
 }
 
 // DefaultOptions are the flags' defaults.
@@ -46,6 +50,9 @@ func DefaultOptions() Options {
 		// work, the full comparison is only a safety net.
 		ResyncInterval: 10 * time.Minute,
 		MetricsAddr:    ":8080",
+		// The agent is the cluster's rollouts controller unless told that
+		// Argo Rollouts runs there.
+		RolloutsController: true,
 	}
 }
 
@@ -67,6 +74,7 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.HealthTimeout, "health-timeout", o.HealthTimeout, "how long a sync follows health")
 	fs.DurationVar(&o.ResyncInterval, "resync-interval", o.ResyncInterval, "how often every application is compared with its live objects in full (drift a watch missed)")
 	fs.StringVar(&o.MetricsAddr, "metrics-addr", o.MetricsAddr, "address of /metrics and /healthz; empty turns them off")
+	fs.BoolVar(&o.RolloutsController, "rollouts-controller", o.RolloutsController, "run Argo Rollouts Rollouts and AnalysisRuns in the agent; false passes them through to an Argo Rollouts controller already in the cluster")
 	fs.BoolVar(&o.Pprof, "pprof", o.Pprof, "also serve Go's profiles under /debug/pprof/ on the metrics address (for diagnosis)")
 }
 

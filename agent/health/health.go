@@ -1,6 +1,7 @@
 package health
 
 import (
+	"strconv"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -75,7 +76,7 @@ func Check(objs []*unstructured.Unstructured, live func(*unstructured.Unstructur
 }
 
 // argoHealth is Argo CD's built-in health where kstatus answers
-// differently: a running Job is Progressing (kstatus: Current once
+// differently: a Rollout by its phase, a running Job is Progressing (kstatus: Current once
 // started), a paused Deployment or a suspended CronJob is Suspended, a
 // PersistentVolumeClaim is Healthy only when Bound, a LoadBalancer Service
 // and an Ingress only once their load balancer has an address.
@@ -117,6 +118,8 @@ func argoHealth(obj *unstructured.Unstructured) (flotillav1.HealthStatus, string
 		return flotillav1.HealthStatus_HEALTH_STATUS_HEALTHY, "", true
 	case gk.Group == "networking.k8s.io" && gk.Kind == "Ingress":
 		return loadBalanced(obj, "ingress")
+	case gk.Group == "argoproj.io" && gk.Kind == "Rollout":
+		return rolloutHealth(obj)
 	case gk.Group == "" && gk.Kind == "PersistentVolumeClaim":
 		switch phase, _, _ := unstructured.NestedString(obj.Object, "status", "phase"); phase {
 		case "Bound":
@@ -128,6 +131,33 @@ func argoHealth(obj *unstructured.Unstructured) (flotillav1.HealthStatus, string
 		}
 	}
 	return 0, "", false
+}
+
+// rolloutHealth is Argo CD's health of an Argo Rollouts Rollout: its
+// status.phase once the controller observed the current spec, with
+// Paused shown as Suspended.
+func rolloutHealth(obj *unstructured.Unstructured) (flotillav1.HealthStatus, string, bool) {
+	observed, _, _ := unstructured.NestedString(obj.Object, "status", "observedGeneration")
+	if observed != strconv.FormatInt(obj.GetGeneration(), 10) {
+		return flotillav1.HealthStatus_HEALTH_STATUS_PROGRESSING, "waiting for the rollout spec update to be observed", true
+	}
+	if paused, _, _ := unstructured.NestedBool(obj.Object, "spec", "paused"); paused {
+		return flotillav1.HealthStatus_HEALTH_STATUS_SUSPENDED, "rollout is paused", true
+	}
+	phase, _, _ := unstructured.NestedString(obj.Object, "status", "phase")
+	msg, _, _ := unstructured.NestedString(obj.Object, "status", "message")
+	switch phase {
+	case "Healthy":
+		return flotillav1.HealthStatus_HEALTH_STATUS_HEALTHY, msg, true
+	case "Paused":
+		return flotillav1.HealthStatus_HEALTH_STATUS_SUSPENDED, msg, true
+	case "Degraded":
+		return flotillav1.HealthStatus_HEALTH_STATUS_DEGRADED, msg, true
+	}
+	if msg == "" {
+		msg = "waiting for the rollout to finish"
+	}
+	return flotillav1.HealthStatus_HEALTH_STATUS_PROGRESSING, msg, true
 }
 
 // loadBalanced is Healthy once status.loadBalancer.ingress has an entry.

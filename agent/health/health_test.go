@@ -53,6 +53,11 @@ func TestOf(t *testing.T) {
 		{"cluster ip service", kind("v1", "Service", map[string]any{"type": "ClusterIP"}, nil), flotillav1.HealthStatus_HEALTH_STATUS_HEALTHY},
 		{"ingress waiting", kind("networking.k8s.io/v1", "Ingress", nil, nil), flotillav1.HealthStatus_HEALTH_STATUS_PROGRESSING},
 		{"ingress ready", kind("networking.k8s.io/v1", "Ingress", nil, map[string]any{"loadBalancer": map[string]any{"ingress": []any{map[string]any{"hostname": "lb.example.com"}}}}), flotillav1.HealthStatus_HEALTH_STATUS_HEALTHY},
+		{"rollout not observed", kind("argoproj.io/v1alpha1", "Rollout", nil, map[string]any{"phase": "Healthy", "observedGeneration": "-1"}), flotillav1.HealthStatus_HEALTH_STATUS_PROGRESSING},
+		{"rollout healthy", kind("argoproj.io/v1alpha1", "Rollout", nil, map[string]any{"phase": "Healthy", "observedGeneration": "0"}), flotillav1.HealthStatus_HEALTH_STATUS_HEALTHY},
+		{"rollout paused at a step", kind("argoproj.io/v1alpha1", "Rollout", nil, map[string]any{"phase": "Paused", "observedGeneration": "0"}), flotillav1.HealthStatus_HEALTH_STATUS_SUSPENDED},
+		{"rollout aborted", kind("argoproj.io/v1alpha1", "Rollout", nil, map[string]any{"phase": "Degraded", "observedGeneration": "0"}), flotillav1.HealthStatus_HEALTH_STATUS_DEGRADED},
+		{"rollout paused by hand", kind("argoproj.io/v1alpha1", "Rollout", map[string]any{"paused": true}, map[string]any{"phase": "Progressing", "observedGeneration": "0"}), flotillav1.HealthStatus_HEALTH_STATUS_SUSPENDED},
 		{"configmap", &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "ConfigMap", "metadata": map[string]any{"name": "c"}}}, flotillav1.HealthStatus_HEALTH_STATUS_HEALTHY},
 	}
 	for _, tc := range tests {

@@ -32,7 +32,7 @@ const (
 func (r *rolloutCtx) analyse(name, kind string, a *Analysis) (*RunStatus, error) {
 	ri := r.c.client.Resource(runGVR).Namespace(r.obj.GetNamespace())
 	obj, err := ri.Get(r.ctx, name, metav1.GetOptions{})
-	if created := obj.GetCreationTimestamp(); err == nil && r.st.AbortedAt != nil && !r.st.AbortedAt.Before(&created) {
+	if err == nil && r.st.AbortedAt != nil && !r.st.AbortedAt.Before(ptrTime(obj.GetCreationTimestamp())) {
 		// A run from before an abort: a retry starts the analysis afresh.
 		if err := ri.Delete(r.ctx, name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
 			return nil, err
@@ -231,3 +231,5 @@ func toMap(v any) (map[string]any, error) {
 func (r *rolloutCtx) runName(what string) string {
 	return fmt.Sprintf("%s-%s-%s", r.obj.GetName(), r.hash, what)
 }
+
+func ptrTime(t metav1.Time) *metav1.Time { return &t }

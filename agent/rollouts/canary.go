@@ -5,7 +5,6 @@ import (
 	"math"
 	"strconv"
 
-
 	"github.com/flotilla-dev/flotilla/agent/rollouts/analysis"
 )
 
@@ -353,4 +352,3 @@ func (r *rolloutCtx) othersDown() bool {
 	}
 	return true
 }
-

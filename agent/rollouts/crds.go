@@ -2,7 +2,10 @@ package rollouts
 
 import (
 	"context"
+	"crypto/sha256"
 	"embed"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io/fs"
 
@@ -41,27 +44,44 @@ func CRDs() ([]*unstructured.Unstructured, error) {
 	return out, err
 }
 
-// EnsureCRDs creates each argoproj.io CRD the cluster lacks. CRDs already
-// there (from an Argo Rollouts installation) are left untouched. It returns
-// the names it created.
+// EnsureCRDs creates each argoproj.io CRD the cluster lacks and brings
+// the ones an earlier agent installed up to date. CRDs from an Argo
+// Rollouts installation are left untouched. It returns the names it
+// created or updated.
 func EnsureCRDs(ctx context.Context, client dynamic.Interface) ([]string, error) {
 	crds, err := CRDs()
 	if err != nil {
 		return nil, err
 	}
-	var created []string
+	var changed []string
 	for _, crd := range crds {
-		_, err := client.Resource(crdGVR).Get(ctx, crd.GetName(), metav1.GetOptions{})
-		if err == nil {
+		// The server defaults a CRD's spec; a hash of ours tells whether
+		// the installed one is the current definition.
+		spec, _ := json.Marshal(crd.Object["spec"])
+		sum := sha256.Sum256(spec)
+		crd.SetAnnotations(map[string]string{definitionAnnotation: hex.EncodeToString(sum[:8])})
+		live, err := client.Resource(crdGVR).Get(ctx, crd.GetName(), metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+			if _, err := client.Resource(crdGVR).Create(ctx, crd, metav1.CreateOptions{FieldManager: "flotilla"}); err != nil && !apierrors.IsAlreadyExists(err) {
+				return changed, fmt.Errorf("install CRD %s: %w", crd.GetName(), err)
+			}
+		case err != nil:
+			return changed, fmt.Errorf("CRD %s: %w", crd.GetName(), err)
+		case live.GetLabels()[managedByLabel] != "flotilla" || live.GetAnnotations()[definitionAnnotation] == crd.GetAnnotations()[definitionAnnotation]:
 			continue
+		default:
+			crd.SetResourceVersion(live.GetResourceVersion())
+			if _, err := client.Resource(crdGVR).Update(ctx, crd, metav1.UpdateOptions{FieldManager: "flotilla"}); err != nil {
+				return changed, fmt.Errorf("update CRD %s: %w", crd.GetName(), err)
+			}
 		}
-		if !apierrors.IsNotFound(err) {
-			return created, fmt.Errorf("CRD %s: %w", crd.GetName(), err)
-		}
-		if _, err := client.Resource(crdGVR).Create(ctx, crd, metav1.CreateOptions{FieldManager: "flotilla"}); err != nil && !apierrors.IsAlreadyExists(err) {
-			return created, fmt.Errorf("install CRD %s: %w", crd.GetName(), err)
-		}
-		created = append(created, crd.GetName())
+		changed = append(changed, crd.GetName())
 	}
-	return created, nil
+	return changed, nil
 }
+
+const (
+	managedByLabel       = "app.kubernetes.io/managed-by"
+	definitionAnnotation = "flotilla.dev/definition"
+)

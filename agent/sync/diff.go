@@ -9,7 +9,6 @@ import (
 	"github.com/flotilla-dev/flotilla/agent/apply"
 	"github.com/flotilla-dev/flotilla/agent/diff"
 	"github.com/flotilla-dev/flotilla/agent/inventory"
-	"github.com/flotilla-dev/flotilla/internal/ignore"
 	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
 )
 
@@ -33,7 +32,7 @@ func (s *Syncer) Diff(ctx context.Context, app string) (uint64, []*flotillav1.Ob
 	if err != nil {
 		return ds.GetHistoryId(), nil, err
 	}
-	rules, err := ignore.Compile(ds.GetIgnoreDifferences())
+	rules, err := ignoreRules(ds, objs)
 	if err != nil {
 		return ds.GetHistoryId(), nil, err
 	}

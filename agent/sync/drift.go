@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/flotilla-dev/flotilla/agent/apply"
+	"github.com/flotilla-dev/flotilla/agent/rollouts"
 	"github.com/flotilla-dev/flotilla/internal/ignore"
 	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
 )
@@ -55,10 +56,12 @@ func (w *appWorker) checkDrift(ctx context.Context, refs map[string]apply.Object
 	if len(objs) == 0 {
 		return
 	}
-	rules, err := ignore.Compile(ds.GetIgnoreDifferences())
+	all := slices.Collect(maps.Values(w.desired))
+	rules, err := ignoreRules(ds, all)
 	if err != nil {
 		return // the sync reported it
 	}
+	controller, _ := ignore.Compile(rollouts.ControllerFields(all))
 	drifts, err := s.manager.Diff(ctx, objs, rules)
 	if err != nil {
 		s.log.Error("drift check", "app", w.app, "error", err)
@@ -81,7 +84,10 @@ func (w *appWorker) checkDrift(ctx context.Context, refs map[string]apply.Object
 		what := describeDrift(dr)
 		w.drifted[dr.Ref.Key()] = what
 		found = append(found, what)
-		fix = append(fix, w.desired[dr.Ref.Key()])
+		// Re-apply Git's object, keeping what the rollouts controller set.
+		obj := w.desired[dr.Ref.Key()].DeepCopy()
+		controller.Respect(obj, dr.Live)
+		fix = append(fix, obj)
 	}
 	if !ds.GetSyncPolicy().GetAutomated().GetSelfHeal() {
 		w.reportDrift(ctx, ds)

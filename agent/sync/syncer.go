@@ -24,6 +24,7 @@ import (
 	"github.com/flotilla-dev/flotilla/agent/apply"
 	"github.com/flotilla-dev/flotilla/agent/health"
 	"github.com/flotilla-dev/flotilla/agent/inventory"
+	"github.com/flotilla-dev/flotilla/agent/rollouts"
 	"github.com/flotilla-dev/flotilla/agent/waves"
 	"github.com/flotilla-dev/flotilla/internal/appspec"
 	"github.com/flotilla-dev/flotilla/internal/artifact"
@@ -82,6 +83,8 @@ type Syncer struct {
 	apps map[string]*appWorker
 	// watched are the resources whose managed objects are watched for drift.
 	watched map[schema.GroupVersionResource]bool
+	// traces are the span contexts of each application's last sync.
+	traces map[string]trace.SpanContext
 	// release returns freed memory after a burst of syncs.
 	release *time.Timer
 }
@@ -93,7 +96,7 @@ func New(opts Options, log *slog.Logger, manager *apply.Manager, inv *inventory.
 		return nil, fmt.Errorf("kubernetes version: %w", err)
 	}
 	return &Syncer{opts: opts, log: log, manager: manager, inventory: inv, artifacts: artifacts, reporter: reporter, kube: kube, apps: map[string]*appWorker{},
-		watched: map[schema.GroupVersionResource]bool{}}, nil
+		watched: map[schema.GroupVersionResource]bool{}, traces: map[string]trace.SpanContext{}}, nil
 }
 
 // Desired is a verified desired state and the context (trace) it came with.
@@ -142,6 +145,9 @@ func (s *Syncer) sync(ctx, healthCtx context.Context, d *Desired, force bool, at
 		attribute.String("flotilla.cluster", ds.GetCluster()), attribute.String("flotilla.app", ds.GetApp()),
 		attribute.Int64("flotilla.history_id", int64(ds.GetHistoryId())), attribute.String("vcs.revision", ds.GetSource().GetCommit())))
 	defer span.End()
+	s.mu.Lock()
+	s.traces[ds.GetApp()] = span.SpanContext()
+	s.mu.Unlock()
 	log := s.log.With("cluster", ds.GetCluster(), "app", ds.GetApp(), "history_id", ds.GetHistoryId(),
 		"revision", ds.GetSource().GetCommit(), "trace_id", span.SpanContext().TraceID().String())
 
@@ -276,25 +282,46 @@ func (s *Syncer) run(ctx context.Context, ds *flotillav1.DesiredState, st *floti
 	return objs, nil
 }
 
-// respectIgnored checks spec.ignoreDifferences and, with
-// RespectIgnoreDifferences=true, gives objs the live values of the fields
-// it ignores, so the sync leaves them alone. It returns the entries that
-// match no object, as warnings.
+// respectIgnored checks spec.ignoreDifferences and gives objs the live
+// values of the fields the rollouts controller sets (a Service's
+// pod-template hash), and with RespectIgnoreDifferences=true of every
+// field it ignores, so the sync leaves them alone. It returns the entries
+// that match no object, as warnings.
 func (s *Syncer) respectIgnored(ctx context.Context, ds *flotillav1.DesiredState, objs []*unstructured.Unstructured) ([]string, error) {
 	rules, err := ignore.Compile(ds.GetIgnoreDifferences())
-	if err != nil || rules.Empty() {
+	if err != nil {
 		return nil, err
 	}
+	respect, err := ignore.Compile(rollouts.ControllerFields(objs))
 	if hasSyncOption(ds, "RespectIgnoreDifferences=true") {
-		live, err := s.manager.Live(ctx, objs)
+		respect, err = ignoreRules(ds, objs)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var matched []*unstructured.Unstructured
+	for _, o := range objs {
+		if respect.Match(o) {
+			matched = append(matched, o)
+		}
+	}
+	if len(matched) > 0 {
+		live, err := s.manager.Live(ctx, matched)
 		if err != nil {
 			return nil, err
 		}
-		for _, o := range objs {
-			rules.Respect(o, live[apply.RefOf(o).Key()])
+		for _, o := range matched {
+			respect.Respect(o, live[apply.RefOf(o).Key()])
 		}
 	}
 	return rules.Unmatched(objs), nil
+}
+
+// ignoreRules are what a comparison of objs with their live state
+// ignores: the application's ignoreDifferences and the fields the rollouts
+// controller sets.
+func ignoreRules(ds *flotillav1.DesiredState, objs []*unstructured.Unstructured) (*ignore.Rules, error) {
+	return ignore.Compile(append(slices.Clone(ds.GetIgnoreDifferences()), rollouts.ControllerFields(objs)...))
 }
 
 // record prunes what left Git, saves the inventory as applied and fills
@@ -614,14 +641,28 @@ func (s *Syncer) get(ctx context.Context, obj *unstructured.Unstructured) (*unst
 	return ri.Get(ctx, obj.GetName(), metav1.GetOptions{})
 }
 
+// observed is the health of an application's objects and the progress
+// of its Rollouts.
+type observed struct {
+	*health.Result
+	rollouts []*flotillav1.RolloutStatus
+}
+
 // health reads the objects' live state (a LIST per kind and namespace) and
-// computes their health.
-func (s *Syncer) health(ctx context.Context, objs []*unstructured.Unstructured) (*health.Result, error) {
+// computes their health and where their Rollouts are.
+func (s *Syncer) health(ctx context.Context, objs []*unstructured.Unstructured) (*observed, error) {
 	live, err := s.manager.Live(ctx, objs)
 	if err != nil {
 		return nil, err
 	}
-	return health.Check(objs, func(o *unstructured.Unstructured) *unstructured.Unstructured { return live[apply.RefOf(o).Key()] }), nil
+	lookup := func(o *unstructured.Unstructured) *unstructured.Unstructured { return live[apply.RefOf(o).Key()] }
+	obs := &observed{Result: health.Check(objs, lookup)}
+	for _, o := range objs {
+		if l := lookup(o); l != nil && rollouts.IsRollout(l) {
+			obs.rollouts = append(obs.rollouts, rollouts.Summarize(ctx, s.manager.Dynamic(), l))
+		}
+	}
+	return obs, nil
 }
 
 // fillHealth reads every object's health into st.
@@ -639,8 +680,8 @@ func (s *Syncer) fillHealth(ctx context.Context, st *flotillav1.AppStatus, objs 
 // setHealth writes the health of every object into st's resources (adding
 // the ones st does not list yet) and the application's overall health.
 // While an object is not healthy, its resource message says why.
-func setHealth(st *flotillav1.AppStatus, objs []*unstructured.Unstructured, res *health.Result) {
-	st.Health = res.Overall
+func setHealth(st *flotillav1.AppStatus, objs []*unstructured.Unstructured, res *observed) {
+	st.Health, st.Rollouts = res.Overall, res.rollouts
 	byKey := make(map[string]*flotillav1.ResourceStatus, len(st.Resources))
 	for _, r := range st.Resources {
 		byKey[apply.ObjectRef{Group: r.GetGroup(), Kind: r.GetKind(), Namespace: r.GetNamespace(), Name: r.GetName()}.Key()] = r

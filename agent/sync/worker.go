@@ -25,6 +25,9 @@ type appWorker struct {
 	wake    chan struct{}
 	syncNow chan syncRequest
 	drift   chan apply.ObjectRef
+	// rollout wakes the worker when the rollouts controller changed one of
+	// the application's Rollouts.
+	rollout chan struct{}
 
 	mu      gosync.Mutex
 	pending *Desired
@@ -47,7 +50,7 @@ type appWorker struct {
 
 func newWorker(s *Syncer, app string) *appWorker {
 	return &appWorker{syncer: s, app: app, wake: make(chan struct{}, 1), syncNow: make(chan syncRequest), drift: make(chan apply.ObjectRef, 256),
-		drifted: map[string]string{}}
+		rollout: make(chan struct{}, 1), drifted: map[string]string{}}
 }
 
 // syncRequest is an operator's "sync now"; done gets the outcome.
@@ -174,6 +177,8 @@ func (w *appWorker) run(ctx context.Context) {
 			coalesce = nil
 			w.checkDrift(ctx, drifted)
 			clear(drifted)
+		case <-w.rollout:
+			w.observeRollouts(ctx)
 		case <-resync:
 			w.checkDrift(ctx, nil)
 			resync = time.After(jitter(s.opts.ResyncInterval))

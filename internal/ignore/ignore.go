@@ -93,6 +93,19 @@ func (r *Rules) Unmatched(objs []*unstructured.Unstructured) []string {
 	return out
 }
 
+// Match reports whether any rule applies to obj.
+func (r *Rules) Match(obj *unstructured.Unstructured) bool {
+	if r == nil {
+		return false
+	}
+	for _, ru := range r.rules {
+		if ru.matches(obj) {
+			return true
+		}
+	}
+	return false
+}
+
 // Empty reports whether there are no rules.
 func (r *Rules) Empty() bool { return r == nil || len(r.rules) == 0 }
 

@@ -215,9 +215,12 @@ type AppStatus struct {
 	StartedAt  *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
 	FinishedAt *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
 	// trace_id is the W3C trace id of the sync, to find it in a trace store.
-	TraceId       string                 `protobuf:"bytes,13,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`
-	Retry         *RetryStatus           `protobuf:"bytes,14,opt,name=retry,proto3" json:"retry,omitempty"`
-	ObservedAt    *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=observed_at,json=observedAt,proto3" json:"observed_at,omitempty"`
+	TraceId    string                 `protobuf:"bytes,13,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`
+	Retry      *RetryStatus           `protobuf:"bytes,14,opt,name=retry,proto3" json:"retry,omitempty"`
+	ObservedAt *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=observed_at,json=observedAt,proto3" json:"observed_at,omitempty"`
+	// rollouts is the progress of the app's Argo Rollouts Rollouts, as the
+	// agent's rollouts controller runs them.
+	Rollouts      []*RolloutStatus `protobuf:"bytes,16,rep,name=rollouts,proto3" json:"rollouts,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -353,6 +356,13 @@ func (x *AppStatus) GetRetry() *RetryStatus {
 func (x *AppStatus) GetObservedAt() *timestamppb.Timestamp {
 	if x != nil {
 		return x.ObservedAt
+	}
+	return nil
+}
+
+func (x *AppStatus) GetRollouts() []*RolloutStatus {
+	if x != nil {
+		return x.Rollouts
 	}
 	return nil
 }
@@ -545,11 +555,315 @@ func (x *RetryStatus) GetNextAttemptAt() *timestamppb.Timestamp {
 	return nil
 }
 
+// RolloutStatus is where one Rollout is: "step 3/6, 50 %, analysis
+// Running".
+type RolloutStatus struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Name      string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// strategy is canary or blueGreen.
+	Strategy string `protobuf:"bytes,3,opt,name=strategy,proto3" json:"strategy,omitempty"`
+	// phase is the Rollout's: Healthy, Progressing, Paused or Degraded.
+	Phase   string `protobuf:"bytes,4,opt,name=phase,proto3" json:"phase,omitempty"`
+	Message string `protobuf:"bytes,5,opt,name=message,proto3" json:"message,omitempty"`
+	// step is the current canary step, counted from 1; steps is how many
+	// there are (step = steps + 1 once all are done).
+	Step  int32 `protobuf:"varint,6,opt,name=step,proto3" json:"step,omitempty"`
+	Steps int32 `protobuf:"varint,7,opt,name=steps,proto3" json:"steps,omitempty"`
+	// canary_weight is the canary's share of traffic, in percent.
+	CanaryWeight int32  `protobuf:"varint,8,opt,name=canary_weight,json=canaryWeight,proto3" json:"canary_weight,omitempty"`
+	StableHash   string `protobuf:"bytes,9,opt,name=stable_hash,json=stableHash,proto3" json:"stable_hash,omitempty"`
+	CanaryHash   string `protobuf:"bytes,10,opt,name=canary_hash,json=canaryHash,proto3" json:"canary_hash,omitempty"`
+	// analysis is the newest AnalysisRun of the current revision.
+	Analysis      *AnalysisStatus `protobuf:"bytes,11,opt,name=analysis,proto3" json:"analysis,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RolloutStatus) Reset() {
+	*x = RolloutStatus{}
+	mi := &file_flotilla_v1_app_status_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RolloutStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RolloutStatus) ProtoMessage() {}
+
+func (x *RolloutStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_app_status_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RolloutStatus.ProtoReflect.Descriptor instead.
+func (*RolloutStatus) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_app_status_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *RolloutStatus) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *RolloutStatus) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RolloutStatus) GetStrategy() string {
+	if x != nil {
+		return x.Strategy
+	}
+	return ""
+}
+
+func (x *RolloutStatus) GetPhase() string {
+	if x != nil {
+		return x.Phase
+	}
+	return ""
+}
+
+func (x *RolloutStatus) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *RolloutStatus) GetStep() int32 {
+	if x != nil {
+		return x.Step
+	}
+	return 0
+}
+
+func (x *RolloutStatus) GetSteps() int32 {
+	if x != nil {
+		return x.Steps
+	}
+	return 0
+}
+
+func (x *RolloutStatus) GetCanaryWeight() int32 {
+	if x != nil {
+		return x.CanaryWeight
+	}
+	return 0
+}
+
+func (x *RolloutStatus) GetStableHash() string {
+	if x != nil {
+		return x.StableHash
+	}
+	return ""
+}
+
+func (x *RolloutStatus) GetCanaryHash() string {
+	if x != nil {
+		return x.CanaryHash
+	}
+	return ""
+}
+
+func (x *RolloutStatus) GetAnalysis() *AnalysisStatus {
+	if x != nil {
+		return x.Analysis
+	}
+	return nil
+}
+
+// AnalysisStatus is an AnalysisRun's phase and latest measurements.
+type AnalysisStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// phase is Pending, Running, Successful, Failed, Error or Inconclusive.
+	Phase         string               `protobuf:"bytes,2,opt,name=phase,proto3" json:"phase,omitempty"`
+	Message       string               `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	Measurements  []*MeasurementStatus `protobuf:"bytes,4,rep,name=measurements,proto3" json:"measurements,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AnalysisStatus) Reset() {
+	*x = AnalysisStatus{}
+	mi := &file_flotilla_v1_app_status_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AnalysisStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AnalysisStatus) ProtoMessage() {}
+
+func (x *AnalysisStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_app_status_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AnalysisStatus.ProtoReflect.Descriptor instead.
+func (*AnalysisStatus) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_app_status_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *AnalysisStatus) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AnalysisStatus) GetPhase() string {
+	if x != nil {
+		return x.Phase
+	}
+	return ""
+}
+
+func (x *AnalysisStatus) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *AnalysisStatus) GetMeasurements() []*MeasurementStatus {
+	if x != nil {
+		return x.Measurements
+	}
+	return nil
+}
+
+// MeasurementStatus is the latest measurement of one metric, with its
+// counters.
+type MeasurementStatus struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Metric        string                 `protobuf:"bytes,1,opt,name=metric,proto3" json:"metric,omitempty"`
+	Phase         string                 `protobuf:"bytes,2,opt,name=phase,proto3" json:"phase,omitempty"`
+	Value         string                 `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
+	Message       string                 `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	FinishedAt    *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
+	Count         int32                  `protobuf:"varint,6,opt,name=count,proto3" json:"count,omitempty"`
+	Failed        int32                  `protobuf:"varint,7,opt,name=failed,proto3" json:"failed,omitempty"`
+	Errors        int32                  `protobuf:"varint,8,opt,name=errors,proto3" json:"errors,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MeasurementStatus) Reset() {
+	*x = MeasurementStatus{}
+	mi := &file_flotilla_v1_app_status_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MeasurementStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MeasurementStatus) ProtoMessage() {}
+
+func (x *MeasurementStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_app_status_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MeasurementStatus.ProtoReflect.Descriptor instead.
+func (*MeasurementStatus) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_app_status_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *MeasurementStatus) GetMetric() string {
+	if x != nil {
+		return x.Metric
+	}
+	return ""
+}
+
+func (x *MeasurementStatus) GetPhase() string {
+	if x != nil {
+		return x.Phase
+	}
+	return ""
+}
+
+func (x *MeasurementStatus) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
+func (x *MeasurementStatus) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *MeasurementStatus) GetFinishedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FinishedAt
+	}
+	return nil
+}
+
+func (x *MeasurementStatus) GetCount() int32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *MeasurementStatus) GetFailed() int32 {
+	if x != nil {
+		return x.Failed
+	}
+	return 0
+}
+
+func (x *MeasurementStatus) GetErrors() int32 {
+	if x != nil {
+		return x.Errors
+	}
+	return 0
+}
+
 var File_flotilla_v1_app_status_proto protoreflect.FileDescriptor
 
 const file_flotilla_v1_app_status_proto_rawDesc = "" +
 	"\n" +
-	"\x1cflotilla/v1/app_status.proto\x12\vflotilla.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x89\x05\n" +
+	"\x1cflotilla/v1/app_status.proto\x12\vflotilla.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc1\x05\n" +
 	"\tAppStatus\x12%\n" +
 	"\x0eschema_version\x18\x01 \x01(\rR\rschemaVersion\x12\x18\n" +
 	"\acluster\x18\x02 \x01(\tR\acluster\x12\x10\n" +
@@ -571,7 +885,8 @@ const file_flotilla_v1_app_status_proto_rawDesc = "" +
 	"\btrace_id\x18\r \x01(\tR\atraceId\x12.\n" +
 	"\x05retry\x18\x0e \x01(\v2\x18.flotilla.v1.RetryStatusR\x05retry\x12;\n" +
 	"\vobserved_at\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"observedAt\"\xd6\x02\n" +
+	"observedAt\x126\n" +
+	"\brollouts\x18\x10 \x03(\v2\x1a.flotilla.v1.RolloutStatusR\brollouts\"\xd6\x02\n" +
 	"\x0eResourceStatus\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\tR\x05group\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x12\n" +
@@ -589,7 +904,37 @@ const file_flotilla_v1_app_status_proto_rawDesc = "" +
 	"\vRetryStatus\x12\x18\n" +
 	"\aattempt\x18\x01 \x01(\x03R\aattempt\x12\x14\n" +
 	"\x05limit\x18\x02 \x01(\x03R\x05limit\x12B\n" +
-	"\x0fnext_attempt_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\rnextAttemptAt*w\n" +
+	"\x0fnext_attempt_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\rnextAttemptAt\"\xd7\x02\n" +
+	"\rRolloutStatus\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1a\n" +
+	"\bstrategy\x18\x03 \x01(\tR\bstrategy\x12\x14\n" +
+	"\x05phase\x18\x04 \x01(\tR\x05phase\x12\x18\n" +
+	"\amessage\x18\x05 \x01(\tR\amessage\x12\x12\n" +
+	"\x04step\x18\x06 \x01(\x05R\x04step\x12\x14\n" +
+	"\x05steps\x18\a \x01(\x05R\x05steps\x12#\n" +
+	"\rcanary_weight\x18\b \x01(\x05R\fcanaryWeight\x12\x1f\n" +
+	"\vstable_hash\x18\t \x01(\tR\n" +
+	"stableHash\x12\x1f\n" +
+	"\vcanary_hash\x18\n" +
+	" \x01(\tR\n" +
+	"canaryHash\x127\n" +
+	"\banalysis\x18\v \x01(\v2\x1b.flotilla.v1.AnalysisStatusR\banalysis\"\x98\x01\n" +
+	"\x0eAnalysisStatus\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05phase\x18\x02 \x01(\tR\x05phase\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\x12B\n" +
+	"\fmeasurements\x18\x04 \x03(\v2\x1e.flotilla.v1.MeasurementStatusR\fmeasurements\"\xf4\x01\n" +
+	"\x11MeasurementStatus\x12\x16\n" +
+	"\x06metric\x18\x01 \x01(\tR\x06metric\x12\x14\n" +
+	"\x05phase\x18\x02 \x01(\tR\x05phase\x12\x14\n" +
+	"\x05value\x18\x03 \x01(\tR\x05value\x12\x18\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\x12;\n" +
+	"\vfinished_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"finishedAt\x12\x14\n" +
+	"\x05count\x18\x06 \x01(\x05R\x05count\x12\x16\n" +
+	"\x06failed\x18\a \x01(\x05R\x06failed\x12\x16\n" +
+	"\x06errors\x18\b \x01(\x05R\x06errors*w\n" +
 	"\n" +
 	"SyncStatus\x12\x1b\n" +
 	"\x17SYNC_STATUS_UNSPECIFIED\x10\x00\x12\x16\n" +
@@ -625,7 +970,7 @@ func file_flotilla_v1_app_status_proto_rawDescGZIP() []byte {
 }
 
 var file_flotilla_v1_app_status_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_flotilla_v1_app_status_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_flotilla_v1_app_status_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_flotilla_v1_app_status_proto_goTypes = []any{
 	(SyncStatus)(0),               // 0: flotilla.v1.SyncStatus
 	(SyncPhase)(0),                // 1: flotilla.v1.SyncPhase
@@ -633,25 +978,32 @@ var file_flotilla_v1_app_status_proto_goTypes = []any{
 	(*AppStatus)(nil),             // 3: flotilla.v1.AppStatus
 	(*ResourceStatus)(nil),        // 4: flotilla.v1.ResourceStatus
 	(*RetryStatus)(nil),           // 5: flotilla.v1.RetryStatus
-	(*timestamppb.Timestamp)(nil), // 6: google.protobuf.Timestamp
+	(*RolloutStatus)(nil),         // 6: flotilla.v1.RolloutStatus
+	(*AnalysisStatus)(nil),        // 7: flotilla.v1.AnalysisStatus
+	(*MeasurementStatus)(nil),     // 8: flotilla.v1.MeasurementStatus
+	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
 }
 var file_flotilla_v1_app_status_proto_depIdxs = []int32{
 	0,  // 0: flotilla.v1.AppStatus.sync_status:type_name -> flotilla.v1.SyncStatus
 	1,  // 1: flotilla.v1.AppStatus.phase:type_name -> flotilla.v1.SyncPhase
 	2,  // 2: flotilla.v1.AppStatus.health:type_name -> flotilla.v1.HealthStatus
 	4,  // 3: flotilla.v1.AppStatus.resources:type_name -> flotilla.v1.ResourceStatus
-	6,  // 4: flotilla.v1.AppStatus.started_at:type_name -> google.protobuf.Timestamp
-	6,  // 5: flotilla.v1.AppStatus.finished_at:type_name -> google.protobuf.Timestamp
+	9,  // 4: flotilla.v1.AppStatus.started_at:type_name -> google.protobuf.Timestamp
+	9,  // 5: flotilla.v1.AppStatus.finished_at:type_name -> google.protobuf.Timestamp
 	5,  // 6: flotilla.v1.AppStatus.retry:type_name -> flotilla.v1.RetryStatus
-	6,  // 7: flotilla.v1.AppStatus.observed_at:type_name -> google.protobuf.Timestamp
-	0,  // 8: flotilla.v1.ResourceStatus.sync_status:type_name -> flotilla.v1.SyncStatus
-	2,  // 9: flotilla.v1.ResourceStatus.health:type_name -> flotilla.v1.HealthStatus
-	6,  // 10: flotilla.v1.RetryStatus.next_attempt_at:type_name -> google.protobuf.Timestamp
-	11, // [11:11] is the sub-list for method output_type
-	11, // [11:11] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	9,  // 7: flotilla.v1.AppStatus.observed_at:type_name -> google.protobuf.Timestamp
+	6,  // 8: flotilla.v1.AppStatus.rollouts:type_name -> flotilla.v1.RolloutStatus
+	0,  // 9: flotilla.v1.ResourceStatus.sync_status:type_name -> flotilla.v1.SyncStatus
+	2,  // 10: flotilla.v1.ResourceStatus.health:type_name -> flotilla.v1.HealthStatus
+	9,  // 11: flotilla.v1.RetryStatus.next_attempt_at:type_name -> google.protobuf.Timestamp
+	7,  // 12: flotilla.v1.RolloutStatus.analysis:type_name -> flotilla.v1.AnalysisStatus
+	8,  // 13: flotilla.v1.AnalysisStatus.measurements:type_name -> flotilla.v1.MeasurementStatus
+	9,  // 14: flotilla.v1.MeasurementStatus.finished_at:type_name -> google.protobuf.Timestamp
+	15, // [15:15] is the sub-list for method output_type
+	15, // [15:15] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_v1_app_status_proto_init() }
@@ -665,7 +1017,7 @@ func file_flotilla_v1_app_status_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flotilla_v1_app_status_proto_rawDesc), len(file_flotilla_v1_app_status_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   3,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
