@@ -1,0 +1,347 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/flotilla-dev/flotilla/agent/rollouts"
+	"github.com/flotilla-dev/flotilla/internal/render"
+	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
+	"github.com/flotilla-dev/flotilla/test/testenv"
+)
+
+var (
+	replicaSets  = schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "replicasets"}
+	services     = schema.GroupVersionResource{Version: "v1", Resource: "services"}
+	analysisRuns = schema.GroupVersionResource{Group: "argoproj.io", Version: "v1alpha1", Resource: "analysisruns"}
+)
+
+// startRolloutsController runs the agent's rollouts controller on c; the
+// returned function stops it (as an agent dying would).
+func startRolloutsController(t *testing.T, c *testenv.Cluster) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	opts := rollouts.DefaultOptions()
+	ctrl := rollouts.NewController(c.Dynamic, opts, slog.New(slog.NewTextHandler(testWriter{t}, nil)).With("controller", c.Name))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := ctrl.Run(ctx); err != nil {
+			t.Errorf("rollouts controller: %v", err)
+		}
+	}()
+	stopped := false
+	stop = func() {
+		if !stopped {
+			stopped = true
+			cancel()
+			<-done
+		}
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// createAll creates the objects of a YAML stream in ns.
+func createAll(t *testing.T, c *testenv.Cluster, ns, manifests string) {
+	t.Helper()
+	objs, err := render.Decode([]byte(manifests))
+	must(t, err)
+	for _, o := range objs {
+		gvk := o.GroupVersionKind()
+		resource := strings.ToLower(gvk.Kind) + "s"
+		gvr := schema.GroupVersionResource{Group: gvk.Group, Version: gvk.Version, Resource: resource}
+		if _, err := c.Dynamic.Resource(gvr).Namespace(ns).Create(t.Context(), o, metav1.CreateOptions{}); err != nil {
+			t.Fatalf("create %s %s: %v", gvk.Kind, o.GetName(), err)
+		}
+	}
+}
+
+// webCheck is the endpoint a web metric reads: {"ok": <healthy>}.
+type webCheck struct {
+	healthy atomic.Bool
+	calls   atomic.Int64
+	srv     *httptest.Server
+}
+
+func startWebCheck(t *testing.T) *webCheck {
+	w := &webCheck{}
+	w.healthy.Store(true)
+	w.srv = httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, _ *http.Request) {
+		w.calls.Add(1)
+		_ = json.NewEncoder(rw).Encode(map[string]any{"ok": w.healthy.Load()})
+	}))
+	t.Cleanup(w.srv.Close)
+	return w
+}
+
+func rollout(t *testing.T, c *testenv.Cluster, ns, name string) *unstructured.Unstructured {
+	t.Helper()
+	ro, err := c.Dynamic.Resource(rollouts.GVR).Namespace(ns).Get(context.Background(), name, metav1.GetOptions{})
+	must(t, err)
+	return ro
+}
+
+func str(obj *unstructured.Unstructured, fields ...string) string {
+	v, _, _ := unstructured.NestedFieldNoCopy(obj.Object, fields...)
+	if v == nil {
+		return ""
+	}
+	return fmt.Sprint(v)
+}
+
+// replicaSetSizes maps each of the rollout's ReplicaSets' hashes to its
+// spec and available replicas: "3/3".
+func replicaSetSizes(t *testing.T, c *testenv.Cluster, ns string) map[string]string {
+	t.Helper()
+	list, err := c.Dynamic.Resource(replicaSets).Namespace(ns).List(context.Background(), metav1.ListOptions{LabelSelector: rollouts.HashLabel})
+	must(t, err)
+	out := map[string]string{}
+	for _, rs := range list.Items {
+		out[rs.GetLabels()[rollouts.HashLabel]] = str(&rs, "spec", "replicas") + "/" + orZero(str(&rs, "status", "availableReplicas"))
+	}
+	return out
+}
+
+func orZero(s string) string {
+	if s == "" {
+		return "0"
+	}
+	return s
+}
+
+func selectorHash(t *testing.T, c *testenv.Cluster, ns, svc string) string {
+	t.Helper()
+	obj, err := c.Dynamic.Resource(services).Namespace(ns).Get(context.Background(), svc, metav1.GetOptions{})
+	must(t, err)
+	return str(obj, "spec", "selector", rollouts.HashLabel)
+}
+
+// waitRollout waits until the Rollout's status satisfies ok.
+func waitRollout(t *testing.T, c *testenv.Cluster, ns, name string, timeout time.Duration, ok func(ro *unstructured.Unstructured) error) *unstructured.Unstructured {
+	t.Helper()
+	var last *unstructured.Unstructured
+	testenv.Eventually(t, timeout, func() error {
+		last = rollout(t, c, ns, name)
+		if err := ok(last); err != nil {
+			return fmt.Errorf("%w (status: phase %s step %s message %q, replica sets %v)", err, str(last, "status", "phase"),
+				str(last, "status", "currentStepIndex"), str(last, "status", "message"), replicaSetSizes(t, c, ns))
+		}
+		return nil
+	})
+	return last
+}
+
+func phaseIs(phase string) func(*unstructured.Unstructured) error {
+	return func(ro *unstructured.Unstructured) error {
+		if got := str(ro, "status", "phase"); got != phase {
+			return fmt.Errorf("phase %q, want %q", got, phase)
+		}
+		return nil
+	}
+}
+
+func setImage(t *testing.T, c *testenv.Cluster, ns, name, image string) {
+	t.Helper()
+	patch := fmt.Sprintf(`{"spec":{"template":{"spec":{"containers":[{"name":"api","image":%q}]}}}}`, image)
+	_, err := c.Dynamic.Resource(rollouts.GVR).Namespace(ns).Patch(context.Background(), name, types.MergePatchType, []byte(patch), metav1.PatchOptions{})
+	must(t, err)
+}
+
+func act(t *testing.T, c *testenv.Cluster, ns, name string, action flotillav1.RolloutAction) {
+	t.Helper()
+	must(t, rollouts.Act(context.Background(), c.Dynamic, rollout(t, c, ns, name), action, false))
+}
+
+func createNamespace(t *testing.T, c *testenv.Cluster, ns string) {
+	t.Helper()
+	_, err := c.Client.CoreV1().Namespaces().Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
+	must(t, err)
+}
+
+const canaryManifests = `apiVersion: v1
+kind: Service
+metadata: {name: api-stable}
+spec: {selector: {app: api}, ports: [{port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: api-canary}
+spec: {selector: {app: api}, ports: [{port: 80}]}
+---
+apiVersion: argoproj.io/v1alpha1
+kind: AnalysisTemplate
+metadata: {name: smoke}
+spec:
+  args: [{name: url}]
+  metrics:
+    - name: ok
+      interval: 200ms
+      count: 3
+      failureLimit: 1
+      successCondition: result == true
+      provider:
+        web: {url: "{{args.url}}", jsonPath: "{$.ok}"}
+---
+apiVersion: argoproj.io/v1alpha1
+kind: Rollout
+metadata: {name: api}
+spec:
+  replicas: 4
+  selector: {matchLabels: {app: api}}
+  template:
+    metadata: {labels: {app: api}}
+    spec: {containers: [{name: api, image: "registry.example.com/api:1"}]}
+  strategy:
+    canary:
+      canaryService: api-canary
+      stableService: api-stable
+      steps:
+        - setWeight: 25
+        - pause: {}
+        - analysis:
+            templates: [{templateName: smoke}]
+            args: [{name: url, value: "%s"}]
+        - setWeight: 50
+        - pause: {duration: 1}
+`
+
+// TestRolloutsControllerRunsACanary drives the agent's rollouts controller
+// on a cluster whose ReplicaSets really scale: first revision straight to
+// stable, a canary through its steps (25 % as replicas, an indefinite pause
+// that survives a controller restart, web analysis, promotion), an
+// analysis failure that aborts back to stable and stays so, and a retry.
+func TestRolloutsControllerRunsACanary(t *testing.T) {
+	c := testenv.StartCluster(t, testenv.ClusterOptions{Name: "rollouts", Workloads: true})
+	_, err := rollouts.EnsureCRDs(t.Context(), c.Dynamic)
+	must(t, err)
+	testenv.Eventually(t, 30*time.Second, func() error {
+		_, err := c.Dynamic.Resource(rollouts.GVR).Namespace("default").List(context.Background(), metav1.ListOptions{})
+		return err
+	})
+	check := startWebCheck(t)
+	ns := "canary"
+	createNamespace(t, c, ns)
+	parent := t // a controller started in a subtest must outlive it
+	stop := startRolloutsController(parent, c)
+	createAll(t, c, ns, fmt.Sprintf(canaryManifests, check.srv.URL))
+
+	ro := waitRollout(t, c, ns, "api", time.Minute, phaseIs("Healthy"))
+	v1 := str(ro, "status", "stableRS")
+	if got := replicaSetSizes(t, c, ns); got[v1] != "4/4" || len(got) != 1 {
+		t.Fatalf("first revision: replica sets %v, want only %s at 4/4", got, v1)
+	}
+	if s, cn := selectorHash(t, c, ns, "api-stable"), selectorHash(t, c, ns, "api-canary"); s != v1 || cn != v1 {
+		t.Fatalf("services on %s and %s, want both on %s", s, cn, v1)
+	}
+
+	t.Run("steps, a restart mid-pause and promotion", func(t *testing.T) {
+		setImage(t, c, ns, "api", "registry.example.com/api:2")
+		ro := waitRollout(t, c, ns, "api", time.Minute, func(ro *unstructured.Unstructured) error {
+			if str(ro, "status", "phase") != "Paused" || str(ro, "status", "currentStepIndex") != "1" {
+				return fmt.Errorf("not paused at step 1")
+			}
+			return nil
+		})
+		v2 := str(ro, "status", "currentPodHash")
+		if got := replicaSetSizes(t, c, ns); got[v2] != "1/1" || got[v1] != "3/3" {
+			t.Fatalf("at 25 %%: replica sets %v, want %s 1/1 and %s 3/3", got, v2, v1)
+		}
+		if s, cn := selectorHash(t, c, ns, "api-stable"), selectorHash(t, c, ns, "api-canary"); s != v1 || cn != v2 {
+			t.Fatalf("stable service on %s, canary on %s; want %s and %s", s, cn, v1, v2)
+		}
+		pausedAt := str(ro, "status", "pauseConditions")
+
+		// The agent dies and comes back: the rollout is where it was.
+		stop()
+		stop = startRolloutsController(parent, c)
+		time.Sleep(time.Second) // let the new controller reconcile; it must change nothing
+		ro = rollout(t, c, ns, "api")
+		if str(ro, "status", "currentStepIndex") != "1" || str(ro, "status", "pauseConditions") != pausedAt {
+			t.Fatalf("after a restart: step %s pause %s, want step 1 pause %s", str(ro, "status", "currentStepIndex"), str(ro, "status", "pauseConditions"), pausedAt)
+		}
+
+		act(t, c, ns, "api", flotillav1.RolloutAction_ROLLOUT_ACTION_PROMOTE)
+		ro = waitRollout(t, c, ns, "api", time.Minute, func(ro *unstructured.Unstructured) error {
+			if str(ro, "status", "stableRS") != v2 || str(ro, "status", "phase") != "Healthy" {
+				return fmt.Errorf("not promoted")
+			}
+			return nil
+		})
+		if got := replicaSetSizes(t, c, ns); got[v2] != "4/4" || !strings.HasPrefix(got[v1], "0/") {
+			t.Fatalf("promoted: replica sets %v", got)
+		}
+		run, err := c.Dynamic.Resource(analysisRuns).Namespace(ns).Get(context.Background(), "api-"+v2+"-2", metav1.GetOptions{})
+		must(t, err)
+		results, _, _ := unstructured.NestedSlice(run.Object, "status", "metricResults")
+		if str(run, "status", "phase") != "Successful" || len(results) != 1 || fmt.Sprint(results[0].(map[string]any)["count"]) != "3" {
+			t.Fatalf("analysis run: phase %s results %v", str(run, "status", "phase"), results)
+		}
+		if s := selectorHash(t, c, ns, "api-stable"); s != v2 {
+			t.Fatalf("stable service on %s after promotion, want %s", s, v2)
+		}
+		v1 = v2
+	})
+
+	t.Run("a failed analysis aborts to stable until a retry", func(t *testing.T) {
+		check.healthy.Store(false)
+		setImage(t, c, ns, "api", "registry.example.com/api:3")
+		waitRollout(t, c, ns, "api", time.Minute, func(ro *unstructured.Unstructured) error {
+			if str(ro, "status", "currentStepIndex") != "1" {
+				return fmt.Errorf("not at the pause")
+			}
+			return nil
+		})
+		act(t, c, ns, "api", flotillav1.RolloutAction_ROLLOUT_ACTION_PROMOTE)
+		ro := waitRollout(t, c, ns, "api", time.Minute, phaseIs("Degraded"))
+		v3 := str(ro, "status", "currentPodHash")
+		if msg := str(ro, "status", "message"); !strings.Contains(msg, "RolloutAborted") || !strings.Contains(msg, "failed (2) > failureLimit (1)") {
+			t.Fatalf("abort message %q", msg)
+		}
+		waitRollout(t, c, ns, "api", 30*time.Second, func(*unstructured.Unstructured) error {
+			if got := replicaSetSizes(t, c, ns); !strings.HasPrefix(got[v3], "0/") || got[v1] != "4/4" {
+				return fmt.Errorf("replica sets %v", got)
+			}
+			if cn := selectorHash(t, c, ns, "api-canary"); cn != v1 {
+				return fmt.Errorf("canary service on %s, want stable %s", cn, v1)
+			}
+			return nil
+		})
+		// Not retried by itself.
+		calls := check.calls.Load()
+		time.Sleep(time.Second)
+		if ro := rollout(t, c, ns, "api"); str(ro, "status", "phase") != "Degraded" || check.calls.Load() != calls {
+			t.Fatalf("an aborted revision went on by itself: phase %s, %d more measurements", str(ro, "status", "phase"), check.calls.Load()-calls)
+		}
+
+		check.healthy.Store(true)
+		act(t, c, ns, "api", flotillav1.RolloutAction_ROLLOUT_ACTION_RETRY)
+		waitRollout(t, c, ns, "api", time.Minute, func(ro *unstructured.Unstructured) error {
+			if str(ro, "status", "currentStepIndex") != "1" || str(ro, "status", "phase") != "Paused" {
+				return fmt.Errorf("retry did not start again")
+			}
+			return nil
+		})
+		act(t, c, ns, "api", flotillav1.RolloutAction_ROLLOUT_ACTION_PROMOTE)
+		waitRollout(t, c, ns, "api", time.Minute, func(ro *unstructured.Unstructured) error {
+			if str(ro, "status", "stableRS") != v3 || str(ro, "status", "phase") != "Healthy" {
+				return fmt.Errorf("retried revision not promoted")
+			}
+			return nil
+		})
+	})
+}

@@ -1,0 +1,133 @@
+package testenv
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Prometheus is a real Prometheus server (Debian's prometheus package)
+// scraping the targets it was started with every second.
+type Prometheus struct {
+	// URL is the server's base URL, for AnalysisTemplates' address.
+	URL string
+}
+
+// StartPrometheus runs Debian's Prometheus with its own data directory,
+// scraping targets (host:port) every second, and stops it when the test
+// ends. .ci/run installs the package.
+func StartPrometheus(t testing.TB, targets ...string) *Prometheus {
+	t.Helper()
+	bin, err := exec.LookPath("prometheus")
+	if err != nil {
+		t.Fatalf("testenv: prometheus is not installed (apt-get install prometheus; .ci/run does): %v", err)
+	}
+	dir := t.TempDir()
+	quoted := make([]string, len(targets))
+	for i, target := range targets {
+		quoted[i] = fmt.Sprintf("%q", target)
+	}
+	config := fmt.Sprintf(`global:
+  scrape_interval: 1s
+  evaluation_interval: 1s
+scrape_configs:
+  - job_name: workload
+    scrape_interval: 1s
+    static_configs:
+      - targets: [%s]
+`, strings.Join(quoted, ", "))
+	configPath := filepath.Join(dir, "prometheus.yml")
+	if err := os.WriteFile(configPath, []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	addr := freeAddr(t)
+	startProcess(t, bin, "--config.file="+configPath, "--storage.tsdb.path="+filepath.Join(dir, "data"),
+		"--web.listen-address="+addr, "--log.level=warn")
+	p := &Prometheus{URL: "http://" + addr}
+	Eventually(t, 30*time.Second, func() error {
+		resp, err := http.Get(p.URL + "/-/ready")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("prometheus not ready: %s", resp.Status)
+		}
+		return nil
+	})
+	return p
+}
+
+func freeAddr(t testing.TB) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// Traffic is a test workload's metrics endpoint: the
+// http_requests_total{status,app,track} counters of the user story's
+// query, advanced by the test at a rate and error ratio per track.
+type Traffic struct {
+	// Target is host:port for Prometheus to scrape.
+	Target string
+
+	requests *prometheus.CounterVec
+	mu       sync.Mutex
+	ratios   map[[2]string]float64 // app, track → error ratio; absent: no traffic
+}
+
+// StartTraffic serves the counters and advances each track 100 requests
+// every 100 ms at its error ratio, until the test ends.
+func StartTraffic(t testing.TB) *Traffic {
+	t.Helper()
+	registry := prometheus.NewRegistry()
+	tr := &Traffic{ratios: map[[2]string]float64{},
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "http_requests_total", Help: "Requests served, by status."}, []string{"status", "app", "track"})}
+	registry.MustRegister(tr.requests)
+	srv := httptest.NewServer(promhttp.HandlerFor(registry, promhttp.HandlerOpts{}))
+	u, _ := url.Parse(srv.URL)
+	tr.Target = u.Host
+	done := make(chan struct{})
+	t.Cleanup(func() { close(done); srv.Close() })
+	go func() {
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+			tr.mu.Lock()
+			for key, ratio := range tr.ratios {
+				errors := 100 * ratio
+				tr.requests.WithLabelValues("500", key[0], key[1]).Add(errors)
+				tr.requests.WithLabelValues("200", key[0], key[1]).Add(100 - errors)
+			}
+			tr.mu.Unlock()
+		}
+	}()
+	return tr
+}
+
+// Serve sets the error ratio (0.002 is 0.2 %) of app's track.
+func (tr *Traffic) Serve(app, track string, errorRatio float64) {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	tr.ratios[[2]string{app, track}] = errorRatio
+}
