@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/dynamic"
 
 	"github.com/flotilla-dev/flotilla/agent/rollouts"
 	"github.com/flotilla-dev/flotilla/internal/render"
@@ -65,7 +66,11 @@ func createAll(t *testing.T, c *testenv.Cluster, ns, manifests string) {
 		gvk := o.GroupVersionKind()
 		resource := strings.ToLower(gvk.Kind) + "s"
 		gvr := schema.GroupVersionResource{Group: gvk.Group, Version: gvk.Version, Resource: resource}
-		if _, err := c.Dynamic.Resource(gvr).Namespace(ns).Create(t.Context(), o, metav1.CreateOptions{}); err != nil {
+		var ri dynamic.ResourceInterface = c.Dynamic.Resource(gvr).Namespace(ns)
+		if strings.HasPrefix(gvk.Kind, "Cluster") {
+			ri = c.Dynamic.Resource(gvr)
+		}
+		if _, err := ri.Create(t.Context(), o, metav1.CreateOptions{}); err != nil {
 			t.Fatalf("create %s %s: %v", gvk.Kind, o.GetName(), err)
 		}
 	}
@@ -343,5 +348,116 @@ func TestRolloutsControllerRunsACanary(t *testing.T) {
 			}
 			return nil
 		})
+	})
+}
+
+const blueGreenManifests = `apiVersion: v1
+kind: Service
+metadata: {name: web-active}
+spec: {selector: {app: web}, ports: [{port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web-preview}
+spec: {selector: {app: web}, ports: [{port: 80}]}
+---
+apiVersion: argoproj.io/v1alpha1
+kind: ClusterAnalysisTemplate
+metadata: {name: bg-smoke}
+spec:
+  args: [{name: url}]
+  metrics:
+    - name: ok
+      interval: 300ms
+      count: 3
+      successCondition: result == true
+      provider:
+        web: {url: "{{args.url}}", jsonPath: "{$.ok}"}
+---
+apiVersion: argoproj.io/v1alpha1
+kind: Rollout
+metadata: {name: web}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec: {containers: [{name: api, image: "registry.example.com/web:1"}]}
+  strategy:
+    blueGreen:
+      activeService: web-active
+      previewService: web-preview
+      scaleDownDelaySeconds: 1
+      abortScaleDownDelaySeconds: 0
+      prePromotionAnalysis:
+        templates: [{templateName: bg-smoke, clusterScope: true}]
+        args: [{name: url, value: "%s"}]
+`
+
+// TestRolloutsControllerRunsBlueGreen: the active Service switches only
+// after pre-promotion analysis passed; the old version goes after
+// scaleDownDelaySeconds; a failing analysis leaves the active Service where
+// it was and the rollout Degraded.
+func TestRolloutsControllerRunsBlueGreen(t *testing.T) {
+	c := testenv.StartCluster(t, testenv.ClusterOptions{Name: "bluegreen", Workloads: true})
+	_, err := rollouts.EnsureCRDs(t.Context(), c.Dynamic)
+	must(t, err)
+	testenv.Eventually(t, 30*time.Second, func() error {
+		_, err := c.Dynamic.Resource(rollouts.GVR).Namespace("default").List(context.Background(), metav1.ListOptions{})
+		return err
+	})
+	check := startWebCheck(t)
+	ns := "bluegreen"
+	createNamespace(t, c, ns)
+	startRolloutsController(t, c)
+	createAll(t, c, ns, fmt.Sprintf(blueGreenManifests, check.srv.URL))
+
+	ro := waitRollout(t, c, ns, "web", time.Minute, phaseIs("Healthy"))
+	v1 := str(ro, "status", "stableRS")
+	if a := selectorHash(t, c, ns, "web-active"); a != v1 {
+		t.Fatalf("active service on %q, want %s", a, v1)
+	}
+
+	setImage(t, c, ns, "web", "registry.example.com/web:2")
+	// While the analysis runs the preview gets the new version and the
+	// active Service stays.
+	ro = waitRollout(t, c, ns, "web", time.Minute, func(ro *unstructured.Unstructured) error {
+		if str(ro, "status", "blueGreen", "prePromotionAnalysisRunStatus", "status") != "Running" {
+			return fmt.Errorf("pre-promotion analysis not running")
+		}
+		return nil
+	})
+	v2 := str(ro, "status", "currentPodHash")
+	if a, p := selectorHash(t, c, ns, "web-active"), selectorHash(t, c, ns, "web-preview"); a != v1 || p != v2 {
+		t.Fatalf("during analysis: active on %s, preview on %s; want %s and %s", a, p, v1, v2)
+	}
+	ro = waitRollout(t, c, ns, "web", time.Minute, func(ro *unstructured.Unstructured) error {
+		if str(ro, "status", "stableRS") != v2 || str(ro, "status", "phase") != "Healthy" {
+			return fmt.Errorf("not promoted")
+		}
+		return nil
+	})
+	if str(ro, "status", "blueGreen", "prePromotionAnalysisRunStatus", "status") != "Successful" || selectorHash(t, c, ns, "web-active") != v2 {
+		t.Fatalf("promoted without a successful analysis or active service on %s", selectorHash(t, c, ns, "web-active"))
+	}
+	waitRollout(t, c, ns, "web", 30*time.Second, func(*unstructured.Unstructured) error {
+		if got := replicaSetSizes(t, c, ns); !strings.HasPrefix(got[v1], "0/") || got[v2] != "3/3" {
+			return fmt.Errorf("old version not scaled down after scaleDownDelaySeconds: %v", got)
+		}
+		return nil
+	})
+
+	check.healthy.Store(false)
+	setImage(t, c, ns, "web", "registry.example.com/web:3")
+	ro = waitRollout(t, c, ns, "web", time.Minute, phaseIs("Degraded"))
+	v3 := str(ro, "status", "currentPodHash")
+	if a := selectorHash(t, c, ns, "web-active"); a != v2 {
+		t.Fatalf("after a failed pre-promotion analysis the active service is on %s, want %s", a, v2)
+	}
+	waitRollout(t, c, ns, "web", 30*time.Second, func(*unstructured.Unstructured) error {
+		if got := replicaSetSizes(t, c, ns); !strings.HasPrefix(got[v3], "0/") || got[v2] != "3/3" {
+			return fmt.Errorf("aborted preview not scaled down: %v", got)
+		}
+		return nil
 	})
 }
