@@ -226,7 +226,7 @@ status, health and what the last sync did, as the agent last reported them.`,
 }
 
 func appTable(w *tabwriter.Writer, apps []*flotillav1.AppInfo, wide bool) {
-	fmt.Fprint(w, "CLUSTER\tAPP\tSYNC\tHEALTH\tHISTORY\tREVISION")
+	fmt.Fprint(w, "CLUSTER\tAPP\tSYNC\tHEALTH\tHISTORY\tREVISION\tROLLOUT")
 	if wide {
 		fmt.Fprint(w, "\tPHASE\tMESSAGE")
 	}
@@ -244,12 +244,26 @@ func appTable(w *tabwriter.Writer, apps []*flotillav1.AppInfo, wide bool) {
 		if p := a.GetDesired().GetPin(); p != nil {
 			history += fmt.Sprintf(" (pinned to %d by %s)", p.GetRolledBackTo(), p.GetBy())
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%.8s", a.GetCluster(), a.GetApp(), sync, health, history, a.GetDesired().GetSource().GetCommit())
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%.8s\t%s", a.GetCluster(), a.GetApp(), sync, health, history, a.GetDesired().GetSource().GetCommit(),
+			rolloutSummary(st))
 		if wide {
 			fmt.Fprintf(w, "\t%s\t%s", enumWord(st.GetPhase().String(), "SYNC_PHASE_"), st.GetMessage())
 		}
 		fmt.Fprintln(w)
 	}
+}
+
+// rolloutSummary is where the app's Rollouts are ("canary step 3/6, 50 %,
+// analysis Running"), or "-" without any.
+func rolloutSummary(st *flotillav1.AppStatus) string {
+	var out []string
+	for _, ro := range st.GetRollouts() {
+		out = append(out, ro.Summary())
+	}
+	if len(out) == 0 {
+		return "-"
+	}
+	return strings.Join(out, "; ")
 }
 
 // resourceTable lists one cluster's objects of an application.
@@ -259,6 +273,15 @@ func resourceTable(w *tabwriter.Writer, a *flotillav1.AppInfo) {
 		return
 	}
 	fmt.Fprintf(w, "\n%s (history %d):\n", a.GetCluster(), a.GetStatus().GetHistoryId())
+	for _, ro := range a.GetStatus().GetRollouts() {
+		fmt.Fprintf(w, "Rollout %s/%s: %s\n", ro.GetNamespace(), ro.GetName(), ro.Summary())
+		if m := ro.Measurements(); m != "" {
+			fmt.Fprintf(w, "  measurements: %s\n", m)
+		}
+		if ro.GetMessage() != "" {
+			fmt.Fprintf(w, "  %s\n", oneLine(ro.GetMessage(), 120))
+		}
+	}
 	fmt.Fprintln(w, "KIND\tNAMESPACE\tNAME\tSYNC\tHEALTH\tLAST SYNC\tMESSAGE")
 	for _, r := range res {
 		kind := r.GetKind()

@@ -141,7 +141,10 @@ func waitRollout(t *testing.T, c *testenv.Cluster, ns, name string, timeout time
 	t.Helper()
 	var last *unstructured.Unstructured
 	testenv.Eventually(t, timeout, func() error {
-		last = rollout(t, c, ns, name)
+		var err error
+		if last, err = c.Dynamic.Resource(rollouts.GVR).Namespace(ns).Get(context.Background(), name, metav1.GetOptions{}); err != nil {
+			return err
+		}
 		if err := ok(last); err != nil {
 			return fmt.Errorf("%w (status: phase %s step %s message %q, replica sets %v)", err, str(last, "status", "phase"),
 				str(last, "status", "currentStepIndex"), str(last, "status", "message"), replicaSetSizes(t, c, ns))

@@ -133,6 +133,10 @@ func (c *Cluster) startWorkloads(t testing.TB, opts ClusterOptions) {
 		"--kubeconfig=" + c.Kubeconfig,
 		"--manage-all-nodes=false",
 		"--manage-nodes-with-annotation-selector=" + kwokNodeAnnotation + "=fake",
+		// kwok renews the nodes' leases: without, the node lifecycle
+		// controller finds them not Ready after its 50 s grace period and
+		// marks every pod not Ready.
+		"--node-lease-duration-seconds=40",
 	}
 	stages, err := filepath.Glob(filepath.Join(bins, "kwok-stages", "*.yaml"))
 	if err != nil || len(stages) == 0 {

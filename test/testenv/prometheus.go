@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -130,4 +131,30 @@ func (tr *Traffic) Serve(app, track string, errorRatio float64) {
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
 	tr.ratios[[2]string{app, track}] = errorRatio
+}
+
+// WaitQuery waits until query returns a non-empty result, as a workload's
+// Prometheus does once it scraped its counters twice (a rate needs two
+// samples).
+func (p *Prometheus) WaitQuery(t testing.TB, query string) {
+	t.Helper()
+	Eventually(t, 30*time.Second, func() error {
+		resp, err := http.Get(p.URL + "/api/v1/query?query=" + url.QueryEscape(query))
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		var body struct {
+			Data struct {
+				Result []any `json:"result"`
+			} `json:"data"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+			return err
+		}
+		if len(body.Data.Result) == 0 {
+			return fmt.Errorf("prometheus: no result yet for %s", query)
+		}
+		return nil
+	})
 }

@@ -1,0 +1,228 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
+	"github.com/flotilla-dev/flotilla/test/testenv"
+)
+
+// productionValues are the user story's production values for api-service
+// with the pauses and the analysis interval shortened for a test, the
+// analysis pointed at the test's Prometheus, and no Ingress (it would stay
+// Progressing without a load balancer, hiding the rollout's health).
+func productionValues(tag, prometheus, steps string) string {
+	return fmt.Sprintf(`replicaCount: 10
+image:
+  tag: %q
+autoscaling:
+  enabled: false
+ingress:
+  enabled: false
+rollout:
+  enabled: true
+  steps:
+%s
+analysis:
+  prometheusAddress: %s
+  interval: 1s
+  count: 5
+  failureLimit: 3
+`, tag, steps, prometheus)
+}
+
+// userStorySteps are the user story's steps with 2 s pauses.
+const userStorySteps = `    - setWeight: 10
+    - pause: {duration: 2s}
+    - analysis:
+        templates:
+          - templateName: error-rate-check
+    - setWeight: 50
+    - pause: {duration: 2s}
+    - setWeight: 100`
+
+// errorRateQuery is the user story's AnalysisTemplate query.
+const errorRateQuery = `sum(rate(http_requests_total{status=~"5..",app="api-service",track="canary"}[2m]))
+/
+sum(rate(http_requests_total{app="api-service",track="canary"}[2m]))`
+
+// rolloutOf is the app status' view of the api-service Rollout.
+func rolloutOf(st *flotillav1.AppStatus) *flotillav1.RolloutStatus {
+	for _, ro := range st.GetRollouts() {
+		if ro.GetName() == "api-service" {
+			return ro
+		}
+	}
+	return nil
+}
+
+// TestProgressiveDeliveryAgainstPrometheus is the user story's canary,
+// run by the agent with the hub in front and a real Prometheus behind:
+// the api-service chart promotes through 10 % → analysis → 50 % → 100 %
+// while the canary's error rate is 0.2 %; at 5 % the analysis fails per
+// failureLimit and the rollout goes back to stable; an indefinite pause
+// waits for a promote, across an agent restart.
+func TestProgressiveDeliveryAgainstPrometheus(t *testing.T) {
+	e := startHub(t)
+	prod := testenv.StartCluster(t, testenv.ClusterOptions{Name: "prod-eu", Workloads: true})
+	healthyTraffic := testenv.StartTraffic(t)
+	healthyTraffic.Serve("api-service", "canary", 0.002)
+	healthyTraffic.Serve("api-service", "stable", 0.002)
+	prom := testenv.StartPrometheus(t, healthyTraffic.Target)
+	prom.WaitQuery(t, errorRateQuery)
+	commit := func(message, values string) {
+		t.Helper()
+		e.git.WriteFiles(t, "gitops-config", "main", message, map[string]string{"environments/production/api-service-values.yaml": values})
+		e.webhook(t, webhookSecret)
+	}
+	commit("test: short pauses", productionValues("1.4.2", prom.URL, userStorySteps))
+	parent := t // an agent restarted in a subtest must outlive it
+	agent := startAgent(parent, e, prod, map[string]string{"env": "production"}, t.TempDir())
+	ns := "production"
+
+	ro := waitRollout(t, prod, ns, "api-service", 2*time.Minute, phaseIs("Healthy"))
+	stable := str(ro, "status", "stableRS")
+	if got := replicaSetSizes(t, prod, ns); got[stable] != "10/10" {
+		t.Fatalf("first revision: replica sets %v", got)
+	}
+
+	t.Run("0.2 % errors: promoted through every step", func(t *testing.T) {
+		commit("deploy: api-service 1.5.0", productionValues("1.5.0", prom.URL, userStorySteps))
+		// The fleet view sees the canary at 10 % (the pause after it).
+		st := waitStatus(t, e, "prod-eu", "api-service", func(st *flotillav1.AppStatus) error {
+			if ro := rolloutOf(st); ro.GetStep() != 2 || ro.GetCanaryWeight() != 10 {
+				return fmt.Errorf("rollout %v", ro)
+			}
+			return nil
+		})
+		if s := rolloutOf(st).Summary(); s != "canary step 2/6, 10 %, Paused" {
+			t.Errorf("summary %q", s)
+		}
+		canary := rolloutOf(st).GetCanaryHash()
+		if got := replicaSetSizes(t, prod, ns); got[canary] != "1/1" || got[stable] != "9/9" {
+			t.Errorf("at 10 %%: replica sets %v, want %s 1/1 and %s 9/9", got, canary, stable)
+		}
+		ro := waitRollout(t, prod, ns, "api-service", 2*time.Minute, func(ro *unstructured.Unstructured) error {
+			if str(ro, "status", "stableRS") != canary || str(ro, "status", "phase") != "Healthy" {
+				return fmt.Errorf("not promoted")
+			}
+			return nil
+		})
+		run, err := prod.Dynamic.Resource(analysisRuns).Namespace(ns).Get(context.Background(), "api-service-"+canary+"-2", metav1.GetOptions{})
+		must(t, err)
+		results, _, _ := unstructured.NestedSlice(run.Object, "status", "metricResults")
+		res, _ := results[0].(map[string]any)
+		measurements, _ := res["measurements"].([]any)
+		if str(run, "status", "phase") != "Successful" || fmt.Sprint(res["successful"]) != "5" || fmt.Sprint(res["failed"]) != "<nil>" {
+			t.Fatalf("analysis run: %v", run.Object["status"])
+		}
+		for _, m := range measurements {
+			value := strings.Trim(fmt.Sprint(m.(map[string]any)["value"]), "[]")
+			if v, err := strconv.ParseFloat(value, 64); err != nil || v < 0.0015 || v > 0.0025 {
+				t.Errorf("measured error rate %q, want about 0.002 from Prometheus", value)
+			}
+		}
+		if got := replicaSetSizes(t, prod, ns); got[canary] != "10/10" || !strings.HasPrefix(got[stable], "0/") {
+			t.Errorf("promoted: replica sets %v", got)
+		}
+		if s, c := selectorHash(t, prod, ns, "api-service-stable"), selectorHash(t, prod, ns, "api-service-canary"); s != canary || c != canary {
+			t.Errorf("services on %s and %s after promotion, want %s", s, c, canary)
+		}
+		waitStatus(t, e, "prod-eu", "api-service", func(st *flotillav1.AppStatus) error {
+			if st.GetHealth() != flotillav1.HealthStatus_HEALTH_STATUS_HEALTHY || rolloutOf(st).GetStableHash() != canary {
+				return fmt.Errorf("health %s rollout %v", st.GetHealth(), rolloutOf(st))
+			}
+			return nil
+		})
+		e.waitEventMatching(t, "prod-eu", "api-service", "RolloutProgressed", "canary step 3/6", "analysis")
+		stable = canary
+		_ = ro
+	})
+
+	t.Run("5 % errors: the analysis fails per failureLimit and the rollout goes back to stable", func(t *testing.T) {
+		// A Prometheus of its own, so the 2 m rate window holds only 5 %.
+		failing := testenv.StartTraffic(t)
+		failing.Serve("api-service", "canary", 0.05)
+		bad := testenv.StartPrometheus(t, failing.Target)
+		bad.WaitQuery(t, errorRateQuery)
+		commit("deploy: api-service 1.6.0", productionValues("1.6.0", bad.URL, userStorySteps))
+		st := waitStatus(t, e, "prod-eu", "api-service", func(st *flotillav1.AppStatus) error {
+			if st.GetHealth() != flotillav1.HealthStatus_HEALTH_STATUS_DEGRADED {
+				return fmt.Errorf("health %s rollout %v", st.GetHealth(), rolloutOf(st))
+			}
+			return nil
+		})
+		ro := rolloutOf(st)
+		if ro.GetPhase() != "Degraded" || !strings.Contains(ro.GetMessage(), "failed (4) > failureLimit (3)") {
+			t.Errorf("rollout status %v", ro)
+		}
+		ev := e.waitEventMatching(t, "prod-eu", "api-service", "RolloutDegraded", "RolloutAborted", "error-rate=[0.05", "4 failed of 4")
+		t.Logf("event: %s", ev.GetMessage())
+		canary := ro.GetCanaryHash()
+		waitRollout(t, prod, ns, "api-service", 30*time.Second, func(*unstructured.Unstructured) error {
+			if got := replicaSetSizes(t, prod, ns); !strings.HasPrefix(got[canary], "0/") || got[stable] != "10/10" {
+				return fmt.Errorf("replica sets %v", got)
+			}
+			if c := selectorHash(t, prod, ns, "api-service-canary"); c != stable {
+				return fmt.Errorf("canary service on %s, want stable %s", c, stable)
+			}
+			return nil
+		})
+		// The same revision is not tried again by itself.
+		time.Sleep(2 * time.Second)
+		if ro := rollout(t, prod, ns, "api-service"); str(ro, "status", "phase") != "Degraded" || str(ro, "status", "stableRS") != stable {
+			t.Errorf("aborted revision went on: phase %s", str(ro, "status", "phase"))
+		}
+	})
+
+	t.Run("an indefinite pause waits for a promote, across an agent restart", func(t *testing.T) {
+		steps := "    - setWeight: 20\n    - pause: {}\n    - setWeight: 100"
+		commit("deploy: api-service 1.7.0", productionValues("1.7.0", prom.URL, steps))
+		st := waitStatus(t, e, "prod-eu", "api-service", func(st *flotillav1.AppStatus) error {
+			if ro := rolloutOf(st); ro.GetStep() != 2 || ro.GetPhase() != "Paused" || st.GetHealth() != flotillav1.HealthStatus_HEALTH_STATUS_SUSPENDED {
+				return fmt.Errorf("health %s rollout %v, replica sets %v", st.GetHealth(), ro, replicaSetSizes(t, prod, ns))
+			}
+			return nil
+		})
+		canary := rolloutOf(st).GetCanaryHash()
+		paused := str(rollout(t, prod, ns, "api-service"), "status", "pauseConditions")
+
+		agent.stop()
+		time.Sleep(2 * time.Second)
+		agent = startAgent(parent, e, prod, map[string]string{"env": "production"}, t.TempDir())
+		time.Sleep(3 * time.Second) // the new agent has looked at the rollout by now
+		ro := rollout(t, prod, ns, "api-service")
+		if str(ro, "status", "currentStepIndex") != "1" || str(ro, "status", "pauseConditions") != paused {
+			t.Fatalf("after a restart: step %s, pause %s; want step 1 and pause %s", str(ro, "status", "currentStepIndex"), str(ro, "status", "pauseConditions"), paused)
+		}
+		if got := replicaSetSizes(t, prod, ns); got[canary] != "2/2" || got[stable] != "8/8" {
+			t.Errorf("at 20 %% after a restart: replica sets %v", got)
+		}
+
+		out, code := flotilla(t, "rollout", "promote", "api-service", "--cluster", "prod-eu", "--hub", e.apiURL, "--token", operatorToken)
+		if code != 0 {
+			t.Fatalf("rollout promote: exit %d: %s", code, out)
+		}
+		waitRollout(t, prod, ns, "api-service", time.Minute, func(ro *unstructured.Unstructured) error {
+			if str(ro, "status", "stableRS") != canary || str(ro, "status", "phase") != "Healthy" {
+				return fmt.Errorf("not promoted")
+			}
+			return nil
+		})
+		testenv.Eventually(t, 30*time.Second, func() error {
+			list, code := flotilla(t, "app", "list", "--hub", e.apiURL, "--token", apiToken)
+			if code != 0 || !strings.Contains(list, "canary done") {
+				return fmt.Errorf("app list:\n%s", list)
+			}
+			return nil
+		})
+	})
+}
