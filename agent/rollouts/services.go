@@ -21,7 +21,7 @@ func (r *rolloutCtx) pointService(name, hash string) error {
 	}
 	svc, err := r.c.client.Resource(svcGVR).Namespace(r.obj.GetNamespace()).Get(r.ctx, name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
-		return fmt.Errorf("Service %q does not exist", name)
+		return fmt.Errorf("the Service %q does not exist", name)
 	}
 	if err != nil {
 		return err
@@ -36,7 +36,7 @@ func (r *rolloutCtx) pointService(name, hash string) error {
 	})
 	_, err = r.c.client.Resource(svcGVR).Namespace(r.obj.GetNamespace()).Patch(r.ctx, name, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: fieldManager})
 	if err != nil {
-		return fmt.Errorf("Service %s: %w", name, err)
+		return fmt.Errorf("patch Service %s: %w", name, err)
 	}
 	return nil
 }

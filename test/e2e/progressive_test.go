@@ -110,7 +110,7 @@ func TestProgressiveDeliveryAgainstPrometheus(t *testing.T) {
 		if got := replicaSetSizes(t, prod, ns); got[canary] != "1/1" || got[stable] != "9/9" {
 			t.Errorf("at 10 %%: replica sets %v, want %s 1/1 and %s 9/9", got, canary, stable)
 		}
-		ro := waitRollout(t, prod, ns, "api-service", 2*time.Minute, func(ro *unstructured.Unstructured) error {
+		waitRollout(t, prod, ns, "api-service", 2*time.Minute, func(ro *unstructured.Unstructured) error {
 			if str(ro, "status", "stableRS") != canary || str(ro, "status", "phase") != "Healthy" {
 				return fmt.Errorf("not promoted")
 			}
@@ -144,7 +144,6 @@ func TestProgressiveDeliveryAgainstPrometheus(t *testing.T) {
 		})
 		e.waitEventMatching(t, "prod-eu", "api-service", "RolloutProgressed", "canary step 3/6", "analysis")
 		stable = canary
-		_ = ro
 	})
 
 	t.Run("5 % errors: the analysis fails per failureLimit and the rollout goes back to stable", func(t *testing.T) {

@@ -284,7 +284,7 @@ func TestRolloutsControllerRunsACanary(t *testing.T) {
 		}
 
 		act(t, c, ns, "api", flotillav1.RolloutAction_ROLLOUT_ACTION_PROMOTE)
-		ro = waitRollout(t, c, ns, "api", time.Minute, func(ro *unstructured.Unstructured) error {
+		waitRollout(t, c, ns, "api", time.Minute, func(ro *unstructured.Unstructured) error {
 			if str(ro, "status", "stableRS") != v2 || str(ro, "status", "phase") != "Healthy" {
 				return fmt.Errorf("not promoted")
 			}
