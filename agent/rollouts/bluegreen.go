@@ -139,34 +139,8 @@ func (r *rolloutCtx) promotionDue(bg *BlueGreen) bool {
 // version, older sets scaled down after scaleDownDelaySeconds (default
 // 30).
 func (r *rolloutCtx) blueGreenSteady(bg *BlueGreen) error {
-	r.st.Abort, r.st.AbortedAt = false, nil
-	if err := r.terminateRuns(); err != nil {
-		return err
-	}
-	if err := r.scale(r.newRS, r.ro.replicas()); err != nil {
-		return err
-	}
-	if err := r.keepScaled(r.newRS); err != nil {
-		return err
-	}
-	for _, svc := range []string{bg.ActiveService, bg.PreviewService} {
-		if err := r.pointService(svc, r.hash); err != nil {
-			return err
-		}
-	}
 	r.st.BlueGreen.ActiveSelector, r.st.BlueGreen.PreviewSelector = r.hash, r.hash
-	if err := r.scaleDownOthers(seconds(bg.ScaleDownDelaySeconds, 30)); err != nil {
-		return err
-	}
-	switch {
-	case r.ro.Spec.Paused:
-		r.st.Phase, r.st.Message = PhasePaused, "manually paused"
-	case settled(r.newRS, r.ro.replicas()):
-		r.st.Phase, r.st.Message = PhaseHealthy, ""
-	default:
-		r.st.Phase, r.st.Message = PhaseProgressing, fmt.Sprintf("waiting for %d of %d replicas to be available", available(r.newRS), r.ro.replicas())
-	}
-	return nil
+	return r.steady([]string{bg.ActiveService, bg.PreviewService}, seconds(bg.ScaleDownDelaySeconds, 30))
 }
 
 // blueGreenAborted puts the active Service back on the stable version and

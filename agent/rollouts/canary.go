@@ -103,43 +103,16 @@ func (r *rolloutCtx) canary() error {
 }
 
 // canaryPromoted is the steady state: one version, both Services on it,
-// every other ReplicaSet scaled down.
+// no canary weight, every other ReplicaSet scaled down.
 func (r *rolloutCtx) canaryPromoted(c *Canary, route *GatewayRoute, n int32) error {
 	r.st.CurrentStepIndex = &n
-	r.st.Abort, r.st.AbortedAt, r.st.PromoteFull = false, nil, false
-	r.unpause()
-	if err := r.terminateRuns(); err != nil {
-		return err
-	}
-	if err := r.scale(r.newRS, r.ro.replicas()); err != nil {
-		return err
-	}
-	if err := r.keepScaled(r.newRS); err != nil {
-		return err
-	}
-	for _, svc := range []string{c.StableService, c.CanaryService} {
-		if err := r.pointService(svc, r.hash); err != nil {
-			return err
-		}
-	}
 	if route != nil {
 		if err := r.setRouteWeights(route, c.CanaryService, c.StableService, 0); err != nil {
 			return err
 		}
 	}
-	if err := r.scaleDownOthers(0); err != nil {
-		return err
-	}
 	r.st.Canary.Weights = &Weights{Canary: WeightDestination{PodTemplateHash: r.hash}, Stable: WeightDestination{PodTemplateHash: r.hash, Weight: 100}}
-	switch {
-	case r.ro.Spec.Paused:
-		r.st.Phase, r.st.Message = PhasePaused, "manually paused"
-	case settled(r.newRS, r.ro.replicas()):
-		r.st.Phase, r.st.Message = PhaseHealthy, ""
-	default:
-		r.st.Phase, r.st.Message = PhaseProgressing, fmt.Sprintf("waiting for %d of %d replicas to be available", available(r.newRS), r.ro.replicas())
-	}
-	return nil
+	return r.steady([]string{c.StableService, c.CanaryService}, 0)
 }
 
 // canaryAborted sends everything back to stable: canary at zero, Services

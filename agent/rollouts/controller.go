@@ -24,8 +24,6 @@ import (
 	"github.com/flotilla-dev/flotilla/agent/rollouts/analysis"
 )
 
-var tracer = otel.Tracer("github.com/flotilla-dev/flotilla/agent/rollouts")
-
 // Resources the controller works with.
 var (
 	rsGVR       = schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "replicasets"}
@@ -55,6 +53,9 @@ type Options struct {
 	// TraceParent gives the span context a Rollout's steps are traced in
 	// (the sync that applied it); nil or invalid starts new traces.
 	TraceParent func(ro *unstructured.Unstructured) trace.SpanContext
+	// Tracing makes the step and measurement spans (nil: the global
+	// provider).
+	Tracing trace.TracerProvider
 	// Resync re-reconciles every Rollout this often, beside the watches.
 	Resync time.Duration
 	// Workers reconcile different Rollouts in parallel.
@@ -76,11 +77,16 @@ type Controller struct {
 	log    *slog.Logger
 	queue  workqueue.TypedRateLimitingInterface[cache.ObjectName]
 	steps  stepClock
+	tracer trace.Tracer
 }
 
 // NewController creates a controller.
 func NewController(client dynamic.Interface, opts Options, log *slog.Logger) *Controller {
+	if opts.Tracing == nil {
+		opts.Tracing = otel.GetTracerProvider()
+	}
 	return &Controller{client: client, opts: opts, log: log, steps: stepClock{started: map[string]time.Time{}},
+		tracer: opts.Tracing.Tracer("github.com/flotilla-dev/flotilla/agent/rollouts"),
 		queue: workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[cache.ObjectName]())}
 }
 
@@ -317,6 +323,40 @@ func (s *Status) deepCopy() *Status {
 	var out Status
 	_ = json.Unmarshal(data, &out)
 	return &out
+}
+
+// steady is the promoted state of either strategy: no abort and no
+// analysis, the current version at full size behind services, every other
+// version scaled down after delay.
+func (r *rolloutCtx) steady(services []string, delay time.Duration) error {
+	r.st.Abort, r.st.AbortedAt, r.st.PromoteFull = false, nil, false
+	r.unpause()
+	if err := r.terminateRuns(); err != nil {
+		return err
+	}
+	if err := r.scale(r.newRS, r.ro.replicas()); err != nil {
+		return err
+	}
+	if err := r.keepScaled(r.newRS); err != nil {
+		return err
+	}
+	for _, svc := range services {
+		if err := r.pointService(svc, r.hash); err != nil {
+			return err
+		}
+	}
+	if err := r.scaleDownOthers(delay); err != nil {
+		return err
+	}
+	switch {
+	case r.ro.Spec.Paused:
+		r.st.Phase, r.st.Message = PhasePaused, "manually paused"
+	case settled(r.newRS, r.ro.replicas()):
+		r.st.Phase, r.st.Message = PhaseHealthy, ""
+	default:
+		r.st.Phase, r.st.Message = PhaseProgressing, fmt.Sprintf("waiting for %d of %d replicas to be available", available(r.newRS), r.ro.replicas())
+	}
+	return nil
 }
 
 // pause adds a pause condition (once) and marks the pause as the

@@ -43,7 +43,7 @@ func (r *rolloutCtx) stepEnds(step, outcome string) {
 	if !ok {
 		start = r.now
 	}
-	_, span := tracer.Start(r.ctx, "rollout.step "+step, trace.WithTimestamp(start), trace.WithAttributes(
+	_, span := r.c.tracer.Start(r.ctx, "rollout.step "+step, trace.WithTimestamp(start), trace.WithAttributes(
 		attribute.String("k8s.namespace.name", r.obj.GetNamespace()), attribute.String("argoproj.rollout", r.obj.GetName()),
 		attribute.String("argoproj.pod_template_hash", r.hash), attribute.String("argoproj.step.outcome", outcome)))
 	span.End(trace.WithTimestamp(time.Now()))
@@ -68,7 +68,7 @@ func (c *stepClock) forget(obj any) {
 // measured records one measurement as a span of its own.
 func (r *rolloutCtx) measured(run string) analysis.Observe {
 	return func(metric string, m analysis.Measurement) {
-		_, span := tracer.Start(r.ctx, "rollout.measurement "+metric, trace.WithTimestamp(m.StartedAt.Time), trace.WithAttributes(
+		_, span := r.c.tracer.Start(r.ctx, "rollout.measurement "+metric, trace.WithTimestamp(m.StartedAt.Time), trace.WithAttributes(
 			attribute.String("argoproj.rollout", r.obj.GetName()), attribute.String("argoproj.analysisrun", run),
 			attribute.String("argoproj.metric", metric), attribute.String("argoproj.measurement.phase", string(m.Phase)),
 			attribute.String("argoproj.measurement.value", m.Value)))

@@ -12,6 +12,9 @@ import (
 	"testing"
 	"time"
 
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -33,10 +36,14 @@ var (
 
 // startRolloutsController runs the agent's rollouts controller on c; the
 // returned function stops it (as an agent dying would).
-func startRolloutsController(t *testing.T, c *testenv.Cluster) (stop func()) {
+func startRolloutsController(t *testing.T, c *testenv.Cluster, tracing ...trace.TracerProvider) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	opts := rollouts.DefaultOptions()
+	if len(tracing) > 0 {
+		opts.Tracing = tracing[0]
+		opts.TraceParent = func(*unstructured.Unstructured) trace.SpanContext { return syncSpan }
+	}
 	ctrl := rollouts.NewController(c.Dynamic, opts, slog.New(slog.NewTextHandler(testWriter{t}, nil)).With("controller", c.Name))
 	done := make(chan struct{})
 	go func() {
@@ -56,6 +63,12 @@ func startRolloutsController(t *testing.T, c *testenv.Cluster) (stop func()) {
 	t.Cleanup(stop)
 	return stop
 }
+
+// syncSpan stands for the agent's sync span the steps are traced under.
+var syncSpan = trace.NewSpanContext(trace.SpanContextConfig{
+	TraceID: trace.TraceID{0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47, 0x36},
+	SpanID:  trace.SpanID{0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7}, TraceFlags: trace.FlagsSampled, Remote: true,
+})
 
 // createAll creates the objects of a YAML stream in ns.
 func createAll(t *testing.T, c *testenv.Cluster, ns, manifests string) {
@@ -245,7 +258,9 @@ func TestRolloutsControllerRunsACanary(t *testing.T) {
 	ns := "canary"
 	createNamespace(t, c, ns)
 	parent := t // a controller started in a subtest must outlive it
-	stop := startRolloutsController(parent, c)
+	spans := tracetest.NewSpanRecorder()
+	tracing := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
+	stop := startRolloutsController(parent, c, tracing)
 	createAll(t, c, ns, fmt.Sprintf(canaryManifests, check.srv.URL))
 
 	ro := waitRollout(t, c, ns, "api", time.Minute, phaseIs("Healthy"))
@@ -276,7 +291,7 @@ func TestRolloutsControllerRunsACanary(t *testing.T) {
 
 		// The agent dies and comes back: the rollout is where it was.
 		stop()
-		stop = startRolloutsController(parent, c)
+		stop = startRolloutsController(parent, c, tracing)
 		time.Sleep(time.Second) // let the new controller reconcile; it must change nothing
 		ro = rollout(t, c, ns, "api")
 		if str(ro, "status", "currentStepIndex") != "1" || str(ro, "status", "pauseConditions") != pausedAt {
@@ -301,6 +316,20 @@ func TestRolloutsControllerRunsACanary(t *testing.T) {
 		}
 		if s := selectorHash(t, c, ns, "api-stable"); s != v2 {
 			t.Fatalf("stable service on %s after promotion, want %s", s, v2)
+		}
+		// A span per step and per measurement, in the sync's trace.
+		var names []string
+		for _, s := range spans.Ended() {
+			if s.SpanContext().TraceID() != syncSpan.TraceID() || s.Parent().SpanID() != syncSpan.SpanID() {
+				t.Errorf("span %s is in trace %s, want the sync's %s", s.Name(), s.SpanContext().TraceID(), syncSpan.TraceID())
+			}
+			names = append(names, s.Name())
+		}
+		got := strings.Join(names, ", ")
+		for _, want := range []string{"rollout.step 0 setWeight 25", "rollout.step 1 pause", "rollout.step 2 analysis", "rollout.measurement ok", "rollout.step 4 pause"} {
+			if !strings.Contains(got, want) {
+				t.Errorf("no span %q among %s", want, got)
+			}
 		}
 		v1 = v2
 	})
