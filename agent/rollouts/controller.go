@@ -87,7 +87,7 @@ func NewController(client dynamic.Interface, opts Options, log *slog.Logger) *Co
 	}
 	return &Controller{client: client, opts: opts, log: log, steps: stepClock{started: map[string]time.Time{}},
 		tracer: opts.Tracing.Tracer("github.com/flotilla-dev/flotilla/agent/rollouts"),
-		queue: workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[cache.ObjectName]())}
+		queue:  workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[cache.ObjectName]())}
 }
 
 // Run watches Rollouts and their ReplicaSets and reconciles them until ctx
