@@ -65,7 +65,7 @@ func (r *rolloutCtx) canary() error {
 		case step.SetWeight != nil, step.SetCanaryScale != nil:
 			advance = true
 		case step.Pause != nil:
-			advance = r.pauseStep(step.Pause)
+			advance = r.pauseStep(step.Pause, name)
 		case step.Analysis != nil:
 			run, err := r.analyse(r.runName(strconv.Itoa(int(idx))), runStep, step.Analysis)
 			if err != nil {
@@ -194,21 +194,27 @@ func (r *rolloutCtx) judge(run *RunStatus, onAbort func() error) (bool, error) {
 // pauseStep runs a pause step and reports whether it is over: its
 // duration passed, or (without one) an operator promoted, which removes
 // the pause condition the step added.
-func (r *rolloutCtx) pauseStep(p *Pause) bool {
+func (r *rolloutCtx) pauseStep(p *Pause, step string) bool {
 	d, _ := pauseDuration(p)
 	since := r.pausedSince(pauseCanaryStep)
+	if began, ok := r.stepStart(step + " paused"); ok && since != nil && began.After(*since) {
+		since = &began // the status keeps whole seconds; this agent saw the pause begin
+	}
 	if since == nil {
 		if r.st.ControllerPause {
 			r.unpause() // promoted
+			r.stepForget(step + " paused")
 			return true
 		}
 		r.pause(pauseCanaryStep)
+		r.stepBegins(step + " paused")
 		since = &r.now
 	}
 	if d > 0 {
 		end := since.Add(d)
 		if !r.now.Before(end) {
 			r.unpause()
+			r.stepForget(step + " paused")
 			return true
 		}
 		r.wakeAt(end)
@@ -253,34 +259,18 @@ func (r *rolloutCtx) canaryTarget(c *Canary, idx int32, routed bool) (weight, ca
 
 // scaleCanary moves the canary and stable sets toward their sizes within
 // maxSurge (default 25 %, rounded up) above and maxUnavailable (default
-// 25 %, rounded down) below spec.replicas, scales other sets down, and
-// with a router sets the weights once the canary is available. It reports
+// 25 %, rounded down) below spec.replicas (with a router, traffic does not
+// follow pods, so they take their sizes at once, as in Argo Rollouts),
+// scales other sets down, and with a router sets the weights once the
+// canary is available. It reports
 // whether both sets run their sizes, all available.
 func (r *rolloutCtx) scaleCanary(c *Canary, route *GatewayRoute, weight, canaryWant, stableWant int32) (bool, error) {
-	replicas := r.ro.replicas()
-	surge := percentOf(c.MaxSurge, "25%", replicas, true)
-	unavailable := percentOf(c.MaxUnavailable, "25%", replicas, false)
-	if surge == 0 && unavailable == 0 {
-		unavailable = 1
-	}
 	if err := r.scaleDownOthers(0); err != nil {
 		return false, err
 	}
-	canaryNow, stableNow := specReplicas(r.newRS), specReplicas(r.stableRS)
-	canaryNext, stableNext := canaryNow, stableNow
-	maxTotal := replicas + surge
-	if canaryWant > canaryNow {
-		canaryNext = min(canaryWant, max(canaryNow, maxTotal-stableNow))
-	}
-	if stableWant > stableNow {
-		stableNext = min(stableWant, max(stableNow, maxTotal-canaryNext))
-	}
-	budget := available(r.newRS) + available(r.stableRS) - (replicas - unavailable)
-	if stableWant < stableNow {
-		stableNext = scaleDown(stableNow, stableWant, available(r.stableRS), &budget)
-	}
-	if canaryWant < canaryNow {
-		canaryNext = scaleDown(canaryNow, canaryWant, available(r.newRS), &budget)
+	canaryNext, stableNext := canaryWant, stableWant
+	if route == nil {
+		canaryNext, stableNext = r.boundedSizes(c, canaryWant, stableWant)
 	}
 	if err := r.scale(r.newRS, canaryNext); err != nil {
 		return false, err
@@ -304,6 +294,35 @@ func (r *rolloutCtx) scaleCanary(c *Canary, route *GatewayRoute, weight, canaryW
 	r.st.Canary.Weights = &Weights{Canary: WeightDestination{PodTemplateHash: r.hash, Weight: current},
 		Stable: WeightDestination{PodTemplateHash: r.st.StableRS, Weight: 100 - current}}
 	return done, nil
+}
+
+// boundedSizes are the next sizes of the canary and stable sets on the way
+// to their wanted sizes: at most maxSurge pods above spec.replicas, at
+// most maxUnavailable available pods below it.
+func (r *rolloutCtx) boundedSizes(c *Canary, canaryWant, stableWant int32) (int32, int32) {
+	replicas := r.ro.replicas()
+	surge := percentOf(c.MaxSurge, "25%", replicas, true)
+	unavailable := percentOf(c.MaxUnavailable, "25%", replicas, false)
+	if surge == 0 && unavailable == 0 {
+		unavailable = 1
+	}
+	canaryNow, stableNow := specReplicas(r.newRS), specReplicas(r.stableRS)
+	canaryNext, stableNext := canaryNow, stableNow
+	maxTotal := replicas + surge
+	if canaryWant > canaryNow {
+		canaryNext = min(canaryWant, max(canaryNow, maxTotal-stableNow))
+	}
+	if stableWant > stableNow {
+		stableNext = min(stableWant, max(stableNow, maxTotal-canaryNext))
+	}
+	budget := available(r.newRS) + available(r.stableRS) - (replicas - unavailable)
+	if stableWant < stableNow {
+		stableNext = scaleDown(stableNow, stableWant, available(r.stableRS), &budget)
+	}
+	if canaryWant < canaryNow {
+		canaryNext = scaleDown(canaryNow, canaryWant, available(r.newRS), &budget)
+	}
+	return canaryNext, stableNext
 }
 
 // scaleDown lowers a set from now toward want: its unavailable pods go

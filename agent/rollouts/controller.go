@@ -255,6 +255,7 @@ func (r *rolloutCtx) reconcile() error {
 		// A new revision: it starts from the first step, whatever the last
 		// one did (an abort is for the revision it stopped).
 		r.st.CurrentPodHash = r.hash
+		r.c.steps.forgetRollout(r.obj.GetNamespace(), r.obj.GetName())
 		r.st.PauseConditions, r.st.ControllerPause, r.st.Abort, r.st.AbortedAt, r.st.PromoteFull = nil, false, false, nil, false
 		r.st.CurrentStepIndex = nil
 		r.st.BlueGreen.ScaleUpPreviewCheckPoint = false

@@ -2,6 +2,7 @@ package rollouts
 
 import (
 	"fmt"
+	"strings"
 	gosync "sync"
 	"time"
 
@@ -33,6 +34,24 @@ func (r *rolloutCtx) stepBegins(step string) {
 	}
 }
 
+// stepStart is when this agent saw step begin, precisely (the pause
+// conditions in the status keep whole seconds only).
+func (r *rolloutCtx) stepStart(step string) (time.Time, bool) {
+	c := &r.c.steps
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t, ok := c.started[stepKey(r, step)]
+	return t, ok
+}
+
+// stepForget drops what stepBegins noted of step.
+func (r *rolloutCtx) stepForget(step string) {
+	c := &r.c.steps
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.started, stepKey(r, step))
+}
+
 // stepEnds records the step's span, from when it began until now.
 func (r *rolloutCtx) stepEnds(step, outcome string) {
 	c := &r.c.steps
@@ -51,15 +70,19 @@ func (r *rolloutCtx) stepEnds(step, outcome string) {
 
 // forget drops a deleted rollout's clocks.
 func (c *stepClock) forget(obj any) {
-	key, err := cache.DeletionHandlingObjectToName(obj)
-	if err != nil {
-		return
+	if key, err := cache.DeletionHandlingObjectToName(obj); err == nil {
+		c.forgetRollout(key.Namespace, key.Name)
 	}
-	prefix := key.Namespace + "/" + key.Name + "/"
+}
+
+// forgetRollout drops every clock of one rollout (a new revision starts
+// its steps afresh).
+func (c *stepClock) forgetRollout(namespace, name string) {
+	prefix := namespace + "/" + name + "/"
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for k := range c.started {
-		if len(k) > len(prefix) && k[:len(prefix)] == prefix {
+		if strings.HasPrefix(k, prefix) {
 			delete(c.started, k)
 		}
 	}

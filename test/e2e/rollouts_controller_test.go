@@ -493,3 +493,125 @@ func TestRolloutsControllerRunsBlueGreen(t *testing.T) {
 		return nil
 	})
 }
+
+// httpRouteCRD is a stand-in definition of Gateway API's HTTPRoute (the
+// cluster has no Gateway API installed); it keeps every field.
+const httpRouteCRD = `apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: httproutes.gateway.networking.k8s.io
+  annotations: {api-approved.kubernetes.io: "https://github.com/kubernetes-sigs/gateway-api/pull/2466"}
+spec:
+  group: gateway.networking.k8s.io
+  scope: Namespaced
+  names: {kind: HTTPRoute, listKind: HTTPRouteList, plural: httproutes, singular: httproute}
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      schema:
+        openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}
+`
+
+const routedManifests = `apiVersion: v1
+kind: Service
+metadata: {name: shop-stable}
+spec: {selector: {app: shop}, ports: [{port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: shop-canary}
+spec: {selector: {app: shop}, ports: [{port: 80}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: shop}
+spec:
+  parentRefs: [{name: gateway}]
+  rules:
+    - backendRefs:
+        - {name: shop-stable, port: 80, weight: 100}
+        - {name: shop-canary, port: 80, weight: 0}
+---
+apiVersion: argoproj.io/v1alpha1
+kind: Rollout
+metadata: {name: shop}
+spec:
+  replicas: 4
+  selector: {matchLabels: {app: shop}}
+  template:
+    metadata: {labels: {app: shop}}
+    spec: {containers: [{name: api, image: "registry.example.com/shop:1"}]}
+  strategy:
+    canary:
+      canaryService: shop-canary
+      stableService: shop-stable
+      trafficRouting:
+        plugins:
+          argoproj-labs/gatewayAPI: {httpRoute: shop}
+      steps:
+        - setWeight: 30
+        - pause: {}
+`
+
+// TestRolloutsControllerRoutesThroughGatewayAPI: with the Gateway API
+// plugin the weight is the HTTPRoute's backend weights, and the stable set
+// keeps its size.
+func TestRolloutsControllerRoutesThroughGatewayAPI(t *testing.T) {
+	c := testenv.StartCluster(t, testenv.ClusterOptions{Name: "routed", Workloads: true})
+	_, err := rollouts.EnsureCRDs(t.Context(), c.Dynamic)
+	must(t, err)
+	crd, err := render.Decode([]byte(httpRouteCRD))
+	must(t, err)
+	_, err = c.Dynamic.Resource(schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}).
+		Create(t.Context(), crd[0], metav1.CreateOptions{})
+	must(t, err)
+	routes := schema.GroupVersionResource{Group: "gateway.networking.k8s.io", Version: "v1", Resource: "httproutes"}
+	testenv.Eventually(t, 30*time.Second, func() error {
+		if _, err := c.Dynamic.Resource(routes).Namespace("default").List(context.Background(), metav1.ListOptions{}); err != nil {
+			return err
+		}
+		_, err := c.Dynamic.Resource(rollouts.GVR).Namespace("default").List(context.Background(), metav1.ListOptions{})
+		return err
+	})
+	ns := "routed"
+	createNamespace(t, c, ns)
+	startRolloutsController(t, c)
+	createAll(t, c, ns, routedManifests)
+	ro := waitRollout(t, c, ns, "shop", time.Minute, phaseIs("Healthy"))
+	v1 := str(ro, "status", "stableRS")
+	weights := func() string {
+		route, err := c.Dynamic.Resource(routes).Namespace(ns).Get(context.Background(), "shop", metav1.GetOptions{})
+		must(t, err)
+		rules, _, _ := unstructured.NestedSlice(route.Object, "spec", "rules")
+		var out []string
+		for _, ref := range rules[0].(map[string]any)["backendRefs"].([]any) {
+			m := ref.(map[string]any)
+			out = append(out, fmt.Sprintf("%s=%v", m["name"], m["weight"]))
+		}
+		return strings.Join(out, " ")
+	}
+
+	setImage(t, c, ns, "shop", "registry.example.com/shop:2")
+	ro = waitRollout(t, c, ns, "shop", time.Minute, phaseIs("Paused"))
+	v2 := str(ro, "status", "currentPodHash")
+	if w := weights(); w != "shop-stable=70 shop-canary=30" {
+		t.Errorf("route weights at 30 %%: %s", w)
+	}
+	if got := replicaSetSizes(t, c, ns); got[v2] != "2/2" || got[v1] != "4/4" {
+		t.Errorf("routed canary at 30 %%: replica sets %v, want %s 2/2 and stable %s 4/4", got, v2, v1)
+	}
+	act(t, c, ns, "shop", flotillav1.RolloutAction_ROLLOUT_ACTION_PROMOTE)
+	waitRollout(t, c, ns, "shop", time.Minute, func(ro *unstructured.Unstructured) error {
+		if str(ro, "status", "stableRS") != v2 || str(ro, "status", "phase") != "Healthy" {
+			return fmt.Errorf("not promoted")
+		}
+		return nil
+	})
+	if w := weights(); w != "shop-stable=100 shop-canary=0" {
+		t.Errorf("route weights after promotion: %s", w)
+	}
+	if s := selectorHash(t, c, ns, "shop-stable"); s != v2 {
+		t.Errorf("stable service on %s, want %s", s, v2)
+	}
+}
