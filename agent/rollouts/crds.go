@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io/fs"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -78,7 +79,35 @@ func EnsureCRDs(ctx context.Context, client dynamic.Interface) ([]string, error)
 		}
 		changed = append(changed, crd.GetName())
 	}
+	for _, name := range changed {
+		if err := waitEstablished(ctx, client, name); err != nil {
+			return changed, err
+		}
+	}
 	return changed, nil
+}
+
+// waitEstablished waits until the API server serves the CRD, so a watch
+// of its kind started next does not begin with a back-off.
+func waitEstablished(ctx context.Context, client dynamic.Interface, name string) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	for {
+		crd, err := client.Resource(crdGVR).Get(ctx, name, metav1.GetOptions{})
+		if err == nil {
+			conds, _, _ := unstructured.NestedSlice(crd.Object, "status", "conditions")
+			for _, c := range conds {
+				if m, _ := c.(map[string]any); m["type"] == "Established" && m["status"] == "True" {
+					return nil
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("CRD %s is not established: %w", name, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 const (
