@@ -163,7 +163,7 @@ func TestProgressiveDeliveryAgainstPrometheus(t *testing.T) {
 		if ro.GetPhase() != "Degraded" || !strings.Contains(ro.GetMessage(), "failed (4) > failureLimit (3)") {
 			t.Errorf("rollout status %v", ro)
 		}
-		ev := e.waitEventMatching(t, "prod-eu", "api-service", "RolloutDegraded", "RolloutAborted", "error-rate=[0.05", "4 failed of 4")
+		ev := e.waitEventMatching(t, "prod-eu", "api-service", "RolloutDegraded", "RolloutAborted", "measurements: error-rate=[0.0", "Failed (4 failed of 4")
 		t.Logf("event: %s", ev.GetMessage())
 		canary := ro.GetCanaryHash()
 		waitRollout(t, prod, ns, "api-service", 30*time.Second, func(*unstructured.Unstructured) error {

@@ -492,6 +492,65 @@ func TestRolloutsControllerRunsBlueGreen(t *testing.T) {
 		}
 		return nil
 	})
+
+	t.Run("manual promotion, then post-promotion analysis that fails puts the old version back", func(t *testing.T) {
+		post := startWebCheck(t)
+		post.healthy.Store(false)
+		createAll(t, c, ns, fmt.Sprintf(`apiVersion: v1
+kind: Service
+metadata: {name: app-active}
+spec: {selector: {app: app}, ports: [{port: 80}]}
+---
+apiVersion: argoproj.io/v1alpha1
+kind: Rollout
+metadata: {name: app}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: app}}
+  template:
+    metadata: {labels: {app: app}}
+    spec: {containers: [{name: api, image: "registry.example.com/app:1"}]}
+  strategy:
+    blueGreen:
+      activeService: app-active
+      autoPromotionEnabled: false
+      abortScaleDownDelaySeconds: 0
+      postPromotionAnalysis:
+        templates: [{templateName: bg-smoke, clusterScope: true}]
+        args: [{name: url, value: %q}]
+`, post.srv.URL))
+		ro := waitRollout(t, c, ns, "app", time.Minute, phaseIs("Healthy"))
+		a1 := str(ro, "status", "stableRS")
+
+		setImage(t, c, ns, "app", "registry.example.com/app:2")
+		ro = waitRollout(t, c, ns, "app", time.Minute, func(ro *unstructured.Unstructured) error {
+			if str(ro, "status", "phase") != "Paused" || !strings.Contains(str(ro, "status", "pauseConditions"), "BlueGreenPause") {
+				return fmt.Errorf("not waiting for a promote")
+			}
+			return nil
+		})
+		a2 := str(ro, "status", "currentPodHash")
+		if a := selectorHash(t, c, ns, "app-active"); a != a1 {
+			t.Fatalf("active switched before the promote: %s", a)
+		}
+		act(t, c, ns, "app", flotillav1.RolloutAction_ROLLOUT_ACTION_PROMOTE)
+		// The active Service switches, post-promotion analysis fails, and
+		// the active Service goes back.
+		waitRollout(t, c, ns, "app", time.Minute, phaseIs("Degraded"))
+		ro = rollout(t, c, ns, "app")
+		if a := selectorHash(t, c, ns, "app-active"); a != a1 || str(ro, "status", "stableRS") != a1 {
+			t.Errorf("after a failed post-promotion analysis: active on %s, stable %s; want %s", a, str(ro, "status", "stableRS"), a1)
+		}
+		if str(ro, "status", "blueGreen", "postPromotionAnalysisRunStatus", "status") != "Failed" || post.calls.Load() == 0 {
+			t.Errorf("post-promotion analysis: %s after %d calls", str(ro, "status", "blueGreen", "postPromotionAnalysisRunStatus", "status"), post.calls.Load())
+		}
+		waitRollout(t, c, ns, "app", 30*time.Second, func(*unstructured.Unstructured) error {
+			if got := replicaSetSizes(t, c, ns); !strings.HasPrefix(got[a2], "0/") || got[a1] != "2/2" {
+				return fmt.Errorf("the failed version is not scaled down: %v", got)
+			}
+			return nil
+		})
+	})
 }
 
 // httpRouteCRD is a stand-in definition of Gateway API's HTTPRoute (the
@@ -614,4 +673,140 @@ func TestRolloutsControllerRoutesThroughGatewayAPI(t *testing.T) {
 	if s := selectorHash(t, c, ns, "shop-stable"); s != v2 {
 		t.Errorf("stable service on %s, want %s", s, v2)
 	}
+}
+
+// badAnalysisRollout is a canary named name whose analysis step uses
+// template; its metrics measure every 100 ms.
+func badAnalysisRollout(name, template string) string {
+	return fmt.Sprintf(`apiVersion: argoproj.io/v1alpha1
+kind: Rollout
+metadata: {name: %[1]s}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: %[1]s}}
+  template:
+    metadata: {labels: {app: %[1]s}}
+    spec: {containers: [{name: api, image: "registry.example.com/%[1]s:1"}]}
+  strategy:
+    canary:
+      steps:
+        - setWeight: 50
+        - analysis: {templates: [{templateName: %[2]s}]}
+`, name, template)
+}
+
+func prometheusTemplate(name, address, query, condition string) string {
+	return fmt.Sprintf(`apiVersion: argoproj.io/v1alpha1
+kind: AnalysisTemplate
+metadata: {name: %s}
+spec:
+  metrics:
+    - name: m
+      interval: 100ms
+      count: 3
+      successCondition: %q
+      provider:
+        prometheus: {address: %q, query: %q}
+`, name, condition, address, query)
+}
+
+// TestRolloutsControllerReportsBadInput: a query Prometheus rejects, an
+// unreachable Prometheus, a condition that does not compile, a template
+// that does not exist and a step list that makes no sense each end in a
+// clear status; errors count as errors (not failures) until
+// consecutiveErrorLimit; nothing is promoted by mistake and nothing
+// crashes.
+func TestRolloutsControllerReportsBadInput(t *testing.T) {
+	c := testenv.StartCluster(t, testenv.ClusterOptions{Name: "badinput", Workloads: true})
+	_, err := rollouts.EnsureCRDs(t.Context(), c.Dynamic)
+	must(t, err)
+	traffic := testenv.StartTraffic(t)
+	traffic.Serve("api-service", "canary", 0.002)
+	prom := testenv.StartPrometheus(t, traffic.Target)
+	ns := "bad"
+	createNamespace(t, c, ns)
+	startRolloutsController(t, c)
+	createAll(t, c, ns, strings.Join([]string{
+		prometheusTemplate("rejected", prom.URL, "sum(rate(http_requests_total[2m]", "result[0] < 0.01"),
+		prometheusTemplate("unreachable", "http://127.0.0.1:1", "up", "result[0] == 1"),
+		prometheusTemplate("uncompilable", prom.URL, "up", "result[0] <"),
+		badAnalysisRollout("rejected", "rejected"),
+		badAnalysisRollout("unreachable", "unreachable"),
+		badAnalysisRollout("uncompilable", "uncompilable"),
+		badAnalysisRollout("missing", "does-not-exist"),
+	}, "---\n"))
+	for _, name := range []string{"rejected", "unreachable", "uncompilable", "missing"} {
+		waitRollout(t, c, ns, name, time.Minute, phaseIs("Healthy"))
+		setImage(t, c, ns, name, "registry.example.com/"+name+":2")
+	}
+
+	for _, tc := range []struct{ rollout, want string }{
+		{"rejected", "consecutiveErrors (5) > consecutiveErrorLimit (4): prometheus " + prom.URL},
+		{"unreachable", "connection refused"},
+		{"uncompilable", `metric "m": successCondition`},
+	} {
+		t.Run(tc.rollout, func(t *testing.T) {
+			ro := waitRollout(t, c, ns, tc.rollout, time.Minute, phaseIs("Degraded"))
+			if msg := str(ro, "status", "message"); !strings.Contains(msg, "RolloutAborted") || !strings.Contains(msg, tc.want) {
+				t.Errorf("message %q, want RolloutAborted and %q", msg, tc.want)
+			}
+			canary := str(ro, "status", "currentPodHash")
+			waitRollout(t, c, ns, tc.rollout, 30*time.Second, func(*unstructured.Unstructured) error {
+				if got := replicaSetSizes(t, c, ns)[canary]; !strings.HasPrefix(got, "0/") {
+					return fmt.Errorf("canary %s at %s after the abort", canary, got)
+				}
+				return nil
+			})
+			run, err := c.Dynamic.Resource(analysisRuns).Namespace(ns).Get(context.Background(), tc.rollout+"-"+canary+"-1", metav1.GetOptions{})
+			must(t, err)
+			results, _, _ := unstructured.NestedSlice(run.Object, "status", "metricResults")
+			if str(run, "status", "phase") != "Error" || len(results) == 1 && results[0].(map[string]any)["failed"] != nil {
+				t.Errorf("run %s: phase %s, results %v: errors must not count as failures", run.GetName(), str(run, "status", "phase"), results)
+			}
+		})
+	}
+
+	t.Run("a template that does not exist holds the rollout and says so", func(t *testing.T) {
+		ro := waitRollout(t, c, ns, "missing", time.Minute, phaseIs("Degraded"))
+		if msg := str(ro, "status", "message"); !strings.Contains(msg, `InvalidSpec: steps[1].analysis: AnalysisTemplate "does-not-exist"`) {
+			t.Errorf("message %q", msg)
+		}
+		if str(ro, "status", "stableRS") == str(ro, "status", "currentPodHash") {
+			t.Fatal("promoted without its analysis")
+		}
+		createAll(t, c, ns, strings.Replace(prometheusTemplate("does-not-exist", prom.URL, "vector(0.001)", "result[0] < 0.01"), "count: 3", "count: 1", 1))
+		waitRollout(t, c, ns, "missing", time.Minute, func(ro *unstructured.Unstructured) error {
+			if str(ro, "status", "phase") != "Healthy" || str(ro, "status", "stableRS") != str(ro, "status", "currentPodHash") {
+				return fmt.Errorf("not promoted once the template exists")
+			}
+			return nil
+		})
+	})
+
+	t.Run("a step list that makes no sense touches nothing", func(t *testing.T) {
+		createAll(t, c, ns, `apiVersion: argoproj.io/v1alpha1
+kind: Rollout
+metadata: {name: nonsense}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: nonsense}}
+  template:
+    metadata: {labels: {app: nonsense}}
+    spec: {containers: [{name: api, image: "registry.example.com/nonsense:1"}]}
+  strategy:
+    canary:
+      steps:
+        - setWeight: 150
+        - {pause: {}, setWeight: 10}
+`)
+		ro := waitRollout(t, c, ns, "nonsense", time.Minute, phaseIs("Degraded"))
+		if msg := str(ro, "status", "message"); !strings.Contains(msg, "InvalidSpec: spec.strategy.canary.steps[0]: setWeight 150 is not within 0-100") {
+			t.Errorf("message %q", msg)
+		}
+		list, err := c.Dynamic.Resource(replicaSets).Namespace(ns).List(context.Background(), metav1.ListOptions{LabelSelector: "app=nonsense"})
+		must(t, err)
+		if len(list.Items) != 0 {
+			t.Errorf("an invalid rollout created %d ReplicaSets", len(list.Items))
+		}
+	})
 }
