@@ -1,5 +1,11 @@
-// Package rollouts is the agent's progressive-delivery engine for Argo
-// Rollouts' Rollout, AnalysisTemplate and AnalysisRun objects. This file
-// set holds the CRD definitions the agent installs when a cluster has none,
-// so Rollout manifests apply unchanged.
+// Package rollouts is the agent's Argo Rollouts controller. It runs the
+// Rollouts of its cluster, canary (steps, background analysis, Gateway API
+// weights) and blue-green (preview, pre- and post-promotion analysis), with
+// Argo Rollouts' own objects and field names: the ReplicaSets of each pod
+// template, the Services' selectors, the Rollout's status and AnalysisRuns
+// whose status holds every measurement, so a restarted agent resumes a
+// rollout where it was. It also installs the argoproj.io CRDs a cluster
+// lacks, carries out operators' actions (promote, abort, retry, pause) as
+// Argo's kubectl plugin does, and summarises a Rollout for the
+// application's status. Analysis itself is package analysis.
 package rollouts
