@@ -365,7 +365,6 @@ func TestRolloutsControllerRunsACanary(t *testing.T) {
 			t.Fatalf("an aborted revision went on by itself: phase %s, %d more measurements", str(ro, "status", "phase"), check.calls.Load()-calls)
 		}
 
-		check.healthy.Store(true)
 		act(t, c, ns, "api", flotillav1.RolloutAction_ROLLOUT_ACTION_RETRY)
 		waitRollout(t, c, ns, "api", time.Minute, func(ro *unstructured.Unstructured) error {
 			if str(ro, "status", "currentStepIndex") != "1" || str(ro, "status", "phase") != "Paused" {
@@ -373,13 +372,20 @@ func TestRolloutsControllerRunsACanary(t *testing.T) {
 			}
 			return nil
 		})
-		act(t, c, ns, "api", flotillav1.RolloutAction_ROLLOUT_ACTION_PROMOTE)
+		// A full promote skips the remaining steps, analysis included (it
+		// would fail now).
+		check.healthy.Store(false)
+		calls = check.calls.Load()
+		must(t, rollouts.Act(context.Background(), c.Dynamic, rollout(t, c, ns, "api"), flotillav1.RolloutAction_ROLLOUT_ACTION_PROMOTE, true))
 		waitRollout(t, c, ns, "api", time.Minute, func(ro *unstructured.Unstructured) error {
 			if str(ro, "status", "stableRS") != v3 || str(ro, "status", "phase") != "Healthy" {
-				return fmt.Errorf("retried revision not promoted")
+				return fmt.Errorf("retried revision not fully promoted")
 			}
 			return nil
 		})
+		if n := check.calls.Load() - calls; n != 0 {
+			t.Errorf("a full promote still measured %d times", n)
+		}
 	})
 }
 
