@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	gosync "sync"
 	"time"
 
 	"go.opentelemetry.io/otel"
@@ -78,6 +79,11 @@ type Controller struct {
 	queue  workqueue.TypedRateLimitingInterface[cache.ObjectName]
 	steps  stepClock
 	tracer trace.Tracer
+
+	// workloads maps each Deployment a workloadRef names to the Rollouts
+	// naming it, so a change of its template reaches them.
+	mu        gosync.Mutex
+	workloads map[cache.ObjectName]map[cache.ObjectName]bool
 }
 
 // NewController creates a controller.
@@ -86,8 +92,9 @@ func NewController(client dynamic.Interface, opts Options, log *slog.Logger) *Co
 		opts.Tracing = otel.GetTracerProvider()
 	}
 	return &Controller{client: client, opts: opts, log: log, steps: stepClock{started: map[string]time.Time{}},
-		tracer: opts.Tracing.Tracer("github.com/flotilla-dev/flotilla/agent/rollouts"),
-		queue:  workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[cache.ObjectName]())}
+		tracer:    opts.Tracing.Tracer("github.com/flotilla-dev/flotilla/agent/rollouts"),
+		workloads: map[cache.ObjectName]map[cache.ObjectName]bool{},
+		queue:     workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[cache.ObjectName]())}
 }
 
 // Run watches Rollouts and their ReplicaSets and reconciles them until ctx
@@ -116,13 +123,16 @@ func (c *Controller) Run(ctx context.Context) error {
 		}
 	}
 	if _, err := rollouts.ForResource(GVR).Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc: enqueue, UpdateFunc: func(_, o any) { enqueue(o) }, DeleteFunc: func(o any) { c.steps.forget(o) },
+		AddFunc: enqueue, UpdateFunc: func(_, o any) { enqueue(o) }, DeleteFunc: c.forget,
 	}); err != nil {
 		return err
 	}
 	if _, err := owned.ForResource(rsGVR).Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: enqueueOwner, UpdateFunc: func(_, o any) { enqueueOwner(o) }, DeleteFunc: enqueueOwner,
 	}); err != nil {
+		return err
+	}
+	if err := c.watchWorkloads(ctx); err != nil {
 		return err
 	}
 	rollouts.Start(ctx.Done())
@@ -141,6 +151,16 @@ func (c *Controller) Run(ctx context.Context) error {
 	}
 	<-ctx.Done()
 	return nil
+}
+
+// forget drops what the controller keeps of a deleted Rollout.
+func (c *Controller) forget(obj any) {
+	key, err := cache.DeletionHandlingObjectToName(obj)
+	if err != nil {
+		return
+	}
+	c.steps.forgetRollout(key.Namespace, key.Name)
+	c.referWorkload(key, "")
 }
 
 func (c *Controller) processNext(ctx context.Context) bool {

@@ -15,6 +15,7 @@ import (
 	k8slabels "k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/rand"
+	"k8s.io/client-go/tools/cache"
 )
 
 // Annotations Argo Rollouts puts on ReplicaSets.
@@ -36,9 +37,12 @@ func podHash(template map[string]any) string {
 // Deployment its workloadRef names.
 func (r *rolloutCtx) podTemplate() (map[string]any, error) {
 	ref := r.ro.Spec.WorkloadRef
+	key := cache.ObjectName{Namespace: r.obj.GetNamespace(), Name: r.obj.GetName()}
 	if ref == nil {
+		r.c.referWorkload(key, "")
 		return r.ro.Spec.Template, nil
 	}
+	r.c.referWorkload(key, ref.Name)
 	d, err := r.c.client.Resource(deployGVR).Namespace(r.obj.GetNamespace()).Get(r.ctx, ref.Name, metav1.GetOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("spec.workloadRef: Deployment %s: %w", ref.Name, err)

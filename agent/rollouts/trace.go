@@ -8,7 +8,6 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
-	"k8s.io/client-go/tools/cache"
 
 	"github.com/flotilla-dev/flotilla/agent/rollouts/analysis"
 )
@@ -66,13 +65,6 @@ func (r *rolloutCtx) stepEnds(step, outcome string) {
 		attribute.String("k8s.namespace.name", r.obj.GetNamespace()), attribute.String("argoproj.rollout", r.obj.GetName()),
 		attribute.String("argoproj.pod_template_hash", r.hash), attribute.String("argoproj.step.outcome", outcome)))
 	span.End(trace.WithTimestamp(time.Now()))
-}
-
-// forget drops a deleted rollout's clocks.
-func (c *stepClock) forget(obj any) {
-	if key, err := cache.DeletionHandlingObjectToName(obj); err == nil {
-		c.forgetRollout(key.Namespace, key.Name)
-	}
 }
 
 // forgetRollout drops every clock of one rollout (a new revision starts

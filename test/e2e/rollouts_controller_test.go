@@ -816,3 +816,54 @@ spec:
 		}
 	})
 }
+
+// TestRolloutsControllerTakesTheTemplateFromADeployment: a Rollout with a
+// workloadRef runs the Deployment's pod template; a change of the
+// Deployment's template is a new revision.
+func TestRolloutsControllerTakesTheTemplateFromADeployment(t *testing.T) {
+	c := testenv.StartCluster(t, testenv.ClusterOptions{Name: "workloadref", Workloads: true})
+	_, err := rollouts.EnsureCRDs(t.Context(), c.Dynamic)
+	must(t, err)
+	ns := "ref"
+	createNamespace(t, c, ns)
+	startRolloutsController(t, c)
+	createAll(t, c, ns, `apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 0
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec: {containers: [{name: web, image: "registry.example.com/web:1"}]}
+---
+apiVersion: argoproj.io/v1alpha1
+kind: Rollout
+metadata: {name: web}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  workloadRef: {apiVersion: apps/v1, kind: Deployment, name: web}
+  strategy:
+    canary:
+      steps: [{setWeight: 50}, {pause: {}}]
+`)
+	ro := waitRollout(t, c, ns, "web", time.Minute, phaseIs("Healthy"))
+	v1 := str(ro, "status", "stableRS")
+	_, err = c.Dynamic.Resource(deployments).Namespace(ns).Patch(context.Background(), "web", types.MergePatchType,
+		[]byte(`{"spec":{"template":{"spec":{"containers":[{"name":"web","image":"registry.example.com/web:2"}]}}}}`), metav1.PatchOptions{})
+	must(t, err)
+	// Well within the controller's 30 s resync: the Deployment is watched.
+	ro = waitRollout(t, c, ns, "web", 10*time.Second, func(ro *unstructured.Unstructured) error {
+		if str(ro, "status", "currentPodHash") == v1 {
+			return fmt.Errorf("the Deployment's new template is not a new revision")
+		}
+		return nil
+	})
+	rs, err := c.Dynamic.Resource(replicaSets).Namespace(ns).Get(context.Background(), "web-"+str(ro, "status", "currentPodHash"), metav1.GetOptions{})
+	must(t, err)
+	containers, _, _ := unstructured.NestedSlice(rs.Object, "spec", "template", "spec", "containers")
+	if len(containers) != 1 || containers[0].(map[string]any)["image"] != "registry.example.com/web:2" {
+		t.Errorf("ReplicaSet template: %v", containers)
+	}
+}
