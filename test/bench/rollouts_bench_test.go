@@ -20,7 +20,6 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 
 	"github.com/flotilla-dev/flotilla/agent/rollouts"
-	"github.com/flotilla-dev/flotilla/internal/render"
 	"github.com/flotilla-dev/flotilla/test/testenv"
 )
 
@@ -44,17 +43,7 @@ func rolloutsCluster(b *testing.B, ns, manifests string) *testenv.Cluster {
 	done := make(chan struct{})
 	go func() { defer close(done); _ = ctrl.Run(ctx) }()
 	b.Cleanup(func() { cancel(); <-done })
-	objs, err := render.Decode([]byte(manifests))
-	if err != nil {
-		b.Fatal(err)
-	}
-	for _, o := range objs {
-		gvk := o.GroupVersionKind()
-		gvr := schema.GroupVersionResource{Group: gvk.Group, Version: gvk.Version, Resource: strings.ToLower(gvk.Kind) + "s"}
-		if _, err := c.Dynamic.Resource(gvr).Namespace(ns).Create(b.Context(), o, metav1.CreateOptions{}); err != nil {
-			b.Fatal(err)
-		}
-	}
+	c.CreateAll(b, ns, manifests)
 	return c
 }
 

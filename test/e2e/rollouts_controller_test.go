@@ -20,10 +20,8 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/dynamic"
 
 	"github.com/flotilla-dev/flotilla/agent/rollouts"
-	"github.com/flotilla-dev/flotilla/internal/render"
 	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
 	"github.com/flotilla-dev/flotilla/test/testenv"
 )
@@ -69,25 +67,6 @@ var syncSpan = trace.NewSpanContext(trace.SpanContextConfig{
 	TraceID: trace.TraceID{0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47, 0x36},
 	SpanID:  trace.SpanID{0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7}, TraceFlags: trace.FlagsSampled, Remote: true,
 })
-
-// createAll creates the objects of a YAML stream in ns.
-func createAll(t *testing.T, c *testenv.Cluster, ns, manifests string) {
-	t.Helper()
-	objs, err := render.Decode([]byte(manifests))
-	must(t, err)
-	for _, o := range objs {
-		gvk := o.GroupVersionKind()
-		resource := strings.ToLower(gvk.Kind) + "s"
-		gvr := schema.GroupVersionResource{Group: gvk.Group, Version: gvk.Version, Resource: resource}
-		var ri dynamic.ResourceInterface = c.Dynamic.Resource(gvr).Namespace(ns)
-		if strings.HasPrefix(gvk.Kind, "Cluster") {
-			ri = c.Dynamic.Resource(gvr)
-		}
-		if _, err := ri.Create(t.Context(), o, metav1.CreateOptions{}); err != nil {
-			t.Fatalf("create %s %s: %v", gvk.Kind, o.GetName(), err)
-		}
-	}
-}
 
 // webCheck is the endpoint a web metric reads: {"ok": <healthy>}.
 type webCheck struct {
@@ -261,7 +240,7 @@ func TestRolloutsControllerRunsACanary(t *testing.T) {
 	spans := tracetest.NewSpanRecorder()
 	tracing := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
 	stop := startRolloutsController(parent, c, tracing)
-	createAll(t, c, ns, fmt.Sprintf(canaryManifests, check.srv.URL))
+	c.CreateAll(t, ns, fmt.Sprintf(canaryManifests, check.srv.URL))
 
 	ro := waitRollout(t, c, ns, "api", time.Minute, phaseIs("Healthy"))
 	v1 := str(ro, "status", "stableRS")
@@ -448,7 +427,7 @@ func TestRolloutsControllerRunsBlueGreen(t *testing.T) {
 	ns := "bluegreen"
 	createNamespace(t, c, ns)
 	startRolloutsController(t, c)
-	createAll(t, c, ns, fmt.Sprintf(blueGreenManifests, check.srv.URL))
+	c.CreateAll(t, ns, fmt.Sprintf(blueGreenManifests, check.srv.URL))
 
 	ro := waitRollout(t, c, ns, "web", time.Minute, phaseIs("Healthy"))
 	v1 := str(ro, "status", "stableRS")
@@ -502,7 +481,7 @@ func TestRolloutsControllerRunsBlueGreen(t *testing.T) {
 	t.Run("manual promotion, then post-promotion analysis that fails puts the old version back", func(t *testing.T) {
 		post := startWebCheck(t)
 		post.healthy.Store(false)
-		createAll(t, c, ns, fmt.Sprintf(`apiVersion: v1
+		c.CreateAll(t, ns, fmt.Sprintf(`apiVersion: v1
 kind: Service
 metadata: {name: app-active}
 spec: {selector: {app: app}, ports: [{port: 80}]}
@@ -626,11 +605,7 @@ func TestRolloutsControllerRoutesThroughGatewayAPI(t *testing.T) {
 	c := testenv.StartCluster(t, testenv.ClusterOptions{Name: "routed", Workloads: true})
 	_, err := rollouts.EnsureCRDs(t.Context(), c.Dynamic)
 	must(t, err)
-	crd, err := render.Decode([]byte(httpRouteCRD))
-	must(t, err)
-	_, err = c.Dynamic.Resource(schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}).
-		Create(t.Context(), crd[0], metav1.CreateOptions{})
-	must(t, err)
+	c.CreateAll(t, "", httpRouteCRD)
 	routes := schema.GroupVersionResource{Group: "gateway.networking.k8s.io", Version: "v1", Resource: "httproutes"}
 	testenv.Eventually(t, 30*time.Second, func() error {
 		if _, err := c.Dynamic.Resource(routes).Namespace("default").List(context.Background(), metav1.ListOptions{}); err != nil {
@@ -642,7 +617,7 @@ func TestRolloutsControllerRoutesThroughGatewayAPI(t *testing.T) {
 	ns := "routed"
 	createNamespace(t, c, ns)
 	startRolloutsController(t, c)
-	createAll(t, c, ns, routedManifests)
+	c.CreateAll(t, ns, routedManifests)
 	ro := waitRollout(t, c, ns, "shop", time.Minute, phaseIs("Healthy"))
 	v1 := str(ro, "status", "stableRS")
 	weights := func() string {
@@ -732,7 +707,7 @@ func TestRolloutsControllerReportsBadInput(t *testing.T) {
 	ns := "bad"
 	createNamespace(t, c, ns)
 	startRolloutsController(t, c)
-	createAll(t, c, ns, strings.Join([]string{
+	c.CreateAll(t, ns, strings.Join([]string{
 		prometheusTemplate("rejected", prom.URL, "sum(rate(http_requests_total[2m]", "result[0] < 0.01"),
 		prometheusTemplate("unreachable", "http://127.0.0.1:1", "up", "result[0] == 1"),
 		prometheusTemplate("uncompilable", prom.URL, "up", "result[0] <"),
@@ -780,7 +755,7 @@ func TestRolloutsControllerReportsBadInput(t *testing.T) {
 		if str(ro, "status", "stableRS") == str(ro, "status", "currentPodHash") {
 			t.Fatal("promoted without its analysis")
 		}
-		createAll(t, c, ns, strings.Replace(prometheusTemplate("does-not-exist", prom.URL, "vector(0.001)", "result[0] < 0.01"), "count: 3", "count: 1", 1))
+		c.CreateAll(t, ns, strings.Replace(prometheusTemplate("does-not-exist", prom.URL, "vector(0.001)", "result[0] < 0.01"), "count: 3", "count: 1", 1))
 		waitRollout(t, c, ns, "missing", time.Minute, func(ro *unstructured.Unstructured) error {
 			if str(ro, "status", "phase") != "Healthy" || str(ro, "status", "stableRS") != str(ro, "status", "currentPodHash") {
 				return fmt.Errorf("not promoted once the template exists")
@@ -790,7 +765,7 @@ func TestRolloutsControllerReportsBadInput(t *testing.T) {
 	})
 
 	t.Run("a step list that makes no sense touches nothing", func(t *testing.T) {
-		createAll(t, c, ns, `apiVersion: argoproj.io/v1alpha1
+		c.CreateAll(t, ns, `apiVersion: argoproj.io/v1alpha1
 kind: Rollout
 metadata: {name: nonsense}
 spec:
@@ -827,7 +802,7 @@ func TestRolloutsControllerTakesTheTemplateFromADeployment(t *testing.T) {
 	ns := "ref"
 	createNamespace(t, c, ns)
 	startRolloutsController(t, c)
-	createAll(t, c, ns, `apiVersion: apps/v1
+	c.CreateAll(t, ns, `apiVersion: apps/v1
 kind: Deployment
 metadata: {name: web}
 spec:

@@ -2,6 +2,9 @@ package testenv
 
 import (
 	"fmt"
+	"github.com/flotilla-dev/flotilla/internal/render"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"strings"
 
 	"github.com/go-logr/logr"
 	"os"
@@ -190,4 +193,26 @@ func (c *Cluster) Kubectl(t testing.TB, args ...string) (string, error) {
 	kubectl := filepath.Join(BinDir(t, "kubectl"), "kubectl")
 	out, err := exec.Command(kubectl, append([]string{"--kubeconfig", c.Kubeconfig}, args...)...).CombinedOutput()
 	return string(out), err
+}
+
+// CreateAll creates the objects of a YAML stream, the namespaced ones in
+// namespace. A kind's resource is its lower-case plural ("rollouts"), which
+// holds for the kinds tests create.
+func (c *Cluster) CreateAll(t testing.TB, namespace, manifests string) {
+	t.Helper()
+	objs, err := render.Decode([]byte(manifests))
+	if err != nil {
+		t.Fatalf("testenv: manifests: %v", err)
+	}
+	for _, o := range objs {
+		gvk := o.GroupVersionKind()
+		gvr := schema.GroupVersionResource{Group: gvk.Group, Version: gvk.Version, Resource: strings.ToLower(gvk.Kind) + "s"}
+		var ri dynamic.ResourceInterface = c.Dynamic.Resource(gvr).Namespace(namespace)
+		if strings.HasPrefix(gvk.Kind, "Cluster") || gvk.Kind == "CustomResourceDefinition" {
+			ri = c.Dynamic.Resource(gvr)
+		}
+		if _, err := ri.Create(t.Context(), o, metav1.CreateOptions{}); err != nil {
+			t.Fatalf("testenv: create %s %s: %v", gvk.Kind, o.GetName(), err)
+		}
+	}
 }
