@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
+	"github.com/flotilla-dev/flotilla/agent"
 	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
 	"github.com/flotilla-dev/flotilla/test/testenv"
 )
@@ -224,4 +225,25 @@ func TestProgressiveDeliveryAgainstPrometheus(t *testing.T) {
 			return nil
 		})
 	})
+}
+
+// TestAgentPassesRolloutsThroughWhenToldTo: with --rollouts-controller=false
+// (a cluster that runs Argo Rollouts) the agent applies the Rollout and
+// leaves it to that controller.
+func TestAgentPassesRolloutsThroughWhenToldTo(t *testing.T) {
+	e := startHub(t)
+	prod := testenv.StartCluster(t, testenv.ClusterOptions{Name: "prod-eu"})
+	startAgentWith(t, e, prod, map[string]string{"env": "production"}, t.TempDir(), func(o *agent.Options) { o.RolloutsController = false })
+	waitImage(t, prod, rolloutsGVR, "production", "api-service", "api-service:1.4.2")
+	waitStatus(t, e, "prod-eu", "api-service", hasPhase(flotillav1.SyncPhase_SYNC_PHASE_SUCCEEDED))
+	time.Sleep(2 * time.Second) // a controller, had one started, would have acted by now
+	ro := rollout(t, prod, "production", "api-service")
+	if status, ok := ro.Object["status"]; ok {
+		t.Errorf("the Rollout got a status from the agent: %v", status)
+	}
+	list, err := prod.Dynamic.Resource(replicaSets).Namespace("production").List(context.Background(), metav1.ListOptions{})
+	must(t, err)
+	if len(list.Items) != 0 {
+		t.Errorf("the agent created %d ReplicaSets", len(list.Items))
+	}
 }

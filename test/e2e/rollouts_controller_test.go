@@ -764,6 +764,29 @@ func TestRolloutsControllerReportsBadInput(t *testing.T) {
 		})
 	})
 
+	t.Run("an inconclusive analysis pauses until a promote", func(t *testing.T) {
+		c.CreateAll(t, ns, strings.Replace(prometheusTemplate("undecided", prom.URL, "vector(0.5)", "result[0] < 0.1"), "      successCondition:",
+			"      failureCondition: \"result[0] > 0.9\"\n      successCondition:", 1)+"---\n"+badAnalysisRollout("undecided", "undecided"))
+		waitRollout(t, c, ns, "undecided", time.Minute, phaseIs("Healthy"))
+		setImage(t, c, ns, "undecided", "registry.example.com/undecided:2")
+		ro := waitRollout(t, c, ns, "undecided", time.Minute, func(ro *unstructured.Unstructured) error {
+			if str(ro, "status", "phase") != "Paused" || !strings.Contains(str(ro, "status", "pauseConditions"), "InconclusiveAnalysis") {
+				return fmt.Errorf("not paused as inconclusive")
+			}
+			return nil
+		})
+		if str(ro, "status", "stableRS") == str(ro, "status", "currentPodHash") {
+			t.Fatal("promoted on an inconclusive analysis")
+		}
+		act(t, c, ns, "undecided", flotillav1.RolloutAction_ROLLOUT_ACTION_PROMOTE)
+		waitRollout(t, c, ns, "undecided", time.Minute, func(ro *unstructured.Unstructured) error {
+			if str(ro, "status", "phase") != "Healthy" || str(ro, "status", "stableRS") != str(ro, "status", "currentPodHash") {
+				return fmt.Errorf("not promoted past the inconclusive analysis")
+			}
+			return nil
+		})
+	})
+
 	t.Run("a step list that makes no sense touches nothing", func(t *testing.T) {
 		c.CreateAll(t, ns, `apiVersion: argoproj.io/v1alpha1
 kind: Rollout
