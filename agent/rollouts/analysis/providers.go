@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -55,7 +56,7 @@ func (ps Providers) Measure(ctx context.Context, p Provider) (any, string, error
 func measurePrometheus(ctx context.Context, p *Prometheus) (any, string, error) {
 	client, err := promapi.NewClient(promapi.Config{Address: p.Address})
 	if err != nil {
-		return nil, "", fmt.Errorf("prometheus address %q: %w", p.Address, err)
+		return nil, "", fmt.Errorf("prometheus address %q: %w", redacted(p.Address), err)
 	}
 	timeout := defaultPrometheusTimeout
 	if p.Timeout != nil && *p.Timeout > 0 {
@@ -65,7 +66,7 @@ func measurePrometheus(ctx context.Context, p *Prometheus) (any, string, error) 
 	defer cancel()
 	value, _, err := promv1.NewAPI(client).Query(ctx, p.Query, time.Now(), promv1.WithTimeout(timeout))
 	if err != nil {
-		return nil, "", fmt.Errorf("prometheus %s: %w", p.Address, err)
+		return nil, "", fmt.Errorf("prometheus %s: %w", redacted(p.Address), err)
 	}
 	switch v := value.(type) {
 	case model.Vector:
@@ -79,7 +80,16 @@ func measurePrometheus(ctx context.Context, p *Prometheus) (any, string, error) 
 	case *model.Scalar:
 		return float64(v.Value), v.Value.String(), nil
 	}
-	return nil, "", fmt.Errorf("prometheus %s: result type %s is not supported (use a vector or a scalar)", p.Address, value.Type())
+	return nil, "", fmt.Errorf("prometheus %s: result type %s is not supported (use a vector or a scalar)", redacted(p.Address), value.Type())
+}
+
+// redacted is an address without the password it may carry, for messages.
+func redacted(address string) string {
+	u, err := url.Parse(address)
+	if err != nil {
+		return "(unparsable address)"
+	}
+	return u.Redacted()
 }
 
 // measureWeb calls the endpoint and decodes its JSON; with jsonPath, the

@@ -235,3 +235,14 @@ func FuzzEvaluate(f *testing.F) {
 		}
 	})
 }
+
+func TestProviderErrorsDoNotCarryPasswords(t *testing.T) {
+	_, _, err := Providers{}.Measure(context.Background(), Provider{Prometheus: &Prometheus{Address: "http://reader:s3cret@127.0.0.1:1", Query: "up"}})
+	if err == nil || strings.Contains(err.Error(), "s3cret") {
+		t.Fatalf("error %v", err)
+	}
+	_, _, err = Providers{}.Measure(context.Background(), Provider{Web: &Web{URL: "http://reader:s3cret@127.0.0.1:1/health"}})
+	if err == nil || strings.Contains(err.Error(), "s3cret") {
+		t.Fatalf("error %v", err)
+	}
+}
