@@ -7,7 +7,9 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 )
 
 // managedByAnnotation marks a Service whose selector a rollout drives.
@@ -54,24 +56,34 @@ func (r *rolloutCtx) setRouteWeights(route *GatewayRoute, canary, stable string,
 	if err != nil {
 		return fmt.Errorf("HTTPRoute %s/%s: %w", ns, route.HTTPRoute, err)
 	}
+	var hr gatewayv1.HTTPRoute
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(obj.Object, &hr); err != nil {
+		return fmt.Errorf("HTTPRoute %s/%s: %w", ns, route.HTTPRoute, err)
+	}
+	// The route is read through Gateway API's types and written back as it
+	// was but for the weights, so fields those types do not know survive.
 	rules, _, _ := unstructured.NestedSlice(obj.Object, "spec", "rules")
 	changed, found := false, false
-	for _, rule := range rules {
-		refs, _ := rule.(map[string]any)["backendRefs"].([]any)
-		for _, ref := range refs {
-			m, _ := ref.(map[string]any)
-			var want int64
-			switch m["name"] {
+	for i, rule := range hr.Spec.Rules {
+		for j, backend := range rule.BackendRefs {
+			ref := backend.BackendRef
+			if ref.Kind != nil && *ref.Kind != "Service" {
+				continue
+			}
+			var want int32
+			switch string(ref.Name) {
 			case canary:
-				want = int64(weight)
+				want = weight
 			case stable:
-				want = int64(100 - weight)
+				want = 100 - weight
 			default:
 				continue
 			}
 			found = true
-			if w, ok := m["weight"].(int64); !ok || w != want {
-				m["weight"], changed = want, true
+			if ref.Weight == nil || *ref.Weight != want {
+				refs, _ := rules[i].(map[string]any)["backendRefs"].([]any)
+				refs[j].(map[string]any)["weight"] = int64(want)
+				changed = true
 			}
 		}
 	}

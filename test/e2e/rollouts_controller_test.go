@@ -7,6 +7,9 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -538,24 +541,16 @@ spec:
 	})
 }
 
-// httpRouteCRD is a stand-in definition of Gateway API's HTTPRoute (the
-// cluster has no Gateway API installed); it keeps every field.
-const httpRouteCRD = `apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata:
-  name: httproutes.gateway.networking.k8s.io
-  annotations: {api-approved.kubernetes.io: "https://github.com/kubernetes-sigs/gateway-api/pull/2466"}
-spec:
-  group: gateway.networking.k8s.io
-  scope: Namespaced
-  names: {kind: HTTPRoute, listKind: HTTPRouteList, plural: httproutes, singular: httproute}
-  versions:
-    - name: v1
-      served: true
-      storage: true
-      schema:
-        openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}
-`
+// httpRouteCRD is Gateway API's own HTTPRoute definition, from the module
+// the agent reads routes with.
+func httpRouteCRD(t *testing.T) string {
+	t.Helper()
+	dir, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "sigs.k8s.io/gateway-api").Output()
+	must(t, err)
+	data, err := os.ReadFile(filepath.Join(strings.TrimSpace(string(dir)), "config", "crd", "standard", "gateway.networking.k8s.io_httproutes.yaml"))
+	must(t, err)
+	return string(data)
+}
 
 const routedManifests = `apiVersion: v1
 kind: Service
@@ -605,7 +600,7 @@ func TestRolloutsControllerRoutesThroughGatewayAPI(t *testing.T) {
 	c := testenv.StartCluster(t, testenv.ClusterOptions{Name: "routed", Workloads: true})
 	_, err := rollouts.EnsureCRDs(t.Context(), c.Dynamic)
 	must(t, err)
-	c.CreateAll(t, "", httpRouteCRD)
+	c.CreateAll(t, "", httpRouteCRD(t))
 	routes := schema.GroupVersionResource{Group: "gateway.networking.k8s.io", Version: "v1", Resource: "httproutes"}
 	testenv.Eventually(t, 30*time.Second, func() error {
 		if _, err := c.Dynamic.Resource(routes).Namespace("default").List(context.Background(), metav1.ListOptions{}); err != nil {
