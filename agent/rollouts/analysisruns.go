@@ -3,7 +3,9 @@ package rollouts
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
+	"time"
 
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -233,3 +235,60 @@ func (r *rolloutCtx) runName(what string) string {
 }
 
 func ptrTime(t metav1.Time) *metav1.Time { return &t }
+
+// runHistoryLimit is how many finished runs of earlier revisions are kept
+// per outcome, as Argo Rollouts' successful- and unsuccessfulRunHistoryLimit
+// default to.
+const runHistoryLimit = 5
+
+// runInfo is what the run history limit looks at.
+type runInfo struct {
+	name      string
+	hash      string
+	succeeded bool
+	finished  bool
+	created   time.Time
+}
+
+// expiredRuns names the runs to delete: finished runs of revisions other
+// than keep, beyond the newest limit successful and limit unsuccessful.
+func expiredRuns(runs []runInfo, keep map[string]bool, limit int) []string {
+	slices.SortFunc(runs, func(a, b runInfo) int { return b.created.Compare(a.created) })
+	var out []string
+	seen := map[bool]int{}
+	for _, run := range runs {
+		if !run.finished || keep[run.hash] {
+			continue
+		}
+		seen[run.succeeded]++
+		if seen[run.succeeded] > limit {
+			out = append(out, run.name)
+		}
+	}
+	return out
+}
+
+// cleanupRuns deletes the rollout's expired runs.
+func (r *rolloutCtx) cleanupRuns() error {
+	ri := r.c.client.Resource(runGVR).Namespace(r.obj.GetNamespace())
+	list, err := ri.List(r.ctx, metav1.ListOptions{LabelSelector: runTypeLabel})
+	if err != nil {
+		return err
+	}
+	var runs []runInfo
+	for i := range list.Items {
+		obj := &list.Items[i]
+		if ref := metav1.GetControllerOf(obj); ref == nil || ref.UID != r.obj.GetUID() {
+			continue
+		}
+		phase, _, _ := unstructured.NestedString(obj.Object, "status", "phase")
+		runs = append(runs, runInfo{name: obj.GetName(), hash: obj.GetLabels()[HashLabel], succeeded: phase == string(analysis.Successful),
+			finished: analysis.Phase(phase).Completed(), created: obj.GetCreationTimestamp().Time})
+	}
+	for _, name := range expiredRuns(runs, map[string]bool{r.hash: true, r.st.StableRS: true}, runHistoryLimit) {
+		if err := ri.Delete(r.ctx, name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("delete old AnalysisRun %s: %w", name, err)
+		}
+	}
+	return nil
+}

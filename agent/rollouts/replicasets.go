@@ -282,8 +282,12 @@ func (r *rolloutCtx) counts() {
 }
 
 // cleanup deletes the oldest scaled-down ReplicaSets beyond
-// revisionHistoryLimit (default 10).
+// revisionHistoryLimit (default 10) and the analysis runs beyond their
+// history limit.
 func (r *rolloutCtx) cleanup() error {
+	if err := r.cleanupRuns(); err != nil {
+		return err
+	}
 	limit := 10
 	if l := r.ro.Spec.RevisionHistoryLimit; l != nil {
 		limit = int(*l)

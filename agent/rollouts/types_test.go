@@ -1,8 +1,11 @@
 package rollouts
 
 import (
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -132,4 +135,24 @@ func FuzzParse(f *testing.F) {
 		_, _ = parse(&unstructured.Unstructured{Object: obj})
 		_ = ControllerFields([]*unstructured.Unstructured{{Object: obj}})
 	})
+}
+
+func TestExpiredRunsKeepTheNewestPerOutcome(t *testing.T) {
+	at := func(minute int) time.Time { return time.Date(2026, 11, 26, 2, minute, 0, 0, time.UTC) }
+	var runs []runInfo
+	for i := range 8 {
+		runs = append(runs, runInfo{name: fmt.Sprintf("ok-%d", i), hash: fmt.Sprintf("h%d", i), succeeded: true, finished: true, created: at(i)})
+	}
+	runs = append(runs,
+		runInfo{name: "failed-old", hash: "x", finished: true, created: at(0)},
+		runInfo{name: "running", hash: "old", created: at(0)},
+		runInfo{name: "current", hash: "h0", succeeded: true, finished: true, created: at(0)},
+	)
+	got := expiredRuns(runs, map[string]bool{"h0": true}, 5)
+	slices.Sort(got)
+	// ok-7..ok-3 are the newest five successful ones; ok-0 and current
+	// belong to a kept revision; the failed and the running one stay.
+	if want := []string{"ok-1", "ok-2"}; !slices.Equal(got, want) {
+		t.Errorf("expired %v, want %v", got, want)
+	}
 }
