@@ -14,6 +14,8 @@ func (r *RolloutStatus) Summary() string {
 	}
 	var parts []string
 	switch {
+	case r.GetStrategy() == "canary" && r.GetStep() == 0:
+		parts = append(parts, "canary, not yet seen by its controller")
 	case r.GetStrategy() == "canary" && r.GetStep() > r.GetSteps():
 		parts = append(parts, "canary done")
 	case r.GetStrategy() == "canary":
