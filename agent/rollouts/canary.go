@@ -151,8 +151,8 @@ func (r *rolloutCtx) canaryAborted(c *Canary, route *GatewayRoute) error {
 
 // background runs strategy.canary.analysis from its startingStep on.
 func (r *rolloutCtx) background(c *Canary, idx int32) error {
-	if c.Analysis == nil || r.st.Abort {
-		return nil
+	if c.Analysis == nil || r.st.Abort || r.st.PromoteFull {
+		return nil // a full promotion skips analysis, as in Argo Rollouts
 	}
 	if start := c.Analysis.StartingStep; start != nil && idx < *start {
 		return nil

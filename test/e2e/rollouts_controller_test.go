@@ -213,12 +213,16 @@ spec:
     canary:
       canaryService: api-canary
       stableService: api-stable
+      analysis:
+        templates: [{templateName: smoke}]
+        args: [{name: url, value: "%[1]s"}]
+        startingStep: 2
       steps:
         - setWeight: 25
         - pause: {}
         - analysis:
             templates: [{templateName: smoke}]
-            args: [{name: url, value: "%s"}]
+            args: [{name: url, value: "%[1]s"}]
         - setWeight: 50
         - pause: {duration: 1}
 `
@@ -354,8 +358,8 @@ func TestRolloutsControllerRunsACanary(t *testing.T) {
 			}
 			return nil
 		})
-		// A full promote skips the remaining steps, analysis included (it
-		// would fail now).
+		// A full promote skips the remaining steps, analysis included
+		// (the step's and the background one; both would fail now).
 		check.healthy.Store(false)
 		calls = check.calls.Load()
 		must(t, rollouts.Act(context.Background(), c.Dynamic, rollout(t, c, ns, "api"), flotillav1.RolloutAction_ROLLOUT_ACTION_PROMOTE, true))
