@@ -195,7 +195,7 @@ func (r *rolloutCtx) terminateRuns(keep ...string) error {
 	}
 	for i := range list.Items {
 		obj := &list.Items[i]
-		if ref := metav1.GetControllerOf(obj); ref == nil || ref.UID != r.obj.GetUID() || contains(keep, obj.GetName()) {
+		if ref := metav1.GetControllerOf(obj); ref == nil || ref.UID != r.obj.GetUID() || slices.Contains(keep, obj.GetName()) {
 			continue
 		}
 		spec, status, err := readRun(obj)
@@ -208,15 +208,6 @@ func (r *rolloutCtx) terminateRuns(keep ...string) error {
 		}
 	}
 	return nil
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 func toMap(v any) (map[string]any, error) {

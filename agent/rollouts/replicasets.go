@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"hash/fnv"
-	"maps"
 	"slices"
 	"strconv"
 	"time"
@@ -13,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	k8slabels "k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/client-go/tools/cache"
@@ -106,40 +106,27 @@ func (r *rolloutCtx) loadReplicaSets() error {
 }
 
 func (r *rolloutCtx) createReplicaSet(revision int64) (*unstructured.Unstructured, error) {
-	template := runtimeCopy(r.template)
+	template := runtime.DeepCopyJSON(r.template)
 	labels, _, _ := unstructured.NestedStringMap(template, "metadata", "labels")
-	labels = maps.Clone(labels)
+	if labels == nil {
+		labels = map[string]string{}
+	}
 	labels[HashLabel] = r.hash
-	_ = unstructured.SetNestedStringMap(template, labels, "metadata", "labels")
-	selector := map[string]any{}
-	if ml := r.ro.Spec.Selector.MatchLabels; len(ml) > 0 {
-		m := map[string]any{}
-		for k, v := range ml {
-			m[k] = v
-		}
-		selector["matchLabels"] = m
+	if err := unstructured.SetNestedStringMap(template, labels, "metadata", "labels"); err != nil {
+		return nil, err
 	}
-	if len(r.ro.Spec.Selector.MatchExpressions) > 0 {
-		data, _ := json.Marshal(r.ro.Spec.Selector.MatchExpressions)
-		var exprs []any
-		_ = json.Unmarshal(data, &exprs)
-		selector["matchExpressions"] = exprs
+	selector, err := toMap(metav1.CloneSelectorAndAddLabel(r.ro.Spec.Selector, HashLabel, r.hash))
+	if err != nil {
+		return nil, err
 	}
-	ml, _ := selector["matchLabels"].(map[string]any)
-	if ml == nil {
-		ml = map[string]any{}
-	}
-	ml[HashLabel] = r.hash
-	selector["matchLabels"] = ml
 	rs := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "apps/v1", "kind": "ReplicaSet",
-		"metadata": map[string]any{
-			"name": r.obj.GetName() + "-" + r.hash, "namespace": r.obj.GetNamespace(),
-			"labels":      toAny(labels),
-			"annotations": map[string]any{revisionAnnotation: strconv.FormatInt(revision, 10)},
-		},
 		"spec": map[string]any{"replicas": int64(0), "selector": selector, "template": template},
 	}}
+	rs.SetName(r.obj.GetName() + "-" + r.hash)
+	rs.SetNamespace(r.obj.GetNamespace())
+	rs.SetLabels(labels)
+	rs.SetAnnotations(map[string]string{revisionAnnotation: strconv.FormatInt(revision, 10)})
 	rs.SetOwnerReferences([]metav1.OwnerReference{*metav1.NewControllerRef(r.obj, r.obj.GroupVersionKind())})
 	created, err := r.c.client.Resource(rsGVR).Namespace(r.obj.GetNamespace()).Create(r.ctx, rs, metav1.CreateOptions{FieldManager: fieldManager})
 	if apierrors.IsAlreadyExists(err) {
@@ -149,18 +136,6 @@ func (r *rolloutCtx) createReplicaSet(revision int64) (*unstructured.Unstructure
 		return nil, fmt.Errorf("create ReplicaSet %s: %w", rs.GetName(), err)
 	}
 	return created, nil
-}
-
-func runtimeCopy(m map[string]any) map[string]any {
-	return (&unstructured.Unstructured{Object: m}).DeepCopy().Object
-}
-
-func toAny(m map[string]string) map[string]any {
-	out := make(map[string]any, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
 }
 
 func specReplicas(rs *unstructured.Unstructured) int32 {

@@ -3,9 +3,7 @@ package rollouts
 import (
 	"encoding/json"
 	"fmt"
-	"math"
 	"strconv"
-	"strings"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -360,22 +358,13 @@ func (ro *Rollout) replicas() int32 {
 	return *ro.Spec.Replicas
 }
 
-// percentOf resolves an int-or-percent against total, rounding up or down.
+// percentOf resolves an int-or-percent (def when unset) against total,
+// rounding up or down; a malformed value counts as 0.
 func percentOf(v *intstr.IntOrString, def string, total int32, roundUp bool) int32 {
-	val := intstr.FromString(def)
-	if v != nil {
-		val = *v
+	if v == nil {
+		d := intstr.FromString(def)
+		v = &d
 	}
-	if val.Type == intstr.Int {
-		return int32(val.IntValue())
-	}
-	p, err := strconv.Atoi(strings.TrimSuffix(val.StrVal, "%"))
-	if err != nil {
-		return 0
-	}
-	f := float64(p) * float64(total) / 100
-	if roundUp {
-		return int32(math.Ceil(f))
-	}
-	return int32(math.Floor(f))
+	n, _ := intstr.GetScaledValueFromIntOrPercent(v, int(total), roundUp)
+	return int32(n)
 }

@@ -32,7 +32,7 @@ func (s *Syncer) Diff(ctx context.Context, app string) (uint64, []*flotillav1.Ob
 	if err != nil {
 		return ds.GetHistoryId(), nil, err
 	}
-	rules, err := ignoreRules(ds, objs)
+	rules, _, err := ignoreRules(ds, objs)
 	if err != nil {
 		return ds.GetHistoryId(), nil, err
 	}

@@ -13,8 +13,6 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/flotilla-dev/flotilla/agent/apply"
-	"github.com/flotilla-dev/flotilla/agent/rollouts"
-	"github.com/flotilla-dev/flotilla/internal/ignore"
 	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
 )
 
@@ -57,11 +55,10 @@ func (w *appWorker) checkDrift(ctx context.Context, refs map[string]apply.Object
 		return
 	}
 	all := slices.Collect(maps.Values(w.desired))
-	rules, err := ignoreRules(ds, all)
+	rules, controller, err := ignoreRules(ds, all)
 	if err != nil {
 		return // the sync reported it
 	}
-	controller, _ := ignore.Compile(rollouts.ControllerFields(all))
 	drifts, err := s.manager.Diff(ctx, objs, rules)
 	if err != nil {
 		s.log.Error("drift check", "app", w.app, "error", err)

@@ -292,12 +292,12 @@ func (s *Syncer) respectIgnored(ctx context.Context, ds *flotillav1.DesiredState
 	if err != nil {
 		return nil, err
 	}
-	respect, err := ignore.Compile(rollouts.ControllerFields(objs))
-	if hasSyncOption(ds, "RespectIgnoreDifferences=true") {
-		respect, err = ignoreRules(ds, objs)
-	}
+	all, respect, err := ignoreRules(ds, objs)
 	if err != nil {
 		return nil, err
+	}
+	if hasSyncOption(ds, "RespectIgnoreDifferences=true") {
+		respect = all
 	}
 	var matched []*unstructured.Unstructured
 	for _, o := range objs {
@@ -318,10 +318,16 @@ func (s *Syncer) respectIgnored(ctx context.Context, ds *flotillav1.DesiredState
 }
 
 // ignoreRules are what a comparison of objs with their live state
-// ignores: the application's ignoreDifferences and the fields the rollouts
-// controller sets.
-func ignoreRules(ds *flotillav1.DesiredState, objs []*unstructured.Unstructured) (*ignore.Rules, error) {
-	return ignore.Compile(append(slices.Clone(ds.GetIgnoreDifferences()), rollouts.ControllerFields(objs)...))
+// ignores (all: the application's ignoreDifferences and the fields the
+// rollouts controller sets) and, apart, the controller's fields alone,
+// which every write keeps as they are live.
+func ignoreRules(ds *flotillav1.DesiredState, objs []*unstructured.Unstructured) (all, controller *ignore.Rules, err error) {
+	fields := rollouts.ControllerFields(objs)
+	if controller, err = ignore.Compile(fields); err != nil {
+		return nil, nil, err
+	}
+	all, err = ignore.Compile(append(slices.Clone(ds.GetIgnoreDifferences()), fields...))
+	return all, controller, err
 }
 
 // record prunes what left Git, saves the inventory as applied and fills

@@ -31,10 +31,6 @@ func rolloutsCluster(b *testing.B, ns, manifests string) *testenv.Cluster {
 	if _, err := rollouts.EnsureCRDs(b.Context(), c.Dynamic); err != nil {
 		b.Fatal(err)
 	}
-	testenv.Eventually(b, 30*time.Second, func() error {
-		_, err := c.Dynamic.Resource(rollouts.GVR).Namespace("default").List(context.Background(), metav1.ListOptions{})
-		return err
-	})
 	if _, err := c.Client.CoreV1().Namespaces().Create(b.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
 		b.Fatal(err)
 	}

@@ -170,6 +170,17 @@ func act(t *testing.T, c *testenv.Cluster, ns, name string, action flotillav1.Ro
 	must(t, rollouts.Act(context.Background(), c.Dynamic, rollout(t, c, ns, name), action, false))
 }
 
+// rolloutsCluster is a workloads cluster (ReplicaSets really scale) with
+// the agent's argoproj.io CRDs served and the namespace ns.
+func rolloutsCluster(t *testing.T, name, ns string) *testenv.Cluster {
+	t.Helper()
+	c := testenv.StartCluster(t, testenv.ClusterOptions{Name: name, Workloads: true})
+	_, err := rollouts.EnsureCRDs(t.Context(), c.Dynamic) // waits until they are served
+	must(t, err)
+	createNamespace(t, c, ns)
+	return c
+}
+
 func createNamespace(t *testing.T, c *testenv.Cluster, ns string) {
 	t.Helper()
 	_, err := c.Client.CoreV1().Namespaces().Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
@@ -233,16 +244,9 @@ spec:
 // that survives a controller restart, web analysis, promotion), an
 // analysis failure that aborts back to stable and stays so, and a retry.
 func TestRolloutsControllerRunsACanary(t *testing.T) {
-	c := testenv.StartCluster(t, testenv.ClusterOptions{Name: "rollouts", Workloads: true})
-	_, err := rollouts.EnsureCRDs(t.Context(), c.Dynamic)
-	must(t, err)
-	testenv.Eventually(t, 30*time.Second, func() error {
-		_, err := c.Dynamic.Resource(rollouts.GVR).Namespace("default").List(context.Background(), metav1.ListOptions{})
-		return err
-	})
-	check := startWebCheck(t)
 	ns := "canary"
-	createNamespace(t, c, ns)
+	c := rolloutsCluster(t, "rollouts", ns)
+	check := startWebCheck(t)
 	parent := t // a controller started in a subtest must outlive it
 	spans := tracetest.NewSpanRecorder()
 	tracing := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
@@ -423,16 +427,9 @@ spec:
 // scaleDownDelaySeconds; a failing analysis leaves the active Service where
 // it was and the rollout Degraded.
 func TestRolloutsControllerRunsBlueGreen(t *testing.T) {
-	c := testenv.StartCluster(t, testenv.ClusterOptions{Name: "bluegreen", Workloads: true})
-	_, err := rollouts.EnsureCRDs(t.Context(), c.Dynamic)
-	must(t, err)
-	testenv.Eventually(t, 30*time.Second, func() error {
-		_, err := c.Dynamic.Resource(rollouts.GVR).Namespace("default").List(context.Background(), metav1.ListOptions{})
-		return err
-	})
-	check := startWebCheck(t)
 	ns := "bluegreen"
-	createNamespace(t, c, ns)
+	c := rolloutsCluster(t, "bluegreen", ns)
+	check := startWebCheck(t)
 	startRolloutsController(t, c)
 	c.CreateAll(t, ns, fmt.Sprintf(blueGreenManifests, check.srv.URL))
 
@@ -601,20 +598,14 @@ spec:
 // plugin the weight is the HTTPRoute's backend weights, and the stable set
 // keeps its size.
 func TestRolloutsControllerRoutesThroughGatewayAPI(t *testing.T) {
-	c := testenv.StartCluster(t, testenv.ClusterOptions{Name: "routed", Workloads: true})
-	_, err := rollouts.EnsureCRDs(t.Context(), c.Dynamic)
-	must(t, err)
+	ns := "routed"
+	c := rolloutsCluster(t, "routed", ns)
 	c.CreateAll(t, "", httpRouteCRD(t))
 	routes := schema.GroupVersionResource{Group: "gateway.networking.k8s.io", Version: "v1", Resource: "httproutes"}
 	testenv.Eventually(t, 30*time.Second, func() error {
-		if _, err := c.Dynamic.Resource(routes).Namespace("default").List(context.Background(), metav1.ListOptions{}); err != nil {
-			return err
-		}
-		_, err := c.Dynamic.Resource(rollouts.GVR).Namespace("default").List(context.Background(), metav1.ListOptions{})
+		_, err := c.Dynamic.Resource(routes).Namespace(ns).List(context.Background(), metav1.ListOptions{})
 		return err
 	})
-	ns := "routed"
-	createNamespace(t, c, ns)
 	startRolloutsController(t, c)
 	c.CreateAll(t, ns, routedManifests)
 	ro := waitRollout(t, c, ns, "shop", time.Minute, phaseIs("Healthy"))
@@ -697,14 +688,11 @@ spec:
 // consecutiveErrorLimit; nothing is promoted by mistake and nothing
 // crashes.
 func TestRolloutsControllerReportsBadInput(t *testing.T) {
-	c := testenv.StartCluster(t, testenv.ClusterOptions{Name: "badinput", Workloads: true})
-	_, err := rollouts.EnsureCRDs(t.Context(), c.Dynamic)
-	must(t, err)
+	ns := "bad"
+	c := rolloutsCluster(t, "badinput", ns)
 	traffic := testenv.StartTraffic(t)
 	traffic.Serve("api-service", "canary", 0.002)
 	prom := testenv.StartPrometheus(t, traffic.Target)
-	ns := "bad"
-	createNamespace(t, c, ns)
 	startRolloutsController(t, c)
 	c.CreateAll(t, ns, strings.Join([]string{
 		prometheusTemplate("rejected", prom.URL, "sum(rate(http_requests_total[2m]", "result[0] < 0.01"),
@@ -818,11 +806,8 @@ spec:
 // workloadRef runs the Deployment's pod template; a change of the
 // Deployment's template is a new revision.
 func TestRolloutsControllerTakesTheTemplateFromADeployment(t *testing.T) {
-	c := testenv.StartCluster(t, testenv.ClusterOptions{Name: "workloadref", Workloads: true})
-	_, err := rollouts.EnsureCRDs(t.Context(), c.Dynamic)
-	must(t, err)
 	ns := "ref"
-	createNamespace(t, c, ns)
+	c := rolloutsCluster(t, "workloadref", ns)
 	startRolloutsController(t, c)
 	c.CreateAll(t, ns, `apiVersion: apps/v1
 kind: Deployment
@@ -847,7 +832,7 @@ spec:
 `)
 	ro := waitRollout(t, c, ns, "web", time.Minute, phaseIs("Healthy"))
 	v1 := str(ro, "status", "stableRS")
-	_, err = c.Dynamic.Resource(deployments).Namespace(ns).Patch(context.Background(), "web", types.MergePatchType,
+	_, err := c.Dynamic.Resource(deployments).Namespace(ns).Patch(context.Background(), "web", types.MergePatchType,
 		[]byte(`{"spec":{"template":{"spec":{"containers":[{"name":"web","image":"registry.example.com/web:2"}]}}}}`), metav1.PatchOptions{})
 	must(t, err)
 	// Well within the controller's 30 s resync: the Deployment is watched.
