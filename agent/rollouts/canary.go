@@ -58,7 +58,7 @@ func (r *rolloutCtx) canary() error {
 		}
 		if !done {
 			r.st.Message = fmt.Sprintf("step %d/%d: waiting for %d canary and %d stable replicas to be available", idx+1, n, canaryWant, stableWant)
-			return r.background(c, idx)
+			return r.background(c, route, idx)
 		}
 		advance := false
 		switch {
@@ -78,13 +78,13 @@ func (r *rolloutCtx) canary() error {
 			}
 		}
 		if !advance {
-			return r.background(c, idx)
+			return r.background(c, route, idx)
 		}
 		r.stepEnds(name, "completed")
 		idx++
 		r.st.CurrentStepIndex = &idx
 	}
-	if err := r.background(c, idx); err != nil || r.st.Abort {
+	if err := r.background(c, route, idx); err != nil || r.st.Abort {
 		return err
 	}
 	// Every step is done: the canary becomes the stable version.
@@ -150,7 +150,7 @@ func (r *rolloutCtx) canaryAborted(c *Canary, route *GatewayRoute) error {
 }
 
 // background runs strategy.canary.analysis from its startingStep on.
-func (r *rolloutCtx) background(c *Canary, idx int32) error {
+func (r *rolloutCtx) background(c *Canary, route *GatewayRoute, idx int32) error {
 	if c.Analysis == nil || r.st.Abort || r.st.PromoteFull {
 		return nil // a full promotion skips analysis, as in Argo Rollouts
 	}
@@ -162,7 +162,6 @@ func (r *rolloutCtx) background(c *Canary, idx int32) error {
 		return fmt.Errorf("analysis: %w", err)
 	}
 	r.st.Canary.CurrentBackgroundAnalysisRunStatus = run
-	route, _ := c.gatewayRoute()
 	_, err = r.judge(run, func() error { return r.canaryAborted(c, route) })
 	return err
 }
