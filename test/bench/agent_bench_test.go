@@ -60,12 +60,14 @@ func (h *benchHub) publicKeyFile(b *testing.B) string {
 	return keyFile
 }
 
-func buildAgent(b *testing.B) string {
-	bin := filepath.Join(b.TempDir(), "agent")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/agent")
+// buildCommand builds the main package pkg (relative to the repository)
+// into a temporary directory.
+func buildCommand(b *testing.B, pkg string) string {
+	bin := filepath.Join(b.TempDir(), filepath.Base(pkg))
+	cmd := exec.Command("go", "build", "-o", bin, pkg)
 	cmd.Dir = testenv.RepoRoot(b)
 	if out, err := cmd.CombinedOutput(); err != nil {
-		b.Fatalf("build agent: %v: %s", err, out)
+		b.Fatalf("build %s: %v: %s", pkg, err, out)
 	}
 	return bin
 }
@@ -91,8 +93,8 @@ func (p *agentProcess) stop() {
 }
 
 // procStatusMiB reads a field of /proc/PID/status in MiB: VmRSS is the
-// whole resident set, RssAnon the private memory (heap, stacks) without
-// the binary's file-backed pages.
+// whole resident set, RssAnon the private memory (heap, stacks), RssFile
+// the binary's (and libc's) file-backed pages.
 func procStatusMiB(pid int, field string) float64 {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
@@ -126,7 +128,7 @@ func BenchmarkAgent(b *testing.B) {
 	// health settles and the agent reaches a steady state, as in a cluster.
 	c := testenv.StartCluster(b, testenv.ClusterOptions{Name: "prod-eu", Workloads: true, Nodes: 4})
 	keyFile := h.publicKeyFile(b)
-	bin := buildAgent(b)
+	bin := buildCommand(b, "./cmd/agent")
 	args := []string{"--cluster", "prod-eu", "--labels", "env=production", "--nats-url", h.natsURL(b),
 		"--hub-public-key", keyFile, "--kubeconfig", c.Kubeconfig, "--cache-dir", b.TempDir(), "--metrics-addr", "127.0.0.1:0"}
 
@@ -142,6 +144,7 @@ func BenchmarkAgent(b *testing.B) {
 		time.Sleep(10 * time.Second) // steady state: health settled, garbage returned
 		b.ReportMetric(procStatusMiB(agent.cmd.Process.Pid, "VmRSS"), "agent-rss-MiB")
 		b.ReportMetric(procStatusMiB(agent.cmd.Process.Pid, "RssAnon"), "agent-anon-MiB")
+		b.ReportMetric(procStatusMiB(agent.cmd.Process.Pid, "RssFile"), "agent-file-MiB")
 
 		before := bulkVersions(b, c)
 		agent.stop()

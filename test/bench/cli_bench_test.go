@@ -30,7 +30,7 @@ func flotilla(b *testing.B, h *benchHub, out io.Writer, args ...string) {
 func BenchmarkRollbackToApplied(b *testing.B) {
 	h := startHub(b, time.Hour, nil)
 	c := testenv.StartCluster(b, testenv.ClusterOptions{Name: "prod-eu"})
-	agent := startAgentProcess(b, buildAgent(b), "--cluster", "prod-eu", "--labels", "env=production", "--nats-url", h.natsURL(b),
+	agent := startAgentProcess(b, buildCommand(b, "./cmd/agent"), "--cluster", "prod-eu", "--labels", "env=production", "--nats-url", h.natsURL(b),
 		"--hub-public-key", h.publicKeyFile(b), "--kubeconfig", c.Kubeconfig, "--cache-dir", b.TempDir())
 	defer agent.stop()
 	waitRolloutImage(b, c, "api-service:1.4.2") // history 1

@@ -21,7 +21,7 @@ import (
 func BenchmarkDriftCorrection(b *testing.B) {
 	h := startHub(b, time.Hour, nil)
 	c := testenv.StartCluster(b, testenv.ClusterOptions{Name: "prod-eu"})
-	agent := startAgentProcess(b, buildAgent(b), "--cluster", "prod-eu", "--labels", "env=production", "--nats-url", h.natsURL(b),
+	agent := startAgentProcess(b, buildCommand(b, "./cmd/agent"), "--cluster", "prod-eu", "--labels", "env=production", "--nats-url", h.natsURL(b),
 		"--hub-public-key", h.publicKeyFile(b), "--kubeconfig", c.Kubeconfig, "--cache-dir", b.TempDir())
 	defer agent.stop()
 	waitAppStatus(b, h, "worker-service", time.Time{}, func(st *flotillav1.AppStatus) bool {
