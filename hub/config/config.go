@@ -63,12 +63,17 @@ type Repository struct {
 }
 
 // GitAuth are a repository's credentials, each read from a file or an
-// environment variable.
+// environment variable: a password or token for HTTPS, or a private key
+// for SSH with the known_hosts file that pins the server's host key.
 type GitAuth struct {
 	Username     string `json:"username"`
 	PasswordFile string `json:"passwordFile"`
 	PasswordEnv  string `json:"passwordEnv"`
 	SSHKeyFile   string `json:"sshKeyFile"`
+	// SSHKnownHostsFile trusts the host keys it lists; without it, those of
+	// $SSH_KNOWN_HOSTS or ~/.ssh/known_hosts, as ssh does. An unknown or
+	// changed host key fails the fetch.
+	SSHKnownHostsFile string `json:"sshKnownHostsFile"`
 }
 
 // Root is where application discovery starts.
@@ -199,6 +204,12 @@ func (c *Config) validate() error {
 		if r.Auth.PasswordFile != "" && r.Auth.PasswordEnv != "" {
 			errs = append(errs, fmt.Errorf("repositories[%d].auth: set passwordFile or passwordEnv, not both", i))
 		}
+		if r.Auth.SSHKeyFile != "" && (r.Auth.PasswordFile != "" || r.Auth.PasswordEnv != "") {
+			errs = append(errs, fmt.Errorf("repositories[%d].auth: set sshKeyFile or a password, not both", i))
+		}
+		if r.Auth.SSHKnownHostsFile != "" && r.Auth.SSHKeyFile == "" {
+			errs = append(errs, fmt.Errorf("repositories[%d].auth.sshKnownHostsFile: needs sshKeyFile", i))
+		}
 	}
 	for i, r := range c.Roots {
 		if !repos[NormalizeURL(r.Repo)] {
@@ -254,6 +265,11 @@ func (a GitAuth) AuthMethod() (transport.AuthMethod, error) {
 		keys, err := gitssh.NewPublicKeysFromFile(user, a.SSHKeyFile, "")
 		if err != nil {
 			return nil, fmt.Errorf("ssh key %s: %w", a.SSHKeyFile, err)
+		}
+		if a.SSHKnownHostsFile != "" {
+			if keys.HostKeyCallback, err = gitssh.NewKnownHostsCallback(a.SSHKnownHostsFile); err != nil {
+				return nil, fmt.Errorf("ssh known hosts %s: %w", a.SSHKnownHostsFile, err)
+			}
 		}
 		return keys, nil
 	}

@@ -30,6 +30,8 @@ func TestParseErrorsNameTheField(t *testing.T) {
 		"bad duration":      {"repositories: [{url: u, pollInterval: often}]\n", `"often" is not a duration`},
 		"unknown field":     {"repositorys: []\n", `unknown field "repositorys"`},
 		"history too long":  {"history: 100\n", "history: 100 must be between 1 and 64"},
+		"key and password":  {"repositories: [{url: u, auth: {sshKeyFile: k, passwordEnv: P}}]\n", "repositories[0].auth: set sshKeyFile or a password, not both"},
+		"hosts without key": {"repositories: [{url: u, auth: {sshKnownHostsFile: h}}]\n", "repositories[0].auth.sshKnownHostsFile: needs sshKeyFile"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
