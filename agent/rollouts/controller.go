@@ -195,6 +195,9 @@ func (c *Controller) Reconcile(ctx context.Context, namespace, name string) (tim
 	if err != nil || obj.GetDeletionTimestamp() != nil {
 		return 0, err
 	}
+	if _, found, _ := unstructured.NestedFieldNoCopy(obj.Object, "spec", "replicas"); !found {
+		return 0, c.defaultReplicas(ctx, obj)
+	}
 	r := &rolloutCtx{c: c, ctx: ctx, obj: obj, now: time.Now()}
 	if parent := c.traceParent(obj); parent.IsValid() {
 		r.ctx = trace.ContextWithSpanContext(ctx, parent)
@@ -223,6 +226,18 @@ func (c *Controller) Reconcile(ctx context.Context, namespace, name string) (tim
 		return 0, nil
 	}
 	return max(time.Until(r.next), 10*time.Millisecond), nil
+}
+
+// defaultReplicas writes one replica into a spec without any, as Argo
+// Rollouts does: the scale subresource, and with it an HPA, fails on a
+// missing spec.replicas. Git leaves the field to the HPA, so it is not
+// Git's to fight over. The update's event brings the rollout back.
+func (c *Controller) defaultReplicas(ctx context.Context, obj *unstructured.Unstructured) error {
+	if err := unstructured.SetNestedField(obj.Object, int64(1), "spec", "replicas"); err != nil {
+		return err
+	}
+	_, err := c.client.Resource(GVR).Namespace(obj.GetNamespace()).Update(ctx, obj, metav1.UpdateOptions{FieldManager: fieldManager})
+	return err
 }
 
 // transient tells the API server's errors (worth retrying at once) from

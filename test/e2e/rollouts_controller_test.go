@@ -849,3 +849,40 @@ spec:
 		t.Errorf("ReplicaSet template: %v", containers)
 	}
 }
+
+// TestRolloutsControllerLetsAnHPAScaleIt: a Rollout without replicas, as a
+// chart writes it for an HPA, gets Argo Rollouts' default of one, so its
+// scale subresource works and the HPA's minReplicas reaches the pods.
+func TestRolloutsControllerLetsAnHPAScaleIt(t *testing.T) {
+	ns := "hpa"
+	c := rolloutsCluster(t, "hpa", ns)
+	startRolloutsController(t, c)
+	c.CreateAll(t, ns, `apiVersion: argoproj.io/v1alpha1
+kind: Rollout
+metadata: {name: web}
+spec:
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec: {containers: [{name: web, image: "registry.example.com/web:1"}]}
+  strategy:
+    canary:
+      steps: [{setWeight: 50}, {pause: {}}]
+---
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {name: web}
+spec:
+  scaleTargetRef: {apiVersion: argoproj.io/v1alpha1, kind: Rollout, name: web}
+  minReplicas: 3
+  maxReplicas: 5
+  metrics: [{type: Resource, resource: {name: cpu, target: {type: Utilization, averageUtilization: 70}}}]
+`)
+	// The controller-manager's HPA controller looks every 15 s.
+	waitRollout(t, c, ns, "web", 2*time.Minute, func(ro *unstructured.Unstructured) error {
+		if str(ro, "spec", "replicas") != "3" || str(ro, "status", "availableReplicas") != "3" || str(ro, "status", "phase") != "Healthy" {
+			return fmt.Errorf("spec.replicas %s, available %s, phase %s", str(ro, "spec", "replicas"), str(ro, "status", "availableReplicas"), str(ro, "status", "phase"))
+		}
+		return nil
+	})
+}
