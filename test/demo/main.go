@@ -1,8 +1,11 @@
 // Command demo runs Flotilla end to end on one machine, on embedded
 // defaults: a local Git repository with the example gitops-config, a hub
-// with embedded NATS, two real Kubernetes API servers (production and
-// staging) and an agent for each. It prints what was applied and how to
-// roll out a change, then follows status until Ctrl-C stops everything.
+// with embedded NATS, two real Kubernetes clusters (production and staging:
+// API server, controller-manager, scheduler and kwok's fake nodes, so pods
+// run) and an agent for each. With Debian's Prometheus installed, the
+// canary's analysis queries it about simulated traffic. It plays the user
+// story's bad release and rollback, prints how to ship a fix, then follows
+// status until Ctrl-C stops everything.
 package main
 
 import (
@@ -21,7 +24,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/flotilla-dev/flotilla/agent"
 	"github.com/flotilla-dev/flotilla/hub"
@@ -29,18 +33,20 @@ import (
 	"github.com/flotilla-dev/flotilla/internal/bus"
 	"github.com/flotilla-dev/flotilla/internal/cli"
 	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
+	"github.com/flotilla-dev/flotilla/test/testenv"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx); err != nil {
+	// Ctrl-C during a step ends the demo as it does at the end: cleanly.
+	if err := run(ctx); err != nil && ctx.Err() == nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context) error {
+func run(ctx context.Context) (err error) {
 	root, err := os.Getwd()
 	if err != nil {
 		return err
@@ -55,23 +61,31 @@ func run(ctx context.Context) error {
 	}
 	defer logFile.Close()
 	log := slog.New(slog.NewTextHandler(logFile, nil))
+	env := &environment{ctx: ctx, dir: filepath.Join(work, "tmp"), log: log}
+	defer env.stop()
+	defer env.recoverFatal(&err)
+
+	// The simulated users of api-service in production, and the
+	// Prometheus that scrapes them, when it is installed.
+	var prometheus *testenv.Prometheus
+	traffic := testenv.StartTraffic(env)
+	traffic.Serve("api-service", "stable", goodErrorRatio)
+	if _, err := exec.LookPath("prometheus"); err == nil {
+		step("Starting Prometheus, scraping simulated api-service traffic")
+		prometheus = testenv.StartPrometheus(env, traffic.Target)
+	}
 
 	step("Creating the gitops-config repository")
 	bare := filepath.Join(work, "git", "gitops-config.git")
 	checkout := filepath.Join(work, "gitops-config")
-	if err := createRepo(filepath.Join(root, "test", "testdata", "gitops-config"), bare, checkout); err != nil {
+	if err := createRepo(filepath.Join(root, "test", "testdata", "gitops-config"), bare, checkout, prometheus); err != nil {
 		return err
 	}
 
-	step("Starting two Kubernetes API servers (production, staging)")
-	clusters := map[string]string{}
+	step("Starting two Kubernetes clusters (production, staging) with fake nodes")
+	clusters := map[string]*testenv.Cluster{}
 	for _, name := range []string{"prod-eu", "staging-1"} {
-		kubeconfig, stopCluster, err := startCluster(filepath.Join(root, "bin", "k8s"), filepath.Join(work, name+".kubeconfig"))
-		if err != nil {
-			return err
-		}
-		defer stopCluster()
-		clusters[name] = kubeconfig
+		clusters[name] = testenv.StartCluster(env, testenv.ClusterOptions{Name: name, Workloads: true, Nodes: 2})
 	}
 
 	step("Starting the hub with embedded NATS")
@@ -111,14 +125,14 @@ api:
 	}
 
 	step("Starting an agent per cluster")
-	agentDone := make(chan error, 2)
 	for name, labels := range map[string]map[string]string{"prod-eu": {"env": "production"}, "staging-1": {"env": "staging"}} {
 		opts := agent.DefaultOptions()
 		opts.Cluster, opts.Labels, opts.NATSURL, opts.HubPublicKey = name, labels, h.NATSURL(), keyFile
-		opts.Kubeconfig, opts.CacheDir = clusters[name], filepath.Join(work, "cache-"+name)
+		opts.Kubeconfig, opts.CacheDir = clusters[name].Kubeconfig, filepath.Join(work, "cache-"+name)
 		opts.MetricsAddr = "" // two agents in one process; a real agent serves :8080
-		go func() { agentDone <- agent.Run(ctx, opts, log.With("component", "agent", "agent", name)) }()
+		go func() { _ = agent.Run(ctx, opts, log.With("component", "agent", "agent", name)) }()
 	}
+	go simulateUsers(ctx, clusters["prod-eu"], traffic)
 
 	nc, err := nats.Connect(h.NATSURL())
 	if err != nil {
@@ -142,6 +156,16 @@ api:
 			fmt.Printf("    %-24s %-42s %s\n", r.GetKind(), r.GetNamespace()+"/"+r.GetName(), r.GetAction())
 		}
 	}
+	fmt.Println()
+	step("Waiting for api-service's pods in production (an HPA scales its Rollout to 10)")
+	if err := waitAvailable(ctx, clusters["prod-eu"], 10); err != nil {
+		return err
+	}
+	first, err := waitRollout(ctx, b, 1, "is Healthy", func(ro *flotillav1.RolloutStatus) bool { return ro.GetPhase() == "Healthy" })
+	if err != nil {
+		return err
+	}
+	stable := first.GetStableHash() // 1.4.2's pods
 
 	// The user story's 2 am: a bad release ships, one command undoes it.
 	flotilla := func(args ...string) error {
@@ -150,17 +174,30 @@ api:
 		cmd.SetArgs(append(args, "--hub", "http://"+ln.Addr().String(), "--token", token))
 		return cmd.ExecuteContext(ctx)
 	}
-	fmt.Println()
-	step("Shipping api-service 1.4.3 to production the way CI does (a commit), then rolling it back")
+	if prometheus != nil {
+		step("Shipping api-service 1.4.3 to production the way CI does (a commit); 1.4.3 has a bug: 5 % of its requests fail")
+	} else {
+		step("Shipping api-service 1.4.3 to production the way CI does (a commit)")
+	}
 	if err := gitIn(checkout, "commit", "--quiet", "-m", "deploy: api-service 1.4.3", "--", bumpTag(checkout, "1.4.2", "1.4.3")); err != nil {
 		return err
 	}
 	if err := gitIn(checkout, "push", "--quiet"); err != nil {
 		return err
 	}
-	if err := waitHistory(ctx, b, "prod-eu", "api-service", 2); err != nil {
+	// With Prometheus the analysis catches the bug and the canary goes back
+	// to stable by itself; without, the canary runs its steps to the end.
+	outcome, done := "is promoted", func(ro *flotillav1.RolloutStatus) bool {
+		return ro.GetPhase() == "Healthy" && ro.GetStableHash() != stable
+	}
+	if prometheus != nil {
+		outcome, done = "is aborted", func(ro *flotillav1.RolloutStatus) bool { return ro.GetPhase() == "Degraded" }
+	}
+	ro, err := waitRollout(ctx, b, 2, outcome, done)
+	if err != nil {
 		return err
 	}
+	fmt.Printf("\napi-service's canary in production %s: %s\n", outcome, strings.TrimSuffix(ro.GetPhase()+": "+ro.GetMessage(), ": "))
 	for _, args := range [][]string{
 		{"app", "list", "--cluster", "prod-eu"},
 		{"app", "history", "api-service", "--cluster", "prod-eu"},
@@ -173,10 +210,15 @@ api:
 	if err := waitHistory(ctx, b, "prod-eu", "api-service", 3); err != nil {
 		return err
 	}
+	if _, err := waitRollout(ctx, b, 3, "runs 1.4.2", func(ro *flotillav1.RolloutStatus) bool {
+		return ro.GetPhase() == "Healthy" && ro.GetStableHash() == stable
+	}); err != nil {
+		return err
+	}
 	if err := flotilla("app", "get", "api-service"); err != nil {
 		return err
 	}
-	kubectl := filepath.Join(root, "bin", "k8s", "kubectl")
+	kubectl := filepath.Join(testenv.BinDir(env, "kubectl"), "kubectl")
 	fmt.Printf(`
 production is back on 1.4.2 and pinned there until the next commit to
 api-service or an unpin. Ship a fixed release the way CI does, from another
@@ -186,21 +228,22 @@ shell; the commit releases the pin:
   sed -i 's/tag: "1.4.3"/tag: "1.4.4"/' environments/production/api-service-values.yaml
   git commit -qam "deploy: api-service 1.4.4" && git push -q
 
-and watch it arrive in production within seconds:
+and watch its canary go 10 %% → analysis → 50 %% → 100 %% in about a minute:
 
-  %s --kubeconfig %s -n production get rollout api-service -o jsonpath='{.spec.template.spec.containers[0].image}{"\n"}'
+  export FLOTILLA_HUB=http://%s FLOTILLA_TOKEN=%s
+  watch go run ./cmd/flotilla app list --cluster prod-eu
+  %s --kubeconfig %s -n production get rollout,replicasets,pods
 
 More of the operator CLI:
 
-  export FLOTILLA_HUB=http://%s FLOTILLA_TOKEN=%s
-  go run ./cmd/flotilla app history api-service
+  go run ./cmd/flotilla app get api-service          # the canary's measurements
+  go run ./cmd/flotilla rollout promote api-service  # skip a pause
   go run ./cmd/flotilla app diff api-service
-  go run ./cmd/flotilla app unpin api-service
   go run ./cmd/flotilla app rollback api-service --git     # the golden rule: revert in Git
   go run ./cmd/flotilla events --app api-service
 
 Status changes are printed below; logs are in %s. Ctrl-C stops everything.
-`, checkout, kubectl, clusters["prod-eu"], ln.Addr().String(), token, logFile.Name())
+`, checkout, ln.Addr().String(), token, kubectl, clusters["prod-eu"].Kubeconfig, logFile.Name())
 
 	if err := followStatus(ctx, nc); err != nil && ctx.Err() == nil {
 		return err
@@ -239,10 +282,58 @@ func bumpTag(checkout, from, to string) string {
 
 // waitHistory waits until the agent reports history id of (cluster, app).
 func waitHistory(ctx context.Context, b *bus.Bus, cluster, app string, id uint64) error {
-	deadline := time.Now().Add(time.Minute)
-	for time.Now().Before(deadline) {
-		if st, err := b.GetStatus(ctx, cluster, app); err == nil && st.GetHistoryId() >= id && st.GetPhase() != flotillav1.SyncPhase_SYNC_PHASE_RUNNING {
-			return nil
+	return poll(ctx, time.Minute, func() error {
+		if st, err := b.GetStatus(ctx, cluster, app); err != nil || st.GetHistoryId() < id || st.GetPhase() == flotillav1.SyncPhase_SYNC_PHASE_RUNNING {
+			return fmt.Errorf("%s/%s did not reach history %d within a minute", cluster, app, id)
+		}
+		return nil
+	})
+}
+
+// waitRollout waits until production's api-service Rollout, at history id
+// or later, is as want says (what, for the error).
+func waitRollout(ctx context.Context, b *bus.Bus, id uint64, what string, want func(*flotillav1.RolloutStatus) bool) (*flotillav1.RolloutStatus, error) {
+	var ro *flotillav1.RolloutStatus
+	err := poll(ctx, 3*time.Minute, func() error {
+		st, err := b.GetStatus(ctx, "prod-eu", "api-service")
+		if err != nil {
+			return err
+		}
+		for _, r := range st.GetRollouts() {
+			if r.GetName() == "api-service" && st.GetHistoryId() >= id && want(r) {
+				ro = r
+				return nil
+			}
+		}
+		return fmt.Errorf("production's api-service rollout %s: not within 3 minutes (history %d: %v)", what, st.GetHistoryId(), st.GetRollouts())
+	})
+	return ro, err
+}
+
+// waitAvailable waits until production's api-service Rollout has
+// replicas available pods.
+func waitAvailable(ctx context.Context, prod *testenv.Cluster, replicas int64) error {
+	return poll(ctx, 3*time.Minute, func() error {
+		ro, err := prod.Dynamic.Resource(rollouts).Namespace("production").Get(ctx, "api-service", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		available, _, _ := unstructured.NestedInt64(ro.Object, "status", "availableReplicas")
+		if available != replicas {
+			return fmt.Errorf("production's api-service has %d of %d pods available after 3 minutes", available, replicas)
+		}
+		return nil
+	})
+}
+
+// poll runs check every 200 ms until it succeeds, ctx ends or timeout
+// passes; it returns check's last error.
+func poll(ctx context.Context, timeout time.Duration, check func() error) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		err := check()
+		if err == nil || time.Now().After(deadline) {
+			return err
 		}
 		select {
 		case <-ctx.Done():
@@ -250,12 +341,46 @@ func waitHistory(ctx context.Context, b *bus.Bus, cluster, app string, id uint64
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-	return fmt.Errorf("%s/%s did not reach history %d within a minute", cluster, app, id)
+}
+
+// fastCanary makes production's api-service canary play in about a
+// minute: the user story's steps with 10 s pauses and, with Prometheus,
+// its analysis every 5 s over a 30 s window; without, no analysis step.
+func fastCanary(prometheus *testenv.Prometheus) string {
+	const intro = `rollout:
+  enabled: true
+  # make demo: the user story's canary, its pauses shortened to play in
+  # about a minute.
+  steps:
+    - setWeight: 10
+    - pause: {duration: 10s}
+`
+	if prometheus == nil {
+		return intro + `    # Prometheus is not installed (apt-get install prometheus): no analysis step.
+    - setWeight: 50
+    - pause: {duration: 10s}
+    - setWeight: 100
+`
+	}
+	return intro + fmt.Sprintf(`    - analysis:
+        templates:
+          - templateName: error-rate-check
+    - setWeight: 50
+    - pause: {duration: 10s}
+    - setWeight: 100
+analysis:
+  prometheusAddress: %s
+  interval: 5s
+  count: 4
+  failureLimit: 1
+  window: 30s
+`, prometheus.URL)
 }
 
 // createRepo makes a bare repository holding the fixture and a checkout
-// whose origin is it, as a platform team's clone would be.
-func createRepo(fixture, bare, checkout string) error {
+// whose origin is it, as a platform team's clone would be; a second commit
+// speeds up the canary for the demo.
+func createRepo(fixture, bare, checkout string, prometheus *testenv.Prometheus) error {
 	git := func(dir string, args ...string) error {
 		cmd := exec.Command("git", append([]string{"-c", "user.name=Demo", "-c", "user.email=demo@example.com"}, args...)...)
 		cmd.Dir = dir
@@ -275,6 +400,25 @@ func createRepo(fixture, bare, checkout string) error {
 	}
 	for _, args := range [][]string{
 		{"init", "--quiet", "--initial-branch=main"}, {"add", "."}, {"commit", "--quiet", "-m", "initial import"},
+	} {
+		if err := git(checkout, args...); err != nil {
+			return err
+		}
+	}
+	values := filepath.Join(checkout, "environments", "production", "api-service-values.yaml")
+	data, err := os.ReadFile(values)
+	if err != nil {
+		return err
+	}
+	const enabled = "rollout:\n  enabled: true\n"
+	if !strings.Contains(string(data), enabled) {
+		return fmt.Errorf("%s: no %q to speed up", values, enabled)
+	}
+	if err := os.WriteFile(values, []byte(strings.Replace(string(data), enabled, fastCanary(prometheus), 1)), 0o644); err != nil {
+		return err
+	}
+	for _, args := range [][]string{
+		{"commit", "--quiet", "-am", "demo: a canary that plays in a minute"},
 		{"remote", "add", "origin", bare}, {"push", "--quiet", "-u", "origin", "main"},
 		{"config", "user.name", "Demo"}, {"config", "user.email", "demo@example.com"},
 	} {
@@ -285,49 +429,16 @@ func createRepo(fixture, bare, checkout string) error {
 	return nil
 }
 
-// startCluster runs a kube-apiserver and etcd and writes an admin kubeconfig.
-func startCluster(bins, kubeconfigPath string) (string, func(), error) {
-	env := &envtest.Environment{BinaryAssetsDirectory: bins, ControlPlaneStartTimeout: time.Minute}
-	cfg, err := env.Start()
-	if err != nil {
-		return "", nil, fmt.Errorf("start API server (run `make test-bins`?): %w", err)
-	}
-	user, err := env.AddUser(envtest.User{Name: "demo-admin", Groups: []string{"system:masters"}}, cfg)
-	if err != nil {
-		_ = env.Stop()
-		return "", nil, err
-	}
-	data, err := user.KubeConfig()
-	if err == nil {
-		err = os.WriteFile(kubeconfigPath, data, 0o600)
-	}
-	if err != nil {
-		_ = env.Stop()
-		return "", nil, err
-	}
-	return kubeconfigPath, func() { _ = env.Stop() }, nil
-}
-
 func waitSynced(ctx context.Context, b *bus.Bus, keys []string) error {
-	deadline := time.Now().Add(2 * time.Minute)
-	for time.Now().Before(deadline) {
-		done := 0
+	return poll(ctx, 2*time.Minute, func() error {
 		for _, key := range keys {
 			cluster, app, _ := bus.SplitKey(key)
-			if st, err := b.GetStatus(ctx, cluster, app); err == nil && st.GetPhase() == flotillav1.SyncPhase_SYNC_PHASE_SUCCEEDED {
-				done++
+			if st, err := b.GetStatus(ctx, cluster, app); err != nil || st.GetPhase() != flotillav1.SyncPhase_SYNC_PHASE_SUCCEEDED {
+				return fmt.Errorf("%s/%s not synced within 2 minutes: %s", cluster, app, st.GetMessage())
 			}
 		}
-		if done == len(keys) {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(500 * time.Millisecond):
-		}
-	}
-	return fmt.Errorf("applications not synced within 2 minutes")
+		return nil
+	})
 }
 
 // followStatus prints every status change until ctx ends.
@@ -360,6 +471,9 @@ func followStatus(ctx context.Context, nc *nats.Conn) error {
 			phase := strings.TrimPrefix(st.GetPhase().String(), "SYNC_PHASE_")
 			health := strings.TrimPrefix(st.GetHealth().String(), "HEALTH_STATUS_")
 			fmt.Printf("%s  %-10s %-15s history %-3d %-9s %-11s %s\n", time.Now().Format("15:04:05"), st.GetCluster(), st.GetApp(), st.GetHistoryId(), phase, health, st.GetMessage())
+			for _, ro := range st.GetRollouts() {
+				fmt.Printf("          rollout %s: %s\n", ro.GetName(), ro.Summary())
+			}
 		}
 	}
 }

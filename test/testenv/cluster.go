@@ -2,25 +2,24 @@ package testenv
 
 import (
 	"fmt"
-	"github.com/flotilla-dev/flotilla/internal/render"
-	"k8s.io/apimachinery/pkg/runtime/schema"
-	"strings"
-
-	"github.com/go-logr/logr"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"testing"
+	"strings"
 	"time"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/flotilla-dev/flotilla/internal/render"
 )
 
 // ClusterOptions configures StartCluster.
@@ -56,7 +55,7 @@ type Cluster struct {
 
 // StartCluster starts a kube-apiserver and etcd through envtest, from the
 // binaries `make test-bins` built, and stops them when the test ends.
-func StartCluster(t testing.TB, opts ClusterOptions) *Cluster {
+func StartCluster(t TB, opts ClusterOptions) *Cluster {
 	t.Helper()
 	if opts.Name == "" {
 		opts.Name = "test"
@@ -110,7 +109,7 @@ func StartCluster(t testing.TB, opts ClusterOptions) *Cluster {
 }
 
 // startWorkloads runs the controllers that turn Deployments into Ready Pods.
-func (c *Cluster) startWorkloads(t testing.TB, opts ClusterOptions) {
+func (c *Cluster) startWorkloads(t TB, opts ClusterOptions) {
 	t.Helper()
 	bins := BinDir(t, "kube-controller-manager", "kube-scheduler", "kwok", "kwok-stages")
 	c.Processes = append(c.Processes,
@@ -188,7 +187,7 @@ func fakeNode(name string) *corev1.Node {
 
 // Kubectl runs the kubectl built by `make test-bins` against the cluster and
 // returns its combined output.
-func (c *Cluster) Kubectl(t testing.TB, args ...string) (string, error) {
+func (c *Cluster) Kubectl(t TB, args ...string) (string, error) {
 	t.Helper()
 	kubectl := filepath.Join(BinDir(t, "kubectl"), "kubectl")
 	out, err := exec.Command(kubectl, append([]string{"--kubeconfig", c.Kubeconfig}, args...)...).CombinedOutput()
@@ -198,7 +197,7 @@ func (c *Cluster) Kubectl(t testing.TB, args ...string) (string, error) {
 // CreateAll creates the objects of a YAML stream, the namespaced ones in
 // namespace. A kind's resource is its lower-case plural ("rollouts"), which
 // holds for the kinds tests create.
-func (c *Cluster) CreateAll(t testing.TB, namespace, manifests string) {
+func (c *Cluster) CreateAll(t TB, namespace, manifests string) {
 	t.Helper()
 	objs, err := render.Decode([]byte(manifests))
 	if err != nil {

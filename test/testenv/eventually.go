@@ -2,14 +2,13 @@ package testenv
 
 import (
 	"context"
-	"testing"
 	"time"
 )
 
 // Eventually polls condition every 100 ms until it returns nil or timeout
 // passes, then fails the test with the last error. It never sleeps longer
 // than needed.
-func Eventually(t testing.TB, timeout time.Duration, condition func() error) {
+func Eventually(t TB, timeout time.Duration, condition func() error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()

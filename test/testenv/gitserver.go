@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"testing"
 )
 
 // GitServerOptions configures NewGitServer.
@@ -32,7 +31,7 @@ type GitServer struct {
 
 // NewGitServer starts a git smart-HTTP server on a loopback port, stopped
 // when the test ends.
-func NewGitServer(t testing.TB, opts GitServerOptions) *GitServer {
+func NewGitServer(t TB, opts GitServerOptions) *GitServer {
 	t.Helper()
 	execPath, err := exec.Command("git", "--exec-path").Output()
 	if err != nil {
@@ -67,7 +66,7 @@ func (g *GitServer) authenticate(next http.Handler) http.Handler {
 
 // CreateRepo makes an empty bare repository whose default branch is main and
 // returns its clone URL (without credentials).
-func (g *GitServer) CreateRepo(t testing.TB, name string) string {
+func (g *GitServer) CreateRepo(t TB, name string) string {
 	t.Helper()
 	dir := filepath.Join(g.root, name+".git")
 	runGit(t, "", "init", "--quiet", "--bare", "--initial-branch=main", dir)
@@ -100,7 +99,7 @@ func (g *GitServer) pushURL(name string) string {
 // Change edits a working copy of the repository's branch with edit, then
 // commits everything with message and pushes over HTTP. It returns the new
 // commit's SHA. An empty repository starts from an empty tree.
-func (g *GitServer) Change(t testing.TB, name, branch, message string, edit func(worktree string)) string {
+func (g *GitServer) Change(t TB, name, branch, message string, edit func(worktree string)) string {
 	t.Helper()
 	wt := t.TempDir()
 	runGit(t, "", "clone", "--quiet", g.pushURL(name), wt)
@@ -117,7 +116,7 @@ func (g *GitServer) Change(t testing.TB, name, branch, message string, edit func
 }
 
 // PushDir replaces the branch's tree with a copy of dir (e.g. a fixture).
-func (g *GitServer) PushDir(t testing.TB, name, branch, message, dir string) string {
+func (g *GitServer) PushDir(t TB, name, branch, message, dir string) string {
 	t.Helper()
 	return g.Change(t, name, branch, message, func(wt string) {
 		entries, err := os.ReadDir(wt)
@@ -139,7 +138,7 @@ func (g *GitServer) PushDir(t testing.TB, name, branch, message, dir string) str
 
 // WriteFiles commits files (path → content; empty content removes the file)
 // on branch and pushes.
-func (g *GitServer) WriteFiles(t testing.TB, name, branch, message string, files map[string]string) string {
+func (g *GitServer) WriteFiles(t TB, name, branch, message string, files map[string]string) string {
 	t.Helper()
 	return g.Change(t, name, branch, message, func(wt string) {
 		for path, content := range files {
@@ -161,19 +160,19 @@ func (g *GitServer) WriteFiles(t testing.TB, name, branch, message string, files
 }
 
 // Head returns the SHA the branch points to on the server.
-func (g *GitServer) Head(t testing.TB, name, branch string) string {
+func (g *GitServer) Head(t TB, name, branch string) string {
 	t.Helper()
 	return runGit(t, g.BareDir(name), "rev-parse", "refs/heads/"+branch)
 }
 
 // Files lists the paths tracked at the tip of branch.
-func (g *GitServer) Files(t testing.TB, name, branch string) []string {
+func (g *GitServer) Files(t TB, name, branch string) []string {
 	t.Helper()
 	out := runGit(t, g.BareDir(name), "ls-tree", "-r", "--name-only", "refs/heads/"+branch)
 	return strings.Split(out, "\n")
 }
 
-func runGit(t testing.TB, dir string, args ...string) string {
+func runGit(t TB, dir string, args ...string) string {
 	t.Helper()
 	cmd := exec.Command("git", args...)
 	cmd.Dir = dir

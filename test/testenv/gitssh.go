@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"testing"
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
@@ -31,7 +30,7 @@ type GitSSH struct {
 // ServeSSH starts an SSH server for g's repositories, stopped when the test
 // ends. User "git" may log in with clientKey, and nobody else, and with no
 // other key.
-func (g *GitServer) ServeSSH(t testing.TB, clientKey ssh.PublicKey) *GitSSH {
+func (g *GitServer) ServeSSH(t TB, clientKey ssh.PublicKey) *GitSSH {
 	t.Helper()
 	_, hostKey, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {

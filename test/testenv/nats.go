@@ -1,8 +1,6 @@
 package testenv
 
 import (
-	"testing"
-
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
@@ -17,7 +15,7 @@ type NATS struct {
 
 // StartNATS starts the same embedded server the hub runs, with storage in a
 // temporary directory, and shuts it down when the test ends.
-func StartNATS(t testing.TB) *NATS {
+func StartNATS(t TB) *NATS {
 	t.Helper()
 	srv, err := natsserver.Start(natsserver.Options{Host: "127.0.0.1", Port: -1, StoreDir: t.TempDir()})
 	if err != nil {
@@ -31,7 +29,7 @@ func StartNATS(t testing.TB) *NATS {
 }
 
 // Connect opens a client connection closed when the test ends.
-func (n *NATS) Connect(t testing.TB, opts ...nats.Option) *nats.Conn {
+func (n *NATS) Connect(t TB, opts ...nats.Option) *nats.Conn {
 	t.Helper()
 	nc, err := nats.Connect(n.URL, opts...)
 	if err != nil {

@@ -5,7 +5,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"testing"
 )
 
 // BinDirEnv overrides where the test binaries (kube-apiserver, etcd,
@@ -19,7 +18,7 @@ var (
 )
 
 // RepoRoot returns the directory holding Flotilla's go.mod.
-func RepoRoot(t testing.TB) string {
+func RepoRoot(t TB) string {
 	t.Helper()
 	repoRootOnce.Do(func() {
 		dir, err := os.Getwd()
@@ -53,7 +52,7 @@ func isFlotillaModule(goMod []byte) bool {
 
 // BinDir returns the directory of the test binaries built by `make test-bins`,
 // failing the test with a pointer to that command when one is missing.
-func BinDir(t testing.TB, need ...string) string {
+func BinDir(t TB, need ...string) string {
 	t.Helper()
 	dir := os.Getenv(BinDirEnv)
 	if dir == "" {
@@ -68,7 +67,7 @@ func BinDir(t testing.TB, need ...string) string {
 }
 
 // Fixture returns the path of a directory under test/testdata.
-func Fixture(t testing.TB, name string) string {
+func Fixture(t TB, name string) string {
 	t.Helper()
 	return filepath.Join(RepoRoot(t), "test", "testdata", name)
 }

@@ -11,7 +11,6 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"testing"
 	"time"
 )
 
@@ -29,7 +28,7 @@ type Process struct {
 
 // startProcess runs bin with args, keeping its combined output so a failing
 // test can show it.
-func startProcess(t testing.TB, bin string, args ...string) *Process {
+func startProcess(t TB, bin string, args ...string) *Process {
 	t.Helper()
 	p := &Process{Name: filepath.Base(bin), done: make(chan struct{}), log: &lockedBuffer{}}
 	p.cmd = exec.Command(bin, args...)

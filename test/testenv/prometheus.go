@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -29,7 +28,7 @@ type Prometheus struct {
 // StartPrometheus runs Debian's Prometheus with its own data directory,
 // scraping targets (host:port) every second, and stops it when the test
 // ends. .ci/run installs the package.
-func StartPrometheus(t testing.TB, targets ...string) *Prometheus {
+func StartPrometheus(t TB, targets ...string) *Prometheus {
 	t.Helper()
 	bin, err := exec.LookPath("prometheus")
 	if err != nil {
@@ -71,7 +70,7 @@ scrape_configs:
 	return p
 }
 
-func freeAddr(t testing.TB) string {
+func freeAddr(t TB) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -94,7 +93,7 @@ type Traffic struct {
 
 // StartTraffic serves the counters and advances each track 100 requests
 // every 100 ms at its error ratio, until the test ends.
-func StartTraffic(t testing.TB) *Traffic {
+func StartTraffic(t TB) *Traffic {
 	t.Helper()
 	registry := prometheus.NewRegistry()
 	tr := &Traffic{ratios: map[[2]string]float64{},
@@ -133,10 +132,17 @@ func (tr *Traffic) Serve(app, track string, errorRatio float64) {
 	tr.ratios[[2]string{app, track}] = errorRatio
 }
 
+// End stops app's track's traffic; its counters keep their values.
+func (tr *Traffic) End(app, track string) {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	delete(tr.ratios, [2]string{app, track})
+}
+
 // WaitQuery waits until query returns a non-empty result, as a workload's
 // Prometheus does once it scraped its counters twice (a rate needs two
 // samples).
-func (p *Prometheus) WaitQuery(t testing.TB, query string) {
+func (p *Prometheus) WaitQuery(t TB, query string) {
 	t.Helper()
 	Eventually(t, 30*time.Second, func() error {
 		resp, err := http.Get(p.URL + "/api/v1/query?query=" + url.QueryEscape(query))
