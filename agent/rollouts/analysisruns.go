@@ -1,6 +1,7 @@
 package rollouts
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -52,13 +53,38 @@ func (r *rolloutCtx) analyse(name, kind string, a *Analysis) (*RunStatus, error)
 		return nil, fmt.Errorf("AnalysisRun %s: %w", name, err)
 	}
 	if !status.Phase.Completed() {
-		next := analysis.Reconcile(r.ctx, spec, status, r.now, r.c.opts.Measurer, r.measured(name))
-		r.wakeAt(next)
+		switch err := spec.ReadSecrets(r.secretKey); {
+		case transient(err):
+			return nil, err
+		case err != nil:
+			// A missing Secret or key ends the run, as in Argo Rollouts.
+			status.Phase, status.Message = analysis.Error, err.Error()
+		default:
+			r.wakeAt(analysis.Reconcile(r.ctx, spec, status, r.now, r.c.opts.Measurer, r.measured(name)))
+		}
 		if err := r.writeRun(obj, status); err != nil {
 			return nil, err
 		}
 	}
 	return &RunStatus{Name: name, Status: status.Phase, Message: status.Message}, nil
+}
+
+// secretKey reads a key of a Secret in the rollout's namespace, for an
+// analysis arg; errors name the Secret and key, never a value.
+func (r *rolloutCtx) secretKey(name, key string) (string, error) {
+	secret, err := r.c.client.Resource(secretGVR).Namespace(r.obj.GetNamespace()).Get(r.ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return "", err
+	}
+	data, found, _ := unstructured.NestedString(secret.Object, "data", key)
+	if !found {
+		return "", fmt.Errorf("secret %q has no key %q", name, key)
+	}
+	value, err := base64.StdEncoding.DecodeString(data)
+	if err != nil {
+		return "", fmt.Errorf("secret %q key %q: not base64", name, key)
+	}
+	return string(value), nil
 }
 
 func (r *rolloutCtx) createRun(name, kind string, a *Analysis) (*unstructured.Unstructured, error) {

@@ -29,6 +29,7 @@ import (
 var (
 	rsGVR       = schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "replicasets"}
 	svcGVR      = schema.GroupVersionResource{Version: "v1", Resource: "services"}
+	secretGVR   = schema.GroupVersionResource{Version: "v1", Resource: "secrets"}
 	deployGVR   = schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"}
 	runGVR      = schema.GroupVersionResource{Group: "argoproj.io", Version: "v1alpha1", Resource: "analysisruns"}
 	templateGVR = schema.GroupVersionResource{Group: "argoproj.io", Version: "v1alpha1", Resource: "analysistemplates"}

@@ -134,8 +134,12 @@ func TestAgentsApplyEachEnvironment(t *testing.T) {
 
 	t.Run("each cluster gets its environment's values", func(t *testing.T) {
 		ro := waitImage(t, prod, rolloutsGVR, "production", "api-service", "api-service:1.4.2")
-		if r, _, _ := unstructured.NestedInt64(ro.Object, "spec", "replicas"); r != 0 {
-			t.Errorf("production autoscales: the Rollout must leave replicas to the HPA, got %d", r)
+		// Production autoscales: Git leaves replicas to the HPA (the rollouts
+		// controller writes Argo's default of one), so the sync owns none.
+		for _, f := range ro.GetManagedFields() {
+			if f.Manager == "flotilla" && f.FieldsV1 != nil && strings.Contains(f.FieldsV1.GetRawString(), `"f:replicas"`) {
+				t.Errorf("the sync owns the Rollout's replicas: %s", f.FieldsV1.GetRawString())
+			}
 		}
 		waitImage(t, prod, deployments, "production", "worker-service", "worker-service:2.3.0")
 		waitImage(t, prod, deployments, "ml", "ml-inference", "ml-inference:0.9.1")

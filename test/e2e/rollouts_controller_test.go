@@ -886,3 +886,94 @@ spec:
 		return nil
 	})
 }
+
+// TestRolloutsControllerReadsSecretArgs: an AnalysisTemplate arg from a
+// Secret authorizes a web metric; the AnalysisRun keeps the reference, and
+// a failing measurement's message shows the value masked.
+func TestRolloutsControllerReadsSecretArgs(t *testing.T) {
+	ns := "secret-args"
+	c := rolloutsCluster(t, "secret-args", ns)
+	const token = "t0ken-value"
+	metrics := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer "+token {
+			http.Error(rw, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+		_, _ = rw.Write([]byte(`{"ok": true}`))
+	}))
+	t.Cleanup(metrics.Close)
+	startRolloutsController(t, c)
+	template := func(name, url string) string {
+		return fmt.Sprintf(`apiVersion: argoproj.io/v1alpha1
+kind: AnalysisTemplate
+metadata: {name: %s}
+spec:
+  args: [{name: token, valueFrom: {secretKeyRef: {name: analysis-token, key: token}}}]
+  metrics:
+    - name: ok
+      interval: 200ms
+      count: 2
+      successCondition: result == true
+      provider:
+        web:
+          url: "%s"
+          headers: [{key: Authorization, value: "Bearer {{args.token}}"}]
+          jsonPath: "{$.ok}"
+`, name, url)
+	}
+	rollout := func(name, templateName string) string {
+		return fmt.Sprintf(`apiVersion: argoproj.io/v1alpha1
+kind: Rollout
+metadata: {name: %s}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: %[1]s}}
+  template:
+    metadata: {labels: {app: %[1]s}}
+    spec: {containers: [{name: api, image: "registry.example.com/api:1"}]}
+  strategy:
+    canary:
+      steps: [{analysis: {templates: [{templateName: %s}]}}]
+`, name, templateName)
+	}
+	c.CreateAll(t, ns, `apiVersion: v1
+kind: Secret
+metadata: {name: analysis-token}
+stringData: {token: `+token+`}
+---
+`+template("authorized", metrics.URL)+"---\n"+template("leaky", "http://127.0.0.1:1/metrics?token={{args.token}}")+
+		"---\n"+rollout("api", "authorized")+"---\n"+rollout("leak", "leaky"))
+	v1 := str(waitRollout(t, c, ns, "api", time.Minute, phaseIs("Healthy")), "status", "stableRS")
+	waitRollout(t, c, ns, "leak", time.Minute, phaseIs("Healthy"))
+	setImage(t, c, ns, "api", "registry.example.com/api:2")
+	setImage(t, c, ns, "leak", "registry.example.com/api:2")
+
+	ro := waitRollout(t, c, ns, "api", time.Minute, func(ro *unstructured.Unstructured) error {
+		if stable := str(ro, "status", "stableRS"); stable == v1 || stable != str(ro, "status", "currentPodHash") || str(ro, "status", "phase") != "Healthy" {
+			return fmt.Errorf("not promoted")
+		}
+		return nil
+	})
+	leak := waitRollout(t, c, ns, "leak", time.Minute, phaseIs("Degraded"))
+	for _, name := range []string{"api-" + str(ro, "status", "currentPodHash") + "-0", "leak-" + str(leak, "status", "currentPodHash") + "-0"} {
+		run, err := c.Dynamic.Resource(analysisRuns).Namespace(ns).Get(context.Background(), name, metav1.GetOptions{})
+		must(t, err)
+		data, _ := json.Marshal(run.Object)
+		if strings.Contains(string(data), token) || !strings.Contains(string(data), `"secretKeyRef":{"key":"token","name":"analysis-token"}`) {
+			t.Fatalf("AnalysisRun %s must keep the reference and never the value:\n%s", name, data)
+		}
+		switch phase := str(run, "status", "phase"); name[:3] {
+		case "api":
+			if phase != "Successful" {
+				t.Errorf("authorized run: %s %s", phase, str(run, "status", "message"))
+			}
+		default:
+			if phase != "Error" || !strings.Contains(string(data), "token=*****") {
+				t.Errorf("leaky run: %s, want Error with the token masked in its measurements:\n%s", phase, data)
+			}
+		}
+	}
+	if data, _ := json.Marshal(leak.Object); strings.Contains(string(data), token) {
+		t.Errorf("the aborted Rollout's status carries the token: %s", data)
+	}
+}

@@ -30,9 +30,10 @@ func Reconcile(ctx context.Context, spec *Spec, st *Status, now time.Time, measu
 		st.StartedAt = &metav1.Time{Time: now}
 	}
 	st.Phase = Running
+	secrets := secretsOf(spec)
 	metrics, dryRun, err := prepare(spec)
 	if err != nil {
-		st.Phase, st.Message = Error, err.Error()
+		st.Phase, st.Message = Error, secrets.mask(err.Error())
 		return time.Time{}
 	}
 	var next time.Time
@@ -44,15 +45,18 @@ func Reconcile(ctx context.Context, spec *Spec, st *Status, now time.Time, measu
 		}
 		due := dueAt(m, res, st.StartedAt.Time)
 		if !now.Before(due) {
-			measure(ctx, m, res, now, measurer, observe)
+			measure(ctx, m, res, now, measurer, observe, secrets)
 			due = dueAt(m, res, st.StartedAt.Time)
 		}
 		res.Phase, res.Message = assess(m, res, false)
+		res.Message = secrets.mask(res.Message)
 		if !res.Phase.Completed() && (next.IsZero() || due.Before(next)) {
 			next = due
 		}
 	}
-	if finish(st, metrics, dryRun, false) {
+	done := finish(st, metrics, dryRun, false)
+	st.Message = secrets.mask(st.Message)
+	if done {
 		return time.Time{}
 	}
 	return next
@@ -68,7 +72,7 @@ func Terminate(spec *Spec, st *Status, now time.Time) {
 	if st.StartedAt == nil {
 		st.StartedAt = &metav1.Time{Time: now}
 	}
-	metrics, dryRun, err := prepare(spec)
+	metrics, dryRun, err := prepare(withUnreadSecrets(spec))
 	if err != nil {
 		st.Phase, st.Message = Error, err.Error()
 		return
@@ -123,7 +127,7 @@ func dueAt(m *Metric, res *MetricResult, started time.Time) time.Time {
 // measure takes one measurement and counts it as Argo Rollouts does: an
 // Error adds to error and consecutiveError (not to count); any other phase
 // adds to count and its own counter and resets consecutiveError.
-func measure(ctx context.Context, m *Metric, res *MetricResult, now time.Time, measurer Measurer, observe Observe) {
+func measure(ctx context.Context, m *Metric, res *MetricResult, now time.Time, measurer Measurer, observe Observe, secrets masker) {
 	meas := Measurement{StartedAt: &metav1.Time{Time: now}}
 	result, value, err := measurer.Measure(ctx, m.Provider)
 	if err == nil {
@@ -133,6 +137,7 @@ func measure(ctx context.Context, m *Metric, res *MetricResult, now time.Time, m
 	if err != nil {
 		meas.Phase, meas.Message = Error, err.Error()
 	}
+	meas.Value, meas.Message = secrets.mask(meas.Value), secrets.mask(meas.Message)
 	meas.FinishedAt = &metav1.Time{Time: time.Now()}
 	switch meas.Phase {
 	case Error:

@@ -2,6 +2,7 @@ package analysis
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -244,5 +245,49 @@ func TestProviderErrorsDoNotCarryPasswords(t *testing.T) {
 	_, _, err = Providers{}.Measure(context.Background(), Provider{Web: &Web{URL: "http://reader:s3cret@127.0.0.1:1/health"}})
 	if err == nil || strings.Contains(err.Error(), "s3cret") {
 		t.Fatalf("error %v", err)
+	}
+}
+
+// measurerFunc is a Measurer from a function.
+type measurerFunc func(context.Context, Provider) (any, string, error)
+
+func (f measurerFunc) Measure(ctx context.Context, p Provider) (any, string, error) { return f(ctx, p) }
+
+func TestSecretArgsAreReadForMeasuringAndMasked(t *testing.T) {
+	template := NamedSpec{Name: "AnalysisTemplate probe", Spec: Spec{
+		Args: []Arg{{Name: "token", ValueFrom: &ValueFrom{SecretKeyRef: &SecretKeyRef{Name: "analysis", Key: "token"}}}},
+		Metrics: []Metric{{Name: "probe", Interval: "1s", Count: limit(2), SuccessCondition: "result == true",
+			Provider: Provider{Web: &Web{URL: "https://metrics.example.com/?token={{args.token}}", Headers: []WebHeader{{Key: "Authorization", Value: "Bearer {{ args.token }}"}}}}}},
+	}}
+	spec, err := Merge([]NamedSpec{template}, nil)
+	if err != nil || spec.Args[0].Value != nil {
+		t.Fatalf("Merge keeps the reference, not a value: %v %+v", err, spec.Args)
+	}
+	missing := spec.ReadSecrets(func(name, key string) (string, error) { return "", errors.New(`secrets "analysis" not found`) })
+	if missing == nil || !strings.Contains(missing.Error(), `arg "token": secrets "analysis" not found`) {
+		t.Fatalf("missing Secret: %v", missing)
+	}
+	// Terminating a run needs no Secret.
+	var terminated Status
+	Terminate(&spec, &terminated, time.Now())
+	if terminated.Phase != Successful {
+		t.Fatalf("terminated without reading the Secret: %s %s", terminated.Phase, terminated.Message)
+	}
+
+	const secret = `s3cr3t"token`
+	if err := spec.ReadSecrets(func(name, key string) (string, error) { return secret, nil }); err != nil {
+		t.Fatal(err)
+	}
+	var sent []string
+	st := drive(t, spec, measurerFunc(func(_ context.Context, p Provider) (any, string, error) {
+		sent = append(sent, p.Web.Headers[0].Value)
+		return nil, "", errors.New("GET " + p.Web.URL + ": connection refused")
+	}), 10)
+	if len(sent) == 0 || sent[0] != "Bearer "+secret {
+		t.Fatalf("the provider got %q, want the Secret's value", sent)
+	}
+	status, _ := json.Marshal(st)
+	if st.Phase != Error || strings.Contains(string(status), "s3cr3t") || !strings.Contains(string(status), "token=*****: connection refused") {
+		t.Fatalf("status must end in Error with the secret masked: %s", status)
 	}
 }

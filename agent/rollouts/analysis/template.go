@@ -33,7 +33,7 @@ func Merge(templates []NamedSpec, args map[string]string) (Spec, error) {
 			case ok:
 				a.Value, a.ValueFrom = &v, nil
 			case a.ValueFrom != nil && a.ValueFrom.SecretKeyRef != nil:
-				return Spec{}, fmt.Errorf("%s: arg %q: valueFrom.secretKeyRef is not supported", t.Name, a.Name)
+				// Read when measuring (ReadSecrets): the run keeps the reference.
 			case a.Value == nil:
 				return Spec{}, fmt.Errorf("%s: arg %q has no value: the rollout must pass it", t.Name, a.Name)
 			}

@@ -1,7 +1,6 @@
 package analysis
 
 import (
-	"encoding/json"
 	"fmt"
 	"strconv"
 	"time"
@@ -63,12 +62,18 @@ type Arg struct {
 	ValueFrom *ValueFrom `json:"valueFrom,omitempty"`
 }
 
-// ValueFrom takes an arg's value from the rollout: the stable or latest
-// pod-template hash, or a field of the Rollout.
+// ValueFrom takes an arg's value from the rollout (the stable or latest
+// pod-template hash, or a field of the Rollout) or from a Secret.
 type ValueFrom struct {
-	PodTemplateHashValue *string          `json:"podTemplateHashValue,omitempty"`
-	FieldRef             *FieldRef        `json:"fieldRef,omitempty"`
-	SecretKeyRef         *json.RawMessage `json:"secretKeyRef,omitempty"`
+	PodTemplateHashValue *string       `json:"podTemplateHashValue,omitempty"`
+	FieldRef             *FieldRef     `json:"fieldRef,omitempty"`
+	SecretKeyRef         *SecretKeyRef `json:"secretKeyRef,omitempty"`
+}
+
+// SecretKeyRef names a key of a Secret in the run's namespace.
+type SecretKeyRef struct {
+	Name string `json:"name"`
+	Key  string `json:"key"`
 }
 
 // FieldRef is a JSON path into the Rollout, like metadata.labels['x'].
