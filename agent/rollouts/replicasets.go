@@ -238,7 +238,8 @@ func (r *rolloutCtx) keepScaled(rs *unstructured.Unstructured) error {
 }
 
 // counts fills the status' replica counts and the selector the scale
-// subresource (an HPA) reads.
+// subresource (an HPA) reads: HPAReplicas, as in Argo Rollouts' own CRD,
+// are the pods of every revision.
 func (r *rolloutCtx) counts() {
 	all := append([]*unstructured.Unstructured{r.newRS}, r.others...)
 	if r.stableRS != nil && r.stableRS != r.newRS {
@@ -250,6 +251,7 @@ func (r *rolloutCtx) counts() {
 		r.st.ReadyReplicas += statusInt(rs, "readyReplicas")
 		r.st.AvailableReplicas += available(rs)
 	}
+	r.st.HPAReplicas = r.st.Replicas
 	r.st.UpdatedReplicas = statusInt(r.newRS, "replicas")
 	if sel, err := metav1.LabelSelectorAsSelector(r.ro.Spec.Selector); err == nil {
 		r.st.Selector = sel.String()

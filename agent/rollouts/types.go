@@ -154,6 +154,7 @@ type Status struct {
 	StableRS           string           `json:"stableRS,omitempty"`
 	CurrentStepIndex   *int32           `json:"currentStepIndex,omitempty"`
 	Replicas           int32            `json:"replicas,omitempty"`
+	HPAReplicas        int32            `json:"HPAReplicas,omitempty"`
 	UpdatedReplicas    int32            `json:"updatedReplicas,omitempty"`
 	ReadyReplicas      int32            `json:"readyReplicas,omitempty"`
 	AvailableReplicas  int32            `json:"availableReplicas,omitempty"`

@@ -880,8 +880,20 @@ spec:
 `)
 	// The controller-manager's HPA controller looks every 15 s.
 	waitRollout(t, c, ns, "web", 2*time.Minute, func(ro *unstructured.Unstructured) error {
-		if str(ro, "spec", "replicas") != "3" || str(ro, "status", "availableReplicas") != "3" || str(ro, "status", "phase") != "Healthy" {
-			return fmt.Errorf("spec.replicas %s, available %s, phase %s", str(ro, "spec", "replicas"), str(ro, "status", "availableReplicas"), str(ro, "status", "phase"))
+		if str(ro, "spec", "replicas") != "3" || str(ro, "status", "availableReplicas") != "3" || str(ro, "status", "HPAReplicas") != "3" || str(ro, "status", "phase") != "Healthy" {
+			return fmt.Errorf("spec.replicas %s, available %s, HPAReplicas %s, phase %s",
+				str(ro, "spec", "replicas"), str(ro, "status", "availableReplicas"), str(ro, "status", "HPAReplicas"), str(ro, "status", "phase"))
+		}
+		return nil
+	})
+	// The HPA reads the pods back through the scale subresource.
+	testenv.Eventually(t, time.Minute, func() error {
+		hpa, err := c.Dynamic.Resource(schema.GroupVersionResource{Group: "autoscaling", Version: "v2", Resource: "horizontalpodautoscalers"}).Namespace(ns).Get(context.Background(), "web", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if current, _, _ := unstructured.NestedInt64(hpa.Object, "status", "currentReplicas"); current != 3 {
+			return fmt.Errorf("HPA sees %d current replicas, want 3", current)
 		}
 		return nil
 	})
