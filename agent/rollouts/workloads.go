@@ -53,8 +53,16 @@ func (c *Controller) watchWorkloads(ctx context.Context) error {
 }
 
 // referWorkload notes that the rollout key takes its template from the
-// Deployment named (or from none: "").
+// Deployment named (or from none: ""), and watches Deployments from the
+// first one named on.
 func (c *Controller) referWorkload(key cache.ObjectName, deployment string) {
+	if deployment != "" && c.run != nil {
+		c.watchingWorkloads.Do(func() {
+			if err := c.watchWorkloads(c.run); err != nil {
+				c.log.Error("cannot watch Deployments for workloadRef", "error", err)
+			}
+		})
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for ref, rollouts := range c.workloads {
