@@ -14,7 +14,7 @@ import (
 func (r *rolloutCtx) canary() error {
 	c := r.ro.Spec.Strategy.Canary
 	n := int32(len(c.Steps))
-	route, _ := c.gatewayRoute() // validated by parse
+	route, _ := c.router() // validated by parse
 	replicas := r.ro.replicas()
 
 	if r.hash == r.st.StableRS {
@@ -104,10 +104,10 @@ func (r *rolloutCtx) canary() error {
 
 // canaryPromoted is the steady state: one version, both Services on it,
 // no canary weight, every other ReplicaSet scaled down.
-func (r *rolloutCtx) canaryPromoted(c *Canary, route *GatewayRoute, n int32) error {
+func (r *rolloutCtx) canaryPromoted(c *Canary, route router, n int32) error {
 	r.st.CurrentStepIndex = &n
 	if route != nil {
-		if err := r.setRouteWeights(route, c.CanaryService, c.StableService, 0); err != nil {
+		if err := route.setWeight(r, c, 0); err != nil {
 			return err
 		}
 	}
@@ -118,14 +118,14 @@ func (r *rolloutCtx) canaryPromoted(c *Canary, route *GatewayRoute, n int32) err
 // canaryAborted sends everything back to stable: canary at zero, Services
 // and weights on stable, the rollout Degraded with the reason. It stays
 // so until a retry or a new revision.
-func (r *rolloutCtx) canaryAborted(c *Canary, route *GatewayRoute) error {
+func (r *rolloutCtx) canaryAborted(c *Canary, route router) error {
 	zero := int32(0)
 	r.st.CurrentStepIndex = &zero
 	if err := r.terminateRuns(); err != nil {
 		return err
 	}
 	if route != nil {
-		if err := r.setRouteWeights(route, c.CanaryService, c.StableService, 0); err != nil {
+		if err := route.setWeight(r, c, 0); err != nil {
 			return err
 		}
 	}
@@ -150,7 +150,7 @@ func (r *rolloutCtx) canaryAborted(c *Canary, route *GatewayRoute) error {
 }
 
 // background runs strategy.canary.analysis from its startingStep on.
-func (r *rolloutCtx) background(c *Canary, route *GatewayRoute, idx int32) error {
+func (r *rolloutCtx) background(c *Canary, route router, idx int32) error {
 	if c.Analysis == nil || r.st.Abort || r.st.PromoteFull {
 		return nil // a full promotion skips analysis, as in Argo Rollouts
 	}
@@ -263,7 +263,7 @@ func (r *rolloutCtx) canaryTarget(c *Canary, idx int32, routed bool) (weight, ca
 // scales other sets down, and with a router sets the weights once the
 // canary is available. It reports
 // whether both sets run their sizes, all available.
-func (r *rolloutCtx) scaleCanary(c *Canary, route *GatewayRoute, weight, canaryWant, stableWant int32) (bool, error) {
+func (r *rolloutCtx) scaleCanary(c *Canary, route router, weight, canaryWant, stableWant int32) (bool, error) {
 	if err := r.scaleDownOthers(0); err != nil {
 		return false, err
 	}
@@ -282,7 +282,7 @@ func (r *rolloutCtx) scaleCanary(c *Canary, route *GatewayRoute, weight, canaryW
 	}
 	done := settled(r.newRS, canaryWant) && settled(r.stableRS, stableWant) && r.othersDown()
 	if done && route != nil {
-		if err := r.setRouteWeights(route, c.CanaryService, c.StableService, weight); err != nil {
+		if err := route.setWeight(r, c, weight); err != nil {
 			return false, err
 		}
 	}

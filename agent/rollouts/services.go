@@ -43,10 +43,11 @@ func (r *rolloutCtx) pointService(name, hash string) error {
 	return nil
 }
 
-// setRouteWeights gives the canary Service weight percent of the
-// HTTPRoute's traffic and the stable Service the rest, in every rule that
-// sends to them, as Argo Rollouts' Gateway API plugin does.
-func (r *rolloutCtx) setRouteWeights(route *GatewayRoute, canary, stable string, weight int32) error {
+// setWeight gives the canary Service weight percent of the HTTPRoute's
+// traffic and the stable Service the rest, in every rule that sends to
+// them, as Argo Rollouts' Gateway API plugin does.
+func (route *GatewayRoute) setWeight(r *rolloutCtx, c *Canary, weight int32) error {
+	canary, stable := c.CanaryService, c.StableService
 	ns := route.Namespace
 	if ns == "" {
 		ns = r.obj.GetNamespace()

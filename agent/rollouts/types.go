@@ -56,10 +56,16 @@ type Canary struct {
 	TrafficRouting *TrafficRouting     `json:"trafficRouting,omitempty"`
 }
 
-// TrafficRouting is the Gateway API plugin's configuration, the one
-// router the agent drives.
+// TrafficRouting is how a canary's weight reaches traffic: ingress-nginx
+// (Nginx) or the Gateway API plugin, the two routers the agent drives.
 type TrafficRouting struct {
+	Nginx   *NginxRouting              `json:"nginx,omitempty"`
 	Plugins map[string]json.RawMessage `json:"plugins,omitempty"`
+}
+
+// router sets the canary's share of traffic, in percent.
+type router interface {
+	setWeight(r *rolloutCtx, c *Canary, weight int32) error
 }
 
 // gatewayPlugin is the Argo Rollouts Gateway API plugin's name.
@@ -259,7 +265,7 @@ func (ro *Rollout) validate() error {
 		if c.CanaryService != "" && c.CanaryService == c.StableService {
 			return fmt.Errorf("spec.strategy.canary: canaryService and stableService must differ")
 		}
-		if _, err := c.gatewayRoute(); err != nil {
+		if _, err := c.router(); err != nil {
 			return fmt.Errorf("spec.strategy.canary.trafficRouting: %w", err)
 		}
 		if c.Analysis != nil && len(c.Analysis.Templates) == 0 {
@@ -331,22 +337,45 @@ func pauseDuration(p *Pause) (time.Duration, error) {
 	return d, nil
 }
 
+// router is what the canary's weights go to, or nil without traffic
+// routing.
+func (c *Canary) router() (router, error) {
+	tr := c.TrafficRouting
+	if tr == nil {
+		return nil, nil
+	}
+	if c.CanaryService == "" || c.StableService == "" {
+		return nil, fmt.Errorf("canaryService and stableService are required with traffic routing")
+	}
+	if tr.Nginx != nil {
+		if len(tr.Plugins) > 0 {
+			return nil, fmt.Errorf("set one of nginx and plugins")
+		}
+		if len(tr.Nginx.ingresses()) == 0 {
+			return nil, fmt.Errorf("nginx.stableIngress is required")
+		}
+		return tr.Nginx, nil
+	}
+	route, err := c.gatewayRoute()
+	if err != nil || route == nil {
+		return nil, err // never a nil *GatewayRoute inside a router
+	}
+	return route, nil
+}
+
 // gatewayRoute is the Gateway API route the canary's weights go to, or nil
-// without traffic routing.
+// when the canary does not route through the Gateway API plugin.
 func (c *Canary) gatewayRoute() (*GatewayRoute, error) {
-	if c.TrafficRouting == nil {
+	if c.TrafficRouting == nil || c.TrafficRouting.Nginx != nil {
 		return nil, nil
 	}
 	raw, ok := c.TrafficRouting.Plugins[gatewayPlugin]
 	if !ok || len(c.TrafficRouting.Plugins) != 1 {
-		return nil, fmt.Errorf("only the %s plugin is supported", gatewayPlugin)
+		return nil, fmt.Errorf("the routers supported are nginx and the %s plugin", gatewayPlugin)
 	}
 	var r GatewayRoute
 	if err := json.Unmarshal(raw, &r); err != nil || r.HTTPRoute == "" {
 		return nil, fmt.Errorf("plugins.%s.httpRoute is required", gatewayPlugin)
-	}
-	if c.CanaryService == "" || c.StableService == "" {
-		return nil, fmt.Errorf("canaryService and stableService are required with traffic routing")
 	}
 	return &r, nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -987,5 +988,119 @@ stringData: {token: `+token+`}
 	}
 	if data, _ := json.Marshal(leak.Object); strings.Contains(string(data), token) {
 		t.Errorf("the aborted Rollout's status carries the token: %s", data)
+	}
+}
+
+const nginxManifests = `apiVersion: v1
+kind: Service
+metadata: {name: shop-stable}
+spec: {selector: {app: shop}, ports: [{port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: shop-canary}
+spec: {selector: {app: shop}, ports: [{port: 80}]}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: shop
+  annotations: {kubernetes.io/ingress.class: nginx, nginx.ingress.kubernetes.io/proxy-body-size: 8m}
+spec:
+  tls: [{hosts: [shop.example.com], secretName: shop-tls}]
+  rules:
+    - host: shop.example.com
+      http:
+        paths:
+          - {path: /, pathType: Prefix, backend: {service: {name: shop-stable, port: {number: 80}}}}
+          - {path: /static, pathType: Prefix, backend: {service: {name: cdn, port: {number: 80}}}}
+    - host: admin.example.com
+      http:
+        paths:
+          - {path: /, pathType: Prefix, backend: {service: {name: admin, port: {number: 80}}}}
+---
+apiVersion: argoproj.io/v1alpha1
+kind: Rollout
+metadata: {name: shop}
+spec:
+  replicas: 4
+  selector: {matchLabels: {app: shop}}
+  template:
+    metadata: {labels: {app: shop}}
+    spec: {containers: [{name: api, image: "registry.example.com/shop:1"}]}
+  strategy:
+    canary:
+      canaryService: shop-canary
+      stableService: shop-stable
+      trafficRouting:
+        nginx:
+          stableIngress: shop
+          additionalIngressAnnotations: {canary-by-header: X-Canary}
+      steps:
+        - setWeight: 30
+        - pause: {}
+`
+
+// TestRolloutsControllerRoutesThroughNginx: the canary Ingress is the
+// stable one's rules that send to the stable Service, sent to the canary
+// Service, weighted with ingress-nginx's annotations as Argo Rollouts
+// writes them; the stable Ingress stays as Git wrote it.
+func TestRolloutsControllerRoutesThroughNginx(t *testing.T) {
+	ns := "nginx"
+	c := rolloutsCluster(t, "nginx", ns)
+	startRolloutsController(t, c)
+	c.CreateAll(t, ns, nginxManifests)
+	ingresses := schema.GroupVersionResource{Group: "networking.k8s.io", Version: "v1", Resource: "ingresses"}
+	stable, err := c.Dynamic.Resource(ingresses).Namespace(ns).Get(context.Background(), "shop", metav1.GetOptions{})
+	must(t, err)
+	ro := waitRollout(t, c, ns, "shop", time.Minute, phaseIs("Healthy"))
+	v1 := str(ro, "status", "stableRS")
+	canaryIngress := func() *unstructured.Unstructured {
+		t.Helper()
+		ing, err := c.Dynamic.Resource(ingresses).Namespace(ns).Get(context.Background(), "shop-shop-canary", metav1.GetOptions{})
+		must(t, err)
+		return ing
+	}
+
+	setImage(t, c, ns, "shop", "registry.example.com/shop:2")
+	ro = waitRollout(t, c, ns, "shop", time.Minute, phaseIs("Paused"))
+	v2 := str(ro, "status", "currentPodHash")
+	ing := canaryIngress()
+	wantAnnotations := map[string]string{
+		"kubernetes.io/ingress.class":                  "nginx",
+		"nginx.ingress.kubernetes.io/canary":           "true",
+		"nginx.ingress.kubernetes.io/canary-weight":    "30",
+		"nginx.ingress.kubernetes.io/canary-by-header": "X-Canary",
+	}
+	if got := ing.GetAnnotations(); !maps.Equal(got, wantAnnotations) {
+		t.Errorf("canary Ingress annotations %v, want %v", got, wantAnnotations)
+	}
+	rules, _, _ := unstructured.NestedSlice(ing.Object, "spec", "rules")
+	spec, _ := json.Marshal(ing.Object["spec"])
+	if len(rules) != 1 || !strings.Contains(string(spec), `"name":"shop-canary"`) || !strings.Contains(string(spec), `"name":"cdn"`) ||
+		strings.Contains(string(spec), "shop-stable") || strings.Contains(string(spec), "tls") {
+		t.Errorf("canary Ingress spec: %s; want only shop.example.com's rule, sent to shop-canary, without TLS", spec)
+	}
+	if ref := metav1.GetControllerOf(ing); ref == nil || ref.Kind != "Rollout" || ref.Name != "shop" {
+		t.Errorf("canary Ingress owner %v, want the Rollout", ref)
+	}
+	if got := replicaSetSizes(t, c, ns); got[v2] != "2/2" || got[v1] != "4/4" {
+		t.Errorf("routed canary at 30 %%: replica sets %v, want %s 2/2 and stable %s 4/4", got, v2, v1)
+	}
+
+	act(t, c, ns, "shop", flotillav1.RolloutAction_ROLLOUT_ACTION_PROMOTE)
+	waitRollout(t, c, ns, "shop", time.Minute, func(ro *unstructured.Unstructured) error {
+		if str(ro, "status", "stableRS") != v2 || str(ro, "status", "phase") != "Healthy" {
+			return fmt.Errorf("not promoted")
+		}
+		return nil
+	})
+	if w := canaryIngress().GetAnnotations()["nginx.ingress.kubernetes.io/canary-weight"]; w != "0" {
+		t.Errorf("canary weight after promotion: %q, want 0", w)
+	}
+	after, err := c.Dynamic.Resource(ingresses).Namespace(ns).Get(context.Background(), "shop", metav1.GetOptions{})
+	must(t, err)
+	if after.GetResourceVersion() != stable.GetResourceVersion() {
+		t.Errorf("the stable Ingress was written")
 	}
 }

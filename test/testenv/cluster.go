@@ -5,17 +5,18 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/restmapper"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
@@ -195,20 +196,23 @@ func (c *Cluster) Kubectl(t TB, args ...string) (string, error) {
 }
 
 // CreateAll creates the objects of a YAML stream, the namespaced ones in
-// namespace. A kind's resource is its lower-case plural ("rollouts"), which
-// holds for the kinds tests create.
+// namespace, each kind mapped to its resource by the cluster's discovery.
 func (c *Cluster) CreateAll(t TB, namespace, manifests string) {
 	t.Helper()
 	objs, err := render.Decode([]byte(manifests))
 	if err != nil {
 		t.Fatalf("testenv: manifests: %v", err)
 	}
+	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(c.Client.Discovery()))
 	for _, o := range objs {
 		gvk := o.GroupVersionKind()
-		gvr := schema.GroupVersionResource{Group: gvk.Group, Version: gvk.Version, Resource: strings.ToLower(gvk.Kind) + "s"}
-		var ri dynamic.ResourceInterface = c.Dynamic.Resource(gvr).Namespace(namespace)
-		if strings.HasPrefix(gvk.Kind, "Cluster") || gvk.Kind == "CustomResourceDefinition" {
-			ri = c.Dynamic.Resource(gvr)
+		m, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+		if err != nil {
+			t.Fatalf("testenv: create %s %s: %v", gvk.Kind, o.GetName(), err)
+		}
+		var ri dynamic.ResourceInterface = c.Dynamic.Resource(m.Resource)
+		if m.Scope.Name() == meta.RESTScopeNameNamespace {
+			ri = c.Dynamic.Resource(m.Resource).Namespace(namespace)
 		}
 		if _, err := ri.Create(t.Context(), o, metav1.CreateOptions{}); err != nil {
 			t.Fatalf("testenv: create %s %s: %v", gvk.Kind, o.GetName(), err)
