@@ -8,6 +8,8 @@ import (
 	"maps"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -901,20 +903,30 @@ spec:
 }
 
 // TestRolloutsControllerReadsSecretArgs: an AnalysisTemplate arg from a
-// Secret authorizes a web metric; the AnalysisRun keeps the reference, and
-// a failing measurement's message shows the value masked.
+// Secret authorizes a web metric and a Prometheus metric (a real
+// Prometheus behind a proxy that wants the token, as a hosted one does);
+// the AnalysisRun keeps the reference, and a failing measurement's message
+// shows the value masked.
 func TestRolloutsControllerReadsSecretArgs(t *testing.T) {
 	ns := "secret-args"
 	c := rolloutsCluster(t, "secret-args", ns)
 	const token = "t0ken-value"
-	metrics := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("Authorization") != "Bearer "+token {
-			http.Error(rw, "unauthorized", http.StatusUnauthorized)
-			return
-		}
-		_, _ = rw.Write([]byte(`{"ok": true}`))
-	}))
-	t.Cleanup(metrics.Close)
+	authorized := func(next http.Handler) *httptest.Server {
+		srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+			if r.Header.Get("Authorization") != "Bearer "+token {
+				http.Error(rw, "unauthorized", http.StatusUnauthorized)
+				return
+			}
+			next.ServeHTTP(rw, r)
+		}))
+		t.Cleanup(srv.Close)
+		return srv
+	}
+	metrics := authorized(http.HandlerFunc(func(rw http.ResponseWriter, _ *http.Request) { _, _ = rw.Write([]byte(`{"ok": true}`)) }))
+	prom := testenv.StartPrometheus(t)
+	promURL, err := url.Parse(prom.URL)
+	must(t, err)
+	hostedProm := authorized(httputil.NewSingleHostReverseProxy(promURL))
 	startRolloutsController(t, c)
 	template := func(name, url string) string {
 		return fmt.Sprintf(`apiVersion: argoproj.io/v1alpha1
@@ -954,21 +966,40 @@ kind: Secret
 metadata: {name: analysis-token}
 stringData: {token: `+token+`}
 ---
+apiVersion: argoproj.io/v1alpha1
+kind: AnalysisTemplate
+metadata: {name: hosted-prometheus}
+spec:
+  args: [{name: token, valueFrom: {secretKeyRef: {name: analysis-token, key: token}}}]
+  metrics:
+    - name: error-rate
+      interval: 200ms
+      count: 2
+      successCondition: result[0] < 0.01
+      provider:
+        prometheus:
+          address: `+hostedProm.URL+`
+          query: vector(0.002)
+          headers: [{key: Authorization, value: "Bearer {{args.token}}"}]
+---
 `+template("authorized", metrics.URL)+"---\n"+template("leaky", "http://127.0.0.1:1/metrics?token={{args.token}}")+
-		"---\n"+rollout("api", "authorized")+"---\n"+rollout("leak", "leaky"))
-	v1 := str(waitRollout(t, c, ns, "api", time.Minute, phaseIs("Healthy")), "status", "stableRS")
-	waitRollout(t, c, ns, "leak", time.Minute, phaseIs("Healthy"))
-	setImage(t, c, ns, "api", "registry.example.com/api:2")
-	setImage(t, c, ns, "leak", "registry.example.com/api:2")
-
-	ro := waitRollout(t, c, ns, "api", time.Minute, func(ro *unstructured.Unstructured) error {
-		if stable := str(ro, "status", "stableRS"); stable == v1 || stable != str(ro, "status", "currentPodHash") || str(ro, "status", "phase") != "Healthy" {
-			return fmt.Errorf("not promoted")
-		}
-		return nil
-	})
+		"---\n"+rollout("api", "authorized")+"---\n"+rollout("leak", "leaky")+"---\n"+rollout("prom", "hosted-prometheus"))
+	first := map[string]string{}
+	for _, name := range []string{"api", "leak", "prom"} {
+		first[name] = str(waitRollout(t, c, ns, name, time.Minute, phaseIs("Healthy")), "status", "stableRS")
+		setImage(t, c, ns, name, "registry.example.com/api:2")
+	}
+	promoted := func(name string) *unstructured.Unstructured {
+		return waitRollout(t, c, ns, name, time.Minute, func(ro *unstructured.Unstructured) error {
+			if stable := str(ro, "status", "stableRS"); stable == first[name] || stable != str(ro, "status", "currentPodHash") || str(ro, "status", "phase") != "Healthy" {
+				return fmt.Errorf("not promoted: %s %s", str(ro, "status", "phase"), str(ro, "status", "message"))
+			}
+			return nil
+		})
+	}
+	ro, prom2 := promoted("api"), promoted("prom")
 	leak := waitRollout(t, c, ns, "leak", time.Minute, phaseIs("Degraded"))
-	for _, name := range []string{"api-" + str(ro, "status", "currentPodHash") + "-0", "leak-" + str(leak, "status", "currentPodHash") + "-0"} {
+	for _, name := range []string{"api-" + str(ro, "status", "currentPodHash") + "-0", "prom-" + str(prom2, "status", "currentPodHash") + "-0", "leak-" + str(leak, "status", "currentPodHash") + "-0"} {
 		run, err := c.Dynamic.Resource(analysisRuns).Namespace(ns).Get(context.Background(), name, metav1.GetOptions{})
 		must(t, err)
 		data, _ := json.Marshal(run.Object)
@@ -976,7 +1007,7 @@ stringData: {token: `+token+`}
 			t.Fatalf("AnalysisRun %s must keep the reference and never the value:\n%s", name, data)
 		}
 		switch phase := str(run, "status", "phase"); name[:3] {
-		case "api":
+		case "api", "pro":
 			if phase != "Successful" {
 				t.Errorf("authorized run: %s %s", phase, str(run, "status", "message"))
 			}

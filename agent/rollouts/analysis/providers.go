@@ -54,7 +54,14 @@ func (ps Providers) Measure(ctx context.Context, p Provider) (any, string, error
 // its sample values (so result[0] is the first), a scalar's its value, as
 // in Argo Rollouts.
 func measurePrometheus(ctx context.Context, p *Prometheus) (any, string, error) {
-	client, err := promapi.NewClient(promapi.Config{Address: p.Address})
+	transport := promapi.DefaultRoundTripper
+	if p.Insecure {
+		transport = &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}} // #nosec G402 -- the metric asked for it
+	}
+	if len(p.Headers) > 0 {
+		transport = withHeaders{next: transport, headers: p.Headers}
+	}
+	client, err := promapi.NewClient(promapi.Config{Address: p.Address, RoundTripper: transport})
 	if err != nil {
 		return nil, "", fmt.Errorf("prometheus address %q: %w", redacted(p.Address), err)
 	}
@@ -81,6 +88,20 @@ func measurePrometheus(ctx context.Context, p *Prometheus) (any, string, error) 
 		return float64(v.Value), v.Value.String(), nil
 	}
 	return nil, "", fmt.Errorf("prometheus %s: result type %s is not supported (use a vector or a scalar)", redacted(p.Address), value.Type())
+}
+
+// withHeaders sets a metric's headers on every request.
+type withHeaders struct {
+	next    http.RoundTripper
+	headers []WebHeader
+}
+
+func (t withHeaders) RoundTrip(req *http.Request) (*http.Response, error) {
+	req = req.Clone(req.Context())
+	for _, h := range t.headers {
+		req.Header.Set(h.Key, h.Value)
+	}
+	return t.next.RoundTrip(req)
 }
 
 // redacted is an address without the password it may carry, for messages.

@@ -106,6 +106,10 @@ type Prometheus struct {
 	Address string `json:"address"`
 	Query   string `json:"query"`
 	Timeout *int64 `json:"timeout,omitempty"`
+	// Headers go with every query (a bearer token for Thanos, Mimir or a
+	// hosted Prometheus; take it from a secretKeyRef arg).
+	Headers  []WebHeader `json:"headers,omitempty"`
+	Insecure bool        `json:"insecure,omitempty"`
 }
 
 // Web calls an HTTP endpoint returning JSON; JSONPath picks the value.
