@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"time"
 
 	"github.com/flotilla-dev/flotilla/agent/rollouts/analysis"
 )
@@ -106,13 +107,24 @@ func (r *rolloutCtx) canary() error {
 // no canary weight, every other ReplicaSet scaled down.
 func (r *rolloutCtx) canaryPromoted(c *Canary, route router, n int32) error {
 	r.st.CurrentStepIndex = &n
+	// The stable Service moves to the new version before the router sends
+	// it everything back, so no request goes to the old one meanwhile.
+	if err := r.pointService(c.StableService, r.hash); err != nil {
+		return err
+	}
 	if route != nil {
 		if err := route.setWeight(r, c, 0); err != nil {
 			return err
 		}
 	}
 	r.st.Canary.Weights = &Weights{Canary: WeightDestination{PodTemplateHash: r.hash}, Stable: WeightDestination{PodTemplateHash: r.hash, Weight: 100}}
-	return r.steady([]string{c.StableService, c.CanaryService}, 0)
+	// Behind a router the old version stays up a while: the router may
+	// still send to it. Without one, its pods leave with their Service.
+	var delay time.Duration
+	if route != nil {
+		delay = seconds(c.ScaleDownDelaySeconds, 30)
+	}
+	return r.steady([]string{c.StableService, c.CanaryService}, delay)
 }
 
 // canaryAborted sends everything back to stable: canary at zero, Services
@@ -226,7 +238,8 @@ func (r *rolloutCtx) pauseStep(p *Pause, step string) bool {
 // set's sizes at step idx: the last setWeight up to it (100 past the last
 // step), the canary sized by that weight (or by setCanaryScale), and
 // without a traffic router the stable set taking the rest, so the replica
-// ratio is the weight, as in Argo Rollouts.
+// ratio is the weight, as in Argo Rollouts. Behind a router the stable set
+// keeps its size until after promotion: the router sends to it until then.
 func (r *rolloutCtx) canaryTarget(c *Canary, idx int32, routed bool) (weight, canary, stable int32) {
 	replicas := r.ro.replicas()
 	var scale *SetCanaryScale
@@ -250,7 +263,7 @@ func (r *rolloutCtx) canaryTarget(c *Canary, idx int32, routed bool) (weight, ca
 		canary = int32(math.Ceil(float64(replicas) * float64(*scale.Weight) / 100))
 	}
 	stable = replicas
-	if !routed || weight == 100 && idx >= int32(len(c.Steps)) {
+	if !routed {
 		stable = max(replicas-canary, 0)
 	}
 	return weight, canary, stable

@@ -54,6 +54,9 @@ type Canary struct {
 	MaxSurge       *intstr.IntOrString `json:"maxSurge,omitempty"`
 	MaxUnavailable *intstr.IntOrString `json:"maxUnavailable,omitempty"`
 	TrafficRouting *TrafficRouting     `json:"trafficRouting,omitempty"`
+	// ScaleDownDelaySeconds keeps the old version up that long after a
+	// routed canary is promoted (default 30), while routers catch up.
+	ScaleDownDelaySeconds *int32 `json:"scaleDownDelaySeconds,omitempty"`
 }
 
 // TrafficRouting is how a canary's weight reaches traffic: ingress-nginx

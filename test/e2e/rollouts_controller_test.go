@@ -1067,6 +1067,7 @@ spec:
         nginx:
           stableIngress: shop
           additionalIngressAnnotations: {canary-by-header: X-Canary}
+      scaleDownDelaySeconds: 5
       steps:
         - setWeight: 30
         - pause: {}
@@ -1129,6 +1130,17 @@ func TestRolloutsControllerRoutesThroughNginx(t *testing.T) {
 	if w := canaryIngress().GetAnnotations()["nginx.ingress.kubernetes.io/canary-weight"]; w != "0" {
 		t.Errorf("canary weight after promotion: %q, want 0", w)
 	}
+	// The old version stays up for scaleDownDelaySeconds while the router
+	// catches up, then goes.
+	if got := replicaSetSizes(t, c, ns); got[v1] != "4/4" {
+		t.Errorf("right after promotion the old version is %s, want 4/4 for scaleDownDelaySeconds", got[v1])
+	}
+	testenv.Eventually(t, 30*time.Second, func() error {
+		if got := replicaSetSizes(t, c, ns); !strings.HasPrefix(got[v1], "0/") {
+			return fmt.Errorf("old version %s after scaleDownDelaySeconds", got[v1])
+		}
+		return nil
+	})
 	after, err := c.Dynamic.Resource(ingresses).Namespace(ns).Get(context.Background(), "shop", metav1.GetOptions{})
 	must(t, err)
 	if after.GetResourceVersion() != stable.GetResourceVersion() {
