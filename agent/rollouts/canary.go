@@ -150,7 +150,13 @@ func (r *rolloutCtx) canaryAborted(c *Canary, route router) error {
 	if err := r.pointService(c.StableService, r.st.StableRS); err != nil {
 		return err
 	}
-	if err := r.scale(r.newRS, 0); err != nil {
+	// Behind a router the canary stays up a while, as in Argo Rollouts:
+	// the router may still send to it.
+	var delay time.Duration
+	if route != nil {
+		delay = seconds(c.AbortScaleDownDelaySeconds, 30)
+	}
+	if err := r.scaleDownAfter(r.newRS, delay); err != nil {
 		return err
 	}
 	if err := r.scaleDownOthers(0); err != nil {
@@ -291,6 +297,9 @@ func (r *rolloutCtx) scaleCanary(c *Canary, route router, weight, canaryWant, st
 		return false, err
 	}
 	if err := r.keepScaled(r.stableRS); err != nil {
+		return false, err
+	}
+	if err := r.keepScaled(r.newRS); err != nil { // a retry after an abort
 		return false, err
 	}
 	done := settled(r.newRS, canaryWant) && settled(r.stableRS, stableWant) && r.othersDown()

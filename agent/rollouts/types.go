@@ -57,6 +57,9 @@ type Canary struct {
 	// ScaleDownDelaySeconds keeps the old version up that long after a
 	// routed canary is promoted (default 30), while routers catch up.
 	ScaleDownDelaySeconds *int32 `json:"scaleDownDelaySeconds,omitempty"`
+	// AbortScaleDownDelaySeconds keeps an aborted routed canary up that
+	// long (default 30).
+	AbortScaleDownDelaySeconds *int32 `json:"abortScaleDownDelaySeconds,omitempty"`
 }
 
 // TrafficRouting is how a canary's weight reaches traffic: ingress-nginx

@@ -1068,6 +1068,7 @@ spec:
           stableIngress: shop
           additionalIngressAnnotations: {canary-by-header: X-Canary}
       scaleDownDelaySeconds: 5
+      abortScaleDownDelaySeconds: 5
       steps:
         - setWeight: 30
         - pause: {}
@@ -1138,6 +1139,25 @@ func TestRolloutsControllerRoutesThroughNginx(t *testing.T) {
 	testenv.Eventually(t, 30*time.Second, func() error {
 		if got := replicaSetSizes(t, c, ns); !strings.HasPrefix(got[v1], "0/") {
 			return fmt.Errorf("old version %s after scaleDownDelaySeconds", got[v1])
+		}
+		return nil
+	})
+
+	// An aborted canary: its weight goes to 0 at once, its pods stay up
+	// abortScaleDownDelaySeconds, then go.
+	setImage(t, c, ns, "shop", "registry.example.com/shop:3")
+	v3 := str(waitRollout(t, c, ns, "shop", time.Minute, phaseIs("Paused")), "status", "currentPodHash")
+	act(t, c, ns, "shop", flotillav1.RolloutAction_ROLLOUT_ACTION_ABORT)
+	waitRollout(t, c, ns, "shop", time.Minute, phaseIs("Degraded"))
+	if w := canaryIngress().GetAnnotations()["nginx.ingress.kubernetes.io/canary-weight"]; w != "0" {
+		t.Errorf("canary weight after an abort: %q, want 0", w)
+	}
+	if got := replicaSetSizes(t, c, ns); got[v3] != "2/2" || got[v2] != "4/4" {
+		t.Errorf("right after the abort: replica sets %v, want the canary %s still 2/2 and stable %s 4/4", got, v3, v2)
+	}
+	testenv.Eventually(t, 30*time.Second, func() error {
+		if got := replicaSetSizes(t, c, ns); !strings.HasPrefix(got[v3], "0/") {
+			return fmt.Errorf("aborted canary %s after abortScaleDownDelaySeconds", got[v3])
 		}
 		return nil
 	})
