@@ -83,12 +83,12 @@ type Controller struct {
 
 	// workloads maps each Deployment a workloadRef names to the Rollouts
 	// naming it, so a change of its template reaches them. Deployments are
-	// watched from the first workloadRef on, in run, Run's context: most
+	// watched from the first workloadRef on, in runCtx, Run's context: most
 	// clusters have many Deployments and no workloadRef.
 	mu                gosync.Mutex
 	workloads         map[cache.ObjectName]map[cache.ObjectName]bool
 	watchingWorkloads gosync.Once
-	run               context.Context
+	runCtx            context.Context
 }
 
 // NewController creates a controller.
@@ -137,7 +137,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
-	c.run = ctx
+	c.runCtx = ctx
 	rollouts.Start(ctx.Done())
 	owned.Start(ctx.Done())
 	for gvr, ok := range rollouts.WaitForCacheSync(ctx.Done()) {

@@ -56,9 +56,9 @@ func (c *Controller) watchWorkloads(ctx context.Context) error {
 // Deployment named (or from none: ""), and watches Deployments from the
 // first one named on.
 func (c *Controller) referWorkload(key cache.ObjectName, deployment string) {
-	if deployment != "" && c.run != nil {
+	if deployment != "" && c.runCtx != nil {
 		c.watchingWorkloads.Do(func() {
-			if err := c.watchWorkloads(c.run); err != nil {
+			if err := c.watchWorkloads(c.runCtx); err != nil {
 				c.log.Error("cannot watch Deployments for workloadRef", "error", err)
 			}
 		})

@@ -556,7 +556,9 @@ func httpRouteCRD(t *testing.T) string {
 	return string(data)
 }
 
-const routedManifests = `apiVersion: v1
+// shopServices are the stable and canary Services of the routed tests'
+// "shop" Rollout.
+const shopServices = `apiVersion: v1
 kind: Service
 metadata: {name: shop-stable}
 spec: {selector: {app: shop}, ports: [{port: 80}]}
@@ -566,7 +568,9 @@ kind: Service
 metadata: {name: shop-canary}
 spec: {selector: {app: shop}, ports: [{port: 80}]}
 ---
-apiVersion: gateway.networking.k8s.io/v1
+`
+
+const routedManifests = shopServices + `apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: shop}
 spec:
@@ -1022,17 +1026,7 @@ spec:
 	}
 }
 
-const nginxManifests = `apiVersion: v1
-kind: Service
-metadata: {name: shop-stable}
-spec: {selector: {app: shop}, ports: [{port: 80}]}
----
-apiVersion: v1
-kind: Service
-metadata: {name: shop-canary}
-spec: {selector: {app: shop}, ports: [{port: 80}]}
----
-apiVersion: networking.k8s.io/v1
+const nginxManifests = shopServices + `apiVersion: networking.k8s.io/v1
 kind: Ingress
 metadata:
   name: shop
