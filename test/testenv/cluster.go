@@ -206,10 +206,18 @@ func (c *Cluster) CreateAll(t TB, namespace, manifests string) {
 	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(c.Client.Discovery()))
 	for _, o := range objs {
 		gvk := o.GroupVersionKind()
-		m, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
-		if err != nil {
-			t.Fatalf("testenv: create %s %s: %v", gvk.Kind, o.GetName(), err)
-		}
+		// A CRD's kind can be served a moment before discovery lists it.
+		var m *meta.RESTMapping
+		Eventually(t, 30*time.Second, func() error {
+			var err error
+			if m, err = mapper.RESTMapping(gvk.GroupKind(), gvk.Version); meta.IsNoMatchError(err) {
+				mapper.Reset()
+			}
+			if err != nil {
+				return fmt.Errorf("testenv: create %s %s: %w", gvk.Kind, o.GetName(), err)
+			}
+			return nil
+		})
 		var ri dynamic.ResourceInterface = c.Dynamic.Resource(m.Resource)
 		if m.Scope.Name() == meta.RESTScopeNameNamespace {
 			ri = c.Dynamic.Resource(m.Resource).Namespace(namespace)
