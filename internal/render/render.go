@@ -134,6 +134,13 @@ func Render(ctx context.Context, req Request) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	for i, m := range res.Manifests {
+		obj, err := jsonCompatible(m.Object.Object)
+		if err != nil {
+			return nil, &Error{Path: req.Path, File: m.Source, Reason: fmt.Sprintf("%s %s", m.Object.GetKind(), m.Object.GetName()), Err: err}
+		}
+		res.Manifests[i].Object.Object = obj
+	}
 	slices.Sort(res.Files)
 	res.Files = slices.Compact(res.Files)
 	return res, nil
