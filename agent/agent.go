@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/rest"
@@ -23,13 +24,12 @@ import (
 
 	"github.com/flotilla-dev/flotilla/agent/apply"
 	"github.com/flotilla-dev/flotilla/agent/inventory"
+	"github.com/flotilla-dev/flotilla/agent/reconcile"
 	"github.com/flotilla-dev/flotilla/agent/rollouts"
-	agentsync "github.com/flotilla-dev/flotilla/agent/sync"
 	"github.com/flotilla-dev/flotilla/internal/appspec"
 	"github.com/flotilla-dev/flotilla/internal/artifact"
 	"github.com/flotilla-dev/flotilla/internal/bus"
 	"github.com/flotilla-dev/flotilla/internal/signing"
-	"github.com/flotilla-dev/flotilla/internal/telemetry"
 	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
 )
 
@@ -106,19 +106,21 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) error {
 	reporter := &busReporter{bus: b, log: log}
 	registry := prometheus.NewRegistry()
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	syncerOpts := agentsync.Options{
-		Cluster: opts.Cluster, CacheDir: opts.CacheDir, Limits: artifact.DefaultLimits(),
-		HealthInterval: time.Second, HealthTimeout: opts.HealthTimeout, ResyncInterval: opts.ResyncInterval, Metrics: agentsync.NewMetrics(registry),
-	}
-	var syncer *agentsync.Syncer
+	var kubeVersion string
 	err = retry(ctx, log, "read the cluster's version", func() error {
-		syncer, err = agentsync.New(syncerOpts, log, manager, inventory.NewStore(manager.Dynamic(), opts.Namespace), b, reporter)
+		kubeVersion, err = manager.ServerVersion()
 		return err
 	})
 	if err != nil {
 		return err
 	}
-	kubeVersion, _ := manager.ServerVersion()
+	syncer := reconcile.New(reconcile.Options{
+		Cluster: opts.Cluster, KubeVersion: kubeVersion, CacheDir: opts.CacheDir, Limits: artifact.DefaultLimits(),
+		HealthInterval: time.Second, HealthTimeout: opts.HealthTimeout, ResyncInterval: opts.ResyncInterval, Metrics: reconcile.NewMetrics(registry),
+	}, log, reconcile.Dependencies{
+		Cluster: manager, Inventories: inventory.NewStore(manager.Dynamic(), opts.Namespace), Rollouts: rollouts.Summarizer{Client: manager.Dynamic()},
+		Artifacts: b, Reporter: reporter,
+	})
 	capabilities := []string{"helm", "kustomize", "directory"}
 	if opts.RolloutsController {
 		controllerOpts := rollouts.DefaultOptions()
@@ -149,7 +151,7 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) error {
 		if e.Cluster != opts.Cluster {
 			return
 		}
-		msgCtx := telemetry.Extract(ctx, e.Header)
+		msgCtx := e.Context(ctx)
 		ds, err := verifier.Verify(e.State)
 		if err == nil && (ds.GetCluster() != e.Cluster || ds.GetApp() != e.App) {
 			err = fmt.Errorf("signed for %s/%s but stored under %s/%s", ds.GetCluster(), ds.GetApp(), e.Cluster, e.App)
@@ -159,7 +161,7 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) error {
 			reporter.refused(msgCtx, e.Cluster, e.App, err)
 			return
 		}
-		syncer.Offer(ctx, agentsync.Desired{State: ds, Ctx: msgCtx})
+		syncer.Offer(ctx, reconcile.Desired{State: ds, Trace: trace.SpanContextFromContext(msgCtx)})
 	})
 }
 
@@ -253,7 +255,7 @@ func (r *busReporter) PutStatus(ctx context.Context, st *flotillav1.AppStatus) e
 }
 
 func (r *busReporter) Event(ctx context.Context, ev *flotillav1.Event) {
-	if err := r.bus.AppendEvent(ctx, ev, telemetry.Inject(ctx, nil)); err != nil {
+	if err := r.bus.AppendEvent(ctx, ev); err != nil {
 		r.log.Error("append event", "error", err)
 	}
 }
@@ -269,5 +271,5 @@ func (r *busReporter) refused(ctx context.Context, cluster, app string, err erro
 		Message: "desired state refused: " + err.Error(), ObservedAt: timestamppb.Now()}
 	_ = r.PutStatus(ctx, st)
 	r.Event(ctx, &flotillav1.Event{SchemaVersion: 1, Time: timestamppb.Now(), Cluster: cluster, App: app, Type: flotillav1.EventType_EVENT_TYPE_WARNING,
-		Reason: "DesiredStateRefused", Message: st.Message, Source: "agent", Actor: "agent/" + cluster})
+		Reason: flotillav1.ReasonDesiredStateRefused, Message: st.Message, Source: "agent", Actor: "agent/" + cluster})
 }

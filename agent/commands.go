@@ -9,8 +9,8 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/dynamic"
 
+	"github.com/flotilla-dev/flotilla/agent/reconcile"
 	"github.com/flotilla-dev/flotilla/agent/rollouts"
-	agentsync "github.com/flotilla-dev/flotilla/agent/sync"
 	"github.com/flotilla-dev/flotilla/internal/signing"
 	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
 )
@@ -20,7 +20,7 @@ import (
 const commandMaxAge = time.Minute
 
 // commandHandler verifies the hub's signed commands and carries them out.
-func commandHandler(cluster string, verifier *signing.Verifier, syncer *agentsync.Syncer, client dynamic.Interface, log *slog.Logger) func(context.Context, *flotillav1.SignedAgentCommand) *flotillav1.AgentReply {
+func commandHandler(cluster string, verifier *signing.Verifier, syncer *reconcile.Syncer, client dynamic.Interface, log *slog.Logger) func(context.Context, *flotillav1.SignedAgentCommand) *flotillav1.AgentReply {
 	return func(ctx context.Context, env *flotillav1.SignedAgentCommand) *flotillav1.AgentReply {
 		reply := &flotillav1.AgentReply{SchemaVersion: 1}
 		cmd, err := verifier.VerifyCommand(env)

@@ -21,7 +21,7 @@ import (
 	"github.com/flotilla-dev/flotilla/hub/api"
 	"github.com/flotilla-dev/flotilla/hub/config"
 	"github.com/flotilla-dev/flotilla/hub/discovery"
-	"github.com/flotilla-dev/flotilla/hub/gitwatch"
+	"github.com/flotilla-dev/flotilla/hub/gitrepo"
 	"github.com/flotilla-dev/flotilla/hub/publish"
 	"github.com/flotilla-dev/flotilla/internal/bus"
 	"github.com/flotilla-dev/flotilla/internal/natsserver"
@@ -37,7 +37,7 @@ type Hub struct {
 	log       *slog.Logger
 	natsSrv   *server.Server
 	nc        *nats.Conn
-	bus       *bus.Bus
+	bus       fleetBus
 	signer    *signing.Signer
 	publisher *publish.Publisher
 	roots     []discovery.Root
@@ -64,15 +64,17 @@ type Hub struct {
 }
 
 type watchedRepo struct {
-	mirror   *gitwatch.Mirror
+	mirror   *gitrepo.Mirror
 	interval time.Duration
 	pollNow  chan struct{}
 }
 
 // New starts what the hub needs before it can run: NATS, the buckets, the
 // signing key and the Git mirrors.
-func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (h *Hub, err error) {
-	h = &Hub{cfg: cfg, log: log, trigger: make(chan trace.SpanContext, 1), reconcileNow: make(chan reconcileRequest), metrics: newMetrics(),
+func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Hub, err error) {
+	// h is not the named result: a failed start returns nil, and the
+	// cleanup below must close what h opened, not the nil it returns.
+	h := &Hub{cfg: cfg, log: log, trigger: make(chan trace.SpanContext, 1), reconcileNow: make(chan reconcileRequest), metrics: newMetrics(),
 		clusters: map[string]*flotillav1.ClusterRegistration{}, reported: map[string]string{}, statuses: map[string]*flotillav1.AppStatus{}}
 	defer func() {
 		if err != nil {
@@ -120,10 +122,11 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (h *Hub, err
 	}
 	busOpts := bus.DefaultOptions()
 	busOpts.Replicas, busOpts.DesiredHistory = cfg.NATS.Replicas, uint8(cfg.History)
-	if h.bus, err = bus.Provision(ctx, h.nc, busOpts); err != nil {
+	b, err := bus.Provision(ctx, h.nc, busOpts)
+	if err != nil {
 		return nil, err
 	}
-	h.publisher = publish.New(h.bus, h.signer, log)
+	h.bus, h.publisher = b, publish.New(b, h.signer, log)
 	if err := h.publisher.Load(ctx); err != nil {
 		return nil, err
 	}
@@ -133,7 +136,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (h *Hub, err
 		if err != nil {
 			return nil, fmt.Errorf("repositories[%d] (%s): %w", i, r.URL, err)
 		}
-		m, err := gitwatch.OpenMirror(cfg.DataDir, gitwatch.Repository{URL: r.URL, FetchURL: r.FetchURL, Auth: auth})
+		m, err := gitrepo.OpenMirror(cfg.DataDir, gitrepo.Repository{URL: r.URL, FetchURL: r.FetchURL, Auth: auth})
 		if err != nil {
 			return nil, err
 		}
@@ -245,7 +248,7 @@ func (h *Hub) Handler() http.Handler {
 	return mux
 }
 
-// Clusters implements api.Fleet.
+// Clusters implements api.Hub.
 func (h *Hub) Clusters() []*flotillav1.ClusterRegistration {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -256,7 +259,7 @@ func (h *Hub) Clusters() []*flotillav1.ClusterRegistration {
 	return out
 }
 
-// Published implements api.Fleet.
+// Published implements api.Hub.
 func (h *Hub) Published() []*flotillav1.DesiredState { return h.publisher.All() }
 
 func (h *Hub) requestReconcile(cause trace.SpanContext) {

@@ -18,9 +18,9 @@ import (
 
 	"github.com/flotilla-dev/flotilla/hub/config"
 	"github.com/flotilla-dev/flotilla/hub/discovery"
+	"github.com/flotilla-dev/flotilla/internal/appkey"
 	"github.com/flotilla-dev/flotilla/internal/appspec"
 	"github.com/flotilla-dev/flotilla/internal/bus"
-	"github.com/flotilla-dev/flotilla/internal/telemetry"
 	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
 )
 
@@ -61,7 +61,7 @@ func (h *Hub) poll(ctx context.Context, r *watchedRepo) {
 		span.SetStatus(codes.Error, err.Error())
 	}
 	h.metrics.gitPolls.WithLabelValues(r.mirror.URL(), result).Inc()
-	h.report(ctx, subject, "", err, "GitFetchFailed")
+	h.report(ctx, subject, "", err, flotillav1.ReasonGitFetchFailed)
 }
 
 // reconcileLoop runs one discovery-and-publish pass per request.
@@ -120,7 +120,7 @@ func (h *Hub) reconcile(ctx context.Context) error {
 	discoverSpan.End()
 
 	for _, root := range h.roots {
-		h.report(ctx, "root "+root.Name, "", res.RootErrors[root.Name], "DiscoveryFailed")
+		h.report(ctx, "root "+root.Name, "", res.RootErrors[root.Name], flotillav1.ReasonDiscoveryFailed)
 	}
 	failed := map[string]error{}
 	for _, e := range res.Errors {
@@ -130,7 +130,7 @@ func (h *Hub) reconcile(ctx context.Context) error {
 		if failed[name] == nil && len(res.RootErrors) > 0 {
 			continue // not evaluated while a root fails: no news, good or bad
 		}
-		h.report(ctx, "app "+name, name, failed[name], "AppInvalid")
+		h.report(ctx, "app "+name, name, failed[name], flotillav1.ReasonAppInvalid)
 	}
 
 	h.metrics.appErrors.Set(float64(len(res.Errors)))
@@ -148,19 +148,19 @@ func (h *Hub) reconcile(ctx context.Context) error {
 		h.log.Info("published desired state", "published", len(report.Published), "deleted", report.Deleted, "unchanged", report.Unchanged, "artifacts_stored", report.ArtifactsStored)
 		events := make([]*flotillav1.Event, 0, len(report.Published))
 		for _, key := range report.Published {
-			cluster, app, _ := bus.SplitKey(key)
+			cluster, app, _ := appkey.Split(key)
 			ds := h.publisher.Latest(cluster, app)
-			reason, msg := "Published", fmt.Sprintf("desired state %d published for commit %s", ds.GetHistoryId(), ds.GetSource().GetCommit())
+			reason, msg := flotillav1.ReasonPublished, fmt.Sprintf("desired state %d published for commit %s", ds.GetHistoryId(), ds.GetSource().GetCommit())
 			if slices.Contains(report.Released, key) {
 				msg += " (rollback pin released)"
 			}
 			if ds.GetDeletion() != nil {
-				reason, msg = "Deleted", fmt.Sprintf("application removed from Git (cascade=%t)", ds.GetDeletion().GetCascade())
+				reason, msg = flotillav1.ReasonDeleted, fmt.Sprintf("application removed from Git (cascade=%t)", ds.GetDeletion().GetCascade())
 			}
 			events = append(events, h.newEvent(ctx, &flotillav1.Event{Cluster: cluster, App: app, Type: flotillav1.EventType_EVENT_TYPE_NORMAL, Reason: reason, Message: msg,
 				Revision: ds.GetSource().GetCommit(), HistoryId: ds.GetHistoryId()}))
 		}
-		if err := h.bus.AppendEvents(ctx, events, telemetry.Inject(ctx, nil)); err != nil {
+		if err := h.bus.AppendEvents(ctx, events); err != nil {
 			h.log.Error("append events", "error", err)
 		}
 	}
@@ -204,7 +204,7 @@ func (h *Hub) report(ctx context.Context, subject, app string, err error, reason
 	h.mu.Unlock()
 	if err == nil {
 		h.log.Info("recovered", "subject", subject)
-		h.event(ctx, &flotillav1.Event{App: app, Type: flotillav1.EventType_EVENT_TYPE_NORMAL, Reason: "Recovered", Message: subject + " is healthy again"})
+		h.event(ctx, &flotillav1.Event{App: app, Type: flotillav1.EventType_EVENT_TYPE_NORMAL, Reason: flotillav1.ReasonRecovered, Message: subject + " is healthy again"})
 		return
 	}
 	h.log.Error("hub error", "subject", subject, "reason", reason, "error", err)
@@ -212,7 +212,7 @@ func (h *Hub) report(ctx context.Context, subject, app string, err error, reason
 }
 
 func (h *Hub) event(ctx context.Context, ev *flotillav1.Event) {
-	if err := h.bus.AppendEvent(ctx, h.newEvent(ctx, ev), telemetry.Inject(ctx, nil)); err != nil {
+	if err := h.bus.AppendEvent(ctx, h.newEvent(ctx, ev)); err != nil {
 		h.log.Error("append event", "error", err)
 	}
 }

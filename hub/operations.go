@@ -9,15 +9,15 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/flotilla-dev/flotilla/hub/api"
 	"github.com/flotilla-dev/flotilla/hub/config"
-	"github.com/flotilla-dev/flotilla/hub/gitwatch"
+	"github.com/flotilla-dev/flotilla/hub/gitrepo"
 	"github.com/flotilla-dev/flotilla/hub/publish"
+	"github.com/flotilla-dev/flotilla/internal/appkey"
 	"github.com/flotilla-dev/flotilla/internal/artifact"
 	"github.com/flotilla-dev/flotilla/internal/bus"
 	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
@@ -90,13 +90,13 @@ func (h *Hub) History(ctx context.Context, app, cluster string) ([]*flotillav1.H
 	artifacts := map[string]bool{}
 	for _, c := range slices.Sorted(maps.Keys(clusters)) {
 		entries, err := h.bus.DesiredHistory(ctx, c, app)
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
+		if errors.Is(err, bus.ErrNotFound) {
 			continue
 		}
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", api.ErrUnavailable, err)
 		}
-		results, err := h.results(ctx, c, app, statuses[bus.Key(c, app)])
+		results, err := h.results(ctx, c, app, statuses[appkey.Join(c, app)])
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", api.ErrUnavailable, err)
 		}
@@ -137,9 +137,9 @@ func (h *Hub) results(ctx context.Context, cluster, app string, st *flotillav1.A
 	out := map[uint64]string{}
 	for _, ev := range events {
 		switch ev.GetReason() {
-		case "SyncSucceeded":
+		case flotillav1.ReasonSyncSucceeded:
 			out[ev.GetHistoryId()] = "Succeeded"
-		case "SyncFailed":
+		case flotillav1.ReasonSyncFailed:
 			out[ev.GetHistoryId()] = "Failed: " + ev.GetMessage()
 		}
 	}
@@ -154,34 +154,39 @@ func (h *Hub) results(ctx context.Context, cluster, app string, st *flotillav1.A
 	return out, nil
 }
 
-// command sends cmd to the agent of each target, at once, and gathers the
-// replies by cluster. A cluster whose agent did not answer gets an error
-// reply rather than failing the call.
-func (h *Hub) command(ctx context.Context, targets []*flotillav1.DesiredState, actor string, fill func(*flotillav1.AgentCommand)) map[string]*flotillav1.AgentReply {
-	replies := make([]*flotillav1.AgentReply, len(targets))
+// fanOut sends a signed command (filled in by fill) to the agent of each
+// target, all at once, and returns result of each target and its agent's
+// reply, in the order of targets. A cluster whose agent did not answer gets
+// an error reply rather than failing the call.
+func fanOut[T any](ctx context.Context, h *Hub, targets []*flotillav1.DesiredState, actor string, fill func(*flotillav1.AgentCommand), result func(*flotillav1.DesiredState, *flotillav1.AgentReply) T) []T {
+	out := make([]T, len(targets))
 	var g errgroup.Group
 	for i, ds := range targets {
 		g.Go(func() error {
-			cmd := &flotillav1.AgentCommand{SchemaVersion: 1, Cluster: ds.GetCluster(), App: ds.GetApp(), Actor: actor, IssuedAt: timestamppb.Now()}
-			fill(cmd)
-			signed, err := h.signer.SignCommand(cmd)
-			if err == nil {
-				cctx, cancel := context.WithTimeout(ctx, commandTimeout)
-				replies[i], err = h.bus.Command(cctx, ds.GetCluster(), signed)
-				cancel()
-			}
-			if err != nil {
-				replies[i] = &flotillav1.AgentReply{Error: err.Error()}
-			}
+			out[i] = result(ds, h.command(ctx, ds, actor, fill))
 			return nil
 		})
 	}
 	_ = g.Wait()
-	out := map[string]*flotillav1.AgentReply{}
-	for i, ds := range targets {
-		out[ds.GetCluster()] = replies[i]
-	}
 	return out
+}
+
+// command sends one signed command to the agent of target's cluster and
+// waits for its reply; a failure is an error reply.
+func (h *Hub) command(ctx context.Context, target *flotillav1.DesiredState, actor string, fill func(*flotillav1.AgentCommand)) *flotillav1.AgentReply {
+	cmd := &flotillav1.AgentCommand{SchemaVersion: 1, Cluster: target.GetCluster(), App: target.GetApp(), Actor: actor, IssuedAt: timestamppb.Now()}
+	fill(cmd)
+	signed, err := h.signer.SignCommand(cmd)
+	if err != nil {
+		return &flotillav1.AgentReply{Error: err.Error()}
+	}
+	ctx, cancel := context.WithTimeout(ctx, commandTimeout)
+	defer cancel()
+	reply, err := h.bus.Command(ctx, target.GetCluster(), signed)
+	if err != nil {
+		return &flotillav1.AgentReply{Error: err.Error()}
+	}
+	return reply
 }
 
 // Diff implements api.Hub.
@@ -190,15 +195,11 @@ func (h *Hub) Diff(ctx context.Context, app, cluster, actor string) ([]*flotilla
 	if err != nil {
 		return nil, err
 	}
-	replies := h.command(ctx, targets, actor, func(c *flotillav1.AgentCommand) {
+	return fanOut(ctx, h, targets, actor, func(c *flotillav1.AgentCommand) {
 		c.Command = &flotillav1.AgentCommand_Diff{Diff: &flotillav1.DiffCommand{}}
-	})
-	var out []*flotillav1.ClusterDiff
-	for _, ds := range targets {
-		r := replies[ds.GetCluster()]
-		out = append(out, &flotillav1.ClusterDiff{Cluster: ds.GetCluster(), HistoryId: r.GetHistoryId(), Diffs: r.GetDiffs(), Error: r.GetError()})
-	}
-	return out, nil
+	}, func(ds *flotillav1.DesiredState, r *flotillav1.AgentReply) *flotillav1.ClusterDiff {
+		return &flotillav1.ClusterDiff{Cluster: ds.GetCluster(), HistoryId: r.GetHistoryId(), Diffs: r.GetDiffs(), Error: r.GetError()}
+	}), nil
 }
 
 // Sync implements api.Hub: fetch Git now, publish what changed, then have
@@ -217,15 +218,11 @@ func (h *Hub) Sync(ctx context.Context, app, cluster, actor string) ([]*flotilla
 	if err != nil {
 		return nil, err
 	}
-	replies := h.command(ctx, targets, actor, func(c *flotillav1.AgentCommand) {
+	return fanOut(ctx, h, targets, actor, func(c *flotillav1.AgentCommand) {
 		c.Command = &flotillav1.AgentCommand_Sync{Sync: &flotillav1.SyncCommand{}}
-	})
-	var out []*flotillav1.ClusterResult
-	for _, ds := range targets {
-		r := replies[ds.GetCluster()]
-		out = append(out, &flotillav1.ClusterResult{Cluster: ds.GetCluster(), HistoryId: r.GetHistoryId(), Error: r.GetError()})
-	}
-	return out, nil
+	}, func(ds *flotillav1.DesiredState, r *flotillav1.AgentReply) *flotillav1.ClusterResult {
+		return &flotillav1.ClusterResult{Cluster: ds.GetCluster(), HistoryId: r.GetHistoryId(), Error: r.GetError()}
+	}), nil
 }
 
 // Rollback implements api.Hub. Every target cluster must have the entry
@@ -261,7 +258,7 @@ func (h *Hub) Rollback(ctx context.Context, app string, historyID uint64, cluste
 			continue
 		}
 		h.log.Info("rolled back", "cluster", ds.GetCluster(), "app", app, "to", historyID, "history_id", ds.GetHistoryId(), "actor", actor)
-		h.event(ctx, &flotillav1.Event{Actor: actor, Cluster: ds.GetCluster(), App: app, Type: flotillav1.EventType_EVENT_TYPE_NORMAL, Reason: "RolledBack",
+		h.event(ctx, &flotillav1.Event{Actor: actor, Cluster: ds.GetCluster(), App: app, Type: flotillav1.EventType_EVENT_TYPE_NORMAL, Reason: flotillav1.ReasonRolledBack,
 			Message:  fmt.Sprintf("%s rolled back to history %d (commit %s); pinned until Git changes the application or it is unpinned", actor, historyID, ds.GetSource().GetCommit()),
 			Revision: ds.GetSource().GetCommit(), HistoryId: ds.GetHistoryId()})
 		out = append(out, &flotillav1.ClusterResult{Cluster: ds.GetCluster(), HistoryId: ds.GetHistoryId()})
@@ -278,7 +275,7 @@ func (h *Hub) Unpin(ctx context.Context, app, cluster, actor string) ([]*flotill
 	}
 	keys := make([]string, len(targets))
 	for i, ds := range targets {
-		keys[i] = bus.Key(ds.GetCluster(), app)
+		keys[i] = appkey.Join(ds.GetCluster(), app)
 	}
 	pinned := h.publisher.Unpin(keys)
 	if len(pinned) == 0 {
@@ -289,7 +286,7 @@ func (h *Hub) Unpin(ctx context.Context, app, cluster, actor string) ([]*flotill
 	}
 	var out []*flotillav1.ClusterResult
 	for _, key := range pinned {
-		c, _, _ := bus.SplitKey(key)
+		c, _, _ := appkey.Split(key)
 		ds := h.publisher.Latest(c, app)
 		r := &flotillav1.ClusterResult{Cluster: c, HistoryId: ds.GetHistoryId()}
 		if ds.GetPin() != nil {
@@ -338,16 +335,16 @@ func (h *Hub) Revert(ctx context.Context, app, actor string) (*flotillav1.Revert
 			return nil, fmt.Errorf("%w: %w", api.ErrUnavailable, err)
 		}
 	}
-	author := gitwatch.Author{Name: h.cfg.CommitAuthor.Name, Email: h.cfg.CommitAuthor.Email}
+	author := gitrepo.Author{Name: h.cfg.CommitAuthor.Name, Email: h.cfg.CommitAuthor.Email}
 	res, err := repo.mirror.Revert(ctx, branch, files, author, fmt.Sprintf("Requested by %s with flotilla app rollback %s --git.", actor, app))
 	switch {
-	case errors.Is(err, gitwatch.ErrNothingToRevert), errors.Is(err, gitwatch.ErrRevertConflict), errors.Is(err, gitwatch.ErrPushRejected):
+	case errors.Is(err, gitrepo.ErrNothingToRevert), errors.Is(err, gitrepo.ErrRevertConflict), errors.Is(err, gitrepo.ErrPushRejected):
 		return nil, fmt.Errorf("%w: %w", api.ErrFailedPrecondition, err)
 	case err != nil:
 		return nil, fmt.Errorf("%w: %w", api.ErrUnavailable, err)
 	}
 	h.log.Info("pushed a revert", "app", app, "repo", src.GetRepoUrl(), "branch", branch, "reverted", res.Reverted.Hash.String(), "commit", res.Commit.String(), "actor", actor)
-	h.event(ctx, &flotillav1.Event{Actor: actor, App: app, Type: flotillav1.EventType_EVENT_TYPE_NORMAL, Reason: "Reverted",
+	h.event(ctx, &flotillav1.Event{Actor: actor, App: app, Type: flotillav1.EventType_EVENT_TYPE_NORMAL, Reason: flotillav1.ReasonReverted,
 		Message:  fmt.Sprintf("%s pushed %s to %s, reverting %s (%s)", actor, res.Commit.String()[:8], branch, res.Reverted.Hash.String()[:8], strings.Join(res.Files, ", ")),
 		Revision: res.Commit.String()})
 	select {
@@ -364,13 +361,9 @@ func (h *Hub) Rollout(ctx context.Context, app, cluster string, action flotillav
 	if err != nil {
 		return nil, err
 	}
-	replies := h.command(ctx, targets, actor, func(c *flotillav1.AgentCommand) {
+	return fanOut(ctx, h, targets, actor, func(c *flotillav1.AgentCommand) {
 		c.Command = &flotillav1.AgentCommand_Rollout{Rollout: &flotillav1.RolloutCommand{Action: action, Full: full}}
-	})
-	var out []*flotillav1.ClusterResult
-	for _, ds := range targets {
-		r := replies[ds.GetCluster()]
-		out = append(out, &flotillav1.ClusterResult{Cluster: ds.GetCluster(), HistoryId: ds.GetHistoryId(), Error: r.GetError(), Objects: r.GetObjects()})
-	}
-	return out, nil
+	}, func(ds *flotillav1.DesiredState, r *flotillav1.AgentReply) *flotillav1.ClusterResult {
+		return &flotillav1.ClusterResult{Cluster: ds.GetCluster(), HistoryId: ds.GetHistoryId(), Error: r.GetError(), Objects: r.GetObjects()}
+	}), nil
 }

@@ -8,7 +8,9 @@ const (
 	Created    Action = "created"
 	Configured Action = "configured"
 	Unchanged  Action = "unchanged"
-	Deleted    Action = "pruned"
+	// Pruned is an object the agent deleted: it left Git, its application
+	// was removed, or it was a finished hook.
+	Pruned Action = "pruned"
 	// PruneSkipped is an object that left Git but was kept: prune is off,
 	// or it carries Prune=false.
 	PruneSkipped Action = "prune-skipped"
@@ -34,7 +36,7 @@ func (c *ChangeSet) Append(changes ...Change) { c.Changes = append(c.Changes, ch
 func (c *ChangeSet) Writes() int {
 	n := 0
 	for _, ch := range c.Changes {
-		if ch.Action == Created || ch.Action == Configured || ch.Action == Deleted {
+		if ch.Action == Created || ch.Action == Configured || ch.Action == Pruned {
 			n++
 		}
 	}

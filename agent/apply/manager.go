@@ -2,6 +2,7 @@ package apply
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -67,44 +68,6 @@ func (m *Manager) ServerVersion() (string, error) {
 	return v.GitVersion, nil
 }
 
-// ObjectRef identifies an object.
-type ObjectRef struct {
-	Group     string `json:"group,omitempty"`
-	Version   string `json:"version"`
-	Kind      string `json:"kind"`
-	Namespace string `json:"namespace,omitempty"`
-	Name      string `json:"name"`
-}
-
-// RefOf returns the reference of an object.
-func RefOf(obj *unstructured.Unstructured) ObjectRef {
-	gvk := obj.GroupVersionKind()
-	return ObjectRef{Group: gvk.Group, Version: gvk.Version, Kind: gvk.Kind, Namespace: obj.GetNamespace(), Name: obj.GetName()}
-}
-
-// GroupKind is the reference's group and kind.
-func (r ObjectRef) GroupKind() schema.GroupKind {
-	return schema.GroupKind{Group: r.Group, Kind: r.Kind}
-}
-
-// String is "Kind/namespace/name" (or "Kind/name" when cluster-scoped), with
-// the group when there is one.
-func (r ObjectRef) String() string {
-	kind := r.Kind
-	if r.Group != "" {
-		kind = r.Kind + "." + r.Group
-	}
-	if r.Namespace == "" {
-		return kind + "/" + r.Name
-	}
-	return kind + "/" + r.Namespace + "/" + r.Name
-}
-
-// Key identifies the object regardless of its API version.
-func (r ObjectRef) Key() string {
-	return r.Group + "/" + r.Kind + "/" + r.Namespace + "/" + r.Name
-}
-
 // resource finds the REST resource of an object's kind, refreshing the
 // discovery cache once when the kind is unknown (a CRD just installed).
 func (m *Manager) resource(gvk schema.GroupVersionKind) (*meta.RESTMapping, error) {
@@ -162,8 +125,9 @@ type ObjectError struct {
 
 func (e *ObjectError) Error() string {
 	msg := e.Err.Error()
-	// API errors repeat the object's identity; keep what is new.
-	if i := strings.Index(msg, ": "); i > 0 && strings.Contains(msg[:i], e.Ref.Name) {
+	// API errors repeat the object's identity (its name quoted); keep what
+	// is new.
+	if i := strings.Index(msg, ": "); i > 0 && strings.Contains(msg[:i], strconv.Quote(e.Ref.Name)) {
 		msg = msg[i+2:]
 	}
 	return fmt.Sprintf("%s %s failed: %s", e.Ref, e.Action, msg)

@@ -13,11 +13,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
 )
-
-var crdGVR = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
 
 // plan is one object on its way through a sync.
 type plan struct {
@@ -26,6 +23,8 @@ type plan struct {
 	// write is false when the dry-run showed the live object already
 	// matches.
 	write bool
+	// written is set once the write succeeded.
+	written bool
 	// replace writes the object whole (create or update), as Argo CD's
 	// Replace=true, instead of server-side apply; live is what it replaces.
 	replace bool
@@ -45,13 +44,14 @@ func Replace(replace func(*unstructured.Unstructured) bool) Option {
 
 // ApplyAll applies objects with server-side apply. First every object is
 // dry-run on the server; if any fails, nothing is written and the error
-// names each failing object (see ObjectErrors). CRDs and Namespaces are
+// names each failing object (each an *ObjectError, joined). CRDs and Namespaces are
 // applied first, and CRDs waited for, so objects of their kinds can follow
 // in the same set. Objects that already match are not written.
 func (m *Manager) ApplyAll(ctx context.Context, objs []*unstructured.Unstructured, opts ...Option) (*ChangeSet, error) {
-	var first, rest []*plan
+	var all, first, rest []*plan
 	for _, obj := range objs {
 		p := &plan{obj: obj, change: Change{Ref: RefOf(obj)}}
+		all = append(all, p)
 		for _, o := range opts {
 			o(p)
 		}
@@ -94,27 +94,31 @@ func (m *Manager) ApplyAll(ctx context.Context, objs []*unstructured.Unstructure
 	}
 	cs := &ChangeSet{}
 	if err := m.dryRun(ctx, append(append([]*plan{}, first...), now...)); err != nil {
-		return failed(cs, append(append(first, now...), later...)), err
+		return collect(cs, all), err
 	}
 	if err := m.write(ctx, first); err != nil {
-		return failed(cs, append(append(first, now...), later...)), err
+		return collect(cs, all), err
 	}
 	if err := m.waitEstablished(ctx, first); err != nil {
-		return failed(cs, append(append(first, now...), later...)), err
+		return collect(cs, all), err
 	}
 	if len(later) > 0 {
 		if err := m.dryRun(ctx, later); err != nil {
-			return failed(cs, append(append(first, now...), later...)), err
+			return collect(cs, all), err
 		}
 	}
-	all := append(append(first, now...), later...)
 	err := m.write(ctx, append(now, later...))
-	return failed(cs, all), err
+	return collect(cs, all), err
 }
 
-// failed collects every plan's change into cs, in order.
-func failed(cs *ChangeSet, plans []*plan) *ChangeSet {
+// collect puts every plan's change into cs, in the order of the objects
+// given. One the sync stopped before writing (another object failed) is
+// failed too: a change set never reports a write that did not happen.
+func collect(cs *ChangeSet, plans []*plan) *ChangeSet {
 	for _, p := range plans {
+		if p.change.Action != Failed && p.change.Action != Unchanged && !p.written {
+			p.change.Action, p.change.Message = Failed, "not applied: another object of the set failed"
+		}
 		cs.Append(p.change)
 	}
 	return cs
@@ -240,18 +244,7 @@ const fewObjects = 8
 // sameObject compares a live object with the dry-run result, ignoring the
 // bookkeeping that differs between the two.
 func sameObject(live, dry *unstructured.Unstructured) bool {
-	strip := func(u *unstructured.Unstructured) map[string]any {
-		c := u.DeepCopy().Object
-		// Status is the controllers' and may move between the read and the
-		// dry-run (a Deployment scaling); Git never sets it.
-		delete(c, "status")
-		md, _ := c["metadata"].(map[string]any)
-		delete(md, "managedFields")
-		delete(md, "resourceVersion")
-		delete(md, "generation")
-		return c
-	}
-	return equality.Semantic.DeepEqual(strip(live), strip(dry))
+	return equality.Semantic.DeepEqual(Comparable(live), Comparable(dry))
 }
 
 // replacement is obj as a whole-object update of live: live's resource
@@ -285,6 +278,7 @@ func (m *Manager) write(ctx context.Context, plans []*plan) error {
 			default:
 				_, err = ri.Apply(ctx, p.obj.GetName(), p.obj, metav1.ApplyOptions{FieldManager: FieldManager, Force: true})
 			}
+			p.written = err == nil
 			if err != nil {
 				errs[i] = &ObjectError{Ref: p.change.Ref, Action: "apply", Err: err}
 				p.change.Action, p.change.Message = Failed, errs[i].Error()
@@ -302,22 +296,8 @@ func (m *Manager) waitEstablished(ctx context.Context, plans []*plan) error {
 		if _, ok := crdDefines(p.obj); !ok {
 			continue
 		}
-		err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-			crd, err := m.dynamic.Resource(crdGVR).Get(ctx, p.obj.GetName(), metav1.GetOptions{})
-			if err != nil {
-				return false, nil
-			}
-			conds, _, _ := unstructured.NestedSlice(crd.Object, "status", "conditions")
-			for _, c := range conds {
-				cm, _ := c.(map[string]any)
-				if cm["type"] == "Established" && cm["status"] == "True" {
-					return true, nil
-				}
-			}
-			return false, nil
-		})
-		if err != nil {
-			return &ObjectError{Ref: p.change.Ref, Action: "wait for established", Err: fmt.Errorf("CRD not established: %w", err)}
+		if err := WaitEstablished(ctx, m.dynamic, p.obj.GetName(), 30*time.Second); err != nil {
+			return &ObjectError{Ref: p.change.Ref, Action: "wait for established", Err: err}
 		}
 	}
 	m.mapper.Reset()
@@ -331,44 +311,16 @@ func (m *Manager) namespaceExists(ctx context.Context, name string) bool {
 
 func isClusterDefinition(obj *unstructured.Unstructured) bool {
 	gvk := obj.GroupVersionKind()
-	return (gvk.Group == "" && gvk.Kind == "Namespace") || (gvk.Group == crdGVR.Group && gvk.Kind == "CustomResourceDefinition")
+	return (gvk.Group == "" && gvk.Kind == "Namespace") || (gvk.Group == CRDResource.Group && gvk.Kind == "CustomResourceDefinition")
 }
 
 // crdDefines returns the group and kind a CRD object defines.
 func crdDefines(obj *unstructured.Unstructured) (schema.GroupKind, bool) {
 	gvk := obj.GroupVersionKind()
-	if gvk.Group != crdGVR.Group || gvk.Kind != "CustomResourceDefinition" {
+	if gvk.Group != CRDResource.Group || gvk.Kind != "CustomResourceDefinition" {
 		return schema.GroupKind{}, false
 	}
 	group, _, _ := unstructured.NestedString(obj.Object, "spec", "group")
 	kind, _, _ := unstructured.NestedString(obj.Object, "spec", "names", "kind")
 	return schema.GroupKind{Group: group, Kind: kind}, kind != ""
-}
-
-// DeleteAll deletes objects with the given propagation (Argo CD's default
-// is foreground for pruning); ones already gone count as deleted.
-func (m *Manager) DeleteAll(ctx context.Context, refs []ObjectRef, policy metav1.DeletionPropagation) (*ChangeSet, error) {
-	cs := &ChangeSet{}
-	var errs []error
-	for _, ref := range refs {
-		obj := &unstructured.Unstructured{}
-		obj.SetGroupVersionKind(schema.GroupVersionKind{Group: ref.Group, Version: ref.Version, Kind: ref.Kind})
-		obj.SetNamespace(ref.Namespace)
-		obj.SetName(ref.Name)
-		ri, _, err := m.client(obj)
-		if err == nil {
-			err = ri.Delete(ctx, ref.Name, metav1.DeleteOptions{PropagationPolicy: &policy})
-			if apierrors.IsNotFound(err) {
-				err = nil
-			}
-		}
-		if err != nil {
-			oe := &ObjectError{Ref: ref, Action: "prune", Err: err}
-			errs = append(errs, oe)
-			cs.Append(Change{Ref: ref, Action: Failed, Message: oe.Error()})
-			continue
-		}
-		cs.Append(Change{Ref: ref, Action: Deleted})
-	}
-	return cs, errors.Join(errs...)
 }

@@ -7,12 +7,16 @@ import (
 	"github.com/pmezard/go-difflib/difflib"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/yaml"
+
+	"github.com/flotilla-dev/flotilla/agent/apply"
 )
 
 // Object returns the unified diff from live to desired; either may be nil
-// (a create or a prune). name labels the two sides.
+// (a create or a prune). name labels the two sides. Both are compared as
+// apply.Comparable sees them (no server bookkeeping, no status), and
+// Secret values are masked.
 func Object(name string, live, desired *unstructured.Unstructured) (string, error) {
-	live, desired = clean(live), clean(desired)
+	live, desired = apply.Comparable(live), apply.Comparable(desired)
 	maskSecrets(live, desired)
 	a, err := document(live)
 	if err != nil {
@@ -26,23 +30,6 @@ func Object(name string, live, desired *unstructured.Unstructured) (string, erro
 		A: difflib.SplitLines(a), B: difflib.SplitLines(b),
 		FromFile: "live/" + name, ToFile: "desired/" + name, Context: 3,
 	})
-}
-
-// bookkeeping are metadata fields the server sets; they differ between a
-// live object and a dry-run without meaning anything.
-var bookkeeping = []string{"managedFields", "resourceVersion", "generation", "uid", "creationTimestamp"}
-
-// clean copies obj without bookkeeping.
-func clean(obj *unstructured.Unstructured) *unstructured.Unstructured {
-	if obj == nil {
-		return nil
-	}
-	c := obj.DeepCopy()
-	for _, f := range bookkeeping {
-		unstructured.RemoveNestedField(c.Object, "metadata", f)
-	}
-	unstructured.RemoveNestedField(c.Object, "metadata", "annotations", "kubectl.kubernetes.io/last-applied-configuration")
-	return c
 }
 
 func document(obj *unstructured.Unstructured) (string, error) {

@@ -1,6 +1,7 @@
 package rollouts
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -32,18 +33,18 @@ const (
 // and advances it: it returns the run's status. A run is created from the
 // templates once; after that, its own spec and status are the truth, so a
 // restarted agent continues its measurements.
-func (r *rolloutCtx) analyse(name, kind string, a *Analysis) (*RunStatus, error) {
+func (r *rolloutCtx) analyse(ctx context.Context, name, kind string, a *Analysis) (*RunStatus, error) {
 	ri := r.c.client.Resource(runGVR).Namespace(r.obj.GetNamespace())
-	obj, err := ri.Get(r.ctx, name, metav1.GetOptions{})
+	obj, err := ri.Get(ctx, name, metav1.GetOptions{})
 	if err == nil && r.st.AbortedAt != nil && !r.st.AbortedAt.Before(ptrTime(obj.GetCreationTimestamp())) {
 		// A run from before an abort: a retry starts the analysis afresh.
-		if err := ri.Delete(r.ctx, name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		if err := ri.Delete(ctx, name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
 			return nil, err
 		}
 		err = apierrors.NewNotFound(runGVR.GroupResource(), name)
 	}
 	if apierrors.IsNotFound(err) {
-		obj, err = r.createRun(name, kind, a)
+		obj, err = r.createRun(ctx, name, kind, a)
 	}
 	if err != nil {
 		return nil, err
@@ -53,16 +54,16 @@ func (r *rolloutCtx) analyse(name, kind string, a *Analysis) (*RunStatus, error)
 		return nil, fmt.Errorf("AnalysisRun %s: %w", name, err)
 	}
 	if !status.Phase.Completed() {
-		switch err := spec.ReadSecrets(r.secretKey); {
+		switch err := spec.ReadSecrets(func(name, key string) (string, error) { return r.secretKey(ctx, name, key) }); {
 		case transient(err):
 			return nil, err
 		case err != nil:
 			// A missing Secret or key ends the run, as in Argo Rollouts.
 			status.Phase, status.Message = analysis.Error, err.Error()
 		default:
-			r.wakeAt(analysis.Reconcile(r.ctx, spec, status, r.now, r.c.opts.Measurer, r.measured(name)))
+			r.wakeAt(analysis.Reconcile(ctx, spec, status, r.now, r.c.opts.Measurer, r.measured(ctx, name)))
 		}
-		if err := r.writeRun(obj, status); err != nil {
+		if err := r.writeRun(ctx, obj, status); err != nil {
 			return nil, err
 		}
 	}
@@ -71,8 +72,8 @@ func (r *rolloutCtx) analyse(name, kind string, a *Analysis) (*RunStatus, error)
 
 // secretKey reads a key of a Secret in the rollout's namespace, for an
 // analysis arg; errors name the Secret and key, never a value.
-func (r *rolloutCtx) secretKey(name, key string) (string, error) {
-	secret, err := r.c.client.Resource(secretGVR).Namespace(r.obj.GetNamespace()).Get(r.ctx, name, metav1.GetOptions{})
+func (r *rolloutCtx) secretKey(ctx context.Context, name, key string) (string, error) {
+	secret, err := r.c.client.Resource(secretGVR).Namespace(r.obj.GetNamespace()).Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
 		return "", err
 	}
@@ -87,14 +88,14 @@ func (r *rolloutCtx) secretKey(name, key string) (string, error) {
 	return string(value), nil
 }
 
-func (r *rolloutCtx) createRun(name, kind string, a *Analysis) (*unstructured.Unstructured, error) {
+func (r *rolloutCtx) createRun(ctx context.Context, name, kind string, a *Analysis) (*unstructured.Unstructured, error) {
 	var templates []analysis.NamedSpec
 	for _, ref := range a.Templates {
 		ri, what := r.c.client.Resource(templateGVR).Namespace(r.obj.GetNamespace()), "AnalysisTemplate"
 		if ref.ClusterScope {
 			ri, what = r.c.client.Resource(clusterGVR).Namespace(""), "ClusterAnalysisTemplate"
 		}
-		t, err := ri.Get(r.ctx, ref.TemplateName, metav1.GetOptions{})
+		t, err := ri.Get(ctx, ref.TemplateName, metav1.GetOptions{})
 		if err == nil {
 			var spec analysis.Spec
 			if spec, err = templateSpec(t); err == nil {
@@ -125,7 +126,7 @@ func (r *rolloutCtx) createRun(name, kind string, a *Analysis) (*unstructured.Un
 		"spec": specMap,
 	}}
 	run.SetOwnerReferences([]metav1.OwnerReference{*metav1.NewControllerRef(r.obj, r.obj.GroupVersionKind())})
-	created, err := r.c.client.Resource(runGVR).Namespace(r.obj.GetNamespace()).Create(r.ctx, run, metav1.CreateOptions{FieldManager: fieldManager})
+	created, err := r.c.client.Resource(runGVR).Namespace(r.obj.GetNamespace()).Create(ctx, run, metav1.CreateOptions{FieldManager: fieldManager})
 	if err != nil {
 		return nil, fmt.Errorf("create AnalysisRun %s: %w", name, err)
 	}
@@ -194,7 +195,7 @@ func readRun(obj *unstructured.Unstructured) (*analysis.Spec, *analysis.Status, 
 }
 
 // writeRun stores a run's status (measurements included) when it changed.
-func (r *rolloutCtx) writeRun(obj *unstructured.Unstructured, status *analysis.Status) error {
+func (r *rolloutCtx) writeRun(ctx context.Context, obj *unstructured.Unstructured, status *analysis.Status) error {
 	m, err := toMap(status)
 	if err != nil {
 		return err
@@ -205,7 +206,7 @@ func (r *rolloutCtx) writeRun(obj *unstructured.Unstructured, status *analysis.S
 	}
 	obj = obj.DeepCopy()
 	obj.Object["status"] = m
-	_, err = r.c.client.Resource(runGVR).Namespace(obj.GetNamespace()).UpdateStatus(r.ctx, obj, metav1.UpdateOptions{FieldManager: fieldManager})
+	_, err = r.c.client.Resource(runGVR).Namespace(obj.GetNamespace()).UpdateStatus(ctx, obj, metav1.UpdateOptions{FieldManager: fieldManager})
 	if err != nil {
 		return fmt.Errorf("AnalysisRun %s status: %w", obj.GetName(), err)
 	}
@@ -214,8 +215,8 @@ func (r *rolloutCtx) writeRun(obj *unstructured.Unstructured, status *analysis.S
 
 // terminateRuns ends the rollout's runs still going, except keep: their
 // step is over, the revision was promoted or aborted.
-func (r *rolloutCtx) terminateRuns(keep ...string) error {
-	list, err := r.c.client.Resource(runGVR).Namespace(r.obj.GetNamespace()).List(r.ctx, metav1.ListOptions{LabelSelector: runTypeLabel})
+func (r *rolloutCtx) terminateRuns(ctx context.Context, keep ...string) error {
+	list, err := r.c.client.Resource(runGVR).Namespace(r.obj.GetNamespace()).List(ctx, metav1.ListOptions{LabelSelector: runTypeLabel})
 	if err != nil {
 		return err
 	}
@@ -229,7 +230,7 @@ func (r *rolloutCtx) terminateRuns(keep ...string) error {
 			continue
 		}
 		analysis.Terminate(spec, status, r.now)
-		if err := r.writeRun(obj, status); err != nil {
+		if err := r.writeRun(ctx, obj, status); err != nil {
 			return err
 		}
 	}
@@ -286,9 +287,9 @@ func expiredRuns(runs []runInfo, keep map[string]bool, limit int) []string {
 }
 
 // cleanupRuns deletes the rollout's expired runs.
-func (r *rolloutCtx) cleanupRuns() error {
+func (r *rolloutCtx) cleanupRuns(ctx context.Context) error {
 	ri := r.c.client.Resource(runGVR).Namespace(r.obj.GetNamespace())
-	list, err := ri.List(r.ctx, metav1.ListOptions{LabelSelector: runTypeLabel})
+	list, err := ri.List(ctx, metav1.ListOptions{LabelSelector: runTypeLabel})
 	if err != nil {
 		return err
 	}
@@ -303,7 +304,7 @@ func (r *rolloutCtx) cleanupRuns() error {
 			finished: analysis.Phase(phase).Completed(), created: obj.GetCreationTimestamp().Time})
 	}
 	for _, name := range expiredRuns(runs, map[string]bool{r.hash: true, r.st.StableRS: true}, runHistoryLimit) {
-		if err := ri.Delete(r.ctx, name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		if err := ri.Delete(ctx, name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
 			return fmt.Errorf("delete old AnalysisRun %s: %w", name, err)
 		}
 	}

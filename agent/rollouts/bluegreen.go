@@ -1,6 +1,7 @@
 package rollouts
 
 import (
+	"context"
 	"fmt"
 	"time"
 )
@@ -10,26 +11,26 @@ import (
 // promotion (automatic, after autoPromotionSeconds, or an operator's)
 // switches the active Service, post-promotion analysis judges it live, and
 // the old version is scaled down scaleDownDelaySeconds later.
-func (r *rolloutCtx) blueGreen() error {
+func (r *rolloutCtx) blueGreen(ctx context.Context) error {
 	bg := r.ro.Spec.Strategy.BlueGreen
 	replicas := r.ro.replicas()
 	if r.hash == r.st.StableRS {
-		return r.blueGreenSteady(bg)
+		return r.blueGreenSteady(ctx, bg)
 	}
 	if r.st.Abort {
-		return r.blueGreenAborted(bg)
+		return r.blueGreenAborted(ctx, bg)
 	}
-	if err := r.keepScaled(r.newRS); err != nil {
+	if err := r.keepScaled(ctx, r.newRS); err != nil {
 		return err
 	}
 	active := r.st.BlueGreen.ActiveSelector
 	if active == "" {
 		active = r.st.StableRS
 	}
-	if err := r.pointService(bg.ActiveService, active); err != nil {
+	if err := r.pointService(ctx, bg.ActiveService, active); err != nil {
 		return err
 	}
-	if err := r.pointService(bg.PreviewService, r.hash); err != nil {
+	if err := r.pointService(ctx, bg.PreviewService, r.hash); err != nil {
 		return err
 	}
 	r.st.BlueGreen.PreviewSelector = r.hash
@@ -39,7 +40,7 @@ func (r *rolloutCtx) blueGreen() error {
 		return nil
 	}
 	r.st.Phase = PhaseProgressing
-	if err := r.terminateRuns(r.runName("pre"), r.runName("post")); err != nil {
+	if err := r.terminateRuns(ctx, r.runName("pre"), r.runName("post")); err != nil {
 		return err
 	}
 
@@ -50,7 +51,7 @@ func (r *rolloutCtx) blueGreen() error {
 			preview = *bg.PreviewReplicaCount
 		}
 		r.stepBegins("preview")
-		if err := r.scale(r.newRS, preview); err != nil {
+		if err := r.scale(ctx, r.newRS, preview); err != nil {
 			return err
 		}
 		if !settled(r.newRS, preview) {
@@ -58,16 +59,16 @@ func (r *rolloutCtx) blueGreen() error {
 			return nil
 		}
 		if !r.st.BlueGreen.ScaleUpPreviewCheckPoint {
-			r.stepEnds("preview", "available")
+			r.stepEnds(ctx, "preview", "available")
 		}
 		r.st.BlueGreen.ScaleUpPreviewCheckPoint = true
 		if bg.PrePromotionAnalysis != nil && !r.st.PromoteFull {
-			run, err := r.analyse(r.runName("pre"), runPre, bg.PrePromotionAnalysis)
+			run, err := r.analyse(ctx, r.runName("pre"), runPre, bg.PrePromotionAnalysis)
 			if err != nil {
 				return fmt.Errorf("prePromotionAnalysis: %w", err)
 			}
 			r.st.BlueGreen.PrePromotionAnalysisRunStatus = run
-			ok, err := r.judge(run, func() error { return r.blueGreenAborted(bg) })
+			ok, err := r.judge(ctx, run, func(ctx context.Context) error { return r.blueGreenAborted(ctx, bg) })
 			if !ok || err != nil {
 				return err
 			}
@@ -75,27 +76,27 @@ func (r *rolloutCtx) blueGreen() error {
 		if !r.st.PromoteFull && !r.promotionDue(bg) {
 			return nil
 		}
-		if err := r.scale(r.newRS, replicas); err != nil {
+		if err := r.scale(ctx, r.newRS, replicas); err != nil {
 			return err
 		}
 		if !settled(r.newRS, replicas) {
 			r.st.Message = fmt.Sprintf("promoting: waiting for %d replicas to be available", replicas)
 			return nil
 		}
-		if err := r.pointService(bg.ActiveService, r.hash); err != nil {
+		if err := r.pointService(ctx, bg.ActiveService, r.hash); err != nil {
 			return err
 		}
 		r.st.BlueGreen.ActiveSelector = r.hash
-		r.stepEnds("promotion", "switched")
+		r.stepEnds(ctx, "promotion", "switched")
 	}
 	// Promoted: the active Service sends to the new version.
 	if bg.PostPromotionAnalysis != nil && !r.st.PromoteFull {
-		run, err := r.analyse(r.runName("post"), runPost, bg.PostPromotionAnalysis)
+		run, err := r.analyse(ctx, r.runName("post"), runPost, bg.PostPromotionAnalysis)
 		if err != nil {
 			return fmt.Errorf("postPromotionAnalysis: %w", err)
 		}
 		r.st.BlueGreen.PostPromotionAnalysisRunStatus = run
-		ok, err := r.judge(run, func() error { return r.blueGreenAborted(bg) })
+		ok, err := r.judge(ctx, run, func(ctx context.Context) error { return r.blueGreenAborted(ctx, bg) })
 		if !ok || err != nil {
 			return err
 		}
@@ -103,7 +104,7 @@ func (r *rolloutCtx) blueGreen() error {
 	r.st.StableRS, r.stableRS = r.hash, r.newRS
 	r.st.PromoteFull = false
 	r.unpause()
-	return r.blueGreenSteady(bg)
+	return r.blueGreenSteady(ctx, bg)
 }
 
 // promotionDue reports whether the preview may be promoted: automatic
@@ -138,31 +139,31 @@ func (r *rolloutCtx) promotionDue(bg *BlueGreen) bool {
 // blueGreenSteady is the promoted state: both Services on the stable
 // version, older sets scaled down after scaleDownDelaySeconds (default
 // 30).
-func (r *rolloutCtx) blueGreenSteady(bg *BlueGreen) error {
+func (r *rolloutCtx) blueGreenSteady(ctx context.Context, bg *BlueGreen) error {
 	r.st.BlueGreen.ActiveSelector, r.st.BlueGreen.PreviewSelector = r.hash, r.hash
-	return r.steady([]string{bg.ActiveService, bg.PreviewService}, seconds(bg.ScaleDownDelaySeconds, 30))
+	return r.steady(ctx, []string{bg.ActiveService, bg.PreviewService}, seconds(bg.ScaleDownDelaySeconds, 30))
 }
 
 // blueGreenAborted puts the active Service back on the stable version and
 // scales the new one down after abortScaleDownDelaySeconds (default 30).
-func (r *rolloutCtx) blueGreenAborted(bg *BlueGreen) error {
-	if err := r.terminateRuns(); err != nil {
+func (r *rolloutCtx) blueGreenAborted(ctx context.Context, bg *BlueGreen) error {
+	if err := r.terminateRuns(ctx); err != nil {
 		return err
 	}
-	if err := r.scale(r.stableRS, r.ro.replicas()); err != nil {
+	if err := r.scale(ctx, r.stableRS, r.ro.replicas()); err != nil {
 		return err
 	}
-	if err := r.keepScaled(r.stableRS); err != nil {
+	if err := r.keepScaled(ctx, r.stableRS); err != nil {
 		return err
 	}
-	if err := r.pointService(bg.ActiveService, r.st.StableRS); err != nil {
+	if err := r.pointService(ctx, bg.ActiveService, r.st.StableRS); err != nil {
 		return err
 	}
 	r.st.BlueGreen.ActiveSelector = r.st.StableRS
-	if err := r.scaleDownAfter(r.newRS, seconds(bg.AbortScaleDownDelaySeconds, 30)); err != nil {
+	if err := r.scaleDownAfter(ctx, r.newRS, seconds(bg.AbortScaleDownDelaySeconds, 30)); err != nil {
 		return err
 	}
-	r.abortedMessage()
+	r.markAborted()
 	return nil
 }
 

@@ -1,6 +1,7 @@
 package rollouts
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"strconv"
@@ -12,22 +13,22 @@ import (
 // canary runs strategy.canary: the steps in order (setWeight, pause,
 // analysis, setCanaryScale), background analysis, promotion once the last
 // step is done, and an abort back to stable.
-func (r *rolloutCtx) canary() error {
+func (r *rolloutCtx) canary(ctx context.Context) error {
 	c := r.ro.Spec.Strategy.Canary
 	n := int32(len(c.Steps))
 	route, _ := c.router() // validated by parse
 	replicas := r.ro.replicas()
 
 	if r.hash == r.st.StableRS {
-		return r.canaryPromoted(c, route, n)
+		return r.canaryPromoted(ctx, c, route, n)
 	}
 	if r.st.Abort {
-		return r.canaryAborted(c, route)
+		return r.canaryAborted(ctx, c, route)
 	}
-	if err := r.pointService(c.StableService, r.st.StableRS); err != nil {
+	if err := r.pointService(ctx, c.StableService, r.st.StableRS); err != nil {
 		return err
 	}
-	if err := r.pointService(c.CanaryService, r.hash); err != nil {
+	if err := r.pointService(ctx, c.CanaryService, r.hash); err != nil {
 		return err
 	}
 	idx := int32(0)
@@ -44,7 +45,7 @@ func (r *rolloutCtx) canary() error {
 		return nil
 	}
 	keep := []string{r.runName(strconv.Itoa(int(idx))), r.runName("bg")}
-	if err := r.terminateRuns(keep...); err != nil {
+	if err := r.terminateRuns(ctx, keep...); err != nil {
 		return err
 	}
 	r.st.Phase, r.st.Message = PhaseProgressing, ""
@@ -53,13 +54,13 @@ func (r *rolloutCtx) canary() error {
 		name := stepName(int(idx), step)
 		r.stepBegins(name)
 		weight, canaryWant, stableWant := r.canaryTarget(c, idx, route != nil)
-		done, err := r.scaleCanary(c, route, weight, canaryWant, stableWant)
+		done, err := r.scaleCanary(ctx, c, route, weight, canaryWant, stableWant)
 		if err != nil {
 			return err
 		}
 		if !done {
 			r.st.Message = fmt.Sprintf("step %d/%d: waiting for %d canary and %d stable replicas to be available", idx+1, n, canaryWant, stableWant)
-			return r.background(c, route, idx)
+			return r.background(ctx, c, route, idx)
 		}
 		advance := false
 		switch {
@@ -68,29 +69,29 @@ func (r *rolloutCtx) canary() error {
 		case step.Pause != nil:
 			advance = r.pauseStep(step.Pause, name)
 		case step.Analysis != nil:
-			run, err := r.analyse(r.runName(strconv.Itoa(int(idx))), runStep, step.Analysis)
+			run, err := r.analyse(ctx, r.runName(strconv.Itoa(int(idx))), runStep, step.Analysis)
 			if err != nil {
 				return fmt.Errorf("steps[%d].analysis: %w", idx, err)
 			}
 			r.st.Canary.CurrentStepAnalysisRunStatus = run
-			advance, err = r.judge(run, func() error { return r.canaryAborted(c, route) })
+			advance, err = r.judge(ctx, run, func(ctx context.Context) error { return r.canaryAborted(ctx, c, route) })
 			if err != nil || r.st.Abort {
 				return err
 			}
 		}
 		if !advance {
-			return r.background(c, route, idx)
+			return r.background(ctx, c, route, idx)
 		}
-		r.stepEnds(name, "completed")
+		r.stepEnds(ctx, name, "completed")
 		idx++
 		r.st.CurrentStepIndex = &idx
 	}
-	if err := r.background(c, route, idx); err != nil || r.st.Abort {
+	if err := r.background(ctx, c, route, idx); err != nil || r.st.Abort {
 		return err
 	}
 	// Every step is done: the canary becomes the stable version.
 	weight, canaryWant, stableWant := r.canaryTarget(c, n, route != nil)
-	done, err := r.scaleCanary(c, route, weight, canaryWant, stableWant)
+	done, err := r.scaleCanary(ctx, c, route, weight, canaryWant, stableWant)
 	if err != nil {
 		return err
 	}
@@ -100,20 +101,20 @@ func (r *rolloutCtx) canary() error {
 	}
 	r.st.StableRS, r.stableRS = r.hash, r.newRS
 	r.st.PromoteFull = false
-	return r.canaryPromoted(c, route, n)
+	return r.canaryPromoted(ctx, c, route, n)
 }
 
 // canaryPromoted is the steady state: one version, both Services on it,
 // no canary weight, every other ReplicaSet scaled down.
-func (r *rolloutCtx) canaryPromoted(c *Canary, route router, n int32) error {
+func (r *rolloutCtx) canaryPromoted(ctx context.Context, c *Canary, route router, n int32) error {
 	r.st.CurrentStepIndex = &n
 	// The stable Service moves to the new version before the router sends
 	// it everything back, so no request goes to the old one meanwhile.
-	if err := r.pointService(c.StableService, r.hash); err != nil {
+	if err := r.pointService(ctx, c.StableService, r.hash); err != nil {
 		return err
 	}
 	if route != nil {
-		if err := route.setWeight(r, c, 0); err != nil {
+		if err := route.setWeight(ctx, r, c, 0); err != nil {
 			return err
 		}
 	}
@@ -124,30 +125,30 @@ func (r *rolloutCtx) canaryPromoted(c *Canary, route router, n int32) error {
 	if route != nil {
 		delay = seconds(c.ScaleDownDelaySeconds, 30)
 	}
-	return r.steady([]string{c.StableService, c.CanaryService}, delay)
+	return r.steady(ctx, []string{c.StableService, c.CanaryService}, delay)
 }
 
 // canaryAborted sends everything back to stable: canary at zero, Services
 // and weights on stable, the rollout Degraded with the reason. It stays
 // so until a retry or a new revision.
-func (r *rolloutCtx) canaryAborted(c *Canary, route router) error {
+func (r *rolloutCtx) canaryAborted(ctx context.Context, c *Canary, route router) error {
 	zero := int32(0)
 	r.st.CurrentStepIndex = &zero
-	if err := r.terminateRuns(); err != nil {
+	if err := r.terminateRuns(ctx); err != nil {
 		return err
 	}
 	if route != nil {
-		if err := route.setWeight(r, c, 0); err != nil {
+		if err := route.setWeight(ctx, r, c, 0); err != nil {
 			return err
 		}
 	}
-	if err := r.scale(r.stableRS, r.ro.replicas()); err != nil {
+	if err := r.scale(ctx, r.stableRS, r.ro.replicas()); err != nil {
 		return err
 	}
-	if err := r.pointService(c.CanaryService, r.st.StableRS); err != nil {
+	if err := r.pointService(ctx, c.CanaryService, r.st.StableRS); err != nil {
 		return err
 	}
-	if err := r.pointService(c.StableService, r.st.StableRS); err != nil {
+	if err := r.pointService(ctx, c.StableService, r.st.StableRS); err != nil {
 		return err
 	}
 	// Behind a router the canary stays up a while, as in Argo Rollouts:
@@ -156,44 +157,44 @@ func (r *rolloutCtx) canaryAborted(c *Canary, route router) error {
 	if route != nil {
 		delay = seconds(c.AbortScaleDownDelaySeconds, 30)
 	}
-	if err := r.scaleDownAfter(r.newRS, delay); err != nil {
+	if err := r.scaleDownAfter(ctx, r.newRS, delay); err != nil {
 		return err
 	}
-	if err := r.scaleDownOthers(0); err != nil {
+	if err := r.scaleDownOthers(ctx, 0); err != nil {
 		return err
 	}
 	r.st.Canary.Weights = &Weights{Canary: WeightDestination{PodTemplateHash: r.hash}, Stable: WeightDestination{PodTemplateHash: r.st.StableRS, Weight: 100}}
-	r.abortedMessage()
+	r.markAborted()
 	return nil
 }
 
 // background runs strategy.canary.analysis from its startingStep on.
-func (r *rolloutCtx) background(c *Canary, route router, idx int32) error {
+func (r *rolloutCtx) background(ctx context.Context, c *Canary, route router, idx int32) error {
 	if c.Analysis == nil || r.st.Abort || r.st.PromoteFull {
 		return nil // a full promotion skips analysis, as in Argo Rollouts
 	}
 	if start := c.Analysis.StartingStep; start != nil && idx < *start {
 		return nil
 	}
-	run, err := r.analyse(r.runName("bg"), runBackground, &c.Analysis.Analysis)
+	run, err := r.analyse(ctx, r.runName("bg"), runBackground, &c.Analysis.Analysis)
 	if err != nil {
 		return fmt.Errorf("analysis: %w", err)
 	}
 	r.st.Canary.CurrentBackgroundAnalysisRunStatus = run
-	_, err = r.judge(run, func() error { return r.canaryAborted(c, route) })
+	_, err = r.judge(ctx, run, func(ctx context.Context) error { return r.canaryAborted(ctx, c, route) })
 	return err
 }
 
 // judge acts on a run's phase: Successful lets the rollout go on;
 // Failed or Error aborts it (onAbort puts it back on stable);
 // Inconclusive pauses it until an operator promotes; a running run waits.
-func (r *rolloutCtx) judge(run *RunStatus, onAbort func() error) (bool, error) {
+func (r *rolloutCtx) judge(ctx context.Context, run *RunStatus, onAbort func(ctx context.Context) error) (bool, error) {
 	switch run.Status {
 	case analysis.Successful:
 		return true, nil
 	case analysis.Failed, analysis.Error:
 		r.abort(fmt.Sprintf("RolloutAborted: analysis run %s %s: %s", run.Name, run.Status, run.Message))
-		return false, onAbort()
+		return false, onAbort(ctx)
 	case analysis.Inconclusive:
 		since := r.pausedSince(pauseInconclusive)
 		if since == nil && r.st.ControllerPause {
@@ -282,29 +283,29 @@ func (r *rolloutCtx) canaryTarget(c *Canary, idx int32, routed bool) (weight, ca
 // scales other sets down, and with a router sets the weights once the
 // canary is available. It reports
 // whether both sets run their sizes, all available.
-func (r *rolloutCtx) scaleCanary(c *Canary, route router, weight, canaryWant, stableWant int32) (bool, error) {
-	if err := r.scaleDownOthers(0); err != nil {
+func (r *rolloutCtx) scaleCanary(ctx context.Context, c *Canary, route router, weight, canaryWant, stableWant int32) (bool, error) {
+	if err := r.scaleDownOthers(ctx, 0); err != nil {
 		return false, err
 	}
 	canaryNext, stableNext := canaryWant, stableWant
 	if route == nil {
 		canaryNext, stableNext = r.boundedSizes(c, canaryWant, stableWant)
 	}
-	if err := r.scale(r.newRS, canaryNext); err != nil {
+	if err := r.scale(ctx, r.newRS, canaryNext); err != nil {
 		return false, err
 	}
-	if err := r.scale(r.stableRS, stableNext); err != nil {
+	if err := r.scale(ctx, r.stableRS, stableNext); err != nil {
 		return false, err
 	}
-	if err := r.keepScaled(r.stableRS); err != nil {
+	if err := r.keepScaled(ctx, r.stableRS); err != nil {
 		return false, err
 	}
-	if err := r.keepScaled(r.newRS); err != nil { // a retry after an abort
+	if err := r.keepScaled(ctx, r.newRS); err != nil { // a retry after an abort
 		return false, err
 	}
 	done := settled(r.newRS, canaryWant) && settled(r.stableRS, stableWant) && r.othersDown()
 	if done && route != nil {
-		if err := route.setWeight(r, c, weight); err != nil {
+		if err := route.setWeight(ctx, r, c, weight); err != nil {
 			return false, err
 		}
 	}

@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	gosync "sync"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel"
@@ -83,12 +83,13 @@ type Controller struct {
 
 	// workloads maps each Deployment a workloadRef names to the Rollouts
 	// naming it, so a change of its template reaches them. Deployments are
-	// watched from the first workloadRef on, in runCtx, Run's context: most
-	// clusters have many Deployments and no workloadRef.
-	mu                gosync.Mutex
-	workloads         map[cache.ObjectName]map[cache.ObjectName]bool
-	watchingWorkloads gosync.Once
-	runCtx            context.Context
+	// watched from the first workloadRef on (most clusters have many
+	// Deployments and no workloadRef): the first one closes
+	// workloadNamed, on which Run waits to start the watch in its context.
+	mu            sync.Mutex
+	workloads     map[cache.ObjectName]map[cache.ObjectName]bool
+	workloadNamed chan struct{}
+	nameWorkload  sync.Once
 }
 
 // NewController creates a controller.
@@ -97,9 +98,10 @@ func NewController(client dynamic.Interface, opts Options, log *slog.Logger) *Co
 		opts.Tracing = otel.GetTracerProvider()
 	}
 	return &Controller{client: client, opts: opts, log: log, steps: stepClock{started: map[string]time.Time{}},
-		tracer:    opts.Tracing.Tracer("github.com/flotilla-dev/flotilla/agent/rollouts"),
-		workloads: map[cache.ObjectName]map[cache.ObjectName]bool{},
-		queue:     workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[cache.ObjectName]())}
+		tracer:        opts.Tracing.Tracer("github.com/flotilla-dev/flotilla/agent/rollouts"),
+		workloads:     map[cache.ObjectName]map[cache.ObjectName]bool{},
+		workloadNamed: make(chan struct{}),
+		queue:         workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[cache.ObjectName]())}
 }
 
 // Run watches Rollouts and their ReplicaSets and reconciles them until ctx
@@ -137,7 +139,6 @@ func (c *Controller) Run(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
-	c.runCtx = ctx
 	rollouts.Start(ctx.Done())
 	owned.Start(ctx.Done())
 	for gvr, ok := range rollouts.WaitForCacheSync(ctx.Done()) {
@@ -152,8 +153,20 @@ func (c *Controller) Run(ctx context.Context) error {
 			}
 		}()
 	}
-	<-ctx.Done()
-	return nil
+	// Deployments are watched once a workloadRef names one (see
+	// referWorkload), in this context.
+	workloadNamed := c.workloadNamed
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-workloadNamed:
+			workloadNamed = nil // watch once
+			if err := c.watchWorkloads(ctx); err != nil {
+				c.log.Error("cannot watch Deployments for workloadRef", "error", err)
+			}
+		}
+	}
 }
 
 // forget drops what the controller keeps of a deleted Rollout.
@@ -172,10 +185,18 @@ func (c *Controller) processNext(ctx context.Context) bool {
 		return false
 	}
 	defer c.queue.Done(key)
-	after, err := c.Reconcile(ctx, key.Namespace, key.Name)
+	after, err := c.recoverReconcile(ctx, key, c.Reconcile)
+	c.requeue(key, after, err)
+	return true
+}
+
+// requeue puts key back on the queue as the result of its reconcile asks.
+func (c *Controller) requeue(key cache.ObjectName, after time.Duration, err error) {
 	switch {
 	case apierrors.IsConflict(err):
 		c.queue.AddRateLimited(key) // someone (an operator's action) wrote first: read again
+	case errors.Is(err, errReconcilePanicked):
+		c.queue.AddRateLimited(key) // logged, with its stack, by recoverReconcile
 	case err != nil:
 		c.log.Error("rollout", "namespace", key.Namespace, "rollout", key.Name, "error", err)
 		c.queue.AddRateLimited(key)
@@ -185,7 +206,6 @@ func (c *Controller) processNext(ctx context.Context) bool {
 			c.queue.AddAfter(key, after)
 		}
 	}
-	return true
 }
 
 // Reconcile moves one Rollout on as far as it can now, writes its status
@@ -201,17 +221,17 @@ func (c *Controller) Reconcile(ctx context.Context, namespace, name string) (tim
 	if _, found, _ := unstructured.NestedFieldNoCopy(obj.Object, "spec", "replicas"); !found {
 		return 0, c.defaultReplicas(ctx, obj)
 	}
-	r := &rolloutCtx{c: c, ctx: ctx, obj: obj, now: time.Now()}
 	if parent := c.traceParent(obj); parent.IsValid() {
-		r.ctx = trace.ContextWithSpanContext(ctx, parent)
+		ctx = trace.ContextWithSpanContext(ctx, parent)
 	}
+	r := &rolloutCtx{c: c, obj: obj, now: time.Now()}
 	r.ro, err = parse(obj)
 	if r.ro == nil {
 		return 0, err
 	}
 	r.st = *r.ro.Status.deepCopy()
 	if err == nil {
-		err = r.reconcile()
+		err = r.reconcile(ctx)
 		if transient(err) {
 			return 0, err // the API server's trouble: try again soon
 		}
@@ -222,7 +242,7 @@ func (c *Controller) Reconcile(ctx context.Context, namespace, name string) (tim
 		r.st.Phase, r.st.Message = PhaseDegraded, "InvalidSpec: "+err.Error()
 		r.wakeIn(30 * time.Second)
 	}
-	if err := r.writeStatus(); err != nil {
+	if err := r.writeStatus(ctx); err != nil {
 		return 0, err
 	}
 	if r.next.IsZero() {
@@ -257,10 +277,11 @@ func (c *Controller) traceParent(obj *unstructured.Unstructured) trace.SpanConte
 	return c.opts.TraceParent(obj)
 }
 
-// rolloutCtx is one reconcile of one Rollout.
+// rolloutCtx is one reconcile of one Rollout. The context of the
+// reconcile is not kept here: each method that calls the API server takes
+// it as its first parameter.
 type rolloutCtx struct {
 	c   *Controller
-	ctx context.Context
 	obj *unstructured.Unstructured
 	ro  *Rollout
 	st  Status // the status being built
@@ -285,8 +306,8 @@ func (r *rolloutCtx) wakeAt(t time.Time) {
 func (r *rolloutCtx) wakeIn(d time.Duration) { r.wakeAt(r.now.Add(d)) }
 
 // reconcile runs the strategy.
-func (r *rolloutCtx) reconcile() error {
-	if err := r.loadReplicaSets(); err != nil {
+func (r *rolloutCtx) reconcile(ctx context.Context) error {
+	if err := r.loadReplicaSets(ctx); err != nil {
 		return err
 	}
 	if r.st.CurrentPodHash != r.hash {
@@ -308,19 +329,19 @@ func (r *rolloutCtx) reconcile() error {
 	}
 	var err error
 	if r.ro.Spec.Strategy.Canary != nil {
-		err = r.canary()
+		err = r.canary(ctx)
 	} else {
-		err = r.blueGreen()
+		err = r.blueGreen(ctx)
 	}
 	if err != nil {
 		return err
 	}
 	r.counts()
-	return r.cleanup()
+	return r.cleanup(ctx)
 }
 
 // writeStatus writes the status if it changed, and tells OnChange.
-func (r *rolloutCtx) writeStatus() error {
+func (r *rolloutCtx) writeStatus(ctx context.Context) error {
 	r.st.ObservedGeneration = fmt.Sprint(r.obj.GetGeneration())
 	data, err := json.Marshal(r.st)
 	if err != nil {
@@ -336,7 +357,7 @@ func (r *rolloutCtx) writeStatus() error {
 	}
 	obj := r.obj.DeepCopy()
 	obj.Object["status"] = status
-	updated, err := r.c.client.Resource(GVR).Namespace(obj.GetNamespace()).UpdateStatus(r.ctx, obj, metav1.UpdateOptions{FieldManager: fieldManager})
+	updated, err := r.c.client.Resource(GVR).Namespace(obj.GetNamespace()).UpdateStatus(ctx, obj, metav1.UpdateOptions{FieldManager: fieldManager})
 	if err != nil {
 		return fmt.Errorf("rollout %s/%s status: %w", obj.GetNamespace(), obj.GetName(), err)
 	}
@@ -367,24 +388,24 @@ func (s *Status) deepCopy() *Status {
 // steady is the promoted state of either strategy: no abort and no
 // analysis, the current version at full size behind services, every other
 // version scaled down after delay.
-func (r *rolloutCtx) steady(services []string, delay time.Duration) error {
+func (r *rolloutCtx) steady(ctx context.Context, services []string, delay time.Duration) error {
 	r.st.Abort, r.st.AbortedAt, r.st.PromoteFull = false, nil, false
 	r.unpause()
-	if err := r.terminateRuns(); err != nil {
+	if err := r.terminateRuns(ctx); err != nil {
 		return err
 	}
-	if err := r.scale(r.newRS, r.ro.replicas()); err != nil {
+	if err := r.scale(ctx, r.newRS, r.ro.replicas()); err != nil {
 		return err
 	}
-	if err := r.keepScaled(r.newRS); err != nil {
+	if err := r.keepScaled(ctx, r.newRS); err != nil {
 		return err
 	}
 	for _, svc := range services {
-		if err := r.pointService(svc, r.hash); err != nil {
+		if err := r.pointService(ctx, svc, r.hash); err != nil {
 			return err
 		}
 	}
-	if err := r.scaleDownOthers(delay); err != nil {
+	if err := r.scaleDownOthers(ctx, delay); err != nil {
 		return err
 	}
 	switch {
@@ -424,9 +445,9 @@ func (r *rolloutCtx) unpause() {
 	r.st.PauseConditions, r.st.ControllerPause = nil, false
 }
 
-// abortedMessage makes the status message of an aborted revision, keeping
-// the reason abort gave.
-func (r *rolloutCtx) abortedMessage() {
+// markAborted makes the status of an aborted revision Degraded, its message
+// saying so and keeping the reason abort gave.
+func (r *rolloutCtx) markAborted() {
 	if !strings.HasPrefix(r.st.Message, "RolloutAborted") {
 		reason := ""
 		if r.st.Message != "" {

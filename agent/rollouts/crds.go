@@ -13,16 +13,14 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 
+	"github.com/flotilla-dev/flotilla/agent/apply"
 	"github.com/flotilla-dev/flotilla/internal/render"
 )
 
 //go:embed crds/*.yaml
 var crdFiles embed.FS
-
-var crdGVR = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
 
 // CRDs returns the argoproj.io CRDs the agent installs.
 func CRDs() ([]*unstructured.Unstructured, error) {
@@ -61,10 +59,10 @@ func EnsureCRDs(ctx context.Context, client dynamic.Interface) ([]string, error)
 		spec, _ := json.Marshal(crd.Object["spec"])
 		sum := sha256.Sum256(spec)
 		crd.SetAnnotations(map[string]string{definitionAnnotation: hex.EncodeToString(sum[:8])})
-		live, err := client.Resource(crdGVR).Get(ctx, crd.GetName(), metav1.GetOptions{})
+		live, err := client.Resource(apply.CRDResource).Get(ctx, crd.GetName(), metav1.GetOptions{})
 		switch {
 		case apierrors.IsNotFound(err):
-			if _, err := client.Resource(crdGVR).Create(ctx, crd, metav1.CreateOptions{FieldManager: "flotilla"}); err != nil && !apierrors.IsAlreadyExists(err) {
+			if _, err := client.Resource(apply.CRDResource).Create(ctx, crd, metav1.CreateOptions{FieldManager: "flotilla"}); err != nil && !apierrors.IsAlreadyExists(err) {
 				return changed, fmt.Errorf("install CRD %s: %w", crd.GetName(), err)
 			}
 		case err != nil:
@@ -73,42 +71,26 @@ func EnsureCRDs(ctx context.Context, client dynamic.Interface) ([]string, error)
 			continue
 		default:
 			crd.SetResourceVersion(live.GetResourceVersion())
-			if _, err := client.Resource(crdGVR).Update(ctx, crd, metav1.UpdateOptions{FieldManager: "flotilla"}); err != nil {
+			if _, err := client.Resource(apply.CRDResource).Update(ctx, crd, metav1.UpdateOptions{FieldManager: "flotilla"}); err != nil {
 				return changed, fmt.Errorf("update CRD %s: %w", crd.GetName(), err)
 			}
 		}
 		changed = append(changed, crd.GetName())
 	}
 	for _, name := range changed {
-		if err := waitEstablished(ctx, client, name); err != nil {
+		// Served before a watch of its kind starts, so that watch does
+		// not begin with a back-off.
+		if err := apply.WaitEstablished(ctx, client, name, crdEstablishTimeout); err != nil {
 			return changed, err
 		}
 	}
 	return changed, nil
 }
 
-// waitEstablished waits until the API server serves the CRD, so a watch
-// of its kind started next does not begin with a back-off.
-func waitEstablished(ctx context.Context, client dynamic.Interface, name string) error {
-	ctx, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
-	for {
-		crd, err := client.Resource(crdGVR).Get(ctx, name, metav1.GetOptions{})
-		if err == nil {
-			conds, _, _ := unstructured.NestedSlice(crd.Object, "status", "conditions")
-			for _, c := range conds {
-				if m, _ := c.(map[string]any); m["type"] == "Established" && m["status"] == "True" {
-					return nil
-				}
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("CRD %s is not established: %w", name, ctx.Err())
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
+// crdEstablishTimeout bounds the wait for each CRD EnsureCRDs changed: an
+// API server establishes a new CRD within seconds; a minute leaves room
+// for a loaded one.
+const crdEstablishTimeout = time.Minute
 
 const (
 	managedByLabel       = "app.kubernetes.io/managed-by"

@@ -1,6 +1,7 @@
 package rollouts
 
 import (
+	"context"
 	"fmt"
 	"maps"
 	"strconv"
@@ -46,10 +47,10 @@ func (n *NginxRouting) prefix() string {
 
 // setWeight writes each stable Ingress' canary Ingress with the weight,
 // as Argo Rollouts' nginx router does; an unchanged one is not written.
-func (n *NginxRouting) setWeight(r *rolloutCtx, c *Canary, weight int32) error {
+func (n *NginxRouting) setWeight(ctx context.Context, r *rolloutCtx, c *Canary, weight int32) error {
 	ri := r.c.client.Resource(ingresses).Namespace(r.obj.GetNamespace())
 	for _, name := range n.ingresses() {
-		obj, err := ri.Get(r.ctx, name, metav1.GetOptions{})
+		obj, err := ri.Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
 			return fmt.Errorf("stable Ingress %s: %w", name, err)
 		}
@@ -61,14 +62,14 @@ func (n *NginxRouting) setWeight(r *rolloutCtx, c *Canary, weight int32) error {
 		if err != nil {
 			return err
 		}
-		live, err := ri.Get(r.ctx, want.Name, metav1.GetOptions{})
+		live, err := ri.Get(ctx, want.Name, metav1.GetOptions{})
 		switch {
 		case apierrors.IsNotFound(err):
 			m, err := toMap(want)
 			if err != nil {
 				return err
 			}
-			if _, err := ri.Create(r.ctx, &unstructured.Unstructured{Object: m}, metav1.CreateOptions{FieldManager: fieldManager}); err != nil {
+			if _, err := ri.Create(ctx, &unstructured.Unstructured{Object: m}, metav1.CreateOptions{FieldManager: fieldManager}); err != nil {
 				return fmt.Errorf("canary Ingress %s: %w", want.Name, err)
 			}
 			continue
@@ -87,7 +88,7 @@ func (n *NginxRouting) setWeight(r *rolloutCtx, c *Canary, weight int32) error {
 		if err != nil {
 			return err
 		}
-		if _, err := ri.Update(r.ctx, &unstructured.Unstructured{Object: m}, metav1.UpdateOptions{FieldManager: fieldManager}); err != nil {
+		if _, err := ri.Update(ctx, &unstructured.Unstructured{Object: m}, metav1.UpdateOptions{FieldManager: fieldManager}); err != nil {
 			return fmt.Errorf("canary Ingress %s: %w", want.Name, err)
 		}
 	}

@@ -1,6 +1,7 @@
 package rollouts
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"hash/fnv"
@@ -35,7 +36,7 @@ func podHash(template map[string]any) string {
 
 // podTemplate is the rollout's pod template, from its spec or from the
 // Deployment its workloadRef names.
-func (r *rolloutCtx) podTemplate() (map[string]any, error) {
+func (r *rolloutCtx) podTemplate(ctx context.Context) (map[string]any, error) {
 	ref := r.ro.Spec.WorkloadRef
 	key := cache.ObjectName{Namespace: r.obj.GetNamespace(), Name: r.obj.GetName()}
 	if ref == nil {
@@ -43,7 +44,7 @@ func (r *rolloutCtx) podTemplate() (map[string]any, error) {
 		return r.ro.Spec.Template, nil
 	}
 	r.c.referWorkload(key, ref.Name)
-	d, err := r.c.client.Resource(deployGVR).Namespace(r.obj.GetNamespace()).Get(r.ctx, ref.Name, metav1.GetOptions{})
+	d, err := r.c.client.Resource(deployGVR).Namespace(r.obj.GetNamespace()).Get(ctx, ref.Name, metav1.GetOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("spec.workloadRef: Deployment %s: %w", ref.Name, err)
 	}
@@ -57,8 +58,8 @@ func (r *rolloutCtx) podTemplate() (map[string]any, error) {
 // loadReplicaSets finds the rollout's ReplicaSets and creates the one of
 // its current template if missing (at zero replicas; the strategy sizes
 // it).
-func (r *rolloutCtx) loadReplicaSets() error {
-	template, err := r.podTemplate()
+func (r *rolloutCtx) loadReplicaSets(ctx context.Context) error {
+	template, err := r.podTemplate(ctx)
 	if err != nil {
 		return err
 	}
@@ -71,7 +72,7 @@ func (r *rolloutCtx) loadReplicaSets() error {
 	if !selector.Matches(k8slabels.Set(labels)) {
 		return fmt.Errorf("spec.selector does not match the pod template's labels")
 	}
-	list, err := r.c.client.Resource(rsGVR).Namespace(r.obj.GetNamespace()).List(r.ctx, metav1.ListOptions{LabelSelector: selector.String()})
+	list, err := r.c.client.Resource(rsGVR).Namespace(r.obj.GetNamespace()).List(ctx, metav1.ListOptions{LabelSelector: selector.String()})
 	if err != nil {
 		return err
 	}
@@ -94,7 +95,7 @@ func (r *rolloutCtx) loadReplicaSets() error {
 		}
 	}
 	if r.newRS == nil {
-		r.newRS, err = r.createReplicaSet(revision + 1)
+		r.newRS, err = r.createReplicaSet(ctx, revision+1)
 		if err != nil {
 			return err
 		}
@@ -105,7 +106,7 @@ func (r *rolloutCtx) loadReplicaSets() error {
 	return nil
 }
 
-func (r *rolloutCtx) createReplicaSet(revision int64) (*unstructured.Unstructured, error) {
+func (r *rolloutCtx) createReplicaSet(ctx context.Context, revision int64) (*unstructured.Unstructured, error) {
 	template := runtime.DeepCopyJSON(r.template)
 	labels, _, _ := unstructured.NestedStringMap(template, "metadata", "labels")
 	if labels == nil {
@@ -128,9 +129,9 @@ func (r *rolloutCtx) createReplicaSet(revision int64) (*unstructured.Unstructure
 	rs.SetLabels(labels)
 	rs.SetAnnotations(map[string]string{revisionAnnotation: strconv.FormatInt(revision, 10)})
 	rs.SetOwnerReferences([]metav1.OwnerReference{*metav1.NewControllerRef(r.obj, r.obj.GroupVersionKind())})
-	created, err := r.c.client.Resource(rsGVR).Namespace(r.obj.GetNamespace()).Create(r.ctx, rs, metav1.CreateOptions{FieldManager: fieldManager})
+	created, err := r.c.client.Resource(rsGVR).Namespace(r.obj.GetNamespace()).Create(ctx, rs, metav1.CreateOptions{FieldManager: fieldManager})
 	if apierrors.IsAlreadyExists(err) {
-		return r.c.client.Resource(rsGVR).Namespace(r.obj.GetNamespace()).Get(r.ctx, rs.GetName(), metav1.GetOptions{})
+		return r.c.client.Resource(rsGVR).Namespace(r.obj.GetNamespace()).Get(ctx, rs.GetName(), metav1.GetOptions{})
 	}
 	if err != nil {
 		return nil, fmt.Errorf("create ReplicaSet %s: %w", rs.GetName(), err)
@@ -174,12 +175,12 @@ func settled(rs *unstructured.Unstructured, want int32) bool {
 }
 
 // scale sets rs's replicas (no write when they are already n).
-func (r *rolloutCtx) scale(rs *unstructured.Unstructured, n int32) error {
+func (r *rolloutCtx) scale(ctx context.Context, rs *unstructured.Unstructured, n int32) error {
 	if rs == nil || specReplicas(rs) == n {
 		return nil
 	}
 	patch := fmt.Sprintf(`{"spec":{"replicas":%d}}`, n)
-	updated, err := r.c.client.Resource(rsGVR).Namespace(rs.GetNamespace()).Patch(r.ctx, rs.GetName(), types.MergePatchType, []byte(patch),
+	updated, err := r.c.client.Resource(rsGVR).Namespace(rs.GetNamespace()).Patch(ctx, rs.GetName(), types.MergePatchType, []byte(patch),
 		metav1.PatchOptions{FieldManager: fieldManager})
 	if err != nil {
 		return fmt.Errorf("scale ReplicaSet %s to %d: %w", rs.GetName(), n, err)
@@ -191,16 +192,16 @@ func (r *rolloutCtx) scale(rs *unstructured.Unstructured, n int32) error {
 // scaleDownOthers scales every ReplicaSet but the new and the stable one
 // to zero; with delay, only once the delay since it was asked has passed
 // (the deadline is kept on the ReplicaSet, so it survives restarts).
-func (r *rolloutCtx) scaleDownOthers(delay time.Duration) error {
+func (r *rolloutCtx) scaleDownOthers(ctx context.Context, delay time.Duration) error {
 	for _, rs := range r.others {
-		if err := r.scaleDownAfter(rs, delay); err != nil {
+		if err := r.scaleDownAfter(ctx, rs, delay); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (r *rolloutCtx) scaleDownAfter(rs *unstructured.Unstructured, delay time.Duration) error {
+func (r *rolloutCtx) scaleDownAfter(ctx context.Context, rs *unstructured.Unstructured, delay time.Duration) error {
 	if rs == nil || specReplicas(rs) == 0 {
 		return nil
 	}
@@ -209,7 +210,7 @@ func (r *rolloutCtx) scaleDownAfter(rs *unstructured.Unstructured, delay time.Du
 		if err != nil {
 			deadline = r.now.Add(delay)
 			patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, scaleDownAnnotation, deadline.UTC().Format(time.RFC3339))
-			if _, err := r.c.client.Resource(rsGVR).Namespace(rs.GetNamespace()).Patch(r.ctx, rs.GetName(), types.MergePatchType, []byte(patch),
+			if _, err := r.c.client.Resource(rsGVR).Namespace(rs.GetNamespace()).Patch(ctx, rs.GetName(), types.MergePatchType, []byte(patch),
 				metav1.PatchOptions{FieldManager: fieldManager}); err != nil {
 				return fmt.Errorf("ReplicaSet %s: %w", rs.GetName(), err)
 			}
@@ -219,12 +220,12 @@ func (r *rolloutCtx) scaleDownAfter(rs *unstructured.Unstructured, delay time.Du
 			return nil
 		}
 	}
-	return r.scale(rs, 0)
+	return r.scale(ctx, rs, 0)
 }
 
 // keepScaled removes a pending scale-down deadline from rs (it is in use
 // again, e.g. the stable set after an abort).
-func (r *rolloutCtx) keepScaled(rs *unstructured.Unstructured) error {
+func (r *rolloutCtx) keepScaled(ctx context.Context, rs *unstructured.Unstructured) error {
 	if rs == nil {
 		return nil
 	}
@@ -232,7 +233,7 @@ func (r *rolloutCtx) keepScaled(rs *unstructured.Unstructured) error {
 		return nil
 	}
 	patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:null}}}`, scaleDownAnnotation)
-	_, err := r.c.client.Resource(rsGVR).Namespace(rs.GetNamespace()).Patch(r.ctx, rs.GetName(), types.MergePatchType, []byte(patch),
+	_, err := r.c.client.Resource(rsGVR).Namespace(rs.GetNamespace()).Patch(ctx, rs.GetName(), types.MergePatchType, []byte(patch),
 		metav1.PatchOptions{FieldManager: fieldManager})
 	return err
 }
@@ -261,8 +262,8 @@ func (r *rolloutCtx) counts() {
 // cleanup deletes the oldest scaled-down ReplicaSets beyond
 // revisionHistoryLimit (default 10) and the analysis runs beyond their
 // history limit.
-func (r *rolloutCtx) cleanup() error {
-	if err := r.cleanupRuns(); err != nil {
+func (r *rolloutCtx) cleanup(ctx context.Context) error {
+	if err := r.cleanupRuns(ctx); err != nil {
 		return err
 	}
 	limit := 10
@@ -284,7 +285,7 @@ func (r *rolloutCtx) cleanup() error {
 		return ra - rb
 	})
 	for _, rs := range idle[:len(idle)-limit] {
-		err := r.c.client.Resource(rsGVR).Namespace(rs.GetNamespace()).Delete(r.ctx, rs.GetName(), metav1.DeleteOptions{})
+		err := r.c.client.Resource(rsGVR).Namespace(rs.GetNamespace()).Delete(ctx, rs.GetName(), metav1.DeleteOptions{})
 		if err != nil && !apierrors.IsNotFound(err) {
 			return fmt.Errorf("delete old ReplicaSet %s: %w", rs.GetName(), err)
 		}

@@ -1,6 +1,7 @@
 package rollouts
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 
@@ -17,11 +18,11 @@ const managedByAnnotation = "argo-rollouts.argoproj.io/managed-by-rollouts"
 
 // pointService points the Service's selector at the pods of hash (no write
 // when it already does). The selector's other keys stay as Git set them.
-func (r *rolloutCtx) pointService(name, hash string) error {
+func (r *rolloutCtx) pointService(ctx context.Context, name, hash string) error {
 	if name == "" || hash == "" {
 		return nil
 	}
-	svc, err := r.c.client.Resource(svcGVR).Namespace(r.obj.GetNamespace()).Get(r.ctx, name, metav1.GetOptions{})
+	svc, err := r.c.client.Resource(svcGVR).Namespace(r.obj.GetNamespace()).Get(ctx, name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return fmt.Errorf("the Service %q does not exist", name)
 	}
@@ -36,7 +37,7 @@ func (r *rolloutCtx) pointService(name, hash string) error {
 		"metadata": map[string]any{"annotations": map[string]any{managedByAnnotation: r.obj.GetName()}},
 		"spec":     map[string]any{"selector": map[string]any{HashLabel: hash}},
 	})
-	_, err = r.c.client.Resource(svcGVR).Namespace(r.obj.GetNamespace()).Patch(r.ctx, name, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: fieldManager})
+	_, err = r.c.client.Resource(svcGVR).Namespace(r.obj.GetNamespace()).Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: fieldManager})
 	if err != nil {
 		return fmt.Errorf("patch Service %s: %w", name, err)
 	}
@@ -46,14 +47,14 @@ func (r *rolloutCtx) pointService(name, hash string) error {
 // setWeight gives the canary Service weight percent of the HTTPRoute's
 // traffic and the stable Service the rest, in every rule that sends to
 // them, as Argo Rollouts' Gateway API plugin does.
-func (route *GatewayRoute) setWeight(r *rolloutCtx, c *Canary, weight int32) error {
+func (route *GatewayRoute) setWeight(ctx context.Context, r *rolloutCtx, c *Canary, weight int32) error {
 	canary, stable := c.CanaryService, c.StableService
 	ns := route.Namespace
 	if ns == "" {
 		ns = r.obj.GetNamespace()
 	}
 	ri := r.c.client.Resource(httpRoutes).Namespace(ns)
-	obj, err := ri.Get(r.ctx, route.HTTPRoute, metav1.GetOptions{})
+	obj, err := ri.Get(ctx, route.HTTPRoute, metav1.GetOptions{})
 	if err != nil {
 		return fmt.Errorf("HTTPRoute %s/%s: %w", ns, route.HTTPRoute, err)
 	}
@@ -97,7 +98,7 @@ func (route *GatewayRoute) setWeight(r *rolloutCtx, c *Canary, weight int32) err
 	if err := unstructured.SetNestedSlice(obj.Object, rules, "spec", "rules"); err != nil {
 		return err
 	}
-	if _, err := ri.Update(r.ctx, obj, metav1.UpdateOptions{FieldManager: fieldManager}); err != nil {
+	if _, err := ri.Update(ctx, obj, metav1.UpdateOptions{FieldManager: fieldManager}); err != nil {
 		return fmt.Errorf("HTTPRoute %s/%s: %w", ns, route.HTTPRoute, err)
 	}
 	return nil

@@ -11,10 +11,18 @@ import (
 	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
 )
 
+// Summarizer summarizes live Rollouts for the application's status; the
+// sync loop can depend on a one-method interface of its own instead of a
+// dynamic client.
+type Summarizer struct {
+	// Client reads the Rollouts' AnalysisRuns.
+	Client dynamic.Interface
+}
+
 // Summarize is where a live Rollout is, for the application's status:
 // phase, step, weight and the latest measurements of its current
 // analysis run (read from the run; nil measurements if it cannot be read).
-func Summarize(ctx context.Context, client dynamic.Interface, obj *unstructured.Unstructured) *flotillav1.RolloutStatus {
+func (s Summarizer) Summarize(ctx context.Context, obj *unstructured.Unstructured) *flotillav1.RolloutStatus {
 	out := &flotillav1.RolloutStatus{Namespace: obj.GetNamespace(), Name: obj.GetName()}
 	ro, _ := parse(obj)
 	if ro == nil {
@@ -48,7 +56,7 @@ func Summarize(ctx context.Context, client dynamic.Interface, obj *unstructured.
 		return out
 	}
 	out.Analysis = &flotillav1.AnalysisStatus{Name: run.Name, Phase: string(run.Status), Message: run.Message}
-	live, err := client.Resource(runGVR).Namespace(obj.GetNamespace()).Get(ctx, run.Name, metav1.GetOptions{})
+	live, err := s.Client.Resource(runGVR).Namespace(obj.GetNamespace()).Get(ctx, run.Name, metav1.GetOptions{})
 	if err != nil {
 		return out
 	}

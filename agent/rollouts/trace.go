@@ -1,9 +1,10 @@
 package rollouts
 
 import (
+	"context"
 	"fmt"
 	"strings"
-	gosync "sync"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -15,7 +16,7 @@ import (
 // stepClock remembers when each step of a rollout began, so its span
 // covers the step from start to end across reconciles.
 type stepClock struct {
-	mu      gosync.Mutex
+	mu      sync.Mutex
 	started map[string]time.Time
 }
 
@@ -52,7 +53,7 @@ func (r *rolloutCtx) stepForget(step string) {
 }
 
 // stepEnds records the step's span, from when it began until now.
-func (r *rolloutCtx) stepEnds(step, outcome string) {
+func (r *rolloutCtx) stepEnds(ctx context.Context, step, outcome string) {
 	c := &r.c.steps
 	c.mu.Lock()
 	start, ok := c.started[stepKey(r, step)]
@@ -61,7 +62,7 @@ func (r *rolloutCtx) stepEnds(step, outcome string) {
 	if !ok {
 		start = r.now
 	}
-	_, span := r.c.tracer.Start(r.ctx, "rollout.step "+step, trace.WithTimestamp(start), trace.WithAttributes(
+	_, span := r.c.tracer.Start(ctx, "rollout.step "+step, trace.WithTimestamp(start), trace.WithAttributes(
 		attribute.String("k8s.namespace.name", r.obj.GetNamespace()), attribute.String("argoproj.rollout", r.obj.GetName()),
 		attribute.String("argoproj.pod_template_hash", r.hash), attribute.String("argoproj.step.outcome", outcome)))
 	span.End(trace.WithTimestamp(time.Now()))
@@ -81,9 +82,9 @@ func (c *stepClock) forgetRollout(namespace, name string) {
 }
 
 // measured records one measurement as a span of its own.
-func (r *rolloutCtx) measured(run string) analysis.Observe {
+func (r *rolloutCtx) measured(ctx context.Context, run string) analysis.Observe {
 	return func(metric string, m analysis.Measurement) {
-		_, span := r.c.tracer.Start(r.ctx, "rollout.measurement "+metric, trace.WithTimestamp(m.StartedAt.Time), trace.WithAttributes(
+		_, span := r.c.tracer.Start(ctx, "rollout.measurement "+metric, trace.WithTimestamp(m.StartedAt.Time), trace.WithAttributes(
 			attribute.String("argoproj.rollout", r.obj.GetName()), attribute.String("argoproj.analysisrun", run),
 			attribute.String("argoproj.metric", metric), attribute.String("argoproj.measurement.phase", string(m.Phase)),
 			attribute.String("argoproj.measurement.value", m.Value)))

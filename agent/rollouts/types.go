@@ -1,6 +1,7 @@
 package rollouts
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"strconv"
@@ -71,7 +72,7 @@ type TrafficRouting struct {
 
 // router sets the canary's share of traffic, in percent.
 type router interface {
-	setWeight(r *rolloutCtx, c *Canary, weight int32) error
+	setWeight(ctx context.Context, r *rolloutCtx, c *Canary, weight int32) error
 }
 
 // gatewayPlugin is the Argo Rollouts Gateway API plugin's name.

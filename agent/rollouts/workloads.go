@@ -53,15 +53,11 @@ func (c *Controller) watchWorkloads(ctx context.Context) error {
 }
 
 // referWorkload notes that the rollout key takes its template from the
-// Deployment named (or from none: ""), and watches Deployments from the
-// first one named on.
+// Deployment named (or from none: ""); the first one named has Run watch
+// Deployments from then on.
 func (c *Controller) referWorkload(key cache.ObjectName, deployment string) {
-	if deployment != "" && c.runCtx != nil {
-		c.watchingWorkloads.Do(func() {
-			if err := c.watchWorkloads(c.runCtx); err != nil {
-				c.log.Error("cannot watch Deployments for workloadRef", "error", err)
-			}
-		})
+	if deployment != "" {
+		c.nameWorkload.Do(func() { close(c.workloadNamed) })
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -15,7 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"k8s.io/apimachinery/pkg/labels"
 
-	"github.com/flotilla-dev/flotilla/internal/bus"
+	"github.com/flotilla-dev/flotilla/internal/appkey"
 	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
 	"github.com/flotilla-dev/flotilla/proto/flotilla/v1/flotillav1connect"
 )
@@ -174,7 +174,7 @@ func audit(hub Hub) connect.UnaryInterceptorFunc {
 			}
 			target, _ := req.Any().(interface{ GetApp() string })
 			cluster, _ := req.Any().(interface{ GetCluster() string })
-			ev := &flotillav1.Event{Type: typ, Reason: "Audit", Actor: actor(ctx), Source: "api",
+			ev := &flotillav1.Event{Type: typ, Reason: flotillav1.ReasonAudit, Actor: actor(ctx), Source: "api",
 				Message: fmt.Sprintf("%s %s %s: %s", actor(ctx), method, what, outcome)}
 			if target != nil {
 				ev.App = target.GetApp()
@@ -283,10 +283,10 @@ func (s *Server) apps(ctx context.Context, match func(*flotillav1.DesiredState) 
 		if ds.GetDeletion() != nil || !match(ds) {
 			continue
 		}
-		out = append(out, &flotillav1.AppInfo{Cluster: ds.GetCluster(), App: ds.GetApp(), Desired: ds, Status: statuses[bus.Key(ds.GetCluster(), ds.GetApp())]})
+		out = append(out, &flotillav1.AppInfo{Cluster: ds.GetCluster(), App: ds.GetApp(), Desired: ds, Status: statuses[appkey.Join(ds.GetCluster(), ds.GetApp())]})
 	}
 	slices.SortFunc(out, func(a, b *flotillav1.AppInfo) int {
-		return strings.Compare(bus.Key(a.GetCluster(), a.GetApp()), bus.Key(b.GetCluster(), b.GetApp()))
+		return strings.Compare(appkey.Join(a.GetCluster(), a.GetApp()), appkey.Join(b.GetCluster(), b.GetApp()))
 	})
 	return out, nil
 }

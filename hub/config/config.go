@@ -195,12 +195,22 @@ func (c *Config) validate() error {
 	if c.History < 1 || c.History > 64 {
 		errs = append(errs, fmt.Errorf("history: %d must be between 1 and 64", c.History))
 	}
+	if c.NATS.Replicas < 1 {
+		errs = append(errs, fmt.Errorf("nats.replicas: %d must be at least 1", c.NATS.Replicas))
+	}
+	// The hub's tickers panic on an interval that is not positive.
+	if c.GCInterval.Duration < 0 {
+		errs = append(errs, fmt.Errorf("gcInterval: %s must be positive", c.GCInterval.Duration))
+	}
 	repos := map[string]bool{}
 	for i, r := range c.Repositories {
 		if r.URL == "" {
 			errs = append(errs, fmt.Errorf("repositories[%d].url: is required", i))
 		}
 		repos[NormalizeURL(r.URL)] = true
+		if r.PollInterval.Duration < 0 {
+			errs = append(errs, fmt.Errorf("repositories[%d].pollInterval: %s must be positive", i, r.PollInterval.Duration))
+		}
 		if r.Auth.PasswordFile != "" && r.Auth.PasswordEnv != "" {
 			errs = append(errs, fmt.Errorf("repositories[%d].auth: set passwordFile or passwordEnv, not both", i))
 		}

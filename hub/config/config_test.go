@@ -32,6 +32,9 @@ func TestParseErrorsNameTheField(t *testing.T) {
 		"history too long":  {"history: 100\n", "history: 100 must be between 1 and 64"},
 		"key and password":  {"repositories: [{url: u, auth: {sshKeyFile: k, passwordEnv: P}}]\n", "repositories[0].auth: set sshKeyFile or a password, not both"},
 		"hosts without key": {"repositories: [{url: u, auth: {sshKnownHostsFile: h}}]\n", "repositories[0].auth.sshKnownHostsFile: needs sshKeyFile"},
+		"negative poll":     {"repositories: [{url: u, pollInterval: -5s}]\n", "repositories[0].pollInterval: -5s must be positive"},
+		"negative gc":       {"gcInterval: -1h\n", "gcInterval: -1h0m0s must be positive"},
+		"negative replicas": {"nats: {replicas: -1}\n", "nats.replicas: -1 must be at least 1"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {

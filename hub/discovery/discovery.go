@@ -78,8 +78,8 @@ const KubeVersion = "v1.37.2"
 func Discover(ctx context.Context, roots []Root, clusters []appspec.Cluster, trees Trees) *Result {
 	res := &Result{RootErrors: map[string]error{}}
 	for _, root := range roots {
-		d := &walker{ctx: ctx, root: root, clusters: clusters, trees: trees, res: res, visited: map[string]bool{}}
-		if err := d.walkRoot(); err != nil {
+		d := &walker{root: root, clusters: clusters, trees: trees, res: res, visited: map[string]bool{}}
+		if err := d.walkRoot(ctx); err != nil {
 			res.RootErrors[root.Name] = err
 		}
 	}
@@ -91,7 +91,6 @@ func Discover(ctx context.Context, roots []Root, clusters []appspec.Cluster, tre
 }
 
 type walker struct {
-	ctx      context.Context
 	root     Root
 	clusters []appspec.Cluster
 	trees    Trees
@@ -101,23 +100,23 @@ type walker struct {
 	visited map[string]bool
 }
 
-func (w *walker) walkRoot() error {
-	tree, err := w.trees.Tree(w.ctx, w.root.RepoURL, w.root.Revision)
+func (w *walker) walkRoot(ctx context.Context) error {
+	tree, err := w.trees.Tree(ctx, w.root.RepoURL, w.root.Revision)
 	if err != nil {
 		return fmt.Errorf("root %s: %w", w.root.Name, err)
 	}
-	rendered, err := render.Render(w.ctx, render.Request{Root: tree.Dir, Path: w.root.Path, KubeVersion: KubeVersion})
+	rendered, err := render.Render(ctx, render.Request{Root: tree.Dir, Path: w.root.Path, KubeVersion: KubeVersion})
 	if err != nil {
 		return fmt.Errorf("root %s (%s@%s): %w", w.root.Name, w.root.RepoURL, short(tree.Commit), err)
 	}
 	w.visited[sourceKey(tree, w.root.Path)] = true
-	return w.readApplications(tree, rendered)
+	return w.readApplications(ctx, tree, rendered)
 }
 
 // readApplications decodes the Argo CD objects of a render and follows each
 // Application. A malformed Application is an error of that application
 // alone; a malformed ApplicationSet is one of the set.
-func (w *walker) readApplications(tree *Tree, rendered *render.Result) error {
+func (w *walker) readApplications(ctx context.Context, tree *Tree, rendered *render.Result) error {
 	for _, m := range rendered.Manifests {
 		obj := m.Object
 		if !appspec.IsArgoKind(obj.GetAPIVersion(), obj.GetKind()) {
@@ -135,14 +134,14 @@ func (w *walker) readApplications(tree *Tree, rendered *render.Result) error {
 				w.fail(obj.GetName(), err)
 				continue
 			}
-			w.follow(app, file)
+			w.follow(ctx, app, file)
 		case appspec.KindApplicationSet:
 			set, err := appspec.DecodeApplicationSet(file, data)
 			if err == nil {
 				var apps []*appspec.Application
 				if apps, err = set.Expand(w.clusters); err == nil {
 					for _, app := range apps {
-						w.follow(app, file)
+						w.follow(ctx, app, file)
 					}
 					continue
 				}
@@ -155,10 +154,10 @@ func (w *walker) readApplications(tree *Tree, rendered *render.Result) error {
 
 // follow renders an Application's source, records it, and recurses when the
 // source yields Applications itself (app-of-apps).
-func (w *walker) follow(app *appspec.Application, file string) {
+func (w *walker) follow(ctx context.Context, app *appspec.Application, file string) {
 	name := app.Metadata.Name
 	src := app.Spec.Source
-	tree, err := w.trees.Tree(w.ctx, src.RepoURL, src.TargetRevision)
+	tree, err := w.trees.Tree(ctx, src.RepoURL, src.TargetRevision)
 	if err != nil {
 		w.fail(name, fmt.Errorf("%s: Application %q: spec.source: %w", file, name, err))
 		return
@@ -168,7 +167,7 @@ func (w *walker) follow(app *appspec.Application, file string) {
 		w.fail(name, fmt.Errorf("%s: %w", file, err))
 		return
 	}
-	rendered, err := render.Render(w.ctx, render.Request{
+	rendered, err := render.Render(ctx, render.Request{
 		Root: tree.Dir, Path: src.Path, Spec: spec, ReleaseName: name,
 		Namespace: app.Spec.Destination.Namespace, KubeVersion: KubeVersion,
 	})
@@ -185,7 +184,7 @@ func (w *walker) follow(app *appspec.Application, file string) {
 		return
 	}
 	w.visited[key] = true
-	_ = w.readApplications(tree, rendered)
+	_ = w.readApplications(ctx, tree, rendered)
 }
 
 // targets resolves the clusters an Application goes to (docs/targeting.md).

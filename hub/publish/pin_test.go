@@ -13,8 +13,8 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/flotilla-dev/flotilla/hub/discovery"
+	"github.com/flotilla-dev/flotilla/internal/appkey"
 	"github.com/flotilla-dev/flotilla/internal/appspec"
-	"github.com/flotilla-dev/flotilla/internal/bus"
 )
 
 const repo = "https://github.com/your-org/gitops-config"
@@ -92,7 +92,7 @@ func TestPinHoldsAcrossRestartsUntilGitChanges(t *testing.T) {
 	}
 
 	// A change to the application in Git releases the pin.
-	if r := publish(restarted, "3"); len(r.Released) != 1 || r.Released[0] != bus.Key("prod-eu", "web") {
+	if r := publish(restarted, "3"); len(r.Released) != 1 || r.Released[0] != appkey.Join("prod-eu", "web") {
 		t.Errorf("a Git change: %+v, want the pin released", r)
 	}
 	if id, pinned := latest(restarted); id != 4 || pinned {
@@ -107,7 +107,7 @@ func TestPinHoldsAcrossRestartsUntilGitChanges(t *testing.T) {
 	if _, err := restarted.Rollback(ctx, target, "oncall"); err != nil {
 		t.Fatal(err)
 	}
-	if got := restarted.Unpin([]string{bus.Key("prod-eu", "web"), bus.Key("prod-eu", "other")}); len(got) != 1 {
+	if got := restarted.Unpin([]string{appkey.Join("prod-eu", "web"), appkey.Join("prod-eu", "other")}); len(got) != 1 {
 		t.Errorf("Unpin returned %v, want the one pinned key", got)
 	}
 	publish(restarted, "3")

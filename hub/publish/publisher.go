@@ -18,10 +18,10 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/flotilla-dev/flotilla/hub/discovery"
+	"github.com/flotilla-dev/flotilla/internal/appkey"
 	"github.com/flotilla-dev/flotilla/internal/artifact"
 	"github.com/flotilla-dev/flotilla/internal/bus"
 	"github.com/flotilla-dev/flotilla/internal/signing"
-	"github.com/flotilla-dev/flotilla/internal/telemetry"
 	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
 )
 
@@ -29,7 +29,7 @@ var tracer = otel.Tracer("github.com/flotilla-dev/flotilla/hub/publish")
 
 // Publisher keeps what the hub last published and publishes changes.
 type Publisher struct {
-	bus    *bus.Bus
+	store  Store
 	signer *signing.Signer
 	log    *slog.Logger
 
@@ -45,9 +45,9 @@ type Publisher struct {
 	unpin      map[string]bool
 }
 
-// New creates a Publisher; call Load before the first Publish.
-func New(b *bus.Bus, signer *signing.Signer, log *slog.Logger) *Publisher {
-	return &Publisher{bus: b, signer: signer, log: log, latest: map[string]*flotillav1.DesiredState{}, fingerprints: map[string][32]byte{},
+// New creates a Publisher on store; call Load before the first Publish.
+func New(store Store, signer *signing.Signer, log *slog.Logger) *Publisher {
+	return &Publisher{store: store, signer: signer, log: log, latest: map[string]*flotillav1.DesiredState{}, fingerprints: map[string][32]byte{},
 		gitContent: map[string][32]byte{}, unpin: map[string]bool{}}
 }
 
@@ -55,7 +55,7 @@ func New(b *bus.Bus, signer *signing.Signer, log *slog.Logger) *Publisher {
 // ids continue and unchanged applications are not republished after a
 // restart.
 func (p *Publisher) Load(ctx context.Context) error {
-	entries, err := p.bus.LatestDesired(ctx)
+	entries, err := p.store.LatestDesired(ctx)
 	if err != nil {
 		return fmt.Errorf("load published desired state: %w", err)
 	}
@@ -64,9 +64,9 @@ func (p *Publisher) Load(ctx context.Context) error {
 	for _, e := range entries {
 		ds := &flotillav1.DesiredState{}
 		if err := proto.Unmarshal(e.State.GetDesiredState(), ds); err != nil {
-			return fmt.Errorf("published desired state %s: %w", bus.Key(e.Cluster, e.App), err)
+			return fmt.Errorf("published desired state %s: %w", appkey.Join(e.Cluster, e.App), err)
 		}
-		p.remember(bus.Key(e.Cluster, e.App), ds)
+		p.remember(appkey.Join(e.Cluster, e.App), ds)
 	}
 	return nil
 }
@@ -75,7 +75,7 @@ func (p *Publisher) Load(ctx context.Context) error {
 func (p *Publisher) Latest(cluster, app string) *flotillav1.DesiredState {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.latest[bus.Key(cluster, app)]
+	return p.latest[appkey.Join(cluster, app)]
 }
 
 // All returns the newest published desired state of every key.
@@ -131,7 +131,7 @@ func (p *Publisher) Publish(ctx context.Context, res *discovery.Result) (*Report
 			appSpan.End()
 			return nil, fmt.Errorf("app %s: pack artifact: %w", app.Application.Metadata.Name, err)
 		}
-		stored, err := p.bus.PutArtifact(appCtx, digest, data)
+		stored, err := p.store.PutArtifact(appCtx, digest, data)
 		if err != nil {
 			appSpan.End()
 			return nil, err
@@ -139,7 +139,7 @@ func (p *Publisher) Publish(ctx context.Context, res *discovery.Result) (*Report
 		if stored {
 			report.ArtifactsStored++
 		}
-		header := telemetry.Inject(appCtx, nil)
+		appTrace := appSpan.SpanContext()
 		appSpan.End()
 		// The desired state is the same for every cluster but for its name:
 		// build and hash it once, and per cluster only when it changed.
@@ -149,7 +149,7 @@ func (p *Publisher) Publish(ctx context.Context, res *discovery.Result) (*Report
 		}
 		content := contentHash(tmpl)
 		for _, cluster := range app.Clusters {
-			key := bus.Key(cluster, app.Application.Metadata.Name)
+			key := appkey.Join(cluster, app.Application.Metadata.Name)
 			desired[key] = true
 			prev := p.latest[key]
 			gitContent := clusterFingerprint(content, cluster)
@@ -173,7 +173,7 @@ func (p *Publisher) Publish(ctx context.Context, res *discovery.Result) (*Report
 			if err != nil {
 				return nil, err
 			}
-			puts = append(puts, bus.DesiredPut{Cluster: cluster, App: ds.GetApp(), State: signed, Header: header})
+			puts = append(puts, bus.DesiredPut{Cluster: cluster, App: ds.GetApp(), State: signed, Trace: appTrace})
 			next[key] = ds
 		}
 	}
@@ -197,13 +197,13 @@ func (p *Publisher) Publish(ctx context.Context, res *discovery.Result) (*Report
 			if err != nil {
 				return nil, err
 			}
-			puts = append(puts, bus.DesiredPut{Cluster: ds.GetCluster(), App: ds.GetApp(), State: signed, Header: telemetry.Inject(ctx, nil)})
+			puts = append(puts, bus.DesiredPut{Cluster: ds.GetCluster(), App: ds.GetApp(), State: signed}) // in ctx's trace
 			next[key] = ds
 			report.Deleted = append(report.Deleted, key)
 		}
 	}
 
-	if err := p.bus.PublishDesired(ctx, puts); err != nil {
+	if err := p.store.PublishDesired(ctx, puts); err != nil {
 		return nil, err
 	}
 	for key, ds := range next {
@@ -284,7 +284,7 @@ func clusterFingerprint(content [32]byte, cluster string) [32]byte {
 // or in history) references. It returns how many it deleted.
 func (p *Publisher) CollectGarbage(ctx context.Context) (int, error) {
 	referenced := map[string]bool{}
-	err := p.bus.EachRetainedDesired(ctx, func(e bus.DesiredEntry) {
+	err := p.store.EachRetainedDesired(ctx, func(e bus.DesiredEntry) {
 		ds := &flotillav1.DesiredState{}
 		if proto.Unmarshal(e.State.GetDesiredState(), ds) == nil {
 			referenced[ds.GetArtifact().GetDigest()] = true
@@ -293,7 +293,7 @@ func (p *Publisher) CollectGarbage(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("artifact garbage collection: %w", err)
 	}
-	stored, err := p.bus.ListArtifacts(ctx)
+	stored, err := p.store.ListArtifacts(ctx)
 	if err != nil {
 		return 0, err
 	}
@@ -302,7 +302,7 @@ func (p *Publisher) CollectGarbage(ctx context.Context) (int, error) {
 		if referenced[digest] {
 			continue
 		}
-		if err := p.bus.DeleteArtifact(ctx, digest); err != nil {
+		if err := p.store.DeleteArtifact(ctx, digest); err != nil {
 			return deleted, err
 		}
 		deleted++
@@ -324,8 +324,8 @@ var (
 // Entry returns history entry id of (cluster, app) if it can be rolled
 // back to: retained, not a deletion, its artifact still stored.
 func (p *Publisher) Entry(ctx context.Context, cluster, app string, id uint64) (*flotillav1.DesiredState, error) {
-	key := bus.Key(cluster, app)
-	entries, err := p.bus.DesiredHistory(ctx, cluster, app)
+	key := appkey.Join(cluster, app)
+	entries, err := p.store.DesiredHistory(ctx, cluster, app)
 	if err != nil {
 		return nil, err
 	}
@@ -342,7 +342,7 @@ func (p *Publisher) Entry(ctx context.Context, cluster, app string, id uint64) (
 	case target.GetDeletion() != nil:
 		return nil, fmt.Errorf("%s: history id %d removed the application: %w", key, id, ErrNotRollbackable)
 	}
-	if ok, err := p.bus.HasArtifact(ctx, target.GetArtifact().GetDigest()); err != nil {
+	if ok, err := p.store.HasArtifact(ctx, target.GetArtifact().GetDigest()); err != nil {
 		return nil, err
 	} else if !ok {
 		return nil, fmt.Errorf("%s: history id %d: its artifact %s was garbage-collected: %w", key, id, target.GetArtifact().GetDigest(), ErrNotRollbackable)
@@ -354,7 +354,7 @@ func (p *Publisher) Entry(ctx context.Context, cluster, app string, id uint64) (
 // pinned by actor. The pin holds while Git's desired state for the key
 // stays what it is now.
 func (p *Publisher) Rollback(ctx context.Context, target *flotillav1.DesiredState, actor string) (*flotillav1.DesiredState, error) {
-	key := bus.Key(target.GetCluster(), target.GetApp())
+	key := appkey.Join(target.GetCluster(), target.GetApp())
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	gitContent, ok := p.gitContent[key]
@@ -370,7 +370,7 @@ func (p *Publisher) Rollback(ctx context.Context, target *flotillav1.DesiredStat
 	if err != nil {
 		return nil, err
 	}
-	if err := p.bus.PublishDesired(ctx, []bus.DesiredPut{{Cluster: ds.GetCluster(), App: ds.GetApp(), State: signed, Header: telemetry.Inject(ctx, nil)}}); err != nil {
+	if err := p.store.PublishDesired(ctx, []bus.DesiredPut{{Cluster: ds.GetCluster(), App: ds.GetApp(), State: signed}}); err != nil {
 		return nil, err
 	}
 	p.remember(key, ds)

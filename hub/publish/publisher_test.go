@@ -8,8 +8,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/flotilla-dev/flotilla/internal/artifact"
 	"github.com/flotilla-dev/flotilla/internal/bus"
 	"github.com/flotilla-dev/flotilla/internal/signing"
@@ -64,7 +62,7 @@ func TestCollectGarbageKeepsReferencedArtifacts(t *testing.T) {
 			t.Errorf("referenced artifact %s was collected: %v", data, err)
 		}
 	}
-	if _, err := b.GetArtifact(t.Context(), artifact.Digest(orphan)); !errors.Is(err, jetstream.ErrObjectNotFound) {
+	if _, err := b.GetArtifact(t.Context(), artifact.Digest(orphan)); !errors.Is(err, bus.ErrNotFound) {
 		t.Errorf("orphan artifact: %v, want not found", err)
 	}
 }

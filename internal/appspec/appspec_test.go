@@ -149,3 +149,23 @@ func merge(dst, src map[string]any) {
 		dst[k] = v
 	}
 }
+
+func TestApplicationSetValidationNamesTheField(t *testing.T) {
+	base := `{"metadata":{"name":"set"},"spec":{"goTemplate":true,"generators":[{"list":{"elements":[{"c":"prod-eu"}]}}],"template":{"metadata":{"name":"{{.c}}"}}}}`
+	tests := []struct {
+		name, patch, want string
+	}{
+		{"empty template option", `{"spec":{"goTemplateOptions":[""]}}`, `apps/set.yaml: ApplicationSet "set": spec.goTemplateOptions[0]: "": want one of missingkey=default, missingkey=invalid, missingkey=zero, missingkey=error`},
+		{"unknown template option", `{"spec":{"goTemplateOptions":["missingkey=error","missingkey=bogus"]}}`, `spec.goTemplateOptions[1]: "missingkey=bogus"`},
+		{"git generator", `{"spec":{"generators":[{"git":{"repoURL":"r"}}]}}`, `spec.generators[0].git: the git generator is not supported`},
+		{"no template", `{"spec":{"template":null}}`, `spec.template: is required`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := DecodeApplicationSet("apps/set.yaml", mergePatch(t, base, tc.patch))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error = %v, want it to contain %q", err, tc.want)
+			}
+		})
+	}
+}

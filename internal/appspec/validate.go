@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -166,7 +167,12 @@ func ParseSelector(s string) (labels.Selector, error) {
 	return sel, nil
 }
 
-// Validate checks that an ApplicationSet uses supported generators.
+// goTemplateOptions are the options of text/template, the ones Argo CD
+// passes on from spec.goTemplateOptions.
+var goTemplateOptions = []string{"missingkey=default", "missingkey=invalid", "missingkey=zero", "missingkey=error"}
+
+// Validate checks that an ApplicationSet uses supported generators and
+// template options.
 func (s *ApplicationSet) Validate() error {
 	fail := func(field, format string, args ...any) error {
 		return &Error{Kind: KindApplicationSet, Name: s.Metadata.Name, Field: field, Reason: fmt.Sprintf(format, args...)}
@@ -179,6 +185,12 @@ func (s *ApplicationSet) Validate() error {
 	}
 	if len(s.Spec.Template) == 0 {
 		return fail("spec.template", "is required")
+	}
+	for i, opt := range s.Spec.GoTemplateOptions {
+		// text/template panics on any other option.
+		if !slices.Contains(goTemplateOptions, opt) {
+			return fail(fmt.Sprintf("spec.goTemplateOptions[%d]", i), "%q: want one of %s", opt, strings.Join(goTemplateOptions, ", "))
+		}
 	}
 	for i, g := range s.Spec.Generators {
 		field := fmt.Sprintf("spec.generators[%d]", i)

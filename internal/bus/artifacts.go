@@ -33,12 +33,12 @@ func (b *Bus) PutArtifact(ctx context.Context, digest string, data []byte) (bool
 	return true, nil
 }
 
-// GetArtifact reads an artifact. It returns jetstream.ErrObjectNotFound
-// (wrapped) when it does not exist.
+// GetArtifact reads an artifact. It returns ErrNotFound (wrapped) when it
+// does not exist.
 func (b *Bus) GetArtifact(ctx context.Context, digest string) ([]byte, error) {
 	data, err := b.artifacts.GetBytes(ctx, digest)
 	if err != nil {
-		return nil, fmt.Errorf("artifact %s: %w", digest, err)
+		return nil, fmt.Errorf("artifact %s: %w", digest, notFound(err))
 	}
 	return data, nil
 }
@@ -59,7 +59,7 @@ func (b *Bus) ListArtifacts(ctx context.Context) ([]string, error) {
 	return out, nil
 }
 
-// DeleteArtifact removes an artifact.
+// DeleteArtifact removes an artifact; one that is not there is no error.
 func (b *Bus) DeleteArtifact(ctx context.Context, digest string) error {
 	if err := b.artifacts.Delete(ctx, digest); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
 		return fmt.Errorf("delete artifact %s: %w", digest, err)

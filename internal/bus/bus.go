@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -93,10 +94,8 @@ func Provision(ctx context.Context, nc *nats.Conn, opts Options) (*Bus, error) {
 	return Open(ctx, nc)
 }
 
-// ErrNotProvisioned means the hub has not created the buckets yet.
-var ErrNotProvisioned = errors.New("flotilla buckets not provisioned: is the hub running?")
-
-// Open binds to the buckets the hub provisioned.
+// Open binds to the buckets the hub provisioned. It returns
+// ErrNotProvisioned (wrapped) when they do not exist yet.
 func Open(ctx context.Context, nc *nats.Conn) (*Bus, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -122,18 +121,12 @@ func Open(ctx context.Context, nc *nats.Conn) (*Bus, error) {
 	return b, nil
 }
 
-// Key is the KV key of an application in a cluster.
-func Key(cluster, app string) string { return cluster + "." + app }
-
-// SplitKey is the inverse of Key.
-func SplitKey(key string) (cluster, app string, ok bool) {
-	for i := 0; i < len(key); i++ {
-		if key[i] == '.' {
-			return key[:i], key[i+1:], true
-		}
-	}
-	return "", "", false
-}
-
-// kvSubject is the subject a KV put publishes on.
+// kvSubject is the subject a KV put publishes on; a key is an
+// appkey.Join(cluster, app).
 func kvSubject(bucket, key string) string { return "$KV." + bucket + "." + key }
+
+// desiredKey is the key of a message on the desired-state bucket's
+// subject; ok is false for any other subject.
+func desiredKey(subject string) (key string, ok bool) {
+	return strings.CutPrefix(subject, kvSubject(DesiredBucket, ""))
+}

@@ -22,23 +22,26 @@ func (b *Bus) Register(ctx context.Context, reg *flotillav1.ClusterRegistration)
 	return nil
 }
 
-// ClusterChange is a registration that appeared, changed or expired.
+// ClusterChange is a registration that appeared, changed or was deleted.
 type ClusterChange struct {
 	Name string
-	// Registration is nil when the cluster's entry was deleted or expired.
+	// Registration is nil when the cluster's entry was deleted. An entry
+	// that expires (no heartbeat for Options.ClusterTTL) goes without a
+	// change: the bucket's max age removes it and leaves no marker.
 	Registration *flotillav1.ClusterRegistration
 }
 
 // WatchClusters calls fn with every current registration, then with every
 // change, until ctx ends; initial is closed once the current ones have been
-// delivered. fn runs on one goroutine.
+// delivered. fn runs on one goroutine. A registration that does not decode
+// is ignored until it is rewritten.
 func (b *Bus) WatchClusters(ctx context.Context, fn func(ClusterChange)) (<-chan struct{}, error) {
 	return watchKV(ctx, b.clusters, func(e jetstream.KeyValueEntry) {
 		change := ClusterChange{Name: e.Key()}
 		if e.Operation() == jetstream.KeyValuePut {
-			reg := &flotillav1.ClusterRegistration{}
-			if err := proto.Unmarshal(e.Value(), reg); err != nil {
-				return // a corrupt registration is ignored until it is rewritten
+			reg, err := decodeRegistration(e.Value())
+			if err != nil {
+				return
 			}
 			change.Registration = reg
 		}

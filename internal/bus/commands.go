@@ -14,11 +14,9 @@ import (
 // commandSubject is where the hub sends commands to cluster's agent.
 func commandSubject(cluster string) string { return "flotilla.cmd." + cluster }
 
-// ErrAgentOffline means no agent of the cluster answered a command.
-var ErrAgentOffline = errors.New("no agent of the cluster is connected")
-
 // Command sends a signed command to cluster's agent and waits for its
-// reply until ctx ends.
+// reply until ctx ends. It returns ErrAgentOffline (wrapped) when no agent
+// of the cluster is subscribed.
 func (b *Bus) Command(ctx context.Context, cluster string, cmd *flotillav1.SignedAgentCommand) (*flotillav1.AgentReply, error) {
 	data, err := proto.Marshal(cmd)
 	if err != nil {
@@ -31,9 +29,9 @@ func (b *Bus) Command(ctx context.Context, cluster string, cmd *flotillav1.Signe
 	if err != nil {
 		return nil, fmt.Errorf("cluster %s: %w", cluster, err)
 	}
-	reply := &flotillav1.AgentReply{}
-	if err := proto.Unmarshal(msg.Data, reply); err != nil {
-		return nil, fmt.Errorf("cluster %s: reply does not decode: %w", cluster, err)
+	reply, err := decodeReply(msg.Data)
+	if err != nil {
+		return nil, fmt.Errorf("cluster %s: %w", cluster, err)
 	}
 	return reply, nil
 }
@@ -55,10 +53,9 @@ func (b *Bus) ServeCommands(ctx context.Context, cluster string, handle func(con
 				return
 			case msg := <-msgs:
 				go func() {
-					cmd := &flotillav1.SignedAgentCommand{}
 					var reply *flotillav1.AgentReply
-					if err := proto.Unmarshal(msg.Data, cmd); err != nil {
-						reply = &flotillav1.AgentReply{SchemaVersion: 1, Error: "command does not decode: " + err.Error()}
+					if cmd, err := decodeCommand(msg.Data); err != nil {
+						reply = &flotillav1.AgentReply{SchemaVersion: 1, Error: err.Error()}
 					} else {
 						reply = handle(ctx, cmd)
 					}

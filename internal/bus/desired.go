@@ -8,43 +8,71 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/baggage"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/flotilla-dev/flotilla/internal/appkey"
 	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
 )
 
-// DesiredPut is one signed desired state to publish, with the message
-// headers (trace context) that travel with it.
+// DesiredPut is one signed desired state to publish.
 type DesiredPut struct {
 	Cluster, App string
 	State        *flotillav1.SignedDesiredState
-	Header       nats.Header
+	// Trace is the span the entry continues, carried in its headers; the
+	// zero value means the span of PublishDesired's ctx.
+	Trace trace.SpanContext
 }
 
 // DesiredEntry is a published desired state read back.
 type DesiredEntry struct {
 	Cluster, App string
-	// Revision is the stream sequence of the entry.
+	// Revision is the stream sequence of the entry (0 for an entry
+	// WatchDesired got as a change notification).
 	Revision uint64
 	State    *flotillav1.SignedDesiredState
-	Header   nats.Header
+	// Trace is the span that published the entry, as a remote span
+	// context; it is invalid when none travelled with it. Entries read
+	// from the bucket's history (LatestDesired, DesiredHistory) have none.
+	Trace   trace.SpanContext
+	baggage baggage.Baggage
+}
+
+// Context returns parent carrying the entry's trace context (its span as
+// the remote parent, and its baggage), so work on the entry continues the
+// trace that published it.
+func (e DesiredEntry) Context(parent context.Context) context.Context {
+	ctx := parent
+	if e.Trace.IsValid() {
+		ctx = trace.ContextWithRemoteSpanContext(ctx, e.Trace)
+	}
+	if e.baggage.Len() > 0 {
+		ctx = baggage.ContextWithBaggage(ctx, e.baggage)
+	}
+	return ctx
 }
 
 // PublishDesired writes the puts as KV entries, publishing them all before
 // waiting for the acknowledgements so a fan-out to many clusters costs one
 // round trip, not one per cluster. The KV put is a plain publish on the
-// bucket's subject, which lets headers travel with the entry.
+// bucket's subject, which lets the trace context travel with the entry as
+// message headers (W3C traceparent and baggage).
 func (b *Bus) PublishDesired(ctx context.Context, puts []DesiredPut) error {
 	futures := make([]jetstream.PubAckFuture, 0, len(puts))
 	for _, p := range puts {
 		data, err := proto.Marshal(p.State)
 		if err != nil {
-			return fmt.Errorf("encode desired state %s: %w", Key(p.Cluster, p.App), err)
+			return fmt.Errorf("encode desired state %s: %w", appkey.Join(p.Cluster, p.App), err)
 		}
-		msg := &nats.Msg{Subject: kvSubject(DesiredBucket, Key(p.Cluster, p.App)), Data: data, Header: p.Header}
+		traceCtx := ctx
+		if p.Trace.IsValid() {
+			traceCtx = trace.ContextWithSpanContext(ctx, p.Trace)
+		}
+		msg := &nats.Msg{Subject: kvSubject(DesiredBucket, appkey.Join(p.Cluster, p.App)), Data: data, Header: injectTrace(traceCtx)}
 		f, err := b.js.PublishMsgAsync(msg)
 		if err != nil {
-			return fmt.Errorf("publish desired state %s: %w", Key(p.Cluster, p.App), err)
+			return fmt.Errorf("publish desired state %s: %w", appkey.Join(p.Cluster, p.App), err)
 		}
 		futures = append(futures, f)
 	}
@@ -52,7 +80,7 @@ func (b *Bus) PublishDesired(ctx context.Context, puts []DesiredPut) error {
 		select {
 		case <-f.Ok():
 		case err := <-f.Err():
-			return fmt.Errorf("publish desired state %s: %w", Key(puts[i].Cluster, puts[i].App), err)
+			return fmt.Errorf("publish desired state %s: %w", appkey.Join(puts[i].Cluster, puts[i].App), err)
 		case <-ctx.Done():
 			return ctx.Err()
 		}
@@ -87,25 +115,27 @@ func (b *Bus) LatestDesired(ctx context.Context) ([]DesiredEntry, error) {
 }
 
 // GetDesired reads the newest desired state of (cluster, app) with its
-// headers, by a direct get on the stream. It returns jetstream.ErrKeyNotFound
+// trace context, by a direct get on the stream. It returns ErrNotFound
 // (wrapped) when there is none.
 func (b *Bus) GetDesired(ctx context.Context, cluster, app string) (DesiredEntry, error) {
 	stream, err := b.js.Stream(ctx, "KV_"+DesiredBucket)
 	if err != nil {
 		return DesiredEntry{}, err
 	}
-	msg, err := stream.GetLastMsgForSubject(ctx, kvSubject(DesiredBucket, Key(cluster, app)))
+	msg, err := stream.GetLastMsgForSubject(ctx, kvSubject(DesiredBucket, appkey.Join(cluster, app)))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return DesiredEntry{}, fmt.Errorf("desired state %s: %w", Key(cluster, app), jetstream.ErrKeyNotFound)
+		return DesiredEntry{}, fmt.Errorf("desired state %s: %w", appkey.Join(cluster, app), ErrNotFound)
 	}
 	if err != nil {
 		return DesiredEntry{}, err
 	}
-	return decodeDesired(Key(cluster, app), msg.Sequence, msg.Data, msg.Header)
+	return decodeDesired(appkey.Join(cluster, app), msg.Sequence, msg.Data, msg.Header)
 }
 
+// decodeDesired decodes the entry stored under key at revision, with the
+// trace context of its headers (nil for none).
 func decodeDesired(key string, revision uint64, data []byte, header nats.Header) (DesiredEntry, error) {
-	cluster, app, ok := SplitKey(key)
+	cluster, app, ok := appkey.Split(key)
 	if !ok {
 		return DesiredEntry{}, fmt.Errorf("desired state key %q is not <cluster>.<app>", key)
 	}
@@ -113,7 +143,8 @@ func decodeDesired(key string, revision uint64, data []byte, header nats.Header)
 	if err := proto.Unmarshal(data, env); err != nil {
 		return DesiredEntry{}, fmt.Errorf("desired state %s: %w", key, err)
 	}
-	return DesiredEntry{Cluster: cluster, App: app, Revision: revision, State: env, Header: header}, nil
+	tc := extractTrace(header)
+	return DesiredEntry{Cluster: cluster, App: app, Revision: revision, State: env, Trace: tc.span, baggage: tc.baggage}, nil
 }
 
 // EachRetainedDesired calls fn for every desired state the bucket retains,
@@ -128,10 +159,11 @@ func (b *Bus) EachRetainedDesired(ctx context.Context, fn func(DesiredEntry)) er
 func (b *Bus) scanDesired(ctx context.Context, cfg jetstream.OrderedConsumerConfig, fn func(DesiredEntry)) error {
 	return b.drain(ctx, "KV_"+DesiredBucket, cfg, func(msg jetstream.Msg) {
 		meta, err := msg.Metadata()
-		if err != nil || len(msg.Data()) == 0 {
+		key, ok := desiredKey(msg.Subject())
+		if err != nil || !ok || len(msg.Data()) == 0 {
 			return // a delete or purge marker
 		}
-		if entry, err := decodeDesired(msg.Subject()[len("$KV."+DesiredBucket+"."):], meta.Sequence.Stream, msg.Data(), msg.Headers()); err == nil {
+		if entry, err := decodeDesired(key, meta.Sequence.Stream, msg.Data(), msg.Headers()); err == nil {
 			fn(entry)
 		}
 	})
@@ -172,12 +204,11 @@ func (b *Bus) drain(ctx context.Context, stream string, cfg jetstream.OrderedCon
 }
 
 // DesiredHistory reads every retained desired state of (cluster, app),
-// oldest first. It returns jetstream.ErrKeyNotFound (wrapped) when there is
-// none.
+// oldest first. It returns ErrNotFound (wrapped) when there is none.
 func (b *Bus) DesiredHistory(ctx context.Context, cluster, app string) ([]DesiredEntry, error) {
-	entries, err := b.desired.History(ctx, Key(cluster, app))
+	entries, err := b.desired.History(ctx, appkey.Join(cluster, app))
 	if err != nil {
-		return nil, fmt.Errorf("history of %s: %w", Key(cluster, app), err)
+		return nil, fmt.Errorf("history of %s: %w", appkey.Join(cluster, app), notFound(err))
 	}
 	out := make([]DesiredEntry, 0, len(entries))
 	for _, e := range entries {

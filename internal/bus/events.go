@@ -20,14 +20,16 @@ func eventSubject(cluster, app string) string {
 	return eventsSubjectRoot + "." + cluster + "." + app
 }
 
-// AppendEvent writes an event to the history and audit stream.
-func (b *Bus) AppendEvent(ctx context.Context, ev *flotillav1.Event, header nats.Header) error {
-	return b.AppendEvents(ctx, []*flotillav1.Event{ev}, header)
+// AppendEvent writes an event to the history and audit stream, with ctx's
+// trace context in its headers.
+func (b *Bus) AppendEvent(ctx context.Context, ev *flotillav1.Event) error {
+	return b.AppendEvents(ctx, []*flotillav1.Event{ev})
 }
 
-// AppendEvents writes events, publishing all before waiting for the
-// acknowledgements, so the events of a fan-out cost one round trip.
-func (b *Bus) AppendEvents(ctx context.Context, events []*flotillav1.Event, header nats.Header) error {
+// AppendEvents writes events, each with ctx's trace context in its headers,
+// publishing all before waiting for the acknowledgements, so the events of
+// a fan-out cost one round trip.
+func (b *Bus) AppendEvents(ctx context.Context, events []*flotillav1.Event) error {
 	futures := make([]jetstream.PubAckFuture, 0, len(events))
 	for _, ev := range events {
 		cluster := ev.GetCluster()
@@ -38,7 +40,7 @@ func (b *Bus) AppendEvents(ctx context.Context, events []*flotillav1.Event, head
 		if err != nil {
 			return err
 		}
-		f, err := b.js.PublishMsgAsync(&nats.Msg{Subject: eventSubject(cluster, ev.GetApp()), Data: data, Header: header})
+		f, err := b.js.PublishMsgAsync(&nats.Msg{Subject: eventSubject(cluster, ev.GetApp()), Data: data, Header: injectTrace(ctx)})
 		if err != nil {
 			return fmt.Errorf("append event %s: %w", ev.GetReason(), err)
 		}
@@ -59,12 +61,13 @@ func (b *Bus) AppendEvents(ctx context.Context, events []*flotillav1.Event, head
 // Events reads the newest limit events about cluster and app ("*" for
 // any), oldest first. It reads every matching event the stream retains and
 // keeps the last limit, so its cost grows with the retained history of the
-// filter (bounded by the stream's max age).
+// filter (bounded by the stream's max age). An event that does not decode
+// is skipped.
 func (b *Bus) Events(ctx context.Context, cluster, app string, limit int) ([]*flotillav1.Event, error) {
 	var out []*flotillav1.Event
 	err := b.drain(ctx, EventsStream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{eventsSubjectRoot + "." + cluster + "." + app}}, func(msg jetstream.Msg) {
-		ev := &flotillav1.Event{}
-		if proto.Unmarshal(msg.Data(), ev) != nil {
+		ev, err := decodeEvent(msg.Data())
+		if err != nil {
 			return
 		}
 		if out = append(out, ev); len(out) > limit {

@@ -7,61 +7,83 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"google.golang.org/protobuf/proto"
-
-	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
 )
+
+// watchBuffer is how many change notifications WatchDesired holds while
+// deliver is busy. The client drops what comes beyond it (a burst of
+// commits to many applications of one cluster during a sync), and a
+// catch-up reads those entries back from the stream.
+const watchBuffer = 256
+
+// catchUpRetry is how soon a failed catch-up is tried again: JetStream
+// can still be electing its leaders just after a server restart.
+const catchUpRetry = time.Second
 
 // WatchDesired delivers the desired state of every application of cluster:
 // first the newest entry of each key, then every change as it is published.
 // Changes arrive on a core NATS subscription to the cluster's keys (no
-// JetStream consumer per agent); after every reconnect a short-lived ordered
-// consumer catches up with what was missed. Entries can arrive twice; the
-// caller orders them by history id. WatchDesired returns when ctx ends.
+// JetStream consumer per agent). A short-lived ordered consumer catches up
+// with the newest entry of each key at the start, after every reconnect
+// (the subscription missed what was published meanwhile) and after the
+// client dropped notifications because deliver fell behind (a slow
+// consumer). Entries can arrive twice and out of order; the caller orders
+// them by history id. WatchDesired leaves the connection's handlers alone
+// and returns when ctx ends.
 func (b *Bus) WatchDesired(ctx context.Context, cluster string, deliver func(DesiredEntry)) error {
 	subject := kvSubject(DesiredBucket, cluster+".>")
-	msgs := make(chan *nats.Msg, 256)
+	msgs := make(chan *nats.Msg, watchBuffer)
 	sub, err := b.nc.ChanSubscribe(subject, msgs)
 	if err != nil {
 		return fmt.Errorf("subscribe %s: %w", subject, err)
 	}
 	defer sub.Unsubscribe()
+	// Listeners, not handlers: the connection's reconnect and error
+	// handlers belong to whoever opened it.
+	connected := b.nc.StatusChanged(nats.CONNECTED)
+	defer b.nc.RemoveStatusListener(connected)
+	// The client reports the first drop of a run of drops here; the drop
+	// count below sees every one.
+	slow := sub.StatusChanged(nats.SubscriptionSlowConsumer)
 
-	reconnected := make(chan struct{}, 1)
-	b.nc.SetReconnectHandler(func(*nats.Conn) {
-		select {
-		case reconnected <- struct{}{}:
-		default:
-		}
-	})
-	catchUp := func() {
-		if err := b.catchUpDesired(ctx, subject, deliver); err != nil && ctx.Err() == nil {
-			// Retry soon: a catch-up that failed (JetStream still
-			// electing after a restart) must not leave a gap.
-			time.AfterFunc(time.Second, func() {
-				select {
-				case reconnected <- struct{}{}:
-				default:
-				}
-			})
-		}
-	}
-	catchUp()
+	stale := true // the subscription may have missed entries
+	caughtUp := 0 // drops the last catch-up covered
+	var retry <-chan time.Time
 	for {
+		if dropped, _ := sub.Dropped(); dropped > caughtUp {
+			stale = true
+		}
+		if stale && retry == nil {
+			// Drops counted before the catch-up starts are covered by it.
+			dropped, _ := sub.Dropped()
+			if err := b.catchUpDesired(ctx, subject, deliver); err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				// Retry soon: a catch-up that failed must not leave a gap.
+				retry = time.After(catchUpRetry)
+			} else {
+				stale, caughtUp = false, max(caughtUp, dropped)
+			}
+		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-reconnected:
-			catchUp()
+		case <-connected:
+			stale, retry = true, nil
+		case _, ok := <-slow:
+			if !ok {
+				slow = nil // the subscription closed with the connection
+			}
+		case <-retry:
+			retry = nil
 		case msg := <-msgs:
-			if len(msg.Data) == 0 {
+			key, ok := desiredKey(msg.Subject)
+			if !ok || len(msg.Data) == 0 {
 				continue // a delete or purge marker
 			}
-			entry, err := decodeDesired(msg.Subject[len("$KV."+DesiredBucket+"."):], 0, msg.Data, msg.Header)
-			if err != nil {
-				continue
+			if entry, err := decodeDesired(key, 0, msg.Data, msg.Header); err == nil {
+				deliver(entry)
 			}
-			deliver(entry)
 		}
 	}
 }
@@ -72,66 +94,4 @@ func (b *Bus) catchUpDesired(ctx context.Context, subject string, deliver func(D
 		FilterSubjects: []string{subject},
 		DeliverPolicy:  jetstream.DeliverLastPerSubjectPolicy,
 	}, deliver)
-}
-
-// PutStatus writes an application's status.
-func (b *Bus) PutStatus(ctx context.Context, st *flotillav1.AppStatus) error {
-	data, err := proto.Marshal(st)
-	if err != nil {
-		return err
-	}
-	if _, err := b.status.Put(ctx, Key(st.GetCluster(), st.GetApp()), data); err != nil {
-		return fmt.Errorf("status %s: %w", Key(st.GetCluster(), st.GetApp()), err)
-	}
-	return nil
-}
-
-// GetStatus reads an application's status.
-func (b *Bus) GetStatus(ctx context.Context, cluster, app string) (*flotillav1.AppStatus, error) {
-	e, err := b.status.Get(ctx, Key(cluster, app))
-	if err != nil {
-		return nil, fmt.Errorf("status %s: %w", Key(cluster, app), err)
-	}
-	st := &flotillav1.AppStatus{}
-	if err := proto.Unmarshal(e.Value(), st); err != nil {
-		return nil, fmt.Errorf("status %s: %w", Key(cluster, app), err)
-	}
-	return st, nil
-}
-
-// Statuses reads every application's status, keyed by Key(cluster, app),
-// with one short-lived ordered consumer.
-func (b *Bus) Statuses(ctx context.Context) (map[string]*flotillav1.AppStatus, error) {
-	w, err := b.status.WatchAll(ctx, jetstream.IgnoreDeletes())
-	if err != nil {
-		return nil, err
-	}
-	defer w.Stop()
-	out := map[string]*flotillav1.AppStatus{}
-	for {
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case e := <-w.Updates():
-			if e == nil {
-				return out, nil
-			}
-			st := &flotillav1.AppStatus{}
-			if proto.Unmarshal(e.Value(), st) == nil {
-				out[e.Key()] = st
-			}
-		}
-	}
-}
-
-// WatchStatuses calls fn with every status as the bucket holds it now,
-// then with every change, until ctx ends; initial is closed once the
-// current statuses have been delivered. fn runs on one goroutine.
-func (b *Bus) WatchStatuses(ctx context.Context, fn func(key string, st *flotillav1.AppStatus)) (<-chan struct{}, error) {
-	return watchKV(ctx, b.status, func(e jetstream.KeyValueEntry) {
-		st := &flotillav1.AppStatus{}
-		if proto.Unmarshal(e.Value(), st) == nil {
-			fn(e.Key(), st)
-		}
-	}, jetstream.IgnoreDeletes())
 }

@@ -77,7 +77,24 @@ Exit codes: 0 ok, 1 failure, 2 usage, 3 not authenticated or not allowed,
 		},
 	})
 	root.AddCommand(clusterCommand(g), appCommand(g), rolloutCommand(g), eventsCommand(g))
+	usageErrors(root)
 	return root
+}
+
+// usageErrors gives the argument errors of cmd and every command under it
+// the usage exit code, as the flag errors have.
+func usageErrors(cmd *cobra.Command) {
+	if check := cmd.Args; check != nil {
+		cmd.Args = func(cmd *cobra.Command, args []string) error {
+			if err := check(cmd, args); err != nil {
+				return &ExitError{Code: ExitUsage, Err: err}
+			}
+			return nil
+		}
+	}
+	for _, sub := range cmd.Commands() {
+		usageErrors(sub)
+	}
 }
 
 const defaultHub = "http://127.0.0.1:8080"
@@ -149,31 +166,27 @@ func clusterCommand(g *globals) *cobra.Command {
 		Short:   "List clusters with their labels and liveness",
 		Example: "  flotilla cluster list -o wide",
 		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, cancel := g.context(cmd)
-			defer cancel()
-			resp, err := g.client().ListClusters(ctx, connect.NewRequest(&flotillav1.ListClustersRequest{}))
-			if err != nil {
-				return hubError(g, err)
-			}
-			return g.print(cmd.OutOrStdout(), resp.Msg, func(w *tabwriter.Writer, wide bool) {
-				fmt.Fprint(w, "NAME\tCONNECTED\tLAST HEARTBEAT\tLABELS")
-				if wide {
-					fmt.Fprint(w, "\tAGENT\tKUBERNETES")
-				}
-				fmt.Fprintln(w)
-				for _, c := range resp.Msg.GetClusters() {
-					r := c.GetRegistration()
-					fmt.Fprintf(w, "%s\t%t\t%s\t%s", r.GetName(), c.GetConnected(), ago(c.GetLastHeartbeat().AsTime()), labelString(r.GetLabels()))
-					if wide {
-						fmt.Fprintf(w, "\t%s\t%s", r.GetAgentVersion(), r.GetKubernetesVersion())
-					}
-					fmt.Fprintln(w)
-				}
-			})
-		},
+		RunE: fetchAndPrint(g, 0, flotillav1connect.HubServiceClient.ListClusters,
+			func([]string) *flotillav1.ListClustersRequest { return &flotillav1.ListClustersRequest{} },
+			clusterTable, nil),
 	})
 	return cmd
+}
+
+func clusterTable(w *tabwriter.Writer, answer *flotillav1.ListClustersResponse, wide bool) {
+	fmt.Fprint(w, "NAME\tCONNECTED\tLAST HEARTBEAT\tLABELS")
+	if wide {
+		fmt.Fprint(w, "\tAGENT\tKUBERNETES")
+	}
+	fmt.Fprintln(w)
+	for _, c := range answer.GetClusters() {
+		r := c.GetRegistration()
+		fmt.Fprintf(w, "%s\t%t\t%s\t%s", r.GetName(), c.GetConnected(), ago(c.GetLastHeartbeat().AsTime()), labelString(r.GetLabels()))
+		if wide {
+			fmt.Fprintf(w, "\t%s\t%s", r.GetAgentVersion(), r.GetKubernetesVersion())
+		}
+		fmt.Fprintln(w)
+	}
 }
 
 func appCommand(g *globals) *cobra.Command {
@@ -184,15 +197,13 @@ func appCommand(g *globals) *cobra.Command {
 		Short:   "List applications per cluster with sync, health and revision",
 		Example: "  flotilla app list --cluster prod-eu\n  flotilla app list --selector env=production",
 		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, cancel := g.context(cmd)
-			defer cancel()
-			resp, err := g.client().ListApps(ctx, connect.NewRequest(&flotillav1.ListAppsRequest{Cluster: cluster, Selector: selector}))
-			if err != nil {
-				return hubError(g, err)
-			}
-			return g.print(cmd.OutOrStdout(), resp.Msg, func(w *tabwriter.Writer, wide bool) { appTable(w, resp.Msg.GetApps(), wide) })
-		},
+		RunE: fetchAndPrint(g, 0, flotillav1connect.HubServiceClient.ListApps,
+			func([]string) *flotillav1.ListAppsRequest {
+				return &flotillav1.ListAppsRequest{Cluster: cluster, Selector: selector}
+			},
+			func(w *tabwriter.Writer, answer *flotillav1.ListAppsResponse, wide bool) {
+				appTable(w, answer.GetApps(), wide)
+			}, nil),
 	}
 	list.Flags().StringVar(&cluster, "cluster", "", "only this cluster")
 	list.Flags().StringVar(&selector, "selector", "", "only clusters whose labels match (env=production)")
@@ -204,20 +215,14 @@ in every cluster it targets, then each cluster's objects with their sync
 status, health and what the last sync did, as the agent last reported them.`,
 		Example: "  flotilla app get api-service\n  flotilla app get api-service -o yaml",
 		Args:    cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := g.context(cmd)
-			defer cancel()
-			resp, err := g.client().GetApp(ctx, connect.NewRequest(&flotillav1.GetAppRequest{App: args[0]}))
-			if err != nil {
-				return hubError(g, err)
-			}
-			return g.print(cmd.OutOrStdout(), resp.Msg, func(w *tabwriter.Writer, wide bool) {
-				appTable(w, resp.Msg.GetApps(), wide)
-				for _, a := range resp.Msg.GetApps() {
+		RunE: fetchAndPrint(g, 0, flotillav1connect.HubServiceClient.GetApp,
+			func(args []string) *flotillav1.GetAppRequest { return &flotillav1.GetAppRequest{App: args[0]} },
+			func(w *tabwriter.Writer, answer *flotillav1.GetAppResponse, wide bool) {
+				appTable(w, answer.GetApps(), wide)
+				for _, a := range answer.GetApps() {
 					resourceTable(w, a)
 				}
-			})
-		},
+			}, nil),
 	}
 	get.ValidArgsFunction = g.completeApps
 	_ = list.RegisterFlagCompletionFunc("cluster", g.completeClusters)
@@ -313,11 +318,14 @@ func labelString(labels map[string]string) string {
 	return strings.Join(parts, ",")
 }
 
+// now is the CLI's clock; tests stop it.
+var now = time.Now
+
 func ago(t time.Time) string {
 	if t.IsZero() || t.Unix() == 0 {
 		return "never"
 	}
-	return time.Since(t).Round(time.Second).String() + " ago"
+	return now().Sub(t).Round(time.Second).String() + " ago"
 }
 
 // print writes msg as a table (wide or not), JSON or YAML.

@@ -13,9 +13,9 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/spf13/cobra"
-	"google.golang.org/protobuf/proto"
 
 	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
+	"github.com/flotilla-dev/flotilla/proto/flotilla/v1/flotillav1connect"
 )
 
 // waitOptions are the flags of the verbs that can wait for their effect.
@@ -40,49 +40,47 @@ agent's result. Ids are per cluster; rollback names one.`,
 		Example:           "  flotilla app history api-service\n  flotilla app history api-service --cluster prod-eu -o wide",
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: g.completeApps,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := g.context(cmd)
-			defer cancel()
-			resp, err := g.client().GetAppHistory(ctx, connect.NewRequest(&flotillav1.GetAppHistoryRequest{App: args[0], Cluster: cluster}))
-			if err != nil {
-				return hubError(g, err)
-			}
-			return g.print(cmd.OutOrStdout(), resp.Msg, func(w *tabwriter.Writer, wide bool) {
-				fmt.Fprint(w, "CLUSTER\tID\tDEPLOYED\tINITIATOR\tREVISION\tRESULT\tMESSAGE")
-				if wide {
-					fmt.Fprint(w, "\tAUTHOR\tARTIFACT")
-				}
-				fmt.Fprintln(w)
-				for _, e := range resp.Msg.GetEntries() {
-					id := fmt.Sprint(e.GetHistoryId())
-					if e.GetCurrent() {
-						id += "*"
-					}
-					initiator := enumWord(e.GetInitiator().String(), "INITIATOR_")
-					if p := e.GetPin(); p != nil {
-						initiator += fmt.Sprintf(" to %d by %s", p.GetRolledBackTo(), p.GetBy())
-					}
-					if e.GetDeleted() {
-						initiator += " (removed)"
-					}
-					subject, _, _ := strings.Cut(e.GetSource().GetCommitMessage(), "\n")
-					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%.8s\t%s\t%s", e.GetCluster(), id, ago(e.GetPublishedAt().AsTime()), initiator,
-						e.GetSource().GetCommit(), oneLine(e.GetResult(), 60), oneLine(subject, 50))
-					if wide {
-						artifact := e.GetArtifactDigest()
-						if !e.GetArtifactAvailable() {
-							artifact += " (gone)"
-						}
-						fmt.Fprintf(w, "\t%s\t%s", e.GetSource().GetCommitAuthor(), artifact)
-					}
-					fmt.Fprintln(w)
-				}
-			})
-		},
+		RunE: fetchAndPrint(g, 0, flotillav1connect.HubServiceClient.GetAppHistory,
+			func(args []string) *flotillav1.GetAppHistoryRequest {
+				return &flotillav1.GetAppHistoryRequest{App: args[0], Cluster: cluster}
+			},
+			historyTable, nil),
 	}
 	cmd.Flags().StringVar(&cluster, "cluster", "", "only this cluster")
 	_ = cmd.RegisterFlagCompletionFunc("cluster", g.completeClusters)
 	return cmd
+}
+
+func historyTable(w *tabwriter.Writer, answer *flotillav1.GetAppHistoryResponse, wide bool) {
+	fmt.Fprint(w, "CLUSTER\tID\tDEPLOYED\tINITIATOR\tREVISION\tRESULT\tMESSAGE")
+	if wide {
+		fmt.Fprint(w, "\tAUTHOR\tARTIFACT")
+	}
+	fmt.Fprintln(w)
+	for _, e := range answer.GetEntries() {
+		id := fmt.Sprint(e.GetHistoryId())
+		if e.GetCurrent() {
+			id += "*"
+		}
+		initiator := enumWord(e.GetInitiator().String(), "INITIATOR_")
+		if p := e.GetPin(); p != nil {
+			initiator += fmt.Sprintf(" to %d by %s", p.GetRolledBackTo(), p.GetBy())
+		}
+		if e.GetDeleted() {
+			initiator += " (removed)"
+		}
+		subject, _, _ := strings.Cut(e.GetSource().GetCommitMessage(), "\n")
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%.8s\t%s\t%s", e.GetCluster(), id, ago(e.GetPublishedAt().AsTime()), initiator,
+			e.GetSource().GetCommit(), oneLine(e.GetResult(), 60), oneLine(subject, 50))
+		if wide {
+			artifact := e.GetArtifactDigest()
+			if !e.GetArtifactAvailable() {
+				artifact += " (gone)"
+			}
+			fmt.Fprintf(w, "\t%s\t%s", e.GetSource().GetCommitAuthor(), artifact)
+		}
+		fmt.Fprintln(w)
+	}
 }
 
 func diffCommand(g *globals) *cobra.Command {
@@ -98,50 +96,51 @@ Exit codes: 0 no differences, 6 differences found, others as for every command.`
 		Example:           "  flotilla app diff api-service\n  flotilla app diff api-service --cluster prod-eu",
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: g.completeApps,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := context.WithTimeout(cmd.Context(), g.timeout+time.Minute) // agents render and dry-run
-			defer cancel()
-			resp, err := g.client().DiffApp(ctx, connect.NewRequest(&flotillav1.DiffAppRequest{App: args[0], Cluster: cluster}))
-			if err != nil {
-				return hubError(g, err)
-			}
-			var differs, failed []string
-			for _, c := range resp.Msg.GetClusters() {
-				if c.GetError() != "" {
-					failed = append(failed, c.GetCluster()+": "+c.GetError())
-				} else if len(c.GetDiffs()) > 0 {
-					differs = append(differs, c.GetCluster())
-				}
-			}
-			err = g.print(cmd.OutOrStdout(), resp.Msg, func(w *tabwriter.Writer, _ bool) {
-				for _, c := range resp.Msg.GetClusters() {
-					switch {
-					case c.GetError() != "":
-						fmt.Fprintf(w, "=== %s: %s\n", c.GetCluster(), c.GetError())
-					case len(c.GetDiffs()) == 0:
-						fmt.Fprintf(w, "=== %s (history %d): in sync\n", c.GetCluster(), c.GetHistoryId())
-					default:
-						fmt.Fprintf(w, "=== %s (history %d): %d objects differ\n", c.GetCluster(), c.GetHistoryId(), len(c.GetDiffs()))
-						for _, d := range c.GetDiffs() {
-							fmt.Fprintf(w, "--- %s %s\n%s", d.GetAction(), objectName(d), d.GetDiff())
-						}
-					}
-				}
-			})
-			switch {
-			case err != nil:
-				return err
-			case len(failed) > 0:
-				return &ExitError{Code: ExitFailure, Err: fmt.Errorf("no diff from %s", strings.Join(failed, "; "))}
-			case len(differs) > 0:
-				return &ExitError{Code: ExitDiffers, Err: fmt.Errorf("differences in %s", strings.Join(differs, ", "))}
-			}
-			return nil
-		},
+		RunE: fetchAndPrint(g, agentWait, flotillav1connect.HubServiceClient.DiffApp,
+			func(args []string) *flotillav1.DiffAppRequest {
+				return &flotillav1.DiffAppRequest{App: args[0], Cluster: cluster}
+			},
+			diffTable, diffExit),
 	}
 	cmd.Flags().StringVar(&cluster, "cluster", "", "only this cluster")
 	_ = cmd.RegisterFlagCompletionFunc("cluster", g.completeClusters)
 	return cmd
+}
+
+func diffTable(w *tabwriter.Writer, answer *flotillav1.DiffAppResponse, _ bool) {
+	for _, c := range answer.GetClusters() {
+		switch {
+		case c.GetError() != "":
+			fmt.Fprintf(w, "=== %s: %s\n", c.GetCluster(), c.GetError())
+		case len(c.GetDiffs()) == 0:
+			fmt.Fprintf(w, "=== %s (history %d): in sync\n", c.GetCluster(), c.GetHistoryId())
+		default:
+			fmt.Fprintf(w, "=== %s (history %d): %d objects differ\n", c.GetCluster(), c.GetHistoryId(), len(c.GetDiffs()))
+			for _, d := range c.GetDiffs() {
+				fmt.Fprintf(w, "--- %s %s\n%s", d.GetAction(), objectName(d), d.GetDiff())
+			}
+		}
+	}
+}
+
+// diffExit fails the command when a cluster gave no diff, else exits
+// ExitDiffers when one found differences.
+func diffExit(_ *cobra.Command, _ []string, answer *flotillav1.DiffAppResponse) error {
+	var differs, failed []string
+	for _, c := range answer.GetClusters() {
+		if c.GetError() != "" {
+			failed = append(failed, c.GetCluster()+": "+c.GetError())
+		} else if len(c.GetDiffs()) > 0 {
+			differs = append(differs, c.GetCluster())
+		}
+	}
+	switch {
+	case len(failed) > 0:
+		return &ExitError{Code: ExitFailure, Err: fmt.Errorf("no diff from %s", strings.Join(failed, "; "))}
+	case len(differs) > 0:
+		return &ExitError{Code: ExitDiffers, Err: fmt.Errorf("differences in %s", strings.Join(differs, ", "))}
+	}
+	return nil
 }
 
 func objectName(d *flotillav1.ObjectDiff) string {
@@ -169,15 +168,16 @@ role.`,
 		Example:           "  flotilla app sync api-service\n  flotilla app sync api-service --cluster prod-eu --wait",
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: g.completeApps,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := context.WithTimeout(cmd.Context(), g.timeout+time.Minute)
-			defer cancel()
-			resp, err := g.client().SyncApp(ctx, connect.NewRequest(&flotillav1.SyncAppRequest{App: args[0], Cluster: cluster}))
-			if err != nil {
-				return hubError(g, err)
-			}
-			return g.finish(cmd, args[0], resp.Msg, resp.Msg.GetClusters(), "synced", wait)
-		},
+		RunE: fetchAndPrint(g, agentWait, flotillav1connect.HubServiceClient.SyncApp,
+			func(args []string) *flotillav1.SyncAppRequest {
+				return &flotillav1.SyncAppRequest{App: args[0], Cluster: cluster}
+			},
+			func(w *tabwriter.Writer, answer *flotillav1.SyncAppResponse, _ bool) {
+				resultTable(w, answer.GetClusters(), "synced")
+			},
+			func(cmd *cobra.Command, args []string, answer *flotillav1.SyncAppResponse) error {
+				return g.settle(cmd, args[0], answer.GetClusters(), wait)
+			}),
 	}
 	cmd.Flags().StringVar(&cluster, "cluster", "", "only this cluster")
 	_ = cmd.RegisterFlagCompletionFunc("cluster", g.completeClusters)
@@ -190,6 +190,27 @@ func rollbackCommand(g *globals) *cobra.Command {
 	var revision uint64
 	var viaGit bool
 	var wait waitOptions
+	revert := fetchAndPrint(g, agentWait, flotillav1connect.HubServiceClient.RevertApp,
+		func(args []string) *flotillav1.RevertAppRequest { return &flotillav1.RevertAppRequest{App: args[0]} },
+		func(w *tabwriter.Writer, answer *flotillav1.RevertAppResponse, _ bool) {
+			fmt.Fprintf(w, "pushed %.8s to %s of %s, reverting %.8s\n", answer.GetCommit(), answer.GetBranch(), answer.GetRepoUrl(), answer.GetReverted())
+		},
+		func(cmd *cobra.Command, args []string, answer *flotillav1.RevertAppResponse) error {
+			if !wait.wait {
+				return nil
+			}
+			return g.follow(cmd, args[0], wait, nil, answer.GetCommit())
+		})
+	rollback := fetchAndPrint(g, agentWait, flotillav1connect.HubServiceClient.RollbackApp,
+		func(args []string) *flotillav1.RollbackAppRequest {
+			return &flotillav1.RollbackAppRequest{App: args[0], HistoryId: revision, Cluster: cluster}
+		},
+		func(w *tabwriter.Writer, answer *flotillav1.RollbackAppResponse, _ bool) {
+			resultTable(w, answer.GetClusters(), fmt.Sprintf("rolled back to %d and pinned", revision))
+		},
+		func(cmd *cobra.Command, args []string, answer *flotillav1.RollbackAppResponse) error {
+			return g.settle(cmd, args[0], answer.GetClusters(), wait)
+		})
 	cmd := &cobra.Command{
 		Use:   "rollback APP (--revision ID | --git)",
 		Short: "Return an application to an earlier desired state",
@@ -219,28 +240,10 @@ Needs the operator role.`,
 			if viaGit && cluster != "" {
 				return &ExitError{Code: ExitUsage, Err: errors.New("--git reverts in Git for every cluster; --cluster does not apply")}
 			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), g.timeout+time.Minute)
-			defer cancel()
 			if viaGit {
-				resp, err := g.client().RevertApp(ctx, connect.NewRequest(&flotillav1.RevertAppRequest{App: args[0]}))
-				if err != nil {
-					return hubError(g, err)
-				}
-				if err := g.print(cmd.OutOrStdout(), resp.Msg, func(w *tabwriter.Writer, _ bool) {
-					fmt.Fprintf(w, "pushed %.8s to %s of %s, reverting %.8s\n", resp.Msg.GetCommit(), resp.Msg.GetBranch(), resp.Msg.GetRepoUrl(), resp.Msg.GetReverted())
-				}); err != nil {
-					return err
-				}
-				if !wait.wait {
-					return nil
-				}
-				return g.follow(cmd, args[0], wait, nil, resp.Msg.GetCommit())
+				return revert(cmd, args)
 			}
-			resp, err := g.client().RollbackApp(ctx, connect.NewRequest(&flotillav1.RollbackAppRequest{App: args[0], HistoryId: revision, Cluster: cluster}))
-			if err != nil {
-				return hubError(g, err)
-			}
-			return g.finish(cmd, args[0], resp.Msg, resp.Msg.GetClusters(), fmt.Sprintf("rolled back to %d and pinned", revision), wait)
+			return rollback(cmd, args)
 		},
 	}
 	cmd.Flags().StringVar(&cluster, "cluster", "", "only this cluster")
@@ -260,15 +263,16 @@ func unpinCommand(g *globals) *cobra.Command {
 		Example:           "  flotilla app unpin api-service --wait",
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: g.completeApps,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := context.WithTimeout(cmd.Context(), g.timeout+time.Minute)
-			defer cancel()
-			resp, err := g.client().UnpinApp(ctx, connect.NewRequest(&flotillav1.UnpinAppRequest{App: args[0], Cluster: cluster}))
-			if err != nil {
-				return hubError(g, err)
-			}
-			return g.finish(cmd, args[0], resp.Msg, resp.Msg.GetClusters(), "unpinned", wait)
-		},
+		RunE: fetchAndPrint(g, agentWait, flotillav1connect.HubServiceClient.UnpinApp,
+			func(args []string) *flotillav1.UnpinAppRequest {
+				return &flotillav1.UnpinAppRequest{App: args[0], Cluster: cluster}
+			},
+			func(w *tabwriter.Writer, answer *flotillav1.UnpinAppResponse, _ bool) {
+				resultTable(w, answer.GetClusters(), "unpinned")
+			},
+			func(cmd *cobra.Command, args []string, answer *flotillav1.UnpinAppResponse) error {
+				return g.settle(cmd, args[0], answer.GetClusters(), wait)
+			}),
 	}
 	cmd.Flags().StringVar(&cluster, "cluster", "", "only this cluster")
 	_ = cmd.RegisterFlagCompletionFunc("cluster", g.completeClusters)
@@ -276,21 +280,22 @@ func unpinCommand(g *globals) *cobra.Command {
 	return cmd
 }
 
-// finish prints a mutating call's per-cluster results, then follows them
-// with --wait. A cluster that failed fails the command.
-func (g *globals) finish(cmd *cobra.Command, app string, msg proto.Message, results []*flotillav1.ClusterResult, done string, wait waitOptions) error {
-	var failed []string
-	if err := g.print(cmd.OutOrStdout(), msg, func(w *tabwriter.Writer, _ bool) {
-		for _, r := range results {
-			if r.GetError() != "" {
-				fmt.Fprintf(w, "%s\tfailed: %s\n", r.GetCluster(), r.GetError())
-				continue
-			}
-			fmt.Fprintf(w, "%s\t%s (history %d)\n", r.GetCluster(), done, r.GetHistoryId())
+// resultTable prints a mutating call's per-cluster results: what was done
+// (with the history id it led to) or why it failed.
+func resultTable(w *tabwriter.Writer, results []*flotillav1.ClusterResult, done string) {
+	for _, r := range results {
+		if r.GetError() != "" {
+			fmt.Fprintf(w, "%s\tfailed: %s\n", r.GetCluster(), r.GetError())
+			continue
 		}
-	}); err != nil {
-		return err
+		fmt.Fprintf(w, "%s\t%s (history %d)\n", r.GetCluster(), done, r.GetHistoryId())
 	}
+}
+
+// settle fails the command when a cluster failed, else follows the
+// results with --wait.
+func (g *globals) settle(cmd *cobra.Command, app string, results []*flotillav1.ClusterResult, wait waitOptions) error {
+	var failed []string
 	targets := map[string]uint64{}
 	for _, r := range results {
 		if r.GetError() != "" {
@@ -386,7 +391,7 @@ func progress(out io.Writer, apps []*flotillav1.AppInfo, targets map[string]uint
 		}
 		if last[a.GetCluster()] != line {
 			last[a.GetCluster()] = line
-			fmt.Fprintf(out, "%s  %s: %s\n", time.Now().Format("15:04:05"), a.GetCluster(), line)
+			fmt.Fprintf(out, "%s  %s: %s\n", now().Format("15:04:05"), a.GetCluster(), line)
 		}
 		settled = settled && done
 	}
@@ -404,21 +409,11 @@ publications, syncs, drift, rollbacks, and an Audit entry for every call that
 changes the fleet (who, what, when, outcome).`,
 		Example: "  flotilla events --app api-service\n  flotilla events --cluster prod-eu --limit 20",
 		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, cancel := g.context(cmd)
-			defer cancel()
-			resp, err := g.client().ListEvents(ctx, connect.NewRequest(&flotillav1.ListEventsRequest{Cluster: cluster, App: app, Limit: limit}))
-			if err != nil {
-				return hubError(g, err)
-			}
-			return g.print(cmd.OutOrStdout(), resp.Msg, func(w *tabwriter.Writer, _ bool) {
-				fmt.Fprintln(w, "TIME\tCLUSTER\tAPP\tTYPE\tREASON\tACTOR\tMESSAGE")
-				for _, e := range resp.Msg.GetEvents() {
-					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.GetTime().AsTime().Local().Format(time.DateTime), e.GetCluster(), e.GetApp(),
-						enumWord(e.GetType().String(), "EVENT_TYPE_"), e.GetReason(), e.GetActor(), oneLine(e.GetMessage(), 120))
-				}
-			})
-		},
+		RunE: fetchAndPrint(g, 0, flotillav1connect.HubServiceClient.ListEvents,
+			func([]string) *flotillav1.ListEventsRequest {
+				return &flotillav1.ListEventsRequest{Cluster: cluster, App: app, Limit: limit}
+			},
+			eventTable, nil),
 	}
 	cmd.Flags().StringVar(&cluster, "cluster", "", "only events of this cluster")
 	cmd.Flags().StringVar(&app, "app", "", "only events of this application")
@@ -426,6 +421,14 @@ changes the fleet (who, what, when, outcome).`,
 	_ = cmd.RegisterFlagCompletionFunc("cluster", g.completeClusters)
 	_ = cmd.RegisterFlagCompletionFunc("app", g.completeApps)
 	return cmd
+}
+
+func eventTable(w *tabwriter.Writer, answer *flotillav1.ListEventsResponse, _ bool) {
+	fmt.Fprintln(w, "TIME\tCLUSTER\tAPP\tTYPE\tREASON\tACTOR\tMESSAGE")
+	for _, e := range answer.GetEvents() {
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.GetTime().AsTime().Local().Format(time.DateTime), e.GetCluster(), e.GetApp(),
+			enumWord(e.GetType().String(), "EVENT_TYPE_"), e.GetReason(), e.GetActor(), oneLine(e.GetMessage(), 120))
+	}
 }
 
 func oneLine(s string, max int) string {

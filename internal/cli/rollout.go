@@ -1,16 +1,14 @@
 package cli
 
 import (
-	"context"
 	"fmt"
 	"strings"
 	"text/tabwriter"
-	"time"
 
-	"connectrpc.com/connect"
 	"github.com/spf13/cobra"
 
 	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
+	"github.com/flotilla-dev/flotilla/proto/flotilla/v1/flotillav1connect"
 )
 
 func rolloutCommand(g *globals) *cobra.Command {
@@ -40,29 +38,31 @@ role.`,
 			Example:           v.example,
 			Args:              cobra.ExactArgs(1),
 			ValidArgsFunction: g.completeApps,
-			RunE: func(cmd *cobra.Command, args []string) error {
-				ctx, cancel := context.WithTimeout(cmd.Context(), g.timeout+time.Minute)
-				defer cancel()
-				resp, err := g.client().RolloutApp(ctx, connect.NewRequest(&flotillav1.RolloutAppRequest{App: args[0], Cluster: cluster, Action: v.action, Full: full}))
-				if err != nil {
-					return hubError(g, err)
-				}
-				var failed []string
-				err = g.print(cmd.OutOrStdout(), resp.Msg, func(w *tabwriter.Writer, _ bool) {
-					for _, r := range resp.Msg.GetClusters() {
+			RunE: fetchAndPrint(g, agentWait, flotillav1connect.HubServiceClient.RolloutApp,
+				func(args []string) *flotillav1.RolloutAppRequest {
+					return &flotillav1.RolloutAppRequest{App: args[0], Cluster: cluster, Action: v.action, Full: full}
+				},
+				func(w *tabwriter.Writer, answer *flotillav1.RolloutAppResponse, _ bool) {
+					for _, r := range answer.GetClusters() {
 						if r.GetError() != "" {
-							failed = append(failed, r.GetCluster())
 							fmt.Fprintf(w, "%s\tfailed: %s\n", r.GetCluster(), r.GetError())
 							continue
 						}
 						fmt.Fprintf(w, "%s\t%s: %s\n", r.GetCluster(), v.use, strings.Join(r.GetObjects(), ", "))
 					}
-				})
-				if err == nil && len(failed) > 0 {
-					err = &ExitError{Code: ExitFailure, Err: fmt.Errorf("%s failed in %s", v.use, strings.Join(failed, ", "))}
-				}
-				return err
-			},
+				},
+				func(_ *cobra.Command, _ []string, answer *flotillav1.RolloutAppResponse) error {
+					var failed []string
+					for _, r := range answer.GetClusters() {
+						if r.GetError() != "" {
+							failed = append(failed, r.GetCluster())
+						}
+					}
+					if len(failed) > 0 {
+						return &ExitError{Code: ExitFailure, Err: fmt.Errorf("%s failed in %s", v.use, strings.Join(failed, ", "))}
+					}
+					return nil
+				}),
 		}
 		sub.Flags().StringVar(&cluster, "cluster", "", "only this cluster")
 		_ = sub.RegisterFlagCompletionFunc("cluster", g.completeClusters)

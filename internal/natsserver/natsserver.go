@@ -3,6 +3,8 @@ package natsserver
 import (
 	"errors"
 	"fmt"
+	"net"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -36,6 +38,16 @@ func Start(opts Options) (*server.Server, error) {
 	}
 	if opts.ReadyTimeout == 0 {
 		opts.ReadyTimeout = defaultReadyTimeout
+	}
+	// The server logs a listen failure and never becomes ready; try the
+	// address first, so a taken port is said at once and by name.
+	if opts.Port > 0 {
+		addr := net.JoinHostPort(opts.Host, strconv.Itoa(opts.Port))
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("embedded NATS: %w", err)
+		}
+		ln.Close()
 	}
 	srv, err := server.NewServer(&server.Options{
 		Host:      opts.Host,

@@ -104,8 +104,15 @@ func DetectKind(dir string, spec *flotillav1.RenderSpec) Kind {
 	return KindDirectory
 }
 
-// Render renders the source. A failure returns *Error and no manifests.
-func Render(ctx context.Context, req Request) (*Result, error) {
+// Render renders the source. A failure returns *Error and no manifests; a
+// renderer that panics on its input (Helm, Kustomize) fails this render
+// with an *Error, never the process.
+func Render(ctx context.Context, req Request) (res *Result, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			res, err = nil, &Error{Path: req.Path, Reason: fmt.Sprintf("the renderer failed on this input (internal error: %v)", p)}
+		}
+	}()
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -122,7 +129,6 @@ func Render(ctx context.Context, req Request) (*Result, error) {
 	if err != nil || !info.IsDir() {
 		return nil, &Error{Path: req.Path, Reason: "path does not exist or is not a directory"}
 	}
-	var res *Result
 	switch DetectKind(dir, req.Spec) {
 	case KindHelm:
 		res, err = renderHelm(req, dir)

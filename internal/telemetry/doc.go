@@ -1,4 +1,4 @@
 // Package telemetry sets up OpenTelemetry tracing from the standard OTEL_*
-// environment variables and carries trace context across NATS in message
-// headers (W3C traceparent), so a sync is one trace from hub to agent.
+// environment variables and the W3C propagator, so a sync is one trace from
+// hub to agent. Package bus carries the trace context across NATS.
 package telemetry

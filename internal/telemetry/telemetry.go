@@ -2,10 +2,8 @@ package telemetry
 
 import (
 	"context"
-	"net/http"
 	"os"
 
-	"github.com/nats-io/nats.go"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/exporters/stdout/stdouttrace"
@@ -46,8 +44,9 @@ func Setup(ctx context.Context, service string) (func(context.Context) error, er
 	return tp.Shutdown, nil
 }
 
-// propagator is the wire format of trace context in NATS headers: W3C
-// traceparent and baggage, whatever the process's global propagator is.
+// propagator is the process's global propagator, for libraries that read
+// it: W3C traceparent and baggage, the format package bus writes in
+// message headers (with its own propagator, whatever the global one is).
 var propagator = propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
 
 func exporterName() string {
@@ -58,42 +57,4 @@ func exporterName() string {
 		return "otlp"
 	}
 	return "none"
-}
-
-// Inject writes ctx's trace context into NATS headers.
-func Inject(ctx context.Context, h nats.Header) nats.Header {
-	if h == nil {
-		h = nats.Header{}
-	}
-	propagator.Inject(ctx, headerCarrier(h))
-	return h
-}
-
-// Extract reads trace context from NATS headers into ctx.
-func Extract(ctx context.Context, h nats.Header) context.Context {
-	if h == nil {
-		return ctx
-	}
-	return propagator.Extract(ctx, headerCarrier(h))
-}
-
-// headerCarrier keeps header names as the W3C spec writes them
-// ("traceparent"): NATS headers are case-sensitive, unlike HTTP's.
-type headerCarrier nats.Header
-
-func (c headerCarrier) Get(key string) string {
-	if v := nats.Header(c).Get(key); v != "" {
-		return v
-	}
-	return http.Header(c).Get(key)
-}
-
-func (c headerCarrier) Set(key, value string) { nats.Header(c).Set(key, value) }
-
-func (c headerCarrier) Keys() []string {
-	keys := make([]string, 0, len(c))
-	for k := range c {
-		keys = append(keys, k)
-	}
-	return keys
 }

@@ -1,0 +1,51 @@
+package reconcile
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/flotilla-dev/flotilla/internal/artifact"
+	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
+)
+
+// unpacked returns the directory of an artifact, fetching, verifying and
+// unpacking it into the cache on first use.
+func (s *Syncer) unpacked(ctx context.Context, a *flotillav1.Artifact) (string, error) {
+	digest := a.GetDigest()
+	if !strings.HasPrefix(digest, artifact.DigestPrefix) || len(digest) != len(artifact.DigestPrefix)+64 {
+		return "", fmt.Errorf("artifact digest %q is malformed", digest)
+	}
+	dir := filepath.Join(s.opts.CacheDir, strings.TrimPrefix(digest, artifact.DigestPrefix))
+	if _, err := os.Stat(dir); err == nil {
+		return dir, nil
+	}
+	if a.GetSize() > s.opts.Limits.MaxArchive {
+		return "", fmt.Errorf("artifact %s: %w: %d bytes, limit %d", digest, artifact.ErrTooLarge, a.GetSize(), s.opts.Limits.MaxArchive)
+	}
+	data, err := s.deps.Artifacts.GetArtifact(ctx, digest)
+	if err != nil {
+		return "", err
+	}
+	if err := artifact.Verify(data, digest); err != nil {
+		return "", err
+	}
+	tmp, err := os.MkdirTemp(s.opts.CacheDir, ".unpack-")
+	if err != nil {
+		return "", err
+	}
+	if err := artifact.Unpack(data, tmp, s.opts.Limits); err != nil {
+		os.RemoveAll(tmp)
+		return "", fmt.Errorf("artifact %s: %w", digest, err)
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		os.RemoveAll(tmp)
+		if _, statErr := os.Stat(dir); statErr == nil {
+			return dir, nil // another sync of the same artifact won
+		}
+		return "", err
+	}
+	return dir, nil
+}

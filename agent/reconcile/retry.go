@@ -1,0 +1,55 @@
+package reconcile
+
+import (
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+
+	"github.com/flotilla-dev/flotilla/internal/appspec"
+	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
+)
+
+// Argo CD's defaults for syncPolicy.retry.backoff.
+const (
+	defaultRetryDuration    = 5 * time.Second
+	defaultRetryFactor      = 2
+	defaultRetryMaxDuration = 3 * time.Minute
+)
+
+// retryAfter is how long to wait before retrying a sync whose attempt
+// (0-based: the count of earlier failures) failed, or 0 for no retry. It
+// follows Argo CD: no retry without syncPolicy.retry or with limit 0;
+// unlimited retries with a negative limit; the n-th retry waits
+// duration × factor^(n-1), capped at maxDuration.
+func retryAfter(policy *flotillav1.Retry, attempt int64) time.Duration {
+	if policy == nil || policy.GetLimit() == 0 || (policy.GetLimit() > 0 && attempt >= policy.GetLimit()) {
+		return 0
+	}
+	b := backoffFor(policy.GetBackoff())
+	var next time.Duration
+	for range attempt + 1 {
+		next = b.NextBackOff()
+	}
+	return next
+}
+
+// backoffFor is syncPolicy.retry.backoff as an exponential backoff without
+// jitter. The hub validated the durations; a bad one falls back to the
+// default.
+func backoffFor(bo *flotillav1.Backoff) *backoff.ExponentialBackOff {
+	duration, maxDuration, factor := defaultRetryDuration, defaultRetryMaxDuration, float64(defaultRetryFactor)
+	if d, err := appspec.ParseArgoDuration(bo.GetDuration()); err == nil && d > 0 {
+		duration = d
+	}
+	if d, err := appspec.ParseArgoDuration(bo.GetMaxDuration()); err == nil && d > 0 {
+		maxDuration = d
+	}
+	if bo.GetFactor() > 0 {
+		factor = float64(bo.GetFactor())
+	}
+	b := backoff.NewExponentialBackOff(
+		backoff.WithInitialInterval(duration), backoff.WithMultiplier(factor), backoff.WithMaxInterval(maxDuration),
+		backoff.WithRandomizationFactor(0), backoff.WithMaxElapsedTime(0))
+	b.Reset()
+	return b
+}

@@ -1,0 +1,35 @@
+package reconcile
+
+import (
+	"testing"
+	"time"
+
+	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
+)
+
+func TestRetryAfterFollowsArgoCD(t *testing.T) {
+	story := &flotillav1.Retry{Limit: 5, Backoff: &flotillav1.Backoff{Duration: "5s", Factor: 2, MaxDuration: "3m"}}
+	for _, tc := range []struct {
+		name    string
+		policy  *flotillav1.Retry
+		attempt int64
+		want    time.Duration
+	}{
+		{"no policy: no retry", nil, 0, 0},
+		{"limit 0: no retry", &flotillav1.Retry{}, 0, 0},
+		{"first retry waits duration", story, 0, 5 * time.Second},
+		{"second waits duration×factor", story, 1, 10 * time.Second},
+		{"fifth", story, 4, 80 * time.Second},
+		{"limit reached", story, 5, 0},
+		{"capped at maxDuration", &flotillav1.Retry{Limit: 10, Backoff: &flotillav1.Backoff{Duration: "1m", Factor: 2, MaxDuration: "3m"}}, 3, 3 * time.Minute},
+		{"negative limit retries forever", &flotillav1.Retry{Limit: -1}, 100, 3 * time.Minute},
+		{"defaults 5s/2/3m", &flotillav1.Retry{Limit: 3}, 1, 10 * time.Second},
+		{"bare number is seconds", &flotillav1.Retry{Limit: 3, Backoff: &flotillav1.Backoff{Duration: "7"}}, 0, 7 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := retryAfter(tc.policy, tc.attempt); got != tc.want {
+				t.Errorf("retryAfter(attempt %d) = %s, want %s", tc.attempt, got, tc.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,100 @@
+package reconcile
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/flotilla-dev/flotilla/agent/apply"
+	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
+)
+
+// RolloutChanged tells the application owning ro (by its AppLabel) that
+// the rollouts controller changed it, so its status is reported again.
+func (s *Syncer) RolloutChanged(ro *unstructured.Unstructured) {
+	w := s.worker(ro.GetLabels()[AppLabel])
+	if w == nil {
+		return
+	}
+	select {
+	case w.rollout <- struct{}{}:
+	default: // one is pending already
+	}
+}
+
+// TraceParent is the span context of the last sync of ro's application,
+// so the rollout's steps show in the trace of the sync that started them.
+func (s *Syncer) TraceParent(ro *unstructured.Unstructured) trace.SpanContext {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.traces[ro.GetLabels()[AppLabel]]
+}
+
+// observeRollouts re-reads the application's health and its Rollouts'
+// progress and reports them when they changed: the status every time, an
+// event when a rollout moved to another step or phase (a warning with the
+// measurements when it was aborted).
+func (w *appWorker) observeRollouts(ctx context.Context) {
+	s := w.syncer
+	d := w.latest()
+	if d == nil || !w.synced {
+		return
+	}
+	prev, err := s.deps.Reporter.LastStatus(ctx, d.State.GetCluster(), w.app)
+	if err != nil || prev.GetHistoryId() != d.State.GetHistoryId() {
+		return
+	}
+	var objs []*unstructured.Unstructured
+	for _, r := range prev.GetResources() {
+		if !r.GetHook() && r.GetAction() != string(apply.Pruned) && r.GetAction() != string(apply.PruneSkipped) {
+			objs = append(objs, refOfStatus(r).Object())
+		}
+	}
+	obs, err := s.observe(ctx, objs)
+	if err != nil {
+		return
+	}
+	st := withHealth(prev, objs, obs)
+	if proto.Equal(st, prev) {
+		return
+	}
+	typ, reason, messages := flotillav1.EventType_EVENT_TYPE_NORMAL, "", []string(nil)
+	for _, ro := range st.GetRollouts() {
+		old := findRollout(prev.GetRollouts(), ro)
+		if old != nil && old.GetPhase() == ro.GetPhase() && old.GetStep() == ro.GetStep() && old.GetCanaryHash() == ro.GetCanaryHash() {
+			continue
+		}
+		msg := fmt.Sprintf("Rollout %s/%s: %s", ro.GetNamespace(), ro.GetName(), ro.Summary())
+		if ro.GetMessage() != "" {
+			msg += ": " + ro.GetMessage()
+		}
+		reason = flotillav1.ReasonRolloutProgressed
+		if ro.GetPhase() == "Degraded" {
+			typ, reason = flotillav1.EventType_EVENT_TYPE_WARNING, flotillav1.ReasonRolloutDegraded
+			if m := ro.Measurements(); m != "" {
+				msg += "; measurements: " + m
+			}
+		}
+		messages = append(messages, msg)
+	}
+	if reason == "" {
+		st.ObservedAt = timestamppb.Now()
+		s.putStatus(ctx, st)
+		return
+	}
+	s.report(ctx, st, typ, reason, strings.Join(messages, "; "))
+}
+
+func findRollout(list []*flotillav1.RolloutStatus, ro *flotillav1.RolloutStatus) *flotillav1.RolloutStatus {
+	for _, r := range list {
+		if r.GetNamespace() == ro.GetNamespace() && r.GetName() == ro.GetName() {
+			return r
+		}
+	}
+	return nil
+}

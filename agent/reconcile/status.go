@@ -1,0 +1,205 @@
+package reconcile
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/flotilla-dev/flotilla/agent/apply"
+	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
+)
+
+// syncResult is what one sync did, step by step; statusOf turns it into
+// the application's status.
+type syncResult struct {
+	// objects are what the application consists of now: the rendered
+	// objects, or the inventory's for a no-op.
+	objects []*unstructured.Unstructured
+	// applied are the changes of the apply (and its dry-run), in order.
+	applied []apply.Change
+	// pruned are the objects that left Git: deleted, or kept (prune-skipped).
+	pruned []apply.Change
+	// ran names the waves and hooks of a plan that ran.
+	ran []string
+	// warnings are ignoreDifferences entries that matched no object.
+	warnings []string
+	// health is the objects' health after the sync (nil: not read).
+	health *observed
+	// noop: the desired state was applied before, nothing was written;
+	// previous is the status reported for it then, when there is one.
+	noop     bool
+	previous *flotillav1.AppStatus
+	// removal is what removing the application from the cluster did.
+	removal *removal
+}
+
+// removal is the result of an application removed from Git.
+type removal struct {
+	cascade bool
+	deleted []apply.Change
+	// kept counts the objects left running (Delete=false), orphaned those
+	// released without cascade.
+	kept, orphaned int
+}
+
+// failure is why a sync failed and what happens next.
+type failure struct {
+	err     error
+	attempt int64         // earlier failed attempts of the same desired state
+	retryIn time.Duration // 0: no retry
+	now     time.Time
+}
+
+// noopMessage is the status message of a desired state applied before.
+const noopMessage = "already applied"
+
+// statusOf is the one place an application's status is made: from what the
+// sync did (res) and, when it failed, why (f.err).
+func statusOf(spec syncSpec, res syncResult, f failure) *flotillav1.AppStatus {
+	st := &flotillav1.AppStatus{SchemaVersion: 1, Cluster: spec.cluster, App: spec.app, Revision: spec.revision, HistoryId: spec.historyID}
+	for _, c := range res.applied {
+		st.Resources = append(st.Resources, resourceStatus(c, syncStatusOf(c)))
+	}
+	for _, c := range res.pruned {
+		st.Resources = append(st.Resources, resourceStatus(c, syncStatusOf(c)))
+	}
+	if res.removal != nil {
+		for _, c := range res.removal.deleted {
+			st.Resources = append(st.Resources, resourceStatus(c, syncStatusOf(c)))
+		}
+	}
+	if f.err != nil {
+		st.Phase, st.SyncStatus, st.Health = flotillav1.SyncPhase_SYNC_PHASE_FAILED, flotillav1.SyncStatus_SYNC_STATUS_OUT_OF_SYNC, flotillav1.HealthStatus_HEALTH_STATUS_UNKNOWN
+		st.Message = f.err.Error()
+		limit := spec.retry.GetLimit()
+		switch {
+		case f.retryIn > 0:
+			at := f.now.Add(f.retryIn)
+			st.Retry = &flotillav1.RetryStatus{Attempt: f.attempt + 1, Limit: limit, NextAttemptAt: timestamppb.New(at)}
+			st.Message += fmt.Sprintf(" (attempt %d%s failed; retrying at %s)", f.attempt+1, limitText(limit), at.UTC().Format(time.TimeOnly))
+		case f.attempt > 0:
+			st.Retry = &flotillav1.RetryStatus{Attempt: f.attempt + 1, Limit: limit}
+			st.Message += fmt.Sprintf(" (attempt %d%s failed; no retries left)", f.attempt+1, limitText(limit))
+		}
+		return st
+	}
+	st.Phase, st.SyncStatus = flotillav1.SyncPhase_SYNC_PHASE_SUCCEEDED, flotillav1.SyncStatus_SYNC_STATUS_SYNCED
+	switch {
+	case res.removal != nil:
+		st.Health, st.Message = flotillav1.HealthStatus_HEALTH_STATUS_MISSING, res.removal.message()
+		return st
+	case res.noop:
+		st.Message = noopMessage
+		if res.previous != nil {
+			st.Health, st.Resources, st.Rollouts = res.previous.GetHealth(), res.previous.GetResources(), res.previous.GetRollouts()
+			return st
+		}
+	default:
+		kept := 0
+		for _, c := range res.pruned {
+			if c.Action == apply.PruneSkipped {
+				kept++
+			}
+		}
+		if kept > 0 {
+			st.SyncStatus = flotillav1.SyncStatus_SYNC_STATUS_OUT_OF_SYNC
+		}
+		st.Message = summary(res.applied, len(res.pruned)-kept, kept)
+		if len(res.ran) > 0 {
+			st.Message += "; ran " + strings.Join(res.ran, ", ")
+		}
+		if len(res.warnings) > 0 {
+			st.Message += "; warning: " + strings.Join(res.warnings, "; ")
+		}
+	}
+	if res.health == nil {
+		st.Health = flotillav1.HealthStatus_HEALTH_STATUS_UNKNOWN
+		return st
+	}
+	return withHealth(st, res.objects, res.health)
+}
+
+func (r *removal) message() string {
+	if !r.cascade {
+		return fmt.Sprintf("application removed from Git: %d objects orphaned (no resources finalizer)", r.orphaned)
+	}
+	msg := fmt.Sprintf("application removed from Git: %d objects deleted", len(r.deleted))
+	if r.kept > 0 {
+		msg += fmt.Sprintf(", %d left running (Delete=false)", r.kept)
+	}
+	return msg
+}
+
+// withHealth is st with the health of every object in its resources
+// (adding the ones st does not list yet) and the application's overall
+// health and Rollouts. While an object is not healthy, its resource
+// message says why. st is not changed.
+func withHealth(st *flotillav1.AppStatus, objs []*unstructured.Unstructured, obs *observed) *flotillav1.AppStatus {
+	st = proto.Clone(st).(*flotillav1.AppStatus)
+	st.Health, st.Rollouts = obs.Overall, obs.rollouts
+	byKey := make(map[string]*flotillav1.ResourceStatus, len(st.Resources))
+	for _, r := range st.Resources {
+		byKey[refOfStatus(r).Key()] = r
+	}
+	for i, o := range objs {
+		ref := apply.RefOf(o)
+		r, ok := byKey[ref.Key()]
+		if !ok {
+			r = resourceStatus(apply.Change{Ref: ref, Action: apply.Unchanged}, flotillav1.SyncStatus_SYNC_STATUS_SYNCED)
+			st.Resources = append(st.Resources, r)
+			byKey[ref.Key()] = r
+		}
+		r.Health = obs.Objects[i]
+		switch {
+		case r.GetAction() == string(apply.Failed):
+			// keep the failure
+		case r.Health == flotillav1.HealthStatus_HEALTH_STATUS_HEALTHY:
+			r.Message = ""
+		default:
+			r.Message = obs.Message[i]
+		}
+	}
+	return st
+}
+
+func syncStatusOf(c apply.Change) flotillav1.SyncStatus {
+	if c.Action == apply.Failed || c.Action == apply.PruneSkipped {
+		return flotillav1.SyncStatus_SYNC_STATUS_OUT_OF_SYNC
+	}
+	return flotillav1.SyncStatus_SYNC_STATUS_SYNCED
+}
+
+func resourceStatus(c apply.Change, sync flotillav1.SyncStatus) *flotillav1.ResourceStatus {
+	return &flotillav1.ResourceStatus{Group: c.Ref.Group, Version: c.Ref.Version, Kind: c.Ref.Kind, Namespace: c.Ref.Namespace, Name: c.Ref.Name,
+		SyncStatus: sync, Action: string(c.Action), Message: c.Message}
+}
+
+// refOfStatus is the object a resource status is about.
+func refOfStatus(r *flotillav1.ResourceStatus) apply.ObjectRef {
+	return apply.ObjectRef{Group: r.GetGroup(), Version: r.GetVersion(), Kind: r.GetKind(), Namespace: r.GetNamespace(), Name: r.GetName()}
+}
+
+func summary(applied []apply.Change, pruned, kept int) string {
+	counts := map[apply.Action]int{}
+	for _, c := range applied {
+		counts[c.Action]++
+	}
+	msg := fmt.Sprintf("%d created, %d configured, %d unchanged, %d pruned", counts[apply.Created], counts[apply.Configured], counts[apply.Unchanged], pruned)
+	if kept > 0 {
+		msg += fmt.Sprintf(", %d need pruning", kept)
+	}
+	return msg
+}
+
+// limitText is " of N" for the N attempts a retry limit allows (the first
+// and limit retries), or "" when unlimited.
+func limitText(limit int64) string {
+	if limit < 0 {
+		return ""
+	}
+	return fmt.Sprintf(" of %d", limit+1)
+}

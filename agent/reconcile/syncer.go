@@ -1,0 +1,171 @@
+package reconcile
+
+import (
+	"context"
+	"log/slog"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/trace"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/watch"
+
+	"github.com/flotilla-dev/flotilla/agent/apply"
+	"github.com/flotilla-dev/flotilla/agent/inventory"
+	"github.com/flotilla-dev/flotilla/internal/artifact"
+	"github.com/flotilla-dev/flotilla/internal/ignore"
+	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
+)
+
+var tracer = otel.Tracer("github.com/flotilla-dev/flotilla/agent/reconcile")
+
+// AppLabel marks every object the agent applies with its application, so
+// watches and selectors find only managed objects.
+const AppLabel = "flotilla.dev/app"
+
+// Cluster is the apply engine, as the sync loop uses it. *apply.Manager
+// implements it.
+type Cluster interface {
+	// Normalize gives namespaced objects the default namespace and strips
+	// it from cluster-scoped ones.
+	Normalize(objs []*unstructured.Unstructured, defaultNamespace string)
+	// ApplyAll dry-runs every object and, only if all pass, applies those
+	// that differ.
+	ApplyAll(ctx context.Context, objs []*unstructured.Unstructured, opts ...apply.Option) (*apply.ChangeSet, error)
+	// Diff returns the objects whose live state differs from what applying
+	// them would make it.
+	Diff(ctx context.Context, objs []*unstructured.Unstructured, rules *ignore.Rules) ([]apply.Drift, error)
+	// Live reads the live state of objects, by apply.ObjectRef.Key.
+	Live(ctx context.Context, objs []*unstructured.Unstructured) (map[string]*unstructured.Unstructured, error)
+	// DeleteAll deletes objects; WaitDeleted waits until they are gone.
+	DeleteAll(ctx context.Context, refs []apply.ObjectRef, policy metav1.DeletionPropagation) (*apply.ChangeSet, error)
+	WaitDeleted(ctx context.Context, refs []apply.ObjectRef, timeout time.Duration) error
+	// StartHook creates a hook object and returns it as stored.
+	StartHook(ctx context.Context, hook *unstructured.Unstructured, recreate bool, timeout time.Duration) (*unstructured.Unstructured, error)
+	// Watch follows the objects of a kind that match a label selector.
+	Watch(ctx context.Context, gvk schema.GroupVersionKind, selector string, log *slog.Logger, changed func(watch.EventType, *unstructured.Unstructured)) (schema.GroupVersionResource, error)
+}
+
+// Inventories keep what each application owns in the cluster.
+// *inventory.Store implements it.
+type Inventories interface {
+	Load(ctx context.Context, app string) (*inventory.Inventory, error)
+	Save(ctx context.Context, inv *inventory.Inventory) error
+	Delete(ctx context.Context, app string) error
+}
+
+// Artifacts fetch artifact bytes by digest.
+type Artifacts interface {
+	GetArtifact(ctx context.Context, digest string) ([]byte, error)
+}
+
+// Reporter sends status and events back to the hub and reads the last
+// status it sent.
+type Reporter interface {
+	PutStatus(ctx context.Context, st *flotillav1.AppStatus) error
+	Event(ctx context.Context, ev *flotillav1.Event)
+	LastStatus(ctx context.Context, cluster, app string) (*flotillav1.AppStatus, error)
+}
+
+// Rollouts summarise a live Argo Rollout's progress for the status.
+type Rollouts interface {
+	Summarize(ctx context.Context, rollout *unstructured.Unstructured) *flotillav1.RolloutStatus
+}
+
+// Dependencies are the parts a Syncer works through.
+type Dependencies struct {
+	Cluster     Cluster
+	Inventories Inventories
+	Rollouts    Rollouts
+	Artifacts   Artifacts
+	Reporter    Reporter
+}
+
+// Options configure a Syncer.
+type Options struct {
+	Cluster string
+	// KubeVersion is the cluster's version, for Helm's .Capabilities.
+	KubeVersion string
+	// CacheDir holds unpacked artifacts by digest.
+	CacheDir string
+	Limits   artifact.Limits
+	// HealthInterval is how often a not-yet-healthy application is
+	// re-checked and HealthTimeout how long it is followed (and how long a
+	// wave or a hook may take).
+	HealthInterval time.Duration
+	HealthTimeout  time.Duration
+	// ResyncInterval is how often every application is compared with its
+	// live objects in full, catching what a watch missed (jittered ±10 %).
+	ResyncInterval time.Duration
+	// Metrics, when set, count syncs and writes.
+	Metrics *Metrics
+}
+
+// Syncer applies desired state to one cluster.
+type Syncer struct {
+	opts Options
+	log  *slog.Logger
+	deps Dependencies
+
+	mu   sync.Mutex
+	apps map[string]*appWorker
+	// watched are the kinds whose managed objects are watched for drift.
+	watched map[schema.GroupKind]bool
+	// traces are the span contexts of each application's last sync.
+	traces map[string]trace.SpanContext
+	// release returns freed memory after a burst of syncs.
+	release *time.Timer
+}
+
+// New creates a Syncer.
+func New(opts Options, log *slog.Logger, deps Dependencies) *Syncer {
+	return &Syncer{opts: opts, log: log, deps: deps, apps: map[string]*appWorker{},
+		watched: map[schema.GroupKind]bool{}, traces: map[string]trace.SpanContext{}}
+}
+
+// Desired is a verified desired state and the trace it came with.
+type Desired struct {
+	State *flotillav1.DesiredState
+	// Trace is the span of the hub's publish, which the sync continues.
+	Trace trace.SpanContext
+}
+
+// Offer hands a verified desired state to its application's worker. An
+// older or repeated history id is ignored; a newer one replaces one still
+// waiting, so a burst of commits costs one sync.
+func (s *Syncer) Offer(ctx context.Context, d Desired) {
+	app := d.State.GetApp()
+	s.mu.Lock()
+	w, ok := s.apps[app]
+	if !ok {
+		w = newWorker(s, app)
+		s.apps[app] = w
+		go w.run(ctx)
+	}
+	s.mu.Unlock()
+	w.offer(d)
+}
+
+// worker returns app's worker, or nil before its first desired state.
+func (s *Syncer) worker(app string) *appWorker {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.apps[app]
+}
+
+// recovered turns a panic of fn into an error, logged with its stack, so
+// one application's bad input never takes the agent down with every other
+// application of the cluster.
+func (s *Syncer) recovered(app, what string, fn func() error) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Error("internal error", "app", app, "during", what, "panic", p, "stack", string(debug.Stack()))
+			err = &internalError{during: what, value: p}
+		}
+	}()
+	return fn()
+}

@@ -1,0 +1,228 @@
+package reconcile
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/flotilla-dev/flotilla/agent/apply"
+	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
+)
+
+// driftWindow coalesces the watch events of one burst (a kubectl apply of
+// several objects, a rollout's writes) into one drift check.
+const driftWindow = 50 * time.Millisecond
+
+// appWorker owns one application: it syncs one desired state at a time,
+// retries a failed sync per syncPolicy.retry, and checks and heals drift.
+// Everything but the mutex-guarded fields belongs to its run goroutine.
+type appWorker struct {
+	syncer  *Syncer
+	app     string
+	wake    chan struct{}
+	syncNow chan syncRequest
+	drift   chan apply.ObjectRef
+	// rollout wakes the worker when the rollouts controller changed one of
+	// the application's Rollouts.
+	rollout chan struct{}
+
+	mu      sync.Mutex
+	pending *Desired
+	current *Desired // the last one taken for syncing
+	seen    uint64   // highest history id offered
+
+	// desired are the current desired state's rendered objects by
+	// ObjectRef.Key once it synced (nil before, or after a failure):
+	// what drift is measured against.
+	desired map[string]*unstructured.Unstructured
+	// synced is true when the last sync of current succeeded.
+	synced bool
+	// attempts counts the failed syncs of current (for retry).
+	attempts int64
+	// drifted describes the outstanding drift by ObjectRef.Key, and
+	// driftReported is what was last reported of it.
+	drifted       map[string]string
+	driftReported string
+}
+
+func newWorker(s *Syncer, app string) *appWorker {
+	return &appWorker{syncer: s, app: app, wake: make(chan struct{}, 1), syncNow: make(chan syncRequest), drift: make(chan apply.ObjectRef, 256),
+		rollout: make(chan struct{}, 1), drifted: map[string]string{}}
+}
+
+// syncRequest is an operator's "sync now"; done gets the outcome.
+type syncRequest struct {
+	done chan syncReply
+}
+
+type syncReply struct {
+	historyID uint64
+	err       error
+}
+
+// latest is the newest desired state offered: the pending one, else the
+// one last synced.
+func (w *appWorker) latest() *Desired {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.pending != nil {
+		return w.pending
+	}
+	return w.current
+}
+
+func (w *appWorker) offer(d Desired) {
+	w.mu.Lock()
+	if d.State.GetHistoryId() <= w.seen {
+		w.mu.Unlock()
+		return
+	}
+	w.seen = d.State.GetHistoryId()
+	w.pending = &d
+	w.mu.Unlock()
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// take removes the pending desired state and makes it the current one.
+func (w *appWorker) take() *Desired {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	d := w.pending
+	if d != nil {
+		w.pending, w.current = nil, d
+	}
+	return d
+}
+
+// noticeDrift hands a watch event's object to the worker without blocking
+// the watch; a full queue drops it, and the periodic resync catches it.
+func (w *appWorker) noticeDrift(ref apply.ObjectRef) {
+	select {
+	case w.drift <- ref:
+	default:
+	}
+}
+
+func (w *appWorker) run(ctx context.Context) {
+	s := w.syncer
+	var cancelHealth context.CancelFunc = func() {}
+	defer func() { cancelHealth() }()
+	var retry, coalesce <-chan time.Time
+	drifted := map[string]apply.ObjectRef{}
+	var resync <-chan time.Time // off when no interval is set
+	if s.opts.ResyncInterval > 0 {
+		resync = time.After(jitter(s.opts.ResyncInterval))
+	}
+
+	// syncOne runs d and arranges its retry; attempt 0 is a new desired
+	// state (or an operator's sync), which resets the retry count.
+	syncOne := func(d *Desired, force bool, attempt int64) error {
+		cancelHealth()
+		var healthCtx context.Context
+		healthCtx, cancelHealth = context.WithCancel(ctx)
+		w.attempts = attempt
+		retry = nil
+		out := s.sync(ctx, healthCtx, d, force, attempt)
+		w.synced = out.err == nil && d.State.GetDeletion() == nil
+		w.desired = nil
+		if out.rendered != nil {
+			w.desired = apply.ByKey(out.rendered)
+		}
+		clear(w.drifted)
+		w.driftReported = ""
+		if w.synced && out.rendered == nil {
+			// Applied before this agent started (a no-op): what changed
+			// while it was away shows only in a full comparison.
+			resync = time.After(time.Second)
+		}
+		if out.retryIn > 0 {
+			retry = time.After(out.retryIn)
+		}
+		return out.err
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-w.wake:
+			if d := w.take(); d != nil {
+				_ = syncOne(d, false, 0)
+			}
+		case req := <-w.syncNow:
+			d := w.take()
+			if d == nil {
+				d = w.latest()
+			}
+			if d == nil {
+				req.done <- syncReply{err: fmt.Errorf("%s: no desired state received yet", w.app)}
+				continue
+			}
+			req.done <- syncReply{historyID: d.State.GetHistoryId(), err: syncOne(d, true, 0)}
+		case <-retry:
+			if d := w.latest(); d != nil {
+				_ = syncOne(d, false, w.attempts+1)
+			}
+		case ref := <-w.drift:
+			drifted[ref.Key()] = ref
+			if coalesce == nil {
+				coalesce = time.After(driftWindow)
+			}
+		case <-coalesce:
+			coalesce = nil
+			w.guard(ctx, "checking drift", func() { w.checkDrift(ctx, drifted) })
+			clear(drifted)
+		case <-w.rollout:
+			w.guard(ctx, "observing rollouts", func() { w.observeRollouts(ctx) })
+		case <-resync:
+			w.guard(ctx, "checking drift", func() { w.checkDrift(ctx, nil) })
+			resync = time.After(jitter(s.opts.ResyncInterval))
+		}
+	}
+}
+
+// guard runs one of the worker's checks; a panic in it is logged and
+// reported as a warning on the application, and the worker carries on.
+func (w *appWorker) guard(ctx context.Context, what string, fn func()) {
+	err := w.syncer.recovered(w.app, what, func() error { fn(); return nil })
+	if err == nil {
+		return
+	}
+	if d := w.latest(); d != nil {
+		w.syncer.event(ctx, newSyncSpec(d.State), flotillav1.EventType_EVENT_TYPE_WARNING, flotillav1.ReasonInternalError, err.Error())
+	}
+}
+
+// jitter spreads periodic resyncs of many applications over ±10 %.
+func jitter(d time.Duration) time.Duration {
+	return d + time.Duration((rand.Float64()*0.2-0.1)*float64(d))
+}
+
+// SyncNow re-applies app's newest desired state at once, writing whatever
+// differs even when that state was applied before (an operator's sync:
+// it heals drift), and returns its history id once the objects are
+// applied.
+func (s *Syncer) SyncNow(ctx context.Context, app string) (uint64, error) {
+	w := s.worker(app)
+	if w == nil {
+		return 0, fmt.Errorf("%s: no desired state received yet", app)
+	}
+	req := syncRequest{done: make(chan syncReply, 1)}
+	select {
+	case w.syncNow <- req:
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	select {
+	case r := <-req.done:
+		return r.historyID, r.err
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}

@@ -1,0 +1,293 @@
+package apitest
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/flotilla-dev/flotilla/hub/api"
+	"github.com/flotilla-dev/flotilla/internal/appkey"
+	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
+)
+
+// Hub is an in-memory api.Hub. A test sets the fleet in its exported fields
+// before it serves the Hub; the operations answer from that fleet the way
+// the real hub does (an application published nowhere is api.ErrNotFound,
+// every target cluster answers) and change nothing in it.
+type Hub struct {
+	Registrations  []*flotillav1.ClusterRegistration
+	Desired        []*flotillav1.DesiredState
+	Status         []*flotillav1.AppStatus
+	EventLog       []*flotillav1.Event
+	HistoryEntries []*flotillav1.HistoryEntry
+	// Diffs are the objects each cluster's agent finds differing, by
+	// "cluster/app".
+	Diffs map[string][]*flotillav1.ObjectDiff
+	// AgentErrors is the error each cluster's agent answers commands
+	// with (diff, sync, rollout), by cluster.
+	AgentErrors map[string]string
+	// Reverted is what a revert pushes; nil: there is nothing to revert.
+	Reverted *flotillav1.RevertAppResponse
+	// Errors are what a method fails with, by method name ("Statuses",
+	// "Sync"), before it reads the fleet.
+	Errors map[string]error
+
+	mu     sync.Mutex
+	calls  []Call
+	audits []*flotillav1.Event
+}
+
+var _ api.Hub = (*Hub)(nil)
+
+// Call is one operation the API asked of the hub, with its arguments.
+type Call struct {
+	Method    string
+	App       string
+	Cluster   string
+	Actor     string
+	HistoryID uint64
+	Action    flotillav1.RolloutAction
+	Full      bool
+	Limit     int
+}
+
+// Calls are the operations asked so far (History, Events, Diff, Sync,
+// Rollback, Revert, Unpin, Rollout), oldest first.
+func (h *Hub) Calls() []Call {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.calls)
+}
+
+// Audits are the events the API audited, oldest first.
+func (h *Hub) Audits() []*flotillav1.Event {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.audits)
+}
+
+// record notes a call and returns the error the test set for it.
+func (h *Hub) record(c Call) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if c.Method != "" {
+		h.calls = append(h.calls, c)
+	}
+	return h.Errors[c.Method]
+}
+
+// Clusters implements api.Hub.
+func (h *Hub) Clusters() []*flotillav1.ClusterRegistration { return clone(h.Registrations) }
+
+// Published implements api.Hub.
+func (h *Hub) Published() []*flotillav1.DesiredState { return clone(h.Desired) }
+
+// Statuses implements api.Hub.
+func (h *Hub) Statuses(context.Context) (map[string]*flotillav1.AppStatus, error) {
+	if err := h.Errors["Statuses"]; err != nil {
+		return nil, err
+	}
+	out := map[string]*flotillav1.AppStatus{}
+	for _, st := range clone(h.Status) {
+		out[appkey.Join(st.GetCluster(), st.GetApp())] = st
+	}
+	return out, nil
+}
+
+// Events implements api.Hub: "*" matches any cluster or app, and the
+// newest limit events are returned, oldest first.
+func (h *Hub) Events(_ context.Context, cluster, app string, limit int) ([]*flotillav1.Event, error) {
+	if err := h.record(Call{Method: "Events", Cluster: cluster, App: app, Limit: limit}); err != nil {
+		return nil, err
+	}
+	var out []*flotillav1.Event
+	for _, ev := range clone(h.EventLog) {
+		if (cluster == "*" || ev.GetCluster() == cluster) && (app == "*" || ev.GetApp() == app) {
+			out = append(out, ev)
+		}
+	}
+	if len(out) > limit {
+		out = out[len(out)-limit:]
+	}
+	return out, nil
+}
+
+// Audit implements api.Hub.
+func (h *Hub) Audit(_ context.Context, ev *flotillav1.Event) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.audits = append(h.audits, proto.Clone(ev).(*flotillav1.Event))
+}
+
+// targets are the published, not deleted, desired states of app (in
+// cluster, unless empty), sorted by cluster.
+func (h *Hub) targets(app, cluster string) ([]*flotillav1.DesiredState, error) {
+	var out []*flotillav1.DesiredState
+	for _, ds := range clone(h.Desired) {
+		if ds.GetApp() == app && (cluster == "" || ds.GetCluster() == cluster) && ds.GetDeletion() == nil {
+			out = append(out, ds)
+		}
+	}
+	if len(out) == 0 {
+		if cluster != "" {
+			return nil, fmt.Errorf("%w: application %q is not published to cluster %q", api.ErrNotFound, app, cluster)
+		}
+		return nil, fmt.Errorf("%w: application %q is not published to any cluster", api.ErrNotFound, app)
+	}
+	slices.SortFunc(out, func(a, b *flotillav1.DesiredState) int { return strings.Compare(a.GetCluster(), b.GetCluster()) })
+	return out, nil
+}
+
+// History implements api.Hub.
+func (h *Hub) History(_ context.Context, app, cluster string) ([]*flotillav1.HistoryEntry, error) {
+	if err := h.record(Call{Method: "History", App: app, Cluster: cluster}); err != nil {
+		return nil, err
+	}
+	var out []*flotillav1.HistoryEntry
+	for _, e := range clone(h.HistoryEntries) {
+		if e.GetApp() == app && (cluster == "" || e.GetCluster() == cluster) {
+			out = append(out, e)
+		}
+	}
+	if len(out) == 0 {
+		_, err := h.targets(app, cluster)
+		return nil, err
+	}
+	return out, nil
+}
+
+// Diff implements api.Hub.
+func (h *Hub) Diff(_ context.Context, app, cluster, actor string) ([]*flotillav1.ClusterDiff, error) {
+	if err := h.record(Call{Method: "Diff", App: app, Cluster: cluster, Actor: actor}); err != nil {
+		return nil, err
+	}
+	targets, err := h.targets(app, cluster)
+	if err != nil {
+		return nil, err
+	}
+	var out []*flotillav1.ClusterDiff
+	for _, ds := range targets {
+		c := ds.GetCluster()
+		d := &flotillav1.ClusterDiff{Cluster: c, HistoryId: ds.GetHistoryId(), Error: h.AgentErrors[c]}
+		if d.Error == "" {
+			d.Diffs = clone(h.Diffs[c+"/"+app])
+		}
+		out = append(out, d)
+	}
+	return out, nil
+}
+
+// Sync implements api.Hub: each target cluster answers with the history
+// id it applied, its current one.
+func (h *Hub) Sync(_ context.Context, app, cluster, actor string) ([]*flotillav1.ClusterResult, error) {
+	if err := h.record(Call{Method: "Sync", App: app, Cluster: cluster, Actor: actor}); err != nil {
+		return nil, err
+	}
+	return h.results(app, cluster, func(ds *flotillav1.DesiredState) *flotillav1.ClusterResult {
+		return &flotillav1.ClusterResult{HistoryId: ds.GetHistoryId(), Error: h.AgentErrors[ds.GetCluster()]}
+	})
+}
+
+// Rollback implements api.Hub: every target cluster must have the history
+// entry, and each answers with the next history id, the republished one.
+func (h *Hub) Rollback(_ context.Context, app string, historyID uint64, cluster, actor string) ([]*flotillav1.ClusterResult, error) {
+	if err := h.record(Call{Method: "Rollback", App: app, Cluster: cluster, Actor: actor, HistoryID: historyID}); err != nil {
+		return nil, err
+	}
+	targets, err := h.targets(app, cluster)
+	if err != nil {
+		return nil, err
+	}
+	var missing []string
+	for _, ds := range targets {
+		if !slices.ContainsFunc(h.HistoryEntries, func(e *flotillav1.HistoryEntry) bool {
+			return e.GetCluster() == ds.GetCluster() && e.GetApp() == app && e.GetHistoryId() == historyID
+		}) {
+			missing = append(missing, ds.GetCluster())
+		}
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("%w: history id %d of %s is not retained in cluster(s) %s", api.ErrNotFound, historyID, app, strings.Join(missing, ", "))
+	}
+	return h.results(app, cluster, func(ds *flotillav1.DesiredState) *flotillav1.ClusterResult {
+		return &flotillav1.ClusterResult{HistoryId: ds.GetHistoryId() + 1}
+	})
+}
+
+// Revert implements api.Hub.
+func (h *Hub) Revert(_ context.Context, app, actor string) (*flotillav1.RevertAppResponse, error) {
+	if err := h.record(Call{Method: "Revert", App: app, Actor: actor}); err != nil {
+		return nil, err
+	}
+	if _, err := h.targets(app, ""); err != nil {
+		return nil, err
+	}
+	if h.Reverted == nil {
+		return nil, fmt.Errorf("%w: no commit changed %s", api.ErrFailedPrecondition, app)
+	}
+	return proto.Clone(h.Reverted).(*flotillav1.RevertAppResponse), nil
+}
+
+// Unpin implements api.Hub: the pinned target clusters answer with the
+// next history id, the one that follows Git again.
+func (h *Hub) Unpin(_ context.Context, app, cluster, actor string) ([]*flotillav1.ClusterResult, error) {
+	if err := h.record(Call{Method: "Unpin", App: app, Cluster: cluster, Actor: actor}); err != nil {
+		return nil, err
+	}
+	results, err := h.results(app, cluster, func(ds *flotillav1.DesiredState) *flotillav1.ClusterResult {
+		if ds.GetPin() == nil {
+			return nil
+		}
+		return &flotillav1.ClusterResult{HistoryId: ds.GetHistoryId() + 1}
+	})
+	if err == nil && len(results) == 0 {
+		err = fmt.Errorf("%w: %s is not pinned", api.ErrFailedPrecondition, app)
+	}
+	return results, err
+}
+
+// Rollout implements api.Hub: each target cluster acts on one Rollout
+// named for the application in its destination namespace.
+func (h *Hub) Rollout(_ context.Context, app, cluster string, action flotillav1.RolloutAction, full bool, actor string) ([]*flotillav1.ClusterResult, error) {
+	if err := h.record(Call{Method: "Rollout", App: app, Cluster: cluster, Actor: actor, Action: action, Full: full}); err != nil {
+		return nil, err
+	}
+	return h.results(app, cluster, func(ds *flotillav1.DesiredState) *flotillav1.ClusterResult {
+		r := &flotillav1.ClusterResult{HistoryId: ds.GetHistoryId(), Error: h.AgentErrors[ds.GetCluster()]}
+		if r.Error == "" {
+			r.Objects = []string{"Rollout/" + ds.GetDestination().GetNamespace() + "/" + app}
+		}
+		return r
+	})
+}
+
+// results asks each target cluster, in order; a nil answer leaves the
+// cluster out.
+func (h *Hub) results(app, cluster string, answer func(*flotillav1.DesiredState) *flotillav1.ClusterResult) ([]*flotillav1.ClusterResult, error) {
+	targets, err := h.targets(app, cluster)
+	if err != nil {
+		return nil, err
+	}
+	var out []*flotillav1.ClusterResult
+	for _, ds := range targets {
+		if r := answer(ds); r != nil {
+			r.Cluster = ds.GetCluster()
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
+
+// clone deep-copies messages, so the API may sort or change what it gets
+// without touching the fleet a test set.
+func clone[M proto.Message](in []M) []M {
+	out := make([]M, len(in))
+	for i, m := range in {
+		out[i] = proto.Clone(m).(M)
+	}
+	return out
+}

@@ -1,0 +1,223 @@
+package bus
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/nats-io/nats.go"
+
+	"github.com/flotilla-dev/flotilla/internal/appkey"
+)
+
+// watchTimeout bounds every wait for a delivery: a catch-up after a
+// restart can wait for JetStream to recover and one retry.
+const watchTimeout = 20 * time.Second
+
+// watchRecorder collects what WatchDesired delivers.
+type watchRecorder struct {
+	t  *testing.T
+	mu sync.Mutex
+	// ids are the history ids delivered per key, in order.
+	ids map[string][]uint64
+	// caughtUp are the keys delivered by a catch-up (with a revision),
+	// not as a change notification.
+	caughtUp map[string]bool
+	// hold, when set, is called in deliver for each entry: a slow
+	// consumer.
+	hold func(DesiredEntry)
+}
+
+// watch runs WatchDesired for cluster on b until the test ends.
+func watch(t *testing.T, b *Bus, cluster string, hold func(DesiredEntry)) *watchRecorder {
+	t.Helper()
+	r := &watchRecorder{t: t, ids: map[string][]uint64{}, caughtUp: map[string]bool{}, hold: hold}
+	done := make(chan error, 1)
+	go func() { done <- b.WatchDesired(t.Context(), cluster, r.deliver) }()
+	t.Cleanup(func() {
+		if err := <-done; err != nil {
+			t.Errorf("WatchDesired: %v", err)
+		}
+	})
+	return r
+}
+
+func (r *watchRecorder) deliver(e DesiredEntry) {
+	key := appkey.Join(e.Cluster, e.App)
+	r.mu.Lock()
+	r.ids[key] = append(r.ids[key], historyID(r.t, e))
+	if e.Revision != 0 {
+		r.caughtUp[key] = true
+	}
+	r.mu.Unlock()
+	if r.hold != nil {
+		r.hold(e)
+	}
+}
+
+// waitFor waits until key's history id id was delivered.
+func (r *watchRecorder) waitFor(key string, id uint64) {
+	r.t.Helper()
+	eventually(r.t, watchTimeout, func() error {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if !slices.Contains(r.ids[key], id) {
+			return fmt.Errorf("%s: delivered %v, want %d", key, r.ids[key], id)
+		}
+		return nil
+	})
+}
+
+// fromCatchUp reports whether key was delivered by a catch-up.
+func (r *watchRecorder) fromCatchUp(key string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.caughtUp[key]
+}
+
+func (r *watchRecorder) delivered() map[string][]uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := map[string][]uint64{}
+	for k, v := range r.ids {
+		out[k] = slices.Clone(v)
+	}
+	return out
+}
+
+func publish(t *testing.T, b *Bus, cluster, app string, id uint64) {
+	t.Helper()
+	if err := b.PublishDesired(t.Context(), []DesiredPut{{Cluster: cluster, App: app, State: state(t, cluster, app, id)}}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestWatchDesiredDeliversTheNewestThenChanges(t *testing.T) {
+	b := newBus(t)
+	publish(t, b, "prod-eu", "api-service", 1)
+	publish(t, b, "prod-eu", "api-service", 2)
+	publish(t, b, "prod-eu", "retired", 1)
+	if err := b.desired.Delete(t.Context(), appkey.Join("prod-eu", "retired")); err != nil {
+		t.Fatal(err)
+	}
+
+	r := watch(t, b, "prod-eu", nil)
+	r.waitFor("prod-eu.api-service", 2)
+	publish(t, b, "prod-eu", "worker-service", 1)
+	publish(t, b, "staging-1", "api-service", 1) // another cluster's
+	publish(t, b, "prod-eu", "api-service", 3)
+	r.waitFor("prod-eu.api-service", 3)
+	r.waitFor("prod-eu.worker-service", 1)
+
+	// The catch-up at the start delivers the newest entry of each key (not
+	// its history, not a deleted key); later ones can arrive twice, if a
+	// change raced with the catch-up.
+	got := r.delivered()
+	for key, ids := range got {
+		got[key] = slices.Compact(ids)
+	}
+	want := map[string][]uint64{"prod-eu.api-service": {2, 3}, "prod-eu.worker-service": {1}}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("delivered history ids (-want +got):\n%s", diff)
+	}
+}
+
+func TestWatchDesiredCatchesUpAfterAServerRestart(t *testing.T) {
+	s := startServer(t)
+	b := s.provision(nil)
+	// The agent's connection dials only while the gate is open, so the
+	// entry below is published while it is surely disconnected; its
+	// reconnect handler is the owner's, and must stay so.
+	gate := &gatedDialer{}
+	var reconnects atomic.Int32
+	agentConn := s.connect(nats.SetCustomDialer(gate), nats.ReconnectHandler(func(*nats.Conn) { reconnects.Add(1) }))
+	agentBus, err := Open(t.Context(), agentConn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	publish(t, b, "prod-eu", "api-service", 1)
+	r := watch(t, agentBus, "prod-eu", nil)
+	r.waitFor("prod-eu.api-service", 1)
+
+	gate.closed.Store(true)
+	s.restart()
+	eventually(t, watchTimeout, func() error { // JetStream recovered its streams
+		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+		defer cancel()
+		return b.PublishDesired(ctx, []DesiredPut{{Cluster: "prod-eu", App: "api-service", State: state(t, "prod-eu", "api-service", 2)}})
+	})
+	if agentConn.IsConnected() {
+		t.Fatal("the agent's connection reconnected through a closed gate")
+	}
+	gate.closed.Store(false)
+
+	r.waitFor("prod-eu.api-service", 2)
+	if !r.fromCatchUp("prod-eu.api-service") {
+		t.Error("entry 2 did not come from a catch-up")
+	}
+	eventually(t, watchTimeout, func() error {
+		if reconnects.Load() == 0 {
+			return fmt.Errorf("the connection's own reconnect handler was not called")
+		}
+		return nil
+	})
+}
+
+func TestWatchDesiredCatchesUpAfterDroppedNotifications(t *testing.T) {
+	s := startServer(t)
+	b := s.provision(nil)
+	agentConn := s.connect(nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {})) // slow consumers are expected
+	agentBus, err := Open(t.Context(), agentConn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The "block" entry holds deliver until released: meanwhile more
+	// notifications arrive than the subscription buffers.
+	blocked, release := make(chan struct{}), make(chan struct{})
+	r := watch(t, agentBus, "prod-eu", func(e DesiredEntry) {
+		if e.App == "block" && e.Revision == 0 {
+			close(blocked)
+			<-release
+		}
+	})
+	publish(t, b, "prod-eu", "ready", 1)
+	r.waitFor("prod-eu.ready", 1) // the first catch-up is done
+	publish(t, b, "prod-eu", "block", 1)
+	<-blocked
+
+	const apps = watchBuffer + 150
+	before := agentConn.Stats().InMsgs
+	puts := make([]DesiredPut, apps)
+	for i := range puts {
+		app := fmt.Sprintf("app-%03d", i)
+		puts[i] = DesiredPut{Cluster: "prod-eu", App: app, State: state(t, "prod-eu", app, 1)}
+	}
+	if err := b.PublishDesired(t.Context(), puts); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, watchTimeout, func() error { // every notification reached the client, the excess dropped
+		if got := agentConn.Stats().InMsgs - before; got < apps {
+			return fmt.Errorf("%d of %d notifications received", got, apps)
+		}
+		return nil
+	})
+	close(release)
+
+	for i := range apps {
+		r.waitFor(fmt.Sprintf("prod-eu.app-%03d", i), 1)
+	}
+	caughtUp := 0
+	for i := range apps {
+		if r.fromCatchUp(fmt.Sprintf("prod-eu.app-%03d", i)) {
+			caughtUp++
+		}
+	}
+	if caughtUp == 0 {
+		t.Error("no entry came from a catch-up: the test dropped no notification")
+	}
+}

@@ -1,0 +1,197 @@
+package signing
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"errors"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
+)
+
+// fuzzKey is a fixed key, so that the envelopes of the seed corpus stay
+// signed by it from one run to the next.
+func fuzzKey(name string) ed25519.PrivateKey {
+	seed := sha256.Sum256([]byte("flotilla fuzz key " + name))
+	return ed25519.NewKeyFromSeed(seed[:])
+}
+
+// fuzzEnvelopes are envelopes as the hub writes them: desired states
+// (one of them a removal) and commands, signed by the hub's key.
+func fuzzEnvelopes(tb testing.TB, signer *Signer) ([]*flotillav1.SignedDesiredState, []*flotillav1.SignedAgentCommand) {
+	tb.Helper()
+	var states []*flotillav1.SignedDesiredState
+	for _, ds := range []*flotillav1.DesiredState{
+		{SchemaVersion: 1, Cluster: "prod-eu", App: "api-service", HistoryId: 7,
+			Source:   &flotillav1.Source{RepoUrl: "https://git.example.com/r", Path: "apps/api", Commit: "aaaaaaaabbbbbbbb"},
+			Artifact: &flotillav1.Artifact{Digest: "sha256:ab", Size: 10}, Initiator: flotillav1.Initiator_INITIATOR_GIT},
+		{SchemaVersion: 1, Cluster: "prod-eu", App: "old-service", HistoryId: 3, Deletion: &flotillav1.Deletion{Cascade: true}},
+		{},
+	} {
+		env, err := signer.Sign(ds)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		states = append(states, env)
+	}
+	var commands []*flotillav1.SignedAgentCommand
+	for _, cmd := range []*flotillav1.AgentCommand{
+		{SchemaVersion: 1, Cluster: "prod-eu", App: "api-service", Actor: "otto", IssuedAt: timestamppb.New(time.Date(2026, time.March, 14, 9, 0, 0, 0, time.UTC)),
+			Command: &flotillav1.AgentCommand_Sync{Sync: &flotillav1.SyncCommand{}}},
+		{SchemaVersion: 1, Cluster: "prod-eu", App: "api-service", Actor: "otto",
+			Command: &flotillav1.AgentCommand_Rollout{Rollout: &flotillav1.RolloutCommand{Action: flotillav1.RolloutAction_ROLLOUT_ACTION_PROMOTE, Full: true}}},
+	} {
+		env, err := signer.SignCommand(cmd)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		commands = append(commands, env)
+	}
+	return states, commands
+}
+
+// FuzzVerify reads arbitrary bytes as the envelopes agents receive from the
+// bus and verifies them: Verify and VerifyCommand never panic, and what
+// they accept is exactly a payload the hub signed, decoded.
+func FuzzVerify(f *testing.F) {
+	signer := NewSigner(fuzzKey("hub"))
+	rotated := NewSigner(fuzzKey("next"))
+	rogue := NewSigner(fuzzKey("rogue"))
+	verifier := NewVerifier(signer.PublicKey(), rotated.PublicKey())
+
+	signed := map[string]bool{} // payloads the pinned keys signed
+	add := func(env proto.Message, payload []byte, trusted bool) {
+		data, err := proto.Marshal(env)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+		if trusted {
+			signed[string(payload)] = true
+		}
+	}
+	for _, s := range []*Signer{signer, rotated, rogue} {
+		states, commands := fuzzEnvelopes(f, s)
+		for _, env := range states {
+			add(env, env.GetDesiredState(), s != rogue)
+		}
+		for _, env := range commands {
+			add(env, env.GetCommand(), s != rogue)
+		}
+	}
+	f.Add([]byte{})
+	f.Add([]byte("\x1a\x09\x0a\x07ed25519")) // a signature with only its algorithm
+
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var env flotillav1.SignedDesiredState
+		if proto.Unmarshal(data, &env) == nil {
+			ds, err := verifier.Verify(&env)
+			checkVerified(t, signed, env.GetDesiredState(), ds, err, &flotillav1.DesiredState{})
+		}
+		var cmdEnv flotillav1.SignedAgentCommand
+		if proto.Unmarshal(data, &cmdEnv) == nil {
+			cmd, err := verifier.VerifyCommand(&cmdEnv)
+			checkVerified(t, signed, cmdEnv.GetCommand(), cmd, err, &flotillav1.AgentCommand{})
+		}
+	})
+}
+
+// checkVerified fails unless got (with err) is the verdict on payload:
+// refused, or accepted because a pinned key signed exactly payload and then
+// its decoding.
+func checkVerified[M proto.Message](t *testing.T, signed map[string]bool, payload []byte, got M, err error, want M) {
+	t.Helper()
+	if err != nil {
+		return
+	}
+	if !signed[string(payload)] {
+		t.Fatalf("accepted a payload no pinned key signed: %x", payload)
+	}
+	if uerr := proto.Unmarshal(payload, want); uerr != nil {
+		t.Fatalf("accepted a payload that does not decode (%v): %x", uerr, payload)
+	}
+	if !proto.Equal(want, got) {
+		t.Fatalf("accepted %v, the payload says %v", got, want)
+	}
+}
+
+// FuzzVerifyMutated changes one part of an envelope the hub signed: a byte
+// of the payload or of the signature, the key id or the algorithm, or it
+// cuts or extends the payload or the signature. Whatever changed what the
+// signature covers or how it is checked, the envelope is refused; an
+// envelope left as it was verifies.
+func FuzzVerifyMutated(f *testing.F) {
+	signer := NewSigner(fuzzKey("hub"))
+	other := NewSigner(fuzzKey("next"))
+	verifier := NewVerifier(signer.PublicKey(), other.PublicKey())
+	states, commands := fuzzEnvelopes(f, signer)
+	for part := range byte(8) {
+		f.Add(uint8(0), part, uint16(0), byte(1), []byte(nil))
+		f.Add(uint8(3), part, uint16(17), byte(0x80), []byte("x"))
+	}
+	f.Add(uint8(1), byte(0), uint16(0), byte(0), []byte(nil)) // unchanged
+
+	f.Fuzz(func(t *testing.T, which uint8, part byte, at uint16, xor byte, extra []byte) {
+		n := len(states) + len(commands)
+		var payload []byte
+		var sig *flotillav1.Signature
+		i := int(which) % n
+		if i < len(states) {
+			env := proto.Clone(states[i]).(*flotillav1.SignedDesiredState)
+			payload, sig = env.GetDesiredState(), env.GetSignature()
+		} else {
+			env := proto.Clone(commands[i-len(states)]).(*flotillav1.SignedAgentCommand)
+			payload, sig = env.GetCommand(), env.GetSignature()
+		}
+		origPayload, origSig := bytes.Clone(payload), proto.Clone(sig).(*flotillav1.Signature)
+
+		flip := func(b []byte) {
+			if len(b) > 0 {
+				b[int(at)%len(b)] ^= xor
+			}
+		}
+		switch part % 8 {
+		case 0:
+			flip(payload)
+		case 1:
+			flip(sig.Value)
+		case 2:
+			payload = append(payload, extra...)
+		case 3:
+			payload = payload[:int(at)%(len(payload)+1)]
+		case 4:
+			sig.Value = append(sig.Value, extra...)
+		case 5:
+			sig.Value = sig.Value[:int(at)%(len(sig.Value)+1)]
+		case 6:
+			if xor%2 == 0 {
+				sig.KeyId = KeyID(other.PublicKey()) // pinned, but it did not sign
+			} else {
+				sig.KeyId = string(extra)
+			}
+		case 7:
+			sig.Algorithm = string(extra)
+		}
+		changed := !bytes.Equal(payload, origPayload) || !proto.Equal(sig, origSig)
+
+		var err error
+		if i < len(states) {
+			_, err = verifier.Verify(&flotillav1.SignedDesiredState{SchemaVersion: SchemaVersion, DesiredState: payload, Signature: sig})
+		} else {
+			_, err = verifier.VerifyCommand(&flotillav1.SignedAgentCommand{SchemaVersion: SchemaVersion, Command: payload, Signature: sig})
+		}
+		switch {
+		case changed && err == nil:
+			t.Fatalf("accepted a mutated envelope: payload %x (signed %x), signature %v (signed %v)", payload, origPayload, sig, origSig)
+		case changed && !errors.Is(err, ErrBadSignature) && !errors.Is(err, ErrUnknownKey):
+			t.Fatalf("refused a mutated envelope with %v, want ErrBadSignature or ErrUnknownKey", err)
+		case !changed && err != nil:
+			t.Fatalf("refused the envelope as signed: %v", err)
+		}
+	})
+}
