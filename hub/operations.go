@@ -54,20 +54,7 @@ func (h *Hub) Audit(ctx context.Context, ev *flotillav1.Event) {
 // targets are the newest published desired states of app, in one cluster
 // or all, without deletions; none is an api.ErrNotFound.
 func (h *Hub) targets(app, cluster string) ([]*flotillav1.DesiredState, error) {
-	var out []*flotillav1.DesiredState
-	for _, ds := range h.publisher.All() {
-		if ds.GetApp() == app && ds.GetDeletion() == nil && (cluster == "" || ds.GetCluster() == cluster) {
-			out = append(out, ds)
-		}
-	}
-	if len(out) == 0 {
-		if cluster != "" {
-			return nil, fmt.Errorf("%w: application %q is not published to cluster %q", api.ErrNotFound, app, cluster)
-		}
-		return nil, fmt.Errorf("%w: application %q is not published to any cluster", api.ErrNotFound, app)
-	}
-	slices.SortFunc(out, func(a, b *flotillav1.DesiredState) int { return strings.Compare(a.GetCluster(), b.GetCluster()) })
-	return out, nil
+	return api.Targets(h.publisher.All(), app, cluster)
 }
 
 // History implements api.Hub.

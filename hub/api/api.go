@@ -403,3 +403,23 @@ func (s *Server) RolloutApp(ctx context.Context, req *connect.Request[flotillav1
 	}
 	return connect.NewResponse(&flotillav1.RolloutAppResponse{Clusters: results}), nil
 }
+
+// Targets are the published, not deleted desired states of app (in
+// cluster, when it is set), sorted by cluster. It returns ErrNotFound
+// (wrapped) when there is none.
+func Targets(published []*flotillav1.DesiredState, app, cluster string) ([]*flotillav1.DesiredState, error) {
+	var out []*flotillav1.DesiredState
+	for _, ds := range published {
+		if ds.GetApp() == app && ds.GetDeletion() == nil && (cluster == "" || ds.GetCluster() == cluster) {
+			out = append(out, ds)
+		}
+	}
+	if len(out) == 0 {
+		if cluster != "" {
+			return nil, fmt.Errorf("%w: application %q is not published to cluster %q", ErrNotFound, app, cluster)
+		}
+		return nil, fmt.Errorf("%w: application %q is not published to any cluster", ErrNotFound, app)
+	}
+	slices.SortFunc(out, func(a, b *flotillav1.DesiredState) int { return strings.Compare(a.GetCluster(), b.GetCluster()) })
+	return out, nil
+}

@@ -126,20 +126,7 @@ func (h *Hub) Audit(_ context.Context, ev *flotillav1.Event) {
 // targets are the published, not deleted, desired states of app (in
 // cluster, unless empty), sorted by cluster.
 func (h *Hub) targets(app, cluster string) ([]*flotillav1.DesiredState, error) {
-	var out []*flotillav1.DesiredState
-	for _, ds := range clone(h.Desired) {
-		if ds.GetApp() == app && (cluster == "" || ds.GetCluster() == cluster) && ds.GetDeletion() == nil {
-			out = append(out, ds)
-		}
-	}
-	if len(out) == 0 {
-		if cluster != "" {
-			return nil, fmt.Errorf("%w: application %q is not published to cluster %q", api.ErrNotFound, app, cluster)
-		}
-		return nil, fmt.Errorf("%w: application %q is not published to any cluster", api.ErrNotFound, app)
-	}
-	slices.SortFunc(out, func(a, b *flotillav1.DesiredState) int { return strings.Compare(a.GetCluster(), b.GetCluster()) })
-	return out, nil
+	return api.Targets(clone(h.Desired), app, cluster)
 }
 
 // History implements api.Hub.
