@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,10 +14,10 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/yaml"
 
+	"github.com/flotilla-dev/flotilla/agent/rollouts"
 	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
 	"github.com/flotilla-dev/flotilla/test/testenv"
 )
@@ -43,21 +42,6 @@ spec:
 // memory is its own.
 type agentProcess struct {
 	cmd *exec.Cmd
-}
-
-// publicKeyFile writes the hub's public key where an agent can pin it.
-func (h *benchHub) publicKeyFile(b *testing.B) string {
-	resp, err := http.Get(h.apiURL + "/api/public-key")
-	if err != nil {
-		b.Fatal(err)
-	}
-	key, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	keyFile := filepath.Join(b.TempDir(), "hub.pub")
-	if err := os.WriteFile(keyFile, key, 0o644); err != nil {
-		b.Fatal(err)
-	}
-	return keyFile
 }
 
 // buildCommand builds the main package pkg (relative to the repository)
@@ -121,24 +105,24 @@ func BenchmarkAgent(b *testing.B) {
 		objects.WriteString("---\n")
 		objects.Write(data)
 	}
-	h.git.WriteFiles(b, "gitops-config", "main", "add the bulk app", map[string]string{"apps/bulk.yaml": bulkApp, "bulk/objects.yaml": objects.String()})
+	h.Commit(b, "add the bulk app", map[string]string{"apps/bulk.yaml": bulkApp, "bulk/objects.yaml": objects.String()})
 	h.webhook(b)
 
 	// Workloads: the bulk app's 334 Deployments really become Available, so
 	// health settles and the agent reaches a steady state, as in a cluster.
 	c := testenv.StartCluster(b, testenv.ClusterOptions{Name: "prod-eu", Workloads: true, Nodes: 4})
-	keyFile := h.publicKeyFile(b)
+	keyFile := h.PublicKeyFile(b)
 	bin := buildCommand(b, "./cmd/agent")
-	args := []string{"--cluster", "prod-eu", "--labels", "env=production", "--nats-url", h.natsURL(b),
+	args := []string{"--cluster", "prod-eu", "--labels", "env=production", "--nats-url", h.NATSURL,
 		"--hub-public-key", keyFile, "--kubeconfig", c.Kubeconfig, "--cache-dir", b.TempDir(), "--metrics-addr", "127.0.0.1:0"}
 
 	for b.Loop() {
 		agent := startAgentProcess(b, bin, args...)
-		first := waitAppStatus(b, h, "bulk", time.Time{}, func(st *flotillav1.AppStatus) bool {
+		first := waitAppStatus(b, h, "bulk", func(st *flotillav1.AppStatus) bool {
 			return st.GetPhase() == flotillav1.SyncPhase_SYNC_PHASE_SUCCEEDED
 		})
 		b.ReportMetric(syncSeconds(first), "first-sync-s")
-		waitAppStatus(b, h, "bulk", time.Time{}, func(st *flotillav1.AppStatus) bool {
+		waitAppStatus(b, h, "bulk", func(st *flotillav1.AppStatus) bool {
 			return st.GetHealth() == flotillav1.HealthStatus_HEALTH_STATUS_HEALTHY
 		})
 		time.Sleep(10 * time.Second) // steady state: health settled, garbage returned
@@ -150,8 +134,8 @@ func BenchmarkAgent(b *testing.B) {
 		agent.stop()
 		restarted := time.Now()
 		agent = startAgentProcess(b, bin, args...)
-		noop := waitAppStatus(b, h, "bulk", restarted, func(st *flotillav1.AppStatus) bool {
-			return st.GetMessage() == "already applied"
+		noop := waitAppStatus(b, h, "bulk", func(st *flotillav1.AppStatus) bool {
+			return st.GetMessage() == "already applied" && !st.GetObservedAt().AsTime().Before(restarted)
 		})
 		b.ReportMetric(syncSeconds(noop)*1000, "noop-ms")
 		after := bulkVersions(b, c)
@@ -182,20 +166,14 @@ func syncSeconds(st *flotillav1.AppStatus) float64 {
 	return st.GetFinishedAt().AsTime().Sub(st.GetStartedAt().AsTime()).Seconds()
 }
 
-func waitAppStatus(b *testing.B, h *benchHub, app string, after time.Time, ok func(*flotillav1.AppStatus) bool) *flotillav1.AppStatus {
-	var got *flotillav1.AppStatus
-	testenv.Eventually(b, 5*time.Minute, func() error {
-		st, err := h.bus.GetStatus(context.Background(), "prod-eu", app)
-		if err != nil {
-			return err
+// waitAppStatus waits until the status of prod-eu's app satisfies ok.
+func waitAppStatus(b *testing.B, h *benchHub, app string, ok func(*flotillav1.AppStatus) bool) *flotillav1.AppStatus {
+	return h.WaitStatus(b, "prod-eu", app, 5*time.Minute, func(st *flotillav1.AppStatus) error {
+		if !ok(st) {
+			return fmt.Errorf("%v %s", st.GetPhase(), st.GetMessage())
 		}
-		if st.GetObservedAt().AsTime().Before(after) || !ok(st) {
-			return fmt.Errorf("status of %s: %v %s", app, st.GetPhase(), st.GetMessage())
-		}
-		got = st
 		return nil
 	})
-	return got
 }
 
 var bulkGVRs = []schema.GroupVersionResource{{Version: "v1", Resource: "configmaps"}, {Version: "v1", Resource: "services"}, {Group: "apps", Version: "v1", Resource: "deployments"}}
@@ -217,20 +195,8 @@ func bulkVersions(b *testing.B, c *testenv.Cluster) map[string]string {
 	return out
 }
 
+// waitRolloutImage waits until production's api-service Rollout runs an
+// image ending in suffix.
 func waitRolloutImage(b *testing.B, c *testenv.Cluster, suffix string) {
-	gvr := schema.GroupVersionResource{Group: "argoproj.io", Version: "v1alpha1", Resource: "rollouts"}
-	deadline := time.Now().Add(time.Minute)
-	for time.Now().Before(deadline) {
-		ro, err := c.Dynamic.Resource(gvr).Namespace("production").Get(context.Background(), "api-service", metav1.GetOptions{})
-		if err == nil {
-			containers, _, _ := unstructured.NestedSlice(ro.Object, "spec", "template", "spec", "containers")
-			if len(containers) > 0 {
-				if img, _, _ := unstructured.NestedString(containers[0].(map[string]any), "image"); strings.HasSuffix(img, suffix) {
-					return
-				}
-			}
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	b.Fatalf("rollout never ran %s", suffix)
+	c.WaitImage(b, rollouts.GVR, "production", "api-service", suffix, time.Minute)
 }

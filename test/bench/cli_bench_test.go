@@ -8,18 +8,17 @@ import (
 	"testing"
 	"time"
 
-	"github.com/flotilla-dev/flotilla/internal/cli"
 	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
 	"github.com/flotilla-dev/flotilla/test/testenv"
+	"github.com/flotilla-dev/flotilla/test/testenv/flotillatest"
 )
 
 // flotilla runs the CLI in process, as an operator, and fails on any
 // non-zero exit.
 func flotilla(b *testing.B, h *benchHub, out io.Writer, args ...string) {
-	root := cli.NewRoot(out)
-	root.SetArgs(append(args, "--hub", h.apiURL, "--token", token))
-	if err := root.ExecuteContext(b.Context()); err != nil {
-		b.Fatalf("flotilla %s: %v", strings.Join(args, " "), err)
+	var stderr strings.Builder
+	if code := flotillatest.RunCLI(b, out, &stderr, append(args, "--hub", h.APIURL, "--token", flotillatest.OperatorToken)...); code != 0 {
+		b.Fatalf("flotilla %s: exit %d: %s", strings.Join(args, " "), code, stderr.String())
 	}
 }
 
@@ -30,8 +29,8 @@ func flotilla(b *testing.B, h *benchHub, out io.Writer, args ...string) {
 func BenchmarkRollbackToApplied(b *testing.B) {
 	h := startHub(b, time.Hour, nil)
 	c := testenv.StartCluster(b, testenv.ClusterOptions{Name: "prod-eu"})
-	agent := startAgentProcess(b, buildCommand(b, "./cmd/agent"), "--cluster", "prod-eu", "--labels", "env=production", "--nats-url", h.natsURL(b),
-		"--hub-public-key", h.publicKeyFile(b), "--kubeconfig", c.Kubeconfig, "--cache-dir", b.TempDir())
+	agent := startAgentProcess(b, buildCommand(b, "./cmd/agent"), "--cluster", "prod-eu", "--labels", "env=production", "--nats-url", h.NATSURL,
+		"--hub-public-key", h.PublicKeyFile(b), "--kubeconfig", c.Kubeconfig, "--cache-dir", b.TempDir())
 	defer agent.stop()
 	waitRolloutImage(b, c, "api-service:1.4.2") // history 1
 	bumpTag(b, h, "2.0.0")
@@ -63,13 +62,13 @@ func BenchmarkAppList(b *testing.B) {
 	for i := range 6 { // the fixture has 4 production apps
 		files[fmt.Sprintf("apps/extra-%d.yaml", i)] = strings.ReplaceAll(strings.ReplaceAll(bulkApp, "name: bulk", fmt.Sprintf("name: extra-%d", i)), "path: bulk", "path: extra")
 	}
-	h.git.WriteFiles(b, "gitops-config", "main", "six more apps", files)
+	h.Commit(b, "six more apps", files)
 	h.webhook(b)
 	const clusters = 1000
 	h.registerClusters(b, clusters)
 	var published []*flotillav1.DesiredState
 	testenv.Eventually(b, 5*time.Minute, func() error {
-		published = h.hub.Published()
+		published = h.Server.Published()
 		if len(published) != clusters*10 {
 			return fmt.Errorf("%d desired states published, want %d", len(published), clusters*10)
 		}
@@ -78,7 +77,7 @@ func BenchmarkAppList(b *testing.B) {
 	for _, ds := range published {
 		st := &flotillav1.AppStatus{SchemaVersion: 1, Cluster: ds.GetCluster(), App: ds.GetApp(), HistoryId: ds.GetHistoryId(), Revision: ds.GetSource().GetCommit(),
 			Phase: flotillav1.SyncPhase_SYNC_PHASE_SUCCEEDED, SyncStatus: flotillav1.SyncStatus_SYNC_STATUS_SYNCED, Health: flotillav1.HealthStatus_HEALTH_STATUS_HEALTHY, Message: "1 created"}
-		if err := h.bus.PutStatus(context.Background(), st); err != nil {
+		if err := h.Bus.PutStatus(context.Background(), st); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -1,15 +1,9 @@
 package bench
 
 import (
-	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
-	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -24,123 +18,60 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/flotilla-dev/flotilla/hub"
 	"github.com/flotilla-dev/flotilla/hub/config"
+	"github.com/flotilla-dev/flotilla/internal/appkey"
 	"github.com/flotilla-dev/flotilla/internal/bus"
 	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
 	"github.com/flotilla-dev/flotilla/test/testenv"
+	"github.com/flotilla-dev/flotilla/test/testenv/flotillatest"
 )
 
-const (
-	repoURL = "https://github.com/your-org/gitops-config"
-	secret  = "bench-secret"
-	// token is an operator's API token.
-	token = "bench-operator-token"
-)
-
+// benchHub is a hub on the fixture repository (flotillatest.StartHub),
+// with its desired-state bucket, to follow what it publishes.
 type benchHub struct {
-	git    *testenv.GitServer
-	hub    *hub.Hub
-	apiURL string
-	bus    *bus.Bus
-	kv     jetstream.KeyValue
+	*flotillatest.Hub
+	kv jetstream.KeyValue
 }
 
-func (h *benchHub) natsURL(*testing.B) string { return h.hub.NATSURL() }
-
-// startHub runs a hub on the fixture repository with the given extra
-// repositories (bare directories served over file://).
-func startHub(b *testing.B, pollInterval time.Duration, extraRepos []string) *benchHub {
+// startHub runs a hub on the fixture repository beside the given
+// repositories, polling each at pollInterval, with its log discarded.
+func startHub(b *testing.B, pollInterval time.Duration, repos []flotillatest.Repository) *benchHub {
 	b.Helper()
-	h := &benchHub{git: testenv.NewGitServer(b, testenv.GitServerOptions{})}
-	h.git.CreateRepo(b, "gitops-config")
-	h.git.PushDir(b, "gitops-config", "main", "initial import", testenv.Fixture(b, "gitops-config"))
-	dir := b.TempDir()
-	b.Setenv("FLOTILLA_BENCH_TOKEN", token)
-	secretFile := filepath.Join(dir, "secret")
-	if err := os.WriteFile(secretFile, []byte(secret), 0o600); err != nil {
-		b.Fatal(err)
-	}
-	var repos strings.Builder
-	fmt.Fprintf(&repos, "  - {url: %s, fetchURL: %s, pollInterval: %s}\n", repoURL, h.git.RepoURL("gitops-config"), pollInterval)
-	for i, r := range extraRepos {
-		fmt.Fprintf(&repos, "  - {url: https://git.example.com/repo-%d, fetchURL: file://%s, pollInterval: %s}\n", i, r, pollInterval)
-	}
-	cfg, err := config.Parse("bench.yaml", []byte(fmt.Sprintf(`
-dataDir: %s
-nats: {embeddedListen: 127.0.0.1:-1}
-repositories:
-%s
-roots:
-  - {name: production, repo: %s, path: apps, clusters: env=production}
-webhook: {secretFile: %s}
-api:
-  tokens: [{name: bench, role: operator, tokenEnv: FLOTILLA_BENCH_TOKEN}]
-`, filepath.Join(dir, "data"), repos.String(), repoURL, secretFile)))
-	if err != nil {
-		b.Fatal(err)
-	}
-	hb, err := hub.New(b.Context(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		b.Fatal(err)
-	}
-	h.hub = hb
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	h.apiURL = "http://" + ln.Addr().String()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- hb.Serve(ctx, ln) }()
-	b.Cleanup(func() {
-		cancel()
-		<-done
-		hb.Close()
-	})
-	nc, err := nats.Connect(hb.NATSURL())
+	h := &benchHub{Hub: flotillatest.StartHub(b, flotillatest.HubOptions{PollInterval: pollInterval, Repositories: repos, Log: slog.New(slog.DiscardHandler)})}
+	nc, err := nats.Connect(h.NATSURL)
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(nc.Close)
-	if h.bus, err = bus.Open(b.Context(), nc); err != nil {
+	js, err := jetstream.New(nc)
+	if err != nil {
 		b.Fatal(err)
 	}
-	js, _ := jetstream.New(nc)
 	if h.kv, err = js.KeyValue(b.Context(), bus.DesiredBucket); err != nil {
 		b.Fatal(err)
 	}
 	return h
 }
 
+// webhook tells the hub about a push, and fails unless it took it.
 func (h *benchHub) webhook(b *testing.B) {
-	body := []byte(`{"repository":{"clone_url":"` + repoURL + `.git"}}`)
-	mac := hmac.New(sha256.New, []byte(secret))
-	mac.Write(body)
-	req, _ := http.NewRequest(http.MethodPost, h.apiURL+"/api/webhook", bytes.NewReader(body))
-	req.Header.Set("X-Hub-Signature-256", "sha256="+hex.EncodeToString(mac.Sum(nil)))
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		b.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusAccepted {
-		b.Fatalf("webhook: %d", resp.StatusCode)
+	b.Helper()
+	if code := h.Webhook(b, flotillatest.WebhookSecret); code != http.StatusAccepted {
+		b.Fatalf("webhook: %d", code)
 	}
 }
 
 // registerClusters registers n production clusters as agents would.
 func (h *benchHub) registerClusters(b *testing.B, n int) {
 	for i := range n {
-		if err := h.bus.Register(b.Context(), &flotillav1.ClusterRegistration{SchemaVersion: 1, Name: fmt.Sprintf("prod-%05d", i), Labels: map[string]string{"env": "production"}}); err != nil {
-			b.Fatal(err)
-		}
+		h.Register(b, fmt.Sprintf("prod-%05d", i), map[string]string{"env": "production"})
 	}
 }
 
+// bumpTag commits a new image tag of api-service in production, as CI does.
 func bumpTag(b *testing.B, h *benchHub, tag string) {
 	values := "replicaCount: 10\nimage:\n  tag: \"" + tag + "\"\nautoscaling:\n  enabled: true\n  minReplicas: 10\n  maxReplicas: 30\ningress:\n  enabled: true\n  host: api.example.com\nrollout:\n  enabled: true\n"
-	h.git.WriteFiles(b, "gitops-config", "main", "deploy: api-service "+tag, map[string]string{"environments/production/api-service-values.yaml": values})
+	h.Commit(b, "deploy: api-service "+tag, map[string]string{"environments/production/api-service-values.yaml": values})
 }
 
 // waitHistory waits until every key in keys has reached history id.
@@ -178,7 +109,7 @@ func percentile(d []time.Duration, p float64) time.Duration {
 func BenchmarkWebhookToPublished(b *testing.B) {
 	h := startHub(b, time.Hour, nil)
 	h.registerClusters(b, 1)
-	key := bus.Key("prod-00000", "api-service")
+	key := appkey.Join("prod-00000", "api-service")
 	w, err := h.kv.Watch(b.Context(), key, jetstream.UpdatesOnly())
 	if err != nil {
 		b.Fatal(err)
@@ -212,16 +143,13 @@ func BenchmarkFanOut(b *testing.B) {
 		b.Run(fmt.Sprintf("clusters=%d", clusters), func(b *testing.B) {
 			h := startHub(b, time.Hour, nil)
 			// A fifth production application, so every cluster has five.
-			worker, err := os.ReadFile(filepath.Join(testenv.Fixture(b, "gitops-config"), "apps", "worker-service.yaml"))
-			if err != nil {
-				b.Fatal(err)
-			}
-			h.git.WriteFiles(b, "gitops-config", "main", "add a fifth app", map[string]string{
-				"apps/batch-service.yaml": strings.Replace(string(worker), "name: worker-service", "name: batch-service", 1),
+			worker := testenv.FixtureFile(b, flotillatest.FixtureRepo, "apps/worker-service.yaml")
+			h.Commit(b, "add a fifth app", map[string]string{
+				"apps/batch-service.yaml": strings.Replace(worker, "name: worker-service", "name: batch-service", 1),
 			})
 			keys := map[string]bool{}
 			for i := range clusters {
-				keys[bus.Key(fmt.Sprintf("prod-%05d", i), "api-service")] = true
+				keys[appkey.Join(fmt.Sprintf("prod-%05d", i), "api-service")] = true
 			}
 			w, err := h.kv.Watch(b.Context(), "*.api-service")
 			if err != nil {
@@ -249,24 +177,15 @@ func BenchmarkFanOut(b *testing.B) {
 // BenchmarkIdlePolling measures the hub's CPU while it polls 50 unchanged
 // repositories at the default interval.
 func BenchmarkIdlePolling(b *testing.B) {
-	var repos []string
-	src := b.TempDir()
-	cmd := func(dir string, args ...string) {
-		c := testenvGit(dir, args...)
-		if out, err := c.CombinedOutput(); err != nil {
-			b.Fatalf("git %v: %v %s", args, err, out)
-		}
-	}
-	cmd(src, "init", "--quiet", "--initial-branch=main")
-	if err := os.WriteFile(filepath.Join(src, "README"), []byte("idle"), 0o644); err != nil {
-		b.Fatal(err)
-	}
-	cmd(src, "add", ".")
-	cmd(src, "commit", "--quiet", "-m", "idle")
+	// 49 copies of a one-commit repository, fetched over file://.
+	git := testenv.NewGitServer(b, testenv.GitServerOptions{})
+	git.CreateRepo(b, "idle")
+	git.WriteFiles(b, "idle", "main", "idle", map[string]string{"README": "idle"})
+	var repos []flotillatest.Repository
 	for i := range 49 {
 		dst := filepath.Join(b.TempDir(), fmt.Sprintf("repo-%d.git", i))
-		cmd(src, "clone", "--quiet", "--bare", src, dst)
-		repos = append(repos, dst)
+		testenv.Git(b, "", "clone", "--quiet", "--bare", git.BareDir("idle"), dst)
+		repos = append(repos, flotillatest.Repository{URL: fmt.Sprintf("https://git.example.com/repo-%d", i), FetchURL: "file://" + dst})
 	}
 	startHub(b, config.DefaultPollInterval, repos)
 	window := 60 * time.Second

@@ -12,15 +12,14 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 
 	"github.com/flotilla-dev/flotilla/agent/rollouts"
 	"github.com/flotilla-dev/flotilla/test/testenv"
+	"github.com/flotilla-dev/flotilla/test/testenv/flotillatest"
 )
 
 // rolloutsCluster is a workloads cluster (ReplicaSets really scale) with
@@ -28,22 +27,14 @@ import (
 func rolloutsCluster(b *testing.B, ns, manifests string) *testenv.Cluster {
 	b.Helper()
 	c := testenv.StartCluster(b, testenv.ClusterOptions{Name: "rollouts", Workloads: true})
-	if _, err := rollouts.EnsureCRDs(b.Context(), c.Dynamic); err != nil {
-		b.Fatal(err)
-	}
-	if _, err := c.Client.CoreV1().Namespaces().Create(b.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ctrl := rollouts.NewController(c.Dynamic, rollouts.DefaultOptions(), slog.New(slog.DiscardHandler))
-	done := make(chan struct{})
-	go func() { defer close(done); _ = ctrl.Run(ctx) }()
-	b.Cleanup(func() { cancel(); <-done })
+	flotillatest.InstallRolloutsCRDs(b, c)
+	c.CreateNamespace(b, ns)
+	flotillatest.StartRolloutsController(b, c, rollouts.DefaultOptions(), slog.New(slog.DiscardHandler))
 	c.CreateAll(b, ns, manifests)
 	return c
 }
 
-// rolloutStatus follows a Rollout's status through a watch and calls seen
+// watchRollout follows a Rollout's status through a watch and calls seen
 // with each new status; stop ends it.
 func watchRollout(b *testing.B, c *testenv.Cluster, ns, name string, seen func(at time.Time, ro *unstructured.Unstructured)) (stop func()) {
 	b.Helper()
@@ -61,20 +52,14 @@ func watchRollout(b *testing.B, c *testenv.Cluster, ns, name string, seen func(a
 	return w.Stop
 }
 
+// status is the Rollout's status field at fields.
 func status(ro *unstructured.Unstructured, fields ...string) string {
-	v, _, _ := unstructured.NestedFieldNoCopy(ro.Object, append([]string{"status"}, fields...)...)
-	if v == nil {
-		return ""
-	}
-	return fmt.Sprint(v)
+	return testenv.Field(ro, append([]string{"status"}, fields...)...)
 }
 
 func setRolloutImage(b *testing.B, c *testenv.Cluster, ns, name, image string) {
 	b.Helper()
-	patch := fmt.Sprintf(`{"spec":{"template":{"spec":{"containers":[{"name":"api","image":%q}]}}}}`, image)
-	if _, err := c.Dynamic.Resource(rollouts.GVR).Namespace(ns).Patch(context.Background(), name, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
-		b.Fatal(err)
-	}
+	c.SetImage(b, rollouts.GVR, ns, name, "api", image)
 }
 
 const abortManifests = `apiVersion: v1

@@ -53,13 +53,13 @@ func BenchmarkSelfHealAtScale(b *testing.B) {
 		manifests.WriteString("---\n")
 		manifests.Write(data)
 	}
-	h.git.WriteFiles(b, "gitops-config", "main", "add 5,000 managed objects", map[string]string{"apps/bulk.yaml": selfHealApp, "bulk/objects.yaml": manifests.String()})
+	h.Commit(b, "add 5,000 managed objects", map[string]string{"apps/bulk.yaml": selfHealApp, "bulk/objects.yaml": manifests.String()})
 	h.webhook(b)
 
 	for b.Loop() {
-		agent := startAgentProcess(b, buildCommand(b, "./cmd/agent"), "--cluster", "prod-eu", "--labels", "env=production", "--nats-url", h.natsURL(b),
-			"--hub-public-key", h.publicKeyFile(b), "--kubeconfig", c.Kubeconfig, "--cache-dir", b.TempDir(), "--metrics-addr", "127.0.0.1:0")
-		first := waitAppStatus(b, h, "bulk", time.Time{}, func(st *flotillav1.AppStatus) bool {
+		agent := startAgentProcess(b, buildCommand(b, "./cmd/agent"), "--cluster", "prod-eu", "--labels", "env=production", "--nats-url", h.NATSURL,
+			"--hub-public-key", h.PublicKeyFile(b), "--kubeconfig", c.Kubeconfig, "--cache-dir", b.TempDir(), "--metrics-addr", "127.0.0.1:0")
+		first := waitAppStatus(b, h, "bulk", func(st *flotillav1.AppStatus) bool {
 			return st.GetPhase() == flotillav1.SyncPhase_SYNC_PHASE_SUCCEEDED && st.GetHealth() == flotillav1.HealthStatus_HEALTH_STATUS_HEALTHY
 		})
 		b.ReportMetric(syncSeconds(first), "first-sync-s")

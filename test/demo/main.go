@@ -30,6 +30,7 @@ import (
 	"github.com/flotilla-dev/flotilla/agent"
 	"github.com/flotilla-dev/flotilla/hub"
 	"github.com/flotilla-dev/flotilla/hub/config"
+	"github.com/flotilla-dev/flotilla/internal/appkey"
 	"github.com/flotilla-dev/flotilla/internal/bus"
 	"github.com/flotilla-dev/flotilla/internal/cli"
 	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
@@ -149,7 +150,7 @@ api:
 		return err
 	}
 	for _, key := range want {
-		cluster, app, _ := bus.SplitKey(key)
+		cluster, app, _ := appkey.Split(key)
 		st, _ := b.GetStatus(ctx, cluster, app)
 		fmt.Printf("\n%s / %s  revision %.8s  history %d  %s\n", cluster, app, st.GetRevision(), st.GetHistoryId(), st.GetMessage())
 		for _, r := range st.GetResources() {
@@ -432,7 +433,7 @@ func createRepo(fixture, bare, checkout string, prometheus *testenv.Prometheus) 
 func waitSynced(ctx context.Context, b *bus.Bus, keys []string) error {
 	return poll(ctx, 2*time.Minute, func() error {
 		for _, key := range keys {
-			cluster, app, _ := bus.SplitKey(key)
+			cluster, app, _ := appkey.Split(key)
 			if st, err := b.GetStatus(ctx, cluster, app); err != nil || st.GetPhase() != flotillav1.SyncPhase_SYNC_PHASE_SUCCEEDED {
 				return fmt.Errorf("%s/%s not synced within 2 minutes: %s", cluster, app, st.GetMessage())
 			}

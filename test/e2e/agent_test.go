@@ -54,10 +54,8 @@ func startAgentWithMetrics(t *testing.T, e *hubEnv, c *testenv.Cluster, labels m
 // startAgentWith runs an agent whose options edit may change.
 func startAgentWith(t *testing.T, e *hubEnv, c *testenv.Cluster, labels map[string]string, cacheDir string, edit func(*agent.Options)) *runningAgent {
 	t.Helper()
-	keyFile := filepath.Join(t.TempDir(), "hub.pub")
-	must(t, os.WriteFile(keyFile, e.keyPEM, 0o644))
 	opts := agent.DefaultOptions()
-	opts.Cluster, opts.Labels, opts.NATSURL, opts.HubPublicKey = c.Name, labels, e.natsURL, keyFile
+	opts.Cluster, opts.Labels, opts.NATSURL, opts.HubPublicKey = c.Name, labels, e.NATSURL, e.PublicKeyFile(t)
 	opts.Kubeconfig, opts.CacheDir, opts.HealthTimeout, opts.MetricsAddr = c.Kubeconfig, cacheDir, time.Minute, ""
 	edit(&opts)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -86,42 +84,10 @@ func getObject(t *testing.T, c *testenv.Cluster, gvr schema.GroupVersionResource
 	return c.Dynamic.Resource(gvr).Namespace(ns).Get(context.Background(), name, metav1.GetOptions{})
 }
 
-func image(obj *unstructured.Unstructured) string {
-	containers, _, _ := unstructured.NestedSlice(obj.Object, "spec", "template", "spec", "containers")
-	if len(containers) == 0 {
-		return ""
-	}
-	img, _, _ := unstructured.NestedString(containers[0].(map[string]any), "image")
-	return img
-}
-
+// waitImage waits until the object runs an image ending in want.
 func waitImage(t *testing.T, c *testenv.Cluster, gvr schema.GroupVersionResource, ns, name, want string) *unstructured.Unstructured {
 	t.Helper()
-	var obj *unstructured.Unstructured
-	testenv.Eventually(t, 60*time.Second, func() error {
-		var err error
-		if obj, err = getObject(t, c, gvr, ns, name); err != nil {
-			return err
-		}
-		if got := image(obj); !strings.HasSuffix(got, want) {
-			return fmt.Errorf("%s %s/%s in %s runs %s, want %s", gvr.Resource, ns, name, c.Name, got, want)
-		}
-		return nil
-	})
-	return obj
-}
-
-func waitStatus(t *testing.T, e *hubEnv, cluster, app string, ok func(*flotillav1.AppStatus) error) *flotillav1.AppStatus {
-	t.Helper()
-	var st *flotillav1.AppStatus
-	testenv.Eventually(t, 60*time.Second, func() error {
-		var err error
-		if st, err = e.bus.GetStatus(context.Background(), cluster, app); err != nil {
-			return err
-		}
-		return ok(st)
-	})
-	return st
+	return c.WaitImage(t, gvr, ns, name, want, time.Minute)
 }
 
 func TestAgentsApplyEachEnvironment(t *testing.T) {
@@ -132,7 +98,9 @@ func TestAgentsApplyEachEnvironment(t *testing.T) {
 	prodAgent := startAgent(t, e, prod, map[string]string{"env": "production"}, prodCache)
 	startAgent(t, e, staging, map[string]string{"env": "staging"}, t.TempDir())
 
-	t.Run("each cluster gets its environment's values", func(t *testing.T) {
+	// Each step starts from the state the steps before it left.
+	step := newSteps(t)
+	step.run("each cluster gets its environment's values", func(t *testing.T) {
 		ro := waitImage(t, prod, rolloutsGVR, "production", "api-service", "api-service:1.4.2")
 		// Production autoscales: Git leaves replicas to the HPA (the rollouts
 		// controller writes Argo's default of one), so the sync owns none.
@@ -153,7 +121,7 @@ func TestAgentsApplyEachEnvironment(t *testing.T) {
 		if _, err := getObject(t, staging, deployments, "ml", "ml-inference"); !apierrors.IsNotFound(err) {
 			t.Errorf("staging must not run the production-only ml-inference: %v", err)
 		}
-		st := waitStatus(t, e, "prod-eu", "worker-service", func(st *flotillav1.AppStatus) error {
+		st := e.WaitStatus(t, "prod-eu", "worker-service", time.Minute, func(st *flotillav1.AppStatus) error {
 			if st.GetPhase() != flotillav1.SyncPhase_SYNC_PHASE_SUCCEEDED || st.GetSyncStatus() != flotillav1.SyncStatus_SYNC_STATUS_SYNCED {
 				return fmt.Errorf("status %v %v: %s", st.GetPhase(), st.GetSyncStatus(), st.GetMessage())
 			}
@@ -162,29 +130,29 @@ func TestAgentsApplyEachEnvironment(t *testing.T) {
 		if len(st.GetResources()) != 2 || st.GetHistoryId() != 1 {
 			t.Errorf("status = %v", st)
 		}
-		_, header, err := e.desired(t, "prod-eu", "worker-service")
+		_, sc, err := e.desired(t, "prod-eu", "worker-service")
 		must(t, err)
-		if traceID := strings.Split(header.Get("traceparent"), "-"); len(traceID) != 4 || st.GetTraceId() != traceID[1] {
-			t.Errorf("the sync's trace %s does not continue the hub's trace (%s)", st.GetTraceId(), header.Get("traceparent"))
+		if !sc.IsValid() || st.GetTraceId() != sc.TraceID().String() {
+			t.Errorf("the sync's trace %s does not continue the hub's trace (%s)", st.GetTraceId(), sc.TraceID())
 		}
 	})
 
-	t.Run("an image tag commit updates both clusters", func(t *testing.T) {
-		e.git.WriteFiles(t, "gitops-config", "main", "deploy: worker-service 2.5.0", map[string]string{
+	step.run("an image tag commit updates both clusters", func(t *testing.T) {
+		e.Commit(t, "deploy: worker-service 2.5.0", map[string]string{
 			"environments/production/worker-service-values.yaml": "replicaCount: 4\nimage:\n  tag: \"2.5.0\"\nqueue: jobs-production\n",
 			"environments/staging/worker-service-values.yaml":    "replicaCount: 1\nimage:\n  tag: \"2.5.0\"\nqueue: jobs-staging\n",
 		})
-		e.webhook(t, webhookSecret)
+		e.Webhook(t, webhookSecret)
 		waitImage(t, prod, deployments, "production", "worker-service", "worker-service:2.5.0")
 		waitImage(t, staging, deployments, "staging", "worker-service", "worker-service:2.5.0")
 	})
 
-	t.Run("a file removed from Git is pruned", func(t *testing.T) {
+	step.run("a file removed from Git is pruned", func(t *testing.T) {
 		if _, err := getObject(t, prod, ingresses, "production", "api-service"); err != nil {
 			t.Fatalf("ingress not applied before the test: %v", err)
 		}
-		e.git.WriteFiles(t, "gitops-config", "main", "drop the api ingress", map[string]string{"charts/api-service/templates/ingress.yaml": ""})
-		e.webhook(t, webhookSecret)
+		e.Commit(t, "drop the api ingress", map[string]string{"charts/api-service/templates/ingress.yaml": ""})
+		e.Webhook(t, webhookSecret)
 		for _, c := range []*testenv.Cluster{prod, staging} {
 			ns := map[string]string{"prod-eu": "production", "staging-1": "staging"}[c.Name]
 			testenv.Eventually(t, 60*time.Second, func() error {
@@ -196,15 +164,15 @@ func TestAgentsApplyEachEnvironment(t *testing.T) {
 		}
 	})
 
-	t.Run("a bad commit applies nothing and reports why", func(t *testing.T) {
+	step.run("a bad commit applies nothing and reports why", func(t *testing.T) {
 		bad := strings.Replace(readFixture(t, "charts/worker-service/templates/deployment.yaml"),
 			"replicas: {{ .Values.replicaCount }}", "replicas: many", 1)
-		e.git.WriteFiles(t, "gitops-config", "main", "break worker replicas", map[string]string{
+		e.Commit(t, "break worker replicas", map[string]string{
 			"charts/worker-service/templates/deployment.yaml":    bad,
 			"environments/production/worker-service-values.yaml": "replicaCount: 4\nimage:\n  tag: \"2.6.0\"\nqueue: jobs-changed\n",
 		})
-		e.webhook(t, webhookSecret)
-		st := waitStatus(t, e, "prod-eu", "worker-service", func(st *flotillav1.AppStatus) error {
+		e.Webhook(t, webhookSecret)
+		st := e.WaitStatus(t, "prod-eu", "worker-service", time.Minute, func(st *flotillav1.AppStatus) error {
 			if st.GetPhase() != flotillav1.SyncPhase_SYNC_PHASE_FAILED {
 				return fmt.Errorf("phase %v (history %d)", st.GetPhase(), st.GetHistoryId())
 			}
@@ -220,24 +188,24 @@ func TestAgentsApplyEachEnvironment(t *testing.T) {
 		}
 		d, err := getObject(t, prod, deployments, "production", "worker-service")
 		must(t, err)
-		if !strings.HasSuffix(image(d), ":2.5.0") {
-			t.Errorf("the last good Deployment was touched: %s", image(d))
+		if !strings.HasSuffix(testenv.Image(d), ":2.5.0") {
+			t.Errorf("the last good Deployment was touched: %s", testenv.Image(d))
 		}
 		// Fix it again for the next steps.
-		e.git.WriteFiles(t, "gitops-config", "main", "fix worker replicas", map[string]string{
+		e.Commit(t, "fix worker replicas", map[string]string{
 			"charts/worker-service/templates/deployment.yaml":    readFixture(t, "charts/worker-service/templates/deployment.yaml"),
 			"environments/production/worker-service-values.yaml": "replicaCount: 4\nimage:\n  tag: \"2.6.0\"\nqueue: jobs-production\n",
 		})
-		e.webhook(t, webhookSecret)
+		e.Webhook(t, webhookSecret)
 		waitImage(t, prod, deployments, "production", "worker-service", "worker-service:2.6.0")
 	})
 
-	t.Run("a restarted agent converges without duplicate writes", func(t *testing.T) {
+	step.run("a restarted agent converges without duplicate writes", func(t *testing.T) {
 		prodAgent.stop()
-		e.git.WriteFiles(t, "gitops-config", "main", "deploy: worker-service 2.7.0 while the agent is down", map[string]string{
+		e.Commit(t, "deploy: worker-service 2.7.0 while the agent is down", map[string]string{
 			"environments/production/worker-service-values.yaml": "replicaCount: 4\nimage:\n  tag: \"2.7.0\"\nqueue: jobs-production\n",
 		})
-		e.webhook(t, webhookSecret)
+		e.Webhook(t, webhookSecret)
 		e.waitDesired(t, "prod-eu", "worker-service", func(ds *flotillav1.DesiredState) error {
 			if !strings.Contains(ds.GetSource().GetCommitMessage(), "2.7.0") {
 				return fmt.Errorf("not published yet")
@@ -246,7 +214,7 @@ func TestAgentsApplyEachEnvironment(t *testing.T) {
 		})
 		prodAgent = startAgent(t, e, prod, map[string]string{"env": "production"}, prodCache)
 		d := waitImage(t, prod, deployments, "production", "worker-service", "worker-service:2.7.0")
-		waitStatus(t, e, "prod-eu", "worker-service", func(st *flotillav1.AppStatus) error {
+		e.WaitStatus(t, "prod-eu", "worker-service", time.Minute, func(st *flotillav1.AppStatus) error {
 			if !strings.Contains(st.GetMessage(), "configured") {
 				return fmt.Errorf("status: %s", st.GetMessage())
 			}
@@ -254,16 +222,29 @@ func TestAgentsApplyEachEnvironment(t *testing.T) {
 		})
 		before := resourceVersions(t, prod)
 		prodAgent.stop()
+		dryRuns := fullComparisonRequests(t, prod)
+		restarted := time.Now()
 		prodAgent = startAgent(t, e, prod, map[string]string{"env": "production"}, prodCache)
-		waitStatus(t, e, "prod-eu", "worker-service", func(st *flotillav1.AppStatus) error {
-			if st.GetMessage() != "already applied" {
+		e.WaitStatus(t, "prod-eu", "worker-service", time.Minute, func(st *flotillav1.AppStatus) error {
+			if st.GetMessage() != "already applied" || !st.GetStartedAt().AsTime().After(restarted) {
 				return fmt.Errorf("status: %s", st.GetMessage())
 			}
 			return nil
 		})
+		// A second after a no-op the agent compares every object with Git
+		// in full, by server-side dry-run, and heals what drifted: only
+		// once it has may the cluster be read for writes.
+		waitFullComparison(t, prod, dryRuns)
 		after := resourceVersions(t, prod)
 		if fmt.Sprint(before) != fmt.Sprint(after) {
 			t.Errorf("a restart with nothing new wrote to the cluster:\nbefore %v\nafter  %v", before, after)
+		}
+		for _, app := range []string{"api-service", "worker-service", "ml-inference"} {
+			for _, ev := range e.events(t, "prod-eu", app, "DriftCorrected") {
+				if ev.GetTime().AsTime().After(restarted) {
+					t.Errorf("a restart with nothing new corrected drift: %s", ev.GetMessage())
+				}
+			}
 		}
 		_ = d
 	})
@@ -280,7 +261,7 @@ func TestAgentRefusesBadInput(t *testing.T) {
 	waitImage(t, prod, deployments, "production", "worker-service", "worker-service:2.3.0")
 
 	t.Run("a kind the cluster does not know", func(t *testing.T) {
-		e.git.WriteFiles(t, "gitops-config", "main", "add widgets", map[string]string{
+		e.Commit(t, "add widgets", map[string]string{
 			"apps/widgets.yaml": `apiVersion: argoproj.io/v1alpha1
 kind: Application
 metadata: {name: widgets}
@@ -290,8 +271,8 @@ spec:
 `,
 			"widgets/widget.yaml": "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w1}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: widget-config}\n",
 		})
-		e.webhook(t, webhookSecret)
-		st := waitStatus(t, e, "prod-eu", "widgets", func(st *flotillav1.AppStatus) error {
+		e.Webhook(t, webhookSecret)
+		st := e.WaitStatus(t, "prod-eu", "widgets", time.Minute, func(st *flotillav1.AppStatus) error {
 			if st.GetPhase() != flotillav1.SyncPhase_SYNC_PHASE_FAILED {
 				return fmt.Errorf("phase %v", st.GetPhase())
 			}
@@ -319,8 +300,8 @@ spec:
 		env, err := signing.NewSigner(rogue).Sign(&flotillav1.DesiredState{SchemaVersion: 1, Cluster: "prod-eu", App: "worker-service", HistoryId: 999,
 			Artifact: &flotillav1.Artifact{Digest: "sha256:" + strings.Repeat("0", 64)}})
 		must(t, err)
-		must(t, e.bus.PublishDesired(t.Context(), []bus.DesiredPut{{Cluster: "prod-eu", App: "worker-service", State: env}}))
-		st := waitStatus(t, e, "prod-eu", "worker-service", func(st *flotillav1.AppStatus) error {
+		must(t, e.Bus.PublishDesired(t.Context(), []bus.DesiredPut{{Cluster: "prod-eu", App: "worker-service", State: env}}))
+		st := e.WaitStatus(t, "prod-eu", "worker-service", time.Minute, func(st *flotillav1.AppStatus) error {
 			if !strings.Contains(st.GetMessage(), "desired state refused") {
 				return fmt.Errorf("status: %s", st.GetMessage())
 			}
@@ -329,12 +310,49 @@ spec:
 		if !strings.Contains(st.GetMessage(), "unknown key") {
 			t.Errorf("refusal does not say why: %s", st.GetMessage())
 		}
-		waitEvent(t, e.bus, "prod-eu", "worker-service", "DesiredStateRefused")
+		waitEvent(t, e.Bus, "prod-eu", "worker-service", "DesiredStateRefused")
 		d, err := getObject(t, prod, deployments, "production", "worker-service")
 		must(t, err)
-		if !strings.HasSuffix(image(d), ":2.3.0") {
-			t.Errorf("the running Deployment changed: %s", image(d))
+		if !strings.HasSuffix(testenv.Image(d), ":2.3.0") {
+			t.Errorf("the running Deployment changed: %s", testenv.Image(d))
 		}
+	})
+}
+
+// managedResources are the kinds of the objects the agent manages in the
+// fixture's production environment; resourceVersions reads them.
+var managedResources = []schema.GroupVersionResource{deployments, configmaps, rolloutsGVR}
+
+// fullComparisonRequests counts the server-side dry-run applies the
+// apiserver served, by resource: a full comparison makes one per object.
+func fullComparisonRequests(t *testing.T, c *testenv.Cluster) map[string]float64 {
+	t.Helper()
+	out := map[string]float64{}
+	for _, gvr := range managedResources {
+		out[gvr.Resource] = c.APIRequests(t, map[string]string{"verb": "APPLY", "dry_run": "All", "resource": gvr.Resource})
+	}
+	return out
+}
+
+// waitFullComparison waits until the apiserver has served, since before
+// (fullComparisonRequests), a dry-run apply for every object the agent
+// manages: the full comparison after a start has compared them all.
+func waitFullComparison(t *testing.T, c *testenv.Cluster, before map[string]float64) {
+	t.Helper()
+	managed := map[string]int{}
+	for _, gvr := range managedResources {
+		list, err := c.Dynamic.Resource(gvr).List(context.Background(), metav1.ListOptions{LabelSelector: "flotilla.dev/app"})
+		must(t, err)
+		managed[gvr.Resource] = len(list.Items)
+	}
+	testenv.Eventually(t, time.Minute, func() error {
+		now := fullComparisonRequests(t, c)
+		for resource, n := range managed {
+			if got := now[resource] - before[resource]; got < float64(n) {
+				return fmt.Errorf("%s: %.0f dry-run applies since the restart, want one for each of the %d managed", resource, got, n)
+			}
+		}
+		return nil
 	})
 }
 
@@ -342,7 +360,7 @@ spec:
 func resourceVersions(t *testing.T, c *testenv.Cluster) map[string]string {
 	t.Helper()
 	out := map[string]string{}
-	for _, gvr := range []schema.GroupVersionResource{deployments, configmaps, rolloutsGVR} {
+	for _, gvr := range managedResources {
 		list, err := c.Dynamic.Resource(gvr).Namespace("production").List(context.Background(), metav1.ListOptions{LabelSelector: "flotilla.dev/app"})
 		must(t, err)
 		for _, o := range list.Items {
@@ -369,9 +387,9 @@ contexts: [{name: c, context: {cluster: down, user: u}}]
 current-context: c
 `), 0o600))
 	keyFile := filepath.Join(t.TempDir(), "hub.pub")
-	must(t, os.WriteFile(keyFile, e.keyPEM, 0o644))
+	must(t, os.WriteFile(keyFile, e.PublicKeyPEM, 0o644))
 	opts := agent.DefaultOptions()
-	opts.Cluster, opts.NATSURL, opts.HubPublicKey, opts.Kubeconfig, opts.CacheDir, opts.MetricsAddr = "down-1", e.natsURL, keyFile, kubeconfig, t.TempDir(), ""
+	opts.Cluster, opts.NATSURL, opts.HubPublicKey, opts.Kubeconfig, opts.CacheDir, opts.MetricsAddr = "down-1", e.NATSURL, keyFile, kubeconfig, t.TempDir(), ""
 	var logs bytes.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -9,29 +9,24 @@ import (
 
 	"github.com/flotilla-dev/flotilla/internal/cli"
 	"github.com/flotilla-dev/flotilla/test/testenv"
+	"github.com/flotilla-dev/flotilla/test/testenv/flotillatest"
 )
 
 // flotilla runs the CLI in process and returns its output and exit code.
 func flotilla(t *testing.T, args ...string) (string, int) {
 	t.Helper()
 	var out bytes.Buffer
-	root := cli.NewRoot(&out)
-	root.SetArgs(args)
-	root.SetErr(&out)
-	err := root.ExecuteContext(t.Context())
-	if err != nil {
-		out.WriteString(err.Error())
-	}
-	return out.String(), cli.ExitCode(err)
+	code := flotillatest.RunCLI(t, &out, &out, args...)
+	return out.String(), code
 }
 
 func TestCLIReadsTheFleet(t *testing.T) {
 	e := startHub(t)
-	e.register(t, "prod-eu", map[string]string{"env": "production"})
-	e.register(t, "staging-1", map[string]string{"env": "staging"})
+	e.Register(t, "prod-eu", map[string]string{"env": "production"})
+	e.Register(t, "staging-1", map[string]string{"env": "staging"})
 	e.waitDesired(t, "staging-1", "api-service", hasHistory(1))
 	e.waitDesired(t, "prod-eu", "api-service", hasHistory(1))
-	auth := []string{"--hub", e.apiURL, "--token", apiToken}
+	auth := []string{"--hub", e.APIURL, "--token", apiToken}
 
 	t.Run("cluster list", func(t *testing.T) {
 		out, code := flotilla(t, append([]string{"cluster", "list"}, auth...)...)
@@ -90,8 +85,8 @@ func TestCLIReadsTheFleet(t *testing.T) {
 			code int
 			want string
 		}{
-			{"wrong token", []string{"cluster", "list", "--hub", e.apiURL, "--token", "guess"}, cli.ExitAuth, "not authenticated"},
-			{"no token", []string{"cluster", "list", "--hub", e.apiURL, "--token", ""}, cli.ExitAuth, "no bearer token"},
+			{"wrong token", []string{"cluster", "list", "--hub", e.APIURL, "--token", "guess"}, cli.ExitAuth, "not authenticated"},
+			{"no token", []string{"cluster", "list", "--hub", e.APIURL, "--token", ""}, cli.ExitAuth, "no bearer token"},
 			{"unknown app", append([]string{"app", "get", "nope"}, auth...), cli.ExitNotFound, `application "nope" is not published`},
 			{"bad selector", append([]string{"app", "list", "--selector", "env in (("}, auth...), cli.ExitUsage, "selector"},
 			{"hub down", []string{"cluster", "list", "--hub", "http://127.0.0.1:1", "--token", apiToken}, cli.ExitHubDown, "unreachable"},

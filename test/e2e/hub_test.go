@@ -1,16 +1,9 @@
 package e2e
 
 import (
-	"bytes"
-	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -18,139 +11,55 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
-	"github.com/flotilla-dev/flotilla/hub"
-	"github.com/flotilla-dev/flotilla/hub/config"
 	"github.com/flotilla-dev/flotilla/internal/artifact"
 	"github.com/flotilla-dev/flotilla/internal/bus"
 	"github.com/flotilla-dev/flotilla/internal/signing"
-	"github.com/flotilla-dev/flotilla/internal/telemetry"
 	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
 	"github.com/flotilla-dev/flotilla/test/testenv"
+	"github.com/flotilla-dev/flotilla/test/testenv/flotillatest"
 )
 
-// repoURL is how the fixture's Applications name their repository; the hub
-// fetches it from the test git server.
-const repoURL = "https://github.com/your-org/gitops-config"
-
+// The fixture repository and the hub's secrets, as flotillatest names them.
 const (
-	webhookSecret = "webhook-s3cret"
-	apiToken      = "viewer-t0ken"
-	operatorToken = "operator-t0ken"
+	repoURL       = flotillatest.RepoURL
+	webhookSecret = flotillatest.WebhookSecret
+	apiToken      = flotillatest.ViewerToken
+	operatorToken = flotillatest.OperatorToken
 )
 
-// hubEnv is a running hub on the fixture repository.
+// hubEnv is a running hub on the fixture repository, and a reader of its
+// desired states that knows only the hub's public key, as an agent does.
 type hubEnv struct {
-	git     *testenv.GitServer
-	hub     *hub.Hub
-	apiURL  string
-	bus     *bus.Bus
-	keyPEM  []byte
-	verify  *signing.Verifier
-	natsURL string
+	*flotillatest.Hub
+	verify *signing.Verifier
 }
 
-// startHub pushes the fixture to a git server with basic auth and starts a
-// hub with embedded NATS on it, polling rarely so tests drive it with
-// webhooks.
+// startHub starts a hub on the fixture repository, served with basic auth,
+// beside a repository that does not exist; it polls rarely, so tests drive
+// it with webhooks.
 func startHub(t *testing.T) *hubEnv {
 	t.Helper()
-	e := &hubEnv{git: testenv.NewGitServer(t, testenv.GitServerOptions{Username: "hub", Password: "git-s3cret"})}
-	e.git.CreateRepo(t, "gitops-config")
-	e.git.PushDir(t, "gitops-config", "main", "initial import", testenv.Fixture(t, "gitops-config"))
-
-	dir := t.TempDir()
-	passwordFile := filepath.Join(dir, "git-password")
-	secretFile := filepath.Join(dir, "webhook-secret")
-	must(t, os.WriteFile(passwordFile, []byte("git-s3cret\n"), 0o600))
-	must(t, os.WriteFile(secretFile, []byte(webhookSecret), 0o600))
-	tokenFile := filepath.Join(dir, "api-token")
-	must(t, os.WriteFile(tokenFile, []byte(apiToken), 0o600))
-	t.Setenv("FLOTILLA_OPERATOR_TOKEN", operatorToken)
-	cfg, err := config.Parse("hub.yaml", []byte(fmt.Sprintf(`
-dataDir: %s
-nats:
-  embeddedListen: 127.0.0.1:-1
-repositories:
-  - url: %s
-    fetchURL: %s
-    pollInterval: 1h
-    auth:
-      username: hub
-      passwordFile: %s
-  - url: https://github.com/your-org/missing
-    fetchURL: %s
-    pollInterval: 1h
-roots:
-  - name: production
-    repo: %s
-    path: apps
-    clusters: env=production
-webhook:
-  secretFile: %s
-api:
-  tokens:
-    - {name: ops, role: viewer, tokenFile: %s}
-    - {name: oncall, role: operator, tokenEnv: FLOTILLA_OPERATOR_TOKEN}
-`, filepath.Join(dir, "data"), repoURL, e.git.RepoURL("gitops-config"), passwordFile, e.git.RepoURL("missing"), repoURL, secretFile, tokenFile)))
+	h := flotillatest.StartHub(t, flotillatest.HubOptions{GitCredentials: true, Tracing: true,
+		Repositories: []flotillatest.Repository{{URL: "https://github.com/your-org/missing", FetchURL: "missing"}}})
+	pub, err := signing.ParsePublicKey(h.PublicKeyPEM)
 	must(t, err)
-
-	shutdownTracing, err := telemetry.Setup(t.Context(), "flotilla-hub-test")
-	must(t, err)
-	t.Cleanup(func() { _ = shutdownTracing(context.Background()) })
-	log := slog.New(slog.NewTextHandler(testWriter{t}, nil))
-	e.hub, err = hub.New(t.Context(), cfg, log)
-	must(t, err)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	must(t, err)
-	e.apiURL = "http://" + ln.Addr().String()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- e.hub.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("hub: %v", err)
-		}
-		e.hub.Close()
-	})
-	e.natsURL = e.hub.NATSURL()
-
-	// A reader that knows only the hub's public key, as an agent does.
-	resp, err := http.Get(e.apiURL + "/api/public-key")
-	must(t, err)
-	e.keyPEM, _ = io.ReadAll(resp.Body)
-	resp.Body.Close()
-	pub, err := signing.ParsePublicKey(e.keyPEM)
-	must(t, err)
-	e.verify = signing.NewVerifier(pub)
-	nc, err := nats.Connect(e.natsURL)
-	must(t, err)
-	t.Cleanup(nc.Close)
-	e.bus, err = bus.Open(t.Context(), nc)
-	must(t, err)
-	return e
-}
-
-func (e *hubEnv) register(t *testing.T, name string, labels map[string]string) {
-	t.Helper()
-	must(t, e.bus.Register(t.Context(), &flotillav1.ClusterRegistration{SchemaVersion: 1, Name: name, Labels: labels}))
+	return &hubEnv{Hub: h, verify: signing.NewVerifier(pub)}
 }
 
 // desired reads and verifies the newest desired state of (cluster, app).
-func (e *hubEnv) desired(t *testing.T, cluster, app string) (*flotillav1.DesiredState, nats.Header, error) {
+func (e *hubEnv) desired(t *testing.T, cluster, app string) (*flotillav1.DesiredState, trace.SpanContext, error) {
 	t.Helper()
-	entry, err := e.bus.GetDesired(t.Context(), cluster, app)
+	entry, err := e.Bus.GetDesired(t.Context(), cluster, app)
 	if err != nil {
-		return nil, nil, err
+		return nil, trace.SpanContext{}, err
 	}
 	ds, err := e.verify.Verify(entry.State)
 	if err != nil {
 		t.Fatalf("%s/%s: signature: %v", cluster, app, err)
 	}
-	return ds, entry.Header, nil
+	return ds, entry.Trace, nil
 }
 
 // waitDesired waits until (cluster, app) has a desired state for which ok
@@ -175,7 +84,7 @@ func (e *hubEnv) waitDesired(t *testing.T, cluster, app string, ok func(*flotill
 // unpack fetches a desired state's artifact, checks its digest and unpacks it.
 func (e *hubEnv) unpack(t *testing.T, ds *flotillav1.DesiredState) string {
 	t.Helper()
-	data, err := e.bus.GetArtifact(t.Context(), ds.GetArtifact().GetDigest())
+	data, err := e.Bus.GetArtifact(t.Context(), ds.GetArtifact().GetDigest())
 	must(t, err)
 	must(t, artifact.Verify(data, ds.GetArtifact().GetDigest()))
 	if int64(len(data)) != ds.GetArtifact().GetSize() {
@@ -184,21 +93,6 @@ func (e *hubEnv) unpack(t *testing.T, ds *flotillav1.DesiredState) string {
 	dir := t.TempDir()
 	must(t, artifact.Unpack(data, dir, artifact.DefaultLimits()))
 	return dir
-}
-
-// webhook posts a GitHub push event for the fixture repository.
-func (e *hubEnv) webhook(t *testing.T, secret string) int {
-	t.Helper()
-	body := []byte(`{"ref":"refs/heads/main","repository":{"clone_url":"` + repoURL + `.git","html_url":"` + repoURL + `"}}`)
-	mac := hmac.New(sha256.New, []byte(secret))
-	mac.Write(body)
-	req, _ := http.NewRequest(http.MethodPost, e.apiURL+"/api/webhook", bytes.NewReader(body))
-	req.Header.Set("X-GitHub-Event", "push")
-	req.Header.Set("X-Hub-Signature-256", "sha256="+hex.EncodeToString(mac.Sum(nil)))
-	resp, err := http.DefaultClient.Do(req)
-	must(t, err)
-	resp.Body.Close()
-	return resp.StatusCode
 }
 
 func hasHistory(id uint64) func(*flotillav1.DesiredState) error {
@@ -212,8 +106,8 @@ func hasHistory(id uint64) func(*flotillav1.DesiredState) error {
 
 func TestHubPublishesSignedDesiredState(t *testing.T) {
 	e := startHub(t)
-	e.register(t, "prod-eu", map[string]string{"env": "production", "region": "eu"})
-	e.register(t, "staging-1", map[string]string{"env": "staging"})
+	e.Register(t, "prod-eu", map[string]string{"env": "production", "region": "eu"})
+	e.Register(t, "staging-1", map[string]string{"env": "staging"})
 
 	first := map[string]*flotillav1.DesiredState{}
 	for _, key := range []string{"prod-eu/root-app", "prod-eu/api-service", "prod-eu/worker-service", "prod-eu/ml-inference", "staging-1/api-service", "staging-1/worker-service"} {
@@ -222,12 +116,14 @@ func TestHubPublishesSignedDesiredState(t *testing.T) {
 	}
 	for _, absent := range []string{"staging-1/ml-inference", "staging-1/root-app"} {
 		cluster, app, _ := strings.Cut(absent, "/")
-		if _, _, err := e.desired(t, cluster, app); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		if _, _, err := e.desired(t, cluster, app); !errors.Is(err, bus.ErrNotFound) {
 			t.Errorf("%s: want no desired state (production only), got %v", absent, err)
 		}
 	}
 
-	t.Run("artifacts hold each environment's files", func(t *testing.T) {
+	// Each step starts from the state the steps before it left.
+	step := newSteps(t)
+	step.run("artifacts hold each environment's files", func(t *testing.T) {
 		prod := e.unpack(t, first["prod-eu/api-service"])
 		staging := e.unpack(t, first["staging-1/api-service"])
 		for _, f := range []string{"charts/api-service/Chart.yaml", "charts/api-service/templates/rollout.yaml", "environments/production/api-service-values.yaml"} {
@@ -250,18 +146,17 @@ func TestHubPublishesSignedDesiredState(t *testing.T) {
 		if ds.GetDestination().GetNamespace() != "production" || first["staging-1/api-service"].GetDestination().GetNamespace() != "staging" {
 			t.Errorf("destinations: %v / %v", ds.GetDestination(), first["staging-1/api-service"].GetDestination())
 		}
-		_, header, _ := e.desired(t, "prod-eu", "api-service")
-		if !strings.HasPrefix(header.Get("traceparent"), "00-") {
-			t.Errorf("no W3C trace context in the message headers: %v", header)
+		if _, sc, _ := e.desired(t, "prod-eu", "api-service"); !sc.IsValid() {
+			t.Errorf("no W3C trace context travels with the desired state: %v", sc)
 		}
 	})
 
-	t.Run("an unreachable repository is reported without its secrets", func(t *testing.T) {
-		ev := waitEvent(t, e.bus, bus.HubEventsCluster, "_", "GitFetchFailed")
+	step.run("an unreachable repository is reported without its secrets", func(t *testing.T) {
+		ev := waitEvent(t, e.Bus, bus.HubEventsCluster, "_", "GitFetchFailed")
 		if !strings.Contains(ev.GetMessage(), "https://github.com/your-org/missing") || strings.Contains(ev.GetMessage(), "git-s3cret") {
 			t.Errorf("event %q must name the repository and never a secret", ev.GetMessage())
 		}
-		resp, err := http.Get(e.apiURL + "/metrics")
+		resp, err := http.Get(e.APIURL + "/metrics")
 		must(t, err)
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
@@ -272,17 +167,17 @@ func TestHubPublishesSignedDesiredState(t *testing.T) {
 		}
 	})
 
-	t.Run("bad webhook signature is refused", func(t *testing.T) {
-		if code := e.webhook(t, "wrong-secret"); code != http.StatusUnauthorized {
+	step.run("bad webhook signature is refused", func(t *testing.T) {
+		if code := e.Webhook(t, "wrong-secret"); code != http.StatusUnauthorized {
 			t.Fatalf("status %d, want 401", code)
 		}
 	})
 
-	t.Run("image tag commit republishes exactly the affected app", func(t *testing.T) {
-		sha := e.git.WriteFiles(t, "gitops-config", "main", "deploy: api-service 1.4.3", map[string]string{
+	step.run("image tag commit republishes exactly the affected app", func(t *testing.T) {
+		sha := e.Commit(t, "deploy: api-service 1.4.3", map[string]string{
 			"environments/production/api-service-values.yaml": strings.Replace(readFixture(t, "environments/production/api-service-values.yaml"), `tag: "1.4.2"`, `tag: "1.4.3"`, 1),
 		})
-		if code := e.webhook(t, webhookSecret); code != http.StatusAccepted {
+		if code := e.Webhook(t, webhookSecret); code != http.StatusAccepted {
 			t.Fatalf("webhook status %d, want 202", code)
 		}
 		ds := e.waitDesired(t, "prod-eu", "api-service", hasHistory(2))
@@ -307,14 +202,14 @@ func TestHubPublishesSignedDesiredState(t *testing.T) {
 		}
 	})
 
-	t.Run("malformed commit is reported and keeps the last good state", func(t *testing.T) {
-		e.git.WriteFiles(t, "gitops-config", "main", "break the worker chart", map[string]string{
+	step.run("malformed commit is reported and keeps the last good state", func(t *testing.T) {
+		e.Commit(t, "break the worker chart", map[string]string{
 			"charts/worker-service/templates/deployment.yaml": "{{ .Values.image.tag | nosuchfunction }}\n",
 		})
-		if code := e.webhook(t, webhookSecret); code != http.StatusAccepted {
+		if code := e.Webhook(t, webhookSecret); code != http.StatusAccepted {
 			t.Fatalf("webhook status %d", code)
 		}
-		ev := waitEvent(t, e.bus, bus.HubEventsCluster, "worker-service", "AppInvalid")
+		ev := waitEvent(t, e.Bus, bus.HubEventsCluster, "worker-service", "AppInvalid")
 		for _, want := range []string{"worker-service", "charts/worker-service/templates/deployment.yaml", "nosuchfunction"} {
 			if !strings.Contains(ev.GetMessage(), want) {
 				t.Errorf("error event %q does not name %q", ev.GetMessage(), want)
@@ -329,12 +224,12 @@ func TestHubPublishesSignedDesiredState(t *testing.T) {
 		}
 	})
 
-	t.Run("malformed root keeps everything", func(t *testing.T) {
-		e.git.WriteFiles(t, "gitops-config", "main", "break apps/", map[string]string{
+	step.run("malformed root keeps everything", func(t *testing.T) {
+		e.Commit(t, "break apps/", map[string]string{
 			"apps/ml-inference.yaml": "apiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata: [unclosed\n",
 		})
-		e.webhook(t, webhookSecret)
-		ev := waitEvent(t, e.bus, bus.HubEventsCluster, "_", "DiscoveryFailed")
+		e.Webhook(t, webhookSecret)
+		ev := waitEvent(t, e.Bus, bus.HubEventsCluster, "_", "DiscoveryFailed")
 		if !strings.Contains(ev.GetMessage(), "apps/ml-inference.yaml") {
 			t.Errorf("root error %q does not name the file", ev.GetMessage())
 		}
@@ -345,12 +240,12 @@ func TestHubPublishesSignedDesiredState(t *testing.T) {
 		}
 	})
 
-	t.Run("removed app is published as a deletion", func(t *testing.T) {
-		e.git.WriteFiles(t, "gitops-config", "main", "retire ml-inference, fix worker", map[string]string{
+	step.run("removed app is published as a deletion", func(t *testing.T) {
+		e.Commit(t, "retire ml-inference, fix worker", map[string]string{
 			"apps/ml-inference.yaml":                          "",
 			"charts/worker-service/templates/deployment.yaml": readFixture(t, "charts/worker-service/templates/deployment.yaml"),
 		})
-		e.webhook(t, webhookSecret)
+		e.Webhook(t, webhookSecret)
 		ds := e.waitDesired(t, "prod-eu", "ml-inference", func(ds *flotillav1.DesiredState) error {
 			if ds.GetDeletion() == nil {
 				return errors.New("not deleted yet")
@@ -360,16 +255,16 @@ func TestHubPublishesSignedDesiredState(t *testing.T) {
 		if ds.GetDeletion().GetCascade() {
 			t.Error("ml-inference has no resources finalizer: its objects must be orphaned, not deleted")
 		}
-		waitEvent(t, e.bus, bus.HubEventsCluster, "worker-service", "Recovered")
+		waitEvent(t, e.Bus, bus.HubEventsCluster, "worker-service", "Recovered")
 	})
 
-	t.Run("a cluster registered later gets its desired state", func(t *testing.T) {
-		e.register(t, "prod-us", map[string]string{"env": "production"})
+	step.run("a cluster registered later gets its desired state", func(t *testing.T) {
+		e.Register(t, "prod-us", map[string]string{"env": "production"})
 		e.waitDesired(t, "prod-us", "api-service", hasHistory(1))
 	})
 
-	t.Run("a label change retargets", func(t *testing.T) {
-		e.register(t, "prod-us", map[string]string{"env": "staging"})
+	step.run("a label change retargets", func(t *testing.T) {
+		e.Register(t, "prod-us", map[string]string{"env": "staging"})
 		ds := e.waitDesired(t, "prod-us", "api-service", hasHistory(2))
 		if got := ds.GetRender().GetHelm().GetValueFiles(); len(got) != 1 || !strings.Contains(got[0], "environments/staging/") {
 			t.Errorf("relabelled cluster got value files %v, want staging's", got)
@@ -404,9 +299,7 @@ func waitEvent(t *testing.T, b *bus.Bus, cluster, app, reason string) *flotillav
 
 func readFixture(t *testing.T, rel string) string {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(testenv.Fixture(t, "gitops-config"), rel))
-	must(t, err)
-	return string(data)
+	return testenv.FixtureFile(t, flotillatest.FixtureRepo, rel)
 }
 
 func mustExist(t *testing.T, dir, rel string) {

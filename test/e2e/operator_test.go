@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
-	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -21,6 +20,7 @@ import (
 	"github.com/flotilla-dev/flotilla/internal/signing"
 	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
 	"github.com/flotilla-dev/flotilla/test/testenv"
+	"github.com/flotilla-dev/flotilla/test/testenv/flotillatest"
 )
 
 // historyEntry is the JSON of one `flotilla app history -o json` entry.
@@ -43,8 +43,8 @@ func TestOperatorRollsBackAt2AM(t *testing.T) {
 	e := startHub(t)
 	prod := testenv.StartCluster(t, testenv.ClusterOptions{Name: "prod-eu", Workloads: true})
 	startAgent(t, e, prod, map[string]string{"env": "production"}, t.TempDir())
-	viewer := []string{"--hub", e.apiURL, "--token", apiToken}
-	operator := []string{"--hub", e.apiURL, "--token", operatorToken}
+	viewer := []string{"--hub", e.APIURL, "--token", apiToken}
+	operator := []string{"--hub", e.APIURL, "--token", operatorToken}
 	run := func(t *testing.T, wantCode int, args ...string) string {
 		t.Helper()
 		out, code := flotilla(t, args...)
@@ -67,13 +67,15 @@ func TestOperatorRollsBackAt2AM(t *testing.T) {
 	waitImage(t, prod, rolloutsGVR, "production", "api-service", "api-service:1.4.2")
 	v1 := e.waitDesired(t, "prod-eu", "api-service", hasHistory(1))
 	values := readFixture(t, "environments/production/api-service-values.yaml")
-	e.git.WriteFiles(t, "gitops-config", "main", "deploy: api-service 1.5.0", map[string]string{
+	e.Commit(t, "deploy: api-service 1.5.0", map[string]string{
 		"environments/production/api-service-values.yaml": strings.Replace(values, `tag: "1.4.2"`, `tag: "1.5.0"`, 1),
 	})
-	e.webhook(t, webhookSecret)
+	e.Webhook(t, webhookSecret)
 	waitImage(t, prod, rolloutsGVR, "production", "api-service", "api-service:1.5.0")
 
-	t.Run("history lists both deployments newest first", func(t *testing.T) {
+	// Each step starts from the state the steps before it left.
+	step := newSteps(t)
+	step.run("history lists both deployments newest first", func(t *testing.T) {
 		var entries []historyEntry
 		testenv.Eventually(t, 30*time.Second, func() error {
 			entries = history(t)
@@ -93,14 +95,14 @@ func TestOperatorRollsBackAt2AM(t *testing.T) {
 		}
 	})
 
-	t.Run("a viewer may not roll back, and the attempt is audited", func(t *testing.T) {
+	step.run("a viewer may not roll back, and the attempt is audited", func(t *testing.T) {
 		out := run(t, cli.ExitAuth, append([]string{"app", "rollback", "api-service", "--revision", "1"}, viewer...)...)
 		if !strings.Contains(out, `token "ops" may not call`) {
 			t.Errorf("output: %s", out)
 		}
 	})
 
-	t.Run("rollback by history id returns v1 and pins it", func(t *testing.T) {
+	step.run("rollback by history id returns v1 and pins it", func(t *testing.T) {
 		out := run(t, 0, append([]string{"app", "rollback", "api-service", "--revision", "1"}, operator...)...)
 		if !strings.Contains(out, "prod-eu") || !strings.Contains(out, "rolled back to 1 and pinned (history 3)") {
 			t.Errorf("output: %s", out)
@@ -119,12 +121,12 @@ func TestOperatorRollsBackAt2AM(t *testing.T) {
 		}
 	})
 
-	t.Run("the pin survives polls and commits to other apps", func(t *testing.T) {
-		e.webhook(t, webhookSecret) // a poll that finds nothing new
-		e.git.WriteFiles(t, "gitops-config", "main", "deploy: worker-service 2.5.0", map[string]string{
+	step.run("the pin survives polls and commits to other apps", func(t *testing.T) {
+		e.Webhook(t, webhookSecret) // a poll that finds nothing new
+		e.Commit(t, "deploy: worker-service 2.5.0", map[string]string{
 			"environments/production/worker-service-values.yaml": "replicaCount: 2\nimage:\n  tag: \"2.5.0\"\nqueue: jobs-production\n",
 		})
-		e.webhook(t, webhookSecret)
+		e.Webhook(t, webhookSecret)
 		waitImage(t, prod, deployments, "production", "worker-service", "worker-service:2.5.0")
 		ds, _, err := e.desired(t, "prod-eu", "api-service")
 		must(t, err)
@@ -133,28 +135,28 @@ func TestOperatorRollsBackAt2AM(t *testing.T) {
 		}
 		ro, err := getObject(t, prod, rolloutsGVR, "production", "api-service")
 		must(t, err)
-		if !strings.HasSuffix(image(ro), ":1.4.2") {
-			t.Errorf("the pinned rollback was undone: %s", image(ro))
+		if !strings.HasSuffix(testenv.Image(ro), ":1.4.2") {
+			t.Errorf("the pinned rollback was undone: %s", testenv.Image(ro))
 		}
 	})
 
-	t.Run("diff shows drift and sync heals it", func(t *testing.T) {
+	step.run("diff shows drift and sync heals it", func(t *testing.T) {
 		out := run(t, 0, append([]string{"app", "diff", "api-service"}, viewer...)...)
 		if !strings.Contains(out, "prod-eu (history 3): in sync") {
 			t.Errorf("diff of a synced app:\n%s", out)
 		}
 		// With selfHeal on the agent would undo the edit before the diff.
-		e.git.WriteFiles(t, "gitops-config", "main", "worker-service: selfHeal off", map[string]string{
+		e.Commit(t, "worker-service: selfHeal off", map[string]string{
 			"apps/worker-service.yaml": strings.Replace(readFixture(t, "apps/worker-service.yaml"), "selfHeal: true", "selfHeal: false", 1),
 		})
-		e.webhook(t, webhookSecret)
+		e.Webhook(t, webhookSecret)
 		e.waitDesired(t, "prod-eu", "worker-service", func(ds *flotillav1.DesiredState) error {
 			if ds.GetSyncPolicy().GetAutomated().GetSelfHeal() {
 				return fmt.Errorf("selfHeal still on")
 			}
 			return nil
 		})
-		waitStatus(t, e, "prod-eu", "worker-service", func(st *flotillav1.AppStatus) error {
+		e.WaitStatus(t, "prod-eu", "worker-service", time.Minute, func(st *flotillav1.AppStatus) error {
 			if ds, _, _ := e.desired(t, "prod-eu", "worker-service"); st.GetHistoryId() != ds.GetHistoryId() || st.GetPhase() != flotillav1.SyncPhase_SYNC_PHASE_SUCCEEDED {
 				return fmt.Errorf("status of history %d: %v", st.GetHistoryId(), st.GetPhase())
 			}
@@ -179,7 +181,7 @@ func TestOperatorRollsBackAt2AM(t *testing.T) {
 		}
 	})
 
-	t.Run("unpin follows Git again", func(t *testing.T) {
+	step.run("unpin follows Git again", func(t *testing.T) {
 		out := run(t, 0, append([]string{"app", "unpin", "api-service"}, operator...)...)
 		if !strings.Contains(out, "unpinned (history 4)") {
 			t.Errorf("output: %s", out)
@@ -188,13 +190,13 @@ func TestOperatorRollsBackAt2AM(t *testing.T) {
 		run(t, cli.ExitFailure, append([]string{"app", "unpin", "api-service"}, operator...)...)
 	})
 
-	t.Run("a new commit to the app releases the pin", func(t *testing.T) {
+	step.run("a new commit to the app releases the pin", func(t *testing.T) {
 		run(t, 0, append([]string{"app", "rollback", "api-service", "--revision", "1", "--cluster", "prod-eu"}, operator...)...)
 		waitImage(t, prod, rolloutsGVR, "production", "api-service", "api-service:1.4.2")
-		e.git.WriteFiles(t, "gitops-config", "main", "deploy: api-service 1.6.0", map[string]string{
+		e.Commit(t, "deploy: api-service 1.6.0", map[string]string{
 			"environments/production/api-service-values.yaml": strings.Replace(values, `tag: "1.4.2"`, `tag: "1.6.0"`, 1),
 		})
-		e.webhook(t, webhookSecret)
+		e.Webhook(t, webhookSecret)
 		waitImage(t, prod, rolloutsGVR, "production", "api-service", "api-service:1.6.0")
 		ds, _, err := e.desired(t, "prod-eu", "api-service")
 		must(t, err)
@@ -203,25 +205,24 @@ func TestOperatorRollsBackAt2AM(t *testing.T) {
 		}
 	})
 
-	t.Run("rollback through Git leaves a revert commit and the fleet follows", func(t *testing.T) {
-		before := e.git.Head(t, "gitops-config", "main")
+	step.run("rollback through Git leaves a revert commit and the fleet follows", func(t *testing.T) {
+		before := e.Git.Head(t, flotillatest.FixtureRepo, "main")
 		out := run(t, 0, append([]string{"app", "rollback", "worker-service", "--git", "--wait"}, operator...)...)
 		if !strings.Contains(out, "pushed") || !strings.Contains(out, "Succeeded Healthy") {
 			t.Errorf("output:\n%s", out)
 		}
 		waitImage(t, prod, deployments, "production", "worker-service", "worker-service:2.3.0")
-		head := e.git.Head(t, "gitops-config", "main")
-		msg, err := exec.Command("git", "-C", e.git.BareDir("gitops-config"), "log", "-1", "--format=%an%n%B", head).CombinedOutput()
-		must(t, err)
-		if !strings.Contains(string(msg), `Revert "deploy: worker-service 2.5.0"`) || !strings.Contains(string(msg), "Requested by oncall") {
+		head := e.Git.Head(t, flotillatest.FixtureRepo, "main")
+		msg := testenv.Git(t, e.Git.BareDir(flotillatest.FixtureRepo), "log", "-1", "--format=%an%n%B", head)
+		if !strings.Contains(msg, `Revert "deploy: worker-service 2.5.0"`) || !strings.Contains(msg, "Requested by oncall") {
 			t.Errorf("revert commit:\n%s", msg)
 		}
-		if parent, err := exec.Command("git", "-C", e.git.BareDir("gitops-config"), "rev-parse", head+"^").Output(); err != nil || strings.TrimSpace(string(parent)) != before {
-			t.Errorf("the revert is not on top of %s: %s %v", before, parent, err)
+		if parent := testenv.Git(t, e.Git.BareDir(flotillatest.FixtureRepo), "rev-parse", head+"^"); parent != before {
+			t.Errorf("the revert is not on top of %s: %s", before, parent)
 		}
 	})
 
-	t.Run("rollout verbs patch the Rollout as the Argo Rollouts plugin does", func(t *testing.T) {
+	step.run("rollout verbs patch the Rollout as the Argo Rollouts plugin does", func(t *testing.T) {
 		rollout := func() *unstructured.Unstructured {
 			ro, err := getObject(t, prod, rolloutsGVR, "production", "api-service")
 			must(t, err)
@@ -262,19 +263,19 @@ func TestOperatorRollsBackAt2AM(t *testing.T) {
 		run(t, cli.ExitUsage, append([]string{"rollout", "abort", "api-service", "--full"}, operator...)...)
 	})
 
-	t.Run("an agent refuses a command the hub did not sign", func(t *testing.T) {
+	step.run("an agent refuses a command the hub did not sign", func(t *testing.T) {
 		_, other, _ := ed25519.GenerateKey(rand.Reader)
 		forged, err := signing.NewSigner(other).SignCommand(&flotillav1.AgentCommand{SchemaVersion: 1, Cluster: "prod-eu", App: "api-service",
 			IssuedAt: timestamppb.Now(), Command: &flotillav1.AgentCommand_Sync{Sync: &flotillav1.SyncCommand{}}})
 		must(t, err)
-		reply, err := e.bus.Command(t.Context(), "prod-eu", forged)
+		reply, err := e.Bus.Command(t.Context(), "prod-eu", forged)
 		must(t, err)
 		if !strings.Contains(reply.GetError(), "command refused") || !strings.Contains(reply.GetError(), "unknown key") {
 			t.Errorf("reply to a forged command: %v", reply)
 		}
 	})
 
-	t.Run("bad input is one line with a meaningful exit code", func(t *testing.T) {
+	step.run("bad input is one line with a meaningful exit code", func(t *testing.T) {
 		for _, tc := range []struct {
 			name string
 			args []string
@@ -298,7 +299,7 @@ func TestOperatorRollsBackAt2AM(t *testing.T) {
 		}
 	})
 
-	t.Run("every mutating call is in the audit stream", func(t *testing.T) {
+	step.run("every mutating call is in the audit stream", func(t *testing.T) {
 		var resp struct {
 			Events []struct {
 				Reason  string `json:"reason"`

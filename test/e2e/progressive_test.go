@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -81,8 +82,8 @@ func TestProgressiveDeliveryAgainstPrometheus(t *testing.T) {
 	prom.WaitQuery(t, errorRateQuery)
 	commit := func(message, values string) {
 		t.Helper()
-		e.git.WriteFiles(t, "gitops-config", "main", message, map[string]string{"environments/production/api-service-values.yaml": values})
-		e.webhook(t, webhookSecret)
+		e.Commit(t, message, map[string]string{"environments/production/api-service-values.yaml": values})
+		e.Webhook(t, webhookSecret)
 	}
 	commit("test: short pauses", productionValues("1.4.2", prom.URL, userStorySteps))
 	parent := t // an agent restarted in a subtest must outlive it
@@ -90,15 +91,17 @@ func TestProgressiveDeliveryAgainstPrometheus(t *testing.T) {
 	ns := "production"
 
 	ro := waitRollout(t, prod, ns, "api-service", 2*time.Minute, phaseIs("Healthy"))
-	stable := str(ro, "status", "stableRS")
+	stable := testenv.Field(ro, "status", "stableRS")
 	if got := replicaSetSizes(t, prod, ns); got[stable] != "10/10" {
 		t.Fatalf("first revision: replica sets %v", got)
 	}
 
-	t.Run("0.2 % errors: promoted through every step", func(t *testing.T) {
+	// Each step starts from the state the steps before it left.
+	step := newSteps(t)
+	step.run("0.2 % errors: promoted through every step", func(t *testing.T) {
 		commit("deploy: api-service 1.5.0", productionValues("1.5.0", prom.URL, userStorySteps))
 		// The fleet view sees the canary at 10 % (the pause after it).
-		st := waitStatus(t, e, "prod-eu", "api-service", func(st *flotillav1.AppStatus) error {
+		st := e.WaitStatus(t, "prod-eu", "api-service", time.Minute, func(st *flotillav1.AppStatus) error {
 			if ro := rolloutOf(st); ro.GetStep() != 2 || ro.GetCanaryWeight() != 10 {
 				return fmt.Errorf("rollout %v", ro)
 			}
@@ -112,7 +115,7 @@ func TestProgressiveDeliveryAgainstPrometheus(t *testing.T) {
 			t.Errorf("at 10 %%: replica sets %v, want %s 1/1 and %s 9/9", got, canary, stable)
 		}
 		waitRollout(t, prod, ns, "api-service", 2*time.Minute, func(ro *unstructured.Unstructured) error {
-			if str(ro, "status", "stableRS") != canary || str(ro, "status", "phase") != "Healthy" {
+			if testenv.Field(ro, "status", "stableRS") != canary || testenv.Field(ro, "status", "phase") != "Healthy" {
 				return fmt.Errorf("not promoted")
 			}
 			return nil
@@ -122,7 +125,7 @@ func TestProgressiveDeliveryAgainstPrometheus(t *testing.T) {
 		results, _, _ := unstructured.NestedSlice(run.Object, "status", "metricResults")
 		res, _ := results[0].(map[string]any)
 		measurements, _ := res["measurements"].([]any)
-		if str(run, "status", "phase") != "Successful" || fmt.Sprint(res["successful"]) != "5" || fmt.Sprint(res["failed"]) != "<nil>" {
+		if testenv.Field(run, "status", "phase") != "Successful" || fmt.Sprint(res["successful"]) != "5" || fmt.Sprint(res["failed"]) != "<nil>" {
 			t.Fatalf("analysis run: %v", run.Object["status"])
 		}
 		for _, m := range measurements {
@@ -137,7 +140,7 @@ func TestProgressiveDeliveryAgainstPrometheus(t *testing.T) {
 		if s, c := selectorHash(t, prod, ns, "api-service-stable"), selectorHash(t, prod, ns, "api-service-canary"); s != canary || c != canary {
 			t.Errorf("services on %s and %s after promotion, want %s", s, c, canary)
 		}
-		waitStatus(t, e, "prod-eu", "api-service", func(st *flotillav1.AppStatus) error {
+		e.WaitStatus(t, "prod-eu", "api-service", time.Minute, func(st *flotillav1.AppStatus) error {
 			if st.GetHealth() != flotillav1.HealthStatus_HEALTH_STATUS_HEALTHY || rolloutOf(st).GetStableHash() != canary {
 				return fmt.Errorf("health %s rollout %v", st.GetHealth(), rolloutOf(st))
 			}
@@ -147,14 +150,14 @@ func TestProgressiveDeliveryAgainstPrometheus(t *testing.T) {
 		stable = canary
 	})
 
-	t.Run("5 % errors: the analysis fails per failureLimit and the rollout goes back to stable", func(t *testing.T) {
+	step.run("5 % errors: the analysis fails per failureLimit and the rollout goes back to stable", func(t *testing.T) {
 		// A Prometheus of its own, so the 2 m rate window holds only 5 %.
 		failing := testenv.StartTraffic(t)
 		failing.Serve("api-service", "canary", 0.05)
 		bad := testenv.StartPrometheus(t, failing.Target)
 		bad.WaitQuery(t, errorRateQuery)
 		commit("deploy: api-service 1.6.0", productionValues("1.6.0", bad.URL, userStorySteps))
-		st := waitStatus(t, e, "prod-eu", "api-service", func(st *flotillav1.AppStatus) error {
+		st := e.WaitStatus(t, "prod-eu", "api-service", time.Minute, func(st *flotillav1.AppStatus) error {
 			if st.GetHealth() != flotillav1.HealthStatus_HEALTH_STATUS_DEGRADED {
 				return fmt.Errorf("health %s rollout %v", st.GetHealth(), rolloutOf(st))
 			}
@@ -176,54 +179,84 @@ func TestProgressiveDeliveryAgainstPrometheus(t *testing.T) {
 			}
 			return nil
 		})
-		// The same revision is not tried again by itself.
-		time.Sleep(2 * time.Second)
-		if ro := rollout(t, prod, ns, "api-service"); str(ro, "status", "phase") != "Degraded" || str(ro, "status", "stableRS") != stable {
-			t.Errorf("aborted revision went on: phase %s", str(ro, "status", "phase"))
+		// The same revision is not tried again by itself: a reconcile after
+		// the abort leaves it.
+		if ro := waitReconciled(t, prod, ns, "api-service"); testenv.Field(ro, "status", "phase") != "Degraded" || testenv.Field(ro, "status", "stableRS") != stable {
+			t.Errorf("aborted revision went on: phase %s", testenv.Field(ro, "status", "phase"))
 		}
 	})
 
-	t.Run("an indefinite pause waits for a promote, across an agent restart", func(t *testing.T) {
+	step.run("an indefinite pause waits for a promote, across an agent restart", func(t *testing.T) {
 		steps := "    - setWeight: 20\n    - pause: {}\n    - setWeight: 100"
 		commit("deploy: api-service 1.7.0", productionValues("1.7.0", prom.URL, steps))
-		st := waitStatus(t, e, "prod-eu", "api-service", func(st *flotillav1.AppStatus) error {
+		st := e.WaitStatus(t, "prod-eu", "api-service", time.Minute, func(st *flotillav1.AppStatus) error {
 			if ro := rolloutOf(st); ro.GetStep() != 2 || ro.GetPhase() != "Paused" || st.GetHealth() != flotillav1.HealthStatus_HEALTH_STATUS_SUSPENDED {
 				return fmt.Errorf("health %s rollout %v, replica sets %v", st.GetHealth(), ro, replicaSetSizes(t, prod, ns))
 			}
 			return nil
 		})
 		canary := rolloutOf(st).GetCanaryHash()
-		paused := str(rollout(t, prod, ns, "api-service"), "status", "pauseConditions")
+		paused := testenv.Field(rollout(t, prod, ns, "api-service"), "status", "pauseConditions")
 
 		agent.stop()
-		time.Sleep(2 * time.Second)
+		// While the agent is down the clock moves past the second the pause
+		// began in, so a pause the new agent wrote again would differ.
+		waitPastPauseStart(t, rollout(t, prod, ns, "api-service"))
+		restarted := time.Now()
 		agent = startAgent(parent, e, prod, map[string]string{"env": "production"}, t.TempDir())
-		time.Sleep(3 * time.Second) // the new agent has looked at the rollout by now
-		ro := rollout(t, prod, ns, "api-service")
-		if str(ro, "status", "currentStepIndex") != "1" || str(ro, "status", "pauseConditions") != paused {
-			t.Fatalf("after a restart: step %s, pause %s; want step 1 and pause %s", str(ro, "status", "currentStepIndex"), str(ro, "status", "pauseConditions"), paused)
+		// The new agent has synced the app (a no-op) and its rollouts
+		// controller has reconciled the Rollout: neither may change it.
+		e.WaitStatus(t, "prod-eu", "api-service", time.Minute, func(st *flotillav1.AppStatus) error {
+			if !st.GetStartedAt().AsTime().After(restarted) || st.GetMessage() != "already applied" {
+				return fmt.Errorf("no sync by the restarted agent yet: %s, started %s", st.GetMessage(), st.GetStartedAt().AsTime())
+			}
+			return nil
+		})
+		ro := waitReconciled(t, prod, ns, "api-service")
+		if testenv.Field(ro, "status", "currentStepIndex") != "1" || testenv.Field(ro, "status", "pauseConditions") != paused {
+			t.Fatalf("after a restart: step %s, pause %s; want step 1 and pause %s", testenv.Field(ro, "status", "currentStepIndex"), testenv.Field(ro, "status", "pauseConditions"), paused)
 		}
 		if got := replicaSetSizes(t, prod, ns); got[canary] != "2/2" || got[stable] != "8/8" {
 			t.Errorf("at 20 %% after a restart: replica sets %v", got)
 		}
 
-		out, code := flotilla(t, "rollout", "promote", "api-service", "--cluster", "prod-eu", "--hub", e.apiURL, "--token", operatorToken)
+		out, code := flotilla(t, "rollout", "promote", "api-service", "--cluster", "prod-eu", "--hub", e.APIURL, "--token", operatorToken)
 		if code != 0 {
 			t.Fatalf("rollout promote: exit %d: %s", code, out)
 		}
 		waitRollout(t, prod, ns, "api-service", time.Minute, func(ro *unstructured.Unstructured) error {
-			if str(ro, "status", "stableRS") != canary || str(ro, "status", "phase") != "Healthy" {
+			if testenv.Field(ro, "status", "stableRS") != canary || testenv.Field(ro, "status", "phase") != "Healthy" {
 				return fmt.Errorf("not promoted")
 			}
 			return nil
 		})
 		testenv.Eventually(t, 30*time.Second, func() error {
-			list, code := flotilla(t, "app", "list", "--hub", e.apiURL, "--token", apiToken)
+			list, code := flotilla(t, "app", "list", "--hub", e.APIURL, "--token", apiToken)
 			if code != 0 || !strings.Contains(list, "canary done") {
 				return fmt.Errorf("app list:\n%s", list)
 			}
 			return nil
 		})
+	})
+}
+
+// waitPastPauseStart waits until the clock is past the whole second the
+// Rollout's first pause condition began in (its startTime keeps whole
+// seconds), so that a pause written again from now on carries another time.
+func waitPastPauseStart(t *testing.T, ro *unstructured.Unstructured) {
+	t.Helper()
+	conditions, _, _ := unstructured.NestedSlice(ro.Object, "status", "pauseConditions")
+	if len(conditions) == 0 {
+		t.Fatalf("rollout %s is not paused", ro.GetName())
+	}
+	first, _ := conditions[0].(map[string]any)
+	start, err := time.Parse(time.RFC3339, fmt.Sprint(first["startTime"]))
+	must(t, err)
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if now := time.Now(); now.Sub(start) < 2*time.Second {
+			return fmt.Errorf("now %s is within a second of the pause's start %s", now.Format(time.RFC3339Nano), start.Format(time.RFC3339))
+		}
+		return nil
 	})
 }
 
@@ -235,8 +268,22 @@ func TestAgentPassesRolloutsThroughWhenToldTo(t *testing.T) {
 	prod := testenv.StartCluster(t, testenv.ClusterOptions{Name: "prod-eu"})
 	startAgentWith(t, e, prod, map[string]string{"env": "production"}, t.TempDir(), func(o *agent.Options) { o.RolloutsController = false })
 	waitImage(t, prod, rolloutsGVR, "production", "api-service", "api-service:1.4.2")
-	waitStatus(t, e, "prod-eu", "api-service", hasPhase(flotillav1.SyncPhase_SYNC_PHASE_SUCCEEDED))
-	time.Sleep(2 * time.Second) // a controller, had one started, would have acted by now
+	e.WaitStatus(t, "prod-eu", "api-service", time.Minute, hasPhase(flotillav1.SyncPhase_SYNC_PHASE_SUCCEEDED))
+	// No controller will act later: the agent registers "rollouts" among
+	// its capabilities exactly when it started its rollouts controller.
+	var capabilities []string
+	testenv.Eventually(t, 30*time.Second, func() error {
+		for _, reg := range e.Server.Clusters() {
+			if reg.GetName() == "prod-eu" && len(reg.GetCapabilities()) > 0 {
+				capabilities = reg.GetCapabilities()
+				return nil
+			}
+		}
+		return fmt.Errorf("prod-eu has not registered its capabilities")
+	})
+	if slices.Contains(capabilities, "rollouts") || !slices.Contains(capabilities, "helm") {
+		t.Errorf("capabilities %v: want helm and no rollouts controller", capabilities)
+	}
 	ro := rollout(t, prod, "production", "api-service")
 	if status, ok := ro.Object["status"]; ok {
 		t.Errorf("the Rollout got a status from the agent: %v", status)

@@ -21,7 +21,6 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -30,6 +29,7 @@ import (
 	"github.com/flotilla-dev/flotilla/agent/rollouts"
 	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
 	"github.com/flotilla-dev/flotilla/test/testenv"
+	"github.com/flotilla-dev/flotilla/test/testenv/flotillatest"
 )
 
 var (
@@ -39,33 +39,16 @@ var (
 )
 
 // startRolloutsController runs the agent's rollouts controller on c; the
-// returned function stops it (as an agent dying would).
+// returned function stops it (as an agent dying would). With tracing, the
+// steps are traced under syncSpan.
 func startRolloutsController(t *testing.T, c *testenv.Cluster, tracing ...trace.TracerProvider) (stop func()) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
 	opts := rollouts.DefaultOptions()
 	if len(tracing) > 0 {
 		opts.Tracing = tracing[0]
 		opts.TraceParent = func(*unstructured.Unstructured) trace.SpanContext { return syncSpan }
 	}
-	ctrl := rollouts.NewController(c.Dynamic, opts, slog.New(slog.NewTextHandler(testWriter{t}, nil)).With("controller", c.Name))
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := ctrl.Run(ctx); err != nil {
-			t.Errorf("rollouts controller: %v", err)
-		}
-	}()
-	stopped := false
-	stop = func() {
-		if !stopped {
-			stopped = true
-			cancel()
-			<-done
-		}
-	}
-	t.Cleanup(stop)
-	return stop
+	return flotillatest.StartRolloutsController(t, c, opts, slog.New(slog.NewTextHandler(testWriter{t}, nil)).With("controller", c.Name))
 }
 
 // syncSpan stands for the agent's sync span the steps are traced under.
@@ -99,14 +82,6 @@ func rollout(t *testing.T, c *testenv.Cluster, ns, name string) *unstructured.Un
 	return ro
 }
 
-func str(obj *unstructured.Unstructured, fields ...string) string {
-	v, _, _ := unstructured.NestedFieldNoCopy(obj.Object, fields...)
-	if v == nil {
-		return ""
-	}
-	return fmt.Sprint(v)
-}
-
 // replicaSetSizes maps each of the rollout's ReplicaSets' hashes to its
 // spec and available replicas: "3/3".
 func replicaSetSizes(t *testing.T, c *testenv.Cluster, ns string) map[string]string {
@@ -115,7 +90,7 @@ func replicaSetSizes(t *testing.T, c *testenv.Cluster, ns string) map[string]str
 	must(t, err)
 	out := map[string]string{}
 	for _, rs := range list.Items {
-		out[rs.GetLabels()[rollouts.HashLabel]] = str(&rs, "spec", "replicas") + "/" + orZero(str(&rs, "status", "availableReplicas"))
+		out[rs.GetLabels()[rollouts.HashLabel]] = testenv.Field(&rs, "spec", "replicas") + "/" + orZero(testenv.Field(&rs, "status", "availableReplicas"))
 	}
 	return out
 }
@@ -131,7 +106,7 @@ func selectorHash(t *testing.T, c *testenv.Cluster, ns, svc string) string {
 	t.Helper()
 	obj, err := c.Dynamic.Resource(services).Namespace(ns).Get(context.Background(), svc, metav1.GetOptions{})
 	must(t, err)
-	return str(obj, "spec", "selector", rollouts.HashLabel)
+	return testenv.Field(obj, "spec", "selector", rollouts.HashLabel)
 }
 
 // waitRollout waits until the Rollout's status satisfies ok.
@@ -144,28 +119,54 @@ func waitRollout(t *testing.T, c *testenv.Cluster, ns, name string, timeout time
 			return err
 		}
 		if err := ok(last); err != nil {
-			return fmt.Errorf("%w (status: phase %s step %s message %q, replica sets %v)", err, str(last, "status", "phase"),
-				str(last, "status", "currentStepIndex"), str(last, "status", "message"), replicaSetSizes(t, c, ns))
+			return fmt.Errorf("%w (status: phase %s step %s message %q, replica sets %v)", err, testenv.Field(last, "status", "phase"),
+				testenv.Field(last, "status", "currentStepIndex"), testenv.Field(last, "status", "message"), replicaSetSizes(t, c, ns))
 		}
 		return nil
 	})
 	return last
 }
 
+// waitReconciled proves that the rollouts controller running now (the
+// agent's, or one alone) has reconciled the Rollout since this call, so a
+// check that nothing changed checks something. It sets
+// spec.revisionHistoryLimit, which bumps the generation and changes nothing
+// else (no Rollout here has ten old ReplicaSets, and Git sets no limit, so
+// an agent sees no drift), and waits until status.observedGeneration is the
+// new generation: only a reconcile that ran to its end after the change
+// writes that. It returns the Rollout as that reconcile left it.
+func waitReconciled(t *testing.T, c *testenv.Cluster, ns, name string) *unstructured.Unstructured {
+	t.Helper()
+	limit := int64(10)
+	if l, found, _ := unstructured.NestedInt64(rollout(t, c, ns, name).Object, "spec", "revisionHistoryLimit"); found && l == limit {
+		limit++
+	}
+	patch := fmt.Sprintf(`{"spec":{"revisionHistoryLimit":%d}}`, limit)
+	probed, err := c.Dynamic.Resource(rollouts.GVR).Namespace(ns).Patch(context.Background(), name, types.MergePatchType, []byte(patch),
+		metav1.PatchOptions{FieldManager: "e2e-reconcile-probe"})
+	must(t, err)
+	generation := fmt.Sprint(probed.GetGeneration())
+	return waitRollout(t, c, ns, name, time.Minute, func(ro *unstructured.Unstructured) error {
+		if got := testenv.Field(ro, "status", "observedGeneration"); got != generation {
+			return fmt.Errorf("observed generation %s, want %s: not reconciled since the probe", got, generation)
+		}
+		return nil
+	})
+}
+
 func phaseIs(phase string) func(*unstructured.Unstructured) error {
 	return func(ro *unstructured.Unstructured) error {
-		if got := str(ro, "status", "phase"); got != phase {
+		if got := testenv.Field(ro, "status", "phase"); got != phase {
 			return fmt.Errorf("phase %q, want %q", got, phase)
 		}
 		return nil
 	}
 }
 
+// setImage gives the Rollout's container "api" a new image: a new revision.
 func setImage(t *testing.T, c *testenv.Cluster, ns, name, image string) {
 	t.Helper()
-	patch := fmt.Sprintf(`{"spec":{"template":{"spec":{"containers":[{"name":"api","image":%q}]}}}}`, image)
-	_, err := c.Dynamic.Resource(rollouts.GVR).Namespace(ns).Patch(context.Background(), name, types.MergePatchType, []byte(patch), metav1.PatchOptions{})
-	must(t, err)
+	c.SetImage(t, rollouts.GVR, ns, name, "api", image)
 }
 
 func act(t *testing.T, c *testenv.Cluster, ns, name string, action flotillav1.RolloutAction) {
@@ -178,16 +179,9 @@ func act(t *testing.T, c *testenv.Cluster, ns, name string, action flotillav1.Ro
 func rolloutsCluster(t *testing.T, name, ns string) *testenv.Cluster {
 	t.Helper()
 	c := testenv.StartCluster(t, testenv.ClusterOptions{Name: name, Workloads: true})
-	_, err := rollouts.EnsureCRDs(t.Context(), c.Dynamic) // waits until they are served
-	must(t, err)
-	createNamespace(t, c, ns)
+	flotillatest.InstallRolloutsCRDs(t, c)
+	c.CreateNamespace(t, ns)
 	return c
-}
-
-func createNamespace(t *testing.T, c *testenv.Cluster, ns string) {
-	t.Helper()
-	_, err := c.Client.CoreV1().Namespaces().Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
-	must(t, err)
 }
 
 const canaryManifests = `apiVersion: v1
@@ -257,7 +251,7 @@ func TestRolloutsControllerRunsACanary(t *testing.T) {
 	c.CreateAll(t, ns, fmt.Sprintf(canaryManifests, check.srv.URL))
 
 	ro := waitRollout(t, c, ns, "api", time.Minute, phaseIs("Healthy"))
-	v1 := str(ro, "status", "stableRS")
+	v1 := testenv.Field(ro, "status", "stableRS")
 	if got := replicaSetSizes(t, c, ns); got[v1] != "4/4" || len(got) != 1 {
 		t.Fatalf("first revision: replica sets %v, want only %s at 4/4", got, v1)
 	}
@@ -265,35 +259,36 @@ func TestRolloutsControllerRunsACanary(t *testing.T) {
 		t.Fatalf("services on %s and %s, want both on %s", s, cn, v1)
 	}
 
-	t.Run("steps, a restart mid-pause and promotion", func(t *testing.T) {
+	// Each step starts from the state the steps before it left.
+	step := newSteps(t)
+	step.run("steps, a restart mid-pause and promotion", func(t *testing.T) {
 		setImage(t, c, ns, "api", "registry.example.com/api:2")
 		ro := waitRollout(t, c, ns, "api", time.Minute, func(ro *unstructured.Unstructured) error {
-			if str(ro, "status", "phase") != "Paused" || str(ro, "status", "currentStepIndex") != "1" {
+			if testenv.Field(ro, "status", "phase") != "Paused" || testenv.Field(ro, "status", "currentStepIndex") != "1" {
 				return fmt.Errorf("not paused at step 1")
 			}
 			return nil
 		})
-		v2 := str(ro, "status", "currentPodHash")
+		v2 := testenv.Field(ro, "status", "currentPodHash")
 		if got := replicaSetSizes(t, c, ns); got[v2] != "1/1" || got[v1] != "3/3" {
 			t.Fatalf("at 25 %%: replica sets %v, want %s 1/1 and %s 3/3", got, v2, v1)
 		}
 		if s, cn := selectorHash(t, c, ns, "api-stable"), selectorHash(t, c, ns, "api-canary"); s != v1 || cn != v2 {
 			t.Fatalf("stable service on %s, canary on %s; want %s and %s", s, cn, v1, v2)
 		}
-		pausedAt := str(ro, "status", "pauseConditions")
+		pausedAt := testenv.Field(ro, "status", "pauseConditions")
 
 		// The agent dies and comes back: the rollout is where it was.
 		stop()
 		stop = startRolloutsController(parent, c, tracing)
-		time.Sleep(time.Second) // let the new controller reconcile; it must change nothing
-		ro = rollout(t, c, ns, "api")
-		if str(ro, "status", "currentStepIndex") != "1" || str(ro, "status", "pauseConditions") != pausedAt {
-			t.Fatalf("after a restart: step %s pause %s, want step 1 pause %s", str(ro, "status", "currentStepIndex"), str(ro, "status", "pauseConditions"), pausedAt)
+		ro = waitReconciled(t, c, ns, "api") // the new controller has looked at it; it must change nothing
+		if testenv.Field(ro, "status", "currentStepIndex") != "1" || testenv.Field(ro, "status", "pauseConditions") != pausedAt {
+			t.Fatalf("after a restart: step %s pause %s, want step 1 pause %s", testenv.Field(ro, "status", "currentStepIndex"), testenv.Field(ro, "status", "pauseConditions"), pausedAt)
 		}
 
 		act(t, c, ns, "api", flotillav1.RolloutAction_ROLLOUT_ACTION_PROMOTE)
 		waitRollout(t, c, ns, "api", time.Minute, func(ro *unstructured.Unstructured) error {
-			if str(ro, "status", "stableRS") != v2 || str(ro, "status", "phase") != "Healthy" {
+			if testenv.Field(ro, "status", "stableRS") != v2 || testenv.Field(ro, "status", "phase") != "Healthy" {
 				return fmt.Errorf("not promoted")
 			}
 			return nil
@@ -304,8 +299,8 @@ func TestRolloutsControllerRunsACanary(t *testing.T) {
 		run, err := c.Dynamic.Resource(analysisRuns).Namespace(ns).Get(context.Background(), "api-"+v2+"-2", metav1.GetOptions{})
 		must(t, err)
 		results, _, _ := unstructured.NestedSlice(run.Object, "status", "metricResults")
-		if str(run, "status", "phase") != "Successful" || len(results) != 1 || fmt.Sprint(results[0].(map[string]any)["count"]) != "3" {
-			t.Fatalf("analysis run: phase %s results %v", str(run, "status", "phase"), results)
+		if testenv.Field(run, "status", "phase") != "Successful" || len(results) != 1 || fmt.Sprint(results[0].(map[string]any)["count"]) != "3" {
+			t.Fatalf("analysis run: phase %s results %v", testenv.Field(run, "status", "phase"), results)
 		}
 		if s := selectorHash(t, c, ns, "api-stable"); s != v2 {
 			t.Fatalf("stable service on %s after promotion, want %s", s, v2)
@@ -327,19 +322,19 @@ func TestRolloutsControllerRunsACanary(t *testing.T) {
 		v1 = v2
 	})
 
-	t.Run("a failed analysis aborts to stable until a retry", func(t *testing.T) {
+	step.run("a failed analysis aborts to stable until a retry", func(t *testing.T) {
 		check.healthy.Store(false)
 		setImage(t, c, ns, "api", "registry.example.com/api:3")
 		waitRollout(t, c, ns, "api", time.Minute, func(ro *unstructured.Unstructured) error {
-			if str(ro, "status", "currentStepIndex") != "1" {
+			if testenv.Field(ro, "status", "currentStepIndex") != "1" {
 				return fmt.Errorf("not at the pause")
 			}
 			return nil
 		})
 		act(t, c, ns, "api", flotillav1.RolloutAction_ROLLOUT_ACTION_PROMOTE)
 		ro := waitRollout(t, c, ns, "api", time.Minute, phaseIs("Degraded"))
-		v3 := str(ro, "status", "currentPodHash")
-		if msg := str(ro, "status", "message"); !strings.Contains(msg, "RolloutAborted") || !strings.Contains(msg, "failed (2) > failureLimit (1)") {
+		v3 := testenv.Field(ro, "status", "currentPodHash")
+		if msg := testenv.Field(ro, "status", "message"); !strings.Contains(msg, "RolloutAborted") || !strings.Contains(msg, "failed (2) > failureLimit (1)") {
 			t.Fatalf("abort message %q", msg)
 		}
 		waitRollout(t, c, ns, "api", 30*time.Second, func(*unstructured.Unstructured) error {
@@ -351,16 +346,15 @@ func TestRolloutsControllerRunsACanary(t *testing.T) {
 			}
 			return nil
 		})
-		// Not retried by itself.
+		// Not retried by itself: a reconcile after the abort leaves it.
 		calls := check.calls.Load()
-		time.Sleep(time.Second)
-		if ro := rollout(t, c, ns, "api"); str(ro, "status", "phase") != "Degraded" || check.calls.Load() != calls {
-			t.Fatalf("an aborted revision went on by itself: phase %s, %d more measurements", str(ro, "status", "phase"), check.calls.Load()-calls)
+		if ro := waitReconciled(t, c, ns, "api"); testenv.Field(ro, "status", "phase") != "Degraded" || check.calls.Load() != calls {
+			t.Fatalf("an aborted revision went on by itself: phase %s, %d more measurements", testenv.Field(ro, "status", "phase"), check.calls.Load()-calls)
 		}
 
 		act(t, c, ns, "api", flotillav1.RolloutAction_ROLLOUT_ACTION_RETRY)
 		waitRollout(t, c, ns, "api", time.Minute, func(ro *unstructured.Unstructured) error {
-			if str(ro, "status", "currentStepIndex") != "1" || str(ro, "status", "phase") != "Paused" {
+			if testenv.Field(ro, "status", "currentStepIndex") != "1" || testenv.Field(ro, "status", "phase") != "Paused" {
 				return fmt.Errorf("retry did not start again")
 			}
 			return nil
@@ -371,7 +365,7 @@ func TestRolloutsControllerRunsACanary(t *testing.T) {
 		calls = check.calls.Load()
 		must(t, rollouts.Act(context.Background(), c.Dynamic, rollout(t, c, ns, "api"), flotillav1.RolloutAction_ROLLOUT_ACTION_PROMOTE, true))
 		waitRollout(t, c, ns, "api", time.Minute, func(ro *unstructured.Unstructured) error {
-			if str(ro, "status", "stableRS") != v3 || str(ro, "status", "phase") != "Healthy" {
+			if testenv.Field(ro, "status", "stableRS") != v3 || testenv.Field(ro, "status", "phase") != "Healthy" {
 				return fmt.Errorf("retried revision not fully promoted")
 			}
 			return nil
@@ -437,7 +431,7 @@ func TestRolloutsControllerRunsBlueGreen(t *testing.T) {
 	c.CreateAll(t, ns, fmt.Sprintf(blueGreenManifests, check.srv.URL))
 
 	ro := waitRollout(t, c, ns, "web", time.Minute, phaseIs("Healthy"))
-	v1 := str(ro, "status", "stableRS")
+	v1 := testenv.Field(ro, "status", "stableRS")
 	if a := selectorHash(t, c, ns, "web-active"); a != v1 {
 		t.Fatalf("active service on %q, want %s", a, v1)
 	}
@@ -446,22 +440,22 @@ func TestRolloutsControllerRunsBlueGreen(t *testing.T) {
 	// While the analysis runs the preview gets the new version and the
 	// active Service stays.
 	ro = waitRollout(t, c, ns, "web", time.Minute, func(ro *unstructured.Unstructured) error {
-		if str(ro, "status", "blueGreen", "prePromotionAnalysisRunStatus", "status") != "Running" {
+		if testenv.Field(ro, "status", "blueGreen", "prePromotionAnalysisRunStatus", "status") != "Running" {
 			return fmt.Errorf("pre-promotion analysis not running")
 		}
 		return nil
 	})
-	v2 := str(ro, "status", "currentPodHash")
+	v2 := testenv.Field(ro, "status", "currentPodHash")
 	if a, p := selectorHash(t, c, ns, "web-active"), selectorHash(t, c, ns, "web-preview"); a != v1 || p != v2 {
 		t.Fatalf("during analysis: active on %s, preview on %s; want %s and %s", a, p, v1, v2)
 	}
 	ro = waitRollout(t, c, ns, "web", time.Minute, func(ro *unstructured.Unstructured) error {
-		if str(ro, "status", "stableRS") != v2 || str(ro, "status", "phase") != "Healthy" {
+		if testenv.Field(ro, "status", "stableRS") != v2 || testenv.Field(ro, "status", "phase") != "Healthy" {
 			return fmt.Errorf("not promoted")
 		}
 		return nil
 	})
-	if str(ro, "status", "blueGreen", "prePromotionAnalysisRunStatus", "status") != "Successful" || selectorHash(t, c, ns, "web-active") != v2 {
+	if testenv.Field(ro, "status", "blueGreen", "prePromotionAnalysisRunStatus", "status") != "Successful" || selectorHash(t, c, ns, "web-active") != v2 {
 		t.Fatalf("promoted without a successful analysis or active service on %s", selectorHash(t, c, ns, "web-active"))
 	}
 	waitRollout(t, c, ns, "web", 30*time.Second, func(*unstructured.Unstructured) error {
@@ -474,7 +468,7 @@ func TestRolloutsControllerRunsBlueGreen(t *testing.T) {
 	check.healthy.Store(false)
 	setImage(t, c, ns, "web", "registry.example.com/web:3")
 	ro = waitRollout(t, c, ns, "web", time.Minute, phaseIs("Degraded"))
-	v3 := str(ro, "status", "currentPodHash")
+	v3 := testenv.Field(ro, "status", "currentPodHash")
 	if a := selectorHash(t, c, ns, "web-active"); a != v2 {
 		t.Fatalf("after a failed pre-promotion analysis the active service is on %s, want %s", a, v2)
 	}
@@ -512,16 +506,16 @@ spec:
         args: [{name: url, value: %q}]
 `, post.srv.URL))
 		ro := waitRollout(t, c, ns, "app", time.Minute, phaseIs("Healthy"))
-		a1 := str(ro, "status", "stableRS")
+		a1 := testenv.Field(ro, "status", "stableRS")
 
 		setImage(t, c, ns, "app", "registry.example.com/app:2")
 		ro = waitRollout(t, c, ns, "app", time.Minute, func(ro *unstructured.Unstructured) error {
-			if str(ro, "status", "phase") != "Paused" || !strings.Contains(str(ro, "status", "pauseConditions"), "BlueGreenPause") {
+			if testenv.Field(ro, "status", "phase") != "Paused" || !strings.Contains(testenv.Field(ro, "status", "pauseConditions"), "BlueGreenPause") {
 				return fmt.Errorf("not waiting for a promote")
 			}
 			return nil
 		})
-		a2 := str(ro, "status", "currentPodHash")
+		a2 := testenv.Field(ro, "status", "currentPodHash")
 		if a := selectorHash(t, c, ns, "app-active"); a != a1 {
 			t.Fatalf("active switched before the promote: %s", a)
 		}
@@ -530,11 +524,11 @@ spec:
 		// the active Service goes back.
 		waitRollout(t, c, ns, "app", time.Minute, phaseIs("Degraded"))
 		ro = rollout(t, c, ns, "app")
-		if a := selectorHash(t, c, ns, "app-active"); a != a1 || str(ro, "status", "stableRS") != a1 {
-			t.Errorf("after a failed post-promotion analysis: active on %s, stable %s; want %s", a, str(ro, "status", "stableRS"), a1)
+		if a := selectorHash(t, c, ns, "app-active"); a != a1 || testenv.Field(ro, "status", "stableRS") != a1 {
+			t.Errorf("after a failed post-promotion analysis: active on %s, stable %s; want %s", a, testenv.Field(ro, "status", "stableRS"), a1)
 		}
-		if str(ro, "status", "blueGreen", "postPromotionAnalysisRunStatus", "status") != "Failed" || post.calls.Load() == 0 {
-			t.Errorf("post-promotion analysis: %s after %d calls", str(ro, "status", "blueGreen", "postPromotionAnalysisRunStatus", "status"), post.calls.Load())
+		if testenv.Field(ro, "status", "blueGreen", "postPromotionAnalysisRunStatus", "status") != "Failed" || post.calls.Load() == 0 {
+			t.Errorf("post-promotion analysis: %s after %d calls", testenv.Field(ro, "status", "blueGreen", "postPromotionAnalysisRunStatus", "status"), post.calls.Load())
 		}
 		waitRollout(t, c, ns, "app", 30*time.Second, func(*unstructured.Unstructured) error {
 			if got := replicaSetSizes(t, c, ns); !strings.HasPrefix(got[a2], "0/") || got[a1] != "2/2" {
@@ -616,7 +610,7 @@ func TestRolloutsControllerRoutesThroughGatewayAPI(t *testing.T) {
 	startRolloutsController(t, c)
 	c.CreateAll(t, ns, routedManifests)
 	ro := waitRollout(t, c, ns, "shop", time.Minute, phaseIs("Healthy"))
-	v1 := str(ro, "status", "stableRS")
+	v1 := testenv.Field(ro, "status", "stableRS")
 	weights := func() string {
 		route, err := c.Dynamic.Resource(routes).Namespace(ns).Get(context.Background(), "shop", metav1.GetOptions{})
 		must(t, err)
@@ -631,7 +625,7 @@ func TestRolloutsControllerRoutesThroughGatewayAPI(t *testing.T) {
 
 	setImage(t, c, ns, "shop", "registry.example.com/shop:2")
 	ro = waitRollout(t, c, ns, "shop", time.Minute, phaseIs("Paused"))
-	v2 := str(ro, "status", "currentPodHash")
+	v2 := testenv.Field(ro, "status", "currentPodHash")
 	if w := weights(); w != "shop-stable=70 shop-canary=30" {
 		t.Errorf("route weights at 30 %%: %s", w)
 	}
@@ -640,7 +634,7 @@ func TestRolloutsControllerRoutesThroughGatewayAPI(t *testing.T) {
 	}
 	act(t, c, ns, "shop", flotillav1.RolloutAction_ROLLOUT_ACTION_PROMOTE)
 	waitRollout(t, c, ns, "shop", time.Minute, func(ro *unstructured.Unstructured) error {
-		if str(ro, "status", "stableRS") != v2 || str(ro, "status", "phase") != "Healthy" {
+		if testenv.Field(ro, "status", "stableRS") != v2 || testenv.Field(ro, "status", "phase") != "Healthy" {
 			return fmt.Errorf("not promoted")
 		}
 		return nil
@@ -722,10 +716,10 @@ func TestRolloutsControllerReportsBadInput(t *testing.T) {
 	} {
 		t.Run(tc.rollout, func(t *testing.T) {
 			ro := waitRollout(t, c, ns, tc.rollout, time.Minute, phaseIs("Degraded"))
-			if msg := str(ro, "status", "message"); !strings.Contains(msg, "RolloutAborted") || !strings.Contains(msg, tc.want) {
+			if msg := testenv.Field(ro, "status", "message"); !strings.Contains(msg, "RolloutAborted") || !strings.Contains(msg, tc.want) {
 				t.Errorf("message %q, want RolloutAborted and %q", msg, tc.want)
 			}
-			canary := str(ro, "status", "currentPodHash")
+			canary := testenv.Field(ro, "status", "currentPodHash")
 			waitRollout(t, c, ns, tc.rollout, 30*time.Second, func(*unstructured.Unstructured) error {
 				if got := replicaSetSizes(t, c, ns)[canary]; !strings.HasPrefix(got, "0/") {
 					return fmt.Errorf("canary %s at %s after the abort", canary, got)
@@ -735,23 +729,23 @@ func TestRolloutsControllerReportsBadInput(t *testing.T) {
 			run, err := c.Dynamic.Resource(analysisRuns).Namespace(ns).Get(context.Background(), tc.rollout+"-"+canary+"-1", metav1.GetOptions{})
 			must(t, err)
 			results, _, _ := unstructured.NestedSlice(run.Object, "status", "metricResults")
-			if str(run, "status", "phase") != "Error" || len(results) == 1 && results[0].(map[string]any)["failed"] != nil {
-				t.Errorf("run %s: phase %s, results %v: errors must not count as failures", run.GetName(), str(run, "status", "phase"), results)
+			if testenv.Field(run, "status", "phase") != "Error" || len(results) == 1 && results[0].(map[string]any)["failed"] != nil {
+				t.Errorf("run %s: phase %s, results %v: errors must not count as failures", run.GetName(), testenv.Field(run, "status", "phase"), results)
 			}
 		})
 	}
 
 	t.Run("a template that does not exist holds the rollout and says so", func(t *testing.T) {
 		ro := waitRollout(t, c, ns, "missing", time.Minute, phaseIs("Degraded"))
-		if msg := str(ro, "status", "message"); !strings.Contains(msg, `InvalidSpec: steps[1].analysis: AnalysisTemplate "does-not-exist"`) {
+		if msg := testenv.Field(ro, "status", "message"); !strings.Contains(msg, `InvalidSpec: steps[1].analysis: AnalysisTemplate "does-not-exist"`) {
 			t.Errorf("message %q", msg)
 		}
-		if str(ro, "status", "stableRS") == str(ro, "status", "currentPodHash") {
+		if testenv.Field(ro, "status", "stableRS") == testenv.Field(ro, "status", "currentPodHash") {
 			t.Fatal("promoted without its analysis")
 		}
 		c.CreateAll(t, ns, strings.Replace(prometheusTemplate("does-not-exist", prom.URL, "vector(0.001)", "result[0] < 0.01"), "count: 3", "count: 1", 1))
 		waitRollout(t, c, ns, "missing", time.Minute, func(ro *unstructured.Unstructured) error {
-			if str(ro, "status", "phase") != "Healthy" || str(ro, "status", "stableRS") != str(ro, "status", "currentPodHash") {
+			if testenv.Field(ro, "status", "phase") != "Healthy" || testenv.Field(ro, "status", "stableRS") != testenv.Field(ro, "status", "currentPodHash") {
 				return fmt.Errorf("not promoted once the template exists")
 			}
 			return nil
@@ -764,17 +758,17 @@ func TestRolloutsControllerReportsBadInput(t *testing.T) {
 		waitRollout(t, c, ns, "undecided", time.Minute, phaseIs("Healthy"))
 		setImage(t, c, ns, "undecided", "registry.example.com/undecided:2")
 		ro := waitRollout(t, c, ns, "undecided", time.Minute, func(ro *unstructured.Unstructured) error {
-			if str(ro, "status", "phase") != "Paused" || !strings.Contains(str(ro, "status", "pauseConditions"), "InconclusiveAnalysis") {
+			if testenv.Field(ro, "status", "phase") != "Paused" || !strings.Contains(testenv.Field(ro, "status", "pauseConditions"), "InconclusiveAnalysis") {
 				return fmt.Errorf("not paused as inconclusive")
 			}
 			return nil
 		})
-		if str(ro, "status", "stableRS") == str(ro, "status", "currentPodHash") {
+		if testenv.Field(ro, "status", "stableRS") == testenv.Field(ro, "status", "currentPodHash") {
 			t.Fatal("promoted on an inconclusive analysis")
 		}
 		act(t, c, ns, "undecided", flotillav1.RolloutAction_ROLLOUT_ACTION_PROMOTE)
 		waitRollout(t, c, ns, "undecided", time.Minute, func(ro *unstructured.Unstructured) error {
-			if str(ro, "status", "phase") != "Healthy" || str(ro, "status", "stableRS") != str(ro, "status", "currentPodHash") {
+			if testenv.Field(ro, "status", "phase") != "Healthy" || testenv.Field(ro, "status", "stableRS") != testenv.Field(ro, "status", "currentPodHash") {
 				return fmt.Errorf("not promoted past the inconclusive analysis")
 			}
 			return nil
@@ -798,7 +792,7 @@ spec:
         - {pause: {}, setWeight: 10}
 `)
 		ro := waitRollout(t, c, ns, "nonsense", time.Minute, phaseIs("Degraded"))
-		if msg := str(ro, "status", "message"); !strings.Contains(msg, "InvalidSpec: spec.strategy.canary.steps[0]: setWeight 150 is not within 0-100") {
+		if msg := testenv.Field(ro, "status", "message"); !strings.Contains(msg, "InvalidSpec: spec.strategy.canary.steps[0]: setWeight 150 is not within 0-100") {
 			t.Errorf("message %q", msg)
 		}
 		list, err := c.Dynamic.Resource(replicaSets).Namespace(ns).List(context.Background(), metav1.ListOptions{LabelSelector: "app=nonsense"})
@@ -838,18 +832,18 @@ spec:
       steps: [{setWeight: 50}, {pause: {}}]
 `)
 	ro := waitRollout(t, c, ns, "web", time.Minute, phaseIs("Healthy"))
-	v1 := str(ro, "status", "stableRS")
+	v1 := testenv.Field(ro, "status", "stableRS")
 	_, err := c.Dynamic.Resource(deployments).Namespace(ns).Patch(context.Background(), "web", types.MergePatchType,
 		[]byte(`{"spec":{"template":{"spec":{"containers":[{"name":"web","image":"registry.example.com/web:2"}]}}}}`), metav1.PatchOptions{})
 	must(t, err)
 	// Well within the controller's 30 s resync: the Deployment is watched.
 	ro = waitRollout(t, c, ns, "web", 10*time.Second, func(ro *unstructured.Unstructured) error {
-		if str(ro, "status", "currentPodHash") == v1 {
+		if testenv.Field(ro, "status", "currentPodHash") == v1 {
 			return fmt.Errorf("the Deployment's new template is not a new revision")
 		}
 		return nil
 	})
-	rs, err := c.Dynamic.Resource(replicaSets).Namespace(ns).Get(context.Background(), "web-"+str(ro, "status", "currentPodHash"), metav1.GetOptions{})
+	rs, err := c.Dynamic.Resource(replicaSets).Namespace(ns).Get(context.Background(), "web-"+testenv.Field(ro, "status", "currentPodHash"), metav1.GetOptions{})
 	must(t, err)
 	containers, _, _ := unstructured.NestedSlice(rs.Object, "spec", "template", "spec", "containers")
 	if len(containers) != 1 || containers[0].(map[string]any)["image"] != "registry.example.com/web:2" {
@@ -887,9 +881,9 @@ spec:
 `)
 	// The controller-manager's HPA controller looks every 15 s.
 	waitRollout(t, c, ns, "web", 2*time.Minute, func(ro *unstructured.Unstructured) error {
-		if str(ro, "spec", "replicas") != "3" || str(ro, "status", "availableReplicas") != "3" || str(ro, "status", "HPAReplicas") != "3" || str(ro, "status", "phase") != "Healthy" {
+		if testenv.Field(ro, "spec", "replicas") != "3" || testenv.Field(ro, "status", "availableReplicas") != "3" || testenv.Field(ro, "status", "HPAReplicas") != "3" || testenv.Field(ro, "status", "phase") != "Healthy" {
 			return fmt.Errorf("spec.replicas %s, available %s, HPAReplicas %s, phase %s",
-				str(ro, "spec", "replicas"), str(ro, "status", "availableReplicas"), str(ro, "status", "HPAReplicas"), str(ro, "status", "phase"))
+				testenv.Field(ro, "spec", "replicas"), testenv.Field(ro, "status", "availableReplicas"), testenv.Field(ro, "status", "HPAReplicas"), testenv.Field(ro, "status", "phase"))
 		}
 		return nil
 	})
@@ -990,30 +984,30 @@ spec:
 		"---\n"+rollout("api", "authorized")+"---\n"+rollout("leak", "leaky")+"---\n"+rollout("prom", "hosted-prometheus"))
 	first := map[string]string{}
 	for _, name := range []string{"api", "leak", "prom"} {
-		first[name] = str(waitRollout(t, c, ns, name, time.Minute, phaseIs("Healthy")), "status", "stableRS")
+		first[name] = testenv.Field(waitRollout(t, c, ns, name, time.Minute, phaseIs("Healthy")), "status", "stableRS")
 		setImage(t, c, ns, name, "registry.example.com/api:2")
 	}
 	promoted := func(name string) *unstructured.Unstructured {
 		return waitRollout(t, c, ns, name, time.Minute, func(ro *unstructured.Unstructured) error {
-			if stable := str(ro, "status", "stableRS"); stable == first[name] || stable != str(ro, "status", "currentPodHash") || str(ro, "status", "phase") != "Healthy" {
-				return fmt.Errorf("not promoted: %s %s", str(ro, "status", "phase"), str(ro, "status", "message"))
+			if stable := testenv.Field(ro, "status", "stableRS"); stable == first[name] || stable != testenv.Field(ro, "status", "currentPodHash") || testenv.Field(ro, "status", "phase") != "Healthy" {
+				return fmt.Errorf("not promoted: %s %s", testenv.Field(ro, "status", "phase"), testenv.Field(ro, "status", "message"))
 			}
 			return nil
 		})
 	}
 	ro, prom2 := promoted("api"), promoted("prom")
 	leak := waitRollout(t, c, ns, "leak", time.Minute, phaseIs("Degraded"))
-	for _, name := range []string{"api-" + str(ro, "status", "currentPodHash") + "-0", "prom-" + str(prom2, "status", "currentPodHash") + "-0", "leak-" + str(leak, "status", "currentPodHash") + "-0"} {
+	for _, name := range []string{"api-" + testenv.Field(ro, "status", "currentPodHash") + "-0", "prom-" + testenv.Field(prom2, "status", "currentPodHash") + "-0", "leak-" + testenv.Field(leak, "status", "currentPodHash") + "-0"} {
 		run, err := c.Dynamic.Resource(analysisRuns).Namespace(ns).Get(context.Background(), name, metav1.GetOptions{})
 		must(t, err)
 		data, _ := json.Marshal(run.Object)
 		if strings.Contains(string(data), token) || !strings.Contains(string(data), `"secretKeyRef":{"key":"token","name":"analysis-token"}`) {
 			t.Fatalf("AnalysisRun %s must keep the reference and never the value:\n%s", name, data)
 		}
-		switch phase := str(run, "status", "phase"); name[:3] {
+		switch phase := testenv.Field(run, "status", "phase"); name[:3] {
 		case "api", "pro":
 			if phase != "Successful" {
-				t.Errorf("authorized run: %s %s", phase, str(run, "status", "message"))
+				t.Errorf("authorized run: %s %s", phase, testenv.Field(run, "status", "message"))
 			}
 		default:
 			if phase != "Error" || !strings.Contains(string(data), "token=*****") {
@@ -1081,7 +1075,7 @@ func TestRolloutsControllerRoutesThroughNginx(t *testing.T) {
 	stable, err := c.Dynamic.Resource(ingresses).Namespace(ns).Get(context.Background(), "shop", metav1.GetOptions{})
 	must(t, err)
 	ro := waitRollout(t, c, ns, "shop", time.Minute, phaseIs("Healthy"))
-	v1 := str(ro, "status", "stableRS")
+	v1 := testenv.Field(ro, "status", "stableRS")
 	canaryIngress := func() *unstructured.Unstructured {
 		t.Helper()
 		ing, err := c.Dynamic.Resource(ingresses).Namespace(ns).Get(context.Background(), "shop-shop-canary", metav1.GetOptions{})
@@ -1091,7 +1085,7 @@ func TestRolloutsControllerRoutesThroughNginx(t *testing.T) {
 
 	setImage(t, c, ns, "shop", "registry.example.com/shop:2")
 	ro = waitRollout(t, c, ns, "shop", time.Minute, phaseIs("Paused"))
-	v2 := str(ro, "status", "currentPodHash")
+	v2 := testenv.Field(ro, "status", "currentPodHash")
 	ing := canaryIngress()
 	wantAnnotations := map[string]string{
 		"kubernetes.io/ingress.class":                  "nginx",
@@ -1117,7 +1111,7 @@ func TestRolloutsControllerRoutesThroughNginx(t *testing.T) {
 
 	act(t, c, ns, "shop", flotillav1.RolloutAction_ROLLOUT_ACTION_PROMOTE)
 	waitRollout(t, c, ns, "shop", time.Minute, func(ro *unstructured.Unstructured) error {
-		if str(ro, "status", "stableRS") != v2 || str(ro, "status", "phase") != "Healthy" {
+		if testenv.Field(ro, "status", "stableRS") != v2 || testenv.Field(ro, "status", "phase") != "Healthy" {
 			return fmt.Errorf("not promoted")
 		}
 		return nil
@@ -1140,7 +1134,7 @@ func TestRolloutsControllerRoutesThroughNginx(t *testing.T) {
 	// An aborted canary: its weight goes to 0 at once, its pods stay up
 	// abortScaleDownDelaySeconds, then go.
 	setImage(t, c, ns, "shop", "registry.example.com/shop:3")
-	v3 := str(waitRollout(t, c, ns, "shop", time.Minute, phaseIs("Paused")), "status", "currentPodHash")
+	v3 := testenv.Field(waitRollout(t, c, ns, "shop", time.Minute, phaseIs("Paused")), "status", "currentPodHash")
 	act(t, c, ns, "shop", flotillav1.RolloutAction_ROLLOUT_ACTION_ABORT)
 	waitRollout(t, c, ns, "shop", time.Minute, phaseIs("Degraded"))
 	if w := canaryIngress().GetAnnotations()["nginx.ingress.kubernetes.io/canary-weight"]; w != "0" {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -21,7 +22,7 @@ import (
 // events returns the events of (cluster, app) with reason.
 func (e *hubEnv) events(t *testing.T, cluster, app, reason string) []*flotillav1.Event {
 	t.Helper()
-	all, err := e.bus.Events(t.Context(), cluster, app, 10000)
+	all, err := e.Bus.Events(t.Context(), cluster, app, 10000)
 	must(t, err)
 	var out []*flotillav1.Event
 	for _, ev := range all {
@@ -64,7 +65,9 @@ func TestSelfHealAndRetry(t *testing.T) {
 	ctx := context.Background()
 	cms := prod.Dynamic.Resource(configmaps).Namespace("production")
 
-	t.Run("kubectl scale is reverted and reported", func(t *testing.T) {
+	// Each step starts from the state the steps before it left.
+	step := newSteps(t)
+	step.run("kubectl scale is reverted and reported", func(t *testing.T) {
 		scale := &autoscalingv1.Scale{ObjectMeta: metav1.ObjectMeta{Name: "worker-service", Namespace: "production"}, Spec: autoscalingv1.ScaleSpec{Replicas: 1}}
 		data, err := runtime.DefaultUnstructuredConverter.ToUnstructured(scale)
 		must(t, err)
@@ -87,7 +90,7 @@ func TestSelfHealAndRetry(t *testing.T) {
 		t.Logf("event: %s", ev.GetMessage())
 	})
 
-	t.Run("a patch and a delete are reverted; an HPA's replicas are not fought over", func(t *testing.T) {
+	step.run("a patch and a delete are reverted; an HPA's replicas are not fought over", func(t *testing.T) {
 		// An HPA owns the Rollout's replicas in production: the chart
 		// leaves them unset, so a change to them is no drift.
 		_, err := prod.Dynamic.Resource(rolloutsGVR).Namespace("production").Patch(ctx, "api-service", types.MergePatchType,
@@ -109,9 +112,17 @@ func TestSelfHealAndRetry(t *testing.T) {
 			return err
 		})
 
-		// The Rollout's change came first; by now it was checked.
+		// Then a drift of a field Git sets, on the same Rollout: its watch
+		// brings the two changes in order, so once this one is corrected the
+		// replicas were checked too, before or with it.
+		_, err = prod.Dynamic.Resource(rolloutsGVR).Namespace("production").Patch(ctx, "api-service", types.MergePatchType,
+			[]byte(`{"metadata":{"labels":{"app.kubernetes.io/instance":"hand-edited"}}}`), metav1.PatchOptions{FieldManager: "kubectl-label"})
+		must(t, err)
+		e.waitEventMatching(t, "prod-eu", "api-service", "DriftCorrected", "Rollout.argoproj.io/production/api-service", "metadata.labels")
 		for _, ev := range e.events(t, "prod-eu", "api-service", "DriftCorrected") {
-			t.Errorf("the HPA-owned replicas were fought over: %s", ev.GetMessage())
+			if strings.Contains(ev.GetMessage(), "replicas") {
+				t.Errorf("the HPA-owned replicas were fought over: %s", ev.GetMessage())
+			}
 		}
 		ro, err := getObject(t, prod, rolloutsGVR, "production", "api-service")
 		must(t, err)
@@ -120,12 +131,12 @@ func TestSelfHealAndRetry(t *testing.T) {
 		}
 	})
 
-	t.Run("without selfHeal drift is only reported", func(t *testing.T) {
-		e.git.WriteFiles(t, "gitops-config", "main", "worker-service: selfHeal off", map[string]string{
+	step.run("without selfHeal drift is only reported", func(t *testing.T) {
+		e.Commit(t, "worker-service: selfHeal off", map[string]string{
 			"apps/worker-service.yaml": strings.Replace(readFixture(t, "apps/worker-service.yaml"), "selfHeal: true", "selfHeal: false", 1),
 		})
-		e.webhook(t, webhookSecret)
-		waitStatus(t, e, "prod-eu", "worker-service", func(st *flotillav1.AppStatus) error {
+		e.Webhook(t, webhookSecret)
+		e.WaitStatus(t, "prod-eu", "worker-service", time.Minute, func(st *flotillav1.AppStatus) error {
 			if st.GetHistoryId() != 2 || st.GetPhase() != flotillav1.SyncPhase_SYNC_PHASE_SUCCEEDED {
 				return fmt.Errorf("history %d %v", st.GetHistoryId(), st.GetPhase())
 			}
@@ -133,7 +144,7 @@ func TestSelfHealAndRetry(t *testing.T) {
 		})
 		_, err := cms.Patch(ctx, "worker-service-config", types.MergePatchType, []byte(`{"data":{"QUEUE":"hand-edited"}}`), metav1.PatchOptions{FieldManager: "kubectl-edit"})
 		must(t, err)
-		st := waitStatus(t, e, "prod-eu", "worker-service", func(st *flotillav1.AppStatus) error {
+		st := e.WaitStatus(t, "prod-eu", "worker-service", time.Minute, func(st *flotillav1.AppStatus) error {
 			if st.GetSyncStatus() != flotillav1.SyncStatus_SYNC_STATUS_OUT_OF_SYNC {
 				return fmt.Errorf("sync status %v", st.GetSyncStatus())
 			}
@@ -150,7 +161,7 @@ func TestSelfHealAndRetry(t *testing.T) {
 		}
 	})
 
-	t.Run("ignoreDifferences leaves ignored fields alone, and RespectIgnoreDifferences keeps them in a sync", func(t *testing.T) {
+	step.run("ignoreDifferences leaves ignored fields alone, and RespectIgnoreDifferences keeps them in a sync", func(t *testing.T) {
 		application := strings.Replace(readFixture(t, "apps/worker-service.yaml"), "      - ServerSideApply=true\n", "      - ServerSideApply=true\n      - RespectIgnoreDifferences=true\n", 1)
 		application += `  ignoreDifferences:
     - group: apps
@@ -160,9 +171,9 @@ func TestSelfHealAndRetry(t *testing.T) {
       name: no-such-secret
       jsonPointers: [/data]
 `
-		e.git.WriteFiles(t, "gitops-config", "main", "worker-service: replicas are someone else's", map[string]string{"apps/worker-service.yaml": application})
-		e.webhook(t, webhookSecret)
-		st := waitStatus(t, e, "prod-eu", "worker-service", func(st *flotillav1.AppStatus) error {
+		e.Commit(t, "worker-service: replicas are someone else's", map[string]string{"apps/worker-service.yaml": application})
+		e.Webhook(t, webhookSecret)
+		st := e.WaitStatus(t, "prod-eu", "worker-service", time.Minute, func(st *flotillav1.AppStatus) error {
 			if st.GetHistoryId() != 3 || st.GetPhase() != flotillav1.SyncPhase_SYNC_PHASE_SUCCEEDED {
 				return fmt.Errorf("history %d %v: %s", st.GetHistoryId(), st.GetPhase(), st.GetMessage())
 			}
@@ -193,17 +204,17 @@ func TestSelfHealAndRetry(t *testing.T) {
 		}
 		// A new commit syncs the app; RespectIgnoreDifferences keeps the
 		// live replicas.
-		e.git.WriteFiles(t, "gitops-config", "main", "deploy: worker-service 2.4.0", map[string]string{
+		e.Commit(t, "deploy: worker-service 2.4.0", map[string]string{
 			"environments/production/worker-service-values.yaml": "replicaCount: 4\nimage:\n  tag: \"2.4.0\"\nqueue: jobs-production\n",
 		})
-		e.webhook(t, webhookSecret)
+		e.Webhook(t, webhookSecret)
 		d := waitImage(t, prod, deployments, "production", "worker-service", "worker-service:2.4.0")
 		if r, _, _ := unstructured.NestedInt64(d.Object, "spec", "replicas"); r != 2 {
 			t.Errorf("replicas = %d after a sync, want the live 2 kept (RespectIgnoreDifferences)", r)
 		}
 	})
 
-	t.Run("a change made while the agent was down is healed when it is back", func(t *testing.T) {
+	step.run("a change made while the agent was down is healed when it is back", func(t *testing.T) {
 		agent.stop()
 		_, err := cms.Patch(ctx, "worker-service-config", types.MergePatchType, []byte(`{"data":{"QUEUE":"while-away"}}`), metav1.PatchOptions{FieldManager: "kubectl-edit"})
 		must(t, err)
@@ -220,8 +231,22 @@ func TestSelfHealAndRetry(t *testing.T) {
 		})
 	})
 
-	t.Run("retries follow the configured backoff", func(t *testing.T) {
-		e.git.WriteFiles(t, "gitops-config", "main", "add a broken app", map[string]string{
+	step.run("retries follow the configured backoff", func(t *testing.T) {
+		// Every failed attempt's status as the agent wrote it, by attempt:
+		// the bucket keeps only the newest.
+		var mu sync.Mutex
+		attempts := map[int64]*flotillav1.AppStatus{}
+		watching, stopWatching := context.WithCancel(t.Context())
+		defer stopWatching()
+		_, err := e.Bus.WatchStatuses(watching, func(_ string, st *flotillav1.AppStatus) {
+			if st.GetCluster() == "prod-eu" && st.GetApp() == "broken" && st.GetPhase() == flotillav1.SyncPhase_SYNC_PHASE_FAILED {
+				mu.Lock()
+				attempts[st.GetRetry().GetAttempt()] = st
+				mu.Unlock()
+			}
+		})
+		must(t, err)
+		e.Commit(t, "add a broken app", map[string]string{
 			"apps/broken.yaml": `apiVersion: argoproj.io/v1alpha1
 kind: Application
 metadata: {name: broken}
@@ -234,7 +259,7 @@ spec:
 `,
 			"broken/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: broken}\ndata: [not, a, map]\n",
 		})
-		e.webhook(t, webhookSecret)
+		e.Webhook(t, webhookSecret)
 		var failures []*flotillav1.Event
 		testenv.Eventually(t, 30*time.Second, func() error {
 			failures = e.events(t, "prod-eu", "broken", "SyncFailed")
@@ -243,16 +268,37 @@ spec:
 			}
 			return nil
 		})
-		for i, want := range []time.Duration{time.Second, 2 * time.Second} {
-			gap := failures[i+1].GetTime().AsTime().Sub(failures[i].GetTime().AsTime())
-			if gap < want || gap > want+time.Second {
-				t.Errorf("gap before attempt %d = %s, want %s (duration 1s, factor 2)", i+2, gap, want)
+		testenv.Eventually(t, 10*time.Second, func() error {
+			mu.Lock()
+			defer mu.Unlock()
+			for attempt := int64(1); attempt <= 3; attempt++ {
+				if attempts[attempt] == nil {
+					return fmt.Errorf("no status of failed attempt %d", attempt)
+				}
 			}
+			return nil
+		})
+		mu.Lock()
+		defer mu.Unlock()
+		// The gaps as the agent timed them, not as this test saw them: the
+		// backoff it announced after each attempt, and when the next began.
+		for i, want := range []time.Duration{time.Second, 2 * time.Second} {
+			failed, next := attempts[int64(i+1)], attempts[int64(i+2)]
+			announced := failed.GetRetry().GetNextAttemptAt().AsTime()
+			if backoff := announced.Sub(failed.GetFinishedAt().AsTime()); backoff < want-100*time.Millisecond || backoff > want+100*time.Millisecond {
+				t.Errorf("attempt %d announced its retry %s after it ended, want %s (duration 1s, factor 2)", i+1, backoff, want)
+			}
+			if late := next.GetStartedAt().AsTime().Sub(announced); late < -100*time.Millisecond || late > time.Second {
+				t.Errorf("attempt %d started %s after the time announced for it, want at that time", i+2, late)
+			}
+		}
+		if final := attempts[3].GetRetry(); final.GetNextAttemptAt() != nil {
+			t.Errorf("the last attempt announced another: %v", final)
 		}
 		if !strings.Contains(failures[2].GetMessage(), "attempt 3 of 3 failed; no retries left") || !strings.Contains(failures[0].GetMessage(), "attempt 1 of 3 failed; retrying at") {
 			t.Errorf("messages:\n%s\n%s", failures[0].GetMessage(), failures[2].GetMessage())
 		}
-		st, err := e.bus.GetStatus(ctx, "prod-eu", "broken")
+		st, err := e.Bus.GetStatus(ctx, "prod-eu", "broken")
 		must(t, err)
 		if st.GetRetry().GetAttempt() != 3 || st.GetRetry().GetLimit() != 2 {
 			t.Errorf("retry status = %v", st.GetRetry())

@@ -85,8 +85,10 @@ func TestWavesHooksAndRemoval(t *testing.T) {
 		return prod.Dynamic.Resource(gvr).Namespace("hooks").Get(ctx, name, metav1.GetOptions{})
 	}
 
-	t.Run("PreSync runs before wave 0, PostSync after everything is healthy", func(t *testing.T) {
-		e.git.WriteFiles(t, "gitops-config", "main", "add hooked", map[string]string{
+	// Each step starts from the state the steps before it left.
+	step := newSteps(t)
+	step.run("PreSync runs before wave 0, PostSync after everything is healthy", func(t *testing.T) {
+		e.Commit(t, "add hooked", map[string]string{
 			"apps/hooked.yaml":       app("hooked", "hooked", true),
 			"hooked/migrate.yaml":    job("migrate", "PreSync", ""),
 			"hooked/config.yaml":     "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: config\n  annotations: {argocd.argoproj.io/sync-wave: \"-1\"}\ndata: {k: v}\n",
@@ -94,8 +96,8 @@ func TestWavesHooksAndRemoval(t *testing.T) {
 			"hooked/kept.yaml":       "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: kept\n  annotations: {argocd.argoproj.io/sync-options: Delete=false}\n",
 			"hooked/smoke-test.yaml": job("smoke-test", "PostSync", ", argocd.argoproj.io/hook-delete-policy: HookSucceeded"),
 		})
-		e.webhook(t, webhookSecret)
-		st := waitStatus(t, e, "prod-eu", "hooked", hasPhase(flotillav1.SyncPhase_SYNC_PHASE_SUCCEEDED))
+		e.Webhook(t, webhookSecret)
+		st := e.WaitStatus(t, "prod-eu", "hooked", time.Minute, hasPhase(flotillav1.SyncPhase_SYNC_PHASE_SUCCEEDED))
 		if !strings.Contains(st.GetMessage(), "ran PreSync wave 0, Sync wave -1, Sync wave 0, PostSync wave 0") {
 			t.Errorf("status message: %s", st.GetMessage())
 		}
@@ -119,8 +121,8 @@ func TestWavesHooksAndRemoval(t *testing.T) {
 		})
 	})
 
-	t.Run("a failing hook runs SyncFail and applies nothing after it", func(t *testing.T) {
-		e.git.WriteFiles(t, "gitops-config", "main", "add failing", map[string]string{
+	step.run("a failing hook runs SyncFail and applies nothing after it", func(t *testing.T) {
+		e.Commit(t, "add failing", map[string]string{
 			"apps/failing.yaml": strings.Replace(app("failing", "failing", false), "namespace: hooks", "namespace: hooks", 1),
 			// No node matches, so the Job's deadline passes and it fails.
 			"failing/bad.yaml": strings.Replace(job("bad-migrate", "PreSync", ""), "  backoffLimit: 0\n", "  backoffLimit: 0\n  activeDeadlineSeconds: 2\n", 1) + "      nodeSelector: {no-such: node}\n",
@@ -128,8 +130,8 @@ func TestWavesHooksAndRemoval(t *testing.T) {
 			"failing/notify.yaml": strings.Replace(job("notify", "SyncFail", ""), "  name: notify\n", "  generateName: notify-\n", 1),
 			"failing/cm.yaml":     "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: after-bad}\n",
 		})
-		e.webhook(t, webhookSecret)
-		st := waitStatus(t, e, "prod-eu", "failing", hasPhase(flotillav1.SyncPhase_SYNC_PHASE_FAILED))
+		e.Webhook(t, webhookSecret)
+		st := e.WaitStatus(t, "prod-eu", "failing", time.Minute, hasPhase(flotillav1.SyncPhase_SYNC_PHASE_FAILED))
 		for _, want := range []string{"PreSync wave 0: hook Job/bad-migrate failed", "done before: nothing", "SyncFail hooks ran"} {
 			if !strings.Contains(st.GetMessage(), want) {
 				t.Errorf("status message lacks %q: %s", want, st.GetMessage())
@@ -153,16 +155,16 @@ func TestWavesHooksAndRemoval(t *testing.T) {
 		}
 	})
 
-	t.Run("a wave that never gets healthy fails the sync and says which waves ran", func(t *testing.T) {
+	step.run("a wave that never gets healthy fails the sync and says which waves ran", func(t *testing.T) {
 		stuck := strings.Replace(strings.Replace(deployment, "name: web", "name: stuck-web", 1), "spec: {containers:", "spec: {nodeSelector: {no-such: node}, containers:", 1)
-		e.git.WriteFiles(t, "gitops-config", "main", "add stuck", map[string]string{
+		e.Commit(t, "add stuck", map[string]string{
 			"apps/stuck.yaml":  app("stuck", "stuck", false),
 			"stuck/first.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: stuck-first\n  annotations: {argocd.argoproj.io/sync-wave: \"-1\"}\n",
 			"stuck/web.yaml":   stuck,
 			"stuck/after.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: stuck-after\n  annotations: {argocd.argoproj.io/sync-wave: \"1\"}\n",
 		})
-		e.webhook(t, webhookSecret)
-		st := waitStatus(t, e, "prod-eu", "stuck", hasPhase(flotillav1.SyncPhase_SYNC_PHASE_FAILED))
+		e.Webhook(t, webhookSecret)
+		st := e.WaitStatus(t, "prod-eu", "stuck", time.Minute, hasPhase(flotillav1.SyncPhase_SYNC_PHASE_FAILED))
 		for _, want := range []string{"Sync wave 0 did not finish within 15s", "Deployment.apps/hooks/stuck-web Progressing", "done before: Sync wave -1"} {
 			if !strings.Contains(st.GetMessage(), want) {
 				t.Errorf("status message lacks %q: %s", want, st.GetMessage())
@@ -173,17 +175,17 @@ func TestWavesHooksAndRemoval(t *testing.T) {
 		}
 	})
 
-	t.Run("Replace=true replaces the object whole; server-side apply keeps others' fields", func(t *testing.T) {
+	step.run("Replace=true replaces the object whole; server-side apply keeps others' fields", func(t *testing.T) {
 		cm := func(name, value, annotations string) string {
 			return fmt.Sprintf("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: %s\n  annotations: {%s}\ndata: {a: %q}\n", name, annotations, value)
 		}
 		write := func(value string) {
-			e.git.WriteFiles(t, "gitops-config", "main", "replaced: a="+value, map[string]string{
+			e.Commit(t, "replaced: a="+value, map[string]string{
 				"apps/replaced.yaml":   app("replaced", "replaced", false),
 				"replaced/whole.yaml":  cm("whole", value, "argocd.argoproj.io/sync-options: Replace=true"),
 				"replaced/merged.yaml": cm("merged", value, ""),
 			})
-			e.webhook(t, webhookSecret)
+			e.Webhook(t, webhookSecret)
 			testenv.Eventually(t, 30*time.Second, func() error {
 				for _, name := range []string{"whole", "merged"} {
 					o, err := get(configmaps, name)
@@ -215,14 +217,14 @@ func TestWavesHooksAndRemoval(t *testing.T) {
 		}
 	})
 
-	t.Run("FailOnSharedResource refuses another app's object", func(t *testing.T) {
-		e.git.WriteFiles(t, "gitops-config", "main", "add shared", map[string]string{
+	step.run("FailOnSharedResource refuses another app's object", func(t *testing.T) {
+		e.Commit(t, "add shared", map[string]string{
 			"apps/shared.yaml": strings.Replace(app("shared", "shared", false), "[CreateNamespace=true]", "[CreateNamespace=true, FailOnSharedResource=true]", 1),
 			"shared/cm.yaml":   "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: config}\ndata: {k: taken-over}\n",
 			"shared/own.yaml":  "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: shared-own}\n",
 		})
-		e.webhook(t, webhookSecret)
-		st := waitStatus(t, e, "prod-eu", "shared", hasPhase(flotillav1.SyncPhase_SYNC_PHASE_FAILED))
+		e.Webhook(t, webhookSecret)
+		st := e.WaitStatus(t, "prod-eu", "shared", time.Minute, hasPhase(flotillav1.SyncPhase_SYNC_PHASE_FAILED))
 		if !strings.Contains(st.GetMessage(), "ConfigMap/hooks/config is managed by application hooked") {
 			t.Errorf("status message: %s", st.GetMessage())
 		}
@@ -234,18 +236,18 @@ func TestWavesHooksAndRemoval(t *testing.T) {
 		if _, err := get(configmaps, "shared-own"); !apierrors.IsNotFound(err) {
 			t.Errorf("part of a refused sync was applied: %v", err)
 		}
-		e.git.WriteFiles(t, "gitops-config", "main", "drop shared", map[string]string{"apps/shared.yaml": ""})
+		e.Commit(t, "drop shared", map[string]string{"apps/shared.yaml": ""})
 	})
 
-	t.Run("removing an app deletes its objects with the finalizer, orphans them without", func(t *testing.T) {
-		e.git.WriteFiles(t, "gitops-config", "main", "add orphaned", map[string]string{
+	step.run("removing an app deletes its objects with the finalizer, orphans them without", func(t *testing.T) {
+		e.Commit(t, "add orphaned", map[string]string{
 			"apps/orphaned.yaml": app("orphaned", "orphaned", false),
 			"orphaned/cm.yaml":   "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: orphan-me}\n",
 		})
-		e.webhook(t, webhookSecret)
-		waitStatus(t, e, "prod-eu", "orphaned", hasPhase(flotillav1.SyncPhase_SYNC_PHASE_SUCCEEDED))
-		e.git.WriteFiles(t, "gitops-config", "main", "remove hooked and orphaned", map[string]string{"apps/hooked.yaml": "", "apps/orphaned.yaml": ""})
-		e.webhook(t, webhookSecret)
+		e.Webhook(t, webhookSecret)
+		e.WaitStatus(t, "prod-eu", "orphaned", time.Minute, hasPhase(flotillav1.SyncPhase_SYNC_PHASE_SUCCEEDED))
+		e.Commit(t, "remove hooked and orphaned", map[string]string{"apps/hooked.yaml": "", "apps/orphaned.yaml": ""})
+		e.Webhook(t, webhookSecret)
 		testenv.Eventually(t, 30*time.Second, func() error {
 			for _, o := range []struct {
 				gvr  schema.GroupVersionResource
@@ -261,7 +263,7 @@ func TestWavesHooksAndRemoval(t *testing.T) {
 			t.Errorf("the Delete=false ConfigMap was deleted: %v", err)
 		}
 		// Deleted highest wave first: web (wave 0) before config (wave -1).
-		st := waitStatus(t, e, "prod-eu", "hooked", func(st *flotillav1.AppStatus) error {
+		st := e.WaitStatus(t, "prod-eu", "hooked", time.Minute, func(st *flotillav1.AppStatus) error {
 			if !strings.Contains(st.GetMessage(), "objects deleted, 1 left running (Delete=false)") {
 				return fmt.Errorf("status: %s", st.GetMessage())
 			}
@@ -274,7 +276,7 @@ func TestWavesHooksAndRemoval(t *testing.T) {
 		if strings.Index(strings.Join(order, ","), "web") > strings.Index(strings.Join(order, ","), "config") {
 			t.Errorf("deletion order %v: wave 0 must go before wave -1", order)
 		}
-		waitStatus(t, e, "prod-eu", "orphaned", func(st *flotillav1.AppStatus) error {
+		e.WaitStatus(t, "prod-eu", "orphaned", time.Minute, func(st *flotillav1.AppStatus) error {
 			if !strings.Contains(st.GetMessage(), "orphaned") {
 				return fmt.Errorf("status: %s", st.GetMessage())
 			}

@@ -69,10 +69,10 @@ func (g *GitServer) authenticate(next http.Handler) http.Handler {
 func (g *GitServer) CreateRepo(t TB, name string) string {
 	t.Helper()
 	dir := filepath.Join(g.root, name+".git")
-	runGit(t, "", "init", "--quiet", "--bare", "--initial-branch=main", dir)
+	Git(t, "", "init", "--quiet", "--bare", "--initial-branch=main", dir)
 	// Pushing over smart HTTP needs receive-pack enabled: the CGI handler
 	// sets no REMOTE_USER, which would enable it implicitly.
-	runGit(t, dir, "config", "http.receivepack", "true")
+	Git(t, dir, "config", "http.receivepack", "true")
 	return g.RepoURL(name)
 }
 
@@ -102,17 +102,17 @@ func (g *GitServer) pushURL(name string) string {
 func (g *GitServer) Change(t TB, name, branch, message string, edit func(worktree string)) string {
 	t.Helper()
 	wt := t.TempDir()
-	runGit(t, "", "clone", "--quiet", g.pushURL(name), wt)
-	if out := runGit(t, wt, "ls-remote", "--heads", "origin", branch); out != "" {
-		runGit(t, wt, "checkout", "--quiet", branch)
+	Git(t, "", "clone", "--quiet", g.pushURL(name), wt)
+	if out := Git(t, wt, "ls-remote", "--heads", "origin", branch); out != "" {
+		Git(t, wt, "checkout", "--quiet", branch)
 	} else {
-		runGit(t, wt, "checkout", "--quiet", "--orphan", branch)
+		Git(t, wt, "checkout", "--quiet", "--orphan", branch)
 	}
 	edit(wt)
-	runGit(t, wt, "add", "--all")
-	runGit(t, wt, "commit", "--quiet", "--allow-empty", "-m", message)
-	runGit(t, wt, "push", "--quiet", "origin", "HEAD:refs/heads/"+branch)
-	return runGit(t, wt, "rev-parse", "HEAD")
+	Git(t, wt, "add", "--all")
+	Git(t, wt, "commit", "--quiet", "--allow-empty", "-m", message)
+	Git(t, wt, "push", "--quiet", "origin", "HEAD:refs/heads/"+branch)
+	return Git(t, wt, "rev-parse", "HEAD")
 }
 
 // PushDir replaces the branch's tree with a copy of dir (e.g. a fixture).
@@ -162,17 +162,21 @@ func (g *GitServer) WriteFiles(t TB, name, branch, message string, files map[str
 // Head returns the SHA the branch points to on the server.
 func (g *GitServer) Head(t TB, name, branch string) string {
 	t.Helper()
-	return runGit(t, g.BareDir(name), "rev-parse", "refs/heads/"+branch)
+	return Git(t, g.BareDir(name), "rev-parse", "refs/heads/"+branch)
 }
 
 // Files lists the paths tracked at the tip of branch.
 func (g *GitServer) Files(t TB, name, branch string) []string {
 	t.Helper()
-	out := runGit(t, g.BareDir(name), "ls-tree", "-r", "--name-only", "refs/heads/"+branch)
+	out := Git(t, g.BareDir(name), "ls-tree", "-r", "--name-only", "refs/heads/"+branch)
 	return strings.Split(out, "\n")
 }
 
-func runGit(t TB, dir string, args ...string) string {
+// Git runs git with args in dir (the current directory when empty) as CI
+// Bot, without the system's or the user's configuration, and returns its
+// output, trimmed; a failure fails the test. It is for what the GitServer
+// helpers do not cover: local repositories, git log, git rev-parse.
+func Git(t TB, dir string, args ...string) string {
 	t.Helper()
 	cmd := exec.Command("git", args...)
 	cmd.Dir = dir

@@ -1,0 +1,300 @@
+package flotillatest
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/flotilla-dev/flotilla/hub"
+	"github.com/flotilla-dev/flotilla/hub/config"
+	"github.com/flotilla-dev/flotilla/internal/bus"
+	"github.com/flotilla-dev/flotilla/internal/telemetry"
+	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
+	"github.com/flotilla-dev/flotilla/test/testenv"
+)
+
+// The fixture repository, and the secrets of the hub StartHub runs.
+const (
+	// RepoURL is how the fixture's Applications name their repository; the
+	// hub fetches it from the test git server.
+	RepoURL = "https://github.com/your-org/gitops-config"
+	// FixtureRepo is the fixture repository's name on the test git server.
+	FixtureRepo = "gitops-config"
+	// WebhookSecret signs the push webhooks the hub accepts.
+	WebhookSecret = "webhook-s3cret"
+	// ViewerToken is the API token "ops" (role viewer), read from a file.
+	ViewerToken = "viewer-t0ken"
+	// OperatorToken is the API token "oncall" (role operator), read from
+	// the environment.
+	OperatorToken = "operator-t0ken"
+
+	gitUser     = "hub"
+	gitPassword = "git-s3cret"
+	// operatorTokenEnv is where the hub reads OperatorToken from.
+	operatorTokenEnv = "FLOTILLA_OPERATOR_TOKEN"
+)
+
+// Repository is one more repository for the hub to poll.
+type Repository struct {
+	// URL is how Applications name it.
+	URL string
+	// FetchURL is where the hub fetches it from: a URL, or the bare name
+	// of a repository on the hub's test git server (which need not exist).
+	FetchURL string
+}
+
+// HubOptions configure StartHub.
+type HubOptions struct {
+	// GitCredentials makes the test git server require basic auth, and
+	// gives the hub a username and a password file for it, as production
+	// hubs have.
+	GitCredentials bool
+	// PollInterval is how often the hub polls each repository. The
+	// default, an hour, leaves the test to drive it with Webhook.
+	PollInterval time.Duration
+	// Repositories are polled beside the fixture repository.
+	Repositories []Repository
+	// Log receives the hub's log; nil writes it to the test's log.
+	Log *slog.Logger
+	// Tracing sets up tracing as cmd/hub does (telemetry.Setup), so the
+	// published desired states carry the hub's trace context.
+	Tracing bool
+}
+
+// Hub is a running hub on the fixture repository, with the embedded NATS
+// server and its API on loopback ports.
+type Hub struct {
+	// Git serves the fixture repository (FixtureRepo), branch main.
+	Git *testenv.GitServer
+	// Server is the hub itself, for what its API does not show
+	// (Published, Clusters).
+	Server *hub.Hub
+	// APIURL is the base URL of the hub's API, webhook and /metrics.
+	APIURL string
+	// NATSURL is the embedded NATS server's client URL, for agents.
+	NATSURL string
+	// Bus is a client of the hub's buckets and streams, as an agent has.
+	Bus *bus.Bus
+	// PublicKeyPEM is the hub's public key as its API serves it.
+	PublicKeyPEM []byte
+}
+
+// StartHub pushes the fixture repository to a test git server and starts
+// a hub with embedded NATS on it, with a webhook secret (WebhookSecret)
+// and a viewer and an operator API token (ViewerToken, OperatorToken).
+// Everything stops when the test ends.
+func StartHub(t testenv.TB, opts HubOptions) *Hub {
+	t.Helper()
+	if opts.PollInterval == 0 {
+		opts.PollInterval = time.Hour
+	}
+	gitOpts := testenv.GitServerOptions{}
+	if opts.GitCredentials {
+		gitOpts = testenv.GitServerOptions{Username: gitUser, Password: gitPassword}
+	}
+	h := &Hub{Git: testenv.NewGitServer(t, gitOpts)}
+	h.Git.CreateRepo(t, FixtureRepo)
+	h.Git.PushDir(t, FixtureRepo, "main", "initial import", testenv.Fixture(t, FixtureRepo))
+
+	dir := t.TempDir()
+	writeFile := func(name, content string) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	setenv(t, operatorTokenEnv, OperatorToken)
+	var repos strings.Builder
+	fmt.Fprintf(&repos, "  - url: %s\n    fetchURL: %s\n    pollInterval: %s\n", RepoURL, h.Git.RepoURL(FixtureRepo), opts.PollInterval)
+	if opts.GitCredentials {
+		fmt.Fprintf(&repos, "    auth: {username: %s, passwordFile: %s}\n", gitUser, writeFile("git-password", gitPassword+"\n"))
+	}
+	for _, r := range opts.Repositories {
+		fetch := r.FetchURL
+		if !strings.Contains(fetch, "://") {
+			fetch = h.Git.RepoURL(fetch)
+		}
+		fmt.Fprintf(&repos, "  - url: %s\n    fetchURL: %s\n    pollInterval: %s\n", r.URL, fetch, opts.PollInterval)
+	}
+	cfg, err := config.Parse("hub.yaml", []byte(fmt.Sprintf(`
+dataDir: %s
+nats:
+  embeddedListen: 127.0.0.1:-1
+repositories:
+%sroots:
+  - name: production
+    repo: %s
+    path: apps
+    clusters: env=production
+webhook:
+  secretFile: %s
+api:
+  tokens:
+    - {name: ops, role: viewer, tokenFile: %s}
+    - {name: oncall, role: operator, tokenEnv: %s}
+`, filepath.Join(dir, "data"), repos.String(), RepoURL, writeFile("webhook-secret", WebhookSecret), writeFile("api-token", ViewerToken), operatorTokenEnv)))
+	if err != nil {
+		t.Fatalf("flotillatest: hub config: %v", err)
+	}
+
+	if opts.Tracing {
+		shutdown, err := telemetry.Setup(t.Context(), "flotilla-hub-test")
+		if err != nil {
+			t.Fatalf("flotillatest: tracing: %v", err)
+		}
+		t.Cleanup(func() { _ = shutdown(context.Background()) })
+	}
+	log := opts.Log
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(testLog{t}, nil))
+	}
+	if h.Server, err = hub.New(t.Context(), cfg, log); err != nil {
+		t.Fatalf("flotillatest: start hub: %v", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		h.Server.Close()
+		t.Fatal(err)
+	}
+	h.APIURL = "http://" + ln.Addr().String()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- h.Server.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("flotillatest: hub: %v", err)
+		}
+		h.Server.Close()
+	})
+	h.NATSURL = h.Server.NATSURL()
+
+	// The key as an agent's operator fetches it: through the API.
+	resp, err := http.Get(h.APIURL + "/api/public-key")
+	if err != nil {
+		t.Fatalf("flotillatest: public key: %v", err)
+	}
+	h.PublicKeyPEM, err = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("flotillatest: public key: %s %v", resp.Status, err)
+	}
+	nc, err := nats.Connect(h.NATSURL)
+	if err != nil {
+		t.Fatalf("flotillatest: connect to the hub's NATS: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	if h.Bus, err = bus.Open(t.Context(), nc); err != nil {
+		t.Fatalf("flotillatest: open the hub's bus: %v", err)
+	}
+	return h
+}
+
+// setenv sets an environment variable until the test ends, through the
+// test's own Setenv where it has one (testing.TB does).
+func setenv(t testenv.TB, key, value string) {
+	if s, ok := t.(interface{ Setenv(key, value string) }); ok {
+		s.Setenv(key, value)
+		return
+	}
+	old, had := os.LookupEnv(key)
+	if err := os.Setenv(key, value); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if had {
+			_ = os.Setenv(key, old)
+		} else {
+			_ = os.Unsetenv(key)
+		}
+	})
+}
+
+// Commit commits files (path → content; empty content removes the file)
+// to the fixture repository's main branch, as CI does, and returns the
+// commit's SHA. The hub sees it on the next Webhook (or poll).
+func (h *Hub) Commit(t testenv.TB, message string, files map[string]string) string {
+	t.Helper()
+	return h.Git.WriteFiles(t, FixtureRepo, "main", message, files)
+}
+
+// Webhook posts a GitHub push event for the fixture repository, signed
+// with secret, and returns the HTTP status (202 when the hub took it).
+func (h *Hub) Webhook(t testenv.TB, secret string) int {
+	t.Helper()
+	body := []byte(`{"ref":"refs/heads/main","repository":{"clone_url":"` + RepoURL + `.git","html_url":"` + RepoURL + `"}}`)
+	mac := hmac.New(sha256.New, []byte(secret))
+	mac.Write(body)
+	req, err := http.NewRequest(http.MethodPost, h.APIURL+"/api/webhook", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("X-GitHub-Event", "push")
+	req.Header.Set("X-Hub-Signature-256", "sha256="+hex.EncodeToString(mac.Sum(nil)))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("flotillatest: webhook: %v", err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// Register registers a cluster with labels, as its agent does.
+func (h *Hub) Register(t testenv.TB, name string, labels map[string]string) {
+	t.Helper()
+	if err := h.Bus.Register(t.Context(), &flotillav1.ClusterRegistration{SchemaVersion: 1, Name: name, Labels: labels}); err != nil {
+		t.Fatalf("flotillatest: register %s: %v", name, err)
+	}
+}
+
+// PublicKeyFile writes the hub's public key to a file, for an agent's
+// --hub-public-key, and returns its path.
+func (h *Hub) PublicKeyFile(t testenv.TB) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "hub.pub")
+	if err := os.WriteFile(path, h.PublicKeyPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// WaitStatus waits until the app status an agent reported for (cluster,
+// app) satisfies ok, and returns it; it fails the test with ok's last
+// error after timeout.
+func (h *Hub) WaitStatus(t testenv.TB, cluster, app string, timeout time.Duration, ok func(*flotillav1.AppStatus) error) *flotillav1.AppStatus {
+	t.Helper()
+	var st *flotillav1.AppStatus
+	testenv.Eventually(t, timeout, func() error {
+		var err error
+		if st, err = h.Bus.GetStatus(context.Background(), cluster, app); err != nil {
+			return err
+		}
+		if err := ok(st); err != nil {
+			return fmt.Errorf("status of %s/%s (history %d, %v): %w", cluster, app, st.GetHistoryId(), st.GetPhase(), err)
+		}
+		return nil
+	})
+	return st
+}
+
+// testLog writes each line into the test's log.
+type testLog struct{ t testenv.TB }
+
+func (w testLog) Write(p []byte) (int, error) {
+	w.t.Logf("%s", strings.TrimSpace(string(p)))
+	return len(p), nil
+}
