@@ -51,6 +51,20 @@ func (m *Manager) Diff(ctx context.Context, objs []*unstructured.Unstructured, r
 				return nil
 			}
 			dry, err := ri.Apply(gctx, obj.GetName(), obj, metav1.ApplyOptions{FieldManager: FieldManager, Force: true, DryRun: []string{metav1.DryRunAll}})
+			// A controller may write the object between the read and the
+			// dry-run (the dry-run then starts from a newer version): read
+			// it again, so the two compared are of the same version and a
+			// controller's write is never taken for drift.
+			for try := 0; err == nil && current != nil && dry.GetResourceVersion() != current.GetResourceVersion() && try < raceRetries; try++ {
+				if current, err = ri.Get(gctx, obj.GetName(), metav1.GetOptions{}); err != nil {
+					break
+				}
+				dry, err = ri.Apply(gctx, obj.GetName(), obj, metav1.ApplyOptions{FieldManager: FieldManager, Force: true, DryRun: []string{metav1.DryRunAll}})
+			}
+			if apierrors.IsNotFound(err) && current != nil {
+				current, err = nil, nil // deleted meanwhile: it is missing
+				dry = obj
+			}
 			switch {
 			case apierrors.IsNotFound(err) && current == nil:
 				drifts[i] = &Drift{Ref: ref, Desired: obj} // its namespace does not exist yet
@@ -74,6 +88,10 @@ func (m *Manager) Diff(ctx context.Context, objs []*unstructured.Unstructured, r
 	}
 	return out, nil
 }
+
+// raceRetries bounds the re-reads of an object that changes between the
+// read of its live state and its dry-run.
+const raceRetries = 3
 
 // sameIgnoring is sameObject after removing what rules ignore.
 func sameIgnoring(live, dry *unstructured.Unstructured, rules *ignore.Rules) bool {
