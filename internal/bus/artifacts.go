@@ -33,16 +33,6 @@ func (b *Bus) PutArtifact(ctx context.Context, digest string, data []byte) (bool
 	return true, nil
 }
 
-// GetArtifact reads an artifact. It returns ErrNotFound (wrapped) when it
-// does not exist.
-func (b *Bus) GetArtifact(ctx context.Context, digest string) ([]byte, error) {
-	data, err := b.artifacts.GetBytes(ctx, digest)
-	if err != nil {
-		return nil, fmt.Errorf("artifact %s: %w", digest, notFound(err))
-	}
-	return data, nil
-}
-
 // ListArtifacts returns the digests of every stored artifact.
 func (b *Bus) ListArtifacts(ctx context.Context) ([]string, error) {
 	infos, err := b.artifacts.List(ctx)

@@ -52,10 +52,10 @@ func DefaultOptions() Options {
 	}
 }
 
-// Bus is a connection to Flotilla's JetStream resources.
+// Bus is the hub's connection to Flotilla's JetStream resources: a Conn
+// and the buckets it provisioned, bound.
 type Bus struct {
-	nc        *nats.Conn
-	js        jetstream.JetStream
+	*Conn
 	desired   jetstream.KeyValue
 	status    jetstream.KeyValue
 	clusters  jetstream.KeyValue
@@ -91,17 +91,12 @@ func Provision(ctx context.Context, nc *nats.Conn, opts Options) (*Bus, error) {
 	}); err != nil {
 		return nil, fmt.Errorf("provision stream %s: %w", EventsStream, err)
 	}
-	return Open(ctx, nc)
+	return bind(ctx, nc, js)
 }
 
-// Open binds to the buckets the hub provisioned. It returns
-// ErrNotProvisioned (wrapped) when they do not exist yet.
-func Open(ctx context.Context, nc *nats.Conn) (*Bus, error) {
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return nil, err
-	}
-	b := &Bus{nc: nc, js: js}
+// bind binds to the buckets the hub provisioned.
+func bind(ctx context.Context, nc *nats.Conn, js jetstream.JetStream) (*Bus, error) {
+	b := &Bus{Conn: &Conn{nc: nc, js: js}}
 	for name, dst := range map[string]*jetstream.KeyValue{DesiredBucket: &b.desired, StatusBucket: &b.status, ClustersBucket: &b.clusters} {
 		kv, err := js.KeyValue(ctx, name)
 		if errors.Is(err, jetstream.ErrBucketNotFound) {
@@ -112,6 +107,7 @@ func Open(ctx context.Context, nc *nats.Conn) (*Bus, error) {
 		}
 		*dst = kv
 	}
+	var err error
 	if b.artifacts, err = js.ObjectStore(ctx, ArtifactStore); err != nil {
 		if errors.Is(err, jetstream.ErrBucketNotFound) {
 			return nil, fmt.Errorf("%w (object store %s)", ErrNotProvisioned, ArtifactStore)

@@ -11,12 +11,12 @@ import (
 )
 
 // Register writes (or refreshes, as a heartbeat) a cluster's registration.
-func (b *Bus) Register(ctx context.Context, reg *flotillav1.ClusterRegistration) error {
+func (c *Conn) Register(ctx context.Context, reg *flotillav1.ClusterRegistration) error {
 	data, err := proto.Marshal(reg)
 	if err != nil {
 		return err
 	}
-	if _, err := b.clusters.Put(ctx, reg.GetName(), data); err != nil {
+	if _, err := c.js.Publish(ctx, kvSubject(ClustersBucket, reg.GetName()), data); err != nil {
 		return fmt.Errorf("register cluster %s: %w", reg.GetName(), err)
 	}
 	return nil

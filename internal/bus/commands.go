@@ -39,9 +39,9 @@ func (b *Bus) Command(ctx context.Context, cluster string, cmd *flotillav1.Signe
 // ServeCommands answers the commands sent to cluster with handle, each in
 // its own goroutine (a diff need not wait for a sync), until ctx ends. A
 // message that does not decode gets an error reply.
-func (b *Bus) ServeCommands(ctx context.Context, cluster string, handle func(context.Context, *flotillav1.SignedAgentCommand) *flotillav1.AgentReply) error {
+func (c *Conn) ServeCommands(ctx context.Context, cluster string, handle func(context.Context, *flotillav1.SignedAgentCommand) *flotillav1.AgentReply) error {
 	msgs := make(chan *nats.Msg, 16)
-	sub, err := b.nc.ChanSubscribe(commandSubject(cluster), msgs)
+	sub, err := c.nc.ChanSubscribe(commandSubject(cluster), msgs)
 	if err != nil {
 		return fmt.Errorf("subscribe to commands: %w", err)
 	}

@@ -156,8 +156,8 @@ func (b *Bus) EachRetainedDesired(ctx context.Context, fn func(DesiredEntry)) er
 
 // scanDesired reads every message an ordered consumer on the desired-state
 // stream has pending and decodes the entries (delete markers skipped).
-func (b *Bus) scanDesired(ctx context.Context, cfg jetstream.OrderedConsumerConfig, fn func(DesiredEntry)) error {
-	return b.drain(ctx, "KV_"+DesiredBucket, cfg, func(msg jetstream.Msg) {
+func (c *Conn) scanDesired(ctx context.Context, cfg jetstream.OrderedConsumerConfig, fn func(DesiredEntry)) error {
+	return c.drain(ctx, "KV_"+DesiredBucket, cfg, func(msg jetstream.Msg) {
 		meta, err := msg.Metadata()
 		key, ok := desiredKey(msg.Subject())
 		if err != nil || !ok || len(msg.Data()) == 0 {
@@ -173,17 +173,17 @@ func (b *Bus) scanDesired(ctx context.Context, cfg jetstream.OrderedConsumerConf
 // it starts, in batches. A read that stops short is an error, never a
 // silently shorter result: garbage collection would delete referenced
 // artifacts, a catch-up would leave a gap, a history would miss entries.
-func (b *Bus) drain(ctx context.Context, stream string, cfg jetstream.OrderedConsumerConfig, fn func(jetstream.Msg)) error {
-	c, err := b.js.OrderedConsumer(ctx, stream, cfg)
+func (c *Conn) drain(ctx context.Context, stream string, cfg jetstream.OrderedConsumerConfig, fn func(jetstream.Msg)) error {
+	cons, err := c.js.OrderedConsumer(ctx, stream, cfg)
 	if err != nil {
 		return err
 	}
-	info, err := c.Info(ctx)
+	info, err := cons.Info(ctx)
 	if err != nil {
 		return err
 	}
 	for remaining := info.NumPending; remaining > 0; {
-		batch, err := c.Fetch(int(min(remaining, 1000)), jetstream.FetchMaxWait(5*time.Second))
+		batch, err := cons.Fetch(int(min(remaining, 1000)), jetstream.FetchMaxWait(5*time.Second))
 		if err != nil {
 			return err
 		}

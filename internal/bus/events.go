@@ -22,14 +22,14 @@ func eventSubject(cluster, app string) string {
 
 // AppendEvent writes an event to the history and audit stream, with ctx's
 // trace context in its headers.
-func (b *Bus) AppendEvent(ctx context.Context, ev *flotillav1.Event) error {
-	return b.AppendEvents(ctx, []*flotillav1.Event{ev})
+func (c *Conn) AppendEvent(ctx context.Context, ev *flotillav1.Event) error {
+	return c.AppendEvents(ctx, []*flotillav1.Event{ev})
 }
 
 // AppendEvents writes events, each with ctx's trace context in its headers,
 // publishing all before waiting for the acknowledgements, so the events of
 // a fan-out cost one round trip.
-func (b *Bus) AppendEvents(ctx context.Context, events []*flotillav1.Event) error {
+func (c *Conn) AppendEvents(ctx context.Context, events []*flotillav1.Event) error {
 	futures := make([]jetstream.PubAckFuture, 0, len(events))
 	for _, ev := range events {
 		cluster := ev.GetCluster()
@@ -40,7 +40,7 @@ func (b *Bus) AppendEvents(ctx context.Context, events []*flotillav1.Event) erro
 		if err != nil {
 			return err
 		}
-		f, err := b.js.PublishMsgAsync(&nats.Msg{Subject: eventSubject(cluster, ev.GetApp()), Data: data, Header: injectTrace(ctx)})
+		f, err := c.js.PublishMsgAsync(&nats.Msg{Subject: eventSubject(cluster, ev.GetApp()), Data: data, Header: injectTrace(ctx)})
 		if err != nil {
 			return fmt.Errorf("append event %s: %w", ev.GetReason(), err)
 		}

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/flotilla-dev/flotilla/internal/natsauth"
 	"github.com/flotilla-dev/flotilla/internal/natsserver"
 	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
 )
@@ -27,11 +28,22 @@ type testServer struct {
 	dir  string
 	port int
 	srv  *server.Server
+	auth *natsauth.Authority
+	// hubCreds are the credentials of a user with the hub's permissions.
+	hubCreds []byte
 }
 
 func startServer(t *testing.T) *testServer {
 	t.Helper()
 	s := &testServer{t: t, dir: t.TempDir(), port: -1}
+	auth, err := natsauth.LoadOrCreate(s.dir + "/trust")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.auth = auth
+	if s.hubCreds, _, err = auth.User("hub", natsauth.HubPermissions()); err != nil {
+		t.Fatal(err)
+	}
 	s.start()
 	s.port = s.srv.Addr().(*net.TCPAddr).Port
 	t.Cleanup(s.stop)
@@ -40,7 +52,7 @@ func startServer(t *testing.T) *testServer {
 
 func (s *testServer) start() {
 	s.t.Helper()
-	srv, err := natsserver.Start(natsserver.Options{Host: "127.0.0.1", Port: s.port, StoreDir: s.dir})
+	srv, err := natsserver.Start(natsserver.Options{Host: "127.0.0.1", Port: s.port, StoreDir: s.dir + "/nats", Authority: s.auth})
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -61,11 +73,42 @@ func (s *testServer) restart() {
 
 func (s *testServer) url() string { return "nats://127.0.0.1:" + strconv.Itoa(s.port) }
 
-// connect opens a client connection that reconnects for ever, closed when
-// the test ends.
+// connect opens a client connection with the hub's permissions that
+// reconnects for ever, closed when the test ends.
 func (s *testServer) connect(opts ...nats.Option) *nats.Conn {
 	s.t.Helper()
-	opts = append([]nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(50 * time.Millisecond)}, opts...)
+	return s.connectAs(s.hubCreds, opts...)
+}
+
+// connectAs is connect with the user of creds.
+func (s *testServer) connectAs(creds []byte, opts ...nats.Option) *nats.Conn {
+	s.t.Helper()
+	user, err := natsauth.Credentials(creds)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	opts = append([]nats.Option{user, nats.MaxReconnects(-1), nats.ReconnectWait(50 * time.Millisecond)}, opts...)
+	nc, err := nats.Connect(s.url(), opts...)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.t.Cleanup(nc.Close)
+	return nc
+}
+
+// connectCluster opens a connection as cluster's agent does: with the
+// credentials the hub issues for it.
+func (s *testServer) connectCluster(cluster string, opts ...nats.Option) *nats.Conn {
+	s.t.Helper()
+	creds, _, err := s.auth.User(cluster, natsauth.ClusterPermissions(cluster))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	clusterOpts, err := natsauth.ClusterOptions(cluster, creds)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	opts = append([]nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(50 * time.Millisecond)}, append(clusterOpts, opts...)...)
 	nc, err := nats.Connect(s.url(), opts...)
 	if err != nil {
 		s.t.Fatal(err)

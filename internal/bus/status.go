@@ -12,13 +12,13 @@ import (
 )
 
 // PutStatus writes an application's status.
-func (b *Bus) PutStatus(ctx context.Context, st *flotillav1.AppStatus) error {
+func (c *Conn) PutStatus(ctx context.Context, st *flotillav1.AppStatus) error {
 	data, err := proto.Marshal(st)
 	if err != nil {
 		return err
 	}
 	key := appkey.Join(st.GetCluster(), st.GetApp())
-	if _, err := b.status.Put(ctx, key, data); err != nil {
+	if _, err := c.js.Publish(ctx, kvSubject(StatusBucket, key), data); err != nil {
 		return fmt.Errorf("status %s: %w", key, err)
 	}
 	return nil
@@ -26,13 +26,13 @@ func (b *Bus) PutStatus(ctx context.Context, st *flotillav1.AppStatus) error {
 
 // GetStatus reads an application's status. It returns ErrNotFound
 // (wrapped) when the application has none.
-func (b *Bus) GetStatus(ctx context.Context, cluster, app string) (*flotillav1.AppStatus, error) {
+func (c *Conn) GetStatus(ctx context.Context, cluster, app string) (*flotillav1.AppStatus, error) {
 	key := appkey.Join(cluster, app)
-	e, err := b.status.Get(ctx, key)
+	msg, _, err := c.directGetLast(ctx, "KV_"+StatusBucket, kvSubject(StatusBucket, key))
 	if err != nil {
-		return nil, fmt.Errorf("status %s: %w", key, notFound(err))
+		return nil, fmt.Errorf("status %s: %w", key, err)
 	}
-	st, err := decodeStatus(e.Value())
+	st, err := decodeStatus(msg.Data)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", key, err)
 	}

@@ -29,18 +29,18 @@ const catchUpRetry = time.Second
 // consumer). Entries can arrive twice and out of order; the caller orders
 // them by history id. WatchDesired leaves the connection's handlers alone
 // and returns when ctx ends.
-func (b *Bus) WatchDesired(ctx context.Context, cluster string, deliver func(DesiredEntry)) error {
+func (c *Conn) WatchDesired(ctx context.Context, cluster string, deliver func(DesiredEntry)) error {
 	subject := kvSubject(DesiredBucket, cluster+".>")
 	msgs := make(chan *nats.Msg, watchBuffer)
-	sub, err := b.nc.ChanSubscribe(subject, msgs)
+	sub, err := c.nc.ChanSubscribe(subject, msgs)
 	if err != nil {
 		return fmt.Errorf("subscribe %s: %w", subject, err)
 	}
 	defer sub.Unsubscribe()
 	// Listeners, not handlers: the connection's reconnect and error
 	// handlers belong to whoever opened it.
-	connected := b.nc.StatusChanged(nats.CONNECTED)
-	defer b.nc.RemoveStatusListener(connected)
+	connected := c.nc.StatusChanged(nats.CONNECTED)
+	defer c.nc.RemoveStatusListener(connected)
 	// The client reports the first drop of a run of drops here; the drop
 	// count below sees every one.
 	slow := sub.StatusChanged(nats.SubscriptionSlowConsumer)
@@ -55,7 +55,7 @@ func (b *Bus) WatchDesired(ctx context.Context, cluster string, deliver func(Des
 		if stale && retry == nil {
 			// Drops counted before the catch-up starts are covered by it.
 			dropped, _ := sub.Dropped()
-			if err := b.catchUpDesired(ctx, subject, deliver); err != nil {
+			if err := c.catchUpDesired(ctx, subject, deliver); err != nil {
 				if ctx.Err() != nil {
 					return nil
 				}
@@ -89,8 +89,8 @@ func (b *Bus) WatchDesired(ctx context.Context, cluster string, deliver func(Des
 }
 
 // catchUpDesired reads the newest entry of each key under subject.
-func (b *Bus) catchUpDesired(ctx context.Context, subject string, deliver func(DesiredEntry)) error {
-	return b.scanDesired(ctx, jetstream.OrderedConsumerConfig{
+func (c *Conn) catchUpDesired(ctx context.Context, subject string, deliver func(DesiredEntry)) error {
+	return c.scanDesired(ctx, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{subject},
 		DeliverPolicy:  jetstream.DeliverLastPerSubjectPolicy,
 	}, deliver)

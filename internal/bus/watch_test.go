@@ -34,7 +34,7 @@ type watchRecorder struct {
 }
 
 // watch runs WatchDesired for cluster on b until the test ends.
-func watch(t *testing.T, b *Bus, cluster string, hold func(DesiredEntry)) *watchRecorder {
+func watch(t *testing.T, b *Conn, cluster string, hold func(DesiredEntry)) *watchRecorder {
 	t.Helper()
 	r := &watchRecorder{t: t, ids: map[string][]uint64{}, caughtUp: map[string]bool{}, hold: hold}
 	done := make(chan error, 1)
@@ -106,7 +106,7 @@ func TestWatchDesiredDeliversTheNewestThenChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	r := watch(t, b, "prod-eu", nil)
+	r := watch(t, b.Conn, "prod-eu", nil)
 	r.waitFor("prod-eu.api-service", 2)
 	publish(t, b, "prod-eu", "worker-service", 1)
 	publish(t, b, "staging-1", "api-service", 1) // another cluster's
@@ -135,8 +135,8 @@ func TestWatchDesiredCatchesUpAfterAServerRestart(t *testing.T) {
 	// reconnect handler is the owner's, and must stay so.
 	gate := &gatedDialer{}
 	var reconnects atomic.Int32
-	agentConn := s.connect(nats.SetCustomDialer(gate), nats.ReconnectHandler(func(*nats.Conn) { reconnects.Add(1) }))
-	agentBus, err := Open(t.Context(), agentConn)
+	agentConn := s.connectCluster("prod-eu", nats.SetCustomDialer(gate), nats.ReconnectHandler(func(*nats.Conn) { reconnects.Add(1) }))
+	agentBus, err := Open(agentConn)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,8 +171,8 @@ func TestWatchDesiredCatchesUpAfterAServerRestart(t *testing.T) {
 func TestWatchDesiredCatchesUpAfterDroppedNotifications(t *testing.T) {
 	s := startServer(t)
 	b := s.provision(nil)
-	agentConn := s.connect(nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {})) // slow consumers are expected
-	agentBus, err := Open(t.Context(), agentConn)
+	agentConn := s.connectCluster("prod-eu", nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {})) // slow consumers are expected
+	agentBus, err := Open(agentConn)
 	if err != nil {
 		t.Fatal(err)
 	}

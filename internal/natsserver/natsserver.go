@@ -1,6 +1,7 @@
 package natsserver
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -8,6 +9,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/flotilla-dev/flotilla/internal/natsauth"
 )
 
 // Options configures the NATS server the hub runs in its own process.
@@ -17,6 +20,12 @@ type Options struct {
 	Port int
 	// StoreDir holds JetStream's streams, buckets and object stores.
 	StoreDir string
+	// Authority puts the server into operator mode: only users it signed
+	// connect, with the permissions their JWTs carry. Required.
+	Authority *natsauth.Authority
+	// TLS is the listener's certificate; nil serves plaintext, which the
+	// caller allows only when its configuration says so.
+	TLS *tls.Config
 	// ReadyTimeout bounds how long Start waits for the server to accept
 	// connections (default 10 s).
 	ReadyTimeout time.Duration
@@ -36,6 +45,9 @@ func Start(opts Options) (*server.Server, error) {
 	if opts.StoreDir == "" {
 		return nil, errors.New("embedded NATS: StoreDir is required")
 	}
+	if opts.Authority == nil {
+		return nil, errors.New("embedded NATS: an Authority is required (no anonymous clients)")
+	}
 	if opts.ReadyTimeout == 0 {
 		opts.ReadyTimeout = defaultReadyTimeout
 	}
@@ -49,14 +61,21 @@ func Start(opts Options) (*server.Server, error) {
 		}
 		ln.Close()
 	}
-	srv, err := server.NewServer(&server.Options{
+	serverOpts := &server.Options{
 		Host:      opts.Host,
 		Port:      opts.Port,
 		JetStream: true,
 		StoreDir:  opts.StoreDir,
 		// The hub owns signal handling; the server must not install its own.
 		NoSigs: true,
-	})
+	}
+	if opts.TLS != nil {
+		serverOpts.TLSConfig, serverOpts.TLS, serverOpts.TLSTimeout = opts.TLS, true, 5
+	}
+	if err := opts.Authority.Configure(serverOpts); err != nil {
+		return nil, fmt.Errorf("embedded NATS: %w", err)
+	}
+	srv, err := server.NewServer(serverOpts)
 	if err != nil {
 		return nil, fmt.Errorf("embedded NATS: %w", err)
 	}
@@ -65,5 +84,6 @@ func Start(opts Options) (*server.Server, error) {
 		srv.Shutdown()
 		return nil, fmt.Errorf("%w after %s (store %s)", ErrServerNotReady, opts.ReadyTimeout, opts.StoreDir)
 	}
+	opts.Authority.Attach(srv)
 	return srv, nil
 }

@@ -1,6 +1,7 @@
 package render
 
 import (
+	"fmt"
 	"io/fs"
 	"os"
 	"path"
@@ -13,6 +14,7 @@ import (
 func renderDirectory(req Request, dir string) (*Result, error) {
 	spec := req.Spec.GetDirectory()
 	res := &Result{}
+	size := 0
 	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -38,6 +40,9 @@ func renderDirectory(req Request, dir string) (*Result, error) {
 			return err
 		}
 		source := relative(req.Root, p)
+		if size += len(data); size > maxRenderSize {
+			return &Error{Path: req.Path, File: source, Reason: fmt.Sprintf("the directory's manifests are larger than %d MiB", maxRenderSize>>20)}
+		}
 		objs, err := Decode(data)
 		if err != nil {
 			return &Error{Path: req.Path, File: source, Reason: "invalid manifest", Err: err}

@@ -177,10 +177,16 @@ func helmTemplate(chart *chartpkg.Chart, values map[string]any, release, namespa
 	if err != nil {
 		return nil, err
 	}
-	for name := range files {
+	size := 0
+	for name, content := range files {
 		if strings.HasSuffix(name, "NOTES.txt") {
 			delete(files, name)
+			continue
 		}
+		size += len(content)
+	}
+	if size > maxRenderSize { // before sorting, which costs seconds at this size
+		return nil, fmt.Errorf("chart %s rendered more than %d MiB", chart.Name(), maxRenderSize>>20)
 	}
 	hooks, manifests, err := releaseutil.SortManifests(files, nil, releaseutil.InstallOrder)
 	if err != nil {

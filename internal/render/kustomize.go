@@ -14,12 +14,18 @@ import (
 
 // renderKustomize is `kustomize build` with kustomize's own library. Every
 // file kustomize reads is recorded, so the artifact holds exactly the bases,
-// components and patches the overlay references.
+// components and patches the overlay references. Nothing is fetched:
+// checkLocal refuses remote references before kustomize runs, as kustomize
+// has no option to forbid them; a file read from outside the repository
+// (where a clone would land) fails the render after it.
 func renderKustomize(req Request, dir string) (*Result, error) {
 	if k := req.Spec.GetKustomize(); k != nil {
 		if field := unsupportedKustomizeField(k); field != "" {
 			return nil, &Error{Path: req.Path, Reason: fmt.Sprintf("spec.source.kustomize.%s is not supported yet; set it in kustomization.yaml", field)}
 		}
+	}
+	if err := checkLocal(req, dir); err != nil {
+		return nil, err
 	}
 	fs := &recordingFS{FileSystem: filesys.MakeFsOnDisk()}
 	opts := krusty.MakeDefaultOptions()
@@ -28,7 +34,15 @@ func renderKustomize(req Request, dir string) (*Result, error) {
 		return nil, &Error{Path: req.Path, Reason: "kustomize build", Err: err}
 	}
 	res := &Result{}
+	size := 0
 	for _, r := range resources.Resources() {
+		data, err := r.AsYAML()
+		if err != nil {
+			return nil, &Error{Path: req.Path, Reason: "kustomize output", Err: err}
+		}
+		if size += len(data); size > maxRenderSize {
+			return nil, &Error{Path: req.Path, Reason: fmt.Sprintf("kustomize output is larger than %d MiB", maxRenderSize>>20)}
+		}
 		m, err := r.Map()
 		if err != nil {
 			return nil, &Error{Path: req.Path, Reason: "kustomize output", Err: err}

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
@@ -32,6 +33,9 @@ type Request struct {
 	// its cluster's real discovery, the hub a default.
 	KubeVersion string
 	APIVersions []string
+	// Timeout bounds the render (DefaultTimeout when zero), so a chart that
+	// loops fails its application, not the caller.
+	Timeout time.Duration
 }
 
 // Manifest is one rendered object and the file it came from.
@@ -106,13 +110,10 @@ func DetectKind(dir string, spec *flotillav1.RenderSpec) Kind {
 
 // Render renders the source. A failure returns *Error and no manifests; a
 // renderer that panics on its input (Helm, Kustomize) fails this render
-// with an *Error, never the process.
-func Render(ctx context.Context, req Request) (res *Result, err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			res, err = nil, &Error{Path: req.Path, Reason: fmt.Sprintf("the renderer failed on this input (internal error: %v)", p)}
-		}
-	}()
+// with an *Error, never the process. A render that passes req.Timeout fails
+// with an *Error wrapping context.DeadlineExceeded (see runBounded); one
+// whose output passes maxRenderSize fails too.
+func Render(ctx context.Context, req Request) (*Result, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -129,7 +130,25 @@ func Render(ctx context.Context, req Request) (res *Result, err error) {
 	if err != nil || !info.IsDir() {
 		return nil, &Error{Path: req.Path, Reason: "path does not exist or is not a directory"}
 	}
-	switch DetectKind(dir, req.Spec) {
+	kind := DetectKind(dir, req.Spec)
+	return runBounded(ctx, req, kind, func() (*Result, error) { return renderSource(req, dir, kind) })
+}
+
+// maxRenderSize bounds the manifests one render produces. Real applications
+// render a few megabytes; more is a template that multiplies its output, and
+// the hub and the agent hold all of it in memory. Helm and kustomize build
+// their whole output before it can be measured, so this protects what comes
+// after them, not the renderers themselves.
+const maxRenderSize = 64 << 20
+
+// renderSource renders the source at dir and normalises its objects.
+func renderSource(req Request, dir string, kind Kind) (res *Result, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			res, err = nil, &Error{Path: req.Path, Reason: fmt.Sprintf("the renderer failed on this input (internal error: %v)", p)}
+		}
+	}()
+	switch kind {
 	case KindHelm:
 		res, err = renderHelm(req, dir)
 	case KindKustomize:
