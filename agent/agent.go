@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -29,7 +31,10 @@ import (
 	"github.com/flotilla-dev/flotilla/internal/appspec"
 	"github.com/flotilla-dev/flotilla/internal/artifact"
 	"github.com/flotilla-dev/flotilla/internal/bus"
+	"github.com/flotilla-dev/flotilla/internal/clustercreds"
+	"github.com/flotilla-dev/flotilla/internal/natsauth"
 	"github.com/flotilla-dev/flotilla/internal/signing"
+	"github.com/flotilla-dev/flotilla/internal/tlsca"
 	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
 )
 
@@ -38,21 +43,20 @@ var Version = "dev"
 
 // Run runs the agent until ctx ends.
 func Run(ctx context.Context, opts Options, log *slog.Logger) error {
-	if !appspec.ValidName(opts.Cluster) {
-		return fmt.Errorf("--cluster %q: must be a DNS label", opts.Cluster)
-	}
-	if opts.HubPublicKey == "" {
-		return errors.New("--hub-public-key is required: the agent applies only what the hub signed")
-	}
-	keyPEM, err := os.ReadFile(opts.HubPublicKey)
+	bundle, err := clustercreds.Read(opts.Credentials)
 	if err != nil {
-		return fmt.Errorf("--hub-public-key: %w", err)
+		return fmt.Errorf("--credentials: %w", err)
 	}
-	pub, err := signing.ParsePublicKey(keyPEM)
+	cluster := bundle.GetCluster()
+	if !appspec.ValidName(cluster) {
+		return fmt.Errorf("--credentials %s: cluster %q must be a DNS label", opts.Credentials, cluster)
+	}
+	keys, err := signing.ParsePublicKeys(bundle.GetHubKeys())
 	if err != nil {
-		return fmt.Errorf("--hub-public-key %s: %w", opts.HubPublicKey, err)
+		return fmt.Errorf("--credentials %s: %s: %w", opts.Credentials, clustercreds.HubKeysFile, err)
 	}
-	verifier := signing.NewVerifier(pub)
+	// The agent applies only what a key of the hub's key set signed.
+	verifier := signing.NewVerifier(keys...)
 
 	cfg, err := kubeConfig(opts.Kubeconfig)
 	if err != nil {
@@ -85,21 +89,13 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) error {
 		return err
 	}
 
-	natsOpts := []nats.Option{nats.Name("flotilla-agent-" + opts.Cluster), nats.MaxReconnects(-1), nats.ReconnectWait(time.Second),
-		nats.RetryOnFailedConnect(true)}
-	if opts.NATSCreds != "" {
-		natsOpts = append(natsOpts, nats.UserCredentials(opts.NATSCreds))
-	}
-	nc, err := nats.Connect(opts.NATSURL, natsOpts...)
+	natsURL := cmp.Or(opts.NATSURL, bundle.GetNatsUrl())
+	nc, err := connectNATS(natsURL, cluster, bundle, log)
 	if err != nil {
-		return fmt.Errorf("connect to NATS %s: %w", opts.NATSURL, err)
+		return err
 	}
 	defer nc.Close()
-	var b *bus.Bus
-	err = retry(ctx, log, "open the hub's buckets on "+opts.NATSURL, func() error {
-		b, err = bus.Open(ctx, nc)
-		return err
-	})
+	b, err := bus.Open(nc)
 	if err != nil {
 		return err
 	}
@@ -115,7 +111,7 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) error {
 		return err
 	}
 	syncer := reconcile.New(reconcile.Options{
-		Cluster: opts.Cluster, KubeVersion: kubeVersion, CacheDir: opts.CacheDir, Limits: artifact.DefaultLimits(),
+		Cluster: cluster, KubeVersion: kubeVersion, CacheDir: opts.CacheDir, Limits: artifact.DefaultLimits(),
 		HealthInterval: time.Second, HealthTimeout: opts.HealthTimeout, ResyncInterval: opts.ResyncInterval, Metrics: reconcile.NewMetrics(registry),
 	}, log, reconcile.Dependencies{
 		Cluster: manager, Inventories: inventory.NewStore(manager.Dynamic(), opts.Namespace), Rollouts: rollouts.Summarizer{Client: manager.Dynamic()},
@@ -134,7 +130,7 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) error {
 		capabilities = append(capabilities, "rollouts")
 	}
 
-	reg := &flotillav1.ClusterRegistration{SchemaVersion: 1, Name: opts.Cluster, Labels: opts.Labels, AgentVersion: Version,
+	reg := &flotillav1.ClusterRegistration{SchemaVersion: 1, Name: cluster, AgentVersion: Version,
 		KubernetesVersion: kubeVersion, Capabilities: capabilities, StartedAt: timestamppb.Now()}
 	go heartbeat(ctx, b, reg, opts.Heartbeat, log)
 	if opts.MetricsAddr != "" {
@@ -142,13 +138,13 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) error {
 			return err
 		}
 	}
-	if err := b.ServeCommands(ctx, opts.Cluster, commandHandler(opts.Cluster, verifier, syncer, manager.Dynamic(), log)); err != nil {
+	if err := b.ServeCommands(ctx, cluster, commandHandler(cluster, verifier, syncer, manager.Dynamic(), log)); err != nil {
 		return err
 	}
-	log.Info("agent running", "cluster", opts.Cluster, "labels", opts.Labels, "nats", opts.NATSURL, "kubernetes", kubeVersion)
+	log.Info("agent running", "cluster", cluster, "nats", natsURL, "kubernetes", kubeVersion)
 
-	return b.WatchDesired(ctx, opts.Cluster, func(e bus.DesiredEntry) {
-		if e.Cluster != opts.Cluster {
+	return b.WatchDesired(ctx, cluster, func(e bus.DesiredEntry) {
+		if e.Cluster != cluster {
 			return
 		}
 		msgCtx := e.Context(ctx)
@@ -163,6 +159,52 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) error {
 		}
 		syncer.Offer(ctx, reconcile.Desired{State: ds, Trace: trace.SpanContextFromContext(msgCtx)})
 	})
+}
+
+// connectNATS connects as the cluster's own NATS user, over TLS verified
+// with the bundle's CA. It retries for ever: a server that is down, or
+// that refuses the credentials (a revoked cluster), is retried with a
+// backoff up to 30 s and logged, never a crash.
+func connectNATS(url, cluster string, bundle *flotillav1.ClusterCredentials, log *slog.Logger) (*nats.Conn, error) {
+	opts := []nats.Option{nats.Name("flotilla-agent-" + cluster), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true),
+		// nats.go gives up after two authentication errors in a row; a
+		// revoked cluster keeps trying, slowly, until it is re-added.
+		nats.IgnoreAuthErrorAbort(),
+		nats.CustomReconnectDelay(func(attempts int) time.Duration {
+			return min(time.Second<<min(attempts, 5), 30*time.Second)
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			if errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthRevoked) || errors.Is(err, nats.ErrAuthExpired) {
+				log.Error("NATS refuses this cluster's credentials: the hub's admin may have revoked it (flotilla cluster list); retrying with backoff", "cluster", cluster, "error", err)
+				return
+			}
+			log.Warn("NATS refused a request", "error", err)
+		}),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("disconnected from NATS", "error", err)
+			}
+		}),
+	}
+	if len(bundle.GetNatsCreds()) > 0 {
+		clusterOpts, err := natsauth.ClusterOptions(cluster, bundle.GetNatsCreds())
+		if err != nil {
+			return nil, fmt.Errorf("--credentials: %s: %w", clustercreds.NATSCredsFile, err)
+		}
+		opts = append(opts, clusterOpts...)
+	}
+	if len(bundle.GetCa()) > 0 || strings.HasPrefix(url, "tls://") {
+		tlsConfig, err := tlsca.ClientConfig(bundle.GetCa())
+		if err != nil {
+			return nil, fmt.Errorf("--credentials: %s: %w", clustercreds.CAFile, err)
+		}
+		opts = append(opts, nats.Secure(tlsConfig))
+	}
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS %s: %w", url, err)
+	}
+	return nc, nil
 }
 
 // retry runs fn until it succeeds or ctx ends, backing off exponentially
@@ -228,7 +270,7 @@ func ensureNamespace(ctx context.Context, manager *apply.Manager, name string) e
 }
 
 // heartbeat registers the cluster now and at every interval.
-func heartbeat(ctx context.Context, b *bus.Bus, reg *flotillav1.ClusterRegistration, every time.Duration, log *slog.Logger) {
+func heartbeat(ctx context.Context, b *bus.Conn, reg *flotillav1.ClusterRegistration, every time.Duration, log *slog.Logger) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -246,7 +288,7 @@ func heartbeat(ctx context.Context, b *bus.Bus, reg *flotillav1.ClusterRegistrat
 
 // busReporter sends status and events over NATS.
 type busReporter struct {
-	bus *bus.Bus
+	bus *bus.Conn
 	log *slog.Logger
 }
 

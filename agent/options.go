@@ -2,22 +2,22 @@ package agent
 
 import (
 	"flag"
-	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 )
 
 // Options configure an agent.
 type Options struct {
-	Cluster      string
-	Labels       map[string]string
-	NATSURL      string
-	NATSCreds    string
-	HubPublicKey string // path of the hub's PEM public key
-	Kubeconfig   string // empty: in-cluster
-	CacheDir     string
+	// Credentials is the directory of the cluster's credentials bundle
+	// (`flotilla cluster add`; the agent's Secret in deployments/agent):
+	// its name, the NATS URL and credentials, the hub's keys and the CA.
+	Credentials string
+	// NATSURL overrides the bundle's NATS URL (the hub's address as seen
+	// from this cluster).
+	NATSURL    string
+	Kubeconfig string // empty: in-cluster
+	CacheDir   string
 	// Namespace holds the agent's own state (inventories).
 	Namespace string
 	// Heartbeat is how often the registration is refreshed; the hub
@@ -41,7 +41,7 @@ type Options struct {
 // DefaultOptions are the flags' defaults.
 func DefaultOptions() Options {
 	return Options{
-		NATSURL:       "nats://127.0.0.1:4222",
+		Credentials:   "/etc/flotilla/credentials",
 		CacheDir:      filepath.Join(os.TempDir(), "flotilla-agent"),
 		Namespace:     "flotilla-system",
 		Heartbeat:     15 * time.Second,
@@ -58,15 +58,8 @@ func DefaultOptions() Options {
 
 // BindFlags registers the options as command-line flags.
 func (o *Options) BindFlags(fs *flag.FlagSet) {
-	fs.StringVar(&o.Cluster, "cluster", o.Cluster, "this cluster's name (a DNS label), required")
-	fs.Func("labels", "this cluster's labels, k=v,k=v (the hub targets applications by them)", func(s string) error {
-		labels, err := parseLabels(s)
-		o.Labels = labels
-		return err
-	})
-	fs.StringVar(&o.NATSURL, "nats-url", o.NATSURL, "NATS server of the hub")
-	fs.StringVar(&o.NATSCreds, "nats-creds", o.NATSCreds, "NATS credentials file of this cluster")
-	fs.StringVar(&o.HubPublicKey, "hub-public-key", o.HubPublicKey, "PEM file of the hub's public key; desired state not signed by it is refused (required)")
+	fs.StringVar(&o.Credentials, "credentials", o.Credentials, "directory of this cluster's credentials bundle (flotilla cluster add): its name, NATS URL and credentials, the hub's public keys, the CA")
+	fs.StringVar(&o.NATSURL, "nats-url", o.NATSURL, "NATS server of the hub, when not the bundle's")
 	fs.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "kubeconfig of the cluster; empty means in-cluster")
 	fs.StringVar(&o.CacheDir, "cache-dir", o.CacheDir, "where artifacts are unpacked")
 	fs.StringVar(&o.Namespace, "namespace", o.Namespace, "namespace of the agent's own state (inventories)")
@@ -76,19 +69,4 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.MetricsAddr, "metrics-addr", o.MetricsAddr, "address of /metrics and /healthz; empty turns them off")
 	fs.BoolVar(&o.RolloutsController, "rollouts-controller", o.RolloutsController, "run Argo Rollouts Rollouts and AnalysisRuns in the agent; false passes them through to an Argo Rollouts controller already in the cluster")
 	fs.BoolVar(&o.Pprof, "pprof", o.Pprof, "also serve Go's profiles under /debug/pprof/ on the metrics address (for diagnosis)")
-}
-
-func parseLabels(s string) (map[string]string, error) {
-	labels := map[string]string{}
-	for _, kv := range strings.Split(s, ",") {
-		if strings.TrimSpace(kv) == "" {
-			continue
-		}
-		k, v, ok := strings.Cut(kv, "=")
-		if !ok || k == "" {
-			return nil, fmt.Errorf("label %q is not k=v", kv)
-		}
-		labels[strings.TrimSpace(k)] = strings.TrimSpace(v)
-	}
-	return labels, nil
 }

@@ -2,12 +2,12 @@ package hub
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
@@ -24,7 +24,7 @@ import (
 	"github.com/flotilla-dev/flotilla/hub/gitrepo"
 	"github.com/flotilla-dev/flotilla/hub/publish"
 	"github.com/flotilla-dev/flotilla/internal/bus"
-	"github.com/flotilla-dev/flotilla/internal/natsserver"
+	"github.com/flotilla-dev/flotilla/internal/natsauth"
 	"github.com/flotilla-dev/flotilla/internal/signing"
 	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
 )
@@ -33,9 +33,16 @@ var tracer = otel.Tracer("github.com/flotilla-dev/flotilla/hub")
 
 // Hub is a running hub.
 type Hub struct {
-	cfg       *config.Config
-	log       *slog.Logger
-	natsSrv   *server.Server
+	cfg     *config.Config
+	log     *slog.Logger
+	natsSrv *server.Server
+	// authority signs the NATS users of the embedded server; nil with an
+	// external one.
+	authority *natsauth.Authority
+	// natsURL is where agents connect, for their bundles.
+	natsURL string
+	// apiTLS is the API listener's certificate; nil serves plaintext.
+	apiTLS    *tls.Config
 	nc        *nats.Conn
 	bus       fleetBus
 	signer    *signing.Signer
@@ -54,6 +61,8 @@ type Hub struct {
 
 	mu       sync.Mutex
 	clusters map[string]*flotillav1.ClusterRegistration
+	// identities are the clusters the hub issued credentials to.
+	identities map[string]bus.Identity
 	// statuses mirrors the status bucket once statusesLoaded is closed,
 	// so the API reads the fleet's statuses from memory.
 	statuses       map[string]*flotillav1.AppStatus
@@ -75,7 +84,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Hub, err
 	// h is not the named result: a failed start returns nil, and the
 	// cleanup below must close what h opened, not the nil it returns.
 	h := &Hub{cfg: cfg, log: log, trigger: make(chan trace.SpanContext, 1), reconcileNow: make(chan reconcileRequest), metrics: newMetrics(),
-		clusters: map[string]*flotillav1.ClusterRegistration{}, reported: map[string]string{}, statuses: map[string]*flotillav1.AppStatus{}}
+		clusters: map[string]*flotillav1.ClusterRegistration{}, identities: map[string]bus.Identity{}, reported: map[string]string{}, statuses: map[string]*flotillav1.AppStatus{}}
 	defer func() {
 		if err != nil {
 			h.Close()
@@ -95,30 +104,12 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Hub, err
 		}
 		h.tokens = append(h.tokens, api.Token{Name: t.Name, Value: value, Role: role})
 	}
-	key, err := signing.LoadOrCreateKey(cfg.DataDir)
-	if err != nil {
-		return nil, fmt.Errorf("signing key: %w", err)
+	if err := h.connectNATS(); err != nil {
+		return nil, err
 	}
-	h.signer = signing.NewSigner(key)
-
-	url := cfg.NATS.URL
-	if url == "" {
-		host, port, err := splitHostPort(cfg.NATS.EmbeddedListen)
-		if err != nil {
-			return nil, fmt.Errorf("nats.embeddedListen: %w", err)
-		}
-		h.natsSrv, err = natsserver.Start(natsserver.Options{Host: host, Port: port, StoreDir: filepath.Join(cfg.DataDir, "nats")})
-		if err != nil {
-			return nil, err
-		}
-		url = h.natsSrv.ClientURL()
-	}
-	opts := []nats.Option{nats.Name("flotilla-hub"), nats.MaxReconnects(-1)}
-	if cfg.NATS.CredentialsFile != "" {
-		opts = append(opts, nats.UserCredentials(cfg.NATS.CredentialsFile))
-	}
-	if h.nc, err = nats.Connect(url, opts...); err != nil {
-		return nil, fmt.Errorf("connect to NATS %s: %w", url, err)
+	apiHost, _, _ := net.SplitHostPort(cfg.Listen)
+	if h.apiTLS, err = h.listenerTLS("tls", cfg.TLS, apiHost); err != nil {
+		return nil, err
 	}
 	busOpts := bus.DefaultOptions()
 	busOpts.Replicas, busOpts.DesiredHistory = cfg.NATS.Replicas, uint8(cfg.History)
@@ -126,7 +117,14 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Hub, err
 	if err != nil {
 		return nil, err
 	}
-	h.bus, h.publisher = b, publish.New(b, h.signer, log)
+	// The key is loaded once the bus is up: it is created only while the
+	// desired-state bucket is empty (publish.LoadKeys).
+	keys, err := publish.LoadKeys(ctx, b, cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	h.signer = keys.Signer
+	h.bus, h.publisher = b, publish.New(b, keys, log)
 	if err := h.publisher.Load(ctx); err != nil {
 		return nil, err
 	}
@@ -159,19 +157,13 @@ func (h *Hub) Close() {
 	}
 }
 
-// NATSURL is where agents connect (the embedded server's address).
-func (h *Hub) NATSURL() string {
-	if h.natsSrv != nil {
-		return h.natsSrv.ClientURL()
-	}
-	return h.cfg.NATS.URL
-}
+// NATSURL is where agents connect: nats.advertiseURL, or the embedded
+// server's address.
+func (h *Hub) NATSURL() string { return h.natsURL }
 
-// PublicKey is the key agents pin to verify desired state.
-func (h *Hub) PublicKey() []byte {
-	pem, _ := signing.EncodePublicKey(h.signer.PublicKey())
-	return pem
-}
+// PublicKey is the PEM key set agents trust: the signing key first, then
+// the keys still trusted during a rotation (docs/operations.md).
+func (h *Hub) PublicKey() []byte { return h.publisher.Keys().PEM() }
 
 // Run polls Git, watches registrations, serves HTTP on the configured
 // address and reconciles until ctx ends.
@@ -183,10 +175,17 @@ func (h *Hub) Run(ctx context.Context) error {
 	return h.Serve(ctx, ln)
 }
 
-// Serve is Run on a listener the caller opened.
+// Serve is Run on a listener the caller opened; the hub adds TLS.
 func (h *Hub) Serve(ctx context.Context, ln net.Listener) error {
+	if h.apiTLS != nil {
+		ln = tls.NewListener(ln, h.apiTLS)
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	identitiesLoaded, err := h.bus.WatchIdentities(ctx, h.identityChanged)
+	if err != nil {
+		return fmt.Errorf("watch cluster identities: %w", err)
+	}
 	initial, err := h.bus.WatchClusters(ctx, h.clusterChanged)
 	if err != nil {
 		return fmt.Errorf("watch cluster registrations: %w", err)
@@ -199,10 +198,12 @@ func (h *Hub) Serve(ctx context.Context, ln net.Listener) error {
 		return fmt.Errorf("watch statuses: %w", err)
 	}
 	var wg sync.WaitGroup
-	select {
-	case <-initial:
-	case <-ctx.Done():
-		return nil
+	for _, loaded := range []<-chan struct{}{identitiesLoaded, initial} {
+		select {
+		case <-loaded:
+		case <-ctx.Done():
+			return nil
+		}
 	}
 	for _, r := range h.repos {
 		h.poll(ctx, r) // the first pass sees every repository fetched
@@ -233,10 +234,15 @@ func (h *Hub) Serve(ctx context.Context, ln net.Listener) error {
 	return err
 }
 
-// Handler serves the webhook, the public key, health and metrics.
+// Handler serves the webhook, the public key, health and metrics; metrics
+// to API tokens only when api.metricsRequireToken is set.
 func (h *Hub) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(h.metrics.registry, promhttp.HandlerOpts{}))
+	metrics := promhttp.HandlerFor(h.metrics.registry, promhttp.HandlerOpts{})
+	if h.cfg.API.MetricsRequireToken {
+		metrics = api.RequireToken(h.tokens, metrics)
+	}
+	mux.Handle("GET /metrics", metrics)
 	path, apiHandler := api.NewHandler(h, bus.DefaultOptions().ClusterTTL, h.tokens)
 	mux.Handle(path, apiHandler)
 	mux.HandleFunc("POST /api/webhook", h.serveWebhook)
@@ -248,13 +254,20 @@ func (h *Hub) Handler() http.Handler {
 	return mux
 }
 
-// Clusters implements api.Hub.
-func (h *Hub) Clusters() []*flotillav1.ClusterRegistration {
+// Clusters implements api.Hub: every cluster with an identity, and any
+// registration without one (an external NATS's clusters before
+// `flotilla cluster add`), which no application targets.
+func (h *Hub) Clusters() []api.Cluster {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	out := make([]*flotillav1.ClusterRegistration, 0, len(h.clusters))
-	for _, r := range h.clusters {
-		out = append(out, r)
+	out := make([]api.Cluster, 0, len(h.identities))
+	for name, id := range h.identities {
+		out = append(out, api.Cluster{Name: name, Labels: id.Labels, Registration: h.clusters[name], RevokedAt: id.RevokedAt})
+	}
+	for name, reg := range h.clusters {
+		if _, ok := h.identities[name]; !ok {
+			out = append(out, api.Cluster{Name: name, Registration: reg})
+		}
 	}
 	return out
 }

@@ -252,18 +252,24 @@ func (h *Hub) clusterChanged(change bus.ClusterChange) {
 	h.clusters[change.Name] = change.Registration
 	h.metrics.clusters.Set(float64(len(h.clusters)))
 	h.mu.Unlock()
-	if prev == nil || !maps.Equal(prev.GetLabels(), change.Registration.GetLabels()) {
-		h.log.Info("cluster registered", "cluster", change.Name, "labels", change.Registration.GetLabels())
+	if prev == nil {
+		h.log.Info("cluster registered", "cluster", change.Name)
 		h.requestReconcile(trace.SpanContext{})
 	}
 }
 
+// knownClusters are the clusters applications target: registered by
+// their agents, with a current identity, whose labels they carry. A
+// registration's own labels count for nothing: a cluster cannot choose
+// what it receives.
 func (h *Hub) knownClusters() []appspec.Cluster {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	out := make([]appspec.Cluster, 0, len(h.clusters))
 	for _, name := range slices.Sorted(maps.Keys(h.clusters)) {
-		out = append(out, appspec.Cluster{Name: name, Labels: h.clusters[name].GetLabels()})
+		if id, ok := h.identities[name]; ok && !id.Revoked() {
+			out = append(out, appspec.Cluster{Name: name, Labels: id.Labels})
+		}
 	}
 	return out
 }

@@ -2,6 +2,7 @@ package hub
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"maps"
@@ -10,7 +11,6 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/flotilla-dev/flotilla/hub/api"
@@ -76,7 +76,9 @@ func (h *Hub) History(ctx context.Context, app, cluster string) ([]*flotillav1.H
 	var out []*flotillav1.HistoryEntry
 	artifacts := map[string]bool{}
 	for _, c := range slices.Sorted(maps.Keys(clusters)) {
-		entries, err := h.bus.DesiredHistory(ctx, c, app)
+		// Only entries that verify against the hub's keys: a forged entry
+		// is not history (publish.History reports it).
+		retained, err := h.publisher.History(ctx, c, app)
 		if errors.Is(err, bus.ErrNotFound) {
 			continue
 		}
@@ -87,12 +89,15 @@ func (h *Hub) History(ctx context.Context, app, cluster string) ([]*flotillav1.H
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", api.ErrUnavailable, err)
 		}
+		var entries []*flotillav1.DesiredState
+		for _, r := range retained {
+			if r.State != nil {
+				entries = append(entries, r.State)
+			}
+		}
 		laterApplied := false // an entry newer than this one has an outcome
 		for i := len(entries) - 1; i >= 0; i-- {
-			ds := &flotillav1.DesiredState{}
-			if err := proto.Unmarshal(entries[i].State.GetDesiredState(), ds); err != nil {
-				continue
-			}
+			ds := entries[i]
 			digest := ds.GetArtifact().GetDigest()
 			if _, seen := artifacts[digest]; !seen {
 				if artifacts[digest], err = h.bus.HasArtifact(ctx, digest); err != nil {
@@ -161,7 +166,8 @@ func fanOut[T any](ctx context.Context, h *Hub, targets []*flotillav1.DesiredSta
 // command sends one signed command to the agent of target's cluster and
 // waits for its reply; a failure is an error reply.
 func (h *Hub) command(ctx context.Context, target *flotillav1.DesiredState, actor string, fill func(*flotillav1.AgentCommand)) *flotillav1.AgentReply {
-	cmd := &flotillav1.AgentCommand{SchemaVersion: 1, Cluster: target.GetCluster(), App: target.GetApp(), Actor: actor, IssuedAt: timestamppb.Now()}
+	cmd := &flotillav1.AgentCommand{SchemaVersion: 1, Cluster: target.GetCluster(), App: target.GetApp(), Actor: actor, IssuedAt: timestamppb.Now(),
+		Nonce: newNonce()}
 	fill(cmd)
 	signed, err := h.signer.SignCommand(cmd)
 	if err != nil {
@@ -174,6 +180,17 @@ func (h *Hub) command(ctx context.Context, target *flotillav1.DesiredState, acto
 		return &flotillav1.AgentReply{Error: err.Error()}
 	}
 	return reply
+}
+
+// commandNonceSize is how many random bytes a command's nonce has: enough
+// that two commands never draw the same one.
+const commandNonceSize = 16
+
+// newNonce draws a command's nonce; the agent carries out each nonce once.
+func newNonce() []byte {
+	nonce := make([]byte, commandNonceSize)
+	_, _ = rand.Read(nonce) // never fails: crypto/rand crashes the program rather than return an error
+	return nonce
 }
 
 // Diff implements api.Hub.

@@ -2,6 +2,7 @@ package hub
 
 import (
 	"context"
+	"time"
 
 	"github.com/flotilla-dev/flotilla/internal/bus"
 	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
@@ -9,10 +10,18 @@ import (
 
 // fleetBus is what the hub reads and writes on the bus once it is
 // provisioned (*bus.Bus implements it; the publisher has its own
-// publish.Store): registrations, statuses, events, the desired-state
-// history, artifacts and the agents' commands.
+// publish.Store): identities, registrations, statuses, events, artifacts and the agents' commands.
 type fleetBus interface {
 	WatchClusters(ctx context.Context, fn func(bus.ClusterChange)) (<-chan struct{}, error)
+	WatchIdentities(ctx context.Context, fn func(bus.Identity)) (<-chan struct{}, error)
+	// CreateIdentity returns bus.ErrIdentityExists (wrapped) for a
+	// current identity of the name.
+	CreateIdentity(ctx context.Context, id bus.Identity) error
+	// RevokeIdentity returns bus.ErrNotFound (wrapped) for an unknown name.
+	RevokeIdentity(ctx context.Context, name string, at time.Time) (bus.Identity, error)
+	// LabelIdentity returns bus.ErrNotFound (wrapped) for an unknown or
+	// revoked name.
+	LabelIdentity(ctx context.Context, name string, labels map[string]string) (bus.Identity, error)
 	WatchStatuses(ctx context.Context, fn func(key string, st *flotillav1.AppStatus)) (<-chan struct{}, error)
 	Statuses(ctx context.Context) (map[string]*flotillav1.AppStatus, error)
 
@@ -20,9 +29,6 @@ type fleetBus interface {
 	AppendEvent(ctx context.Context, ev *flotillav1.Event) error
 	AppendEvents(ctx context.Context, events []*flotillav1.Event) error
 
-	// DesiredHistory returns bus.ErrNotFound (wrapped) for a key without
-	// history.
-	DesiredHistory(ctx context.Context, cluster, app string) ([]bus.DesiredEntry, error)
 	HasArtifact(ctx context.Context, digest string) (bool, error)
 	GetArtifact(ctx context.Context, digest string) ([]byte, error)
 

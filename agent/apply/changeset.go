@@ -14,7 +14,11 @@ const (
 	// PruneSkipped is an object that left Git but was kept: prune is off,
 	// or it carries Prune=false.
 	PruneSkipped Action = "prune-skipped"
-	Failed       Action = "failed"
+	// Released is an object that left its application's Git (or whose
+	// application was removed) and was not deleted because another
+	// application owns it now, or now wants it: it is left to that one.
+	Released Action = "released"
+	Failed   Action = "failed"
 )
 
 // Change is what happened to one object.

@@ -184,7 +184,9 @@ func (m *Manager) dryRunOne(ctx context.Context, p *plan, live *unstructured.Uns
 // that do not exist are absent and kinds the server does not know are
 // skipped. A kind and namespace with many objects is read with one LIST,
 // one with a few (a drift check) with a GET each, so a check of one object
-// in a namespace of thousands reads one object.
+// in a namespace of thousands reads one object. Any other failure, to
+// read or to find a kind's resource, is an error: an object Live could
+// not read is never taken for one that does not exist.
 func (m *Manager) Live(ctx context.Context, objs []*unstructured.Unstructured) (map[string]*unstructured.Unstructured, error) {
 	type scope struct {
 		gvr       schema.GroupVersionResource
@@ -193,8 +195,11 @@ func (m *Manager) Live(ctx context.Context, objs []*unstructured.Unstructured) (
 	scopes := map[scope][]*unstructured.Unstructured{}
 	for _, obj := range objs {
 		mapping, err := m.resource(obj.GroupVersionKind())
-		if err != nil {
+		if meta.IsNoMatchError(err) {
 			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", RefOf(obj), err)
 		}
 		ns := ""
 		if mapping.Scope.Name() == meta.RESTScopeNameNamespace {

@@ -12,6 +12,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 )
 
@@ -68,6 +69,43 @@ func TestDeleteAll(t *testing.T) {
 		if live := getLive(t, tc.ref); live != nil && live.GetDeletionTimestamp() == nil {
 			t.Errorf("%s: %s is still there", tc.name, tc.ref)
 		}
+	}
+}
+
+// TestDeleteAllIfUnchanged deletes what was decided from a read only while
+// the object is still as read: one another application took over in
+// between (its label rewritten) stays.
+func TestDeleteAllIfUnchanged(t *testing.T) {
+	ns := newNamespace(t)
+	object := func(name, app string) *unstructured.Unstructured {
+		return decodeOne(t, ns, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: "+name+", namespace: $NS, labels: {flotilla.dev/app: "+app+"}}\n")
+	}
+	taken, still, gone := object("taken", "a"), object("still", "a"), object("gone", "a")
+	mustApply(t, taken, still)
+	refs := []ObjectRef{RefOf(taken), RefOf(still), RefOf(gone)}
+	live, err := manager.Live(t.Context(), Objects(refs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustApply(t, object("taken", "b")) // another application's apply, after the read
+
+	cs, err := manager.DeleteAll(t.Context(), refs, metav1.DeletePropagationBackground, IfUnchanged(live))
+
+	want := []Change{{Ref: refs[0], Action: Failed}, {Ref: refs[1], Action: Pruned}, {Ref: refs[2], Action: Pruned}}
+	if diff := cmp.Diff(want, changes(cs)); diff != "" {
+		t.Errorf("change set (-want +got):\n%s", diff)
+	}
+	if !errors.Is(err, ErrChanged) {
+		t.Errorf("error = %v, want one wrapping ErrChanged", err)
+	}
+	if diff := cmp.Diff([]ObjectRef{refs[0]}, objectErrorRefs(err)); diff != "" {
+		t.Errorf("objects named by the error (-want +got):\n%s", diff)
+	}
+	if obj := getLive(t, refs[0]); fieldOf(obj, "metadata", "labels", "flotilla.dev/app") != "b" {
+		t.Errorf("the object changed after the read was deleted: %v", obj)
+	}
+	if obj := getLive(t, refs[1]); obj != nil {
+		t.Errorf("the object unchanged since the read is still there")
 	}
 }
 

@@ -22,6 +22,20 @@ type Inventory struct {
 	// Applied identifies the desired state last applied in full (history
 	// id and artifact digest); the same desired state again is a no-op.
 	Applied string `json:"applied,omitempty"`
+	// HistoryID is the highest history id of the application the agent
+	// accepted, recorded before anything of it is written: a desired state
+	// with a lower one is a replay, refused after a restart too (a
+	// rollback is a new, higher entry).
+	HistoryID uint64 `json:"historyID,omitempty"`
+	// Deleted marks a tombstone: the application's deletion, at HistoryID,
+	// was carried out. The inventory stays, owning nothing, so that an
+	// older entry of the application replayed later does not bring it back.
+	Deleted bool `json:"deleted,omitempty"`
+}
+
+// Tombstone is what is kept of app once its deletion at historyID is done.
+func Tombstone(app string, historyID uint64) *Inventory {
+	return &Inventory{App: app, HistoryID: historyID, Deleted: true}
 }
 
 // Store reads and writes inventories as ConfigMaps in one namespace.
@@ -83,15 +97,6 @@ func (s *Store) Save(ctx context.Context, inv *Inventory) error {
 		return fmt.Errorf("save inventory of %s: %w", inv.App, err)
 	}
 	return nil
-}
-
-// Delete removes the inventory of an application that is gone.
-func (s *Store) Delete(ctx context.Context, app string) error {
-	err := s.configMaps.Delete(ctx, configMapName(app), metav1.DeleteOptions{})
-	if apierrors.IsNotFound(err) {
-		return nil
-	}
-	return err
 }
 
 // Diff returns the objects of old that are not in current (by group, kind,

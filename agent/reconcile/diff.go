@@ -56,7 +56,8 @@ func (s *Syncer) Diff(ctx context.Context, app string) (uint64, []*flotillav1.Ob
 			return spec.historyID, nil, err
 		}
 		for _, ref := range gone {
-			if obj := live[ref.Key()]; obj != nil {
+			// One another application took over is left to it (mayDelete).
+			if obj := live[ref.Key()]; obj != nil && takenBy(app, obj) == "" {
 				drifts = append(drifts, apply.Drift{Ref: ref, Live: obj})
 			}
 		}

@@ -47,6 +47,7 @@ func (w *appWorker) checkDrift(ctx context.Context, refs map[string]apply.Object
 			return
 		}
 		w.desired = apply.ByKey(plan.Resources)
+		s.want(spec, plan.Resources)
 	}
 	var objs []*unstructured.Unstructured
 	if refs == nil {

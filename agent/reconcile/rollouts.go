@@ -51,7 +51,7 @@ func (w *appWorker) observeRollouts(ctx context.Context) {
 	}
 	var objs []*unstructured.Unstructured
 	for _, r := range prev.GetResources() {
-		if !r.GetHook() && r.GetAction() != string(apply.Pruned) && r.GetAction() != string(apply.PruneSkipped) {
+		if !r.GetHook() && r.GetAction() != string(apply.Pruned) && r.GetAction() != string(apply.PruneSkipped) && r.GetAction() != string(apply.Released) {
 			objs = append(objs, refOfStatus(r).Object())
 		}
 	}

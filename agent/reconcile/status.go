@@ -2,6 +2,7 @@ package reconcile
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -21,8 +22,11 @@ type syncResult struct {
 	objects []*unstructured.Unstructured
 	// applied are the changes of the apply (and its dry-run), in order.
 	applied []apply.Change
-	// pruned are the objects that left Git: deleted, or kept (prune-skipped).
+	// pruned are the objects that left Git: deleted, kept (prune-skipped),
+	// or left to another application (released); leftTo names those
+	// applications.
 	pruned []apply.Change
+	leftTo []string
 	// ran names the waves and hooks of a plan that ran.
 	ran []string
 	// warnings are ignoreDifferences entries that matched no object.
@@ -35,12 +39,19 @@ type syncResult struct {
 	previous *flotillav1.AppStatus
 	// removal is what removing the application from the cluster did.
 	removal *removal
+	// duplicate: the deletion was carried out before (the inventory is its
+	// tombstone); nothing was done, and nothing is reported.
+	duplicate bool
 }
 
 // removal is the result of an application removed from Git.
 type removal struct {
 	cascade bool
 	deleted []apply.Change
+	// left are the objects left to other applications, which own or want
+	// them now (released), and leftTo names those applications.
+	left   []apply.Change
+	leftTo []string
 	// kept counts the objects left running (Delete=false), orphaned those
 	// released without cascade.
 	kept, orphaned int
@@ -68,7 +79,7 @@ func statusOf(spec syncSpec, res syncResult, f failure) *flotillav1.AppStatus {
 		st.Resources = append(st.Resources, resourceStatus(c, syncStatusOf(c)))
 	}
 	if res.removal != nil {
-		for _, c := range res.removal.deleted {
+		for _, c := range append(res.removal.deleted, res.removal.left...) {
 			st.Resources = append(st.Resources, resourceStatus(c, syncStatusOf(c)))
 		}
 	}
@@ -99,16 +110,10 @@ func statusOf(spec syncSpec, res syncResult, f failure) *flotillav1.AppStatus {
 			return st
 		}
 	default:
-		kept := 0
-		for _, c := range res.pruned {
-			if c.Action == apply.PruneSkipped {
-				kept++
-			}
-		}
-		if kept > 0 {
+		if slices.ContainsFunc(res.pruned, func(c apply.Change) bool { return c.Action == apply.PruneSkipped }) {
 			st.SyncStatus = flotillav1.SyncStatus_SYNC_STATUS_OUT_OF_SYNC
 		}
-		st.Message = summary(res.applied, len(res.pruned)-kept, kept)
+		st.Message = summary(res.applied, res.pruned, res.leftTo)
 		if len(res.ran) > 0 {
 			st.Message += "; ran " + strings.Join(res.ran, ", ")
 		}
@@ -131,7 +136,19 @@ func (r *removal) message() string {
 	if r.kept > 0 {
 		msg += fmt.Sprintf(", %d left running (Delete=false)", r.kept)
 	}
+	if len(r.left) > 0 {
+		msg += ", " + leftText(len(r.left), r.leftTo)
+	}
 	return msg
+}
+
+// leftText is "n left to app b" (or "to apps b, c"): objects not deleted
+// because the applications named own or want them now.
+func leftText(n int, apps []string) string {
+	if len(apps) == 1 {
+		return fmt.Sprintf("%d left to app %s", n, apps[0])
+	}
+	return fmt.Sprintf("%d left to apps %s", n, strings.Join(apps, ", "))
 }
 
 // withHealth is st with the health of every object in its resources
@@ -183,14 +200,21 @@ func refOfStatus(r *flotillav1.ResourceStatus) apply.ObjectRef {
 	return apply.ObjectRef{Group: r.GetGroup(), Version: r.GetVersion(), Kind: r.GetKind(), Namespace: r.GetNamespace(), Name: r.GetName()}
 }
 
-func summary(applied []apply.Change, pruned, kept int) string {
+func summary(applied, pruned []apply.Change, leftTo []string) string {
 	counts := map[apply.Action]int{}
 	for _, c := range applied {
 		counts[c.Action]++
 	}
-	msg := fmt.Sprintf("%d created, %d configured, %d unchanged, %d pruned", counts[apply.Created], counts[apply.Configured], counts[apply.Unchanged], pruned)
-	if kept > 0 {
+	gone := map[apply.Action]int{}
+	for _, c := range pruned {
+		gone[c.Action]++
+	}
+	msg := fmt.Sprintf("%d created, %d configured, %d unchanged, %d pruned", counts[apply.Created], counts[apply.Configured], counts[apply.Unchanged], gone[apply.Pruned])
+	if kept := gone[apply.PruneSkipped]; kept > 0 {
 		msg += fmt.Sprintf(", %d need pruning", kept)
+	}
+	if left := gone[apply.Released]; left > 0 {
+		msg += ", " + leftText(left, leftTo)
 	}
 	return msg
 }

@@ -20,11 +20,13 @@ import (
 
 // outcome is what a sync means for its worker: the objects it rendered
 // (nil for a no-op or a removal), when to retry it (0: not), and its
-// error.
+// error. refused is a desired state the cluster took a newer one than
+// (a replay): it changed nothing, and is not the worker's current one.
 type outcome struct {
 	rendered []*unstructured.Unstructured
 	retryIn  time.Duration
 	err      error
+	refused  bool
 }
 
 // sync runs one desired state to completion and reports it. force skips
@@ -39,6 +41,7 @@ func (s *Syncer) sync(ctx, healthCtx context.Context, d *Desired, force bool, at
 		attribute.Int64("flotilla.history_id", int64(spec.historyID)), attribute.String("vcs.revision", spec.revision)))
 	defer span.End()
 	s.mu.Lock()
+	previousTrace := s.traces[spec.app]
 	s.traces[spec.app] = span.SpanContext()
 	s.mu.Unlock()
 	log := s.log.With("cluster", spec.cluster, "app", spec.app, "history_id", spec.historyID,
@@ -51,6 +54,20 @@ func (s *Syncer) sync(ctx, healthCtx context.Context, d *Desired, force bool, at
 		res, err = s.run(spanCtx, spec, force)
 		return err
 	})
+	if replayed := (*replayedError)(nil); errors.As(err, &replayed) {
+		// Nothing changes: the application's last sync stays its trace.
+		s.mu.Lock()
+		s.traces[spec.app] = previousTrace
+		s.mu.Unlock()
+		span.SetStatus(codes.Error, err.Error())
+		log.Warn("desired state refused", "reason", flotillav1.ReasonReplayed, "error", err)
+		s.refuseReplayed(spanCtx, spec, span.SpanContext().TraceID().String(), replayed)
+		return outcome{err: err, refused: true}
+	}
+	if res.duplicate {
+		log.Debug("deletion delivered again; it was carried out before")
+		return outcome{}
+	}
 	retryIn := time.Duration(0)
 	if err != nil {
 		retryIn = retryAfter(spec.retry, attempt)
@@ -78,17 +95,25 @@ func (s *Syncer) sync(ctx, healthCtx context.Context, d *Desired, force bool, at
 	return outcome{rendered: res.objects}
 }
 
-// run does the work of a sync and returns what it did.
+// run does the work of a sync and returns what it did. A desired state
+// older than the one the inventory records is refused (a *replayedError)
+// before anything is done.
 func (s *Syncer) run(ctx context.Context, spec syncSpec, force bool) (syncResult, error) {
-	if spec.deletion != nil {
-		return s.remove(ctx, spec)
-	}
 	inv, err := s.deps.Inventories.Load(ctx, spec.app)
 	if err != nil {
 		return syncResult{}, err
 	}
+	if duplicate, err := checkHistory(spec, inv); err != nil || duplicate {
+		return syncResult{duplicate: duplicate}, err
+	}
+	if spec.deletion != nil {
+		return s.remove(ctx, spec, inv)
+	}
 	if inv.Applied == spec.applied && !force {
 		return s.noop(ctx, spec, inv), nil
+	}
+	if err := s.accept(ctx, spec, inv); err != nil {
+		return syncResult{}, err
 	}
 	rendered, err := s.renderDesired(ctx, spec)
 	if err != nil {
@@ -98,6 +123,9 @@ func (s *Syncer) run(ctx context.Context, spec syncSpec, force bool) (syncResult
 	if err != nil {
 		return syncResult{}, err
 	}
+	// Before anything is written: an application that prunes meanwhile
+	// leaves to this one what it now wants.
+	s.want(spec, plan.Resources)
 	if err := s.sharedResources(ctx, spec, plan.Resources); err != nil {
 		return syncResult{}, err
 	}
@@ -134,7 +162,7 @@ func (s *Syncer) applyAll(ctx context.Context, spec syncSpec, objs []*unstructur
 		return res, fmt.Errorf("nothing of history %d was applied where the dry-run failed: %w", spec.historyID, err)
 	}
 	pruned, err := s.pruneAndRecord(ctx, spec, inv, objs)
-	res.pruned = pruned
+	res.pruned, res.leftTo = pruned.changes, pruned.leftTo
 	return res, err
 }
 

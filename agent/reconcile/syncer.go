@@ -9,6 +9,7 @@ import (
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/trace"
+	"golang.org/x/sync/singleflight"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -23,8 +24,11 @@ import (
 
 var tracer = otel.Tracer("github.com/flotilla-dev/flotilla/agent/reconcile")
 
-// AppLabel marks every object the agent applies with its application, so
-// watches and selectors find only managed objects.
+// AppLabel marks every object the agent applies with its application (the
+// application's name: one agent serves one cluster, where names are
+// unique), so watches and selectors find only managed objects, and an
+// application never deletes an object another one has taken over
+// (mayDelete).
 const AppLabel = "flotilla.dev/app"
 
 // Cluster is the apply engine, as the sync loop uses it. *apply.Manager
@@ -41,8 +45,9 @@ type Cluster interface {
 	Diff(ctx context.Context, objs []*unstructured.Unstructured, rules *ignore.Rules) ([]apply.Drift, error)
 	// Live reads the live state of objects, by apply.ObjectRef.Key.
 	Live(ctx context.Context, objs []*unstructured.Unstructured) (map[string]*unstructured.Unstructured, error)
-	// DeleteAll deletes objects; WaitDeleted waits until they are gone.
-	DeleteAll(ctx context.Context, refs []apply.ObjectRef, policy metav1.DeletionPropagation) (*apply.ChangeSet, error)
+	// DeleteAll deletes objects (with apply.IfUnchanged, only those still
+	// as read); WaitDeleted waits until they are gone.
+	DeleteAll(ctx context.Context, refs []apply.ObjectRef, policy metav1.DeletionPropagation, opts ...apply.DeleteOption) (*apply.ChangeSet, error)
 	WaitDeleted(ctx context.Context, refs []apply.ObjectRef, timeout time.Duration) error
 	// StartHook creates a hook object and returns it as stored.
 	StartHook(ctx context.Context, hook *unstructured.Unstructured, recreate bool, timeout time.Duration) (*unstructured.Unstructured, error)
@@ -50,12 +55,12 @@ type Cluster interface {
 	Watch(ctx context.Context, gvk schema.GroupVersionKind, selector string, log *slog.Logger, changed func(watch.EventType, *unstructured.Unstructured)) (schema.GroupVersionResource, error)
 }
 
-// Inventories keep what each application owns in the cluster.
-// *inventory.Store implements it.
+// Inventories keep what each application owns in the cluster, and the
+// highest history id it accepted (a deleted application keeps a
+// tombstone). *inventory.Store implements it.
 type Inventories interface {
 	Load(ctx context.Context, app string) (*inventory.Inventory, error)
 	Save(ctx context.Context, inv *inventory.Inventory) error
-	Delete(ctx context.Context, app string) error
 }
 
 // Artifacts fetch artifact bytes by digest.
@@ -117,6 +122,12 @@ type Syncer struct {
 	watched map[schema.GroupKind]bool
 	// traces are the span contexts of each application's last sync.
 	traces map[string]trace.SpanContext
+	// wants are, by application, the objects its newest rendered desired
+	// state includes (wantedElsewhere).
+	wants map[string]wanted
+	// rendering renders another application's desired state once for
+	// all the applications that ask what it wants at the same time.
+	rendering singleflight.Group
 	// release returns freed memory after a burst of syncs.
 	release *time.Timer
 }
@@ -124,7 +135,7 @@ type Syncer struct {
 // New creates a Syncer.
 func New(opts Options, log *slog.Logger, deps Dependencies) *Syncer {
 	return &Syncer{opts: opts, log: log, deps: deps, apps: map[string]*appWorker{},
-		watched: map[schema.GroupKind]bool{}, traces: map[string]trace.SpanContext{}}
+		watched: map[schema.GroupKind]bool{}, traces: map[string]trace.SpanContext{}, wants: map[string]wanted{}}
 }
 
 // Desired is a verified desired state and the trace it came with.
@@ -135,8 +146,10 @@ type Desired struct {
 }
 
 // Offer hands a verified desired state to its application's worker. An
-// older or repeated history id is ignored; a newer one replaces one still
-// waiting, so a burst of commits costs one sync.
+// older or repeated history id than offered before is ignored; a newer one
+// replaces one still waiting, so a burst of commits costs one sync. One
+// older than the inventory records (the agent restarted since) is refused
+// by its sync and reported (reason Replayed).
 func (s *Syncer) Offer(ctx context.Context, d Desired) {
 	app := d.State.GetApp()
 	s.mu.Lock()

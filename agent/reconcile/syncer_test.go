@@ -87,8 +87,12 @@ func (r *recordingReporter) event(app, reason string) *flotillav1.Event {
 }
 
 // panickyCluster is the real engine, except that applying an object
-// labelled flotilla.dev/app=boom panics, as a bug in one app's input would.
-type panickyCluster struct{ *apply.Manager }
+// labelled flotilla.dev/app=boom panics, as a bug in one app's input would,
+// and that reading an object faults names unreadable fails.
+type panickyCluster struct {
+	*apply.Manager
+	faults *faults
+}
 
 func (c panickyCluster) ApplyAll(ctx context.Context, objs []*unstructured.Unstructured, opts ...apply.Option) (*apply.ChangeSet, error) {
 	for _, o := range objs {
@@ -99,13 +103,98 @@ func (c panickyCluster) ApplyAll(ctx context.Context, objs []*unstructured.Unstr
 	return c.Manager.ApplyAll(ctx, objs, opts...)
 }
 
+func (c panickyCluster) Live(ctx context.Context, objs []*unstructured.Unstructured) (map[string]*unstructured.Unstructured, error) {
+	for _, o := range objs {
+		if c.faults.isUnreadable(o.GetName()) {
+			return nil, fmt.Errorf("get %s: the server is currently unable to handle the request (injected)", apply.RefOf(o))
+		}
+	}
+	return c.Manager.Live(ctx, objs)
+}
+
+// heldInventories are the real inventories, except that loading the
+// inventory of an application faults holds waits until it is released:
+// that application's sync starts, but renders nothing yet.
+type heldInventories struct {
+	*inventory.Store
+	faults *faults
+}
+
+func (i heldInventories) Load(ctx context.Context, app string) (*inventory.Inventory, error) {
+	if held := i.faults.heldOf(app); held != nil {
+		select {
+		case <-held:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return i.Store.Load(ctx, app)
+}
+
+// faults are what a test makes go wrong in the syncer's dependencies.
+type faults struct {
+	mu         sync.Mutex
+	unreadable map[string]bool          // object names whose read fails
+	held       map[string]chan struct{} // applications whose syncs wait
+}
+
+func (f *faults) isUnreadable(name string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.unreadable[name]
+}
+
+// setUnreadable makes reading an object named name fail until the test ends.
+func (f *faults) setUnreadable(t *testing.T, name string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.unreadable[name] = true
+	t.Cleanup(func() { f.clearUnreadable(name) })
+}
+
+func (f *faults) clearUnreadable(name string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.unreadable, name)
+}
+
+func (f *faults) heldOf(app string) chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.held[app]
+}
+
+// hold makes app's syncs wait before they render, until the returned
+// release is called (at the latest when the test ends).
+func (f *faults) hold(t *testing.T, app string) (release func()) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ch := make(chan struct{})
+	f.held[app] = ch
+	release = sync.OnceFunc(func() {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		delete(f.held, app)
+		close(ch)
+	})
+	t.Cleanup(release)
+	return release
+}
+
 type syncerEnv struct {
 	cluster   *testenv.Cluster
 	manager   *apply.Manager
+	faults    *faults
+	inventory *inventory.Store
 	artifacts *memoryArtifacts
 	reporter  *recordingReporter
 	syncer    *Syncer
-	history   map[string]uint64
+	cacheDir  string
+	// lifetime is the running syncer's: its workers run until restart (or
+	// the end of the test) stops them.
+	lifetime context.Context
+	stop     context.CancelFunc
+	history  map[string]uint64
 }
 
 func startSyncer(t *testing.T) *syncerEnv {
@@ -114,17 +203,31 @@ func startSyncer(t *testing.T) *syncerEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &syncerEnv{cluster: c, manager: m, artifacts: &memoryArtifacts{data: map[string][]byte{}},
+	e := &syncerEnv{cluster: c, manager: m, faults: &faults{unreadable: map[string]bool{}, held: map[string]chan struct{}{}},
+		inventory: inventory.NewStore(c.Dynamic, "flotilla-system"), artifacts: &memoryArtifacts{data: map[string][]byte{}},
 		reporter: &recordingReporter{statuses: map[string]*flotillav1.AppStatus{}}, history: map[string]uint64{}}
 	c.CreateNamespace(t, "flotilla-system")
+	e.cacheDir = t.TempDir()
+	e.restart()
+	t.Cleanup(func() { e.stop() })
+	return e
+}
+
+// restart stops the syncer, if one runs, and starts a new one on the same
+// cluster, inventories, cache and status bucket, as an agent restart does:
+// what the old one kept in memory is gone.
+func (e *syncerEnv) restart() {
+	if e.stop != nil {
+		e.stop()
+	}
+	e.lifetime, e.stop = context.WithCancel(context.Background())
 	e.syncer = New(Options{
-		Cluster: "test", KubeVersion: "v1.37.2", CacheDir: t.TempDir(), Limits: artifact.DefaultLimits(),
+		Cluster: "test", KubeVersion: "v1.37.2", CacheDir: e.cacheDir, Limits: artifact.DefaultLimits(),
 		HealthInterval: 100 * time.Millisecond, HealthTimeout: 30 * time.Second,
 	}, slog.New(slog.NewTextHandler(io.Discard, nil)), Dependencies{
-		Cluster: panickyCluster{m}, Inventories: inventory.NewStore(c.Dynamic, "flotilla-system"),
-		Rollouts: rollouts.Summarizer{Client: c.Dynamic}, Artifacts: e.artifacts, Reporter: e.reporter,
+		Cluster: panickyCluster{Manager: e.manager, faults: e.faults}, Inventories: heldInventories{Store: e.inventory, faults: e.faults},
+		Rollouts: rollouts.Summarizer{Client: e.cluster.Dynamic}, Artifacts: e.artifacts, Reporter: e.reporter,
 	})
-	return e
 }
 
 // offer packs files as app's next desired state and hands it to the syncer.
@@ -145,7 +248,7 @@ func (e *syncerEnv) offer(t *testing.T, app, namespace string, files map[string]
 	e.artifacts.data[digest] = data
 	e.artifacts.mu.Unlock()
 	e.history[app]++
-	e.syncer.Offer(t.Context(), Desired{State: &flotillav1.DesiredState{
+	e.syncer.Offer(e.lifetime, Desired{State: &flotillav1.DesiredState{
 		SchemaVersion: 1, Cluster: "test", App: app, HistoryId: e.history[app],
 		Source:      &flotillav1.Source{Commit: fmt.Sprintf("c%d", e.history[app])},
 		Artifact:    &flotillav1.Artifact{Digest: digest, Size: int64(len(data)), Root: "."},

@@ -53,8 +53,8 @@ func (s *Syncer) applyWaves(ctx context.Context, spec syncSpec, plan *waves.Plan
 	recorded := false
 	record := func() error {
 		recorded = true
-		var err error
-		res.pruned, err = s.pruneAndRecord(ctx, spec, inv, plan.Resources)
+		pruned, err := s.pruneAndRecord(ctx, spec, inv, plan.Resources)
+		res.pruned, res.leftTo = pruned.changes, pruned.leftTo
 		return err
 	}
 	for _, step := range plan.Steps {

@@ -90,15 +90,26 @@ func (w *appWorker) offer(d Desired) {
 	}
 }
 
-// take removes the pending desired state and makes it the current one.
-func (w *appWorker) take() *Desired {
+// take removes the pending desired state and makes it the current one;
+// prev is the one current before.
+func (w *appWorker) take() (d, prev *Desired) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	d := w.pending
+	d, prev = w.pending, w.current
 	if d != nil {
 		w.pending, w.current = nil, d
 	}
-	return d
+	return d, prev
+}
+
+// untake makes prev current again in place of d, which its sync refused
+// (a replay): a refused desired state is never the application's.
+func (w *appWorker) untake(d, prev *Desired) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.current == d {
+		w.current = prev
+	}
 }
 
 // noticeDrift hands a watch event's object to the worker without blocking
@@ -122,14 +133,19 @@ func (w *appWorker) run(ctx context.Context) {
 	}
 
 	// syncOne runs d and arranges its retry; attempt 0 is a new desired
-	// state (or an operator's sync), which resets the retry count.
-	syncOne := func(d *Desired, force bool, attempt int64) error {
+	// state (or an operator's sync), which resets the retry count. prev is
+	// the desired state current before d, current again if d is refused.
+	syncOne := func(d, prev *Desired, force bool, attempt int64) error {
 		cancelHealth()
 		var healthCtx context.Context
 		healthCtx, cancelHealth = context.WithCancel(ctx)
+		out := s.sync(ctx, healthCtx, d, force, attempt)
+		if out.refused {
+			w.untake(d, prev)
+			return out.err
+		}
 		w.attempts = attempt
 		retry = nil
-		out := s.sync(ctx, healthCtx, d, force, attempt)
 		w.synced = out.err == nil && d.State.GetDeletion() == nil
 		w.desired = nil
 		if out.rendered != nil {
@@ -152,22 +168,23 @@ func (w *appWorker) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-w.wake:
-			if d := w.take(); d != nil {
-				_ = syncOne(d, false, 0)
+			if d, prev := w.take(); d != nil {
+				_ = syncOne(d, prev, false, 0)
 			}
 		case req := <-w.syncNow:
-			d := w.take()
+			d, prev := w.take()
 			if d == nil {
 				d = w.latest()
+				prev = d
 			}
 			if d == nil {
 				req.done <- syncReply{err: fmt.Errorf("%s: no desired state received yet", w.app)}
 				continue
 			}
-			req.done <- syncReply{historyID: d.State.GetHistoryId(), err: syncOne(d, true, 0)}
+			req.done <- syncReply{historyID: d.State.GetHistoryId(), err: syncOne(d, prev, true, 0)}
 		case <-retry:
 			if d := w.latest(); d != nil {
-				_ = syncOne(d, false, w.attempts+1)
+				_ = syncOne(d, d, false, w.attempts+1)
 			}
 		case ref := <-w.drift:
 			drifted[ref.Key()] = ref

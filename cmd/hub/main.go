@@ -57,6 +57,6 @@ func run(configPath, dataDir, listen, natsURL string, log *slog.Logger) error {
 		return err
 	}
 	defer h.Close()
-	log.Info("hub public key (pin it in agents with --hub-public-key)", "nats", h.NATSURL(), "public_key", string(h.PublicKey()))
+	log.Info("hub ready: add clusters with `flotilla cluster add`", "nats", h.NATSURL(), "ca", h.CAFile())
 	return h.Run(ctx)
 }

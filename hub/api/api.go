@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"net/http"
@@ -13,6 +12,7 @@ import (
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/flotilla-dev/flotilla/internal/appkey"
@@ -52,8 +52,17 @@ type Token struct {
 
 // Hub is what the API reads from and asks of the hub.
 type Hub interface {
-	// Clusters are the known registrations.
-	Clusters() []*flotillav1.ClusterRegistration
+	// Clusters are the clusters with an identity or a registration.
+	Clusters() []Cluster
+	// AddCluster makes a cluster's identity and returns its credentials
+	// bundle; ErrAlreadyExists for a current one.
+	AddCluster(ctx context.Context, name string, labels map[string]string) (*flotillav1.ClusterCredentials, error)
+	// LabelCluster replaces a cluster's labels; ErrNotFound for an
+	// unknown or revoked one.
+	LabelCluster(ctx context.Context, name string, labels map[string]string) error
+	// RevokeCluster revokes a cluster's identity and credentials and says
+	// when.
+	RevokeCluster(ctx context.Context, name string) (time.Time, error)
 	// Published is the newest desired state of every (cluster, app).
 	Published() []*flotillav1.DesiredState
 	// Statuses are the agents' last reports by bus key.
@@ -81,7 +90,24 @@ var (
 	ErrFailedPrecondition = errors.New("not possible now")
 	// ErrUnavailable is a dependency that did not answer (NATS, Git).
 	ErrUnavailable = errors.New("unavailable")
+	// ErrInvalidArgument is a request the hub cannot take as it is.
+	ErrInvalidArgument = errors.New("invalid argument")
+	// ErrAlreadyExists is a cluster added twice.
+	ErrAlreadyExists = errors.New("already exists")
 )
+
+// Cluster is a cluster the hub has an identity or a registration for.
+type Cluster struct {
+	Name string
+	// Labels are the identity's: they target applications.
+	Labels map[string]string
+	// Registration is the agent's last heartbeat; nil before the first.
+	Registration *flotillav1.ClusterRegistration
+	// RevokedAt is set once the cluster was revoked.
+	RevokedAt time.Time
+}
+
+var ()
 
 // Server implements HubService.
 type Server struct {
@@ -89,79 +115,34 @@ type Server struct {
 	clusterTTL time.Duration
 }
 
-// NewHandler returns the HubService HTTP handler and its path, requiring
-// one of tokens on every call and recording every mutating call in the
-// audit stream.
+// MaxRequestBytes bounds a HubService request's body, both as sent and
+// once decompressed: its messages hold names and ids, a few hundred bytes.
+const MaxRequestBytes = 1 << 20
+
+// NewHandler returns the HubService HTTP handler and its path. It refuses,
+// before reading their body, the calls that present none of tokens (see
+// RequireToken); it refuses a body larger than MaxRequestBytes, sent or
+// decompressed, as ResourceExhausted; it checks the token's role against
+// the procedure, and it records every call that needs more than Viewer in
+// the audit stream.
 func NewHandler(hub Hub, clusterTTL time.Duration, tokens []Token) (string, http.Handler) {
+	return newHandler(hub, clusterTTL, tokens, time.Now)
+}
+
+// newHandler is NewHandler with RequireToken's rate limiter on clock now.
+func newHandler(hub Hub, clusterTTL time.Duration, tokens []Token, now func() time.Time) (string, http.Handler) {
 	s := &Server{hub: hub, clusterTTL: clusterTTL}
-	return flotillav1connect.NewHubServiceHandler(s, connect.WithInterceptors(audit(hub), authenticate(tokens)))
+	path, handler := flotillav1connect.NewHubServiceHandler(s, connect.WithReadMaxBytes(MaxRequestBytes),
+		connect.WithInterceptors(audit(hub), authorize()))
+	return path, requireToken(tokens, now, http.MaxBytesHandler(handler, MaxRequestBytes))
 }
 
-type identityKey struct{}
-
-// identity is who made a call: audit puts an empty one in the context and
-// authenticate fills it, so audit sees who it was after the call.
-type identity struct{ name string }
-
-// actor is the name of the token that made the call.
-func actor(ctx context.Context) string {
-	if id, ok := ctx.Value(identityKey{}).(*identity); ok && id.name != "" {
-		return id.name
-	}
-	return "anonymous"
-}
-
-// requiredRole is the least role of each procedure: reads need Viewer,
-// everything that changes the fleet Operator.
-var requiredRole = map[string]Role{
-	flotillav1connect.HubServiceListClustersProcedure:  Viewer,
-	flotillav1connect.HubServiceListAppsProcedure:      Viewer,
-	flotillav1connect.HubServiceGetAppProcedure:        Viewer,
-	flotillav1connect.HubServiceGetAppHistoryProcedure: Viewer,
-	flotillav1connect.HubServiceDiffAppProcedure:       Viewer,
-	flotillav1connect.HubServiceListEventsProcedure:    Viewer,
-	flotillav1connect.HubServiceSyncAppProcedure:       Operator,
-	flotillav1connect.HubServiceRollbackAppProcedure:   Operator,
-	flotillav1connect.HubServiceRevertAppProcedure:     Operator,
-	flotillav1connect.HubServiceUnpinAppProcedure:      Operator,
-	flotillav1connect.HubServiceRolloutAppProcedure:    Operator,
-}
-
-// authenticate checks the bearer token of every call against the role the
-// procedure needs. A procedure missing from requiredRole needs Admin.
-func authenticate(tokens []Token) connect.UnaryInterceptorFunc {
-	return func(next connect.UnaryFunc) connect.UnaryFunc {
-		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-			presented, ok := strings.CutPrefix(req.Header().Get("Authorization"), "Bearer ")
-			if !ok || presented == "" {
-				return nil, connect.NewError(connect.CodeUnauthenticated, errors.New("no bearer token: pass --token or set FLOTILLA_TOKEN"))
-			}
-			for _, t := range tokens {
-				if subtle.ConstantTimeCompare([]byte(presented), []byte(t.Value)) == 1 {
-					if id, ok := ctx.Value(identityKey{}).(*identity); ok {
-						id.name = t.Name
-					}
-					need, known := requiredRole[req.Spec().Procedure]
-					if !known {
-						need = Admin
-					}
-					if t.Role < need {
-						return nil, connect.NewError(connect.CodePermissionDenied, fmt.Errorf("token %q may not call %s", t.Name, req.Spec().Procedure))
-					}
-					return next(ctx, req)
-				}
-			}
-			return nil, connect.NewError(connect.CodeUnauthenticated, errors.New("token not accepted (expired or wrong)"))
-		}
-	}
-}
-
-// audit records every call that needs more than Viewer, allowed or not,
-// with who made it, what it asked and how it ended.
+// audit records every call that needs more than Viewer, allowed by the
+// token's role or not, with who made it, what it asked and how it ended.
+// It only ever sees calls RequireToken accepted.
 func audit(hub Hub) connect.UnaryInterceptorFunc {
 	return func(next connect.UnaryFunc) connect.UnaryFunc {
 		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-			ctx = context.WithValue(ctx, identityKey{}, &identity{})
 			resp, err := next(ctx, req)
 			if requiredRole[req.Spec().Procedure] == Viewer {
 				return resp, err
@@ -205,6 +186,10 @@ func toConnect(err error) error {
 		return connect.NewError(connect.CodeFailedPrecondition, err)
 	case errors.Is(err, ErrUnavailable):
 		return connect.NewError(connect.CodeUnavailable, err)
+	case errors.Is(err, ErrInvalidArgument):
+		return connect.NewError(connect.CodeInvalidArgument, err)
+	case errors.Is(err, ErrAlreadyExists):
+		return connect.NewError(connect.CodeAlreadyExists, err)
 	case errors.Is(err, context.DeadlineExceeded):
 		return connect.NewError(connect.CodeDeadlineExceeded, err)
 	}
@@ -221,17 +206,49 @@ func required(app string) error {
 
 // ListClusters implements HubService.
 func (s *Server) ListClusters(ctx context.Context, _ *connect.Request[flotillav1.ListClustersRequest]) (*connect.Response[flotillav1.ListClustersResponse], error) {
-	regs := s.hub.Clusters()
-	slices.SortFunc(regs, func(a, b *flotillav1.ClusterRegistration) int { return strings.Compare(a.GetName(), b.GetName()) })
+	clusters := s.hub.Clusters()
+	slices.SortFunc(clusters, func(a, b Cluster) int { return strings.Compare(a.Name, b.Name) })
 	resp := &flotillav1.ListClustersResponse{}
-	for _, r := range regs {
-		resp.Clusters = append(resp.Clusters, &flotillav1.ClusterInfo{
-			Registration:  r,
-			LastHeartbeat: r.GetHeartbeatAt(),
-			Connected:     time.Since(r.GetHeartbeatAt().AsTime()) < s.clusterTTL,
-		})
+	for _, c := range clusters {
+		reg := &flotillav1.ClusterRegistration{SchemaVersion: 1, Name: c.Name}
+		if c.Registration != nil {
+			reg = proto.CloneOf(c.Registration)
+		}
+		reg.Labels = c.Labels
+		info := &flotillav1.ClusterInfo{Registration: reg, LastHeartbeat: reg.GetHeartbeatAt(),
+			Connected: c.Registration != nil && c.RevokedAt.IsZero() && time.Since(reg.GetHeartbeatAt().AsTime()) < s.clusterTTL}
+		if !c.RevokedAt.IsZero() {
+			info.RevokedAt = timestamppb.New(c.RevokedAt)
+		}
+		resp.Clusters = append(resp.Clusters, info)
 	}
 	return connect.NewResponse(resp), nil
+}
+
+// AddCluster implements HubService.
+func (s *Server) AddCluster(ctx context.Context, req *connect.Request[flotillav1.AddClusterRequest]) (*connect.Response[flotillav1.AddClusterResponse], error) {
+	creds, err := s.hub.AddCluster(ctx, req.Msg.GetName(), req.Msg.GetLabels())
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	return connect.NewResponse(&flotillav1.AddClusterResponse{Credentials: creds}), nil
+}
+
+// LabelCluster implements HubService.
+func (s *Server) LabelCluster(ctx context.Context, req *connect.Request[flotillav1.LabelClusterRequest]) (*connect.Response[flotillav1.LabelClusterResponse], error) {
+	if err := s.hub.LabelCluster(ctx, req.Msg.GetName(), req.Msg.GetLabels()); err != nil {
+		return nil, toConnect(err)
+	}
+	return connect.NewResponse(&flotillav1.LabelClusterResponse{}), nil
+}
+
+// RevokeCluster implements HubService.
+func (s *Server) RevokeCluster(ctx context.Context, req *connect.Request[flotillav1.RevokeClusterRequest]) (*connect.Response[flotillav1.RevokeClusterResponse], error) {
+	at, err := s.hub.RevokeCluster(ctx, req.Msg.GetName())
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	return connect.NewResponse(&flotillav1.RevokeClusterResponse{RevokedAt: timestamppb.New(at)}), nil
 }
 
 // ListApps implements HubService.
@@ -245,7 +262,7 @@ func (s *Server) ListApps(ctx context.Context, req *connect.Request[flotillav1.L
 	}
 	clusterLabels := map[string]labels.Set{}
 	for _, c := range s.hub.Clusters() {
-		clusterLabels[c.GetName()] = c.GetLabels()
+		clusterLabels[c.Name] = c.Labels
 	}
 	apps, err := s.apps(ctx, func(ds *flotillav1.DesiredState) bool {
 		if c := req.Msg.GetCluster(); c != "" && ds.GetCluster() != c {

@@ -1,4 +1,6 @@
 // Package api serves the hub's HubService over Connect (gRPC, gRPC-Web and
-// JSON over HTTP) for the flotilla CLI and the dashboard, with bearer-token
-// authentication and roles.
+// JSON over HTTP) for the flotilla CLI and the dashboard. RequireToken
+// checks the bearer token before any body is read and rate-limits refused
+// callers; bodies are bounded, as sent and decompressed; each procedure
+// checks the token's role, and operator calls go to the audit stream.
 package api

@@ -19,7 +19,9 @@ type Config struct {
 	// DataDir holds the signing key, Git mirrors and embedded NATS storage.
 	DataDir string `json:"dataDir"`
 	// Listen is the address of the API, webhook and metrics server.
-	Listen       string       `json:"listen"`
+	Listen string `json:"listen"`
+	// TLS is the API listener's certificate.
+	TLS          TLS          `json:"tls"`
 	NATS         NATS         `json:"nats"`
 	Repositories []Repository `json:"repositories"`
 	Roots        []Root       `json:"roots"`
@@ -50,6 +52,32 @@ type NATS struct {
 	EmbeddedListen string `json:"embeddedListen"`
 	// Replicas of buckets and streams (3 on a NATS cluster).
 	Replicas int `json:"replicas"`
+	// TLS is the embedded server's certificate.
+	TLS TLS `json:"tls"`
+	// CAFile is the CA of an external server's certificate; empty trusts
+	// the system's roots.
+	CAFile string `json:"caFile"`
+	// AdvertiseURL is the URL agents connect to, put into their
+	// credentials bundles; empty means the embedded server's own client
+	// URL (loopback), or url for an external server.
+	AdvertiseURL string `json:"advertiseURL"`
+}
+
+// TLS is a listener's certificate. With neither file set, the hub issues
+// one from its private CA (dataDir/tls/ca.pem) for localhost, the
+// loopback addresses and Hosts.
+type TLS struct {
+	CertFile string `json:"certFile"`
+	KeyFile  string `json:"keyFile"`
+	// CAFile is the CA clients are told to trust (in cluster credentials
+	// bundles) when certFile is set; empty: the system's roots.
+	CAFile string `json:"caFile"`
+	// Hosts are the DNS names and addresses clients reach the listener
+	// by, for the certificate of the private CA.
+	Hosts []string `json:"hosts"`
+	// InsecurePlaintext serves without TLS (behind a proxy that
+	// terminates it, say). The hub logs a warning at every start.
+	InsecurePlaintext bool `json:"insecurePlaintext"`
 }
 
 // Repository is a Git repository the hub watches.
@@ -97,6 +125,10 @@ type API struct {
 	// Tokens are the accepted bearer tokens; with none, every call is
 	// refused.
 	Tokens []APIToken `json:"tokens"`
+	// MetricsRequireToken serves /metrics only to a request presenting one
+	// of Tokens, of any role. Off by default, for scrapers configured
+	// without one.
+	MetricsRequireToken bool `json:"metricsRequireToken"`
 }
 
 // APIToken is one bearer token, read from a file or environment variable.
@@ -242,10 +274,26 @@ func (c *Config) validate() error {
 			errs = append(errs, fmt.Errorf("api.tokens[%d].role: %q: want viewer, operator or admin", i, t.Role))
 		}
 	}
+	errs = append(errs, c.TLS.validate("tls"), c.NATS.TLS.validate("nats.tls"))
+	if c.NATS.URL != "" && (c.NATS.TLS.CertFile != "" || len(c.NATS.TLS.Hosts) > 0) {
+		errs = append(errs, errors.New("nats.tls: is the embedded server's; an external server (nats.url) takes nats.caFile"))
+	}
 	if c.Webhook.SecretFile != "" && c.Webhook.SecretEnv != "" {
 		errs = append(errs, errors.New("webhook: set secretFile or secretEnv, not both"))
 	}
 	return errors.Join(errs...)
+}
+
+func (t TLS) validate(field string) error {
+	switch {
+	case (t.CertFile == "") != (t.KeyFile == ""):
+		return fmt.Errorf("%s: set both certFile and keyFile, or neither", field)
+	case t.InsecurePlaintext && (t.CertFile != "" || len(t.Hosts) > 0):
+		return fmt.Errorf("%s: insecurePlaintext excludes a certificate", field)
+	case t.CAFile != "" && t.CertFile == "":
+		return fmt.Errorf("%s.caFile: needs certFile (the private CA is the hub's own)", field)
+	}
+	return nil
 }
 
 // NormalizeURL compares repository URLs the way Argo CD does: case and a

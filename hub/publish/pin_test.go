@@ -51,7 +51,7 @@ func discover(t *testing.T, value string) *discovery.Result {
 }
 
 func TestPinHoldsAcrossRestartsUntilGitChanges(t *testing.T) {
-	b, signer, p := newPublisher(t)
+	b, _, p := newPublisher(t)
 	ctx := t.Context()
 	publish := func(p *Publisher, value string) *Report {
 		t.Helper()
@@ -80,7 +80,7 @@ func TestPinHoldsAcrossRestartsUntilGitChanges(t *testing.T) {
 
 	// A restarted hub loads the pin with the desired state and keeps it
 	// while Git says the same.
-	restarted := New(b, signer, slog.Default())
+	restarted := New(b, p.Keys(), slog.Default())
 	if err := restarted.Load(ctx); err != nil {
 		t.Fatal(err)
 	}

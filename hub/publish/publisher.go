@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 
 	"go.opentelemetry.io/otel"
@@ -27,11 +28,13 @@ import (
 
 var tracer = otel.Tracer("github.com/flotilla-dev/flotilla/hub/publish")
 
-// Publisher keeps what the hub last published and publishes changes.
+// Publisher keeps what the hub last published and publishes changes. It
+// signs with the key set's signer and verifies what it reads back from the
+// bus with the whole key set (verify.go).
 type Publisher struct {
-	store  Store
-	signer *signing.Signer
-	log    *slog.Logger
+	store Store
+	keys  *signing.KeySet
+	log   *slog.Logger
 
 	mu sync.Mutex
 	// latest is the newest published desired state per key, and
@@ -43,31 +46,67 @@ type Publisher struct {
 	// released, until the next Publish republishes them.
 	gitContent map[string][32]byte
 	unpin      map[string]bool
+	// resign holds the keys whose newest entry in the bus the current key
+	// did not sign (a previous key, or an entry that does not verify):
+	// the next Publish signs their desired state again.
+	resign map[string]bool
 }
 
-// New creates a Publisher on store; call Load before the first Publish.
-func New(store Store, signer *signing.Signer, log *slog.Logger) *Publisher {
-	return &Publisher{store: store, signer: signer, log: log, latest: map[string]*flotillav1.DesiredState{}, fingerprints: map[string][32]byte{},
-		gitContent: map[string][32]byte{}, unpin: map[string]bool{}}
+// New creates a Publisher on store signing with keys (LoadKeys); call Load
+// before the first Publish.
+func New(store Store, keys *signing.KeySet, log *slog.Logger) *Publisher {
+	return &Publisher{store: store, keys: keys, log: log, latest: map[string]*flotillav1.DesiredState{}, fingerprints: map[string][32]byte{},
+		gitContent: map[string][32]byte{}, unpin: map[string]bool{}, resign: map[string]bool{}}
 }
+
+// Keys is the key set the Publisher signs and verifies with; the hub
+// serves its PEM to agents.
+func (p *Publisher) Keys() *signing.KeySet { return p.keys }
 
 // Load reads the newest published desired state of every key, so history
 // ids continue and unchanged applications are not republished after a
-// restart.
+// restart. Only entries that verify count: where a key's newest entry does
+// not, Load continues from the newest one of its history that does, and
+// the next Publish signs that again. So does it where the newest entry is
+// signed by a key other than the signer's (a rotation). A bus holding
+// entries of which none verifies is an error: the hub lacks the key that
+// signed them.
 func (p *Publisher) Load(ctx context.Context) error {
 	entries, err := p.store.LatestDesired(ctx)
 	if err != nil {
 		return fmt.Errorf("load published desired state: %w", err)
 	}
+	latest, resign := map[string]*flotillav1.DesiredState{}, map[string]bool{}
+	var refused []bus.DesiredEntry
+	for _, e := range entries {
+		key := appkey.Join(e.Cluster, e.App)
+		ds, err := p.verify(e)
+		switch {
+		case err != nil:
+			if ds, err = p.newestVerified(ctx, e.Cluster, e.App); err != nil {
+				return err
+			}
+			if ds == nil {
+				refused = append(refused, e)
+				continue
+			}
+			resign[key] = true
+		case e.State.GetSignature().GetKeyId() != p.keys.Signer.KeyID():
+			resign[key] = true
+		}
+		latest[key] = ds
+	}
+	if len(latest) == 0 && len(refused) > 0 {
+		return fmt.Errorf("the bus holds %d desired states signed by %s, and none verifies with the hub's keys (%s): "+
+			"restore the signing key, or add the public key that signed them to %s (see \"Rotating the signing key\" in docs/operations.md)",
+			len(refused), signedBy(refused), strings.Join(p.keys.KeyIDs(), ", "), signing.TrustedKeysFile)
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for _, e := range entries {
-		ds := &flotillav1.DesiredState{}
-		if err := proto.Unmarshal(e.State.GetDesiredState(), ds); err != nil {
-			return fmt.Errorf("published desired state %s: %w", appkey.Join(e.Cluster, e.App), err)
-		}
-		p.remember(appkey.Join(e.Cluster, e.App), ds)
+	for key, ds := range latest {
+		p.remember(key, ds)
 	}
+	maps.Copy(p.resign, resign)
 	return nil
 }
 
@@ -91,8 +130,14 @@ func (p *Publisher) All() []*flotillav1.DesiredState {
 
 // Report says what one Publish did.
 type Report struct {
-	// Published are the keys that got a new desired state (or deletion).
+	// Published are the keys that got a new desired state (or deletion),
+	// including those in Resigned.
 	Published []string
+	// Resigned are the keys whose desired state was published again,
+	// unchanged but for its history id and time, because the bus's newest
+	// entry was not signed by the current key (a rotation, or an entry
+	// that does not verify).
+	Resigned []string
 	// Deleted are the keys published as deletions.
 	Deleted []string
 	// Unchanged counts keys whose desired state was already current.
@@ -167,9 +212,11 @@ func (p *Publisher) Publish(ctx context.Context, res *discovery.Result) (*Report
 			}
 			ds := proto.Clone(tmpl).(*flotillav1.DesiredState)
 			ds.Cluster = cluster
-			ds.HistoryId = prev.GetHistoryId() + 1
+			if ds.HistoryId, err = nextHistoryID(key, prev); err != nil {
+				return nil, err
+			}
 			ds.PublishedAt = timestamppb.Now()
-			signed, err := p.signer.Sign(ds)
+			signed, err := p.keys.Signer.Sign(ds)
 			if err != nil {
 				return nil, err
 			}
@@ -190,10 +237,13 @@ func (p *Publisher) Publish(ctx context.Context, res *discovery.Result) (*Report
 			}
 			ds := proto.Clone(prev).(*flotillav1.DesiredState)
 			ds.Deletion = &flotillav1.Deletion{Cascade: prev.GetCascadeOnDelete()}
-			ds.HistoryId = prev.GetHistoryId() + 1
+			var err error
+			if ds.HistoryId, err = nextHistoryID(key, prev); err != nil {
+				return nil, err
+			}
 			ds.PublishedAt = timestamppb.Now()
 			ds.Initiator = flotillav1.Initiator_INITIATOR_GIT
-			signed, err := p.signer.Sign(ds)
+			signed, err := p.keys.Signer.Sign(ds)
 			if err != nil {
 				return nil, err
 			}
@@ -203,11 +253,35 @@ func (p *Publisher) Publish(ctx context.Context, res *discovery.Result) (*Report
 		}
 	}
 
+	// What the current key did not sign is signed again, pinned, failing
+	// or deleted alike, so agents can stop trusting a previous key and a
+	// forged newest entry is superseded.
+	for _, key := range slices.Sorted(maps.Keys(p.resign)) {
+		if next[key] != nil {
+			continue
+		}
+		prev := p.latest[key]
+		ds := proto.Clone(prev).(*flotillav1.DesiredState)
+		var err error
+		if ds.HistoryId, err = nextHistoryID(key, prev); err != nil {
+			return nil, err
+		}
+		ds.PublishedAt = timestamppb.Now()
+		signed, err := p.keys.Signer.Sign(ds)
+		if err != nil {
+			return nil, err
+		}
+		puts = append(puts, bus.DesiredPut{Cluster: ds.GetCluster(), App: ds.GetApp(), State: signed})
+		next[key] = ds
+		report.Resigned = append(report.Resigned, key)
+	}
+
 	if err := p.store.PublishDesired(ctx, puts); err != nil {
 		return nil, err
 	}
 	for key, ds := range next {
 		p.remember(key, ds)
+		delete(p.resign, key)
 		report.Published = append(report.Published, key)
 	}
 
@@ -281,12 +355,12 @@ func clusterFingerprint(content [32]byte, cluster string) [32]byte {
 }
 
 // CollectGarbage deletes artifacts that no retained desired state (current
-// or in history) references. It returns how many it deleted.
+// or in history) references. It returns how many it deleted. Entries that
+// do not verify reference nothing: an artifact only they name is deleted.
 func (p *Publisher) CollectGarbage(ctx context.Context) (int, error) {
 	referenced := map[string]bool{}
 	err := p.store.EachRetainedDesired(ctx, func(e bus.DesiredEntry) {
-		ds := &flotillav1.DesiredState{}
-		if proto.Unmarshal(e.State.GetDesiredState(), ds) == nil {
+		if ds, err := p.verify(e); err == nil {
 			referenced[ds.GetArtifact().GetDigest()] = true
 		}
 	})
@@ -315,28 +389,36 @@ var (
 	// ErrNoEntry is a history id the key does not retain.
 	ErrNoEntry = errors.New("no such history entry")
 	// ErrNotRollbackable is an entry that cannot be republished: a
-	// deletion, or one whose artifact was garbage-collected.
+	// deletion, one whose artifact was garbage-collected, or one that
+	// does not verify (an *UnverifiedError).
 	ErrNotRollbackable = errors.New("history entry cannot be rolled back to")
 	// ErrNotReconciled is a key Git's desired state is not known for yet.
 	ErrNotReconciled = errors.New("the hub has not reconciled this application since it started")
 )
 
 // Entry returns history entry id of (cluster, app) if it can be rolled
-// back to: retained, not a deletion, its artifact still stored.
+// back to: retained, verified, not a deletion, its artifact still stored.
+// An entry claiming id that does not verify is ErrNotRollbackable (and an
+// *UnverifiedError) unless a verified entry has that id.
 func (p *Publisher) Entry(ctx context.Context, cluster, app string, id uint64) (*flotillav1.DesiredState, error) {
 	key := appkey.Join(cluster, app)
-	entries, err := p.store.DesiredHistory(ctx, cluster, app)
+	history, err := p.History(ctx, cluster, app)
 	if err != nil {
 		return nil, err
 	}
 	var target *flotillav1.DesiredState
-	for _, e := range entries {
-		ds := &flotillav1.DesiredState{}
-		if proto.Unmarshal(e.State.GetDesiredState(), ds) == nil && ds.GetHistoryId() == id {
-			target = ds
+	var unverified *UnverifiedError
+	for _, r := range history {
+		switch {
+		case r.State != nil && r.State.GetHistoryId() == id:
+			target = r.State
+		case r.Err != nil && r.Err.HistoryID == id:
+			unverified = r.Err
 		}
 	}
 	switch {
+	case target == nil && unverified != nil:
+		return nil, fmt.Errorf("%w: %w", unverified, ErrNotRollbackable)
 	case target == nil:
 		return nil, fmt.Errorf("%s: history id %d: %w (see flotilla app history)", key, id, ErrNoEntry)
 	case target.GetDeletion() != nil:
@@ -350,9 +432,9 @@ func (p *Publisher) Entry(ctx context.Context, cluster, app string, id uint64) (
 	return target, nil
 }
 
-// Rollback republishes target (an Entry) as the newest entry of its key,
-// pinned by actor. The pin holds while Git's desired state for the key
-// stays what it is now.
+// Rollback republishes target, which must come from Entry (it verified
+// it), as the newest entry of its key, pinned by actor. The pin holds while
+// Git's desired state for the key stays what it is now.
 func (p *Publisher) Rollback(ctx context.Context, target *flotillav1.DesiredState, actor string) (*flotillav1.DesiredState, error) {
 	key := appkey.Join(target.GetCluster(), target.GetApp())
 	p.mu.Lock()
@@ -362,11 +444,14 @@ func (p *Publisher) Rollback(ctx context.Context, target *flotillav1.DesiredStat
 		return nil, fmt.Errorf("%s: %w", key, ErrNotReconciled)
 	}
 	ds := proto.Clone(target).(*flotillav1.DesiredState)
-	ds.HistoryId = p.latest[key].GetHistoryId() + 1
+	var err error
+	if ds.HistoryId, err = nextHistoryID(key, p.latest[key]); err != nil {
+		return nil, err
+	}
 	ds.PublishedAt = timestamppb.Now()
 	ds.Initiator = flotillav1.Initiator_INITIATOR_ROLLBACK
 	ds.Pin = &flotillav1.Pin{By: actor, At: ds.PublishedAt, RolledBackTo: target.GetHistoryId(), GitContent: hex.EncodeToString(gitContent[:])}
-	signed, err := p.signer.Sign(ds)
+	signed, err := p.keys.Signer.Sign(ds)
 	if err != nil {
 		return nil, err
 	}
@@ -374,6 +459,7 @@ func (p *Publisher) Rollback(ctx context.Context, target *flotillav1.DesiredStat
 		return nil, err
 	}
 	p.remember(key, ds)
+	delete(p.resign, key)
 	return ds, nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"log/slog"
+	"math"
 	"strings"
 	"testing"
 
@@ -25,8 +26,8 @@ func newPublisher(t *testing.T) (*bus.Bus, *signing.Signer, *Publisher) {
 		t.Fatal(err)
 	}
 	_, key, _ := ed25519.GenerateKey(rand.Reader)
-	signer := signing.NewSigner(key)
-	return b, signer, New(b, signer, slog.Default())
+	keys := signing.NewKeySet(key)
+	return b, keys.Signer, New(b, keys, slog.Default())
 }
 
 func TestCollectGarbageKeepsReferencedArtifacts(t *testing.T) {
@@ -101,5 +102,40 @@ func TestEntryRefusesWhatCannotBeRolledBackTo(t *testing.T) {
 	target, _ := p.Entry(t.Context(), "prod-eu", "api-service", 2)
 	if _, err := p.Rollback(t.Context(), target, "oncall"); !errors.Is(err, ErrNotReconciled) {
 		t.Errorf("Rollback before any Publish: %v, want ErrNotReconciled", err)
+	}
+}
+
+// TestForgedEntriesOnTheBus: on the real bucket, an unsigned newest entry
+// claiming history id 2^64-1 and an artifact its writer uploaded neither
+// moves the history ids after a restart nor can be rolled back to.
+func TestForgedEntriesOnTheBus(t *testing.T) {
+	b, _, p := newPublisher(t)
+	ctx := t.Context()
+	mustPublish(t, p, "1")
+	mustPublish(t, p, "2")
+	evil := []byte("evil")
+	if _, err := b.PutArtifact(ctx, artifact.Digest(evil), evil); err != nil {
+		t.Fatal(err)
+	}
+	forged := forgeries(t, p.Keys().Signer, math.MaxUint64, artifact.Digest(evil))[0] // unsigned
+	if err := b.PublishDesired(ctx, []bus.DesiredPut{{Cluster: "prod-eu", App: "web", State: forged.env}}); err != nil {
+		t.Fatal(err)
+	}
+
+	restarted := New(b, p.Keys(), slog.Default())
+	if err := restarted.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mustPublish(t, restarted, "2") // signs entry 2 again, as 3
+	if id := restarted.Latest("prod-eu", "web").GetHistoryId(); id != 3 {
+		t.Errorf("after a restart the hub published history %d, want 3", id)
+	}
+	if _, err := restarted.Entry(ctx, "prod-eu", "web", math.MaxUint64); !errors.Is(err, ErrNotRollbackable) || !errors.Is(err, signing.ErrBadSignature) {
+		t.Errorf("rollback to the forged entry: %v, want it refused as not verifying", err)
+	}
+	if latest, err := b.GetDesired(ctx, "prod-eu", "web"); err != nil {
+		t.Fatal(err)
+	} else if _, err := p.Keys().Verifier.Verify(latest.State); err != nil {
+		t.Errorf("the bus's newest entry does not verify: %v", err)
 	}
 }

@@ -16,8 +16,11 @@ const (
 	DesiredBucket  = "flotilla-desired"
 	StatusBucket   = "flotilla-status"
 	ClustersBucket = "flotilla-clusters"
-	ArtifactStore  = "flotilla-artifacts"
-	EventsStream   = "FLOTILLA_EVENTS"
+	// IdentitiesBucket is the hub's own: cluster identities (labels and
+	// NATS user keys). No cluster may read it.
+	IdentitiesBucket = "flotilla-identities"
+	ArtifactStore    = "flotilla-artifacts"
+	EventsStream     = "FLOTILLA_EVENTS"
 
 	eventsSubjectRoot = "flotilla.events"
 )
@@ -56,10 +59,13 @@ func DefaultOptions() Options {
 // and the buckets it provisioned, bound.
 type Bus struct {
 	*Conn
-	desired   jetstream.KeyValue
-	status    jetstream.KeyValue
-	clusters  jetstream.KeyValue
-	artifacts jetstream.ObjectStore
+	desired  jetstream.KeyValue
+	status   jetstream.KeyValue
+	clusters jetstream.KeyValue
+	// identities is the hub's record of the clusters it issued
+	// credentials to.
+	identities jetstream.KeyValue
+	artifacts  jetstream.ObjectStore
 }
 
 // Provision creates or updates every bucket, store and stream, then opens
@@ -73,6 +79,7 @@ func Provision(ctx context.Context, nc *nats.Conn, opts Options) (*Bus, error) {
 		{Bucket: DesiredBucket, History: opts.DesiredHistory, Replicas: opts.Replicas, Description: "Flotilla desired state per <cluster>.<app>, signed by the hub"},
 		{Bucket: StatusBucket, History: 1, Replicas: opts.Replicas, Description: "Flotilla app status per <cluster>.<app>, written by agents"},
 		{Bucket: ClustersBucket, History: 1, TTL: opts.ClusterTTL, Replicas: opts.Replicas, Description: "Flotilla cluster registrations; an entry expires without heartbeats"},
+		{Bucket: IdentitiesBucket, History: 1, Replicas: opts.Replicas, Description: "Flotilla cluster identities, the hub's own"},
 	}
 	for _, cfg := range kvs {
 		if _, err := js.CreateOrUpdateKeyValue(ctx, cfg); err != nil {
@@ -91,13 +98,20 @@ func Provision(ctx context.Context, nc *nats.Conn, opts Options) (*Bus, error) {
 	}); err != nil {
 		return nil, fmt.Errorf("provision stream %s: %w", EventsStream, err)
 	}
-	return bind(ctx, nc, js)
+	return Bind(ctx, nc)
 }
 
-// bind binds to the buckets the hub provisioned.
-func bind(ctx context.Context, nc *nats.Conn, js jetstream.JetStream) (*Bus, error) {
-	b := &Bus{Conn: &Conn{nc: nc, js: js}}
-	for name, dst := range map[string]*jetstream.KeyValue{DesiredBucket: &b.desired, StatusBucket: &b.status, ClustersBucket: &b.clusters} {
+// Bind binds to the buckets the hub provisioned, for a client with the
+// hub's permissions. It returns ErrNotProvisioned (wrapped) when they do
+// not exist yet.
+func Bind(ctx context.Context, nc *nats.Conn) (*Bus, error) {
+	conn, err := Open(nc)
+	if err != nil {
+		return nil, err
+	}
+	b := &Bus{Conn: conn}
+	js := conn.js
+	for name, dst := range map[string]*jetstream.KeyValue{DesiredBucket: &b.desired, StatusBucket: &b.status, ClustersBucket: &b.clusters, IdentitiesBucket: &b.identities} {
 		kv, err := js.KeyValue(ctx, name)
 		if errors.Is(err, jetstream.ErrBucketNotFound) {
 			return nil, fmt.Errorf("%w (bucket %s)", ErrNotProvisioned, name)
@@ -107,7 +121,6 @@ func bind(ctx context.Context, nc *nats.Conn, js jetstream.JetStream) (*Bus, err
 		}
 		*dst = kv
 	}
-	var err error
 	if b.artifacts, err = js.ObjectStore(ctx, ArtifactStore); err != nil {
 		if errors.Is(err, jetstream.ErrBucketNotFound) {
 			return nil, fmt.Errorf("%w (object store %s)", ErrNotProvisioned, ArtifactStore)

@@ -105,13 +105,22 @@ func (b *Bus) LatestDesired(ctx context.Context) ([]DesiredEntry, error) {
 			if e == nil {
 				return out, nil
 			}
-			entry, err := decodeDesired(e.Key(), e.Revision(), e.Value(), nil)
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, entry)
+			out = append(out, decodeOrEmpty(e.Key(), e.Revision(), e.Value()))
 		}
 	}
+}
+
+// decodeOrEmpty is the entry under key at revision; one whose envelope
+// does not decode has a nil State, which no verifier accepts, so one
+// garbage message is reported by whoever verifies it instead of failing
+// the whole read.
+func decodeOrEmpty(key string, revision uint64, data []byte) DesiredEntry {
+	entry, err := decodeDesired(key, revision, data, nil)
+	if err != nil {
+		cluster, app, _ := appkey.Split(key)
+		return DesiredEntry{Cluster: cluster, App: app, Revision: revision}
+	}
+	return entry
 }
 
 // GetDesired reads the newest desired state of (cluster, app) with its
@@ -215,11 +224,7 @@ func (b *Bus) DesiredHistory(ctx context.Context, cluster, app string) ([]Desire
 		if e.Operation() != jetstream.KeyValuePut {
 			continue
 		}
-		entry, err := decodeDesired(e.Key(), e.Revision(), e.Value(), nil)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, entry)
+		out = append(out, decodeOrEmpty(e.Key(), e.Revision(), e.Value()))
 	}
 	return out, nil
 }

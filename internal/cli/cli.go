@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"sigs.k8s.io/yaml"
 
+	"github.com/flotilla-dev/flotilla/internal/tlsca"
 	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
 	"github.com/flotilla-dev/flotilla/proto/flotilla/v1/flotillav1connect"
 )
@@ -28,8 +29,11 @@ import (
 var Version = "dev"
 
 type globals struct {
-	hub     string
-	token   string
+	hub    string
+	token  string
+	caFile string
+	// http trusts --ca-file; nil: the default client.
+	http    *http.Client
 	config  string
 	output  string
 	timeout time.Duration
@@ -61,6 +65,7 @@ Exit codes: 0 ok, 1 failure, 2 usage, 3 not authenticated or not allowed,
 	root.SetOut(out)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &ExitError{Code: ExitUsage, Err: err} })
 	root.PersistentFlags().StringVar(&g.hub, "hub", "", "hub API address (env FLOTILLA_HUB, config hub; default "+defaultHub+")")
+	root.PersistentFlags().StringVar(&g.caFile, "ca-file", "", "PEM CA of the hub's certificate (env FLOTILLA_CA_FILE, config caFile; default: the system's roots)")
 	root.PersistentFlags().StringVar(&g.token, "token", "", "bearer token (env FLOTILLA_TOKEN, config token or tokenFile)")
 	root.PersistentFlags().StringVar(&g.config, "config", "", "config file (env FLOTILLA_CONFIG; default $XDG_CONFIG_HOME/flotilla/config.yaml)")
 	root.PersistentPreRunE = func(*cobra.Command, []string) error { return g.resolve() }
@@ -97,13 +102,15 @@ func usageErrors(cmd *cobra.Command) {
 	}
 }
 
-const defaultHub = "http://127.0.0.1:8080"
+const defaultHub = "https://127.0.0.1:8080"
 
 // fileConfig is the CLI's config file.
 type fileConfig struct {
 	Hub       string `json:"hub"`
 	Token     string `json:"token"`
 	TokenFile string `json:"tokenFile"`
+	// CAFile is the PEM CA of the hub's certificate.
+	CAFile string `json:"caFile"`
 }
 
 // resolve fills --hub and --token from, in order, the flag, the
@@ -137,11 +144,28 @@ func (g *globals) resolve() error {
 	}
 	g.hub = cmp.Or(g.hub, os.Getenv("FLOTILLA_HUB"), fc.Hub, defaultHub)
 	g.token = cmp.Or(g.token, os.Getenv("FLOTILLA_TOKEN"), fc.Token)
+	g.caFile = cmp.Or(g.caFile, os.Getenv("FLOTILLA_CA_FILE"), fc.CAFile)
+	if g.caFile == "" {
+		return nil
+	}
+	ca, err := os.ReadFile(g.caFile)
+	if err != nil {
+		return &ExitError{Code: ExitUsage, Err: fmt.Errorf("--ca-file: %w", err)}
+	}
+	tlsConfig, err := tlsca.ClientConfig(ca)
+	if err != nil {
+		return &ExitError{Code: ExitUsage, Err: fmt.Errorf("--ca-file %s: %w", g.caFile, err)}
+	}
+	g.http = &http.Client{Transport: &http.Transport{TLSClientConfig: tlsConfig, Proxy: http.ProxyFromEnvironment}}
 	return nil
 }
 
 func (g *globals) client() flotillav1connect.HubServiceClient {
-	return flotillav1connect.NewHubServiceClient(http.DefaultClient, strings.TrimSuffix(g.hub, "/"), connect.WithInterceptors(bearer(g.token)))
+	httpClient := g.http
+	if httpClient == nil {
+		httpClient = http.DefaultClient
+	}
+	return flotillav1connect.NewHubServiceClient(httpClient, strings.TrimSuffix(g.hub, "/"), connect.WithInterceptors(bearer(g.token)))
 }
 
 func bearer(token string) connect.UnaryInterceptorFunc {
@@ -160,7 +184,8 @@ func (g *globals) context(cmd *cobra.Command) (context.Context, context.CancelFu
 }
 
 func clusterCommand(g *globals) *cobra.Command {
-	cmd := &cobra.Command{Use: "cluster", Short: "Clusters known from agent registrations"}
+	cmd := &cobra.Command{Use: "cluster", Short: "Cluster identities, credentials and liveness"}
+	cmd.AddCommand(clusterAddCommand(g), clusterLabelCommand(g), clusterRevokeCommand(g))
 	cmd.AddCommand(&cobra.Command{
 		Use:     "list",
 		Short:   "List clusters with their labels and liveness",
@@ -174,19 +199,37 @@ func clusterCommand(g *globals) *cobra.Command {
 }
 
 func clusterTable(w *tabwriter.Writer, answer *flotillav1.ListClustersResponse, wide bool) {
-	fmt.Fprint(w, "NAME\tCONNECTED\tLAST HEARTBEAT\tLABELS")
+	fmt.Fprint(w, "NAME\tSTATE\tLAST HEARTBEAT\tLABELS")
 	if wide {
 		fmt.Fprint(w, "\tAGENT\tKUBERNETES")
 	}
 	fmt.Fprintln(w)
 	for _, c := range answer.GetClusters() {
 		r := c.GetRegistration()
-		fmt.Fprintf(w, "%s\t%t\t%s\t%s", r.GetName(), c.GetConnected(), ago(c.GetLastHeartbeat().AsTime()), labelString(r.GetLabels()))
+		heartbeat := "never"
+		if c.GetLastHeartbeat() != nil {
+			heartbeat = ago(c.GetLastHeartbeat().AsTime())
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s", r.GetName(), clusterState(c), heartbeat, labelString(r.GetLabels()))
 		if wide {
 			fmt.Fprintf(w, "\t%s\t%s", r.GetAgentVersion(), r.GetKubernetesVersion())
 		}
 		fmt.Fprintln(w)
 	}
+}
+
+// clusterState is what a cluster is now: revoked (since when), connected,
+// or offline.
+func clusterState(c *flotillav1.ClusterInfo) string {
+	switch {
+	case c.GetRevokedAt() != nil:
+		return "revoked " + ago(c.GetRevokedAt().AsTime())
+	case c.GetConnected():
+		return "connected"
+	case c.GetLastHeartbeat() == nil:
+		return "never connected"
+	}
+	return "offline"
 }
 
 func appCommand(g *globals) *cobra.Command {

@@ -151,6 +151,17 @@ func TestCommands(t *testing.T) {
 		{name: "app-rollback-git-cluster", token: apitest.OperatorToken, args: []string{"app", "rollback", "api-service", "--git", "--cluster", "prod-eu"}, want: ExitUsage},
 		{name: "app-rollback-viewer", args: []string{"app", "rollback", "api-service", "--revision", "5"}, want: ExitAuth},
 
+		{name: "cluster-add", token: apitest.AdminToken, args: []string{"cluster", "add", "prod-us", "--labels", "env=production,region=us"}},
+		{name: "cluster-add-bad-labels", token: apitest.AdminToken, args: []string{"cluster", "add", "prod-us", "--labels", "env"}, want: ExitUsage},
+		{name: "cluster-add-operator", token: apitest.OperatorToken, args: []string{"cluster", "add", "prod-us"}, want: ExitAuth},
+		{name: "cluster-label", token: apitest.AdminToken, args: []string{"cluster", "label", "prod-eu", "--labels", "env=staging"}},
+		{name: "cluster-revoke", token: apitest.AdminToken, args: []string{"cluster", "revoke", "prod-eu"}},
+		{name: "cluster-revoke-unknown", token: apitest.AdminToken, args: []string{"cluster", "revoke", "nope"}, want: ExitNotFound},
+		{name: "cluster-list-revoked", args: []string{"cluster", "list"},
+			fleet: func(h *apitest.Hub) {
+				h.Revoked = map[string]time.Time{"staging-1": h.Registrations[0].GetHeartbeatAt().AsTime()}
+			}},
+
 		{name: "app-unpin", token: apitest.OperatorToken, args: []string{"app", "unpin", "api-service"}},
 		{name: "app-unpin-not-pinned", token: apitest.OperatorToken, args: []string{"app", "unpin", "worker-service"}, want: ExitFailure},
 

@@ -23,9 +23,11 @@ func InboxPrefix(cluster string) string { return "_INBOX_" + cluster }
 //   - Desired states: the core subscription to its keys, and ordered
 //     consumers whose filter is its keys (nats.go puts a single filter into
 //     the consumer-create subject, so the server can scope it). Consumer
-//     names are random; info and next-message requests name a consumer, not
-//     a filter, so they are allowed on the stream, and reading another
-//     cluster's consumer needs its unguessable name.
+//     names are random; info, next-message and delete requests name a
+//     consumer, not a filter, so they are allowed on the stream, and
+//     touching another cluster's consumer needs its unguessable name (the
+//     client deletes its ordered consumers when done, which keeps the
+//     stream's consumer count low).
 //   - Artifacts: the object's metadata by direct get on its name (the
 //     digest), and an ordered consumer on the object's chunks. No listing:
 //     stream info, which lists subjects, is denied, so an artifact is
@@ -42,10 +44,12 @@ func ClusterPermissions(cluster string) jwt.Permissions {
 			"$JS.API.CONSUMER.CREATE." + desiredStream + ".*.$KV.flotilla-desired." + cluster + ".>",
 			"$JS.API.CONSUMER.INFO." + desiredStream + ".*",
 			"$JS.API.CONSUMER.MSG.NEXT." + desiredStream + ".*",
+			"$JS.API.CONSUMER.DELETE." + desiredStream + ".*",
 			"$JS.API.DIRECT.GET." + artifactStream + ".$O.flotilla-artifacts.M.*",
 			"$JS.API.CONSUMER.CREATE." + artifactStream + ".*.$O.flotilla-artifacts.C.*",
 			"$JS.API.CONSUMER.INFO." + artifactStream + ".*",
 			"$JS.API.CONSUMER.MSG.NEXT." + artifactStream + ".*",
+			"$JS.API.CONSUMER.DELETE." + artifactStream + ".*",
 		}},
 		Sub: jwt.Permission{Allow: []string{
 			"$KV.flotilla-desired." + cluster + ".>",

@@ -2,15 +2,10 @@ package signing
 
 import (
 	"crypto/ed25519"
-	"crypto/rand"
 	"crypto/sha256"
-	"crypto/x509"
 	"encoding/hex"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 
 	"google.golang.org/protobuf/proto"
 
@@ -22,6 +17,24 @@ const Algorithm = "ed25519"
 
 // SchemaVersion is the version of the envelope and the messages it carries.
 const SchemaVersion = 1
+
+// Domains of what the hub signs. A signature covers
+// "flotilla/v<schema_version> <domain>\x00" followed by the payload, so a
+// signed agent command never verifies as a desired state (their fields
+// share numbers) nor the other way round, and an envelope whose
+// schema_version was changed does not verify.
+const (
+	domainDesiredState = "desired-state"
+	domainAgentCommand = "agent-command"
+)
+
+// signedMessage is what a signature covers: the domain, the envelope's
+// schema version and the payload. The domain ends at the first NUL, so no
+// payload of one domain reads as another's.
+func signedMessage(domain string, schemaVersion uint32, payload []byte) []byte {
+	msg := fmt.Appendf(nil, "flotilla/v%d %s\x00", schemaVersion, domain)
+	return append(msg, payload...)
+}
 
 // Errors Verify returns.
 var (
@@ -51,30 +64,35 @@ func NewSigner(key ed25519.PrivateKey) *Signer {
 // PublicKey is the key agents pin.
 func (s *Signer) PublicKey() ed25519.PublicKey { return s.key.Public().(ed25519.PublicKey) }
 
-// Sign serializes ds and signs the bytes.
+// KeyID is the id of the signer's key, as its signatures name it.
+func (s *Signer) KeyID() string { return s.keyID }
+
+// Sign serializes ds and signs the bytes in the desired-state domain.
 func (s *Signer) Sign(ds *flotillav1.DesiredState) (*flotillav1.SignedDesiredState, error) {
-	payload, sig, err := s.sign(ds)
+	payload, sig, err := s.sign(domainDesiredState, ds)
 	if err != nil {
 		return nil, fmt.Errorf("sign %s/%s: %w", ds.GetCluster(), ds.GetApp(), err)
 	}
 	return &flotillav1.SignedDesiredState{SchemaVersion: SchemaVersion, DesiredState: payload, Signature: sig}, nil
 }
 
-// SignCommand serializes an agent command and signs the bytes.
+// SignCommand serializes an agent command and signs the bytes in the
+// agent-command domain.
 func (s *Signer) SignCommand(cmd *flotillav1.AgentCommand) (*flotillav1.SignedAgentCommand, error) {
-	payload, sig, err := s.sign(cmd)
+	payload, sig, err := s.sign(domainAgentCommand, cmd)
 	if err != nil {
 		return nil, fmt.Errorf("sign command for %s/%s: %w", cmd.GetCluster(), cmd.GetApp(), err)
 	}
 	return &flotillav1.SignedAgentCommand{SchemaVersion: SchemaVersion, Command: payload, Signature: sig}, nil
 }
 
-func (s *Signer) sign(m proto.Message) ([]byte, *flotillav1.Signature, error) {
+func (s *Signer) sign(domain string, m proto.Message) ([]byte, *flotillav1.Signature, error) {
 	payload, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
 	if err != nil {
 		return nil, nil, err
 	}
-	return payload, &flotillav1.Signature{Algorithm: Algorithm, KeyId: s.keyID, Value: ed25519.Sign(s.key, payload)}, nil
+	value := ed25519.Sign(s.key, signedMessage(domain, SchemaVersion, payload))
+	return payload, &flotillav1.Signature{Algorithm: Algorithm, KeyId: s.keyID, Value: value}, nil
 }
 
 // Verifier checks signatures against pinned public keys.
@@ -82,7 +100,8 @@ type Verifier struct {
 	keys map[string]ed25519.PublicKey
 }
 
-// NewVerifier pins one or more public keys (several during a rotation).
+// NewVerifier pins one or more public keys (a key set: several during a
+// rotation).
 func NewVerifier(keys ...ed25519.PublicKey) *Verifier {
 	v := &Verifier{keys: map[string]ed25519.PublicKey{}}
 	for _, k := range keys {
@@ -91,26 +110,30 @@ func NewVerifier(keys ...ed25519.PublicKey) *Verifier {
 	return v
 }
 
-// Verify checks the envelope's signature and only then decodes the desired
-// state. It returns ErrUnknownKey or ErrBadSignature when it must be refused.
+// Verify checks the envelope's signature, over its schema version and
+// payload in the desired-state domain, and only then decodes the desired
+// state. It returns ErrUnknownKey or ErrBadSignature when it must be
+// refused; an agent command's envelope is ErrBadSignature here.
 func (v *Verifier) Verify(env *flotillav1.SignedDesiredState) (*flotillav1.DesiredState, error) {
 	ds := &flotillav1.DesiredState{}
-	if err := v.verify(env.GetSignature(), env.GetDesiredState(), ds); err != nil {
+	if err := v.verify(domainDesiredState, env.GetSchemaVersion(), env.GetSignature(), env.GetDesiredState(), ds); err != nil {
 		return nil, err
 	}
 	return ds, nil
 }
 
-// VerifyCommand checks an agent command's signature, then decodes it.
+// VerifyCommand checks an agent command's signature in the agent-command
+// domain, then decodes it. It returns ErrUnknownKey or ErrBadSignature (a
+// desired state's envelope is ErrBadSignature here).
 func (v *Verifier) VerifyCommand(env *flotillav1.SignedAgentCommand) (*flotillav1.AgentCommand, error) {
 	cmd := &flotillav1.AgentCommand{}
-	if err := v.verify(env.GetSignature(), env.GetCommand(), cmd); err != nil {
+	if err := v.verify(domainAgentCommand, env.GetSchemaVersion(), env.GetSignature(), env.GetCommand(), cmd); err != nil {
 		return nil, err
 	}
 	return cmd, nil
 }
 
-func (v *Verifier) verify(sig *flotillav1.Signature, payload []byte, into proto.Message) error {
+func (v *Verifier) verify(domain string, schemaVersion uint32, sig *flotillav1.Signature, payload []byte, into proto.Message) error {
 	if sig.GetAlgorithm() != Algorithm {
 		return fmt.Errorf("%w: algorithm %q", ErrBadSignature, sig.GetAlgorithm())
 	}
@@ -118,81 +141,11 @@ func (v *Verifier) verify(sig *flotillav1.Signature, payload []byte, into proto.
 	if !ok {
 		return fmt.Errorf("%w: key %s", ErrUnknownKey, sig.GetKeyId())
 	}
-	if !ed25519.Verify(key, payload, sig.GetValue()) {
+	if !ed25519.Verify(key, signedMessage(domain, schemaVersion, payload), sig.GetValue()) {
 		return ErrBadSignature
 	}
 	if err := proto.Unmarshal(payload, into); err != nil {
 		return fmt.Errorf("signed payload does not decode: %w", err)
 	}
 	return nil
-}
-
-// LoadOrCreateKey reads the hub's private key from dir/hub.key, creating it
-// (and dir/hub.pub) on first start.
-func LoadOrCreateKey(dir string) (ed25519.PrivateKey, error) {
-	keyPath := filepath.Join(dir, "hub.key")
-	data, err := os.ReadFile(keyPath)
-	if errors.Is(err, os.ErrNotExist) {
-		_, priv, err := ed25519.GenerateKey(rand.Reader)
-		if err != nil {
-			return nil, err
-		}
-		der, err := x509.MarshalPKCS8PrivateKey(priv)
-		if err != nil {
-			return nil, err
-		}
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return nil, err
-		}
-		if err := os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
-			return nil, err
-		}
-		pubPEM, err := EncodePublicKey(priv.Public().(ed25519.PublicKey))
-		if err != nil {
-			return nil, err
-		}
-		return priv, os.WriteFile(filepath.Join(dir, "hub.pub"), pubPEM, 0o644)
-	}
-	if err != nil {
-		return nil, err
-	}
-	block, _ := pem.Decode(data)
-	if block == nil || block.Type != "PRIVATE KEY" {
-		return nil, fmt.Errorf("%s: not a PEM private key", keyPath)
-	}
-	key, err := x509.ParsePKCS8PrivateKey(block.Bytes)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", keyPath, err)
-	}
-	priv, ok := key.(ed25519.PrivateKey)
-	if !ok {
-		return nil, fmt.Errorf("%s: not an ed25519 key", keyPath)
-	}
-	return priv, nil
-}
-
-// EncodePublicKey returns a PEM "PUBLIC KEY" block.
-func EncodePublicKey(pub ed25519.PublicKey) ([]byte, error) {
-	der, err := x509.MarshalPKIXPublicKey(pub)
-	if err != nil {
-		return nil, err
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), nil
-}
-
-// ParsePublicKey reads a PEM "PUBLIC KEY" block holding an ed25519 key.
-func ParsePublicKey(data []byte) (ed25519.PublicKey, error) {
-	block, _ := pem.Decode(data)
-	if block == nil || block.Type != "PUBLIC KEY" {
-		return nil, errors.New("not a PEM public key")
-	}
-	key, err := x509.ParsePKIXPublicKey(block.Bytes)
-	if err != nil {
-		return nil, err
-	}
-	pub, ok := key.(ed25519.PublicKey)
-	if !ok {
-		return nil, errors.New("not an ed25519 public key")
-	}
-	return pub, nil
 }

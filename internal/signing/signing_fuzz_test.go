@@ -57,15 +57,17 @@ func fuzzEnvelopes(tb testing.TB, signer *Signer) ([]*flotillav1.SignedDesiredSt
 
 // FuzzVerify reads arbitrary bytes as the envelopes agents receive from the
 // bus and verifies them: Verify and VerifyCommand never panic, and what
-// they accept is exactly a payload the hub signed, decoded.
+// they accept is exactly a payload the hub signed as that message type,
+// decoded: a command's payload never passes as a desired state.
 func FuzzVerify(f *testing.F) {
 	signer := NewSigner(fuzzKey("hub"))
 	rotated := NewSigner(fuzzKey("next"))
 	rogue := NewSigner(fuzzKey("rogue"))
 	verifier := NewVerifier(signer.PublicKey(), rotated.PublicKey())
 
-	signed := map[string]bool{} // payloads the pinned keys signed
-	add := func(env proto.Message, payload []byte, trusted bool) {
+	// payloads the pinned keys signed, as desired states and as commands
+	signedStates, signedCommands := map[string]bool{}, map[string]bool{}
+	add := func(env proto.Message, signed map[string]bool, payload []byte, trusted bool) {
 		data, err := proto.Marshal(env)
 		if err != nil {
 			f.Fatal(err)
@@ -78,10 +80,13 @@ func FuzzVerify(f *testing.F) {
 	for _, s := range []*Signer{signer, rotated, rogue} {
 		states, commands := fuzzEnvelopes(f, s)
 		for _, env := range states {
-			add(env, env.GetDesiredState(), s != rogue)
+			add(env, signedStates, env.GetDesiredState(), s != rogue)
 		}
 		for _, env := range commands {
-			add(env, env.GetCommand(), s != rogue)
+			add(env, signedCommands, env.GetCommand(), s != rogue)
+			// A command's envelope as a desired state's: same field
+			// numbers, so it decodes; it must not verify.
+			add(&flotillav1.SignedDesiredState{SchemaVersion: env.GetSchemaVersion(), DesiredState: env.GetCommand(), Signature: env.GetSignature()}, nil, nil, false)
 		}
 	}
 	f.Add([]byte{})
@@ -91,12 +96,12 @@ func FuzzVerify(f *testing.F) {
 		var env flotillav1.SignedDesiredState
 		if proto.Unmarshal(data, &env) == nil {
 			ds, err := verifier.Verify(&env)
-			checkVerified(t, signed, env.GetDesiredState(), ds, err, &flotillav1.DesiredState{})
+			checkVerified(t, signedStates, env.GetDesiredState(), ds, err, &flotillav1.DesiredState{})
 		}
 		var cmdEnv flotillav1.SignedAgentCommand
 		if proto.Unmarshal(data, &cmdEnv) == nil {
 			cmd, err := verifier.VerifyCommand(&cmdEnv)
-			checkVerified(t, signed, cmdEnv.GetCommand(), cmd, err, &flotillav1.AgentCommand{})
+			checkVerified(t, signedCommands, cmdEnv.GetCommand(), cmd, err, &flotillav1.AgentCommand{})
 		}
 	})
 }
@@ -121,16 +126,17 @@ func checkVerified[M proto.Message](t *testing.T, signed map[string]bool, payloa
 }
 
 // FuzzVerifyMutated changes one part of an envelope the hub signed: a byte
-// of the payload or of the signature, the key id or the algorithm, or it
-// cuts or extends the payload or the signature. Whatever changed what the
+// of the payload or of the signature, the key id, the algorithm or the
+// schema version, or it cuts or extends the payload or the signature. Whatever changed what the
 // signature covers or how it is checked, the envelope is refused; an
 // envelope left as it was verifies.
 func FuzzVerifyMutated(f *testing.F) {
+	const parts = 9
 	signer := NewSigner(fuzzKey("hub"))
 	other := NewSigner(fuzzKey("next"))
 	verifier := NewVerifier(signer.PublicKey(), other.PublicKey())
 	states, commands := fuzzEnvelopes(f, signer)
-	for part := range byte(8) {
+	for part := range byte(parts) {
 		f.Add(uint8(0), part, uint16(0), byte(1), []byte(nil))
 		f.Add(uint8(3), part, uint16(17), byte(0x80), []byte("x"))
 	}
@@ -140,22 +146,23 @@ func FuzzVerifyMutated(f *testing.F) {
 		n := len(states) + len(commands)
 		var payload []byte
 		var sig *flotillav1.Signature
+		var version uint32
 		i := int(which) % n
 		if i < len(states) {
 			env := proto.Clone(states[i]).(*flotillav1.SignedDesiredState)
-			payload, sig = env.GetDesiredState(), env.GetSignature()
+			payload, sig, version = env.GetDesiredState(), env.GetSignature(), env.GetSchemaVersion()
 		} else {
 			env := proto.Clone(commands[i-len(states)]).(*flotillav1.SignedAgentCommand)
-			payload, sig = env.GetCommand(), env.GetSignature()
+			payload, sig, version = env.GetCommand(), env.GetSignature(), env.GetSchemaVersion()
 		}
-		origPayload, origSig := bytes.Clone(payload), proto.Clone(sig).(*flotillav1.Signature)
+		origPayload, origSig, origVersion := bytes.Clone(payload), proto.Clone(sig).(*flotillav1.Signature), version
 
 		flip := func(b []byte) {
 			if len(b) > 0 {
 				b[int(at)%len(b)] ^= xor
 			}
 		}
-		switch part % 8 {
+		switch part % parts {
 		case 0:
 			flip(payload)
 		case 1:
@@ -176,14 +183,16 @@ func FuzzVerifyMutated(f *testing.F) {
 			}
 		case 7:
 			sig.Algorithm = string(extra)
+		case 8:
+			version ^= uint32(xor) | uint32(at)<<8
 		}
-		changed := !bytes.Equal(payload, origPayload) || !proto.Equal(sig, origSig)
+		changed := !bytes.Equal(payload, origPayload) || !proto.Equal(sig, origSig) || version != origVersion
 
 		var err error
 		if i < len(states) {
-			_, err = verifier.Verify(&flotillav1.SignedDesiredState{SchemaVersion: SchemaVersion, DesiredState: payload, Signature: sig})
+			_, err = verifier.Verify(&flotillav1.SignedDesiredState{SchemaVersion: version, DesiredState: payload, Signature: sig})
 		} else {
-			_, err = verifier.VerifyCommand(&flotillav1.SignedAgentCommand{SchemaVersion: SchemaVersion, Command: payload, Signature: sig})
+			_, err = verifier.VerifyCommand(&flotillav1.SignedAgentCommand{SchemaVersion: version, Command: payload, Signature: sig})
 		}
 		switch {
 		case changed && err == nil:
@@ -192,6 +201,42 @@ func FuzzVerifyMutated(f *testing.F) {
 			t.Fatalf("refused a mutated envelope with %v, want ErrBadSignature or ErrUnknownKey", err)
 		case !changed && err != nil:
 			t.Fatalf("refused the envelope as signed: %v", err)
+		}
+	})
+}
+
+// FuzzParsePublicKeys reads arbitrary bytes as a key set file (an agent's
+// --hub-public-key, the hub's trusted-keys.pem): it never panics, what it
+// accepts are ed25519 keys, and a file it accepts is accepted again after
+// its keys are encoded anew.
+func FuzzParsePublicKeys(f *testing.F) {
+	for _, name := range []string{"hub", "next"} {
+		pub, _ := EncodePublicKey(fuzzKey(name).Public().(ed25519.PublicKey))
+		f.Add(pub)
+		f.Add(append([]byte("# comment\n"), append(pub, pub...)...))
+		f.Add(pub[:len(pub)-10])
+	}
+	f.Add([]byte("-----BEGIN PUBLIC KEY-----\n-----BEGIN PUBLIC KEY-----\n"))
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		keys, err := ParsePublicKeys(data)
+		if err != nil {
+			return
+		}
+		var again []byte
+		for _, k := range keys {
+			if len(k) != ed25519.PublicKeySize {
+				t.Fatalf("accepted a key of %d bytes", len(k))
+			}
+			block, err := EncodePublicKey(k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			again = append(again, block...)
+		}
+		reparsed, err := ParsePublicKeys(again)
+		if err != nil || len(reparsed) != len(keys) {
+			t.Fatalf("the accepted keys, encoded again: %d keys, %v; want %d", len(reparsed), err, len(keys))
 		}
 	})
 }

@@ -13,15 +13,18 @@ import (
 
 func TestSignVerify(t *testing.T) {
 	dir := t.TempDir()
-	priv, err := LoadOrCreateKey(dir)
+	if err := CreateKey(dir); err != nil {
+		t.Fatal(err)
+	}
+	keys, err := LoadKeySet(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	again, err := LoadOrCreateKey(dir)
-	if err != nil || !priv.Equal(again) {
+	again, err := LoadKeySet(dir)
+	if err != nil || !keys.Signer.PublicKey().Equal(again.Signer.PublicKey()) {
 		t.Fatalf("second start must load the same key: %v", err)
 	}
-	signer := NewSigner(priv)
+	signer := keys.Signer
 	ds := &flotillav1.DesiredState{SchemaVersion: 1, Cluster: "prod-eu", App: "api-service", HistoryId: 7,
 		Artifact: &flotillav1.Artifact{Digest: "sha256:ab", Size: 10}}
 	env, err := signer.Sign(ds)
@@ -44,5 +47,63 @@ func TestSignVerify(t *testing.T) {
 	other, _, _ := ed25519.GenerateKey(rand.Reader)
 	if _, err := NewVerifier(other).Verify(env); !errors.Is(err, ErrUnknownKey) {
 		t.Errorf("unpinned key: %v, want ErrUnknownKey", err)
+	}
+}
+
+// TestSignaturesAreDomainSeparated: agent commands and desired states
+// share field numbers, so a command's payload decodes as a desired state.
+// Its signature must still not verify as one, nor the other way round, nor
+// an envelope whose schema_version was changed.
+func TestSignaturesAreDomainSeparated(t *testing.T) {
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	signer := NewSigner(key)
+	verifier := NewVerifier(signer.PublicKey())
+	cmd, err := signer.SignCommand(&flotillav1.AgentCommand{SchemaVersion: 1, Cluster: "prod-eu", App: "api-service", Actor: "otto",
+		Command: &flotillav1.AgentCommand_Sync{Sync: &flotillav1.SyncCommand{}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	state, err := signer.Sign(&flotillav1.DesiredState{SchemaVersion: 1, Cluster: "prod-eu", App: "api-service", HistoryId: 7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := proto.Unmarshal(cmd.GetCommand(), &flotillav1.DesiredState{}); err != nil {
+		t.Fatalf("the command's payload no longer decodes as a desired state (%v): this test proves nothing", err)
+	}
+
+	for _, tc := range []struct {
+		name   string
+		verify func() error
+	}{
+		{"a command presented as a desired state", func() error {
+			_, err := verifier.Verify(&flotillav1.SignedDesiredState{SchemaVersion: cmd.GetSchemaVersion(), DesiredState: cmd.GetCommand(), Signature: cmd.GetSignature()})
+			return err
+		}},
+		{"a desired state presented as a command", func() error {
+			_, err := verifier.VerifyCommand(&flotillav1.SignedAgentCommand{SchemaVersion: state.GetSchemaVersion(), Command: state.GetDesiredState(), Signature: state.GetSignature()})
+			return err
+		}},
+		{"a desired state with another schema_version", func() error {
+			changed := proto.Clone(state).(*flotillav1.SignedDesiredState)
+			changed.SchemaVersion = 2
+			_, err := verifier.Verify(changed)
+			return err
+		}},
+		{"a command with another schema_version", func() error {
+			changed := proto.Clone(cmd).(*flotillav1.SignedAgentCommand)
+			changed.SchemaVersion = 0
+			_, err := verifier.VerifyCommand(changed)
+			return err
+		}},
+	} {
+		if err := tc.verify(); !errors.Is(err, ErrBadSignature) {
+			t.Errorf("%s: %v, want ErrBadSignature", tc.name, err)
+		}
+	}
+	if _, err := verifier.Verify(state); err != nil {
+		t.Errorf("the desired state as signed: %v", err)
+	}
+	if _, err := verifier.VerifyCommand(cmd); err != nil {
+		t.Errorf("the command as signed: %v", err)
 	}
 }

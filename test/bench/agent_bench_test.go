@@ -111,10 +111,8 @@ func BenchmarkAgent(b *testing.B) {
 	// Workloads: the bulk app's 334 Deployments really become Available, so
 	// health settles and the agent reaches a steady state, as in a cluster.
 	c := testenv.StartCluster(b, testenv.ClusterOptions{Name: "prod-eu", Workloads: true, Nodes: 4})
-	keyFile := h.PublicKeyFile(b)
 	bin := buildCommand(b, "./cmd/agent")
-	args := []string{"--cluster", "prod-eu", "--labels", "env=production", "--nats-url", h.NATSURL,
-		"--hub-public-key", keyFile, "--kubeconfig", c.Kubeconfig, "--cache-dir", b.TempDir(), "--metrics-addr", "127.0.0.1:0"}
+	args := []string{"--credentials", h.Credentials(b, "prod-eu", map[string]string{"env": "production"}), "--kubeconfig", c.Kubeconfig, "--cache-dir", b.TempDir(), "--metrics-addr", "127.0.0.1:0"}
 
 	for b.Loop() {
 		agent := startAgentProcess(b, bin, args...)

@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 
@@ -38,12 +37,7 @@ type benchHub struct {
 func startHub(b *testing.B, pollInterval time.Duration, repos []flotillatest.Repository) *benchHub {
 	b.Helper()
 	h := &benchHub{Hub: flotillatest.StartHub(b, flotillatest.HubOptions{PollInterval: pollInterval, Repositories: repos, Log: slog.New(slog.DiscardHandler)})}
-	nc, err := nats.Connect(h.NATSURL)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
+	js, err := jetstream.New(h.NATS)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -18,12 +18,11 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-	"google.golang.org/protobuf/proto"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
@@ -33,9 +32,33 @@ import (
 	"github.com/flotilla-dev/flotilla/internal/appkey"
 	"github.com/flotilla-dev/flotilla/internal/bus"
 	"github.com/flotilla-dev/flotilla/internal/cli"
+	"github.com/flotilla-dev/flotilla/internal/natsauth"
 	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
 	"github.com/flotilla-dev/flotilla/test/testenv"
 )
+
+// hubBus connects to the hub's NATS with the hub's own permissions, as an
+// operator on the hub's machine can with the operator keys in its data
+// directory, to follow the fleet's statuses.
+func hubBus(ctx context.Context, dataDir string, h *hub.Hub) (*bus.Bus, error) {
+	authority, err := natsauth.LoadOrCreate(filepath.Join(dataDir, "trust"))
+	if err != nil {
+		return nil, err
+	}
+	creds, _, err := authority.User("demo", natsauth.HubPermissions())
+	if err != nil {
+		return nil, err
+	}
+	user, err := natsauth.Credentials(creds)
+	if err != nil {
+		return nil, err
+	}
+	nc, err := nats.Connect(h.NATSURL(), user, nats.RootCAs(h.CAFile()))
+	if err != nil {
+		return nil, err
+	}
+	return bus.Bind(ctx, nc)
+}
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -89,10 +112,12 @@ func run(ctx context.Context) (err error) {
 		clusters[name] = testenv.StartCluster(env, testenv.ClusterOptions{Name: name, Workloads: true, Nodes: 2})
 	}
 
-	step("Starting the hub with embedded NATS")
-	const token = "demo-operator-token"
-	if err := os.Setenv("FLOTILLA_DEMO_TOKEN", token); err != nil {
-		return err
+	step("Starting the hub with embedded NATS (operator mode, TLS from the hub's private CA)")
+	const token, adminToken = "demo-operator-token", "demo-admin-token"
+	for env, value := range map[string]string{"FLOTILLA_DEMO_TOKEN": token, "FLOTILLA_DEMO_ADMIN_TOKEN": adminToken} {
+		if err := os.Setenv(env, value); err != nil {
+			return err
+		}
 	}
 	cfg, err := config.Parse("demo", []byte(fmt.Sprintf(`
 dataDir: %s
@@ -105,6 +130,7 @@ roots:
 api:
   tokens:
     - {name: demo, role: operator, tokenEnv: FLOTILLA_DEMO_TOKEN}
+    - {name: demo-admin, role: admin, tokenEnv: FLOTILLA_DEMO_ADMIN_TOKEN}
 `, filepath.Join(work, "hub"), bare)))
 	if err != nil {
 		return err
@@ -120,27 +146,36 @@ api:
 	}
 	hubDone := make(chan error, 1)
 	go func() { hubDone <- h.Serve(ctx, ln) }()
-	keyFile := filepath.Join(work, "hub.pub")
-	if err := os.WriteFile(keyFile, h.PublicKey(), 0o644); err != nil {
+	hubURL := "https://" + ln.Addr().String()
+	// The CLI trusts the hub's private CA, as an operator's would.
+	if err := os.Setenv("FLOTILLA_CA_FILE", h.CAFile()); err != nil {
 		return err
+	}
+	flotillaAs := func(token string, args ...string) error {
+		fmt.Printf("\n$ flotilla %s\n", strings.Join(args, " "))
+		cmd := cli.NewRoot(os.Stdout)
+		cmd.SetArgs(append(args, "--hub", hubURL, "--token", token))
+		return cmd.ExecuteContext(ctx)
+	}
+
+	step("Adding the clusters: each gets NATS credentials that reach only its own desired state")
+	for _, c := range []struct{ name, labels string }{{"prod-eu", "env=production"}, {"staging-1", "env=staging"}} {
+		if err := flotillaAs(adminToken, "cluster", "add", c.name, "--labels", c.labels, "--out", filepath.Join(work, "credentials-"+c.name)); err != nil {
+			return err
+		}
 	}
 
 	step("Starting an agent per cluster")
-	for name, labels := range map[string]map[string]string{"prod-eu": {"env": "production"}, "staging-1": {"env": "staging"}} {
+	for _, name := range []string{"prod-eu", "staging-1"} {
 		opts := agent.DefaultOptions()
-		opts.Cluster, opts.Labels, opts.NATSURL, opts.HubPublicKey = name, labels, h.NATSURL(), keyFile
+		opts.Credentials = filepath.Join(work, "credentials-"+name)
 		opts.Kubeconfig, opts.CacheDir = clusters[name].Kubeconfig, filepath.Join(work, "cache-"+name)
 		opts.MetricsAddr = "" // two agents in one process; a real agent serves :8080
 		go func() { _ = agent.Run(ctx, opts, log.With("component", "agent", "agent", name)) }()
 	}
 	go simulateUsers(ctx, clusters["prod-eu"], traffic)
 
-	nc, err := nats.Connect(h.NATSURL())
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	b, err := bus.Open(ctx, nc)
+	b, err := hubBus(ctx, filepath.Join(work, "hub"), h)
 	if err != nil {
 		return err
 	}
@@ -169,12 +204,7 @@ api:
 	stable := first.GetStableHash() // 1.4.2's pods
 
 	// The user story's 2 am: a bad release ships, one command undoes it.
-	flotilla := func(args ...string) error {
-		fmt.Printf("\n$ flotilla %s\n", strings.Join(args, " "))
-		cmd := cli.NewRoot(os.Stdout)
-		cmd.SetArgs(append(args, "--hub", "http://"+ln.Addr().String(), "--token", token))
-		return cmd.ExecuteContext(ctx)
-	}
+	flotilla := func(args ...string) error { return flotillaAs(token, args...) }
 	if prometheus != nil {
 		step("Shipping api-service 1.4.3 to production the way CI does (a commit); 1.4.3 has a bug: 5 % of its requests fail")
 	} else {
@@ -231,7 +261,7 @@ shell; the commit releases the pin:
 
 and watch its canary go 10 %% → analysis → 50 %% → 100 %% in about a minute:
 
-  export FLOTILLA_HUB=http://%s FLOTILLA_TOKEN=%s
+  export FLOTILLA_HUB=https://%s FLOTILLA_TOKEN=%s FLOTILLA_CA_FILE=%s
   watch go run ./cmd/flotilla app list --cluster prod-eu
   %s --kubeconfig %s -n production get rollout,replicasets,pods
 
@@ -244,9 +274,9 @@ More of the operator CLI:
   go run ./cmd/flotilla events --app api-service
 
 Status changes are printed below; logs are in %s. Ctrl-C stops everything.
-`, checkout, ln.Addr().String(), token, kubectl, clusters["prod-eu"].Kubeconfig, logFile.Name())
+`, checkout, ln.Addr().String(), token, h.CAFile(), kubectl, clusters["prod-eu"].Kubeconfig, logFile.Name())
 
-	if err := followStatus(ctx, nc); err != nil && ctx.Err() == nil {
+	if err := followStatus(ctx, b); err != nil && ctx.Err() == nil {
 		return err
 	}
 	step("Stopping")
@@ -443,38 +473,28 @@ func waitSynced(ctx context.Context, b *bus.Bus, keys []string) error {
 }
 
 // followStatus prints every status change until ctx ends.
-func followStatus(ctx context.Context, nc *nats.Conn) error {
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
-	kv, err := js.KeyValue(ctx, bus.StatusBucket)
-	if err != nil {
-		return err
-	}
-	w, err := kv.WatchAll(ctx, jetstream.UpdatesOnly())
-	if err != nil {
-		return err
-	}
-	defer w.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case e := <-w.Updates():
-			if e == nil {
-				continue
-			}
-			st := &flotillav1.AppStatus{}
-			if proto.Unmarshal(e.Value(), st) != nil {
-				continue
-			}
-			phase := strings.TrimPrefix(st.GetPhase().String(), "SYNC_PHASE_")
-			health := strings.TrimPrefix(st.GetHealth().String(), "HEALTH_STATUS_")
-			fmt.Printf("%s  %-10s %-15s history %-3d %-9s %-11s %s\n", time.Now().Format("15:04:05"), st.GetCluster(), st.GetApp(), st.GetHistoryId(), phase, health, st.GetMessage())
-			for _, ro := range st.GetRollouts() {
-				fmt.Printf("          rollout %s: %s\n", ro.GetName(), ro.Summary())
-			}
+func followStatus(ctx context.Context, b *bus.Bus) error {
+	// Only changes: the statuses the bucket holds now were printed.
+	var current atomic.Bool
+	initial, err := b.WatchStatuses(ctx, func(_ string, st *flotillav1.AppStatus) {
+		if !current.Load() {
+			return
 		}
+		phase := strings.TrimPrefix(st.GetPhase().String(), "SYNC_PHASE_")
+		health := strings.TrimPrefix(st.GetHealth().String(), "HEALTH_STATUS_")
+		fmt.Printf("%s  %-10s %-15s history %-3d %-9s %-11s %s\n", time.Now().Format("15:04:05"), st.GetCluster(), st.GetApp(), st.GetHistoryId(), phase, health, st.GetMessage())
+		for _, ro := range st.GetRollouts() {
+			fmt.Printf("          rollout %s: %s\n", ro.GetName(), ro.Summary())
+		}
+	})
+	if err != nil {
+		return err
 	}
+	select {
+	case <-initial:
+		current.Store(true)
+	case <-ctx.Done():
+	}
+	<-ctx.Done()
+	return nil
 }

@@ -39,6 +39,20 @@ var (
 // runningAgent is an agent running in the test process against a cluster.
 type runningAgent struct {
 	stop func()
+	// logs holds what the agent logged.
+	logs *syncBuffer
+	done chan error
+}
+
+// exited reports whether the agent's Run returned.
+func (a *runningAgent) exited() bool {
+	select {
+	case err := <-a.done:
+		a.done <- err
+		return true
+	default:
+		return false
+	}
 }
 
 func startAgent(t *testing.T, e *hubEnv, c *testenv.Cluster, labels map[string]string, cacheDir string) *runningAgent {
@@ -55,15 +69,16 @@ func startAgentWithMetrics(t *testing.T, e *hubEnv, c *testenv.Cluster, labels m
 func startAgentWith(t *testing.T, e *hubEnv, c *testenv.Cluster, labels map[string]string, cacheDir string, edit func(*agent.Options)) *runningAgent {
 	t.Helper()
 	opts := agent.DefaultOptions()
-	opts.Cluster, opts.Labels, opts.NATSURL, opts.HubPublicKey = c.Name, labels, e.NATSURL, e.PublicKeyFile(t)
+	opts.Credentials = e.Credentials(t, c.Name, labels)
 	opts.Kubeconfig, opts.CacheDir, opts.HealthTimeout, opts.MetricsAddr = c.Kubeconfig, cacheDir, time.Minute, ""
 	edit(&opts)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
+	logs := &syncBuffer{buf: &bytes.Buffer{}}
 	go func() {
-		done <- agent.Run(ctx, opts, slog.New(slog.NewTextHandler(testWriter{t}, nil)).With("agent", c.Name))
+		done <- agent.Run(ctx, opts, slog.New(slog.NewTextHandler(io.MultiWriter(testWriter{t}, logs), nil)).With("agent", c.Name))
 	}()
-	a := &runningAgent{}
+	a := &runningAgent{logs: logs, done: done}
 	stopped := false
 	a.stop = func() {
 		if stopped {
@@ -386,10 +401,8 @@ users: [{name: u, user: {token: t}}]
 contexts: [{name: c, context: {cluster: down, user: u}}]
 current-context: c
 `), 0o600))
-	keyFile := filepath.Join(t.TempDir(), "hub.pub")
-	must(t, os.WriteFile(keyFile, e.PublicKeyPEM, 0o644))
 	opts := agent.DefaultOptions()
-	opts.Cluster, opts.NATSURL, opts.HubPublicKey, opts.Kubeconfig, opts.CacheDir, opts.MetricsAddr = "down-1", e.NATSURL, keyFile, kubeconfig, t.TempDir(), ""
+	opts.Credentials, opts.Kubeconfig, opts.CacheDir, opts.MetricsAddr = e.Credentials(t, "down-1", nil), kubeconfig, t.TempDir(), ""
 	var logs bytes.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -416,4 +429,10 @@ func (b *syncBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

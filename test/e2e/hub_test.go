@@ -27,6 +27,7 @@ const (
 	webhookSecret = flotillatest.WebhookSecret
 	apiToken      = flotillatest.ViewerToken
 	operatorToken = flotillatest.OperatorToken
+	adminToken    = flotillatest.AdminToken
 )
 
 // hubEnv is a running hub on the fixture repository, and a reader of its
@@ -156,7 +157,7 @@ func TestHubPublishesSignedDesiredState(t *testing.T) {
 		if !strings.Contains(ev.GetMessage(), "https://github.com/your-org/missing") || strings.Contains(ev.GetMessage(), "git-s3cret") {
 			t.Errorf("event %q must name the repository and never a secret", ev.GetMessage())
 		}
-		resp, err := http.Get(e.APIURL + "/metrics")
+		resp, err := e.HTTP.Get(e.APIURL + "/metrics")
 		must(t, err)
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
@@ -264,7 +265,7 @@ func TestHubPublishesSignedDesiredState(t *testing.T) {
 	})
 
 	step.run("a label change retargets", func(t *testing.T) {
-		e.Register(t, "prod-us", map[string]string{"env": "staging"})
+		e.Label(t, "prod-us", map[string]string{"env": "staging"})
 		ds := e.waitDesired(t, "prod-us", "api-service", hasHistory(2))
 		if got := ds.GetRender().GetHelm().GetValueFiles(); len(got) != 1 || !strings.Contains(got[0], "environments/staging/") {
 			t.Errorf("relabelled cluster got value files %v, want staging's", got)

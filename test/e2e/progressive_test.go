@@ -273,9 +273,9 @@ func TestAgentPassesRolloutsThroughWhenToldTo(t *testing.T) {
 	// its capabilities exactly when it started its rollouts controller.
 	var capabilities []string
 	testenv.Eventually(t, 30*time.Second, func() error {
-		for _, reg := range e.Server.Clusters() {
-			if reg.GetName() == "prod-eu" && len(reg.GetCapabilities()) > 0 {
-				capabilities = reg.GetCapabilities()
+		for _, c := range e.Server.Clusters() {
+			if c.Name == "prod-eu" && len(c.Registration.GetCapabilities()) > 0 {
+				capabilities = c.Registration.GetCapabilities()
 				return nil
 			}
 		}

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -19,7 +20,11 @@ import (
 // the real hub does (an application published nowhere is api.ErrNotFound,
 // every target cluster answers) and change nothing in it.
 type Hub struct {
-	Registrations  []*flotillav1.ClusterRegistration
+	// Registrations are the clusters, each with an identity whose labels
+	// are the registration's.
+	Registrations []*flotillav1.ClusterRegistration
+	// Revoked are the revoked clusters, by name.
+	Revoked        map[string]time.Time
 	Desired        []*flotillav1.DesiredState
 	Status         []*flotillav1.AppStatus
 	EventLog       []*flotillav1.Event
@@ -81,7 +86,45 @@ func (h *Hub) record(c Call) error {
 }
 
 // Clusters implements api.Hub.
-func (h *Hub) Clusters() []*flotillav1.ClusterRegistration { return clone(h.Registrations) }
+func (h *Hub) Clusters() []api.Cluster {
+	out := make([]api.Cluster, 0, len(h.Registrations))
+	for _, r := range clone(h.Registrations) {
+		out = append(out, api.Cluster{Name: r.GetName(), Labels: r.GetLabels(), Registration: r, RevokedAt: h.Revoked[r.GetName()]})
+	}
+	return out
+}
+
+// AddCluster implements api.Hub: it answers with a bundle whose NATS
+// credentials name the cluster, and changes nothing.
+func (h *Hub) AddCluster(_ context.Context, name string, _ map[string]string) (*flotillav1.ClusterCredentials, error) {
+	if err := h.record(Call{Method: "AddCluster", Cluster: name}); err != nil {
+		return nil, err
+	}
+	return &flotillav1.ClusterCredentials{Cluster: name, NatsUrl: "tls://nats.example.com:4222", NatsCreds: []byte("creds of " + name)}, nil
+}
+
+// LabelCluster implements api.Hub, for a cluster in Registrations; it
+// changes nothing.
+func (h *Hub) LabelCluster(_ context.Context, name string, _ map[string]string) error {
+	if err := h.record(Call{Method: "LabelCluster", Cluster: name}); err != nil {
+		return err
+	}
+	if !slices.ContainsFunc(h.Registrations, func(r *flotillav1.ClusterRegistration) bool { return r.GetName() == name }) {
+		return fmt.Errorf("%w: cluster %s", api.ErrNotFound, name)
+	}
+	return nil
+}
+
+// RevokeCluster implements api.Hub, for a cluster in Registrations.
+func (h *Hub) RevokeCluster(_ context.Context, name string) (time.Time, error) {
+	if err := h.record(Call{Method: "RevokeCluster", Cluster: name}); err != nil {
+		return time.Time{}, err
+	}
+	if !slices.ContainsFunc(h.Registrations, func(r *flotillav1.ClusterRegistration) bool { return r.GetName() == name }) {
+		return time.Time{}, fmt.Errorf("%w: cluster %s", api.ErrNotFound, name)
+	}
+	return time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC), nil
+}
 
 // Published implements api.Hub.
 func (h *Hub) Published() []*flotillav1.DesiredState { return clone(h.Desired) }

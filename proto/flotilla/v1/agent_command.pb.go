@@ -157,6 +157,12 @@ type AgentCommand struct {
 	Actor string `protobuf:"bytes,4,opt,name=actor,proto3" json:"actor,omitempty"`
 	// issued_at bounds replay: agents refuse commands older than a minute.
 	IssuedAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=issued_at,json=issuedAt,proto3" json:"issued_at,omitempty"`
+	// nonce is 16 random bytes the hub draws for each command. An agent
+	// carries out a nonce at most once: it remembers the nonces it took for
+	// as long as issued_at lets their command through, and refuses a command
+	// that repeats one, or has none, so a captured command cannot be sent
+	// again within its minute.
+	Nonce []byte `protobuf:"bytes,6,opt,name=nonce,proto3" json:"nonce,omitempty"`
 	// Types that are valid to be assigned to Command:
 	//
 	//	*AgentCommand_Sync
@@ -228,6 +234,13 @@ func (x *AgentCommand) GetActor() string {
 func (x *AgentCommand) GetIssuedAt() *timestamppb.Timestamp {
 	if x != nil {
 		return x.IssuedAt
+	}
+	return nil
+}
+
+func (x *AgentCommand) GetNonce() []byte {
+	if x != nil {
+		return x.Nonce
 	}
 	return nil
 }
@@ -598,13 +611,14 @@ const file_flotilla_v1_agent_command_proto_rawDesc = "" +
 	"\x12SignedAgentCommand\x12%\n" +
 	"\x0eschema_version\x18\x01 \x01(\rR\rschemaVersion\x12\x18\n" +
 	"\acommand\x18\x02 \x01(\fR\acommand\x124\n" +
-	"\tsignature\x18\x03 \x01(\v2\x16.flotilla.v1.SignatureR\tsignature\"\xd4\x02\n" +
+	"\tsignature\x18\x03 \x01(\v2\x16.flotilla.v1.SignatureR\tsignature\"\xea\x02\n" +
 	"\fAgentCommand\x12%\n" +
 	"\x0eschema_version\x18\x01 \x01(\rR\rschemaVersion\x12\x18\n" +
 	"\acluster\x18\x02 \x01(\tR\acluster\x12\x10\n" +
 	"\x03app\x18\x03 \x01(\tR\x03app\x12\x14\n" +
 	"\x05actor\x18\x04 \x01(\tR\x05actor\x127\n" +
-	"\tissued_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\bissuedAt\x12.\n" +
+	"\tissued_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\bissuedAt\x12\x14\n" +
+	"\x05nonce\x18\x06 \x01(\fR\x05nonce\x12.\n" +
 	"\x04sync\x18\n" +
 	" \x01(\v2\x18.flotilla.v1.SyncCommandH\x00R\x04sync\x12.\n" +
 	"\x04diff\x18\v \x01(\v2\x18.flotilla.v1.DiffCommandH\x00R\x04diff\x127\n" +

@@ -61,12 +61,16 @@ func (*ListClustersRequest) Descriptor() ([]byte, []int) {
 
 // ClusterInfo is a cluster as the hub sees it.
 type ClusterInfo struct {
-	state        protoimpl.MessageState `protogen:"open.v1"`
-	Registration *ClusterRegistration   `protobuf:"bytes,1,opt,name=registration,proto3" json:"registration,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// registration is the agent's last heartbeat; its labels are the
+	// identity's (AddCluster), which target applications.
+	Registration *ClusterRegistration `protobuf:"bytes,1,opt,name=registration,proto3" json:"registration,omitempty"`
 	// connected is false when the last heartbeat is older than the
 	// registration TTL.
 	Connected     bool                   `protobuf:"varint,2,opt,name=connected,proto3" json:"connected,omitempty"`
 	LastHeartbeat *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=last_heartbeat,json=lastHeartbeat,proto3" json:"last_heartbeat,omitempty"`
+	// revoked_at is set once the cluster was revoked.
+	RevokedAt     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=revoked_at,json=revokedAt,proto3" json:"revoked_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -122,6 +126,374 @@ func (x *ClusterInfo) GetLastHeartbeat() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *ClusterInfo) GetRevokedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RevokedAt
+	}
+	return nil
+}
+
+// AddClusterRequest names the cluster (a DNS label) and its labels.
+type AddClusterRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Labels        map[string]string      `protobuf:"bytes,2,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddClusterRequest) Reset() {
+	*x = AddClusterRequest{}
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddClusterRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddClusterRequest) ProtoMessage() {}
+
+func (x *AddClusterRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddClusterRequest.ProtoReflect.Descriptor instead.
+func (*AddClusterRequest) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *AddClusterRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AddClusterRequest) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+// AddClusterResponse carries what the cluster's agent needs.
+type AddClusterResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Credentials   *ClusterCredentials    `protobuf:"bytes,1,opt,name=credentials,proto3" json:"credentials,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddClusterResponse) Reset() {
+	*x = AddClusterResponse{}
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddClusterResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddClusterResponse) ProtoMessage() {}
+
+func (x *AddClusterResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddClusterResponse.ProtoReflect.Descriptor instead.
+func (*AddClusterResponse) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *AddClusterResponse) GetCredentials() *ClusterCredentials {
+	if x != nil {
+		return x.Credentials
+	}
+	return nil
+}
+
+// ClusterCredentials is a cluster's credentials bundle: the files of the
+// agent's Secret (deployments/agent).
+type ClusterCredentials struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Cluster string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	// nats_url is where the agent connects.
+	NatsUrl string `protobuf:"bytes,2,opt,name=nats_url,json=natsUrl,proto3" json:"nats_url,omitempty"`
+	// nats_creds is the NATS credentials file (user JWT and seed) confined
+	// to the cluster. Secret: shown once, never stored by the hub.
+	NatsCreds []byte `protobuf:"bytes,3,opt,name=nats_creds,json=natsCreds,proto3" json:"nats_creds,omitempty"`
+	// hub_keys are the PEM public keys desired states are signed with.
+	HubKeys []byte `protobuf:"bytes,4,opt,name=hub_keys,json=hubKeys,proto3" json:"hub_keys,omitempty"`
+	// ca is the PEM of the CA the hub's NATS certificate chains to.
+	Ca            []byte `protobuf:"bytes,5,opt,name=ca,proto3" json:"ca,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClusterCredentials) Reset() {
+	*x = ClusterCredentials{}
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterCredentials) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterCredentials) ProtoMessage() {}
+
+func (x *ClusterCredentials) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterCredentials.ProtoReflect.Descriptor instead.
+func (*ClusterCredentials) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ClusterCredentials) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+func (x *ClusterCredentials) GetNatsUrl() string {
+	if x != nil {
+		return x.NatsUrl
+	}
+	return ""
+}
+
+func (x *ClusterCredentials) GetNatsCreds() []byte {
+	if x != nil {
+		return x.NatsCreds
+	}
+	return nil
+}
+
+func (x *ClusterCredentials) GetHubKeys() []byte {
+	if x != nil {
+		return x.HubKeys
+	}
+	return nil
+}
+
+func (x *ClusterCredentials) GetCa() []byte {
+	if x != nil {
+		return x.Ca
+	}
+	return nil
+}
+
+// LabelClusterRequest names the cluster and its new labels.
+type LabelClusterRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Labels        map[string]string      `protobuf:"bytes,2,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LabelClusterRequest) Reset() {
+	*x = LabelClusterRequest{}
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LabelClusterRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LabelClusterRequest) ProtoMessage() {}
+
+func (x *LabelClusterRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LabelClusterRequest.ProtoReflect.Descriptor instead.
+func (*LabelClusterRequest) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *LabelClusterRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *LabelClusterRequest) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+// LabelClusterResponse is empty: the hub retargets on its next pass.
+type LabelClusterResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LabelClusterResponse) Reset() {
+	*x = LabelClusterResponse{}
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LabelClusterResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LabelClusterResponse) ProtoMessage() {}
+
+func (x *LabelClusterResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LabelClusterResponse.ProtoReflect.Descriptor instead.
+func (*LabelClusterResponse) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{6}
+}
+
+// RevokeClusterRequest names the cluster to revoke.
+type RevokeClusterRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeClusterRequest) Reset() {
+	*x = RevokeClusterRequest{}
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeClusterRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeClusterRequest) ProtoMessage() {}
+
+func (x *RevokeClusterRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeClusterRequest.ProtoReflect.Descriptor instead.
+func (*RevokeClusterRequest) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *RevokeClusterRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// RevokeClusterResponse says when the revocation took effect.
+type RevokeClusterResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RevokedAt     *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=revoked_at,json=revokedAt,proto3" json:"revoked_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeClusterResponse) Reset() {
+	*x = RevokeClusterResponse{}
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeClusterResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeClusterResponse) ProtoMessage() {}
+
+func (x *RevokeClusterResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeClusterResponse.ProtoReflect.Descriptor instead.
+func (*RevokeClusterResponse) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *RevokeClusterResponse) GetRevokedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RevokedAt
+	}
+	return nil
+}
+
 // ListClustersResponse lists clusters by name.
 type ListClustersResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -132,7 +504,7 @@ type ListClustersResponse struct {
 
 func (x *ListClustersResponse) Reset() {
 	*x = ListClustersResponse{}
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[2]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -144,7 +516,7 @@ func (x *ListClustersResponse) String() string {
 func (*ListClustersResponse) ProtoMessage() {}
 
 func (x *ListClustersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[2]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -157,7 +529,7 @@ func (x *ListClustersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListClustersResponse.ProtoReflect.Descriptor instead.
 func (*ListClustersResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{2}
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListClustersResponse) GetClusters() []*ClusterInfo {
@@ -180,7 +552,7 @@ type ListAppsRequest struct {
 
 func (x *ListAppsRequest) Reset() {
 	*x = ListAppsRequest{}
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[3]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -192,7 +564,7 @@ func (x *ListAppsRequest) String() string {
 func (*ListAppsRequest) ProtoMessage() {}
 
 func (x *ListAppsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[3]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -205,7 +577,7 @@ func (x *ListAppsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAppsRequest.ProtoReflect.Descriptor instead.
 func (*ListAppsRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{3}
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListAppsRequest) GetCluster() string {
@@ -238,7 +610,7 @@ type AppInfo struct {
 
 func (x *AppInfo) Reset() {
 	*x = AppInfo{}
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[4]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -250,7 +622,7 @@ func (x *AppInfo) String() string {
 func (*AppInfo) ProtoMessage() {}
 
 func (x *AppInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[4]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -263,7 +635,7 @@ func (x *AppInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppInfo.ProtoReflect.Descriptor instead.
 func (*AppInfo) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{4}
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *AppInfo) GetCluster() string {
@@ -304,7 +676,7 @@ type ListAppsResponse struct {
 
 func (x *ListAppsResponse) Reset() {
 	*x = ListAppsResponse{}
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[5]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -316,7 +688,7 @@ func (x *ListAppsResponse) String() string {
 func (*ListAppsResponse) ProtoMessage() {}
 
 func (x *ListAppsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[5]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -329,7 +701,7 @@ func (x *ListAppsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAppsResponse.ProtoReflect.Descriptor instead.
 func (*ListAppsResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{5}
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListAppsResponse) GetApps() []*AppInfo {
@@ -349,7 +721,7 @@ type GetAppRequest struct {
 
 func (x *GetAppRequest) Reset() {
 	*x = GetAppRequest{}
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[6]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -361,7 +733,7 @@ func (x *GetAppRequest) String() string {
 func (*GetAppRequest) ProtoMessage() {}
 
 func (x *GetAppRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[6]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -374,7 +746,7 @@ func (x *GetAppRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAppRequest.ProtoReflect.Descriptor instead.
 func (*GetAppRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{6}
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GetAppRequest) GetApp() string {
@@ -394,7 +766,7 @@ type GetAppResponse struct {
 
 func (x *GetAppResponse) Reset() {
 	*x = GetAppResponse{}
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[7]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -406,7 +778,7 @@ func (x *GetAppResponse) String() string {
 func (*GetAppResponse) ProtoMessage() {}
 
 func (x *GetAppResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[7]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -419,7 +791,7 @@ func (x *GetAppResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAppResponse.ProtoReflect.Descriptor instead.
 func (*GetAppResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{7}
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetAppResponse) GetApps() []*AppInfo {
@@ -440,7 +812,7 @@ type GetAppHistoryRequest struct {
 
 func (x *GetAppHistoryRequest) Reset() {
 	*x = GetAppHistoryRequest{}
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[8]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -452,7 +824,7 @@ func (x *GetAppHistoryRequest) String() string {
 func (*GetAppHistoryRequest) ProtoMessage() {}
 
 func (x *GetAppHistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[8]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -465,7 +837,7 @@ func (x *GetAppHistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAppHistoryRequest.ProtoReflect.Descriptor instead.
 func (*GetAppHistoryRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{8}
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetAppHistoryRequest) GetApp() string {
@@ -510,7 +882,7 @@ type HistoryEntry struct {
 
 func (x *HistoryEntry) Reset() {
 	*x = HistoryEntry{}
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[9]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -522,7 +894,7 @@ func (x *HistoryEntry) String() string {
 func (*HistoryEntry) ProtoMessage() {}
 
 func (x *HistoryEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[9]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -535,7 +907,7 @@ func (x *HistoryEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryEntry.ProtoReflect.Descriptor instead.
 func (*HistoryEntry) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{9}
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *HistoryEntry) GetCluster() string {
@@ -632,7 +1004,7 @@ type GetAppHistoryResponse struct {
 
 func (x *GetAppHistoryResponse) Reset() {
 	*x = GetAppHistoryResponse{}
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[10]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -644,7 +1016,7 @@ func (x *GetAppHistoryResponse) String() string {
 func (*GetAppHistoryResponse) ProtoMessage() {}
 
 func (x *GetAppHistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[10]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -657,7 +1029,7 @@ func (x *GetAppHistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAppHistoryResponse.ProtoReflect.Descriptor instead.
 func (*GetAppHistoryResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{10}
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetAppHistoryResponse) GetEntries() []*HistoryEntry {
@@ -678,7 +1050,7 @@ type DiffAppRequest struct {
 
 func (x *DiffAppRequest) Reset() {
 	*x = DiffAppRequest{}
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[11]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -690,7 +1062,7 @@ func (x *DiffAppRequest) String() string {
 func (*DiffAppRequest) ProtoMessage() {}
 
 func (x *DiffAppRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[11]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -703,7 +1075,7 @@ func (x *DiffAppRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiffAppRequest.ProtoReflect.Descriptor instead.
 func (*DiffAppRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{11}
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *DiffAppRequest) GetApp() string {
@@ -734,7 +1106,7 @@ type ClusterDiff struct {
 
 func (x *ClusterDiff) Reset() {
 	*x = ClusterDiff{}
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[12]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -746,7 +1118,7 @@ func (x *ClusterDiff) String() string {
 func (*ClusterDiff) ProtoMessage() {}
 
 func (x *ClusterDiff) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[12]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -759,7 +1131,7 @@ func (x *ClusterDiff) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterDiff.ProtoReflect.Descriptor instead.
 func (*ClusterDiff) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{12}
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ClusterDiff) GetCluster() string {
@@ -800,7 +1172,7 @@ type DiffAppResponse struct {
 
 func (x *DiffAppResponse) Reset() {
 	*x = DiffAppResponse{}
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[13]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -812,7 +1184,7 @@ func (x *DiffAppResponse) String() string {
 func (*DiffAppResponse) ProtoMessage() {}
 
 func (x *DiffAppResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[13]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -825,7 +1197,7 @@ func (x *DiffAppResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiffAppResponse.ProtoReflect.Descriptor instead.
 func (*DiffAppResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{13}
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *DiffAppResponse) GetClusters() []*ClusterDiff {
@@ -848,7 +1220,7 @@ type ListEventsRequest struct {
 
 func (x *ListEventsRequest) Reset() {
 	*x = ListEventsRequest{}
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[14]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -860,7 +1232,7 @@ func (x *ListEventsRequest) String() string {
 func (*ListEventsRequest) ProtoMessage() {}
 
 func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[14]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -873,7 +1245,7 @@ func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListEventsRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{14}
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListEventsRequest) GetCluster() string {
@@ -907,7 +1279,7 @@ type ListEventsResponse struct {
 
 func (x *ListEventsResponse) Reset() {
 	*x = ListEventsResponse{}
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[15]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -919,7 +1291,7 @@ func (x *ListEventsResponse) String() string {
 func (*ListEventsResponse) ProtoMessage() {}
 
 func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[15]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -932,7 +1304,7 @@ func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListEventsResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{15}
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListEventsResponse) GetEvents() []*Event {
@@ -953,7 +1325,7 @@ type SyncAppRequest struct {
 
 func (x *SyncAppRequest) Reset() {
 	*x = SyncAppRequest{}
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[16]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -965,7 +1337,7 @@ func (x *SyncAppRequest) String() string {
 func (*SyncAppRequest) ProtoMessage() {}
 
 func (x *SyncAppRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[16]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -978,7 +1350,7 @@ func (x *SyncAppRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncAppRequest.ProtoReflect.Descriptor instead.
 func (*SyncAppRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{16}
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *SyncAppRequest) GetApp() string {
@@ -1012,7 +1384,7 @@ type ClusterResult struct {
 
 func (x *ClusterResult) Reset() {
 	*x = ClusterResult{}
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[17]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1024,7 +1396,7 @@ func (x *ClusterResult) String() string {
 func (*ClusterResult) ProtoMessage() {}
 
 func (x *ClusterResult) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[17]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1037,7 +1409,7 @@ func (x *ClusterResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterResult.ProtoReflect.Descriptor instead.
 func (*ClusterResult) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{17}
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ClusterResult) GetCluster() string {
@@ -1078,7 +1450,7 @@ type SyncAppResponse struct {
 
 func (x *SyncAppResponse) Reset() {
 	*x = SyncAppResponse{}
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[18]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1090,7 +1462,7 @@ func (x *SyncAppResponse) String() string {
 func (*SyncAppResponse) ProtoMessage() {}
 
 func (x *SyncAppResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[18]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1103,7 +1475,7 @@ func (x *SyncAppResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncAppResponse.ProtoReflect.Descriptor instead.
 func (*SyncAppResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{18}
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *SyncAppResponse) GetClusters() []*ClusterResult {
@@ -1128,7 +1500,7 @@ type RollbackAppRequest struct {
 
 func (x *RollbackAppRequest) Reset() {
 	*x = RollbackAppRequest{}
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[19]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1140,7 +1512,7 @@ func (x *RollbackAppRequest) String() string {
 func (*RollbackAppRequest) ProtoMessage() {}
 
 func (x *RollbackAppRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[19]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1153,7 +1525,7 @@ func (x *RollbackAppRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackAppRequest.ProtoReflect.Descriptor instead.
 func (*RollbackAppRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{19}
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RollbackAppRequest) GetApp() string {
@@ -1188,7 +1560,7 @@ type RollbackAppResponse struct {
 
 func (x *RollbackAppResponse) Reset() {
 	*x = RollbackAppResponse{}
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[20]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1200,7 +1572,7 @@ func (x *RollbackAppResponse) String() string {
 func (*RollbackAppResponse) ProtoMessage() {}
 
 func (x *RollbackAppResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[20]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1213,7 +1585,7 @@ func (x *RollbackAppResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackAppResponse.ProtoReflect.Descriptor instead.
 func (*RollbackAppResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{20}
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RollbackAppResponse) GetClusters() []*ClusterResult {
@@ -1233,7 +1605,7 @@ type RevertAppRequest struct {
 
 func (x *RevertAppRequest) Reset() {
 	*x = RevertAppRequest{}
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[21]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1245,7 +1617,7 @@ func (x *RevertAppRequest) String() string {
 func (*RevertAppRequest) ProtoMessage() {}
 
 func (x *RevertAppRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[21]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1258,7 +1630,7 @@ func (x *RevertAppRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevertAppRequest.ProtoReflect.Descriptor instead.
 func (*RevertAppRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{21}
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RevertAppRequest) GetApp() string {
@@ -1283,7 +1655,7 @@ type RevertAppResponse struct {
 
 func (x *RevertAppResponse) Reset() {
 	*x = RevertAppResponse{}
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[22]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1295,7 +1667,7 @@ func (x *RevertAppResponse) String() string {
 func (*RevertAppResponse) ProtoMessage() {}
 
 func (x *RevertAppResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[22]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1308,7 +1680,7 @@ func (x *RevertAppResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevertAppResponse.ProtoReflect.Descriptor instead.
 func (*RevertAppResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{22}
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RevertAppResponse) GetRepoUrl() string {
@@ -1357,7 +1729,7 @@ type UnpinAppRequest struct {
 
 func (x *UnpinAppRequest) Reset() {
 	*x = UnpinAppRequest{}
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[23]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1369,7 +1741,7 @@ func (x *UnpinAppRequest) String() string {
 func (*UnpinAppRequest) ProtoMessage() {}
 
 func (x *UnpinAppRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[23]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1382,7 +1754,7 @@ func (x *UnpinAppRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnpinAppRequest.ProtoReflect.Descriptor instead.
 func (*UnpinAppRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{23}
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *UnpinAppRequest) GetApp() string {
@@ -1409,7 +1781,7 @@ type UnpinAppResponse struct {
 
 func (x *UnpinAppResponse) Reset() {
 	*x = UnpinAppResponse{}
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[24]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1421,7 +1793,7 @@ func (x *UnpinAppResponse) String() string {
 func (*UnpinAppResponse) ProtoMessage() {}
 
 func (x *UnpinAppResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[24]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1434,7 +1806,7 @@ func (x *UnpinAppResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnpinAppResponse.ProtoReflect.Descriptor instead.
 func (*UnpinAppResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{24}
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *UnpinAppResponse) GetClusters() []*ClusterResult {
@@ -1459,7 +1831,7 @@ type RolloutAppRequest struct {
 
 func (x *RolloutAppRequest) Reset() {
 	*x = RolloutAppRequest{}
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[25]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1471,7 +1843,7 @@ func (x *RolloutAppRequest) String() string {
 func (*RolloutAppRequest) ProtoMessage() {}
 
 func (x *RolloutAppRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[25]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1484,7 +1856,7 @@ func (x *RolloutAppRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutAppRequest.ProtoReflect.Descriptor instead.
 func (*RolloutAppRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{25}
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RolloutAppRequest) GetApp() string {
@@ -1525,7 +1897,7 @@ type RolloutAppResponse struct {
 
 func (x *RolloutAppResponse) Reset() {
 	*x = RolloutAppResponse{}
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[26]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1537,7 +1909,7 @@ func (x *RolloutAppResponse) String() string {
 func (*RolloutAppResponse) ProtoMessage() {}
 
 func (x *RolloutAppResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[26]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1550,7 +1922,7 @@ func (x *RolloutAppResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutAppResponse.ProtoReflect.Descriptor instead.
 func (*RolloutAppResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{26}
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *RolloutAppResponse) GetClusters() []*ClusterResult {
@@ -1565,11 +1937,40 @@ var File_flotilla_v1_hub_service_proto protoreflect.FileDescriptor
 const file_flotilla_v1_hub_service_proto_rawDesc = "" +
 	"\n" +
 	"\x1dflotilla/v1/hub_service.proto\x12\vflotilla.v1\x1a\x1cflotilla/v1/app_status.proto\x1a\x19flotilla/v1/cluster.proto\x1a\x1fflotilla/v1/agent_command.proto\x1a\x1fflotilla/v1/desired_state.proto\x1a\x17flotilla/v1/event.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x15\n" +
-	"\x13ListClustersRequest\"\xb4\x01\n" +
+	"\x13ListClustersRequest\"\xef\x01\n" +
 	"\vClusterInfo\x12D\n" +
 	"\fregistration\x18\x01 \x01(\v2 .flotilla.v1.ClusterRegistrationR\fregistration\x12\x1c\n" +
 	"\tconnected\x18\x02 \x01(\bR\tconnected\x12A\n" +
-	"\x0elast_heartbeat\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\rlastHeartbeat\"L\n" +
+	"\x0elast_heartbeat\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\rlastHeartbeat\x129\n" +
+	"\n" +
+	"revoked_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\"\xa6\x01\n" +
+	"\x11AddClusterRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12B\n" +
+	"\x06labels\x18\x02 \x03(\v2*.flotilla.v1.AddClusterRequest.LabelsEntryR\x06labels\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"W\n" +
+	"\x12AddClusterResponse\x12A\n" +
+	"\vcredentials\x18\x01 \x01(\v2\x1f.flotilla.v1.ClusterCredentialsR\vcredentials\"\x93\x01\n" +
+	"\x12ClusterCredentials\x12\x18\n" +
+	"\acluster\x18\x01 \x01(\tR\acluster\x12\x19\n" +
+	"\bnats_url\x18\x02 \x01(\tR\anatsUrl\x12\x1d\n" +
+	"\n" +
+	"nats_creds\x18\x03 \x01(\fR\tnatsCreds\x12\x19\n" +
+	"\bhub_keys\x18\x04 \x01(\fR\ahubKeys\x12\x0e\n" +
+	"\x02ca\x18\x05 \x01(\fR\x02ca\"\xaa\x01\n" +
+	"\x13LabelClusterRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12D\n" +
+	"\x06labels\x18\x02 \x03(\v2,.flotilla.v1.LabelClusterRequest.LabelsEntryR\x06labels\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x16\n" +
+	"\x14LabelClusterResponse\"*\n" +
+	"\x14RevokeClusterRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"R\n" +
+	"\x15RevokeClusterResponse\x129\n" +
+	"\n" +
+	"revoked_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\"L\n" +
 	"\x14ListClustersResponse\x124\n" +
 	"\bclusters\x18\x01 \x03(\v2\x18.flotilla.v1.ClusterInfoR\bclusters\"G\n" +
 	"\x0fListAppsRequest\x12\x18\n" +
@@ -1660,10 +2061,14 @@ const file_flotilla_v1_hub_service_proto_rawDesc = "" +
 	"\x06action\x18\x03 \x01(\x0e2\x1a.flotilla.v1.RolloutActionR\x06action\x12\x12\n" +
 	"\x04full\x18\x04 \x01(\bR\x04full\"L\n" +
 	"\x12RolloutAppResponse\x126\n" +
-	"\bclusters\x18\x01 \x03(\v2\x1a.flotilla.v1.ClusterResultR\bclusters2\xd6\x06\n" +
+	"\bclusters\x18\x01 \x03(\v2\x1a.flotilla.v1.ClusterResultR\bclusters2\xd2\b\n" +
 	"\n" +
 	"HubService\x12S\n" +
-	"\fListClusters\x12 .flotilla.v1.ListClustersRequest\x1a!.flotilla.v1.ListClustersResponse\x12G\n" +
+	"\fListClusters\x12 .flotilla.v1.ListClustersRequest\x1a!.flotilla.v1.ListClustersResponse\x12M\n" +
+	"\n" +
+	"AddCluster\x12\x1e.flotilla.v1.AddClusterRequest\x1a\x1f.flotilla.v1.AddClusterResponse\x12S\n" +
+	"\fLabelCluster\x12 .flotilla.v1.LabelClusterRequest\x1a!.flotilla.v1.LabelClusterResponse\x12V\n" +
+	"\rRevokeCluster\x12!.flotilla.v1.RevokeClusterRequest\x1a\".flotilla.v1.RevokeClusterResponse\x12G\n" +
 	"\bListApps\x12\x1c.flotilla.v1.ListAppsRequest\x1a\x1d.flotilla.v1.ListAppsResponse\x12A\n" +
 	"\x06GetApp\x12\x1a.flotilla.v1.GetAppRequest\x1a\x1b.flotilla.v1.GetAppResponse\x12V\n" +
 	"\rGetAppHistory\x12!.flotilla.v1.GetAppHistoryRequest\x1a\".flotilla.v1.GetAppHistoryResponse\x12D\n" +
@@ -1689,94 +2094,114 @@ func file_flotilla_v1_hub_service_proto_rawDescGZIP() []byte {
 	return file_flotilla_v1_hub_service_proto_rawDescData
 }
 
-var file_flotilla_v1_hub_service_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_flotilla_v1_hub_service_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_flotilla_v1_hub_service_proto_goTypes = []any{
 	(*ListClustersRequest)(nil),   // 0: flotilla.v1.ListClustersRequest
 	(*ClusterInfo)(nil),           // 1: flotilla.v1.ClusterInfo
-	(*ListClustersResponse)(nil),  // 2: flotilla.v1.ListClustersResponse
-	(*ListAppsRequest)(nil),       // 3: flotilla.v1.ListAppsRequest
-	(*AppInfo)(nil),               // 4: flotilla.v1.AppInfo
-	(*ListAppsResponse)(nil),      // 5: flotilla.v1.ListAppsResponse
-	(*GetAppRequest)(nil),         // 6: flotilla.v1.GetAppRequest
-	(*GetAppResponse)(nil),        // 7: flotilla.v1.GetAppResponse
-	(*GetAppHistoryRequest)(nil),  // 8: flotilla.v1.GetAppHistoryRequest
-	(*HistoryEntry)(nil),          // 9: flotilla.v1.HistoryEntry
-	(*GetAppHistoryResponse)(nil), // 10: flotilla.v1.GetAppHistoryResponse
-	(*DiffAppRequest)(nil),        // 11: flotilla.v1.DiffAppRequest
-	(*ClusterDiff)(nil),           // 12: flotilla.v1.ClusterDiff
-	(*DiffAppResponse)(nil),       // 13: flotilla.v1.DiffAppResponse
-	(*ListEventsRequest)(nil),     // 14: flotilla.v1.ListEventsRequest
-	(*ListEventsResponse)(nil),    // 15: flotilla.v1.ListEventsResponse
-	(*SyncAppRequest)(nil),        // 16: flotilla.v1.SyncAppRequest
-	(*ClusterResult)(nil),         // 17: flotilla.v1.ClusterResult
-	(*SyncAppResponse)(nil),       // 18: flotilla.v1.SyncAppResponse
-	(*RollbackAppRequest)(nil),    // 19: flotilla.v1.RollbackAppRequest
-	(*RollbackAppResponse)(nil),   // 20: flotilla.v1.RollbackAppResponse
-	(*RevertAppRequest)(nil),      // 21: flotilla.v1.RevertAppRequest
-	(*RevertAppResponse)(nil),     // 22: flotilla.v1.RevertAppResponse
-	(*UnpinAppRequest)(nil),       // 23: flotilla.v1.UnpinAppRequest
-	(*UnpinAppResponse)(nil),      // 24: flotilla.v1.UnpinAppResponse
-	(*RolloutAppRequest)(nil),     // 25: flotilla.v1.RolloutAppRequest
-	(*RolloutAppResponse)(nil),    // 26: flotilla.v1.RolloutAppResponse
-	(*ClusterRegistration)(nil),   // 27: flotilla.v1.ClusterRegistration
-	(*timestamppb.Timestamp)(nil), // 28: google.protobuf.Timestamp
-	(*DesiredState)(nil),          // 29: flotilla.v1.DesiredState
-	(*AppStatus)(nil),             // 30: flotilla.v1.AppStatus
-	(*Source)(nil),                // 31: flotilla.v1.Source
-	(Initiator)(0),                // 32: flotilla.v1.Initiator
-	(*Pin)(nil),                   // 33: flotilla.v1.Pin
-	(*ObjectDiff)(nil),            // 34: flotilla.v1.ObjectDiff
-	(*Event)(nil),                 // 35: flotilla.v1.Event
-	(RolloutAction)(0),            // 36: flotilla.v1.RolloutAction
+	(*AddClusterRequest)(nil),     // 2: flotilla.v1.AddClusterRequest
+	(*AddClusterResponse)(nil),    // 3: flotilla.v1.AddClusterResponse
+	(*ClusterCredentials)(nil),    // 4: flotilla.v1.ClusterCredentials
+	(*LabelClusterRequest)(nil),   // 5: flotilla.v1.LabelClusterRequest
+	(*LabelClusterResponse)(nil),  // 6: flotilla.v1.LabelClusterResponse
+	(*RevokeClusterRequest)(nil),  // 7: flotilla.v1.RevokeClusterRequest
+	(*RevokeClusterResponse)(nil), // 8: flotilla.v1.RevokeClusterResponse
+	(*ListClustersResponse)(nil),  // 9: flotilla.v1.ListClustersResponse
+	(*ListAppsRequest)(nil),       // 10: flotilla.v1.ListAppsRequest
+	(*AppInfo)(nil),               // 11: flotilla.v1.AppInfo
+	(*ListAppsResponse)(nil),      // 12: flotilla.v1.ListAppsResponse
+	(*GetAppRequest)(nil),         // 13: flotilla.v1.GetAppRequest
+	(*GetAppResponse)(nil),        // 14: flotilla.v1.GetAppResponse
+	(*GetAppHistoryRequest)(nil),  // 15: flotilla.v1.GetAppHistoryRequest
+	(*HistoryEntry)(nil),          // 16: flotilla.v1.HistoryEntry
+	(*GetAppHistoryResponse)(nil), // 17: flotilla.v1.GetAppHistoryResponse
+	(*DiffAppRequest)(nil),        // 18: flotilla.v1.DiffAppRequest
+	(*ClusterDiff)(nil),           // 19: flotilla.v1.ClusterDiff
+	(*DiffAppResponse)(nil),       // 20: flotilla.v1.DiffAppResponse
+	(*ListEventsRequest)(nil),     // 21: flotilla.v1.ListEventsRequest
+	(*ListEventsResponse)(nil),    // 22: flotilla.v1.ListEventsResponse
+	(*SyncAppRequest)(nil),        // 23: flotilla.v1.SyncAppRequest
+	(*ClusterResult)(nil),         // 24: flotilla.v1.ClusterResult
+	(*SyncAppResponse)(nil),       // 25: flotilla.v1.SyncAppResponse
+	(*RollbackAppRequest)(nil),    // 26: flotilla.v1.RollbackAppRequest
+	(*RollbackAppResponse)(nil),   // 27: flotilla.v1.RollbackAppResponse
+	(*RevertAppRequest)(nil),      // 28: flotilla.v1.RevertAppRequest
+	(*RevertAppResponse)(nil),     // 29: flotilla.v1.RevertAppResponse
+	(*UnpinAppRequest)(nil),       // 30: flotilla.v1.UnpinAppRequest
+	(*UnpinAppResponse)(nil),      // 31: flotilla.v1.UnpinAppResponse
+	(*RolloutAppRequest)(nil),     // 32: flotilla.v1.RolloutAppRequest
+	(*RolloutAppResponse)(nil),    // 33: flotilla.v1.RolloutAppResponse
+	nil,                           // 34: flotilla.v1.AddClusterRequest.LabelsEntry
+	nil,                           // 35: flotilla.v1.LabelClusterRequest.LabelsEntry
+	(*ClusterRegistration)(nil),   // 36: flotilla.v1.ClusterRegistration
+	(*timestamppb.Timestamp)(nil), // 37: google.protobuf.Timestamp
+	(*DesiredState)(nil),          // 38: flotilla.v1.DesiredState
+	(*AppStatus)(nil),             // 39: flotilla.v1.AppStatus
+	(*Source)(nil),                // 40: flotilla.v1.Source
+	(Initiator)(0),                // 41: flotilla.v1.Initiator
+	(*Pin)(nil),                   // 42: flotilla.v1.Pin
+	(*ObjectDiff)(nil),            // 43: flotilla.v1.ObjectDiff
+	(*Event)(nil),                 // 44: flotilla.v1.Event
+	(RolloutAction)(0),            // 45: flotilla.v1.RolloutAction
 }
 var file_flotilla_v1_hub_service_proto_depIdxs = []int32{
-	27, // 0: flotilla.v1.ClusterInfo.registration:type_name -> flotilla.v1.ClusterRegistration
-	28, // 1: flotilla.v1.ClusterInfo.last_heartbeat:type_name -> google.protobuf.Timestamp
-	1,  // 2: flotilla.v1.ListClustersResponse.clusters:type_name -> flotilla.v1.ClusterInfo
-	29, // 3: flotilla.v1.AppInfo.desired:type_name -> flotilla.v1.DesiredState
-	30, // 4: flotilla.v1.AppInfo.status:type_name -> flotilla.v1.AppStatus
-	4,  // 5: flotilla.v1.ListAppsResponse.apps:type_name -> flotilla.v1.AppInfo
-	4,  // 6: flotilla.v1.GetAppResponse.apps:type_name -> flotilla.v1.AppInfo
-	31, // 7: flotilla.v1.HistoryEntry.source:type_name -> flotilla.v1.Source
-	28, // 8: flotilla.v1.HistoryEntry.published_at:type_name -> google.protobuf.Timestamp
-	32, // 9: flotilla.v1.HistoryEntry.initiator:type_name -> flotilla.v1.Initiator
-	33, // 10: flotilla.v1.HistoryEntry.pin:type_name -> flotilla.v1.Pin
-	9,  // 11: flotilla.v1.GetAppHistoryResponse.entries:type_name -> flotilla.v1.HistoryEntry
-	34, // 12: flotilla.v1.ClusterDiff.diffs:type_name -> flotilla.v1.ObjectDiff
-	12, // 13: flotilla.v1.DiffAppResponse.clusters:type_name -> flotilla.v1.ClusterDiff
-	35, // 14: flotilla.v1.ListEventsResponse.events:type_name -> flotilla.v1.Event
-	17, // 15: flotilla.v1.SyncAppResponse.clusters:type_name -> flotilla.v1.ClusterResult
-	17, // 16: flotilla.v1.RollbackAppResponse.clusters:type_name -> flotilla.v1.ClusterResult
-	17, // 17: flotilla.v1.UnpinAppResponse.clusters:type_name -> flotilla.v1.ClusterResult
-	36, // 18: flotilla.v1.RolloutAppRequest.action:type_name -> flotilla.v1.RolloutAction
-	17, // 19: flotilla.v1.RolloutAppResponse.clusters:type_name -> flotilla.v1.ClusterResult
-	0,  // 20: flotilla.v1.HubService.ListClusters:input_type -> flotilla.v1.ListClustersRequest
-	3,  // 21: flotilla.v1.HubService.ListApps:input_type -> flotilla.v1.ListAppsRequest
-	6,  // 22: flotilla.v1.HubService.GetApp:input_type -> flotilla.v1.GetAppRequest
-	8,  // 23: flotilla.v1.HubService.GetAppHistory:input_type -> flotilla.v1.GetAppHistoryRequest
-	11, // 24: flotilla.v1.HubService.DiffApp:input_type -> flotilla.v1.DiffAppRequest
-	14, // 25: flotilla.v1.HubService.ListEvents:input_type -> flotilla.v1.ListEventsRequest
-	16, // 26: flotilla.v1.HubService.SyncApp:input_type -> flotilla.v1.SyncAppRequest
-	19, // 27: flotilla.v1.HubService.RollbackApp:input_type -> flotilla.v1.RollbackAppRequest
-	21, // 28: flotilla.v1.HubService.RevertApp:input_type -> flotilla.v1.RevertAppRequest
-	23, // 29: flotilla.v1.HubService.UnpinApp:input_type -> flotilla.v1.UnpinAppRequest
-	25, // 30: flotilla.v1.HubService.RolloutApp:input_type -> flotilla.v1.RolloutAppRequest
-	2,  // 31: flotilla.v1.HubService.ListClusters:output_type -> flotilla.v1.ListClustersResponse
-	5,  // 32: flotilla.v1.HubService.ListApps:output_type -> flotilla.v1.ListAppsResponse
-	7,  // 33: flotilla.v1.HubService.GetApp:output_type -> flotilla.v1.GetAppResponse
-	10, // 34: flotilla.v1.HubService.GetAppHistory:output_type -> flotilla.v1.GetAppHistoryResponse
-	13, // 35: flotilla.v1.HubService.DiffApp:output_type -> flotilla.v1.DiffAppResponse
-	15, // 36: flotilla.v1.HubService.ListEvents:output_type -> flotilla.v1.ListEventsResponse
-	18, // 37: flotilla.v1.HubService.SyncApp:output_type -> flotilla.v1.SyncAppResponse
-	20, // 38: flotilla.v1.HubService.RollbackApp:output_type -> flotilla.v1.RollbackAppResponse
-	22, // 39: flotilla.v1.HubService.RevertApp:output_type -> flotilla.v1.RevertAppResponse
-	24, // 40: flotilla.v1.HubService.UnpinApp:output_type -> flotilla.v1.UnpinAppResponse
-	26, // 41: flotilla.v1.HubService.RolloutApp:output_type -> flotilla.v1.RolloutAppResponse
-	31, // [31:42] is the sub-list for method output_type
-	20, // [20:31] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	36, // 0: flotilla.v1.ClusterInfo.registration:type_name -> flotilla.v1.ClusterRegistration
+	37, // 1: flotilla.v1.ClusterInfo.last_heartbeat:type_name -> google.protobuf.Timestamp
+	37, // 2: flotilla.v1.ClusterInfo.revoked_at:type_name -> google.protobuf.Timestamp
+	34, // 3: flotilla.v1.AddClusterRequest.labels:type_name -> flotilla.v1.AddClusterRequest.LabelsEntry
+	4,  // 4: flotilla.v1.AddClusterResponse.credentials:type_name -> flotilla.v1.ClusterCredentials
+	35, // 5: flotilla.v1.LabelClusterRequest.labels:type_name -> flotilla.v1.LabelClusterRequest.LabelsEntry
+	37, // 6: flotilla.v1.RevokeClusterResponse.revoked_at:type_name -> google.protobuf.Timestamp
+	1,  // 7: flotilla.v1.ListClustersResponse.clusters:type_name -> flotilla.v1.ClusterInfo
+	38, // 8: flotilla.v1.AppInfo.desired:type_name -> flotilla.v1.DesiredState
+	39, // 9: flotilla.v1.AppInfo.status:type_name -> flotilla.v1.AppStatus
+	11, // 10: flotilla.v1.ListAppsResponse.apps:type_name -> flotilla.v1.AppInfo
+	11, // 11: flotilla.v1.GetAppResponse.apps:type_name -> flotilla.v1.AppInfo
+	40, // 12: flotilla.v1.HistoryEntry.source:type_name -> flotilla.v1.Source
+	37, // 13: flotilla.v1.HistoryEntry.published_at:type_name -> google.protobuf.Timestamp
+	41, // 14: flotilla.v1.HistoryEntry.initiator:type_name -> flotilla.v1.Initiator
+	42, // 15: flotilla.v1.HistoryEntry.pin:type_name -> flotilla.v1.Pin
+	16, // 16: flotilla.v1.GetAppHistoryResponse.entries:type_name -> flotilla.v1.HistoryEntry
+	43, // 17: flotilla.v1.ClusterDiff.diffs:type_name -> flotilla.v1.ObjectDiff
+	19, // 18: flotilla.v1.DiffAppResponse.clusters:type_name -> flotilla.v1.ClusterDiff
+	44, // 19: flotilla.v1.ListEventsResponse.events:type_name -> flotilla.v1.Event
+	24, // 20: flotilla.v1.SyncAppResponse.clusters:type_name -> flotilla.v1.ClusterResult
+	24, // 21: flotilla.v1.RollbackAppResponse.clusters:type_name -> flotilla.v1.ClusterResult
+	24, // 22: flotilla.v1.UnpinAppResponse.clusters:type_name -> flotilla.v1.ClusterResult
+	45, // 23: flotilla.v1.RolloutAppRequest.action:type_name -> flotilla.v1.RolloutAction
+	24, // 24: flotilla.v1.RolloutAppResponse.clusters:type_name -> flotilla.v1.ClusterResult
+	0,  // 25: flotilla.v1.HubService.ListClusters:input_type -> flotilla.v1.ListClustersRequest
+	2,  // 26: flotilla.v1.HubService.AddCluster:input_type -> flotilla.v1.AddClusterRequest
+	5,  // 27: flotilla.v1.HubService.LabelCluster:input_type -> flotilla.v1.LabelClusterRequest
+	7,  // 28: flotilla.v1.HubService.RevokeCluster:input_type -> flotilla.v1.RevokeClusterRequest
+	10, // 29: flotilla.v1.HubService.ListApps:input_type -> flotilla.v1.ListAppsRequest
+	13, // 30: flotilla.v1.HubService.GetApp:input_type -> flotilla.v1.GetAppRequest
+	15, // 31: flotilla.v1.HubService.GetAppHistory:input_type -> flotilla.v1.GetAppHistoryRequest
+	18, // 32: flotilla.v1.HubService.DiffApp:input_type -> flotilla.v1.DiffAppRequest
+	21, // 33: flotilla.v1.HubService.ListEvents:input_type -> flotilla.v1.ListEventsRequest
+	23, // 34: flotilla.v1.HubService.SyncApp:input_type -> flotilla.v1.SyncAppRequest
+	26, // 35: flotilla.v1.HubService.RollbackApp:input_type -> flotilla.v1.RollbackAppRequest
+	28, // 36: flotilla.v1.HubService.RevertApp:input_type -> flotilla.v1.RevertAppRequest
+	30, // 37: flotilla.v1.HubService.UnpinApp:input_type -> flotilla.v1.UnpinAppRequest
+	32, // 38: flotilla.v1.HubService.RolloutApp:input_type -> flotilla.v1.RolloutAppRequest
+	9,  // 39: flotilla.v1.HubService.ListClusters:output_type -> flotilla.v1.ListClustersResponse
+	3,  // 40: flotilla.v1.HubService.AddCluster:output_type -> flotilla.v1.AddClusterResponse
+	6,  // 41: flotilla.v1.HubService.LabelCluster:output_type -> flotilla.v1.LabelClusterResponse
+	8,  // 42: flotilla.v1.HubService.RevokeCluster:output_type -> flotilla.v1.RevokeClusterResponse
+	12, // 43: flotilla.v1.HubService.ListApps:output_type -> flotilla.v1.ListAppsResponse
+	14, // 44: flotilla.v1.HubService.GetApp:output_type -> flotilla.v1.GetAppResponse
+	17, // 45: flotilla.v1.HubService.GetAppHistory:output_type -> flotilla.v1.GetAppHistoryResponse
+	20, // 46: flotilla.v1.HubService.DiffApp:output_type -> flotilla.v1.DiffAppResponse
+	22, // 47: flotilla.v1.HubService.ListEvents:output_type -> flotilla.v1.ListEventsResponse
+	25, // 48: flotilla.v1.HubService.SyncApp:output_type -> flotilla.v1.SyncAppResponse
+	27, // 49: flotilla.v1.HubService.RollbackApp:output_type -> flotilla.v1.RollbackAppResponse
+	29, // 50: flotilla.v1.HubService.RevertApp:output_type -> flotilla.v1.RevertAppResponse
+	31, // 51: flotilla.v1.HubService.UnpinApp:output_type -> flotilla.v1.UnpinAppResponse
+	33, // 52: flotilla.v1.HubService.RolloutApp:output_type -> flotilla.v1.RolloutAppResponse
+	39, // [39:53] is the sub-list for method output_type
+	25, // [25:39] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_v1_hub_service_proto_init() }
@@ -1795,7 +2220,7 @@ func file_flotilla_v1_hub_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flotilla_v1_hub_service_proto_rawDesc), len(file_flotilla_v1_hub_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   27,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -30,6 +30,9 @@ const (
 	ReasonInternalError = "InternalError"
 	// ReasonDesiredStateRefused: a desired state failed verification.
 	ReasonDesiredStateRefused = "DesiredStateRefused"
+	// ReasonReplayed: a desired state older than one the agent applied (or
+	// not newer than the application's deletion) was refused.
+	ReasonReplayed = "Replayed"
 
 	// Written by the hub.
 

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -21,7 +22,10 @@ import (
 	"github.com/flotilla-dev/flotilla/hub"
 	"github.com/flotilla-dev/flotilla/hub/config"
 	"github.com/flotilla-dev/flotilla/internal/bus"
+	"github.com/flotilla-dev/flotilla/internal/clustercreds"
+	"github.com/flotilla-dev/flotilla/internal/natsauth"
 	"github.com/flotilla-dev/flotilla/internal/telemetry"
+	"github.com/flotilla-dev/flotilla/internal/tlsca"
 	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
 	"github.com/flotilla-dev/flotilla/test/testenv"
 )
@@ -40,11 +44,16 @@ const (
 	// OperatorToken is the API token "oncall" (role operator), read from
 	// the environment.
 	OperatorToken = "operator-t0ken"
+	// AdminToken is the API token "root" (role admin), which adds and
+	// revokes clusters.
+	AdminToken = "admin-t0ken"
 
 	gitUser     = "hub"
 	gitPassword = "git-s3cret"
 	// operatorTokenEnv is where the hub reads OperatorToken from.
 	operatorTokenEnv = "FLOTILLA_OPERATOR_TOKEN"
+	// adminTokenEnv is where the hub reads AdminToken from.
+	adminTokenEnv = "FLOTILLA_ADMIN_TOKEN"
 )
 
 // Repository is one more repository for the hub to poll.
@@ -82,14 +91,26 @@ type Hub struct {
 	// Server is the hub itself, for what its API does not show
 	// (Published, Clusters).
 	Server *hub.Hub
-	// APIURL is the base URL of the hub's API, webhook and /metrics.
+	// APIURL is the base URL of the hub's API, webhook and /metrics,
+	// served over TLS with a certificate of the hub's private CA.
 	APIURL string
+	// CAFile is the hub's private CA; StartHub sets FLOTILLA_CA_FILE to
+	// it, so the CLI trusts the hub as an operator's would.
+	CAFile string
+	// HTTP is a client that trusts CAFile.
+	HTTP *http.Client
 	// NATSURL is the embedded NATS server's client URL, for agents.
 	NATSURL string
-	// Bus is a client of the hub's buckets and streams, as an agent has.
+	// Bus is a client of the hub's buckets and streams with the hub's own
+	// permissions, signed with the operator keys in the hub's data dir.
 	Bus *bus.Bus
+	// NATS is Bus's connection.
+	NATS *nats.Conn
 	// PublicKeyPEM is the hub's public key as its API serves it.
 	PublicKeyPEM []byte
+
+	// bundles are the credentials directories of the clusters added.
+	bundles map[string]string
 }
 
 // StartHub pushes the fixture repository to a test git server and starts
@@ -105,7 +126,7 @@ func StartHub(t testenv.TB, opts HubOptions) *Hub {
 	if opts.GitCredentials {
 		gitOpts = testenv.GitServerOptions{Username: gitUser, Password: gitPassword}
 	}
-	h := &Hub{Git: testenv.NewGitServer(t, gitOpts)}
+	h := &Hub{Git: testenv.NewGitServer(t, gitOpts), bundles: map[string]string{}}
 	h.Git.CreateRepo(t, FixtureRepo)
 	h.Git.PushDir(t, FixtureRepo, "main", "initial import", testenv.Fixture(t, FixtureRepo))
 
@@ -118,6 +139,7 @@ func StartHub(t testenv.TB, opts HubOptions) *Hub {
 		return path
 	}
 	setenv(t, operatorTokenEnv, OperatorToken)
+	setenv(t, adminTokenEnv, AdminToken)
 	var repos strings.Builder
 	fmt.Fprintf(&repos, "  - url: %s\n    fetchURL: %s\n    pollInterval: %s\n", RepoURL, h.Git.RepoURL(FixtureRepo), opts.PollInterval)
 	if opts.GitCredentials {
@@ -146,7 +168,8 @@ api:
   tokens:
     - {name: ops, role: viewer, tokenFile: %s}
     - {name: oncall, role: operator, tokenEnv: %s}
-`, filepath.Join(dir, "data"), repos.String(), RepoURL, writeFile("webhook-secret", WebhookSecret), writeFile("api-token", ViewerToken), operatorTokenEnv)))
+    - {name: root, role: admin, tokenEnv: %s}
+`, filepath.Join(dir, "data"), repos.String(), RepoURL, writeFile("webhook-secret", WebhookSecret), writeFile("api-token", ViewerToken), operatorTokenEnv, adminTokenEnv)))
 	if err != nil {
 		t.Fatalf("flotillatest: hub config: %v", err)
 	}
@@ -170,7 +193,7 @@ api:
 		h.Server.Close()
 		t.Fatal(err)
 	}
-	h.APIURL = "http://" + ln.Addr().String()
+	h.APIURL = "https://" + ln.Addr().String()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- h.Server.Serve(ctx, ln) }()
@@ -182,9 +205,20 @@ api:
 		h.Server.Close()
 	})
 	h.NATSURL = h.Server.NATSURL()
+	h.CAFile = h.Server.CAFile()
+	setenv(t, "FLOTILLA_CA_FILE", h.CAFile)
+	ca, err := os.ReadFile(h.CAFile)
+	if err != nil {
+		t.Fatalf("flotillatest: the hub's CA: %v", err)
+	}
+	tlsConfig, err := tlsca.ClientConfig(ca)
+	if err != nil {
+		t.Fatalf("flotillatest: the hub's CA: %v", err)
+	}
+	h.HTTP = &http.Client{Transport: &http.Transport{TLSClientConfig: tlsConfig}}
 
 	// The key as an agent's operator fetches it: through the API.
-	resp, err := http.Get(h.APIURL + "/api/public-key")
+	resp, err := h.HTTP.Get(h.APIURL + "/api/public-key")
 	if err != nil {
 		t.Fatalf("flotillatest: public key: %v", err)
 	}
@@ -193,15 +227,103 @@ api:
 	if err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("flotillatest: public key: %s %v", resp.Status, err)
 	}
-	nc, err := nats.Connect(h.NATSURL)
+	authority, err := natsauth.LoadOrCreate(filepath.Join(dir, "data", "trust"))
+	if err != nil {
+		t.Fatalf("flotillatest: the hub's NATS keys: %v", err)
+	}
+	creds, _, err := authority.User("flotillatest", natsauth.HubPermissions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	user, err := natsauth.Credentials(creds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(h.NATSURL, user, nats.Secure(tlsConfig))
 	if err != nil {
 		t.Fatalf("flotillatest: connect to the hub's NATS: %v", err)
 	}
 	t.Cleanup(nc.Close)
-	if h.Bus, err = bus.Open(t.Context(), nc); err != nil {
+	h.NATS = nc
+	if h.Bus, err = bus.Bind(t.Context(), nc); err != nil {
 		t.Fatalf("flotillatest: open the hub's bus: %v", err)
 	}
 	return h
+}
+
+// Credentials adds cluster name with labels through the API, as an admin
+// does with `flotilla cluster add --out`, and returns the directory of its
+// credentials bundle, for an agent's --credentials. Later calls for the
+// same name return the same bundle.
+func (h *Hub) Credentials(t testenv.TB, name string, labels map[string]string) string {
+	t.Helper()
+	if dir, ok := h.bundles[name]; ok {
+		return dir
+	}
+	dir := filepath.Join(t.TempDir(), name+"-credentials")
+	args := []string{"cluster", "add", name, "--out", dir, "--hub", h.APIURL, "--token", AdminToken}
+	if len(labels) > 0 {
+		args = append(args, "--labels", labels2String(labels))
+	}
+	var stdout, stderr bytes.Buffer
+	if code := RunCLI(t, &stdout, &stderr, args...); code != 0 {
+		t.Fatalf("flotillatest: flotilla cluster add %s: exit %d: %s", name, code, stderr.String())
+	}
+	h.bundles[name] = dir
+	return dir
+}
+
+// Label replaces cluster name's labels, as an admin does with `flotilla
+// cluster label`.
+func (h *Hub) Label(t testenv.TB, name string, labels map[string]string) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	if code := RunCLI(t, &stdout, &stderr, "cluster", "label", name, "--labels", labels2String(labels), "--hub", h.APIURL, "--token", AdminToken); code != 0 {
+		t.Fatalf("flotillatest: flotilla cluster label %s: exit %d: %s", name, code, stderr.String())
+	}
+}
+
+func labels2String(labels map[string]string) string {
+	parts := make([]string, 0, len(labels))
+	for k, v := range labels {
+		parts = append(parts, k+"="+v)
+	}
+	slices.Sort(parts)
+	return strings.Join(parts, ",")
+}
+
+// ClusterNATS connects to the hub's NATS with cluster name's credentials
+// (Credentials adds it with labels if it is new), as its agent does.
+func (h *Hub) ClusterNATS(t testenv.TB, name string, labels map[string]string, opts ...nats.Option) *nats.Conn {
+	t.Helper()
+	bundle, err := clustercreds.Read(h.Credentials(t, name, labels))
+	if err != nil {
+		t.Fatal(err)
+	}
+	clusterOpts, err := natsauth.ClusterOptions(name, bundle.GetNatsCreds())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsConfig, err := tlsca.ClientConfig(bundle.GetCa())
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(bundle.GetNatsUrl(), append(append(clusterOpts, nats.Secure(tlsConfig)), opts...)...)
+	if err != nil {
+		t.Fatalf("flotillatest: connect as cluster %s: %v", name, err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+// ClusterConn is ClusterNATS as a bus client.
+func (h *Hub) ClusterConn(t testenv.TB, name string, labels map[string]string, opts ...nats.Option) *bus.Conn {
+	t.Helper()
+	c, err := bus.Open(h.ClusterNATS(t, name, labels, opts...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 // setenv sets an environment variable until the test ends, through the
@@ -245,7 +367,7 @@ func (h *Hub) Webhook(t testenv.TB, secret string) int {
 	}
 	req.Header.Set("X-GitHub-Event", "push")
 	req.Header.Set("X-Hub-Signature-256", "sha256="+hex.EncodeToString(mac.Sum(nil)))
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := h.HTTP.Do(req)
 	if err != nil {
 		t.Fatalf("flotillatest: webhook: %v", err)
 	}
@@ -253,10 +375,13 @@ func (h *Hub) Webhook(t testenv.TB, secret string) int {
 	return resp.StatusCode
 }
 
-// Register registers a cluster with labels, as its agent does.
+// Register adds a cluster with labels (Credentials) and writes the
+// registration its agent would (through Bus: one connection for any
+// number of clusters).
 func (h *Hub) Register(t testenv.TB, name string, labels map[string]string) {
 	t.Helper()
-	if err := h.Bus.Register(t.Context(), &flotillav1.ClusterRegistration{SchemaVersion: 1, Name: name, Labels: labels}); err != nil {
+	h.Credentials(t, name, labels)
+	if err := h.Bus.Register(t.Context(), &flotillav1.ClusterRegistration{SchemaVersion: 1, Name: name}); err != nil {
 		t.Fatalf("flotillatest: register %s: %v", name, err)
 	}
 }

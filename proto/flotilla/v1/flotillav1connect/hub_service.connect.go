@@ -35,6 +35,13 @@ const (
 const (
 	// HubServiceListClustersProcedure is the fully-qualified name of the HubService's ListClusters RPC.
 	HubServiceListClustersProcedure = "/flotilla.v1.HubService/ListClusters"
+	// HubServiceAddClusterProcedure is the fully-qualified name of the HubService's AddCluster RPC.
+	HubServiceAddClusterProcedure = "/flotilla.v1.HubService/AddCluster"
+	// HubServiceLabelClusterProcedure is the fully-qualified name of the HubService's LabelCluster RPC.
+	HubServiceLabelClusterProcedure = "/flotilla.v1.HubService/LabelCluster"
+	// HubServiceRevokeClusterProcedure is the fully-qualified name of the HubService's RevokeCluster
+	// RPC.
+	HubServiceRevokeClusterProcedure = "/flotilla.v1.HubService/RevokeCluster"
 	// HubServiceListAppsProcedure is the fully-qualified name of the HubService's ListApps RPC.
 	HubServiceListAppsProcedure = "/flotilla.v1.HubService/ListApps"
 	// HubServiceGetAppProcedure is the fully-qualified name of the HubService's GetApp RPC.
@@ -60,8 +67,20 @@ const (
 
 // HubServiceClient is a client for the flotilla.v1.HubService service.
 type HubServiceClient interface {
-	// ListClusters lists the clusters known from agent registrations.
+	// ListClusters lists the clusters the hub has identities for, with
+	// their agents' registrations.
 	ListClusters(context.Context, *connect.Request[v1.ListClustersRequest]) (*connect.Response[v1.ListClustersResponse], error)
+	// AddCluster makes a cluster's identity: its labels, and NATS
+	// credentials confined to it, returned once in a bundle. Needs the admin
+	// role.
+	AddCluster(context.Context, *connect.Request[v1.AddClusterRequest]) (*connect.Response[v1.AddClusterResponse], error)
+	// LabelCluster replaces a cluster's labels, which retargets
+	// applications. Needs the admin role.
+	LabelCluster(context.Context, *connect.Request[v1.LabelClusterRequest]) (*connect.Response[v1.LabelClusterResponse], error)
+	// RevokeCluster cuts a cluster off: its connection is closed, its
+	// credentials are refused and nothing is published for it any more.
+	// Needs the admin role.
+	RevokeCluster(context.Context, *connect.Request[v1.RevokeClusterRequest]) (*connect.Response[v1.RevokeClusterResponse], error)
 	// ListApps lists applications per cluster with their sync and health.
 	ListApps(context.Context, *connect.Request[v1.ListAppsRequest]) (*connect.Response[v1.ListAppsResponse], error)
 	// GetApp returns one application in every cluster it targets.
@@ -107,6 +126,24 @@ func NewHubServiceClient(httpClient connect.HTTPClient, baseURL string, opts ...
 			httpClient,
 			baseURL+HubServiceListClustersProcedure,
 			connect.WithSchema(hubServiceMethods.ByName("ListClusters")),
+			connect.WithClientOptions(opts...),
+		),
+		addCluster: connect.NewClient[v1.AddClusterRequest, v1.AddClusterResponse](
+			httpClient,
+			baseURL+HubServiceAddClusterProcedure,
+			connect.WithSchema(hubServiceMethods.ByName("AddCluster")),
+			connect.WithClientOptions(opts...),
+		),
+		labelCluster: connect.NewClient[v1.LabelClusterRequest, v1.LabelClusterResponse](
+			httpClient,
+			baseURL+HubServiceLabelClusterProcedure,
+			connect.WithSchema(hubServiceMethods.ByName("LabelCluster")),
+			connect.WithClientOptions(opts...),
+		),
+		revokeCluster: connect.NewClient[v1.RevokeClusterRequest, v1.RevokeClusterResponse](
+			httpClient,
+			baseURL+HubServiceRevokeClusterProcedure,
+			connect.WithSchema(hubServiceMethods.ByName("RevokeCluster")),
 			connect.WithClientOptions(opts...),
 		),
 		listApps: connect.NewClient[v1.ListAppsRequest, v1.ListAppsResponse](
@@ -175,6 +212,9 @@ func NewHubServiceClient(httpClient connect.HTTPClient, baseURL string, opts ...
 // hubServiceClient implements HubServiceClient.
 type hubServiceClient struct {
 	listClusters  *connect.Client[v1.ListClustersRequest, v1.ListClustersResponse]
+	addCluster    *connect.Client[v1.AddClusterRequest, v1.AddClusterResponse]
+	labelCluster  *connect.Client[v1.LabelClusterRequest, v1.LabelClusterResponse]
+	revokeCluster *connect.Client[v1.RevokeClusterRequest, v1.RevokeClusterResponse]
 	listApps      *connect.Client[v1.ListAppsRequest, v1.ListAppsResponse]
 	getApp        *connect.Client[v1.GetAppRequest, v1.GetAppResponse]
 	getAppHistory *connect.Client[v1.GetAppHistoryRequest, v1.GetAppHistoryResponse]
@@ -190,6 +230,21 @@ type hubServiceClient struct {
 // ListClusters calls flotilla.v1.HubService.ListClusters.
 func (c *hubServiceClient) ListClusters(ctx context.Context, req *connect.Request[v1.ListClustersRequest]) (*connect.Response[v1.ListClustersResponse], error) {
 	return c.listClusters.CallUnary(ctx, req)
+}
+
+// AddCluster calls flotilla.v1.HubService.AddCluster.
+func (c *hubServiceClient) AddCluster(ctx context.Context, req *connect.Request[v1.AddClusterRequest]) (*connect.Response[v1.AddClusterResponse], error) {
+	return c.addCluster.CallUnary(ctx, req)
+}
+
+// LabelCluster calls flotilla.v1.HubService.LabelCluster.
+func (c *hubServiceClient) LabelCluster(ctx context.Context, req *connect.Request[v1.LabelClusterRequest]) (*connect.Response[v1.LabelClusterResponse], error) {
+	return c.labelCluster.CallUnary(ctx, req)
+}
+
+// RevokeCluster calls flotilla.v1.HubService.RevokeCluster.
+func (c *hubServiceClient) RevokeCluster(ctx context.Context, req *connect.Request[v1.RevokeClusterRequest]) (*connect.Response[v1.RevokeClusterResponse], error) {
+	return c.revokeCluster.CallUnary(ctx, req)
 }
 
 // ListApps calls flotilla.v1.HubService.ListApps.
@@ -244,8 +299,20 @@ func (c *hubServiceClient) RolloutApp(ctx context.Context, req *connect.Request[
 
 // HubServiceHandler is an implementation of the flotilla.v1.HubService service.
 type HubServiceHandler interface {
-	// ListClusters lists the clusters known from agent registrations.
+	// ListClusters lists the clusters the hub has identities for, with
+	// their agents' registrations.
 	ListClusters(context.Context, *connect.Request[v1.ListClustersRequest]) (*connect.Response[v1.ListClustersResponse], error)
+	// AddCluster makes a cluster's identity: its labels, and NATS
+	// credentials confined to it, returned once in a bundle. Needs the admin
+	// role.
+	AddCluster(context.Context, *connect.Request[v1.AddClusterRequest]) (*connect.Response[v1.AddClusterResponse], error)
+	// LabelCluster replaces a cluster's labels, which retargets
+	// applications. Needs the admin role.
+	LabelCluster(context.Context, *connect.Request[v1.LabelClusterRequest]) (*connect.Response[v1.LabelClusterResponse], error)
+	// RevokeCluster cuts a cluster off: its connection is closed, its
+	// credentials are refused and nothing is published for it any more.
+	// Needs the admin role.
+	RevokeCluster(context.Context, *connect.Request[v1.RevokeClusterRequest]) (*connect.Response[v1.RevokeClusterResponse], error)
 	// ListApps lists applications per cluster with their sync and health.
 	ListApps(context.Context, *connect.Request[v1.ListAppsRequest]) (*connect.Response[v1.ListAppsResponse], error)
 	// GetApp returns one application in every cluster it targets.
@@ -287,6 +354,24 @@ func NewHubServiceHandler(svc HubServiceHandler, opts ...connect.HandlerOption) 
 		HubServiceListClustersProcedure,
 		svc.ListClusters,
 		connect.WithSchema(hubServiceMethods.ByName("ListClusters")),
+		connect.WithHandlerOptions(opts...),
+	)
+	hubServiceAddClusterHandler := connect.NewUnaryHandler(
+		HubServiceAddClusterProcedure,
+		svc.AddCluster,
+		connect.WithSchema(hubServiceMethods.ByName("AddCluster")),
+		connect.WithHandlerOptions(opts...),
+	)
+	hubServiceLabelClusterHandler := connect.NewUnaryHandler(
+		HubServiceLabelClusterProcedure,
+		svc.LabelCluster,
+		connect.WithSchema(hubServiceMethods.ByName("LabelCluster")),
+		connect.WithHandlerOptions(opts...),
+	)
+	hubServiceRevokeClusterHandler := connect.NewUnaryHandler(
+		HubServiceRevokeClusterProcedure,
+		svc.RevokeCluster,
+		connect.WithSchema(hubServiceMethods.ByName("RevokeCluster")),
 		connect.WithHandlerOptions(opts...),
 	)
 	hubServiceListAppsHandler := connect.NewUnaryHandler(
@@ -353,6 +438,12 @@ func NewHubServiceHandler(svc HubServiceHandler, opts ...connect.HandlerOption) 
 		switch r.URL.Path {
 		case HubServiceListClustersProcedure:
 			hubServiceListClustersHandler.ServeHTTP(w, r)
+		case HubServiceAddClusterProcedure:
+			hubServiceAddClusterHandler.ServeHTTP(w, r)
+		case HubServiceLabelClusterProcedure:
+			hubServiceLabelClusterHandler.ServeHTTP(w, r)
+		case HubServiceRevokeClusterProcedure:
+			hubServiceRevokeClusterHandler.ServeHTTP(w, r)
 		case HubServiceListAppsProcedure:
 			hubServiceListAppsHandler.ServeHTTP(w, r)
 		case HubServiceGetAppProcedure:
@@ -384,6 +475,18 @@ type UnimplementedHubServiceHandler struct{}
 
 func (UnimplementedHubServiceHandler) ListClusters(context.Context, *connect.Request[v1.ListClustersRequest]) (*connect.Response[v1.ListClustersResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("flotilla.v1.HubService.ListClusters is not implemented"))
+}
+
+func (UnimplementedHubServiceHandler) AddCluster(context.Context, *connect.Request[v1.AddClusterRequest]) (*connect.Response[v1.AddClusterResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("flotilla.v1.HubService.AddCluster is not implemented"))
+}
+
+func (UnimplementedHubServiceHandler) LabelCluster(context.Context, *connect.Request[v1.LabelClusterRequest]) (*connect.Response[v1.LabelClusterResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("flotilla.v1.HubService.LabelCluster is not implemented"))
+}
+
+func (UnimplementedHubServiceHandler) RevokeCluster(context.Context, *connect.Request[v1.RevokeClusterRequest]) (*connect.Response[v1.RevokeClusterResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("flotilla.v1.HubService.RevokeCluster is not implemented"))
 }
 
 func (UnimplementedHubServiceHandler) ListApps(context.Context, *connect.Request[v1.ListAppsRequest]) (*connect.Response[v1.ListAppsResponse], error) {
