@@ -143,9 +143,9 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) error {
 	}
 	log.Info("agent running", "cluster", cluster, "nats", natsURL, "kubernetes", kubeVersion)
 
-	return b.WatchDesired(ctx, cluster, func(e bus.DesiredEntry) {
+	return b.WatchDesired(ctx, cluster, func(e bus.DesiredEntry) bool {
 		if e.Cluster != cluster {
-			return
+			return false
 		}
 		msgCtx := e.Context(ctx)
 		ds, err := verifier.Verify(e.State)
@@ -155,9 +155,10 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) error {
 		if err != nil {
 			log.Error("desired state refused", "cluster", e.Cluster, "app", e.App, "error", err)
 			reporter.refused(msgCtx, e.Cluster, e.App, err)
-			return
+			return false
 		}
 		syncer.Offer(ctx, reconcile.Desired{State: ds, Trace: trace.SpanContextFromContext(msgCtx)})
+		return true
 	})
 }
 

@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 
+	"google.golang.org/protobuf/types/known/timestamppb"
+
 	"github.com/flotilla-dev/flotilla/agent/inventory"
 	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
 )
@@ -78,10 +80,13 @@ func (s *Syncer) accept(ctx context.Context, spec syncSpec, inv *inventory.Inven
 	return nil
 }
 
-// refuseReplayed reports a replayed desired state; nothing was done.
+// refuseReplayed reports a replayed desired state with a warning event;
+// nothing was done, and the status stays what the cluster holds (the
+// newer entry's).
 func (s *Syncer) refuseReplayed(ctx context.Context, spec syncSpec, traceID string, err *replayedError) {
-	st := &flotillav1.AppStatus{SchemaVersion: 1, Cluster: spec.cluster, App: spec.app, Revision: spec.revision, HistoryId: spec.historyID,
-		Phase: flotillav1.SyncPhase_SYNC_PHASE_ERROR, SyncStatus: flotillav1.SyncStatus_SYNC_STATUS_UNKNOWN,
-		Health: flotillav1.HealthStatus_HEALTH_STATUS_UNKNOWN, Message: "desired state refused: " + err.Error(), TraceId: traceID}
-	s.report(ctx, st, flotillav1.EventType_EVENT_TYPE_WARNING, flotillav1.ReasonReplayed, st.Message)
+	s.deps.Reporter.Event(ctx, &flotillav1.Event{
+		SchemaVersion: 1, Time: timestamppb.Now(), Cluster: spec.cluster, App: spec.app, Type: flotillav1.EventType_EVENT_TYPE_WARNING,
+		Reason: flotillav1.ReasonReplayed, Message: "desired state refused: " + err.Error(), Revision: spec.revision, HistoryId: spec.historyID,
+		TraceId: traceID, Source: "agent", Actor: "agent/" + spec.cluster,
+	})
 }

@@ -1,8 +1,10 @@
 package reconcile
 
 import (
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/flotilla-dev/flotilla/agent/inventory"
 	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
@@ -46,14 +48,23 @@ func TestReplayAfterRestart(t *testing.T) {
 		}
 		return inv
 	}
+	// refused waits for the refusal's warning; the status stays the one of
+	// what the cluster holds.
 	refused := func(t *testing.T, id uint64, want string) {
 		t.Helper()
-		st := e.waitStatus(t, app, id)
-		if st.GetPhase() != flotillav1.SyncPhase_SYNC_PHASE_ERROR || st.GetMessage() != "desired state refused: "+want {
-			t.Errorf("history %d: %s: %q, want refused: %q", id, st.GetPhase(), st.GetMessage(), want)
+		before := e.reporter.status(app)
+		var ev *flotillav1.Event
+		testenv.Eventually(t, time.Minute, func() error {
+			if ev = e.eventOf(app, flotillav1.ReasonReplayed, id); ev == nil {
+				return fmt.Errorf("no %s event for history %d", flotillav1.ReasonReplayed, id)
+			}
+			return nil
+		})
+		if ev.GetType() != flotillav1.EventType_EVENT_TYPE_WARNING || ev.GetMessage() != "desired state refused: "+want {
+			t.Errorf("history %d: event %v, want a warning: refused: %q", id, ev, want)
 		}
-		if ev := e.eventOf(app, flotillav1.ReasonReplayed, id); ev == nil || ev.GetType() != flotillav1.EventType_EVENT_TYPE_WARNING || !strings.Contains(ev.GetMessage(), want) {
-			t.Errorf("history %d: event %v, want a %s warning", id, ev, flotillav1.ReasonReplayed)
+		if st := e.reporter.status(app); st.GetHistoryId() != before.GetHistoryId() || st.GetMessage() != before.GetMessage() {
+			t.Errorf("status changed to history %d (%s), want %d kept", st.GetHistoryId(), st.GetMessage(), before.GetHistoryId())
 		}
 	}
 
@@ -81,9 +92,12 @@ func TestReplayAfterRestart(t *testing.T) {
 
 	t.Run("the applied entry again is a no-op", func(t *testing.T) {
 		offerAt(5, settings("5"))
-		if st := succeeded(t, e.waitStatus(t, app, 5)); st.GetMessage() != noopMessage {
-			t.Errorf("history 5 again: %q, want %q", st.GetMessage(), noopMessage)
-		}
+		testenv.Eventually(t, time.Minute, func() error {
+			if st := e.reporter.status(app); st.GetHistoryId() != 5 || st.GetMessage() != noopMessage {
+				return fmt.Errorf("history %d: %q, want 5: %q", st.GetHistoryId(), st.GetMessage(), noopMessage)
+			}
+			return nil
+		})
 		if _, now := live(); now != rv {
 			t.Errorf("ConfigMap written again (resource version %s, was %s)", now, rv)
 		}
@@ -116,13 +130,14 @@ func TestReplayAfterRestart(t *testing.T) {
 
 	t.Run("the deletion again is ignored without a word", func(t *testing.T) {
 		e.restart()
+		before := e.reporter.status(app)
 		removeAt(6)
 		// SyncNow is answered after the worker took the deletion.
 		if id, err := e.syncer.SyncNow(t.Context(), app); id != 6 || err != nil {
 			t.Fatalf("sync now: history %d, %v; want 6", id, err)
 		}
-		if st := e.reporter.status(app); st.GetHistoryId() != 5 {
-			t.Errorf("status of history %d (%s) reported, want the one of history 5 kept", st.GetHistoryId(), st.GetMessage())
+		if st := e.reporter.status(app); st != before {
+			t.Errorf("status of history %d (%s) reported again, want none", st.GetHistoryId(), st.GetMessage())
 		}
 	})
 

@@ -148,8 +148,9 @@ type Desired struct {
 // Offer hands a verified desired state to its application's worker. An
 // older or repeated history id than offered before is ignored; a newer one
 // replaces one still waiting, so a burst of commits costs one sync. One
-// older than the inventory records (the agent restarted since) is refused
-// by its sync and reported (reason Replayed).
+// older than an entry offered before, or than the one the inventory
+// records (the agent restarted since, refused by its sync), is refused and
+// reported (reason Replayed).
 func (s *Syncer) Offer(ctx context.Context, d Desired) {
 	app := d.State.GetApp()
 	s.mu.Lock()
@@ -160,7 +161,9 @@ func (s *Syncer) Offer(ctx context.Context, d Desired) {
 		go w.run(ctx)
 	}
 	s.mu.Unlock()
-	w.offer(d)
+	if newer := w.offer(d); newer != 0 {
+		s.refuseReplayed(ctx, newSyncSpec(d.State), d.Trace.TraceID().String(), &replayedError{historyID: d.State.GetHistoryId(), recorded: newer})
+	}
 }
 
 // worker returns app's worker, or nil before its first desired state.

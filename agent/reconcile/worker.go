@@ -75,11 +75,17 @@ func (w *appWorker) latest() *Desired {
 	return w.current
 }
 
-func (w *appWorker) offer(d Desired) {
+// offer makes d pending unless one as new was offered before; it returns
+// the newest history id seen before when d is older (a replay), else 0.
+func (w *appWorker) offer(d Desired) (newer uint64) {
 	w.mu.Lock()
 	if d.State.GetHistoryId() <= w.seen {
+		seen := w.seen
 		w.mu.Unlock()
-		return
+		if d.State.GetHistoryId() < seen {
+			return seen
+		}
+		return 0 // the same entry again
 	}
 	w.seen = d.State.GetHistoryId()
 	w.pending = &d
@@ -88,6 +94,7 @@ func (w *appWorker) offer(d Desired) {
 	case w.wake <- struct{}{}:
 	default:
 	}
+	return 0
 }
 
 // take removes the pending desired state and makes it the current one;

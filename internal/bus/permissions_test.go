@@ -75,7 +75,7 @@ func TestClusterPermissions(t *testing.T) {
 
 	t.Run("allowed: what its agent does", func(t *testing.T) {
 		var got []DesiredEntry
-		if err := agent.catchUpDesired(ctx, kvSubject(DesiredBucket, "prod-eu.>"), func(e DesiredEntry) { got = append(got, e) }); err != nil || len(got) != 1 {
+		if err := agent.catchUpDesired(ctx, kvSubject(DesiredBucket, "prod-eu.>"), func(e DesiredEntry) bool { got = append(got, e); return true }); err != nil || len(got) != 1 {
 			t.Errorf("catch-up of its own desired states = %d entries, %v", len(got), err)
 		}
 		if data, err := agent.GetArtifact(ctx, "sha256:prod"); err != nil || string(data) != "prod's artifact" {
@@ -134,7 +134,7 @@ func TestClusterPermissions(t *testing.T) {
 			return (&Bus{Conn: agent}).PublishDesired(short(), []DesiredPut{{Cluster: "prod-eu", App: "api", State: state(t, "prod-eu", "api", 9)}})
 		}, "$KV.flotilla-desired.prod-eu.api"},
 		{"catch up on another cluster's desired states", func() error {
-			return agent.catchUpDesired(short(), kvSubject(DesiredBucket, "staging-1.>"), func(DesiredEntry) {})
+			return agent.catchUpDesired(short(), kvSubject(DesiredBucket, "staging-1.>"), func(DesiredEntry) bool { return true })
 		}, "$KV.flotilla-desired.staging-1.>"},
 		{"read every desired state", func() error {
 			return agent.drain(short(), "KV_"+DesiredBucket, jetstream.OrderedConsumerConfig{}, func(jetstream.Msg) {})

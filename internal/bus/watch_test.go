@@ -31,12 +31,20 @@ type watchRecorder struct {
 	// hold, when set, is called in deliver for each entry: a slow
 	// consumer.
 	hold func(DesiredEntry)
+	// refuse, when set, says which entries deliver refuses.
+	refuse func(DesiredEntry) bool
 }
 
 // watch runs WatchDesired for cluster on b until the test ends.
 func watch(t *testing.T, b *Conn, cluster string, hold func(DesiredEntry)) *watchRecorder {
+	return watchRefusing(t, b, cluster, hold, nil)
+}
+
+// watchRefusing is watch whose deliver refuses (as an unverified entry)
+// what refuse says.
+func watchRefusing(t *testing.T, b *Conn, cluster string, hold func(DesiredEntry), refuse func(DesiredEntry) bool) *watchRecorder {
 	t.Helper()
-	r := &watchRecorder{t: t, ids: map[string][]uint64{}, caughtUp: map[string]bool{}, hold: hold}
+	r := &watchRecorder{t: t, ids: map[string][]uint64{}, caughtUp: map[string]bool{}, hold: hold, refuse: refuse}
 	done := make(chan error, 1)
 	go func() { done <- b.WatchDesired(t.Context(), cluster, r.deliver) }()
 	t.Cleanup(func() {
@@ -47,17 +55,19 @@ func watch(t *testing.T, b *Conn, cluster string, hold func(DesiredEntry)) *watc
 	return r
 }
 
-func (r *watchRecorder) deliver(e DesiredEntry) {
+func (r *watchRecorder) deliver(e DesiredEntry) bool {
 	key := appkey.Join(e.Cluster, e.App)
 	r.mu.Lock()
 	r.ids[key] = append(r.ids[key], historyID(r.t, e))
 	if e.Revision != 0 {
 		r.caughtUp[key] = true
 	}
+	refused := r.refuse != nil && r.refuse(e)
 	r.mu.Unlock()
 	if r.hold != nil {
 		r.hold(e)
 	}
+	return !refused
 }
 
 // waitFor waits until key's history id id was delivered.
@@ -123,6 +133,25 @@ func TestWatchDesiredDeliversTheNewestThenChanges(t *testing.T) {
 	}
 	want := map[string][]uint64{"prod-eu.api-service": {2, 3}, "prod-eu.worker-service": {1}}
 	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("delivered history ids (-want +got):\n%s", diff)
+	}
+}
+
+// TestWatchDesiredCatchUpSkipsReplaysAndRefusals: an old entry put back
+// last (a replay) does not hide the newest, and an entry deliver refuses
+// (a forgery) gives way to the newest it takes.
+func TestWatchDesiredCatchUpSkipsReplaysAndRefusals(t *testing.T) {
+	b := newBus(t)
+	publish(t, b, "prod-eu", "api-service", 1)
+	publish(t, b, "prod-eu", "api-service", 2)
+	publish(t, b, "prod-eu", "api-service", 1) // replayed
+	publish(t, b, "prod-eu", "worker", 3)
+	publish(t, b, "prod-eu", "worker", 9) // forged: deliver refuses it
+	r := watchRefusing(t, b.Conn, "prod-eu", nil, func(e DesiredEntry) bool { return historyID(t, e) == 9 })
+	r.waitFor("prod-eu.api-service", 2)
+	r.waitFor("prod-eu.worker", 3)
+	want := map[string][]uint64{"prod-eu.api-service": {2}, "prod-eu.worker": {9, 3}}
+	if diff := cmp.Diff(want, r.delivered()); diff != "" {
 		t.Errorf("delivered history ids (-want +got):\n%s", diff)
 	}
 }

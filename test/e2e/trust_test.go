@@ -15,10 +15,12 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/flotilla-dev/flotilla/internal/bus"
+	"github.com/flotilla-dev/flotilla/internal/cli"
 	"github.com/flotilla-dev/flotilla/internal/tlsca"
 	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
 	"github.com/flotilla-dev/flotilla/test/testenv"
@@ -32,7 +34,9 @@ func TestHostileClients(t *testing.T) {
 	e := startHub(t)
 	prod := testenv.StartCluster(t, testenv.ClusterOptions{Name: "prod-eu"})
 	staging := testenv.StartCluster(t, testenv.ClusterOptions{Name: "staging-1"})
-	startAgent(t, e, prod, map[string]string{"env": "production"}, t.TempDir())
+	prodCache := t.TempDir()
+	parent := t // an agent restarted in a step must outlive it
+	prodAgent := startAgent(t, e, prod, map[string]string{"env": "production"}, prodCache)
 	stagingAgent := startAgent(t, e, staging, map[string]string{"env": "staging"}, t.TempDir())
 	waitImage(t, prod, deployments, "production", "worker-service", "worker-service:2.3.0")
 	waitImage(t, staging, deployments, "staging", "worker-service", "worker-service:2.4.0-rc.2")
@@ -175,6 +179,104 @@ func TestHostileClients(t *testing.T) {
 		}
 	})
 
+	step.run("a forged history entry is never re-signed: rollback to it is refused", func(t *testing.T) {
+		// Written with bucket rights (a NATS admin gone rogue): no cluster's
+		// credentials can write desired states at all.
+		forged, err := proto.Marshal(&flotillav1.DesiredState{SchemaVersion: 1, Cluster: "prod-eu", App: "worker-service", HistoryId: 99,
+			Artifact: &flotillav1.Artifact{Digest: "sha256:" + strings.Repeat("0", 64)}})
+		must(t, err)
+		must(t, e.Bus.PublishDesired(t.Context(), []bus.DesiredPut{{Cluster: "prod-eu", App: "worker-service",
+			State: &flotillav1.SignedDesiredState{SchemaVersion: 1, DesiredState: forged}}}))
+		out, code := flotilla(t, "app", "rollback", "worker-service", "--revision", "99", "--cluster", "prod-eu", "--hub", e.APIURL, "--token", operatorToken)
+		if code == 0 || !strings.Contains(out, "does not verify") {
+			t.Errorf("rollback to a forged entry: exit %d: %s", code, out)
+		}
+		e.waitEventMatching(t, "prod-eu", "worker-service", flotillav1.ReasonDesiredStateRefused, "")
+		waitImage(t, prod, deployments, "production", "worker-service", "worker-service:2.3.0")
+	})
+
+	step.run("replayed entries and an old deletion are refused after an agent restart", func(t *testing.T) {
+		cm := "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: doomed\n  namespace: doomed\n"
+		e.Commit(t, "add doomed", map[string]string{"apps/doomed.yaml": applicationYAML("doomed", "manifests/doomed", "doomed"), "manifests/doomed/cm.yaml": cm})
+		e.Webhook(t, webhookSecret)
+		testenv.Eventually(t, time.Minute, func() error { _, err := getObject(t, prod, configmaps, "doomed", "doomed"); return err })
+		e.Commit(t, "remove doomed", map[string]string{"apps/doomed.yaml": ""})
+		e.Webhook(t, webhookSecret)
+		testenv.Eventually(t, time.Minute, func() error {
+			if _, err := getObject(t, prod, configmaps, "doomed", "doomed"); !apierrors.IsNotFound(err) {
+				return fmt.Errorf("doomed not deleted yet: %v", err)
+			}
+			return nil
+		})
+		e.Commit(t, "bring doomed back, bump worker-service", map[string]string{"apps/doomed.yaml": applicationYAML("doomed", "manifests/doomed", "doomed"),
+			"environments/production/worker-service-values.yaml": strings.Replace(readFixture(t, "environments/production/worker-service-values.yaml"), "2.3.0", "2.3.1", 1)})
+		e.Webhook(t, webhookSecret)
+		waitImage(t, prod, deployments, "production", "worker-service", "worker-service:2.3.1")
+		var first *unstructured.Unstructured
+		testenv.Eventually(t, time.Minute, func() (err error) { first, err = getObject(t, prod, configmaps, "doomed", "doomed"); return err })
+
+		// The attacker keeps what the hub once signed: the deletion of
+		// doomed and worker-service's first entry (image 2.3.0).
+		var replays []bus.DesiredPut
+		for app, pick := range map[string]func(*flotillav1.DesiredState) bool{
+			"doomed":         func(ds *flotillav1.DesiredState) bool { return ds.GetDeletion() != nil },
+			"worker-service": func(ds *flotillav1.DesiredState) bool { return ds.GetHistoryId() == 1 },
+		} {
+			history, err := e.Bus.DesiredHistory(t.Context(), "prod-eu", app)
+			must(t, err)
+			for _, entry := range history {
+				if ds, err := e.verify.Verify(entry.State); err == nil && pick(ds) {
+					replays = append(replays, bus.DesiredPut{Cluster: "prod-eu", App: app, State: entry.State})
+					break
+				}
+			}
+		}
+		if len(replays) != 2 {
+			t.Fatalf("found %d of the 2 entries to replay", len(replays))
+		}
+		// Put back while the agent is down: what a restarted agent catches
+		// up with is still the newest entry, not the replays.
+		prodAgent.stop()
+		must(t, e.Bus.PublishDesired(t.Context(), replays))
+		restarted := time.Now()
+		prodAgent = startAgent(parent, e, prod, map[string]string{"env": "production"}, prodCache)
+		e.WaitStatus(t, "prod-eu", "worker-service", time.Minute, func(st *flotillav1.AppStatus) error {
+			if st.GetObservedAt().AsTime().Before(restarted) || st.GetSyncStatus() != flotillav1.SyncStatus_SYNC_STATUS_SYNCED {
+				return fmt.Errorf("not compared since the restart: %v %s", st.GetSyncStatus(), st.GetMessage())
+			}
+			return nil
+		})
+		// Put back while it runs: refused by the history id the cluster
+		// recorded, which the restart kept.
+		must(t, e.Bus.PublishDesired(t.Context(), replays))
+		e.waitEventMatching(t, "prod-eu", "doomed", flotillav1.ReasonReplayed, "older than")
+		e.waitEventMatching(t, "prod-eu", "worker-service", flotillav1.ReasonReplayed, "older than")
+		if cm, err := getObject(t, prod, configmaps, "doomed", "doomed"); err != nil || cm.GetUID() != first.GetUID() {
+			t.Errorf("the replayed deletion touched doomed: %v", err)
+		}
+		waitImage(t, prod, deployments, "production", "worker-service", "worker-service:2.3.1")
+	})
+
+	step.run("a replayed command is refused", func(t *testing.T) {
+		sub, err := e.NATS.SubscribeSync("flotilla.cmd.prod-eu")
+		must(t, err)
+		defer sub.Unsubscribe()
+		must(t, e.NATS.Flush())
+		// A diff: a command the agent answers at once.
+		if out, code := flotilla(t, "app", "diff", "worker-service", "--cluster", "prod-eu", "--hub", e.APIURL, "--token", operatorToken); code != 0 && code != cli.ExitDiffers {
+			t.Fatalf("app diff: exit %d: %s", code, out)
+		}
+		msg, err := sub.NextMsg(10 * time.Second)
+		must(t, err)
+		captured := &flotillav1.SignedAgentCommand{}
+		must(t, proto.Unmarshal(msg.Data, captured))
+		reply, err := e.Bus.Command(t.Context(), "prod-eu", captured)
+		must(t, err)
+		if !strings.Contains(reply.GetError(), "replayed") {
+			t.Errorf("reply to a replayed command: %v", reply)
+		}
+	})
+
 	step.run("a revoked cluster is cut off, says so, and retries without crashing", func(t *testing.T) {
 		out, code := flotilla(t, "cluster", "revoke", "staging-1", "--hub", e.APIURL, "--token", adminToken)
 		if code != 0 || !strings.Contains(out, "revoked") {
@@ -197,10 +299,10 @@ func TestHostileClients(t *testing.T) {
 
 	step.run("the fleet still converges", func(t *testing.T) {
 		e.Commit(t, "bump worker-service", map[string]string{
-			"environments/production/worker-service-values.yaml": strings.Replace(readFixture(t, "environments/production/worker-service-values.yaml"), "2.3.0", "2.3.1", 1),
+			"environments/production/worker-service-values.yaml": strings.Replace(readFixture(t, "environments/production/worker-service-values.yaml"), "2.3.0", "2.3.2", 1),
 		})
 		e.Webhook(t, webhookSecret)
-		waitImage(t, prod, deployments, "production", "worker-service", "worker-service:2.3.1")
+		waitImage(t, prod, deployments, "production", "worker-service", "worker-service:2.3.2")
 	})
 }
 
