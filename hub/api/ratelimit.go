@@ -10,10 +10,10 @@ import (
 // The refused requests a remote IP may make: failedAuthBurst at once, then
 // failedAuthRate a second. A person who mistypes a token never meets the
 // limit; a script that guesses tokens does.
-const (
-	failedAuthRate  rate.Limit = 10
-	failedAuthBurst            = 20
-)
+const failedAuthRate rate.Limit = 10
+
+// failedAuthBurst: see failedAuthRate.
+const failedAuthBurst = 20
 
 // minSweep is how many remote IPs failureLimiter tracks before it first
 // forgets the idle ones.

@@ -129,9 +129,12 @@ func (c *localCheck) check(dir string, k *types.Kustomization) error {
 // fileRefs lists the entries kustomize loads as files.
 func fileRefs(k *types.Kustomization) []reference {
 	out := slices.Concat(refs("crds", k.Crds), refs("configurations", k.Configurations), refs("openapi.path", []string{k.OpenAPI["path"]}))
+	// Deprecated fields still load files, as kustomize reads them.
+	//lint:ignore SA1019 users' kustomizations still use it
 	for _, p := range k.PatchesStrategicMerge {
 		out = append(out, reference{"patchesStrategicMerge", string(p)})
 	}
+	//lint:ignore SA1019 users' kustomizations still use it
 	for _, p := range slices.Concat(k.Patches, k.PatchesJson6902) {
 		out = append(out, reference{"patches.path", p.Path})
 	}

@@ -81,10 +81,27 @@ type HubOptions struct {
 	// Tracing sets up tracing as cmd/hub does (telemetry.Setup), so the
 	// published desired states carry the hub's trace context.
 	Tracing bool
+	// ExternalNATS runs the hub against a NATS server its operator runs
+	// (nats.url) instead of the embedded one; nil embeds it.
+	ExternalNATS *ExternalNATS
 }
 
-// Hub is a running hub on the fixture repository, with the embedded NATS
-// server and its API on loopback ports.
+// ExternalNATS is a NATS server the hub does not run, as nats.url,
+// nats.credentialsFile and nats.caFile configure it. Its operator signs
+// the users: the hub's, and each cluster's, which the hub's bundles then
+// lack (write clustercreds.NATSCredsFile into Hub.Credentials' directory).
+type ExternalNATS struct {
+	// URL is the server's client URL, tls://host:port.
+	URL string
+	// CredentialsFile is the hub's user, with natsauth.HubPermissions.
+	// Hub.Bus connects with it too.
+	CredentialsFile string
+	// CAFile is the CA of the server's certificate.
+	CAFile string
+}
+
+// Hub is a running hub on the fixture repository, with its API and the
+// embedded NATS server (unless HubOptions.ExternalNATS) on loopback ports.
 type Hub struct {
 	// Git serves the fixture repository (FixtureRepo), branch main.
 	Git *testenv.GitServer
@@ -99,10 +116,11 @@ type Hub struct {
 	CAFile string
 	// HTTP is a client that trusts CAFile.
 	HTTP *http.Client
-	// NATSURL is the embedded NATS server's client URL, for agents.
+	// NATSURL is the NATS server's client URL, for agents.
 	NATSURL string
 	// Bus is a client of the hub's buckets and streams with the hub's own
-	// permissions, signed with the operator keys in the hub's data dir.
+	// permissions, signed with the operator keys in the hub's data dir
+	// (with an external NATS, as the hub's own user).
 	Bus *bus.Bus
 	// NATS is Bus's connection.
 	NATS *nats.Conn
@@ -114,7 +132,7 @@ type Hub struct {
 }
 
 // StartHub pushes the fixture repository to a test git server and starts
-// a hub with embedded NATS on it, with a webhook secret (WebhookSecret)
+// a hub with embedded NATS (or opts.ExternalNATS) on it, with a webhook secret (WebhookSecret)
 // and a viewer and an operator API token (ViewerToken, OperatorToken).
 // Everything stops when the test ends.
 func StartHub(t testenv.TB, opts HubOptions) *Hub {
@@ -152,10 +170,13 @@ func StartHub(t testenv.TB, opts HubOptions) *Hub {
 		}
 		fmt.Fprintf(&repos, "  - url: %s\n    fetchURL: %s\n    pollInterval: %s\n", r.URL, fetch, opts.PollInterval)
 	}
+	natsConfig := "embeddedListen: 127.0.0.1:-1"
+	if x := opts.ExternalNATS; x != nil {
+		natsConfig = fmt.Sprintf("{url: %s, credentialsFile: %s, caFile: %s}", x.URL, x.CredentialsFile, x.CAFile)
+	}
 	cfg, err := config.Parse("hub.yaml", []byte(fmt.Sprintf(`
 dataDir: %s
-nats:
-  embeddedListen: 127.0.0.1:-1
+nats: %s
 repositories:
 %sroots:
   - name: production
@@ -169,7 +190,7 @@ api:
     - {name: ops, role: viewer, tokenFile: %s}
     - {name: oncall, role: operator, tokenEnv: %s}
     - {name: root, role: admin, tokenEnv: %s}
-`, filepath.Join(dir, "data"), repos.String(), RepoURL, writeFile("webhook-secret", WebhookSecret), writeFile("api-token", ViewerToken), operatorTokenEnv, adminTokenEnv)))
+`, filepath.Join(dir, "data"), natsConfig, repos.String(), RepoURL, writeFile("webhook-secret", WebhookSecret), writeFile("api-token", ViewerToken), operatorTokenEnv, adminTokenEnv)))
 	if err != nil {
 		t.Fatalf("flotillatest: hub config: %v", err)
 	}
@@ -227,19 +248,25 @@ api:
 	if err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("flotillatest: public key: %s %v", resp.Status, err)
 	}
-	authority, err := natsauth.LoadOrCreate(filepath.Join(dir, "data", "trust"))
-	if err != nil {
-		t.Fatalf("flotillatest: the hub's NATS keys: %v", err)
+	natsOpts := []nats.Option{nats.Name("flotillatest")}
+	if x := opts.ExternalNATS; x != nil {
+		natsOpts = append(natsOpts, nats.UserCredentials(x.CredentialsFile), nats.RootCAs(x.CAFile))
+	} else {
+		authority, err := natsauth.LoadOrCreate(filepath.Join(dir, "data", "trust"))
+		if err != nil {
+			t.Fatalf("flotillatest: the hub's NATS keys: %v", err)
+		}
+		creds, _, err := authority.User("flotillatest", natsauth.HubPermissions())
+		if err != nil {
+			t.Fatal(err)
+		}
+		user, err := natsauth.Credentials(creds)
+		if err != nil {
+			t.Fatal(err)
+		}
+		natsOpts = append(natsOpts, user, nats.Secure(tlsConfig))
 	}
-	creds, _, err := authority.User("flotillatest", natsauth.HubPermissions())
-	if err != nil {
-		t.Fatal(err)
-	}
-	user, err := natsauth.Credentials(creds)
-	if err != nil {
-		t.Fatal(err)
-	}
-	nc, err := nats.Connect(h.NATSURL, user, nats.Secure(tlsConfig))
+	nc, err := nats.Connect(h.NATSURL, natsOpts...)
 	if err != nil {
 		t.Fatalf("flotillatest: connect to the hub's NATS: %v", err)
 	}
