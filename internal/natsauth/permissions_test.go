@@ -42,7 +42,7 @@ func TestPermissionTableMatchesTheCode(t *testing.T) {
 	cluster := ClusterPermissions("prod-eu")
 	hub := HubPermissions()
 	want := map[string]map[string][]string{
-		"hub":           {"pub": hub.Pub.Allow, "sub": hub.Sub.Allow},
+		"hub":         {"pub": hub.Pub.Allow, "sub": hub.Sub.Allow},
 		"cluster <c>": {"pub": cluster.Pub.Allow, "sub": cluster.Sub.Allow},
 	}
 	for _, m := range []map[string]map[string][]string{want, documented} {
