@@ -176,7 +176,7 @@ func connectNATS(url, cluster string, bundle *flotillav1.ClusterCredentials, log
 		}),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			if errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthRevoked) || errors.Is(err, nats.ErrAuthExpired) {
-				log.Error("NATS refuses this cluster's credentials: the hub's admin may have revoked it (flotilla cluster list); retrying with backoff", "cluster", cluster, "error", err)
+				log.Error("NATS refuses this cluster's credentials: the hub's admin (flotilla cluster list) or the NATS operator may have revoked them; retrying with backoff", "cluster", cluster, "error", err)
 				return
 			}
 			log.Warn("NATS refused a request", "error", err)

@@ -134,7 +134,7 @@ func (h *Hub) reconcile(ctx context.Context) error {
 	}
 
 	h.metrics.appErrors.Set(float64(len(res.Errors)))
-	report, err := h.publisher.Publish(ctx, res)
+	report, err := h.publisher.Publish(ctx, res, h.revokedClusters())
 	if err != nil {
 		h.metrics.reconciles.WithLabelValues("error").Inc()
 		span.SetStatus(codes.Error, err.Error())
@@ -256,6 +256,20 @@ func (h *Hub) clusterChanged(change bus.ClusterChange) {
 		h.log.Info("cluster registered", "cluster", change.Name)
 		h.requestReconcile(trace.SpanContext{})
 	}
+}
+
+// revokedClusters are the clusters whose identity is revoked: what was
+// published for them stays as it is (publish.Publisher.Publish).
+func (h *Hub) revokedClusters() map[string]bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := map[string]bool{}
+	for name, id := range h.identities {
+		if id.Revoked() {
+			out[name] = true
+		}
+	}
+	return out
 }
 
 // knownClusters are the clusters applications target: registered by

@@ -120,8 +120,8 @@ func (h *Hub) listenerTLS(field string, t config.TLS, host string) (*tls.Config,
 	certFile, keyFile := t.CertFile, t.KeyFile
 	if certFile == "" {
 		hosts := append([]string{"localhost", "127.0.0.1", "::1"}, t.Hosts...)
-		if host != "" && net.ParseIP(host) == nil || host != "" && !net.ParseIP(host).IsUnspecified() {
-			hosts = append(hosts, host)
+		if ip := net.ParseIP(host); host != "" && (ip == nil || !ip.IsUnspecified()) {
+			hosts = append(hosts, host) // the address it listens on, unless a wildcard
 		}
 		var err error
 		if certFile, keyFile, err = tlsca.EnsureServer(filepath.Join(h.cfg.DataDir, privateCADir), hosts); err != nil {
@@ -204,6 +204,16 @@ func (h *Hub) AddCluster(ctx context.Context, name string, labels map[string]str
 // registration) and its NATS user is revoked, which closes its
 // connection.
 func (h *Hub) RevokeCluster(ctx context.Context, name string) (time.Time, error) {
+	// The NATS user first: the connection is closed before the hub stops
+	// publishing for the cluster.
+	h.mu.Lock()
+	known := h.identities[name]
+	h.mu.Unlock()
+	if h.authority != nil && known.UserKey != "" {
+		if err := h.authority.Revoke(known.UserKey); err != nil {
+			return time.Time{}, fmt.Errorf("revoke the NATS user of %s: %w", name, err)
+		}
+	}
 	id, err := h.bus.RevokeIdentity(ctx, name, time.Now())
 	if errors.Is(err, bus.ErrNotFound) {
 		return time.Time{}, fmt.Errorf("%w: cluster %s", api.ErrNotFound, name)
@@ -211,6 +221,8 @@ func (h *Hub) RevokeCluster(ctx context.Context, name string) (time.Time, error)
 	if err != nil {
 		return time.Time{}, fmt.Errorf("%w: %v", api.ErrUnavailable, err)
 	}
+	// Again with the stored key, should memory not have known it yet
+	// (Revoke of a revoked user does nothing).
 	if h.authority != nil && id.UserKey != "" {
 		if err := h.authority.Revoke(id.UserKey); err != nil {
 			return time.Time{}, fmt.Errorf("revoke the NATS user of %s: %w", name, err)

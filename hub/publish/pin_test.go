@@ -55,7 +55,7 @@ func TestPinHoldsAcrossRestartsUntilGitChanges(t *testing.T) {
 	ctx := t.Context()
 	publish := func(p *Publisher, value string) *Report {
 		t.Helper()
-		r, err := p.Publish(ctx, discover(t, value))
+		r, err := p.Publish(ctx, discover(t, value), nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -152,8 +152,10 @@ type Report struct {
 
 // Publish brings the desired-state bucket in line with a discovery. Keys of
 // applications that failed keep their last good state; while any root
-// fails, nothing is deleted.
-func (p *Publisher) Publish(ctx context.Context, res *discovery.Result) (*Report, error) {
+// fails, nothing is deleted. The entries of held clusters (revoked ones)
+// are left as they are: no deletion, no new signature. A cluster cut off
+// keeps what it runs; it is not told to delete it.
+func (p *Publisher) Publish(ctx context.Context, res *discovery.Result, held map[string]bool) (*Report, error) {
 	ctx, span := tracer.Start(ctx, "hub.publish")
 	defer span.End()
 	p.mu.Lock()
@@ -232,7 +234,7 @@ func (p *Publisher) Publish(ctx context.Context, res *discovery.Result) (*Report
 	if len(res.RootErrors) == 0 {
 		for _, key := range slices.Sorted(maps.Keys(p.latest)) {
 			prev := p.latest[key]
-			if desired[key] || prev.GetDeletion() != nil || failed[prev.GetApp()] {
+			if desired[key] || prev.GetDeletion() != nil || failed[prev.GetApp()] || held[prev.GetCluster()] {
 				continue
 			}
 			ds := proto.Clone(prev).(*flotillav1.DesiredState)
@@ -257,10 +259,10 @@ func (p *Publisher) Publish(ctx context.Context, res *discovery.Result) (*Report
 	// or deleted alike, so agents can stop trusting a previous key and a
 	// forged newest entry is superseded.
 	for _, key := range slices.Sorted(maps.Keys(p.resign)) {
-		if next[key] != nil {
+		prev := p.latest[key]
+		if next[key] != nil || held[prev.GetCluster()] {
 			continue
 		}
-		prev := p.latest[key]
 		ds := proto.Clone(prev).(*flotillav1.DesiredState)
 		var err error
 		if ds.HistoryId, err = nextHistoryID(key, prev); err != nil {

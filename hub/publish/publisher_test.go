@@ -9,6 +9,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/flotilla-dev/flotilla/hub/discovery"
 	"github.com/flotilla-dev/flotilla/internal/artifact"
 	"github.com/flotilla-dev/flotilla/internal/bus"
 	"github.com/flotilla-dev/flotilla/internal/signing"
@@ -137,5 +140,32 @@ func TestForgedEntriesOnTheBus(t *testing.T) {
 		t.Fatal(err)
 	} else if _, err := p.Keys().Verifier.Verify(latest.State); err != nil {
 		t.Errorf("the bus's newest entry does not verify: %v", err)
+	}
+}
+
+// TestPublishLeavesHeldClustersAlone: a revoked cluster drops out of
+// discovery's targets, and what was published for it stays as it is: no
+// signed deletion tells a cluster that may still be connected to delete
+// its workloads. Without the hold, the same pass deletes.
+func TestPublishLeavesHeldClustersAlone(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		held        map[string]bool
+		wantDeleted []string
+	}{
+		{"held", map[string]bool{"prod-eu": true}, nil},
+		{"not held", nil, []string{"prod-eu.web"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := New(newMemStore(), signing.NewKeySet(newKey(t)), slog.Default())
+			mustPublish(t, p, "1")
+			r, err := p.Publish(t.Context(), &discovery.Result{}, tc.held)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tc.wantDeleted, r.Deleted); diff != "" {
+				t.Errorf("deleted (-want +got):\n%s", diff)
+			}
+		})
 	}
 }

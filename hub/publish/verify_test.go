@@ -29,7 +29,7 @@ func newKey(t *testing.T) ed25519.PrivateKey {
 
 func mustPublish(t *testing.T, p *Publisher, value string) *Report {
 	t.Helper()
-	r, err := p.Publish(t.Context(), discover(t, value))
+	r, err := p.Publish(t.Context(), discover(t, value), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -216,7 +216,7 @@ func TestHistoryIDsNeverWrap(t *testing.T) {
 	store.put("prod-eu", "web", mustSign(t, keys.Signer, last))
 	p = restart(t, store, keys)
 	before := len(store.entries)
-	if _, err := p.Publish(t.Context(), discover(t, "2")); !errors.Is(err, ErrHistoryExhausted) {
+	if _, err := p.Publish(t.Context(), discover(t, "2"), nil); !errors.Is(err, ErrHistoryExhausted) {
 		t.Errorf("Publish past MaxHistoryID: %v, want ErrHistoryExhausted", err)
 	}
 	if len(store.entries) != before {

@@ -30,7 +30,7 @@ func TestCLIReadsTheFleet(t *testing.T) {
 
 	t.Run("cluster list", func(t *testing.T) {
 		out, code := flotilla(t, append([]string{"cluster", "list"}, auth...)...)
-		if code != 0 || !strings.Contains(out, "prod-eu") || !strings.Contains(out, "env=staging") || !strings.Contains(out, "true") {
+		if code != 0 || !strings.Contains(out, "prod-eu") || !strings.Contains(out, "env=staging") || !strings.Contains(out, "connected") {
 			t.Fatalf("exit %d:\n%s", code, out)
 		}
 	})

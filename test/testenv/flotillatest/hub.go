@@ -132,9 +132,9 @@ type Hub struct {
 }
 
 // StartHub pushes the fixture repository to a test git server and starts
-// a hub with embedded NATS (or opts.ExternalNATS) on it, with a webhook secret (WebhookSecret)
-// and a viewer and an operator API token (ViewerToken, OperatorToken).
-// Everything stops when the test ends.
+// a hub with embedded NATS (or opts.ExternalNATS) on it, with a webhook
+// secret (WebhookSecret) and a viewer and an operator API token
+// (ViewerToken, OperatorToken). Everything stops when the test ends.
 func StartHub(t testenv.TB, opts HubOptions) *Hub {
 	t.Helper()
 	if opts.PollInterval == 0 {
@@ -170,9 +170,9 @@ func StartHub(t testenv.TB, opts HubOptions) *Hub {
 		}
 		fmt.Fprintf(&repos, "  - url: %s\n    fetchURL: %s\n    pollInterval: %s\n", r.URL, fetch, opts.PollInterval)
 	}
-	natsConfig := "embeddedListen: 127.0.0.1:-1"
+	natsConfig := `{embeddedListen: "127.0.0.1:-1"}`
 	if x := opts.ExternalNATS; x != nil {
-		natsConfig = fmt.Sprintf("{url: %s, credentialsFile: %s, caFile: %s}", x.URL, x.CredentialsFile, x.CAFile)
+		natsConfig = fmt.Sprintf("{url: %q, credentialsFile: %q, caFile: %q}", x.URL, x.CredentialsFile, x.CAFile)
 	}
 	cfg, err := config.Parse("hub.yaml", []byte(fmt.Sprintf(`
 dataDir: %s
