@@ -93,6 +93,34 @@ func TestHostileClients(t *testing.T) {
 		if _, err := js.Stream(short(), "KV_"+bus.DesiredBucket); err == nil {
 			t.Error("read the desired-state stream's info (every key of the fleet)")
 		}
+		if _, err := js.OrderedConsumer(short(), "KV_"+bus.DesiredBucket, jetstream.OrderedConsumerConfig{FilterSubjects: []string{"$KV." + bus.DesiredBucket + ".staging-1.>"}}); err == nil {
+			t.Error("opened a consumer on B's desired states")
+		}
+		if err := js.DeleteStream(short(), "KV_"+bus.StatusBucket); err == nil {
+			t.Error("deleted the status bucket")
+		}
+		// Subscriptions the server refuses: it says so asynchronously.
+		violations := make(chan error, 8)
+		nc := e.ClusterNATS(t, "prod-eu", nil, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { violations <- err }))
+		for _, subject := range []string{"$KV." + bus.DesiredBucket + ".staging-1.>", "flotilla.cmd.staging-1"} {
+			if _, err := nc.SubscribeSync(subject); err != nil {
+				continue // refused at once
+			}
+			select {
+			case err := <-violations:
+				if !strings.Contains(strings.ToLower(err.Error()), "permissions violation") || !strings.Contains(err.Error(), subject) {
+					t.Errorf("subscribe %s: %v", subject, err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Errorf("subscribed to %s", subject)
+			}
+		}
+		if _, err := js.Stream(short(), "KV_"+bus.StatusBucket); err == nil {
+			t.Error("read the status stream's info")
+		}
+		if _, err := e.Bus.GetDesired(t.Context(), "staging-1", "worker-service"); err != nil {
+			t.Errorf("B's desired state is gone: %v", err)
+		}
 		if s, err := e.Bus.GetStatus(t.Context(), "staging-1", "worker-service"); err != nil || s.GetMessage() != before.GetMessage() {
 			t.Errorf("staging-1's status changed: %v, %v", s, err)
 		}
