@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -152,12 +153,27 @@ func (g *globals) resolve() error {
 	if err != nil {
 		return &ExitError{Code: ExitUsage, Err: fmt.Errorf("--ca-file: %w", err)}
 	}
-	tlsConfig, err := tlsca.ClientConfig(ca)
-	if err != nil {
+	if g.http, err = clientTrusting(ca); err != nil {
 		return &ExitError{Code: ExitUsage, Err: fmt.Errorf("--ca-file %s: %w", g.caFile, err)}
 	}
-	g.http = &http.Client{Transport: &http.Transport{TLSClientConfig: tlsConfig, Proxy: http.ProxyFromEnvironment}}
 	return nil
+}
+
+// clients are the HTTP clients by the CA they trust: one per CA, as
+// http.DefaultClient is one per process, so commands run in one process
+// (tests, the demo) share its connections instead of leaking them.
+var clients sync.Map
+
+func clientTrusting(ca []byte) (*http.Client, error) {
+	if c, ok := clients.Load(string(ca)); ok {
+		return c.(*http.Client), nil
+	}
+	tlsConfig, err := tlsca.ClientConfig(ca)
+	if err != nil {
+		return nil, err
+	}
+	c, _ := clients.LoadOrStore(string(ca), &http.Client{Transport: &http.Transport{TLSClientConfig: tlsConfig, Proxy: http.ProxyFromEnvironment}})
+	return c.(*http.Client), nil
 }
 
 func (g *globals) client() flotillav1connect.HubServiceClient {
