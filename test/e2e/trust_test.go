@@ -70,8 +70,9 @@ func TestHostileClients(t *testing.T) {
 			t.Cleanup(cancel)
 			return ctx
 		}
-		before, err := e.Bus.GetStatus(t.Context(), "staging-1", "worker-service")
-		must(t, err)
+		// B's status as its agent reported it (the image can run before
+		// the status is written).
+		before := e.WaitStatus(t, "staging-1", "worker-service", time.Minute, func(*flotillav1.AppStatus) error { return nil })
 		attacks := map[string]error{
 			"read B's status":         func() error { _, err := a.GetStatus(short(), "staging-1", "worker-service"); return err }(),
 			"write B's status":        a.PutStatus(short(), &flotillav1.AppStatus{Cluster: "staging-1", App: "worker-service", Message: "forged"}),
