@@ -26,13 +26,13 @@ for an agent's --credentials. Needs the admin role.`,
 		Example: "  flotilla cluster add prod-eu --labels env=production,region=eu | kubectl apply -f -\n  flotilla cluster add dev-1 --labels env=dev --out ./dev-1-credentials",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			parsed, err := k8slabels.ConvertSelectorToLabelsMap(labels)
+			parsed, err := labelsFlag(labels)
 			if err != nil {
-				return &ExitError{Code: ExitUsage, Err: fmt.Errorf("--labels: %w", err)}
+				return err
 			}
 			ctx, cancel := g.context(cmd)
 			defer cancel()
-			resp, err := g.client().AddCluster(ctx, connect.NewRequest(&flotillav1.AddClusterRequest{Name: args[0], Labels: map[string]string(parsed)}))
+			resp, err := g.client().AddCluster(ctx, connect.NewRequest(&flotillav1.AddClusterRequest{Name: args[0], Labels: parsed}))
 			if err != nil {
 				return hubError(g, err)
 			}
@@ -98,13 +98,13 @@ Needs the admin role.`,
 		Example: "  flotilla cluster label prod-us --labels env=staging,region=us",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			parsed, err := k8slabels.ConvertSelectorToLabelsMap(labels)
+			parsed, err := labelsFlag(labels)
 			if err != nil {
-				return &ExitError{Code: ExitUsage, Err: fmt.Errorf("--labels: %w", err)}
+				return err
 			}
 			ctx, cancel := g.context(cmd)
 			defer cancel()
-			if _, err := g.client().LabelCluster(ctx, connect.NewRequest(&flotillav1.LabelClusterRequest{Name: args[0], Labels: map[string]string(parsed)})); err != nil {
+			if _, err := g.client().LabelCluster(ctx, connect.NewRequest(&flotillav1.LabelClusterRequest{Name: args[0], Labels: parsed})); err != nil {
 				return hubError(g, err)
 			}
 			_, err = fmt.Fprintf(cmd.OutOrStdout(), "cluster %s labelled %s\n", args[0], labels)
@@ -113,4 +113,13 @@ Needs the admin role.`,
 	}
 	cmd.Flags().StringVar(&labels, "labels", "", "the cluster's labels, k=v,k=v")
 	return cmd
+}
+
+// labelsFlag parses --labels k=v,k=v; a bad one is a usage error.
+func labelsFlag(s string) (map[string]string, error) {
+	parsed, err := k8slabels.ConvertSelectorToLabelsMap(s)
+	if err != nil {
+		return nil, &ExitError{Code: ExitUsage, Err: fmt.Errorf("--labels: %w", err)}
+	}
+	return parsed, nil
 }
