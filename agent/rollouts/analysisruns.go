@@ -61,7 +61,7 @@ func (r *rolloutCtx) analyse(ctx context.Context, name, kind string, a *Analysis
 			// A missing Secret or key ends the run, as in Argo Rollouts.
 			status.Phase, status.Message = analysis.Error, err.Error()
 		default:
-			r.wakeAt(analysis.Reconcile(ctx, spec, status, r.now, r.c.opts.Measurer, r.measured(ctx, name)))
+			r.wakeAt(analysis.Reconcile(ctx, spec, status, r.now, analysis.Env{Measurer: r.c.opts.Measurer, Jobs: r.jobs(obj), Observe: r.measured(ctx, name)}))
 		}
 		if err := r.writeRun(ctx, obj, status); err != nil {
 			return nil, err
@@ -229,7 +229,7 @@ func (r *rolloutCtx) terminateRuns(ctx context.Context, keep ...string) error {
 		if err != nil || status.Phase.Completed() {
 			continue
 		}
-		analysis.Terminate(spec, status, r.now)
+		analysis.Terminate(ctx, spec, status, r.now, r.jobs(obj))
 		if err := r.writeRun(ctx, obj, status); err != nil {
 			return err
 		}

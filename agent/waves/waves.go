@@ -131,13 +131,14 @@ func Build(objs []*unstructured.Unstructured) (*Plan, error) {
 	return plan, nil
 }
 
-// Wave is an object's sync wave: argocd.argoproj.io/sync-wave, else a
-// Helm hook's weight, else 0.
+// Wave is an object's sync wave: argocd.argoproj.io/sync-wave, else
+// helm.sh/hook-weight (on any object, hook or not, as in Argo CD's
+// gitops-engine), else 0.
 func Wave(obj *unstructured.Unstructured) (int, error) {
 	a := obj.GetAnnotations()
 	for _, name := range []string{SyncWaveAnnotation, HelmWeightAnnotation} {
 		v, ok := a[name]
-		if !ok || (name == HelmWeightAnnotation && a[HelmHookAnnotation] == "") {
+		if !ok {
 			continue
 		}
 		w, err := strconv.Atoi(strings.TrimSpace(v))

@@ -48,6 +48,10 @@ func TestBuildOrdersPhasesAndWaves(t *testing.T) {
 		obj("Pod", "helm-test", map[string]string{HelmHookAnnotation: "test"}),
 		obj("ConfigMap", "skipped", map[string]string{HookAnnotation: "Skip"}),
 		obj("Job", "in-sync", map[string]string{HookAnnotation: "Sync", SyncWaveAnnotation: "1"}),
+		// A Helm weight on an object that is no hook is its wave, as in
+		// Argo CD; sync-wave wins over it.
+		obj("Secret", "weighted", map[string]string{HelmWeightAnnotation: "3"}),
+		obj("Secret", "both", map[string]string{HelmWeightAnnotation: "-7", SyncWaveAnnotation: "2"}),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -57,20 +61,21 @@ PreSync/0: hook:migrate
 Sync/-1: config
 Sync/0: app
 Sync/1: hook:in-sync
-Sync/2: svc
+Sync/2: svc both
+Sync/3: weighted
 PostSync/0: hook:smoke
 SyncFail: hook:notify
 `
 	if got := describe(p); got != want {
 		t.Errorf("plan:\n%s\nwant:\n%s", got, want)
 	}
-	if len(p.Resources) != 3 || p.Simple() {
+	if len(p.Resources) != 5 || p.Simple() {
 		t.Errorf("resources %d, simple %t", len(p.Resources), p.Simple())
 	}
 	if d := p.Steps[1].Hooks[0].Delete; !d[HookSucceeded] || d[BeforeHookCreation] {
 		t.Errorf("migrate delete policy = %v", d)
 	}
-	if d := p.Steps[6].Hooks[0].Delete; !d[BeforeHookCreation] {
+	if d := p.Steps[7].Hooks[0].Delete; !d[BeforeHookCreation] {
 		t.Errorf("a hook without a policy gets BeforeHookCreation, got %v", d)
 	}
 }
@@ -85,6 +90,7 @@ func TestBuildSimpleAndBadInput(t *testing.T) {
 		want        string
 	}{
 		{map[string]string{SyncWaveAnnotation: "first"}, `ConfigMap prod/x: annotation argocd.argoproj.io/sync-wave: "first" is not an integer`},
+		{map[string]string{HelmWeightAnnotation: "heavy"}, `ConfigMap prod/x: annotation helm.sh/hook-weight: "heavy" is not an integer`},
 		{map[string]string{HookAnnotation: "PreSynk"}, `unknown hook "PreSynk"`},
 		{map[string]string{HookAnnotation: "PreSync", HookDeleteAnnotation: "Always"}, `unknown policy "Always"`},
 		{map[string]string{HelmHookAnnotation: "pre-instal"}, `unknown Helm hook "pre-instal"`},

@@ -3,6 +3,7 @@ package analysis
 import (
 	"context"
 	"fmt"
+	"math"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -17,12 +18,41 @@ const (
 // Observe is called with each measurement as it is taken (for tracing).
 type Observe func(metric string, m Measurement)
 
+// Jobs runs the job provider's measurements for one AnalysisRun, each a
+// Kubernetes Job owned by the run.
+type Jobs interface {
+	// Start creates the Job of the metric's measurement number id (from
+	// 1) and returns what names it, kept in the measurement's metadata.
+	// A Job of that name the run created before is taken as it is.
+	Start(ctx context.Context, metric string, id int, job *Job) (map[string]string, error)
+	// Check reports the phase of the Job metadata names: Running while
+	// it runs, Successful once it completed, Failed once it failed, and
+	// Inconclusive (with the reason) when one of its pods cannot start.
+	Check(ctx context.Context, metadata map[string]string) (Phase, string, error)
+	// Stop deletes the Job metadata names: its run ended while it ran.
+	Stop(ctx context.Context, metadata map[string]string) error
+	// Prune deletes the metric's oldest Jobs beyond the newest keep.
+	Prune(ctx context.Context, metric string, keep int) error
+}
+
+// Env is what a run's measurements are taken with.
+type Env struct {
+	// Measurer takes the prometheus and web providers' measurements.
+	Measurer Measurer
+	// Jobs runs the job provider's; nil makes a job metric's measurements
+	// errors.
+	Jobs Jobs
+	// Observe, when set, sees each measurement as it ends.
+	Observe Observe
+}
+
 // Reconcile advances a run at now: it takes every measurement that is due,
-// assesses each metric and the run, and returns when the run next needs
-// attention (zero once it completed). st is updated in place; it is the
-// run's whole state. A spec that cannot run ends the run as Error with a
-// message naming the metric and field.
-func Reconcile(ctx context.Context, spec *Spec, st *Status, now time.Time, measurer Measurer, observe Observe) time.Time {
+// looks again at the ones in flight (Jobs), assesses each metric and the
+// run, and returns when the run next needs attention (zero once it
+// completed). st is updated in place; it is the run's whole state. A spec
+// that cannot run ends the run as Error with a message naming the metric
+// and field.
+func Reconcile(ctx context.Context, spec *Spec, st *Status, now time.Time, env Env) time.Time {
 	if st.Phase.Completed() {
 		return time.Time{}
 	}
@@ -45,7 +75,7 @@ func Reconcile(ctx context.Context, spec *Spec, st *Status, now time.Time, measu
 		}
 		due := dueAt(m, res, st.StartedAt.Time)
 		if !now.Before(due) {
-			measure(ctx, m, res, now, measurer, observe, secrets)
+			env.take(ctx, m, res, now, secrets)
 			due = dueAt(m, res, st.StartedAt.Time)
 		}
 		res.Phase, res.Message = assess(m, res, false)
@@ -57,15 +87,17 @@ func Reconcile(ctx context.Context, spec *Spec, st *Status, now time.Time, measu
 	done := finish(st, metrics, dryRun, false)
 	st.Message = secrets.mask(st.Message)
 	if done {
+		// A metric that failed ends the run: Jobs still running stop.
+		env.stopInFlight(ctx, st, now)
 		return time.Time{}
 	}
 	return next
 }
 
-// Terminate ends a run early (its rollout moved on): metrics still running
-// are assessed as Argo Rollouts assesses a terminated run, Successful
-// unless a limit was already broken.
-func Terminate(spec *Spec, st *Status, now time.Time) {
+// Terminate ends a run early (its rollout moved on): Jobs still running
+// are deleted, and metrics still running are assessed as Argo Rollouts
+// assesses a terminated run, Successful unless a limit was already broken.
+func Terminate(ctx context.Context, spec *Spec, st *Status, now time.Time, jobs Jobs) {
 	if st.Phase.Completed() {
 		return
 	}
@@ -77,6 +109,7 @@ func Terminate(spec *Spec, st *Status, now time.Time) {
 		st.Phase, st.Message = Error, err.Error()
 		return
 	}
+	Env{Jobs: jobs}.stopInFlight(ctx, st, now)
 	for i := range metrics {
 		res := result(st, metrics[i].Name, dryRun[metrics[i].Name])
 		res.Phase, res.Message = assess(&metrics[i], res, true)
@@ -114,31 +147,134 @@ func result(st *Status, name string, dryRun bool) *MetricResult {
 
 // dueAt is when the metric's next measurement is due: initialDelay after
 // the run started for the first, interval after the last one finished for
-// the rest.
+// the rest, and for one in flight when it is to be looked at again.
 func dueAt(m *Metric, res *MetricResult, started time.Time) time.Time {
 	if len(res.Measurements) == 0 {
 		delay, _ := m.InitialDelay.Get()
 		return started.Add(delay)
 	}
+	last := &res.Measurements[len(res.Measurements)-1]
+	if last.inFlight() {
+		if last.ResumeAt == nil {
+			return started
+		}
+		return last.ResumeAt.Time
+	}
 	interval, _ := m.Interval.Get()
-	return res.Measurements[len(res.Measurements)-1].FinishedAt.Add(interval)
+	return last.FinishedAt.Add(interval)
 }
 
-// measure takes one measurement and counts it as Argo Rollouts does: an
-// Error adds to error and consecutiveError (not to count); any other phase
-// adds to count and its own counter and resets consecutiveError.
-func measure(ctx context.Context, m *Metric, res *MetricResult, now time.Time, measurer Measurer, observe Observe, secrets masker) {
-	meas := Measurement{StartedAt: &metav1.Time{Time: now}}
-	result, value, err := measurer.Measure(ctx, m.Provider)
-	if err == nil {
-		meas.Value = value
-		meas.Phase, err = Evaluate(m, result)
+// take takes the metric's due measurement: from a synchronous provider at
+// once; for the job provider it starts a Job, or looks again at the one
+// in flight.
+func (e Env) take(ctx context.Context, m *Metric, res *MetricResult, now time.Time, secrets masker) {
+	if m.Provider.Job == nil {
+		meas := Measurement{StartedAt: &metav1.Time{Time: now}}
+		began := time.Now()
+		result, value, err := e.Measurer.Measure(ctx, m.Provider)
+		if err == nil {
+			meas.Value = value
+			meas.Phase, err = Evaluate(m, result)
+		}
+		if err != nil {
+			meas.Phase, meas.Message = Error, err.Error()
+		}
+		e.record(m.Name, res, meas, now.Add(time.Since(began)), secrets)
+		return
+	}
+	if n := len(res.Measurements); n > 0 && res.Measurements[n-1].inFlight() {
+		e.resume(ctx, m, res, now, secrets)
+		return
+	}
+	meas := Measurement{StartedAt: &metav1.Time{Time: now}, Phase: Running, ResumeAt: &metav1.Time{Time: now}}
+	var err error
+	if e.Jobs == nil {
+		err = fmt.Errorf("the job provider is not available")
+	} else {
+		// Argo Rollouts numbers a metric's Jobs by the measurements taken.
+		meas.Metadata, err = e.Jobs.Start(ctx, m.Name, int(res.Count+res.Error+1), m.Provider.Job)
 	}
 	if err != nil {
-		meas.Phase, meas.Message = Error, err.Error()
+		meas.Phase, meas.Message, meas.ResumeAt = Error, err.Error(), nil
+		e.record(m.Name, res, meas, now, secrets)
+		return
 	}
+	res.Measurements = append(res.Measurements, meas)
+}
+
+// resume looks at the metric's Job in flight: once it ended, the
+// measurement is recorded (and the metric's oldest Jobs beyond the
+// measurements kept are deleted); while it runs, the next look is due
+// after a delay that grows with its age, as in Argo Rollouts.
+func (e Env) resume(ctx context.Context, m *Metric, res *MetricResult, now time.Time, secrets masker) {
+	meas := res.Measurements[len(res.Measurements)-1]
+	res.Measurements = res.Measurements[:len(res.Measurements)-1]
+	phase, message, err := Phase(""), "", error(nil)
+	if e.Jobs == nil {
+		err = fmt.Errorf("the job provider is not available")
+	} else {
+		phase, message, err = e.Jobs.Check(ctx, meas.Metadata)
+	}
+	switch {
+	case err != nil:
+		meas.Phase, meas.Message = Error, err.Error()
+	case phase == Running:
+		elapsed := now.Sub(meas.StartedAt.Time)
+		delay := max(time.Duration(math.Sqrt(2*elapsed.Seconds())*float64(time.Second)), minResumeDelay)
+		meas.ResumeAt = &metav1.Time{Time: now.Add(delay)}
+		res.Measurements = append(res.Measurements, meas)
+		return
+	default:
+		meas.Phase, meas.Message = phase, message
+	}
+	meas.ResumeAt = nil
+	e.record(m.Name, res, meas, now, secrets)
+	if err := e.Jobs.Prune(ctx, m.Name, measurementRetention); err != nil {
+		res.Message = secrets.mask("deleting old Jobs: " + err.Error())
+	}
+}
+
+// minResumeDelay bounds how often a Job in flight is looked at.
+const minResumeDelay = time.Second
+
+// stopInFlight ends the measurements still in flight of a run that ended:
+// their Jobs are deleted, and each counts as Inconclusive ("Metric
+// Terminated"), as Argo Rollouts' job provider terminates them.
+func (e Env) stopInFlight(ctx context.Context, st *Status, now time.Time) {
+	for i := range st.MetricResults {
+		res := &st.MetricResults[i]
+		n := len(res.Measurements)
+		if n == 0 || !res.Measurements[n-1].inFlight() {
+			continue
+		}
+		meas := res.Measurements[n-1]
+		res.Measurements = res.Measurements[:n-1]
+		meas.Phase, meas.Message, meas.ResumeAt = Inconclusive, "Metric Terminated", nil
+		if e.Jobs == nil {
+			meas.Phase, meas.Message = Error, "the job provider is not available"
+		} else if err := e.Jobs.Stop(ctx, meas.Metadata); err != nil {
+			meas.Phase, meas.Message = Error, err.Error()
+		}
+		meas.FinishedAt = &metav1.Time{Time: now}
+		count(res, meas)
+	}
+}
+
+// record adds a measurement that finished at finished and counts it.
+func (e Env) record(metric string, res *MetricResult, meas Measurement, finished time.Time, secrets masker) {
 	meas.Value, meas.Message = secrets.mask(meas.Value), secrets.mask(meas.Message)
-	meas.FinishedAt = &metav1.Time{Time: time.Now()}
+	meas.FinishedAt = &metav1.Time{Time: finished}
+	count(res, meas)
+	if e.Observe != nil {
+		e.Observe(metric, meas)
+	}
+}
+
+// count adds a finished measurement to res as Argo Rollouts counts it: an
+// Error adds to error and consecutiveError (not to count); any other phase
+// adds to count and its own counter and resets consecutiveError. The
+// newest measurementRetention are kept.
+func count(res *MetricResult, meas Measurement) {
 	switch meas.Phase {
 	case Error:
 		res.Error++
@@ -158,9 +294,6 @@ func measure(ctx context.Context, m *Metric, res *MetricResult, now time.Time, m
 	if n := len(res.Measurements); n > measurementRetention {
 		res.Measurements = append([]Measurement(nil), res.Measurements[n-measurementRetention:]...)
 	}
-	if observe != nil {
-		observe(m.Name, meas)
-	}
 }
 
 // assess is Argo Rollouts' assessMetricStatus: Failed once failed
@@ -176,6 +309,9 @@ func assess(m *Metric, res *MetricResult, terminating bool) (Phase, string) {
 			return Successful, "metric was not measured before the run ended"
 		}
 		return Pending, ""
+	}
+	if n := len(res.Measurements); n > 0 && res.Measurements[n-1].inFlight() && !terminating {
+		return Running, ""
 	}
 	failureLimit, _ := intValue(m.FailureLimit, 0, "")
 	inconclusiveLimit, _ := intValue(m.InconclusiveLimit, 0, "")

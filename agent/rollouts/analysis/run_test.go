@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -39,16 +40,7 @@ func errorRate(failureLimit *Limit) Spec {
 // max measurements were taken, and returns the run's final status.
 func drive(t *testing.T, spec Spec, m Measurer, max int) Status {
 	t.Helper()
-	var st Status
-	now := time.Date(2026, 11, 26, 2, 0, 0, 0, time.UTC)
-	for range max {
-		next := Reconcile(context.Background(), &spec, &st, now, m, nil)
-		if next.IsZero() {
-			return st
-		}
-		now = next
-	}
-	return st
+	return driveEnv(t, spec, Env{Measurer: m}, max)
 }
 
 func TestFailureLimitCountsFailedMeasurementsNotConsecutiveOnes(t *testing.T) {
@@ -134,11 +126,11 @@ func TestInitialDelayAndInterval(t *testing.T) {
 	spec.Metrics[0].InitialDelay = "30s"
 	var st Status
 	start := time.Date(2026, 11, 26, 2, 0, 0, 0, time.UTC)
-	next := Reconcile(context.Background(), &spec, &st, start, &script{results: []any{[]float64{0.001}}}, nil)
+	next := Reconcile(context.Background(), &spec, &st, start, Env{Measurer: &script{results: []any{[]float64{0.001}}}})
 	if !next.Equal(start.Add(30*time.Second)) || len(st.MetricResults[0].Measurements) != 0 {
 		t.Fatalf("next %v, measurements %d: the first measurement must wait 30s", next, len(st.MetricResults[0].Measurements))
 	}
-	next = Reconcile(context.Background(), &spec, &st, next, &script{results: []any{[]float64{0.001}}}, nil)
+	next = Reconcile(context.Background(), &spec, &st, next, Env{Measurer: &script{results: []any{[]float64{0.001}}}})
 	if got := next.Sub(st.MetricResults[0].Measurements[0].FinishedAt.Time); got != time.Minute {
 		t.Fatalf("next measurement in %v, want the 1m interval", got)
 	}
@@ -153,7 +145,7 @@ func TestBadSpecsEndTheRunWithAnError(t *testing.T) {
 		{"condition does not compile", func(s *Spec) { s.Metrics[0].SuccessCondition = "result[0] <" }, `metric "error-rate": successCondition`},
 		{"unset arg", func(s *Spec) { s.Metrics[0].Provider.Prometheus.Query = `up{service="{{args.service}}"}` }, "args.service is not set"},
 		{"bad interval", func(s *Spec) { s.Metrics[0].Interval = "often" }, `metric "error-rate": interval: "often"`},
-		{"no provider", func(s *Spec) { s.Metrics[0].Provider = Provider{} }, "only the prometheus and web providers"},
+		{"no provider", func(s *Spec) { s.Metrics[0].Provider = Provider{} }, "only the prometheus, web and job providers"},
 		{"limit not a number", func(s *Spec) {
 			v := intstr.FromString("{{args.n}}")
 			s.Metrics[0].FailureLimit = &v
@@ -269,7 +261,7 @@ func TestSecretArgsAreReadForMeasuringAndMasked(t *testing.T) {
 	}
 	// Terminating a run needs no Secret.
 	var terminated Status
-	Terminate(&spec, &terminated, time.Now())
+	Terminate(context.Background(), &spec, &terminated, time.Now(), nil)
 	if terminated.Phase != Successful {
 		t.Fatalf("terminated without reading the Secret: %s %s", terminated.Phase, terminated.Message)
 	}
@@ -290,4 +282,119 @@ func TestSecretArgsAreReadForMeasuringAndMasked(t *testing.T) {
 	if st.Phase != Error || strings.Contains(string(status), "s3cr3t") || !strings.Contains(string(status), "token=*****: connection refused") {
 		t.Fatalf("status must end in Error with the secret masked: %s", status)
 	}
+}
+
+// fakeJobs is a Jobs whose Jobs end as phases says, one per Start, after
+// running for the number of checks in checks.
+type fakeJobs struct {
+	phases  []Phase
+	started []int
+	checks  int
+	stopped []string
+	pruned  int
+}
+
+func (f *fakeJobs) Start(_ context.Context, metric string, id int, _ *Job) (map[string]string, error) {
+	f.started = append(f.started, id)
+	return map[string]string{"job-name": fmt.Sprintf("uid.%s.%d", metric, id)}, nil
+}
+
+func (f *fakeJobs) Check(_ context.Context, md map[string]string) (Phase, string, error) {
+	f.checks++
+	if f.checks%2 == 1 {
+		return Running, "", nil // every Job runs for one look first
+	}
+	p := f.phases[0]
+	f.phases = f.phases[1:]
+	return p, "", nil
+}
+
+func (f *fakeJobs) Stop(_ context.Context, md map[string]string) error {
+	f.stopped = append(f.stopped, md["job-name"])
+	return nil
+}
+
+func (f *fakeJobs) Prune(context.Context, string, int) error { f.pruned++; return nil }
+
+func jobMetric(count int, failureLimit *Limit) Spec {
+	return Spec{Metrics: []Metric{{Name: "smoke", Count: limit(count), Interval: "10s", FailureLimit: failureLimit,
+		Provider: Provider{Job: &Job{Spec: map[string]any{"template": map[string]any{}}}}}}}
+}
+
+func TestJobMeasurementsRunUntilTheirJobEnds(t *testing.T) {
+	spec := jobMetric(2, nil)
+	jobs := &fakeJobs{phases: []Phase{Successful, Successful}}
+	var st Status
+	now := time.Date(2026, 12, 6, 2, 0, 0, 0, time.UTC)
+	next := Reconcile(context.Background(), &spec, &st, now, Env{Jobs: jobs})
+	m := st.MetricResults[0]
+	if st.Phase != Running || m.Phase != Running || len(m.Measurements) != 1 || m.Measurements[0].Phase != Running || m.Measurements[0].Metadata["job-name"] != "uid.smoke.1" || !next.Equal(now) {
+		t.Fatalf("a started Job is a Running measurement to look at at once: next %v, %+v", next, st)
+	}
+	// The first look finds it running: the next look waits (at least 1 s).
+	next = Reconcile(context.Background(), &spec, &st, now, Env{Jobs: jobs})
+	if m := st.MetricResults[0]; m.Count != 0 || !next.Equal(now.Add(time.Second)) {
+		t.Fatalf("running Job: next %v, count %d", next, m.Count)
+	}
+	for range 10 {
+		if next.IsZero() {
+			break
+		}
+		now = next
+		next = Reconcile(context.Background(), &spec, &st, now, Env{Jobs: jobs})
+	}
+	m = st.MetricResults[0]
+	if st.Phase != Successful || m.Count != 2 || m.Successful != 2 || fmt.Sprint(jobs.started) != "[1 2]" || jobs.pruned != 2 {
+		t.Fatalf("two Jobs that complete make the metric Successful: started %v, pruned %d, %+v", jobs.started, jobs.pruned, st)
+	}
+	// The interval is counted from the end of the first Job.
+	if gap := m.Measurements[1].StartedAt.Sub(m.Measurements[0].FinishedAt.Time); gap < 10*time.Second {
+		t.Fatalf("second Job started %v after the first ended, want the 10s interval", gap)
+	}
+}
+
+func TestAFailedJobFailsTheMetric(t *testing.T) {
+	spec := jobMetric(3, nil)
+	jobs := &fakeJobs{phases: []Phase{Successful, Failed}}
+	st := driveEnv(t, spec, Env{Jobs: jobs}, 20)
+	if st.Phase != Failed || st.MetricResults[0].Failed != 1 || st.MetricResults[0].Successful != 1 {
+		t.Fatalf("the second Job failed: %+v", st)
+	}
+}
+
+func TestTerminateStopsTheJobInFlight(t *testing.T) {
+	spec := jobMetric(1, nil)
+	jobs := &fakeJobs{}
+	var st Status
+	Reconcile(context.Background(), &spec, &st, time.Now(), Env{Jobs: jobs})
+	Terminate(context.Background(), &spec, &st, time.Now(), jobs)
+	m := st.MetricResults[0]
+	if fmt.Sprint(jobs.stopped) != "[uid.smoke.1]" || m.Measurements[0].Phase != Inconclusive || m.Measurements[0].Message != "Metric Terminated" || m.Measurements[0].FinishedAt == nil {
+		t.Fatalf("terminate deletes the running Job and ends its measurement: stopped %v, %+v", jobs.stopped, m)
+	}
+	if !st.Phase.Completed() {
+		t.Fatalf("run still %s", st.Phase)
+	}
+}
+
+func TestJobMetricWithoutTheProviderIsAnError(t *testing.T) {
+	st := driveEnv(t, jobMetric(1, nil), Env{}, 20)
+	if st.Phase != Error || !strings.Contains(st.Message, "the job provider is not available") {
+		t.Fatalf("got %s: %s", st.Phase, st.Message)
+	}
+}
+
+// driveEnv is drive with an Env.
+func driveEnv(t *testing.T, spec Spec, env Env, max int) Status {
+	t.Helper()
+	var st Status
+	now := time.Date(2026, 12, 6, 2, 0, 0, 0, time.UTC)
+	for range max {
+		next := Reconcile(context.Background(), &spec, &st, now, env)
+		if next.IsZero() {
+			return st
+		}
+		now = next
+	}
+	return st
 }

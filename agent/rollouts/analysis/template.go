@@ -104,9 +104,15 @@ func validate(m *Metric) error {
 	if m.Name == "" {
 		return fmt.Errorf("metric without a name")
 	}
+	set := 0
+	for _, p := range []bool{m.Provider.Prometheus != nil, m.Provider.Web != nil, m.Provider.Job != nil} {
+		if p {
+			set++
+		}
+	}
 	switch {
-	case m.Provider.Prometheus != nil && m.Provider.Web != nil:
-		return field("provider", fmt.Errorf("set one of prometheus and web"))
+	case set > 1:
+		return field("provider", fmt.Errorf("set one of prometheus, web and job"))
 	case m.Provider.Prometheus != nil:
 		if m.Provider.Prometheus.Address == "" || m.Provider.Prometheus.Query == "" {
 			return field("provider.prometheus", fmt.Errorf("address and query are required"))
@@ -115,8 +121,12 @@ func validate(m *Metric) error {
 		if m.Provider.Web.URL == "" {
 			return field("provider.web.url", fmt.Errorf("required"))
 		}
+	case m.Provider.Job != nil:
+		if _, ok := m.Provider.Job.Spec["template"].(map[string]any); !ok {
+			return field("provider.job.spec.template", fmt.Errorf("required"))
+		}
 	default:
-		return field("provider", fmt.Errorf("only the prometheus and web providers are supported"))
+		return field("provider", fmt.Errorf("only the prometheus, web and job providers are supported"))
 	}
 	if _, err := m.Interval.Get(); err != nil {
 		return field("interval", err)

@@ -99,6 +99,21 @@ type Metric struct {
 type Provider struct {
 	Prometheus *Prometheus `json:"prometheus,omitempty"`
 	Web        *Web        `json:"web,omitempty"`
+	Job        *Job        `json:"job,omitempty"`
+}
+
+// Job is the job provider: each measurement is a Kubernetes Job made from
+// this metadata and spec, Successful when the Job completes and Failed
+// when it fails, as in Argo Rollouts.
+type Job struct {
+	Metadata JobMetadata    `json:"metadata,omitempty"`
+	Spec     map[string]any `json:"spec"`
+}
+
+// JobMetadata is the labels and annotations a measurement's Job gets.
+type JobMetadata struct {
+	Labels      map[string]string `json:"labels,omitempty"`
+	Annotations map[string]string `json:"annotations,omitempty"`
 }
 
 // Prometheus queries a Prometheus server; Timeout is in seconds.
@@ -177,14 +192,21 @@ type MetricResult struct {
 	DryRun           bool          `json:"dryRun,omitempty"`
 }
 
-// Measurement is one observation of a metric.
+// Measurement is one observation of a metric. One that takes a while (a
+// Job) is Running, without FinishedAt, until it ends: Metadata names what
+// it waits for and ResumeAt when to look again, as in Argo Rollouts.
 type Measurement struct {
-	Phase      Phase        `json:"phase"`
-	Message    string       `json:"message,omitempty"`
-	StartedAt  *metav1.Time `json:"startedAt,omitempty"`
-	FinishedAt *metav1.Time `json:"finishedAt,omitempty"`
-	Value      string       `json:"value,omitempty"`
+	Phase      Phase             `json:"phase"`
+	Message    string            `json:"message,omitempty"`
+	StartedAt  *metav1.Time      `json:"startedAt,omitempty"`
+	FinishedAt *metav1.Time      `json:"finishedAt,omitempty"`
+	Value      string            `json:"value,omitempty"`
+	Metadata   map[string]string `json:"metadata,omitempty"`
+	ResumeAt   *metav1.Time      `json:"resumeAt,omitempty"`
 }
+
+// inFlight reports whether m was started and has not ended.
+func (m *Measurement) inFlight() bool { return m.FinishedAt == nil && m.Phase == Running }
 
 // intValue reads an int-or-string limit ("3" is allowed after args are
 // substituted), with def when unset.
