@@ -291,6 +291,8 @@ type rolloutCtx struct {
 
 	template map[string]any
 	hash     string
+	// workload is the Deployment the workloadRef names, when it has one.
+	workload *unstructured.Unstructured
 	newRS    *unstructured.Unstructured
 	stableRS *unstructured.Unstructured
 	// others are the rollout's ReplicaSets that are neither.
@@ -337,6 +339,9 @@ func (r *rolloutCtx) reconcile(ctx context.Context) error {
 		return err
 	}
 	r.counts()
+	if err := r.scaleDownWorkload(ctx); err != nil {
+		return err
+	}
 	return r.cleanup(ctx)
 }
 

@@ -35,12 +35,15 @@ func podHash(template map[string]any) string {
 }
 
 // podTemplate is the rollout's pod template, from its spec or from the
-// Deployment its workloadRef names.
+// Deployment its workloadRef names. A Rollout with a workloadRef and no
+// selector takes the Deployment's, as in Argo Rollouts; neither is
+// written back to the Rollout.
 func (r *rolloutCtx) podTemplate(ctx context.Context) (map[string]any, error) {
 	ref := r.ro.Spec.WorkloadRef
 	key := cache.ObjectName{Namespace: r.obj.GetNamespace(), Name: r.obj.GetName()}
 	if ref == nil {
 		r.c.referWorkload(key, "")
+		r.st.WorkloadObservedGeneration = ""
 		return r.ro.Spec.Template, nil
 	}
 	r.c.referWorkload(key, ref.Name)
@@ -52,7 +55,52 @@ func (r *rolloutCtx) podTemplate(ctx context.Context) (map[string]any, error) {
 	if !ok {
 		return nil, fmt.Errorf("spec.workloadRef: Deployment %s has no pod template", ref.Name)
 	}
+	if r.ro.Spec.Selector == nil {
+		raw, _, _ := unstructured.NestedMap(d.Object, "spec", "selector")
+		var selector metav1.LabelSelector
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(raw, &selector); err != nil || len(raw) == 0 {
+			return nil, fmt.Errorf("spec.workloadRef: Deployment %s has no usable spec.selector", ref.Name)
+		}
+		r.ro.Spec.Selector = &selector
+	}
+	r.workload = d
+	r.st.WorkloadObservedGeneration = strconv.FormatInt(d.GetGeneration(), 10)
 	return t, nil
+}
+
+// scaleDownWorkload scales the workloadRef's Deployment down as its
+// scaleDown says, for the Rollout's first revision only, as Argo Rollouts
+// does: onsuccess to zero once the Rollout was Healthy; progressively to
+// spec.replicas less the Rollout's ready pods while it comes up (so back
+// up when they go), and to zero once it was Healthy. The Deployment's
+// spec.replicas is the controller's from then on (see ControllerFields).
+func (r *rolloutCtx) scaleDownWorkload(ctx context.Context) error {
+	ref := r.ro.Spec.WorkloadRef
+	if ref == nil || r.workload == nil || (ref.ScaleDown != scaleDownOnSuccess && ref.ScaleDown != scaleDownProgressively) {
+		return nil
+	}
+	if n, _ := strconv.ParseInt(r.newRS.GetAnnotations()[revisionAnnotation], 10, 64); n != 1 {
+		return nil
+	}
+	healthy := r.ro.Status.Phase == PhaseHealthy // as recorded by an earlier reconcile
+	var target int32
+	switch {
+	case healthy:
+		target = 0
+	case ref.ScaleDown == scaleDownProgressively && (r.st.ReadyReplicas > 0 || r.st.Abort):
+		target = max(r.ro.replicas()-r.st.ReadyReplicas, 0)
+	default:
+		return nil
+	}
+	if current, found, _ := unstructured.NestedInt64(r.workload.Object, "spec", "replicas"); found && int32(current) == target {
+		return nil
+	}
+	patch := fmt.Sprintf(`{"spec":{"replicas":%d}}`, target)
+	if _, err := r.c.client.Resource(deployGVR).Namespace(r.workload.GetNamespace()).Patch(ctx, r.workload.GetName(), types.MergePatchType, []byte(patch),
+		metav1.PatchOptions{FieldManager: fieldManager}); err != nil {
+		return fmt.Errorf("spec.workloadRef: scale Deployment %s to %d: %w", r.workload.GetName(), target, err)
+	}
+	return nil
 }
 
 // loadReplicaSets finds the rollout's ReplicaSets and creates the one of

@@ -33,12 +33,22 @@ type Spec struct {
 	Strategy             Strategy              `json:"strategy"`
 }
 
-// WorkloadRef takes the pod template from a Deployment.
+// WorkloadRef takes the pod template (and, when the Rollout has none, the
+// selector) from a Deployment; ScaleDown says what happens to the
+// Deployment's own pods: never (the default), onsuccess or progressively.
 type WorkloadRef struct {
 	APIVersion string `json:"apiVersion"`
 	Kind       string `json:"kind"`
 	Name       string `json:"name"`
+	ScaleDown  string `json:"scaleDown,omitempty"`
 }
+
+// The workloadRef.scaleDown modes, as Argo Rollouts names them.
+const (
+	scaleDownNever         = "never"
+	scaleDownOnSuccess     = "onsuccess"
+	scaleDownProgressively = "progressively"
+)
 
 // Strategy is canary or blue-green.
 type Strategy struct {
@@ -173,6 +183,9 @@ type Status struct {
 	AvailableReplicas  int32            `json:"availableReplicas,omitempty"`
 	Selector           string           `json:"selector,omitempty"`
 	ObservedGeneration string           `json:"observedGeneration,omitempty"`
+	// WorkloadObservedGeneration is the generation of the workloadRef's
+	// Deployment the status reflects.
+	WorkloadObservedGeneration string `json:"workloadObservedGeneration,omitempty"`
 	Phase              string           `json:"phase,omitempty"`
 	Message            string           `json:"message,omitempty"`
 	Canary             CanaryStatus     `json:"canary,omitempty"`
@@ -251,14 +264,25 @@ func parse(obj *unstructured.Unstructured) (*Rollout, error) {
 
 func (ro *Rollout) validate() error {
 	s := &ro.Spec
-	if s.Selector == nil {
+	if s.Selector == nil && s.WorkloadRef == nil {
 		return fmt.Errorf("spec.selector is required")
 	}
 	if s.Template == nil && s.WorkloadRef == nil {
 		return fmt.Errorf("spec.template or spec.workloadRef is required")
 	}
-	if s.WorkloadRef != nil && (s.WorkloadRef.Kind != "Deployment" || s.WorkloadRef.Name == "") {
-		return fmt.Errorf("spec.workloadRef: only a named Deployment is supported")
+	if ref := s.WorkloadRef; ref != nil {
+		if ref.Kind != "Deployment" || ref.Name == "" {
+			return fmt.Errorf("spec.workloadRef: only a named Deployment is supported")
+		}
+		switch ref.ScaleDown {
+		case "", scaleDownNever, scaleDownOnSuccess, scaleDownProgressively:
+		default:
+			return fmt.Errorf("spec.workloadRef.scaleDown: %q is not one of never, onsuccess and progressively", ref.ScaleDown)
+		}
+		if templateHasMetadata(s.Template) {
+			// As in Argo Rollouts: the template comes from the workload.
+			return fmt.Errorf("spec.template must be empty for a Rollout with a workloadRef")
+		}
 	}
 	switch c, bg := s.Strategy.Canary, s.Strategy.BlueGreen; {
 	case c != nil && bg != nil:
@@ -289,6 +313,14 @@ func (ro *Rollout) validate() error {
 		return fmt.Errorf("spec.strategy: set canary or blueGreen")
 	}
 	return nil
+}
+
+// templateHasMetadata reports whether a pod template sets labels or
+// annotations, Argo Rollouts' test of a template that is not empty.
+func templateHasMetadata(t map[string]any) bool {
+	labels, _, _ := unstructured.NestedMap(t, "metadata", "labels")
+	annotations, _, _ := unstructured.NestedMap(t, "metadata", "annotations")
+	return len(labels)+len(annotations) > 0
 }
 
 func (st *Step) validate() error {

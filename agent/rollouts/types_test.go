@@ -39,12 +39,25 @@ func TestParseNamesTheFieldAtFault(t *testing.T) {
 		{base + "  strategy: {canary: {canaryService: c, stableService: s, trafficRouting: {nginx: {}}}}", "spec.strategy.canary.trafficRouting: nginx.stableIngress is required"},
 		{base + "  strategy: {blueGreen: {previewService: p}}", "spec.strategy.blueGreen.activeService is required"},
 		{"  strategy: {canary: {}}", "spec.selector is required"},
+		{"  workloadRef: {apiVersion: apps/v1, kind: Deployment, name: api, scaleDown: sometimes}\n  strategy: {canary: {}}", `spec.workloadRef.scaleDown: "sometimes" is not one of never, onsuccess and progressively`},
+		{base + "  workloadRef: {apiVersion: apps/v1, kind: Deployment, name: api}\n  strategy: {canary: {}}", "spec.template must be empty for a Rollout with a workloadRef"},
 		{base + "  strategy: {canary: {steps: [{setWeight: ten}]}}", "spec: json"},
 	} {
 		_, err := parse(rolloutYAML(t, tc.spec))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s\nerror %v, want %q", tc.spec, err, tc.want)
 		}
+	}
+}
+
+func TestWorkloadRefNeedsNoSelector(t *testing.T) {
+	ro, err := parse(rolloutYAML(t, "  workloadRef: {apiVersion: apps/v1, kind: Deployment, name: api, scaleDown: progressively}\n  strategy: {canary: {steps: [{setWeight: 50}]}}"))
+	if err != nil || ro.Spec.WorkloadRef.ScaleDown != scaleDownProgressively {
+		t.Fatalf("a workloadRef Rollout takes its selector from the Deployment: %v", err)
+	}
+	fields := ControllerFields([]*unstructured.Unstructured{rolloutYAML(t, "  workloadRef: {apiVersion: apps/v1, kind: Deployment, name: api, scaleDown: onsuccess}\n  strategy: {canary: {}}")})
+	if len(fields) != 1 || fields[0].GetKind() != "Deployment" || fields[0].GetName() != "api" || fields[0].GetJsonPointers()[0] != "/spec/replicas" {
+		t.Fatalf("the Deployment's replicas are the controller's once it scales it down: %v", fields)
 	}
 }
 
