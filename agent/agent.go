@@ -21,6 +21,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -110,8 +111,12 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	var unsupported map[schema.GroupKind]string
+	if opts.RolloutsController {
+		unsupported = rollouts.UnsupportedKinds
+	}
 	syncer := reconcile.New(reconcile.Options{
-		Cluster: cluster, KubeVersion: kubeVersion, CacheDir: opts.CacheDir, Limits: artifact.DefaultLimits(),
+		Cluster: cluster, KubeVersion: kubeVersion, Unsupported: unsupported, CacheDir: opts.CacheDir, Limits: artifact.DefaultLimits(),
 		HealthInterval: time.Second, HealthTimeout: opts.HealthTimeout, ResyncInterval: opts.ResyncInterval, Metrics: reconcile.NewMetrics(registry),
 	}, log, reconcile.Dependencies{
 		Cluster: manager, Inventories: inventory.NewStore(manager.Dynamic(), opts.Namespace), Rollouts: rollouts.Summarizer{Client: manager.Dynamic()},

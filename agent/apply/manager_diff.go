@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/flotilla-dev/flotilla/internal/ignore"
 )
@@ -27,11 +28,19 @@ type Drift struct {
 // Diff dry-runs every object, as a sync would, and returns those that would
 // change, in order, leaving out the differences rules ignore (nil: none).
 // Nothing is written. A dry-run the server refuses fails the diff with an
-// error naming each object, as it would fail the sync.
+// error naming each object, as it would fail the sync; so does an object
+// of a kind the server does not serve, unless a CRD among objs defines it
+// (it is then a create).
 func (m *Manager) Diff(ctx context.Context, objs []*unstructured.Unstructured, rules *ignore.Rules) ([]Drift, error) {
 	live, err := m.Live(ctx, objs)
 	if err != nil {
 		return nil, err
+	}
+	defined := map[schema.GroupKind]bool{}
+	for _, obj := range objs {
+		if gk, ok := crdDefines(obj); ok {
+			defined[gk] = true
+		}
 	}
 	drifts := make([]*Drift, len(objs))
 	errs := make([]error, len(objs))
@@ -42,7 +51,7 @@ func (m *Manager) Diff(ctx context.Context, objs []*unstructured.Unstructured, r
 			ref := RefOf(obj)
 			current := live[ref.Key()]
 			ri, _, err := m.client(obj)
-			if meta.IsNoMatchError(err) {
+			if meta.IsNoMatchError(err) && defined[ref.GroupKind()] {
 				drifts[i] = &Drift{Ref: ref, Desired: obj} // a kind this sync's CRD defines
 				return nil
 			}

@@ -86,6 +86,7 @@ func statusOf(spec syncSpec, res syncResult, f failure) *flotillav1.AppStatus {
 	if f.err != nil {
 		st.Phase, st.SyncStatus, st.Health = flotillav1.SyncPhase_SYNC_PHASE_FAILED, flotillav1.SyncStatus_SYNC_STATUS_OUT_OF_SYNC, flotillav1.HealthStatus_HEALTH_STATUS_UNKNOWN
 		st.Message = f.err.Error()
+		st.Resources = append(st.Resources, notApplied(st.Resources, res.objects, f.err)...)
 		limit := spec.retry.GetLimit()
 		switch {
 		case f.retryIn > 0:
@@ -126,6 +127,61 @@ func statusOf(spec syncSpec, res syncResult, f failure) *flotillav1.AppStatus {
 		return st
 	}
 	return withHealth(st, res.objects, res.health)
+}
+
+// notApplied are the resource statuses of the objects of a failed sync
+// that it did not reach (listed has those it did): each is out of sync,
+// "failed" with its own error when the failure names it, else "not
+// applied" and why.
+func notApplied(listed []*flotillav1.ResourceStatus, objs []*unstructured.Unstructured, err error) []*flotillav1.ResourceStatus {
+	seen := make(map[string]bool, len(listed))
+	for _, r := range listed {
+		seen[refOfStatus(r).Key()] = true
+	}
+	own := map[string]string{}
+	for _, oe := range failedObjects(err) {
+		own[oe.Ref.Key()] = oe.Error()
+	}
+	var out []*flotillav1.ResourceStatus
+	for _, o := range objs {
+		ref := apply.RefOf(o)
+		if seen[ref.Key()] {
+			continue
+		}
+		seen[ref.Key()] = true
+		msg, ok := own[ref.Key()]
+		if !ok {
+			msg = "not applied: the sync failed before writing it"
+		}
+		out = append(out, resourceStatus(apply.Change{Ref: ref, Action: apply.Failed, Message: msg}, flotillav1.SyncStatus_SYNC_STATUS_OUT_OF_SYNC))
+	}
+	return out
+}
+
+// failedObjects are the *apply.ObjectError in err's tree.
+func failedObjects(err error) []*apply.ObjectError {
+	var out []*apply.ObjectError
+	var walk func(error)
+	walk = func(e error) {
+		if oe, ok := e.(*apply.ObjectError); ok {
+			out = append(out, oe)
+			return
+		}
+		switch u := e.(type) {
+		case interface{ Unwrap() []error }:
+			for _, c := range u.Unwrap() {
+				walk(c)
+			}
+		case interface{ Unwrap() error }:
+			if c := u.Unwrap(); c != nil {
+				walk(c)
+			}
+		}
+	}
+	if err != nil {
+		walk(err)
+	}
+	return out
 }
 
 func (r *removal) message() string {

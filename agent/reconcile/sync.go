@@ -123,20 +123,25 @@ func (s *Syncer) run(ctx context.Context, spec syncSpec, force bool) (syncResult
 	if err != nil {
 		return syncResult{}, err
 	}
+	// From here on a failure names the objects it left unapplied.
+	planned := syncResult{objects: plan.Resources}
+	if err := s.refuseUnsupported(rendered); err != nil {
+		return planned, err
+	}
 	// Before anything is written: an application that prunes meanwhile
 	// leaves to this one what it now wants.
 	s.want(spec, plan.Resources)
 	if err := s.sharedResources(ctx, spec, plan.Resources); err != nil {
-		return syncResult{}, err
+		return planned, err
 	}
 	warnings, err := s.respectIgnored(ctx, spec, plan.Resources)
 	if err != nil {
-		return syncResult{}, err
+		return planned, err
 	}
 	// Watch before writing, so no change after the writes is missed.
 	s.watch(ctx, plan.Resources)
 	if err := s.createNamespace(ctx, spec, plan.Resources); err != nil {
-		return syncResult{}, err
+		return planned, err
 	}
 	var res syncResult
 	if plan.Simple() {
@@ -150,6 +155,22 @@ func (s *Syncer) run(ctx context.Context, spec syncSpec, force bool) (syncResult
 	res.warnings = warnings
 	res.health = s.healthOf(ctx, plan.Resources)
 	return res, nil
+}
+
+// refuseUnsupported fails a sync that has an object of a kind the agent
+// refuses (Options.Unsupported), naming each, before anything is written.
+func (s *Syncer) refuseUnsupported(objs []*unstructured.Unstructured) error {
+	var refused []error
+	for _, o := range objs {
+		ref := apply.RefOf(o)
+		if why, ok := s.opts.Unsupported[ref.GroupKind()]; ok {
+			refused = append(refused, &apply.ObjectError{Ref: ref, Action: "sync", Err: errors.New(why)})
+		}
+	}
+	if len(refused) > 0 {
+		return fmt.Errorf("nothing was applied: %w", joinSemicolon(refused))
+	}
+	return nil
 }
 
 // applyAll applies objects in one go, then prunes and records them.
@@ -239,13 +260,21 @@ func (s *Syncer) sharedResources(ctx context.Context, spec syncSpec, objs []*uns
 }
 
 // joinSemicolon joins errors on one line, "a; b".
-func joinSemicolon(errs []error) error {
+func joinSemicolon(errs []error) error { return semicolonJoined(errs) }
+
+// semicolonJoined is errors on one line, "; " between them, each still
+// reachable by errors.As (a failed object's *apply.ObjectError).
+type semicolonJoined []error
+
+func (e semicolonJoined) Error() string {
 	msg := ""
-	for i, e := range errs {
+	for i, err := range e {
 		if i > 0 {
 			msg += "; "
 		}
-		msg += e.Error()
+		msg += err.Error()
 	}
-	return errors.New(msg)
+	return msg
 }
+
+func (e semicolonJoined) Unwrap() []error { return e }

@@ -93,6 +93,10 @@ type Dependencies struct {
 // Options configure a Syncer.
 type Options struct {
 	Cluster string
+	// Unsupported are kinds whose objects fail a sync before anything is
+	// written, with the reason given (the agent's rollouts controller
+	// refuses Experiments this way).
+	Unsupported map[schema.GroupKind]string
 	// KubeVersion is the cluster's version, for Helm's .Capabilities.
 	KubeVersion string
 	// CacheDir holds unpacked artifacts by digest.

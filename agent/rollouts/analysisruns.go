@@ -255,9 +255,24 @@ func (r *rolloutCtx) runName(what string) string {
 func ptrTime(t metav1.Time) *metav1.Time { return &t }
 
 // runHistoryLimit is how many finished runs of earlier revisions are kept
-// per outcome, as Argo Rollouts' successful- and unsuccessfulRunHistoryLimit
-// default to.
+// per outcome unless spec.analysis says otherwise, as Argo Rollouts'
+// successful- and unsuccessfulRunHistoryLimit default to.
 const runHistoryLimit = 5
+
+// runHistoryLimits are spec.analysis' limits: successful runs kept, and
+// unsuccessful ones.
+func (ro *Rollout) runHistoryLimits() (successful, unsuccessful int) {
+	successful, unsuccessful = runHistoryLimit, runHistoryLimit
+	if a := ro.Spec.Analysis; a != nil {
+		if a.SuccessfulRunHistoryLimit != nil {
+			successful = max(int(*a.SuccessfulRunHistoryLimit), 0)
+		}
+		if a.UnsuccessfulRunHistoryLimit != nil {
+			unsuccessful = max(int(*a.UnsuccessfulRunHistoryLimit), 0)
+		}
+	}
+	return successful, unsuccessful
+}
 
 // runInfo is what the run history limit looks at.
 type runInfo struct {
@@ -269,17 +284,18 @@ type runInfo struct {
 }
 
 // expiredRuns names the runs to delete: finished runs of revisions other
-// than keep, beyond the newest limit successful and limit unsuccessful.
-func expiredRuns(runs []runInfo, keep map[string]bool, limit int) []string {
+// than keep, beyond the newest successful and unsuccessful ones.
+func expiredRuns(runs []runInfo, keep map[string]bool, successful, unsuccessful int) []string {
 	slices.SortFunc(runs, func(a, b runInfo) int { return b.created.Compare(a.created) })
 	var out []string
 	seen := map[bool]int{}
+	limit := map[bool]int{true: successful, false: unsuccessful}
 	for _, run := range runs {
 		if !run.finished || keep[run.hash] {
 			continue
 		}
 		seen[run.succeeded]++
-		if seen[run.succeeded] > limit {
+		if seen[run.succeeded] > limit[run.succeeded] {
 			out = append(out, run.name)
 		}
 	}
@@ -303,7 +319,8 @@ func (r *rolloutCtx) cleanupRuns(ctx context.Context) error {
 		runs = append(runs, runInfo{name: obj.GetName(), hash: obj.GetLabels()[HashLabel], succeeded: phase == string(analysis.Successful),
 			finished: analysis.Phase(phase).Completed(), created: obj.GetCreationTimestamp().Time})
 	}
-	for _, name := range expiredRuns(runs, map[string]bool{r.hash: true, r.st.StableRS: true}, runHistoryLimit) {
+	successful, unsuccessful := r.ro.runHistoryLimits()
+	for _, name := range expiredRuns(runs, map[string]bool{r.hash: true, r.st.StableRS: true}, successful, unsuccessful) {
 		if err := ri.Delete(ctx, name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
 			return fmt.Errorf("delete old AnalysisRun %s: %w", name, err)
 		}

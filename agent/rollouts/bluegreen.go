@@ -47,7 +47,7 @@ func (r *rolloutCtx) blueGreen(ctx context.Context) error {
 	if active != r.hash {
 		// Before promotion: bring up the preview.
 		preview := replicas
-		if bg.PreviewReplicaCount != nil && !r.st.PromoteFull {
+		if bg.PreviewReplicaCount != nil && !r.promotingFully() {
 			preview = *bg.PreviewReplicaCount
 		}
 		r.stepBegins("preview")
@@ -62,7 +62,7 @@ func (r *rolloutCtx) blueGreen(ctx context.Context) error {
 			r.stepEnds(ctx, "preview", "available")
 		}
 		r.st.BlueGreen.ScaleUpPreviewCheckPoint = true
-		if bg.PrePromotionAnalysis != nil && !r.st.PromoteFull {
+		if bg.PrePromotionAnalysis != nil && !r.promotingFully() {
 			run, err := r.analyse(ctx, r.runName("pre"), runPre, bg.PrePromotionAnalysis)
 			if err != nil {
 				return fmt.Errorf("prePromotionAnalysis: %w", err)
@@ -73,7 +73,7 @@ func (r *rolloutCtx) blueGreen(ctx context.Context) error {
 				return err
 			}
 		}
-		if !r.st.PromoteFull && !r.promotionDue(bg) {
+		if !r.promotingFully() && !r.promotionDue(bg) {
 			return nil
 		}
 		if err := r.scale(ctx, r.newRS, replicas); err != nil {
@@ -90,7 +90,7 @@ func (r *rolloutCtx) blueGreen(ctx context.Context) error {
 		r.stepEnds(ctx, "promotion", "switched")
 	}
 	// Promoted: the active Service sends to the new version.
-	if bg.PostPromotionAnalysis != nil && !r.st.PromoteFull {
+	if bg.PostPromotionAnalysis != nil && !r.promotingFully() {
 		run, err := r.analyse(ctx, r.runName("post"), runPost, bg.PostPromotionAnalysis)
 		if err != nil {
 			return fmt.Errorf("postPromotionAnalysis: %w", err)

@@ -4,8 +4,11 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"time"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/flotilla-dev/flotilla/agent/rollouts/analysis"
 )
@@ -35,7 +38,7 @@ func (r *rolloutCtx) canary(ctx context.Context) error {
 	if r.st.CurrentStepIndex != nil {
 		idx = min(max(*r.st.CurrentStepIndex, 0), n)
 	}
-	if r.st.PromoteFull && idx < n {
+	if r.promotingFully() && idx < n {
 		idx = n
 		r.unpause()
 	}
@@ -137,31 +140,38 @@ func (r *rolloutCtx) canaryAborted(ctx context.Context, c *Canary, route router)
 	if err := r.terminateRuns(ctx); err != nil {
 		return err
 	}
-	if route != nil {
-		if err := route.setWeight(ctx, r, c, 0); err != nil {
-			return err
-		}
-	}
-	if err := r.scale(ctx, r.stableRS, r.ro.replicas()); err != nil {
-		return err
-	}
 	if err := r.pointService(ctx, c.CanaryService, r.st.StableRS); err != nil {
 		return err
 	}
 	if err := r.pointService(ctx, c.StableService, r.st.StableRS); err != nil {
 		return err
 	}
-	// Behind a router the canary stays up a while, as in Argo Rollouts:
-	// the router may still send to it.
-	var delay time.Duration
-	if route != nil {
-		delay = seconds(c.AbortScaleDownDelaySeconds, 30)
-	}
-	if err := r.scaleDownAfter(ctx, r.newRS, delay); err != nil {
-		return err
-	}
-	if err := r.scaleDownOthers(ctx, 0); err != nil {
-		return err
+	if route == nil {
+		// Back to stable within maxSurge and maxUnavailable, at once as in
+		// Argo Rollouts: abortScaleDownDelaySeconds is for routers only.
+		if _, err := r.scaleBasic(ctx, c, 0); err != nil {
+			return err
+		}
+	} else {
+		if err := r.scale(ctx, r.stableRS, r.ro.replicas()); err != nil {
+			return err
+		}
+		// Traffic goes back once the stable pods can take it; the canary
+		// stays up abortScaleDownDelaySeconds (default 30), as the router
+		// may still send to it.
+		if !settled(r.stableRS, r.ro.replicas()) && c.DynamicStableScale {
+			r.markAborted()
+			return nil // the stable set grows back first (its pods bring the next look)
+		}
+		if err := route.setWeight(ctx, r, c, 0); err != nil {
+			return err
+		}
+		if err := r.scaleDownAfter(ctx, r.newRS, seconds(c.AbortScaleDownDelaySeconds, 30)); err != nil {
+			return err
+		}
+		if err := r.scaleDownOthers(ctx, 0); err != nil {
+			return err
+		}
 	}
 	r.st.Canary.Weights = &Weights{Canary: WeightDestination{PodTemplateHash: r.hash}, Stable: WeightDestination{PodTemplateHash: r.st.StableRS, Weight: 100}}
 	r.markAborted()
@@ -170,8 +180,8 @@ func (r *rolloutCtx) canaryAborted(ctx context.Context, c *Canary, route router)
 
 // background runs strategy.canary.analysis from its startingStep on.
 func (r *rolloutCtx) background(ctx context.Context, c *Canary, route router, idx int32) error {
-	if c.Analysis == nil || r.st.Abort || r.st.PromoteFull {
-		return nil // a full promotion skips analysis, as in Argo Rollouts
+	if c.Analysis == nil || r.st.Abort || r.promotingFully() {
+		return nil // a full promotion or a fast rollback skips analysis, as in Argo Rollouts
 	}
 	if start := c.Analysis.StartingStep; start != nil && idx < *start {
 		return nil
@@ -243,10 +253,13 @@ func (r *rolloutCtx) pauseStep(p *Pause, step string) bool {
 
 // canaryTarget is the traffic weight and the canary's and the stable
 // set's sizes at step idx: the last setWeight up to it (100 past the last
-// step), the canary sized by that weight (or by setCanaryScale), and
-// without a traffic router the stable set taking the rest, so the replica
-// ratio is the weight, as in Argo Rollouts. Behind a router the stable set
-// keeps its size until after promotion: the router sends to it until then.
+// step). Without a traffic router the two sets split spec.replicas so the
+// replica ratio comes closest to the weight, as in Argo Rollouts (at
+// setWeight: 10 of 10 replicas, 1 canary and 9 stable pods). Behind a
+// router the canary is sized by the weight (or by setCanaryScale) and the
+// stable set keeps its size until after promotion, since the router sends
+// to it until then; with dynamicStableScale it shrinks as traffic leaves
+// it.
 func (r *rolloutCtx) canaryTarget(c *Canary, idx int32, routed bool) (weight, canary, stable int32) {
 	replicas := r.ro.replicas()
 	var scale *SetCanaryScale
@@ -261,41 +274,59 @@ func (r *rolloutCtx) canaryTarget(c *Canary, idx int32, routed bool) (weight, ca
 	if idx >= int32(len(c.Steps)) {
 		weight, scale = 100, nil
 	}
-	canary = int32(math.Ceil(float64(replicas) * float64(weight) / 100))
+	if !routed {
+		surge, _ := fenceposts(c.MaxSurge, c.MaxUnavailable, replicas)
+		canary, stable = weightedCounts(replicas, weight, surge)
+		return weight, canary, stable
+	}
+	canary = ceilShare(replicas, weight)
 	switch {
 	case scale == nil || scale.MatchTrafficWeight:
 	case scale.Replicas != nil:
 		canary = *scale.Replicas
 	case scale.Weight != nil:
-		canary = int32(math.Ceil(float64(replicas) * float64(*scale.Weight) / 100))
+		canary = ceilShare(replicas, *scale.Weight)
 	}
 	stable = replicas
-	if !routed {
-		stable = max(replicas-canary, 0)
+	if c.DynamicStableScale {
+		// The stable set gives up pods only once traffic left them.
+		stable = ceilShare(replicas, 100-weight)
+		if w := r.st.Canary.Weights; w != nil {
+			stable = max(stable, ceilShare(replicas, w.Stable.Weight))
+		}
 	}
 	return weight, canary, stable
 }
 
-// scaleCanary moves the canary and stable sets toward their sizes within
-// maxSurge (default 25 %, rounded up) above and maxUnavailable (default
-// 25 %, rounded down) below spec.replicas (with a router, traffic does not
-// follow pods, so they take their sizes at once, as in Argo Rollouts),
-// scales other sets down, and with a router sets the weights once the
-// canary is available. It reports
-// whether both sets run their sizes, all available.
+// ceilShare is weight percent of replicas, rounded up.
+func ceilShare(replicas, weight int32) int32 {
+	return int32(math.Ceil(float64(replicas) * float64(weight) / 100))
+}
+
+// scaleCanary moves the canary and stable sets toward their sizes: behind
+// a router at once (traffic does not follow pods there, as in Argo
+// Rollouts), without one a step at a time within maxSurge and
+// maxUnavailable (scaleBasic). With a router it sets the weights once the
+// canary is available. It reports whether both sets run their sizes, all
+// available.
 func (r *rolloutCtx) scaleCanary(ctx context.Context, c *Canary, route router, weight, canaryWant, stableWant int32) (bool, error) {
-	if err := r.scaleDownOthers(ctx, 0); err != nil {
-		return false, err
-	}
-	canaryNext, stableNext := canaryWant, stableWant
+	var done bool
 	if route == nil {
-		canaryNext, stableNext = r.boundedSizes(c, canaryWant, stableWant)
-	}
-	if err := r.scale(ctx, r.newRS, canaryNext); err != nil {
-		return false, err
-	}
-	if err := r.scale(ctx, r.stableRS, stableNext); err != nil {
-		return false, err
+		var err error
+		if done, err = r.scaleBasic(ctx, c, weight); err != nil {
+			return false, err
+		}
+	} else {
+		if err := r.scaleDownOthers(ctx, 0); err != nil {
+			return false, err
+		}
+		if err := r.scale(ctx, r.newRS, canaryWant); err != nil {
+			return false, err
+		}
+		if err := r.scale(ctx, r.stableRS, stableWant); err != nil {
+			return false, err
+		}
+		done = settled(r.newRS, canaryWant) && settled(r.stableRS, stableWant) && r.othersDown()
 	}
 	if err := r.keepScaled(ctx, r.stableRS); err != nil {
 		return false, err
@@ -303,7 +334,6 @@ func (r *rolloutCtx) scaleCanary(ctx context.Context, c *Canary, route router, w
 	if err := r.keepScaled(ctx, r.newRS); err != nil { // a retry after an abort
 		return false, err
 	}
-	done := settled(r.newRS, canaryWant) && settled(r.stableRS, stableWant) && r.othersDown()
 	if done && route != nil {
 		if err := route.setWeight(ctx, r, c, weight); err != nil {
 			return false, err
@@ -318,44 +348,64 @@ func (r *rolloutCtx) scaleCanary(ctx context.Context, c *Canary, route router, w
 	return done, nil
 }
 
-// boundedSizes are the next sizes of the canary and stable sets on the way
-// to their wanted sizes: at most maxSurge pods above spec.replicas, at
-// most maxUnavailable available pods below it.
-func (r *rolloutCtx) boundedSizes(c *Canary, canaryWant, stableWant int32) (int32, int32) {
+// scaleBasic takes a canary without a traffic router one step toward
+// weight, as Argo Rollouts' basic canary does: the stable set first, then
+// the canary, then the other sets, each as far as maxSurge and
+// maxUnavailable allow (basicCanaryCounts); one write per call, the
+// ReplicaSets' changes bring the next. It reports whether the sets are at
+// their sizes for weight, all available, and the others drained.
+func (r *rolloutCtx) scaleBasic(ctx context.Context, c *Canary, weight int32) (bool, error) {
 	replicas := r.ro.replicas()
-	surge := percentOf(c.MaxSurge, "25%", replicas, true)
-	unavailable := percentOf(c.MaxUnavailable, "25%", replicas, false)
-	if surge == 0 && unavailable == 0 {
-		unavailable = 1
+	surge, unavailable := fenceposts(c.MaxSurge, c.MaxUnavailable, replicas)
+	canary := replicaSetSize{specReplicas(r.newRS), available(r.newRS)}
+	var stable *replicaSetSize
+	if r.stableRS != nil && r.stableRS != r.newRS {
+		stable = &replicaSetSize{specReplicas(r.stableRS), available(r.stableRS)}
 	}
-	canaryNow, stableNow := specReplicas(r.newRS), specReplicas(r.stableRS)
-	canaryNext, stableNext := canaryNow, stableNow
-	maxTotal := replicas + surge
-	if canaryWant > canaryNow {
-		canaryNext = min(canaryWant, max(canaryNow, maxTotal-stableNow))
+	oldSpec, oldAvailable := int32(0), int32(0)
+	for _, rs := range r.others {
+		oldSpec += specReplicas(rs)
+		oldAvailable += available(rs)
 	}
-	if stableWant > stableNow {
-		stableNext = min(stableWant, max(stableNow, maxTotal-canaryNext))
+	canaryNext, stableNext := basicCanaryCounts(replicas, weight, surge, unavailable, canary, stable, oldSpec)
+	if stable != nil && stableNext != stable.spec {
+		return false, r.scale(ctx, r.stableRS, stableNext)
 	}
-	budget := available(r.newRS) + available(r.stableRS) - (replicas - unavailable)
-	if stableWant < stableNow {
-		stableNext = scaleDown(stableNow, stableWant, available(r.stableRS), &budget)
+	if canaryNext != canary.spec {
+		return false, r.scale(ctx, r.newRS, canaryNext)
 	}
-	if canaryWant < canaryNow {
-		canaryNext = scaleDown(canaryNow, canaryWant, available(r.newRS), &budget)
+	// The other sets go within maxUnavailable, newest revision first.
+	budget := canary.available + oldAvailable - (replicas - unavailable)
+	if stable != nil {
+		budget += stable.available
 	}
-	return canaryNext, stableNext
+	others := slices.Clone(r.others)
+	slices.SortFunc(others, func(a, b *unstructured.Unstructured) int { return revisionOf(b) - revisionOf(a) })
+	for _, rs := range others {
+		if budget <= 0 {
+			break
+		}
+		n := specReplicas(rs)
+		if n == 0 {
+			continue
+		}
+		next := max(n-budget, 0)
+		if err := r.scale(ctx, rs, next); err != nil {
+			return false, err
+		}
+		budget -= n - next
+	}
+	wantCanary, wantStable := weightedCounts(replicas, weight, surge)
+	if stable == nil {
+		wantCanary, wantStable = replicas, 0
+	}
+	return settled(r.newRS, wantCanary) && (stable == nil || settled(r.stableRS, wantStable)) && r.othersDown() && oldAvailable == 0, nil
 }
 
-// scaleDown lowers a set from now toward want: its unavailable pods go
-// freely, available ones only as far as budget (available pods above the
-// minimum) allows.
-func scaleDown(now, want, avail int32, budget *int32) int32 {
-	unavailable := max(now-avail, 0)
-	next := now - min(now-want, unavailable)
-	take := max(min(next-want, *budget), 0)
-	*budget -= take
-	return next - take
+// revisionOf is a ReplicaSet's rollout revision (0 when unknown).
+func revisionOf(rs *unstructured.Unstructured) int {
+	n, _ := strconv.Atoi(rs.GetAnnotations()[revisionAnnotation])
+	return n
 }
 
 func (r *rolloutCtx) othersDown() bool {

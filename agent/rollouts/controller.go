@@ -293,8 +293,11 @@ type rolloutCtx struct {
 	hash     string
 	// workload is the Deployment the workloadRef names, when it has one.
 	workload *unstructured.Unstructured
-	newRS    *unstructured.Unstructured
-	stableRS *unstructured.Unstructured
+	// fastRollback: the revision is an earlier one within the rollback
+	// window, rolled out at once with no steps and no analysis.
+	fastRollback bool
+	newRS        *unstructured.Unstructured
+	stableRS     *unstructured.Unstructured
 	// others are the rollout's ReplicaSets that are neither.
 	others []*unstructured.Unstructured
 }
@@ -329,6 +332,7 @@ func (r *rolloutCtx) reconcile(ctx context.Context) error {
 		r.st.StableRS = r.hash
 		r.stableRS = r.newRS
 	}
+	r.fastRollback = r.rollbackWithinWindow()
 	var err error
 	if r.ro.Spec.Strategy.Canary != nil {
 		err = r.canary(ctx)
@@ -339,10 +343,18 @@ func (r *rolloutCtx) reconcile(ctx context.Context) error {
 		return err
 	}
 	r.counts()
+	r.progress()
 	if err := r.scaleDownWorkload(ctx); err != nil {
 		return err
 	}
 	return r.cleanup(ctx)
+}
+
+// promotingFully reports whether the revision skips its steps, pauses and
+// analysis: an operator's full promotion, or a rollback within the
+// rollback window.
+func (r *rolloutCtx) promotingFully() bool {
+	return r.st.PromoteFull || r.fastRollback
 }
 
 // writeStatus writes the status if it changed, and tells OnChange.

@@ -148,6 +148,17 @@ func (r *rolloutCtx) loadReplicaSets(ctx context.Context) error {
 			return err
 		}
 	}
+	// minReadySeconds follows the Rollout's, as in Argo Rollouts: the
+	// ReplicaSet counts a pod available only that long after it is ready.
+	if n, _, _ := unstructured.NestedInt64(r.newRS.Object, "spec", "minReadySeconds"); int32(n) != r.ro.Spec.MinReadySeconds {
+		patch := fmt.Sprintf(`{"spec":{"minReadySeconds":%d}}`, r.ro.Spec.MinReadySeconds)
+		updated, err := r.c.client.Resource(rsGVR).Namespace(r.newRS.GetNamespace()).Patch(ctx, r.newRS.GetName(), types.MergePatchType, []byte(patch),
+			metav1.PatchOptions{FieldManager: fieldManager})
+		if err != nil {
+			return fmt.Errorf("ReplicaSet %s: minReadySeconds: %w", r.newRS.GetName(), err)
+		}
+		r.newRS = updated
+	}
 	if r.st.StableRS == r.hash {
 		r.stableRS = r.newRS
 	}
@@ -170,7 +181,7 @@ func (r *rolloutCtx) createReplicaSet(ctx context.Context, revision int64) (*uns
 	}
 	rs := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "apps/v1", "kind": "ReplicaSet",
-		"spec": map[string]any{"replicas": int64(0), "selector": selector, "template": template},
+		"spec": map[string]any{"replicas": int64(0), "selector": selector, "template": template, "minReadySeconds": int64(r.ro.Spec.MinReadySeconds)},
 	}}
 	rs.SetName(r.obj.GetName() + "-" + r.hash)
 	rs.SetNamespace(r.obj.GetNamespace())

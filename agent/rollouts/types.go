@@ -5,14 +5,25 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/flotilla-dev/flotilla/agent/rollouts/analysis"
 )
+
+// UnsupportedKinds are the argoproj.io kinds the agent's rollouts
+// controller does not run, with why: a sync of an object of one fails
+// naming it, before anything is applied, rather than apply an object
+// nothing acts on.
+var UnsupportedKinds = map[schema.GroupKind]string{
+	{Group: "argoproj.io", Kind: "Experiment"}: "Experiments are not supported by the agent's rollouts controller (docs/rollouts.md); " +
+		"to run them, install Argo Rollouts in the cluster and start the agent with --rollouts-controller=false",
+}
 
 // Rollout is the part of Argo Rollouts' Rollout the agent acts on, with
 // Argo Rollouts' field names, so manifests and status read the same.
@@ -24,13 +35,35 @@ type Rollout struct {
 
 // Spec is a Rollout's spec.
 type Spec struct {
-	Replicas             *int32                `json:"replicas,omitempty"`
-	Selector             *metav1.LabelSelector `json:"selector,omitempty"`
-	Template             map[string]any        `json:"template,omitempty"`
-	WorkloadRef          *WorkloadRef          `json:"workloadRef,omitempty"`
-	Paused               bool                  `json:"paused,omitempty"`
-	RevisionHistoryLimit *int32                `json:"revisionHistoryLimit,omitempty"`
-	Strategy             Strategy              `json:"strategy"`
+	Replicas        *int32                `json:"replicas,omitempty"`
+	Selector        *metav1.LabelSelector `json:"selector,omitempty"`
+	Template        map[string]any        `json:"template,omitempty"`
+	WorkloadRef     *WorkloadRef          `json:"workloadRef,omitempty"`
+	MinReadySeconds int32                 `json:"minReadySeconds,omitempty"`
+	// ProgressDeadlineSeconds (default 600) is how long a rollout may make
+	// no progress before it is Degraded; ProgressDeadlineAbort aborts it.
+	ProgressDeadlineSeconds *int32 `json:"progressDeadlineSeconds,omitempty"`
+	ProgressDeadlineAbort   bool   `json:"progressDeadlineAbort,omitempty"`
+	Paused                  bool   `json:"paused,omitempty"`
+	RevisionHistoryLimit    *int32 `json:"revisionHistoryLimit,omitempty"`
+	// RollbackWindow fast-tracks a rollback to one of the last Revisions
+	// revisions: no steps, no analysis.
+	RollbackWindow *RollbackWindow `json:"rollbackWindow,omitempty"`
+	// Analysis bounds the finished AnalysisRuns kept.
+	Analysis *RunHistory `json:"analysis,omitempty"`
+	Strategy Strategy    `json:"strategy"`
+}
+
+// RollbackWindow is spec.rollbackWindow.
+type RollbackWindow struct {
+	Revisions int32 `json:"revisions,omitempty"`
+}
+
+// RunHistory is spec.analysis: how many finished AnalysisRuns of earlier
+// revisions are kept, per outcome (5 each by default).
+type RunHistory struct {
+	SuccessfulRunHistoryLimit   *int32 `json:"successfulRunHistoryLimit,omitempty"`
+	UnsuccessfulRunHistoryLimit *int32 `json:"unsuccessfulRunHistoryLimit,omitempty"`
 }
 
 // WorkloadRef takes the pod template (and, when the Rollout has none, the
@@ -69,8 +102,11 @@ type Canary struct {
 	// routed canary is promoted (default 30), while routers catch up.
 	ScaleDownDelaySeconds *int32 `json:"scaleDownDelaySeconds,omitempty"`
 	// AbortScaleDownDelaySeconds keeps an aborted routed canary up that
-	// long (default 30).
+	// long (default 30); a canary without a router goes at once.
 	AbortScaleDownDelaySeconds *int32 `json:"abortScaleDownDelaySeconds,omitempty"`
+	// DynamicStableScale shrinks a routed canary's stable set as traffic
+	// leaves it.
+	DynamicStableScale bool `json:"dynamicStableScale,omitempty"`
 }
 
 // TrafficRouting is how a canary's weight reaches traffic: ingress-nginx
@@ -185,11 +221,12 @@ type Status struct {
 	ObservedGeneration string           `json:"observedGeneration,omitempty"`
 	// WorkloadObservedGeneration is the generation of the workloadRef's
 	// Deployment the status reflects.
-	WorkloadObservedGeneration string `json:"workloadObservedGeneration,omitempty"`
-	Phase              string           `json:"phase,omitempty"`
-	Message            string           `json:"message,omitempty"`
-	Canary             CanaryStatus     `json:"canary,omitempty"`
-	BlueGreen          BlueGreenStatus  `json:"blueGreen,omitempty"`
+	WorkloadObservedGeneration string          `json:"workloadObservedGeneration,omitempty"`
+	Phase                      string          `json:"phase,omitempty"`
+	Message                    string          `json:"message,omitempty"`
+	Canary                     CanaryStatus    `json:"canary,omitempty"`
+	BlueGreen                  BlueGreenStatus `json:"blueGreen,omitempty"`
+	Conditions                 []Condition     `json:"conditions,omitempty"`
 }
 
 // PauseCondition says why and since when a rollout is paused.
@@ -259,6 +296,10 @@ func parse(obj *unstructured.Unstructured) (*Rollout, error) {
 	if err := json.Unmarshal(data, &ro); err != nil {
 		return nil, fmt.Errorf("spec: %w", err)
 	}
+	spec, _, _ := unstructured.NestedMap(obj.Object, "spec")
+	if err := unsupportedField(spec); err != nil {
+		return &ro, err
+	}
 	return &ro, ro.validate()
 }
 
@@ -302,6 +343,26 @@ func (ro *Rollout) validate() error {
 		if c.Analysis != nil && len(c.Analysis.Templates) == 0 {
 			return fmt.Errorf("spec.strategy.canary.analysis.templates: required")
 		}
+		// Argo Rollouts' own checks, with its words.
+		if bothZero(c.MaxSurge, c.MaxUnavailable) {
+			return fmt.Errorf("spec.strategy.canary.maxSurge: MaxSurge and MaxUnavailable both can not be zero")
+		}
+		if c.TrafficRouting == nil {
+			for i, st := range c.Steps {
+				if st.SetCanaryScale != nil {
+					return fmt.Errorf("spec.strategy.canary.steps[%d].setCanaryScale: SetCanaryScale requires TrafficRouting to be set", i)
+				}
+			}
+			if c.ScaleDownDelaySeconds != nil {
+				return fmt.Errorf("spec.strategy.canary.scaleDownDelaySeconds: Canary scaleDownDelaySeconds can only be used with traffic routing")
+			}
+			if c.DynamicStableScale {
+				return fmt.Errorf("spec.strategy.canary.dynamicStableScale: Canary dynamicStableScale can only be used with traffic routing")
+			}
+		}
+		if c.DynamicStableScale && c.ScaleDownDelaySeconds != nil {
+			return fmt.Errorf("spec.strategy.canary.dynamicStableScale: Canary dynamicStableScale cannot be used with scaleDownDelaySeconds")
+		}
 	case bg != nil:
 		if bg.ActiveService == "" {
 			return fmt.Errorf("spec.strategy.blueGreen.activeService is required")
@@ -313,6 +374,22 @@ func (ro *Rollout) validate() error {
 		return fmt.Errorf("spec.strategy: set canary or blueGreen")
 	}
 	return nil
+}
+
+// bothZero reports whether maxSurge and maxUnavailable are both set to
+// zero, which Argo Rollouts refuses.
+func bothZero(surge, unavailable *intstr.IntOrString) bool {
+	zero := func(v *intstr.IntOrString) bool {
+		if v == nil {
+			return false
+		}
+		if v.Type == intstr.Int {
+			return v.IntVal == 0
+		}
+		n, err := strconv.Atoi(strings.TrimSuffix(v.StrVal, "%"))
+		return err == nil && n == 0
+	}
+	return zero(surge) && zero(unavailable)
 }
 
 // templateHasMetadata reports whether a pod template sets labels or
@@ -425,15 +502,4 @@ func (ro *Rollout) replicas() int32 {
 		return 1
 	}
 	return *ro.Spec.Replicas
-}
-
-// percentOf resolves an int-or-percent (def when unset) against total,
-// rounding up or down; a malformed value counts as 0.
-func percentOf(v *intstr.IntOrString, def string, total int32, roundUp bool) int32 {
-	if v == nil {
-		d := intstr.FromString(def)
-		v = &d
-	}
-	n, _ := intstr.GetScaledValueFromIntOrPercent(v, int(total), roundUp)
-	return int32(n)
 }

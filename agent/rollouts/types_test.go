@@ -62,8 +62,11 @@ func TestWorkloadRefNeedsNoSelector(t *testing.T) {
 }
 
 func TestCanaryTarget(t *testing.T) {
-	ro, err := parse(rolloutYAML(t, base+`  strategy:
+	routed := `  strategy:
     canary:
+      canaryService: api-canary
+      stableService: api-stable
+      trafficRouting: {nginx: {stableIngress: api}}
       steps:
         - setWeight: 10
         - pause: {duration: 5m}
@@ -71,7 +74,8 @@ func TestCanaryTarget(t *testing.T) {
         - setWeight: 50
         - setCanaryScale: {matchTrafficWeight: true}
         - setWeight: 100
-`))
+`
+	ro, err := parse(rolloutYAML(t, base+routed))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,35 +84,56 @@ func TestCanaryTarget(t *testing.T) {
 	type target struct{ Weight, Canary, Stable int32 }
 	var got []target
 	for idx := range int32(len(c.Steps) + 1) {
-		w, cn, st := r.canaryTarget(c, idx, false)
+		w, cn, st := r.canaryTarget(c, idx, true)
 		got = append(got, target{w, cn, st})
 	}
-	// Without a router the replica ratio is the weight: 10 % of 10 is one
-	// canary pod; setCanaryScale overrides the size until matchTrafficWeight.
-	want := []target{{10, 1, 9}, {10, 1, 9}, {10, 3, 7}, {50, 3, 7}, {50, 5, 5}, {100, 10, 0}, {100, 10, 0}}
+	// Behind a router the canary is sized by the weight, setCanaryScale
+	// overrides it until matchTrafficWeight, and the stable set stays
+	// whole until promotion.
+	want := []target{{10, 1, 10}, {10, 1, 10}, {10, 3, 10}, {50, 3, 10}, {50, 5, 10}, {100, 10, 10}, {100, 10, 10}}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("targets (-want +got):\n%s", diff)
 	}
-	// With a router the stable set stays whole until promotion.
-	if w, cn, st := r.canaryTarget(c, 0, true); w != 10 || cn != 1 || st != 10 {
-		t.Errorf("routed at 10 %%: %d %d %d", w, cn, st)
+	// With dynamicStableScale the stable set gives up what traffic left.
+	dynamic, err := parse(rolloutYAML(t, base+strings.Replace(routed, "      steps:", "      dynamicStableScale: true\n      steps:", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r = &rolloutCtx{ro: dynamic}
+	if _, cn, st := r.canaryTarget(dynamic.Spec.Strategy.Canary, 3, true); cn != 3 || st != 5 {
+		t.Errorf("dynamic at 50 %%: canary %d stable %d, want 3 and 5", cn, st)
+	}
+	r.st.Canary.Weights = &Weights{Stable: WeightDestination{Weight: 90}, Canary: WeightDestination{Weight: 10}}
+	if _, _, st := r.canaryTarget(dynamic.Spec.Strategy.Canary, 3, true); st != 9 {
+		t.Errorf("dynamic at 50 %% while 90 %% of traffic still goes to stable: stable %d, want 9", st)
+	}
+	// Without a router the sets split spec.replicas as Argo Rollouts does.
+	basic, err := parse(rolloutYAML(t, base+"  strategy: {canary: {steps: [{setWeight: 15}]}}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r = &rolloutCtx{ro: basic}
+	if w, cn, st := r.canaryTarget(basic.Spec.Strategy.Canary, 0, false); w != 15 || cn != 2 || st != 9 {
+		t.Errorf("basic at 15 %% of 10 (surge 3): %d %d %d, want 15, 2 canary and 9 stable", w, cn, st)
 	}
 }
 
-func TestScaleDownKeepsAvailability(t *testing.T) {
-	for _, tc := range []struct {
-		now, want, avail, budget int32
-		next, left               int32
-	}{
-		{10, 8, 10, 2, 8, 0},  // two available may go
-		{10, 8, 10, 1, 9, 0},  // only one may
-		{10, 8, 7, 0, 8, 0},   // unavailable pods go freely
-		{10, 0, 10, 0, 10, 0}, // nothing may go yet
-		{4, 0, 0, 0, 0, 0},    // none available: all go
+func TestUnsupportedFieldsAreRefusedByName(t *testing.T) {
+	for _, tc := range []struct{ spec, want string }{
+		{base + "  restartAt: 2026-12-06T00:00:00Z\n  strategy: {canary: {}}", "spec.restartAt is not supported"},
+		{base + "  strategy: {canary: {pingPong: {pingService: a, pongService: b}}}", "spec.strategy.canary.pingPong is not supported"},
+		{base + "  strategy: {canary: {antiAffinity: {}}}", "spec.strategy.canary.antiAffinity is not supported"},
+		{base + "  strategy: {canary: {steps: [{setWeight: 10, extra: 1}]}}", "spec.strategy.canary.steps[0].extra is not supported"},
+		{base + "  strategy: {blueGreen: {activeService: a, activeMetadata: {labels: {x: y}}}}", "spec.strategy.blueGreen.activeMetadata is not supported"},
+		{base + "  strategy: {canary: {canaryService: c, stableService: s, trafficRouting: {maxTrafficWeight: 1000, nginx: {stableIngress: i}}}}", "spec.strategy.canary.trafficRouting.maxTrafficWeight is not supported"},
+		{base + "  strategy: {canary: {steps: [{setCanaryScale: {replicas: 1}}]}}", "SetCanaryScale requires TrafficRouting to be set"},
+		{base + "  strategy: {canary: {scaleDownDelaySeconds: 5}}", "Canary scaleDownDelaySeconds can only be used with traffic routing"},
+		{base + "  strategy: {canary: {dynamicStableScale: true}}", "Canary dynamicStableScale can only be used with traffic routing"},
+		{base + "  strategy: {canary: {maxSurge: 0, maxUnavailable: \"0%\"}}", "MaxSurge and MaxUnavailable both can not be zero"},
 	} {
-		budget := tc.budget
-		if next := scaleDown(tc.now, tc.want, tc.avail, &budget); next != tc.next || budget != tc.left {
-			t.Errorf("scaleDown(%d→%d, %d available, budget %d) = %d (budget %d), want %d (%d)", tc.now, tc.want, tc.avail, tc.budget, next, budget, tc.next, tc.left)
+		_, err := parse(rolloutYAML(t, tc.spec))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s\nerror %v, want %q", tc.spec, err, tc.want)
 		}
 	}
 }
@@ -163,11 +188,22 @@ func TestExpiredRunsKeepTheNewestPerOutcome(t *testing.T) {
 		runInfo{name: "running", hash: "old", created: at(0)},
 		runInfo{name: "current", hash: "h0", succeeded: true, finished: true, created: at(0)},
 	)
-	got := expiredRuns(runs, map[string]bool{"h0": true}, 5)
+	got := expiredRuns(runs, map[string]bool{"h0": true}, 5, 5)
 	slices.Sort(got)
 	// ok-7..ok-3 are the newest five successful ones; ok-0 and current
 	// belong to a kept revision; the failed and the running one stay.
 	if want := []string{"ok-1", "ok-2"}; !slices.Equal(got, want) {
 		t.Errorf("expired %v, want %v", got, want)
+	}
+	// spec.analysis limits each outcome apart: 2 successful, 0 failed.
+	ro, err := parse(rolloutYAML(t, base+"  analysis: {successfulRunHistoryLimit: 2, unsuccessfulRunHistoryLimit: 0}\n  strategy: {canary: {}}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	successful, unsuccessful := ro.runHistoryLimits()
+	got = expiredRuns(runs, map[string]bool{"h0": true}, successful, unsuccessful)
+	slices.Sort(got)
+	if want := []string{"failed-old", "ok-1", "ok-2", "ok-3", "ok-4", "ok-5"}; !slices.Equal(got, want) {
+		t.Errorf("with limits 2 and 0: expired %v, want %v", got, want)
 	}
 }

@@ -34,12 +34,14 @@ ldflags="-X k8s.io/component-base/version.gitVersion=$kube_version -X k8s.io/com
 (cd "$here/kwok" && go build -o "$out/kwok" sigs.k8s.io/kwok/cmd/kwok)
 
 # kwok needs stage files to do anything ("no stages found" otherwise): the
-# fast node and pod lifecycles, and node heartbeats with leases so the node
-# lifecycle controller never taints a fake node as unreachable.
+# fast node and pod lifecycles, node heartbeats with leases so the node
+# lifecycle controller never taints a fake node as unreachable, and the
+# chaos stage that fails a pod labelled
+# pod-container-running-failed.stage.kwok.x-k8s.io=true (a Job that fails).
 kwok_dir=$(cd "$here/kwok" && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)
 rm -rf "$out/kwok-stages" && mkdir -p "$out/kwok-stages"
 for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
-	pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
+	pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml pod/chaos/pod-container-running-failed.yaml; do
 	install -m 0644 "$kwok_dir/kustomize/stage/$f" "$out/kwok-stages/"
 done
 
