@@ -1,6 +1,7 @@
 package apply
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -100,38 +101,63 @@ data: {mode: fast, level: "1"}
 }
 
 // TestDiffOfWhatCannotBeDryRunYet: objects whose namespace or kind the same
-// sync creates are drifts with what Git says, and no live state.
+// sync creates are drifts with what Git says, and no live state; an object
+// of a kind nothing serves or defines fails the diff, naming it.
 func TestDiffOfWhatCannotBeDryRunYet(t *testing.T) {
+	const unknown = `
+apiVersion: diff.flotilla.test/v1
+kind: Unknown
+metadata: {name: u1, namespace: $NS}
+`
+	const crd = `
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: unknowns.diff.flotilla.test}
+spec:
+  group: diff.flotilla.test
+  names: {kind: Unknown, plural: unknowns}
+  scope: Namespaced
+  versions: [{name: v1, served: true, storage: true, schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}}]
+`
 	cases := []struct {
 		name     string
 		manifest string
+		with     string // more objects of the same set
 	}{
 		{"its namespace does not exist", `
 apiVersion: v1
 kind: ConfigMap
 metadata: {name: settings, namespace: $NS}
 data: {mode: fast}
-`},
-		{"its kind is not served", `
-apiVersion: diff.flotilla.test/v1
-kind: Unknown
-metadata: {name: u1, namespace: $NS}
-`},
+`, ""},
+		{"its kind is defined by a CRD of the same set", unknown, crd},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			obj := decodeOne(t, uniqueName(t), tc.manifest)
+			objs := []*unstructured.Unstructured{obj}
+			if tc.with != "" {
+				objs = append(objs, decodeOne(t, "", tc.with))
+			}
 
-			drifts, err := manager.Diff(t.Context(), []*unstructured.Unstructured{obj}, nil)
+			drifts, err := manager.Diff(t.Context(), objs, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
 
-			if diff := cmp.Diff([]Drift{{Ref: RefOf(obj), Desired: obj}}, drifts); diff != "" {
-				t.Errorf("drifts (-want +got):\n%s", diff)
+			if diff := cmp.Diff(Drift{Ref: RefOf(obj), Desired: obj}, drifts[0]); diff != "" {
+				t.Errorf("drift (-want +got):\n%s", diff)
 			}
 		})
 	}
+	t.Run("its kind is neither served nor defined", func(t *testing.T) {
+		obj := decodeOne(t, uniqueName(t), unknown)
+		_, err := manager.Diff(t.Context(), []*unstructured.Unstructured{obj}, nil)
+		var oe *ObjectError
+		if !errors.As(err, &oe) || oe.Ref != RefOf(obj) || !strings.Contains(err.Error(), `no matches for kind "Unknown"`) {
+			t.Fatalf("diff of an object nothing serves: %v", err)
+		}
+	})
 }
 
 func TestDiffFailsNamingEveryRefusedObject(t *testing.T) {

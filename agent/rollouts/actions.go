@@ -3,6 +3,7 @@ package rollouts
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -40,12 +41,10 @@ func Act(ctx context.Context, client dynamic.Interface, ro *unstructured.Unstruc
 	}
 	switch action {
 	case flotillav1.RolloutAction_ROLLOUT_ACTION_PROMOTE:
+		if err := promotable(ro, full); err != nil {
+			return fmt.Errorf("rollout %s/%s: %w", ro.GetNamespace(), ro.GetName(), err)
+		}
 		if full {
-			current, _, _ := unstructured.NestedString(ro.Object, "status", "currentPodHash")
-			stable, _, _ := unstructured.NestedString(ro.Object, "status", "stableRS")
-			if current != "" && current == stable {
-				return nil // already fully promoted
-			}
 			return patch(`{"status":{"promoteFull":true}}`, "status")
 		}
 		pauses, _, _ := unstructured.NestedSlice(ro.Object, "status", "pauseConditions")
@@ -76,4 +75,36 @@ func Act(ctx context.Context, client dynamic.Interface, ro *unstructured.Unstruc
 		return patch(`{"spec":{"paused":true}}`)
 	}
 	return fmt.Errorf("unknown rollout action %v", action)
+}
+
+// promotable says why promoting ro would do nothing, or nil when it acts:
+// a promote needs a rollout that runs (not InvalidSpec, not aborted: that
+// needs a retry) and has something to promote: a pause to end, or a
+// revision not yet stable (a canary's step to move past, with full all
+// of them). The kubectl plugin patches regardless; the patch then changes
+// nothing, which an operator at 2 am must be told.
+func promotable(ro *unstructured.Unstructured, full bool) error {
+	phase, _, _ := unstructured.NestedString(ro.Object, "status", "phase")
+	message, _, _ := unstructured.NestedString(ro.Object, "status", "message")
+	aborted, _, _ := unstructured.NestedBool(ro.Object, "status", "abort")
+	current, _, _ := unstructured.NestedString(ro.Object, "status", "currentPodHash")
+	stable, _, _ := unstructured.NestedString(ro.Object, "status", "stableRS")
+	paused, _, _ := unstructured.NestedBool(ro.Object, "spec", "paused")
+	pauses, _, _ := unstructured.NestedSlice(ro.Object, "status", "pauseConditions")
+	_, canary, _ := unstructured.NestedMap(ro.Object, "spec", "strategy", "canary")
+	switch {
+	case strings.HasPrefix(message, "InvalidSpec"):
+		return fmt.Errorf("cannot promote: the rollout does not run (%s)", message)
+	case aborted:
+		return fmt.Errorf("cannot promote: the rollout was aborted (%s); retry it to start the revision again", message)
+	case paused || len(pauses) > 0:
+		return nil
+	case phase == PhaseDegraded:
+		return fmt.Errorf("cannot promote: the rollout is Degraded (%s)", message)
+	case current == "" || current == stable:
+		return fmt.Errorf("cannot promote: nothing to promote, the rollout runs its stable revision %s", stable)
+	case full || canary:
+		return nil
+	}
+	return fmt.Errorf("cannot promote: the rollout is not paused (%s)", phase)
 }
