@@ -68,6 +68,24 @@ func (r *rolloutCtx) podTemplate(ctx context.Context) (map[string]any, error) {
 	return t, nil
 }
 
+// workloadReplicas is what scaleDown makes of the workloadRef's
+// Deployment, and whether it touches it now: with onsuccess zero once the
+// Rollout was Healthy (wasHealthy, as an earlier reconcile recorded it);
+// with progressively replicas less the Rollout's ready pods while those
+// come up or it was aborted (so the Deployment comes back up when they
+// go), and zero once it was Healthy.
+func workloadReplicas(mode string, wasHealthy bool, replicas, ready int32, aborted bool) (int32, bool) {
+	switch {
+	case mode != scaleDownOnSuccess && mode != scaleDownProgressively:
+		return 0, false
+	case wasHealthy:
+		return 0, true
+	case mode == scaleDownProgressively && (ready > 0 || aborted):
+		return max(replicas-ready, 0), true
+	}
+	return 0, false
+}
+
 // scaleDownWorkload scales the workloadRef's Deployment down as its
 // scaleDown says, for the Rollout's first revision only, as Argo Rollouts
 // does: onsuccess to zero once the Rollout was Healthy; progressively to
@@ -76,20 +94,14 @@ func (r *rolloutCtx) podTemplate(ctx context.Context) (map[string]any, error) {
 // spec.replicas is the controller's from then on (see ControllerFields).
 func (r *rolloutCtx) scaleDownWorkload(ctx context.Context) error {
 	ref := r.ro.Spec.WorkloadRef
-	if ref == nil || r.workload == nil || (ref.ScaleDown != scaleDownOnSuccess && ref.ScaleDown != scaleDownProgressively) {
+	if ref == nil || r.workload == nil {
 		return nil
 	}
 	if n, _ := strconv.ParseInt(r.newRS.GetAnnotations()[revisionAnnotation], 10, 64); n != 1 {
 		return nil
 	}
-	healthy := r.ro.Status.Phase == PhaseHealthy // as recorded by an earlier reconcile
-	var target int32
-	switch {
-	case healthy:
-		target = 0
-	case ref.ScaleDown == scaleDownProgressively && (r.st.ReadyReplicas > 0 || r.st.Abort):
-		target = max(r.ro.replicas()-r.st.ReadyReplicas, 0)
-	default:
+	target, scale := workloadReplicas(ref.ScaleDown, r.ro.Status.Phase == PhaseHealthy, r.ro.replicas(), r.st.ReadyReplicas, r.st.Abort)
+	if !scale {
 		return nil
 	}
 	if current, found, _ := unstructured.NestedInt64(r.workload.Object, "spec", "replicas"); found && int32(current) == target {

@@ -61,6 +61,32 @@ func TestWorkloadRefNeedsNoSelector(t *testing.T) {
 	}
 }
 
+func TestWorkloadReplicasAsScaleDownSays(t *testing.T) {
+	for _, tc := range []struct {
+		mode       string
+		wasHealthy bool
+		ready      int32
+		aborted    bool
+		want       int32
+		scale      bool
+	}{
+		{"", false, 2, false, 0, false},                     // never, the default
+		{scaleDownNever, true, 4, false, 0, false},          // never
+		{scaleDownOnSuccess, false, 3, false, 0, false},     // not until Healthy
+		{scaleDownOnSuccess, true, 4, false, 0, true},       // then to zero
+		{scaleDownProgressively, false, 0, false, 0, false}, // nothing ready yet
+		{scaleDownProgressively, false, 1, false, 3, true},  // as the Rollout's pods come up
+		{scaleDownProgressively, false, 3, false, 1, true},
+		{scaleDownProgressively, false, 0, true, 4, true}, // aborted: back up
+		{scaleDownProgressively, true, 4, false, 0, true}, // Healthy: zero
+	} {
+		got, scale := workloadReplicas(tc.mode, tc.wasHealthy, 4, tc.ready, tc.aborted)
+		if got != tc.want || scale != tc.scale {
+			t.Errorf("%q healthy=%t ready=%d aborted=%t: %d %t, want %d %t", tc.mode, tc.wasHealthy, tc.ready, tc.aborted, got, scale, tc.want, tc.scale)
+		}
+	}
+}
+
 func TestCanaryTarget(t *testing.T) {
 	routed := `  strategy:
     canary:
