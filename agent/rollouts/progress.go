@@ -5,6 +5,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 )
 
 // Condition is one of a Rollout's status conditions, as Argo Rollouts
@@ -113,22 +114,30 @@ func (r *rolloutCtx) setCondition(status, reason, message string) {
 // an earlier one within spec.rollbackWindow.revisions of the stable one,
 // which Argo Rollouts fast-tracks (no steps, no analysis): its ReplicaSet
 // is older than the stable one, with fewer than revisions ReplicaSets
-// created between the two.
+// created between the two. Creation times have whole seconds; within one
+// second the revision numbers order them.
 func (r *rolloutCtx) rollbackWithinWindow() bool {
 	w := r.ro.Spec.RollbackWindow
 	if w == nil || w.Revisions <= 0 || r.stableRS == nil || r.newRS == nil || r.stableRS == r.newRS {
 		return false
 	}
-	rolledBackTo, stable := r.newRS.GetCreationTimestamp(), r.stableRS.GetCreationTimestamp()
-	if !rolledBackTo.Before(&stable) {
+	if !olderThan(r.newRS, r.stableRS) {
 		return false
 	}
 	between := int32(0)
 	for _, rs := range r.others {
-		at := rs.GetCreationTimestamp()
-		if at.Before(&stable) && rolledBackTo.Before(&at) {
+		if olderThan(rs, r.stableRS) && olderThan(r.newRS, rs) {
 			between++
 		}
 	}
 	return between < w.Revisions
+}
+
+// olderThan orders ReplicaSets by creation, then by revision.
+func olderThan(a, b *unstructured.Unstructured) bool {
+	ta, tb := a.GetCreationTimestamp(), b.GetCreationTimestamp()
+	if !ta.Equal(&tb) {
+		return ta.Before(&tb)
+	}
+	return revisionOf(a) < revisionOf(b)
 }

@@ -1155,3 +1155,87 @@ func TestRolloutsControllerRoutesThroughNginx(t *testing.T) {
 		t.Errorf("the stable Ingress was written")
 	}
 }
+
+// TestRolloutsControllerRollbackWindowAndProgressDeadline: a rollback to
+// the revision before the stable one, within rollbackWindow, skips the
+// steps (an indefinite pause among them); a revision whose pods never
+// become available makes no progress for progressDeadlineSeconds, so the
+// rollout is Degraded, ProgressDeadlineExceeded, and with
+// progressDeadlineAbort goes back to stable.
+func TestRolloutsControllerRollbackWindowAndProgressDeadline(t *testing.T) {
+	ns := "window"
+	c := rolloutsCluster(t, "window", ns)
+	startRolloutsController(t, c)
+	manifest := func(name, extra string) string {
+		return fmt.Sprintf(`apiVersion: argoproj.io/v1alpha1
+kind: Rollout
+metadata: {name: %[1]s}
+spec:
+  replicas: 2
+%[2]s  selector: {matchLabels: {app: %[1]s}}
+  template:
+    metadata: {labels: {app: %[1]s}}
+    spec: {containers: [{name: api, image: "registry.example.com/api:1"}]}
+  strategy:
+    canary:
+      steps: [{setWeight: 50}, {pause: {}}]
+`, name, extra)
+	}
+	c.CreateAll(t, ns, manifest("back", "  rollbackWindow: {revisions: 2}\n")+"---\n"+manifest("stuck", "  progressDeadlineSeconds: 5\n  progressDeadlineAbort: true\n"))
+	stableIs := func(hash string) func(*unstructured.Unstructured) error {
+		return func(ro *unstructured.Unstructured) error {
+			if s, p := testenv.Field(ro, "status", "stableRS"), testenv.Field(ro, "status", "phase"); s != hash || p != "Healthy" {
+				return fmt.Errorf("stable %s, phase %s: want %s Healthy", s, p, hash)
+			}
+			return nil
+		}
+	}
+
+	t.Run("a rollback within the window skips the steps", func(t *testing.T) {
+		v1 := testenv.Field(waitRollout(t, c, ns, "back", time.Minute, phaseIs("Healthy")), "status", "stableRS")
+		setImage(t, c, ns, "back", "registry.example.com/api:2")
+		ro := waitRollout(t, c, ns, "back", time.Minute, phaseIs("Paused"))
+		v2 := testenv.Field(ro, "status", "currentPodHash")
+		act(t, c, ns, "back", flotillav1.RolloutAction_ROLLOUT_ACTION_PROMOTE)
+		waitRollout(t, c, ns, "back", time.Minute, stableIs(v2))
+		// Back to 1: its ReplicaSet is older than the stable one, with none
+		// between, so the indefinite pause is skipped.
+		setImage(t, c, ns, "back", "registry.example.com/api:1")
+		ro = waitRollout(t, c, ns, "back", time.Minute, stableIs(v1))
+		if n := testenv.Field(ro, "status", "currentStepIndex"); n != "2" {
+			t.Errorf("currentStepIndex %s, want 2 (every step done)", n)
+		}
+		if got := replicaSetSizes(t, c, ns); got[v1] != "2/2" || !strings.HasPrefix(got[v2], "0/") {
+			t.Errorf("replica sets %v", got)
+		}
+		// Forward to 2 again is no rollback (its ReplicaSet is the newer
+		// one): it runs the steps and waits at the pause.
+		setImage(t, c, ns, "back", "registry.example.com/api:2")
+		waitRollout(t, c, ns, "back", time.Minute, phaseIs("Paused"))
+	})
+
+	t.Run("no progress for progressDeadlineSeconds aborts", func(t *testing.T) {
+		v1 := testenv.Field(waitRollout(t, c, ns, "stuck", time.Minute, phaseIs("Healthy")), "status", "stableRS")
+		// The new pods never get a node.
+		_, err := c.Dynamic.Resource(rollouts.GVR).Namespace(ns).Patch(context.Background(), "stuck", types.MergePatchType,
+			[]byte(`{"spec":{"template":{"spec":{"nodeSelector":{"no-such":"node"}}}}}`), metav1.PatchOptions{})
+		must(t, err)
+		ro := waitRollout(t, c, ns, "stuck", time.Minute, phaseIs("Degraded"))
+		if msg := testenv.Field(ro, "status", "message"); !strings.Contains(msg, "ProgressDeadlineExceeded") || !strings.Contains(msg, "has timed out progressing") {
+			t.Errorf("message %q", msg)
+		}
+		if a, _, _ := unstructured.NestedBool(ro.Object, "status", "abort"); !a {
+			t.Error("progressDeadlineAbort did not abort the rollout")
+		}
+		conditions, _, _ := unstructured.NestedSlice(ro.Object, "status", "conditions")
+		if len(conditions) != 1 || conditions[0].(map[string]any)["type"] != "Progressing" || conditions[0].(map[string]any)["status"] != "False" {
+			t.Errorf("conditions %v", conditions)
+		}
+		waitRollout(t, c, ns, "stuck", time.Minute, func(*unstructured.Unstructured) error {
+			if got := replicaSetSizes(t, c, ns); got[v1] != "2/2" {
+				return fmt.Errorf("replica sets %v, want %s at 2/2", got, v1)
+			}
+			return nil
+		})
+	})
+}
