@@ -219,7 +219,10 @@ func (e Env) resume(ctx context.Context, m *Metric, res *MetricResult, now time.
 	case err != nil:
 		meas.Phase, meas.Message = Error, err.Error()
 	case phase == Running:
-		elapsed := now.Sub(meas.StartedAt.Time)
+		elapsed := time.Duration(0)
+		if meas.StartedAt != nil { // a status read back may lack it
+			elapsed = now.Sub(meas.StartedAt.Time)
+		}
 		delay := max(time.Duration(math.Sqrt(2*elapsed.Seconds())*float64(time.Second)), minResumeDelay)
 		meas.ResumeAt = &metav1.Time{Time: now.Add(delay)}
 		res.Measurements = append(res.Measurements, meas)

@@ -229,6 +229,35 @@ func FuzzEvaluate(f *testing.F) {
 	})
 }
 
+func FuzzReconcile(f *testing.F) {
+	f.Add([]byte(`{"metrics":[{"name":"smoke","count":2,"provider":{"job":{"spec":{"template":{}}}}}]}`),
+		[]byte(`{"phase":"Running","metricResults":[{"name":"smoke","phase":"Running","measurements":[{"phase":"Running","metadata":{"job-name":"x"}}]}]}`))
+	f.Add([]byte(`{"metrics":[{"name":"rate","interval":"1m","successCondition":"result[0] < 1","provider":{"prometheus":{"address":"http://p","query":"q"}}}]}`), []byte(`{}`))
+	f.Fuzz(func(t *testing.T, specJSON, statusJSON []byte) {
+		// A run's spec and status are read back from the cluster: whatever
+		// they hold, reconciling and terminating a run never panic.
+		var spec Spec
+		var st Status
+		if json.Unmarshal(specJSON, &spec) != nil || json.Unmarshal(statusJSON, &st) != nil {
+			return
+		}
+		jobs := &fakeJobs{phases: []Phase{Successful, Failed, Inconclusive}}
+		env := Env{Measurer: &script{results: []any{[]float64{0.5}}}, Jobs: jobs}
+		now := time.Date(2026, 12, 6, 2, 0, 0, 0, time.UTC)
+		for range 5 {
+			if len(jobs.phases) == 0 {
+				jobs.phases = []Phase{Successful}
+			}
+			next := Reconcile(context.Background(), &spec, &st, now, env)
+			if next.IsZero() {
+				break
+			}
+			now = next
+		}
+		Terminate(context.Background(), &spec, &st, now, jobs)
+	})
+}
+
 func TestProviderErrorsDoNotCarryPasswords(t *testing.T) {
 	_, _, err := Providers{}.Measure(context.Background(), Provider{Prometheus: &Prometheus{Address: "http://reader:s3cret@127.0.0.1:1", Query: "up"}})
 	if err == nil || strings.Contains(err.Error(), "s3cret") {
