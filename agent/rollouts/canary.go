@@ -124,8 +124,10 @@ func (r *rolloutCtx) canaryPromoted(ctx context.Context, c *Canary, route router
 	r.st.Canary.Weights = &Weights{Canary: WeightDestination{PodTemplateHash: r.hash}, Stable: WeightDestination{PodTemplateHash: r.hash, Weight: 100}}
 	// Behind a router the old version stays up a while: the router may
 	// still send to it. Without one, its pods leave with their Service.
+	// With dynamicStableScale it has no traffic left by then, and goes at
+	// once, as in Argo Rollouts.
 	var delay time.Duration
-	if route != nil {
+	if route != nil && !c.DynamicStableScale {
 		delay = seconds(c.ScaleDownDelaySeconds, 30)
 	}
 	return r.steady(ctx, []string{c.StableService, c.CanaryService}, delay)

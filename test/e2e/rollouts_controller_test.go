@@ -645,6 +645,30 @@ func TestRolloutsControllerRoutesThroughGatewayAPI(t *testing.T) {
 	if s := selectorHash(t, c, ns, "shop-stable"); s != v2 {
 		t.Errorf("stable service on %s, want %s", s, v2)
 	}
+
+	// dynamicStableScale: the stable set gives up the pods whose traffic
+	// left it (70 % of 4 is 3), and the old version goes at once after
+	// promotion, not after the 30 s scaleDownDelaySeconds.
+	_, err := c.Dynamic.Resource(rollouts.GVR).Namespace(ns).Patch(context.Background(), "shop", types.MergePatchType,
+		[]byte(`{"spec":{"strategy":{"canary":{"dynamicStableScale":true}}}}`), metav1.PatchOptions{})
+	must(t, err)
+	setImage(t, c, ns, "shop", "registry.example.com/shop:3")
+	ro = waitRollout(t, c, ns, "shop", time.Minute, phaseIs("Paused"))
+	v3 := testenv.Field(ro, "status", "currentPodHash")
+	waitRollout(t, c, ns, "shop", 30*time.Second, func(*unstructured.Unstructured) error {
+		if got := replicaSetSizes(t, c, ns); got[v3] != "2/2" || got[v2] != "3/3" {
+			return fmt.Errorf("replica sets %v, want %s 2/2 and stable %s 3/3", got, v3, v2)
+		}
+		return nil
+	})
+	act(t, c, ns, "shop", flotillav1.RolloutAction_ROLLOUT_ACTION_PROMOTE)
+	// Well within the 30 s the old version would otherwise stay up.
+	waitRollout(t, c, ns, "shop", 20*time.Second, func(*unstructured.Unstructured) error {
+		if got := replicaSetSizes(t, c, ns); got[v3] != "4/4" || !strings.HasPrefix(got[v2], "0/") {
+			return fmt.Errorf("replica sets %v, want %s 4/4 and %s scaled down", got, v3, v2)
+		}
+		return nil
+	})
 }
 
 // badAnalysisRollout is a canary named name whose analysis step uses
