@@ -2,9 +2,7 @@ package reconcile
 
 import (
 	"context"
-	"time"
 
-	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
@@ -48,41 +46,6 @@ func (s *Syncer) healthOf(ctx context.Context, objs []*unstructured.Unstructured
 		return nil
 	}
 	return obs
-}
-
-// followHealth re-checks an application that is not healthy yet and
-// reports each change of its health, until it is healthy, the timeout
-// passes or a newer desired state arrives (ctx ends).
-func (s *Syncer) followHealth(ctx context.Context, st *flotillav1.AppStatus, objs []*unstructured.Unstructured, sc trace.SpanContext) {
-	defer s.releaseMemory()
-	ctx = trace.ContextWithSpanContext(ctx, sc)
-	t := time.NewTicker(s.opts.HealthInterval)
-	defer t.Stop()
-	deadline := time.After(s.opts.HealthTimeout)
-	last := st.GetHealth()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-deadline:
-			return
-		case <-t.C:
-		}
-		var obs *observed
-		_ = s.recovered(st.GetApp(), "following health", func() (err error) {
-			obs, err = s.observe(ctx, objs)
-			return err
-		})
-		if obs == nil || obs.Overall == last {
-			continue
-		}
-		last = obs.Overall
-		st = withHealth(st, objs, obs)
-		s.report(ctx, st, flotillav1.EventType_EVENT_TYPE_NORMAL, flotillav1.ReasonHealthChanged, "health is "+health.Name(obs.Overall))
-		if last == flotillav1.HealthStatus_HEALTH_STATUS_HEALTHY {
-			return
-		}
-	}
 }
 
 // report writes st as the application's status and records an event.

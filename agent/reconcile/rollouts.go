@@ -11,19 +11,15 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/flotilla-dev/flotilla/agent/apply"
+	"github.com/flotilla-dev/flotilla/agent/health"
 	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
 )
 
 // RolloutChanged tells the application owning ro (by its AppLabel) that
 // the rollouts controller changed it, so its status is reported again.
 func (s *Syncer) RolloutChanged(ro *unstructured.Unstructured) {
-	w := s.worker(ro.GetLabels()[AppLabel])
-	if w == nil {
-		return
-	}
-	select {
-	case w.rollout <- struct{}{}:
-	default: // one is pending already
+	if w := s.worker(ro.GetLabels()[AppLabel]); w != nil {
+		w.noticeChange()
 	}
 }
 
@@ -35,11 +31,13 @@ func (s *Syncer) TraceParent(ro *unstructured.Unstructured) trace.SpanContext {
 	return s.traces[ro.GetLabels()[AppLabel]]
 }
 
-// observeRollouts re-reads the application's health and its Rollouts'
-// progress and reports them when they changed: the status every time, an
-// event when a rollout moved to another step or phase (a warning with the
-// measurements when it was aborted).
-func (w *appWorker) observeRollouts(ctx context.Context) {
+// observeHealth re-reads the health of the application's objects and its
+// Rollouts' progress, for as long as the application exists, and reports
+// what changed: the status whenever any object's health or message did;
+// an event when the application's health changed (HealthChanged) or a
+// rollout moved to another step or phase (a warning with the measurements
+// when it was aborted).
+func (w *appWorker) observeHealth(ctx context.Context) {
 	s := w.syncer
 	d := w.latest()
 	if d == nil || !w.synced {
@@ -64,6 +62,9 @@ func (w *appWorker) observeRollouts(ctx context.Context) {
 		return
 	}
 	typ, reason, messages := flotillav1.EventType_EVENT_TYPE_NORMAL, "", []string(nil)
+	if st.GetHealth() != prev.GetHealth() {
+		reason, messages = flotillav1.ReasonHealthChanged, []string{"health is " + health.Name(st.GetHealth())}
+	}
 	for _, ro := range st.GetRollouts() {
 		old := findRollout(prev.GetRollouts(), ro)
 		if old != nil && old.GetPhase() == ro.GetPhase() && old.GetStep() == ro.GetStep() && old.GetCanaryHash() == ro.GetCanaryHash() {
@@ -73,7 +74,9 @@ func (w *appWorker) observeRollouts(ctx context.Context) {
 		if ro.GetMessage() != "" {
 			msg += ": " + ro.GetMessage()
 		}
-		reason = flotillav1.ReasonRolloutProgressed
+		if reason != flotillav1.ReasonRolloutDegraded {
+			reason = flotillav1.ReasonRolloutProgressed
+		}
 		if ro.GetPhase() == "Degraded" {
 			typ, reason = flotillav1.EventType_EVENT_TYPE_WARNING, flotillav1.ReasonRolloutDegraded
 			if m := ro.Measurements(); m != "" {

@@ -32,7 +32,7 @@ type outcome struct {
 // sync runs one desired state to completion and reports it. force skips
 // the no-op check, so every object is dry-run and what differs written.
 // attempt counts the earlier failed attempts of the same desired state.
-func (s *Syncer) sync(ctx, healthCtx context.Context, d *Desired, force bool, attempt int64) outcome {
+func (s *Syncer) sync(ctx context.Context, d *Desired, force bool, attempt int64) outcome {
 	defer s.releaseMemory()
 	spec := newSyncSpec(d.State)
 	// The span continues the hub's trace but ends with this sync.
@@ -86,9 +86,6 @@ func (s *Syncer) sync(ctx, healthCtx context.Context, d *Desired, force bool, at
 	}
 	log.Info("synced", "message", st.Message, "health", st.Health.String())
 	s.report(spanCtx, st, flotillav1.EventType_EVENT_TYPE_NORMAL, flotillav1.ReasonSyncSucceeded, st.Message)
-	if spec.deletion == nil && (st.Health != flotillav1.HealthStatus_HEALTH_STATUS_HEALTHY || res.noop) {
-		go s.followHealth(healthCtx, st, res.objects, span.SpanContext())
-	}
 	if res.noop || spec.deletion != nil {
 		return outcome{}
 	}

@@ -34,14 +34,18 @@ func (s *Syncer) watch(ctx context.Context, objs []*unstructured.Unstructured) {
 }
 
 // noticeChange hands a watched object's change to its application's
-// worker when it may be drift: a deletion, or a change by someone else.
+// worker: every change may change its health, and a deletion or a change
+// by someone else may be drift.
 func (s *Syncer) noticeChange(typ watch.EventType, obj *unstructured.Unstructured) {
+	worker := s.worker(obj.GetLabels()[AppLabel])
+	if worker == nil {
+		return
+	}
+	worker.noticeChange()
 	if typ != watch.Deleted && (typ != watch.Modified || !foreignChange(obj)) {
 		return // our own writes, controllers' status updates
 	}
-	if worker := s.worker(obj.GetLabels()[AppLabel]); worker != nil {
-		worker.noticeDrift(apply.RefOf(obj))
-	}
+	worker.noticeDrift(apply.RefOf(obj))
 }
 
 // foreignChange reports whether an object's newest change may be drift:

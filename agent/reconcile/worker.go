@@ -17,6 +17,11 @@ import (
 // several objects, a rollout's writes) into one drift check.
 const driftWindow = 50 * time.Millisecond
 
+// observeWindow coalesces the changes of an application's objects (pods
+// coming up, a controller's status writes) into one look at their health:
+// at most one LIST per kind and namespace of the application per window.
+const observeWindow = 250 * time.Millisecond
+
 // appWorker owns one application: it syncs one desired state at a time,
 // retries a failed sync per syncPolicy.retry, and checks and heals drift.
 // Everything but the mutex-guarded fields belongs to its run goroutine.
@@ -26,9 +31,11 @@ type appWorker struct {
 	wake    chan struct{}
 	syncNow chan syncRequest
 	drift   chan apply.ObjectRef
-	// rollout wakes the worker when the rollouts controller changed one of
-	// the application's Rollouts.
-	rollout chan struct{}
+	// changed wakes the worker when one of the application's objects
+	// changed (its status included: a Deployment's pods came up, an
+	// Ingress got an address, the rollouts controller moved a Rollout), so
+	// it looks at their health again.
+	changed chan struct{}
 
 	mu      sync.Mutex
 	pending *Desired
@@ -51,7 +58,7 @@ type appWorker struct {
 
 func newWorker(s *Syncer, app string) *appWorker {
 	return &appWorker{syncer: s, app: app, wake: make(chan struct{}, 1), syncNow: make(chan syncRequest), drift: make(chan apply.ObjectRef, 256),
-		rollout: make(chan struct{}, 1), drifted: map[string]string{}}
+		changed: make(chan struct{}, 1), drifted: map[string]string{}}
 }
 
 // syncRequest is an operator's "sync now"; done gets the outcome.
@@ -119,6 +126,15 @@ func (w *appWorker) untake(d, prev *Desired) {
 	}
 }
 
+// noticeChange tells the worker that one of its objects changed, without
+// blocking: one pending notice stands for any number.
+func (w *appWorker) noticeChange() {
+	select {
+	case w.changed <- struct{}{}:
+	default:
+	}
+}
+
 // noticeDrift hands a watch event's object to the worker without blocking
 // the watch; a full queue drops it, and the periodic resync catches it.
 func (w *appWorker) noticeDrift(ref apply.ObjectRef) {
@@ -130,9 +146,7 @@ func (w *appWorker) noticeDrift(ref apply.ObjectRef) {
 
 func (w *appWorker) run(ctx context.Context) {
 	s := w.syncer
-	var cancelHealth context.CancelFunc = func() {}
-	defer func() { cancelHealth() }()
-	var retry, coalesce <-chan time.Time
+	var retry, coalesce, observe <-chan time.Time
 	drifted := map[string]apply.ObjectRef{}
 	var resync <-chan time.Time // off when no interval is set
 	if s.opts.ResyncInterval > 0 {
@@ -143,10 +157,7 @@ func (w *appWorker) run(ctx context.Context) {
 	// state (or an operator's sync), which resets the retry count. prev is
 	// the desired state current before d, current again if d is refused.
 	syncOne := func(d, prev *Desired, force bool, attempt int64) error {
-		cancelHealth()
-		var healthCtx context.Context
-		healthCtx, cancelHealth = context.WithCancel(ctx)
-		out := s.sync(ctx, healthCtx, d, force, attempt)
+		out := s.sync(ctx, d, force, attempt)
 		if out.refused {
 			w.untake(d, prev)
 			return out.err
@@ -167,6 +178,12 @@ func (w *appWorker) run(ctx context.Context) {
 		}
 		if out.retryIn > 0 {
 			retry = time.After(out.retryIn)
+		}
+		if w.synced {
+			// From here on its objects' health is followed as they change
+			// (watch-driven); this first look covers what changed before
+			// their watches began (an agent restart's no-op).
+			w.noticeChange()
 		}
 		return out.err
 	}
@@ -202,10 +219,17 @@ func (w *appWorker) run(ctx context.Context) {
 			coalesce = nil
 			w.guard(ctx, "checking drift", func() { w.checkDrift(ctx, drifted) })
 			clear(drifted)
-		case <-w.rollout:
-			w.guard(ctx, "observing rollouts", func() { w.observeRollouts(ctx) })
+		case <-w.changed:
+			if observe == nil {
+				observe = time.After(observeWindow)
+			}
+		case <-observe:
+			observe = nil
+			w.guard(ctx, "observing health", func() { w.observeHealth(ctx) })
 		case <-resync:
 			w.guard(ctx, "checking drift", func() { w.checkDrift(ctx, nil) })
+			// A change a watch missed (its connection dropped) shows here.
+			w.guard(ctx, "observing health", func() { w.observeHealth(ctx) })
 			resync = time.After(jitter(s.opts.ResyncInterval))
 		}
 	}

@@ -19,8 +19,8 @@ import (
 
 // productionValues are the user story's production values for api-service
 // with the pauses and the analysis interval shortened for a test, the
-// analysis pointed at the test's Prometheus, and no Ingress (it would stay
-// Progressing without a load balancer, hiding the rollout's health).
+// analysis pointed at the test's Prometheus, and no Ingress (the test
+// looks at the rollout alone).
 func productionValues(tag, prometheus, steps string) string {
 	return fmt.Sprintf(`replicaCount: 10
 image:

@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -29,7 +30,9 @@ type ClusterOptions struct {
 	Name string
 	// Workloads also starts kube-controller-manager, kube-scheduler and kwok
 	// with fake Nodes, so Deployments create ReplicaSets and Pods that get
-	// scheduled and turn Ready, and Jobs complete.
+	// scheduled and turn Ready, and Jobs complete (or fail, for pods
+	// labelled pod-container-running-failed.stage.kwok.x-k8s.io=true); and
+	// LoadBalancer Services and Ingresses get an address, as a cloud gives.
 	Workloads bool
 	// Nodes is the number of fake Nodes with Workloads (default 1).
 	Nodes int
@@ -149,6 +152,11 @@ func (c *Cluster) startWorkloads(t TB, opts ClusterOptions) {
 		kwokArgs = append(kwokArgs, "--config="+s)
 	}
 	c.Processes = append(c.Processes, startProcess(t, filepath.Join(bins, "kwok"), kwokArgs...))
+	lbCtx, stopLB := context.WithCancel(context.Background())
+	t.Cleanup(stopLB)
+	if err := provideLoadBalancers(lbCtx, c.Client); err != nil {
+		t.Fatalf("testenv: cluster %s: load balancers: %v", c.Name, err)
+	}
 
 	nodes := opts.Nodes
 	if nodes == 0 {
