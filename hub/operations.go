@@ -351,11 +351,26 @@ func (h *Hub) Revert(ctx context.Context, app, actor string) (*flotillav1.Revert
 	h.event(ctx, &flotillav1.Event{Actor: actor, App: app, Type: flotillav1.EventType_EVENT_TYPE_NORMAL, Reason: flotillav1.ReasonReverted,
 		Message:  fmt.Sprintf("%s pushed %s to %s, reverting %s (%s)", actor, res.Commit.String()[:8], branch, res.Reverted.Hash.String()[:8], strings.Join(res.Files, ", ")),
 		Revision: res.Commit.String()})
-	select {
-	case repo.pollNow <- struct{}{}:
-	default:
+	resp := &flotillav1.RevertAppResponse{RepoUrl: src.GetRepoUrl(), Branch: branch, Reverted: res.Reverted.Hash.String(), Commit: res.Commit.String(), Message: res.Message}
+	// Publish it now, so the answer says which clusters it changes: those
+	// are the ones worth waiting for.
+	h.poll(ctx, repo)
+	if err := h.reconcileAndWait(ctx); err != nil {
+		h.log.Warn("revert pushed, not published yet", "app", app, "error", err)
+		return resp, nil
 	}
-	return &flotillav1.RevertAppResponse{RepoUrl: src.GetRepoUrl(), Branch: branch, Reverted: res.Reverted.Hash.String(), Commit: res.Commit.String(), Message: res.Message}, nil
+	targets, err = h.targets(app, "")
+	if err != nil {
+		return resp, nil // the revert removed the application everywhere
+	}
+	for _, ds := range targets {
+		if ds.GetSource().GetCommit() == res.Commit.String() {
+			resp.Clusters = append(resp.Clusters, &flotillav1.ClusterResult{Cluster: ds.GetCluster(), HistoryId: ds.GetHistoryId()})
+		} else {
+			resp.Unchanged = append(resp.Unchanged, ds.GetCluster())
+		}
+	}
+	return resp, nil
 }
 
 // Rollout implements api.Hub: each cluster's agent acts on the

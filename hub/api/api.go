@@ -113,6 +113,7 @@ var ()
 type Server struct {
 	hub        Hub
 	clusterTTL time.Duration
+	now        func() time.Time
 }
 
 // MaxRequestBytes bounds a HubService request's body, both as sent and
@@ -131,7 +132,7 @@ func NewHandler(hub Hub, clusterTTL time.Duration, tokens []Token) (string, http
 
 // newHandler is NewHandler with RequireToken's rate limiter on clock now.
 func newHandler(hub Hub, clusterTTL time.Duration, tokens []Token, now func() time.Time) (string, http.Handler) {
-	s := &Server{hub: hub, clusterTTL: clusterTTL}
+	s := &Server{hub: hub, clusterTTL: clusterTTL, now: now}
 	path, handler := flotillav1connect.NewHubServiceHandler(s, connect.WithReadMaxBytes(MaxRequestBytes),
 		connect.WithInterceptors(audit(hub), authorize()))
 	return path, requireToken(tokens, now, http.MaxBytesHandler(handler, MaxRequestBytes))
@@ -216,7 +217,7 @@ func (s *Server) ListClusters(ctx context.Context, _ *connect.Request[flotillav1
 		}
 		reg.Labels = c.Labels
 		info := &flotillav1.ClusterInfo{Registration: reg, LastHeartbeat: reg.GetHeartbeatAt(),
-			Connected: c.Registration != nil && c.RevokedAt.IsZero() && time.Since(reg.GetHeartbeatAt().AsTime()) < s.clusterTTL}
+			Connected: c.Registration != nil && c.RevokedAt.IsZero() && s.alive(reg)}
 		if !c.RevokedAt.IsZero() {
 			info.RevokedAt = timestamppb.New(c.RevokedAt)
 		}
@@ -288,19 +289,39 @@ func (s *Server) GetApp(ctx context.Context, req *connect.Request[flotillav1.Get
 	return connect.NewResponse(&flotillav1.GetAppResponse{Apps: apps}), nil
 }
 
+// alive reports whether reg's heartbeat is younger than the cluster TTL.
+func (s *Server) alive(reg *flotillav1.ClusterRegistration) bool {
+	return s.now().Sub(reg.GetHeartbeatAt().AsTime()) < s.clusterTTL
+}
+
+// offlineSince is, for each cluster whose agent's heartbeat expired, its
+// last heartbeat: what its applications' statuses date from at the latest.
+func (s *Server) offlineSince() map[string]*timestamppb.Timestamp {
+	out := map[string]*timestamppb.Timestamp{}
+	for _, c := range s.hub.Clusters() {
+		if c.Registration != nil && !s.alive(c.Registration) {
+			out[c.Name] = c.Registration.GetHeartbeatAt()
+		}
+	}
+	return out
+}
+
 // apps joins the published desired states that match with the agents'
-// statuses, sorted by cluster and app. Deleted applications are left out.
+// statuses, sorted by cluster and app, each with when its cluster went
+// offline if it is. Deleted applications are left out.
 func (s *Server) apps(ctx context.Context, match func(*flotillav1.DesiredState) bool) ([]*flotillav1.AppInfo, error) {
 	statuses, err := s.hub.Statuses(ctx)
 	if err != nil {
 		return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("read statuses: %w", err))
 	}
+	offline := s.offlineSince()
 	var out []*flotillav1.AppInfo
 	for _, ds := range s.hub.Published() {
 		if ds.GetDeletion() != nil || !match(ds) {
 			continue
 		}
-		out = append(out, &flotillav1.AppInfo{Cluster: ds.GetCluster(), App: ds.GetApp(), Desired: ds, Status: statuses[appkey.Join(ds.GetCluster(), ds.GetApp())]})
+		out = append(out, &flotillav1.AppInfo{Cluster: ds.GetCluster(), App: ds.GetApp(), Desired: ds, Status: statuses[appkey.Join(ds.GetCluster(), ds.GetApp())],
+			OfflineSince: offline[ds.GetCluster()]})
 	}
 	slices.SortFunc(out, func(a, b *flotillav1.AppInfo) int {
 		return strings.Compare(appkey.Join(a.GetCluster(), a.GetApp()), appkey.Join(b.GetCluster(), b.GetApp()))

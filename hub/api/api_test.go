@@ -199,7 +199,13 @@ func TestReads(t *testing.T) {
 		return nil
 	}
 	app := func(cluster, app string) *flotillav1.AppInfo {
-		return &flotillav1.AppInfo{Cluster: cluster, App: app, Desired: desired(cluster, app), Status: status(cluster, app)}
+		info := &flotillav1.AppInfo{Cluster: cluster, App: app, Desired: desired(cluster, app), Status: status(cluster, app)}
+		if cluster == "staging-1" {
+			// Its last heartbeat was two hours ago: its apps carry when it
+			// went offline; prod-eu's, five seconds ago, is alive.
+			info.OfflineSince = fleet.Registrations[0].GetHeartbeatAt()
+		}
+		return info
 	}
 	prodEU, staging := fleet.Registrations[1], fleet.Registrations[0]
 

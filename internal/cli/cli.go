@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 	"sigs.k8s.io/yaml"
 
 	"github.com/flotilla-dev/flotilla/internal/tlsca"
@@ -245,7 +246,36 @@ func clusterState(c *flotillav1.ClusterInfo) string {
 	case c.GetLastHeartbeat() == nil:
 		return "never connected"
 	}
-	return "offline"
+	return "offline since " + ago(c.GetLastHeartbeat().AsTime())
+}
+
+// healthWord is an application's health as its table shows it: while its
+// cluster is offline, what the agent last reported and when, never a
+// health the cluster may no longer have.
+func healthWord(a *flotillav1.AppInfo) string {
+	st := a.GetStatus()
+	health := "Unknown"
+	if st != nil {
+		health = enumWord(st.GetHealth().String(), "HEALTH_STATUS_")
+	}
+	if a.GetOfflineSince() == nil {
+		return health
+	}
+	if st == nil {
+		return "never reported"
+	}
+	return fmt.Sprintf("last reported %s %s", health, reportedAt(st))
+}
+
+// reportedAt is how long ago the agent last observed st, or "before going
+// offline" when the status does not say.
+func reportedAt(st *flotillav1.AppStatus) string {
+	for _, t := range []*timestamppb.Timestamp{st.GetObservedAt(), st.GetFinishedAt()} {
+		if t != nil && t.AsTime().Unix() > 0 {
+			return ago(t.AsTime())
+		}
+	}
+	return "before going offline"
 }
 
 func appCommand(g *globals) *cobra.Command {
@@ -297,18 +327,22 @@ func appTable(w *tabwriter.Writer, apps []*flotillav1.AppInfo, wide bool) {
 	fmt.Fprintln(w)
 	for _, a := range apps {
 		st := a.GetStatus()
-		sync, health := "Unknown", "Unknown"
+		sync, health := "Unknown", healthWord(a)
 		if st != nil {
-			sync, health = enumWord(st.GetSyncStatus().String(), "SYNC_STATUS_"), enumWord(st.GetHealth().String(), "HEALTH_STATUS_")
+			sync = enumWord(st.GetSyncStatus().String(), "SYNC_STATUS_")
 			if st.GetHistoryId() != a.GetDesired().GetHistoryId() {
 				sync = "OutOfSync" // the agent has not reported the newest desired state yet
 			}
+		}
+		cluster := a.GetCluster()
+		if a.GetOfflineSince() != nil {
+			cluster += " (offline since " + ago(a.GetOfflineSince().AsTime()) + ")"
 		}
 		history := fmt.Sprint(a.GetDesired().GetHistoryId())
 		if p := a.GetDesired().GetPin(); p != nil {
 			history += fmt.Sprintf(" (pinned to %d by %s)", p.GetRolledBackTo(), p.GetBy())
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%.8s\t%s", a.GetCluster(), a.GetApp(), sync, health, history, a.GetDesired().GetSource().GetCommit(),
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%.8s\t%s", cluster, a.GetApp(), sync, health, history, a.GetDesired().GetSource().GetCommit(),
 			rolloutSummary(st))
 		if wide {
 			fmt.Fprintf(w, "\t%s\t%s", enumWord(st.GetPhase().String(), "SYNC_PHASE_"), st.GetMessage())
@@ -336,7 +370,12 @@ func resourceTable(w *tabwriter.Writer, a *flotillav1.AppInfo) {
 	if len(res) == 0 {
 		return
 	}
-	fmt.Fprintf(w, "\n%s (history %d):\n", a.GetCluster(), a.GetStatus().GetHistoryId())
+	if a.GetOfflineSince() != nil {
+		fmt.Fprintf(w, "\n%s (history %d), offline since %s; as last reported %s:\n", a.GetCluster(), a.GetStatus().GetHistoryId(),
+			ago(a.GetOfflineSince().AsTime()), reportedAt(a.GetStatus()))
+	} else {
+		fmt.Fprintf(w, "\n%s (history %d):\n", a.GetCluster(), a.GetStatus().GetHistoryId())
+	}
 	for _, ro := range a.GetStatus().GetRollouts() {
 		fmt.Fprintf(w, "Rollout %s/%s: %s\n", ro.GetNamespace(), ro.GetName(), ro.Summary())
 		if m := ro.Measurements(); m != "" {

@@ -144,6 +144,9 @@ func TestCommands(t *testing.T) {
 		{name: "app-rollback", token: apitest.OperatorToken, args: []string{"app", "rollback", "api-service", "--revision", "5", "--cluster", "prod-eu"}},
 		{name: "app-rollback-not-retained", token: apitest.OperatorToken, args: []string{"app", "rollback", "api-service", "--revision", "5"}, want: ExitNotFound},
 		{name: "app-rollback-git", token: apitest.OperatorToken, args: []string{"app", "rollback", "api-service", "--git"}},
+		// --wait follows only the clusters the revert changed: staging-1 has
+		// not reported history 4, so the wait runs out on it alone.
+		{name: "app-rollback-git-wait", token: apitest.OperatorToken, args: []string{"app", "rollback", "api-service", "--git", "--wait", "--wait-timeout", "1s"}, want: ExitFailure},
 		{name: "app-rollback-nothing-to-revert", token: apitest.OperatorToken, args: []string{"app", "rollback", "api-service", "--git"},
 			fleet: func(h *apitest.Hub) { h.Reverted = nil }, want: ExitFailure},
 		{name: "app-rollback-neither", token: apitest.OperatorToken, args: []string{"app", "rollback", "api-service"}, want: ExitUsage},

@@ -194,11 +194,23 @@ func rollbackCommand(g *globals) *cobra.Command {
 		func(args []string) *flotillav1.RevertAppRequest { return &flotillav1.RevertAppRequest{App: args[0]} },
 		func(w *tabwriter.Writer, answer *flotillav1.RevertAppResponse, _ bool) {
 			fmt.Fprintf(w, "pushed %.8s to %s of %s, reverting %.8s\n", answer.GetCommit(), answer.GetBranch(), answer.GetRepoUrl(), answer.GetReverted())
+			for _, r := range answer.GetClusters() {
+				fmt.Fprintf(w, "%s\tpublished (history %d)\n", r.GetCluster(), r.GetHistoryId())
+			}
+			for _, c := range answer.GetUnchanged() {
+				fmt.Fprintf(w, "%s\tdesired state unchanged by the revert: nothing to wait for\n", c)
+			}
 		},
 		func(cmd *cobra.Command, args []string, answer *flotillav1.RevertAppResponse) error {
-			if !wait.wait {
+			switch {
+			case !wait.wait:
 				return nil
+			case len(answer.GetClusters()) > 0:
+				return g.settle(cmd, args[0], answer.GetClusters(), wait)
+			case len(answer.GetUnchanged()) > 0:
+				return nil // the revert changed no cluster's desired state
 			}
+			// Not published yet: follow every cluster to the commit.
 			return g.follow(cmd, args[0], wait, nil, answer.GetCommit())
 		})
 	rollback := fetchAndPrint(g, agentWait, flotillav1connect.HubServiceClient.RollbackApp,

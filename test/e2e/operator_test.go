@@ -208,7 +208,7 @@ func TestOperatorRollsBackAt2AM(t *testing.T) {
 	step.run("rollback through Git leaves a revert commit and the fleet follows", func(t *testing.T) {
 		before := e.Git.Head(t, flotillatest.FixtureRepo, "main")
 		out := run(t, 0, append([]string{"app", "rollback", "worker-service", "--git", "--wait"}, operator...)...)
-		if !strings.Contains(out, "pushed") || !strings.Contains(out, "Succeeded Healthy") {
+		if !strings.Contains(out, "pushed") || !strings.Contains(out, "prod-eu  published (history") || !strings.Contains(out, "Succeeded Healthy") {
 			t.Errorf("output:\n%s", out)
 		}
 		waitImage(t, prod, deployments, "production", "worker-service", "worker-service:2.3.0")

@@ -62,7 +62,7 @@ func Fleet(now time.Time) *Hub {
 					Analysis: &flotillav1.AnalysisStatus{Name: "error-rate", Phase: "Running", Measurements: []*flotillav1.MeasurementStatus{
 						{Metric: "error-rate", Phase: "Successful", Value: "[0.01]", Count: 2}}}}},
 			},
-			{SchemaVersion: 1, Cluster: "staging-1", App: "api-service", HistoryId: 2, Revision: "0000000011111111",
+			{SchemaVersion: 1, Cluster: "staging-1", App: "api-service", HistoryId: 2, Revision: "0000000011111111", ObservedAt: at(2*time.Hour + 30*time.Second),
 				SyncStatus: flotillav1.SyncStatus_SYNC_STATUS_SYNCED, Phase: flotillav1.SyncPhase_SYNC_PHASE_SUCCEEDED,
 				Health: flotillav1.HealthStatus_HEALTH_STATUS_HEALTHY, Message: "2 unchanged"},
 		},
@@ -91,7 +91,10 @@ func Fleet(now time.Time) *Hub {
 				Diff: "@@ -1 +1 @@\n-replicas: 5\n+replicas: 3\n"}},
 		},
 		Reverted: &flotillav1.RevertAppResponse{RepoUrl: repo, Branch: "main", Reverted: "eeeeeeeeffffffff0000", Commit: "9999999988888888",
-			Message: "Revert \"Bump api-service to 2.1.0\""},
+			Message: "Revert \"Bump api-service to 2.1.0\"",
+			// The revert changed staging-1's desired state only: prod-eu is
+			// pinned to an earlier one.
+			Clusters: []*flotillav1.ClusterResult{{Cluster: "staging-1", HistoryId: 4}}, Unchanged: []string{"prod-eu"}},
 	}
 }
 

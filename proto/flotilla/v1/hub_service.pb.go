@@ -603,7 +603,11 @@ type AppInfo struct {
 	// desired is the newest published desired state.
 	Desired *DesiredState `protobuf:"bytes,3,opt,name=desired,proto3" json:"desired,omitempty"`
 	// status is the agent's last report; unset before the first.
-	Status        *AppStatus `protobuf:"bytes,4,opt,name=status,proto3" json:"status,omitempty"`
+	Status *AppStatus `protobuf:"bytes,4,opt,name=status,proto3" json:"status,omitempty"`
+	// offline_since is set while the cluster's agent is offline (its
+	// heartbeat expired): its last heartbeat. status is then what the agent
+	// last reported, not what the cluster holds now.
+	OfflineSince  *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=offline_since,json=offlineSince,proto3" json:"offline_since,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -662,6 +666,13 @@ func (x *AppInfo) GetDesired() *DesiredState {
 func (x *AppInfo) GetStatus() *AppStatus {
 	if x != nil {
 		return x.Status
+	}
+	return nil
+}
+
+func (x *AppInfo) GetOfflineSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.OfflineSince
 	}
 	return nil
 }
@@ -1646,9 +1657,15 @@ type RevertAppResponse struct {
 	RepoUrl string                 `protobuf:"bytes,1,opt,name=repo_url,json=repoUrl,proto3" json:"repo_url,omitempty"`
 	Branch  string                 `protobuf:"bytes,2,opt,name=branch,proto3" json:"branch,omitempty"`
 	// reverted is the commit that was undone; commit is the revert commit.
-	Reverted      string `protobuf:"bytes,3,opt,name=reverted,proto3" json:"reverted,omitempty"`
-	Commit        string `protobuf:"bytes,4,opt,name=commit,proto3" json:"commit,omitempty"`
-	Message       string `protobuf:"bytes,5,opt,name=message,proto3" json:"message,omitempty"`
+	Reverted string `protobuf:"bytes,3,opt,name=reverted,proto3" json:"reverted,omitempty"`
+	Commit   string `protobuf:"bytes,4,opt,name=commit,proto3" json:"commit,omitempty"`
+	Message  string `protobuf:"bytes,5,opt,name=message,proto3" json:"message,omitempty"`
+	// clusters are those whose desired state of the application the revert
+	// changed, with the history id published for it; unchanged names the
+	// others the application targets (nothing to wait for there). Both are
+	// empty when the hub could not publish the revert yet.
+	Clusters      []*ClusterResult `protobuf:"bytes,6,rep,name=clusters,proto3" json:"clusters,omitempty"`
+	Unchanged     []string         `protobuf:"bytes,7,rep,name=unchanged,proto3" json:"unchanged,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1716,6 +1733,20 @@ func (x *RevertAppResponse) GetMessage() string {
 		return x.Message
 	}
 	return ""
+}
+
+func (x *RevertAppResponse) GetClusters() []*ClusterResult {
+	if x != nil {
+		return x.Clusters
+	}
+	return nil
+}
+
+func (x *RevertAppResponse) GetUnchanged() []string {
+	if x != nil {
+		return x.Unchanged
+	}
+	return nil
 }
 
 // UnpinAppRequest names an application and optionally one cluster.
@@ -1975,12 +2006,13 @@ const file_flotilla_v1_hub_service_proto_rawDesc = "" +
 	"\bclusters\x18\x01 \x03(\v2\x18.flotilla.v1.ClusterInfoR\bclusters\"G\n" +
 	"\x0fListAppsRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x1a\n" +
-	"\bselector\x18\x02 \x01(\tR\bselector\"\x9a\x01\n" +
+	"\bselector\x18\x02 \x01(\tR\bselector\"\xdb\x01\n" +
 	"\aAppInfo\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x10\n" +
 	"\x03app\x18\x02 \x01(\tR\x03app\x123\n" +
 	"\adesired\x18\x03 \x01(\v2\x19.flotilla.v1.DesiredStateR\adesired\x12.\n" +
-	"\x06status\x18\x04 \x01(\v2\x16.flotilla.v1.AppStatusR\x06status\"<\n" +
+	"\x06status\x18\x04 \x01(\v2\x16.flotilla.v1.AppStatusR\x06status\x12?\n" +
+	"\roffline_since\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\fofflineSince\"<\n" +
 	"\x10ListAppsResponse\x12(\n" +
 	"\x04apps\x18\x01 \x03(\v2\x14.flotilla.v1.AppInfoR\x04apps\"!\n" +
 	"\rGetAppRequest\x12\x10\n" +
@@ -2043,13 +2075,15 @@ const file_flotilla_v1_hub_service_proto_rawDesc = "" +
 	"\x13RollbackAppResponse\x126\n" +
 	"\bclusters\x18\x01 \x03(\v2\x1a.flotilla.v1.ClusterResultR\bclusters\"$\n" +
 	"\x10RevertAppRequest\x12\x10\n" +
-	"\x03app\x18\x01 \x01(\tR\x03app\"\x94\x01\n" +
+	"\x03app\x18\x01 \x01(\tR\x03app\"\xea\x01\n" +
 	"\x11RevertAppResponse\x12\x19\n" +
 	"\brepo_url\x18\x01 \x01(\tR\arepoUrl\x12\x16\n" +
 	"\x06branch\x18\x02 \x01(\tR\x06branch\x12\x1a\n" +
 	"\breverted\x18\x03 \x01(\tR\breverted\x12\x16\n" +
 	"\x06commit\x18\x04 \x01(\tR\x06commit\x12\x18\n" +
-	"\amessage\x18\x05 \x01(\tR\amessage\"=\n" +
+	"\amessage\x18\x05 \x01(\tR\amessage\x126\n" +
+	"\bclusters\x18\x06 \x03(\v2\x1a.flotilla.v1.ClusterResultR\bclusters\x12\x1c\n" +
+	"\tunchanged\x18\a \x03(\tR\tunchanged\"=\n" +
 	"\x0fUnpinAppRequest\x12\x10\n" +
 	"\x03app\x18\x01 \x01(\tR\x03app\x12\x18\n" +
 	"\acluster\x18\x02 \x01(\tR\acluster\"J\n" +
@@ -2154,54 +2188,56 @@ var file_flotilla_v1_hub_service_proto_depIdxs = []int32{
 	1,  // 7: flotilla.v1.ListClustersResponse.clusters:type_name -> flotilla.v1.ClusterInfo
 	38, // 8: flotilla.v1.AppInfo.desired:type_name -> flotilla.v1.DesiredState
 	39, // 9: flotilla.v1.AppInfo.status:type_name -> flotilla.v1.AppStatus
-	11, // 10: flotilla.v1.ListAppsResponse.apps:type_name -> flotilla.v1.AppInfo
-	11, // 11: flotilla.v1.GetAppResponse.apps:type_name -> flotilla.v1.AppInfo
-	40, // 12: flotilla.v1.HistoryEntry.source:type_name -> flotilla.v1.Source
-	37, // 13: flotilla.v1.HistoryEntry.published_at:type_name -> google.protobuf.Timestamp
-	41, // 14: flotilla.v1.HistoryEntry.initiator:type_name -> flotilla.v1.Initiator
-	42, // 15: flotilla.v1.HistoryEntry.pin:type_name -> flotilla.v1.Pin
-	16, // 16: flotilla.v1.GetAppHistoryResponse.entries:type_name -> flotilla.v1.HistoryEntry
-	43, // 17: flotilla.v1.ClusterDiff.diffs:type_name -> flotilla.v1.ObjectDiff
-	19, // 18: flotilla.v1.DiffAppResponse.clusters:type_name -> flotilla.v1.ClusterDiff
-	44, // 19: flotilla.v1.ListEventsResponse.events:type_name -> flotilla.v1.Event
-	24, // 20: flotilla.v1.SyncAppResponse.clusters:type_name -> flotilla.v1.ClusterResult
-	24, // 21: flotilla.v1.RollbackAppResponse.clusters:type_name -> flotilla.v1.ClusterResult
-	24, // 22: flotilla.v1.UnpinAppResponse.clusters:type_name -> flotilla.v1.ClusterResult
-	45, // 23: flotilla.v1.RolloutAppRequest.action:type_name -> flotilla.v1.RolloutAction
-	24, // 24: flotilla.v1.RolloutAppResponse.clusters:type_name -> flotilla.v1.ClusterResult
-	0,  // 25: flotilla.v1.HubService.ListClusters:input_type -> flotilla.v1.ListClustersRequest
-	2,  // 26: flotilla.v1.HubService.AddCluster:input_type -> flotilla.v1.AddClusterRequest
-	5,  // 27: flotilla.v1.HubService.LabelCluster:input_type -> flotilla.v1.LabelClusterRequest
-	7,  // 28: flotilla.v1.HubService.RevokeCluster:input_type -> flotilla.v1.RevokeClusterRequest
-	10, // 29: flotilla.v1.HubService.ListApps:input_type -> flotilla.v1.ListAppsRequest
-	13, // 30: flotilla.v1.HubService.GetApp:input_type -> flotilla.v1.GetAppRequest
-	15, // 31: flotilla.v1.HubService.GetAppHistory:input_type -> flotilla.v1.GetAppHistoryRequest
-	18, // 32: flotilla.v1.HubService.DiffApp:input_type -> flotilla.v1.DiffAppRequest
-	21, // 33: flotilla.v1.HubService.ListEvents:input_type -> flotilla.v1.ListEventsRequest
-	23, // 34: flotilla.v1.HubService.SyncApp:input_type -> flotilla.v1.SyncAppRequest
-	26, // 35: flotilla.v1.HubService.RollbackApp:input_type -> flotilla.v1.RollbackAppRequest
-	28, // 36: flotilla.v1.HubService.RevertApp:input_type -> flotilla.v1.RevertAppRequest
-	30, // 37: flotilla.v1.HubService.UnpinApp:input_type -> flotilla.v1.UnpinAppRequest
-	32, // 38: flotilla.v1.HubService.RolloutApp:input_type -> flotilla.v1.RolloutAppRequest
-	9,  // 39: flotilla.v1.HubService.ListClusters:output_type -> flotilla.v1.ListClustersResponse
-	3,  // 40: flotilla.v1.HubService.AddCluster:output_type -> flotilla.v1.AddClusterResponse
-	6,  // 41: flotilla.v1.HubService.LabelCluster:output_type -> flotilla.v1.LabelClusterResponse
-	8,  // 42: flotilla.v1.HubService.RevokeCluster:output_type -> flotilla.v1.RevokeClusterResponse
-	12, // 43: flotilla.v1.HubService.ListApps:output_type -> flotilla.v1.ListAppsResponse
-	14, // 44: flotilla.v1.HubService.GetApp:output_type -> flotilla.v1.GetAppResponse
-	17, // 45: flotilla.v1.HubService.GetAppHistory:output_type -> flotilla.v1.GetAppHistoryResponse
-	20, // 46: flotilla.v1.HubService.DiffApp:output_type -> flotilla.v1.DiffAppResponse
-	22, // 47: flotilla.v1.HubService.ListEvents:output_type -> flotilla.v1.ListEventsResponse
-	25, // 48: flotilla.v1.HubService.SyncApp:output_type -> flotilla.v1.SyncAppResponse
-	27, // 49: flotilla.v1.HubService.RollbackApp:output_type -> flotilla.v1.RollbackAppResponse
-	29, // 50: flotilla.v1.HubService.RevertApp:output_type -> flotilla.v1.RevertAppResponse
-	31, // 51: flotilla.v1.HubService.UnpinApp:output_type -> flotilla.v1.UnpinAppResponse
-	33, // 52: flotilla.v1.HubService.RolloutApp:output_type -> flotilla.v1.RolloutAppResponse
-	39, // [39:53] is the sub-list for method output_type
-	25, // [25:39] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	37, // 10: flotilla.v1.AppInfo.offline_since:type_name -> google.protobuf.Timestamp
+	11, // 11: flotilla.v1.ListAppsResponse.apps:type_name -> flotilla.v1.AppInfo
+	11, // 12: flotilla.v1.GetAppResponse.apps:type_name -> flotilla.v1.AppInfo
+	40, // 13: flotilla.v1.HistoryEntry.source:type_name -> flotilla.v1.Source
+	37, // 14: flotilla.v1.HistoryEntry.published_at:type_name -> google.protobuf.Timestamp
+	41, // 15: flotilla.v1.HistoryEntry.initiator:type_name -> flotilla.v1.Initiator
+	42, // 16: flotilla.v1.HistoryEntry.pin:type_name -> flotilla.v1.Pin
+	16, // 17: flotilla.v1.GetAppHistoryResponse.entries:type_name -> flotilla.v1.HistoryEntry
+	43, // 18: flotilla.v1.ClusterDiff.diffs:type_name -> flotilla.v1.ObjectDiff
+	19, // 19: flotilla.v1.DiffAppResponse.clusters:type_name -> flotilla.v1.ClusterDiff
+	44, // 20: flotilla.v1.ListEventsResponse.events:type_name -> flotilla.v1.Event
+	24, // 21: flotilla.v1.SyncAppResponse.clusters:type_name -> flotilla.v1.ClusterResult
+	24, // 22: flotilla.v1.RollbackAppResponse.clusters:type_name -> flotilla.v1.ClusterResult
+	24, // 23: flotilla.v1.RevertAppResponse.clusters:type_name -> flotilla.v1.ClusterResult
+	24, // 24: flotilla.v1.UnpinAppResponse.clusters:type_name -> flotilla.v1.ClusterResult
+	45, // 25: flotilla.v1.RolloutAppRequest.action:type_name -> flotilla.v1.RolloutAction
+	24, // 26: flotilla.v1.RolloutAppResponse.clusters:type_name -> flotilla.v1.ClusterResult
+	0,  // 27: flotilla.v1.HubService.ListClusters:input_type -> flotilla.v1.ListClustersRequest
+	2,  // 28: flotilla.v1.HubService.AddCluster:input_type -> flotilla.v1.AddClusterRequest
+	5,  // 29: flotilla.v1.HubService.LabelCluster:input_type -> flotilla.v1.LabelClusterRequest
+	7,  // 30: flotilla.v1.HubService.RevokeCluster:input_type -> flotilla.v1.RevokeClusterRequest
+	10, // 31: flotilla.v1.HubService.ListApps:input_type -> flotilla.v1.ListAppsRequest
+	13, // 32: flotilla.v1.HubService.GetApp:input_type -> flotilla.v1.GetAppRequest
+	15, // 33: flotilla.v1.HubService.GetAppHistory:input_type -> flotilla.v1.GetAppHistoryRequest
+	18, // 34: flotilla.v1.HubService.DiffApp:input_type -> flotilla.v1.DiffAppRequest
+	21, // 35: flotilla.v1.HubService.ListEvents:input_type -> flotilla.v1.ListEventsRequest
+	23, // 36: flotilla.v1.HubService.SyncApp:input_type -> flotilla.v1.SyncAppRequest
+	26, // 37: flotilla.v1.HubService.RollbackApp:input_type -> flotilla.v1.RollbackAppRequest
+	28, // 38: flotilla.v1.HubService.RevertApp:input_type -> flotilla.v1.RevertAppRequest
+	30, // 39: flotilla.v1.HubService.UnpinApp:input_type -> flotilla.v1.UnpinAppRequest
+	32, // 40: flotilla.v1.HubService.RolloutApp:input_type -> flotilla.v1.RolloutAppRequest
+	9,  // 41: flotilla.v1.HubService.ListClusters:output_type -> flotilla.v1.ListClustersResponse
+	3,  // 42: flotilla.v1.HubService.AddCluster:output_type -> flotilla.v1.AddClusterResponse
+	6,  // 43: flotilla.v1.HubService.LabelCluster:output_type -> flotilla.v1.LabelClusterResponse
+	8,  // 44: flotilla.v1.HubService.RevokeCluster:output_type -> flotilla.v1.RevokeClusterResponse
+	12, // 45: flotilla.v1.HubService.ListApps:output_type -> flotilla.v1.ListAppsResponse
+	14, // 46: flotilla.v1.HubService.GetApp:output_type -> flotilla.v1.GetAppResponse
+	17, // 47: flotilla.v1.HubService.GetAppHistory:output_type -> flotilla.v1.GetAppHistoryResponse
+	20, // 48: flotilla.v1.HubService.DiffApp:output_type -> flotilla.v1.DiffAppResponse
+	22, // 49: flotilla.v1.HubService.ListEvents:output_type -> flotilla.v1.ListEventsResponse
+	25, // 50: flotilla.v1.HubService.SyncApp:output_type -> flotilla.v1.SyncAppResponse
+	27, // 51: flotilla.v1.HubService.RollbackApp:output_type -> flotilla.v1.RollbackAppResponse
+	29, // 52: flotilla.v1.HubService.RevertApp:output_type -> flotilla.v1.RevertAppResponse
+	31, // 53: flotilla.v1.HubService.UnpinApp:output_type -> flotilla.v1.UnpinAppResponse
+	33, // 54: flotilla.v1.HubService.RolloutApp:output_type -> flotilla.v1.RolloutAppResponse
+	41, // [41:55] is the sub-list for method output_type
+	27, // [27:41] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_v1_hub_service_proto_init() }
