@@ -100,7 +100,10 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	reporter := &busReporter{bus: b, log: log}
+	// What NATS misses while it is away is kept and sent when it is back.
+	outbox := bus.NewOutbox(b, cluster, bus.DefaultOutboxEvents)
+	go outbox.Run(ctx, time.Second)
+	reporter := &busReporter{outbox: outbox, log: log}
 	registry := prometheus.NewRegistry()
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	var kubeVersion string
@@ -292,24 +295,25 @@ func heartbeat(ctx context.Context, b *bus.Conn, reg *flotillav1.ClusterRegistra
 	}
 }
 
-// busReporter sends status and events over NATS.
+// busReporter sends status and events over NATS, through an outbox that
+// keeps them while NATS is away.
 type busReporter struct {
-	bus *bus.Conn
-	log *slog.Logger
+	outbox *bus.Outbox
+	log    *slog.Logger
 }
 
 func (r *busReporter) PutStatus(ctx context.Context, st *flotillav1.AppStatus) error {
-	return r.bus.PutStatus(ctx, st)
+	return r.outbox.PutStatus(ctx, st)
 }
 
 func (r *busReporter) Event(ctx context.Context, ev *flotillav1.Event) {
-	if err := r.bus.AppendEvent(ctx, ev); err != nil {
-		r.log.Error("append event", "error", err)
+	if err := r.outbox.AppendEvent(ctx, ev); err != nil {
+		r.log.Warn("append event", "error", err)
 	}
 }
 
 func (r *busReporter) LastStatus(ctx context.Context, cluster, app string) (*flotillav1.AppStatus, error) {
-	return r.bus.GetStatus(ctx, cluster, app)
+	return r.outbox.GetStatus(ctx, cluster, app)
 }
 
 // refused reports a desired state that failed verification.

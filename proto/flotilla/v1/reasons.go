@@ -33,6 +33,9 @@ const (
 	// ReasonReplayed: a desired state older than one the agent applied (or
 	// not newer than the application's deletion) was refused.
 	ReasonReplayed = "Replayed"
+	// ReasonEventsDropped: the agent kept fewer events than NATS missed
+	// while it was unreachable; the message says how many went.
+	ReasonEventsDropped = "EventsDropped"
 
 	// Written by the hub.
 
