@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/flotilla-dev/flotilla/hub/config"
 	"github.com/flotilla-dev/flotilla/hub/discovery"
+	"github.com/flotilla-dev/flotilla/hub/publish"
 	"github.com/flotilla-dev/flotilla/internal/appkey"
 	"github.com/flotilla-dev/flotilla/internal/appspec"
 	"github.com/flotilla-dev/flotilla/internal/bus"
@@ -64,17 +66,37 @@ func (h *Hub) poll(ctx context.Context, r *watchedRepo) {
 	h.report(ctx, subject, "", err, flotillav1.ReasonGitFetchFailed)
 }
 
-// reconcileLoop runs one discovery-and-publish pass per request.
+// reconcileLoop runs one discovery-and-publish pass per request, and
+// after a pass whose publish failed (JetStream away, a partly
+// acknowledged write) another, with exponential backoff (1 s to 30 s),
+// until one succeeds: the poll has recorded the commit already, so
+// nothing else would publish it before the next Git change.
 func (h *Hub) reconcileLoop(ctx context.Context) {
+	retry := backoff.NewExponentialBackOff(backoff.WithInitialInterval(time.Second), backoff.WithMaxInterval(30*time.Second), backoff.WithMaxElapsedTime(0))
+	var again <-chan time.Time
+	run := func(ctx context.Context) error {
+		err := h.reconcile(ctx)
+		if err == nil {
+			retry.Reset()
+			again = nil
+			return nil
+		}
+		wait := retry.NextBackOff()
+		h.log.Warn("publish will be retried", "in", wait.String(), "error", err)
+		again = time.After(wait)
+		return err
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case cause := <-h.trigger:
 			// An invalid span context (no cause) leaves ctx as it is.
-			_ = h.reconcile(trace.ContextWithRemoteSpanContext(ctx, cause))
+			_ = run(trace.ContextWithRemoteSpanContext(ctx, cause))
 		case req := <-h.reconcileNow:
-			req.done <- h.reconcile(trace.ContextWithRemoteSpanContext(ctx, req.cause))
+			req.done <- run(trace.ContextWithRemoteSpanContext(ctx, req.cause))
+		case <-again:
+			_ = run(ctx)
 		}
 	}
 }
@@ -137,11 +159,28 @@ func (h *Hub) reconcile(ctx context.Context) error {
 	report, err := h.publisher.Publish(ctx, res, h.revokedClusters())
 	if err != nil {
 		h.metrics.reconciles.WithLabelValues("error").Inc()
+		pending := 0
+		if report != nil {
+			pending = report.Pending
+			h.publishedEvents(ctx, report) // what was written is published
+		} else {
+			for _, app := range res.Apps {
+				pending += len(app.Clusters)
+			}
+		}
+		h.metrics.publishPending.Set(float64(pending))
 		span.SetStatus(codes.Error, err.Error())
-		h.log.Error("publish failed", "error", err)
+		h.log.Error("publish failed", "error", err, "pending", pending)
 		return err
 	}
+	h.metrics.publishPending.Set(0)
 	h.metrics.reconciles.WithLabelValues("ok").Inc()
+	h.publishedEvents(ctx, report)
+	return nil
+}
+
+// publishedEvents counts and records what a publish wrote.
+func (h *Hub) publishedEvents(ctx context.Context, report *publish.Report) {
 	h.metrics.published.WithLabelValues("deletion").Add(float64(len(report.Deleted)))
 	h.metrics.published.WithLabelValues("update").Add(float64(len(report.Published) - len(report.Deleted)))
 	if len(report.Published) > 0 {
@@ -164,7 +203,6 @@ func (h *Hub) reconcile(ctx context.Context) error {
 			h.log.Error("append events", "error", err)
 		}
 	}
-	return nil
 }
 
 // appSubjects are the applications whose error state may have changed:

@@ -14,6 +14,9 @@ type metrics struct {
 	gitPolls     *prometheus.CounterVec
 	appErrors    prometheus.Gauge
 	clusters     prometheus.Gauge
+	// publishPending counts the desired states the last publish did not
+	// write; the hub retries until it is 0.
+	publishPending prometheus.Gauge
 }
 
 func newMetrics() *metrics {
@@ -38,8 +41,12 @@ func newMetrics() *metrics {
 		clusters: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "flotilla_hub_clusters", Help: "Clusters known from registrations.",
 		}),
+		publishPending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "flotilla_hub_publish_pending",
+			Help: "Desired states the last publish did not write (when it failed before writing any: every application of every cluster it targets); retried with backoff until 0.",
+		}),
 	}
-	m.registry.MustRegister(m.reconciles, m.reconcileDur, m.published, m.gitPolls, m.appErrors, m.clusters,
+	m.registry.MustRegister(m.reconciles, m.reconcileDur, m.published, m.gitPolls, m.appErrors, m.clusters, m.publishPending,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

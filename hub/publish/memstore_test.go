@@ -2,6 +2,7 @@ package publish
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -12,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/flotilla-dev/flotilla/internal/appkey"
+	"github.com/flotilla-dev/flotilla/internal/artifact"
 	"github.com/flotilla-dev/flotilla/internal/bus"
 	"github.com/flotilla-dev/flotilla/internal/signing"
 	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
@@ -26,9 +28,12 @@ type memStore struct {
 	seq       uint64
 	entries   []bus.DesiredEntry
 	artifacts map[string][]byte
+	// accept, when not negative, is how many more puts the store takes
+	// before it fails the rest (JetStream going away mid-publish).
+	accept int
 }
 
-func newMemStore() *memStore { return &memStore{artifacts: map[string][]byte{}} }
+func newMemStore() *memStore { return &memStore{artifacts: map[string][]byte{}, accept: -1} }
 
 // put appends env under (cluster, app) as anyone with write access to the
 // bucket could: nothing checks it.
@@ -75,10 +80,33 @@ func (m *memStore) EachRetainedDesired(_ context.Context, fn func(bus.DesiredEnt
 }
 
 func (m *memStore) PublishDesired(_ context.Context, puts []bus.DesiredPut) error {
-	for _, p := range puts {
+	acked := make([]bool, len(puts))
+	failed := false
+	for i, p := range puts {
+		m.mu.Lock()
+		take := m.accept != 0
+		if m.accept > 0 {
+			m.accept--
+		}
+		m.mu.Unlock()
+		if !take {
+			failed = true
+			continue
+		}
 		m.put(p.Cluster, p.App, p.State)
+		acked[i] = true
+	}
+	if failed {
+		return &bus.PublishError{Acked: acked, Err: errors.New("nats: no responders available for request")}
 	}
 	return nil
+}
+
+func (m *memStore) ArtifactIntact(_ context.Context, digest string) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	data, ok := m.artifacts[digest]
+	return ok && artifact.Digest(data) == digest, nil
 }
 
 func (m *memStore) PutArtifact(_ context.Context, digest string, data []byte) (bool, error) {

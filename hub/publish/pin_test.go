@@ -27,8 +27,14 @@ func (r revisionTrees) Tree(context.Context, string, string) (*discovery.Tree, e
 }
 
 // discover renders a repository holding one application, web, whose
-// ConfigMap carries value.
+// ConfigMap carries value, for prod-eu.
 func discover(t *testing.T, value string) *discovery.Result {
+	t.Helper()
+	return discoverFor(t, value, "prod-eu")
+}
+
+// discoverFor is discover for clusters.
+func discoverFor(t *testing.T, value string, clusters ...string) *discovery.Result {
 	t.Helper()
 	dir := t.TempDir()
 	for name, content := range map[string]string{
@@ -43,11 +49,19 @@ func discover(t *testing.T, value string) *discovery.Result {
 		}
 	}
 	res := discovery.Discover(context.Background(), []discovery.Root{{Name: "prod", RepoURL: repo, Path: "apps", Clusters: labels.Everything()}},
-		[]appspec.Cluster{{Name: "prod-eu"}}, revisionTrees{dir})
+		known(clusters), revisionTrees{dir})
 	if len(res.Errors) > 0 || len(res.RootErrors) > 0 || len(res.Apps) != 1 {
 		t.Fatalf("discovery: %+v", res)
 	}
 	return res
+}
+
+func known(names []string) []appspec.Cluster {
+	out := make([]appspec.Cluster, len(names))
+	for i, n := range names {
+		out[i] = appspec.Cluster{Name: n}
+	}
+	return out
 }
 
 func TestPinHoldsAcrossRestartsUntilGitChanges(t *testing.T) {

@@ -50,13 +50,17 @@ type Publisher struct {
 	// did not sign (a previous key, or an entry that does not verify):
 	// the next Publish signs their desired state again.
 	resign map[string]bool
+	// intact are the artifacts read back whole since the process started
+	// or the last garbage collection: others are checked before they are
+	// counted as stored, and a corrupt one is stored again.
+	intact map[string]bool
 }
 
 // New creates a Publisher on store signing with keys (LoadKeys); call Load
 // before the first Publish.
 func New(store Store, keys *signing.KeySet, log *slog.Logger) *Publisher {
 	return &Publisher{store: store, keys: keys, log: log, latest: map[string]*flotillav1.DesiredState{}, fingerprints: map[string][32]byte{},
-		gitContent: map[string][32]byte{}, unpin: map[string]bool{}, resign: map[string]bool{}}
+		gitContent: map[string][32]byte{}, unpin: map[string]bool{}, resign: map[string]bool{}, intact: map[string]bool{}}
 }
 
 // Keys is the key set the Publisher signs and verifies with; the hub
@@ -146,8 +150,12 @@ type Report struct {
 	Pinned int
 	// Released are the keys whose pin Git or an operator released.
 	Released []string
-	// ArtifactsStored counts artifacts written (not already present).
+	// ArtifactsStored counts artifacts written (not already present, or
+	// stored again because what was stored was corrupt or gone).
 	ArtifactsStored int
+	// Pending counts the desired states a failed Publish could not write:
+	// the next Publish writes them (or newer ones).
+	Pending int
 }
 
 // Publish brings the desired-state bucket in line with a discovery. Keys of
@@ -163,6 +171,9 @@ func (p *Publisher) Publish(ctx context.Context, res *discovery.Result, held map
 
 	report := &Report{}
 	var puts []bus.DesiredPut
+	// deleting and resigning are the keys of deletions and of states
+	// signed again among puts: the report counts them once written.
+	deleting, resigning := map[string]bool{}, map[string]bool{}
 	next := map[string]*flotillav1.DesiredState{}
 	desired := map[string]bool{}
 	for _, app := range res.Apps {
@@ -178,7 +189,7 @@ func (p *Publisher) Publish(ctx context.Context, res *discovery.Result, held map
 			appSpan.End()
 			return nil, fmt.Errorf("app %s: pack artifact: %w", app.Application.Metadata.Name, err)
 		}
-		stored, err := p.store.PutArtifact(appCtx, digest, data)
+		stored, err := p.storeArtifact(appCtx, digest, data)
 		if err != nil {
 			appSpan.End()
 			return nil, err
@@ -251,7 +262,7 @@ func (p *Publisher) Publish(ctx context.Context, res *discovery.Result, held map
 			}
 			puts = append(puts, bus.DesiredPut{Cluster: ds.GetCluster(), App: ds.GetApp(), State: signed}) // in ctx's trace
 			next[key] = ds
-			report.Deleted = append(report.Deleted, key)
+			deleting[key] = true
 		}
 	}
 
@@ -275,21 +286,80 @@ func (p *Publisher) Publish(ctx context.Context, res *discovery.Result, held map
 		}
 		puts = append(puts, bus.DesiredPut{Cluster: ds.GetCluster(), App: ds.GetApp(), State: signed})
 		next[key] = ds
-		report.Resigned = append(report.Resigned, key)
+		resigning[key] = true
 	}
 
-	if err := p.store.PublishDesired(ctx, puts); err != nil {
-		return nil, err
-	}
-	for key, ds := range next {
-		p.remember(key, ds)
+	err := p.store.PublishDesired(ctx, puts)
+	acked := ackedPuts(len(puts), err)
+	// What was acknowledged is published, also when the rest failed: its
+	// history ids are spent, and the next Publish goes on from them.
+	for i, put := range puts {
+		key := appkey.Join(put.Cluster, put.App)
+		if !acked[i] {
+			report.Pending++
+			continue
+		}
+		p.remember(key, next[key])
 		delete(p.resign, key)
 		report.Published = append(report.Published, key)
+		if deleting[key] {
+			report.Deleted = append(report.Deleted, key)
+		}
+		if resigning[key] {
+			report.Resigned = append(report.Resigned, key)
+		}
+	}
+	if err != nil {
+		slices.Sort(report.Published)
+		return report, fmt.Errorf("%d of %d desired states not published: %w", report.Pending, len(puts), err)
 	}
 
 	slices.Sort(report.Published)
 	span.SetAttributes(attribute.Int("flotilla.published", len(report.Published)), attribute.Int("flotilla.unchanged", report.Unchanged))
 	return report, nil
+}
+
+// ackedPuts says which of n puts the server took: all without an error,
+// those a *bus.PublishError names with one, none with any other.
+func ackedPuts(n int, err error) []bool {
+	var pe *bus.PublishError
+	if errors.As(err, &pe) && len(pe.Acked) == n {
+		return pe.Acked
+	}
+	acked := make([]bool, n)
+	if err == nil {
+		for i := range acked {
+			acked[i] = true
+		}
+	}
+	return acked
+}
+
+// storeArtifact stores an artifact unless it is there and intact: the
+// first time a process meets a digest it reads the stored one back, and a
+// corrupt or missing one is stored again from what Git rendered. p.mu is
+// held.
+func (p *Publisher) storeArtifact(ctx context.Context, digest string, data []byte) (bool, error) {
+	if !p.intact[digest] {
+		ok, err := p.store.ArtifactIntact(ctx, digest)
+		if err != nil {
+			return false, err
+		}
+		if !ok {
+			if err := p.store.DeleteArtifact(ctx, digest); err != nil {
+				return false, err
+			}
+		}
+	}
+	stored, err := p.store.PutArtifact(ctx, digest, data)
+	if err != nil {
+		return false, err
+	}
+	if stored {
+		p.log.Info("artifact stored", "digest", digest, "size", len(data))
+	}
+	p.intact[digest] = true
+	return stored, nil
 }
 
 func (p *Publisher) remember(key string, ds *flotillav1.DesiredState) {
@@ -359,7 +429,15 @@ func clusterFingerprint(content [32]byte, cluster string) [32]byte {
 // CollectGarbage deletes artifacts that no retained desired state (current
 // or in history) references. It returns how many it deleted. Entries that
 // do not verify reference nothing: an artifact only they name is deleted.
+//
+// It holds the publisher's lock throughout, so no Publish stores an
+// artifact between the scan of what is referenced and the deletions; and
+// it has every artifact read back again before it is next counted as
+// stored.
 func (p *Publisher) CollectGarbage(ctx context.Context) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	clear(p.intact)
 	referenced := map[string]bool{}
 	err := p.store.EachRetainedDesired(ctx, func(e bus.DesiredEntry) {
 		if ds, err := p.verify(e); err == nil {
@@ -457,11 +535,14 @@ func (p *Publisher) Rollback(ctx context.Context, target *flotillav1.DesiredStat
 	if err != nil {
 		return nil, err
 	}
-	if err := p.store.PublishDesired(ctx, []bus.DesiredPut{{Cluster: ds.GetCluster(), App: ds.GetApp(), State: signed}}); err != nil {
+	err = p.store.PublishDesired(ctx, []bus.DesiredPut{{Cluster: ds.GetCluster(), App: ds.GetApp(), State: signed}})
+	if ackedPuts(1, err)[0] { // its history id is spent, whatever the error says
+		p.remember(key, ds)
+		delete(p.resign, key)
+	}
+	if err != nil {
 		return nil, err
 	}
-	p.remember(key, ds)
-	delete(p.resign, key)
 	return ds, nil
 }
 

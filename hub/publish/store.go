@@ -17,13 +17,17 @@ type Store interface {
 	DesiredHistory(ctx context.Context, cluster, app string) ([]bus.DesiredEntry, error)
 	// EachRetainedDesired calls fn with every retained desired state.
 	EachRetainedDesired(ctx context.Context, fn func(bus.DesiredEntry)) error
-	// PublishDesired writes the puts, waiting for all of them.
+	// PublishDesired writes the puts, waiting for all of them; when some
+	// fail, a *bus.PublishError says which the server took.
 	PublishDesired(ctx context.Context, puts []bus.DesiredPut) error
 
 	// PutArtifact stores an artifact unless it is there already and
 	// reports whether it wrote.
 	PutArtifact(ctx context.Context, digest string, data []byte) (bool, error)
 	HasArtifact(ctx context.Context, digest string) (bool, error)
+	// ArtifactIntact reads an artifact back and reports whether it is
+	// there with the content its digest names.
+	ArtifactIntact(ctx context.Context, digest string) (bool, error)
 	ListArtifacts(ctx context.Context) ([]string, error)
 	DeleteArtifact(ctx context.Context, digest string) error
 }

@@ -7,6 +7,8 @@ import (
 	"fmt"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/flotilla-dev/flotilla/internal/artifact"
 )
 
 // HasArtifact reports whether an artifact is stored.
@@ -19,6 +21,22 @@ func (b *Bus) HasArtifact(ctx context.Context, digest string) (bool, error) {
 		return false, fmt.Errorf("artifact %s: %w", digest, err)
 	}
 	return true, nil
+}
+
+// ArtifactIntact reports whether the stored artifact digest is there and
+// its content hashes to its digest (the object store also checks its own
+// digest as it reads).
+func (b *Bus) ArtifactIntact(ctx context.Context, digest string) (bool, error) {
+	data, err := b.artifacts.GetBytes(ctx, digest)
+	switch {
+	case errors.Is(err, jetstream.ErrObjectNotFound):
+		return false, nil
+	case errors.Is(err, jetstream.ErrDigestMismatch):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("artifact %s: %w", digest, err)
+	}
+	return artifact.Digest(data) == digest, nil
 }
 
 // PutArtifact stores an artifact under its digest unless it is there

@@ -57,13 +57,22 @@ func (e DesiredEntry) Context(parent context.Context) context.Context {
 // waiting for the acknowledgements so a fan-out to many clusters costs one
 // round trip, not one per cluster. The KV put is a plain publish on the
 // bucket's subject, which lets the trace context travel with the entry as
-// message headers (W3C traceparent and baggage).
+// message headers (W3C traceparent and baggage). When some puts fail, the
+// error is a *PublishError saying which the server acknowledged: a partly
+// acknowledged publish is partly done.
 func (b *Bus) PublishDesired(ctx context.Context, puts []DesiredPut) error {
+	acked := make([]bool, len(puts))
 	futures := make([]jetstream.PubAckFuture, 0, len(puts))
+	failed := func(err error) error {
+		if err == nil {
+			return nil
+		}
+		return &PublishError{Acked: acked, Err: err}
+	}
 	for _, p := range puts {
 		data, err := proto.Marshal(p.State)
 		if err != nil {
-			return fmt.Errorf("encode desired state %s: %w", appkey.Join(p.Cluster, p.App), err)
+			return failed(fmt.Errorf("encode desired state %s: %w", appkey.Join(p.Cluster, p.App), err))
 		}
 		traceCtx := ctx
 		if p.Trace.IsValid() {
@@ -72,20 +81,39 @@ func (b *Bus) PublishDesired(ctx context.Context, puts []DesiredPut) error {
 		msg := &nats.Msg{Subject: kvSubject(DesiredBucket, appkey.Join(p.Cluster, p.App)), Data: data, Header: injectTrace(traceCtx)}
 		f, err := b.js.PublishMsgAsync(msg)
 		if err != nil {
-			return fmt.Errorf("publish desired state %s: %w", appkey.Join(p.Cluster, p.App), err)
+			err = fmt.Errorf("publish desired state %s: %w", appkey.Join(p.Cluster, p.App), err)
+			return failed(errors.Join(err, wait(ctx, futures, puts, acked)))
 		}
 		futures = append(futures, f)
 	}
+	return failed(wait(ctx, futures, puts, acked))
+}
+
+// PublishError is a PublishDesired of which some puts failed: Acked[i]
+// says whether the server took puts[i].
+type PublishError struct {
+	Acked []bool
+	Err   error
+}
+
+func (e *PublishError) Error() string { return e.Err.Error() }
+func (e *PublishError) Unwrap() error { return e.Err }
+
+// wait waits for every future's acknowledgement and marks in acked each
+// put the server acknowledged; the error names every put that failed.
+func wait(ctx context.Context, futures []jetstream.PubAckFuture, puts []DesiredPut, acked []bool) error {
+	var errs []error
 	for i, f := range futures {
 		select {
 		case <-f.Ok():
+			acked[i] = true
 		case err := <-f.Err():
-			return fmt.Errorf("publish desired state %s: %w", appkey.Join(puts[i].Cluster, puts[i].App), err)
+			errs = append(errs, fmt.Errorf("publish desired state %s: %w", appkey.Join(puts[i].Cluster, puts[i].App), err))
 		case <-ctx.Done():
-			return ctx.Err()
+			return errors.Join(append(errs, ctx.Err())...)
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // LatestDesired reads the newest desired state of every (cluster, app) with

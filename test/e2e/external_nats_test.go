@@ -16,9 +16,7 @@ import (
 	"github.com/flotilla-dev/flotilla/internal/bus"
 	"github.com/flotilla-dev/flotilla/internal/clustercreds"
 	"github.com/flotilla-dev/flotilla/internal/natsauth"
-	"github.com/flotilla-dev/flotilla/internal/natsserver"
 	"github.com/flotilla-dev/flotilla/internal/signing"
-	"github.com/flotilla-dev/flotilla/internal/tlsca"
 	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
 	"github.com/flotilla-dev/flotilla/test/testenv"
 	"github.com/flotilla-dev/flotilla/test/testenv/flotillatest"
@@ -30,26 +28,8 @@ import (
 // docs/architecture.md gives each role. The hub's bundles then hold no
 // NATS credentials, and revoking a cluster's NATS user is the operator's.
 func TestExternalOperatorManagedNATS(t *testing.T) {
-	// The test is the NATS operator: its keys, its CA, its server.
-	opDir := t.TempDir()
-	authority, err := natsauth.LoadOrCreate(filepath.Join(opDir, "trust"))
-	must(t, err)
-	certFile, keyFile, err := tlsca.EnsureServer(filepath.Join(opDir, "tls"), []string{"127.0.0.1", "localhost"})
-	must(t, err)
-	serverTLS, err := tlsca.ServerConfig(certFile, keyFile)
-	must(t, err)
-	srv, err := natsserver.Start(natsserver.Options{Host: "127.0.0.1", Port: -1, StoreDir: filepath.Join(opDir, "nats"), Authority: authority, TLS: serverTLS})
-	must(t, err)
-	t.Cleanup(func() {
-		srv.Shutdown()
-		srv.WaitForShutdown()
-	})
-	natsURL := strings.Replace(srv.ClientURL(), "nats://", "tls://", 1)
-	caFile := filepath.Join(opDir, "tls", tlsca.CAFile)
-	hubCreds, _, err := authority.User("flotilla-hub", natsauth.HubPermissions())
-	must(t, err)
-	hubCredsFile := filepath.Join(opDir, "flotilla-hub.creds")
-	must(t, os.WriteFile(hubCredsFile, hubCreds, 0o600))
+	op := startOperatorNATS(t)
+	authority, natsURL, caFile, hubCredsFile := op.authority, op.url, op.caFile, op.hubCredsFile
 
 	h := flotillatest.StartHub(t, flotillatest.HubOptions{
 		ExternalNATS: &flotillatest.ExternalNATS{URL: natsURL, CredentialsFile: hubCredsFile, CAFile: caFile}})

@@ -1,0 +1,93 @@
+package publish
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"strings"
+	"testing"
+
+	"github.com/flotilla-dev/flotilla/internal/signing"
+)
+
+// TestAPartlyAcknowledgedPublishSpendsItsHistoryIDs: JetStream takes one
+// of two desired states and fails the other. The one it took is published
+// (its id spent), the other is pending; the next Publish writes only the
+// pending one, and no id is ever used twice for different content.
+func TestAPartlyAcknowledgedPublishSpendsItsHistoryIDs(t *testing.T) {
+	store := newMemStore()
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	keys := signing.NewKeySet(key)
+	p := restart(t, store, keys)
+	if _, err := p.Publish(t.Context(), discoverFor(t, "1", "prod-eu", "staging-1"), nil); err != nil {
+		t.Fatal(err)
+	}
+
+	store.accept = 1
+	report, err := p.Publish(t.Context(), discoverFor(t, "2", "prod-eu", "staging-1"), nil)
+	if err == nil || !strings.Contains(err.Error(), "1 of 2 desired states not published") || report.Pending != 1 || len(report.Published) != 1 {
+		t.Fatalf("partly acknowledged: report %+v, error %v", report, err)
+	}
+	took := report.Published[0]
+
+	store.accept = -1
+	report, err = p.Publish(t.Context(), discoverFor(t, "2", "prod-eu", "staging-1"), nil)
+	if err != nil || report.Pending != 0 || len(report.Published) != 1 || report.Published[0] == took || report.Unchanged != 1 {
+		t.Fatalf("the retry: report %+v, error %v; want only the pending key published", report, err)
+	}
+	// Every key's entries have strictly increasing ids, each id once.
+	for _, cluster := range []string{"prod-eu", "staging-1"} {
+		history, err := store.DesiredHistory(t.Context(), cluster, "web")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []uint64
+		for _, e := range history {
+			ds, err := p.verify(e)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, ds.GetHistoryId())
+		}
+		if len(ids) != 2 || ids[0] != 1 || ids[1] != 2 {
+			t.Errorf("%s: history ids %v, want [1 2]", cluster, ids)
+		}
+	}
+	// A hub that restarts now goes on from there, publishing nothing.
+	report, err = restart(t, store, keys).Publish(t.Context(), discoverFor(t, "2", "prod-eu", "staging-1"), nil)
+	if err != nil || len(report.Published) != 0 {
+		t.Fatalf("after a restart: report %+v, error %v", report, err)
+	}
+}
+
+// TestACorruptOrMissingArtifactIsStoredAgain: an artifact whose stored
+// bytes no longer hash to its digest, or that is gone, is stored again
+// from Git by the next process to publish it.
+func TestACorruptOrMissingArtifactIsStoredAgain(t *testing.T) {
+	store := newMemStore()
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	keys := signing.NewKeySet(key)
+	if _, err := restart(t, store, keys).Publish(t.Context(), discover(t, "1"), nil); err != nil {
+		t.Fatal(err)
+	}
+	ds, err := restart(t, store, keys).verify(store.newest(t, "prod-eu", "web"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := ds.GetArtifact().GetDigest()
+	for _, damage := range []struct {
+		what string
+		do   func()
+	}{
+		{"corrupt", func() { store.artifacts[name] = append([]byte("x"), store.artifacts[name]...) }},
+		{"missing", func() { delete(store.artifacts, name) }},
+	} {
+		damage.do()
+		report, err := restart(t, store, keys).Publish(t.Context(), discover(t, "1"), nil)
+		if err != nil || report.ArtifactsStored != 1 || len(report.Published) != 0 {
+			t.Fatalf("%s artifact: report %+v, error %v; want it stored again and nothing republished", damage.what, report, err)
+		}
+		if ok, _ := store.ArtifactIntact(t.Context(), name); !ok {
+			t.Errorf("%s artifact: still not intact", damage.what)
+		}
+	}
+}
