@@ -113,6 +113,8 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Hub, err
 	}
 	busOpts := bus.DefaultOptions()
 	busOpts.Replicas, busOpts.DesiredHistory = cfg.NATS.Replicas, uint8(cfg.History)
+	limits := cfg.NATS.Limits
+	busOpts.EventsMaxAge, busOpts.EventsMaxBytes, busOpts.ArtifactsMaxBytes = limits.EventsMaxAge.Duration, limits.EventsMaxBytes, limits.ArtifactsMaxBytes
 	b, err := bus.Provision(ctx, h.nc, busOpts)
 	if err != nil {
 		return nil, err

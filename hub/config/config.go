@@ -52,6 +52,8 @@ type NATS struct {
 	EmbeddedListen string `json:"embeddedListen"`
 	// Replicas of buckets and streams (3 on a NATS cluster).
 	Replicas int `json:"replicas"`
+	// Limits bound what JetStream keeps.
+	Limits StreamLimits `json:"limits"`
 	// TLS is the embedded server's certificate.
 	TLS TLS `json:"tls"`
 	// CAFile is the CA of an external server's certificate; empty trusts
@@ -61,6 +63,16 @@ type NATS struct {
 	// credentials bundles; empty means the embedded server's own client
 	// URL (loopback), or url for an external server.
 	AdvertiseURL string `json:"advertiseURL"`
+}
+
+// StreamLimits bound JetStream's storage: the events stream by age and
+// size (the oldest events go first), the artifact store by size (a
+// publish that would overflow it fails, is reported and retried, and
+// garbage collection makes room).
+type StreamLimits struct {
+	EventsMaxAge      Duration `json:"eventsMaxAge"`
+	EventsMaxBytes    int64    `json:"eventsMaxBytes"`
+	ArtifactsMaxBytes int64    `json:"artifactsMaxBytes"`
 }
 
 // TLS is a listener's certificate. With neither file set, the hub issues
@@ -192,6 +204,15 @@ func (c *Config) applyDefaults() {
 	if c.NATS.URL == "" && c.NATS.EmbeddedListen == "" {
 		c.NATS.EmbeddedListen = "0.0.0.0:4222"
 	}
+	if c.NATS.Limits.EventsMaxAge.Duration == 0 {
+		c.NATS.Limits.EventsMaxAge.Duration = 7 * 24 * time.Hour
+	}
+	if c.NATS.Limits.EventsMaxBytes == 0 {
+		c.NATS.Limits.EventsMaxBytes = 1 << 30
+	}
+	if c.NATS.Limits.ArtifactsMaxBytes == 0 {
+		c.NATS.Limits.ArtifactsMaxBytes = 10 << 30
+	}
 	if c.NATS.Replicas == 0 {
 		c.NATS.Replicas = 1
 	}
@@ -226,6 +247,12 @@ func (c *Config) validate() error {
 	var errs []error
 	if c.History < 1 || c.History > 64 {
 		errs = append(errs, fmt.Errorf("history: %d must be between 1 and 64", c.History))
+	}
+	if c.NATS.Limits.EventsMaxAge.Duration < time.Hour {
+		errs = append(errs, fmt.Errorf("nats.limits.eventsMaxAge: %s is less than an hour", c.NATS.Limits.EventsMaxAge.Duration))
+	}
+	if c.NATS.Limits.EventsMaxBytes < 1<<20 || c.NATS.Limits.ArtifactsMaxBytes < 1<<20 {
+		errs = append(errs, fmt.Errorf("nats.limits: eventsMaxBytes and artifactsMaxBytes must be at least 1 MiB (1048576)"))
 	}
 	if c.NATS.Replicas < 1 {
 		errs = append(errs, fmt.Errorf("nats.replicas: %d must be at least 1", c.NATS.Replicas))

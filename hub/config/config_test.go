@@ -25,16 +25,18 @@ roots:
 
 func TestParseErrorsNameTheField(t *testing.T) {
 	tests := map[string]struct{ yaml, want string }{
-		"unknown root repo": {"roots:\n  - repo: https://x/y\n    path: apps\n", "roots[0].repo: \"https://x/y\" is not in repositories"},
-		"bad selector":      {"repositories: [{url: u}]\nroots:\n  - {repo: u, path: a, clusters: 'env in (('}\n", "roots[0].clusters"},
-		"bad duration":      {"repositories: [{url: u, pollInterval: often}]\n", `"often" is not a duration`},
-		"unknown field":     {"repositorys: []\n", `unknown field "repositorys"`},
-		"history too long":  {"history: 100\n", "history: 100 must be between 1 and 64"},
-		"key and password":  {"repositories: [{url: u, auth: {sshKeyFile: k, passwordEnv: P}}]\n", "repositories[0].auth: set sshKeyFile or a password, not both"},
-		"hosts without key": {"repositories: [{url: u, auth: {sshKnownHostsFile: h}}]\n", "repositories[0].auth.sshKnownHostsFile: needs sshKeyFile"},
-		"negative poll":     {"repositories: [{url: u, pollInterval: -5s}]\n", "repositories[0].pollInterval: -5s must be positive"},
-		"negative gc":       {"gcInterval: -1h\n", "gcInterval: -1h0m0s must be positive"},
-		"negative replicas": {"nats: {replicas: -1}\n", "nats.replicas: -1 must be at least 1"},
+		"unknown root repo":     {"roots:\n  - repo: https://x/y\n    path: apps\n", "roots[0].repo: \"https://x/y\" is not in repositories"},
+		"bad selector":          {"repositories: [{url: u}]\nroots:\n  - {repo: u, path: a, clusters: 'env in (('}\n", "roots[0].clusters"},
+		"bad duration":          {"repositories: [{url: u, pollInterval: often}]\n", `"often" is not a duration`},
+		"unknown field":         {"repositorys: []\n", `unknown field "repositorys"`},
+		"history too long":      {"history: 100\n", "history: 100 must be between 1 and 64"},
+		"key and password":      {"repositories: [{url: u, auth: {sshKeyFile: k, passwordEnv: P}}]\n", "repositories[0].auth: set sshKeyFile or a password, not both"},
+		"hosts without key":     {"repositories: [{url: u, auth: {sshKnownHostsFile: h}}]\n", "repositories[0].auth.sshKnownHostsFile: needs sshKeyFile"},
+		"negative poll":         {"repositories: [{url: u, pollInterval: -5s}]\n", "repositories[0].pollInterval: -5s must be positive"},
+		"negative gc":           {"gcInterval: -1h\n", "gcInterval: -1h0m0s must be positive"},
+		"negative replicas":     {"nats: {replicas: -1}\n", "nats.replicas: -1 must be at least 1"},
+		"events kept a minute":  {"nats: {limits: {eventsMaxAge: 1m}}\n", "nats.limits.eventsMaxAge: 1m0s is less than an hour"},
+		"a tiny artifact store": {"nats: {limits: {artifactsMaxBytes: 10}}\n", "nats.limits: eventsMaxBytes and artifactsMaxBytes must be at least 1 MiB"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {

@@ -40,8 +40,12 @@ type Options struct {
 	DesiredHistory uint8
 	// ClusterTTL is how long a registration lives without a heartbeat.
 	ClusterTTL time.Duration
-	// EventsMaxAge bounds the history and audit stream.
-	EventsMaxAge time.Duration
+	// EventsMaxAge and EventsMaxBytes bound the history and audit stream
+	// (the oldest events go first); ArtifactsMaxBytes bounds the artifact
+	// store (a put that would overflow it fails).
+	EventsMaxAge      time.Duration
+	EventsMaxBytes    int64
+	ArtifactsMaxBytes int64
 }
 
 // DefaultOptions suit one hub with embedded NATS.
@@ -51,7 +55,9 @@ func DefaultOptions() Options {
 		DesiredHistory: 64, // JetStream's maximum; the rollback window.
 		// Agents heartbeat every 15 s; three missed beats mean gone.
 		ClusterTTL:   45 * time.Second,
-		EventsMaxAge: 30 * 24 * time.Hour,
+		EventsMaxAge:      7 * 24 * time.Hour,
+		EventsMaxBytes:    1 << 30,
+		ArtifactsMaxBytes: 10 << 30,
 	}
 }
 
@@ -86,13 +92,15 @@ func Provision(ctx context.Context, nc *nats.Conn, opts Options) (*Bus, error) {
 			return nil, fmt.Errorf("provision bucket %s: %w", cfg.Bucket, err)
 		}
 	}
-	if _, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: ArtifactStore, Replicas: opts.Replicas, Description: "Flotilla artifacts by sha256 digest", Compression: false}); err != nil {
+	if _, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: ArtifactStore, Replicas: opts.Replicas, MaxBytes: opts.ArtifactsMaxBytes, Description: "Flotilla artifacts by sha256 digest", Compression: false}); err != nil {
 		return nil, fmt.Errorf("provision object store %s: %w", ArtifactStore, err)
 	}
 	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        EventsStream,
 		Subjects:    []string{eventsSubjectRoot + ".>"},
 		MaxAge:      opts.EventsMaxAge,
+		MaxBytes:    opts.EventsMaxBytes,
+		Discard:     jetstream.DiscardOld,
 		Replicas:    opts.Replicas,
 		Description: "Flotilla sync history and audit events",
 	}); err != nil {
