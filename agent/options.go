@@ -23,7 +23,8 @@ type Options struct {
 	// Heartbeat is how often the registration is refreshed; the hub
 	// forgets a cluster after three missed beats.
 	Heartbeat time.Duration
-	// HealthTimeout is how long a sync follows health until it settles.
+	// HealthTimeout is how long a sync waits for a wave to be healthy or a
+	// hook to complete.
 	HealthTimeout time.Duration
 	// ResyncInterval is how often every application is compared with its
 	// live objects in full, beside the watches (jittered ±10 %).
@@ -64,7 +65,7 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.CacheDir, "cache-dir", o.CacheDir, "where artifacts are unpacked")
 	fs.StringVar(&o.Namespace, "namespace", o.Namespace, "namespace of the agent's own state (inventories)")
 	fs.DurationVar(&o.Heartbeat, "heartbeat", o.Heartbeat, "registration heartbeat interval")
-	fs.DurationVar(&o.HealthTimeout, "health-timeout", o.HealthTimeout, "how long a sync follows health")
+	fs.DurationVar(&o.HealthTimeout, "health-timeout", o.HealthTimeout, "how long a sync waits for a wave to be healthy or a hook to complete")
 	fs.DurationVar(&o.ResyncInterval, "resync-interval", o.ResyncInterval, "how often every application is compared with its live objects in full (drift a watch missed)")
 	fs.StringVar(&o.MetricsAddr, "metrics-addr", o.MetricsAddr, "address of /metrics and /healthz; empty turns them off")
 	fs.BoolVar(&o.RolloutsController, "rollouts-controller", o.RolloutsController, "run Argo Rollouts Rollouts and AnalysisRuns in the agent; false passes them through to an Argo Rollouts controller already in the cluster")

@@ -102,9 +102,10 @@ type Options struct {
 	// CacheDir holds unpacked artifacts by digest.
 	CacheDir string
 	Limits   artifact.Limits
-	// HealthInterval is how often a not-yet-healthy application is
-	// re-checked and HealthTimeout how long it is followed (and how long a
-	// wave or a hook may take).
+	// HealthInterval is how often a wave or hook of a sync is re-checked,
+	// and HealthTimeout how long it may take to be healthy (complete).
+	// Health itself is followed as objects change, for as long as the
+	// application exists.
 	HealthInterval time.Duration
 	HealthTimeout  time.Duration
 	// ResyncInterval is how often every application is compared with its
