@@ -54,7 +54,7 @@ func DefaultOptions() Options {
 		Replicas:       1,
 		DesiredHistory: 64, // JetStream's maximum; the rollback window.
 		// Agents heartbeat every 15 s; three missed beats mean gone.
-		ClusterTTL:   45 * time.Second,
+		ClusterTTL:        45 * time.Second,
 		EventsMaxAge:      7 * 24 * time.Hour,
 		EventsMaxBytes:    1 << 30,
 		ArtifactsMaxBytes: 10 << 30,
