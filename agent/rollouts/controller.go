@@ -232,8 +232,11 @@ func (c *Controller) Reconcile(ctx context.Context, namespace, name string) (tim
 	r.st = *r.ro.Status.deepCopy()
 	if err == nil {
 		err = r.reconcile(ctx)
-		if transient(err) {
-			return 0, err // the API server's trouble: try again soon
+		if transient(err) || ctx.Err() != nil {
+			// The API server's trouble, or the controller stopping: try
+			// again soon, and never write a status of it (a stopping agent
+			// could mark its Rollouts InvalidSpec: context canceled).
+			return 0, err
 		}
 	}
 	if err != nil {

@@ -235,6 +235,14 @@ func TestAgentsApplyEachEnvironment(t *testing.T) {
 			}
 			return nil
 		})
+		// The rollouts controller has written the Rollout's status for its
+		// generation: the agent has reconciled everything it will write.
+		waitRollout(t, prod, "production", "api-service", time.Minute, func(ro *unstructured.Unstructured) error {
+			if got, want := testenv.Field(ro, "status", "observedGeneration"), fmt.Sprint(ro.GetGeneration()); got != want {
+				return fmt.Errorf("observed generation %q, want %s", got, want)
+			}
+			return nil
+		})
 		before := resourceVersions(t, prod)
 		prodAgent.stop()
 		dryRuns := fullComparisonRequests(t, prod)
