@@ -5,8 +5,9 @@ import (
 	"time"
 )
 
-// releaseAfter is how long after the last sync the agent returns its freed
-// heap to the operating system.
+// releaseAfter is how long after the last sync (or look at an
+// application's health) the agent returns its freed heap to the operating
+// system.
 const releaseAfter = 5 * time.Second
 
 // releaseMemory returns the heap a burst of syncs freed to the operating

@@ -39,6 +39,7 @@ func (s *Syncer) TraceParent(ro *unstructured.Unstructured) trace.SpanContext {
 // when it was aborted).
 func (w *appWorker) observeHealth(ctx context.Context) {
 	s := w.syncer
+	defer s.releaseMemory() // it lists the application's objects, as a sync does
 	d := w.latest()
 	if d == nil || !w.synced {
 		return
