@@ -33,7 +33,8 @@ type ClusterChange struct {
 
 // WatchClusters calls fn with every current registration, then with every
 // change, until ctx ends; initial is closed once the current ones have been
-// delivered. fn runs on one goroutine. A registration that does not decode
+// delivered. The bucket keeps one entry per cluster, so of a registration
+// replaced before the watch read it only the newer is delivered. fn runs on one goroutine. A registration that does not decode
 // is ignored until it is rewritten.
 func (b *Bus) WatchClusters(ctx context.Context, fn func(ClusterChange)) (<-chan struct{}, error) {
 	return watchKV(ctx, b.clusters, func(e jetstream.KeyValueEntry) {

@@ -2,6 +2,7 @@ package bus
 
 import (
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -75,8 +76,16 @@ func TestWatchClustersDeliversRegistrationsThenChanges(t *testing.T) {
 		{Name: "staging-1", Registration: staging},
 		{Name: "staging-1"},
 	}
+	// The bucket keeps one entry per key: a registration deleted before the
+	// watch read it (a loaded machine) is gone, and only its deletion is a
+	// change. Every other change arrives, in order.
+	withoutPut := slices.Delete(slices.Clone(want), 2, 3)
 	eventually(t, watchTimeout, func() error {
-		if diff := cmp.Diff(want, r.got(), protocmp.Transform()); diff != "" {
+		got := r.got()
+		if cmp.Diff(withoutPut, got, protocmp.Transform()) == "" {
+			return nil
+		}
+		if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {
 			return fmt.Errorf("changes (-want +got):\n%s", diff)
 		}
 		return nil
