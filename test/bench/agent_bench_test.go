@@ -6,7 +6,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -42,18 +41,6 @@ spec:
 // memory is its own.
 type agentProcess struct {
 	cmd *exec.Cmd
-}
-
-// buildCommand builds the main package pkg (relative to the repository)
-// into a temporary directory.
-func buildCommand(b *testing.B, pkg string) string {
-	bin := filepath.Join(b.TempDir(), filepath.Base(pkg))
-	cmd := exec.Command("go", "build", "-o", bin, pkg)
-	cmd.Dir = testenv.RepoRoot(b)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		b.Fatalf("build %s: %v: %s", pkg, err, out)
-	}
-	return bin
 }
 
 func startAgentProcess(b *testing.B, bin string, args ...string) *agentProcess {
@@ -111,7 +98,7 @@ func BenchmarkAgent(b *testing.B) {
 	// Workloads: the bulk app's 334 Deployments really become Available, so
 	// health settles and the agent reaches a steady state, as in a cluster.
 	c := testenv.StartCluster(b, testenv.ClusterOptions{Name: "prod-eu", Workloads: true, Nodes: 4})
-	bin := buildCommand(b, "./cmd/agent")
+	bin := testenv.BuildCommand(b, "./cmd/agent")
 	args := []string{"--credentials", h.Credentials(b, "prod-eu", map[string]string{"env": "production"}), "--kubeconfig", c.Kubeconfig, "--cache-dir", b.TempDir(), "--metrics-addr", "127.0.0.1:0"}
 
 	for b.Loop() {

@@ -29,7 +29,7 @@ func flotilla(b *testing.B, h *benchHub, out io.Writer, args ...string) {
 func BenchmarkRollbackToApplied(b *testing.B) {
 	h := startHub(b, time.Hour, nil)
 	c := testenv.StartCluster(b, testenv.ClusterOptions{Name: "prod-eu"})
-	agent := startAgentProcess(b, buildCommand(b, "./cmd/agent"), "--credentials", h.Credentials(b, "prod-eu", map[string]string{"env": "production"}), "--kubeconfig", c.Kubeconfig, "--cache-dir", b.TempDir())
+	agent := startAgentProcess(b, testenv.BuildCommand(b, "./cmd/agent"), "--credentials", h.Credentials(b, "prod-eu", map[string]string{"env": "production"}), "--kubeconfig", c.Kubeconfig, "--cache-dir", b.TempDir())
 	defer agent.stop()
 	waitRolloutImage(b, c, "api-service:1.4.2") // history 1
 	bumpTag(b, h, "2.0.0")

@@ -21,7 +21,7 @@ import (
 func BenchmarkDriftCorrection(b *testing.B) {
 	h := startHub(b, time.Hour, nil)
 	c := testenv.StartCluster(b, testenv.ClusterOptions{Name: "prod-eu"})
-	agent := startAgentProcess(b, buildCommand(b, "./cmd/agent"), "--credentials", h.Credentials(b, "prod-eu", map[string]string{"env": "production"}), "--kubeconfig", c.Kubeconfig, "--cache-dir", b.TempDir())
+	agent := startAgentProcess(b, testenv.BuildCommand(b, "./cmd/agent"), "--credentials", h.Credentials(b, "prod-eu", map[string]string{"env": "production"}), "--kubeconfig", c.Kubeconfig, "--cache-dir", b.TempDir())
 	defer agent.stop()
 	waitAppStatus(b, h, "worker-service", func(st *flotillav1.AppStatus) bool {
 		return st.GetPhase() == flotillav1.SyncPhase_SYNC_PHASE_SUCCEEDED

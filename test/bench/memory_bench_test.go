@@ -30,8 +30,8 @@ import (
 func BenchmarkAgentMemoryFloor(b *testing.B) {
 	c := testenv.StartCluster(b, testenv.ClusterOptions{Name: "floor"})
 	n := testenv.StartNATS(b)
-	floor := buildCommand(b, "./test/bench/floor")
-	agent := buildCommand(b, "./cmd/agent")
+	floor := testenv.BuildCommand(b, "./test/bench/floor")
+	agent := testenv.BuildCommand(b, "./cmd/agent")
 
 	for b.Loop() {
 		b.ReportMetric(loadableMiB(b, floor), "floor-loadable-MiB")

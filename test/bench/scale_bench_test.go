@@ -57,7 +57,7 @@ func BenchmarkSelfHealAtScale(b *testing.B) {
 	h.webhook(b)
 
 	for b.Loop() {
-		agent := startAgentProcess(b, buildCommand(b, "./cmd/agent"), "--credentials", h.Credentials(b, "prod-eu", map[string]string{"env": "production"}), "--kubeconfig", c.Kubeconfig, "--cache-dir", b.TempDir(), "--metrics-addr", "127.0.0.1:0")
+		agent := startAgentProcess(b, testenv.BuildCommand(b, "./cmd/agent"), "--credentials", h.Credentials(b, "prod-eu", map[string]string{"env": "production"}), "--kubeconfig", c.Kubeconfig, "--cache-dir", b.TempDir(), "--metrics-addr", "127.0.0.1:0")
 		first := waitAppStatus(b, h, "bulk", func(st *flotillav1.AppStatus) bool {
 			return st.GetPhase() == flotillav1.SyncPhase_SYNC_PHASE_SUCCEEDED && st.GetHealth() == flotillav1.HealthStatus_HEALTH_STATUS_HEALTHY
 		})

@@ -94,6 +94,20 @@ func startAgentWith(t *testing.T, e *hubEnv, c *testenv.Cluster, labels map[stri
 	return a
 }
 
+// settledResourceVersions is resourceVersions once the rollouts
+// controller has written the fixture's Rollout's status for its
+// generation: what the agent will write of its own accord is written.
+func settledResourceVersions(t *testing.T, c *testenv.Cluster) map[string]string {
+	t.Helper()
+	waitRollout(t, c, "production", "api-service", time.Minute, func(ro *unstructured.Unstructured) error {
+		if got, want := testenv.Field(ro, "status", "observedGeneration"), fmt.Sprint(ro.GetGeneration()); got != want {
+			return fmt.Errorf("observed generation %q, want %s", got, want)
+		}
+		return nil
+	})
+	return resourceVersions(t, c)
+}
+
 func getObject(t *testing.T, c *testenv.Cluster, gvr schema.GroupVersionResource, ns, name string) (*unstructured.Unstructured, error) {
 	t.Helper()
 	return c.Dynamic.Resource(gvr).Namespace(ns).Get(context.Background(), name, metav1.GetOptions{})
@@ -235,15 +249,7 @@ func TestAgentsApplyEachEnvironment(t *testing.T) {
 			}
 			return nil
 		})
-		// The rollouts controller has written the Rollout's status for its
-		// generation: the agent has reconciled everything it will write.
-		waitRollout(t, prod, "production", "api-service", time.Minute, func(ro *unstructured.Unstructured) error {
-			if got, want := testenv.Field(ro, "status", "observedGeneration"), fmt.Sprint(ro.GetGeneration()); got != want {
-				return fmt.Errorf("observed generation %q, want %s", got, want)
-			}
-			return nil
-		})
-		before := resourceVersions(t, prod)
+		before := settledResourceVersions(t, prod)
 		prodAgent.stop()
 		dryRuns := fullComparisonRequests(t, prod)
 		restarted := time.Now()

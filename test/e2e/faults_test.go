@@ -1,19 +1,26 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"sigs.k8s.io/yaml"
 
 	"github.com/flotilla-dev/flotilla/internal/clustercreds"
 	"github.com/flotilla-dev/flotilla/internal/natsauth"
 	"github.com/flotilla-dev/flotilla/internal/signing"
 	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
+	"github.com/flotilla-dev/flotilla/test/bench"
 	"github.com/flotilla-dev/flotilla/test/testenv"
 	"github.com/flotilla-dev/flotilla/test/testenv/flotillatest"
 )
@@ -117,4 +124,76 @@ func TestNoCommitIsLostWhileJetStreamIsAway(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestAnAgentKilledMidApplyConverges: the agent binary is killed with
+// SIGKILL while it writes a 1,000-object application, and started again.
+// It converges to Git: every object there, those written before the kill
+// not written again, and the cluster's other applications untouched.
+func TestAnAgentKilledMidApplyConverges(t *testing.T) {
+	e := startHub(t)
+	prod := testenv.StartCluster(t, testenv.ClusterOptions{Name: "prod-eu"})
+	bin := testenv.BuildCommand(t, "./cmd/agent")
+	args := []string{"--credentials", e.Credentials(t, "prod-eu", map[string]string{"env": "production"}), "--kubeconfig", prod.Kubeconfig, "--cache-dir", t.TempDir()}
+	agent := testenv.StartProcess(t, bin, args...)
+	waitImage(t, prod, deployments, "production", "worker-service", "worker-service:2.3.0")
+	others := settledResourceVersions(t, prod)
+
+	var objects strings.Builder
+	for _, o := range bench.ThousandObjects("bulk") {
+		data, err := yaml.Marshal(o.Object)
+		must(t, err)
+		objects.WriteString("---\n")
+		objects.Write(data)
+	}
+	e.Commit(t, "add a 1,000-object app", map[string]string{"apps/bulk.yaml": appIn("bulk", "bulk", "bulk"), "bulk/objects.yaml": objects.String()})
+	e.Webhook(t, webhookSecret)
+	ds := e.waitDesired(t, "prod-eu", "bulk", func(*flotillav1.DesiredState) error { return nil })
+
+	// Kill it once the first objects are written, before the last.
+	bulk := func() map[string]string {
+		out := map[string]string{}
+		for _, gvr := range []schema.GroupVersionResource{configMaps, services, deployments} {
+			list, err := prod.Dynamic.Resource(gvr).Namespace("bulk").List(context.Background(), metav1.ListOptions{LabelSelector: "flotilla.dev/app=bulk"})
+			must(t, err)
+			for _, o := range list.Items {
+				out[gvr.Resource+"/"+o.GetName()] = o.GetResourceVersion()
+			}
+		}
+		return out
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for len(bulk()) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the agent wrote nothing of the bulk app in 2 minutes")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	must(t, agent.Kill())
+	written := bulk()
+	if len(written) == 0 || len(written) >= 1000 {
+		t.Fatalf("%d of 1,000 objects written at the kill: want the kill mid-apply", len(written))
+	}
+	t.Logf("killed with %d of 1,000 objects written", len(written))
+
+	testenv.StartProcess(t, bin, args...)
+	e.WaitStatus(t, "prod-eu", "bulk", 2*time.Minute, func(st *flotillav1.AppStatus) error {
+		if st.GetHistoryId() != ds.GetHistoryId() || st.GetPhase() != flotillav1.SyncPhase_SYNC_PHASE_SUCCEEDED {
+			return fmt.Errorf("history %d %v: %s", st.GetHistoryId(), st.GetPhase(), st.GetMessage())
+		}
+		return nil
+	})
+	after := bulk()
+	if len(after) != 1000 {
+		t.Errorf("%d of 1,000 objects after the restart", len(after))
+	}
+	for key, rv := range written {
+		if after[key] != rv {
+			t.Errorf("%s was written again after the restart (resource version %s, then %s)", key, rv, after[key])
+			break
+		}
+	}
+	if got := resourceVersions(t, prod); fmt.Sprint(got) != fmt.Sprint(others) {
+		t.Errorf("the other applications' objects changed:\nbefore %v\nafter  %v", others, got)
+	}
 }

@@ -56,6 +56,42 @@ func startProcess(t TB, bin string, args ...string) *Process {
 	return p
 }
 
+// StartProcess runs bin with args in its own process group, as the
+// workload processes run: for a test that kills it (Kill) and starts it
+// again.
+func StartProcess(t TB, bin string, args ...string) *Process {
+	t.Helper()
+	return startProcess(t, bin, args...)
+}
+
+// Kill kills the process group with SIGKILL, as the kernel's OOM killer or
+// a node's power loss would, and waits until it is gone.
+func (p *Process) Kill() error {
+	if exited, _ := p.exited(); exited {
+		return nil
+	}
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	select {
+	case <-p.done:
+		return nil
+	case <-time.After(5 * time.Second):
+		return fmt.Errorf("%s (pid %d) did not exit after SIGKILL", p.Name, p.cmd.Process.Pid)
+	}
+}
+
+// BuildCommand builds the main package pkg (relative to the repository,
+// "./cmd/agent") into a temporary directory and returns the binary.
+func BuildCommand(t TB, pkg string) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), filepath.Base(pkg))
+	cmd := exec.Command("go", "build", "-o", bin, pkg)
+	cmd.Dir = RepoRoot(t)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("testenv: build %s: %v: %s", pkg, err, out)
+	}
+	return bin
+}
+
 // exited reports whether the process has ended, and its error.
 func (p *Process) exited() (bool, error) {
 	select {
