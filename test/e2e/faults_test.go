@@ -197,3 +197,66 @@ func TestAnAgentKilledMidApplyConverges(t *testing.T) {
 		t.Errorf("the other applications' objects changed:\nbefore %v\nafter  %v", others, got)
 	}
 }
+
+// TestAnAgentOfflineWhile50CommitsLand: the agent binary is killed and 50
+// commits land meanwhile. The fleet view says the cluster is offline and
+// what its application last reported, never a health it may no longer
+// have; back, the agent makes one sync, to the newest desired state.
+func TestAnAgentOfflineWhile50CommitsLand(t *testing.T) {
+	e := startHub(t)
+	prod := testenv.StartCluster(t, testenv.ClusterOptions{Name: "prod-eu"})
+	bin := testenv.BuildCommand(t, "./cmd/agent")
+	args := []string{"--credentials", e.Credentials(t, "prod-eu", map[string]string{"env": "production"}), "--kubeconfig", prod.Kubeconfig, "--cache-dir", t.TempDir()}
+	agent := testenv.StartProcess(t, bin, args...)
+	waitImage(t, prod, deployments, "production", "worker-service", "worker-service:2.3.0")
+	before, _, err := e.desired(t, "prod-eu", "worker-service")
+	must(t, err)
+	must(t, agent.Kill())
+
+	for i := 1; i <= 50; i++ {
+		e.Commit(t, fmt.Sprintf("deploy: worker-service 3.0.%d", i), map[string]string{
+			"environments/production/worker-service-values.yaml": fmt.Sprintf("replicaCount: 2\nimage:\n  tag: \"3.0.%d\"\nqueue: jobs-production\n", i),
+		})
+		e.Webhook(t, webhookSecret)
+	}
+	newest := e.waitDesired(t, "prod-eu", "worker-service", func(ds *flotillav1.DesiredState) error {
+		if !strings.Contains(ds.GetSource().GetCommitMessage(), "3.0.50") {
+			return fmt.Errorf("at %q", ds.GetSource().GetCommitMessage())
+		}
+		return nil
+	})
+	// Once its heartbeat expired (45 s), the cluster and its applications
+	// say so.
+	testenv.Eventually(t, 90*time.Second, func() error {
+		clusters, _ := flotilla(t, "cluster", "list", "--hub", e.APIURL, "--token", apiToken)
+		apps, _ := flotilla(t, "app", "list", "--cluster", "prod-eu", "--hub", e.APIURL, "--token", apiToken)
+		if !regexp.MustCompile(`prod-eu\s+offline since`).MatchString(clusters) || !strings.Contains(apps, "prod-eu (offline since") ||
+			!strings.Contains(apps, "last reported") {
+			return fmt.Errorf("cluster list:\n%s\napp list:\n%s", clusters, apps)
+		}
+		return nil
+	})
+
+	testenv.StartProcess(t, bin, args...)
+	waitImage(t, prod, deployments, "production", "worker-service", "worker-service:3.0.50")
+	testenv.Eventually(t, time.Minute, func() error {
+		events, err := e.Bus.Events(t.Context(), "prod-eu", "worker-service", 500)
+		if err != nil {
+			return err
+		}
+		var synced []uint64
+		for _, ev := range events {
+			if ev.GetReason() == flotillav1.ReasonSyncSucceeded && ev.GetHistoryId() > before.GetHistoryId() {
+				synced = append(synced, ev.GetHistoryId())
+			}
+		}
+		if len(synced) != 1 || synced[0] != newest.GetHistoryId() {
+			return fmt.Errorf("syncs after the return: %v, want one, of history %d", synced, newest.GetHistoryId())
+		}
+		return nil
+	})
+	apps, _ := flotilla(t, "app", "list", "--cluster", "prod-eu", "--hub", e.APIURL, "--token", apiToken)
+	if strings.Contains(apps, "offline") {
+		t.Errorf("back online, the app list still says offline:\n%s", apps)
+	}
+}
