@@ -100,27 +100,33 @@ func TestNoCommitIsLostWhileJetStreamIsAway(t *testing.T) {
 	if ds.GetHistoryId() <= before.GetHistoryId() {
 		t.Errorf("history %d after %d", ds.GetHistoryId(), before.GetHistoryId())
 	}
-	st := e.WaitStatus(t, "prod-eu", "worker-service", time.Minute, func(st *flotillav1.AppStatus) error {
+	e.WaitStatus(t, "prod-eu", "worker-service", time.Minute, func(st *flotillav1.AppStatus) error {
 		if st.GetHistoryId() != ds.GetHistoryId() || st.GetPhase() != flotillav1.SyncPhase_SYNC_PHASE_SUCCEEDED {
 			return fmt.Errorf("status history %d %v, want %d Succeeded", st.GetHistoryId(), st.GetPhase(), ds.GetHistoryId())
 		}
 		return nil
 	})
-	_ = st
-	// One sync after the outage, to the newest desired state.
-	testenv.Eventually(t, 30*time.Second, func() error {
-		events, err := e.Bus.Events(t.Context(), "prod-eu", "worker-service", 200)
+	syncedOnce(t, e, "worker-service", before.GetHistoryId(), ds.GetHistoryId())
+}
+
+// syncedOnce waits until the events of app in prod-eu show exactly one
+// successful sync of a history id above after, and it is want's: after
+// an outage the agent syncs once, to the newest desired state.
+func syncedOnce(t *testing.T, e *hubEnv, app string, after, want uint64) {
+	t.Helper()
+	testenv.Eventually(t, time.Minute, func() error {
+		events, err := e.Bus.Events(t.Context(), "prod-eu", app, 500)
 		if err != nil {
 			return err
 		}
 		var synced []uint64
 		for _, ev := range events {
-			if ev.GetReason() == flotillav1.ReasonSyncSucceeded && ev.GetHistoryId() > before.GetHistoryId() {
+			if ev.GetReason() == flotillav1.ReasonSyncSucceeded && ev.GetHistoryId() > after {
 				synced = append(synced, ev.GetHistoryId())
 			}
 		}
-		if len(synced) != 1 || synced[0] != ds.GetHistoryId() {
-			return fmt.Errorf("syncs after the outage: %v, want one, of history %d", synced, ds.GetHistoryId())
+		if len(synced) != 1 || synced[0] != want {
+			return fmt.Errorf("syncs after history %d: %v, want one, of history %d", after, synced, want)
 		}
 		return nil
 	})
@@ -239,22 +245,7 @@ func TestAnAgentOfflineWhile50CommitsLand(t *testing.T) {
 
 	testenv.StartProcess(t, bin, args...)
 	waitImage(t, prod, deployments, "production", "worker-service", "worker-service:3.0.50")
-	testenv.Eventually(t, time.Minute, func() error {
-		events, err := e.Bus.Events(t.Context(), "prod-eu", "worker-service", 500)
-		if err != nil {
-			return err
-		}
-		var synced []uint64
-		for _, ev := range events {
-			if ev.GetReason() == flotillav1.ReasonSyncSucceeded && ev.GetHistoryId() > before.GetHistoryId() {
-				synced = append(synced, ev.GetHistoryId())
-			}
-		}
-		if len(synced) != 1 || synced[0] != newest.GetHistoryId() {
-			return fmt.Errorf("syncs after the return: %v, want one, of history %d", synced, newest.GetHistoryId())
-		}
-		return nil
-	})
+	syncedOnce(t, e, "worker-service", before.GetHistoryId(), newest.GetHistoryId())
 	apps, _ := flotilla(t, "app", "list", "--cluster", "prod-eu", "--hub", e.APIURL, "--token", apiToken)
 	if strings.Contains(apps, "offline") {
 		t.Errorf("back online, the app list still says offline:\n%s", apps)
