@@ -132,17 +132,39 @@ func syncedOnce(t *testing.T, e *hubEnv, app string, after, want uint64) {
 	})
 }
 
+// agentBinary is the agent binary running as its own process, for tests
+// that kill it.
+type agentBinary struct {
+	bin  string
+	args []string
+	proc *testenv.Process
+}
+
+// startAgentBinary starts a hub, the prod-eu cluster and the agent binary
+// on it, and waits until the fixture is applied.
+func startAgentBinary(t *testing.T) (*hubEnv, *testenv.Cluster, *agentBinary) {
+	t.Helper()
+	e := startHub(t)
+	prod := testenv.StartCluster(t, testenv.ClusterOptions{Name: "prod-eu"})
+	a := &agentBinary{bin: testenv.BuildCommand(t, "./cmd/agent"),
+		args: []string{"--credentials", e.Credentials(t, "prod-eu", map[string]string{"env": "production"}), "--kubeconfig", prod.Kubeconfig, "--cache-dir", t.TempDir()}}
+	a.restart(t)
+	waitImage(t, prod, deployments, "production", "worker-service", "worker-service:2.3.0")
+	return e, prod, a
+}
+
+// restart starts the agent binary (again).
+func (a *agentBinary) restart(t *testing.T) { a.proc = testenv.StartProcess(t, a.bin, a.args...) }
+
+// Kill kills it with SIGKILL.
+func (a *agentBinary) Kill() error { return a.proc.Kill() }
+
 // TestAnAgentKilledMidApplyConverges: the agent binary is killed with
 // SIGKILL while it writes a 1,000-object application, and started again.
 // It converges to Git: every object there, those written before the kill
 // not written again, and the cluster's other applications untouched.
 func TestAnAgentKilledMidApplyConverges(t *testing.T) {
-	e := startHub(t)
-	prod := testenv.StartCluster(t, testenv.ClusterOptions{Name: "prod-eu"})
-	bin := testenv.BuildCommand(t, "./cmd/agent")
-	args := []string{"--credentials", e.Credentials(t, "prod-eu", map[string]string{"env": "production"}), "--kubeconfig", prod.Kubeconfig, "--cache-dir", t.TempDir()}
-	agent := testenv.StartProcess(t, bin, args...)
-	waitImage(t, prod, deployments, "production", "worker-service", "worker-service:2.3.0")
+	e, prod, agent := startAgentBinary(t)
 	others := settledResourceVersions(t, prod)
 
 	var objects strings.Builder
@@ -182,7 +204,7 @@ func TestAnAgentKilledMidApplyConverges(t *testing.T) {
 	}
 	t.Logf("killed with %d of 1,000 objects written", len(written))
 
-	testenv.StartProcess(t, bin, args...)
+	agent.restart(t)
 	e.WaitStatus(t, "prod-eu", "bulk", 2*time.Minute, func(st *flotillav1.AppStatus) error {
 		if st.GetHistoryId() != ds.GetHistoryId() || st.GetPhase() != flotillav1.SyncPhase_SYNC_PHASE_SUCCEEDED {
 			return fmt.Errorf("history %d %v: %s", st.GetHistoryId(), st.GetPhase(), st.GetMessage())
@@ -209,12 +231,7 @@ func TestAnAgentKilledMidApplyConverges(t *testing.T) {
 // what its application last reported, never a health it may no longer
 // have; back, the agent makes one sync, to the newest desired state.
 func TestAnAgentOfflineWhile50CommitsLand(t *testing.T) {
-	e := startHub(t)
-	prod := testenv.StartCluster(t, testenv.ClusterOptions{Name: "prod-eu"})
-	bin := testenv.BuildCommand(t, "./cmd/agent")
-	args := []string{"--credentials", e.Credentials(t, "prod-eu", map[string]string{"env": "production"}), "--kubeconfig", prod.Kubeconfig, "--cache-dir", t.TempDir()}
-	agent := testenv.StartProcess(t, bin, args...)
-	waitImage(t, prod, deployments, "production", "worker-service", "worker-service:2.3.0")
+	e, prod, agent := startAgentBinary(t)
 	before, _, err := e.desired(t, "prod-eu", "worker-service")
 	must(t, err)
 	must(t, agent.Kill())
@@ -243,7 +260,7 @@ func TestAnAgentOfflineWhile50CommitsLand(t *testing.T) {
 		return nil
 	})
 
-	testenv.StartProcess(t, bin, args...)
+	agent.restart(t)
 	waitImage(t, prod, deployments, "production", "worker-service", "worker-service:3.0.50")
 	syncedOnce(t, e, "worker-service", before.GetHistoryId(), newest.GetHistoryId())
 	apps, _ := flotilla(t, "app", "list", "--cluster", "prod-eu", "--hub", e.APIURL, "--token", apiToken)
