@@ -36,12 +36,13 @@ type memStore struct {
 func newMemStore() *memStore { return &memStore{artifacts: map[string][]byte{}, accept: -1} }
 
 // put appends env under (cluster, app) as anyone with write access to the
-// bucket could: nothing checks it.
-func (m *memStore) put(cluster, app string, env *flotillav1.SignedDesiredState) {
+// bucket could: nothing checks it. It returns the entry's revision.
+func (m *memStore) put(cluster, app string, env *flotillav1.SignedDesiredState) uint64 {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.seq++
 	m.entries = append(m.entries, bus.DesiredEntry{Cluster: cluster, App: app, Revision: m.seq, State: proto.Clone(env).(*flotillav1.SignedDesiredState)})
+	return m.seq
 }
 
 func (m *memStore) LatestDesired(context.Context) ([]bus.DesiredEntry, error) {
@@ -79,8 +80,8 @@ func (m *memStore) EachRetainedDesired(_ context.Context, fn func(bus.DesiredEnt
 	return nil
 }
 
-func (m *memStore) PublishDesired(_ context.Context, puts []bus.DesiredPut) error {
-	acked := make([]bool, len(puts))
+func (m *memStore) PublishDesired(_ context.Context, puts []bus.DesiredPut) ([]uint64, error) {
+	revisions := make([]uint64, len(puts))
 	failed := false
 	for i, p := range puts {
 		m.mu.Lock()
@@ -93,13 +94,12 @@ func (m *memStore) PublishDesired(_ context.Context, puts []bus.DesiredPut) erro
 			failed = true
 			continue
 		}
-		m.put(p.Cluster, p.App, p.State)
-		acked[i] = true
+		revisions[i] = m.put(p.Cluster, p.App, p.State)
 	}
 	if failed {
-		return &bus.PublishError{Acked: acked, Err: errors.New("nats: no responders available for request")}
+		return revisions, errors.New("nats: no responders available for request")
 	}
-	return nil
+	return revisions, nil
 }
 
 func (m *memStore) ArtifactIntact(_ context.Context, digest string) (bool, error) {

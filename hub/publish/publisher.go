@@ -41,6 +41,10 @@ type Publisher struct {
 	// fingerprints its fingerprint, computed once.
 	latest       map[string]*flotillav1.DesiredState
 	fingerprints map[string][32]byte
+	// revisions is the stream revision of the bus's newest entry per key
+	// that the Publisher has seen (written, loaded or observed), verified
+	// or not.
+	revisions map[string]uint64
 	// gitContent is the fingerprint of what Git last said per key, also
 	// while the key is pinned; unpin holds the keys whose pin an operator
 	// released, until the next Publish republishes them.
@@ -59,7 +63,7 @@ type Publisher struct {
 // New creates a Publisher on store signing with keys (LoadKeys); call Load
 // before the first Publish.
 func New(store Store, keys *signing.KeySet, log *slog.Logger) *Publisher {
-	return &Publisher{store: store, keys: keys, log: log, latest: map[string]*flotillav1.DesiredState{}, fingerprints: map[string][32]byte{},
+	return &Publisher{store: store, keys: keys, log: log, latest: map[string]*flotillav1.DesiredState{}, fingerprints: map[string][32]byte{}, revisions: map[string]uint64{},
 		gitContent: map[string][32]byte{}, unpin: map[string]bool{}, resign: map[string]bool{}, intact: map[string]bool{}}
 }
 
@@ -80,10 +84,11 @@ func (p *Publisher) Load(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("load published desired state: %w", err)
 	}
-	latest, resign := map[string]*flotillav1.DesiredState{}, map[string]bool{}
+	latest, resign, revisions := map[string]*flotillav1.DesiredState{}, map[string]bool{}, map[string]uint64{}
 	var refused []bus.DesiredEntry
 	for _, e := range entries {
 		key := appkey.Join(e.Cluster, e.App)
+		revisions[key] = e.Revision
 		ds, err := p.verify(e)
 		switch {
 		case err != nil:
@@ -111,7 +116,35 @@ func (p *Publisher) Load(ctx context.Context) error {
 		p.remember(key, ds)
 	}
 	maps.Copy(p.resign, resign)
+	maps.Copy(p.revisions, revisions)
 	return nil
+}
+
+// Observe takes an entry of the bus seen by a watch of the desired-state
+// bucket: one the Publisher wrote itself, or another hub replica's. Newer
+// than what it knows of the key, the entry becomes the key's latest if it
+// verifies; one that does not (or that a previous key signed) is signed
+// again by the next Publish. So a follower's view stays the bus's, and a
+// replica that becomes leader continues every key's history.
+func (p *Publisher) Observe(e bus.DesiredEntry) {
+	key := appkey.Join(e.Cluster, e.App)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if e.Revision <= p.revisions[key] {
+		return
+	}
+	p.revisions[key] = e.Revision
+	ds, err := p.verify(e)
+	if err != nil {
+		p.resign[key] = true
+		return
+	}
+	p.remember(key, ds)
+	if e.State.GetSignature().GetKeyId() == p.keys.Signer.KeyID() {
+		delete(p.resign, key)
+	} else {
+		p.resign[key] = true
+	}
 }
 
 // Latest returns the newest published desired state of (cluster, app).
@@ -289,16 +322,16 @@ func (p *Publisher) Publish(ctx context.Context, res *discovery.Result, held map
 		resigning[key] = true
 	}
 
-	err := p.store.PublishDesired(ctx, puts)
-	acked := ackedPuts(len(puts), err)
+	revisions, err := p.store.PublishDesired(ctx, puts)
 	// What was acknowledged is published, also when the rest failed: its
 	// history ids are spent, and the next Publish goes on from them.
 	for i, put := range puts {
 		key := appkey.Join(put.Cluster, put.App)
-		if !acked[i] {
+		if revisions[i] == 0 {
 			report.Pending++
 			continue
 		}
+		p.revisions[key] = max(p.revisions[key], revisions[i])
 		p.remember(key, next[key])
 		delete(p.resign, key)
 		report.Published = append(report.Published, key)
@@ -317,22 +350,6 @@ func (p *Publisher) Publish(ctx context.Context, res *discovery.Result, held map
 	slices.Sort(report.Published)
 	span.SetAttributes(attribute.Int("flotilla.published", len(report.Published)), attribute.Int("flotilla.unchanged", report.Unchanged))
 	return report, nil
-}
-
-// ackedPuts says which of n puts the server took: all without an error,
-// those a *bus.PublishError names with one, none with any other.
-func ackedPuts(n int, err error) []bool {
-	var pe *bus.PublishError
-	if errors.As(err, &pe) && len(pe.Acked) == n {
-		return pe.Acked
-	}
-	acked := make([]bool, n)
-	if err == nil {
-		for i := range acked {
-			acked[i] = true
-		}
-	}
-	return acked
 }
 
 // storeArtifact stores an artifact unless it is there and intact: the
@@ -535,8 +552,9 @@ func (p *Publisher) Rollback(ctx context.Context, target *flotillav1.DesiredStat
 	if err != nil {
 		return nil, err
 	}
-	err = p.store.PublishDesired(ctx, []bus.DesiredPut{{Cluster: ds.GetCluster(), App: ds.GetApp(), State: signed}})
-	if ackedPuts(1, err)[0] { // its history id is spent, whatever the error says
+	revisions, err := p.store.PublishDesired(ctx, []bus.DesiredPut{{Cluster: ds.GetCluster(), App: ds.GetApp(), State: signed}})
+	if revisions[0] != 0 { // its history id is spent, whatever the error says
+		p.revisions[key] = max(p.revisions[key], revisions[0])
 		p.remember(key, ds)
 		delete(p.resign, key)
 	}

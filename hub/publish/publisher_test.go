@@ -50,7 +50,7 @@ func TestCollectGarbageKeepsReferencedArtifacts(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := b.PublishDesired(t.Context(), []bus.DesiredPut{{Cluster: "prod-eu", App: "api-service", State: env}}); err != nil {
+		if _, err := b.PublishDesired(t.Context(), []bus.DesiredPut{{Cluster: "prod-eu", App: "api-service", State: env}}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -86,7 +86,7 @@ func TestEntryRefusesWhatCannotBeRolledBackTo(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := b.PublishDesired(t.Context(), []bus.DesiredPut{{Cluster: "prod-eu", App: "api-service", State: env}}); err != nil {
+		if _, err := b.PublishDesired(t.Context(), []bus.DesiredPut{{Cluster: "prod-eu", App: "api-service", State: env}}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -121,7 +121,7 @@ func TestForgedEntriesOnTheBus(t *testing.T) {
 		t.Fatal(err)
 	}
 	forged := forgeries(t, p.Keys().Signer, math.MaxUint64, artifact.Digest(evil))[0] // unsigned
-	if err := b.PublishDesired(ctx, []bus.DesiredPut{{Cluster: "prod-eu", App: "web", State: forged.env}}); err != nil {
+	if _, err := b.PublishDesired(ctx, []bus.DesiredPut{{Cluster: "prod-eu", App: "web", State: forged.env}}); err != nil {
 		t.Fatal(err)
 	}
 

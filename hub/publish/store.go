@@ -17,9 +17,9 @@ type Store interface {
 	DesiredHistory(ctx context.Context, cluster, app string) ([]bus.DesiredEntry, error)
 	// EachRetainedDesired calls fn with every retained desired state.
 	EachRetainedDesired(ctx context.Context, fn func(bus.DesiredEntry)) error
-	// PublishDesired writes the puts, waiting for all of them; when some
-	// fail, a *bus.PublishError says which the server took.
-	PublishDesired(ctx context.Context, puts []bus.DesiredPut) error
+	// PublishDesired writes the puts, waiting for all of them, and returns
+	// the revision each got (0 for those the server did not take).
+	PublishDesired(ctx context.Context, puts []bus.DesiredPut) ([]uint64, error)
 
 	// PutArtifact stores an artifact unless it is there already and
 	// reports whether it wrote.

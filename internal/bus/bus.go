@@ -82,7 +82,10 @@ func Provision(ctx context.Context, nc *nats.Conn, opts Options) (*Bus, error) {
 		return nil, err
 	}
 	kvs := []jetstream.KeyValueConfig{
-		{Bucket: DesiredBucket, History: opts.DesiredHistory, Replicas: opts.Replicas, Description: "Flotilla desired state per <cluster>.<app>, signed by the hub"},
+		// The leader's lease lives here too, and expires by a per-message
+		// TTL (PutLease); the marker an expiry leaves lives a second.
+		{Bucket: DesiredBucket, History: opts.DesiredHistory, Replicas: opts.Replicas, LimitMarkerTTL: time.Second,
+			Description: "Flotilla desired state per <cluster>.<app>, signed by the hub, and the hub leader's lease"},
 		{Bucket: StatusBucket, History: 1, Replicas: opts.Replicas, Description: "Flotilla app status per <cluster>.<app>, written by agents"},
 		{Bucket: ClustersBucket, History: 1, TTL: opts.ClusterTTL, Replicas: opts.Replicas, Description: "Flotilla cluster registrations; an entry expires without heartbeats"},
 		{Bucket: IdentitiesBucket, History: 1, Replicas: opts.Replicas, Description: "Flotilla cluster identities, the hub's own"},
@@ -143,7 +146,8 @@ func Bind(ctx context.Context, nc *nats.Conn) (*Bus, error) {
 func kvSubject(bucket, key string) string { return "$KV." + bucket + "." + key }
 
 // desiredKey is the key of a message on the desired-state bucket's
-// subject; ok is false for any other subject.
+// subject; ok is false for any other subject and for the leader's lease.
 func desiredKey(subject string) (key string, ok bool) {
-	return strings.CutPrefix(subject, kvSubject(DesiredBucket, ""))
+	key, ok = strings.CutPrefix(subject, kvSubject(DesiredBucket, ""))
+	return key, ok && !isLeaseKey(key)
 }

@@ -23,6 +23,10 @@ type DesiredPut struct {
 	// Trace is the span the entry continues, carried in its headers; the
 	// zero value means the span of PublishDesired's ctx.
 	Trace trace.SpanContext
+	// Lease, when not nil, fences the put: the server takes it only while
+	// the hub leader's lease is at revision *Lease, so a deposed leader's
+	// write fails (GetLease, PutLease).
+	Lease *uint64
 }
 
 // DesiredEntry is a published desired state read back.
@@ -57,56 +61,45 @@ func (e DesiredEntry) Context(parent context.Context) context.Context {
 // waiting for the acknowledgements so a fan-out to many clusters costs one
 // round trip, not one per cluster. The KV put is a plain publish on the
 // bucket's subject, which lets the trace context travel with the entry as
-// message headers (W3C traceparent and baggage). When some puts fail, the
-// error is a *PublishError saying which the server acknowledged: a partly
-// acknowledged publish is partly done.
-func (b *Bus) PublishDesired(ctx context.Context, puts []DesiredPut) error {
-	acked := make([]bool, len(puts))
+// message headers (W3C traceparent and baggage). It returns the revision
+// each put got, 0 for those the server did not take, with an error naming
+// them: a partly acknowledged publish is partly done.
+func (b *Bus) PublishDesired(ctx context.Context, puts []DesiredPut) ([]uint64, error) {
+	revisions := make([]uint64, len(puts))
 	futures := make([]jetstream.PubAckFuture, 0, len(puts))
-	failed := func(err error) error {
-		if err == nil {
-			return nil
-		}
-		return &PublishError{Acked: acked, Err: err}
-	}
 	for _, p := range puts {
+		key := appkey.Join(p.Cluster, p.App)
 		data, err := proto.Marshal(p.State)
 		if err != nil {
-			return failed(fmt.Errorf("encode desired state %s: %w", appkey.Join(p.Cluster, p.App), err))
+			return revisions, errors.Join(fmt.Errorf("encode desired state %s: %w", key, err), wait(ctx, futures, puts, revisions))
 		}
 		traceCtx := ctx
 		if p.Trace.IsValid() {
 			traceCtx = trace.ContextWithSpanContext(ctx, p.Trace)
 		}
-		msg := &nats.Msg{Subject: kvSubject(DesiredBucket, appkey.Join(p.Cluster, p.App)), Data: data, Header: injectTrace(traceCtx)}
-		f, err := b.js.PublishMsgAsync(msg)
+		msg := &nats.Msg{Subject: kvSubject(DesiredBucket, key), Data: data, Header: injectTrace(traceCtx)}
+		var opts []jetstream.PublishOpt
+		if p.Lease != nil {
+			opts = append(opts, jetstream.WithExpectLastSequenceForSubject(*p.Lease, kvSubject(DesiredBucket, leaseKey)))
+		}
+		f, err := b.js.PublishMsgAsync(msg, opts...)
 		if err != nil {
-			err = fmt.Errorf("publish desired state %s: %w", appkey.Join(p.Cluster, p.App), err)
-			return failed(errors.Join(err, wait(ctx, futures, puts, acked)))
+			return revisions, errors.Join(fmt.Errorf("publish desired state %s: %w", key, err), wait(ctx, futures, puts, revisions))
 		}
 		futures = append(futures, f)
 	}
-	return failed(wait(ctx, futures, puts, acked))
+	return revisions, wait(ctx, futures, puts, revisions)
 }
 
-// PublishError is a PublishDesired of which some puts failed: Acked[i]
-// says whether the server took puts[i].
-type PublishError struct {
-	Acked []bool
-	Err   error
-}
-
-func (e *PublishError) Error() string { return e.Err.Error() }
-func (e *PublishError) Unwrap() error { return e.Err }
-
-// wait waits for every future's acknowledgement and marks in acked each
-// put the server acknowledged; the error names every put that failed.
-func wait(ctx context.Context, futures []jetstream.PubAckFuture, puts []DesiredPut, acked []bool) error {
+// wait waits for every future's acknowledgement and records in revisions
+// the sequence of each put the server acknowledged; the error names every
+// put that failed.
+func wait(ctx context.Context, futures []jetstream.PubAckFuture, puts []DesiredPut, revisions []uint64) error {
 	var errs []error
 	for i, f := range futures {
 		select {
-		case <-f.Ok():
-			acked[i] = true
+		case ack := <-f.Ok():
+			revisions[i] = ack.Sequence
 		case err := <-f.Err():
 			errs = append(errs, fmt.Errorf("publish desired state %s: %w", appkey.Join(puts[i].Cluster, puts[i].App), err))
 		case <-ctx.Done():
@@ -132,6 +125,9 @@ func (b *Bus) LatestDesired(ctx context.Context) ([]DesiredEntry, error) {
 		case e := <-w.Updates():
 			if e == nil {
 				return out, nil
+			}
+			if isLeaseKey(e.Key()) {
+				continue
 			}
 			out = append(out, decodeOrEmpty(e.Key(), e.Revision(), e.Value()))
 		}

@@ -66,7 +66,7 @@ func TestPublishDesiredCarriesTraceContext(t *testing.T) {
 
 	// One round trip for a fan-out: a put with its own span, one in the
 	// caller's, one to another cluster.
-	err := b.PublishDesired(ctx, []DesiredPut{
+	_, err := b.PublishDesired(ctx, []DesiredPut{
 		{Cluster: "prod-eu", App: "api-service", State: state(t, "prod-eu", "api-service", 1), Trace: put},
 		{Cluster: "prod-eu", App: "worker-service", State: state(t, "prod-eu", "worker-service", 1)},
 		{Cluster: "staging-1", App: "api-service", State: state(t, "staging-1", "api-service", 1), Trace: put},
@@ -111,7 +111,7 @@ func TestPublishDesiredCarriesTraceContext(t *testing.T) {
 
 func TestPublishDesiredWithoutTraceHasNoHeaders(t *testing.T) {
 	b := newBus(t)
-	if err := b.PublishDesired(t.Context(), []DesiredPut{{Cluster: "prod-eu", App: "api-service", State: state(t, "prod-eu", "api-service", 1)}}); err != nil {
+	if _, err := b.PublishDesired(t.Context(), []DesiredPut{{Cluster: "prod-eu", App: "api-service", State: state(t, "prod-eu", "api-service", 1)}}); err != nil {
 		t.Fatal(err)
 	}
 	if h := rawHeaders(t, b, "prod-eu", "api-service"); len(h) != 0 {
@@ -152,7 +152,7 @@ func TestDesiredEntryContextContinuesTheTrace(t *testing.T) {
 
 func TestGetDesiredNotFound(t *testing.T) {
 	b := newBus(t)
-	if err := b.PublishDesired(t.Context(), []DesiredPut{{Cluster: "prod-eu", App: "api-service", State: state(t, "prod-eu", "api-service", 1)}}); err != nil {
+	if _, err := b.PublishDesired(t.Context(), []DesiredPut{{Cluster: "prod-eu", App: "api-service", State: state(t, "prod-eu", "api-service", 1)}}); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct{ cluster, app string }{
@@ -168,14 +168,14 @@ func TestGetDesiredNotFound(t *testing.T) {
 func TestLatestDesiredSkipsDeletedKeys(t *testing.T) {
 	b := newBus(t)
 	for id := uint64(1); id <= 3; id++ {
-		if err := b.PublishDesired(t.Context(), []DesiredPut{
+		if _, err := b.PublishDesired(t.Context(), []DesiredPut{
 			{Cluster: "prod-eu", App: "api-service", State: state(t, "prod-eu", "api-service", id)},
 			{Cluster: "prod-eu", App: "retired", State: state(t, "prod-eu", "retired", id)},
 		}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := b.PublishDesired(t.Context(), []DesiredPut{{Cluster: "staging-1", App: "api-service", State: state(t, "staging-1", "api-service", 1)}}); err != nil {
+	if _, err := b.PublishDesired(t.Context(), []DesiredPut{{Cluster: "staging-1", App: "api-service", State: state(t, "staging-1", "api-service", 1)}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := b.desired.Delete(t.Context(), appkey.Join("prod-eu", "retired")); err != nil {
@@ -211,7 +211,7 @@ var sortEntries = cmpopts.SortSlices(func(a, b DesiredEntry) bool {
 func TestDesiredHistory(t *testing.T) {
 	b := newBus(t)
 	for id := uint64(1); id <= 3; id++ {
-		if err := b.PublishDesired(t.Context(), []DesiredPut{
+		if _, err := b.PublishDesired(t.Context(), []DesiredPut{
 			{Cluster: "prod-eu", App: "api-service", State: state(t, "prod-eu", "api-service", id)},
 			{Cluster: "prod-eu", App: "worker-service", State: state(t, "prod-eu", "worker-service", 10*id)},
 		}); err != nil {
@@ -222,7 +222,7 @@ func TestDesiredHistory(t *testing.T) {
 	if err := b.desired.Delete(t.Context(), appkey.Join("prod-eu", "worker-service")); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.PublishDesired(t.Context(), []DesiredPut{{Cluster: "prod-eu", App: "worker-service", State: state(t, "prod-eu", "worker-service", 40)}}); err != nil {
+	if _, err := b.PublishDesired(t.Context(), []DesiredPut{{Cluster: "prod-eu", App: "worker-service", State: state(t, "prod-eu", "worker-service", 40)}}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -266,7 +266,7 @@ func TestEachRetainedDesiredReadsEveryEntry(t *testing.T) {
 	opts.DesiredHistory = 2
 	b := s.provision(&opts)
 	for id := uint64(1); id <= 3; id++ {
-		if err := b.PublishDesired(t.Context(), []DesiredPut{
+		if _, err := b.PublishDesired(t.Context(), []DesiredPut{
 			{Cluster: "prod-eu", App: "api-service", State: state(t, "prod-eu", "api-service", id)},
 			{Cluster: "staging-1", App: "api-service", State: state(t, "staging-1", "api-service", 10*id)},
 		}); err != nil {

@@ -131,7 +131,8 @@ func TestClusterPermissions(t *testing.T) {
 			return err
 		}, "$JS.API.DIRECT.GET.KV_flotilla-status.$KV.flotilla-status.staging-1.api"},
 		{"publish a desired state, even its own", func() error {
-			return (&Bus{Conn: agent}).PublishDesired(short(), []DesiredPut{{Cluster: "prod-eu", App: "api", State: state(t, "prod-eu", "api", 9)}})
+			_, err := (&Bus{Conn: agent}).PublishDesired(short(), []DesiredPut{{Cluster: "prod-eu", App: "api", State: state(t, "prod-eu", "api", 9)}})
+			return err
 		}, "$KV.flotilla-desired.prod-eu.api"},
 		{"catch up on another cluster's desired states", func() error {
 			return agent.catchUpDesired(short(), kvSubject(DesiredBucket, "staging-1.>"), func(DesiredEntry) bool { return true })

@@ -102,7 +102,7 @@ func (r *watchRecorder) delivered() map[string][]uint64 {
 
 func publish(t *testing.T, b *Bus, cluster, app string, id uint64) {
 	t.Helper()
-	if err := b.PublishDesired(t.Context(), []DesiredPut{{Cluster: cluster, App: app, State: state(t, cluster, app, id)}}); err != nil {
+	if _, err := b.PublishDesired(t.Context(), []DesiredPut{{Cluster: cluster, App: app, State: state(t, cluster, app, id)}}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -178,7 +178,8 @@ func TestWatchDesiredCatchesUpAfterAServerRestart(t *testing.T) {
 	eventually(t, watchTimeout, func() error { // JetStream recovered its streams
 		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
 		defer cancel()
-		return b.PublishDesired(ctx, []DesiredPut{{Cluster: "prod-eu", App: "api-service", State: state(t, "prod-eu", "api-service", 2)}})
+		_, err := b.PublishDesired(ctx, []DesiredPut{{Cluster: "prod-eu", App: "api-service", State: state(t, "prod-eu", "api-service", 2)}})
+		return err
 	})
 	if agentConn.IsConnected() {
 		t.Fatal("the agent's connection reconnected through a closed gate")
@@ -226,7 +227,7 @@ func TestWatchDesiredCatchesUpAfterDroppedNotifications(t *testing.T) {
 		app := fmt.Sprintf("app-%03d", i)
 		puts[i] = DesiredPut{Cluster: "prod-eu", App: app, State: state(t, "prod-eu", app, 1)}
 	}
-	if err := b.PublishDesired(t.Context(), puts); err != nil {
+	if _, err := b.PublishDesired(t.Context(), puts); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, watchTimeout, func() error { // every notification reached the client, the excess dropped

@@ -329,7 +329,7 @@ spec:
 		env, err := signing.NewSigner(rogue).Sign(&flotillav1.DesiredState{SchemaVersion: 1, Cluster: "prod-eu", App: "worker-service", HistoryId: 999,
 			Artifact: &flotillav1.Artifact{Digest: "sha256:" + strings.Repeat("0", 64)}})
 		must(t, err)
-		must(t, e.Bus.PublishDesired(t.Context(), []bus.DesiredPut{{Cluster: "prod-eu", App: "worker-service", State: env}}))
+		mustPublish(t, e.Bus, []bus.DesiredPut{{Cluster: "prod-eu", App: "worker-service", State: env}})
 		st := e.WaitStatus(t, "prod-eu", "worker-service", time.Minute, func(st *flotillav1.AppStatus) error {
 			if !strings.Contains(st.GetMessage(), "desired state refused") {
 				return fmt.Errorf("status: %s", st.GetMessage())

@@ -83,7 +83,7 @@ func TestExternalOperatorManagedNATS(t *testing.T) {
 		if err := a.PutStatus(short(), &flotillav1.AppStatus{Cluster: "staging-1", App: "worker-service", Message: "forged"}); err == nil {
 			t.Error("prod-eu's user wrote staging-1's status")
 		}
-		if err := (&bus.Bus{Conn: a}).PublishDesired(short(), []bus.DesiredPut{{Cluster: "prod-eu", App: "worker-service",
+		if _, err := (&bus.Bus{Conn: a}).PublishDesired(short(), []bus.DesiredPut{{Cluster: "prod-eu", App: "worker-service",
 			State: &flotillav1.SignedDesiredState{SchemaVersion: 1}}}); err == nil {
 			t.Error("prod-eu's user published a desired state")
 		}

@@ -317,6 +317,14 @@ func mustNotExist(t *testing.T, dir, rel string) {
 	}
 }
 
+// mustPublish writes puts to the bus as anyone with write access to it
+// could, and fails the test if the server does not take them all.
+func mustPublish(t testing.TB, b *bus.Bus, puts []bus.DesiredPut) {
+	t.Helper()
+	_, err := b.PublishDesired(t.Context(), puts)
+	must(t, err)
+}
+
 func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
