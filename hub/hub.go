@@ -22,6 +22,7 @@ import (
 	"github.com/flotilla-dev/flotilla/hub/config"
 	"github.com/flotilla-dev/flotilla/hub/discovery"
 	"github.com/flotilla-dev/flotilla/hub/gitrepo"
+	"github.com/flotilla-dev/flotilla/hub/leader"
 	"github.com/flotilla-dev/flotilla/hub/publish"
 	"github.com/flotilla-dev/flotilla/internal/bus"
 	"github.com/flotilla-dev/flotilla/internal/natsauth"
@@ -47,6 +48,13 @@ type Hub struct {
 	bus       fleetBus
 	signer    *signing.Signer
 	publisher *publish.Publisher
+	// elector decides which replica leads: only the leader polls Git and
+	// publishes.
+	elector *leader.Elector
+	// ready is closed once the hub can serve: it led its first pass, or
+	// another replica leads.
+	ready     chan struct{}
+	readyOnce sync.Once
 	roots     []discovery.Root
 	repos     []*watchedRepo
 	secret    string
@@ -83,7 +91,7 @@ type watchedRepo struct {
 func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Hub, err error) {
 	// h is not the named result: a failed start returns nil, and the
 	// cleanup below must close what h opened, not the nil it returns.
-	h := &Hub{cfg: cfg, log: log, trigger: make(chan trace.SpanContext, 1), reconcileNow: make(chan reconcileRequest), metrics: newMetrics(),
+	h := &Hub{cfg: cfg, log: log, ready: make(chan struct{}), trigger: make(chan trace.SpanContext, 1), reconcileNow: make(chan reconcileRequest), metrics: newMetrics(),
 		clusters: map[string]*flotillav1.ClusterRegistration{}, identities: map[string]bus.Identity{}, reported: map[string]string{}, statuses: map[string]*flotillav1.AppStatus{}}
 	defer func() {
 		if err != nil {
@@ -104,6 +112,12 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Hub, err
 		}
 		h.tokens = append(h.tokens, api.Token{Name: t.Name, Value: value, Role: role})
 	}
+	clustered := cfg.NATS.Cluster.Listen != ""
+	if clustered {
+		if err := requireShared(cfg.DataDir, cfg.Replica.Name, cfg.NATS.TLS.CertFile == ""); err != nil {
+			return nil, err
+		}
+	}
 	if err := h.connectNATS(); err != nil {
 		return nil, err
 	}
@@ -115,7 +129,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Hub, err
 	busOpts.Replicas, busOpts.DesiredHistory = cfg.NATS.Replicas, uint8(cfg.History)
 	limits := cfg.NATS.Limits
 	busOpts.EventsMaxAge, busOpts.EventsMaxBytes, busOpts.ArtifactsMaxBytes = limits.EventsMaxAge.Duration, limits.EventsMaxBytes, limits.ArtifactsMaxBytes
-	b, err := bus.Provision(ctx, h.nc, busOpts)
+	b, err := h.provision(ctx, busOpts, clustered)
 	if err != nil {
 		return nil, err
 	}
@@ -126,7 +140,10 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Hub, err
 		return nil, err
 	}
 	h.signer = keys.Signer
-	h.bus, h.publisher = b, publish.New(b, keys, log)
+	if h.elector, err = leader.New(b, leader.Options{Self: leader.Record{Holder: cfg.Replica.Name, APIURL: h.apiURL()}, Log: log}); err != nil {
+		return nil, err
+	}
+	h.bus, h.publisher = b, publish.New(fencedStore{Bus: b, elector: h.elector}, keys, log)
 	if err := h.publisher.Load(ctx); err != nil {
 		return nil, err
 	}
@@ -200,6 +217,8 @@ func (h *Hub) Serve(ctx context.Context, ln net.Listener) error {
 		return fmt.Errorf("watch statuses: %w", err)
 	}
 	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
 	for _, loaded := range []<-chan struct{}{identitiesLoaded, initial} {
 		select {
 		case <-loaded:
@@ -207,17 +226,18 @@ func (h *Hub) Serve(ctx context.Context, ln net.Listener) error {
 			return nil
 		}
 	}
-	for _, r := range h.repos {
-		h.poll(ctx, r) // the first pass sees every repository fetched
+	if err := h.bus.FollowDesired(ctx, h.publisher.Observe); err != nil {
+		return err
 	}
-	// The first pass runs before the API serves, so an operator's call
-	// always finds Git's desired state known.
-	_ = h.reconcile(ctx)
-	for _, r := range h.repos {
-		wg.Go(func() { h.pollLoop(ctx, r) })
+	wg.Go(func() { h.elector.Run(ctx, h.lead) })
+	wg.Go(func() { h.followLeader(ctx) })
+	// The API serves once this replica led its first pass, or another
+	// leads: an operator's call always finds Git's desired state known.
+	select {
+	case <-h.ready:
+	case <-ctx.Done():
+		return nil
 	}
-	wg.Go(func() { h.reconcileLoop(ctx) })
-	wg.Go(func() { h.gcLoop(ctx) })
 
 	srv := &http.Server{Handler: h.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	wg.Go(func() {
@@ -228,8 +248,6 @@ func (h *Hub) Serve(ctx context.Context, ln net.Listener) error {
 	})
 	h.log.Info("hub running", "listen", ln.Addr().String(), "nats", h.NATSURL(), "roots", len(h.roots), "repositories", len(h.repos))
 	err = srv.Serve(ln)
-	cancel()
-	wg.Wait()
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}
@@ -246,8 +264,8 @@ func (h *Hub) Handler() http.Handler {
 	}
 	mux.Handle("GET /metrics", metrics)
 	path, apiHandler := api.NewHandler(h, bus.DefaultOptions().ClusterTTL, h.tokens)
-	mux.Handle(path, apiHandler)
-	mux.HandleFunc("POST /api/webhook", h.serveWebhook)
+	mux.Handle(path, h.leaderOnly(apiHandler))
+	mux.Handle("POST /api/webhook", h.leaderOnly(http.HandlerFunc(h.serveWebhook)))
 	mux.HandleFunc("GET /api/public-key", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/x-pem-file")
 		_, _ = w.Write(h.PublicKey())

@@ -23,6 +23,9 @@ type fleetBus interface {
 	// revoked name.
 	LabelIdentity(ctx context.Context, name string, labels map[string]string) (bus.Identity, error)
 	WatchStatuses(ctx context.Context, fn func(key string, st *flotillav1.AppStatus)) (<-chan struct{}, error)
+	// FollowDesired calls fn with every desired state written, by this
+	// replica or another.
+	FollowDesired(ctx context.Context, fn func(bus.DesiredEntry)) error
 	Statuses(ctx context.Context) (map[string]*flotillav1.AppStatus, error)
 
 	Events(ctx context.Context, cluster, app string, limit int) ([]*flotillav1.Event, error)

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -61,8 +62,14 @@ func (h *Hub) connectNATS() error {
 	if err != nil {
 		return err
 	}
+	var cluster *natsserver.Cluster
+	if h.cfg.NATS.Cluster.Listen != "" {
+		if cluster, err = h.natsCluster(tlsConfig); err != nil {
+			return err
+		}
+	}
 	if h.natsSrv, err = natsserver.Start(natsserver.Options{Host: host, Port: port, StoreDir: filepath.Join(h.cfg.DataDir, "nats"),
-		Authority: h.authority, TLS: tlsConfig}); err != nil {
+		Authority: h.authority, TLS: tlsConfig, Cluster: cluster}); err != nil {
 		return err
 	}
 	scheme := "tls"
@@ -90,6 +97,35 @@ func (h *Hub) connectNATS() error {
 		return fmt.Errorf("connect to the embedded NATS: %w", err)
 	}
 	return nil
+}
+
+// natsCluster is where the embedded server meets the other replicas'
+// servers: routes authenticated both ways with certificates of the CA the
+// replicas share (the private one, or nats.tls.caFile).
+func (h *Hub) natsCluster(server *tls.Config) (*natsserver.Cluster, error) {
+	c := h.cfg.NATS.Cluster
+	host, port, err := splitHostPort(c.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("nats.cluster.listen: %w", err)
+	}
+	routes := make([]*url.URL, 0, len(c.Routes))
+	for i, r := range c.Routes {
+		u, err := url.Parse(r)
+		if err != nil {
+			return nil, fmt.Errorf("nats.cluster.routes[%d]: %w", i, err)
+		}
+		routes = append(routes, u)
+	}
+	caFile := cmp.Or(h.cfg.NATS.TLS.CAFile, filepath.Join(h.cfg.DataDir, privateCADir, tlsca.CAFile))
+	caPEM, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("nats.cluster: the CA the replicas verify each other with: %w", err)
+	}
+	mutual, err := tlsca.MutualConfig(server, caPEM)
+	if err != nil {
+		return nil, fmt.Errorf("nats.cluster: %s: %w", caFile, err)
+	}
+	return &natsserver.Cluster{Name: c.Name, ServerName: h.cfg.Replica.Name, Host: host, Port: port, Routes: routes, TLS: mutual}, nil
 }
 
 // pinned is a client TLS configuration that accepts only the server
@@ -163,8 +199,14 @@ func (h *Hub) natsCA() ([]byte, error) {
 }
 
 // identityChanged mirrors an identity into memory and reconciles, since
-// labels and revocations change what is published.
+// labels and revocations change what is published. A revocation reaches
+// the embedded server of every replica this way, whichever revoked it.
 func (h *Hub) identityChanged(id bus.Identity) {
+	if id.Revoked() && id.UserKey != "" && h.authority != nil {
+		if err := h.authority.Revoke(id.UserKey); err != nil {
+			h.log.Error("cannot revoke the NATS user of a revoked cluster", "cluster", id.Name, "error", err)
+		}
+	}
 	h.mu.Lock()
 	h.identities[id.Name] = id
 	h.mu.Unlock()

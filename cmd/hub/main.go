@@ -17,6 +17,10 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "init" {
+		initShared(os.Args[2:])
+		return
+	}
 	configPath := flag.String("config", "hub.yaml", "hub configuration file (docs/hub-config.md)")
 	dataDir := flag.String("data-dir", "", "override dataDir: signing key, Git mirrors, embedded NATS storage")
 	listen := flag.String("listen", "", "override listen: address of the API and webhook server")
@@ -59,4 +63,26 @@ func run(configPath, dataDir, listen, natsURL string, log *slog.Logger) error {
 	defer h.Close()
 	log.Info("hub ready: add clusters with `flotilla cluster add`", "nats", h.NATSURL(), "ca", h.CAFile())
 	return h.Run(ctx)
+}
+
+// initShared creates what hub replicas share (the signing key, the NATS
+// operator and accounts, the private CA) in a data directory, to be copied
+// into every replica's (docs/operations.md, "Running it highly available").
+func initShared(args []string) {
+	fs := flag.NewFlagSet("hub init", flag.ExitOnError)
+	dataDir := fs.String("data-dir", "", "directory to create the shared keys and CA in (required)")
+	_ = fs.Parse(args)
+	if *dataDir == "" {
+		fmt.Fprintln(os.Stderr, "hub init: -data-dir is required")
+		os.Exit(2)
+	}
+	files, err := hub.Init(*dataDir)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "hub init:", err)
+		os.Exit(1)
+	}
+	fmt.Println("Copy these into the dataDir of every hub replica (same relative paths), and keep them secret:")
+	for _, f := range files {
+		fmt.Println("  " + f)
+	}
 }

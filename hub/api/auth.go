@@ -129,6 +129,14 @@ var requiredRole = map[string]Role{
 	flotillav1connect.HubServiceRolloutAppProcedure:    Operator,
 }
 
+// ServedByAnyReplica reports whether every hub replica serves the call
+// at path (a HubService procedure), not only the leader: the reads, which
+// the viewer role may make. A path that is no procedure is the leader's.
+func ServedByAnyReplica(path string) bool {
+	role, known := requiredRole[path]
+	return known && role == Viewer
+}
+
 // authorize refuses a call whose token's role is below the one its
 // procedure needs. A procedure missing from requiredRole needs Admin.
 func authorize() connect.UnaryInterceptorFunc {

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -34,6 +35,20 @@ type Config struct {
 	GCInterval Duration `json:"gcInterval"`
 	// CommitAuthor signs the revert commits of `flotilla app rollback --git`.
 	CommitAuthor CommitAuthor `json:"commitAuthor"`
+	// Replica identifies this hub among its replicas.
+	Replica Replica `json:"replica"`
+}
+
+// Replica identifies a hub among the replicas that share one NATS (one of
+// them leads: docs/operations.md, "Running it highly available").
+type Replica struct {
+	// Name is unique among the replicas (default: the host name, which a
+	// StatefulSet makes unique); it names the embedded NATS server too.
+	Name string `json:"name"`
+	// AdvertiseURL is where the other replicas forward the calls only the
+	// leader serves (default: this listener on localhost, which serves a
+	// lone hub).
+	AdvertiseURL string `json:"advertiseURL"`
 }
 
 // CommitAuthor is the name and email of commits the hub pushes.
@@ -61,8 +76,25 @@ type NATS struct {
 	CAFile string `json:"caFile"`
 	// AdvertiseURL is the URL agents connect to, put into their
 	// credentials bundles; empty means the embedded server's own client
-	// URL (loopback), or url for an external server.
+	// URL (loopback), or url for an external server. A comma-separated
+	// list names every server of a cluster: agents fail over among them.
 	AdvertiseURL string `json:"advertiseURL"`
+	// Cluster joins the embedded server to the other replicas' servers.
+	Cluster NATSCluster `json:"cluster"`
+}
+
+// NATSCluster makes the embedded servers of the hub replicas one
+// JetStream cluster, over routes authenticated with mutual TLS.
+type NATSCluster struct {
+	// Listen is where this server accepts the others' routes; empty runs
+	// the embedded server alone.
+	Listen string `json:"listen"`
+	// Name is the cluster's, the same on every replica (default
+	// "flotilla").
+	Name string `json:"name"`
+	// Routes are the route URLs of the replicas' servers ("tls://hub-0.hub:6222");
+	// a server ignores its own.
+	Routes []string `json:"routes"`
 }
 
 // StreamLimits bound JetStream's storage: the events stream by age and
@@ -216,6 +248,12 @@ func (c *Config) applyDefaults() {
 	if c.NATS.Replicas == 0 {
 		c.NATS.Replicas = 1
 	}
+	if c.NATS.Cluster.Listen != "" && c.NATS.Cluster.Name == "" {
+		c.NATS.Cluster.Name = "flotilla"
+	}
+	if c.Replica.Name == "" {
+		c.Replica.Name, _ = os.Hostname()
+	}
 	if c.History == 0 {
 		c.History = 64
 	}
@@ -256,6 +294,13 @@ func (c *Config) validate() error {
 	}
 	if c.NATS.Replicas < 1 {
 		errs = append(errs, fmt.Errorf("nats.replicas: %d must be at least 1", c.NATS.Replicas))
+	}
+	errs = append(errs, c.NATS.Cluster.validate(c.NATS))
+	if c.Replica.Name == "" {
+		errs = append(errs, errors.New("replica.name: is required where the host has no name"))
+	}
+	if u := c.Replica.AdvertiseURL; u != "" && !strings.HasPrefix(u, "https://") && !strings.HasPrefix(u, "http://") {
+		errs = append(errs, fmt.Errorf("replica.advertiseURL: %q is not an http(s) URL", u))
 	}
 	// The hub's tickers panic on an interval that is not positive.
 	if c.GCInterval.Duration < 0 {
@@ -307,6 +352,34 @@ func (c *Config) validate() error {
 	}
 	if c.Webhook.SecretFile != "" && c.Webhook.SecretEnv != "" {
 		errs = append(errs, errors.New("webhook: set secretFile or secretEnv, not both"))
+	}
+	return errors.Join(errs...)
+}
+
+func (c NATSCluster) validate(n NATS) error {
+	if c.Listen == "" {
+		if len(c.Routes) > 0 {
+			return errors.New("nats.cluster.routes: need nats.cluster.listen")
+		}
+		return nil
+	}
+	var errs []error
+	if n.URL != "" {
+		errs = append(errs, errors.New("nats.cluster: clusters the embedded server; an external one (nats.url) is clustered by its own configuration"))
+	}
+	if n.TLS.InsecurePlaintext {
+		errs = append(errs, errors.New("nats.cluster: routes are authenticated by mutual TLS, which nats.tls.insecurePlaintext turns off"))
+	}
+	if n.TLS.CertFile != "" && n.TLS.CAFile == "" {
+		errs = append(errs, errors.New("nats.cluster: with nats.tls.certFile, nats.tls.caFile names the CA the replicas' certificates verify with"))
+	}
+	if len(c.Routes) == 0 {
+		errs = append(errs, errors.New("nats.cluster.routes: name the replicas' route URLs"))
+	}
+	for i, r := range c.Routes {
+		if u, err := url.Parse(r); err != nil || u.Host == "" {
+			errs = append(errs, fmt.Errorf("nats.cluster.routes[%d]: %q is not a URL like tls://hub-0.hub:6222", i, r))
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -92,8 +92,8 @@ func New(store Store, opts Options) (*Elector, error) {
 
 // Run takes part in the election until ctx ends: whenever this replica
 // wins the lease, lead runs with a context that ends when it loses it
-// (lead must return then). On the way out a held lease is released, so
-// another replica takes over at once.
+// (lead must return then). On the way out, or when lead returns early, a
+// held lease is released, so another replica takes over at once.
 func (e *Elector) Run(ctx context.Context, lead func(ctx context.Context)) {
 	for ctx.Err() == nil {
 		if revision, deadline, ok := e.acquire(ctx); ok {
@@ -171,6 +171,8 @@ func (e *Elector) lead(ctx context.Context, revision uint64, deadline time.Time,
 		select {
 		case <-ctx.Done():
 			reason = "shutting down"
+		case <-done:
+			reason = "the leader's work ended"
 		case <-expiry.C:
 			reason = "no renewal succeeded before the lease's deadline"
 		case <-renew.C:
@@ -188,7 +190,7 @@ func (e *Elector) lead(ctx context.Context, revision uint64, deadline time.Time,
 	e.step(reason)
 	cancel()
 	<-done
-	if ctx.Err() != nil {
+	if ctx.Err() != nil || reason == "the leader's work ended" {
 		e.release()
 	}
 }

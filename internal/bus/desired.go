@@ -252,3 +252,33 @@ func (b *Bus) DesiredHistory(ctx context.Context, cluster, app string) ([]Desire
 	}
 	return out, nil
 }
+
+// FollowDesired calls fn with the newest desired state of every key, then
+// with every entry as it is written, until ctx ends; the hub replicas
+// follow the bucket this way, whoever writes it. It returns once the
+// watch is set up. Entries come in stream order, and a reconnect resumes
+// where it stopped.
+func (b *Bus) FollowDesired(ctx context.Context, fn func(DesiredEntry)) error {
+	w, err := b.desired.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return fmt.Errorf("follow the desired-state bucket: %w", err)
+	}
+	go func() {
+		defer w.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case e, ok := <-w.Updates():
+				if !ok {
+					return
+				}
+				if e == nil || isLeaseKey(e.Key()) {
+					continue // the end of the initial values, or the lease
+				}
+				fn(decodeOrEmpty(e.Key(), e.Revision(), e.Value()))
+			}
+		}
+	}()
+	return nil
+}

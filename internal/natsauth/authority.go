@@ -37,9 +37,9 @@ type Authority struct {
 // (mode 0600); account.jwt is the signed account with its revocations, so
 // a restart keeps every revocation before the server accepts a client.
 const (
-	operatorSeedFile = "operator.nk"
-	systemSeedFile   = "system.nk"
-	accountSeedFile  = "account.nk"
+	OperatorSeedFile = "operator.nk"
+	SystemSeedFile   = "system.nk"
+	AccountSeedFile  = "account.nk"
 	accountJWTFile   = "account.jwt"
 )
 
@@ -51,13 +51,13 @@ func LoadOrCreate(dir string) (*Authority, error) {
 	}
 	a := &Authority{dir: dir, revoked: map[string]int64{}}
 	var err error
-	if a.operator, err = loadOrCreateSeed(filepath.Join(dir, operatorSeedFile), nkeys.CreateOperator); err != nil {
+	if a.operator, err = loadOrCreateSeed(filepath.Join(dir, OperatorSeedFile), nkeys.CreateOperator); err != nil {
 		return nil, err
 	}
-	if a.system, err = loadOrCreateSeed(filepath.Join(dir, systemSeedFile), nkeys.CreateAccount); err != nil {
+	if a.system, err = loadOrCreateSeed(filepath.Join(dir, SystemSeedFile), nkeys.CreateAccount); err != nil {
 		return nil, err
 	}
-	if a.account, err = loadOrCreateSeed(filepath.Join(dir, accountSeedFile), nkeys.CreateAccount); err != nil {
+	if a.account, err = loadOrCreateSeed(filepath.Join(dir, AccountSeedFile), nkeys.CreateAccount); err != nil {
 		return nil, err
 	}
 	data, err := os.ReadFile(filepath.Join(dir, accountJWTFile))

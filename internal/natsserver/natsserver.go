@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"strconv"
 	"time"
 
@@ -29,6 +30,26 @@ type Options struct {
 	// ReadyTimeout bounds how long Start waits for the server to accept
 	// connections (default 10 s).
 	ReadyTimeout time.Duration
+	// Cluster, when set, joins the server to a JetStream cluster with the
+	// other hub replicas' servers; nil runs it alone.
+	Cluster *Cluster
+}
+
+// Cluster is where a server meets the others of its JetStream cluster.
+type Cluster struct {
+	// Name is the cluster's, the same on every server.
+	Name string
+	// ServerName is this server's, unique in the cluster.
+	ServerName string
+	// Host and Port are where it accepts routes from the others.
+	Host string
+	Port int
+	// Routes are the others' route URLs (its own among them is ignored).
+	Routes []*url.URL
+	// TLS authenticates both ends of every route (tlsca.MutualConfig):
+	// only a server with a certificate of the cluster's CA joins.
+	// Required.
+	TLS *tls.Config
 }
 
 // defaultReadyTimeout leaves a cold JetStream start on a slow disk a few
@@ -71,6 +92,14 @@ func Start(opts Options) (*server.Server, error) {
 	}
 	if opts.TLS != nil {
 		serverOpts.TLSConfig, serverOpts.TLS, serverOpts.TLSTimeout = opts.TLS, true, 5
+	}
+	if c := opts.Cluster; c != nil {
+		if c.TLS == nil || c.TLS.ClientAuth != tls.RequireAndVerifyClientCert {
+			return nil, errors.New("embedded NATS: a cluster's routes need mutual TLS (no unauthenticated route)")
+		}
+		serverOpts.ServerName = c.ServerName
+		serverOpts.Cluster = server.ClusterOpts{Name: c.Name, Host: c.Host, Port: c.Port, TLSConfig: c.TLS, TLSTimeout: 5}
+		serverOpts.Routes = c.Routes
 	}
 	if err := opts.Authority.Configure(serverOpts); err != nil {
 		return nil, fmt.Errorf("embedded NATS: %w", err)

@@ -21,7 +21,7 @@ import (
 // Files the CA keeps in its directory.
 const (
 	CAFile         = "ca.pem"
-	caKeyFile      = "ca.key"
+	CAKeyFile      = "ca.key"
 	ServerCertFile = "server.pem"
 	ServerKeyFile  = "server.key"
 )
@@ -59,7 +59,9 @@ func EnsureServer(dir string, hosts []string) (certFile, keyFile string, err err
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().Add(serverValidity),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		// Client authentication too: the hub replicas' NATS servers
+		// present it to each other on their routes (MutualConfig).
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 	}
 	for _, h := range hosts {
 		if ip := net.ParseIP(h); ip != nil {
@@ -79,7 +81,8 @@ func EnsureServer(dir string, hosts []string) (certFile, keyFile string, err err
 }
 
 // current reports whether the server certificate at path exists, names
-// every host and has more than a third of its validity left.
+// every host, serves client authentication too and has more than a third
+// of its validity left.
 func current(path string, hosts []string) bool {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -90,7 +93,7 @@ func current(path string, hosts []string) bool {
 		return false
 	}
 	cert, err := x509.ParseCertificate(block.Bytes)
-	if err != nil || time.Until(cert.NotAfter) < serverValidity/3 {
+	if err != nil || time.Until(cert.NotAfter) < serverValidity/3 || !slices.Contains(cert.ExtKeyUsage, x509.ExtKeyUsageClientAuth) {
 		return false
 	}
 	for _, h := range hosts {
@@ -106,7 +109,7 @@ func current(path string, hosts []string) bool {
 }
 
 func loadOrCreateCA(dir string) (*x509.Certificate, *ecdsa.PrivateKey, error) {
-	certPath, keyPath := filepath.Join(dir, CAFile), filepath.Join(dir, caKeyFile)
+	certPath, keyPath := filepath.Join(dir, CAFile), filepath.Join(dir, CAKeyFile)
 	certPEM, certErr := os.ReadFile(certPath)
 	keyPEM, keyErr := os.ReadFile(keyPath)
 	if certErr == nil && keyErr == nil {
@@ -172,6 +175,32 @@ func mustMarshalEC(key *ecdsa.PrivateKey) []byte {
 
 func writePEM(path, blockType string, der []byte, mode os.FileMode) error {
 	return os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: blockType, Bytes: der}), mode)
+}
+
+// EnsureCA creates the private CA in dir unless it is there, and returns
+// its certificate file: hub replicas share one, so their certificates
+// verify each other.
+func EnsureCA(dir string) (string, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	if _, _, err := loadOrCreateCA(dir); err != nil {
+		return "", err
+	}
+	return filepath.Join(dir, CAFile), nil
+}
+
+// MutualConfig is server's configuration for connections that both ends
+// authenticate with certificates of the CAs in caPEM: the routes between
+// the hub replicas' NATS servers, each of which dials and accepts.
+func MutualConfig(server *tls.Config, caPEM []byte) (*tls.Config, error) {
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, errors.New("CA bundle holds no PEM certificate")
+	}
+	cfg := server.Clone()
+	cfg.RootCAs, cfg.ClientCAs, cfg.ClientAuth = pool, pool, tls.RequireAndVerifyClientCert
+	return cfg, nil
 }
 
 // ServerConfig loads a certificate and key for a listener.
