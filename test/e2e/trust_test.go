@@ -74,10 +74,10 @@ func TestHostileClients(t *testing.T) {
 		// the status is written).
 		before := e.WaitStatus(t, "staging-1", "worker-service", time.Minute, func(*flotillav1.AppStatus) error { return nil })
 		attacks := map[string]error{
-			"read B's status":         func() error { _, err := a.GetStatus(short(), "staging-1", "worker-service"); return err }(),
-			"write B's status":        a.PutStatus(short(), &flotillav1.AppStatus{Cluster: "staging-1", App: "worker-service", Message: "forged"}),
-			"write B's registration":  a.Register(short(), &flotillav1.ClusterRegistration{SchemaVersion: 1, Name: "staging-1", Labels: map[string]string{"env": "production"}}),
-			"write an audit event":    a.AppendEvent(short(), &flotillav1.Event{Reason: flotillav1.ReasonAudit, Actor: "oncall", Message: "oncall SyncApp ok"}),
+			"read B's status":        func() error { _, err := a.GetStatus(short(), "staging-1", "worker-service"); return err }(),
+			"write B's status":       a.PutStatus(short(), &flotillav1.AppStatus{Cluster: "staging-1", App: "worker-service", Message: "forged"}),
+			"write B's registration": a.Register(short(), &flotillav1.ClusterRegistration{SchemaVersion: 1, Name: "staging-1", Labels: map[string]string{"env": "production"}}),
+			"write an audit event":   a.AppendEvent(short(), &flotillav1.Event{Reason: flotillav1.ReasonAudit, Actor: "oncall", Message: "oncall SyncApp ok"}),
 			"publish a desired state": func() error {
 				_, err := (&bus.Bus{Conn: a}).PublishDesired(short(), []bus.DesiredPut{{Cluster: "prod-eu", App: "worker-service", State: &flotillav1.SignedDesiredState{SchemaVersion: 1}}})
 				return err
