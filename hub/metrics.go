@@ -17,6 +17,8 @@ type metrics struct {
 	// publishPending counts the desired states the last publish did not
 	// write; the hub retries until it is 0.
 	publishPending prometheus.Gauge
+	// leader is 1 while this replica leads.
+	leader prometheus.Gauge
 }
 
 func newMetrics() *metrics {
@@ -45,8 +47,11 @@ func newMetrics() *metrics {
 			Name: "flotilla_hub_publish_pending",
 			Help: "Desired states the last publish did not write (when it failed before writing any: every application of every cluster it targets); retried with backoff until 0.",
 		}),
+		leader: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "flotilla_hub_leader", Help: "1 while this hub replica leads (polls Git, publishes), 0 while it follows.",
+		}),
 	}
-	m.registry.MustRegister(m.reconciles, m.reconcileDur, m.published, m.gitPolls, m.appErrors, m.clusters, m.publishPending,
+	m.registry.MustRegister(m.reconciles, m.reconcileDur, m.published, m.gitPolls, m.appErrors, m.clusters, m.publishPending, m.leader,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -40,13 +40,8 @@ var _ publish.Store = fencedStore{}
 func (s fencedStore) PublishDesired(ctx context.Context, puts []bus.DesiredPut) ([]uint64, error) {
 	revisions := make([]uint64, len(puts))
 	err := s.elector.Fenced(ctx, func(ctx context.Context, lease uint64) error {
-		fenced := make([]bus.DesiredPut, len(puts))
-		for i, p := range puts {
-			p.Lease = &lease
-			fenced[i] = p
-		}
 		var err error
-		revisions, err = s.Bus.PublishDesired(ctx, fenced)
+		revisions, err = s.Bus.PublishDesiredFenced(ctx, lease, puts)
 		return err
 	})
 	return revisions, err
@@ -70,6 +65,8 @@ func (s fencedStore) DeleteArtifact(ctx context.Context, digest string) error {
 // brings Git's changes in, reconciles once, and then polls, reconciles
 // and collects garbage.
 func (h *Hub) lead(ctx context.Context) {
+	h.metrics.leader.Set(1)
+	defer h.metrics.leader.Set(0)
 	if err := h.publisher.Load(ctx); err != nil {
 		h.log.Error("leader: cannot read the published desired states; giving the lease up", "error", err)
 		return

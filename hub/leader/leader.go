@@ -264,7 +264,7 @@ func (e *Elector) Leader() (holder Record, self bool, changed <-chan struct{}) {
 }
 
 // Fenced runs write with the lease's revision, which write must put on
-// every desired-state write (bus.DesiredPut.Lease), so the server takes
+// every desired-state write (bus.Bus.PublishDesiredFenced), so the server takes
 // them only while this replica holds the lease. It refuses with
 // ErrNotLeader when this replica does not lead, and cuts write's context
 // off at the lease's deadline.

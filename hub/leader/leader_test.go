@@ -117,7 +117,7 @@ func TestOneLeaderAtATime(t *testing.T) {
 	}
 	write := func(e *Elector) error {
 		return e.Fenced(t.Context(), func(ctx context.Context, lease uint64) error {
-			_, err := b.PublishDesired(ctx, []bus.DesiredPut{{Cluster: "prod-eu", App: "api", State: nil, Lease: &lease}})
+			_, err := b.PublishDesiredFenced(ctx, lease, []bus.DesiredPut{{Cluster: "prod-eu", App: "api", State: nil}})
 			return err
 		})
 	}

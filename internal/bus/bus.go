@@ -91,9 +91,17 @@ func Provision(ctx context.Context, nc *nats.Conn, opts Options) (*Bus, error) {
 		{Bucket: IdentitiesBucket, History: 1, Replicas: opts.Replicas, Description: "Flotilla cluster identities, the hub's own"},
 	}
 	for _, cfg := range kvs {
+		if cfg.Bucket == DesiredBucket && desiredCurrent(ctx, js, cfg) {
+			continue // updating it would turn atomic batches off for a moment
+		}
 		if _, err := js.CreateOrUpdateKeyValue(ctx, cfg); err != nil {
 			return nil, fmt.Errorf("provision bucket %s: %w", cfg.Bucket, err)
 		}
+	}
+	// The leader publishes desired states in atomic batches fenced by its
+	// lease (PublishDesiredFenced).
+	if err := allowAtomicPublish(ctx, js, "KV_"+DesiredBucket); err != nil {
+		return nil, fmt.Errorf("provision bucket %s: %w", DesiredBucket, err)
 	}
 	if _, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: ArtifactStore, Replicas: opts.Replicas, MaxBytes: opts.ArtifactsMaxBytes, Description: "Flotilla artifacts by sha256 digest", Compression: false}); err != nil {
 		return nil, fmt.Errorf("provision object store %s: %w", ArtifactStore, err)
@@ -110,6 +118,33 @@ func Provision(ctx context.Context, nc *nats.Conn, opts Options) (*Bus, error) {
 		return nil, fmt.Errorf("provision stream %s: %w", EventsStream, err)
 	}
 	return Bind(ctx, nc)
+}
+
+// desiredCurrent reports whether the desired-state bucket's stream has
+// cfg's settings and atomic batches allowed already.
+func desiredCurrent(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) bool {
+	stream, err := js.Stream(ctx, "KV_"+cfg.Bucket)
+	if err != nil {
+		return false
+	}
+	c := stream.CachedInfo().Config
+	return c.MaxMsgsPerSubject == int64(cfg.History) && c.Replicas == cfg.Replicas && c.AllowMsgTTL &&
+		c.SubjectDeleteMarkerTTL == cfg.LimitMarkerTTL && c.AllowAtomicPublish
+}
+
+// allowAtomicPublish turns atomic batch publishing on for a stream.
+func allowAtomicPublish(ctx context.Context, js jetstream.JetStream, name string) error {
+	stream, err := js.Stream(ctx, name)
+	if err != nil {
+		return err
+	}
+	cfg := stream.CachedInfo().Config
+	if cfg.AllowAtomicPublish {
+		return nil
+	}
+	cfg.AllowAtomicPublish = true
+	_, err = js.UpdateStream(ctx, cfg)
+	return err
 }
 
 // Bind binds to the buckets the hub provisioned, for a client with the

@@ -2,12 +2,16 @@ package bus
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 	"go.opentelemetry.io/otel/baggage"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
@@ -23,10 +27,6 @@ type DesiredPut struct {
 	// Trace is the span the entry continues, carried in its headers; the
 	// zero value means the span of PublishDesired's ctx.
 	Trace trace.SpanContext
-	// Lease, when not nil, fences the put: the server takes it only while
-	// the hub leader's lease is at revision *Lease, so a deposed leader's
-	// write fails (GetLease, PutLease).
-	Lease *uint64
 }
 
 // DesiredEntry is a published desired state read back.
@@ -78,17 +78,106 @@ func (b *Bus) PublishDesired(ctx context.Context, puts []DesiredPut) ([]uint64, 
 			traceCtx = trace.ContextWithSpanContext(ctx, p.Trace)
 		}
 		msg := &nats.Msg{Subject: kvSubject(DesiredBucket, key), Data: data, Header: injectTrace(traceCtx)}
-		var opts []jetstream.PublishOpt
-		if p.Lease != nil {
-			opts = append(opts, jetstream.WithExpectLastSequenceForSubject(*p.Lease, kvSubject(DesiredBucket, leaseKey)))
-		}
-		f, err := b.js.PublishMsgAsync(msg, opts...)
+		f, err := b.js.PublishMsgAsync(msg)
 		if err != nil {
 			return revisions, errors.Join(fmt.Errorf("publish desired state %s: %w", key, err), wait(ctx, futures, puts, revisions))
 		}
 		futures = append(futures, f)
 	}
 	return revisions, wait(ctx, futures, puts, revisions)
+}
+
+// maxBatch is the most messages an atomic batch carries: the server's
+// default limit.
+const maxBatch = 1000
+
+// PublishDesiredFenced writes the puts as PublishDesired does, fenced by
+// the hub leader's lease: in atomic batches whose first message expects
+// the lease at revision lease, so the server takes a batch whole while
+// the lease is at that revision and none of it otherwise (a deposed
+// leader's write fails). Batches go one after the other: the server lets
+// one write at a time expect a subject's revision.
+func (b *Bus) PublishDesiredFenced(ctx context.Context, lease uint64, puts []DesiredPut) ([]uint64, error) {
+	revisions := make([]uint64, len(puts))
+	for start := 0; start < len(puts); start += maxBatch {
+		batch := puts[start:min(start+maxBatch, len(puts))]
+		last, err := b.publishBatch(ctx, lease, batch)
+		if err != nil {
+			var keys []string
+			for _, p := range batch {
+				keys = append(keys, appkey.Join(p.Cluster, p.App))
+			}
+			return revisions, fmt.Errorf("publish desired states %s: %w", strings.Join(keys, ", "), err)
+		}
+		// A batch is stored contiguously, ending at the commit's sequence.
+		for i := range batch {
+			revisions[start+i] = last - uint64(len(batch)-1-i)
+		}
+	}
+	return revisions, nil
+}
+
+// publishBatch publishes puts as one atomic batch fenced by lease and
+// returns the sequence of its last message.
+func (b *Bus) publishBatch(ctx context.Context, lease uint64, puts []DesiredPut) (uint64, error) {
+	id := nuid.Next()
+	for i, p := range puts {
+		data, err := proto.Marshal(p.State)
+		if err != nil {
+			return 0, fmt.Errorf("encode desired state %s: %w", appkey.Join(p.Cluster, p.App), err)
+		}
+		traceCtx := ctx
+		if p.Trace.IsValid() {
+			traceCtx = trace.ContextWithSpanContext(ctx, p.Trace)
+		}
+		msg := &nats.Msg{Subject: kvSubject(DesiredBucket, appkey.Join(p.Cluster, p.App)), Data: data, Header: injectTrace(traceCtx)}
+		if msg.Header == nil {
+			msg.Header = nats.Header{}
+		}
+		msg.Header.Set("Nats-Batch-Id", id)
+		msg.Header.Set("Nats-Batch-Sequence", strconv.Itoa(i+1))
+		if i == 0 {
+			msg.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(lease, 10))
+			msg.Header.Set(jetstream.ExpectedLastSubjSeqSubjHeader, kvSubject(DesiredBucket, leaseKey))
+		}
+		if i < len(puts)-1 {
+			if err := b.nc.PublishMsg(msg); err != nil {
+				return 0, err
+			}
+			continue
+		}
+		msg.Header.Set("Nats-Batch-Commit", "1")
+		if _, ok := ctx.Deadline(); !ok {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, 30*time.Second)
+			defer cancel()
+		}
+		reply, err := b.nc.RequestMsgWithContext(ctx, msg)
+		if err != nil {
+			return 0, err
+		}
+		var ack struct {
+			Sequence uint64 `json:"seq"`
+			Count    int    `json:"count"`
+			Error    *struct {
+				Code        int    `json:"err_code"`
+				Description string `json:"description"`
+			} `json:"error"`
+		}
+		if err := json.Unmarshal(reply.Data, &ack); err != nil {
+			return 0, fmt.Errorf("batch acknowledgement: %w", err)
+		}
+		switch {
+		case ack.Error != nil && (ack.Error.Code == int(jetstream.JSErrCodeStreamWrongLastSequence) || ack.Error.Code == int(jetstream.JSErrCodeStreamWrongLastSequenceConstant)):
+			return 0, fmt.Errorf("%w: the lease is no longer at revision %d (%s)", ErrLeaseTaken, lease, ack.Error.Description)
+		case ack.Error != nil:
+			return 0, fmt.Errorf("server error %d: %s", ack.Error.Code, ack.Error.Description)
+		case ack.Count != len(puts):
+			return 0, fmt.Errorf("the server committed %d of the batch's %d messages", ack.Count, len(puts))
+		}
+		return ack.Sequence, nil
+	}
+	return 0, nil
 }
 
 // wait waits for every future's acknowledgement and records in revisions
@@ -202,11 +291,19 @@ func (c *Conn) scanDesired(ctx context.Context, cfg jetstream.OrderedConsumerCon
 	})
 }
 
+// drainResetAttempts bounds how often a drain's ordered consumer is
+// created again (each attempt waits up to 10 s for the stream's leader).
+const drainResetAttempts = 2
+
 // drain reads every message an ordered consumer on stream has pending when
 // it starts, in batches. A read that stops short is an error, never a
 // silently shorter result: garbage collection would delete referenced
 // artifacts, a catch-up would leave a gap, a history would miss entries.
 func (c *Conn) drain(ctx context.Context, stream string, cfg jetstream.OrderedConsumerConfig, fn func(jetstream.Msg)) error {
+	// An ordered consumer otherwise recreates itself forever, whatever ctx
+	// says, while its stream has no leader (a NATS node just died): fail
+	// instead, and let the caller retry.
+	cfg.MaxResetAttempts = drainResetAttempts
 	cons, err := c.js.OrderedConsumer(ctx, stream, cfg)
 	if err != nil {
 		return err

@@ -13,7 +13,7 @@ import (
 
 // leaseKey is the key of the hub leader's lease. It lives in the
 // desired-state bucket, so that every desired-state write can be fenced by
-// it (DesiredPut.Lease): JetStream checks a message's expected last
+// it (PublishDesiredFenced): JetStream checks a message's expected last
 // sequence only against subjects of the stream it is written to. Its
 // cluster token cannot be a cluster's name, so no cluster can read it.
 const leaseKey = HubEventsCluster + ".leader"

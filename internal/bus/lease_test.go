@@ -2,6 +2,7 @@ package bus
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 )
@@ -24,7 +25,7 @@ func TestLeaseFencesDesiredWrites(t *testing.T) {
 		t.Fatalf("taking a held lease as if it were free: %v, want ErrLeaseTaken", err)
 	}
 	put := func(lease uint64, id uint64) error {
-		_, err := b.PublishDesired(ctx, []DesiredPut{{Cluster: "prod-eu", App: "api", State: state(t, "prod-eu", "api", id), Lease: &lease}})
+		_, err := b.PublishDesiredFenced(ctx, lease, []DesiredPut{{Cluster: "prod-eu", App: "api", State: state(t, "prod-eu", "api", id)}})
 		return err
 	}
 	if err := put(first, 1); err != nil {
@@ -34,8 +35,8 @@ func TestLeaseFencesDesiredWrites(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := put(first, 2); err == nil {
-		t.Fatal("a write fenced by the superseded lease revision landed")
+	if err := put(first, 2); !errors.Is(err, ErrLeaseTaken) {
+		t.Fatalf("a write fenced by the superseded lease revision: %v, want ErrLeaseTaken", err)
 	}
 	if err := put(second, 2); err != nil {
 		t.Fatalf("the new holder's fenced write: %v", err)
@@ -78,5 +79,41 @@ func TestLeaseExpires(t *testing.T) {
 	got, err := b.GetLease(ctx)
 	if err != nil || string(got.Record) != `{"holder":"hub-1"}` {
 		t.Fatalf("lease = %s, %v; want hub-1's record", got.Record, err)
+	}
+}
+
+// A fan-out larger than one atomic batch is written batch after batch,
+// each fenced, and every put's revision is the one the bucket holds.
+func TestFencedFanOutSpansBatches(t *testing.T) {
+	b := newBus(t)
+	ctx := t.Context()
+	lease, err := b.PutLease(ctx, []byte(`{"holder":"hub-0"}`), 0, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	puts := make([]DesiredPut, 2*maxBatch+500)
+	for i := range puts {
+		cluster := fmt.Sprintf("c%04d", i)
+		puts[i] = DesiredPut{Cluster: cluster, App: "api", State: state(t, cluster, "api", 1)}
+	}
+	revisions, err := b.PublishDesiredFenced(ctx, lease, puts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	latest, err := b.LatestDesired(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := map[string]uint64{}
+	for _, e := range latest {
+		stored[e.Cluster] = e.Revision
+	}
+	if len(stored) != len(puts) {
+		t.Fatalf("%d keys stored, want %d", len(stored), len(puts))
+	}
+	for i, p := range puts {
+		if revisions[i] == 0 || revisions[i] != stored[p.Cluster] {
+			t.Fatalf("put %d (%s): revision %d, the bucket holds it at %d", i, p.Cluster, revisions[i], stored[p.Cluster])
+		}
 	}
 }

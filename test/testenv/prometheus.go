@@ -52,7 +52,7 @@ scrape_configs:
 	if err := os.WriteFile(configPath, []byte(config), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	addr := freeAddr(t)
+	addr := FreeAddr(t)
 	startProcess(t, bin, "--config.file="+configPath, "--storage.tsdb.path="+filepath.Join(dir, "data"),
 		"--web.listen-address="+addr, "--log.level=warn")
 	p := &Prometheus{URL: "http://" + addr}
@@ -70,7 +70,9 @@ scrape_configs:
 	return p
 }
 
-func freeAddr(t TB) string {
+// FreeAddr is a loopback address whose port was free a moment ago, for a
+// process that must be told where to listen.
+func FreeAddr(t TB) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

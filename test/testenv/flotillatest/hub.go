@@ -385,16 +385,22 @@ func (h *Hub) Commit(t testenv.TB, message string, files map[string]string) stri
 // with secret, and returns the HTTP status (202 when the hub took it).
 func (h *Hub) Webhook(t testenv.TB, secret string) int {
 	t.Helper()
+	return PostWebhook(t, h.HTTP, h.APIURL, secret)
+}
+
+// PostWebhook posts the push event Hub.Webhook does to the hub at apiURL.
+func PostWebhook(t testenv.TB, client *http.Client, apiURL, secret string) int {
+	t.Helper()
 	body := []byte(`{"ref":"refs/heads/main","repository":{"clone_url":"` + RepoURL + `.git","html_url":"` + RepoURL + `"}}`)
 	mac := hmac.New(sha256.New, []byte(secret))
 	mac.Write(body)
-	req, err := http.NewRequest(http.MethodPost, h.APIURL+"/api/webhook", bytes.NewReader(body))
+	req, err := http.NewRequest(http.MethodPost, apiURL+"/api/webhook", bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
 	req.Header.Set("X-GitHub-Event", "push")
 	req.Header.Set("X-Hub-Signature-256", "sha256="+hex.EncodeToString(mac.Sum(nil)))
-	resp, err := h.HTTP.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatalf("flotillatest: webhook: %v", err)
 	}
