@@ -343,4 +343,3 @@ func deploymentNames(t *testing.T, c *testenv.Cluster) []string {
 	must(t, err)
 	return strings.Fields(out)
 }
-
