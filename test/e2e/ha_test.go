@@ -61,13 +61,13 @@ func startHubReplicas(t *testing.T) *hubReplicas {
 		must(t, os.WriteFile(path, []byte(value), 0o600))
 		return path
 	}
-	var natsAddrs, routeAddrs, apiAddrs [3]string
+	addrs := testenv.FreeAddrs(t, 9)
+	natsAddrs, routeAddrs, apiAddrs := addrs[0:3], addrs[3:6], addrs[6:9]
 	for i := range 3 {
-		natsAddrs[i], routeAddrs[i], apiAddrs[i] = testenv.FreeAddr(t), testenv.FreeAddr(t), testenv.FreeAddr(t)
 		r.apiURLs[i] = "https://" + apiAddrs[i]
 	}
-	natsURLs := "tls://" + strings.Join(natsAddrs[:], ",tls://")
-	routes := "tls://" + strings.Join(routeAddrs[:], ", tls://")
+	natsURLs := "tls://" + strings.Join(natsAddrs, ",tls://")
+	routes := "tls://" + strings.Join(routeAddrs, ", tls://")
 	for i := range 3 {
 		data := t.TempDir()
 		copyTree(t, shared, data)

@@ -72,13 +72,21 @@ scrape_configs:
 
 // FreeAddr is a loopback address whose port was free a moment ago, for a
 // process that must be told where to listen.
-func FreeAddr(t TB) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+func FreeAddr(t TB) string { return FreeAddrs(t, 1)[0] }
+
+// FreeAddrs is n distinct loopback addresses whose ports were free a
+// moment ago: all are held open until the last is found, so none repeats.
+func FreeAddrs(t TB, n int) []string {
+	addrs := make([]string, n)
+	for i := range addrs {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		addrs[i] = ln.Addr().String()
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return addrs
 }
 
 // Traffic is a test workload's metrics endpoint: the
