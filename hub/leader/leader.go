@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nuid"
+
 	"github.com/flotilla-dev/flotilla/internal/bus"
 )
 
@@ -26,13 +28,16 @@ type Store interface {
 type Record struct {
 	Holder string `json:"holder"`
 	APIURL string `json:"apiURL"`
+	// Instance tells this process from an earlier one of the same replica.
+	Instance string `json:"instance"`
 }
 
 // Options configure an Elector.
 type Options struct {
-	// Self is this replica's record; Self.Holder must be unique among the
-	// replicas (a replica restarted under the same name takes its lease
-	// back at once, since the old process is gone).
+	// Self is this replica's record; Self.Holder names it among the
+	// replicas. New gives it an Instance of its own: a lease held by any
+	// other process, an earlier one of this replica too, is waited out,
+	// so two processes can never both lead, even under one name.
 	Self Record
 	// TTL is how long the lease outlives its last renewal (default 6 s):
 	// with Retry, it bounds how long the fleet goes without a leader once
@@ -83,6 +88,7 @@ func New(store Store, opts Options) (*Elector, error) {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
+	opts.Self.Instance = nuid.Next()
 	self, err := json.Marshal(opts.Self)
 	if err != nil {
 		return nil, err
@@ -107,8 +113,8 @@ func (e *Elector) Run(ctx context.Context, lead func(ctx context.Context)) {
 	}
 }
 
-// acquire takes the lease if it is free, expired, released or this
-// replica's own from before a restart.
+// acquire takes the lease if it is free: never taken, expired or
+// released.
 func (e *Elector) acquire(ctx context.Context) (uint64, time.Time, bool) {
 	lease, err := e.store.GetLease(ctx)
 	if err != nil {
@@ -123,10 +129,8 @@ func (e *Elector) acquire(ctx context.Context) (uint64, time.Time, bool) {
 			e.opts.Log.Warn("leader election: the lease holds an unreadable record; waiting for it to expire", "error", err)
 			return 0, time.Time{}, false
 		}
-		if holder.Holder != e.opts.Self.Holder {
-			e.observe(holder)
-			return 0, time.Time{}, false
-		}
+		e.observe(holder)
+		return 0, time.Time{}, false
 	}
 	sent := time.Now()
 	revision, err := e.store.PutLease(ctx, e.self, lease.Revision, e.opts.TTL)
@@ -233,7 +237,7 @@ func (e *Elector) release() {
 		return
 	}
 	var holder Record
-	if json.Unmarshal(lease.Record, &holder) != nil || holder.Holder != e.opts.Self.Holder {
+	if json.Unmarshal(lease.Record, &holder) != nil || holder != e.opts.Self {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

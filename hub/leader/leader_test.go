@@ -174,3 +174,32 @@ func TestACutOffLeaderStepsDownBeforeTheNextLeads(t *testing.T) {
 	}
 	t.Logf("hub-0 stepped down at %s; hub-1 began at %s", ts.list[0].end.Format(time.StampMilli), ts.started["hub-1"].Format(time.StampMilli))
 }
+
+// A second process under a leader's name (a restart while the first still
+// runs, or a configuration mistake) waits the lease out rather than take
+// it: two processes never lead at once.
+func TestASecondProcessOfAReplicaWaitsTheLeaseOut(t *testing.T) {
+	b := newBus(t)
+	ts := &terms{}
+	first, err := New(b, Options{Self: Record{Holder: "hub-0"}, TTL: 2 * time.Second, Retry: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, t.Context(), first, ts.lead("first"))
+	waitLeader(t, first, "hub-0")
+	second, err := New(b, Options{Self: Record{Holder: "hub-0"}, TTL: 2 * time.Second, Retry: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, t.Context(), second, ts.lead("second"))
+	waitLeader(t, second, "hub-0") // it read the lease: the first holds it
+	for range 3 {                  // several of the second's retries, each a full renewal period of the first
+		time.Sleep(700 * time.Millisecond)
+		if _, self, _ := second.Leader(); self {
+			t.Fatal("the second process took the lease its namesake holds")
+		}
+		if _, self, _ := first.Leader(); !self {
+			t.Fatal("the first process lost its lease to its namesake")
+		}
+	}
+}
