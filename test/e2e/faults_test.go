@@ -167,38 +167,10 @@ func TestAnAgentKilledMidApplyConverges(t *testing.T) {
 	e, prod, agent := startAgentBinary(t)
 	others := settledResourceVersions(t, prod)
 
-	var objects strings.Builder
-	for _, o := range bench.ThousandObjects("bulk") {
-		data, err := yaml.Marshal(o.Object)
-		must(t, err)
-		objects.WriteString("---\n")
-		objects.Write(data)
-	}
-	e.Commit(t, "add a 1,000-object app", map[string]string{"apps/bulk.yaml": appIn("bulk", "bulk", "bulk"), "bulk/objects.yaml": objects.String()})
-	e.Webhook(t, webhookSecret)
-	ds := e.waitDesired(t, "prod-eu", "bulk", func(*flotillav1.DesiredState) error { return nil })
-
-	// Kill it once the first objects are written, before the last.
-	bulk := func() map[string]string {
-		out := map[string]string{}
-		for _, gvr := range []schema.GroupVersionResource{configMaps, services, deployments} {
-			list, err := prod.Dynamic.Resource(gvr).Namespace("bulk").List(context.Background(), metav1.ListOptions{LabelSelector: "flotilla.dev/app=bulk"})
-			must(t, err)
-			for _, o := range list.Items {
-				out[gvr.Resource+"/"+o.GetName()] = o.GetResourceVersion()
-			}
-		}
-		return out
-	}
-	deadline := time.Now().Add(2 * time.Minute)
-	for len(bulk()) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the agent wrote nothing of the bulk app in 2 minutes")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	ds := commitBulk(t, e, appIn("bulk", "bulk", "bulk"))
+	waitMidApply(t, prod)
 	must(t, agent.Kill())
-	written := bulk()
+	written := bulkObjects(t, prod)
 	if len(written) == 0 || len(written) >= 1000 {
 		t.Fatalf("%d of 1,000 objects written at the kill: want the kill mid-apply", len(written))
 	}
@@ -211,13 +183,109 @@ func TestAnAgentKilledMidApplyConverges(t *testing.T) {
 		}
 		return nil
 	})
-	after := bulk()
+	after := bulkObjects(t, prod)
 	if len(after) != 1000 {
 		t.Errorf("%d of 1,000 objects after the restart", len(after))
 	}
 	for key, rv := range written {
 		if after[key] != rv {
 			t.Errorf("%s was written again after the restart (resource version %s, then %s)", key, rv, after[key])
+			break
+		}
+	}
+	if got := resourceVersions(t, prod); fmt.Sprint(got) != fmt.Sprint(others) {
+		t.Errorf("the other applications' objects changed:\nbefore %v\nafter  %v", others, got)
+	}
+}
+
+// commitBulk commits a 1,000-object app, "bulk", as the Application
+// manifest app describes it, and returns its desired state once the hub
+// published it.
+func commitBulk(t *testing.T, e *hubEnv, app string) *flotillav1.DesiredState {
+	t.Helper()
+	var objects strings.Builder
+	for _, o := range bench.ThousandObjects("bulk") {
+		data, err := yaml.Marshal(o.Object)
+		must(t, err)
+		objects.WriteString("---\n")
+		objects.Write(data)
+	}
+	e.Commit(t, "add a 1,000-object app", map[string]string{"apps/bulk.yaml": app, "bulk/objects.yaml": objects.String()})
+	e.Webhook(t, webhookSecret)
+	return e.waitDesired(t, "prod-eu", "bulk", func(*flotillav1.DesiredState) error { return nil })
+}
+
+// bulkObjects are the bulk app's objects in the cluster, with their
+// resource versions.
+func bulkObjects(t *testing.T, c *testenv.Cluster) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for _, gvr := range []schema.GroupVersionResource{configMaps, services, deployments} {
+		list, err := c.Dynamic.Resource(gvr).Namespace("bulk").List(context.Background(), metav1.ListOptions{LabelSelector: "flotilla.dev/app=bulk"})
+		must(t, err)
+		for _, o := range list.Items {
+			out[gvr.Resource+"/"+o.GetName()] = o.GetResourceVersion()
+		}
+	}
+	return out
+}
+
+// waitMidApply waits until the agent wrote the bulk app's first objects.
+func waitMidApply(t *testing.T, c *testenv.Cluster) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for len(bulkObjects(t, c)) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the agent wrote nothing of the bulk app in 2 minutes")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestAnAPIServerDownTwoMinutesMidSync: the cluster's kube-apiserver is
+// killed with SIGKILL while the agent writes a 1,000-object app, and comes
+// back two minutes later. Meanwhile the agent says the sync failed and
+// why, and keeps trying; then it converges to Git: every object there,
+// those written before the outage not written again, the other
+// applications untouched. (The app retries failed syncs, as an Argo CD
+// user sets syncPolicy.retry for it to.)
+func TestAnAPIServerDownTwoMinutesMidSync(t *testing.T) {
+	e, prod, _ := startAgentBinary(t)
+	others := settledResourceVersions(t, prod)
+	// As in Argo CD, a failed sync is retried only under a retry policy.
+	ds := commitBulk(t, e, appIn("bulk", "bulk", "bulk")+"    retry: {limit: -1, backoff: {duration: 5s, maxDuration: 20s}}\n")
+	waitMidApply(t, prod)
+	// What was written a moment before the outage (the apiserver cannot be
+	// asked during it): none of it may be written again.
+	written := bulkObjects(t, prod)
+	prod.KillAPIServer(t)
+	down := time.Now()
+	e.WaitStatus(t, "prod-eu", "bulk", time.Minute, func(st *flotillav1.AppStatus) error {
+		if st.GetHistoryId() != ds.GetHistoryId() || st.GetPhase() != flotillav1.SyncPhase_SYNC_PHASE_FAILED {
+			return fmt.Errorf("history %d %v: %s", st.GetHistoryId(), st.GetPhase(), st.GetMessage())
+		}
+		if !strings.Contains(st.GetMessage(), "connection refused") {
+			return fmt.Errorf("the failure does not say the API server is unreachable: %s", st.GetMessage())
+		}
+		return nil
+	})
+	time.Sleep(2*time.Minute - time.Since(down)) // the outage: nothing to wait for but time
+	prod.StartAPIServer(t)
+
+	e.WaitStatus(t, "prod-eu", "bulk", 3*time.Minute, func(st *flotillav1.AppStatus) error {
+		if st.GetHistoryId() != ds.GetHistoryId() || st.GetPhase() != flotillav1.SyncPhase_SYNC_PHASE_SUCCEEDED {
+			return fmt.Errorf("history %d %v: %s", st.GetHistoryId(), st.GetPhase(), st.GetMessage())
+		}
+		return nil
+	})
+	t.Logf("synced %s after the API server came back; %d of 1,000 objects were written before it went down", time.Since(down)-2*time.Minute, len(written))
+	after := bulkObjects(t, prod)
+	if len(after) != 1000 {
+		t.Errorf("%d of 1,000 objects after the outage", len(after))
+	}
+	for key, rv := range written {
+		if after[key] != rv {
+			t.Errorf("%s was written again after the outage (resource version %s, then %s)", key, rv, after[key])
 			break
 		}
 	}

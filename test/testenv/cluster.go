@@ -6,6 +6,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -76,6 +78,10 @@ func StartCluster(t TB, opts ClusterOptions) *Cluster {
 		ControlPlaneStartTimeout: time.Minute,
 		ControlPlaneStopTimeout:  30 * time.Second,
 	}
+	// The apiserver's serving certificate in a directory of the test's,
+	// which envtest then keeps when it stops: KillAPIServer and
+	// StartAPIServer bring it back with the certificate clients trust.
+	env.ControlPlane.GetAPIServer().CertDir = t.TempDir()
 	cfg, err := env.Start()
 	if err != nil {
 		t.Fatalf("testenv: start cluster %s: %v", opts.Name, err)
@@ -233,5 +239,47 @@ func (c *Cluster) CreateAll(t TB, namespace, manifests string) {
 		if _, err := ri.Create(t.Context(), o, metav1.CreateOptions{}); err != nil {
 			t.Fatalf("testenv: create %s %s: %v", gvk.Kind, o.GetName(), err)
 		}
+	}
+}
+
+// KillAPIServer kills the cluster's kube-apiserver with SIGKILL, as a
+// control-plane node's failure would; etcd keeps the cluster's state.
+func (c *Cluster) KillAPIServer(t TB) {
+	t.Helper()
+	port := c.env.ControlPlane.GetAPIServer().SecureServing.Port
+	pids, err := ChildPIDs()
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	for _, pid := range pids {
+		cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err != nil || !strings.Contains(string(cmdline), "kube-apiserver") || !strings.Contains(string(cmdline), "--secure-port="+port+"\x00") {
+			continue
+		}
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatalf("testenv: kill the apiserver of %s: %v", c.Name, err)
+		}
+		Eventually(t, 10*time.Second, func() error {
+			if ProcessAlive(pid) {
+				return fmt.Errorf("kube-apiserver %d still runs", pid)
+			}
+			return nil
+		})
+		return
+	}
+	t.Fatalf("testenv: no kube-apiserver serving port %s among the test's processes", port)
+}
+
+// StartAPIServer starts the apiserver KillAPIServer killed again, on the
+// same address, with the same certificates and etcd, and waits until it
+// is healthy.
+func (c *Cluster) StartAPIServer(t TB) {
+	t.Helper()
+	apiServer := c.env.ControlPlane.GetAPIServer()
+	if err := apiServer.Stop(); err != nil { // reaps the killed process
+		t.Fatalf("testenv: %v", err)
+	}
+	if err := apiServer.Start(); err != nil {
+		t.Fatalf("testenv: restart the apiserver of %s: %v", c.Name, err)
 	}
 }
