@@ -20,9 +20,18 @@ test-bins: ## Build kube-apiserver, etcd, controller-manager, scheduler and kwok
 test: test-bins proto-check vet bench-check ## Run every test against real apiservers, NATS and git.
 	FLOTILLA_TEST_BINS=$(TEST_BINS) go test $(GO_TEST_FLAGS) ./...
 
+# The soak: random faults (hub leader, a follower and its NATS node, an
+# agent, an API server, each killed with SIGKILL) while commits land, then
+# the fault suite's invariants and a summary (docs/benchmarks.md).
+DURATION ?= 10m
+.PHONY: soak
+soak: test-bins ## Random faults for DURATION (default 10m) while commits land; not part of `make test`.
+	FLOTILLA_TEST_BINS=$(TEST_BINS) go test -tags soak ./test/e2e -run '^TestSoak$$' -count=1 -v -timeout 6h -soak $(DURATION)
+
 .PHONY: vet
 vet: $(BIN)/staticcheck ## go vet, staticcheck and gofmt.
 	go vet ./...
+	go vet -tags soak ./test/e2e
 	$(BIN)/staticcheck ./...
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
 	if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi

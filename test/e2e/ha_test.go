@@ -208,6 +208,51 @@ func (r *hubReplicas) commit(t *testing.T, tag string) string {
 	})
 }
 
+// haFleet is hubReplicas with two production clusters, prod-eu and
+// prod-us, whose agent binaries were given every NATS server's URL,
+// synced to the fixture.
+type haFleet struct {
+	*hubReplicas
+	names    []string
+	clusters map[string]*testenv.Cluster
+	agents   map[string]*agentBinary
+	// deployments are each cluster's Deployments once synced, and first
+	// the history id of worker-service it synced.
+	deployments map[string][]string
+	first       map[string]uint64
+}
+
+func startHAFleet(t *testing.T) *haFleet {
+	t.Helper()
+	f := &haFleet{hubReplicas: startHubReplicas(t), names: []string{"prod-eu", "prod-us"}, clusters: map[string]*testenv.Cluster{},
+		agents: map[string]*agentBinary{}, deployments: map[string][]string{}, first: map[string]uint64{}}
+	agentBin := testenv.BuildCommand(t, "./cmd/agent")
+	lead := f.leader(t, -1)
+	for i, name := range f.names {
+		c := testenv.StartCluster(t, testenv.ClusterOptions{Name: name})
+		f.clusters[name] = c
+		// Added through a follower: it forwards the call to the leader.
+		dir := filepath.Join(t.TempDir(), name)
+		out, code := flotilla(t, "cluster", "add", name, "--labels", "env=production", "--out", dir, "--hub", f.apiURLs[(lead+1+i)%3], "--token", adminToken)
+		if code != 0 {
+			t.Fatalf("cluster add %s through a follower: exit %d: %s", name, code, out)
+		}
+		f.agents[name] = &agentBinary{bin: agentBin,
+			args: []string{"--credentials", dir, "--kubeconfig", c.Kubeconfig, "--cache-dir", t.TempDir(), "--metrics-addr", testenv.FreeAddr(t)}}
+		f.agents[name].restart(t)
+	}
+	for _, name := range f.names {
+		waitImage(t, f.clusters[name], deployments, "production", "worker-service", "worker-service:2.3.0")
+		f.deployments[name] = deploymentNames(t, f.clusters[name])
+		entry, err := f.bus.GetDesired(t.Context(), name, "worker-service")
+		must(t, err)
+		ds, err := f.verify.Verify(entry.State)
+		must(t, err)
+		f.first[name] = ds.GetHistoryId()
+	}
+	return f
+}
+
 // TestHubReplicasLoseANATSNodeAndTheirLeader: three hub replicas, each
 // with its embedded NATS server in one JetStream cluster at R3, and two
 // clusters whose agents were given every server's URL. A follower is
@@ -217,32 +262,9 @@ func (r *hubReplicas) commit(t *testing.T, tag string) string {
 // every history id once, history ids strictly increase, and nothing else
 // in the clusters changes.
 func TestHubReplicasLoseANATSNodeAndTheirLeader(t *testing.T) {
-	r := startHubReplicas(t)
-	agentBin := testenv.BuildCommand(t, "./cmd/agent")
-	names := []string{"prod-eu", "prod-us"}
-	clusters := map[string]*testenv.Cluster{}
+	f := startHAFleet(t)
+	r, names, clusters, before, first := f.hubReplicas, f.names, f.clusters, f.deployments, f.first
 	lead := r.leader(t, -1)
-	for i, name := range names {
-		clusters[name] = testenv.StartCluster(t, testenv.ClusterOptions{Name: name})
-		// Added through a follower: it forwards the call to the leader.
-		dir := filepath.Join(t.TempDir(), name)
-		out, code := flotilla(t, "cluster", "add", name, "--labels", "env=production", "--out", dir, "--hub", r.apiURLs[(lead+1+i)%3], "--token", adminToken)
-		if code != 0 {
-			t.Fatalf("cluster add %s through a follower: exit %d: %s", name, code, out)
-		}
-		testenv.StartProcess(t, agentBin, "--credentials", dir, "--kubeconfig", clusters[name].Kubeconfig, "--cache-dir", t.TempDir(), "--metrics-addr", testenv.FreeAddr(t))
-	}
-	before := map[string][]string{}
-	first := map[string]uint64{}
-	for _, name := range names {
-		waitImage(t, clusters[name], deployments, "production", "worker-service", "worker-service:2.3.0")
-		before[name] = deploymentNames(t, clusters[name])
-		entry, err := r.bus.GetDesired(t.Context(), name, "worker-service")
-		must(t, err)
-		ds, err := r.verify.Verify(entry.State)
-		must(t, err)
-		first[name] = ds.GetHistoryId()
-	}
 
 	// A NATS node dies during a fan-out.
 	follower := (lead + 1) % 3
