@@ -21,6 +21,15 @@ func newBus(t *testing.T) *bus.Bus {
 	return b
 }
 
+func newElector(t *testing.T, store Store, self Record, ttl, retry time.Duration) *Elector {
+	t.Helper()
+	e, err := New(store, Options{Self: self, TTL: ttl, Retry: retry})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
 // partitioned is a Store cut off from the server once cut is set: what a
 // leader sees when its network fails or its process stalls.
 type partitioned struct {
@@ -100,16 +109,10 @@ func run(t *testing.T, ctx context.Context, e *Elector, lead func(context.Contex
 func TestOneLeaderAtATime(t *testing.T) {
 	b := newBus(t)
 	ts := &terms{}
-	a, err := New(b, Options{Self: Record{Holder: "hub-0", APIURL: "https://hub-0:8443"}, TTL: 3 * time.Second, Retry: 100 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := newElector(t, b, Record{Holder: "hub-0", APIURL: "https://hub-0:8443"}, 3*time.Second, 100*time.Millisecond)
 	stopA := run(t, t.Context(), a, ts.lead("hub-0"))
 	waitLeader(t, a, "hub-0")
-	c, err := New(b, Options{Self: Record{Holder: "hub-1", APIURL: "https://hub-1:8443"}, TTL: 3 * time.Second, Retry: 100 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := newElector(t, b, Record{Holder: "hub-1", APIURL: "https://hub-1:8443"}, 3*time.Second, 100*time.Millisecond)
 	run(t, t.Context(), c, ts.lead("hub-1"))
 	waitLeader(t, c, "hub-0")
 	if holder, self, _ := c.Leader(); self || holder.APIURL != "https://hub-0:8443" {
@@ -143,21 +146,15 @@ func TestACutOffLeaderStepsDownBeforeTheNextLeads(t *testing.T) {
 	b := newBus(t)
 	ts := &terms{}
 	cutOff := &partitioned{Store: b}
-	a, err := New(cutOff, Options{Self: Record{Holder: "hub-0"}, TTL: 2 * time.Second, Retry: 50 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := newElector(t, cutOff, Record{Holder: "hub-0"}, 2*time.Second, 50*time.Millisecond)
 	run(t, t.Context(), a, ts.lead("hub-0"))
 	waitLeader(t, a, "hub-0")
-	c, err := New(b, Options{Self: Record{Holder: "hub-1"}, TTL: 2 * time.Second, Retry: 50 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := newElector(t, b, Record{Holder: "hub-1"}, 2*time.Second, 50*time.Millisecond)
 	run(t, t.Context(), c, ts.lead("hub-1"))
 	waitLeader(t, c, "hub-0")
 	cutOff.cut.Store(true)
 	waitLeader(t, c, "hub-1")
-	err = a.Fenced(t.Context(), func(context.Context, uint64) error { return nil })
+	err := a.Fenced(t.Context(), func(context.Context, uint64) error { return nil })
 	if !errors.Is(err, ErrNotLeader) {
 		t.Fatalf("the deposed leader's fenced write: %v, want ErrNotLeader", err)
 	}
@@ -181,16 +178,10 @@ func TestACutOffLeaderStepsDownBeforeTheNextLeads(t *testing.T) {
 func TestASecondProcessOfAReplicaWaitsTheLeaseOut(t *testing.T) {
 	b := newBus(t)
 	ts := &terms{}
-	first, err := New(b, Options{Self: Record{Holder: "hub-0"}, TTL: 2 * time.Second, Retry: 50 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
+	first := newElector(t, b, Record{Holder: "hub-0"}, 2*time.Second, 50*time.Millisecond)
 	run(t, t.Context(), first, ts.lead("first"))
 	waitLeader(t, first, "hub-0")
-	second, err := New(b, Options{Self: Record{Holder: "hub-0"}, TTL: 2 * time.Second, Retry: 50 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
+	second := newElector(t, b, Record{Holder: "hub-0"}, 2*time.Second, 50*time.Millisecond)
 	run(t, t.Context(), second, ts.lead("second"))
 	waitLeader(t, second, "hub-0") // it read the lease: the first holds it
 	for range 3 {                  // several of the second's retries, each a full renewal period of the first

@@ -356,26 +356,13 @@ func (b *Bus) DesiredHistory(ctx context.Context, cluster, app string) ([]Desire
 // watch is set up. Entries come in stream order, and a reconnect resumes
 // where it stopped.
 func (b *Bus) FollowDesired(ctx context.Context, fn func(DesiredEntry)) error {
-	w, err := b.desired.WatchAll(ctx, jetstream.IgnoreDeletes())
+	_, err := watchKV(ctx, b.desired, func(e jetstream.KeyValueEntry) {
+		if !isLeaseKey(e.Key()) {
+			fn(decodeOrEmpty(e.Key(), e.Revision(), e.Value()))
+		}
+	}, jetstream.IgnoreDeletes())
 	if err != nil {
 		return fmt.Errorf("follow the desired-state bucket: %w", err)
 	}
-	go func() {
-		defer w.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case e, ok := <-w.Updates():
-				if !ok {
-					return
-				}
-				if e == nil || isLeaseKey(e.Key()) {
-					continue // the end of the initial values, or the lease
-				}
-				fn(decodeOrEmpty(e.Key(), e.Revision(), e.Value()))
-			}
-		}
-	}()
 	return nil
 }

@@ -183,19 +183,7 @@ func TestAnAgentKilledMidApplyConverges(t *testing.T) {
 		}
 		return nil
 	})
-	after := bulkObjects(t, prod)
-	if len(after) != 1000 {
-		t.Errorf("%d of 1,000 objects after the restart", len(after))
-	}
-	for key, rv := range written {
-		if after[key] != rv {
-			t.Errorf("%s was written again after the restart (resource version %s, then %s)", key, rv, after[key])
-			break
-		}
-	}
-	if got := resourceVersions(t, prod); fmt.Sprint(got) != fmt.Sprint(others) {
-		t.Errorf("the other applications' objects changed:\nbefore %v\nafter  %v", others, got)
-	}
+	bulkConverged(t, prod, written, others)
 }
 
 // commitBulk commits a 1,000-object app, "bulk", as the Application
@@ -279,17 +267,25 @@ func TestAnAPIServerDownTwoMinutesMidSync(t *testing.T) {
 		return nil
 	})
 	t.Logf("synced %s after the API server came back; %d of 1,000 objects were written before it went down", time.Since(down)-2*time.Minute, len(written))
-	after := bulkObjects(t, prod)
+	bulkConverged(t, prod, written, others)
+}
+
+// bulkConverged checks the bulk app after a fault: all 1,000 objects
+// there, those written before the fault (written) not written again, and
+// the other applications' objects as they were (others).
+func bulkConverged(t *testing.T, c *testenv.Cluster, written, others map[string]string) {
+	t.Helper()
+	after := bulkObjects(t, c)
 	if len(after) != 1000 {
-		t.Errorf("%d of 1,000 objects after the outage", len(after))
+		t.Errorf("%d of 1,000 objects after the fault", len(after))
 	}
 	for key, rv := range written {
 		if after[key] != rv {
-			t.Errorf("%s was written again after the outage (resource version %s, then %s)", key, rv, after[key])
+			t.Errorf("%s was written again after the fault (resource version %s, then %s)", key, rv, after[key])
 			break
 		}
 	}
-	if got := resourceVersions(t, prod); fmt.Sprint(got) != fmt.Sprint(others) {
+	if got := resourceVersions(t, c); fmt.Sprint(got) != fmt.Sprint(others) {
 		t.Errorf("the other applications' objects changed:\nbefore %v\nafter  %v", others, got)
 	}
 }
