@@ -91,3 +91,41 @@ func TestACorruptOrMissingArtifactIsStoredAgain(t *testing.T) {
 		}
 	}
 }
+
+// TestObservedEntriesKeepTheHistoryGoing: a follower that observes another
+// replica's entries continues from the highest history id when it leads,
+// and an older entry put back on top (a replay) does not take it back: the
+// next Publish signs the latest again with a new id, which agents accept.
+func TestObservedEntriesKeepTheHistoryGoing(t *testing.T) {
+	store := newMemStore()
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	keys := signing.NewKeySet(key)
+	leader := restart(t, store, keys)
+	follower := restart(t, store, keys)
+	for _, value := range []string{"1", "2"} {
+		if _, err := leader.Publish(t.Context(), discover(t, value), nil); err != nil {
+			t.Fatal(err)
+		}
+		follower.Observe(store.newest(t, "prod-eu", "web"))
+	}
+	if got := follower.Latest("prod-eu", "web").GetHistoryId(); got != 2 {
+		t.Fatalf("the follower's latest is history %d, want 2", got)
+	}
+
+	history, err := store.DesiredHistory(t.Context(), "prod-eu", "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	store.put("prod-eu", "web", history[0].State) // history 1, put back on top
+	follower.Observe(store.newest(t, "prod-eu", "web"))
+	if got := follower.Latest("prod-eu", "web").GetHistoryId(); got != 2 {
+		t.Fatalf("after a replay the follower's latest is history %d, want still 2", got)
+	}
+	report, err := follower.Publish(t.Context(), discover(t, "2"), nil)
+	if err != nil || len(report.Resigned) != 1 {
+		t.Fatalf("publish over the replay: report %+v, error %v; want the latest signed again", report, err)
+	}
+	if got := follower.Latest("prod-eu", "web").GetHistoryId(); got != 3 {
+		t.Errorf("the replay was superseded by history %d, want 3", got)
+	}
+}

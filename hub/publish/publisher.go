@@ -112,20 +112,36 @@ func (p *Publisher) Load(ctx context.Context) error {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for key, ds := range latest {
-		p.remember(key, ds)
-	}
 	maps.Copy(p.resign, resign)
 	maps.Copy(p.revisions, revisions)
+	for key, ds := range latest {
+		p.adopt(key, ds)
+	}
 	return nil
+}
+
+// adopt makes ds, read back from the bus and verified, the key's latest,
+// unless the Publisher knows a later one: then ds is an older entry put
+// back on top (a replay), which the next Publish supersedes by signing the
+// latest again with a new history id. p.mu is held.
+func (p *Publisher) adopt(key string, ds *flotillav1.DesiredState) {
+	if cur := p.latest[key]; cur != nil && ds.GetHistoryId() <= cur.GetHistoryId() {
+		if ds.GetHistoryId() < cur.GetHistoryId() {
+			p.resign[key] = true
+		}
+		return
+	}
+	p.remember(key, ds)
 }
 
 // Observe takes an entry of the bus seen by a watch of the desired-state
 // bucket: one the Publisher wrote itself, or another hub replica's. Newer
-// than what it knows of the key, the entry becomes the key's latest if it
-// verifies; one that does not (or that a previous key signed) is signed
-// again by the next Publish. So a follower's view stays the bus's, and a
-// replica that becomes leader continues every key's history.
+// in the stream than what it knows of the key, the entry becomes the key's
+// latest if it verifies and carries a later history id; one that does not
+// verify, that a previous key signed, or that is an older entry put back
+// (a replay) is superseded by the next Publish, which signs the latest
+// again. So a follower's view stays the bus's, and a replica that becomes
+// leader continues every key's history from its highest id.
 func (p *Publisher) Observe(e bus.DesiredEntry) {
 	key := appkey.Join(e.Cluster, e.App)
 	p.mu.Lock()
@@ -139,8 +155,10 @@ func (p *Publisher) Observe(e bus.DesiredEntry) {
 		p.resign[key] = true
 		return
 	}
-	p.remember(key, ds)
-	if e.State.GetSignature().GetKeyId() == p.keys.Signer.KeyID() {
+	current := e.State.GetSignature().GetKeyId() == p.keys.Signer.KeyID() &&
+		(p.latest[key] == nil || ds.GetHistoryId() >= p.latest[key].GetHistoryId())
+	p.adopt(key, ds)
+	if current {
 		delete(p.resign, key)
 	} else {
 		p.resign[key] = true
