@@ -75,6 +75,9 @@ func (h *Hub) reconcileLoop(ctx context.Context) {
 	retry := backoff.NewExponentialBackOff(backoff.WithInitialInterval(time.Second), backoff.WithMaxInterval(30*time.Second), backoff.WithMaxElapsedTime(0))
 	var again <-chan time.Time
 	run := func(ctx context.Context) error {
+		if err := ctx.Err(); err != nil {
+			return err // the term ended while a request waited
+		}
 		err := h.reconcile(ctx)
 		if err == nil {
 			retry.Reset()
@@ -140,6 +143,11 @@ func (h *Hub) reconcile(ctx context.Context) error {
 	res := discovery.Discover(ctx, h.roots, clusters, trees)
 	discoverSpan.SetAttributes(attribute.Int("flotilla.apps", len(res.Apps)), attribute.Int("flotilla.errors", len(res.Errors)))
 	discoverSpan.End()
+	if err := ctx.Err(); err != nil {
+		// The pass was cut off (the term ended, the hub stops): what
+		// discovery saw is no news about Git, and nothing is published.
+		return err
+	}
 
 	for _, root := range h.roots {
 		h.report(ctx, "root "+root.Name, "", res.RootErrors[root.Name], flotillav1.ReasonDiscoveryFailed)
