@@ -334,20 +334,25 @@ func (h *Hub) knownClusters() []appspec.Cluster {
 	return out
 }
 
-// gcLoop deletes unreferenced artifacts every GC interval.
+// gcLoop deletes unreferenced artifacts at the start of a term and every
+// GC interval after, and has keys whose newest entry turned out to be a
+// replay signed again.
 func (h *Hub) gcLoop(ctx context.Context) {
 	t := time.NewTicker(h.cfg.GCInterval.Duration)
 	defer t.Stop()
 	for {
+		if n, err := h.publisher.CollectGarbage(ctx); err != nil {
+			h.log.Error("artifact garbage collection", "error", err)
+		} else if n > 0 {
+			h.log.Info("artifacts garbage-collected", "deleted", n)
+		}
+		if h.publisher.Resigning() {
+			h.requestReconcile(trace.SpanContext{})
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if n, err := h.publisher.CollectGarbage(ctx); err != nil {
-				h.log.Error("artifact garbage collection", "error", err)
-			} else if n > 0 {
-				h.log.Info("artifacts garbage-collected", "deleted", n)
-			}
 		}
 	}
 }

@@ -129,3 +129,39 @@ func TestObservedEntriesKeepTheHistoryGoing(t *testing.T) {
 		t.Errorf("the replay was superseded by history %d, want 3", got)
 	}
 }
+
+// TestAReplayOnTopIsFoundByTheHistoryScan: a hub that starts with an older
+// entry put back on top of a key takes it for the newest (Load reads only
+// the newest); the scan garbage collection makes finds the later entry
+// beneath it, and the next Publish signs that again with a new id.
+func TestAReplayOnTopIsFoundByTheHistoryScan(t *testing.T) {
+	store := newMemStore()
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	keys := signing.NewKeySet(key)
+	p := restart(t, store, keys)
+	for _, value := range []string{"1", "2", "3"} {
+		if _, err := p.Publish(t.Context(), discover(t, value), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	history, err := store.DesiredHistory(t.Context(), "prod-eu", "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	store.put("prod-eu", "web", history[0].State) // history 1, put back on top
+
+	fresh := restart(t, store, keys)
+	if _, err := fresh.CollectGarbage(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if got := fresh.Latest("prod-eu", "web").GetHistoryId(); got != 3 || !fresh.Resigning() {
+		t.Fatalf("after the scan: latest history %d (resigning %v), want 3 and to be signed again", got, fresh.Resigning())
+	}
+	report, err := fresh.Publish(t.Context(), discover(t, "3"), nil)
+	if err != nil || len(report.Resigned) != 1 {
+		t.Fatalf("publish over the replay: report %+v, error %v", report, err)
+	}
+	if got := fresh.Latest("prod-eu", "web").GetHistoryId(); got != 4 {
+		t.Errorf("the replay was superseded by history %d, want 4", got)
+	}
+}

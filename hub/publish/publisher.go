@@ -464,6 +464,8 @@ func clusterFingerprint(content [32]byte, cluster string) [32]byte {
 // CollectGarbage deletes artifacts that no retained desired state (current
 // or in history) references. It returns how many it deleted. Entries that
 // do not verify reference nothing: an artifact only they name is deleted.
+// The same scan finds keys whose newest entry is an older one put back
+// (their history continues from the highest id retained).
 //
 // It holds the publisher's lock throughout, so no Publish stores an
 // artifact between the scan of what is referenced and the deletions; and
@@ -475,8 +477,19 @@ func (p *Publisher) CollectGarbage(ctx context.Context) (int, error) {
 	clear(p.intact)
 	referenced := map[string]bool{}
 	err := p.store.EachRetainedDesired(ctx, func(e bus.DesiredEntry) {
-		if ds, err := p.verify(e); err == nil {
-			referenced[ds.GetArtifact().GetDigest()] = true
+		ds, err := p.verify(e)
+		if err != nil {
+			return
+		}
+		referenced[ds.GetArtifact().GetDigest()] = true
+		// A retained entry later than the key's latest means an older one
+		// was put back on top (a replay Load could not tell from the
+		// newest entry alone): the history goes on from it, and the next
+		// Publish signs it again.
+		key := appkey.Join(e.Cluster, e.App)
+		if cur := p.latest[key]; cur != nil && ds.GetHistoryId() > cur.GetHistoryId() {
+			p.remember(key, ds)
+			p.resign[key] = true
 		}
 	})
 	if err != nil {
@@ -580,6 +593,13 @@ func (p *Publisher) Rollback(ctx context.Context, target *flotillav1.DesiredStat
 		return nil, err
 	}
 	return ds, nil
+}
+
+// Resigning reports whether the next Publish has entries to sign again.
+func (p *Publisher) Resigning() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.resign) > 0
 }
 
 // Unpin marks the pinned keys among keys for release by the next Publish
