@@ -264,8 +264,9 @@ func (h *Hub) Handler() http.Handler {
 	}
 	mux.Handle("GET /metrics", metrics)
 	path, apiHandler := api.NewHandler(h, bus.DefaultOptions().ClusterTTL, h.tokens)
-	mux.Handle(path, h.leaderOnly(apiHandler))
-	mux.Handle("POST /api/webhook", h.leaderOnly(http.HandlerFunc(h.serveWebhook)))
+	toLeader := h.toLeader()
+	mux.Handle(path, h.leaderOnly(apiHandler, api.RequireToken(h.tokens, http.MaxBytesHandler(toLeader, api.MaxRequestBytes))))
+	mux.Handle("POST /api/webhook", h.leaderOnly(http.HandlerFunc(h.serveWebhook), http.MaxBytesHandler(toLeader, maxWebhookBody)))
 	mux.HandleFunc("GET /api/public-key", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/x-pem-file")
 		_, _ = w.Write(h.PublicKey())

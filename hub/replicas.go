@@ -108,23 +108,38 @@ func (h *Hub) followLeader(ctx context.Context) {
 // never forwards it again.
 const forwardedHeader = "Flotilla-Forwarded-By"
 
-// leaderOnly serves on a follower the calls only the leader serves (every
-// call that needs more than the viewer role, and webhooks) by forwarding
-// them to the leader; the leader authenticates, authorizes and audits
-// them as its own. Reads are served by every replica.
-func (h *Hub) leaderOnly(next http.Handler) http.Handler {
+// leaderOnly serves a call with local on the leader, and on a follower
+// with forward, which sends it to the leader (toLeader): every call that
+// needs more than the viewer role, and webhooks. Reads are served by every
+// replica.
+func (h *Hub) leaderOnly(local, forward http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, self, _ := h.elector.Leader(); self || api.ServedByAnyReplica(r.URL.Path) {
+			local.ServeHTTP(w, r)
+			return
+		}
+		forward.ServeHTTP(w, r)
+	})
+}
+
+// forwardTimeout bounds how long a forwarded call waits for the leader's
+// answer (an operator's sync waits for agents, at most a minute).
+const forwardTimeout = 2 * time.Minute
+
+// toLeader forwards a call to the leader, which authenticates, authorizes
+// and audits it as its own; the caller wraps it in this replica's own
+// authentication and size limit, so nothing unauthenticated or oversized
+// is passed on.
+func (h *Hub) toLeader() http.Handler {
 	caPEM, _ := os.ReadFile(h.CAFile())
 	clientTLS, err := tlsca.ClientConfig(caPEM)
 	if err != nil {
 		clientTLS = &tls.Config{MinVersion: tls.VersionTLS12}
 	}
-	transport := &http.Transport{TLSClientConfig: clientTLS, ForceAttemptHTTP2: true}
+	transport := &http.Transport{TLSClientConfig: clientTLS, ForceAttemptHTTP2: true,
+		TLSHandshakeTimeout: 10 * time.Second, ResponseHeaderTimeout: forwardTimeout}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		holder, self, _ := h.elector.Leader()
-		if self || api.ServedByAnyReplica(r.URL.Path) {
-			next.ServeHTTP(w, r)
-			return
-		}
+		holder, _, _ := h.elector.Leader()
 		if by := r.Header.Get(forwardedHeader); by != "" {
 			http.Error(w, fmt.Sprintf("hub replica %s forwarded this call to %s, which no longer leads; retry", by, h.cfg.Replica.Name), http.StatusServiceUnavailable)
 			return

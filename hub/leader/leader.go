@@ -32,6 +32,24 @@ type Record struct {
 	Instance string `json:"instance"`
 }
 
+// maxRecord bounds a lease record: a name, a URL and an id.
+const maxRecord = 4 << 10
+
+// parseRecord reads a lease record as another replica wrote it.
+func parseRecord(data []byte) (Record, error) {
+	var r Record
+	if len(data) > maxRecord {
+		return r, fmt.Errorf("lease record of %d bytes is over the %d limit", len(data), maxRecord)
+	}
+	if err := json.Unmarshal(data, &r); err != nil {
+		return r, fmt.Errorf("lease record: %w", err)
+	}
+	if r.Holder == "" {
+		return r, errors.New("lease record names no holder")
+	}
+	return r, nil
+}
+
 // Options configure an Elector.
 type Options struct {
 	// Self is this replica's record; Self.Holder names it among the
@@ -124,8 +142,8 @@ func (e *Elector) acquire(ctx context.Context) (uint64, time.Time, bool) {
 		return 0, time.Time{}, false
 	}
 	if lease.Record != nil {
-		var holder Record
-		if err := json.Unmarshal(lease.Record, &holder); err != nil {
+		holder, err := parseRecord(lease.Record)
+		if err != nil {
 			e.opts.Log.Warn("leader election: the lease holds an unreadable record; waiting for it to expire", "error", err)
 			return 0, time.Time{}, false
 		}
@@ -236,8 +254,7 @@ func (e *Elector) release() {
 	if err != nil || lease.Record == nil {
 		return
 	}
-	var holder Record
-	if json.Unmarshal(lease.Record, &holder) != nil || holder != e.opts.Self {
+	if holder, err := parseRecord(lease.Record); err != nil || holder != e.opts.Self {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

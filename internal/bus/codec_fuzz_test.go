@@ -165,3 +165,18 @@ func FuzzClaimedHistoryID(f *testing.F) {
 		_ = claimedHistoryID(env)
 	})
 }
+
+// FuzzBatchCommitted: the answer to an atomic batch's commit never panics,
+// and one taken names a last sequence that leaves room for the batch.
+func FuzzBatchCommitted(f *testing.F) {
+	f.Add([]byte(`{"stream":"KV_flotilla-desired","seq":42,"batch":"x","count":3}`), 3)
+	f.Add([]byte(`{"error":{"code":400,"err_code":10164,"description":"wrong last sequence"}}`), 1)
+	f.Add([]byte(`{"seq":1,"count":1000}`), 1000)
+	f.Add([]byte(`not json`), 1)
+	f.Fuzz(func(t *testing.T, data []byte, n int) {
+		seq, err := batchCommitted(data, 7, n)
+		if err == nil && (n < 0 || seq < uint64(n)) {
+			t.Fatalf("took sequence %d for a batch of %d", seq, n)
+		}
+	})
+}

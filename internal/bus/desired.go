@@ -156,28 +156,44 @@ func (b *Bus) publishBatch(ctx context.Context, lease uint64, puts []DesiredPut)
 		if err != nil {
 			return 0, err
 		}
-		var ack struct {
-			Sequence uint64 `json:"seq"`
-			Count    int    `json:"count"`
-			Error    *struct {
-				Code        int    `json:"err_code"`
-				Description string `json:"description"`
-			} `json:"error"`
-		}
-		if err := json.Unmarshal(reply.Data, &ack); err != nil {
-			return 0, fmt.Errorf("batch acknowledgement: %w", err)
-		}
-		switch {
-		case ack.Error != nil && (ack.Error.Code == int(jetstream.JSErrCodeStreamWrongLastSequence) || ack.Error.Code == int(jetstream.JSErrCodeStreamWrongLastSequenceConstant)):
-			return 0, fmt.Errorf("%w: the lease is no longer at revision %d (%s)", ErrLeaseTaken, lease, ack.Error.Description)
-		case ack.Error != nil:
-			return 0, fmt.Errorf("server error %d: %s", ack.Error.Code, ack.Error.Description)
-		case ack.Count != len(puts):
-			return 0, fmt.Errorf("the server committed %d of the batch's %d messages", ack.Count, len(puts))
-		}
-		return ack.Sequence, nil
+		return batchCommitted(reply.Data, lease, len(puts))
 	}
 	return 0, nil
+}
+
+// maxAck bounds the acknowledgement batchCommitted reads: the server's is
+// a line of JSON.
+const maxAck = 4 << 10
+
+// batchCommitted reads the server's answer to the commit of an atomic
+// batch of n messages fenced by lease, and returns the sequence of its
+// last message.
+func batchCommitted(data []byte, lease uint64, n int) (uint64, error) {
+	if len(data) > maxAck {
+		return 0, fmt.Errorf("batch acknowledgement of %d bytes is over the %d limit", len(data), maxAck)
+	}
+	var ack struct {
+		Sequence uint64 `json:"seq"`
+		Count    int    `json:"count"`
+		Error    *struct {
+			Code        int    `json:"err_code"`
+			Description string `json:"description"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(data, &ack); err != nil {
+		return 0, fmt.Errorf("batch acknowledgement: %w", err)
+	}
+	switch {
+	case ack.Error != nil && (ack.Error.Code == int(jetstream.JSErrCodeStreamWrongLastSequence) || ack.Error.Code == int(jetstream.JSErrCodeStreamWrongLastSequenceConstant)):
+		return 0, fmt.Errorf("%w: the lease is no longer at revision %d (%s)", ErrLeaseTaken, lease, ack.Error.Description)
+	case ack.Error != nil:
+		return 0, fmt.Errorf("server error %d: %s", ack.Error.Code, ack.Error.Description)
+	case ack.Count != n:
+		return 0, fmt.Errorf("the server committed %d of the batch's %d messages", ack.Count, n)
+	case ack.Sequence < uint64(n):
+		return 0, fmt.Errorf("the batch's last sequence %d is below its %d messages", ack.Sequence, n)
+	}
+	return ack.Sequence, nil
 }
 
 // wait waits for every future's acknowledgement and records in revisions
