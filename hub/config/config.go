@@ -25,7 +25,10 @@ type Config struct {
 	TLS          TLS          `json:"tls"`
 	NATS         NATS         `json:"nats"`
 	Repositories []Repository `json:"repositories"`
-	Roots        []Root       `json:"roots"`
+	// Charts are the Helm repositories and OCI registries Applications
+	// name in spec.source.repoURL with a chart.
+	Charts Charts `json:"charts"`
+	Roots  []Root `json:"roots"`
 	Webhook      Webhook      `json:"webhook"`
 	API          API          `json:"api"`
 	// History is how many desired states per (cluster, app) are retained
@@ -147,6 +150,51 @@ type GitAuth struct {
 	// changed host key fails the fetch.
 	SSHKnownHostsFile string `json:"sshKnownHostsFile"`
 }
+
+// Charts configures how the hub reads Helm charts from Helm repositories
+// and OCI registries. Only the hub reaches them: a chart travels to the
+// clusters inside the application's artifact.
+type Charts struct {
+	// RefreshInterval is how long a repository's index (or an OCI
+	// repository's tag list) is used before it is asked again, with a
+	// conditional request. A version not in the cached index asks at once.
+	RefreshInterval Duration `json:"refreshInterval"`
+	// Repositories hold the credentials and trust of repositories, by URL
+	// or URL prefix: the longest prefix of a repoURL applies. A repository
+	// listed nowhere is read anonymously, over HTTPS or OCI only.
+	Repositories []ChartRepository `json:"repositories"`
+}
+
+// ChartRepository is a Helm repository or OCI registry (or a prefix of
+// several), as Argo CD's repository secrets describe them.
+type ChartRepository struct {
+	// URL is an https:// (or http://) Helm repository, an oci:// registry
+	// path, or a registry path with no scheme and enableOCI.
+	URL string `json:"url"`
+	// Name lets a chart's dependencies name the repository as "@name" or
+	// "alias:name", as after `helm repo add NAME URL`.
+	Name string `json:"name"`
+	// EnableOCI marks a URL without a scheme as an OCI registry, as Argo
+	// CD's enableOCI does.
+	EnableOCI    bool   `json:"enableOCI"`
+	Username     string `json:"username"`
+	PasswordFile string `json:"passwordFile"`
+	PasswordEnv  string `json:"passwordEnv"`
+	// CAFile is the CA that signed the repository's certificate, beside
+	// the system's roots.
+	CAFile string `json:"caFile"`
+	// InsecurePlainHTTP allows an http:// Helm repository, or an OCI
+	// registry over plain HTTP. Credentials are never sent over it.
+	InsecurePlainHTTP bool `json:"insecurePlainHTTP"`
+}
+
+// Password reads the repository's password.
+func (r ChartRepository) Password() (string, error) { return readSecret(r.PasswordFile, r.PasswordEnv) }
+
+// DefaultChartRefreshInterval is Argo CD's reconciliation period: a chart
+// version published upstream is seen within it; one named by a new commit
+// at once.
+const DefaultChartRefreshInterval = 3 * time.Minute
 
 // Root is where application discovery starts.
 type Root struct {
@@ -271,6 +319,9 @@ func (c *Config) applyDefaults() {
 			c.Repositories[i].PollInterval.Duration = DefaultPollInterval
 		}
 	}
+	if c.Charts.RefreshInterval.Duration == 0 {
+		c.Charts.RefreshInterval.Duration = DefaultChartRefreshInterval
+	}
 	for i := range c.Roots {
 		if c.Roots[i].Revision == "" {
 			c.Roots[i].Revision = "HEAD"
@@ -325,6 +376,7 @@ func (c *Config) validate() error {
 			errs = append(errs, fmt.Errorf("repositories[%d].auth.sshKnownHostsFile: needs sshKeyFile", i))
 		}
 	}
+	errs = append(errs, c.Charts.validate())
 	for i, r := range c.Roots {
 		if !repos[NormalizeURL(r.Repo)] {
 			errs = append(errs, fmt.Errorf("roots[%d].repo: %q is not in repositories", i, r.Repo))
@@ -461,4 +513,41 @@ func readSecret(file, env string) (string, error) {
 		return v, nil
 	}
 	return "", nil
+}
+
+func (c Charts) validate() error {
+	var errs []error
+	if c.RefreshInterval.Duration < 0 {
+		errs = append(errs, fmt.Errorf("charts.refreshInterval: %s must be positive", c.RefreshInterval.Duration))
+	}
+	names := map[string]bool{}
+	for i, r := range c.Repositories {
+		field := fmt.Sprintf("charts.repositories[%d]", i)
+		scheme, _, hasScheme := strings.Cut(r.URL, "://")
+		switch {
+		case r.URL == "":
+			errs = append(errs, fmt.Errorf("%s.url: is required", field))
+		case hasScheme && scheme != "https" && scheme != "http" && scheme != "oci":
+			errs = append(errs, fmt.Errorf("%s.url: %q: want an https://, http:// or oci:// URL", field, r.URL))
+		case hasScheme && r.EnableOCI && scheme != "oci":
+			errs = append(errs, fmt.Errorf("%s.enableOCI: %q is not a registry path (no scheme, or oci://)", field, r.URL))
+		case !hasScheme && !r.EnableOCI:
+			errs = append(errs, fmt.Errorf("%s.url: %q has no scheme: name a Helm repository https://..., or set enableOCI for a registry path", field, r.URL))
+		case scheme == "http" && !r.InsecurePlainHTTP:
+			errs = append(errs, fmt.Errorf("%s.url: %q is plain HTTP: set insecurePlainHTTP to allow it", field, r.URL))
+		}
+		if r.PasswordFile != "" && r.PasswordEnv != "" {
+			errs = append(errs, fmt.Errorf("%s: set passwordFile or passwordEnv, not both", field))
+		}
+		if r.InsecurePlainHTTP && (r.Username != "" || r.PasswordFile != "" || r.PasswordEnv != "") {
+			errs = append(errs, fmt.Errorf("%s: credentials are never sent over plain HTTP (insecurePlainHTTP)", field))
+		}
+		if r.Name != "" {
+			if names[r.Name] {
+				errs = append(errs, fmt.Errorf("%s.name: %q names two repositories", field, r.Name))
+			}
+			names[r.Name] = true
+		}
+	}
+	return errors.Join(errs...)
 }

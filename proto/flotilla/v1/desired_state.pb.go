@@ -473,6 +473,13 @@ type Source struct {
 	CommitMessage string                 `protobuf:"bytes,5,opt,name=commit_message,json=commitMessage,proto3" json:"commit_message,omitempty"`
 	CommitAuthor  string                 `protobuf:"bytes,6,opt,name=commit_author,json=commitAuthor,proto3" json:"commit_author,omitempty"`
 	CommitTime    *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=commit_time,json=commitTime,proto3" json:"commit_time,omitempty"`
+	// chart is the chart's name for a source in a Helm repository or an OCI
+	// registry (repo_url); commit is then that of the Application's manifest.
+	Chart string `protobuf:"bytes,8,opt,name=chart,proto3" json:"chart,omitempty"`
+	// chart_version is the version target_revision resolved to.
+	ChartVersion string `protobuf:"bytes,9,opt,name=chart_version,json=chartVersion,proto3" json:"chart_version,omitempty"`
+	// chart_digest is "sha256:<hex>" of the chart archive the repository served.
+	ChartDigest   string `protobuf:"bytes,10,opt,name=chart_digest,json=chartDigest,proto3" json:"chart_digest,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -554,6 +561,27 @@ func (x *Source) GetCommitTime() *timestamppb.Timestamp {
 		return x.CommitTime
 	}
 	return nil
+}
+
+func (x *Source) GetChart() string {
+	if x != nil {
+		return x.Chart
+	}
+	return ""
+}
+
+func (x *Source) GetChartVersion() string {
+	if x != nil {
+		return x.ChartVersion
+	}
+	return ""
+}
+
+func (x *Source) GetChartDigest() string {
+	if x != nil {
+		return x.ChartDigest
+	}
+	return ""
 }
 
 // Artifact names the content-addressed archive holding the files needed to
@@ -1576,7 +1604,7 @@ const file_flotilla_v1_desired_state_proto_rawDesc = "" +
 	"\x02at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12$\n" +
 	"\x0erolled_back_to\x18\x03 \x01(\x04R\frolledBackTo\x12\x1f\n" +
 	"\vgit_content\x18\x04 \x01(\tR\n" +
-	"gitContent\"\x81\x02\n" +
+	"gitContent\"\xdf\x02\n" +
 	"\x06Source\x12\x19\n" +
 	"\brepo_url\x18\x01 \x01(\tR\arepoUrl\x12\x12\n" +
 	"\x04path\x18\x02 \x01(\tR\x04path\x12'\n" +
@@ -1585,7 +1613,11 @@ const file_flotilla_v1_desired_state_proto_rawDesc = "" +
 	"\x0ecommit_message\x18\x05 \x01(\tR\rcommitMessage\x12#\n" +
 	"\rcommit_author\x18\x06 \x01(\tR\fcommitAuthor\x12;\n" +
 	"\vcommit_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"commitTime\"J\n" +
+	"commitTime\x12\x14\n" +
+	"\x05chart\x18\b \x01(\tR\x05chart\x12#\n" +
+	"\rchart_version\x18\t \x01(\tR\fchartVersion\x12!\n" +
+	"\fchart_digest\x18\n" +
+	" \x01(\tR\vchartDigest\"J\n" +
 	"\bArtifact\x12\x16\n" +
 	"\x06digest\x18\x01 \x01(\tR\x06digest\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x12\n" +
