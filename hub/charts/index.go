@@ -207,4 +207,3 @@ func unwrapURLError(err error) error {
 	}
 	return err
 }
-

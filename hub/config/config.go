@@ -27,10 +27,10 @@ type Config struct {
 	Repositories []Repository `json:"repositories"`
 	// Charts are the Helm repositories and OCI registries Applications
 	// name in spec.source.repoURL with a chart.
-	Charts Charts `json:"charts"`
-	Roots  []Root `json:"roots"`
-	Webhook      Webhook      `json:"webhook"`
-	API          API          `json:"api"`
+	Charts  Charts  `json:"charts"`
+	Roots   []Root  `json:"roots"`
+	Webhook Webhook `json:"webhook"`
+	API     API     `json:"api"`
 	// History is how many desired states per (cluster, app) are retained
 	// for rollback (at most 64).
 	History int `json:"history"`
