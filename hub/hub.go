@@ -8,7 +8,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -19,6 +21,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/flotilla-dev/flotilla/hub/api"
+	"github.com/flotilla-dev/flotilla/hub/charts"
 	"github.com/flotilla-dev/flotilla/hub/config"
 	"github.com/flotilla-dev/flotilla/hub/discovery"
 	"github.com/flotilla-dev/flotilla/hub/gitrepo"
@@ -57,9 +60,11 @@ type Hub struct {
 	readyOnce sync.Once
 	roots     []discovery.Root
 	repos     []*watchedRepo
-	secret    string
-	metrics   *metrics
-	tokens    []api.Token
+	// charts reads charts from Helm repositories and OCI registries.
+	charts  *charts.Fetcher
+	secret  string
+	metrics *metrics
+	tokens  []api.Token
 
 	// trigger asks the reconcile loop for a pass; it carries the span that
 	// caused it so the pass continues that trace.
@@ -159,10 +164,34 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Hub, err
 		}
 		h.repos = append(h.repos, &watchedRepo{mirror: m, interval: r.PollInterval.Duration, pollNow: make(chan struct{}, 1)})
 	}
+	if h.charts, err = newChartFetcher(cfg); err != nil {
+		return nil, err
+	}
 	for _, r := range cfg.Roots {
 		h.roots = append(h.roots, discovery.Root{Name: r.Name, RepoURL: r.Repo, Path: r.Path, Revision: r.Revision, Clusters: r.ClusterSelector()})
 	}
 	return h, nil
+}
+
+// newChartFetcher reads the chart repositories' secrets and caches charts
+// in the data directory.
+func newChartFetcher(cfg *config.Config) (*charts.Fetcher, error) {
+	opts := charts.DefaultOptions(filepath.Join(cfg.DataDir, "charts"))
+	opts.RefreshInterval = cfg.Charts.RefreshInterval.Duration
+	for i, r := range cfg.Charts.Repositories {
+		password, err := r.Password()
+		if err != nil {
+			return nil, fmt.Errorf("charts.repositories[%d] (%s): %w", i, r.URL, err)
+		}
+		url := r.URL
+		if r.EnableOCI && !strings.Contains(url, "://") {
+			url = "oci://" + url
+		}
+		opts.Repositories = append(opts.Repositories, charts.Repository{
+			URL: url, Name: r.Name, Username: r.Username, Password: password, CAFile: r.CAFile, PlainHTTP: r.InsecurePlainHTTP,
+		})
+	}
+	return charts.New(opts)
 }
 
 // Close stops NATS; Run must have returned.

@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"k8s.io/apimachinery/pkg/labels"
 
+	"github.com/flotilla-dev/flotilla/hub/charts"
 	"github.com/flotilla-dev/flotilla/internal/appspec"
 	"github.com/flotilla-dev/flotilla/internal/render"
 )
@@ -39,17 +41,55 @@ type Trees interface {
 	Tree(ctx context.Context, repoURL, revision string) (*Tree, error)
 }
 
+// Charts reads charts from Helm repositories and OCI registries. The hub
+// backs it with a charts.Fetcher.
+type Charts interface {
+	Chart(ctx context.Context, repoURL, name, version string) (*charts.Chart, error)
+	Vendor(ctx context.Context, root, chartDir string) error
+}
+
+// Sources are where discovery reads applications' sources from.
+type Sources struct {
+	Trees  Trees
+	Charts Charts
+}
+
 // App is a discovered, rendered application and the clusters it targets.
 type App struct {
 	Application *appspec.Application
 	// File is the manifest the Application came from, "<repo>@<path>".
 	File string
 	Root string
-	Tree *Tree
-	// Rendered is the hub's render of the source: the files an artifact
-	// must hold.
-	Rendered *render.Result
+	// Commit is what the application's desired state is published for:
+	// its first Git source's commit, or for an application of charts
+	// alone, the commit of its manifest.
+	Commit *object.Commit
+	// Sources are the application's sources, rendered, in order.
+	Sources  []*Source
 	Clusters []string
+}
+
+// Source is one of an application's sources as the hub read it.
+type Source struct {
+	Spec *appspec.ApplicationSource
+	// Dir holds the source's files: a checkout of its commit, or an
+	// unpacked chart.
+	Dir string
+	// Path is the directory rendered, inside Dir (a chart's name for a
+	// chart from a repository).
+	Path string
+	// Commit is a Git source's resolved commit; nil for a chart.
+	Commit *object.Commit
+	// Chart is a chart source's resolved chart; nil for Git.
+	Chart *charts.Chart
+	// Rendered is the hub's render of the source: the files an artifact
+	// must hold. Nil for a source that only lends value files (ValuesOnly),
+	// whose files are those others read (RefFiles).
+	Rendered *render.Result
+	// RefFiles are the files of this source others' value files read.
+	RefFiles []string
+	// repo is a Git source's repository as the hub mirrors it.
+	repo string
 }
 
 // AppError is an application that could not be discovered or rendered. Its
@@ -75,10 +115,10 @@ type Result struct {
 const KubeVersion = "v1.37.2"
 
 // Discover runs discovery over roots for the registered clusters.
-func Discover(ctx context.Context, roots []Root, clusters []appspec.Cluster, trees Trees) *Result {
+func Discover(ctx context.Context, roots []Root, clusters []appspec.Cluster, sources Sources) *Result {
 	res := &Result{RootErrors: map[string]error{}}
 	for _, root := range roots {
-		d := &walker{root: root, clusters: clusters, trees: trees, res: res, visited: map[string]bool{}}
+		d := &walker{root: root, clusters: clusters, sources: sources, res: res, visited: map[string]bool{}}
 		if err := d.walkRoot(ctx); err != nil {
 			res.RootErrors[root.Name] = err
 		}
@@ -93,7 +133,7 @@ func Discover(ctx context.Context, roots []Root, clusters []appspec.Cluster, tre
 type walker struct {
 	root     Root
 	clusters []appspec.Cluster
-	trees    Trees
+	sources  Sources
 	res      *Result
 	// visited holds "<repo>@<commit>:<path>" of every source whose
 	// Applications were read, so app-of-apps cycles end.
@@ -101,7 +141,7 @@ type walker struct {
 }
 
 func (w *walker) walkRoot(ctx context.Context) error {
-	tree, err := w.trees.Tree(ctx, w.root.RepoURL, w.root.Revision)
+	tree, err := w.sources.Trees.Tree(ctx, w.root.RepoURL, w.root.Revision)
 	if err != nil {
 		return fmt.Errorf("root %s: %w", w.root.Name, err)
 	}
@@ -109,23 +149,33 @@ func (w *walker) walkRoot(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("root %s (%s@%s): %w", w.root.Name, w.root.RepoURL, short(tree.Commit), err)
 	}
-	w.visited[sourceKey(tree, w.root.Path)] = true
-	return w.readApplications(ctx, tree, rendered)
+	w.visited[tree.RepoURL+"@"+tree.Commit.Hash.String()+":"+w.root.Path] = true
+	w.readApplications(ctx, origin{label: tree.RepoURL + "@" + short(tree.Commit), commit: tree.Commit}, rendered.Manifests)
+	return nil
+}
+
+// origin is where manifests came from: a label for errors ("<repo>@<commit>"
+// or "<repo>/<chart>:<version>") and the commit an Application found there
+// is published for when its own sources are charts alone.
+type origin struct {
+	label  string
+	commit *object.Commit
 }
 
 // readApplications decodes the Argo CD objects of a render and follows each
 // Application. A malformed Application is an error of that application
 // alone; a malformed ApplicationSet is one of the set.
-func (w *walker) readApplications(ctx context.Context, tree *Tree, rendered *render.Result) error {
-	for _, m := range rendered.Manifests {
+func (w *walker) readApplications(ctx context.Context, from origin, manifests []render.Manifest) {
+	for _, m := range manifests {
 		obj := m.Object
 		if !appspec.IsArgoKind(obj.GetAPIVersion(), obj.GetKind()) {
 			continue
 		}
-		file := fmt.Sprintf("%s@%s: %s", tree.RepoURL, short(tree.Commit), m.Source)
+		file := fmt.Sprintf("%s: %s", from.label, m.Source)
 		data, err := json.Marshal(obj.Object)
 		if err != nil {
-			return err
+			w.fail(obj.GetName(), fmt.Errorf("%s: %w", file, err))
+			continue
 		}
 		switch obj.GetKind() {
 		case appspec.KindApplication:
@@ -134,14 +184,14 @@ func (w *walker) readApplications(ctx context.Context, tree *Tree, rendered *ren
 				w.fail(obj.GetName(), err)
 				continue
 			}
-			w.follow(ctx, app, file)
+			w.follow(ctx, app, file, from)
 		case appspec.KindApplicationSet:
 			set, err := appspec.DecodeApplicationSet(file, data)
 			if err == nil {
 				var apps []*appspec.Application
 				if apps, err = set.Expand(w.clusters); err == nil {
 					for _, app := range apps {
-						w.follow(ctx, app, file)
+						w.follow(ctx, app, file, from)
 					}
 					continue
 				}
@@ -149,42 +199,125 @@ func (w *walker) readApplications(ctx context.Context, tree *Tree, rendered *ren
 			w.fail("applicationset/"+obj.GetName(), fmt.Errorf("%s: %w", file, err))
 		}
 	}
-	return nil
 }
 
-// follow renders an Application's source, records it, and recurses when the
-// source yields Applications itself (app-of-apps).
-func (w *walker) follow(ctx context.Context, app *appspec.Application, file string) {
+// follow reads and renders an Application's sources, records it, and
+// recurses into the Applications its sources render (app-of-apps).
+func (w *walker) follow(ctx context.Context, app *appspec.Application, file string, from origin) {
 	name := app.Metadata.Name
-	src := app.Spec.Source
-	tree, err := w.trees.Tree(ctx, src.RepoURL, src.TargetRevision)
+	fail := func(err error) { w.fail(name, fmt.Errorf("%s: Application %q: %w", file, name, err)) }
+	specs := app.AppSources()
+	sources := make([]*Source, len(specs))
+	refs := map[string]string{}
+	for i, spec := range specs {
+		src, err := w.read(ctx, spec)
+		if err != nil {
+			fail(fmt.Errorf("%s: %w", app.SourceField(i), err))
+			return
+		}
+		sources[i] = src
+		if spec.Ref != "" {
+			refs[spec.Ref] = src.Dir
+		}
+	}
+	a := &App{Application: app, File: file, Root: w.root.Name, Commit: from.commit, Sources: sources, Clusters: w.targets(app)}
+	for _, src := range sources {
+		if src.Commit != nil {
+			a.Commit = src.Commit
+			break
+		}
+	}
+	var follow []*Source
+	for i, src := range sources {
+		if src.Spec.ValuesOnly() {
+			continue
+		}
+		spec, err := src.Spec.RenderSpec()
+		if err != nil {
+			fail(fmt.Errorf("%s.%w", app.SourceField(i), err))
+			return
+		}
+		rendered, err := render.Render(ctx, render.Request{
+			Root: src.Dir, Path: src.Path, Spec: spec, ReleaseName: name, Refs: refs,
+			Namespace: app.Spec.Destination.Namespace, KubeVersion: KubeVersion,
+		})
+		if err != nil {
+			w.fail(name, fmt.Errorf("application %q (%s): %w", name, src.label(), err))
+			return
+		}
+		src.Rendered = rendered
+		for ref, files := range rendered.RefFiles {
+			for j, other := range specs {
+				if other.Ref == ref {
+					sources[j].RefFiles = append(sources[j].RefFiles, files...)
+				}
+			}
+		}
+		key := src.key() + ":" + src.Path
+		if !w.visited[key] {
+			w.visited[key] = true
+			follow = append(follow, src)
+		}
+	}
+	w.res.Apps = append(w.res.Apps, a)
+	for _, src := range follow {
+		w.readApplications(ctx, origin{label: src.label(), commit: a.Commit}, src.Rendered.Manifests)
+	}
+}
+
+// read fetches a source: a chart from its repository, or a checkout of
+// its Git commit, with a chart's missing dependencies vendored.
+func (w *walker) read(ctx context.Context, spec *appspec.ApplicationSource) (*Source, error) {
+	src := &Source{Spec: spec}
+	if spec.IsChart() {
+		if w.sources.Charts == nil {
+			return nil, fmt.Errorf("charts from repositories are not configured")
+		}
+		ch, err := w.sources.Charts.Chart(ctx, spec.RepoURL, spec.Chart, spec.TargetRevision)
+		if err != nil {
+			return nil, err
+		}
+		src.Dir, src.Path, src.Chart = ch.Dir, ch.Name, ch
+	} else {
+		tree, err := w.sources.Trees.Tree(ctx, spec.RepoURL, spec.TargetRevision)
+		if err != nil {
+			return nil, err
+		}
+		src.Dir, src.Path, src.Commit, src.repo = tree.Dir, spec.Path, tree.Commit, tree.RepoURL
+	}
+	if spec.ValuesOnly() || w.sources.Charts == nil {
+		return src, nil
+	}
+	rs, err := spec.RenderSpec()
 	if err != nil {
-		w.fail(name, fmt.Errorf("%s: Application %q: spec.source: %w", file, name, err))
-		return
+		return nil, err
 	}
-	spec, err := app.RenderSpec()
+	dir, err := render.ResolvePath(src.Dir, src.Path)
 	if err != nil {
-		w.fail(name, fmt.Errorf("%s: %w", file, err))
-		return
+		return src, nil // the render names the path
 	}
-	rendered, err := render.Render(ctx, render.Request{
-		Root: tree.Dir, Path: src.Path, Spec: spec, ReleaseName: name,
-		Namespace: app.Spec.Destination.Namespace, KubeVersion: KubeVersion,
-	})
-	if err != nil {
-		w.fail(name, fmt.Errorf("application %q (%s@%s): %w", name, src.RepoURL, short(tree.Commit), err))
-		return
+	if render.DetectKind(dir, rs) == render.KindHelm {
+		if err := w.sources.Charts.Vendor(ctx, src.Dir, dir); err != nil {
+			return nil, err
+		}
 	}
-	w.res.Apps = append(w.res.Apps, &App{
-		Application: app, File: file, Root: w.root.Name, Tree: tree, Rendered: rendered,
-		Clusters: w.targets(app),
-	})
-	key := sourceKey(tree, src.Path)
-	if w.visited[key] {
-		return
+	return src, nil
+}
+
+// key identifies the source's files: what a cycle of app-of-apps revisits.
+func (s *Source) key() string {
+	if s.Chart != nil {
+		return s.label()
 	}
-	w.visited[key] = true
-	_ = w.readApplications(ctx, tree, rendered)
+	return s.repo + "@" + s.Commit.Hash.String()
+}
+
+// label names the source in errors.
+func (s *Source) label() string {
+	if s.Chart != nil {
+		return fmt.Sprintf("%s/%s:%s", strings.TrimSuffix(s.Spec.RepoURL, "/"), s.Chart.Name, s.Chart.Version)
+	}
+	return s.Spec.RepoURL + "@" + short(s.Commit)
 }
 
 // targets resolves the clusters an Application goes to (docs/targeting.md).
@@ -238,10 +371,6 @@ func markConflicts(res *Result) {
 		return
 	}
 	res.Apps = slices.DeleteFunc(res.Apps, func(a *App) bool { return conflicted[a.Application.Metadata.Name] })
-}
-
-func sourceKey(tree *Tree, path string) string {
-	return tree.RepoURL + "@" + tree.Commit.Hash.String() + ":" + path
 }
 
 func short(c *object.Commit) string { return c.Hash.String()[:8] }

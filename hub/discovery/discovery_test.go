@@ -70,7 +70,7 @@ var clusters = []appspec.Cluster{
 
 func TestDiscoverTargetsTheFixture(t *testing.T) {
 	dir := fixtureCopy(t)
-	res := Discover(context.Background(), []Root{{Name: "prod", RepoURL: repo, Path: "apps", Clusters: labels.SelectorFromSet(labels.Set{"env": "production"})}}, clusters, dirTrees{dir})
+	res := Discover(context.Background(), []Root{{Name: "prod", RepoURL: repo, Path: "apps", Clusters: labels.SelectorFromSet(labels.Set{"env": "production"})}}, clusters, Sources{Trees: dirTrees{dir}})
 	if len(res.Errors) > 0 || len(res.RootErrors) > 0 {
 		t.Fatalf("errors: %v %v", res.Errors, res.RootErrors)
 	}
@@ -103,7 +103,7 @@ spec:
 	write(t, dir, "teams/a/eu-only.yaml", app("eu-only", "workloads", "  annotations:\n    flotilla.dev/clusters: region=eu"))
 	write(t, dir, "workloads/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm\n")
 
-	res := Discover(context.Background(), []Root{{Name: "all", RepoURL: repo, Path: "root", Clusters: labels.Everything()}}, clusters, dirTrees{dir})
+	res := Discover(context.Background(), []Root{{Name: "all", RepoURL: repo, Path: "root", Clusters: labels.Everything()}}, clusters, Sources{Trees: dirTrees{dir}})
 	if len(res.Errors) > 0 || len(res.RootErrors) > 0 {
 		t.Fatalf("errors: %v %v", res.Errors, res.RootErrors)
 	}
@@ -132,7 +132,7 @@ spec:
   destination: {server: https://kubernetes.default.svc}
 `)
 	write(t, dir, "apps/twice.yaml", strings.Replace(readFile(t, dir, "apps/worker-service.yaml"), "charts/worker-service", "charts/api-service", 1))
-	res := Discover(context.Background(), []Root{{Name: "prod", RepoURL: repo, Path: "apps", Clusters: labels.SelectorFromSet(labels.Set{"env": "production"})}}, clusters, dirTrees{dir})
+	res := Discover(context.Background(), []Root{{Name: "prod", RepoURL: repo, Path: "apps", Clusters: labels.SelectorFromSet(labels.Set{"env": "production"})}}, clusters, Sources{Trees: dirTrees{dir}})
 	got := map[string]string{}
 	for _, e := range res.Errors {
 		got[e.App] = e.Err.Error()

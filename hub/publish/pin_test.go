@@ -49,7 +49,7 @@ func discoverFor(t *testing.T, value string, clusters ...string) *discovery.Resu
 		}
 	}
 	res := discovery.Discover(context.Background(), []discovery.Root{{Name: "prod", RepoURL: repo, Path: "apps", Clusters: labels.Everything()}},
-		known(clusters), revisionTrees{dir})
+		known(clusters), discovery.Sources{Trees: revisionTrees{dir}})
 	if len(res.Errors) > 0 || len(res.RootErrors) > 0 || len(res.Apps) != 1 {
 		t.Fatalf("discovery: %+v", res)
 	}

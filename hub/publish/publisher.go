@@ -7,11 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 
+	"github.com/go-git/go-git/v5/plumbing/object"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
@@ -233,9 +236,9 @@ func (p *Publisher) Publish(ctx context.Context, res *discovery.Result, held map
 		}
 		appCtx, appSpan := tracer.Start(ctx, "hub.publish.app", trace.WithAttributes(
 			attribute.String("flotilla.app", app.Application.Metadata.Name),
-			attribute.String("vcs.revision", app.Tree.Commit.Hash.String()),
+			attribute.String("vcs.revision", app.Commit.Hash.String()),
 		))
-		data, digest, err := artifact.Pack(app.Tree.Dir, app.Rendered.Files)
+		data, digest, err := pack(app)
 		if err != nil {
 			appSpan.End()
 			return nil, fmt.Errorf("app %s: pack artifact: %w", app.Application.Metadata.Name, err)
@@ -405,27 +408,12 @@ func (p *Publisher) remember(key string, ds *flotillav1.DesiredState) {
 // desiredState builds the desired state of app in cluster.
 func desiredState(app *discovery.App, cluster, digest string, size int64) (*flotillav1.DesiredState, error) {
 	a := app.Application
-	spec, err := a.RenderSpec()
-	if err != nil {
-		return nil, err
-	}
-	c := app.Tree.Commit
-	return &flotillav1.DesiredState{
+	ds := &flotillav1.DesiredState{
 		SchemaVersion: signing.SchemaVersion,
 		Cluster:       cluster,
 		App:           a.Metadata.Name,
 		Project:       a.Spec.Project,
-		Source: &flotillav1.Source{
-			RepoUrl:        a.Spec.Source.RepoURL,
-			Path:           a.Spec.Source.Path,
-			TargetRevision: a.Spec.Source.TargetRevision,
-			Commit:         c.Hash.String(),
-			CommitMessage:  c.Message,
-			CommitAuthor:   c.Author.String(),
-			CommitTime:     timestamppb.New(c.Committer.When),
-		},
-		Artifact: &flotillav1.Artifact{Digest: digest, Size: size, Root: a.Spec.Source.Path},
-		Render:   spec,
+		Artifact:      &flotillav1.Artifact{Digest: digest, Size: size},
 		Destination: &flotillav1.Destination{
 			Namespace: a.Spec.Destination.Namespace,
 			Name:      a.Spec.Destination.Name,
@@ -435,7 +423,75 @@ func desiredState(app *discovery.App, cluster, digest string, size int64) (*flot
 		IgnoreDifferences: a.IgnoreDifferences(),
 		Initiator:         flotillav1.Initiator_INITIATOR_GIT,
 		CascadeOnDelete:   a.Cascade(),
-	}, nil
+	}
+	if !multiSource(app) {
+		src := app.Sources[0]
+		spec, err := src.Spec.RenderSpec()
+		if err != nil {
+			return nil, fmt.Errorf("application %s: spec.source.%w", a.Metadata.Name, err)
+		}
+		ds.Source, ds.Render, ds.Artifact.Root = source(src, app.Commit), spec, src.Path
+		return ds, nil
+	}
+	for i, src := range app.Sources {
+		sr := &flotillav1.SourceRender{Source: source(src, app.Commit), Dir: strconv.Itoa(i), Path: src.Path, Ref: src.Spec.Ref, ValuesOnly: src.Spec.ValuesOnly()}
+		if !sr.ValuesOnly {
+			spec, err := src.Spec.RenderSpec()
+			if err != nil {
+				return nil, fmt.Errorf("application %s: spec.sources[%d].%w", a.Metadata.Name, i, err)
+			}
+			sr.Render = spec
+		}
+		ds.Sources = append(ds.Sources, sr)
+		// The application's revision is its first Git source's commit
+		// (app.Commit): its source is that one, or the first.
+		if ds.Source == nil && src.Commit != nil {
+			ds.Source = sr.Source
+		}
+	}
+	if ds.Source == nil {
+		ds.Source = ds.Sources[0].Source
+	}
+	return ds, nil
+}
+
+// multiSource reports whether the application uses spec.sources: its
+// artifact holds each source under its index.
+func multiSource(app *discovery.App) bool { return len(app.Application.Spec.Sources) > 0 }
+
+// source describes where a source's desired state came from. A chart's
+// commit is that of the application's manifest (commit).
+func source(src *discovery.Source, commit *object.Commit) *flotillav1.Source {
+	out := &flotillav1.Source{RepoUrl: src.Spec.RepoURL, Path: src.Spec.Path, TargetRevision: src.Spec.TargetRevision}
+	if ch := src.Chart; ch != nil {
+		out.Chart, out.ChartVersion, out.ChartDigest = ch.Name, ch.Version, ch.Digest
+	} else {
+		commit = src.Commit
+	}
+	out.Commit, out.CommitMessage, out.CommitAuthor = commit.Hash.String(), commit.Message, commit.Author.String()
+	out.CommitTime = timestamppb.New(commit.Committer.When)
+	return out
+}
+
+// pack makes an application's artifact: a single source's files as they
+// lie in its directory; each of a multi-source application's under its
+// index, with the files others' value files read from it.
+func pack(app *discovery.App) ([]byte, string, error) {
+	if !multiSource(app) {
+		src := app.Sources[0]
+		return artifact.Pack(src.Dir, src.Rendered.Files)
+	}
+	var files []artifact.File
+	for i, src := range app.Sources {
+		names := slices.Clone(src.RefFiles)
+		if src.Rendered != nil {
+			names = append(names, src.Rendered.Files...)
+		}
+		for _, name := range names {
+			files = append(files, artifact.File{Name: strconv.Itoa(i) + "/" + name, Path: filepath.Join(src.Dir, filepath.FromSlash(name))})
+		}
+	}
+	return artifact.PackFiles(files)
 }
 
 // fingerprint covers what changes an agent's work: not the commit,

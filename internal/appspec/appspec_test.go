@@ -29,7 +29,7 @@ func TestDecodeUserStoryApplication(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	spec, err := app.RenderSpec()
+	spec, err := app.Spec.Source.RenderSpec()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +95,12 @@ func TestValidationNamesTheField(t *testing.T) {
 	}{
 		{"no destination", `{"spec":{"destination":null}}`, `apps/x.yaml: Application "api": spec.destination: set name (a cluster) or server`},
 		{"unknown server", `{"spec":{"destination":{"server":"https://10.0.0.1:6443"}}}`, `spec.destination.server: "https://10.0.0.1:6443" is not a cluster Flotilla knows`},
-		{"helm repo chart", `{"spec":{"source":{"chart":"nginx"}}}`, `spec.source.chart: charts from Helm repositories are not supported`},
+		{"chart with kustomize", `{"spec":{"source":{"chart":"nginx","kustomize":{}}}}`, `spec.source: a chart renders with Helm`},
+		{"plugin", `{"spec":{"source":{"plugin":{"name":"sops"}}}}`, `spec.source.plugin: config management plugins are not supported (plugin "sops")`},
+		{"ref with chart", `{"spec":{"source":null,"sources":[{"repoURL":"https://charts.example.com","chart":"a","ref":"values"}]}}`, `spec.sources[0].ref: a source with a ref cannot have a chart`},
+		{"unknown ref", `{"spec":{"source":null,"sources":[{"repoURL":"https://charts.example.com","chart":"a","helm":{"valueFiles":["$vals/prod.yaml"]}},{"repoURL":"https://git.example.com/v.git","ref":"values"}]}}`, `spec.sources[0].helm.valueFiles[0]: "$vals/prod.yaml": $vals is not the ref`},
+		{"two refs of one name", `{"spec":{"source":null,"sources":[{"repoURL":"https://git.example.com/a.git","ref":"v"},{"repoURL":"https://git.example.com/b.git","ref":"v"}]}}`, `spec.sources[1].ref: "v" names two sources`},
+		{"multi-source without repoURL", `{"spec":{"source":null,"sources":[{"path":"x"}]}}`, `spec.sources[0].repoURL: is required`},
 		{"bad sync option", `{"spec":{"syncPolicy":{"syncOptions":["CreateNamespace=yes"]}}}`, `spec.syncPolicy.syncOptions[0]: CreateNamespace=yes: value must be one of true, false`},
 		{"unknown sync option", `{"spec":{"syncPolicy":{"syncOptions":["Turbo=true"]}}}`, `unknown sync option "Turbo"`},
 		{"bad backoff", `{"spec":{"syncPolicy":{"retry":{"backoff":{"duration":"soon"}}}}}`, `spec.syncPolicy.retry.backoff.duration: "soon" is not a duration`},

@@ -8,18 +8,21 @@ import (
 	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
 )
 
-// RenderSpec converts spec.source into the wire protocol's render spec.
-// valuesObject, when set, is carried as YAML in values, where Argo CD gives
-// it precedence over values.
-func (a *Application) RenderSpec() (*flotillav1.RenderSpec, error) {
-	src := a.Spec.Source
+// RenderSpec converts a source into the wire protocol's render spec. A
+// chart from a repository renders with Helm whether or not it sets helm.
+// valuesObject, when set, is carried as YAML in values, where Argo CD
+// gives it precedence over values.
+func (src *ApplicationSource) RenderSpec() (*flotillav1.RenderSpec, error) {
 	spec := &flotillav1.RenderSpec{}
+	if src.IsChart() && src.Helm == nil {
+		spec.Helm = &flotillav1.HelmSpec{}
+	}
 	if h := src.Helm; h != nil {
 		values := h.Values
 		if len(h.ValuesObject) > 0 && string(h.ValuesObject) != "null" {
 			y, err := yaml.JSONToYAML(h.ValuesObject)
 			if err != nil {
-				return nil, &Error{Kind: KindApplication, Name: a.Metadata.Name, Field: "spec.source.helm.valuesObject", Reason: err.Error()}
+				return nil, &Error{Field: "helm.valuesObject", Reason: err.Error()}
 			}
 			values = string(y)
 		}

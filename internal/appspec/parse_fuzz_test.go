@@ -68,16 +68,22 @@ func checkDiscoverable(t *testing.T, app *Application) {
 	if !ValidName(app.Metadata.Name) {
 		t.Fatalf("accepted the name %q", app.Metadata.Name)
 	}
-	if app.Spec.Source == nil || app.Spec.Source.RepoURL == "" {
+	sources := app.AppSources()
+	if len(sources) == 0 {
 		t.Fatalf("accepted an Application without a source: %+v", app.Spec)
+	}
+	for _, src := range sources {
+		if src.RepoURL == "" {
+			t.Fatalf("accepted a source without a repoURL: %+v", app.Spec)
+		}
+		if _, err := src.RenderSpec(); err != nil {
+			t.Fatalf("accepted an Application that does not convert: %v", err)
+		}
 	}
 	if sel := app.Metadata.Annotations[ClustersAnnotation]; sel != "" {
 		if _, err := ParseSelector(sel); err != nil {
 			t.Fatalf("accepted the clusters selector %q: %v", sel, err)
 		}
-	}
-	if _, err := app.RenderSpec(); err != nil {
-		t.Fatalf("accepted an Application that does not convert: %v", err)
 	}
 	app.SyncPolicy()
 	app.IgnoreDifferences()

@@ -2,6 +2,8 @@ package appspec
 
 import (
 	"encoding/json"
+	"fmt"
+	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -59,6 +61,46 @@ type ApplicationSource struct {
 	Kustomize      *KustomizeSource `json:"kustomize,omitempty"`
 	Directory      *DirectorySource `json:"directory,omitempty"`
 	Plugin         json.RawMessage  `json:"plugin,omitempty"`
+	// Ref names a source of a multi-source Application whose files other
+	// sources' Helm value files read as "$ref/path".
+	Ref string `json:"ref,omitempty"`
+}
+
+// IsChart reports whether the source is a chart from a Helm repository or
+// an OCI registry rather than a path in Git: chart is set, or repoURL is
+// an oci:// URL naming the chart itself.
+func (s *ApplicationSource) IsChart() bool {
+	return s.Chart != "" || strings.HasPrefix(s.RepoURL, "oci://")
+}
+
+// ValuesOnly reports whether the source of a multi-source Application only
+// lends its files to others' value files: a ref with no path.
+func (s *ApplicationSource) ValuesOnly() bool {
+	return s.Ref != "" && s.Path == "" && !s.IsChart()
+}
+
+// AppSources are the Application's sources: spec.sources when set (Argo CD
+// then ignores spec.source), else spec.source.
+func (a *Application) AppSources() []*ApplicationSource {
+	if len(a.Spec.Sources) > 0 {
+		out := make([]*ApplicationSource, len(a.Spec.Sources))
+		for i := range a.Spec.Sources {
+			out[i] = &a.Spec.Sources[i]
+		}
+		return out
+	}
+	if a.Spec.Source == nil {
+		return nil
+	}
+	return []*ApplicationSource{a.Spec.Source}
+}
+
+// SourceField is the field path of the i-th of the Application's sources.
+func (a *Application) SourceField(i int) string {
+	if len(a.Spec.Sources) > 0 {
+		return fmt.Sprintf("spec.sources[%d]", i)
+	}
+	return "spec.source"
 }
 
 // HelmSource is spec.source.helm.

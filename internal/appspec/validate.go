@@ -1,6 +1,7 @@
 package appspec
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
@@ -51,38 +52,33 @@ func (a *Application) Validate() error {
 	if !ValidName(a.Metadata.Name) {
 		return fail("metadata.name", "%q is not a DNS label (lower-case letters, digits and '-', at most 63)", a.Metadata.Name)
 	}
-	if len(a.Spec.Sources) > 0 {
-		return fail("spec.sources", "multiple sources are not supported; use spec.source")
-	}
-	src := a.Spec.Source
-	if src == nil {
+	sources := a.AppSources()
+	if len(sources) == 0 {
 		return fail("spec.source", "is required")
 	}
-	if src.RepoURL == "" {
-		return fail("spec.source.repoURL", "is required")
-	}
-	if src.Chart != "" {
-		return fail("spec.source.chart", "charts from Helm repositories are not supported; point spec.source.path at a chart in Git")
-	}
-	if len(src.Plugin) > 0 {
-		return fail("spec.source.plugin", "config management plugins are not supported")
-	}
-	if src.Directory != nil && len(src.Directory.Jsonnet) > 0 && string(src.Directory.Jsonnet) != "{}" {
-		return fail("spec.source.directory.jsonnet", "jsonnet is not supported")
-	}
-	if n := countSet(src.Helm != nil, src.Kustomize != nil, src.Directory != nil); n > 1 {
-		return fail("spec.source", "set at most one of helm, kustomize and directory")
-	}
-	if src.Helm != nil {
-		for i, p := range src.Helm.Parameters {
-			if p.Name == "" {
-				return fail(fmt.Sprintf("spec.source.helm.parameters[%d].name", i), "is required")
-			}
+	refs := map[string]bool{}
+	for i, src := range sources {
+		if src.Ref == "" {
+			continue
 		}
-		for i, p := range src.Helm.FileParameters {
-			if p.Name == "" || p.Path == "" {
-				return fail(fmt.Sprintf("spec.source.helm.fileParameters[%d]", i), "name and path are required")
+		field := a.SourceField(i) + ".ref"
+		switch {
+		case src.Chart != "":
+			return fail(field, "a source with a ref cannot have a chart (Argo CD reads value files only from Git)")
+		case refs[src.Ref]:
+			return fail(field, "%q names two sources", src.Ref)
+		case !refPattern.MatchString(src.Ref):
+			return fail(field, "%q: want letters, digits, '-' and '_'", src.Ref)
+		}
+		refs[src.Ref] = true
+	}
+	for i, src := range sources {
+		if err := validateSource(a.SourceField(i), src, refs); err != nil {
+			var e *Error
+			if errors.As(err, &e) {
+				e.Kind, e.Name = KindApplication, a.Metadata.Name
 			}
+			return err
 		}
 	}
 	d := a.Spec.Destination
@@ -125,6 +121,63 @@ func (a *Application) Validate() error {
 		return err
 	}
 	return nil
+}
+
+var refPattern = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+
+// validateSource checks one source; field is its path ("spec.source",
+// "spec.sources[1]").
+func validateSource(field string, src *ApplicationSource, refs map[string]bool) error {
+	fail := func(sub, format string, args ...any) error {
+		return &Error{Field: field + sub, Reason: fmt.Sprintf(format, args...)}
+	}
+	if src.RepoURL == "" {
+		return fail(".repoURL", "is required")
+	}
+	if len(src.Plugin) > 0 && string(src.Plugin) != "{}" && string(src.Plugin) != "null" {
+		return fail(".plugin", "config management plugins are not supported (plugin %s)", pluginName(src.Plugin))
+	}
+	if src.Directory != nil && len(src.Directory.Jsonnet) > 0 && string(src.Directory.Jsonnet) != "{}" {
+		return fail(".directory.jsonnet", "jsonnet is not supported")
+	}
+	if n := countSet(src.Helm != nil, src.Kustomize != nil, src.Directory != nil); n > 1 {
+		return fail("", "set at most one of helm, kustomize and directory")
+	}
+	if src.IsChart() && (src.Kustomize != nil || src.Directory != nil) {
+		return fail("", "a chart renders with Helm: kustomize and directory do not apply")
+	}
+	if src.ValuesOnly() && (src.Helm != nil || src.Kustomize != nil || src.Directory != nil) {
+		return fail("", "a ref source without a path is not rendered: helm, kustomize and directory do not apply")
+	}
+	if src.Helm != nil {
+		for i, p := range src.Helm.Parameters {
+			if p.Name == "" {
+				return fail(fmt.Sprintf(".helm.parameters[%d].name", i), "is required")
+			}
+		}
+		for i, p := range src.Helm.FileParameters {
+			if p.Name == "" || p.Path == "" {
+				return fail(fmt.Sprintf(".helm.fileParameters[%d]", i), "name and path are required")
+			}
+		}
+		for i, vf := range src.Helm.ValueFiles {
+			if ref, _, ok := strings.Cut(strings.TrimPrefix(vf, "$"), "/"); strings.HasPrefix(vf, "$") && (!ok || !refs[ref]) {
+				return fail(fmt.Sprintf(".helm.valueFiles[%d]", i), "%q: $%s is not the ref of a source of this application", vf, ref)
+			}
+		}
+	}
+	return nil
+}
+
+// pluginName is the plugin's name, or "without a name".
+func pluginName(raw json.RawMessage) string {
+	var p struct {
+		Name string `json:"name"`
+	}
+	if json.Unmarshal(raw, &p) == nil && p.Name != "" {
+		return strconv.Quote(p.Name)
+	}
+	return "without a name"
 }
 
 func validateSyncOption(opt string) error {

@@ -28,13 +28,30 @@ func Digest(data []byte) string {
 // archive (and so its digest) independent of when and where it was packed.
 var epoch = time.Unix(0, 0).UTC()
 
+// File is one file to pack: its name in the archive (a clean relative
+// slash path) and where it is read from.
+type File struct {
+	Name string
+	Path string
+}
+
 // Pack writes the files (slash paths relative to root) into a tar.gz with
 // sorted entries, fixed times, owners and modes, so the same files always
 // give the same bytes. It returns the archive and its digest.
 func Pack(root string, files []string) ([]byte, string, error) {
+	entries := make([]File, len(files))
+	for i, name := range files {
+		entries[i] = File{Name: name, Path: filepath.Join(root, filepath.FromSlash(name))}
+	}
+	return PackFiles(entries)
+}
+
+// PackFiles is Pack for files from anywhere, named as they are to be in
+// the archive. A name given twice is packed once.
+func PackFiles(files []File) ([]byte, string, error) {
 	sorted := slices.Clone(files)
-	slices.Sort(sorted)
-	sorted = slices.Compact(sorted)
+	slices.SortFunc(sorted, func(a, b File) int { return strings.Compare(a.Name, b.Name) })
+	sorted = slices.CompactFunc(sorted, func(a, b File) bool { return a.Name == b.Name })
 
 	var buf bytes.Buffer
 	gz, err := gzip.NewWriterLevel(&buf, gzip.BestCompression)
@@ -42,19 +59,19 @@ func Pack(root string, files []string) ([]byte, string, error) {
 		return nil, "", err
 	}
 	tw := tar.NewWriter(gz)
-	for _, name := range sorted {
+	for _, f := range sorted {
+		name := f.Name
 		if err := checkName(name); err != nil {
 			return nil, "", err
 		}
-		full := filepath.Join(root, filepath.FromSlash(name))
-		info, err := os.Lstat(full)
+		info, err := os.Lstat(f.Path)
 		if err != nil {
 			return nil, "", fmt.Errorf("pack %s: %w", name, err)
 		}
 		if !info.Mode().IsRegular() {
 			return nil, "", fmt.Errorf("pack %s: not a regular file", name)
 		}
-		data, err := os.ReadFile(full)
+		data, err := os.ReadFile(f.Path)
 		if err != nil {
 			return nil, "", fmt.Errorf("pack %s: %w", name, err)
 		}

@@ -49,7 +49,11 @@ func renderHelm(req Request, dir string) (*Result, error) {
 		if strings.Contains(vf, "://") {
 			return nil, fail(vf, "value files from URLs are not supported", nil)
 		}
-		p, err := resolve(req.Root, filepath.ToSlash(filepath.Join(req.Path, vf)))
+		root, rel, ref, err := valueFilePath(req, vf)
+		if err != nil {
+			return nil, fail(vf, "value file", err)
+		}
+		p, err := resolve(root, rel)
 		if err != nil {
 			return nil, fail(vf, "value file", err)
 		}
@@ -57,7 +61,10 @@ func renderHelm(req Request, dir string) (*Result, error) {
 		if errors.Is(err, fs.ErrNotExist) && spec.GetIgnoreMissingValueFiles() {
 			continue
 		}
-		source := relative(req.Root, p)
+		source := relative(root, p)
+		if ref != "" {
+			source = "$" + ref + "/" + source
+		}
 		if err != nil {
 			return nil, fail(source, "value file is missing", nil)
 		}
@@ -66,7 +73,14 @@ func renderHelm(req Request, dir string) (*Result, error) {
 			return nil, fail(source, "value file is not YAML", err)
 		}
 		mergeValues(values, fileValues)
-		res.Files = append(res.Files, source)
+		if ref != "" {
+			if res.RefFiles == nil {
+				res.RefFiles = map[string][]string{}
+			}
+			res.RefFiles[ref] = append(res.RefFiles[ref], relative(root, p))
+		} else {
+			res.Files = append(res.Files, source)
+		}
 	}
 	if inline := spec.GetValues(); strings.TrimSpace(inline) != "" {
 		var inlineValues map[string]any
@@ -118,6 +132,22 @@ func renderHelm(req Request, dir string) (*Result, error) {
 		}
 	}
 	return res, nil
+}
+
+// valueFilePath says where a value file is: "$ref/path" in the ref
+// source's directory (Argo CD's multi-source value files), anything else
+// relative to the chart. It returns the root the path must stay in, the
+// path relative to it, and the ref.
+func valueFilePath(req Request, vf string) (root, rel, ref string, err error) {
+	if !strings.HasPrefix(vf, "$") {
+		return req.Root, filepath.ToSlash(filepath.Join(req.Path, vf)), "", nil
+	}
+	ref, rel, _ = strings.Cut(vf[1:], "/")
+	dir, ok := req.Refs[ref]
+	if !ok {
+		return "", "", "", fmt.Errorf("$%s is not the ref of a source of this application", ref)
+	}
+	return dir, rel, ref, nil
 }
 
 // checkDependencies requires every dependency Chart.yaml names to be

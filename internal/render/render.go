@@ -36,6 +36,10 @@ type Request struct {
 	// Timeout bounds the render (DefaultTimeout when zero), so a chart that
 	// loops fails its application, not the caller.
 	Timeout time.Duration
+	// Refs are the directories of a multi-source application's ref
+	// sources, by ref name: a Helm value file "$name/path" is read from
+	// Refs[name], and nothing outside it.
+	Refs map[string]string
 }
 
 // Manifest is one rendered object and the file it came from.
@@ -52,6 +56,31 @@ type Result struct {
 	// Files are the Root-relative, slash-separated paths of every file the
 	// render needs: packing them reproduces the render elsewhere.
 	Files []string
+	// RefFiles are the files read from Refs, by ref name, relative to the
+	// ref's directory.
+	RefFiles map[string][]string
+}
+
+// Merge concatenates the manifests of a multi-source application's
+// renders, in order; an object of the same group, kind, namespace and
+// name as an earlier one replaces it, in the earlier one's place, as the
+// last source wins in Argo CD.
+func Merge(results ...*Result) []Manifest {
+	var out []Manifest
+	at := map[string]int{}
+	for _, r := range results {
+		for _, m := range r.Manifests {
+			gvk := m.Object.GroupVersionKind()
+			key := gvk.Group + "/" + gvk.Kind + "/" + m.Object.GetNamespace() + "/" + m.Object.GetName()
+			if i, ok := at[key]; ok {
+				out[i] = m
+				continue
+			}
+			at[key] = len(out)
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 // Error is a render failure naming the application path and, where known,
@@ -122,6 +151,15 @@ func Render(ctx context.Context, req Request) (*Result, error) {
 		return nil, err
 	}
 	req.Root = root
+	if len(req.Refs) > 0 {
+		refs := make(map[string]string, len(req.Refs))
+		for name, dir := range req.Refs {
+			if refs[name], err = filepath.Abs(dir); err != nil {
+				return nil, err
+			}
+		}
+		req.Refs = refs
+	}
 	dir, err := resolve(root, req.Path)
 	if err != nil {
 		return nil, &Error{Path: req.Path, Reason: "path escapes the repository", Err: err}
@@ -168,8 +206,17 @@ func renderSource(req Request, dir string, kind Kind) (res *Result, err error) {
 	}
 	slices.Sort(res.Files)
 	res.Files = slices.Compact(res.Files)
+	for ref, files := range res.RefFiles {
+		slices.Sort(files)
+		res.RefFiles[ref] = slices.Compact(files)
+	}
 	return res, nil
 }
+
+// ResolvePath joins a slash-separated relative path to root and refuses one
+// that leaves it (through "..", an absolute path or a symlink), as a render
+// does.
+func ResolvePath(root, rel string) (string, error) { return resolve(root, rel) }
 
 // resolve joins a slash-separated relative path to root and refuses one that
 // leaves it (through "..", an absolute path or a symlink).

@@ -240,7 +240,14 @@ type DesiredState struct {
 	// cluster: the hub keeps this desired state until Git's desired state for
 	// the application changes (a commit touching its files or its
 	// Application) or an operator unpins it.
-	Pin           *Pin `protobuf:"bytes,16,opt,name=pin,proto3" json:"pin,omitempty"`
+	Pin *Pin `protobuf:"bytes,16,opt,name=pin,proto3" json:"pin,omitempty"`
+	// sources are the sources of a multi-source Application (spec.sources),
+	// in order; when set, source is the first of them and artifact.root and
+	// render are unset. Each source's files are in the artifact under its
+	// dir; the manifests of the rendered sources are concatenated, a later
+	// source's object replacing an earlier one's of the same group, kind,
+	// namespace and name, as in Argo CD.
+	Sources       []*SourceRender `protobuf:"bytes,17,rep,name=sources,proto3" json:"sources,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -387,6 +394,105 @@ func (x *DesiredState) GetPin() *Pin {
 	return nil
 }
 
+func (x *DesiredState) GetSources() []*SourceRender {
+	if x != nil {
+		return x.Sources
+	}
+	return nil
+}
+
+// SourceRender is one source of a multi-source application.
+type SourceRender struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Source *Source                `protobuf:"bytes,1,opt,name=source,proto3" json:"source,omitempty"`
+	Render *RenderSpec            `protobuf:"bytes,2,opt,name=render,proto3" json:"render,omitempty"`
+	// dir is the source's directory in the artifact ("0", "1", ...): the
+	// root its paths are relative to.
+	Dir string `protobuf:"bytes,3,opt,name=dir,proto3" json:"dir,omitempty"`
+	// path is the directory rendered, relative to dir: Argo CD's path, or a
+	// chart's name for a chart from a repository.
+	Path string `protobuf:"bytes,4,opt,name=path,proto3" json:"path,omitempty"`
+	// ref names the source for "$ref/..." value files of the others, which
+	// are relative to its dir.
+	Ref string `protobuf:"bytes,5,opt,name=ref,proto3" json:"ref,omitempty"`
+	// values_only is a ref source without a path: it is not rendered.
+	ValuesOnly    bool `protobuf:"varint,6,opt,name=values_only,json=valuesOnly,proto3" json:"values_only,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SourceRender) Reset() {
+	*x = SourceRender{}
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SourceRender) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SourceRender) ProtoMessage() {}
+
+func (x *SourceRender) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SourceRender.ProtoReflect.Descriptor instead.
+func (*SourceRender) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *SourceRender) GetSource() *Source {
+	if x != nil {
+		return x.Source
+	}
+	return nil
+}
+
+func (x *SourceRender) GetRender() *RenderSpec {
+	if x != nil {
+		return x.Render
+	}
+	return nil
+}
+
+func (x *SourceRender) GetDir() string {
+	if x != nil {
+		return x.Dir
+	}
+	return ""
+}
+
+func (x *SourceRender) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *SourceRender) GetRef() string {
+	if x != nil {
+		return x.Ref
+	}
+	return ""
+}
+
+func (x *SourceRender) GetValuesOnly() bool {
+	if x != nil {
+		return x.ValuesOnly
+	}
+	return false
+}
+
 // Pin records an operator's rollback.
 type Pin struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -405,7 +511,7 @@ type Pin struct {
 
 func (x *Pin) Reset() {
 	*x = Pin{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[3]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -417,7 +523,7 @@ func (x *Pin) String() string {
 func (*Pin) ProtoMessage() {}
 
 func (x *Pin) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[3]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -430,7 +536,7 @@ func (x *Pin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pin.ProtoReflect.Descriptor instead.
 func (*Pin) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{3}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Pin) GetBy() string {
@@ -486,7 +592,7 @@ type Source struct {
 
 func (x *Source) Reset() {
 	*x = Source{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[4]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -498,7 +604,7 @@ func (x *Source) String() string {
 func (*Source) ProtoMessage() {}
 
 func (x *Source) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[4]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -511,7 +617,7 @@ func (x *Source) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Source.ProtoReflect.Descriptor instead.
 func (*Source) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{4}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Source) GetRepoUrl() string {
@@ -599,7 +705,7 @@ type Artifact struct {
 
 func (x *Artifact) Reset() {
 	*x = Artifact{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[5]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -611,7 +717,7 @@ func (x *Artifact) String() string {
 func (*Artifact) ProtoMessage() {}
 
 func (x *Artifact) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[5]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -624,7 +730,7 @@ func (x *Artifact) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Artifact.ProtoReflect.Descriptor instead.
 func (*Artifact) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{5}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Artifact) GetDigest() string {
@@ -661,7 +767,7 @@ type RenderSpec struct {
 
 func (x *RenderSpec) Reset() {
 	*x = RenderSpec{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[6]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -673,7 +779,7 @@ func (x *RenderSpec) String() string {
 func (*RenderSpec) ProtoMessage() {}
 
 func (x *RenderSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[6]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -686,7 +792,7 @@ func (x *RenderSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenderSpec.ProtoReflect.Descriptor instead.
 func (*RenderSpec) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{6}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *RenderSpec) GetHelm() *HelmSpec {
@@ -732,7 +838,7 @@ type HelmSpec struct {
 
 func (x *HelmSpec) Reset() {
 	*x = HelmSpec{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[7]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -744,7 +850,7 @@ func (x *HelmSpec) String() string {
 func (*HelmSpec) ProtoMessage() {}
 
 func (x *HelmSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[7]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -757,7 +863,7 @@ func (x *HelmSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HelmSpec.ProtoReflect.Descriptor instead.
 func (*HelmSpec) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{7}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *HelmSpec) GetValueFiles() []string {
@@ -849,7 +955,7 @@ type HelmParameter struct {
 
 func (x *HelmParameter) Reset() {
 	*x = HelmParameter{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[8]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -861,7 +967,7 @@ func (x *HelmParameter) String() string {
 func (*HelmParameter) ProtoMessage() {}
 
 func (x *HelmParameter) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[8]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -874,7 +980,7 @@ func (x *HelmParameter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HelmParameter.ProtoReflect.Descriptor instead.
 func (*HelmParameter) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{8}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *HelmParameter) GetName() string {
@@ -916,7 +1022,7 @@ type KustomizeSpec struct {
 
 func (x *KustomizeSpec) Reset() {
 	*x = KustomizeSpec{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[9]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -928,7 +1034,7 @@ func (x *KustomizeSpec) String() string {
 func (*KustomizeSpec) ProtoMessage() {}
 
 func (x *KustomizeSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[9]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -941,7 +1047,7 @@ func (x *KustomizeSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KustomizeSpec.ProtoReflect.Descriptor instead.
 func (*KustomizeSpec) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{9}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *KustomizeSpec) GetNamePrefix() string {
@@ -1018,7 +1124,7 @@ type KustomizeReplica struct {
 
 func (x *KustomizeReplica) Reset() {
 	*x = KustomizeReplica{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[10]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1030,7 +1136,7 @@ func (x *KustomizeReplica) String() string {
 func (*KustomizeReplica) ProtoMessage() {}
 
 func (x *KustomizeReplica) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[10]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1043,7 +1149,7 @@ func (x *KustomizeReplica) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KustomizeReplica.ProtoReflect.Descriptor instead.
 func (*KustomizeReplica) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{10}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *KustomizeReplica) GetName() string {
@@ -1073,7 +1179,7 @@ type DirectorySpec struct {
 
 func (x *DirectorySpec) Reset() {
 	*x = DirectorySpec{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[11]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1085,7 +1191,7 @@ func (x *DirectorySpec) String() string {
 func (*DirectorySpec) ProtoMessage() {}
 
 func (x *DirectorySpec) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[11]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1098,7 +1204,7 @@ func (x *DirectorySpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DirectorySpec.ProtoReflect.Descriptor instead.
 func (*DirectorySpec) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{11}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *DirectorySpec) GetRecurse() bool {
@@ -1136,7 +1242,7 @@ type Destination struct {
 
 func (x *Destination) Reset() {
 	*x = Destination{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[12]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1148,7 +1254,7 @@ func (x *Destination) String() string {
 func (*Destination) ProtoMessage() {}
 
 func (x *Destination) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[12]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1161,7 +1267,7 @@ func (x *Destination) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Destination.ProtoReflect.Descriptor instead.
 func (*Destination) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{12}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Destination) GetNamespace() string {
@@ -1199,7 +1305,7 @@ type SyncPolicy struct {
 
 func (x *SyncPolicy) Reset() {
 	*x = SyncPolicy{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[13]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1211,7 +1317,7 @@ func (x *SyncPolicy) String() string {
 func (*SyncPolicy) ProtoMessage() {}
 
 func (x *SyncPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[13]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1224,7 +1330,7 @@ func (x *SyncPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncPolicy.ProtoReflect.Descriptor instead.
 func (*SyncPolicy) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{13}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SyncPolicy) GetAutomated() *Automated {
@@ -1260,7 +1366,7 @@ type Automated struct {
 
 func (x *Automated) Reset() {
 	*x = Automated{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[14]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1272,7 +1378,7 @@ func (x *Automated) String() string {
 func (*Automated) ProtoMessage() {}
 
 func (x *Automated) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[14]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1285,7 +1391,7 @@ func (x *Automated) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Automated.ProtoReflect.Descriptor instead.
 func (*Automated) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{14}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Automated) GetPrune() bool {
@@ -1320,7 +1426,7 @@ type Retry struct {
 
 func (x *Retry) Reset() {
 	*x = Retry{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[15]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1332,7 +1438,7 @@ func (x *Retry) String() string {
 func (*Retry) ProtoMessage() {}
 
 func (x *Retry) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[15]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1345,7 +1451,7 @@ func (x *Retry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Retry.ProtoReflect.Descriptor instead.
 func (*Retry) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{15}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Retry) GetLimit() int64 {
@@ -1375,7 +1481,7 @@ type Backoff struct {
 
 func (x *Backoff) Reset() {
 	*x = Backoff{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[16]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1387,7 +1493,7 @@ func (x *Backoff) String() string {
 func (*Backoff) ProtoMessage() {}
 
 func (x *Backoff) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[16]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1400,7 +1506,7 @@ func (x *Backoff) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Backoff.ProtoReflect.Descriptor instead.
 func (*Backoff) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{16}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Backoff) GetDuration() string {
@@ -1440,7 +1546,7 @@ type IgnoreDifferences struct {
 
 func (x *IgnoreDifferences) Reset() {
 	*x = IgnoreDifferences{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[17]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1452,7 +1558,7 @@ func (x *IgnoreDifferences) String() string {
 func (*IgnoreDifferences) ProtoMessage() {}
 
 func (x *IgnoreDifferences) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[17]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1465,7 +1571,7 @@ func (x *IgnoreDifferences) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IgnoreDifferences.ProtoReflect.Descriptor instead.
 func (*IgnoreDifferences) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{17}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *IgnoreDifferences) GetGroup() string {
@@ -1531,7 +1637,7 @@ type Deletion struct {
 
 func (x *Deletion) Reset() {
 	*x = Deletion{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[18]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1543,7 +1649,7 @@ func (x *Deletion) String() string {
 func (*Deletion) ProtoMessage() {}
 
 func (x *Deletion) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[18]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1556,7 +1662,7 @@ func (x *Deletion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Deletion.ProtoReflect.Descriptor instead.
 func (*Deletion) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{18}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Deletion) GetCascade() bool {
@@ -1578,7 +1684,7 @@ const file_flotilla_v1_desired_state_proto_rawDesc = "" +
 	"\tSignature\x12\x1c\n" +
 	"\talgorithm\x18\x01 \x01(\tR\talgorithm\x12\x15\n" +
 	"\x06key_id\x18\x02 \x01(\tR\x05keyId\x12\x14\n" +
-	"\x05value\x18\x03 \x01(\fR\x05value\"\xe8\x05\n" +
+	"\x05value\x18\x03 \x01(\fR\x05value\"\x9d\x06\n" +
 	"\fDesiredState\x12%\n" +
 	"\x0eschema_version\x18\x01 \x01(\rR\rschemaVersion\x12\x18\n" +
 	"\acluster\x18\x02 \x01(\tR\acluster\x12\x10\n" +
@@ -1598,7 +1704,16 @@ const file_flotilla_v1_desired_state_proto_rawDesc = "" +
 	"\tinitiator\x18\r \x01(\x0e2\x16.flotilla.v1.InitiatorR\tinitiator\x12=\n" +
 	"\fpublished_at\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\vpublishedAt\x12*\n" +
 	"\x11cascade_on_delete\x18\x0f \x01(\bR\x0fcascadeOnDelete\x12\"\n" +
-	"\x03pin\x18\x10 \x01(\v2\x10.flotilla.v1.PinR\x03pin\"\x88\x01\n" +
+	"\x03pin\x18\x10 \x01(\v2\x10.flotilla.v1.PinR\x03pin\x123\n" +
+	"\asources\x18\x11 \x03(\v2\x19.flotilla.v1.SourceRenderR\asources\"\xc5\x01\n" +
+	"\fSourceRender\x12+\n" +
+	"\x06source\x18\x01 \x01(\v2\x13.flotilla.v1.SourceR\x06source\x12/\n" +
+	"\x06render\x18\x02 \x01(\v2\x17.flotilla.v1.RenderSpecR\x06render\x12\x10\n" +
+	"\x03dir\x18\x03 \x01(\tR\x03dir\x12\x12\n" +
+	"\x04path\x18\x04 \x01(\tR\x04path\x12\x10\n" +
+	"\x03ref\x18\x05 \x01(\tR\x03ref\x12\x1f\n" +
+	"\vvalues_only\x18\x06 \x01(\bR\n" +
+	"valuesOnly\"\x88\x01\n" +
 	"\x03Pin\x12\x0e\n" +
 	"\x02by\x18\x01 \x01(\tR\x02by\x12*\n" +
 	"\x02at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12$\n" +
@@ -1723,62 +1838,66 @@ func file_flotilla_v1_desired_state_proto_rawDescGZIP() []byte {
 }
 
 var file_flotilla_v1_desired_state_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_flotilla_v1_desired_state_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_flotilla_v1_desired_state_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_flotilla_v1_desired_state_proto_goTypes = []any{
 	(Initiator)(0),                // 0: flotilla.v1.Initiator
 	(*SignedDesiredState)(nil),    // 1: flotilla.v1.SignedDesiredState
 	(*Signature)(nil),             // 2: flotilla.v1.Signature
 	(*DesiredState)(nil),          // 3: flotilla.v1.DesiredState
-	(*Pin)(nil),                   // 4: flotilla.v1.Pin
-	(*Source)(nil),                // 5: flotilla.v1.Source
-	(*Artifact)(nil),              // 6: flotilla.v1.Artifact
-	(*RenderSpec)(nil),            // 7: flotilla.v1.RenderSpec
-	(*HelmSpec)(nil),              // 8: flotilla.v1.HelmSpec
-	(*HelmParameter)(nil),         // 9: flotilla.v1.HelmParameter
-	(*KustomizeSpec)(nil),         // 10: flotilla.v1.KustomizeSpec
-	(*KustomizeReplica)(nil),      // 11: flotilla.v1.KustomizeReplica
-	(*DirectorySpec)(nil),         // 12: flotilla.v1.DirectorySpec
-	(*Destination)(nil),           // 13: flotilla.v1.Destination
-	(*SyncPolicy)(nil),            // 14: flotilla.v1.SyncPolicy
-	(*Automated)(nil),             // 15: flotilla.v1.Automated
-	(*Retry)(nil),                 // 16: flotilla.v1.Retry
-	(*Backoff)(nil),               // 17: flotilla.v1.Backoff
-	(*IgnoreDifferences)(nil),     // 18: flotilla.v1.IgnoreDifferences
-	(*Deletion)(nil),              // 19: flotilla.v1.Deletion
-	nil,                           // 20: flotilla.v1.KustomizeSpec.CommonLabelsEntry
-	nil,                           // 21: flotilla.v1.KustomizeSpec.CommonAnnotationsEntry
-	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
+	(*SourceRender)(nil),          // 4: flotilla.v1.SourceRender
+	(*Pin)(nil),                   // 5: flotilla.v1.Pin
+	(*Source)(nil),                // 6: flotilla.v1.Source
+	(*Artifact)(nil),              // 7: flotilla.v1.Artifact
+	(*RenderSpec)(nil),            // 8: flotilla.v1.RenderSpec
+	(*HelmSpec)(nil),              // 9: flotilla.v1.HelmSpec
+	(*HelmParameter)(nil),         // 10: flotilla.v1.HelmParameter
+	(*KustomizeSpec)(nil),         // 11: flotilla.v1.KustomizeSpec
+	(*KustomizeReplica)(nil),      // 12: flotilla.v1.KustomizeReplica
+	(*DirectorySpec)(nil),         // 13: flotilla.v1.DirectorySpec
+	(*Destination)(nil),           // 14: flotilla.v1.Destination
+	(*SyncPolicy)(nil),            // 15: flotilla.v1.SyncPolicy
+	(*Automated)(nil),             // 16: flotilla.v1.Automated
+	(*Retry)(nil),                 // 17: flotilla.v1.Retry
+	(*Backoff)(nil),               // 18: flotilla.v1.Backoff
+	(*IgnoreDifferences)(nil),     // 19: flotilla.v1.IgnoreDifferences
+	(*Deletion)(nil),              // 20: flotilla.v1.Deletion
+	nil,                           // 21: flotilla.v1.KustomizeSpec.CommonLabelsEntry
+	nil,                           // 22: flotilla.v1.KustomizeSpec.CommonAnnotationsEntry
+	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
 }
 var file_flotilla_v1_desired_state_proto_depIdxs = []int32{
 	2,  // 0: flotilla.v1.SignedDesiredState.signature:type_name -> flotilla.v1.Signature
-	5,  // 1: flotilla.v1.DesiredState.source:type_name -> flotilla.v1.Source
-	6,  // 2: flotilla.v1.DesiredState.artifact:type_name -> flotilla.v1.Artifact
-	7,  // 3: flotilla.v1.DesiredState.render:type_name -> flotilla.v1.RenderSpec
-	13, // 4: flotilla.v1.DesiredState.destination:type_name -> flotilla.v1.Destination
-	14, // 5: flotilla.v1.DesiredState.sync_policy:type_name -> flotilla.v1.SyncPolicy
-	18, // 6: flotilla.v1.DesiredState.ignore_differences:type_name -> flotilla.v1.IgnoreDifferences
-	19, // 7: flotilla.v1.DesiredState.deletion:type_name -> flotilla.v1.Deletion
+	6,  // 1: flotilla.v1.DesiredState.source:type_name -> flotilla.v1.Source
+	7,  // 2: flotilla.v1.DesiredState.artifact:type_name -> flotilla.v1.Artifact
+	8,  // 3: flotilla.v1.DesiredState.render:type_name -> flotilla.v1.RenderSpec
+	14, // 4: flotilla.v1.DesiredState.destination:type_name -> flotilla.v1.Destination
+	15, // 5: flotilla.v1.DesiredState.sync_policy:type_name -> flotilla.v1.SyncPolicy
+	19, // 6: flotilla.v1.DesiredState.ignore_differences:type_name -> flotilla.v1.IgnoreDifferences
+	20, // 7: flotilla.v1.DesiredState.deletion:type_name -> flotilla.v1.Deletion
 	0,  // 8: flotilla.v1.DesiredState.initiator:type_name -> flotilla.v1.Initiator
-	22, // 9: flotilla.v1.DesiredState.published_at:type_name -> google.protobuf.Timestamp
-	4,  // 10: flotilla.v1.DesiredState.pin:type_name -> flotilla.v1.Pin
-	22, // 11: flotilla.v1.Pin.at:type_name -> google.protobuf.Timestamp
-	22, // 12: flotilla.v1.Source.commit_time:type_name -> google.protobuf.Timestamp
-	8,  // 13: flotilla.v1.RenderSpec.helm:type_name -> flotilla.v1.HelmSpec
-	10, // 14: flotilla.v1.RenderSpec.kustomize:type_name -> flotilla.v1.KustomizeSpec
-	12, // 15: flotilla.v1.RenderSpec.directory:type_name -> flotilla.v1.DirectorySpec
-	9,  // 16: flotilla.v1.HelmSpec.parameters:type_name -> flotilla.v1.HelmParameter
-	9,  // 17: flotilla.v1.HelmSpec.file_parameters:type_name -> flotilla.v1.HelmParameter
-	20, // 18: flotilla.v1.KustomizeSpec.common_labels:type_name -> flotilla.v1.KustomizeSpec.CommonLabelsEntry
-	21, // 19: flotilla.v1.KustomizeSpec.common_annotations:type_name -> flotilla.v1.KustomizeSpec.CommonAnnotationsEntry
-	11, // 20: flotilla.v1.KustomizeSpec.replicas:type_name -> flotilla.v1.KustomizeReplica
-	15, // 21: flotilla.v1.SyncPolicy.automated:type_name -> flotilla.v1.Automated
-	16, // 22: flotilla.v1.SyncPolicy.retry:type_name -> flotilla.v1.Retry
-	17, // 23: flotilla.v1.Retry.backoff:type_name -> flotilla.v1.Backoff
-	24, // [24:24] is the sub-list for method output_type
-	24, // [24:24] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	23, // 9: flotilla.v1.DesiredState.published_at:type_name -> google.protobuf.Timestamp
+	5,  // 10: flotilla.v1.DesiredState.pin:type_name -> flotilla.v1.Pin
+	4,  // 11: flotilla.v1.DesiredState.sources:type_name -> flotilla.v1.SourceRender
+	6,  // 12: flotilla.v1.SourceRender.source:type_name -> flotilla.v1.Source
+	8,  // 13: flotilla.v1.SourceRender.render:type_name -> flotilla.v1.RenderSpec
+	23, // 14: flotilla.v1.Pin.at:type_name -> google.protobuf.Timestamp
+	23, // 15: flotilla.v1.Source.commit_time:type_name -> google.protobuf.Timestamp
+	9,  // 16: flotilla.v1.RenderSpec.helm:type_name -> flotilla.v1.HelmSpec
+	11, // 17: flotilla.v1.RenderSpec.kustomize:type_name -> flotilla.v1.KustomizeSpec
+	13, // 18: flotilla.v1.RenderSpec.directory:type_name -> flotilla.v1.DirectorySpec
+	10, // 19: flotilla.v1.HelmSpec.parameters:type_name -> flotilla.v1.HelmParameter
+	10, // 20: flotilla.v1.HelmSpec.file_parameters:type_name -> flotilla.v1.HelmParameter
+	21, // 21: flotilla.v1.KustomizeSpec.common_labels:type_name -> flotilla.v1.KustomizeSpec.CommonLabelsEntry
+	22, // 22: flotilla.v1.KustomizeSpec.common_annotations:type_name -> flotilla.v1.KustomizeSpec.CommonAnnotationsEntry
+	12, // 23: flotilla.v1.KustomizeSpec.replicas:type_name -> flotilla.v1.KustomizeReplica
+	16, // 24: flotilla.v1.SyncPolicy.automated:type_name -> flotilla.v1.Automated
+	17, // 25: flotilla.v1.SyncPolicy.retry:type_name -> flotilla.v1.Retry
+	18, // 26: flotilla.v1.Retry.backoff:type_name -> flotilla.v1.Backoff
+	27, // [27:27] is the sub-list for method output_type
+	27, // [27:27] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_v1_desired_state_proto_init() }
@@ -1792,7 +1911,7 @@ func file_flotilla_v1_desired_state_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flotilla_v1_desired_state_proto_rawDesc), len(file_flotilla_v1_desired_state_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   21,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
