@@ -51,21 +51,7 @@ func newFetcher(t *testing.T, clock *fakeClock, repos ...Repository) *Fetcher {
 }
 
 func webChart(name, version, image string) testenv.ChartSpec {
-	return testenv.ChartSpec{
-		Name: name, Version: version, Values: "image: " + image + "\nreplicas: 1\n",
-		Templates: map[string]string{"deployment.yaml": `apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: {{ .Release.Name }}-{{ .Chart.Name }}
-spec:
-  replicas: {{ .Values.replicas }}
-  selector: {matchLabels: {app: {{ .Chart.Name }}}}
-  template:
-    metadata: {labels: {app: {{ .Chart.Name }}}}
-    spec:
-      containers: [{name: web, image: {{ .Values.image | quote }}}]
-`},
-	}
+	return testenv.DeploymentChart(name, version, image)
 }
 
 func TestChartFromAHelmRepository(t *testing.T) {

@@ -506,8 +506,14 @@ func fingerprint(ds *flotillav1.DesiredState) [32]byte {
 func contentHash(ds *flotillav1.DesiredState) [32]byte {
 	c := proto.Clone(ds).(*flotillav1.DesiredState)
 	c.Cluster, c.HistoryId, c.PublishedAt, c.Initiator, c.Pin = "", 0, nil, flotillav1.Initiator_INITIATOR_UNSPECIFIED, nil
-	if c.Source != nil {
-		c.Source.Commit, c.Source.CommitMessage, c.Source.CommitAuthor, c.Source.CommitTime = "", "", "", nil
+	clearCommit := func(s *flotillav1.Source) {
+		if s != nil {
+			s.Commit, s.CommitMessage, s.CommitAuthor, s.CommitTime = "", "", "", nil
+		}
+	}
+	clearCommit(c.Source)
+	for _, s := range c.Sources {
+		clearCommit(s.GetSource())
 	}
 	data, _ := proto.MarshalOptions{Deterministic: true}.Marshal(c)
 	return sha256.Sum256(data)

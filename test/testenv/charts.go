@@ -278,3 +278,25 @@ func writeServerCA(t TB, srv *httptest.Server) string {
 	}
 	return file
 }
+
+// DeploymentChart is a chart of one Deployment, named
+// <release>-<chart>, running values.image with values.replicas: the
+// smallest chart that shows which version and values were rendered.
+func DeploymentChart(name, version, image string) ChartSpec {
+	return ChartSpec{
+		Name: name, Version: version, Values: "image: " + image + "\nreplicas: 1\n",
+		Templates: map[string]string{"deployment.yaml": `apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {{ .Release.Name }}-{{ .Chart.Name }}
+  labels: {chart: {{ .Chart.Name }}-{{ .Chart.Version }}}
+spec:
+  replicas: {{ .Values.replicas }}
+  selector: {matchLabels: {app: {{ .Release.Name }}-{{ .Chart.Name }}}}
+  template:
+    metadata: {labels: {app: {{ .Release.Name }}-{{ .Chart.Name }}}}
+    spec:
+      containers: [{name: main, image: {{ .Values.image | quote }}}]
+`},
+	}
+}

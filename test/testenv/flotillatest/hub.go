@@ -6,6 +6,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -84,6 +85,9 @@ type HubOptions struct {
 	// ExternalNATS runs the hub against a NATS server its operator runs
 	// (nats.url) instead of the embedded one; nil embeds it.
 	ExternalNATS *ExternalNATS
+	// Charts is the hub's charts configuration (Helm repositories and OCI
+	// registries).
+	Charts config.Charts
 }
 
 // ExternalNATS is a NATS server the hub does not run, as nats.url,
@@ -174,9 +178,14 @@ func StartHub(t testenv.TB, opts HubOptions) *Hub {
 	if x := opts.ExternalNATS; x != nil {
 		natsConfig = fmt.Sprintf("{url: %q, credentialsFile: %q, caFile: %q}", x.URL, x.CredentialsFile, x.CAFile)
 	}
+	chartsConfig, err := json.Marshal(chartsYAML(opts.Charts))
+	if err != nil {
+		t.Fatal(err)
+	}
 	cfg, err := config.Parse("hub.yaml", []byte(fmt.Sprintf(`
 dataDir: %s
 nats: %s
+charts: %s
 repositories:
 %sroots:
   - name: production
@@ -190,7 +199,7 @@ api:
     - {name: ops, role: viewer, tokenFile: %s}
     - {name: oncall, role: operator, tokenEnv: %s}
     - {name: root, role: admin, tokenEnv: %s}
-`, filepath.Join(dir, "data"), natsConfig, repos.String(), RepoURL, writeFile("webhook-secret", WebhookSecret), writeFile("api-token", ViewerToken), operatorTokenEnv, adminTokenEnv)))
+`, filepath.Join(dir, "data"), natsConfig, chartsConfig, repos.String(), RepoURL, writeFile("webhook-secret", WebhookSecret), writeFile("api-token", ViewerToken), operatorTokenEnv, adminTokenEnv)))
 	if err != nil {
 		t.Fatalf("flotillatest: hub config: %v", err)
 	}
@@ -276,6 +285,18 @@ api:
 		t.Fatalf("flotillatest: open the hub's bus: %v", err)
 	}
 	return h
+}
+
+// chartsYAML is the charts configuration as the hub's file reads it.
+func chartsYAML(c config.Charts) map[string]any {
+	out := map[string]any{"repositories": c.Repositories}
+	if c.RefreshInterval.Duration > 0 {
+		out["refreshInterval"] = c.RefreshInterval.String()
+	}
+	if c.Repositories == nil {
+		out["repositories"] = []config.ChartRepository{}
+	}
+	return out
 }
 
 // Credentials adds cluster name with labels through the API, as an admin
