@@ -269,4 +269,3 @@ func loadChart(t *testing.T, dir string) *chartpkg.Chart {
 	}
 	return c
 }
-
