@@ -309,6 +309,16 @@ func (h *Hub) Revert(ctx context.Context, app, actor string) (*flotillav1.Revert
 		return nil, err
 	}
 	src := targets[0].GetSource()
+	// Reverting in Git means reverting the commit that last changed the
+	// application's files: a chart from a repository has none in Git,
+	// and a multi-source application's files span repositories.
+	switch {
+	case len(targets[0].GetSources()) > 0:
+		return nil, fmt.Errorf("%w: %s has several sources: revert its commits in Git by hand, or roll it back by history id", api.ErrFailedPrecondition, app)
+	case src.GetChart() != "":
+		return nil, fmt.Errorf("%w: %s is chart %s %s from %s: revert the commit that changed its Application (%.8s) by hand, or roll it back by history id",
+			api.ErrFailedPrecondition, app, src.GetChart(), src.GetChartVersion(), src.GetRepoUrl(), src.GetCommit())
+	}
 	for _, ds := range targets[1:] {
 		if s := ds.GetSource(); s.GetRepoUrl() != src.GetRepoUrl() || s.GetTargetRevision() != src.GetTargetRevision() {
 			return nil, fmt.Errorf("%w: %s comes from %s@%s in %s but %s@%s in %s: revert it in Git by hand", api.ErrFailedPrecondition, app,

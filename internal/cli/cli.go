@@ -342,7 +342,7 @@ func appTable(w *tabwriter.Writer, apps []*flotillav1.AppInfo, wide bool) {
 		if p := a.GetDesired().GetPin(); p != nil {
 			history += fmt.Sprintf(" (pinned to %d by %s)", p.GetRolledBackTo(), p.GetBy())
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%.8s\t%s", cluster, a.GetApp(), sync, health, history, a.GetDesired().GetSource().GetCommit(),
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s", cluster, a.GetApp(), sync, health, history, revision(a.GetDesired().GetSource()),
 			rolloutSummary(st))
 		if wide {
 			fmt.Fprintf(w, "\t%s\t%s", enumWord(st.GetPhase().String(), "SYNC_PHASE_"), st.GetMessage())
@@ -471,4 +471,18 @@ func hubError(g *globals, err error) error {
 		return &ExitError{Code: ExitFailure, Err: errors.New(cerr.Message())}
 	}
 	return &ExitError{Code: ExitFailure, Err: errors.New(cerr.Message())}
+}
+
+// revision is what a desired state was published for, as Argo CD shows
+// it: a chart's version (with the commit of its Application), else the
+// commit.
+func revision(src *flotillav1.Source) string {
+	commit := src.GetCommit()
+	if len(commit) > 8 {
+		commit = commit[:8]
+	}
+	if v := src.GetChartVersion(); v != "" {
+		return v + " (" + commit + ")"
+	}
+	return commit
 }
