@@ -125,6 +125,9 @@ func (s *Syncer) run(ctx context.Context, spec syncSpec, force bool) (syncResult
 	if err := s.refuseUnsupported(rendered); err != nil {
 		return planned, err
 	}
+	if err := s.refuseForbidden(spec, rendered); err != nil {
+		return planned, err
+	}
 	// Before anything is written: an application that prunes meanwhile
 	// leaves to this one what it now wants.
 	s.want(spec, plan.Resources)

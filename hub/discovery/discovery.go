@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"slices"
 	"sort"
 	"strings"
@@ -67,6 +68,8 @@ type App struct {
 	// Sources are the application's sources, rendered, in order.
 	Sources  []*Source
 	Clusters []string
+	// Project is the AppProject the application belongs to.
+	Project *appspec.AppProject
 }
 
 // Source is one of an application's sources as the hub read it.
@@ -108,6 +111,17 @@ type Result struct {
 	// RootErrors are roots that could not be read at all; nothing they
 	// published before may be deleted while they fail.
 	RootErrors map[string]error
+	// Projects are the AppProjects found beside the Applications, by name.
+	Projects map[string]*Project
+}
+
+// Project is an AppProject and the manifest it came from.
+type Project struct {
+	*appspec.AppProject
+	File string
+	// Conflict names a second, different definition of the same name:
+	// no application may use the project then.
+	Conflict string
 }
 
 // KubeVersion is the Kubernetes version the hub renders with; agents
@@ -116,7 +130,7 @@ const KubeVersion = "v1.37.2"
 
 // Discover runs discovery over roots for the registered clusters.
 func Discover(ctx context.Context, roots []Root, clusters []appspec.Cluster, sources Sources) *Result {
-	res := &Result{RootErrors: map[string]error{}}
+	res := &Result{RootErrors: map[string]error{}, Projects: map[string]*Project{}}
 	for _, root := range roots {
 		d := &walker{root: root, clusters: clusters, sources: sources, res: res, visited: map[string]bool{}}
 		if err := d.walkRoot(ctx); err != nil {
@@ -124,6 +138,7 @@ func Discover(ctx context.Context, roots []Root, clusters []appspec.Cluster, sou
 		}
 	}
 	markConflicts(res)
+	enforceProjects(res)
 	sort.Slice(res.Apps, func(i, j int) bool {
 		return res.Apps[i].Application.Metadata.Name < res.Apps[j].Application.Metadata.Name
 	})
@@ -178,6 +193,8 @@ func (w *walker) readApplications(ctx context.Context, from origin, manifests []
 			continue
 		}
 		switch obj.GetKind() {
+		case appspec.KindAppProject:
+			w.addProject(file, data)
 		case appspec.KindApplication:
 			app, err := appspec.DecodeApplication(file, data)
 			if err != nil {
@@ -320,6 +337,32 @@ func (s *Source) label() string {
 	return s.Spec.RepoURL + "@" + short(s.Commit)
 }
 
+// addProject records an AppProject. A malformed one, or two different
+// definitions of one name, fail the applications that use it.
+func (w *walker) addProject(file string, data []byte) {
+	p, err := appspec.DecodeAppProject(file, data)
+	if err != nil {
+		name := nameOf(data)
+		w.res.Projects[name] = &Project{AppProject: &appspec.AppProject{Metadata: appspec.ObjectMeta{Name: name}}, File: file, Conflict: err.Error()}
+		return
+	}
+	prev, ok := w.res.Projects[p.Metadata.Name]
+	switch {
+	case !ok:
+		w.res.Projects[p.Metadata.Name] = &Project{AppProject: p, File: file}
+	case prev.Conflict == "" && !reflect.DeepEqual(prev.Spec, p.Spec):
+		prev.Conflict = fmt.Sprintf("AppProject %q is defined twice, differently: in %s and in %s", p.Metadata.Name, prev.File, file)
+	}
+}
+
+func nameOf(data []byte) string {
+	var meta struct {
+		Metadata appspec.ObjectMeta `json:"metadata"`
+	}
+	_ = json.Unmarshal(data, &meta)
+	return meta.Metadata.Name
+}
+
 // targets resolves the clusters an Application goes to (docs/targeting.md).
 func (w *walker) targets(app *appspec.Application) []string {
 	var selector labels.Selector
@@ -374,3 +417,69 @@ func markConflicts(res *Result) {
 }
 
 func short(c *object.Commit) string { return c.Hash.String()[:8] }
+
+// enforceProjects checks every application against its AppProject, as
+// Argo CD does before it syncs: the project exists, permits the
+// Application's namespace, each source's repository, and each target
+// cluster with the destination namespace. An application that breaks its
+// project is an error naming the project, the field and the value; none
+// of it is published. The kinds a project permits are enforced by the
+// agents, which know each kind's scope.
+func enforceProjects(res *Result) {
+	var kept []*App
+	for _, a := range res.Apps {
+		p, err := projectOf(res.Projects, a)
+		if err == nil {
+			err = checkProject(p, a)
+		}
+		if err != nil {
+			res.Errors = append(res.Errors, AppError{App: a.Application.Metadata.Name, Root: a.Root, Err: fmt.Errorf("%s: %w", a.File, err)})
+			continue
+		}
+		a.Project = p
+		kept = append(kept, a)
+	}
+	res.Apps = kept
+}
+
+func projectOf(projects map[string]*Project, a *App) (*appspec.AppProject, error) {
+	name := a.Application.Spec.Project
+	if name == "" {
+		name = appspec.DefaultProject
+	}
+	p, ok := projects[name]
+	switch {
+	case !ok && name == appspec.DefaultProject:
+		return appspec.PermissiveProject(), nil
+	case !ok:
+		return nil, projectError(a, name, "spec.project", "no AppProject %q is defined beside the Applications", name)
+	case p.Conflict != "":
+		return nil, projectError(a, name, "spec.project", "%s", p.Conflict)
+	}
+	return p.AppProject, nil
+}
+
+func checkProject(p *appspec.AppProject, a *App) error {
+	app := a.Application
+	name := p.Metadata.Name
+	if !p.AppNamespacePermitted(app.Metadata.Namespace) {
+		return projectError(a, name, "metadata.namespace", "namespace %q is not among the project's sourceNamespaces", app.Metadata.Namespace)
+	}
+	for i, src := range app.AppSources() {
+		if !p.SourcePermitted(src.RepoURL) {
+			return projectError(a, name, app.SourceField(i)+".repoURL", "repository %q is not permitted by the project's sourceRepos", src.RepoURL)
+		}
+	}
+	d := app.Spec.Destination
+	for _, cluster := range a.Clusters {
+		if !p.DestinationPermitted(d.Server, cluster, d.Namespace) {
+			return projectError(a, name, "spec.destination", "cluster %s, namespace %q is not among the project's destinations", cluster, d.Namespace)
+		}
+	}
+	return nil
+}
+
+func projectError(a *App, project, field, format string, args ...any) error {
+	return &appspec.Error{Kind: appspec.KindApplication, Name: a.Application.Metadata.Name, Field: field,
+		Reason: fmt.Sprintf("AppProject %q: ", project) + fmt.Sprintf(format, args...)}
+}

@@ -161,3 +161,83 @@ func readFile(t *testing.T, dir, rel string) string {
 	}
 	return string(data)
 }
+
+func TestAppProjectsAreEnforcedAndNeverApplications(t *testing.T) {
+	dir := fixtureCopy(t)
+	write(t, dir, "apps/projects.yaml", `apiVersion: argoproj.io/v1alpha1
+kind: AppProject
+metadata: {name: payments, namespace: argocd}
+spec:
+  sourceRepos: [https://github.com/your-org/*]
+  destinations:
+    - {server: https://kubernetes.default.svc, namespace: payments}
+    - {name: "!prod-us", namespace: "*"}
+---
+apiVersion: argoproj.io/v1alpha1
+kind: AppProject
+metadata: {name: locked, namespace: argocd}
+spec:
+  sourceRepos: [https://github.com/elsewhere/*]
+  destinations: [{server: "*", namespace: "*"}]
+`)
+	app := func(name, project, ns, extra string) string {
+		return fmt.Sprintf(`apiVersion: argoproj.io/v1alpha1
+kind: Application
+metadata:
+  name: %s
+%s
+spec:
+  project: %s
+  source: {repoURL: %s, path: manifests/ml-inference}
+  destination: {server: https://kubernetes.default.svc, namespace: %s}
+`, name, extra, project, repo, ns)
+	}
+	write(t, dir, "apps/pay.yaml", app("pay", "payments", "payments", "  annotations: {flotilla.dev/clusters: region=eu}"))
+	write(t, dir, "apps/pay-eu.yaml", app("pay-eu", "payments", "other", "  annotations: {flotilla.dev/clusters: region=eu}"))
+	write(t, dir, "apps/pay-us.yaml", app("pay-us", "payments", "other", "  annotations: {flotilla.dev/clusters: region=us}"))
+	write(t, dir, "apps/locked.yaml", app("locked-out", "locked", "x", ""))
+	write(t, dir, "apps/nowhere.yaml", app("nowhere", "missing", "x", ""))
+
+	res := Discover(context.Background(), []Root{{Name: "prod", RepoURL: repo, Path: "apps", Clusters: labels.SelectorFromSet(labels.Set{"env": "production"})}}, clusters, Sources{Trees: dirTrees{dir}})
+	got := map[string]string{}
+	for _, e := range res.Errors {
+		got[e.App] = e.Err.Error()
+	}
+	wantErrors := map[string]string{
+		"pay-us":     `Application "pay-us": spec.destination: AppProject "payments": cluster prod-us, namespace "other" is not among the project's destinations`,
+		"locked-out": `Application "locked-out": spec.source.repoURL: AppProject "locked": repository "https://github.com/your-org/gitops-config" is not permitted by the project's sourceRepos`,
+		"nowhere":    `Application "nowhere": spec.project: AppProject "missing": no AppProject "missing" is defined beside the Applications`,
+	}
+	for app, want := range wantErrors {
+		if !strings.Contains(got[app], want) || !strings.Contains(got[app], "apps/") {
+			t.Errorf("%s: error %q, want it to name the file and contain %q", app, got[app], want)
+		}
+	}
+	published := map[string]*App{}
+	for _, a := range res.Apps {
+		published[a.Application.Metadata.Name] = a
+	}
+	for _, name := range []string{"pay", "pay-eu", "api-service"} {
+		a := published[name]
+		if a == nil {
+			t.Errorf("%s is not published", name)
+			continue
+		}
+		wantProject := map[string]string{"pay": "payments", "pay-eu": "payments", "api-service": "default"}[name]
+		if a.Project == nil || a.Project.Metadata.Name != wantProject {
+			t.Errorf("%s belongs to %v, want %s", name, a.Project, wantProject)
+		}
+	}
+	for _, name := range []string{"pay-us", "locked-out", "nowhere"} {
+		if published[name] != nil {
+			t.Errorf("%s is published despite its project", name)
+		}
+	}
+	if len(res.Projects) != 2 {
+		t.Errorf("projects = %v", res.Projects)
+	}
+	// Agents skip what the hub interprets: an AppProject is never applied.
+	if !appspec.IsArgoKind("argoproj.io/v1alpha1", appspec.KindAppProject) {
+		t.Error("AppProject is not a kind the hub interprets")
+	}
+}

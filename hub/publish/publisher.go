@@ -424,6 +424,9 @@ func desiredState(app *discovery.App, cluster, digest string, size int64) (*flot
 		Initiator:         flotillav1.Initiator_INITIATOR_GIT,
 		CascadeOnDelete:   a.Cascade(),
 	}
+	if app.Project != nil {
+		ds.ProjectPolicy = app.Project.Policy()
+	}
 	if !multiSource(app) {
 		src := app.Sources[0]
 		spec, err := src.Spec.RenderSpec()

@@ -8,10 +8,11 @@ import (
 )
 
 // IsArgoKind reports whether an object of apiVersion and kind is one the hub
-// interprets (Application, ApplicationSet) rather than one an agent applies.
+// interprets (Application, ApplicationSet, AppProject) rather than one an
+// agent applies.
 func IsArgoKind(apiVersion, kind string) bool {
 	group, _, _ := strings.Cut(apiVersion, "/")
-	return group == Group && (kind == KindApplication || kind == KindApplicationSet)
+	return group == Group && (kind == KindApplication || kind == KindApplicationSet || kind == KindAppProject)
 }
 
 // DecodeApplication reads an Application from an object's JSON form (as

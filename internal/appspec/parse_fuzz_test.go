@@ -125,3 +125,33 @@ func FuzzDecodeApplicationSet(f *testing.F) {
 		}
 	})
 }
+
+// FuzzDecodeAppProject decodes arbitrary JSON as an AppProject and asks it
+// what the hub and the agents ask. Nothing panics, and what it accepts
+// crosses the wire intact.
+func FuzzDecodeAppProject(f *testing.F) {
+	for _, seed := range []string{
+		`{"metadata":{"name":"team"},"spec":{"sourceRepos":["https://github.com/org/*","!https://github.com/org/secret"],"destinations":[{"server":"*","namespace":"!kube-system"},{"name":"prod-*","namespace":"*"}],"clusterResourceWhitelist":[{"group":"","kind":"Namespace","name":"team-*"}],"namespaceResourceWhitelist":[],"namespaceResourceBlacklist":[{"group":"","kind":"Secret"}],"sourceNamespaces":["team-*","/^ops-[0-9]+$/"]}}`,
+		`{"metadata":{"name":"x"},"spec":{"sourceRepos":["[invalid"]}}`,
+		`{"metadata":{"name":"x"},"spec":{"sourceNamespaces":["/(/"]}}`,
+		`null`,
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, object []byte) {
+		p, err := DecodeAppProject("projects/fuzz.yaml", object)
+		if err != nil {
+			return
+		}
+		p.SourcePermitted("https://github.com/org/app")
+		p.DestinationPermitted("https://kubernetes.default.svc", "prod-eu", "apps")
+		p.AppNamespacePermitted("team-a")
+		for _, namespaced := range []bool{true, false} {
+			want, _ := p.ResourcePermitted("apps", "Deployment", "web", namespaced)
+			got, _ := ProjectFromPolicy(p.Policy()).ResourcePermitted("apps", "Deployment", "web", namespaced)
+			if got != want {
+				t.Fatalf("the policy on the wire decides %v where the project decides %v", got, want)
+			}
+		}
+	})
+}

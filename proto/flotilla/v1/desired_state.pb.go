@@ -247,7 +247,11 @@ type DesiredState struct {
 	// dir; the manifests of the rendered sources are concatenated, a later
 	// source's object replacing an earlier one's of the same group, kind,
 	// namespace and name, as in Argo CD.
-	Sources       []*SourceRender `protobuf:"bytes,17,rep,name=sources,proto3" json:"sources,omitempty"`
+	Sources []*SourceRender `protobuf:"bytes,17,rep,name=sources,proto3" json:"sources,omitempty"`
+	// project_policy is what of the Application's AppProject the agent
+	// enforces on every object before it applies any: the kinds it permits,
+	// and the namespaces its destinations permit.
+	ProjectPolicy *ProjectPolicy `protobuf:"bytes,18,opt,name=project_policy,json=projectPolicy,proto3" json:"project_policy,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -401,6 +405,170 @@ func (x *DesiredState) GetSources() []*SourceRender {
 	return nil
 }
 
+func (x *DesiredState) GetProjectPolicy() *ProjectPolicy {
+	if x != nil {
+		return x.ProjectPolicy
+	}
+	return nil
+}
+
+// ProjectPolicy mirrors the resource restrictions and destinations of an
+// Argo CD AppProject.
+type ProjectPolicy struct {
+	state                    protoimpl.MessageState `protogen:"open.v1"`
+	Name                     string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	ClusterResourceWhitelist []*ResourceRestriction `protobuf:"bytes,2,rep,name=cluster_resource_whitelist,json=clusterResourceWhitelist,proto3" json:"cluster_resource_whitelist,omitempty"`
+	ClusterResourceBlacklist []*ResourceRestriction `protobuf:"bytes,3,rep,name=cluster_resource_blacklist,json=clusterResourceBlacklist,proto3" json:"cluster_resource_blacklist,omitempty"`
+	// namespace_resource_whitelist_set tells an empty whitelist (nothing
+	// namespaced permitted) from none (everything permitted).
+	NamespaceResourceWhitelistSet bool                   `protobuf:"varint,4,opt,name=namespace_resource_whitelist_set,json=namespaceResourceWhitelistSet,proto3" json:"namespace_resource_whitelist_set,omitempty"`
+	NamespaceResourceWhitelist    []*ResourceRestriction `protobuf:"bytes,5,rep,name=namespace_resource_whitelist,json=namespaceResourceWhitelist,proto3" json:"namespace_resource_whitelist,omitempty"`
+	NamespaceResourceBlacklist    []*ResourceRestriction `protobuf:"bytes,6,rep,name=namespace_resource_blacklist,json=namespaceResourceBlacklist,proto3" json:"namespace_resource_blacklist,omitempty"`
+	Destinations                  []*Destination         `protobuf:"bytes,7,rep,name=destinations,proto3" json:"destinations,omitempty"`
+	unknownFields                 protoimpl.UnknownFields
+	sizeCache                     protoimpl.SizeCache
+}
+
+func (x *ProjectPolicy) Reset() {
+	*x = ProjectPolicy{}
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProjectPolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProjectPolicy) ProtoMessage() {}
+
+func (x *ProjectPolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProjectPolicy.ProtoReflect.Descriptor instead.
+func (*ProjectPolicy) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ProjectPolicy) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ProjectPolicy) GetClusterResourceWhitelist() []*ResourceRestriction {
+	if x != nil {
+		return x.ClusterResourceWhitelist
+	}
+	return nil
+}
+
+func (x *ProjectPolicy) GetClusterResourceBlacklist() []*ResourceRestriction {
+	if x != nil {
+		return x.ClusterResourceBlacklist
+	}
+	return nil
+}
+
+func (x *ProjectPolicy) GetNamespaceResourceWhitelistSet() bool {
+	if x != nil {
+		return x.NamespaceResourceWhitelistSet
+	}
+	return false
+}
+
+func (x *ProjectPolicy) GetNamespaceResourceWhitelist() []*ResourceRestriction {
+	if x != nil {
+		return x.NamespaceResourceWhitelist
+	}
+	return nil
+}
+
+func (x *ProjectPolicy) GetNamespaceResourceBlacklist() []*ResourceRestriction {
+	if x != nil {
+		return x.NamespaceResourceBlacklist
+	}
+	return nil
+}
+
+func (x *ProjectPolicy) GetDestinations() []*Destination {
+	if x != nil {
+		return x.Destinations
+	}
+	return nil
+}
+
+// ResourceRestriction is a group, kind and (cluster-scoped) name pattern.
+type ResourceRestriction struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Group         string                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	Kind          string                 `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	Name          string                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResourceRestriction) Reset() {
+	*x = ResourceRestriction{}
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResourceRestriction) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResourceRestriction) ProtoMessage() {}
+
+func (x *ResourceRestriction) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResourceRestriction.ProtoReflect.Descriptor instead.
+func (*ResourceRestriction) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ResourceRestriction) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *ResourceRestriction) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *ResourceRestriction) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
 // SourceRender is one source of a multi-source application.
 type SourceRender struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
@@ -423,7 +591,7 @@ type SourceRender struct {
 
 func (x *SourceRender) Reset() {
 	*x = SourceRender{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[3]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -435,7 +603,7 @@ func (x *SourceRender) String() string {
 func (*SourceRender) ProtoMessage() {}
 
 func (x *SourceRender) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[3]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -448,7 +616,7 @@ func (x *SourceRender) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SourceRender.ProtoReflect.Descriptor instead.
 func (*SourceRender) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{3}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SourceRender) GetSource() *Source {
@@ -511,7 +679,7 @@ type Pin struct {
 
 func (x *Pin) Reset() {
 	*x = Pin{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[4]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -523,7 +691,7 @@ func (x *Pin) String() string {
 func (*Pin) ProtoMessage() {}
 
 func (x *Pin) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[4]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -536,7 +704,7 @@ func (x *Pin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pin.ProtoReflect.Descriptor instead.
 func (*Pin) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{4}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Pin) GetBy() string {
@@ -592,7 +760,7 @@ type Source struct {
 
 func (x *Source) Reset() {
 	*x = Source{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[5]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -604,7 +772,7 @@ func (x *Source) String() string {
 func (*Source) ProtoMessage() {}
 
 func (x *Source) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[5]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -617,7 +785,7 @@ func (x *Source) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Source.ProtoReflect.Descriptor instead.
 func (*Source) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{5}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Source) GetRepoUrl() string {
@@ -705,7 +873,7 @@ type Artifact struct {
 
 func (x *Artifact) Reset() {
 	*x = Artifact{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[6]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -717,7 +885,7 @@ func (x *Artifact) String() string {
 func (*Artifact) ProtoMessage() {}
 
 func (x *Artifact) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[6]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -730,7 +898,7 @@ func (x *Artifact) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Artifact.ProtoReflect.Descriptor instead.
 func (*Artifact) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{6}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Artifact) GetDigest() string {
@@ -767,7 +935,7 @@ type RenderSpec struct {
 
 func (x *RenderSpec) Reset() {
 	*x = RenderSpec{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[7]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -779,7 +947,7 @@ func (x *RenderSpec) String() string {
 func (*RenderSpec) ProtoMessage() {}
 
 func (x *RenderSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[7]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -792,7 +960,7 @@ func (x *RenderSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenderSpec.ProtoReflect.Descriptor instead.
 func (*RenderSpec) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{7}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RenderSpec) GetHelm() *HelmSpec {
@@ -838,7 +1006,7 @@ type HelmSpec struct {
 
 func (x *HelmSpec) Reset() {
 	*x = HelmSpec{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[8]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -850,7 +1018,7 @@ func (x *HelmSpec) String() string {
 func (*HelmSpec) ProtoMessage() {}
 
 func (x *HelmSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[8]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -863,7 +1031,7 @@ func (x *HelmSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HelmSpec.ProtoReflect.Descriptor instead.
 func (*HelmSpec) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{8}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *HelmSpec) GetValueFiles() []string {
@@ -955,7 +1123,7 @@ type HelmParameter struct {
 
 func (x *HelmParameter) Reset() {
 	*x = HelmParameter{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[9]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -967,7 +1135,7 @@ func (x *HelmParameter) String() string {
 func (*HelmParameter) ProtoMessage() {}
 
 func (x *HelmParameter) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[9]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -980,7 +1148,7 @@ func (x *HelmParameter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HelmParameter.ProtoReflect.Descriptor instead.
 func (*HelmParameter) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{9}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *HelmParameter) GetName() string {
@@ -1022,7 +1190,7 @@ type KustomizeSpec struct {
 
 func (x *KustomizeSpec) Reset() {
 	*x = KustomizeSpec{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[10]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1034,7 +1202,7 @@ func (x *KustomizeSpec) String() string {
 func (*KustomizeSpec) ProtoMessage() {}
 
 func (x *KustomizeSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[10]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1047,7 +1215,7 @@ func (x *KustomizeSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KustomizeSpec.ProtoReflect.Descriptor instead.
 func (*KustomizeSpec) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{10}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *KustomizeSpec) GetNamePrefix() string {
@@ -1124,7 +1292,7 @@ type KustomizeReplica struct {
 
 func (x *KustomizeReplica) Reset() {
 	*x = KustomizeReplica{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[11]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1136,7 +1304,7 @@ func (x *KustomizeReplica) String() string {
 func (*KustomizeReplica) ProtoMessage() {}
 
 func (x *KustomizeReplica) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[11]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1149,7 +1317,7 @@ func (x *KustomizeReplica) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KustomizeReplica.ProtoReflect.Descriptor instead.
 func (*KustomizeReplica) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{11}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *KustomizeReplica) GetName() string {
@@ -1179,7 +1347,7 @@ type DirectorySpec struct {
 
 func (x *DirectorySpec) Reset() {
 	*x = DirectorySpec{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[12]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1191,7 +1359,7 @@ func (x *DirectorySpec) String() string {
 func (*DirectorySpec) ProtoMessage() {}
 
 func (x *DirectorySpec) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[12]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1204,7 +1372,7 @@ func (x *DirectorySpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DirectorySpec.ProtoReflect.Descriptor instead.
 func (*DirectorySpec) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{12}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *DirectorySpec) GetRecurse() bool {
@@ -1242,7 +1410,7 @@ type Destination struct {
 
 func (x *Destination) Reset() {
 	*x = Destination{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[13]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1254,7 +1422,7 @@ func (x *Destination) String() string {
 func (*Destination) ProtoMessage() {}
 
 func (x *Destination) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[13]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1267,7 +1435,7 @@ func (x *Destination) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Destination.ProtoReflect.Descriptor instead.
 func (*Destination) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{13}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Destination) GetNamespace() string {
@@ -1305,7 +1473,7 @@ type SyncPolicy struct {
 
 func (x *SyncPolicy) Reset() {
 	*x = SyncPolicy{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[14]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1317,7 +1485,7 @@ func (x *SyncPolicy) String() string {
 func (*SyncPolicy) ProtoMessage() {}
 
 func (x *SyncPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[14]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1330,7 +1498,7 @@ func (x *SyncPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncPolicy.ProtoReflect.Descriptor instead.
 func (*SyncPolicy) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{14}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SyncPolicy) GetAutomated() *Automated {
@@ -1366,7 +1534,7 @@ type Automated struct {
 
 func (x *Automated) Reset() {
 	*x = Automated{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[15]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1378,7 +1546,7 @@ func (x *Automated) String() string {
 func (*Automated) ProtoMessage() {}
 
 func (x *Automated) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[15]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1391,7 +1559,7 @@ func (x *Automated) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Automated.ProtoReflect.Descriptor instead.
 func (*Automated) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{15}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Automated) GetPrune() bool {
@@ -1426,7 +1594,7 @@ type Retry struct {
 
 func (x *Retry) Reset() {
 	*x = Retry{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[16]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1438,7 +1606,7 @@ func (x *Retry) String() string {
 func (*Retry) ProtoMessage() {}
 
 func (x *Retry) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[16]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1451,7 +1619,7 @@ func (x *Retry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Retry.ProtoReflect.Descriptor instead.
 func (*Retry) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{16}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Retry) GetLimit() int64 {
@@ -1481,7 +1649,7 @@ type Backoff struct {
 
 func (x *Backoff) Reset() {
 	*x = Backoff{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[17]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1493,7 +1661,7 @@ func (x *Backoff) String() string {
 func (*Backoff) ProtoMessage() {}
 
 func (x *Backoff) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[17]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1506,7 +1674,7 @@ func (x *Backoff) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Backoff.ProtoReflect.Descriptor instead.
 func (*Backoff) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{17}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Backoff) GetDuration() string {
@@ -1546,7 +1714,7 @@ type IgnoreDifferences struct {
 
 func (x *IgnoreDifferences) Reset() {
 	*x = IgnoreDifferences{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[18]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1558,7 +1726,7 @@ func (x *IgnoreDifferences) String() string {
 func (*IgnoreDifferences) ProtoMessage() {}
 
 func (x *IgnoreDifferences) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[18]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1571,7 +1739,7 @@ func (x *IgnoreDifferences) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IgnoreDifferences.ProtoReflect.Descriptor instead.
 func (*IgnoreDifferences) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{18}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *IgnoreDifferences) GetGroup() string {
@@ -1637,7 +1805,7 @@ type Deletion struct {
 
 func (x *Deletion) Reset() {
 	*x = Deletion{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[19]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1649,7 +1817,7 @@ func (x *Deletion) String() string {
 func (*Deletion) ProtoMessage() {}
 
 func (x *Deletion) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[19]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1662,7 +1830,7 @@ func (x *Deletion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Deletion.ProtoReflect.Descriptor instead.
 func (*Deletion) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{19}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Deletion) GetCascade() bool {
@@ -1684,7 +1852,7 @@ const file_flotilla_v1_desired_state_proto_rawDesc = "" +
 	"\tSignature\x12\x1c\n" +
 	"\talgorithm\x18\x01 \x01(\tR\talgorithm\x12\x15\n" +
 	"\x06key_id\x18\x02 \x01(\tR\x05keyId\x12\x14\n" +
-	"\x05value\x18\x03 \x01(\fR\x05value\"\x9d\x06\n" +
+	"\x05value\x18\x03 \x01(\fR\x05value\"\xe0\x06\n" +
 	"\fDesiredState\x12%\n" +
 	"\x0eschema_version\x18\x01 \x01(\rR\rschemaVersion\x12\x18\n" +
 	"\acluster\x18\x02 \x01(\tR\acluster\x12\x10\n" +
@@ -1705,7 +1873,20 @@ const file_flotilla_v1_desired_state_proto_rawDesc = "" +
 	"\fpublished_at\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\vpublishedAt\x12*\n" +
 	"\x11cascade_on_delete\x18\x0f \x01(\bR\x0fcascadeOnDelete\x12\"\n" +
 	"\x03pin\x18\x10 \x01(\v2\x10.flotilla.v1.PinR\x03pin\x123\n" +
-	"\asources\x18\x11 \x03(\v2\x19.flotilla.v1.SourceRenderR\asources\"\xc5\x01\n" +
+	"\asources\x18\x11 \x03(\v2\x19.flotilla.v1.SourceRenderR\asources\x12A\n" +
+	"\x0eproject_policy\x18\x12 \x01(\v2\x1a.flotilla.v1.ProjectPolicyR\rprojectPolicy\"\xb2\x04\n" +
+	"\rProjectPolicy\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12^\n" +
+	"\x1acluster_resource_whitelist\x18\x02 \x03(\v2 .flotilla.v1.ResourceRestrictionR\x18clusterResourceWhitelist\x12^\n" +
+	"\x1acluster_resource_blacklist\x18\x03 \x03(\v2 .flotilla.v1.ResourceRestrictionR\x18clusterResourceBlacklist\x12G\n" +
+	" namespace_resource_whitelist_set\x18\x04 \x01(\bR\x1dnamespaceResourceWhitelistSet\x12b\n" +
+	"\x1cnamespace_resource_whitelist\x18\x05 \x03(\v2 .flotilla.v1.ResourceRestrictionR\x1anamespaceResourceWhitelist\x12b\n" +
+	"\x1cnamespace_resource_blacklist\x18\x06 \x03(\v2 .flotilla.v1.ResourceRestrictionR\x1anamespaceResourceBlacklist\x12<\n" +
+	"\fdestinations\x18\a \x03(\v2\x18.flotilla.v1.DestinationR\fdestinations\"S\n" +
+	"\x13ResourceRestriction\x12\x14\n" +
+	"\x05group\x18\x01 \x01(\tR\x05group\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\"\xc5\x01\n" +
 	"\fSourceRender\x12+\n" +
 	"\x06source\x18\x01 \x01(\v2\x13.flotilla.v1.SourceR\x06source\x12/\n" +
 	"\x06render\x18\x02 \x01(\v2\x17.flotilla.v1.RenderSpecR\x06render\x12\x10\n" +
@@ -1838,66 +2019,74 @@ func file_flotilla_v1_desired_state_proto_rawDescGZIP() []byte {
 }
 
 var file_flotilla_v1_desired_state_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_flotilla_v1_desired_state_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_flotilla_v1_desired_state_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_flotilla_v1_desired_state_proto_goTypes = []any{
 	(Initiator)(0),                // 0: flotilla.v1.Initiator
 	(*SignedDesiredState)(nil),    // 1: flotilla.v1.SignedDesiredState
 	(*Signature)(nil),             // 2: flotilla.v1.Signature
 	(*DesiredState)(nil),          // 3: flotilla.v1.DesiredState
-	(*SourceRender)(nil),          // 4: flotilla.v1.SourceRender
-	(*Pin)(nil),                   // 5: flotilla.v1.Pin
-	(*Source)(nil),                // 6: flotilla.v1.Source
-	(*Artifact)(nil),              // 7: flotilla.v1.Artifact
-	(*RenderSpec)(nil),            // 8: flotilla.v1.RenderSpec
-	(*HelmSpec)(nil),              // 9: flotilla.v1.HelmSpec
-	(*HelmParameter)(nil),         // 10: flotilla.v1.HelmParameter
-	(*KustomizeSpec)(nil),         // 11: flotilla.v1.KustomizeSpec
-	(*KustomizeReplica)(nil),      // 12: flotilla.v1.KustomizeReplica
-	(*DirectorySpec)(nil),         // 13: flotilla.v1.DirectorySpec
-	(*Destination)(nil),           // 14: flotilla.v1.Destination
-	(*SyncPolicy)(nil),            // 15: flotilla.v1.SyncPolicy
-	(*Automated)(nil),             // 16: flotilla.v1.Automated
-	(*Retry)(nil),                 // 17: flotilla.v1.Retry
-	(*Backoff)(nil),               // 18: flotilla.v1.Backoff
-	(*IgnoreDifferences)(nil),     // 19: flotilla.v1.IgnoreDifferences
-	(*Deletion)(nil),              // 20: flotilla.v1.Deletion
-	nil,                           // 21: flotilla.v1.KustomizeSpec.CommonLabelsEntry
-	nil,                           // 22: flotilla.v1.KustomizeSpec.CommonAnnotationsEntry
-	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
+	(*ProjectPolicy)(nil),         // 4: flotilla.v1.ProjectPolicy
+	(*ResourceRestriction)(nil),   // 5: flotilla.v1.ResourceRestriction
+	(*SourceRender)(nil),          // 6: flotilla.v1.SourceRender
+	(*Pin)(nil),                   // 7: flotilla.v1.Pin
+	(*Source)(nil),                // 8: flotilla.v1.Source
+	(*Artifact)(nil),              // 9: flotilla.v1.Artifact
+	(*RenderSpec)(nil),            // 10: flotilla.v1.RenderSpec
+	(*HelmSpec)(nil),              // 11: flotilla.v1.HelmSpec
+	(*HelmParameter)(nil),         // 12: flotilla.v1.HelmParameter
+	(*KustomizeSpec)(nil),         // 13: flotilla.v1.KustomizeSpec
+	(*KustomizeReplica)(nil),      // 14: flotilla.v1.KustomizeReplica
+	(*DirectorySpec)(nil),         // 15: flotilla.v1.DirectorySpec
+	(*Destination)(nil),           // 16: flotilla.v1.Destination
+	(*SyncPolicy)(nil),            // 17: flotilla.v1.SyncPolicy
+	(*Automated)(nil),             // 18: flotilla.v1.Automated
+	(*Retry)(nil),                 // 19: flotilla.v1.Retry
+	(*Backoff)(nil),               // 20: flotilla.v1.Backoff
+	(*IgnoreDifferences)(nil),     // 21: flotilla.v1.IgnoreDifferences
+	(*Deletion)(nil),              // 22: flotilla.v1.Deletion
+	nil,                           // 23: flotilla.v1.KustomizeSpec.CommonLabelsEntry
+	nil,                           // 24: flotilla.v1.KustomizeSpec.CommonAnnotationsEntry
+	(*timestamppb.Timestamp)(nil), // 25: google.protobuf.Timestamp
 }
 var file_flotilla_v1_desired_state_proto_depIdxs = []int32{
 	2,  // 0: flotilla.v1.SignedDesiredState.signature:type_name -> flotilla.v1.Signature
-	6,  // 1: flotilla.v1.DesiredState.source:type_name -> flotilla.v1.Source
-	7,  // 2: flotilla.v1.DesiredState.artifact:type_name -> flotilla.v1.Artifact
-	8,  // 3: flotilla.v1.DesiredState.render:type_name -> flotilla.v1.RenderSpec
-	14, // 4: flotilla.v1.DesiredState.destination:type_name -> flotilla.v1.Destination
-	15, // 5: flotilla.v1.DesiredState.sync_policy:type_name -> flotilla.v1.SyncPolicy
-	19, // 6: flotilla.v1.DesiredState.ignore_differences:type_name -> flotilla.v1.IgnoreDifferences
-	20, // 7: flotilla.v1.DesiredState.deletion:type_name -> flotilla.v1.Deletion
+	8,  // 1: flotilla.v1.DesiredState.source:type_name -> flotilla.v1.Source
+	9,  // 2: flotilla.v1.DesiredState.artifact:type_name -> flotilla.v1.Artifact
+	10, // 3: flotilla.v1.DesiredState.render:type_name -> flotilla.v1.RenderSpec
+	16, // 4: flotilla.v1.DesiredState.destination:type_name -> flotilla.v1.Destination
+	17, // 5: flotilla.v1.DesiredState.sync_policy:type_name -> flotilla.v1.SyncPolicy
+	21, // 6: flotilla.v1.DesiredState.ignore_differences:type_name -> flotilla.v1.IgnoreDifferences
+	22, // 7: flotilla.v1.DesiredState.deletion:type_name -> flotilla.v1.Deletion
 	0,  // 8: flotilla.v1.DesiredState.initiator:type_name -> flotilla.v1.Initiator
-	23, // 9: flotilla.v1.DesiredState.published_at:type_name -> google.protobuf.Timestamp
-	5,  // 10: flotilla.v1.DesiredState.pin:type_name -> flotilla.v1.Pin
-	4,  // 11: flotilla.v1.DesiredState.sources:type_name -> flotilla.v1.SourceRender
-	6,  // 12: flotilla.v1.SourceRender.source:type_name -> flotilla.v1.Source
-	8,  // 13: flotilla.v1.SourceRender.render:type_name -> flotilla.v1.RenderSpec
-	23, // 14: flotilla.v1.Pin.at:type_name -> google.protobuf.Timestamp
-	23, // 15: flotilla.v1.Source.commit_time:type_name -> google.protobuf.Timestamp
-	9,  // 16: flotilla.v1.RenderSpec.helm:type_name -> flotilla.v1.HelmSpec
-	11, // 17: flotilla.v1.RenderSpec.kustomize:type_name -> flotilla.v1.KustomizeSpec
-	13, // 18: flotilla.v1.RenderSpec.directory:type_name -> flotilla.v1.DirectorySpec
-	10, // 19: flotilla.v1.HelmSpec.parameters:type_name -> flotilla.v1.HelmParameter
-	10, // 20: flotilla.v1.HelmSpec.file_parameters:type_name -> flotilla.v1.HelmParameter
-	21, // 21: flotilla.v1.KustomizeSpec.common_labels:type_name -> flotilla.v1.KustomizeSpec.CommonLabelsEntry
-	22, // 22: flotilla.v1.KustomizeSpec.common_annotations:type_name -> flotilla.v1.KustomizeSpec.CommonAnnotationsEntry
-	12, // 23: flotilla.v1.KustomizeSpec.replicas:type_name -> flotilla.v1.KustomizeReplica
-	16, // 24: flotilla.v1.SyncPolicy.automated:type_name -> flotilla.v1.Automated
-	17, // 25: flotilla.v1.SyncPolicy.retry:type_name -> flotilla.v1.Retry
-	18, // 26: flotilla.v1.Retry.backoff:type_name -> flotilla.v1.Backoff
-	27, // [27:27] is the sub-list for method output_type
-	27, // [27:27] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	25, // 9: flotilla.v1.DesiredState.published_at:type_name -> google.protobuf.Timestamp
+	7,  // 10: flotilla.v1.DesiredState.pin:type_name -> flotilla.v1.Pin
+	6,  // 11: flotilla.v1.DesiredState.sources:type_name -> flotilla.v1.SourceRender
+	4,  // 12: flotilla.v1.DesiredState.project_policy:type_name -> flotilla.v1.ProjectPolicy
+	5,  // 13: flotilla.v1.ProjectPolicy.cluster_resource_whitelist:type_name -> flotilla.v1.ResourceRestriction
+	5,  // 14: flotilla.v1.ProjectPolicy.cluster_resource_blacklist:type_name -> flotilla.v1.ResourceRestriction
+	5,  // 15: flotilla.v1.ProjectPolicy.namespace_resource_whitelist:type_name -> flotilla.v1.ResourceRestriction
+	5,  // 16: flotilla.v1.ProjectPolicy.namespace_resource_blacklist:type_name -> flotilla.v1.ResourceRestriction
+	16, // 17: flotilla.v1.ProjectPolicy.destinations:type_name -> flotilla.v1.Destination
+	8,  // 18: flotilla.v1.SourceRender.source:type_name -> flotilla.v1.Source
+	10, // 19: flotilla.v1.SourceRender.render:type_name -> flotilla.v1.RenderSpec
+	25, // 20: flotilla.v1.Pin.at:type_name -> google.protobuf.Timestamp
+	25, // 21: flotilla.v1.Source.commit_time:type_name -> google.protobuf.Timestamp
+	11, // 22: flotilla.v1.RenderSpec.helm:type_name -> flotilla.v1.HelmSpec
+	13, // 23: flotilla.v1.RenderSpec.kustomize:type_name -> flotilla.v1.KustomizeSpec
+	15, // 24: flotilla.v1.RenderSpec.directory:type_name -> flotilla.v1.DirectorySpec
+	12, // 25: flotilla.v1.HelmSpec.parameters:type_name -> flotilla.v1.HelmParameter
+	12, // 26: flotilla.v1.HelmSpec.file_parameters:type_name -> flotilla.v1.HelmParameter
+	23, // 27: flotilla.v1.KustomizeSpec.common_labels:type_name -> flotilla.v1.KustomizeSpec.CommonLabelsEntry
+	24, // 28: flotilla.v1.KustomizeSpec.common_annotations:type_name -> flotilla.v1.KustomizeSpec.CommonAnnotationsEntry
+	14, // 29: flotilla.v1.KustomizeSpec.replicas:type_name -> flotilla.v1.KustomizeReplica
+	18, // 30: flotilla.v1.SyncPolicy.automated:type_name -> flotilla.v1.Automated
+	19, // 31: flotilla.v1.SyncPolicy.retry:type_name -> flotilla.v1.Retry
+	20, // 32: flotilla.v1.Retry.backoff:type_name -> flotilla.v1.Backoff
+	33, // [33:33] is the sub-list for method output_type
+	33, // [33:33] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_v1_desired_state_proto_init() }
@@ -1911,7 +2100,7 @@ func file_flotilla_v1_desired_state_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flotilla_v1_desired_state_proto_rawDesc), len(file_flotilla_v1_desired_state_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   22,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
