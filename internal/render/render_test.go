@@ -99,7 +99,7 @@ func TestRenderDirectoryOfApplications(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"Application/api-service", "Application/ml-inference", "Application/root-app", "Application/worker-service", "ApplicationSet/api-service-staging", "ApplicationSet/worker-service-staging"}
+	want := []string{"AppProject/tenants", "Application/api-service", "Application/ml-inference", "Application/root-app", "Application/worker-service", "ApplicationSet/api-service-staging", "ApplicationSet/worker-service-staging"}
 	if diff := cmp.Diff(want, kinds(res)); diff != "" {
 		t.Errorf("objects (-want +got):\n%s", diff)
 	}
