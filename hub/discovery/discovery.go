@@ -8,6 +8,8 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"k8s.io/apimachinery/pkg/labels"
@@ -206,7 +208,7 @@ func (w *walker) readApplications(ctx context.Context, from origin, manifests []
 			set, err := appspec.DecodeApplicationSet(file, data)
 			if err == nil {
 				var apps []*appspec.Application
-				if apps, err = set.Expand(w.clusters); err == nil {
+				if apps, err = expandBounded(ctx, set, w.clusters, checkouts{w.sources.Trees}); err == nil {
 					for _, app := range apps {
 						w.follow(ctx, app, file, from)
 					}
@@ -335,6 +337,61 @@ func (s *Source) label() string {
 		return fmt.Sprintf("%s/%s:%s", strings.TrimSuffix(s.Spec.RepoURL, "/"), s.Chart.Name, s.Chart.Version)
 	}
 	return s.Spec.RepoURL + "@" + short(s.Commit)
+}
+
+// expandTimeout bounds an ApplicationSet's expansion: its templates are
+// outside input, and a Go template that calls itself twice recurses
+// exponentially.
+const expandTimeout = 30 * time.Second
+
+// expanding holds the ApplicationSets whose expansion passed its deadline
+// and still runs (templates take no context): while one does, the same
+// set is refused at once rather than started again at every pass.
+var expanding sync.Map
+
+// expandBounded expands set within expandTimeout.
+func expandBounded(ctx context.Context, set *appspec.ApplicationSet, clusters []appspec.Cluster, repos appspec.Repos) ([]*appspec.Application, error) {
+	key := set.Metadata.Namespace + "/" + set.Metadata.Name
+	if _, running := expanding.Load(key); running {
+		return nil, fmt.Errorf("an earlier expansion of ApplicationSet %q passed its deadline and is still running", set.Metadata.Name)
+	}
+	ctx, cancel := context.WithTimeout(ctx, expandTimeout)
+	defer cancel()
+	type result struct {
+		apps []*appspec.Application
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		apps, err := set.Expand(ctx, clusters, repos)
+		done <- result{apps, err}
+	}()
+	select {
+	case r := <-done:
+		return r.apps, r.err
+	case <-ctx.Done():
+		expanding.Store(key, true)
+		go func() {
+			<-done
+			expanding.Delete(key)
+		}()
+		return nil, fmt.Errorf("expanding ApplicationSet %q did not finish within %s", set.Metadata.Name, expandTimeout)
+	}
+}
+
+// checkouts give git generators the hub's checkouts of configured
+// repositories.
+type checkouts struct{ trees Trees }
+
+func (c checkouts) Checkout(ctx context.Context, repoURL, revision string) (string, error) {
+	if revision == "" {
+		revision = "HEAD"
+	}
+	t, err := c.trees.Tree(ctx, repoURL, revision)
+	if err != nil {
+		return "", err
+	}
+	return t.Dir, nil
 }
 
 // addProject records an AppProject. A malformed one, or two different

@@ -1,6 +1,7 @@
 package appspec
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -53,11 +54,11 @@ func TestExpandClusterGenerator(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	apps, err := set.Expand([]Cluster{
+	apps, err := set.Expand(context.Background(), []Cluster{
 		{Name: "prod-eu", Labels: map[string]string{"env": "production"}},
 		{Name: "staging-1", Labels: map[string]string{"env": "staging"}},
 		{Name: "staging-2", Labels: map[string]string{"env": "staging"}},
-	})
+	}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +80,7 @@ func TestExpandListGeneratorFastTemplate(t *testing.T) {
 		Generators: []Generator{{List: &ListGenerator{Elements: []json.RawMessage{json.RawMessage(`{"cluster":"prod-eu","url":"https://kubernetes.default.svc"}`)}}}},
 		Template:   []byte(`{"metadata":{"name":"{{cluster}}-guestbook"},"spec":{"source":{"repoURL":"https://git.example.com/r","path":"guestbook/{{cluster}}","targetRevision":"{{ missing }}"},"destination":{"server":"{{url}}","namespace":"guestbook"}}}`),
 	}}
-	apps, err := set.Expand(nil)
+	apps, err := set.Expand(context.Background(), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,7 +163,12 @@ func TestApplicationSetValidationNamesTheField(t *testing.T) {
 	}{
 		{"empty template option", `{"spec":{"goTemplateOptions":[""]}}`, `apps/set.yaml: ApplicationSet "set": spec.goTemplateOptions[0]: "": want one of missingkey=default, missingkey=invalid, missingkey=zero, missingkey=error`},
 		{"unknown template option", `{"spec":{"goTemplateOptions":["missingkey=error","missingkey=bogus"]}}`, `spec.goTemplateOptions[1]: "missingkey=bogus"`},
-		{"git generator", `{"spec":{"generators":[{"git":{"repoURL":"r"}}]}}`, `spec.generators[0].git: the git generator is not supported`},
+		{"git generator without paths", `{"spec":{"generators":[{"git":{"repoURL":"r"}}]}}`, `spec.generators[0].git: set directories or files`},
+		{"unsupported generator", `{"spec":{"generators":[{"pullRequest":{"github":{}}}]}}`, `spec.generators[0].pullRequest: the pullRequest generator is not supported`},
+		{"matrix of one", `{"spec":{"generators":[{"matrix":{"generators":[{"list":{"elements":[]}}]}}]}}`, `spec.generators[0].matrix.generators: a matrix combines exactly two generators, not 1`},
+		{"nested too deep", `{"spec":{"generators":[{"matrix":{"generators":[{"list":{"elements":[]}},{"matrix":{"generators":[{"list":{"elements":[]}},{"merge":{"mergeKeys":["a"],"generators":[{"list":{}},{"list":{}}]}}]}}]}}]}}`, `spec.generators[0].matrix.generators[1].matrix.generators[1].merge: generators nest at most 2 deep`},
+		{"merge without keys", `{"spec":{"generators":[{"merge":{"generators":[{"list":{"elements":[]}},{"list":{"elements":[]}}]}}]}}`, `spec.generators[0].merge.mergeKeys: at least one merge key is required`},
+		{"templatePatch without goTemplate", `{"spec":{"goTemplate":false,"templatePatch":"spec: {}"}}`, `spec.templatePatch: needs goTemplate: true`},
 		{"no template", `{"spec":{"template":null}}`, `spec.template: is required`},
 	}
 	for _, tc := range tests {

@@ -2,6 +2,7 @@ package appspec
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -11,29 +12,35 @@ import (
 	"text/template"
 
 	"github.com/Masterminds/sprig/v3"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 )
 
-// Expand generates the Applications of an ApplicationSet for the registered
-// clusters, as Argo CD's list and cluster generators do: one parameter set
-// per list element or matching cluster, substituted into spec.template with
-// Go templates (goTemplate: true) or Argo CD's {{param}} syntax.
-func (s *ApplicationSet) Expand(clusters []Cluster) ([]*Application, error) {
+// Expand generates the Applications of an ApplicationSet, as Argo CD's
+// list, cluster, git, matrix and merge generators do: one parameter set
+// per list element, matching cluster, selected directory or object of a
+// selected file, substituted into spec.template (over a generator's own
+// template) with Go templates (goTemplate: true) or Argo CD's {{param}}
+// syntax, then spec.templatePatch applied. repos reads the repositories
+// of git generators.
+func (s *ApplicationSet) Expand(ctx context.Context, clusters []Cluster, repos Repos) ([]*Application, error) {
 	fail := func(field string, err error) error {
 		return &Error{Kind: KindApplicationSet, Name: s.Metadata.Name, Field: field, Reason: err.Error()}
 	}
-	var template any
-	if err := json.Unmarshal(s.Spec.Template, &template); err != nil {
-		return nil, fail("spec.template", err)
-	}
+	x := &generator{set: s, clusters: clusters, repos: repos}
 	var apps []*Application
 	for i, g := range s.Spec.Generators {
-		params, err := s.generatorParams(g, clusters)
+		field := fmt.Sprintf("spec.generators[%d]", i)
+		params, err := x.params(ctx, g, nil)
 		if err != nil {
-			return nil, fail(fmt.Sprintf("spec.generators[%d]", i), err)
+			return nil, fail(field, err)
+		}
+		template, err := mergedTemplate(s.Spec.Template, generatorTemplate(g))
+		if err != nil {
+			return nil, fail(field+".template", err)
 		}
 		for _, p := range params {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
 			expanded, err := s.substitute(template, p)
 			if err != nil {
 				return nil, fail("spec.template", err)
@@ -41,6 +48,11 @@ func (s *ApplicationSet) Expand(clusters []Cluster) ([]*Application, error) {
 			data, err := json.Marshal(expanded)
 			if err != nil {
 				return nil, fail("spec.template", err)
+			}
+			if s.Spec.TemplatePatch != "" {
+				if data, err = s.applyTemplatePatch(data, p); err != nil {
+					return nil, fail("spec.templatePatch", err)
+				}
 			}
 			var app Application
 			if err := strictDecode(data, &app); err != nil {
@@ -59,42 +71,48 @@ func (s *ApplicationSet) Expand(clusters []Cluster) ([]*Application, error) {
 	return apps, nil
 }
 
-func (s *ApplicationSet) generatorParams(g Generator, clusters []Cluster) ([]map[string]any, error) {
-	switch {
-	case g.List != nil:
-		params := make([]map[string]any, 0, len(g.List.Elements))
-		for i, raw := range g.List.Elements {
-			var element map[string]any
-			if err := json.Unmarshal(raw, &element); err != nil {
-				return nil, fmt.Errorf("list.elements[%d]: must be an object: %w", i, err)
-			}
-			params = append(params, element)
-		}
-		return params, nil
-	case g.Clusters != nil:
-		selector, err := metav1.LabelSelectorAsSelector(&g.Clusters.Selector)
-		if err != nil {
-			return nil, fmt.Errorf("clusters.selector: %w", err)
-		}
-		var params []map[string]any
-		for _, c := range clusters {
-			if !selector.Matches(labels.Set(c.Labels)) {
-				continue
-			}
-			params = append(params, map[string]any{
-				"name":           c.Name,
-				"nameNormalized": c.Name,
-				"server":         InClusterServer,
-				"metadata": map[string]any{
-					"labels":      stringMap(c.Labels),
-					"annotations": stringMap(c.Annotations),
-				},
-				"values": stringMap(g.Clusters.Values),
-			})
-		}
-		return params, nil
+// mergedTemplate is the ApplicationSet's template with a generator's own
+// template over it: the generator's fields win, as in Argo CD.
+func mergedTemplate(base, override json.RawMessage) (any, error) {
+	var tree map[string]any
+	if err := json.Unmarshal(base, &tree); err != nil {
+		return nil, err
 	}
-	return nil, fmt.Errorf("no generator set")
+	if len(override) == 0 || string(override) == "null" {
+		return tree, nil
+	}
+	var over map[string]any
+	if err := json.Unmarshal(override, &over); err != nil {
+		return nil, err
+	}
+	deepMerge(tree, dropEmpty(over))
+	return tree, nil
+}
+
+// dropEmpty removes the empty strings, maps and lists of a generator's
+// template, which mergo leaves to the ApplicationSet's template.
+func dropEmpty(m map[string]any) map[string]any {
+	out := map[string]any{}
+	for k, v := range m {
+		switch val := v.(type) {
+		case map[string]any:
+			if sub := dropEmpty(val); len(sub) > 0 {
+				out[k] = sub
+			}
+		case string:
+			if val != "" {
+				out[k] = val
+			}
+		case []any:
+			if len(val) > 0 {
+				out[k] = val
+			}
+		case nil:
+		default:
+			out[k] = v
+		}
+	}
+	return out
 }
 
 func stringMap(m map[string]string) map[string]any {
@@ -139,25 +157,73 @@ func (s *ApplicationSet) substitute(node any, params map[string]any) (any, error
 
 // goTemplate renders one string with text/template and Sprig, minus the
 // functions that read the hub's environment, as Argo CD does.
-func (s *ApplicationSet) goTemplate(text string, params map[string]any) (string, error) {
+func (s *ApplicationSet) goTemplate(text string, params map[string]any) (out string, err error) {
 	if !strings.Contains(text, "{{") {
 		return text, nil
 	}
-	funcs := sprig.TxtFuncMap()
-	delete(funcs, "env")
-	delete(funcs, "expandenv")
-	tmpl, err := template.New("").Funcs(funcs).Option(s.Spec.GoTemplateOptions...).Parse(text)
+	defer func() {
+		if p := recover(); p != nil {
+			out, err = "", fmt.Errorf("template %q failed: %v", text, p)
+		}
+	}()
+	tmpl, err := template.New("").Funcs(templateFuncs).Option(s.Spec.GoTemplateOptions...).Parse(text)
 	if err != nil {
 		return "", fmt.Errorf("template %q: %w", text, err)
 	}
-	var out bytes.Buffer
-	if err := tmpl.Execute(&out, params); err != nil {
+	w := &limitedBuffer{max: maxTemplateOutput}
+	if err := tmpl.Execute(w, params); err != nil {
 		return "", fmt.Errorf("template %q: %w", text, err)
 	}
-	return out.String(), nil
+	return w.String(), nil
 }
 
-var fastTemplateParam = regexp.MustCompile(`\{\{\s*([-\w.]+)\s*\}\}`)
+// maxTemplateOutput bounds what one template string renders to, and what
+// one function call inside it may build.
+const maxTemplateOutput = 1 << 20
+
+// templateFuncs are Sprig's functions as Argo CD offers them (without
+// those that read the hub's environment), with those that build
+// something as large as their argument says bounded.
+var templateFuncs = func() template.FuncMap {
+	funcs := sprig.TxtFuncMap()
+	delete(funcs, "env")
+	delete(funcs, "expandenv")
+	funcs["repeat"] = func(count int, str string) (string, error) {
+		if count < 0 || len(str)*count > maxTemplateOutput {
+			return "", fmt.Errorf("repeat: %d times %d bytes is over the limit", count, len(str))
+		}
+		return strings.Repeat(str, count), nil
+	}
+	until := funcs["untilStep"].(func(int, int, int) []int)
+	funcs["untilStep"] = func(start, stop, step int) ([]int, error) {
+		if step == 0 || (stop-start)/step > maxTemplateOutput/8 {
+			return nil, fmt.Errorf("untilStep: too many elements")
+		}
+		return until(start, stop, step), nil
+	}
+	funcs["until"] = func(count int) ([]int, error) {
+		if count > maxTemplateOutput/8 || -count > maxTemplateOutput/8 {
+			return nil, fmt.Errorf("until: too many elements")
+		}
+		return until(0, count, map[bool]int{true: 1, false: -1}[count >= 0]), nil
+	}
+	return funcs
+}()
+
+// limitedBuffer fails a write that passes max.
+type limitedBuffer struct {
+	bytes.Buffer
+	max int
+}
+
+func (b *limitedBuffer) Write(p []byte) (int, error) {
+	if b.Len()+len(p) > b.max {
+		return 0, fmt.Errorf("the template renders more than %d bytes", b.max)
+	}
+	return b.Buffer.Write(p)
+}
+
+var fastTemplateParam = regexp.MustCompile(`\{\{\s*([^{}\s]+)\s*\}\}`)
 
 // fastTemplate replaces {{ param }} with flattened parameters; unknown
 // parameters stay as written, as in Argo CD.

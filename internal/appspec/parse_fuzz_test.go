@@ -1,6 +1,7 @@
 package appspec
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"testing"
@@ -108,15 +109,19 @@ func FuzzDecodeApplicationSet(f *testing.F) {
 		`{"metadata":{"name":"bad"},"spec":{"generators":[{"git":{}}],"template":{}}}`,
 		`{"metadata":{"name":"bad"},"spec":{"generators":[{"list":{"elements":[1]}}],"template":{"metadata":{"name":"x"}}}}`,
 		`{"metadata":{"name":"bad"},"spec":{"goTemplate":true,"generators":[{"list":{"elements":[{}]}}],"template":{"metadata":{"name":"{{"}}}}`,
+		`{"metadata":{"name":"dirs"},"spec":{"generators":[{"git":{"repoURL":"https://github.com/argoproj/argo-cd.git","directories":[{"path":"apps/*"},{"path":"apps/excluded","exclude":true}]}}],"template":{"metadata":{"name":"{{path.basename}}"},"spec":{"source":{"repoURL":"r","path":"{{path}}"},"destination":{"name":"{{path[0]}}"}}}}}`,
+		`{"metadata":{"name":"files"},"spec":{"goTemplate":true,"generators":[{"matrix":{"generators":[{"list":{"elements":[{"env":"dev"},{"env":"prod"}]}},{"git":{"repoURL":"https://github.com/argoproj/argo-cd.git","files":[{"path":"cluster-config/**/{{.env}}/config.json"}],"values":{"o":"{{.cluster.owner}}"}}}]}}],"templatePatch":"{{ if .values.o }}metadata: {labels: {o: x}}{{ end }}","template":{"metadata":{"name":"{{.cluster.name}}"},"spec":{"source":{"repoURL":"r","path":"{{.path.path}}"},"destination":{"name":"c"}}}}}`,
+		`{"metadata":{"name":"merged"},"spec":{"generators":[{"merge":{"mergeKeys":["name"],"generators":[{"clusters":{}},{"list":{"elements":[{"name":"bare","ns":"x"}]}}]},"selector":{"matchLabels":{"name":"bare"}}}],"template":{"metadata":{"name":"{{name}}"},"spec":{"source":{"repoURL":"r","path":"{{ns}}"},"destination":{"name":"{{name}}"}}}}}`,
 	} {
 		f.Add([]byte(seed))
 	}
+	repos := exampleRepo(f)
 	f.Fuzz(func(t *testing.T, object []byte) {
 		set, err := DecodeApplicationSet("apps/fuzz.yaml", object)
 		if err != nil {
 			return
 		}
-		apps, err := set.Expand(fuzzClusters)
+		apps, err := set.Expand(context.Background(), fuzzClusters, repos)
 		if err != nil {
 			return
 		}
@@ -152,6 +157,28 @@ func FuzzDecodeAppProject(f *testing.F) {
 			if got != want {
 				t.Fatalf("the policy on the wire decides %v where the project decides %v", got, want)
 			}
+		}
+	})
+}
+
+// FuzzParseParamFile reads arbitrary bytes as a git files generator's
+// file: nothing panics, and what it accepts is objects.
+func FuzzParseParamFile(f *testing.F) {
+	for _, seed := range []string{
+		`{"cluster":{"name":"engineering-dev","address":"https://1.2.3.4"}}`,
+		"- {cluster: {name: a}}\n- {cluster: {name: b}}\n",
+		"a: &x [*x]",
+		"",
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		objects, err := parseParamFile(data)
+		if err != nil {
+			return
+		}
+		for _, o := range objects {
+			_ = flatten("", o)
 		}
 	})
 }

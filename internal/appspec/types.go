@@ -221,16 +221,22 @@ type ApplicationSetSpec struct {
 	// Template is kept raw: its strings are templates, expanded per
 	// parameter set before being read as an Application.
 	Template json.RawMessage `json:"template"`
+	// TemplatePatch is a Go template of a patch applied to each generated
+	// Application (goTemplate only), as Argo CD applies it.
+	TemplatePatch string `json:"templatePatch,omitempty"`
 }
 
-// Generator is one entry of spec.generators. Exactly one field is set.
+// Generator is one entry of spec.generators (or of a matrix or merge
+// generator's generators). Exactly one generator is set.
 type Generator struct {
 	List     *ListGenerator     `json:"list,omitempty"`
 	Clusters *ClustersGenerator `json:"clusters,omitempty"`
+	Git      *GitGenerator      `json:"git,omitempty"`
+	Matrix   *CombineGenerator  `json:"matrix,omitempty"`
+	Merge    *CombineGenerator  `json:"merge,omitempty"`
+	// Selector keeps the parameter sets whose flattened parameters match.
+	Selector *metav1.LabelSelector `json:"selector,omitempty"`
 	// Unsupported generators are named in errors.
-	Git             json.RawMessage `json:"git,omitempty"`
-	Matrix          json.RawMessage `json:"matrix,omitempty"`
-	Merge           json.RawMessage `json:"merge,omitempty"`
 	SCMProvider     json.RawMessage `json:"scmProvider,omitempty"`
 	PullRequest     json.RawMessage `json:"pullRequest,omitempty"`
 	ClusterDecision json.RawMessage `json:"clusterDecisionResource,omitempty"`
@@ -240,6 +246,8 @@ type Generator struct {
 // ListGenerator is the list generator: one parameter set per element.
 type ListGenerator struct {
 	Elements []json.RawMessage `json:"elements"`
+	// Template overrides fields of the ApplicationSet's template.
+	Template json.RawMessage `json:"template,omitempty"`
 }
 
 // ClustersGenerator is the cluster generator: one parameter set per
@@ -247,6 +255,35 @@ type ListGenerator struct {
 type ClustersGenerator struct {
 	Selector metav1.LabelSelector `json:"selector,omitempty"`
 	Values   map[string]string    `json:"values,omitempty"`
+	Template json.RawMessage      `json:"template,omitempty"`
+}
+
+// GitGenerator is the git generator: one parameter set per directory of
+// a repository that the directories patterns select, or per object of
+// the files the files patterns select.
+type GitGenerator struct {
+	RepoURL         string            `json:"repoURL"`
+	Revision        string            `json:"revision,omitempty"`
+	Directories     []GitPathItem     `json:"directories,omitempty"`
+	Files           []GitPathItem     `json:"files,omitempty"`
+	Values          map[string]string `json:"values,omitempty"`
+	PathParamPrefix string            `json:"pathParamPrefix,omitempty"`
+	Template        json.RawMessage   `json:"template,omitempty"`
+}
+
+// GitPathItem is a path pattern, included or excluded.
+type GitPathItem struct {
+	Path    string `json:"path"`
+	Exclude bool   `json:"exclude,omitempty"`
+}
+
+// CombineGenerator is the matrix generator (every combination of its two
+// generators' parameter sets) or the merge generator (the first's sets,
+// overridden by the others' sets with the same mergeKeys).
+type CombineGenerator struct {
+	Generators []Generator     `json:"generators"`
+	MergeKeys  []string        `json:"mergeKeys,omitempty"`
+	Template   json.RawMessage `json:"template,omitempty"`
 }
 
 // Cluster is a registered cluster as generators and targeting see it.

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"path"
 	"regexp"
 	"slices"
 	"strconv"
@@ -245,24 +247,85 @@ func (s *ApplicationSet) Validate() error {
 			return fail(fmt.Sprintf("spec.goTemplateOptions[%d]", i), "%q: want one of %s", opt, strings.Join(goTemplateOptions, ", "))
 		}
 	}
+	if s.Spec.TemplatePatch != "" && !s.Spec.GoTemplate {
+		return fail("spec.templatePatch", "needs goTemplate: true, as in Argo CD")
+	}
 	for i, g := range s.Spec.Generators {
-		field := fmt.Sprintf("spec.generators[%d]", i)
-		unsupported := map[string]bool{
-			"git": len(g.Git) > 0, "matrix": len(g.Matrix) > 0, "merge": len(g.Merge) > 0,
-			"scmProvider": len(g.SCMProvider) > 0, "pullRequest": len(g.PullRequest) > 0,
-			"clusterDecisionResource": len(g.ClusterDecision) > 0, "plugin": len(g.Plugin) > 0,
+		if err := validateGenerator(fmt.Sprintf("spec.generators[%d]", i), g, 0); err != nil {
+			var e *Error
+			if errors.As(err, &e) {
+				e.Kind, e.Name = KindApplicationSet, s.Metadata.Name
+			}
+			return err
 		}
-		for name, set := range unsupported {
-			if set {
-				return fail(field+"."+name, "the %s generator is not supported (supported: list, clusters)", name)
+	}
+	return nil
+}
+
+// validateGenerator checks one generator and those it nests.
+func validateGenerator(field string, g Generator, depth int) error {
+	fail := func(sub, format string, args ...any) error {
+		return &Error{Field: field + sub, Reason: fmt.Sprintf(format, args...)}
+	}
+	unsupported := map[string]bool{
+		"scmProvider": len(g.SCMProvider) > 0, "pullRequest": len(g.PullRequest) > 0,
+		"clusterDecisionResource": len(g.ClusterDecision) > 0, "plugin": len(g.Plugin) > 0,
+	}
+	for _, name := range slices.Sorted(maps.Keys(unsupported)) {
+		if unsupported[name] {
+			return fail("."+name, "the %s generator is not supported (supported: list, clusters, git, matrix, merge)", name)
+		}
+	}
+	if countSet(g.List != nil, g.Clusters != nil, g.Git != nil, g.Matrix != nil, g.Merge != nil) != 1 {
+		return fail("", "set exactly one generator")
+	}
+	if g.Selector != nil {
+		if _, err := metav1.LabelSelectorAsSelector(g.Selector); err != nil {
+			return fail(".selector", "%v", err)
+		}
+	}
+	switch {
+	case g.Clusters != nil:
+		if _, err := metav1.LabelSelectorAsSelector(&g.Clusters.Selector); err != nil {
+			return fail(".clusters.selector", "%v", err)
+		}
+	case g.Git != nil:
+		git := g.Git
+		if git.RepoURL == "" {
+			return fail(".git.repoURL", "is required")
+		}
+		if (len(git.Directories) > 0) == (len(git.Files) > 0) {
+			return fail(".git", "set directories or files")
+		}
+		for i, d := range git.Directories {
+			if _, err := path.Match(d.Path, ""); err != nil || d.Path == "" {
+				return fail(fmt.Sprintf(".git.directories[%d].path", i), "%q is not a path pattern", d.Path)
 			}
 		}
-		if countSet(g.List != nil, g.Clusters != nil) != 1 {
-			return fail(field, "set exactly one generator")
+		for i, f := range git.Files {
+			if _, err := pathspecMatch(f.Path, ""); err != nil || f.Path == "" {
+				return fail(fmt.Sprintf(".git.files[%d].path", i), "%q is not a path pattern", f.Path)
+			}
 		}
-		if g.Clusters != nil {
-			if _, err := metav1.LabelSelectorAsSelector(&g.Clusters.Selector); err != nil {
-				return fail(field+".clusters.selector", "%v", err)
+	case g.Matrix != nil || g.Merge != nil:
+		name, combine := "matrix", g.Matrix
+		if g.Merge != nil {
+			name, combine = "merge", g.Merge
+		}
+		if depth >= maxGeneratorNest {
+			return fail("."+name, "generators nest at most %d deep", maxGeneratorNest)
+		}
+		switch {
+		case name == "matrix" && len(combine.Generators) != 2:
+			return fail(".matrix.generators", "a matrix combines exactly two generators, not %d", len(combine.Generators))
+		case name == "merge" && len(combine.Generators) < 2:
+			return fail(".merge.generators", "a merge needs at least two generators")
+		case name == "merge" && len(combine.MergeKeys) == 0:
+			return fail(".merge.mergeKeys", "at least one merge key is required")
+		}
+		for i, child := range combine.Generators {
+			if err := validateGenerator(fmt.Sprintf("%s.%s.generators[%d]", field, name, i), child, depth+1); err != nil {
+				return err
 			}
 		}
 	}

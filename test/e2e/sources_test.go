@@ -232,3 +232,102 @@ func TestArgoCDSourcesSyncUnchanged(t *testing.T) {
 		}
 	})
 }
+
+// TestApplicationSetGeneratorsOnRealGit expands ApplicationSets with git
+// generators (files in a matrix with the clusters generator, directories
+// with an exclude) and a templatePatch over the hub's real Git mirror, into
+// a real cluster; a directory added in Git adds an application.
+func TestApplicationSetGeneratorsOnRealGit(t *testing.T) {
+	e := startHub(t)
+	prod := testenv.StartCluster(t, testenv.ClusterOptions{Name: "prod-eu"})
+	startAgent(t, e, prod, map[string]string{"env": "production"}, t.TempDir())
+
+	configMap := func(name string) string {
+		return fmt.Sprintf("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: %s}\ndata: {team: %s}\n", name, name)
+	}
+	e.Commit(t, "teams", map[string]string{
+		"teams/alpha/config.json":      `{"team": "alpha", "sync": true}`,
+		"teams/beta/config.json":       `{"team": "beta", "sync": false}`,
+		"team-manifests/alpha/cm.yaml": configMap("alpha"),
+		"team-manifests/beta/cm.yaml":  configMap("beta"),
+		"team-manifests/gamma/cm.yaml": configMap("gamma"),
+		"apps/teams.yaml": `apiVersion: argoproj.io/v1alpha1
+kind: ApplicationSet
+metadata: {name: teams, namespace: argocd}
+spec:
+  goTemplate: true
+  goTemplateOptions: [missingkey=error]
+  generators:
+    - matrix:
+        generators:
+          - git:
+              repoURL: https://github.com/your-org/gitops-config
+              revision: HEAD
+              files: [{path: "teams/*/config.json"}]
+          - clusters: {selector: {matchLabels: {env: production}}}
+  template:
+    metadata: {name: "{{.team}}-{{.name}}"}
+    spec:
+      project: default
+      source: {repoURL: https://github.com/your-org/gitops-config, targetRevision: HEAD, path: "team-manifests/{{.path.basename}}"}
+      destination: {name: "{{.name}}", namespace: "team-{{.team}}"}
+      syncPolicy: {syncOptions: [CreateNamespace=true]}
+  templatePatch: |
+    {{- if .sync }}
+    spec:
+      syncPolicy:
+        automated: {prune: true}
+    {{- end }}
+`,
+		"apps/dirs.yaml": `apiVersion: argoproj.io/v1alpha1
+kind: ApplicationSet
+metadata: {name: dirs, namespace: argocd}
+spec:
+  generators:
+    - git:
+        repoURL: https://github.com/your-org/gitops-config
+        revision: HEAD
+        directories: [{path: "team-manifests/*"}, {path: team-manifests/beta, exclude: true}]
+  template:
+    metadata: {name: "dir-{{path.basename}}"}
+    spec:
+      project: default
+      source: {repoURL: https://github.com/your-org/gitops-config, targetRevision: HEAD, path: "{{path}}"}
+      destination: {server: https://kubernetes.default.svc, namespace: "dir-{{path.basename}}"}
+      syncPolicy:
+        automated: {}
+        syncOptions: [CreateNamespace=true]
+`,
+	})
+	e.Webhook(t, webhookSecret)
+
+	step := newSteps(t)
+	step.run("each team's file and each selected directory is an application", func(t *testing.T) {
+		for _, want := range []struct{ ns, name string }{{"team-alpha", "alpha"}, {"dir-alpha", "alpha"}, {"dir-gamma", "gamma"}} {
+			testenv.Eventually(t, time.Minute, func() error {
+				_, err := getObject(t, prod, configmaps, want.ns, want.name)
+				return err
+			})
+		}
+		alpha := e.waitDesired(t, "prod-eu", "alpha-prod-eu", func(ds *flotillav1.DesiredState) error { return nil })
+		if !alpha.GetSyncPolicy().GetAutomated().GetPrune() {
+			t.Errorf("alpha's templatePatch did not make it automated: %v", alpha.GetSyncPolicy())
+		}
+		beta := e.waitDesired(t, "prod-eu", "beta-prod-eu", func(ds *flotillav1.DesiredState) error { return nil })
+		if beta.GetSyncPolicy().GetAutomated() != nil {
+			t.Errorf("beta is automated: %v", beta.GetSyncPolicy())
+		}
+		if _, err := e.Bus.GetDesired(t.Context(), "prod-eu", "dir-beta"); err == nil {
+			t.Error("the excluded directory became an application")
+		}
+	})
+
+	step.run("a directory added in Git adds an application", func(t *testing.T) {
+		e.Commit(t, "delta", map[string]string{"team-manifests/delta/cm.yaml": configMap("delta")})
+		e.Webhook(t, webhookSecret)
+		testenv.Eventually(t, time.Minute, func() error {
+			_, err := getObject(t, prod, configmaps, "dir-delta", "delta")
+			return err
+		})
+	})
+}
