@@ -58,6 +58,16 @@ func (src *ApplicationSource) RenderSpec() (*flotillav1.RenderSpec, error) {
 		for _, r := range k.Replicas {
 			spec.Kustomize.Replicas = append(spec.Kustomize.Replicas, &flotillav1.KustomizeReplica{Name: r.Name, Count: r.Count})
 		}
+		for _, p := range k.Patches {
+			patch := &flotillav1.KustomizePatch{Path: p.Path, Patch: p.Patch, Options: p.Options}
+			if t := p.Target; t != nil {
+				patch.Target = &flotillav1.KustomizeSelector{Group: t.Group, Version: t.Version, Kind: t.Kind, Name: t.Name,
+					Namespace: t.Namespace, LabelSelector: t.LabelSelector, AnnotationSelector: t.AnnotationSelector}
+			}
+			spec.Kustomize.Patches = append(spec.Kustomize.Patches, patch)
+		}
+		spec.Kustomize.Components = slices.Clone(k.Components)
+		spec.Kustomize.IgnoreMissingComponents = k.IgnoreMissingComponents
 	}
 	if d := src.Directory; d != nil {
 		spec.Directory = &flotillav1.DirectorySpec{Recurse: d.Recurse, Include: d.Include, Exclude: d.Exclude}

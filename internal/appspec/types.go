@@ -144,6 +144,29 @@ type KustomizeSource struct {
 	ForceCommonAnnotations bool               `json:"forceCommonAnnotations,omitempty"`
 	Namespace              string             `json:"namespace,omitempty"`
 	Replicas               []KustomizeReplica `json:"replicas,omitempty"`
+	Patches                []KustomizePatch   `json:"patches,omitempty"`
+	Components             []string           `json:"components,omitempty"`
+	// IgnoreMissingComponents skips components that do not exist.
+	IgnoreMissingComponents bool `json:"ignoreMissingComponents,omitempty"`
+}
+
+// KustomizePatch is one entry of spec.source.kustomize.patches.
+type KustomizePatch struct {
+	Path    string             `json:"path,omitempty"`
+	Patch   string             `json:"patch,omitempty"`
+	Target  *KustomizeSelector `json:"target,omitempty"`
+	Options map[string]bool    `json:"options,omitempty"`
+}
+
+// KustomizeSelector is a patch's target.
+type KustomizeSelector struct {
+	Group              string `json:"group,omitempty"`
+	Version            string `json:"version,omitempty"`
+	Kind               string `json:"kind,omitempty"`
+	Name               string `json:"name,omitempty"`
+	Namespace          string `json:"namespace,omitempty"`
+	LabelSelector      string `json:"labelSelector,omitempty"`
+	AnnotationSelector string `json:"annotationSelector,omitempty"`
 }
 
 // KustomizeReplica is one entry of spec.source.kustomize.replicas.

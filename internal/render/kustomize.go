@@ -8,8 +8,6 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
-
-	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
 )
 
 // renderKustomize is `kustomize build` with kustomize's own library. Every
@@ -19,17 +17,16 @@ import (
 // has no option to forbid them; a file read from outside the repository
 // (where a clone would land) fails the render after it.
 func renderKustomize(req Request, dir string) (*Result, error) {
-	if k := req.Spec.GetKustomize(); k != nil {
-		if field := unsupportedKustomizeField(k); field != "" {
-			return nil, &Error{Path: req.Path, Reason: fmt.Sprintf("spec.source.kustomize.%s is not supported yet; set it in kustomization.yaml", field)}
-		}
+	fs := &recordingFS{FileSystem: filesys.MakeFsOnDisk()}
+	edited, err := overrideKustomization(fs, dir, req.Spec.GetKustomize())
+	if err != nil {
+		return nil, &Error{Path: req.Path, Reason: "spec.source.kustomize", Err: err}
 	}
-	if err := checkLocal(req, dir); err != nil {
+	if err := checkLocal(req, dir, edited); err != nil {
 		return nil, err
 	}
-	fs := &recordingFS{FileSystem: filesys.MakeFsOnDisk()}
 	opts := krusty.MakeDefaultOptions()
-	resources, err := krusty.MakeKustomizer(opts).Run(fs, dir)
+	resources, err := krusty.MakeKustomizer(opts).Run(edited, dir)
 	if err != nil {
 		return nil, &Error{Path: req.Path, Reason: "kustomize build", Err: err}
 	}
@@ -61,26 +58,6 @@ func renderKustomize(req Request, dir string) (*Result, error) {
 		res.Files = append(res.Files, relative(req.Root, abs))
 	}
 	return res, nil
-}
-
-func unsupportedKustomizeField(k *flotillav1.KustomizeSpec) string {
-	switch {
-	case k.GetNamePrefix() != "":
-		return "namePrefix"
-	case k.GetNameSuffix() != "":
-		return "nameSuffix"
-	case len(k.GetImages()) > 0:
-		return "images"
-	case len(k.GetCommonLabels()) > 0:
-		return "commonLabels"
-	case len(k.GetCommonAnnotations()) > 0:
-		return "commonAnnotations"
-	case k.GetNamespace() != "":
-		return "namespace"
-	case len(k.GetReplicas()) > 0:
-		return "replicas"
-	}
-	return ""
 }
 
 // recordingFS remembers every file kustomize reads.

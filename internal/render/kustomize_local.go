@@ -11,6 +11,7 @@ import (
 
 	"sigs.k8s.io/kustomize/api/konfig"
 	"sigs.k8s.io/kustomize/api/types"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/kustomize/kyaml/kio"
 )
 
@@ -53,6 +54,9 @@ func (r reference) remote() error {
 type localCheck struct {
 	req  Request
 	seen map[string]bool // kustomization directories already checked
+	// fs reads kustomization files: the disk, with the Application's
+	// overrides applied to its own.
+	fs filesys.FileSystem
 }
 
 // checkLocal refuses a build of the kustomization at dir that would fetch
@@ -60,8 +64,8 @@ type localCheck struct {
 // plugin configuration, a kustomization outside the repository, or Helm
 // charts (kustomize would run helm, which pulls them). The *Error names the
 // kustomization file and the reference.
-func checkLocal(req Request, dir string) error {
-	c := &localCheck{req: req, seen: map[string]bool{}}
+func checkLocal(req Request, dir string, fs filesys.FileSystem) error {
+	c := &localCheck{req: req, fs: fs, seen: map[string]bool{}}
 	return c.kustomization(dir)
 }
 
@@ -75,7 +79,7 @@ func (c *localCheck) kustomization(dir string) error {
 	c.seen[dir] = true
 	for _, name := range konfig.RecognizedKustomizationFileNames() {
 		file := filepath.Join(dir, name)
-		data, err := os.ReadFile(file)
+		data, err := c.fs.ReadFile(file)
 		if err != nil {
 			continue
 		}

@@ -325,7 +325,7 @@ func FuzzCheckLocal(f *testing.F) {
 		if err := os.WriteFile(filepath.Join(root, "kustomization.yaml"), []byte(kustomization), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		err := checkLocal(Request{Root: root, Path: "."}, root)
+		err := checkLocal(Request{Root: root, Path: "."}, root, filesys.MakeFsOnDisk())
 		var rerr *Error
 		if err != nil && (!errors.As(err, &rerr) || rerr.File != "kustomization.yaml") {
 			t.Fatalf("checkLocal = %v, want nil or an *Error naming kustomization.yaml", err)

@@ -1184,8 +1184,12 @@ type KustomizeSpec struct {
 	ForceCommonLabels      bool                   `protobuf:"varint,7,opt,name=force_common_labels,json=forceCommonLabels,proto3" json:"force_common_labels,omitempty"`
 	ForceCommonAnnotations bool                   `protobuf:"varint,8,opt,name=force_common_annotations,json=forceCommonAnnotations,proto3" json:"force_common_annotations,omitempty"`
 	Replicas               []*KustomizeReplica    `protobuf:"bytes,9,rep,name=replicas,proto3" json:"replicas,omitempty"`
-	unknownFields          protoimpl.UnknownFields
-	sizeCache              protoimpl.SizeCache
+	Patches                []*KustomizePatch      `protobuf:"bytes,10,rep,name=patches,proto3" json:"patches,omitempty"`
+	// components are paths relative to the kustomization, added to its own.
+	Components              []string `protobuf:"bytes,11,rep,name=components,proto3" json:"components,omitempty"`
+	IgnoreMissingComponents bool     `protobuf:"varint,12,opt,name=ignore_missing_components,json=ignoreMissingComponents,proto3" json:"ignore_missing_components,omitempty"`
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
 }
 
 func (x *KustomizeSpec) Reset() {
@@ -1281,6 +1285,189 @@ func (x *KustomizeSpec) GetReplicas() []*KustomizeReplica {
 	return nil
 }
 
+func (x *KustomizeSpec) GetPatches() []*KustomizePatch {
+	if x != nil {
+		return x.Patches
+	}
+	return nil
+}
+
+func (x *KustomizeSpec) GetComponents() []string {
+	if x != nil {
+		return x.Components
+	}
+	return nil
+}
+
+func (x *KustomizeSpec) GetIgnoreMissingComponents() bool {
+	if x != nil {
+		return x.IgnoreMissingComponents
+	}
+	return false
+}
+
+// KustomizePatch is one entry of spec.source.kustomize.patches.
+type KustomizePatch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Path          string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	Patch         string                 `protobuf:"bytes,2,opt,name=patch,proto3" json:"patch,omitempty"`
+	Target        *KustomizeSelector     `protobuf:"bytes,3,opt,name=target,proto3" json:"target,omitempty"`
+	Options       map[string]bool        `protobuf:"bytes,4,rep,name=options,proto3" json:"options,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KustomizePatch) Reset() {
+	*x = KustomizePatch{}
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KustomizePatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KustomizePatch) ProtoMessage() {}
+
+func (x *KustomizePatch) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KustomizePatch.ProtoReflect.Descriptor instead.
+func (*KustomizePatch) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *KustomizePatch) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *KustomizePatch) GetPatch() string {
+	if x != nil {
+		return x.Patch
+	}
+	return ""
+}
+
+func (x *KustomizePatch) GetTarget() *KustomizeSelector {
+	if x != nil {
+		return x.Target
+	}
+	return nil
+}
+
+func (x *KustomizePatch) GetOptions() map[string]bool {
+	if x != nil {
+		return x.Options
+	}
+	return nil
+}
+
+// KustomizeSelector is a patch's target.
+type KustomizeSelector struct {
+	state              protoimpl.MessageState `protogen:"open.v1"`
+	Group              string                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	Version            string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	Kind               string                 `protobuf:"bytes,3,opt,name=kind,proto3" json:"kind,omitempty"`
+	Name               string                 `protobuf:"bytes,4,opt,name=name,proto3" json:"name,omitempty"`
+	Namespace          string                 `protobuf:"bytes,5,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	LabelSelector      string                 `protobuf:"bytes,6,opt,name=label_selector,json=labelSelector,proto3" json:"label_selector,omitempty"`
+	AnnotationSelector string                 `protobuf:"bytes,7,opt,name=annotation_selector,json=annotationSelector,proto3" json:"annotation_selector,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *KustomizeSelector) Reset() {
+	*x = KustomizeSelector{}
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KustomizeSelector) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KustomizeSelector) ProtoMessage() {}
+
+func (x *KustomizeSelector) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KustomizeSelector.ProtoReflect.Descriptor instead.
+func (*KustomizeSelector) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *KustomizeSelector) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *KustomizeSelector) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *KustomizeSelector) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *KustomizeSelector) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *KustomizeSelector) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *KustomizeSelector) GetLabelSelector() string {
+	if x != nil {
+		return x.LabelSelector
+	}
+	return ""
+}
+
+func (x *KustomizeSelector) GetAnnotationSelector() string {
+	if x != nil {
+		return x.AnnotationSelector
+	}
+	return ""
+}
+
 // KustomizeReplica overrides the replica count of a named workload.
 type KustomizeReplica struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1292,7 +1479,7 @@ type KustomizeReplica struct {
 
 func (x *KustomizeReplica) Reset() {
 	*x = KustomizeReplica{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[13]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1304,7 +1491,7 @@ func (x *KustomizeReplica) String() string {
 func (*KustomizeReplica) ProtoMessage() {}
 
 func (x *KustomizeReplica) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[13]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1317,7 +1504,7 @@ func (x *KustomizeReplica) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KustomizeReplica.ProtoReflect.Descriptor instead.
 func (*KustomizeReplica) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{13}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *KustomizeReplica) GetName() string {
@@ -1347,7 +1534,7 @@ type DirectorySpec struct {
 
 func (x *DirectorySpec) Reset() {
 	*x = DirectorySpec{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[14]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1359,7 +1546,7 @@ func (x *DirectorySpec) String() string {
 func (*DirectorySpec) ProtoMessage() {}
 
 func (x *DirectorySpec) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[14]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1372,7 +1559,7 @@ func (x *DirectorySpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DirectorySpec.ProtoReflect.Descriptor instead.
 func (*DirectorySpec) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{14}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DirectorySpec) GetRecurse() bool {
@@ -1410,7 +1597,7 @@ type Destination struct {
 
 func (x *Destination) Reset() {
 	*x = Destination{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[15]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1422,7 +1609,7 @@ func (x *Destination) String() string {
 func (*Destination) ProtoMessage() {}
 
 func (x *Destination) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[15]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1435,7 +1622,7 @@ func (x *Destination) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Destination.ProtoReflect.Descriptor instead.
 func (*Destination) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{15}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Destination) GetNamespace() string {
@@ -1473,7 +1660,7 @@ type SyncPolicy struct {
 
 func (x *SyncPolicy) Reset() {
 	*x = SyncPolicy{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[16]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1485,7 +1672,7 @@ func (x *SyncPolicy) String() string {
 func (*SyncPolicy) ProtoMessage() {}
 
 func (x *SyncPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[16]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1498,7 +1685,7 @@ func (x *SyncPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncPolicy.ProtoReflect.Descriptor instead.
 func (*SyncPolicy) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{16}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SyncPolicy) GetAutomated() *Automated {
@@ -1534,7 +1721,7 @@ type Automated struct {
 
 func (x *Automated) Reset() {
 	*x = Automated{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[17]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1546,7 +1733,7 @@ func (x *Automated) String() string {
 func (*Automated) ProtoMessage() {}
 
 func (x *Automated) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[17]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1559,7 +1746,7 @@ func (x *Automated) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Automated.ProtoReflect.Descriptor instead.
 func (*Automated) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{17}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Automated) GetPrune() bool {
@@ -1594,7 +1781,7 @@ type Retry struct {
 
 func (x *Retry) Reset() {
 	*x = Retry{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[18]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1606,7 +1793,7 @@ func (x *Retry) String() string {
 func (*Retry) ProtoMessage() {}
 
 func (x *Retry) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[18]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1619,7 +1806,7 @@ func (x *Retry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Retry.ProtoReflect.Descriptor instead.
 func (*Retry) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{18}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Retry) GetLimit() int64 {
@@ -1649,7 +1836,7 @@ type Backoff struct {
 
 func (x *Backoff) Reset() {
 	*x = Backoff{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[19]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1661,7 +1848,7 @@ func (x *Backoff) String() string {
 func (*Backoff) ProtoMessage() {}
 
 func (x *Backoff) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[19]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1674,7 +1861,7 @@ func (x *Backoff) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Backoff.ProtoReflect.Descriptor instead.
 func (*Backoff) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{19}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Backoff) GetDuration() string {
@@ -1714,7 +1901,7 @@ type IgnoreDifferences struct {
 
 func (x *IgnoreDifferences) Reset() {
 	*x = IgnoreDifferences{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[20]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1726,7 +1913,7 @@ func (x *IgnoreDifferences) String() string {
 func (*IgnoreDifferences) ProtoMessage() {}
 
 func (x *IgnoreDifferences) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[20]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1739,7 +1926,7 @@ func (x *IgnoreDifferences) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IgnoreDifferences.ProtoReflect.Descriptor instead.
 func (*IgnoreDifferences) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{20}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *IgnoreDifferences) GetGroup() string {
@@ -1805,7 +1992,7 @@ type Deletion struct {
 
 func (x *Deletion) Reset() {
 	*x = Deletion{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[21]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1817,7 +2004,7 @@ func (x *Deletion) String() string {
 func (*Deletion) ProtoMessage() {}
 
 func (x *Deletion) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[21]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1830,7 +2017,7 @@ func (x *Deletion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Deletion.ProtoReflect.Descriptor instead.
 func (*Deletion) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{21}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Deletion) GetCascade() bool {
@@ -1942,7 +2129,7 @@ const file_flotilla_v1_desired_state_proto_rawDesc = "" +
 	"\rHelmParameter\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value\x12!\n" +
-	"\fforce_string\x18\x03 \x01(\bR\vforceString\"\xe8\x04\n" +
+	"\fforce_string\x18\x03 \x01(\bR\vforceString\"\xfb\x05\n" +
 	"\rKustomizeSpec\x12\x1f\n" +
 	"\vname_prefix\x18\x01 \x01(\tR\n" +
 	"namePrefix\x12\x1f\n" +
@@ -1954,13 +2141,35 @@ const file_flotilla_v1_desired_state_proto_rawDesc = "" +
 	"\tnamespace\x18\x06 \x01(\tR\tnamespace\x12.\n" +
 	"\x13force_common_labels\x18\a \x01(\bR\x11forceCommonLabels\x128\n" +
 	"\x18force_common_annotations\x18\b \x01(\bR\x16forceCommonAnnotations\x129\n" +
-	"\breplicas\x18\t \x03(\v2\x1d.flotilla.v1.KustomizeReplicaR\breplicas\x1a?\n" +
+	"\breplicas\x18\t \x03(\v2\x1d.flotilla.v1.KustomizeReplicaR\breplicas\x125\n" +
+	"\apatches\x18\n" +
+	" \x03(\v2\x1b.flotilla.v1.KustomizePatchR\apatches\x12\x1e\n" +
+	"\n" +
+	"components\x18\v \x03(\tR\n" +
+	"components\x12:\n" +
+	"\x19ignore_missing_components\x18\f \x01(\bR\x17ignoreMissingComponents\x1a?\n" +
 	"\x11CommonLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1aD\n" +
 	"\x16CommonAnnotationsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"<\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xf2\x01\n" +
+	"\x0eKustomizePatch\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12\x14\n" +
+	"\x05patch\x18\x02 \x01(\tR\x05patch\x126\n" +
+	"\x06target\x18\x03 \x01(\v2\x1e.flotilla.v1.KustomizeSelectorR\x06target\x12B\n" +
+	"\aoptions\x18\x04 \x03(\v2(.flotilla.v1.KustomizePatch.OptionsEntryR\aoptions\x1a:\n" +
+	"\fOptionsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\bR\x05value:\x028\x01\"\xe1\x01\n" +
+	"\x11KustomizeSelector\x12\x14\n" +
+	"\x05group\x18\x01 \x01(\tR\x05group\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\x12\x12\n" +
+	"\x04kind\x18\x03 \x01(\tR\x04kind\x12\x12\n" +
+	"\x04name\x18\x04 \x01(\tR\x04name\x12\x1c\n" +
+	"\tnamespace\x18\x05 \x01(\tR\tnamespace\x12%\n" +
+	"\x0elabel_selector\x18\x06 \x01(\tR\rlabelSelector\x12/\n" +
+	"\x13annotation_selector\x18\a \x01(\tR\x12annotationSelector\"<\n" +
 	"\x10KustomizeReplica\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05count\x18\x02 \x01(\x03R\x05count\"]\n" +
@@ -2019,7 +2228,7 @@ func file_flotilla_v1_desired_state_proto_rawDescGZIP() []byte {
 }
 
 var file_flotilla_v1_desired_state_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_flotilla_v1_desired_state_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_flotilla_v1_desired_state_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_flotilla_v1_desired_state_proto_goTypes = []any{
 	(Initiator)(0),                // 0: flotilla.v1.Initiator
 	(*SignedDesiredState)(nil),    // 1: flotilla.v1.SignedDesiredState
@@ -2035,30 +2244,33 @@ var file_flotilla_v1_desired_state_proto_goTypes = []any{
 	(*HelmSpec)(nil),              // 11: flotilla.v1.HelmSpec
 	(*HelmParameter)(nil),         // 12: flotilla.v1.HelmParameter
 	(*KustomizeSpec)(nil),         // 13: flotilla.v1.KustomizeSpec
-	(*KustomizeReplica)(nil),      // 14: flotilla.v1.KustomizeReplica
-	(*DirectorySpec)(nil),         // 15: flotilla.v1.DirectorySpec
-	(*Destination)(nil),           // 16: flotilla.v1.Destination
-	(*SyncPolicy)(nil),            // 17: flotilla.v1.SyncPolicy
-	(*Automated)(nil),             // 18: flotilla.v1.Automated
-	(*Retry)(nil),                 // 19: flotilla.v1.Retry
-	(*Backoff)(nil),               // 20: flotilla.v1.Backoff
-	(*IgnoreDifferences)(nil),     // 21: flotilla.v1.IgnoreDifferences
-	(*Deletion)(nil),              // 22: flotilla.v1.Deletion
-	nil,                           // 23: flotilla.v1.KustomizeSpec.CommonLabelsEntry
-	nil,                           // 24: flotilla.v1.KustomizeSpec.CommonAnnotationsEntry
-	(*timestamppb.Timestamp)(nil), // 25: google.protobuf.Timestamp
+	(*KustomizePatch)(nil),        // 14: flotilla.v1.KustomizePatch
+	(*KustomizeSelector)(nil),     // 15: flotilla.v1.KustomizeSelector
+	(*KustomizeReplica)(nil),      // 16: flotilla.v1.KustomizeReplica
+	(*DirectorySpec)(nil),         // 17: flotilla.v1.DirectorySpec
+	(*Destination)(nil),           // 18: flotilla.v1.Destination
+	(*SyncPolicy)(nil),            // 19: flotilla.v1.SyncPolicy
+	(*Automated)(nil),             // 20: flotilla.v1.Automated
+	(*Retry)(nil),                 // 21: flotilla.v1.Retry
+	(*Backoff)(nil),               // 22: flotilla.v1.Backoff
+	(*IgnoreDifferences)(nil),     // 23: flotilla.v1.IgnoreDifferences
+	(*Deletion)(nil),              // 24: flotilla.v1.Deletion
+	nil,                           // 25: flotilla.v1.KustomizeSpec.CommonLabelsEntry
+	nil,                           // 26: flotilla.v1.KustomizeSpec.CommonAnnotationsEntry
+	nil,                           // 27: flotilla.v1.KustomizePatch.OptionsEntry
+	(*timestamppb.Timestamp)(nil), // 28: google.protobuf.Timestamp
 }
 var file_flotilla_v1_desired_state_proto_depIdxs = []int32{
 	2,  // 0: flotilla.v1.SignedDesiredState.signature:type_name -> flotilla.v1.Signature
 	8,  // 1: flotilla.v1.DesiredState.source:type_name -> flotilla.v1.Source
 	9,  // 2: flotilla.v1.DesiredState.artifact:type_name -> flotilla.v1.Artifact
 	10, // 3: flotilla.v1.DesiredState.render:type_name -> flotilla.v1.RenderSpec
-	16, // 4: flotilla.v1.DesiredState.destination:type_name -> flotilla.v1.Destination
-	17, // 5: flotilla.v1.DesiredState.sync_policy:type_name -> flotilla.v1.SyncPolicy
-	21, // 6: flotilla.v1.DesiredState.ignore_differences:type_name -> flotilla.v1.IgnoreDifferences
-	22, // 7: flotilla.v1.DesiredState.deletion:type_name -> flotilla.v1.Deletion
+	18, // 4: flotilla.v1.DesiredState.destination:type_name -> flotilla.v1.Destination
+	19, // 5: flotilla.v1.DesiredState.sync_policy:type_name -> flotilla.v1.SyncPolicy
+	23, // 6: flotilla.v1.DesiredState.ignore_differences:type_name -> flotilla.v1.IgnoreDifferences
+	24, // 7: flotilla.v1.DesiredState.deletion:type_name -> flotilla.v1.Deletion
 	0,  // 8: flotilla.v1.DesiredState.initiator:type_name -> flotilla.v1.Initiator
-	25, // 9: flotilla.v1.DesiredState.published_at:type_name -> google.protobuf.Timestamp
+	28, // 9: flotilla.v1.DesiredState.published_at:type_name -> google.protobuf.Timestamp
 	7,  // 10: flotilla.v1.DesiredState.pin:type_name -> flotilla.v1.Pin
 	6,  // 11: flotilla.v1.DesiredState.sources:type_name -> flotilla.v1.SourceRender
 	4,  // 12: flotilla.v1.DesiredState.project_policy:type_name -> flotilla.v1.ProjectPolicy
@@ -2066,27 +2278,30 @@ var file_flotilla_v1_desired_state_proto_depIdxs = []int32{
 	5,  // 14: flotilla.v1.ProjectPolicy.cluster_resource_blacklist:type_name -> flotilla.v1.ResourceRestriction
 	5,  // 15: flotilla.v1.ProjectPolicy.namespace_resource_whitelist:type_name -> flotilla.v1.ResourceRestriction
 	5,  // 16: flotilla.v1.ProjectPolicy.namespace_resource_blacklist:type_name -> flotilla.v1.ResourceRestriction
-	16, // 17: flotilla.v1.ProjectPolicy.destinations:type_name -> flotilla.v1.Destination
+	18, // 17: flotilla.v1.ProjectPolicy.destinations:type_name -> flotilla.v1.Destination
 	8,  // 18: flotilla.v1.SourceRender.source:type_name -> flotilla.v1.Source
 	10, // 19: flotilla.v1.SourceRender.render:type_name -> flotilla.v1.RenderSpec
-	25, // 20: flotilla.v1.Pin.at:type_name -> google.protobuf.Timestamp
-	25, // 21: flotilla.v1.Source.commit_time:type_name -> google.protobuf.Timestamp
+	28, // 20: flotilla.v1.Pin.at:type_name -> google.protobuf.Timestamp
+	28, // 21: flotilla.v1.Source.commit_time:type_name -> google.protobuf.Timestamp
 	11, // 22: flotilla.v1.RenderSpec.helm:type_name -> flotilla.v1.HelmSpec
 	13, // 23: flotilla.v1.RenderSpec.kustomize:type_name -> flotilla.v1.KustomizeSpec
-	15, // 24: flotilla.v1.RenderSpec.directory:type_name -> flotilla.v1.DirectorySpec
+	17, // 24: flotilla.v1.RenderSpec.directory:type_name -> flotilla.v1.DirectorySpec
 	12, // 25: flotilla.v1.HelmSpec.parameters:type_name -> flotilla.v1.HelmParameter
 	12, // 26: flotilla.v1.HelmSpec.file_parameters:type_name -> flotilla.v1.HelmParameter
-	23, // 27: flotilla.v1.KustomizeSpec.common_labels:type_name -> flotilla.v1.KustomizeSpec.CommonLabelsEntry
-	24, // 28: flotilla.v1.KustomizeSpec.common_annotations:type_name -> flotilla.v1.KustomizeSpec.CommonAnnotationsEntry
-	14, // 29: flotilla.v1.KustomizeSpec.replicas:type_name -> flotilla.v1.KustomizeReplica
-	18, // 30: flotilla.v1.SyncPolicy.automated:type_name -> flotilla.v1.Automated
-	19, // 31: flotilla.v1.SyncPolicy.retry:type_name -> flotilla.v1.Retry
-	20, // 32: flotilla.v1.Retry.backoff:type_name -> flotilla.v1.Backoff
-	33, // [33:33] is the sub-list for method output_type
-	33, // [33:33] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	25, // 27: flotilla.v1.KustomizeSpec.common_labels:type_name -> flotilla.v1.KustomizeSpec.CommonLabelsEntry
+	26, // 28: flotilla.v1.KustomizeSpec.common_annotations:type_name -> flotilla.v1.KustomizeSpec.CommonAnnotationsEntry
+	16, // 29: flotilla.v1.KustomizeSpec.replicas:type_name -> flotilla.v1.KustomizeReplica
+	14, // 30: flotilla.v1.KustomizeSpec.patches:type_name -> flotilla.v1.KustomizePatch
+	15, // 31: flotilla.v1.KustomizePatch.target:type_name -> flotilla.v1.KustomizeSelector
+	27, // 32: flotilla.v1.KustomizePatch.options:type_name -> flotilla.v1.KustomizePatch.OptionsEntry
+	20, // 33: flotilla.v1.SyncPolicy.automated:type_name -> flotilla.v1.Automated
+	21, // 34: flotilla.v1.SyncPolicy.retry:type_name -> flotilla.v1.Retry
+	22, // 35: flotilla.v1.Retry.backoff:type_name -> flotilla.v1.Backoff
+	36, // [36:36] is the sub-list for method output_type
+	36, // [36:36] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_v1_desired_state_proto_init() }
@@ -2100,7 +2315,7 @@ func file_flotilla_v1_desired_state_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flotilla_v1_desired_state_proto_rawDesc), len(file_flotilla_v1_desired_state_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   24,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
