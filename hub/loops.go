@@ -162,6 +162,7 @@ func (h *Hub) reconcile(ctx context.Context) error {
 		}
 		h.report(ctx, "app "+name, name, failed[name], flotillav1.ReasonAppInvalid)
 	}
+	h.recordRefusals(ctx, failed, len(res.RootErrors) == 0)
 
 	h.metrics.appErrors.Set(float64(len(res.Errors)))
 	report, err := h.publisher.Publish(ctx, res, h.revokedClusters())
@@ -228,6 +229,43 @@ func (h *Hub) appSubjects(failed map[string]error) map[string]bool {
 		}
 	}
 	return names
+}
+
+// recordRefusals keeps every replica's view of which applications the
+// hub refuses, and why, in the status bucket under bus.HubEventsCluster:
+// a refusal is written when it appears or changes, and cleared (phase
+// Succeeded) when the application is accepted again. Only a pass that
+// evaluated every root clears one. What another leader wrote is compared
+// too, so none stays stale across a failover.
+func (h *Hub) recordRefusals(ctx context.Context, failed map[string]error, complete bool) {
+	h.mu.Lock()
+	current := map[string]*flotillav1.AppStatus{}
+	for _, st := range h.statuses {
+		if st.GetCluster() == bus.HubEventsCluster {
+			current[st.GetApp()] = st
+		}
+	}
+	h.mu.Unlock()
+	var writes []*flotillav1.AppStatus
+	for _, app := range slices.Sorted(maps.Keys(failed)) {
+		msg := failed[app].Error()
+		if prev := current[app]; prev.GetPhase() != flotillav1.SyncPhase_SYNC_PHASE_FAILED || prev.GetMessage() != msg {
+			writes = append(writes, &flotillav1.AppStatus{Phase: flotillav1.SyncPhase_SYNC_PHASE_FAILED, App: app, Message: msg})
+		}
+	}
+	if complete {
+		for _, app := range slices.Sorted(maps.Keys(current)) {
+			if failed[app] == nil && current[app].GetPhase() == flotillav1.SyncPhase_SYNC_PHASE_FAILED {
+				writes = append(writes, &flotillav1.AppStatus{Phase: flotillav1.SyncPhase_SYNC_PHASE_SUCCEEDED, App: app})
+			}
+		}
+	}
+	for _, st := range writes {
+		st.SchemaVersion, st.Cluster, st.ObservedAt = 1, bus.HubEventsCluster, timestamppb.Now()
+		if err := h.bus.PutStatus(ctx, st); err != nil {
+			h.log.Error("record the hub's verdict on an application", "app", st.GetApp(), "error", err)
+		}
+	}
 }
 
 // report logs and records an error for subject when it first appears or

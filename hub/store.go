@@ -27,6 +27,9 @@ type fleetBus interface {
 	// replica or another.
 	FollowDesired(ctx context.Context, fn func(bus.DesiredEntry)) error
 	Statuses(ctx context.Context) (map[string]*flotillav1.AppStatus, error)
+	// PutStatus writes a status; the hub writes its own verdict on each
+	// application under bus.HubEventsCluster.
+	PutStatus(ctx context.Context, st *flotillav1.AppStatus) error
 
 	Events(ctx context.Context, cluster, app string, limit int) ([]*flotillav1.Event, error)
 	AppendEvent(ctx context.Context, ev *flotillav1.Event) error

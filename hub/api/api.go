@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/flotilla-dev/flotilla/internal/appkey"
+	"github.com/flotilla-dev/flotilla/internal/bus"
 	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
 	"github.com/flotilla-dev/flotilla/proto/flotilla/v1/flotillav1connect"
 )
@@ -265,12 +266,13 @@ func (s *Server) ListApps(ctx context.Context, req *connect.Request[flotillav1.L
 	for _, c := range s.hub.Clusters() {
 		clusterLabels[c.Name] = c.Labels
 	}
+	unfiltered := req.Msg.GetCluster() == "" && req.Msg.GetSelector() == ""
 	apps, err := s.apps(ctx, func(ds *flotillav1.DesiredState) bool {
 		if c := req.Msg.GetCluster(); c != "" && ds.GetCluster() != c {
 			return false
 		}
 		return selector.Matches(clusterLabels[ds.GetCluster()])
-	})
+	}, func(string) bool { return unfiltered })
 	if err != nil {
 		return nil, err
 	}
@@ -279,7 +281,8 @@ func (s *Server) ListApps(ctx context.Context, req *connect.Request[flotillav1.L
 
 // GetApp implements HubService.
 func (s *Server) GetApp(ctx context.Context, req *connect.Request[flotillav1.GetAppRequest]) (*connect.Response[flotillav1.GetAppResponse], error) {
-	apps, err := s.apps(ctx, func(ds *flotillav1.DesiredState) bool { return ds.GetApp() == req.Msg.GetApp() })
+	apps, err := s.apps(ctx, func(ds *flotillav1.DesiredState) bool { return ds.GetApp() == req.Msg.GetApp() },
+		func(app string) bool { return app == req.Msg.GetApp() })
 	if err != nil {
 		return nil, err
 	}
@@ -308,20 +311,38 @@ func (s *Server) offlineSince() map[string]*timestamppb.Timestamp {
 
 // apps joins the published desired states that match with the agents'
 // statuses, sorted by cluster and app, each with when its cluster went
-// offline if it is. Deleted applications are left out.
-func (s *Server) apps(ctx context.Context, match func(*flotillav1.DesiredState) bool) ([]*flotillav1.AppInfo, error) {
+// offline if it is, and why the hub refuses the application as Git has
+// it now if it does. Deleted applications are left out; refused ones
+// never published are listed, without a cluster, where unpublished says.
+func (s *Server) apps(ctx context.Context, match func(*flotillav1.DesiredState) bool, unpublished func(app string) bool) ([]*flotillav1.AppInfo, error) {
 	statuses, err := s.hub.Statuses(ctx)
 	if err != nil {
 		return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("read statuses: %w", err))
 	}
+	refused := map[string]string{}
+	for _, st := range statuses {
+		if st.GetCluster() == bus.HubEventsCluster && st.GetPhase() == flotillav1.SyncPhase_SYNC_PHASE_FAILED {
+			refused[st.GetApp()] = st.GetMessage()
+		}
+	}
 	offline := s.offlineSince()
 	var out []*flotillav1.AppInfo
+	published := map[string]bool{}
 	for _, ds := range s.hub.Published() {
-		if ds.GetDeletion() != nil || !match(ds) {
+		if ds.GetDeletion() != nil {
+			continue
+		}
+		published[ds.GetApp()] = true
+		if !match(ds) {
 			continue
 		}
 		out = append(out, &flotillav1.AppInfo{Cluster: ds.GetCluster(), App: ds.GetApp(), Desired: ds, Status: statuses[appkey.Join(ds.GetCluster(), ds.GetApp())],
-			OfflineSince: offline[ds.GetCluster()]})
+			OfflineSince: offline[ds.GetCluster()], Refused: refused[ds.GetApp()]})
+	}
+	for app, why := range refused {
+		if !published[app] && unpublished(app) {
+			out = append(out, &flotillav1.AppInfo{App: app, Refused: why})
+		}
 	}
 	slices.SortFunc(out, func(a, b *flotillav1.AppInfo) int {
 		return strings.Compare(appkey.Join(a.GetCluster(), a.GetApp()), appkey.Join(b.GetCluster(), b.GetApp()))

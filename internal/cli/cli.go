@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -325,7 +326,19 @@ func appTable(w *tabwriter.Writer, apps []*flotillav1.AppInfo, wide bool) {
 		fmt.Fprint(w, "\tPHASE\tMESSAGE")
 	}
 	fmt.Fprintln(w)
+	refused := map[string]string{}
 	for _, a := range apps {
+		if a.GetRefused() != "" {
+			refused[a.GetApp()] = a.GetRefused()
+		}
+		if a.GetDesired() == nil {
+			fmt.Fprintf(w, "-\t%s\tRefused\t-\t-\t-\t-", a.GetApp())
+			if wide {
+				fmt.Fprint(w, "\t-\t-")
+			}
+			fmt.Fprintln(w)
+			continue
+		}
 		st := a.GetStatus()
 		sync, health := "Unknown", healthWord(a)
 		if st != nil {
@@ -348,6 +361,13 @@ func appTable(w *tabwriter.Writer, apps []*flotillav1.AppInfo, wide bool) {
 			fmt.Fprintf(w, "\t%s\t%s", enumWord(st.GetPhase().String(), "SYNC_PHASE_"), st.GetMessage())
 		}
 		fmt.Fprintln(w)
+	}
+	if len(refused) > 0 {
+		fmt.Fprintln(w)
+		fmt.Fprintln(w, "The hub refuses these applications as Git has them now; clusters keep their last good state:")
+		for _, app := range slices.Sorted(maps.Keys(refused)) {
+			fmt.Fprintf(w, "  %s: %s\n", app, refused[app])
+		}
 	}
 }
 

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -102,9 +103,46 @@ func TestAppProjectsForbidWhatTheyDoNotPermit(t *testing.T) {
 		}
 	})
 
+	auth := []string{"--hub", e.APIURL, "--token", apiToken}
+	step.run("the CLI lists a refused app with why, and its events", func(t *testing.T) {
+		testenv.Eventually(t, 30*time.Second, func() error {
+			out, code := flotilla(t, append([]string{"app", "list"}, auth...)...)
+			if code != 0 || !regexpMatch(`-\s+escapee\s+Refused`, out) || !strings.Contains(out, `escapee: `) || !strings.Contains(out, `namespace "kube-system"`) {
+				return fmt.Errorf("exit %d:\n%s", code, out)
+			}
+			return nil
+		})
+		out, code := flotilla(t, append([]string{"app", "get", "escapee"}, auth...)...)
+		if code != 0 || !strings.Contains(out, "AppProject") {
+			t.Errorf("app get escapee: exit %d:\n%s", code, out)
+		}
+		out, code = flotilla(t, append([]string{"events", "--app", "escapee"}, auth...)...)
+		if code != 0 || !strings.Contains(out, flotillav1.ReasonAppInvalid) {
+			t.Errorf("events --app escapee: exit %d:\n%s", code, out)
+		}
+	})
+
+	step.run("once accepted, the app is no longer listed as refused", func(t *testing.T) {
+		e.Commit(t, "escapee: a tenant namespace", map[string]string{"apps/escapee.yaml": tenantApp("escapee", "tenant-escapee")})
+		e.Webhook(t, webhookSecret)
+		waitImage(t, prod, deployments, "tenant-escapee", "web", "nginx:tenant")
+		testenv.Eventually(t, 30*time.Second, func() error {
+			out, _ := flotilla(t, append([]string{"app", "list"}, auth...)...)
+			if strings.Contains(out, "Refused") || strings.Contains(out, "refuses") {
+				return fmt.Errorf("still refused:\n%s", out)
+			}
+			if !strings.Contains(out, "escapee") {
+				return fmt.Errorf("escapee not listed:\n%s", out)
+			}
+			return nil
+		})
+	})
+
 	step.run("removing the forbidden object lets the app land", func(t *testing.T) {
 		e.Commit(t, "tenant-a: no cluster role", map[string]string{"manifests/tenant-a/role.yaml": ""})
 		e.Webhook(t, webhookSecret)
 		waitImage(t, prod, deployments, "tenant-a", "web", "nginx:tenant")
 	})
 }
+
+func regexpMatch(pattern, s string) bool { return regexp.MustCompile(pattern).MatchString(s) }

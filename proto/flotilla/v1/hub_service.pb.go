@@ -607,7 +607,12 @@ type AppInfo struct {
 	// offline_since is set while the cluster's agent is offline (its
 	// heartbeat expired): its last heartbeat. status is then what the agent
 	// last reported, not what the cluster holds now.
-	OfflineSince  *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=offline_since,json=offlineSince,proto3" json:"offline_since,omitempty"`
+	OfflineSince *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=offline_since,json=offlineSince,proto3" json:"offline_since,omitempty"`
+	// refused is why the hub refuses the application as Git has it now
+	// (invalid, unsupported, forbidden by its project, failing to render or
+	// fetch): desired, if set, is the last good state, which keeps running.
+	// An application refused before it was ever published has no cluster.
+	Refused       string `protobuf:"bytes,6,opt,name=refused,proto3" json:"refused,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -675,6 +680,13 @@ func (x *AppInfo) GetOfflineSince() *timestamppb.Timestamp {
 		return x.OfflineSince
 	}
 	return nil
+}
+
+func (x *AppInfo) GetRefused() string {
+	if x != nil {
+		return x.Refused
+	}
+	return ""
 }
 
 // ListAppsResponse lists applications by cluster and name.
@@ -2006,13 +2018,14 @@ const file_flotilla_v1_hub_service_proto_rawDesc = "" +
 	"\bclusters\x18\x01 \x03(\v2\x18.flotilla.v1.ClusterInfoR\bclusters\"G\n" +
 	"\x0fListAppsRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x1a\n" +
-	"\bselector\x18\x02 \x01(\tR\bselector\"\xdb\x01\n" +
+	"\bselector\x18\x02 \x01(\tR\bselector\"\xf5\x01\n" +
 	"\aAppInfo\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x10\n" +
 	"\x03app\x18\x02 \x01(\tR\x03app\x123\n" +
 	"\adesired\x18\x03 \x01(\v2\x19.flotilla.v1.DesiredStateR\adesired\x12.\n" +
 	"\x06status\x18\x04 \x01(\v2\x16.flotilla.v1.AppStatusR\x06status\x12?\n" +
-	"\roffline_since\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\fofflineSince\"<\n" +
+	"\roffline_since\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\fofflineSince\x12\x18\n" +
+	"\arefused\x18\x06 \x01(\tR\arefused\"<\n" +
 	"\x10ListAppsResponse\x12(\n" +
 	"\x04apps\x18\x01 \x03(\v2\x14.flotilla.v1.AppInfoR\x04apps\"!\n" +
 	"\rGetAppRequest\x12\x10\n" +
