@@ -138,8 +138,12 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) error {
 		capabilities = append(capabilities, "rollouts")
 	}
 
+	serverURLs := opts.ServerURLs
+	if opts.ServerURLFromKubeconfig {
+		serverURLs = append(serverURLs, cfg.Host)
+	}
 	reg := &flotillav1.ClusterRegistration{SchemaVersion: 1, Name: cluster, AgentVersion: Version,
-		KubernetesVersion: kubeVersion, Capabilities: capabilities, StartedAt: timestamppb.Now()}
+		KubernetesVersion: kubeVersion, Capabilities: capabilities, StartedAt: timestamppb.Now(), ServerUrls: serverURLs}
 	go heartbeat(ctx, b, reg, opts.Heartbeat, log)
 	if opts.MetricsAddr != "" {
 		if err := serveMetrics(ctx, opts.MetricsAddr, registry, opts.Pprof, log); err != nil {

@@ -2,13 +2,20 @@ package agent
 
 import (
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
 // Options configure an agent.
 type Options struct {
+	// ServerURLs are the API server URLs this cluster is known by in Argo
+	// CD: Applications whose destination.server names one target it.
+	ServerURLs []string
+	// ServerURLFromKubeconfig registers the kubeconfig's server URL too.
+	ServerURLFromKubeconfig bool
 	// Credentials is the directory of the cluster's credentials bundle
 	// (`flotilla cluster add`; the agent's Secret in deployments/agent):
 	// its name, the NATS URL and credentials, the hub's keys and the CA.
@@ -69,5 +76,17 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.ResyncInterval, "resync-interval", o.ResyncInterval, "how often every application is compared with its live objects in full (drift a watch missed)")
 	fs.StringVar(&o.MetricsAddr, "metrics-addr", o.MetricsAddr, "address of /metrics and /healthz; empty turns them off")
 	fs.BoolVar(&o.RolloutsController, "rollouts-controller", o.RolloutsController, "run Argo Rollouts Rollouts and AnalysisRuns in the agent; false passes them through to an Argo Rollouts controller already in the cluster")
+	fs.Func("server-url", "an API server URL this cluster is known by in Argo CD (destination.server); repeat or separate with commas", func(v string) error {
+		for _, u := range strings.Split(v, ",") {
+			if u = strings.TrimSpace(u); u != "" {
+				if !strings.HasPrefix(u, "https://") && !strings.HasPrefix(u, "http://") {
+					return fmt.Errorf("%q is not an http(s) URL", u)
+				}
+				o.ServerURLs = append(o.ServerURLs, u)
+			}
+		}
+		return nil
+	})
+	fs.BoolVar(&o.ServerURLFromKubeconfig, "server-url-from-kubeconfig", o.ServerURLFromKubeconfig, "also register the kubeconfig's server URL as one this cluster is known by")
 	fs.BoolVar(&o.Pprof, "pprof", o.Pprof, "also serve Go's profiles under /debug/pprof/ on the metrics address (for diagnosis)")
 }

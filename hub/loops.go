@@ -336,8 +336,12 @@ func (h *Hub) clusterChanged(change bus.ClusterChange) {
 	h.clusters[change.Name] = change.Registration
 	h.metrics.clusters.Set(float64(len(h.clusters)))
 	h.mu.Unlock()
-	if prev == nil {
+	switch {
+	case prev == nil:
 		h.log.Info("cluster registered", "cluster", change.Name)
+		h.requestReconcile(trace.SpanContext{})
+	case !slices.Equal(prev.GetServerUrls(), change.Registration.GetServerUrls()):
+		h.log.Info("cluster registered other server URLs", "cluster", change.Name, "urls", change.Registration.GetServerUrls())
 		h.requestReconcile(trace.SpanContext{})
 	}
 }
@@ -366,7 +370,7 @@ func (h *Hub) knownClusters() []appspec.Cluster {
 	out := make([]appspec.Cluster, 0, len(h.clusters))
 	for _, name := range slices.Sorted(maps.Keys(h.clusters)) {
 		if id, ok := h.identities[name]; ok && !id.Revoked() {
-			out = append(out, appspec.Cluster{Name: name, Labels: id.Labels})
+			out = append(out, appspec.Cluster{Name: name, Labels: id.Labels, ServerURLs: h.clusters[name].GetServerUrls()})
 		}
 	}
 	return out

@@ -239,7 +239,12 @@ func (w *walker) follow(ctx context.Context, app *appspec.Application, file stri
 			refs[spec.Ref] = src.Dir
 		}
 	}
-	a := &App{Application: app, File: file, Root: w.root.Name, Commit: from.commit, Sources: sources, Clusters: w.targets(app)}
+	targets, err := w.targets(app)
+	if err != nil {
+		fail(err)
+		return
+	}
+	a := &App{Application: app, File: file, Root: w.root.Name, Commit: from.commit, Sources: sources, Clusters: targets}
 	for _, src := range sources {
 		if src.Commit != nil {
 			a.Commit = src.Commit
@@ -420,20 +425,39 @@ func nameOf(data []byte) string {
 	return meta.Metadata.Name
 }
 
-// targets resolves the clusters an Application goes to (docs/targeting.md).
-func (w *walker) targets(app *appspec.Application) []string {
+// targets resolves the clusters an Application goes to (docs/targeting.md):
+// the clusters annotation's selector; destination.name; a
+// destination.server that a cluster registered as its URL; or, for the
+// in-cluster server, the root's selector.
+func (w *walker) targets(app *appspec.Application) ([]string, error) {
 	var selector labels.Selector
+	d := app.Spec.Destination
 	switch {
 	case app.Metadata.Annotations[appspec.ClustersAnnotation] != "":
 		// Validate refused a selector that does not parse.
 		selector, _ = appspec.ParseSelector(app.Metadata.Annotations[appspec.ClustersAnnotation])
-	case app.Spec.Destination.Name != "":
+	case d.Name != "":
 		for _, c := range w.clusters {
-			if c.Name == app.Spec.Destination.Name {
-				return []string{c.Name}
+			if c.Name == d.Name {
+				return []string{c.Name}, nil
 			}
 		}
-		return nil
+		return nil, nil
+	case d.Server != "" && d.Server != appspec.InClusterServer:
+		var known []string
+		for _, c := range w.clusters {
+			if c.KnownBy(d.Server) {
+				known = append(known, c.Name)
+			}
+		}
+		switch len(known) {
+		case 0:
+			return nil, fmt.Errorf("spec.destination.server: %q is not the server URL of a registered cluster (an agent registers its cluster's with --server-url)", d.Server)
+		case 1:
+			return known, nil
+		default:
+			return nil, fmt.Errorf("spec.destination.server: %q is registered by several clusters (%s): name one with destination.name", d.Server, strings.Join(known, ", "))
+		}
 	default:
 		selector = w.root.Clusters
 	}
@@ -444,7 +468,7 @@ func (w *walker) targets(app *appspec.Application) []string {
 		}
 	}
 	slices.Sort(out)
-	return out
+	return out, nil
 }
 
 func (w *walker) fail(app string, err error) {

@@ -241,3 +241,42 @@ spec:
 		t.Error("AppProject is not a kind the hub interprets")
 	}
 }
+
+func TestDestinationByServerURL(t *testing.T) {
+	dir := fixtureCopy(t)
+	app := func(name, server string) string {
+		return fmt.Sprintf(`apiVersion: argoproj.io/v1alpha1
+kind: Application
+metadata: {name: %s}
+spec:
+  source: {repoURL: %s, path: manifests/ml-inference}
+  destination: {server: %q, namespace: ml}
+`, name, repo, server)
+	}
+	write(t, dir, "apps/by-url.yaml", app("by-url", "https://EU.k8s.example.com:6443/"))
+	write(t, dir, "apps/unknown-url.yaml", app("unknown-url", "https://nowhere.example.com"))
+	write(t, dir, "apps/shared-url.yaml", app("shared-url", "https://shared.example.com"))
+	known := []appspec.Cluster{
+		{Name: "prod-eu", Labels: map[string]string{"env": "production"}, ServerURLs: []string{"https://eu.k8s.example.com:6443", "https://shared.example.com"}},
+		{Name: "prod-us", Labels: map[string]string{"env": "production"}, ServerURLs: []string{"https://shared.example.com"}},
+	}
+	res := Discover(context.Background(), []Root{{Name: "prod", RepoURL: repo, Path: "apps", Clusters: labels.Everything()}}, known, Sources{Trees: dirTrees{dir}})
+	got := map[string]string{}
+	for _, e := range res.Errors {
+		got[e.App] = e.Err.Error()
+	}
+	if !strings.Contains(got["unknown-url"], `Application "unknown-url": spec.destination.server: "https://nowhere.example.com" is not the server URL of a registered cluster`) {
+		t.Errorf("unknown-url: %q", got["unknown-url"])
+	}
+	if !strings.Contains(got["shared-url"], "registered by several clusters (prod-eu, prod-us)") {
+		t.Errorf("shared-url: %q", got["shared-url"])
+	}
+	for _, a := range res.Apps {
+		if a.Application.Metadata.Name == "by-url" && !slices.Equal(a.Clusters, []string{"prod-eu"}) {
+			t.Errorf("by-url targets %v, want [prod-eu]", a.Clusters)
+		}
+	}
+	if !slices.Contains(targets(res), "prod-eu/by-url") {
+		t.Errorf("by-url is not published: %v", targets(res))
+	}
+}

@@ -95,7 +95,7 @@ func TestValidationNamesTheField(t *testing.T) {
 		name, patch, want string
 	}{
 		{"no destination", `{"spec":{"destination":null}}`, `apps/x.yaml: Application "api": spec.destination: set name (a cluster) or server`},
-		{"unknown server", `{"spec":{"destination":{"server":"https://10.0.0.1:6443"}}}`, `spec.destination.server: "https://10.0.0.1:6443" is not a cluster Flotilla knows`},
+		{"server not a URL", `{"spec":{"destination":{"server":"10.0.0.1:6443"}}}`, `spec.destination.server: "10.0.0.1:6443" is not an API server URL`},
 		{"chart with kustomize", `{"spec":{"source":{"chart":"nginx","kustomize":{}}}}`, `spec.source: a chart renders with Helm`},
 		{"plugin", `{"spec":{"source":{"plugin":{"name":"sops"}}}}`, `spec.source.plugin: config management plugins are not supported (plugin "sops")`},
 		{"ref with chart", `{"spec":{"source":null,"sources":[{"repoURL":"https://charts.example.com","chart":"a","ref":"values"}]}}`, `spec.sources[0].ref: a source with a ref cannot have a chart`},

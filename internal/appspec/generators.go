@@ -137,10 +137,14 @@ func (x *generator) clusterParams(c *ClustersGenerator) ([]map[string]any, error
 		if !selector.Matches(labels.Set(cl.Labels)) {
 			continue
 		}
+		server := InClusterServer
+		if len(cl.ServerURLs) > 0 {
+			server = cl.ServerURLs[0]
+		}
 		p := map[string]any{
 			"name":           cl.Name,
 			"nameNormalized": cl.Name,
-			"server":         InClusterServer,
+			"server":         server,
 			"metadata": map[string]any{
 				"labels":      stringMap(cl.Labels),
 				"annotations": stringMap(cl.Annotations),

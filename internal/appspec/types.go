@@ -314,4 +314,32 @@ type Cluster struct {
 	Name        string
 	Labels      map[string]string
 	Annotations map[string]string
+	// ServerURLs are the API server URLs the cluster's agent registered:
+	// destination.server may name it by one of them.
+	ServerURLs []string
+}
+
+// KnownBy reports whether the cluster registered server as one of its
+// URLs (compared without a trailing slash, scheme and host in any case).
+func (c Cluster) KnownBy(server string) bool {
+	for _, u := range c.ServerURLs {
+		if NormalizeServerURL(u) == NormalizeServerURL(server) {
+			return true
+		}
+	}
+	return false
+}
+
+// NormalizeServerURL makes API server URLs comparable.
+func NormalizeServerURL(u string) string {
+	u = strings.TrimSuffix(strings.TrimSpace(u), "/")
+	scheme, rest, ok := strings.Cut(u, "://")
+	if !ok {
+		return u
+	}
+	host, path, _ := strings.Cut(rest, "/")
+	if path != "" {
+		path = "/" + path
+	}
+	return strings.ToLower(scheme) + "://" + strings.ToLower(host) + path
 }

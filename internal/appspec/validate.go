@@ -89,8 +89,8 @@ func (a *Application) Validate() error {
 		return fail("spec.destination", "set name or server, not both")
 	case d.Name == "" && d.Server == "":
 		return fail("spec.destination", "set name (a cluster) or server (%s)", InClusterServer)
-	case d.Server != "" && d.Server != InClusterServer && a.Metadata.Annotations[ClustersAnnotation] == "":
-		return fail("spec.destination.server", "%q is not a cluster Flotilla knows: use destination.name, server %s, or the %s annotation", d.Server, InClusterServer, ClustersAnnotation)
+	case d.Server != "" && !strings.HasPrefix(d.Server, "https://") && !strings.HasPrefix(d.Server, "http://"):
+		return fail("spec.destination.server", "%q is not an API server URL", d.Server)
 	}
 	if sel := a.Metadata.Annotations[ClustersAnnotation]; sel != "" {
 		if _, err := ParseSelector(sel); err != nil {

@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/yaml"
 
+	"github.com/flotilla-dev/flotilla/agent"
 	"github.com/flotilla-dev/flotilla/hub/config"
 	"github.com/flotilla-dev/flotilla/internal/bus"
 	"github.com/flotilla-dev/flotilla/internal/signing"
@@ -141,9 +142,22 @@ func TestArgoCDSourcesSyncUnchanged(t *testing.T) {
 	must(t, err)
 	e := &hubEnv{Hub: h, verify: signing.NewVerifier(pub)}
 	prod := testenv.StartCluster(t, testenv.ClusterOptions{Name: "prod-eu"})
-	startAgent(t, e, prod, map[string]string{"env": "production"}, t.TempDir())
+	// The cluster is known in Argo CD by its API server's URL.
+	startAgentWith(t, e, prod, map[string]string{"env": "production"}, t.TempDir(), func(o *agent.Options) {
+		o.ServerURLs = []string{"https://prod-eu.k8s.example.com:6443"}
+	})
 
-	e.Commit(t, "apps from chart repositories", chartApps(s, "1.0.*"))
+	apps := chartApps(s, "1.0.*")
+	apps["apps/by-url.yaml"] = `apiVersion: argoproj.io/v1alpha1
+kind: Application
+metadata: {name: by-url, namespace: argocd}
+spec:
+  project: default
+  source: {repoURL: https://github.com/your-org/gitops-config, targetRevision: HEAD, path: manifests/shop}
+  destination: {server: "https://prod-eu.k8s.example.com:6443", namespace: by-url}
+  syncPolicy: {automated: {}, syncOptions: [CreateNamespace=true]}
+`
+	e.Commit(t, "apps from chart repositories", apps)
 	e.Webhook(t, webhookSecret)
 
 	step := newSteps(t)
@@ -166,6 +180,10 @@ func TestArgoCDSourcesSyncUnchanged(t *testing.T) {
 			t.Errorf("shop's Git source: tier = %q", tier)
 		}
 		waitImage(t, prod, deployments, "store", "store-postgresql", "postgres:12.1")
+		testenv.Eventually(t, time.Minute, func() error {
+			_, err := getObject(t, prod, configmaps, "by-url", "shop")
+			return err
+		})
 		cm, err = getObject(t, prod, configmaps, "store", "store")
 		must(t, err)
 		if db, _, _ := unstructured.NestedString(cm.Object, "data", "db"); db != "store-postgresql" {

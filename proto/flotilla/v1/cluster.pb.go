@@ -32,9 +32,12 @@ type ClusterRegistration struct {
 	AgentVersion      string                 `protobuf:"bytes,4,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"`
 	KubernetesVersion string                 `protobuf:"bytes,5,opt,name=kubernetes_version,json=kubernetesVersion,proto3" json:"kubernetes_version,omitempty"`
 	// capabilities lists optional features the agent supports, e.g. "rollouts".
-	Capabilities  []string               `protobuf:"bytes,6,rep,name=capabilities,proto3" json:"capabilities,omitempty"`
-	StartedAt     *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
-	HeartbeatAt   *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=heartbeat_at,json=heartbeatAt,proto3" json:"heartbeat_at,omitempty"`
+	Capabilities []string               `protobuf:"bytes,6,rep,name=capabilities,proto3" json:"capabilities,omitempty"`
+	StartedAt    *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
+	HeartbeatAt  *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=heartbeat_at,json=heartbeatAt,proto3" json:"heartbeat_at,omitempty"`
+	// server_urls are the API server URLs the cluster is known by in Argo
+	// CD: an Application whose destination.server is one of them targets it.
+	ServerUrls    []string `protobuf:"bytes,9,rep,name=server_urls,json=serverUrls,proto3" json:"server_urls,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -125,11 +128,18 @@ func (x *ClusterRegistration) GetHeartbeatAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *ClusterRegistration) GetServerUrls() []string {
+	if x != nil {
+		return x.ServerUrls
+	}
+	return nil
+}
+
 var File_flotilla_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_flotilla_v1_cluster_proto_rawDesc = "" +
 	"\n" +
-	"\x19flotilla/v1/cluster.proto\x12\vflotilla.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc3\x03\n" +
+	"\x19flotilla/v1/cluster.proto\x12\vflotilla.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe4\x03\n" +
 	"\x13ClusterRegistration\x12%\n" +
 	"\x0eschema_version\x18\x01 \x01(\rR\rschemaVersion\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12D\n" +
@@ -139,7 +149,9 @@ const file_flotilla_v1_cluster_proto_rawDesc = "" +
 	"\fcapabilities\x18\x06 \x03(\tR\fcapabilities\x129\n" +
 	"\n" +
 	"started_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12=\n" +
-	"\fheartbeat_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\vheartbeatAt\x1a9\n" +
+	"\fheartbeat_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\vheartbeatAt\x12\x1f\n" +
+	"\vserver_urls\x18\t \x03(\tR\n" +
+	"serverUrls\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B?Z=github.com/flotilla-dev/flotilla/proto/flotilla/v1;flotillav1b\x06proto3"
