@@ -71,6 +71,16 @@ func (src *ApplicationSource) RenderSpec() (*flotillav1.RenderSpec, error) {
 	}
 	if d := src.Directory; d != nil {
 		spec.Directory = &flotillav1.DirectorySpec{Recurse: d.Recurse, Include: d.Include, Exclude: d.Exclude}
+		if j := d.Jsonnet; j != nil {
+			vars := func(list []JsonnetVar) []*flotillav1.JsonnetVar {
+				var out []*flotillav1.JsonnetVar
+				for _, v := range list {
+					out = append(out, &flotillav1.JsonnetVar{Name: v.Name, Value: v.Value, Code: v.Code})
+				}
+				return out
+			}
+			spec.Directory.Jsonnet = &flotillav1.JsonnetSpec{Tlas: vars(j.TLAs), ExtVars: vars(j.ExtVars), Libs: slices.Clone(j.Libs)}
+		}
 	}
 	return spec, nil
 }

@@ -180,7 +180,21 @@ type DirectorySource struct {
 	Recurse bool            `json:"recurse,omitempty"`
 	Include string          `json:"include,omitempty"`
 	Exclude string          `json:"exclude,omitempty"`
-	Jsonnet json.RawMessage `json:"jsonnet,omitempty"`
+	Jsonnet *JsonnetSource `json:"jsonnet,omitempty"`
+}
+
+// JsonnetSource is spec.source.directory.jsonnet.
+type JsonnetSource struct {
+	ExtVars []JsonnetVar `json:"extVars,omitempty"`
+	TLAs    []JsonnetVar `json:"tlas,omitempty"`
+	Libs    []string     `json:"libs,omitempty"`
+}
+
+// JsonnetVar is a top-level argument or external variable.
+type JsonnetVar struct {
+	Name  string `json:"name"`
+	Value string `json:"value"`
+	Code  bool   `json:"code,omitempty"`
 }
 
 // Destination is spec.destination.

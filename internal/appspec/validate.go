@@ -139,8 +139,17 @@ func validateSource(field string, src *ApplicationSource, refs map[string]bool) 
 	if len(src.Plugin) > 0 && string(src.Plugin) != "{}" && string(src.Plugin) != "null" {
 		return fail(".plugin", "config management plugins are not supported (plugin %s)", pluginName(src.Plugin))
 	}
-	if src.Directory != nil && len(src.Directory.Jsonnet) > 0 && string(src.Directory.Jsonnet) != "{}" {
-		return fail(".directory.jsonnet", "jsonnet is not supported")
+	if d := src.Directory; d != nil && d.Jsonnet != nil {
+		for i, v := range d.Jsonnet.TLAs {
+			if v.Name == "" {
+				return fail(fmt.Sprintf(".directory.jsonnet.tlas[%d].name", i), "is required")
+			}
+		}
+		for i, v := range d.Jsonnet.ExtVars {
+			if v.Name == "" {
+				return fail(fmt.Sprintf(".directory.jsonnet.extVars[%d].name", i), "is required")
+			}
+		}
 	}
 	if n := countSet(src.Helm != nil, src.Kustomize != nil, src.Directory != nil); n > 1 {
 		return fail("", "set at most one of helm, kustomize and directory")

@@ -10,7 +10,8 @@ import (
 )
 
 // renderDirectory reads every .yaml, .yml and .json file in dir (and below
-// with directory.recurse), filtered by include and exclude globs.
+// with directory.recurse), and evaluates every .jsonnet file, filtered by
+// include and exclude globs, as Argo CD's directory sources do.
 func renderDirectory(req Request, dir string) (*Result, error) {
 	spec := req.Spec.GetDirectory()
 	res := &Result{}
@@ -26,7 +27,8 @@ func renderDirectory(req Request, dir string) (*Result, error) {
 			}
 			return nil
 		}
-		if !isManifestFile(d.Name()) || d.Type()&fs.ModeSymlink != 0 {
+		isJsonnet := strings.HasSuffix(d.Name(), ".jsonnet")
+		if (!isManifestFile(d.Name()) && !isJsonnet) || d.Type()&fs.ModeSymlink != 0 {
 			return nil
 		}
 		if inc := spec.GetInclude(); inc != "" && !matchAny(inc, rel) {
@@ -35,11 +37,22 @@ func renderDirectory(req Request, dir string) (*Result, error) {
 		if exc := spec.GetExclude(); exc != "" && matchAny(exc, rel) {
 			return nil
 		}
+		source := relative(req.Root, p)
+		if isJsonnet {
+			objs, files, err := evaluateJsonnet(req, dir, p)
+			if err != nil {
+				return &Error{Path: req.Path, File: source, Reason: "jsonnet", Err: err}
+			}
+			res.Files = append(res.Files, files...)
+			for _, o := range objs {
+				res.Manifests = append(res.Manifests, Manifest{Object: o, Source: source})
+			}
+			return nil
+		}
 		data, err := os.ReadFile(p)
 		if err != nil {
 			return err
 		}
-		source := relative(req.Root, p)
 		if size += len(data); size > maxRenderSize {
 			return &Error{Path: req.Path, File: source, Reason: fmt.Sprintf("the directory's manifests are larger than %d MiB", maxRenderSize>>20)}
 		}

@@ -14,7 +14,7 @@ import (
 	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
 )
 
-func writeTree(t *testing.T, dir string, files map[string]string) {
+func writeTree(t testing.TB, dir string, files map[string]string) {
 	t.Helper()
 	for name, content := range files {
 		p := filepath.Join(dir, filepath.FromSlash(name))

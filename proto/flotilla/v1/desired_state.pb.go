@@ -1526,8 +1526,9 @@ type DirectorySpec struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Recurse bool                   `protobuf:"varint,1,opt,name=recurse,proto3" json:"recurse,omitempty"`
 	// include and exclude are glob patterns, optionally a {a,b} list.
-	Include       string `protobuf:"bytes,2,opt,name=include,proto3" json:"include,omitempty"`
-	Exclude       string `protobuf:"bytes,3,opt,name=exclude,proto3" json:"exclude,omitempty"`
+	Include       string       `protobuf:"bytes,2,opt,name=include,proto3" json:"include,omitempty"`
+	Exclude       string       `protobuf:"bytes,3,opt,name=exclude,proto3" json:"exclude,omitempty"`
+	Jsonnet       *JsonnetSpec `protobuf:"bytes,4,opt,name=jsonnet,proto3" json:"jsonnet,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1583,6 +1584,137 @@ func (x *DirectorySpec) GetExclude() string {
 	return ""
 }
 
+func (x *DirectorySpec) GetJsonnet() *JsonnetSpec {
+	if x != nil {
+		return x.Jsonnet
+	}
+	return nil
+}
+
+// JsonnetSpec mirrors Argo CD's spec.source.directory.jsonnet.
+type JsonnetSpec struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Tlas    []*JsonnetVar          `protobuf:"bytes,1,rep,name=tlas,proto3" json:"tlas,omitempty"`
+	ExtVars []*JsonnetVar          `protobuf:"bytes,2,rep,name=ext_vars,json=extVars,proto3" json:"ext_vars,omitempty"`
+	// libs are import paths relative to the repository's root.
+	Libs          []string `protobuf:"bytes,3,rep,name=libs,proto3" json:"libs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JsonnetSpec) Reset() {
+	*x = JsonnetSpec{}
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JsonnetSpec) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JsonnetSpec) ProtoMessage() {}
+
+func (x *JsonnetSpec) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JsonnetSpec.ProtoReflect.Descriptor instead.
+func (*JsonnetSpec) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *JsonnetSpec) GetTlas() []*JsonnetVar {
+	if x != nil {
+		return x.Tlas
+	}
+	return nil
+}
+
+func (x *JsonnetSpec) GetExtVars() []*JsonnetVar {
+	if x != nil {
+		return x.ExtVars
+	}
+	return nil
+}
+
+func (x *JsonnetSpec) GetLibs() []string {
+	if x != nil {
+		return x.Libs
+	}
+	return nil
+}
+
+// JsonnetVar is a top-level argument or external variable: a string, or
+// jsonnet code when code is set.
+type JsonnetVar struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Value         string                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	Code          bool                   `protobuf:"varint,3,opt,name=code,proto3" json:"code,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JsonnetVar) Reset() {
+	*x = JsonnetVar{}
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JsonnetVar) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JsonnetVar) ProtoMessage() {}
+
+func (x *JsonnetVar) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JsonnetVar.ProtoReflect.Descriptor instead.
+func (*JsonnetVar) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *JsonnetVar) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *JsonnetVar) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
+func (x *JsonnetVar) GetCode() bool {
+	if x != nil {
+		return x.Code
+	}
+	return false
+}
+
 // Destination is where in the cluster objects go.
 type Destination struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1597,7 +1729,7 @@ type Destination struct {
 
 func (x *Destination) Reset() {
 	*x = Destination{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[17]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1609,7 +1741,7 @@ func (x *Destination) String() string {
 func (*Destination) ProtoMessage() {}
 
 func (x *Destination) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[17]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1622,7 +1754,7 @@ func (x *Destination) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Destination.ProtoReflect.Descriptor instead.
 func (*Destination) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{17}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Destination) GetNamespace() string {
@@ -1660,7 +1792,7 @@ type SyncPolicy struct {
 
 func (x *SyncPolicy) Reset() {
 	*x = SyncPolicy{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[18]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1672,7 +1804,7 @@ func (x *SyncPolicy) String() string {
 func (*SyncPolicy) ProtoMessage() {}
 
 func (x *SyncPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[18]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1685,7 +1817,7 @@ func (x *SyncPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncPolicy.ProtoReflect.Descriptor instead.
 func (*SyncPolicy) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{18}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SyncPolicy) GetAutomated() *Automated {
@@ -1721,7 +1853,7 @@ type Automated struct {
 
 func (x *Automated) Reset() {
 	*x = Automated{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[19]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1733,7 +1865,7 @@ func (x *Automated) String() string {
 func (*Automated) ProtoMessage() {}
 
 func (x *Automated) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[19]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1746,7 +1878,7 @@ func (x *Automated) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Automated.ProtoReflect.Descriptor instead.
 func (*Automated) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{19}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Automated) GetPrune() bool {
@@ -1781,7 +1913,7 @@ type Retry struct {
 
 func (x *Retry) Reset() {
 	*x = Retry{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[20]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1793,7 +1925,7 @@ func (x *Retry) String() string {
 func (*Retry) ProtoMessage() {}
 
 func (x *Retry) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[20]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1806,7 +1938,7 @@ func (x *Retry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Retry.ProtoReflect.Descriptor instead.
 func (*Retry) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{20}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Retry) GetLimit() int64 {
@@ -1836,7 +1968,7 @@ type Backoff struct {
 
 func (x *Backoff) Reset() {
 	*x = Backoff{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[21]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1848,7 +1980,7 @@ func (x *Backoff) String() string {
 func (*Backoff) ProtoMessage() {}
 
 func (x *Backoff) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[21]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1861,7 +1993,7 @@ func (x *Backoff) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Backoff.ProtoReflect.Descriptor instead.
 func (*Backoff) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{21}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Backoff) GetDuration() string {
@@ -1901,7 +2033,7 @@ type IgnoreDifferences struct {
 
 func (x *IgnoreDifferences) Reset() {
 	*x = IgnoreDifferences{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[22]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1913,7 +2045,7 @@ func (x *IgnoreDifferences) String() string {
 func (*IgnoreDifferences) ProtoMessage() {}
 
 func (x *IgnoreDifferences) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[22]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1926,7 +2058,7 @@ func (x *IgnoreDifferences) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IgnoreDifferences.ProtoReflect.Descriptor instead.
 func (*IgnoreDifferences) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{22}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *IgnoreDifferences) GetGroup() string {
@@ -1992,7 +2124,7 @@ type Deletion struct {
 
 func (x *Deletion) Reset() {
 	*x = Deletion{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[23]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2004,7 +2136,7 @@ func (x *Deletion) String() string {
 func (*Deletion) ProtoMessage() {}
 
 func (x *Deletion) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[23]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2017,7 +2149,7 @@ func (x *Deletion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Deletion.ProtoReflect.Descriptor instead.
 func (*Deletion) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{23}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Deletion) GetCascade() bool {
@@ -2172,11 +2304,21 @@ const file_flotilla_v1_desired_state_proto_rawDesc = "" +
 	"\x13annotation_selector\x18\a \x01(\tR\x12annotationSelector\"<\n" +
 	"\x10KustomizeReplica\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
-	"\x05count\x18\x02 \x01(\x03R\x05count\"]\n" +
+	"\x05count\x18\x02 \x01(\x03R\x05count\"\x91\x01\n" +
 	"\rDirectorySpec\x12\x18\n" +
 	"\arecurse\x18\x01 \x01(\bR\arecurse\x12\x18\n" +
 	"\ainclude\x18\x02 \x01(\tR\ainclude\x12\x18\n" +
-	"\aexclude\x18\x03 \x01(\tR\aexclude\"W\n" +
+	"\aexclude\x18\x03 \x01(\tR\aexclude\x122\n" +
+	"\ajsonnet\x18\x04 \x01(\v2\x18.flotilla.v1.JsonnetSpecR\ajsonnet\"\x82\x01\n" +
+	"\vJsonnetSpec\x12+\n" +
+	"\x04tlas\x18\x01 \x03(\v2\x17.flotilla.v1.JsonnetVarR\x04tlas\x122\n" +
+	"\bext_vars\x18\x02 \x03(\v2\x17.flotilla.v1.JsonnetVarR\aextVars\x12\x12\n" +
+	"\x04libs\x18\x03 \x03(\tR\x04libs\"J\n" +
+	"\n" +
+	"JsonnetVar\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\x12\x12\n" +
+	"\x04code\x18\x03 \x01(\bR\x04code\"W\n" +
 	"\vDestination\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
@@ -2228,7 +2370,7 @@ func file_flotilla_v1_desired_state_proto_rawDescGZIP() []byte {
 }
 
 var file_flotilla_v1_desired_state_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_flotilla_v1_desired_state_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_flotilla_v1_desired_state_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_flotilla_v1_desired_state_proto_goTypes = []any{
 	(Initiator)(0),                // 0: flotilla.v1.Initiator
 	(*SignedDesiredState)(nil),    // 1: flotilla.v1.SignedDesiredState
@@ -2248,29 +2390,31 @@ var file_flotilla_v1_desired_state_proto_goTypes = []any{
 	(*KustomizeSelector)(nil),     // 15: flotilla.v1.KustomizeSelector
 	(*KustomizeReplica)(nil),      // 16: flotilla.v1.KustomizeReplica
 	(*DirectorySpec)(nil),         // 17: flotilla.v1.DirectorySpec
-	(*Destination)(nil),           // 18: flotilla.v1.Destination
-	(*SyncPolicy)(nil),            // 19: flotilla.v1.SyncPolicy
-	(*Automated)(nil),             // 20: flotilla.v1.Automated
-	(*Retry)(nil),                 // 21: flotilla.v1.Retry
-	(*Backoff)(nil),               // 22: flotilla.v1.Backoff
-	(*IgnoreDifferences)(nil),     // 23: flotilla.v1.IgnoreDifferences
-	(*Deletion)(nil),              // 24: flotilla.v1.Deletion
-	nil,                           // 25: flotilla.v1.KustomizeSpec.CommonLabelsEntry
-	nil,                           // 26: flotilla.v1.KustomizeSpec.CommonAnnotationsEntry
-	nil,                           // 27: flotilla.v1.KustomizePatch.OptionsEntry
-	(*timestamppb.Timestamp)(nil), // 28: google.protobuf.Timestamp
+	(*JsonnetSpec)(nil),           // 18: flotilla.v1.JsonnetSpec
+	(*JsonnetVar)(nil),            // 19: flotilla.v1.JsonnetVar
+	(*Destination)(nil),           // 20: flotilla.v1.Destination
+	(*SyncPolicy)(nil),            // 21: flotilla.v1.SyncPolicy
+	(*Automated)(nil),             // 22: flotilla.v1.Automated
+	(*Retry)(nil),                 // 23: flotilla.v1.Retry
+	(*Backoff)(nil),               // 24: flotilla.v1.Backoff
+	(*IgnoreDifferences)(nil),     // 25: flotilla.v1.IgnoreDifferences
+	(*Deletion)(nil),              // 26: flotilla.v1.Deletion
+	nil,                           // 27: flotilla.v1.KustomizeSpec.CommonLabelsEntry
+	nil,                           // 28: flotilla.v1.KustomizeSpec.CommonAnnotationsEntry
+	nil,                           // 29: flotilla.v1.KustomizePatch.OptionsEntry
+	(*timestamppb.Timestamp)(nil), // 30: google.protobuf.Timestamp
 }
 var file_flotilla_v1_desired_state_proto_depIdxs = []int32{
 	2,  // 0: flotilla.v1.SignedDesiredState.signature:type_name -> flotilla.v1.Signature
 	8,  // 1: flotilla.v1.DesiredState.source:type_name -> flotilla.v1.Source
 	9,  // 2: flotilla.v1.DesiredState.artifact:type_name -> flotilla.v1.Artifact
 	10, // 3: flotilla.v1.DesiredState.render:type_name -> flotilla.v1.RenderSpec
-	18, // 4: flotilla.v1.DesiredState.destination:type_name -> flotilla.v1.Destination
-	19, // 5: flotilla.v1.DesiredState.sync_policy:type_name -> flotilla.v1.SyncPolicy
-	23, // 6: flotilla.v1.DesiredState.ignore_differences:type_name -> flotilla.v1.IgnoreDifferences
-	24, // 7: flotilla.v1.DesiredState.deletion:type_name -> flotilla.v1.Deletion
+	20, // 4: flotilla.v1.DesiredState.destination:type_name -> flotilla.v1.Destination
+	21, // 5: flotilla.v1.DesiredState.sync_policy:type_name -> flotilla.v1.SyncPolicy
+	25, // 6: flotilla.v1.DesiredState.ignore_differences:type_name -> flotilla.v1.IgnoreDifferences
+	26, // 7: flotilla.v1.DesiredState.deletion:type_name -> flotilla.v1.Deletion
 	0,  // 8: flotilla.v1.DesiredState.initiator:type_name -> flotilla.v1.Initiator
-	28, // 9: flotilla.v1.DesiredState.published_at:type_name -> google.protobuf.Timestamp
+	30, // 9: flotilla.v1.DesiredState.published_at:type_name -> google.protobuf.Timestamp
 	7,  // 10: flotilla.v1.DesiredState.pin:type_name -> flotilla.v1.Pin
 	6,  // 11: flotilla.v1.DesiredState.sources:type_name -> flotilla.v1.SourceRender
 	4,  // 12: flotilla.v1.DesiredState.project_policy:type_name -> flotilla.v1.ProjectPolicy
@@ -2278,30 +2422,33 @@ var file_flotilla_v1_desired_state_proto_depIdxs = []int32{
 	5,  // 14: flotilla.v1.ProjectPolicy.cluster_resource_blacklist:type_name -> flotilla.v1.ResourceRestriction
 	5,  // 15: flotilla.v1.ProjectPolicy.namespace_resource_whitelist:type_name -> flotilla.v1.ResourceRestriction
 	5,  // 16: flotilla.v1.ProjectPolicy.namespace_resource_blacklist:type_name -> flotilla.v1.ResourceRestriction
-	18, // 17: flotilla.v1.ProjectPolicy.destinations:type_name -> flotilla.v1.Destination
+	20, // 17: flotilla.v1.ProjectPolicy.destinations:type_name -> flotilla.v1.Destination
 	8,  // 18: flotilla.v1.SourceRender.source:type_name -> flotilla.v1.Source
 	10, // 19: flotilla.v1.SourceRender.render:type_name -> flotilla.v1.RenderSpec
-	28, // 20: flotilla.v1.Pin.at:type_name -> google.protobuf.Timestamp
-	28, // 21: flotilla.v1.Source.commit_time:type_name -> google.protobuf.Timestamp
+	30, // 20: flotilla.v1.Pin.at:type_name -> google.protobuf.Timestamp
+	30, // 21: flotilla.v1.Source.commit_time:type_name -> google.protobuf.Timestamp
 	11, // 22: flotilla.v1.RenderSpec.helm:type_name -> flotilla.v1.HelmSpec
 	13, // 23: flotilla.v1.RenderSpec.kustomize:type_name -> flotilla.v1.KustomizeSpec
 	17, // 24: flotilla.v1.RenderSpec.directory:type_name -> flotilla.v1.DirectorySpec
 	12, // 25: flotilla.v1.HelmSpec.parameters:type_name -> flotilla.v1.HelmParameter
 	12, // 26: flotilla.v1.HelmSpec.file_parameters:type_name -> flotilla.v1.HelmParameter
-	25, // 27: flotilla.v1.KustomizeSpec.common_labels:type_name -> flotilla.v1.KustomizeSpec.CommonLabelsEntry
-	26, // 28: flotilla.v1.KustomizeSpec.common_annotations:type_name -> flotilla.v1.KustomizeSpec.CommonAnnotationsEntry
+	27, // 27: flotilla.v1.KustomizeSpec.common_labels:type_name -> flotilla.v1.KustomizeSpec.CommonLabelsEntry
+	28, // 28: flotilla.v1.KustomizeSpec.common_annotations:type_name -> flotilla.v1.KustomizeSpec.CommonAnnotationsEntry
 	16, // 29: flotilla.v1.KustomizeSpec.replicas:type_name -> flotilla.v1.KustomizeReplica
 	14, // 30: flotilla.v1.KustomizeSpec.patches:type_name -> flotilla.v1.KustomizePatch
 	15, // 31: flotilla.v1.KustomizePatch.target:type_name -> flotilla.v1.KustomizeSelector
-	27, // 32: flotilla.v1.KustomizePatch.options:type_name -> flotilla.v1.KustomizePatch.OptionsEntry
-	20, // 33: flotilla.v1.SyncPolicy.automated:type_name -> flotilla.v1.Automated
-	21, // 34: flotilla.v1.SyncPolicy.retry:type_name -> flotilla.v1.Retry
-	22, // 35: flotilla.v1.Retry.backoff:type_name -> flotilla.v1.Backoff
-	36, // [36:36] is the sub-list for method output_type
-	36, // [36:36] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	29, // 32: flotilla.v1.KustomizePatch.options:type_name -> flotilla.v1.KustomizePatch.OptionsEntry
+	18, // 33: flotilla.v1.DirectorySpec.jsonnet:type_name -> flotilla.v1.JsonnetSpec
+	19, // 34: flotilla.v1.JsonnetSpec.tlas:type_name -> flotilla.v1.JsonnetVar
+	19, // 35: flotilla.v1.JsonnetSpec.ext_vars:type_name -> flotilla.v1.JsonnetVar
+	22, // 36: flotilla.v1.SyncPolicy.automated:type_name -> flotilla.v1.Automated
+	23, // 37: flotilla.v1.SyncPolicy.retry:type_name -> flotilla.v1.Retry
+	24, // 38: flotilla.v1.Retry.backoff:type_name -> flotilla.v1.Backoff
+	39, // [39:39] is the sub-list for method output_type
+	39, // [39:39] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_v1_desired_state_proto_init() }
@@ -2315,7 +2462,7 @@ func file_flotilla_v1_desired_state_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flotilla_v1_desired_state_proto_rawDesc), len(file_flotilla_v1_desired_state_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   27,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
