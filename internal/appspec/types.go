@@ -177,9 +177,9 @@ type KustomizeReplica struct {
 
 // DirectorySource is spec.source.directory.
 type DirectorySource struct {
-	Recurse bool            `json:"recurse,omitempty"`
-	Include string          `json:"include,omitempty"`
-	Exclude string          `json:"exclude,omitempty"`
+	Recurse bool           `json:"recurse,omitempty"`
+	Include string         `json:"include,omitempty"`
+	Exclude string         `json:"exclude,omitempty"`
 	Jsonnet *JsonnetSource `json:"jsonnet,omitempty"`
 }
 

@@ -12,7 +12,6 @@ import (
 
 	"github.com/google/go-jsonnet"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-
 )
 
 // maxJsonnetFile bounds one file a jsonnet program reads.
