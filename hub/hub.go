@@ -78,7 +78,9 @@ type Hub struct {
 	identities map[string]bus.Identity
 	// statuses mirrors the status bucket once statusesLoaded is closed,
 	// so the API reads the fleet's statuses from memory.
-	statuses       map[string]*flotillav1.AppStatus
+	statuses map[string]*flotillav1.AppStatus
+	// ignoredFields are the warnings last reported per application.
+	ignoredFields  map[string]string
 	statusesLoaded <-chan struct{}
 	// reported holds the last error reported per subject, so a failure is
 	// reported once, not at every poll.
@@ -97,7 +99,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Hub, err
 	// h is not the named result: a failed start returns nil, and the
 	// cleanup below must close what h opened, not the nil it returns.
 	h := &Hub{cfg: cfg, log: log, ready: make(chan struct{}), trigger: make(chan trace.SpanContext, 1), reconcileNow: make(chan reconcileRequest), metrics: newMetrics(),
-		clusters: map[string]*flotillav1.ClusterRegistration{}, identities: map[string]bus.Identity{}, reported: map[string]string{}, statuses: map[string]*flotillav1.AppStatus{}}
+		clusters: map[string]*flotillav1.ClusterRegistration{}, identities: map[string]bus.Identity{}, reported: map[string]string{}, statuses: map[string]*flotillav1.AppStatus{}, ignoredFields: map[string]string{}}
 	defer func() {
 		if err != nil {
 			h.Close()

@@ -163,6 +163,7 @@ func (h *Hub) reconcile(ctx context.Context) error {
 		h.report(ctx, "app "+name, name, failed[name], flotillav1.ReasonAppInvalid)
 	}
 	h.recordRefusals(ctx, failed, len(res.RootErrors) == 0)
+	h.reportIgnoredFields(ctx, res.Apps)
 
 	h.metrics.appErrors.Set(float64(len(res.Errors)))
 	report, err := h.publisher.Publish(ctx, res, h.revokedClusters())
@@ -229,6 +230,24 @@ func (h *Hub) appSubjects(failed map[string]error) map[string]bool {
 		}
 	}
 	return names
+}
+
+// reportIgnoredFields records a warning event for each application whose
+// manifest has fields Flotilla does not act on, when they first appear or
+// change. (The agents report them with each status too.)
+func (h *Hub) reportIgnoredFields(ctx context.Context, apps []*discovery.App) {
+	for _, a := range apps {
+		name := a.Application.Metadata.Name
+		warning := strings.Join(a.Application.Warnings, "; ")
+		h.mu.Lock()
+		prev := h.ignoredFields[name]
+		h.ignoredFields[name] = warning
+		h.mu.Unlock()
+		if warning != "" && warning != prev {
+			h.log.Warn("application fields not acted on", "app", name, "fields", warning)
+			h.event(ctx, &flotillav1.Event{App: name, Type: flotillav1.EventType_EVENT_TYPE_WARNING, Reason: flotillav1.ReasonFieldsIgnored, Message: warning})
+		}
+	}
 }
 
 // recordRefusals keeps every replica's view of which applications the

@@ -29,6 +29,10 @@ type plan struct {
 	// Replace=true, instead of server-side apply; live is what it replaces.
 	replace bool
 	live    *unstructured.Unstructured
+	// skipDryRunIfMissing applies the object without a dry-run when its
+	// kind is not known to the cluster, as Argo CD's
+	// SkipDryRunOnMissingResource=true does.
+	skipDryRunIfMissing bool
 }
 
 // Option changes how ApplyAll writes.
@@ -40,6 +44,15 @@ type Option func(*plan)
 // removed, whoever set them.
 func Replace(replace func(*unstructured.Unstructured) bool) Option {
 	return func(p *plan) { p.replace = replace(p.obj) }
+}
+
+// SkipDryRunOnMissingResource makes ApplyAll apply the objects for which
+// skip is true without a dry-run when the cluster does not know their
+// kind (its CustomResourceDefinition comes from elsewhere, later): they
+// neither hold up the others' dry-run nor are checked by it, and are
+// applied last.
+func SkipDryRunOnMissingResource(skip func(*unstructured.Unstructured) bool) Option {
+	return func(p *plan) { p.skipDryRunIfMissing = skip(p.obj) }
 }
 
 // ApplyAll applies objects with server-side apply. First every object is
@@ -74,7 +87,7 @@ func (m *Manager) ApplyAll(ctx context.Context, objs []*unstructured.Unstructure
 	// Objects whose kind a CRD of this set defines, or whose namespace a
 	// Namespace of this set creates, cannot be dry-run before those exist;
 	// they are dry-run once they do.
-	var now, later []*plan
+	var now, later, unchecked []*plan
 	exists := map[string]bool{}
 	for ns := range namespaces {
 		exists[ns] = m.namespaceExists(ctx, ns)
@@ -87,6 +100,13 @@ func (m *Manager) ApplyAll(ctx context.Context, objs []*unstructured.Unstructure
 		if defined[p.change.Ref.GroupKind()] {
 			if _, err := m.resource(p.obj.GroupVersionKind()); err != nil {
 				later = append(later, p)
+				continue
+			}
+		}
+		if p.skipDryRunIfMissing {
+			if _, err := m.resource(p.obj.GroupVersionKind()); err != nil {
+				p.write, p.change.Action = true, Created // an object of a kind the cluster lacks cannot exist yet
+				unchecked = append(unchecked, p)
 				continue
 			}
 		}
@@ -107,7 +127,10 @@ func (m *Manager) ApplyAll(ctx context.Context, objs []*unstructured.Unstructure
 			return collect(cs, all), err
 		}
 	}
-	err := m.write(ctx, append(now, later...))
+	if err := m.write(ctx, append(now, later...)); err != nil {
+		return collect(cs, all), err
+	}
+	err := m.write(ctx, unchecked)
 	return collect(cs, all), err
 }
 

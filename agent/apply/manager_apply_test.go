@@ -3,11 +3,14 @@ package apply
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/flotilla-dev/flotilla/test/testenv"
 )
 
 // changes is cs as (ref, action) pairs, messages left out.
@@ -313,5 +316,53 @@ data: {mode: safe}
 				t.Errorf("labels (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+// TestApplyAllSkipDryRunOnMissingResource: with Argo CD's
+// SkipDryRunOnMissingResource=true, an object of a kind the cluster does
+// not know yet does not hold up the rest: they are applied, and it is
+// applied last, failing alone while its CRD is missing and landing once
+// the CRD exists. Without the option the dry-run fails and writes nothing.
+func TestApplyAllSkipDryRunOnMissingResource(t *testing.T) {
+	ns := newNamespace(t)
+	group := "skip-" + ns + ".example.com"
+	objs := decode(t, ns, `
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: config, namespace: $NS}
+data: {mode: fast}
+---
+apiVersion: `+group+`/v1
+kind: Widget
+metadata: {name: w, namespace: $NS}
+spec: {size: 3}
+`)
+	m := manager
+	if _, err := m.ApplyAll(t.Context(), objs); err == nil || getLive(t, RefOf(objs[0])) != nil {
+		t.Fatalf("without the option: err %v, and the ConfigMap must not be written", err)
+	}
+	skip := SkipDryRunOnMissingResource(func(o *unstructured.Unstructured) bool { return o.GetKind() == "Widget" })
+	cs, err := m.ApplyAll(t.Context(), objs, skip)
+	if err == nil || !strings.Contains(err.Error(), RefOf(objs[1]).String()) {
+		t.Fatalf("err = %v, want the Widget's apply to fail alone", err)
+	}
+	if getLive(t, RefOf(objs[0])) == nil {
+		t.Error("the ConfigMap was held up by the Widget")
+	}
+	if diff := cmp.Diff(expected(objs, Created, Failed), changes(cs)); diff != "" {
+		t.Errorf("change set (-want +got):\n%s", diff)
+	}
+
+	crd := decode(t, ns, crdManifest(group, "Widget", "Namespaced"))
+	if _, err := m.ApplyAll(t.Context(), crd); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 30*time.Second, func() error {
+		_, err := m.ApplyAll(t.Context(), objs, skip)
+		return err
+	})
+	if getLive(t, RefOf(objs[1])) == nil {
+		t.Error("the Widget did not land once its CRD existed")
 	}
 }

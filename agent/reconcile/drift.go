@@ -100,7 +100,7 @@ func (w *appWorker) checkDrift(ctx context.Context, refs map[string]apply.Object
 	}
 	ctx, span := tracer.Start(ctx, "agent.selfheal")
 	defer span.End()
-	_, err = s.deps.Cluster.ApplyAll(ctx, fix, spec.replaceOption())
+	_, err = s.deps.Cluster.ApplyAll(ctx, fix, spec.applyOptions()...)
 	if err != nil {
 		s.log.Error("self-heal failed", "app", w.app, "error", err)
 		s.event(ctx, spec, flotillav1.EventType_EVENT_TYPE_WARNING, flotillav1.ReasonSelfHealFailed, fmt.Sprintf("%s; re-applying failed: %v", strings.Join(found, "; "), err))

@@ -35,6 +35,7 @@ type syncOptions struct {
 	replace                  bool
 	failOnSharedResource     bool
 	respectIgnoreDifferences bool
+	skipDryRunOnMissing      bool
 	// prunePropagation is PrunePropagationPolicy. Without one it is
 	// background, where Argo CD's default is foreground: the end state is
 	// the same, but the pruned owner goes first and the garbage collector
@@ -66,6 +67,8 @@ func parseSyncOptions(list []string) syncOptions {
 			opts.failOnSharedResource = on
 		case "respectignoredifferences":
 			opts.respectIgnoreDifferences = on
+		case "skipdryrunonmissingresource":
+			opts.skipDryRunOnMissing = on
 		case "prunepropagationpolicy":
 			switch strings.ToLower(value) {
 			case "foreground":
@@ -80,9 +83,10 @@ func parseSyncOptions(list []string) syncOptions {
 
 // objectOptions are an object's own argocd.argoproj.io/sync-options.
 type objectOptions struct {
-	replace  bool // Replace=true
-	noPrune  bool // Prune=false
-	noDelete bool // Delete=false
+	replace    bool // Replace=true
+	noPrune    bool // Prune=false
+	noDelete   bool // Delete=false
+	skipDryRun bool // SkipDryRunOnMissingResource=true
 }
 
 func objectOptionsOf(obj *unstructured.Unstructured) objectOptions {
@@ -96,6 +100,8 @@ func objectOptionsOf(obj *unstructured.Unstructured) objectOptions {
 			opts.noPrune = strings.EqualFold(value, "false")
 		case strings.EqualFold(key, "Delete"):
 			opts.noDelete = strings.EqualFold(value, "false")
+		case strings.EqualFold(key, "SkipDryRunOnMissingResource"):
+			opts.skipDryRun = strings.EqualFold(value, "true")
 		}
 	}
 	return opts

@@ -29,7 +29,8 @@ type syncResult struct {
 	leftTo []string
 	// ran names the waves and hooks of a plan that ran.
 	ran []string
-	// warnings are ignoreDifferences entries that matched no object.
+	// warnings are the desired state's (fields Flotilla does not act on)
+	// and ignoreDifferences entries that matched no object.
 	warnings []string
 	// health is the objects' health after the sync (nil: not read).
 	health *observed
@@ -106,6 +107,9 @@ func statusOf(spec syncSpec, res syncResult, f failure) *flotillav1.AppStatus {
 		return st
 	case res.noop:
 		st.Message = noopMessage
+		if len(res.warnings) > 0 {
+			st.Message += "; warning: " + strings.Join(res.warnings, "; ")
+		}
 		if res.previous != nil {
 			st.Health, st.Resources, st.Rollouts = res.previous.GetHealth(), res.previous.GetResources(), res.previous.GetRollouts()
 			return st

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -152,7 +153,7 @@ func (s *Syncer) run(ctx context.Context, spec syncSpec, force bool) (syncResult
 	if err != nil {
 		return res, err
 	}
-	res.warnings = warnings
+	res.warnings = append(slices.Clone(spec.ds.GetWarnings()), warnings...)
 	res.health = s.healthOf(ctx, plan.Resources)
 	return res, nil
 }
@@ -176,7 +177,7 @@ func (s *Syncer) refuseUnsupported(objs []*unstructured.Unstructured) error {
 // applyAll applies objects in one go, then prunes and records them.
 func (s *Syncer) applyAll(ctx context.Context, spec syncSpec, objs []*unstructured.Unstructured, inv *inventory.Inventory) (syncResult, error) {
 	_, span := tracer.Start(ctx, "agent.apply")
-	cs, err := s.deps.Cluster.ApplyAll(ctx, objs, spec.replaceOption())
+	cs, err := s.deps.Cluster.ApplyAll(ctx, objs, spec.applyOptions()...)
 	span.End()
 	res := syncResult{objects: objs, applied: cs.Changes}
 	if err != nil {
@@ -192,7 +193,7 @@ func (s *Syncer) applyAll(ctx context.Context, spec syncSpec, objs []*unstructur
 // status reported for this history id and is then re-observed by the health
 // follower; without one it is read now.
 func (s *Syncer) noop(ctx context.Context, spec syncSpec, inv *inventory.Inventory) syncResult {
-	res := syncResult{noop: true, objects: apply.Objects(inv.Objects)}
+	res := syncResult{noop: true, objects: apply.Objects(inv.Objects), warnings: spec.ds.GetWarnings()}
 	if prev, err := s.deps.Reporter.LastStatus(ctx, spec.cluster, spec.app); err == nil && prev.GetHistoryId() == spec.historyID &&
 		prev.GetHealth() != flotillav1.HealthStatus_HEALTH_STATUS_UNSPECIFIED {
 		res.previous = prev
@@ -207,11 +208,16 @@ func appliedID(ds *flotillav1.DesiredState) string {
 	return fmt.Sprintf("%d/%s", ds.GetHistoryId(), ds.GetArtifact().GetDigest())
 }
 
-// replaceOption replaces objects whole where Argo CD's Replace=true says
-// so: on the application, or on the object.
-func (spec syncSpec) replaceOption() apply.Option {
-	all := spec.options.replace
-	return apply.Replace(func(o *unstructured.Unstructured) bool { return all || objectOptionsOf(o).replace })
+// applyOptions carry the sync options of the application, or of an
+// object, that change how objects are written: Replace=true replaces them
+// whole, SkipDryRunOnMissingResource=true skips the dry-run of kinds the
+// cluster does not know yet.
+func (spec syncSpec) applyOptions() []apply.Option {
+	replace, skip := spec.options.replace, spec.options.skipDryRunOnMissing
+	return []apply.Option{
+		apply.Replace(func(o *unstructured.Unstructured) bool { return replace || objectOptionsOf(o).replace }),
+		apply.SkipDryRunOnMissingResource(func(o *unstructured.Unstructured) bool { return skip || objectOptionsOf(o).skipDryRun }),
+	}
 }
 
 // createNamespace creates the destination namespace with CreateNamespace=true,
@@ -228,6 +234,12 @@ func (s *Syncer) createNamespace(ctx context.Context, spec syncSpec, objs []*uns
 		}
 	}
 	nsObj := apply.ObjectRef{Version: "v1", Kind: "Namespace", Name: spec.namespace}.Object()
+	if m := spec.ds.GetSyncPolicy().GetManagedNamespaceMetadata(); m != nil {
+		// managedNamespaceMetadata: applied with the namespace, so the
+		// agent owns these labels and annotations as Argo CD does.
+		nsObj.SetLabels(m.GetLabels())
+		nsObj.SetAnnotations(m.GetAnnotations())
+	}
 	if _, err := s.deps.Cluster.ApplyAll(ctx, []*unstructured.Unstructured{nsObj}); err != nil {
 		return fmt.Errorf("CreateNamespace=true: %w", err)
 	}

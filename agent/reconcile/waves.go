@@ -65,7 +65,7 @@ func (s *Syncer) applyWaves(ctx context.Context, spec syncSpec, plan *waves.Plan
 		}
 		label := fmt.Sprintf("%s wave %d", step.Phase, step.Wave)
 		if len(step.Resources) > 0 {
-			cs, err := s.deps.Cluster.ApplyAll(ctx, step.Resources, spec.replaceOption())
+			cs, err := s.deps.Cluster.ApplyAll(ctx, step.Resources, spec.applyOptions()...)
 			res.applied = append(res.applied, cs.Changes...)
 			applied = append(applied, apply.Refs(step.Resources)...)
 			if err != nil {

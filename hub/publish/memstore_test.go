@@ -102,6 +102,27 @@ func (m *memStore) PublishDesired(_ context.Context, puts []bus.DesiredPut) ([]u
 	return revisions, nil
 }
 
+// TrimDesiredHistory keeps the newest keep entries of a key, as a stream
+// purge with a subject and keep does.
+func (m *memStore) TrimDesiredHistory(_ context.Context, cluster, app string, keep int) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := 0
+	for _, e := range m.entries {
+		if e.Cluster == cluster && e.App == app {
+			n++
+		}
+	}
+	m.entries = slices.DeleteFunc(m.entries, func(e bus.DesiredEntry) bool {
+		if e.Cluster == cluster && e.App == app && n > max(keep, 1) {
+			n--
+			return true
+		}
+		return false
+	})
+	return nil
+}
+
 func (m *memStore) ArtifactIntact(_ context.Context, digest string) (bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()

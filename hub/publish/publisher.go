@@ -230,6 +230,8 @@ func (p *Publisher) Publish(ctx context.Context, res *discovery.Result, held map
 	deleting, resigning := map[string]bool{}, map[string]bool{}
 	next := map[string]*flotillav1.DesiredState{}
 	desired := map[string]bool{}
+	// historyLimits are the revisionHistoryLimits of the keys that set one.
+	historyLimits := map[string]int{}
 	for _, app := range res.Apps {
 		if len(app.Clusters) == 0 {
 			continue
@@ -263,6 +265,9 @@ func (p *Publisher) Publish(ctx context.Context, res *discovery.Result, held map
 		for _, cluster := range app.Clusters {
 			key := appkey.Join(cluster, app.Application.Metadata.Name)
 			desired[key] = true
+			if limit := app.Application.Spec.RevisionHistoryLimit; limit != nil {
+				historyLimits[key] = int(*limit)
+			}
 			prev := p.latest[key]
 			gitContent := clusterFingerprint(content, cluster)
 			p.gitContent[key] = gitContent
@@ -369,6 +374,14 @@ func (p *Publisher) Publish(ctx context.Context, res *discovery.Result, held map
 	}
 
 	slices.Sort(report.Published)
+	for _, key := range report.Published {
+		if limit, ok := historyLimits[key]; ok {
+			cluster, app, _ := appkey.Split(key)
+			if err := p.store.TrimDesiredHistory(ctx, cluster, app, limit); err != nil {
+				p.log.Warn("revisionHistoryLimit: trim the history", "key", key, "error", err)
+			}
+		}
+	}
 	span.SetAttributes(attribute.Int("flotilla.published", len(report.Published)), attribute.Int("flotilla.unchanged", report.Unchanged))
 	return report, nil
 }
@@ -423,6 +436,7 @@ func desiredState(app *discovery.App, cluster, digest string, size int64) (*flot
 		IgnoreDifferences: a.IgnoreDifferences(),
 		Initiator:         flotillav1.Initiator_INITIATOR_GIT,
 		CascadeOnDelete:   a.Cascade(),
+		Warnings:          slices.Clone(a.Warnings),
 	}
 	if app.Project != nil {
 		ds.ProjectPolicy = app.Project.Policy()

@@ -20,6 +20,8 @@ type Store interface {
 	// PublishDesired writes the puts, waiting for all of them, and returns
 	// the revision each got (0 for those the server did not take).
 	PublishDesired(ctx context.Context, puts []bus.DesiredPut) ([]uint64, error)
+	// TrimDesiredHistory keeps the newest keep desired states of a key.
+	TrimDesiredHistory(ctx context.Context, cluster, app string, keep int) error
 
 	// PutArtifact stores an artifact unless it is there already and
 	// reports whether it wrote.

@@ -180,3 +180,40 @@ func TestApplicationSetValidationNamesTheField(t *testing.T) {
 		})
 	}
 }
+
+func TestFieldsNotActedOnAreWarnings(t *testing.T) {
+	obj := mergePatch(t, `{"apiVersion":"argoproj.io/v1alpha1","kind":"Application","metadata":{"name":"api","uid":"x"},"spec":{"source":{"repoURL":"https://git.example.com/r","path":"p"},"destination":{"name":"prod-eu"}}}`,
+		`{"spec":{"info":[{"name":"url","value":"x"}],"revisionHistoryLimit":3,"source":null,"sources":[{"repoURL":"https://git.example.com/r","path":"p","helm":{"valuesTemplate":"x"}}],"syncPolicy":{"automated":{"enabled":false,"prune":true},"managedNamespaceMetadata":{"labels":{"a":"b"}}}},"status":{"sync":{}}}`)
+	app, err := DecodeApplication("apps/api.yaml", obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"spec.info is not acted on by Flotilla", "spec.sources[0].helm.valuesTemplate is not acted on by Flotilla"}
+	if diff := cmp.Diff(want, app.Warnings); diff != "" {
+		t.Errorf("warnings (-want +got):\n%s", diff)
+	}
+	if app.SyncPolicy().GetAutomated() != nil {
+		t.Error("automated.enabled: false left automation on")
+	}
+	if m := app.SyncPolicy().GetManagedNamespaceMetadata(); m.GetLabels()["a"] != "b" {
+		t.Errorf("managedNamespaceMetadata = %v", m)
+	}
+
+	set, err := DecodeApplicationSet("apps/set.yaml", mergePatch(t, `{"metadata":{"name":"set"},"spec":{"goTemplate":true,"generators":[{"matrix":{"generators":[{"list":{"elements":[{"c":"a"}]}},{"list":{"elements":[{"d":"b"}],"elementsYaml":"x"}}]}}],"template":{"metadata":{"name":"{{.c}}{{.d}}"},"spec":{"source":{"repoURL":"r","path":"p"},"destination":{"name":"x"},"info":[]}}}}`,
+		`{"spec":{"strategy":{"type":"RollingSync"}}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	apps, err := set.Expand(context.Background(), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = []string{
+		"ApplicationSet set: spec.generators[0].matrix.generators[1].list.elementsYaml is not acted on by Flotilla",
+		"ApplicationSet set: spec.strategy is not acted on by Flotilla",
+		"spec.info is not acted on by Flotilla",
+	}
+	if diff := cmp.Diff(want, apps[0].Warnings); diff != "" {
+		t.Errorf("generated app's warnings (-want +got):\n%s", diff)
+	}
+}

@@ -92,7 +92,10 @@ func (a *Application) SyncPolicy() *flotillav1.SyncPolicy {
 		return &flotillav1.SyncPolicy{}
 	}
 	out := &flotillav1.SyncPolicy{SyncOptions: slices.Clone(p.SyncOptions)}
-	if p.Automated != nil {
+	if m := p.ManagedNamespaceMetadata; m != nil {
+		out.ManagedNamespaceMetadata = &flotillav1.ManagedNamespaceMetadata{Labels: m.Labels, Annotations: m.Annotations}
+	}
+	if p.Automated != nil && (p.Automated.Enabled == nil || *p.Automated.Enabled) {
 		out.Automated = &flotillav1.Automated{Prune: p.Automated.Prune, SelfHeal: p.Automated.SelfHeal, AllowEmpty: p.Automated.AllowEmpty}
 	}
 	if r := p.Retry; r != nil {

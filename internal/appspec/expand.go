@@ -65,6 +65,7 @@ func (s *ApplicationSet) Expand(ctx context.Context, clusters []Cluster, repos R
 			if err := app.Validate(); err != nil {
 				return nil, fmt.Errorf("ApplicationSet %q generated an invalid Application: %w", s.Metadata.Name, err)
 			}
+			app.Warnings = append(slices.Clone(s.Warnings), fieldWarnings(unusedFields(data, applicationFields))...)
 			apps = append(apps, &app)
 		}
 	}

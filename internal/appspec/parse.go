@@ -25,6 +25,7 @@ func DecodeApplication(file string, object []byte) (*Application, error) {
 	if err := app.Validate(); err != nil {
 		return nil, withFile(err, file)
 	}
+	app.Warnings = fieldWarnings(unusedFields(object, applicationFields))
 	return &app, nil
 }
 
@@ -37,6 +38,10 @@ func DecodeApplicationSet(file string, object []byte) (*ApplicationSet, error) {
 	}
 	if err := set.Validate(); err != nil {
 		return nil, withFile(err, file)
+	}
+	set.Warnings = fieldWarnings(unusedFields(object, applicationSetFields))
+	for i, w := range set.Warnings {
+		set.Warnings[i] = "ApplicationSet " + set.Metadata.Name + ": " + w
 	}
 	return &set, nil
 }

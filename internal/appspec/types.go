@@ -39,6 +39,8 @@ type Application struct {
 	Kind       string          `json:"kind"`
 	Metadata   ObjectMeta      `json:"metadata"`
 	Spec       ApplicationSpec `json:"spec"`
+	// Warnings name the fields of the manifest Flotilla does not act on.
+	Warnings []string `json:"-"`
 }
 
 // ApplicationSpec is spec of an Application.
@@ -49,6 +51,9 @@ type ApplicationSpec struct {
 	Destination       Destination                 `json:"destination"`
 	SyncPolicy        *SyncPolicy                 `json:"syncPolicy,omitempty"`
 	IgnoreDifferences []ResourceIgnoreDifferences `json:"ignoreDifferences,omitempty"`
+	// RevisionHistoryLimit is how many desired states per cluster are
+	// retained for rollback (the hub's history setting when unset).
+	RevisionHistoryLimit *int64 `json:"revisionHistoryLimit,omitempty"`
 }
 
 // ApplicationSource is spec.source.
@@ -206,16 +211,25 @@ type Destination struct {
 
 // SyncPolicy is spec.syncPolicy.
 type SyncPolicy struct {
-	Automated   *Automated `json:"automated,omitempty"`
-	SyncOptions []string   `json:"syncOptions,omitempty"`
-	Retry       *Retry     `json:"retry,omitempty"`
+	Automated                *Automated                `json:"automated,omitempty"`
+	SyncOptions              []string                  `json:"syncOptions,omitempty"`
+	Retry                    *Retry                    `json:"retry,omitempty"`
+	ManagedNamespaceMetadata *ManagedNamespaceMetadata `json:"managedNamespaceMetadata,omitempty"`
+}
+
+// ManagedNamespaceMetadata is spec.syncPolicy.managedNamespaceMetadata.
+type ManagedNamespaceMetadata struct {
+	Labels      map[string]string `json:"labels,omitempty"`
+	Annotations map[string]string `json:"annotations,omitempty"`
 }
 
 // Automated is spec.syncPolicy.automated.
 type Automated struct {
-	Prune      bool `json:"prune,omitempty"`
-	SelfHeal   bool `json:"selfHeal,omitempty"`
-	AllowEmpty bool `json:"allowEmpty,omitempty"`
+	// Enabled false turns automation off (Argo CD 3); unset is on.
+	Enabled    *bool `json:"enabled,omitempty"`
+	Prune      bool  `json:"prune,omitempty"`
+	SelfHeal   bool  `json:"selfHeal,omitempty"`
+	AllowEmpty bool  `json:"allowEmpty,omitempty"`
 }
 
 // Retry is spec.syncPolicy.retry.
@@ -248,6 +262,9 @@ type ApplicationSet struct {
 	Kind       string             `json:"kind"`
 	Metadata   ObjectMeta         `json:"metadata"`
 	Spec       ApplicationSetSpec `json:"spec"`
+	// Warnings name the fields of the manifest Flotilla does not act on;
+	// every Application it generates carries them.
+	Warnings []string `json:"-"`
 }
 
 // ApplicationSetSpec is spec of an ApplicationSet.

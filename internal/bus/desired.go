@@ -366,6 +366,21 @@ func (b *Bus) DesiredHistory(ctx context.Context, cluster, app string) ([]Desire
 	return out, nil
 }
 
+// TrimDesiredHistory keeps the newest keep desired states of (cluster,
+// app) and removes the older ones from the bucket's history (an
+// Application's revisionHistoryLimit).
+func (b *Bus) TrimDesiredHistory(ctx context.Context, cluster, app string, keep int) error {
+	stream, err := b.js.Stream(ctx, "KV_"+DesiredBucket)
+	if err != nil {
+		return err
+	}
+	key := appkey.Join(cluster, app)
+	if err := stream.Purge(ctx, jetstream.WithPurgeSubject(kvSubject(DesiredBucket, key)), jetstream.WithPurgeKeep(uint64(max(keep, 1)))); err != nil {
+		return fmt.Errorf("trim the history of %s: %w", key, err)
+	}
+	return nil
+}
+
 // FollowDesired calls fn with the newest desired state of every key, then
 // with every entry as it is written, until ctx ends; the hub replicas
 // follow the bucket this way, whoever writes it. It returns once the

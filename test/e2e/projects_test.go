@@ -9,6 +9,7 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/flotilla-dev/flotilla/internal/bus"
@@ -146,3 +147,105 @@ func TestAppProjectsForbidWhatTheyDoNotPermit(t *testing.T) {
 }
 
 func regexpMatch(pattern, s string) bool { return regexp.MustCompile(pattern).MatchString(s) }
+
+// TestArgoCDFieldsAreActedOnOrWarned syncs Applications that use
+// managedNamespaceMetadata, revisionHistoryLimit,
+// SkipDryRunOnMissingResource and a field Flotilla does not act on, into
+// a real cluster.
+func TestArgoCDFieldsAreActedOnOrWarned(t *testing.T) {
+	e := startHub(t)
+	prod := testenv.StartCluster(t, testenv.ClusterOptions{Name: "prod-eu"})
+	startAgent(t, e, prod, map[string]string{"env": "production"}, t.TempDir())
+	app := func(name, version string) string {
+		return fmt.Sprintf(`apiVersion: argoproj.io/v1alpha1
+kind: Application
+metadata: {name: %s, namespace: argocd}
+spec:
+  project: default
+  revisionHistoryLimit: 2
+  info: [{name: docs, value: "https://wiki.example.com/%s"}]
+  source: {repoURL: https://github.com/your-org/gitops-config, targetRevision: HEAD, path: manifests/%s}
+  destination: {server: https://kubernetes.default.svc, namespace: %s}
+  syncPolicy:
+    automated: {prune: true}
+    syncOptions: [CreateNamespace=true, SkipDryRunOnMissingResource=true]
+    managedNamespaceMetadata:
+      labels: {team: payments}
+      annotations: {owner: payments@example.com}
+`, name, version, name, name)
+	}
+	cm := func(v string) string {
+		return "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: config}\ndata: {version: \"" + v + "\"}\n"
+	}
+	e.Commit(t, "meta and skip", map[string]string{
+		"apps/meta.yaml":         app("meta", "v1"),
+		"manifests/meta/cm.yaml": cm("1"),
+		"apps/skip.yaml":         app("skip", "v1"),
+		"manifests/skip/cm.yaml": cm("1"),
+		"manifests/skip/cr.yaml": "apiVersion: widgets.example.com/v1\nkind: Widget\nmetadata: {name: w}\n",
+	})
+	e.Webhook(t, webhookSecret)
+
+	step := newSteps(t)
+	step.run("managedNamespaceMetadata labels the namespace CreateNamespace makes", func(t *testing.T) {
+		testenv.Eventually(t, time.Minute, func() error {
+			ns, err := prod.Client.CoreV1().Namespaces().Get(t.Context(), "meta", metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			if ns.Labels["team"] != "payments" || ns.Annotations["owner"] != "payments@example.com" {
+				return fmt.Errorf("namespace metadata: %v %v", ns.Labels, ns.Annotations)
+			}
+			return nil
+		})
+	})
+
+	step.run("a field not acted on is a warning in the status and the events", func(t *testing.T) {
+		e.WaitStatus(t, "prod-eu", "meta", time.Minute, func(st *flotillav1.AppStatus) error {
+			if st.GetPhase() != flotillav1.SyncPhase_SYNC_PHASE_SUCCEEDED || !strings.Contains(st.GetMessage(), "spec.info is not acted on by Flotilla") {
+				return fmt.Errorf("%v: %s", st.GetPhase(), st.GetMessage())
+			}
+			return nil
+		})
+		e.waitEventMatching(t, bus.HubEventsCluster, "meta", flotillav1.ReasonFieldsIgnored, "spec.info")
+	})
+
+	step.run("SkipDryRunOnMissingResource applies the rest without the missing kind's dry-run", func(t *testing.T) {
+		testenv.Eventually(t, time.Minute, func() error {
+			_, err := getObject(t, prod, configmaps, "skip", "config")
+			return err
+		})
+		e.WaitStatus(t, "prod-eu", "skip", time.Minute, func(st *flotillav1.AppStatus) error {
+			if !strings.Contains(st.GetMessage(), "Widget") {
+				return fmt.Errorf("%v: %s", st.GetPhase(), st.GetMessage())
+			}
+			return nil
+		})
+	})
+
+	step.run("revisionHistoryLimit keeps that many desired states", func(t *testing.T) {
+		for _, v := range []string{"2", "3", "4"} {
+			e.Commit(t, "meta "+v, map[string]string{"manifests/meta/cm.yaml": cm(v)})
+			e.Webhook(t, webhookSecret)
+			testenv.Eventually(t, time.Minute, func() error {
+				o, err := getObject(t, prod, configmaps, "meta", "config")
+				if err != nil {
+					return err
+				}
+				if got, _, _ := unstructured.NestedString(o.Object, "data", "version"); got != v {
+					return fmt.Errorf("version %s", got)
+				}
+				return nil
+			})
+		}
+		history, err := e.Bus.DesiredHistory(t.Context(), "prod-eu", "meta")
+		must(t, err)
+		if len(history) != 2 {
+			t.Errorf("%d desired states retained, want revisionHistoryLimit's 2", len(history))
+		}
+		out, code := flotilla(t, "app", "history", "meta", "--hub", e.APIURL, "--token", apiToken)
+		if code != 0 || strings.Count(out, "prod-eu") != 2 {
+			t.Errorf("app history: exit %d:\n%s", code, out)
+		}
+	})
+}

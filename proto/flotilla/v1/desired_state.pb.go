@@ -252,6 +252,9 @@ type DesiredState struct {
 	// enforces on every object before it applies any: the kinds it permits,
 	// and the namespaces its destinations permit.
 	ProjectPolicy *ProjectPolicy `protobuf:"bytes,18,opt,name=project_policy,json=projectPolicy,proto3" json:"project_policy,omitempty"`
+	// warnings name the Application's fields Flotilla does not act on; the
+	// agent reports them with the application's status.
+	Warnings      []string `protobuf:"bytes,19,rep,name=warnings,proto3" json:"warnings,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -408,6 +411,13 @@ func (x *DesiredState) GetSources() []*SourceRender {
 func (x *DesiredState) GetProjectPolicy() *ProjectPolicy {
 	if x != nil {
 		return x.ProjectPolicy
+	}
+	return nil
+}
+
+func (x *DesiredState) GetWarnings() []string {
+	if x != nil {
+		return x.Warnings
 	}
 	return nil
 }
@@ -1784,10 +1794,13 @@ type SyncPolicy struct {
 	// automated is unset when syncs only happen on request.
 	Automated *Automated `protobuf:"bytes,1,opt,name=automated,proto3" json:"automated,omitempty"`
 	// sync_options are Argo CD's "Key=Value" strings, e.g. "CreateNamespace=true".
-	SyncOptions   []string `protobuf:"bytes,2,rep,name=sync_options,json=syncOptions,proto3" json:"sync_options,omitempty"`
-	Retry         *Retry   `protobuf:"bytes,3,opt,name=retry,proto3" json:"retry,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	SyncOptions []string `protobuf:"bytes,2,rep,name=sync_options,json=syncOptions,proto3" json:"sync_options,omitempty"`
+	Retry       *Retry   `protobuf:"bytes,3,opt,name=retry,proto3" json:"retry,omitempty"`
+	// managed_namespace_metadata labels and annotates the namespace
+	// CreateNamespace=true creates.
+	ManagedNamespaceMetadata *ManagedNamespaceMetadata `protobuf:"bytes,4,opt,name=managed_namespace_metadata,json=managedNamespaceMetadata,proto3" json:"managed_namespace_metadata,omitempty"`
+	unknownFields            protoimpl.UnknownFields
+	sizeCache                protoimpl.SizeCache
 }
 
 func (x *SyncPolicy) Reset() {
@@ -1841,6 +1854,66 @@ func (x *SyncPolicy) GetRetry() *Retry {
 	return nil
 }
 
+func (x *SyncPolicy) GetManagedNamespaceMetadata() *ManagedNamespaceMetadata {
+	if x != nil {
+		return x.ManagedNamespaceMetadata
+	}
+	return nil
+}
+
+// ManagedNamespaceMetadata mirrors spec.syncPolicy.managedNamespaceMetadata.
+type ManagedNamespaceMetadata struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Labels        map[string]string      `protobuf:"bytes,1,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Annotations   map[string]string      `protobuf:"bytes,2,rep,name=annotations,proto3" json:"annotations,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ManagedNamespaceMetadata) Reset() {
+	*x = ManagedNamespaceMetadata{}
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ManagedNamespaceMetadata) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ManagedNamespaceMetadata) ProtoMessage() {}
+
+func (x *ManagedNamespaceMetadata) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ManagedNamespaceMetadata.ProtoReflect.Descriptor instead.
+func (*ManagedNamespaceMetadata) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ManagedNamespaceMetadata) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *ManagedNamespaceMetadata) GetAnnotations() map[string]string {
+	if x != nil {
+		return x.Annotations
+	}
+	return nil
+}
+
 // Automated mirrors spec.syncPolicy.automated.
 type Automated struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1853,7 +1926,7 @@ type Automated struct {
 
 func (x *Automated) Reset() {
 	*x = Automated{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[21]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1865,7 +1938,7 @@ func (x *Automated) String() string {
 func (*Automated) ProtoMessage() {}
 
 func (x *Automated) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[21]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1878,7 +1951,7 @@ func (x *Automated) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Automated.ProtoReflect.Descriptor instead.
 func (*Automated) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{21}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Automated) GetPrune() bool {
@@ -1913,7 +1986,7 @@ type Retry struct {
 
 func (x *Retry) Reset() {
 	*x = Retry{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[22]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1925,7 +1998,7 @@ func (x *Retry) String() string {
 func (*Retry) ProtoMessage() {}
 
 func (x *Retry) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[22]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1938,7 +2011,7 @@ func (x *Retry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Retry.ProtoReflect.Descriptor instead.
 func (*Retry) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{22}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Retry) GetLimit() int64 {
@@ -1968,7 +2041,7 @@ type Backoff struct {
 
 func (x *Backoff) Reset() {
 	*x = Backoff{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[23]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1980,7 +2053,7 @@ func (x *Backoff) String() string {
 func (*Backoff) ProtoMessage() {}
 
 func (x *Backoff) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[23]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1993,7 +2066,7 @@ func (x *Backoff) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Backoff.ProtoReflect.Descriptor instead.
 func (*Backoff) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{23}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Backoff) GetDuration() string {
@@ -2033,7 +2106,7 @@ type IgnoreDifferences struct {
 
 func (x *IgnoreDifferences) Reset() {
 	*x = IgnoreDifferences{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[24]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2045,7 +2118,7 @@ func (x *IgnoreDifferences) String() string {
 func (*IgnoreDifferences) ProtoMessage() {}
 
 func (x *IgnoreDifferences) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[24]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2058,7 +2131,7 @@ func (x *IgnoreDifferences) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IgnoreDifferences.ProtoReflect.Descriptor instead.
 func (*IgnoreDifferences) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{24}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *IgnoreDifferences) GetGroup() string {
@@ -2124,7 +2197,7 @@ type Deletion struct {
 
 func (x *Deletion) Reset() {
 	*x = Deletion{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[25]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2136,7 +2209,7 @@ func (x *Deletion) String() string {
 func (*Deletion) ProtoMessage() {}
 
 func (x *Deletion) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[25]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2149,7 +2222,7 @@ func (x *Deletion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Deletion.ProtoReflect.Descriptor instead.
 func (*Deletion) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{25}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Deletion) GetCascade() bool {
@@ -2171,7 +2244,7 @@ const file_flotilla_v1_desired_state_proto_rawDesc = "" +
 	"\tSignature\x12\x1c\n" +
 	"\talgorithm\x18\x01 \x01(\tR\talgorithm\x12\x15\n" +
 	"\x06key_id\x18\x02 \x01(\tR\x05keyId\x12\x14\n" +
-	"\x05value\x18\x03 \x01(\fR\x05value\"\xe0\x06\n" +
+	"\x05value\x18\x03 \x01(\fR\x05value\"\xfc\x06\n" +
 	"\fDesiredState\x12%\n" +
 	"\x0eschema_version\x18\x01 \x01(\rR\rschemaVersion\x12\x18\n" +
 	"\acluster\x18\x02 \x01(\tR\acluster\x12\x10\n" +
@@ -2193,7 +2266,8 @@ const file_flotilla_v1_desired_state_proto_rawDesc = "" +
 	"\x11cascade_on_delete\x18\x0f \x01(\bR\x0fcascadeOnDelete\x12\"\n" +
 	"\x03pin\x18\x10 \x01(\v2\x10.flotilla.v1.PinR\x03pin\x123\n" +
 	"\asources\x18\x11 \x03(\v2\x19.flotilla.v1.SourceRenderR\asources\x12A\n" +
-	"\x0eproject_policy\x18\x12 \x01(\v2\x1a.flotilla.v1.ProjectPolicyR\rprojectPolicy\"\xb2\x04\n" +
+	"\x0eproject_policy\x18\x12 \x01(\v2\x1a.flotilla.v1.ProjectPolicyR\rprojectPolicy\x12\x1a\n" +
+	"\bwarnings\x18\x13 \x03(\tR\bwarnings\"\xb2\x04\n" +
 	"\rProjectPolicy\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12^\n" +
 	"\x1acluster_resource_whitelist\x18\x02 \x03(\v2 .flotilla.v1.ResourceRestrictionR\x18clusterResourceWhitelist\x12^\n" +
@@ -2322,12 +2396,22 @@ const file_flotilla_v1_desired_state_proto_rawDesc = "" +
 	"\vDestination\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
-	"\x06server\x18\x03 \x01(\tR\x06server\"\x8f\x01\n" +
+	"\x06server\x18\x03 \x01(\tR\x06server\"\xf4\x01\n" +
 	"\n" +
 	"SyncPolicy\x124\n" +
 	"\tautomated\x18\x01 \x01(\v2\x16.flotilla.v1.AutomatedR\tautomated\x12!\n" +
 	"\fsync_options\x18\x02 \x03(\tR\vsyncOptions\x12(\n" +
-	"\x05retry\x18\x03 \x01(\v2\x12.flotilla.v1.RetryR\x05retry\"_\n" +
+	"\x05retry\x18\x03 \x01(\v2\x12.flotilla.v1.RetryR\x05retry\x12c\n" +
+	"\x1amanaged_namespace_metadata\x18\x04 \x01(\v2%.flotilla.v1.ManagedNamespaceMetadataR\x18managedNamespaceMetadata\"\xba\x02\n" +
+	"\x18ManagedNamespaceMetadata\x12I\n" +
+	"\x06labels\x18\x01 \x03(\v21.flotilla.v1.ManagedNamespaceMetadata.LabelsEntryR\x06labels\x12X\n" +
+	"\vannotations\x18\x02 \x03(\v26.flotilla.v1.ManagedNamespaceMetadata.AnnotationsEntryR\vannotations\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a>\n" +
+	"\x10AnnotationsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"_\n" +
 	"\tAutomated\x12\x14\n" +
 	"\x05prune\x18\x01 \x01(\bR\x05prune\x12\x1b\n" +
 	"\tself_heal\x18\x02 \x01(\bR\bselfHeal\x12\x1f\n" +
@@ -2370,39 +2454,42 @@ func file_flotilla_v1_desired_state_proto_rawDescGZIP() []byte {
 }
 
 var file_flotilla_v1_desired_state_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_flotilla_v1_desired_state_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_flotilla_v1_desired_state_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_flotilla_v1_desired_state_proto_goTypes = []any{
-	(Initiator)(0),                // 0: flotilla.v1.Initiator
-	(*SignedDesiredState)(nil),    // 1: flotilla.v1.SignedDesiredState
-	(*Signature)(nil),             // 2: flotilla.v1.Signature
-	(*DesiredState)(nil),          // 3: flotilla.v1.DesiredState
-	(*ProjectPolicy)(nil),         // 4: flotilla.v1.ProjectPolicy
-	(*ResourceRestriction)(nil),   // 5: flotilla.v1.ResourceRestriction
-	(*SourceRender)(nil),          // 6: flotilla.v1.SourceRender
-	(*Pin)(nil),                   // 7: flotilla.v1.Pin
-	(*Source)(nil),                // 8: flotilla.v1.Source
-	(*Artifact)(nil),              // 9: flotilla.v1.Artifact
-	(*RenderSpec)(nil),            // 10: flotilla.v1.RenderSpec
-	(*HelmSpec)(nil),              // 11: flotilla.v1.HelmSpec
-	(*HelmParameter)(nil),         // 12: flotilla.v1.HelmParameter
-	(*KustomizeSpec)(nil),         // 13: flotilla.v1.KustomizeSpec
-	(*KustomizePatch)(nil),        // 14: flotilla.v1.KustomizePatch
-	(*KustomizeSelector)(nil),     // 15: flotilla.v1.KustomizeSelector
-	(*KustomizeReplica)(nil),      // 16: flotilla.v1.KustomizeReplica
-	(*DirectorySpec)(nil),         // 17: flotilla.v1.DirectorySpec
-	(*JsonnetSpec)(nil),           // 18: flotilla.v1.JsonnetSpec
-	(*JsonnetVar)(nil),            // 19: flotilla.v1.JsonnetVar
-	(*Destination)(nil),           // 20: flotilla.v1.Destination
-	(*SyncPolicy)(nil),            // 21: flotilla.v1.SyncPolicy
-	(*Automated)(nil),             // 22: flotilla.v1.Automated
-	(*Retry)(nil),                 // 23: flotilla.v1.Retry
-	(*Backoff)(nil),               // 24: flotilla.v1.Backoff
-	(*IgnoreDifferences)(nil),     // 25: flotilla.v1.IgnoreDifferences
-	(*Deletion)(nil),              // 26: flotilla.v1.Deletion
-	nil,                           // 27: flotilla.v1.KustomizeSpec.CommonLabelsEntry
-	nil,                           // 28: flotilla.v1.KustomizeSpec.CommonAnnotationsEntry
-	nil,                           // 29: flotilla.v1.KustomizePatch.OptionsEntry
-	(*timestamppb.Timestamp)(nil), // 30: google.protobuf.Timestamp
+	(Initiator)(0),                   // 0: flotilla.v1.Initiator
+	(*SignedDesiredState)(nil),       // 1: flotilla.v1.SignedDesiredState
+	(*Signature)(nil),                // 2: flotilla.v1.Signature
+	(*DesiredState)(nil),             // 3: flotilla.v1.DesiredState
+	(*ProjectPolicy)(nil),            // 4: flotilla.v1.ProjectPolicy
+	(*ResourceRestriction)(nil),      // 5: flotilla.v1.ResourceRestriction
+	(*SourceRender)(nil),             // 6: flotilla.v1.SourceRender
+	(*Pin)(nil),                      // 7: flotilla.v1.Pin
+	(*Source)(nil),                   // 8: flotilla.v1.Source
+	(*Artifact)(nil),                 // 9: flotilla.v1.Artifact
+	(*RenderSpec)(nil),               // 10: flotilla.v1.RenderSpec
+	(*HelmSpec)(nil),                 // 11: flotilla.v1.HelmSpec
+	(*HelmParameter)(nil),            // 12: flotilla.v1.HelmParameter
+	(*KustomizeSpec)(nil),            // 13: flotilla.v1.KustomizeSpec
+	(*KustomizePatch)(nil),           // 14: flotilla.v1.KustomizePatch
+	(*KustomizeSelector)(nil),        // 15: flotilla.v1.KustomizeSelector
+	(*KustomizeReplica)(nil),         // 16: flotilla.v1.KustomizeReplica
+	(*DirectorySpec)(nil),            // 17: flotilla.v1.DirectorySpec
+	(*JsonnetSpec)(nil),              // 18: flotilla.v1.JsonnetSpec
+	(*JsonnetVar)(nil),               // 19: flotilla.v1.JsonnetVar
+	(*Destination)(nil),              // 20: flotilla.v1.Destination
+	(*SyncPolicy)(nil),               // 21: flotilla.v1.SyncPolicy
+	(*ManagedNamespaceMetadata)(nil), // 22: flotilla.v1.ManagedNamespaceMetadata
+	(*Automated)(nil),                // 23: flotilla.v1.Automated
+	(*Retry)(nil),                    // 24: flotilla.v1.Retry
+	(*Backoff)(nil),                  // 25: flotilla.v1.Backoff
+	(*IgnoreDifferences)(nil),        // 26: flotilla.v1.IgnoreDifferences
+	(*Deletion)(nil),                 // 27: flotilla.v1.Deletion
+	nil,                              // 28: flotilla.v1.KustomizeSpec.CommonLabelsEntry
+	nil,                              // 29: flotilla.v1.KustomizeSpec.CommonAnnotationsEntry
+	nil,                              // 30: flotilla.v1.KustomizePatch.OptionsEntry
+	nil,                              // 31: flotilla.v1.ManagedNamespaceMetadata.LabelsEntry
+	nil,                              // 32: flotilla.v1.ManagedNamespaceMetadata.AnnotationsEntry
+	(*timestamppb.Timestamp)(nil),    // 33: google.protobuf.Timestamp
 }
 var file_flotilla_v1_desired_state_proto_depIdxs = []int32{
 	2,  // 0: flotilla.v1.SignedDesiredState.signature:type_name -> flotilla.v1.Signature
@@ -2411,10 +2498,10 @@ var file_flotilla_v1_desired_state_proto_depIdxs = []int32{
 	10, // 3: flotilla.v1.DesiredState.render:type_name -> flotilla.v1.RenderSpec
 	20, // 4: flotilla.v1.DesiredState.destination:type_name -> flotilla.v1.Destination
 	21, // 5: flotilla.v1.DesiredState.sync_policy:type_name -> flotilla.v1.SyncPolicy
-	25, // 6: flotilla.v1.DesiredState.ignore_differences:type_name -> flotilla.v1.IgnoreDifferences
-	26, // 7: flotilla.v1.DesiredState.deletion:type_name -> flotilla.v1.Deletion
+	26, // 6: flotilla.v1.DesiredState.ignore_differences:type_name -> flotilla.v1.IgnoreDifferences
+	27, // 7: flotilla.v1.DesiredState.deletion:type_name -> flotilla.v1.Deletion
 	0,  // 8: flotilla.v1.DesiredState.initiator:type_name -> flotilla.v1.Initiator
-	30, // 9: flotilla.v1.DesiredState.published_at:type_name -> google.protobuf.Timestamp
+	33, // 9: flotilla.v1.DesiredState.published_at:type_name -> google.protobuf.Timestamp
 	7,  // 10: flotilla.v1.DesiredState.pin:type_name -> flotilla.v1.Pin
 	6,  // 11: flotilla.v1.DesiredState.sources:type_name -> flotilla.v1.SourceRender
 	4,  // 12: flotilla.v1.DesiredState.project_policy:type_name -> flotilla.v1.ProjectPolicy
@@ -2425,30 +2512,33 @@ var file_flotilla_v1_desired_state_proto_depIdxs = []int32{
 	20, // 17: flotilla.v1.ProjectPolicy.destinations:type_name -> flotilla.v1.Destination
 	8,  // 18: flotilla.v1.SourceRender.source:type_name -> flotilla.v1.Source
 	10, // 19: flotilla.v1.SourceRender.render:type_name -> flotilla.v1.RenderSpec
-	30, // 20: flotilla.v1.Pin.at:type_name -> google.protobuf.Timestamp
-	30, // 21: flotilla.v1.Source.commit_time:type_name -> google.protobuf.Timestamp
+	33, // 20: flotilla.v1.Pin.at:type_name -> google.protobuf.Timestamp
+	33, // 21: flotilla.v1.Source.commit_time:type_name -> google.protobuf.Timestamp
 	11, // 22: flotilla.v1.RenderSpec.helm:type_name -> flotilla.v1.HelmSpec
 	13, // 23: flotilla.v1.RenderSpec.kustomize:type_name -> flotilla.v1.KustomizeSpec
 	17, // 24: flotilla.v1.RenderSpec.directory:type_name -> flotilla.v1.DirectorySpec
 	12, // 25: flotilla.v1.HelmSpec.parameters:type_name -> flotilla.v1.HelmParameter
 	12, // 26: flotilla.v1.HelmSpec.file_parameters:type_name -> flotilla.v1.HelmParameter
-	27, // 27: flotilla.v1.KustomizeSpec.common_labels:type_name -> flotilla.v1.KustomizeSpec.CommonLabelsEntry
-	28, // 28: flotilla.v1.KustomizeSpec.common_annotations:type_name -> flotilla.v1.KustomizeSpec.CommonAnnotationsEntry
+	28, // 27: flotilla.v1.KustomizeSpec.common_labels:type_name -> flotilla.v1.KustomizeSpec.CommonLabelsEntry
+	29, // 28: flotilla.v1.KustomizeSpec.common_annotations:type_name -> flotilla.v1.KustomizeSpec.CommonAnnotationsEntry
 	16, // 29: flotilla.v1.KustomizeSpec.replicas:type_name -> flotilla.v1.KustomizeReplica
 	14, // 30: flotilla.v1.KustomizeSpec.patches:type_name -> flotilla.v1.KustomizePatch
 	15, // 31: flotilla.v1.KustomizePatch.target:type_name -> flotilla.v1.KustomizeSelector
-	29, // 32: flotilla.v1.KustomizePatch.options:type_name -> flotilla.v1.KustomizePatch.OptionsEntry
+	30, // 32: flotilla.v1.KustomizePatch.options:type_name -> flotilla.v1.KustomizePatch.OptionsEntry
 	18, // 33: flotilla.v1.DirectorySpec.jsonnet:type_name -> flotilla.v1.JsonnetSpec
 	19, // 34: flotilla.v1.JsonnetSpec.tlas:type_name -> flotilla.v1.JsonnetVar
 	19, // 35: flotilla.v1.JsonnetSpec.ext_vars:type_name -> flotilla.v1.JsonnetVar
-	22, // 36: flotilla.v1.SyncPolicy.automated:type_name -> flotilla.v1.Automated
-	23, // 37: flotilla.v1.SyncPolicy.retry:type_name -> flotilla.v1.Retry
-	24, // 38: flotilla.v1.Retry.backoff:type_name -> flotilla.v1.Backoff
-	39, // [39:39] is the sub-list for method output_type
-	39, // [39:39] is the sub-list for method input_type
-	39, // [39:39] is the sub-list for extension type_name
-	39, // [39:39] is the sub-list for extension extendee
-	0,  // [0:39] is the sub-list for field type_name
+	23, // 36: flotilla.v1.SyncPolicy.automated:type_name -> flotilla.v1.Automated
+	24, // 37: flotilla.v1.SyncPolicy.retry:type_name -> flotilla.v1.Retry
+	22, // 38: flotilla.v1.SyncPolicy.managed_namespace_metadata:type_name -> flotilla.v1.ManagedNamespaceMetadata
+	31, // 39: flotilla.v1.ManagedNamespaceMetadata.labels:type_name -> flotilla.v1.ManagedNamespaceMetadata.LabelsEntry
+	32, // 40: flotilla.v1.ManagedNamespaceMetadata.annotations:type_name -> flotilla.v1.ManagedNamespaceMetadata.AnnotationsEntry
+	25, // 41: flotilla.v1.Retry.backoff:type_name -> flotilla.v1.Backoff
+	42, // [42:42] is the sub-list for method output_type
+	42, // [42:42] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_v1_desired_state_proto_init() }
@@ -2462,7 +2552,7 @@ func file_flotilla_v1_desired_state_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flotilla_v1_desired_state_proto_rawDesc), len(file_flotilla_v1_desired_state_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   29,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -54,6 +54,9 @@ const (
 	ReasonDiscoveryFailed = "DiscoveryFailed"
 	// ReasonAppInvalid: an application failed discovery or rendering.
 	ReasonAppInvalid = "AppInvalid"
+	// ReasonFieldsIgnored: an application has fields Flotilla does not act
+	// on.
+	ReasonFieldsIgnored = "FieldsIgnored"
 	// ReasonRecovered: a failure the hub reported before cleared.
 	ReasonRecovered = "Recovered"
 	// ReasonAudit: an operator's call through the hub's API that changes
