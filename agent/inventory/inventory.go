@@ -13,6 +13,7 @@ import (
 	"k8s.io/client-go/dynamic"
 
 	"github.com/flotilla-dev/flotilla/agent/apply"
+	"github.com/flotilla-dev/flotilla/internal/appkey"
 )
 
 // Inventory is what an application owns in the cluster.
@@ -52,7 +53,7 @@ func NewStore(client dynamic.Interface, namespace string) *Store {
 	return &Store{configMaps: client.Resource(configMapsGVR).Namespace(namespace), namespace: namespace}
 }
 
-func configMapName(app string) string { return "flotilla-inventory-" + app }
+func configMapName(app string) string { return appkey.ObjectName("flotilla-inventory-", app) }
 
 // Load returns the inventory of app, empty when there is none.
 func (s *Store) Load(ctx context.Context, app string) (*Inventory, error) {
@@ -89,7 +90,7 @@ func (s *Store) Save(ctx context.Context, inv *Inventory) error {
 	cm := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "v1", "kind": "ConfigMap",
 		"metadata": map[string]any{"name": configMapName(inv.App), "namespace": s.namespace,
-			"labels": map[string]any{"app.kubernetes.io/managed-by": "flotilla", "flotilla.dev/inventory": inv.App}},
+			"labels": map[string]any{"app.kubernetes.io/managed-by": "flotilla", "flotilla.dev/inventory": appkey.LabelValue(inv.App)}},
 		"data": map[string]any{"inventory": string(data)},
 	}}
 	_, err = s.configMaps.Apply(ctx, configMapName(inv.App), cm, metav1.ApplyOptions{FieldManager: apply.FieldManager, Force: true})

@@ -12,6 +12,7 @@ import (
 
 	"github.com/flotilla-dev/flotilla/agent/apply"
 	"github.com/flotilla-dev/flotilla/agent/waves"
+	"github.com/flotilla-dev/flotilla/internal/appkey"
 	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
 )
 
@@ -69,7 +70,7 @@ func mayDelete(app string, live *unstructured.Unstructured, readErr error, keep 
 // takenBy names the application other than app that the AppLabel of live
 // (not nil) names: the one that owns the object now. "" when there is none.
 func takenBy(app string, live *unstructured.Unstructured) string {
-	if owner := live.GetLabels()[AppLabel]; owner != app {
+	if owner := live.GetLabels()[AppLabel]; owner != appkey.LabelValue(app) {
 		return owner
 	}
 	return ""

@@ -6,6 +6,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
+	"github.com/flotilla-dev/flotilla/internal/appkey"
 	"github.com/flotilla-dev/flotilla/internal/appspec"
 	"github.com/flotilla-dev/flotilla/internal/render"
 	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
@@ -41,7 +42,7 @@ func (s *Syncer) renderDesired(ctx context.Context, spec syncSpec) ([]*unstructu
 		if labels == nil {
 			labels = map[string]string{}
 		}
-		labels[AppLabel] = spec.app
+		labels[AppLabel] = appkey.LabelValue(spec.app)
 		o.SetLabels(labels)
 	}
 	return objs, nil

@@ -18,7 +18,7 @@ import (
 // RolloutChanged tells the application owning ro (by its AppLabel) that
 // the rollouts controller changed it, so its status is reported again.
 func (s *Syncer) RolloutChanged(ro *unstructured.Unstructured) {
-	if w := s.worker(ro.GetLabels()[AppLabel]); w != nil {
+	if w := s.worker(s.labelledApp(ro)); w != nil {
 		w.noticeChange()
 	}
 }
@@ -26,9 +26,10 @@ func (s *Syncer) RolloutChanged(ro *unstructured.Unstructured) {
 // TraceParent is the span context of the last sync of ro's application,
 // so the rollout's steps show in the trace of the sync that started them.
 func (s *Syncer) TraceParent(ro *unstructured.Unstructured) trace.SpanContext {
+	app := s.labelledApp(ro)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.traces[ro.GetLabels()[AppLabel]]
+	return s.traces[app]
 }
 
 // observeHealth re-reads the health of the application's objects and its

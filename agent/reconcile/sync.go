@@ -16,6 +16,7 @@ import (
 	"github.com/flotilla-dev/flotilla/agent/apply"
 	"github.com/flotilla-dev/flotilla/agent/inventory"
 	"github.com/flotilla-dev/flotilla/agent/waves"
+	"github.com/flotilla-dev/flotilla/internal/appkey"
 	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
 )
 
@@ -260,7 +261,7 @@ func (s *Syncer) sharedResources(ctx context.Context, spec syncSpec, objs []*uns
 	var shared []error
 	for _, o := range objs {
 		if l := live[apply.RefOf(o).Key()]; l != nil {
-			if owner := l.GetLabels()[AppLabel]; owner != "" && owner != spec.app {
+			if owner := l.GetLabels()[AppLabel]; owner != "" && owner != appkey.LabelValue(spec.app) {
 				shared = append(shared, fmt.Errorf("%s is managed by application %s", apply.RefOf(o), owner))
 			}
 		}

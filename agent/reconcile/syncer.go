@@ -17,6 +17,7 @@ import (
 
 	"github.com/flotilla-dev/flotilla/agent/apply"
 	"github.com/flotilla-dev/flotilla/agent/inventory"
+	"github.com/flotilla-dev/flotilla/internal/appkey"
 	"github.com/flotilla-dev/flotilla/internal/artifact"
 	"github.com/flotilla-dev/flotilla/internal/ignore"
 	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
@@ -123,6 +124,9 @@ type Syncer struct {
 
 	mu   sync.Mutex
 	apps map[string]*appWorker
+	// labelled maps an AppLabel value to its application, for names too
+	// long to be a label value as they are (appkey.LabelValue).
+	labelled map[string]string
 	// watched are the kinds whose managed objects are watched for drift.
 	watched map[schema.GroupKind]bool
 	// traces are the span contexts of each application's last sync.
@@ -139,7 +143,7 @@ type Syncer struct {
 
 // New creates a Syncer.
 func New(opts Options, log *slog.Logger, deps Dependencies) *Syncer {
-	return &Syncer{opts: opts, log: log, deps: deps, apps: map[string]*appWorker{},
+	return &Syncer{opts: opts, log: log, deps: deps, apps: map[string]*appWorker{}, labelled: map[string]string{},
 		watched: map[schema.GroupKind]bool{}, traces: map[string]trace.SpanContext{}, wants: map[string]wanted{}}
 }
 
@@ -163,6 +167,7 @@ func (s *Syncer) Offer(ctx context.Context, d Desired) {
 	if !ok {
 		w = newWorker(s, app)
 		s.apps[app] = w
+		s.labelled[appkey.LabelValue(app)] = app
 		go w.run(ctx)
 	}
 	s.mu.Unlock()
@@ -176,6 +181,14 @@ func (s *Syncer) worker(app string) *appWorker {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.apps[app]
+}
+
+// labelledApp is the application an object's AppLabel names ("" for
+// none, or one this agent has not seen).
+func (s *Syncer) labelledApp(obj *unstructured.Unstructured) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.labelled[obj.GetLabels()[AppLabel]]
 }
 
 // recovered turns a panic of fn into an error, logged with its stack, so

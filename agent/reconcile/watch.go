@@ -37,7 +37,7 @@ func (s *Syncer) watch(ctx context.Context, objs []*unstructured.Unstructured) {
 // worker: every change may change its health, and a deletion or a change
 // by someone else may be drift.
 func (s *Syncer) noticeChange(typ watch.EventType, obj *unstructured.Unstructured) {
-	worker := s.worker(obj.GetLabels()[AppLabel])
+	worker := s.worker(s.labelledApp(obj))
 	if worker == nil {
 		return
 	}

@@ -66,7 +66,7 @@ func FuzzDecodeApplication(f *testing.F) {
 // discovery follows an Application.
 func checkDiscoverable(t *testing.T, app *Application) {
 	t.Helper()
-	if !ValidName(app.Metadata.Name) {
+	if !ValidAppName(app.Metadata.Name) {
 		t.Fatalf("accepted the name %q", app.Metadata.Name)
 	}
 	sources := app.AppSources()

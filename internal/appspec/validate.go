@@ -22,8 +22,16 @@ import (
 // NATS subject and KV key: a DNS label.
 var namePattern = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
 
-// ValidName reports whether name can name an application or a cluster.
+// ValidName reports whether name can name a cluster: a DNS label.
 func ValidName(name string) bool { return namePattern.MatchString(name) }
+
+// appNamePattern is a DNS-1123 subdomain: what Argo CD accepts as an
+// Application's name.
+var appNamePattern = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
+
+// ValidAppName reports whether name can name an application: a DNS-1123
+// subdomain of at most 253 characters.
+func ValidAppName(name string) bool { return len(name) <= 253 && appNamePattern.MatchString(name) }
 
 // KnownSyncOptions are the Argo CD sync options Flotilla understands, with
 // the values each accepts.
@@ -51,8 +59,8 @@ func (a *Application) Validate() error {
 	if a.Metadata.Name == "" {
 		return fail("metadata.name", "is required")
 	}
-	if !ValidName(a.Metadata.Name) {
-		return fail("metadata.name", "%q is not a DNS label (lower-case letters, digits and '-', at most 63)", a.Metadata.Name)
+	if !ValidAppName(a.Metadata.Name) {
+		return fail("metadata.name", "%q is not a DNS-1123 subdomain (lower-case letters, digits, '-' and '.', at most 253)", a.Metadata.Name)
 	}
 	sources := a.AppSources()
 	if len(sources) == 0 {

@@ -8,6 +8,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/flotilla-dev/flotilla/internal/appkey"
 	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
 )
 
@@ -15,9 +16,9 @@ import (
 // cluster or hub as a whole.
 func eventSubject(cluster, app string) string {
 	if app == "" {
-		app = "_"
+		return eventsSubjectRoot + "." + cluster + "._"
 	}
-	return eventsSubjectRoot + "." + cluster + "." + app
+	return eventsSubjectRoot + "." + cluster + "." + appkey.Token(app)
 }
 
 // AppendEvent writes an event to the history and audit stream, with ctx's
@@ -65,6 +66,9 @@ func (c *Conn) AppendEvents(ctx context.Context, events []*flotillav1.Event) err
 // is skipped.
 func (b *Bus) Events(ctx context.Context, cluster, app string, limit int) ([]*flotillav1.Event, error) {
 	var out []*flotillav1.Event
+	if app != "*" {
+		app = appkey.Token(app)
+	}
 	err := b.drain(ctx, EventsStream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{eventsSubjectRoot + "." + cluster + "." + app}}, func(msg jetstream.Msg) {
 		ev, err := decodeEvent(msg.Data())
 		if err != nil {

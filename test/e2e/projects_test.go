@@ -249,3 +249,62 @@ spec:
 		}
 	})
 }
+
+// TestApplicationNamesArgoCDAccepts syncs Applications whose names are
+// DNS-1123 subdomains (dots, and longer than a label value may be) into a
+// real cluster: published, applied, reported, shown, pruned.
+func TestApplicationNamesArgoCDAccepts(t *testing.T) {
+	e := startHub(t)
+	prod := testenv.StartCluster(t, testenv.ClusterOptions{Name: "prod-eu"})
+	startAgent(t, e, prod, map[string]string{"env": "production"}, t.TempDir())
+	long := strings.Repeat("payments.", 14) + "api" // 129 characters
+	app := func(name, ns string) string {
+		return fmt.Sprintf(`apiVersion: argoproj.io/v1alpha1
+kind: Application
+metadata: {name: %s, namespace: argocd}
+spec:
+  project: default
+  source: {repoURL: https://github.com/your-org/gitops-config, targetRevision: HEAD, path: manifests/%s}
+  destination: {server: https://kubernetes.default.svc, namespace: %s}
+  syncPolicy: {automated: {prune: true}, syncOptions: [CreateNamespace=true]}
+`, name, ns, ns)
+	}
+	cm := func(name string) string { return "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: " + name + "}\n" }
+	e.Commit(t, "dotted names", map[string]string{
+		"apps/dotted.yaml":        app("shop.payments.eu-west-1", "dotted"),
+		"manifests/dotted/a.yaml": cm("a"),
+		"apps/long.yaml":          app(long, "long"),
+		"manifests/long/a.yaml":   cm("a"),
+		"manifests/long/b.yaml":   cm("b"),
+	})
+	e.Webhook(t, webhookSecret)
+
+	for _, tc := range []struct{ app, ns string }{{"shop.payments.eu-west-1", "dotted"}, {long, "long"}} {
+		e.WaitStatus(t, "prod-eu", tc.app, time.Minute, func(st *flotillav1.AppStatus) error {
+			if st.GetPhase() != flotillav1.SyncPhase_SYNC_PHASE_SUCCEEDED {
+				return fmt.Errorf("%v: %s", st.GetPhase(), st.GetMessage())
+			}
+			return nil
+		})
+		o, err := getObject(t, prod, configmaps, tc.ns, "a")
+		must(t, err)
+		if v := o.GetLabels()["flotilla.dev/app"]; len(v) > 63 || v == "" {
+			t.Errorf("%s: app label %q", tc.app, v)
+		}
+		out, code := flotilla(t, "app", "get", tc.app, "--hub", e.APIURL, "--token", apiToken)
+		if code != 0 || !strings.Contains(out, tc.app) || !strings.Contains(out, "Synced") {
+			t.Errorf("app get %s: exit %d:\n%s", tc.app, code, out)
+		}
+	}
+	e.Commit(t, "prune b", map[string]string{"manifests/long/b.yaml": ""})
+	e.Webhook(t, webhookSecret)
+	testenv.Eventually(t, time.Minute, func() error {
+		if _, err := getObject(t, prod, configmaps, "long", "b"); err == nil {
+			return fmt.Errorf("b is still there")
+		}
+		return nil
+	})
+	if _, err := getObject(t, prod, configmaps, "long", "a"); err != nil {
+		t.Errorf("pruning b touched a: %v", err)
+	}
+}
