@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -61,10 +62,15 @@ type Hub struct {
 	roots     []discovery.Root
 	repos     []*watchedRepo
 	// charts reads charts from Helm repositories and OCI registries.
-	charts  *charts.Fetcher
-	secret  string
-	metrics *metrics
-	tokens  []api.Token
+	charts *charts.Fetcher
+	// usesCharts is set while the last discovery found an application
+	// with a chart from a repository: the hub then reconciles every
+	// charts.refreshInterval, so a version range sees a version published
+	// upstream without a commit, as Argo CD's reconciliation does.
+	usesCharts atomic.Bool
+	secret     string
+	metrics    *metrics
+	tokens     []api.Token
 
 	// trigger asks the reconcile loop for a pass; it carries the span that
 	// caused it so the pass continues that trace.

@@ -66,6 +66,24 @@ func (h *Hub) poll(ctx context.Context, r *watchedRepo) {
 	h.report(ctx, subject, "", err, flotillav1.ReasonGitFetchFailed)
 }
 
+// chartRefreshLoop asks for a pass every charts.refreshInterval while an
+// application names a chart from a repository: the pass asks the indexes
+// again (conditionally) and publishes what a range now resolves to.
+func (h *Hub) chartRefreshLoop(ctx context.Context) {
+	t := time.NewTicker(max(h.cfg.Charts.RefreshInterval.Duration, time.Second))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if h.usesCharts.Load() {
+				h.requestReconcile(trace.SpanContext{})
+			}
+		}
+	}
+}
+
 // reconcileLoop runs one discovery-and-publish pass per request, and
 // after a pass whose publish failed (JetStream away, a partly
 // acknowledged write) another, with exponential backoff (1 s to 30 s),
@@ -165,6 +183,9 @@ func (h *Hub) reconcile(ctx context.Context) error {
 	h.recordRefusals(ctx, failed, len(res.RootErrors) == 0)
 	h.reportIgnoredFields(ctx, res.Apps)
 
+	h.usesCharts.Store(slices.ContainsFunc(res.Apps, func(a *discovery.App) bool {
+		return slices.ContainsFunc(a.Sources, func(s *discovery.Source) bool { return s.Chart != nil })
+	}))
 	h.metrics.appErrors.Set(float64(len(res.Errors)))
 	report, err := h.publisher.Publish(ctx, res, h.revokedClusters())
 	if err != nil {

@@ -81,6 +81,7 @@ func (h *Hub) lead(ctx context.Context) {
 		wg.Go(func() { h.pollLoop(ctx, r) })
 	}
 	wg.Go(func() { h.reconcileLoop(ctx) })
+	wg.Go(func() { h.chartRefreshLoop(ctx) })
 	wg.Go(func() { h.gcLoop(ctx) })
 	wg.Wait()
 }

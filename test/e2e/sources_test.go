@@ -51,9 +51,9 @@ func startChartSources(t *testing.T) *chartSources {
 func (s *chartSources) config(t *testing.T) config.Charts {
 	t.Helper()
 	return config.Charts{
-		// Every pass asks for the indexes again (conditionally), so a
-		// version removed upstream is seen at the next webhook.
-		RefreshInterval: config.Duration{Duration: time.Millisecond},
+		// The hub asks the indexes again (conditionally), and reconciles,
+		// every second: what changes upstream is seen without a commit.
+		RefreshInterval: config.Duration{Duration: time.Second},
 		Repositories: []config.ChartRepository{
 			{URL: s.helm.URL, Name: "upstream", Username: "charts-reader", PasswordFile: secretFile(t, "helm-s3cret"), CAFile: s.helm.CAFile},
 			{URL: s.oci.Host + "/charts", EnableOCI: true, Username: "oci-reader", PasswordFile: secretFile(t, "oci-s3cret"), CAFile: s.oci.CAFile},
@@ -212,6 +212,20 @@ spec:
 		waitImage(t, prod, deployments, "web", "web-web", "web:1.1.0")
 	})
 
+	step.run("a version range sees a version published upstream, without a commit", func(t *testing.T) {
+		s.oci.Push(t, "charts", testenv.DeploymentChart("cache", "17.2.0", "redis:shop").Package(t), "cache", "17.2.0")
+		testenv.Eventually(t, time.Minute, func() error {
+			shop, err := getObject(t, prod, deployments, "shop", "shop-cache")
+			if err != nil {
+				return err
+			}
+			if got := shop.GetLabels()["chart"]; got != "cache-17.2.0" {
+				return fmt.Errorf("shop runs %s", got)
+			}
+			return nil
+		})
+	})
+
 	step.run("a version that vanished keeps the last good state and says so", func(t *testing.T) {
 		before := e.waitDesired(t, "prod-eu", "web", func(ds *flotillav1.DesiredState) error {
 			if ds.GetSource().GetChartVersion() != "1.1.0" {
@@ -222,6 +236,8 @@ spec:
 		shopBefore, _, err := e.desired(t, "prod-eu", "shop")
 		must(t, err)
 		s.helm.Remove("web", "1.1.0")
+		// The refresh sees the index without it, with or without a
+		// commit; this unrelated one moves the Git sources' revision.
 		e.Commit(t, "unrelated", map[string]string{"README.md": "charts\n"})
 		e.Webhook(t, webhookSecret)
 		ev := waitEvent(t, e.Bus, bus.HubEventsCluster, "web", flotillav1.ReasonAppInvalid)
@@ -241,8 +257,8 @@ spec:
 			t.Errorf("history moved from %d to %d", before.GetHistoryId(), after.GetHistoryId())
 		}
 		waitImage(t, prod, deployments, "web", "web-web", "web:1.1.0")
-		// The same pass left the multi-source app alone: the commit moved
-		// its Git sources' revision, not their content.
+		// The multi-source app was left alone: the commit moved its Git
+		// sources' revision, not their content.
 		shopAfter, _, err := e.desired(t, "prod-eu", "shop")
 		must(t, err)
 		if shopAfter.GetHistoryId() != shopBefore.GetHistoryId() {
