@@ -63,6 +63,8 @@ type Hub struct {
 	repos     []*watchedRepo
 	// charts reads charts from Helm repositories and OCI registries.
 	charts *charts.Fetcher
+	// renders keeps the renders of sources that did not change.
+	renders *discovery.RenderCache
 	// usesCharts is set while the last discovery found an application
 	// with a chart from a repository: the hub then reconciles every
 	// charts.refreshInterval, so a version range sees a version published
@@ -172,6 +174,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Hub, err
 		}
 		h.repos = append(h.repos, &watchedRepo{mirror: m, interval: r.PollInterval.Duration, pollNow: make(chan struct{}, 1)})
 	}
+	h.renders = discovery.NewRenderCache()
 	if h.charts, err = newChartFetcher(cfg); err != nil {
 		return nil, err
 	}

@@ -158,7 +158,7 @@ func (h *Hub) reconcile(ctx context.Context) error {
 
 	clusters := h.knownClusters()
 	_, discoverSpan := tracer.Start(ctx, "hub.discover")
-	res := discovery.Discover(ctx, h.roots, clusters, discovery.Sources{Trees: trees, Charts: h.charts})
+	res := discovery.Discover(ctx, h.roots, clusters, discovery.Sources{Trees: trees, Charts: h.charts, Renders: h.renders})
 	discoverSpan.SetAttributes(attribute.Int("flotilla.apps", len(res.Apps)), attribute.Int("flotilla.errors", len(res.Errors)))
 	discoverSpan.End()
 	if err := ctx.Err(); err != nil {

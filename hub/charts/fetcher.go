@@ -74,8 +74,21 @@ type Fetcher struct {
 	indexes map[string]*cachedIndex
 	tags    map[string]*cachedTags
 	pulled  map[string]*pulledChart
+	// resolved are the charts Chart returned, by what it was asked: within
+	// the refresh interval the same question gets the same answer without
+	// reading the index or the archive again.
+	resolved map[string]*resolvedChart
+	// vendored are the chart directories whose dependencies are complete.
+	// Directories are content-addressed (a checkout by commit, a chart by
+	// digest), so one is vendored once.
+	vendored map[string]bool
 	// unpackMu serialises writes to the cache directories.
 	unpackMu sync.Mutex
+}
+
+type resolvedChart struct {
+	chart   Chart
+	checked time.Time
 }
 
 // New returns a Fetcher caching in opts.Dir.
@@ -105,10 +118,12 @@ func New(opts Options) (*Fetcher, error) {
 	copy(repos, opts.Repositories)
 	return &Fetcher{
 		opts: opts, repos: repos,
-		clients: map[*Repository]*http.Client{},
-		indexes: map[string]*cachedIndex{},
-		tags:    map[string]*cachedTags{},
-		pulled:  map[string]*pulledChart{},
+		clients:  map[*Repository]*http.Client{},
+		indexes:  map[string]*cachedIndex{},
+		tags:     map[string]*cachedTags{},
+		pulled:   map[string]*pulledChart{},
+		resolved: map[string]*resolvedChart{},
+		vendored: map[string]bool{},
 	}, nil
 }
 
@@ -118,6 +133,27 @@ func New(opts Options) (*Fetcher, error) {
 // the URL names the chart itself. It returns an error wrapping
 // ErrVersionNotFound when the repository has no such chart or version.
 func (f *Fetcher) Chart(ctx context.Context, repoURL, name, version string) (*Chart, error) {
+	question := repoURL + "\x00" + name + "\x00" + version
+	f.mu.Lock()
+	r := f.resolved[question]
+	f.mu.Unlock()
+	if r != nil && f.fresh(r.checked) {
+		ch := r.chart
+		return &ch, nil
+	}
+	ch, err := f.fetch(ctx, repoURL, name, version)
+	if err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	f.resolved[question] = &resolvedChart{chart: *ch, checked: f.opts.Now()}
+	f.mu.Unlock()
+	return ch, nil
+}
+
+// fetch resolves and fetches a chart, from the caches where they are
+// fresh.
+func (f *Fetcher) fetch(ctx context.Context, repoURL, name, version string) (*Chart, error) {
 	loc, err := parseLocation(repoURL, f.ociPath)
 	if err != nil {
 		return nil, err

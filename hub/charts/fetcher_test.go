@@ -157,6 +157,18 @@ func TestIndexIsCachedAndAskedAgainConditionally(t *testing.T) {
 		t.Errorf("got %s", ch.Version)
 	}
 
+	// A version that does not exist asks the index again once; asked
+	// again, it does not.
+	before := hr.IndexRequests.Load()
+	for range 3 {
+		if _, err := f.Chart(ctx, hr.URL, "web", "9.9.9"); !errors.Is(err, ErrVersionNotFound) {
+			t.Fatalf("a version that does not exist: %v", err)
+		}
+	}
+	if got := hr.IndexRequests.Load() - before; got != 1 {
+		t.Errorf("three passes asking for a missing version made %d index requests, want 1", got)
+	}
+
 	// A version the repository removed fails with ErrVersionNotFound; the
 	// hub keeps the last good state (hub tests).
 	clock.Advance(10 * time.Minute)

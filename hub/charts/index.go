@@ -25,28 +25,32 @@ type cachedIndex struct {
 	etag         string
 	lastModified string
 	checked      time.Time
+	// missed are the (chart, version) questions this fetch of the index
+	// already answered with nothing: asked again, they do not make the
+	// index be asked again, so an Application naming a version that does
+	// not exist costs one conditional request per fetch, not one per
+	// pass and Application.
+	missed map[string]bool
 }
-
-// minForcedRefresh spaces the refreshes a missing version forces, so an
-// Application naming a version that does not exist costs one conditional
-// request per interval, not one per reconcile.
-const minForcedRefresh = 5 * time.Second
 
 // httpChart resolves and fetches a chart from a Helm repository.
 func (f *Fetcher) httpChart(ctx context.Context, repo *Repository, loc location, name, version string) (*Chart, error) {
-	idx, err := f.index(ctx, repo, loc, false)
+	cached, err := f.index(ctx, repo, loc, false)
 	if err != nil {
 		return nil, err
 	}
-	cv, err := idx.Get(name, version)
-	if err != nil {
-		// A version published after the last refresh: ask again now.
-		if idx, err = f.index(ctx, repo, loc, true); err != nil {
+	question := name + "\x00" + version
+	cv, err := cached.index.Get(name, version)
+	if err != nil && !f.missed(cached, question) {
+		// A version published after the index was fetched: ask again now.
+		if cached, err = f.index(ctx, repo, loc, true); err != nil {
 			return nil, err
 		}
-		if cv, err = idx.Get(name, version); err != nil {
-			return nil, notFound(loc, name, version, idx.Entries[name])
-		}
+		cv, err = cached.index.Get(name, version)
+	}
+	if err != nil {
+		f.miss(cached, question)
+		return nil, notFound(loc, name, version, cached.index.Entries[name])
 	}
 	if len(cv.URLs) == 0 {
 		return nil, fmt.Errorf("chart %s-%s in %s: the index gives no URL", name, cv.Version, loc)
@@ -98,18 +102,15 @@ func notFound(loc location, name, version string, versions repo.ChartVersions) e
 }
 
 // index returns the repository's index: the cached one within the refresh
-// interval (unless force, and then at most every minForcedRefresh), else
-// asked again with If-None-Match and If-Modified-Since.
-func (f *Fetcher) index(ctx context.Context, repo *Repository, loc location, force bool) (*repo.IndexFile, error) {
+// interval (unless force), else asked again with If-None-Match and
+// If-Modified-Since.
+func (f *Fetcher) index(ctx context.Context, repo *Repository, loc location, force bool) (*cachedIndex, error) {
 	key := loc.String()
 	f.mu.Lock()
 	cached := f.indexes[key]
 	f.mu.Unlock()
-	if cached != nil {
-		age := f.opts.Now().Sub(cached.checked)
-		if (!force && f.fresh(cached.checked)) || (force && age < minForcedRefresh) {
-			return cached.index, nil
-		}
+	if cached != nil && !force && f.fresh(cached.checked) {
+		return cached, nil
 	}
 	header := http.Header{}
 	if cached != nil {
@@ -124,7 +125,7 @@ func (f *Fetcher) index(ctx context.Context, repo *Repository, loc location, for
 	if err != nil {
 		return nil, err
 	}
-	next := &cachedIndex{checked: f.opts.Now()}
+	next := &cachedIndex{checked: f.opts.Now(), missed: map[string]bool{}}
 	if resp.StatusCode == http.StatusNotModified && cached != nil {
 		next.index, next.etag, next.lastModified = cached.index, cached.etag, cached.lastModified
 	} else {
@@ -137,7 +138,19 @@ func (f *Fetcher) index(ctx context.Context, repo *Repository, loc location, for
 	f.mu.Lock()
 	f.indexes[key] = next
 	f.mu.Unlock()
-	return next.index, nil
+	return next, nil
+}
+
+func (f *Fetcher) missed(c *cachedIndex, question string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return c.missed[question]
+}
+
+func (f *Fetcher) miss(c *cachedIndex, question string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c.missed[question] = true
 }
 
 // parseIndex reads an index.yaml with Helm's own loader, which skips

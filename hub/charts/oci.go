@@ -18,6 +18,9 @@ import (
 type cachedTags struct {
 	tags    []string
 	checked time.Time
+	// missed are the ranges this listing already answered with nothing
+	// (see cachedIndex.missed).
+	missed map[string]bool
 }
 
 // pulledChart is a chart version pulled from a registry: the archive's
@@ -103,45 +106,63 @@ func (f *Fetcher) ociVersion(client *registry.Client, base, version string) (str
 	if err != nil {
 		return "", fmt.Errorf("targetRevision %q is neither a version nor a semver range: %w", version, err)
 	}
-	for _, force := range []bool{false, true} {
-		tags, err := f.ociTags(client, base, force)
-		if err != nil {
+	cached, err := f.ociTags(client, base, false)
+	if err != nil {
+		return "", err
+	}
+	found, ok := highest(cached.tags, constraint)
+	if !ok && !f.tagsMissed(cached, version) {
+		// A version pushed after the tags were listed: list them again.
+		if cached, err = f.ociTags(client, base, true); err != nil {
 			return "", err
 		}
-		for _, t := range tags {
-			if v, err := semver.NewVersion(t); err == nil && constraint.Check(v) {
-				return t, nil
-			}
-		}
-		if force {
-			have := tags
-			if len(have) > 5 {
-				have = append(have[:5:5], "...")
-			}
-			return "", fmt.Errorf("%w: oci://%s has no version matching %q (it has %s)", ErrVersionNotFound, base, version, strings.Join(have, ", "))
-		}
+		found, ok = highest(cached.tags, constraint)
 	}
-	panic("unreachable")
+	if !ok {
+		f.mu.Lock()
+		cached.missed[version] = true
+		f.mu.Unlock()
+		have := cached.tags
+		if len(have) > 5 {
+			have = append(have[:5:5], "...")
+		}
+		return "", fmt.Errorf("%w: oci://%s has no version matching %q (it has %s)", ErrVersionNotFound, base, version, strings.Join(have, ", "))
+	}
+	return found, nil
 }
 
-func (f *Fetcher) ociTags(client *registry.Client, base string, force bool) ([]string, error) {
+// highest is the first (highest) of tags that constraint allows.
+func highest(tags []string, constraint *semver.Constraints) (string, bool) {
+	for _, t := range tags {
+		if v, err := semver.NewVersion(t); err == nil && constraint.Check(v) {
+			return t, true
+		}
+	}
+	return "", false
+}
+
+func (f *Fetcher) tagsMissed(c *cachedTags, version string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return c.missed[version]
+}
+
+func (f *Fetcher) ociTags(client *registry.Client, base string, force bool) (*cachedTags, error) {
 	f.mu.Lock()
 	cached := f.tags[base]
 	f.mu.Unlock()
-	if cached != nil {
-		age := f.opts.Now().Sub(cached.checked)
-		if (!force && f.fresh(cached.checked)) || (force && age < minForcedRefresh) {
-			return cached.tags, nil
-		}
+	if cached != nil && !force && f.fresh(cached.checked) {
+		return cached, nil
 	}
 	tags, err := client.Tags(base)
 	if err != nil {
 		return nil, fmt.Errorf("list the tags of oci://%s: %w", base, err)
 	}
+	next := &cachedTags{tags: tags, checked: f.opts.Now(), missed: map[string]bool{}}
 	f.mu.Lock()
-	f.tags[base] = &cachedTags{tags: tags, checked: f.opts.Now()}
+	f.tags[base] = next
 	f.mu.Unlock()
-	return tags, nil
+	return next, nil
 }
 
 // registryClient is Helm's registry client for a repository, with its

@@ -24,7 +24,26 @@ const maxDependencyDepth = 5
 // are used as they are. A chart that does not load is left to the render
 // to report. The error names the dependency and its repository.
 func (f *Fetcher) Vendor(ctx context.Context, root, chartDir string) error {
-	return f.vendor(ctx, root, chartDir, chartDir, 0)
+	// A directory is vendored once; one checked out again (its Chart.yaml
+	// written anew) is another.
+	info, err := os.Stat(filepath.Join(chartDir, "Chart.yaml"))
+	if err != nil {
+		return nil // not a chart: the render says so
+	}
+	key := fmt.Sprintf("%s\x00%d", chartDir, info.ModTime().UnixNano())
+	f.mu.Lock()
+	done := f.vendored[key]
+	f.mu.Unlock()
+	if done {
+		return nil
+	}
+	if err := f.vendor(ctx, root, chartDir, chartDir, 0); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	f.vendored[key] = true
+	f.mu.Unlock()
+	return nil
 }
 
 // vendor vendors chartDir's dependencies; file:// paths are relative to

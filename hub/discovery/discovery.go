@@ -55,6 +55,9 @@ type Charts interface {
 type Sources struct {
 	Trees  Trees
 	Charts Charts
+	// Renders keeps renders across passes; nil renders every source at
+	// every pass.
+	Renders *RenderCache
 }
 
 // App is a discovered, rendered application and the clusters it targets.
@@ -139,6 +142,7 @@ func Discover(ctx context.Context, roots []Root, clusters []appspec.Cluster, sou
 			res.RootErrors[root.Name] = err
 		}
 	}
+	sources.Renders.endPass()
 	markConflicts(res)
 	enforceProjects(res)
 	sort.Slice(res.Apps, func(i, j int) bool {
@@ -162,7 +166,7 @@ func (w *walker) walkRoot(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("root %s: %w", w.root.Name, err)
 	}
-	rendered, err := render.Render(ctx, render.Request{Root: tree.Dir, Path: w.root.Path, KubeVersion: KubeVersion})
+	rendered, err := w.sources.Renders.render(ctx, render.Request{Root: tree.Dir, Path: w.root.Path, KubeVersion: KubeVersion})
 	if err != nil {
 		return fmt.Errorf("root %s (%s@%s): %w", w.root.Name, w.root.RepoURL, short(tree.Commit), err)
 	}
@@ -261,7 +265,7 @@ func (w *walker) follow(ctx context.Context, app *appspec.Application, file stri
 			fail(fmt.Errorf("%s.%w", app.SourceField(i), err))
 			return
 		}
-		rendered, err := render.Render(ctx, render.Request{
+		rendered, err := w.sources.Renders.render(ctx, render.Request{
 			Root: src.Dir, Path: src.Path, Spec: spec, ReleaseName: name, Refs: refs,
 			Namespace: app.Spec.Destination.Namespace, KubeVersion: KubeVersion,
 		})

@@ -61,13 +61,17 @@ type Publisher struct {
 	// or the last garbage collection: others are checked before they are
 	// counted as stored, and a corrupt one is stored again.
 	intact map[string]bool
+	// packed are the artifacts of the last Publish, by filesKey: an
+	// application whose files did not change is not packed again.
+	packed map[string]packedArtifact
 }
 
 // New creates a Publisher on store signing with keys (LoadKeys); call Load
 // before the first Publish.
 func New(store Store, keys *signing.KeySet, log *slog.Logger) *Publisher {
 	return &Publisher{store: store, keys: keys, log: log, latest: map[string]*flotillav1.DesiredState{}, fingerprints: map[string][32]byte{}, revisions: map[string]uint64{},
-		gitContent: map[string][32]byte{}, unpin: map[string]bool{}, resign: map[string]bool{}, intact: map[string]bool{}}
+		gitContent: map[string][32]byte{}, unpin: map[string]bool{}, resign: map[string]bool{}, intact: map[string]bool{},
+		packed: map[string]packedArtifact{}}
 }
 
 // Keys is the key set the Publisher signs and verifies with; the hub
@@ -232,6 +236,15 @@ func (p *Publisher) Publish(ctx context.Context, res *discovery.Result, held map
 	desired := map[string]bool{}
 	// historyLimits are the revisionHistoryLimits of the keys that set one.
 	historyLimits := map[string]int{}
+	// packedNow are the artifacts this discovery's applications use.
+	packedNow := map[string]bool{}
+	defer func() {
+		for key := range p.packed {
+			if !packedNow[key] {
+				delete(p.packed, key)
+			}
+		}
+	}()
 	for _, app := range res.Apps {
 		if len(app.Clusters) == 0 {
 			continue
@@ -240,24 +253,47 @@ func (p *Publisher) Publish(ctx context.Context, res *discovery.Result, held map
 			attribute.String("flotilla.app", app.Application.Metadata.Name),
 			attribute.String("vcs.revision", app.Commit.Hash.String()),
 		))
-		data, digest, err := pack(app)
-		if err != nil {
-			appSpan.End()
-			return nil, fmt.Errorf("app %s: pack artifact: %w", app.Application.Metadata.Name, err)
+		files := artifactFiles(app)
+		packKey := filesKey(files)
+		packedNow[packKey] = true
+		prevPack, known := p.packed[packKey]
+		digest, size := prevPack.digest, prevPack.size
+		if known && p.intact[digest] {
+			// Still there? (Only garbage collection deletes an artifact a
+			// desired state references, and it resets intact; this checks
+			// that nothing else did.)
+			there, err := p.store.HasArtifact(appCtx, digest)
+			if err != nil {
+				appSpan.End()
+				return nil, err
+			}
+			known = there
 		}
-		stored, err := p.storeArtifact(appCtx, digest, data)
-		if err != nil {
-			appSpan.End()
-			return nil, err
-		}
-		if stored {
-			report.ArtifactsStored++
+		if !known || !p.intact[digest] {
+			// Packed once per set of content-addressed files, and again
+			// only when the artifact must be stored (first seen by this
+			// process, or read back corrupt or gone).
+			data, d, err := artifact.PackFiles(files)
+			if err != nil {
+				appSpan.End()
+				return nil, fmt.Errorf("app %s: pack artifact: %w", app.Application.Metadata.Name, err)
+			}
+			digest, size = d, int64(len(data))
+			p.packed[packKey] = packedArtifact{digest: digest, size: size}
+			stored, err := p.storeArtifact(appCtx, digest, data)
+			if err != nil {
+				appSpan.End()
+				return nil, err
+			}
+			if stored {
+				report.ArtifactsStored++
+			}
 		}
 		appTrace := appSpan.SpanContext()
 		appSpan.End()
 		// The desired state is the same for every cluster but for its name:
 		// build and hash it once, and per cluster only when it changed.
-		tmpl, err := desiredState(app, "", digest, int64(len(data)))
+		tmpl, err := desiredState(app, "", digest, size)
 		if err != nil {
 			return nil, err
 		}
@@ -490,25 +526,46 @@ func source(src *discovery.Source, commit *object.Commit) *flotillav1.Source {
 	return out
 }
 
-// pack makes an application's artifact: a single source's files as they
-// lie in its directory; each of a multi-source application's under its
-// index, with the files others' value files read from it.
-func pack(app *discovery.App) ([]byte, string, error) {
-	if !multiSource(app) {
-		src := app.Sources[0]
-		return artifact.Pack(src.Dir, src.Rendered.Files)
-	}
+// artifactFiles are the files of an application's artifact: a single
+// source's as they lie in its directory; each of a multi-source
+// application's under its index, with the files others' value files read
+// from it.
+func artifactFiles(app *discovery.App) []artifact.File {
 	var files []artifact.File
 	for i, src := range app.Sources {
+		prefix := ""
+		if multiSource(app) {
+			prefix = strconv.Itoa(i) + "/"
+		}
 		names := slices.Clone(src.RefFiles)
 		if src.Rendered != nil {
 			names = append(names, src.Rendered.Files...)
 		}
 		for _, name := range names {
-			files = append(files, artifact.File{Name: strconv.Itoa(i) + "/" + name, Path: filepath.Join(src.Dir, filepath.FromSlash(name))})
+			files = append(files, artifact.File{Name: prefix + name, Path: filepath.Join(src.Dir, filepath.FromSlash(name))})
 		}
 	}
-	return artifact.PackFiles(files)
+	return files
+}
+
+// filesKey identifies an artifact by its files: their directories are
+// content-addressed (a checkout by commit, a chart by digest), so the
+// same files make the same bytes.
+func filesKey(files []artifact.File) string {
+	var b strings.Builder
+	for _, f := range files {
+		b.WriteString(f.Name)
+		b.WriteByte(0)
+		b.WriteString(f.Path)
+		b.WriteByte(0)
+	}
+	return b.String()
+}
+
+// packedArtifact is an artifact packed before: its digest and size.
+type packedArtifact struct {
+	digest string
+	size   int64
 }
 
 // fingerprint covers what changes an agent's work: not the commit,
