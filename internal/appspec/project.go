@@ -201,6 +201,29 @@ func (p *AppProject) AppNamespacePermitted(namespace string) bool {
 	return false
 }
 
+// permitsEverything reports whether the project permits every kind, by
+// any name, in every namespace of every cluster.
+func (p *AppProject) permitsEverything() bool {
+	if len(p.Spec.ClusterResourceBlacklist) > 0 || p.Spec.NamespaceResourceWhitelist != nil || len(p.Spec.NamespaceResourceBlacklist) > 0 {
+		return false
+	}
+	all := false
+	for _, r := range p.Spec.ClusterResourceWhitelist {
+		all = all || (r.Group == "*" && r.Kind == "*" && (r.Name == "" || r.Name == "*"))
+	}
+	if !all {
+		return false
+	}
+	anywhere := false
+	for _, d := range p.Spec.Destinations {
+		if isDeny(d.Server) || isDeny(d.Name) || isDeny(d.Namespace) {
+			return false
+		}
+		anywhere = anywhere || (d.Namespace == "*" && (d.Server == "*" || d.Name == "*"))
+	}
+	return anywhere
+}
+
 func inList(list []ResourceRestriction, group, kind, name string) bool {
 	for _, r := range list {
 		if ok, err := filepath.Match(r.Kind, kind); !ok || err != nil {
@@ -249,8 +272,13 @@ func normalizeRepoURL(repo string) string {
 	return strings.TrimPrefix(u.String(), "ssh://")
 }
 
-// Policy is what of the project an agent enforces, for the wire.
+// Policy is what of the project an agent enforces, for the wire: nil
+// for a project that permits every kind in every namespace (the default
+// project), which the agent need not check.
 func (p *AppProject) Policy() *flotillav1.ProjectPolicy {
+	if p.permitsEverything() {
+		return nil
+	}
 	restrictions := func(list []ResourceRestriction) []*flotillav1.ResourceRestriction {
 		var out []*flotillav1.ResourceRestriction
 		for _, r := range list {

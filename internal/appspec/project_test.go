@@ -107,6 +107,10 @@ func TestProjectResources(t *testing.T) {
 			}
 		})
 	}
+	// A project that permits everything needs no check at the agent.
+	if PermissiveProject().Policy() != nil || project(t, `{"clusterResourceWhitelist":[{"group":"*","kind":"*"}],"destinations":[{"server":"*","namespace":"*"}]}`).Policy() != nil {
+		t.Error("a project that permits everything sends a policy")
+	}
 	// The policy crosses the wire intact.
 	p := project(t, `{"namespaceResourceWhitelist":[],"destinations":[{"server":"*","namespace":"a"}]}`)
 	if !proto.Equal(p.Policy(), ProjectFromPolicy(p.Policy()).Policy()) {
