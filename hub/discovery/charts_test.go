@@ -129,6 +129,14 @@ func TestChartSourcesRenderAsHelmDoes(t *testing.T) {
 	web.Templates["service.yaml"] = "apiVersion: v1\nkind: Service\nmetadata: {name: {{ .Release.Name }}, namespace: {{ .Release.Namespace }}}\nspec: {ports: [{port: {{ .Values.port | default 80 }}}]}\n"
 	archive := e.helm.Add(t, web)
 	e.oci.Push(t, "charts", archive, "web", "2.1.0")
+	// An upstream chart as repositories publish them: its dependency
+	// packed inside it.
+	umbrella := testenv.ChartSpec{Name: "umbrella", Version: "3.0.0",
+		Dependencies: []*chartpkg.Dependency{{Name: "cache", Version: "1.x", Repository: "https://charts.example.com"}},
+		Templates:    map[string]string{"cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: {{ .Release.Name }}-umbrella}\n"},
+		Subcharts:    []testenv.ChartSpec{testenv.DeploymentChart("cache", "1.4.0", "redis:1.4")}}
+	umbrellaArchive := e.helm.Add(t, umbrella)
+	e.application(t, "upstream", fmt.Sprintf("  source: {repoURL: %s, chart: umbrella, targetRevision: 3.0.0}", e.helm.URL))
 	e.helm.Add(t, testenv.DeploymentChart("postgresql", "12.1.0", "postgres:12.1"))
 	e.helm.Add(t, testenv.DeploymentChart("postgresql", "12.4.0", "postgres:12.4"))
 	write(t, e.dir, "environments/prod/web.yaml", "replicas: 5\nport: 8443\n")
@@ -174,6 +182,7 @@ func TestChartSourcesRenderAsHelmDoes(t *testing.T) {
 		{"from-repo", helmTemplate(t, chrt, "from-repo", "from-repo", nil, []string{"image=nginx:pinned"})},
 		{"multi", helmTemplate(t, chrt, "multi", "multi", []string{filepath.Join(e.dir, "environments/prod/web.yaml")}, nil)},
 		{"store", helmTemplate(t, loadChart(t, filepath.Join(reference, "store")), "store", "store", nil, nil)},
+		{"upstream", helmTemplate(t, loadArchive(t, umbrellaArchive), "upstream", "upstream", nil, nil)},
 	}
 	for _, tc := range tests {
 		a := e.app(t, res, tc.app)
@@ -259,6 +268,15 @@ func helmDependencyUpdate(t *testing.T, e *chartEnv, chartDir string) {
 	if err := m.Update(); err != nil {
 		t.Fatalf("helm dependency update: %v", err)
 	}
+}
+
+func loadArchive(t *testing.T, data []byte) *chartpkg.Chart {
+	t.Helper()
+	c, err := loader.LoadArchive(bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 func loadChart(t *testing.T, dir string) *chartpkg.Chart {
