@@ -2,6 +2,7 @@ package charts
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -123,7 +124,7 @@ func lockedVersion(lock *chartpkg.Lock, dep *chartpkg.Dependency) (string, error
 		}
 		return l.Version, nil
 	}
-	return "", fmt.Errorf("Chart.lock is out of sync with Chart.yaml: run `helm dependency update` and commit Chart.lock")
+	return "", errors.New("the lock (Chart.lock) is out of sync with Chart.yaml: run `helm dependency update` and commit Chart.lock")
 }
 
 // copyLocal copies a file:// dependency's directory into charts/<name>,
