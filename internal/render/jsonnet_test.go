@@ -47,7 +47,7 @@ var jsonnetSpec = &flotillav1.RenderSpec{Directory: &flotillav1.DirectorySpec{Js
 // the files it records reproduce the render from an artifact.
 func TestJsonnetMatchesTheJsonnetTool(t *testing.T) {
 	root := t.TempDir()
-	writeTree(t, root, jsonnetRepo)
+	writeFiles(t, root, jsonnetRepo)
 	req := Request{Root: root, Path: "apps/guestbook", Spec: jsonnetSpec, ReleaseName: "guestbook", Namespace: "gb"}
 	got, err := Render(context.Background(), req)
 	if err != nil {
@@ -131,7 +131,7 @@ func TestJsonnetStaysInTheRepository(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			root := t.TempDir()
-			writeTree(t, root, map[string]string{"app/main.jsonnet": tc.program, "app/sub/x": ""})
+			writeFiles(t, root, map[string]string{"app/main.jsonnet": tc.program, "app/sub/x": ""})
 			if err := os.Symlink(outside, filepath.Join(root, "app", "link")); err != nil {
 				t.Fatal(err)
 			}
@@ -153,7 +153,7 @@ func FuzzJsonnet(f *testing.F) {
 		f.Add(seed)
 	}
 	root := f.TempDir()
-	writeTree(f, root, jsonnetRepo)
+	writeFiles(f, root, jsonnetRepo)
 	f.Fuzz(func(t *testing.T, program string) {
 		if err := os.WriteFile(filepath.Join(root, "apps/guestbook/main.jsonnet"), []byte(program), 0o644); err != nil {
 			t.Fatal(err)

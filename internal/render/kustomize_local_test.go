@@ -36,7 +36,7 @@ func countingServer(t *testing.T) (host string, connections *atomic.Int64) {
 	return srv.Listener.Addr().String(), connections
 }
 
-func writeFiles(t *testing.T, root string, files map[string]string) {
+func writeFiles(t testing.TB, root string, files map[string]string) {
 	t.Helper()
 	for rel, content := range files {
 		p := filepath.Join(root, filepath.FromSlash(rel))

@@ -14,19 +14,6 @@ import (
 	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
 )
 
-func writeTree(t testing.TB, dir string, files map[string]string) {
-	t.Helper()
-	for name, content := range files {
-		p := filepath.Join(dir, filepath.FromSlash(name))
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
 var overrideBase = map[string]string{
 	"app/deploy.yaml": `apiVersion: apps/v1
 kind: Deployment
@@ -52,8 +39,8 @@ spec:
 // Argo CD's `kustomize edit` calls leave it.
 func TestKustomizeOverridesMatchKustomizeBuild(t *testing.T) {
 	root := t.TempDir()
-	writeTree(t, root, overrideBase)
-	writeTree(t, root, map[string]string{"app/kustomization.yaml": `resources: [deploy.yaml]
+	writeFiles(t, root, overrideBase)
+	writeFiles(t, root, map[string]string{"app/kustomization.yaml": `resources: [deploy.yaml]
 commonLabels: {team: a}
 images: [{name: nginx, newTag: "1.0"}]
 `})
@@ -77,8 +64,8 @@ images: [{name: nginx, newTag: "1.0"}]
 	}
 
 	ref := t.TempDir()
-	writeTree(t, ref, overrideBase)
-	writeTree(t, ref, map[string]string{"app/kustomization.yaml": `resources: [deploy.yaml]
+	writeFiles(t, ref, overrideBase)
+	writeFiles(t, ref, map[string]string{"app/kustomization.yaml": `resources: [deploy.yaml]
 namePrefix: p-
 nameSuffix: -s
 namespace: shop
@@ -140,8 +127,8 @@ func contains(list []string, s string) bool {
 
 func TestKustomizeOverrideErrors(t *testing.T) {
 	root := t.TempDir()
-	writeTree(t, root, overrideBase)
-	writeTree(t, root, map[string]string{"app/kustomization.yaml": "resources: [deploy.yaml]\ncommonLabels: {team: a}\n"})
+	writeFiles(t, root, overrideBase)
+	writeFiles(t, root, map[string]string{"app/kustomization.yaml": "resources: [deploy.yaml]\ncommonLabels: {team: a}\n"})
 	tests := []struct {
 		name string
 		spec *flotillav1.KustomizeSpec
