@@ -13,7 +13,7 @@ import (
 	"strings"
 	"time"
 
-	"helm.sh/helm/v3/pkg/repo"
+	helmrepo "helm.sh/helm/v3/pkg/repo"
 
 	"github.com/flotilla-dev/flotilla/internal/artifact"
 )
@@ -21,7 +21,7 @@ import (
 // cachedIndex is a repository's index and what a conditional request for
 // it needs.
 type cachedIndex struct {
-	index        *repo.IndexFile
+	index        *helmrepo.IndexFile
 	etag         string
 	lastModified string
 	checked      time.Time
@@ -62,7 +62,7 @@ func (f *Fetcher) httpChart(ctx context.Context, repo *Repository, loc location,
 			return f.store(data, name, cv.Version)
 		}
 	}
-	chartURL, err := repo2URL(loc, cv.URLs[0])
+	chartURL, err := helmrepo.ResolveReferenceURL(loc.String(), cv.URLs[0])
 	if err != nil {
 		return nil, fmt.Errorf("chart %s-%s in %s: %w", name, cv.Version, loc, err)
 	}
@@ -76,13 +76,8 @@ func (f *Fetcher) httpChart(ctx context.Context, repo *Repository, loc location,
 	return f.store(data, name, cv.Version)
 }
 
-// repo2URL resolves a chart URL of an index against the repository.
-func repo2URL(loc location, chartURL string) (string, error) {
-	return repo.ResolveReferenceURL(loc.String(), chartURL)
-}
-
 // notFound names what the repository has instead.
-func notFound(loc location, name, version string, versions repo.ChartVersions) error {
+func notFound(loc location, name, version string, versions helmrepo.ChartVersions) error {
 	if len(versions) == 0 {
 		return fmt.Errorf("%w: %s has no chart %q", ErrVersionNotFound, loc, name)
 	}
@@ -155,7 +150,7 @@ func (f *Fetcher) miss(c *cachedIndex, question string) {
 
 // parseIndex reads an index.yaml with Helm's own loader, which skips
 // entries that are not valid charts, through a file at path.
-func parseIndex(data []byte, path string) (idx *repo.IndexFile, err error) {
+func parseIndex(data []byte, path string) (idx *helmrepo.IndexFile, err error) {
 	if len(data) == 0 {
 		return nil, errors.New("empty index")
 	}
@@ -167,7 +162,7 @@ func parseIndex(data []byte, path string) (idx *repo.IndexFile, err error) {
 			idx, err = nil, fmt.Errorf("not a valid index (%v)", p)
 		}
 	}()
-	return repo.LoadIndexFile(path)
+	return helmrepo.LoadIndexFile(path)
 }
 
 // get fetches target, with the repository's credentials when target is on

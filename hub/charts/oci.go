@@ -1,6 +1,7 @@
 package charts
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -102,7 +103,7 @@ func (f *Fetcher) ociVersion(client *registry.Client, base, version string) (str
 	if _, err := semver.StrictNewVersion(version); err == nil {
 		return version, nil
 	}
-	constraint, err := semver.NewConstraint(firstNonEmpty(version, "*"))
+	constraint, err := semver.NewConstraint(cmp.Or(version, "*"))
 	if err != nil {
 		return "", fmt.Errorf("targetRevision %q is neither a version nor a semver range: %w", version, err)
 	}
@@ -187,13 +188,4 @@ func (f *Fetcher) registryClient(repo *Repository, loc location) (*registry.Clie
 		opts = append(opts, registry.ClientOptPlainHTTP())
 	}
 	return registry.NewClient(opts...)
-}
-
-func firstNonEmpty(s ...string) string {
-	for _, v := range s {
-		if v != "" {
-			return v
-		}
-	}
-	return ""
 }

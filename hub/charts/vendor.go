@@ -1,6 +1,7 @@
 package charts
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -117,7 +118,7 @@ func lockedVersion(lock *chartpkg.Lock, dep *chartpkg.Dependency) (string, error
 		if l == nil || l.Name != dep.Name || l.Repository != dep.Repository {
 			continue
 		}
-		if c, err := semver.NewConstraint(firstNonEmpty(dep.Version, "*")); err == nil {
+		if c, err := semver.NewConstraint(cmp.Or(dep.Version, "*")); err == nil {
 			if v, err := semver.NewVersion(l.Version); err != nil || !c.Check(v) {
 				continue
 			}
@@ -149,7 +150,7 @@ func (f *Fetcher) copyLocal(ctx context.Context, root, chartDir, base string, de
 	if local.Name() != dep.Name {
 		return fmt.Errorf("the directory holds chart %q", local.Name())
 	}
-	if c, err := semver.NewConstraint(firstNonEmpty(dep.Version, "*")); err == nil {
+	if c, err := semver.NewConstraint(cmp.Or(dep.Version, "*")); err == nil {
 		if v, err := semver.NewVersion(local.Metadata.Version); err != nil || !c.Check(v) {
 			return fmt.Errorf("%w: the directory holds version %s", ErrVersionNotFound, local.Metadata.Version)
 		}

@@ -3,6 +3,7 @@ package discovery
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"reflect"
 	"slices"
@@ -408,7 +409,11 @@ func (c checkouts) Checkout(ctx context.Context, repoURL, revision string) (stri
 func (w *walker) addProject(file string, data []byte) {
 	p, err := appspec.DecodeAppProject(file, data)
 	if err != nil {
-		name := nameOf(data)
+		var bad *appspec.Error // names the project, when it has a name
+		name := ""
+		if errors.As(err, &bad) {
+			name = bad.Name
+		}
 		w.res.Projects[name] = &Project{AppProject: &appspec.AppProject{Metadata: appspec.ObjectMeta{Name: name}}, File: file, Conflict: err.Error()}
 		return
 	}
@@ -419,14 +424,6 @@ func (w *walker) addProject(file string, data []byte) {
 	case prev.Conflict == "" && !reflect.DeepEqual(prev.Spec, p.Spec):
 		prev.Conflict = fmt.Sprintf("AppProject %q is defined twice, differently: in %s and in %s", p.Metadata.Name, prev.File, file)
 	}
-}
-
-func nameOf(data []byte) string {
-	var meta struct {
-		Metadata appspec.ObjectMeta `json:"metadata"`
-	}
-	_ = json.Unmarshal(data, &meta)
-	return meta.Metadata.Name
 }
 
 // targets resolves the clusters an Application goes to (docs/targeting.md):

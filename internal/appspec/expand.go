@@ -11,6 +11,7 @@ import (
 	"strings"
 	"text/template"
 
+	"dario.cat/mergo"
 	"github.com/Masterminds/sprig/v3"
 )
 
@@ -72,8 +73,9 @@ func (s *ApplicationSet) Expand(ctx context.Context, clusters []Cluster, repos R
 	return apps, nil
 }
 
-// mergedTemplate is the ApplicationSet's template with a generator's own
-// template over it: the generator's fields win, as in Argo CD.
+// mergedTemplate is the ApplicationSet's template under a generator's own
+// template: the generator's fields win, the set's fill what it leaves
+// empty, as Argo CD's mergo.Merge does.
 func mergedTemplate(base, override json.RawMessage) (any, error) {
 	var tree map[string]any
 	if err := json.Unmarshal(base, &tree); err != nil {
@@ -86,34 +88,10 @@ func mergedTemplate(base, override json.RawMessage) (any, error) {
 	if err := json.Unmarshal(override, &over); err != nil {
 		return nil, err
 	}
-	deepMerge(tree, dropEmpty(over))
-	return tree, nil
-}
-
-// dropEmpty removes the empty strings, maps and lists of a generator's
-// template, which mergo leaves to the ApplicationSet's template.
-func dropEmpty(m map[string]any) map[string]any {
-	out := map[string]any{}
-	for k, v := range m {
-		switch val := v.(type) {
-		case map[string]any:
-			if sub := dropEmpty(val); len(sub) > 0 {
-				out[k] = sub
-			}
-		case string:
-			if val != "" {
-				out[k] = val
-			}
-		case []any:
-			if len(val) > 0 {
-				out[k] = val
-			}
-		case nil:
-		default:
-			out[k] = v
-		}
+	if err := mergo.Merge(&over, tree); err != nil {
+		return nil, err
 	}
-	return out
+	return over, nil
 }
 
 func stringMap(m map[string]string) map[string]any {

@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 
+	"dario.cat/mergo"
 	jsonpatch "github.com/evanphx/json-patch/v5"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -483,12 +484,17 @@ func (x *generator) matrix(ctx context.Context, m *CombineGenerator) ([]map[stri
 }
 
 // combine joins two parameter sets of a matrix: with Go templates the
-// first wins a deep merge; otherwise a parameter both set differently is
+// first wins a deep merge (mergo, as Argo CD merges them); otherwise a parameter both set differently is
 // an error, as in Argo CD.
 func (x *generator) combine(a, b map[string]any) (map[string]any, error) {
 	if x.set.Spec.GoTemplate {
-		out := deepCopy(b)
-		deepMerge(out, a)
+		out := map[string]any{}
+		if err := mergo.Merge(&out, b, mergo.WithOverride); err != nil {
+			return nil, err
+		}
+		if err := mergo.Merge(&out, a, mergo.WithOverride); err != nil {
+			return nil, err
+		}
 		return out, nil
 	}
 	fa, fb := flatten("", a), flatten("", b)
@@ -545,7 +551,9 @@ func (x *generator) merge(ctx context.Context, m *CombineGenerator) ([]map[strin
 				continue
 			}
 			if x.set.Spec.GoTemplate {
-				deepMerge(base[b], sets[j])
+				if err := mergo.Merge(&base[b], sets[j], mergo.WithOverride); err != nil {
+					return nil, err
+				}
 			} else {
 				maps.Copy(base[b], sets[j])
 			}
@@ -561,33 +569,6 @@ func mergeKey(keys []string, p map[string]any) (string, error) {
 	}
 	data, err := json.Marshal(k)
 	return string(data), err
-}
-
-// deepMerge merges src into dst, src winning, maps merged deeply.
-func deepMerge(dst, src map[string]any) {
-	for k, v := range src {
-		if sub, ok := v.(map[string]any); ok {
-			if d, ok := dst[k].(map[string]any); ok {
-				deepMerge(d, sub)
-				continue
-			}
-			dst[k] = deepCopy(sub)
-			continue
-		}
-		dst[k] = v
-	}
-}
-
-func deepCopy(m map[string]any) map[string]any {
-	out := make(map[string]any, len(m))
-	for k, v := range m {
-		if sub, ok := v.(map[string]any); ok {
-			out[k] = deepCopy(sub)
-			continue
-		}
-		out[k] = v
-	}
-	return out
 }
 
 // generatorTemplate is the template a top-level generator overrides the

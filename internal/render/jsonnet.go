@@ -138,9 +138,6 @@ func (r *repoImporter) read(p string) (jsonnet.Contents, string, error) {
 	if c, ok := r.contents[p]; ok {
 		return c, p, nil
 	}
-	if !within(r.root, p) {
-		return jsonnet.Contents{}, "", fmt.Errorf("import %q leaves the repository", relative(r.root, p))
-	}
 	if _, err := resolve(r.root, relative(r.root, p)); err != nil {
 		return jsonnet.Contents{}, "", err
 	}

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"google.golang.org/protobuf/proto"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
 
@@ -23,7 +24,7 @@ var kustomizationNames = []string{"kustomization.yaml", "kustomization.yml", "Ku
 // returns a file system where that file reads as edited. Nothing is
 // written to the repository.
 func overrideKustomization(fs filesys.FileSystem, dir string, k *flotillav1.KustomizeSpec) (filesys.FileSystem, error) {
-	if k == nil || isEmptyKustomizeSpec(k) {
+	if proto.Size(k) == 0 {
 		return fs, nil
 	}
 	var file string
@@ -95,12 +96,6 @@ func overrideKustomization(fs filesys.FileSystem, dir string, k *flotillav1.Kust
 		return nil, err
 	}
 	return &overlayFS{FileSystem: fs, path: file, data: edited}, nil
-}
-
-func isEmptyKustomizeSpec(k *flotillav1.KustomizeSpec) bool {
-	return k.GetNamePrefix() == "" && k.GetNameSuffix() == "" && k.GetNamespace() == "" && len(k.GetImages()) == 0 &&
-		len(k.GetReplicas()) == 0 && len(k.GetCommonLabels()) == 0 && len(k.GetCommonAnnotations()) == 0 &&
-		len(k.GetComponents()) == 0 && len(k.GetPatches()) == 0
 }
 
 // parseImageOverride reads an image as `kustomize edit set image` does:

@@ -3,7 +3,6 @@ package bench
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"testing"
@@ -14,7 +13,6 @@ import (
 
 	"github.com/flotilla-dev/flotilla/hub/config"
 	"github.com/flotilla-dev/flotilla/internal/appkey"
-	"github.com/flotilla-dev/flotilla/internal/bus"
 	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
 	"github.com/flotilla-dev/flotilla/test/testenv"
 	"github.com/flotilla-dev/flotilla/test/testenv/flotillatest"
@@ -104,14 +102,7 @@ func (f *chartFleet) counts() (index, notModified, downloads int64) {
 // repositories.
 func BenchmarkChartVersionBump(b *testing.B) {
 	f := startChartFleet(b)
-	h := &benchHub{Hub: flotillatest.StartHub(b, flotillatest.HubOptions{PollInterval: time.Hour, Charts: f.config(b), Log: slog.New(slog.DiscardHandler)})}
-	js, err := jetstream.New(h.NATS)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if h.kv, err = js.KeyValue(b.Context(), bus.DesiredBucket); err != nil {
-		b.Fatal(err)
-	}
+	h := startHubWith(b, flotillatest.HubOptions{PollInterval: time.Hour, Charts: f.config(b)})
 	h.registerClusters(b, 1)
 	files := map[string]string{}
 	for i := range chartApps {

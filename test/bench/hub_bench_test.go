@@ -36,7 +36,14 @@ type benchHub struct {
 // repositories, polling each at pollInterval, with its log discarded.
 func startHub(b *testing.B, pollInterval time.Duration, repos []flotillatest.Repository) *benchHub {
 	b.Helper()
-	h := &benchHub{Hub: flotillatest.StartHub(b, flotillatest.HubOptions{PollInterval: pollInterval, Repositories: repos, Log: slog.New(slog.DiscardHandler)})}
+	return startHubWith(b, flotillatest.HubOptions{PollInterval: pollInterval, Repositories: repos})
+}
+
+// startHubWith runs a hub with opts, its log discarded.
+func startHubWith(b *testing.B, opts flotillatest.HubOptions) *benchHub {
+	b.Helper()
+	opts.Log = slog.New(slog.DiscardHandler)
+	h := &benchHub{Hub: flotillatest.StartHub(b, opts)}
 	js, err := jetstream.New(h.NATS)
 	if err != nil {
 		b.Fatal(err)
