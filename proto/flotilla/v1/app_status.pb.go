@@ -220,7 +220,10 @@ type AppStatus struct {
 	ObservedAt *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=observed_at,json=observedAt,proto3" json:"observed_at,omitempty"`
 	// rollouts is the progress of the app's Argo Rollouts Rollouts, as the
 	// agent's rollouts controller runs them.
-	Rollouts      []*RolloutStatus `protobuf:"bytes,16,rep,name=rollouts,proto3" json:"rollouts,omitempty"`
+	Rollouts []*RolloutStatus `protobuf:"bytes,16,rep,name=rollouts,proto3" json:"rollouts,omitempty"`
+	// wave_analysis is the analysis the desired state's fleet wave asked
+	// for (DesiredState.wave), once it started.
+	WaveAnalysis  *WaveAnalysisStatus `protobuf:"bytes,17,opt,name=wave_analysis,json=waveAnalysis,proto3" json:"wave_analysis,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -363,6 +366,13 @@ func (x *AppStatus) GetObservedAt() *timestamppb.Timestamp {
 func (x *AppStatus) GetRollouts() []*RolloutStatus {
 	if x != nil {
 		return x.Rollouts
+	}
+	return nil
+}
+
+func (x *AppStatus) GetWaveAnalysis() *WaveAnalysisStatus {
+	if x != nil {
+		return x.WaveAnalysis
 	}
 	return nil
 }
@@ -859,11 +869,82 @@ func (x *MeasurementStatus) GetErrors() int32 {
 	return 0
 }
 
+// WaveAnalysisStatus is where the analysis of a fleet rollout's wave is in
+// one cluster.
+type WaveAnalysisStatus struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Rollout string                 `protobuf:"bytes,1,opt,name=rollout,proto3" json:"rollout,omitempty"`
+	Wave    int32                  `protobuf:"varint,2,opt,name=wave,proto3" json:"wave,omitempty"`
+	// history_id is the desired state the analysis ran against.
+	HistoryId     uint64          `protobuf:"varint,3,opt,name=history_id,json=historyId,proto3" json:"history_id,omitempty"`
+	Analysis      *AnalysisStatus `protobuf:"bytes,4,opt,name=analysis,proto3" json:"analysis,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WaveAnalysisStatus) Reset() {
+	*x = WaveAnalysisStatus{}
+	mi := &file_flotilla_v1_app_status_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WaveAnalysisStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WaveAnalysisStatus) ProtoMessage() {}
+
+func (x *WaveAnalysisStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_app_status_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WaveAnalysisStatus.ProtoReflect.Descriptor instead.
+func (*WaveAnalysisStatus) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_app_status_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *WaveAnalysisStatus) GetRollout() string {
+	if x != nil {
+		return x.Rollout
+	}
+	return ""
+}
+
+func (x *WaveAnalysisStatus) GetWave() int32 {
+	if x != nil {
+		return x.Wave
+	}
+	return 0
+}
+
+func (x *WaveAnalysisStatus) GetHistoryId() uint64 {
+	if x != nil {
+		return x.HistoryId
+	}
+	return 0
+}
+
+func (x *WaveAnalysisStatus) GetAnalysis() *AnalysisStatus {
+	if x != nil {
+		return x.Analysis
+	}
+	return nil
+}
+
 var File_flotilla_v1_app_status_proto protoreflect.FileDescriptor
 
 const file_flotilla_v1_app_status_proto_rawDesc = "" +
 	"\n" +
-	"\x1cflotilla/v1/app_status.proto\x12\vflotilla.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc1\x05\n" +
+	"\x1cflotilla/v1/app_status.proto\x12\vflotilla.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x87\x06\n" +
 	"\tAppStatus\x12%\n" +
 	"\x0eschema_version\x18\x01 \x01(\rR\rschemaVersion\x12\x18\n" +
 	"\acluster\x18\x02 \x01(\tR\acluster\x12\x10\n" +
@@ -886,7 +967,8 @@ const file_flotilla_v1_app_status_proto_rawDesc = "" +
 	"\x05retry\x18\x0e \x01(\v2\x18.flotilla.v1.RetryStatusR\x05retry\x12;\n" +
 	"\vobserved_at\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"observedAt\x126\n" +
-	"\brollouts\x18\x10 \x03(\v2\x1a.flotilla.v1.RolloutStatusR\brollouts\"\xd6\x02\n" +
+	"\brollouts\x18\x10 \x03(\v2\x1a.flotilla.v1.RolloutStatusR\brollouts\x12D\n" +
+	"\rwave_analysis\x18\x11 \x01(\v2\x1f.flotilla.v1.WaveAnalysisStatusR\fwaveAnalysis\"\xd6\x02\n" +
 	"\x0eResourceStatus\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\tR\x05group\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x12\n" +
@@ -934,7 +1016,13 @@ const file_flotilla_v1_app_status_proto_rawDesc = "" +
 	"finishedAt\x12\x14\n" +
 	"\x05count\x18\x06 \x01(\x05R\x05count\x12\x16\n" +
 	"\x06failed\x18\a \x01(\x05R\x06failed\x12\x16\n" +
-	"\x06errors\x18\b \x01(\x05R\x06errors*w\n" +
+	"\x06errors\x18\b \x01(\x05R\x06errors\"\x9a\x01\n" +
+	"\x12WaveAnalysisStatus\x12\x18\n" +
+	"\arollout\x18\x01 \x01(\tR\arollout\x12\x12\n" +
+	"\x04wave\x18\x02 \x01(\x05R\x04wave\x12\x1d\n" +
+	"\n" +
+	"history_id\x18\x03 \x01(\x04R\thistoryId\x127\n" +
+	"\banalysis\x18\x04 \x01(\v2\x1b.flotilla.v1.AnalysisStatusR\banalysis*w\n" +
 	"\n" +
 	"SyncStatus\x12\x1b\n" +
 	"\x17SYNC_STATUS_UNSPECIFIED\x10\x00\x12\x16\n" +
@@ -970,7 +1058,7 @@ func file_flotilla_v1_app_status_proto_rawDescGZIP() []byte {
 }
 
 var file_flotilla_v1_app_status_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_flotilla_v1_app_status_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_flotilla_v1_app_status_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_flotilla_v1_app_status_proto_goTypes = []any{
 	(SyncStatus)(0),               // 0: flotilla.v1.SyncStatus
 	(SyncPhase)(0),                // 1: flotilla.v1.SyncPhase
@@ -981,29 +1069,32 @@ var file_flotilla_v1_app_status_proto_goTypes = []any{
 	(*RolloutStatus)(nil),         // 6: flotilla.v1.RolloutStatus
 	(*AnalysisStatus)(nil),        // 7: flotilla.v1.AnalysisStatus
 	(*MeasurementStatus)(nil),     // 8: flotilla.v1.MeasurementStatus
-	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
+	(*WaveAnalysisStatus)(nil),    // 9: flotilla.v1.WaveAnalysisStatus
+	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
 }
 var file_flotilla_v1_app_status_proto_depIdxs = []int32{
 	0,  // 0: flotilla.v1.AppStatus.sync_status:type_name -> flotilla.v1.SyncStatus
 	1,  // 1: flotilla.v1.AppStatus.phase:type_name -> flotilla.v1.SyncPhase
 	2,  // 2: flotilla.v1.AppStatus.health:type_name -> flotilla.v1.HealthStatus
 	4,  // 3: flotilla.v1.AppStatus.resources:type_name -> flotilla.v1.ResourceStatus
-	9,  // 4: flotilla.v1.AppStatus.started_at:type_name -> google.protobuf.Timestamp
-	9,  // 5: flotilla.v1.AppStatus.finished_at:type_name -> google.protobuf.Timestamp
+	10, // 4: flotilla.v1.AppStatus.started_at:type_name -> google.protobuf.Timestamp
+	10, // 5: flotilla.v1.AppStatus.finished_at:type_name -> google.protobuf.Timestamp
 	5,  // 6: flotilla.v1.AppStatus.retry:type_name -> flotilla.v1.RetryStatus
-	9,  // 7: flotilla.v1.AppStatus.observed_at:type_name -> google.protobuf.Timestamp
+	10, // 7: flotilla.v1.AppStatus.observed_at:type_name -> google.protobuf.Timestamp
 	6,  // 8: flotilla.v1.AppStatus.rollouts:type_name -> flotilla.v1.RolloutStatus
-	0,  // 9: flotilla.v1.ResourceStatus.sync_status:type_name -> flotilla.v1.SyncStatus
-	2,  // 10: flotilla.v1.ResourceStatus.health:type_name -> flotilla.v1.HealthStatus
-	9,  // 11: flotilla.v1.RetryStatus.next_attempt_at:type_name -> google.protobuf.Timestamp
-	7,  // 12: flotilla.v1.RolloutStatus.analysis:type_name -> flotilla.v1.AnalysisStatus
-	8,  // 13: flotilla.v1.AnalysisStatus.measurements:type_name -> flotilla.v1.MeasurementStatus
-	9,  // 14: flotilla.v1.MeasurementStatus.finished_at:type_name -> google.protobuf.Timestamp
-	15, // [15:15] is the sub-list for method output_type
-	15, // [15:15] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	9,  // 9: flotilla.v1.AppStatus.wave_analysis:type_name -> flotilla.v1.WaveAnalysisStatus
+	0,  // 10: flotilla.v1.ResourceStatus.sync_status:type_name -> flotilla.v1.SyncStatus
+	2,  // 11: flotilla.v1.ResourceStatus.health:type_name -> flotilla.v1.HealthStatus
+	10, // 12: flotilla.v1.RetryStatus.next_attempt_at:type_name -> google.protobuf.Timestamp
+	7,  // 13: flotilla.v1.RolloutStatus.analysis:type_name -> flotilla.v1.AnalysisStatus
+	8,  // 14: flotilla.v1.AnalysisStatus.measurements:type_name -> flotilla.v1.MeasurementStatus
+	10, // 15: flotilla.v1.MeasurementStatus.finished_at:type_name -> google.protobuf.Timestamp
+	7,  // 16: flotilla.v1.WaveAnalysisStatus.analysis:type_name -> flotilla.v1.AnalysisStatus
+	17, // [17:17] is the sub-list for method output_type
+	17, // [17:17] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_v1_app_status_proto_init() }
@@ -1017,7 +1108,7 @@ func file_flotilla_v1_app_status_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flotilla_v1_app_status_proto_rawDesc), len(file_flotilla_v1_app_status_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   6,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

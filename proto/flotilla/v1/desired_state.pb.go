@@ -254,7 +254,10 @@ type DesiredState struct {
 	ProjectPolicy *ProjectPolicy `protobuf:"bytes,18,opt,name=project_policy,json=projectPolicy,proto3" json:"project_policy,omitempty"`
 	// warnings name the Application's fields Flotilla does not act on; the
 	// agent reports them with the application's status.
-	Warnings      []string `protobuf:"bytes,19,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	Warnings []string `protobuf:"bytes,19,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	// wave is set when a fleet rollout published this desired state as
+	// part of one of its waves (docs/fleet-rollouts.md).
+	Wave          *FleetWave `protobuf:"bytes,20,opt,name=wave,proto3" json:"wave,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -422,6 +425,257 @@ func (x *DesiredState) GetWarnings() []string {
 	return nil
 }
 
+func (x *DesiredState) GetWave() *FleetWave {
+	if x != nil {
+		return x.Wave
+	}
+	return nil
+}
+
+// FleetWave names the fleet rollout and wave a desired state belongs to.
+// When it carries an analysis, the agent runs it once the application is
+// Synced and Healthy at this desired state, and reports the run in
+// AppStatus.wave_analysis.
+type FleetWave struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// rollout is the fleet rollout's id: "<kind>/<name>@<target>".
+	Rollout string `protobuf:"bytes,1,opt,name=rollout,proto3" json:"rollout,omitempty"`
+	// wave counts from 0.
+	Wave          int32         `protobuf:"varint,2,opt,name=wave,proto3" json:"wave,omitempty"`
+	Analysis      *WaveAnalysis `protobuf:"bytes,3,opt,name=analysis,proto3" json:"analysis,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FleetWave) Reset() {
+	*x = FleetWave{}
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FleetWave) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FleetWave) ProtoMessage() {}
+
+func (x *FleetWave) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FleetWave.ProtoReflect.Descriptor instead.
+func (*FleetWave) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *FleetWave) GetRollout() string {
+	if x != nil {
+		return x.Rollout
+	}
+	return ""
+}
+
+func (x *FleetWave) GetWave() int32 {
+	if x != nil {
+		return x.Wave
+	}
+	return 0
+}
+
+func (x *FleetWave) GetAnalysis() *WaveAnalysis {
+	if x != nil {
+		return x.Analysis
+	}
+	return nil
+}
+
+// WaveAnalysis is an Argo Rollouts analysis (templates and args) run in
+// the cluster against the cluster's own metrics providers.
+type WaveAnalysis struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Templates     []*AnalysisTemplateRef `protobuf:"bytes,1,rep,name=templates,proto3" json:"templates,omitempty"`
+	Args          []*AnalysisArg         `protobuf:"bytes,2,rep,name=args,proto3" json:"args,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WaveAnalysis) Reset() {
+	*x = WaveAnalysis{}
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WaveAnalysis) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WaveAnalysis) ProtoMessage() {}
+
+func (x *WaveAnalysis) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WaveAnalysis.ProtoReflect.Descriptor instead.
+func (*WaveAnalysis) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *WaveAnalysis) GetTemplates() []*AnalysisTemplateRef {
+	if x != nil {
+		return x.Templates
+	}
+	return nil
+}
+
+func (x *WaveAnalysis) GetArgs() []*AnalysisArg {
+	if x != nil {
+		return x.Args
+	}
+	return nil
+}
+
+// AnalysisTemplateRef names an AnalysisTemplate in the application's
+// destination namespace, or a ClusterAnalysisTemplate.
+type AnalysisTemplateRef struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TemplateName  string                 `protobuf:"bytes,1,opt,name=template_name,json=templateName,proto3" json:"template_name,omitempty"`
+	ClusterScope  bool                   `protobuf:"varint,2,opt,name=cluster_scope,json=clusterScope,proto3" json:"cluster_scope,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AnalysisTemplateRef) Reset() {
+	*x = AnalysisTemplateRef{}
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AnalysisTemplateRef) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AnalysisTemplateRef) ProtoMessage() {}
+
+func (x *AnalysisTemplateRef) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AnalysisTemplateRef.ProtoReflect.Descriptor instead.
+func (*AnalysisTemplateRef) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *AnalysisTemplateRef) GetTemplateName() string {
+	if x != nil {
+		return x.TemplateName
+	}
+	return ""
+}
+
+func (x *AnalysisTemplateRef) GetClusterScope() bool {
+	if x != nil {
+		return x.ClusterScope
+	}
+	return false
+}
+
+// AnalysisArg is an argument to the templates: a value, or a key of a
+// Secret in the destination namespace.
+type AnalysisArg struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Value         string                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	SecretName    string                 `protobuf:"bytes,3,opt,name=secret_name,json=secretName,proto3" json:"secret_name,omitempty"`
+	SecretKey     string                 `protobuf:"bytes,4,opt,name=secret_key,json=secretKey,proto3" json:"secret_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AnalysisArg) Reset() {
+	*x = AnalysisArg{}
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AnalysisArg) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AnalysisArg) ProtoMessage() {}
+
+func (x *AnalysisArg) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AnalysisArg.ProtoReflect.Descriptor instead.
+func (*AnalysisArg) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *AnalysisArg) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AnalysisArg) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
+func (x *AnalysisArg) GetSecretName() string {
+	if x != nil {
+		return x.SecretName
+	}
+	return ""
+}
+
+func (x *AnalysisArg) GetSecretKey() string {
+	if x != nil {
+		return x.SecretKey
+	}
+	return ""
+}
+
 // ProjectPolicy mirrors the resource restrictions and destinations of an
 // Argo CD AppProject.
 type ProjectPolicy struct {
@@ -441,7 +695,7 @@ type ProjectPolicy struct {
 
 func (x *ProjectPolicy) Reset() {
 	*x = ProjectPolicy{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[3]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -453,7 +707,7 @@ func (x *ProjectPolicy) String() string {
 func (*ProjectPolicy) ProtoMessage() {}
 
 func (x *ProjectPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[3]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -466,7 +720,7 @@ func (x *ProjectPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProjectPolicy.ProtoReflect.Descriptor instead.
 func (*ProjectPolicy) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{3}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ProjectPolicy) GetName() string {
@@ -530,7 +784,7 @@ type ResourceRestriction struct {
 
 func (x *ResourceRestriction) Reset() {
 	*x = ResourceRestriction{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[4]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -542,7 +796,7 @@ func (x *ResourceRestriction) String() string {
 func (*ResourceRestriction) ProtoMessage() {}
 
 func (x *ResourceRestriction) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[4]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -555,7 +809,7 @@ func (x *ResourceRestriction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResourceRestriction.ProtoReflect.Descriptor instead.
 func (*ResourceRestriction) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{4}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ResourceRestriction) GetGroup() string {
@@ -601,7 +855,7 @@ type SourceRender struct {
 
 func (x *SourceRender) Reset() {
 	*x = SourceRender{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[5]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -613,7 +867,7 @@ func (x *SourceRender) String() string {
 func (*SourceRender) ProtoMessage() {}
 
 func (x *SourceRender) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[5]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -626,7 +880,7 @@ func (x *SourceRender) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SourceRender.ProtoReflect.Descriptor instead.
 func (*SourceRender) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{5}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SourceRender) GetSource() *Source {
@@ -682,14 +936,17 @@ type Pin struct {
 	// git_content is the hex sha256 of Git's desired state for the
 	// application when the pin was set; the pin holds while Git's stays the
 	// same.
-	GitContent    string `protobuf:"bytes,4,opt,name=git_content,json=gitContent,proto3" json:"git_content,omitempty"`
+	GitContent string `protobuf:"bytes,4,opt,name=git_content,json=gitContent,proto3" json:"git_content,omitempty"`
+	// reason says why, when the hub rolled back by itself (a fleet rollout
+	// whose wave failed its gate).
+	Reason        string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Pin) Reset() {
 	*x = Pin{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[6]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -701,7 +958,7 @@ func (x *Pin) String() string {
 func (*Pin) ProtoMessage() {}
 
 func (x *Pin) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[6]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -714,7 +971,7 @@ func (x *Pin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pin.ProtoReflect.Descriptor instead.
 func (*Pin) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{6}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Pin) GetBy() string {
@@ -745,6 +1002,13 @@ func (x *Pin) GetGitContent() string {
 	return ""
 }
 
+func (x *Pin) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 // Source tells where the desired state came from.
 type Source struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -770,7 +1034,7 @@ type Source struct {
 
 func (x *Source) Reset() {
 	*x = Source{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[7]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -782,7 +1046,7 @@ func (x *Source) String() string {
 func (*Source) ProtoMessage() {}
 
 func (x *Source) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[7]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -795,7 +1059,7 @@ func (x *Source) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Source.ProtoReflect.Descriptor instead.
 func (*Source) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{7}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Source) GetRepoUrl() string {
@@ -883,7 +1147,7 @@ type Artifact struct {
 
 func (x *Artifact) Reset() {
 	*x = Artifact{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[8]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -895,7 +1159,7 @@ func (x *Artifact) String() string {
 func (*Artifact) ProtoMessage() {}
 
 func (x *Artifact) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[8]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -908,7 +1172,7 @@ func (x *Artifact) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Artifact.ProtoReflect.Descriptor instead.
 func (*Artifact) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{8}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Artifact) GetDigest() string {
@@ -945,7 +1209,7 @@ type RenderSpec struct {
 
 func (x *RenderSpec) Reset() {
 	*x = RenderSpec{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[9]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -957,7 +1221,7 @@ func (x *RenderSpec) String() string {
 func (*RenderSpec) ProtoMessage() {}
 
 func (x *RenderSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[9]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -970,7 +1234,7 @@ func (x *RenderSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenderSpec.ProtoReflect.Descriptor instead.
 func (*RenderSpec) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{9}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RenderSpec) GetHelm() *HelmSpec {
@@ -1016,7 +1280,7 @@ type HelmSpec struct {
 
 func (x *HelmSpec) Reset() {
 	*x = HelmSpec{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[10]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1028,7 +1292,7 @@ func (x *HelmSpec) String() string {
 func (*HelmSpec) ProtoMessage() {}
 
 func (x *HelmSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[10]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1041,7 +1305,7 @@ func (x *HelmSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HelmSpec.ProtoReflect.Descriptor instead.
 func (*HelmSpec) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{10}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *HelmSpec) GetValueFiles() []string {
@@ -1133,7 +1397,7 @@ type HelmParameter struct {
 
 func (x *HelmParameter) Reset() {
 	*x = HelmParameter{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[11]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1145,7 +1409,7 @@ func (x *HelmParameter) String() string {
 func (*HelmParameter) ProtoMessage() {}
 
 func (x *HelmParameter) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[11]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1158,7 +1422,7 @@ func (x *HelmParameter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HelmParameter.ProtoReflect.Descriptor instead.
 func (*HelmParameter) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{11}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *HelmParameter) GetName() string {
@@ -1204,7 +1468,7 @@ type KustomizeSpec struct {
 
 func (x *KustomizeSpec) Reset() {
 	*x = KustomizeSpec{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[12]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1216,7 +1480,7 @@ func (x *KustomizeSpec) String() string {
 func (*KustomizeSpec) ProtoMessage() {}
 
 func (x *KustomizeSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[12]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1229,7 +1493,7 @@ func (x *KustomizeSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KustomizeSpec.ProtoReflect.Descriptor instead.
 func (*KustomizeSpec) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{12}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *KustomizeSpec) GetNamePrefix() string {
@@ -1329,7 +1593,7 @@ type KustomizePatch struct {
 
 func (x *KustomizePatch) Reset() {
 	*x = KustomizePatch{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[13]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1341,7 +1605,7 @@ func (x *KustomizePatch) String() string {
 func (*KustomizePatch) ProtoMessage() {}
 
 func (x *KustomizePatch) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[13]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1354,7 +1618,7 @@ func (x *KustomizePatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KustomizePatch.ProtoReflect.Descriptor instead.
 func (*KustomizePatch) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{13}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *KustomizePatch) GetPath() string {
@@ -1401,7 +1665,7 @@ type KustomizeSelector struct {
 
 func (x *KustomizeSelector) Reset() {
 	*x = KustomizeSelector{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[14]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1413,7 +1677,7 @@ func (x *KustomizeSelector) String() string {
 func (*KustomizeSelector) ProtoMessage() {}
 
 func (x *KustomizeSelector) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[14]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1426,7 +1690,7 @@ func (x *KustomizeSelector) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KustomizeSelector.ProtoReflect.Descriptor instead.
 func (*KustomizeSelector) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{14}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *KustomizeSelector) GetGroup() string {
@@ -1489,7 +1753,7 @@ type KustomizeReplica struct {
 
 func (x *KustomizeReplica) Reset() {
 	*x = KustomizeReplica{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[15]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1501,7 +1765,7 @@ func (x *KustomizeReplica) String() string {
 func (*KustomizeReplica) ProtoMessage() {}
 
 func (x *KustomizeReplica) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[15]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1514,7 +1778,7 @@ func (x *KustomizeReplica) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KustomizeReplica.ProtoReflect.Descriptor instead.
 func (*KustomizeReplica) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{15}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *KustomizeReplica) GetName() string {
@@ -1545,7 +1809,7 @@ type DirectorySpec struct {
 
 func (x *DirectorySpec) Reset() {
 	*x = DirectorySpec{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[16]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1557,7 +1821,7 @@ func (x *DirectorySpec) String() string {
 func (*DirectorySpec) ProtoMessage() {}
 
 func (x *DirectorySpec) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[16]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1570,7 +1834,7 @@ func (x *DirectorySpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DirectorySpec.ProtoReflect.Descriptor instead.
 func (*DirectorySpec) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{16}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *DirectorySpec) GetRecurse() bool {
@@ -1614,7 +1878,7 @@ type JsonnetSpec struct {
 
 func (x *JsonnetSpec) Reset() {
 	*x = JsonnetSpec{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[17]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1626,7 +1890,7 @@ func (x *JsonnetSpec) String() string {
 func (*JsonnetSpec) ProtoMessage() {}
 
 func (x *JsonnetSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[17]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1639,7 +1903,7 @@ func (x *JsonnetSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JsonnetSpec.ProtoReflect.Descriptor instead.
 func (*JsonnetSpec) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{17}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *JsonnetSpec) GetTlas() []*JsonnetVar {
@@ -1676,7 +1940,7 @@ type JsonnetVar struct {
 
 func (x *JsonnetVar) Reset() {
 	*x = JsonnetVar{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[18]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1688,7 +1952,7 @@ func (x *JsonnetVar) String() string {
 func (*JsonnetVar) ProtoMessage() {}
 
 func (x *JsonnetVar) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[18]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1701,7 +1965,7 @@ func (x *JsonnetVar) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JsonnetVar.ProtoReflect.Descriptor instead.
 func (*JsonnetVar) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{18}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *JsonnetVar) GetName() string {
@@ -1739,7 +2003,7 @@ type Destination struct {
 
 func (x *Destination) Reset() {
 	*x = Destination{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[19]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1751,7 +2015,7 @@ func (x *Destination) String() string {
 func (*Destination) ProtoMessage() {}
 
 func (x *Destination) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[19]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1764,7 +2028,7 @@ func (x *Destination) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Destination.ProtoReflect.Descriptor instead.
 func (*Destination) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{19}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Destination) GetNamespace() string {
@@ -1805,7 +2069,7 @@ type SyncPolicy struct {
 
 func (x *SyncPolicy) Reset() {
 	*x = SyncPolicy{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[20]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1817,7 +2081,7 @@ func (x *SyncPolicy) String() string {
 func (*SyncPolicy) ProtoMessage() {}
 
 func (x *SyncPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[20]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1830,7 +2094,7 @@ func (x *SyncPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncPolicy.ProtoReflect.Descriptor instead.
 func (*SyncPolicy) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{20}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *SyncPolicy) GetAutomated() *Automated {
@@ -1872,7 +2136,7 @@ type ManagedNamespaceMetadata struct {
 
 func (x *ManagedNamespaceMetadata) Reset() {
 	*x = ManagedNamespaceMetadata{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[21]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1884,7 +2148,7 @@ func (x *ManagedNamespaceMetadata) String() string {
 func (*ManagedNamespaceMetadata) ProtoMessage() {}
 
 func (x *ManagedNamespaceMetadata) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[21]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1897,7 +2161,7 @@ func (x *ManagedNamespaceMetadata) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ManagedNamespaceMetadata.ProtoReflect.Descriptor instead.
 func (*ManagedNamespaceMetadata) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{21}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ManagedNamespaceMetadata) GetLabels() map[string]string {
@@ -1926,7 +2190,7 @@ type Automated struct {
 
 func (x *Automated) Reset() {
 	*x = Automated{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[22]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1938,7 +2202,7 @@ func (x *Automated) String() string {
 func (*Automated) ProtoMessage() {}
 
 func (x *Automated) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[22]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1951,7 +2215,7 @@ func (x *Automated) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Automated.ProtoReflect.Descriptor instead.
 func (*Automated) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{22}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Automated) GetPrune() bool {
@@ -1986,7 +2250,7 @@ type Retry struct {
 
 func (x *Retry) Reset() {
 	*x = Retry{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[23]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1998,7 +2262,7 @@ func (x *Retry) String() string {
 func (*Retry) ProtoMessage() {}
 
 func (x *Retry) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[23]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2011,7 +2275,7 @@ func (x *Retry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Retry.ProtoReflect.Descriptor instead.
 func (*Retry) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{23}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Retry) GetLimit() int64 {
@@ -2041,7 +2305,7 @@ type Backoff struct {
 
 func (x *Backoff) Reset() {
 	*x = Backoff{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[24]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2053,7 +2317,7 @@ func (x *Backoff) String() string {
 func (*Backoff) ProtoMessage() {}
 
 func (x *Backoff) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[24]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2066,7 +2330,7 @@ func (x *Backoff) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Backoff.ProtoReflect.Descriptor instead.
 func (*Backoff) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{24}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Backoff) GetDuration() string {
@@ -2106,7 +2370,7 @@ type IgnoreDifferences struct {
 
 func (x *IgnoreDifferences) Reset() {
 	*x = IgnoreDifferences{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[25]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2118,7 +2382,7 @@ func (x *IgnoreDifferences) String() string {
 func (*IgnoreDifferences) ProtoMessage() {}
 
 func (x *IgnoreDifferences) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[25]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2131,7 +2395,7 @@ func (x *IgnoreDifferences) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IgnoreDifferences.ProtoReflect.Descriptor instead.
 func (*IgnoreDifferences) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{25}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *IgnoreDifferences) GetGroup() string {
@@ -2197,7 +2461,7 @@ type Deletion struct {
 
 func (x *Deletion) Reset() {
 	*x = Deletion{}
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[26]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2209,7 +2473,7 @@ func (x *Deletion) String() string {
 func (*Deletion) ProtoMessage() {}
 
 func (x *Deletion) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_desired_state_proto_msgTypes[26]
+	mi := &file_flotilla_v1_desired_state_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2222,7 +2486,7 @@ func (x *Deletion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Deletion.ProtoReflect.Descriptor instead.
 func (*Deletion) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{26}
+	return file_flotilla_v1_desired_state_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Deletion) GetCascade() bool {
@@ -2244,7 +2508,7 @@ const file_flotilla_v1_desired_state_proto_rawDesc = "" +
 	"\tSignature\x12\x1c\n" +
 	"\talgorithm\x18\x01 \x01(\tR\talgorithm\x12\x15\n" +
 	"\x06key_id\x18\x02 \x01(\tR\x05keyId\x12\x14\n" +
-	"\x05value\x18\x03 \x01(\fR\x05value\"\xfc\x06\n" +
+	"\x05value\x18\x03 \x01(\fR\x05value\"\xa8\a\n" +
 	"\fDesiredState\x12%\n" +
 	"\x0eschema_version\x18\x01 \x01(\rR\rschemaVersion\x12\x18\n" +
 	"\acluster\x18\x02 \x01(\tR\acluster\x12\x10\n" +
@@ -2267,7 +2531,25 @@ const file_flotilla_v1_desired_state_proto_rawDesc = "" +
 	"\x03pin\x18\x10 \x01(\v2\x10.flotilla.v1.PinR\x03pin\x123\n" +
 	"\asources\x18\x11 \x03(\v2\x19.flotilla.v1.SourceRenderR\asources\x12A\n" +
 	"\x0eproject_policy\x18\x12 \x01(\v2\x1a.flotilla.v1.ProjectPolicyR\rprojectPolicy\x12\x1a\n" +
-	"\bwarnings\x18\x13 \x03(\tR\bwarnings\"\xb2\x04\n" +
+	"\bwarnings\x18\x13 \x03(\tR\bwarnings\x12*\n" +
+	"\x04wave\x18\x14 \x01(\v2\x16.flotilla.v1.FleetWaveR\x04wave\"p\n" +
+	"\tFleetWave\x12\x18\n" +
+	"\arollout\x18\x01 \x01(\tR\arollout\x12\x12\n" +
+	"\x04wave\x18\x02 \x01(\x05R\x04wave\x125\n" +
+	"\banalysis\x18\x03 \x01(\v2\x19.flotilla.v1.WaveAnalysisR\banalysis\"|\n" +
+	"\fWaveAnalysis\x12>\n" +
+	"\ttemplates\x18\x01 \x03(\v2 .flotilla.v1.AnalysisTemplateRefR\ttemplates\x12,\n" +
+	"\x04args\x18\x02 \x03(\v2\x18.flotilla.v1.AnalysisArgR\x04args\"_\n" +
+	"\x13AnalysisTemplateRef\x12#\n" +
+	"\rtemplate_name\x18\x01 \x01(\tR\ftemplateName\x12#\n" +
+	"\rcluster_scope\x18\x02 \x01(\bR\fclusterScope\"w\n" +
+	"\vAnalysisArg\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\x12\x1f\n" +
+	"\vsecret_name\x18\x03 \x01(\tR\n" +
+	"secretName\x12\x1d\n" +
+	"\n" +
+	"secret_key\x18\x04 \x01(\tR\tsecretKey\"\xb2\x04\n" +
 	"\rProjectPolicy\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12^\n" +
 	"\x1acluster_resource_whitelist\x18\x02 \x03(\v2 .flotilla.v1.ResourceRestrictionR\x18clusterResourceWhitelist\x12^\n" +
@@ -2287,13 +2569,14 @@ const file_flotilla_v1_desired_state_proto_rawDesc = "" +
 	"\x04path\x18\x04 \x01(\tR\x04path\x12\x10\n" +
 	"\x03ref\x18\x05 \x01(\tR\x03ref\x12\x1f\n" +
 	"\vvalues_only\x18\x06 \x01(\bR\n" +
-	"valuesOnly\"\x88\x01\n" +
+	"valuesOnly\"\xa0\x01\n" +
 	"\x03Pin\x12\x0e\n" +
 	"\x02by\x18\x01 \x01(\tR\x02by\x12*\n" +
 	"\x02at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12$\n" +
 	"\x0erolled_back_to\x18\x03 \x01(\x04R\frolledBackTo\x12\x1f\n" +
 	"\vgit_content\x18\x04 \x01(\tR\n" +
-	"gitContent\"\xdf\x02\n" +
+	"gitContent\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xdf\x02\n" +
 	"\x06Source\x12\x19\n" +
 	"\brepo_url\x18\x01 \x01(\tR\arepoUrl\x12\x12\n" +
 	"\x04path\x18\x02 \x01(\tR\x04path\x12'\n" +
@@ -2454,91 +2737,99 @@ func file_flotilla_v1_desired_state_proto_rawDescGZIP() []byte {
 }
 
 var file_flotilla_v1_desired_state_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_flotilla_v1_desired_state_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_flotilla_v1_desired_state_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_flotilla_v1_desired_state_proto_goTypes = []any{
 	(Initiator)(0),                   // 0: flotilla.v1.Initiator
 	(*SignedDesiredState)(nil),       // 1: flotilla.v1.SignedDesiredState
 	(*Signature)(nil),                // 2: flotilla.v1.Signature
 	(*DesiredState)(nil),             // 3: flotilla.v1.DesiredState
-	(*ProjectPolicy)(nil),            // 4: flotilla.v1.ProjectPolicy
-	(*ResourceRestriction)(nil),      // 5: flotilla.v1.ResourceRestriction
-	(*SourceRender)(nil),             // 6: flotilla.v1.SourceRender
-	(*Pin)(nil),                      // 7: flotilla.v1.Pin
-	(*Source)(nil),                   // 8: flotilla.v1.Source
-	(*Artifact)(nil),                 // 9: flotilla.v1.Artifact
-	(*RenderSpec)(nil),               // 10: flotilla.v1.RenderSpec
-	(*HelmSpec)(nil),                 // 11: flotilla.v1.HelmSpec
-	(*HelmParameter)(nil),            // 12: flotilla.v1.HelmParameter
-	(*KustomizeSpec)(nil),            // 13: flotilla.v1.KustomizeSpec
-	(*KustomizePatch)(nil),           // 14: flotilla.v1.KustomizePatch
-	(*KustomizeSelector)(nil),        // 15: flotilla.v1.KustomizeSelector
-	(*KustomizeReplica)(nil),         // 16: flotilla.v1.KustomizeReplica
-	(*DirectorySpec)(nil),            // 17: flotilla.v1.DirectorySpec
-	(*JsonnetSpec)(nil),              // 18: flotilla.v1.JsonnetSpec
-	(*JsonnetVar)(nil),               // 19: flotilla.v1.JsonnetVar
-	(*Destination)(nil),              // 20: flotilla.v1.Destination
-	(*SyncPolicy)(nil),               // 21: flotilla.v1.SyncPolicy
-	(*ManagedNamespaceMetadata)(nil), // 22: flotilla.v1.ManagedNamespaceMetadata
-	(*Automated)(nil),                // 23: flotilla.v1.Automated
-	(*Retry)(nil),                    // 24: flotilla.v1.Retry
-	(*Backoff)(nil),                  // 25: flotilla.v1.Backoff
-	(*IgnoreDifferences)(nil),        // 26: flotilla.v1.IgnoreDifferences
-	(*Deletion)(nil),                 // 27: flotilla.v1.Deletion
-	nil,                              // 28: flotilla.v1.KustomizeSpec.CommonLabelsEntry
-	nil,                              // 29: flotilla.v1.KustomizeSpec.CommonAnnotationsEntry
-	nil,                              // 30: flotilla.v1.KustomizePatch.OptionsEntry
-	nil,                              // 31: flotilla.v1.ManagedNamespaceMetadata.LabelsEntry
-	nil,                              // 32: flotilla.v1.ManagedNamespaceMetadata.AnnotationsEntry
-	(*timestamppb.Timestamp)(nil),    // 33: google.protobuf.Timestamp
+	(*FleetWave)(nil),                // 4: flotilla.v1.FleetWave
+	(*WaveAnalysis)(nil),             // 5: flotilla.v1.WaveAnalysis
+	(*AnalysisTemplateRef)(nil),      // 6: flotilla.v1.AnalysisTemplateRef
+	(*AnalysisArg)(nil),              // 7: flotilla.v1.AnalysisArg
+	(*ProjectPolicy)(nil),            // 8: flotilla.v1.ProjectPolicy
+	(*ResourceRestriction)(nil),      // 9: flotilla.v1.ResourceRestriction
+	(*SourceRender)(nil),             // 10: flotilla.v1.SourceRender
+	(*Pin)(nil),                      // 11: flotilla.v1.Pin
+	(*Source)(nil),                   // 12: flotilla.v1.Source
+	(*Artifact)(nil),                 // 13: flotilla.v1.Artifact
+	(*RenderSpec)(nil),               // 14: flotilla.v1.RenderSpec
+	(*HelmSpec)(nil),                 // 15: flotilla.v1.HelmSpec
+	(*HelmParameter)(nil),            // 16: flotilla.v1.HelmParameter
+	(*KustomizeSpec)(nil),            // 17: flotilla.v1.KustomizeSpec
+	(*KustomizePatch)(nil),           // 18: flotilla.v1.KustomizePatch
+	(*KustomizeSelector)(nil),        // 19: flotilla.v1.KustomizeSelector
+	(*KustomizeReplica)(nil),         // 20: flotilla.v1.KustomizeReplica
+	(*DirectorySpec)(nil),            // 21: flotilla.v1.DirectorySpec
+	(*JsonnetSpec)(nil),              // 22: flotilla.v1.JsonnetSpec
+	(*JsonnetVar)(nil),               // 23: flotilla.v1.JsonnetVar
+	(*Destination)(nil),              // 24: flotilla.v1.Destination
+	(*SyncPolicy)(nil),               // 25: flotilla.v1.SyncPolicy
+	(*ManagedNamespaceMetadata)(nil), // 26: flotilla.v1.ManagedNamespaceMetadata
+	(*Automated)(nil),                // 27: flotilla.v1.Automated
+	(*Retry)(nil),                    // 28: flotilla.v1.Retry
+	(*Backoff)(nil),                  // 29: flotilla.v1.Backoff
+	(*IgnoreDifferences)(nil),        // 30: flotilla.v1.IgnoreDifferences
+	(*Deletion)(nil),                 // 31: flotilla.v1.Deletion
+	nil,                              // 32: flotilla.v1.KustomizeSpec.CommonLabelsEntry
+	nil,                              // 33: flotilla.v1.KustomizeSpec.CommonAnnotationsEntry
+	nil,                              // 34: flotilla.v1.KustomizePatch.OptionsEntry
+	nil,                              // 35: flotilla.v1.ManagedNamespaceMetadata.LabelsEntry
+	nil,                              // 36: flotilla.v1.ManagedNamespaceMetadata.AnnotationsEntry
+	(*timestamppb.Timestamp)(nil),    // 37: google.protobuf.Timestamp
 }
 var file_flotilla_v1_desired_state_proto_depIdxs = []int32{
 	2,  // 0: flotilla.v1.SignedDesiredState.signature:type_name -> flotilla.v1.Signature
-	8,  // 1: flotilla.v1.DesiredState.source:type_name -> flotilla.v1.Source
-	9,  // 2: flotilla.v1.DesiredState.artifact:type_name -> flotilla.v1.Artifact
-	10, // 3: flotilla.v1.DesiredState.render:type_name -> flotilla.v1.RenderSpec
-	20, // 4: flotilla.v1.DesiredState.destination:type_name -> flotilla.v1.Destination
-	21, // 5: flotilla.v1.DesiredState.sync_policy:type_name -> flotilla.v1.SyncPolicy
-	26, // 6: flotilla.v1.DesiredState.ignore_differences:type_name -> flotilla.v1.IgnoreDifferences
-	27, // 7: flotilla.v1.DesiredState.deletion:type_name -> flotilla.v1.Deletion
+	12, // 1: flotilla.v1.DesiredState.source:type_name -> flotilla.v1.Source
+	13, // 2: flotilla.v1.DesiredState.artifact:type_name -> flotilla.v1.Artifact
+	14, // 3: flotilla.v1.DesiredState.render:type_name -> flotilla.v1.RenderSpec
+	24, // 4: flotilla.v1.DesiredState.destination:type_name -> flotilla.v1.Destination
+	25, // 5: flotilla.v1.DesiredState.sync_policy:type_name -> flotilla.v1.SyncPolicy
+	30, // 6: flotilla.v1.DesiredState.ignore_differences:type_name -> flotilla.v1.IgnoreDifferences
+	31, // 7: flotilla.v1.DesiredState.deletion:type_name -> flotilla.v1.Deletion
 	0,  // 8: flotilla.v1.DesiredState.initiator:type_name -> flotilla.v1.Initiator
-	33, // 9: flotilla.v1.DesiredState.published_at:type_name -> google.protobuf.Timestamp
-	7,  // 10: flotilla.v1.DesiredState.pin:type_name -> flotilla.v1.Pin
-	6,  // 11: flotilla.v1.DesiredState.sources:type_name -> flotilla.v1.SourceRender
-	4,  // 12: flotilla.v1.DesiredState.project_policy:type_name -> flotilla.v1.ProjectPolicy
-	5,  // 13: flotilla.v1.ProjectPolicy.cluster_resource_whitelist:type_name -> flotilla.v1.ResourceRestriction
-	5,  // 14: flotilla.v1.ProjectPolicy.cluster_resource_blacklist:type_name -> flotilla.v1.ResourceRestriction
-	5,  // 15: flotilla.v1.ProjectPolicy.namespace_resource_whitelist:type_name -> flotilla.v1.ResourceRestriction
-	5,  // 16: flotilla.v1.ProjectPolicy.namespace_resource_blacklist:type_name -> flotilla.v1.ResourceRestriction
-	20, // 17: flotilla.v1.ProjectPolicy.destinations:type_name -> flotilla.v1.Destination
-	8,  // 18: flotilla.v1.SourceRender.source:type_name -> flotilla.v1.Source
-	10, // 19: flotilla.v1.SourceRender.render:type_name -> flotilla.v1.RenderSpec
-	33, // 20: flotilla.v1.Pin.at:type_name -> google.protobuf.Timestamp
-	33, // 21: flotilla.v1.Source.commit_time:type_name -> google.protobuf.Timestamp
-	11, // 22: flotilla.v1.RenderSpec.helm:type_name -> flotilla.v1.HelmSpec
-	13, // 23: flotilla.v1.RenderSpec.kustomize:type_name -> flotilla.v1.KustomizeSpec
-	17, // 24: flotilla.v1.RenderSpec.directory:type_name -> flotilla.v1.DirectorySpec
-	12, // 25: flotilla.v1.HelmSpec.parameters:type_name -> flotilla.v1.HelmParameter
-	12, // 26: flotilla.v1.HelmSpec.file_parameters:type_name -> flotilla.v1.HelmParameter
-	28, // 27: flotilla.v1.KustomizeSpec.common_labels:type_name -> flotilla.v1.KustomizeSpec.CommonLabelsEntry
-	29, // 28: flotilla.v1.KustomizeSpec.common_annotations:type_name -> flotilla.v1.KustomizeSpec.CommonAnnotationsEntry
-	16, // 29: flotilla.v1.KustomizeSpec.replicas:type_name -> flotilla.v1.KustomizeReplica
-	14, // 30: flotilla.v1.KustomizeSpec.patches:type_name -> flotilla.v1.KustomizePatch
-	15, // 31: flotilla.v1.KustomizePatch.target:type_name -> flotilla.v1.KustomizeSelector
-	30, // 32: flotilla.v1.KustomizePatch.options:type_name -> flotilla.v1.KustomizePatch.OptionsEntry
-	18, // 33: flotilla.v1.DirectorySpec.jsonnet:type_name -> flotilla.v1.JsonnetSpec
-	19, // 34: flotilla.v1.JsonnetSpec.tlas:type_name -> flotilla.v1.JsonnetVar
-	19, // 35: flotilla.v1.JsonnetSpec.ext_vars:type_name -> flotilla.v1.JsonnetVar
-	23, // 36: flotilla.v1.SyncPolicy.automated:type_name -> flotilla.v1.Automated
-	24, // 37: flotilla.v1.SyncPolicy.retry:type_name -> flotilla.v1.Retry
-	22, // 38: flotilla.v1.SyncPolicy.managed_namespace_metadata:type_name -> flotilla.v1.ManagedNamespaceMetadata
-	31, // 39: flotilla.v1.ManagedNamespaceMetadata.labels:type_name -> flotilla.v1.ManagedNamespaceMetadata.LabelsEntry
-	32, // 40: flotilla.v1.ManagedNamespaceMetadata.annotations:type_name -> flotilla.v1.ManagedNamespaceMetadata.AnnotationsEntry
-	25, // 41: flotilla.v1.Retry.backoff:type_name -> flotilla.v1.Backoff
-	42, // [42:42] is the sub-list for method output_type
-	42, // [42:42] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	37, // 9: flotilla.v1.DesiredState.published_at:type_name -> google.protobuf.Timestamp
+	11, // 10: flotilla.v1.DesiredState.pin:type_name -> flotilla.v1.Pin
+	10, // 11: flotilla.v1.DesiredState.sources:type_name -> flotilla.v1.SourceRender
+	8,  // 12: flotilla.v1.DesiredState.project_policy:type_name -> flotilla.v1.ProjectPolicy
+	4,  // 13: flotilla.v1.DesiredState.wave:type_name -> flotilla.v1.FleetWave
+	5,  // 14: flotilla.v1.FleetWave.analysis:type_name -> flotilla.v1.WaveAnalysis
+	6,  // 15: flotilla.v1.WaveAnalysis.templates:type_name -> flotilla.v1.AnalysisTemplateRef
+	7,  // 16: flotilla.v1.WaveAnalysis.args:type_name -> flotilla.v1.AnalysisArg
+	9,  // 17: flotilla.v1.ProjectPolicy.cluster_resource_whitelist:type_name -> flotilla.v1.ResourceRestriction
+	9,  // 18: flotilla.v1.ProjectPolicy.cluster_resource_blacklist:type_name -> flotilla.v1.ResourceRestriction
+	9,  // 19: flotilla.v1.ProjectPolicy.namespace_resource_whitelist:type_name -> flotilla.v1.ResourceRestriction
+	9,  // 20: flotilla.v1.ProjectPolicy.namespace_resource_blacklist:type_name -> flotilla.v1.ResourceRestriction
+	24, // 21: flotilla.v1.ProjectPolicy.destinations:type_name -> flotilla.v1.Destination
+	12, // 22: flotilla.v1.SourceRender.source:type_name -> flotilla.v1.Source
+	14, // 23: flotilla.v1.SourceRender.render:type_name -> flotilla.v1.RenderSpec
+	37, // 24: flotilla.v1.Pin.at:type_name -> google.protobuf.Timestamp
+	37, // 25: flotilla.v1.Source.commit_time:type_name -> google.protobuf.Timestamp
+	15, // 26: flotilla.v1.RenderSpec.helm:type_name -> flotilla.v1.HelmSpec
+	17, // 27: flotilla.v1.RenderSpec.kustomize:type_name -> flotilla.v1.KustomizeSpec
+	21, // 28: flotilla.v1.RenderSpec.directory:type_name -> flotilla.v1.DirectorySpec
+	16, // 29: flotilla.v1.HelmSpec.parameters:type_name -> flotilla.v1.HelmParameter
+	16, // 30: flotilla.v1.HelmSpec.file_parameters:type_name -> flotilla.v1.HelmParameter
+	32, // 31: flotilla.v1.KustomizeSpec.common_labels:type_name -> flotilla.v1.KustomizeSpec.CommonLabelsEntry
+	33, // 32: flotilla.v1.KustomizeSpec.common_annotations:type_name -> flotilla.v1.KustomizeSpec.CommonAnnotationsEntry
+	20, // 33: flotilla.v1.KustomizeSpec.replicas:type_name -> flotilla.v1.KustomizeReplica
+	18, // 34: flotilla.v1.KustomizeSpec.patches:type_name -> flotilla.v1.KustomizePatch
+	19, // 35: flotilla.v1.KustomizePatch.target:type_name -> flotilla.v1.KustomizeSelector
+	34, // 36: flotilla.v1.KustomizePatch.options:type_name -> flotilla.v1.KustomizePatch.OptionsEntry
+	22, // 37: flotilla.v1.DirectorySpec.jsonnet:type_name -> flotilla.v1.JsonnetSpec
+	23, // 38: flotilla.v1.JsonnetSpec.tlas:type_name -> flotilla.v1.JsonnetVar
+	23, // 39: flotilla.v1.JsonnetSpec.ext_vars:type_name -> flotilla.v1.JsonnetVar
+	27, // 40: flotilla.v1.SyncPolicy.automated:type_name -> flotilla.v1.Automated
+	28, // 41: flotilla.v1.SyncPolicy.retry:type_name -> flotilla.v1.Retry
+	26, // 42: flotilla.v1.SyncPolicy.managed_namespace_metadata:type_name -> flotilla.v1.ManagedNamespaceMetadata
+	35, // 43: flotilla.v1.ManagedNamespaceMetadata.labels:type_name -> flotilla.v1.ManagedNamespaceMetadata.LabelsEntry
+	36, // 44: flotilla.v1.ManagedNamespaceMetadata.annotations:type_name -> flotilla.v1.ManagedNamespaceMetadata.AnnotationsEntry
+	29, // 45: flotilla.v1.Retry.backoff:type_name -> flotilla.v1.Backoff
+	46, // [46:46] is the sub-list for method output_type
+	46, // [46:46] is the sub-list for method input_type
+	46, // [46:46] is the sub-list for extension type_name
+	46, // [46:46] is the sub-list for extension extendee
+	0,  // [0:46] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_v1_desired_state_proto_init() }
@@ -2552,7 +2843,7 @@ func file_flotilla_v1_desired_state_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flotilla_v1_desired_state_proto_rawDesc), len(file_flotilla_v1_desired_state_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   32,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1975,11 +1975,295 @@ func (x *RolloutAppResponse) GetClusters() []*ClusterResult {
 	return nil
 }
 
+// GetFleetRolloutRequest names an ApplicationSet or an Application.
+type GetFleetRolloutRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetFleetRolloutRequest) Reset() {
+	*x = GetFleetRolloutRequest{}
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetFleetRolloutRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetFleetRolloutRequest) ProtoMessage() {}
+
+func (x *GetFleetRolloutRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetFleetRolloutRequest.ProtoReflect.Descriptor instead.
+func (*GetFleetRolloutRequest) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *GetFleetRolloutRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type GetFleetRolloutResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rollout       *FleetRollout          `protobuf:"bytes,1,opt,name=rollout,proto3" json:"rollout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetFleetRolloutResponse) Reset() {
+	*x = GetFleetRolloutResponse{}
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetFleetRolloutResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetFleetRolloutResponse) ProtoMessage() {}
+
+func (x *GetFleetRolloutResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetFleetRolloutResponse.ProtoReflect.Descriptor instead.
+func (*GetFleetRolloutResponse) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *GetFleetRolloutResponse) GetRollout() *FleetRollout {
+	if x != nil {
+		return x.Rollout
+	}
+	return nil
+}
+
+// PromoteFleetRolloutRequest promotes the current wave; wave, when set,
+// must be the current wave's index (a guard against promoting the wrong
+// one).
+type PromoteFleetRolloutRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Wave          *int32                 `protobuf:"varint,2,opt,name=wave,proto3,oneof" json:"wave,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PromoteFleetRolloutRequest) Reset() {
+	*x = PromoteFleetRolloutRequest{}
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PromoteFleetRolloutRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PromoteFleetRolloutRequest) ProtoMessage() {}
+
+func (x *PromoteFleetRolloutRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PromoteFleetRolloutRequest.ProtoReflect.Descriptor instead.
+func (*PromoteFleetRolloutRequest) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *PromoteFleetRolloutRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *PromoteFleetRolloutRequest) GetWave() int32 {
+	if x != nil && x.Wave != nil {
+		return *x.Wave
+	}
+	return 0
+}
+
+type PromoteFleetRolloutResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rollout       *FleetRollout          `protobuf:"bytes,1,opt,name=rollout,proto3" json:"rollout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PromoteFleetRolloutResponse) Reset() {
+	*x = PromoteFleetRolloutResponse{}
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PromoteFleetRolloutResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PromoteFleetRolloutResponse) ProtoMessage() {}
+
+func (x *PromoteFleetRolloutResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PromoteFleetRolloutResponse.ProtoReflect.Descriptor instead.
+func (*PromoteFleetRolloutResponse) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *PromoteFleetRolloutResponse) GetRollout() *FleetRollout {
+	if x != nil {
+		return x.Rollout
+	}
+	return nil
+}
+
+type AbortFleetRolloutRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Rollback      bool                   `protobuf:"varint,2,opt,name=rollback,proto3" json:"rollback,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AbortFleetRolloutRequest) Reset() {
+	*x = AbortFleetRolloutRequest{}
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AbortFleetRolloutRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AbortFleetRolloutRequest) ProtoMessage() {}
+
+func (x *AbortFleetRolloutRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AbortFleetRolloutRequest.ProtoReflect.Descriptor instead.
+func (*AbortFleetRolloutRequest) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *AbortFleetRolloutRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AbortFleetRolloutRequest) GetRollback() bool {
+	if x != nil {
+		return x.Rollback
+	}
+	return false
+}
+
+type AbortFleetRolloutResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rollout       *FleetRollout          `protobuf:"bytes,1,opt,name=rollout,proto3" json:"rollout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AbortFleetRolloutResponse) Reset() {
+	*x = AbortFleetRolloutResponse{}
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AbortFleetRolloutResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AbortFleetRolloutResponse) ProtoMessage() {}
+
+func (x *AbortFleetRolloutResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AbortFleetRolloutResponse.ProtoReflect.Descriptor instead.
+func (*AbortFleetRolloutResponse) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *AbortFleetRolloutResponse) GetRollout() *FleetRollout {
+	if x != nil {
+		return x.Rollout
+	}
+	return nil
+}
+
 var File_flotilla_v1_hub_service_proto protoreflect.FileDescriptor
 
 const file_flotilla_v1_hub_service_proto_rawDesc = "" +
 	"\n" +
-	"\x1dflotilla/v1/hub_service.proto\x12\vflotilla.v1\x1a\x1cflotilla/v1/app_status.proto\x1a\x19flotilla/v1/cluster.proto\x1a\x1fflotilla/v1/agent_command.proto\x1a\x1fflotilla/v1/desired_state.proto\x1a\x17flotilla/v1/event.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x15\n" +
+	"\x1dflotilla/v1/hub_service.proto\x12\vflotilla.v1\x1a\x1cflotilla/v1/app_status.proto\x1a\x19flotilla/v1/cluster.proto\x1a\x1fflotilla/v1/agent_command.proto\x1a\x1fflotilla/v1/desired_state.proto\x1a\x17flotilla/v1/event.proto\x1a\x1fflotilla/v1/fleet_rollout.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x15\n" +
 	"\x13ListClustersRequest\"\xef\x01\n" +
 	"\vClusterInfo\x12D\n" +
 	"\fregistration\x18\x01 \x01(\v2 .flotilla.v1.ClusterRegistrationR\fregistration\x12\x1c\n" +
@@ -2108,7 +2392,23 @@ const file_flotilla_v1_hub_service_proto_rawDesc = "" +
 	"\x06action\x18\x03 \x01(\x0e2\x1a.flotilla.v1.RolloutActionR\x06action\x12\x12\n" +
 	"\x04full\x18\x04 \x01(\bR\x04full\"L\n" +
 	"\x12RolloutAppResponse\x126\n" +
-	"\bclusters\x18\x01 \x03(\v2\x1a.flotilla.v1.ClusterResultR\bclusters2\xd2\b\n" +
+	"\bclusters\x18\x01 \x03(\v2\x1a.flotilla.v1.ClusterResultR\bclusters\",\n" +
+	"\x16GetFleetRolloutRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"N\n" +
+	"\x17GetFleetRolloutResponse\x123\n" +
+	"\arollout\x18\x01 \x01(\v2\x19.flotilla.v1.FleetRolloutR\arollout\"R\n" +
+	"\x1aPromoteFleetRolloutRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x17\n" +
+	"\x04wave\x18\x02 \x01(\x05H\x00R\x04wave\x88\x01\x01B\a\n" +
+	"\x05_wave\"R\n" +
+	"\x1bPromoteFleetRolloutResponse\x123\n" +
+	"\arollout\x18\x01 \x01(\v2\x19.flotilla.v1.FleetRolloutR\arollout\"J\n" +
+	"\x18AbortFleetRolloutRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
+	"\brollback\x18\x02 \x01(\bR\brollback\"P\n" +
+	"\x19AbortFleetRolloutResponse\x123\n" +
+	"\arollout\x18\x01 \x01(\v2\x19.flotilla.v1.FleetRolloutR\arollout2\xfe\n" +
+	"\n" +
 	"\n" +
 	"HubService\x12S\n" +
 	"\fListClusters\x12 .flotilla.v1.ListClustersRequest\x1a!.flotilla.v1.ListClustersResponse\x12M\n" +
@@ -2127,7 +2427,10 @@ const file_flotilla_v1_hub_service_proto_rawDesc = "" +
 	"\tRevertApp\x12\x1d.flotilla.v1.RevertAppRequest\x1a\x1e.flotilla.v1.RevertAppResponse\x12G\n" +
 	"\bUnpinApp\x12\x1c.flotilla.v1.UnpinAppRequest\x1a\x1d.flotilla.v1.UnpinAppResponse\x12M\n" +
 	"\n" +
-	"RolloutApp\x12\x1e.flotilla.v1.RolloutAppRequest\x1a\x1f.flotilla.v1.RolloutAppResponseB?Z=github.com/flotilla-dev/flotilla/proto/flotilla/v1;flotillav1b\x06proto3"
+	"RolloutApp\x12\x1e.flotilla.v1.RolloutAppRequest\x1a\x1f.flotilla.v1.RolloutAppResponse\x12\\\n" +
+	"\x0fGetFleetRollout\x12#.flotilla.v1.GetFleetRolloutRequest\x1a$.flotilla.v1.GetFleetRolloutResponse\x12h\n" +
+	"\x13PromoteFleetRollout\x12'.flotilla.v1.PromoteFleetRolloutRequest\x1a(.flotilla.v1.PromoteFleetRolloutResponse\x12b\n" +
+	"\x11AbortFleetRollout\x12%.flotilla.v1.AbortFleetRolloutRequest\x1a&.flotilla.v1.AbortFleetRolloutResponseB?Z=github.com/flotilla-dev/flotilla/proto/flotilla/v1;flotillav1b\x06proto3"
 
 var (
 	file_flotilla_v1_hub_service_proto_rawDescOnce sync.Once
@@ -2141,116 +2444,132 @@ func file_flotilla_v1_hub_service_proto_rawDescGZIP() []byte {
 	return file_flotilla_v1_hub_service_proto_rawDescData
 }
 
-var file_flotilla_v1_hub_service_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_flotilla_v1_hub_service_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
 var file_flotilla_v1_hub_service_proto_goTypes = []any{
-	(*ListClustersRequest)(nil),   // 0: flotilla.v1.ListClustersRequest
-	(*ClusterInfo)(nil),           // 1: flotilla.v1.ClusterInfo
-	(*AddClusterRequest)(nil),     // 2: flotilla.v1.AddClusterRequest
-	(*AddClusterResponse)(nil),    // 3: flotilla.v1.AddClusterResponse
-	(*ClusterCredentials)(nil),    // 4: flotilla.v1.ClusterCredentials
-	(*LabelClusterRequest)(nil),   // 5: flotilla.v1.LabelClusterRequest
-	(*LabelClusterResponse)(nil),  // 6: flotilla.v1.LabelClusterResponse
-	(*RevokeClusterRequest)(nil),  // 7: flotilla.v1.RevokeClusterRequest
-	(*RevokeClusterResponse)(nil), // 8: flotilla.v1.RevokeClusterResponse
-	(*ListClustersResponse)(nil),  // 9: flotilla.v1.ListClustersResponse
-	(*ListAppsRequest)(nil),       // 10: flotilla.v1.ListAppsRequest
-	(*AppInfo)(nil),               // 11: flotilla.v1.AppInfo
-	(*ListAppsResponse)(nil),      // 12: flotilla.v1.ListAppsResponse
-	(*GetAppRequest)(nil),         // 13: flotilla.v1.GetAppRequest
-	(*GetAppResponse)(nil),        // 14: flotilla.v1.GetAppResponse
-	(*GetAppHistoryRequest)(nil),  // 15: flotilla.v1.GetAppHistoryRequest
-	(*HistoryEntry)(nil),          // 16: flotilla.v1.HistoryEntry
-	(*GetAppHistoryResponse)(nil), // 17: flotilla.v1.GetAppHistoryResponse
-	(*DiffAppRequest)(nil),        // 18: flotilla.v1.DiffAppRequest
-	(*ClusterDiff)(nil),           // 19: flotilla.v1.ClusterDiff
-	(*DiffAppResponse)(nil),       // 20: flotilla.v1.DiffAppResponse
-	(*ListEventsRequest)(nil),     // 21: flotilla.v1.ListEventsRequest
-	(*ListEventsResponse)(nil),    // 22: flotilla.v1.ListEventsResponse
-	(*SyncAppRequest)(nil),        // 23: flotilla.v1.SyncAppRequest
-	(*ClusterResult)(nil),         // 24: flotilla.v1.ClusterResult
-	(*SyncAppResponse)(nil),       // 25: flotilla.v1.SyncAppResponse
-	(*RollbackAppRequest)(nil),    // 26: flotilla.v1.RollbackAppRequest
-	(*RollbackAppResponse)(nil),   // 27: flotilla.v1.RollbackAppResponse
-	(*RevertAppRequest)(nil),      // 28: flotilla.v1.RevertAppRequest
-	(*RevertAppResponse)(nil),     // 29: flotilla.v1.RevertAppResponse
-	(*UnpinAppRequest)(nil),       // 30: flotilla.v1.UnpinAppRequest
-	(*UnpinAppResponse)(nil),      // 31: flotilla.v1.UnpinAppResponse
-	(*RolloutAppRequest)(nil),     // 32: flotilla.v1.RolloutAppRequest
-	(*RolloutAppResponse)(nil),    // 33: flotilla.v1.RolloutAppResponse
-	nil,                           // 34: flotilla.v1.AddClusterRequest.LabelsEntry
-	nil,                           // 35: flotilla.v1.LabelClusterRequest.LabelsEntry
-	(*ClusterRegistration)(nil),   // 36: flotilla.v1.ClusterRegistration
-	(*timestamppb.Timestamp)(nil), // 37: google.protobuf.Timestamp
-	(*DesiredState)(nil),          // 38: flotilla.v1.DesiredState
-	(*AppStatus)(nil),             // 39: flotilla.v1.AppStatus
-	(*Source)(nil),                // 40: flotilla.v1.Source
-	(Initiator)(0),                // 41: flotilla.v1.Initiator
-	(*Pin)(nil),                   // 42: flotilla.v1.Pin
-	(*ObjectDiff)(nil),            // 43: flotilla.v1.ObjectDiff
-	(*Event)(nil),                 // 44: flotilla.v1.Event
-	(RolloutAction)(0),            // 45: flotilla.v1.RolloutAction
+	(*ListClustersRequest)(nil),         // 0: flotilla.v1.ListClustersRequest
+	(*ClusterInfo)(nil),                 // 1: flotilla.v1.ClusterInfo
+	(*AddClusterRequest)(nil),           // 2: flotilla.v1.AddClusterRequest
+	(*AddClusterResponse)(nil),          // 3: flotilla.v1.AddClusterResponse
+	(*ClusterCredentials)(nil),          // 4: flotilla.v1.ClusterCredentials
+	(*LabelClusterRequest)(nil),         // 5: flotilla.v1.LabelClusterRequest
+	(*LabelClusterResponse)(nil),        // 6: flotilla.v1.LabelClusterResponse
+	(*RevokeClusterRequest)(nil),        // 7: flotilla.v1.RevokeClusterRequest
+	(*RevokeClusterResponse)(nil),       // 8: flotilla.v1.RevokeClusterResponse
+	(*ListClustersResponse)(nil),        // 9: flotilla.v1.ListClustersResponse
+	(*ListAppsRequest)(nil),             // 10: flotilla.v1.ListAppsRequest
+	(*AppInfo)(nil),                     // 11: flotilla.v1.AppInfo
+	(*ListAppsResponse)(nil),            // 12: flotilla.v1.ListAppsResponse
+	(*GetAppRequest)(nil),               // 13: flotilla.v1.GetAppRequest
+	(*GetAppResponse)(nil),              // 14: flotilla.v1.GetAppResponse
+	(*GetAppHistoryRequest)(nil),        // 15: flotilla.v1.GetAppHistoryRequest
+	(*HistoryEntry)(nil),                // 16: flotilla.v1.HistoryEntry
+	(*GetAppHistoryResponse)(nil),       // 17: flotilla.v1.GetAppHistoryResponse
+	(*DiffAppRequest)(nil),              // 18: flotilla.v1.DiffAppRequest
+	(*ClusterDiff)(nil),                 // 19: flotilla.v1.ClusterDiff
+	(*DiffAppResponse)(nil),             // 20: flotilla.v1.DiffAppResponse
+	(*ListEventsRequest)(nil),           // 21: flotilla.v1.ListEventsRequest
+	(*ListEventsResponse)(nil),          // 22: flotilla.v1.ListEventsResponse
+	(*SyncAppRequest)(nil),              // 23: flotilla.v1.SyncAppRequest
+	(*ClusterResult)(nil),               // 24: flotilla.v1.ClusterResult
+	(*SyncAppResponse)(nil),             // 25: flotilla.v1.SyncAppResponse
+	(*RollbackAppRequest)(nil),          // 26: flotilla.v1.RollbackAppRequest
+	(*RollbackAppResponse)(nil),         // 27: flotilla.v1.RollbackAppResponse
+	(*RevertAppRequest)(nil),            // 28: flotilla.v1.RevertAppRequest
+	(*RevertAppResponse)(nil),           // 29: flotilla.v1.RevertAppResponse
+	(*UnpinAppRequest)(nil),             // 30: flotilla.v1.UnpinAppRequest
+	(*UnpinAppResponse)(nil),            // 31: flotilla.v1.UnpinAppResponse
+	(*RolloutAppRequest)(nil),           // 32: flotilla.v1.RolloutAppRequest
+	(*RolloutAppResponse)(nil),          // 33: flotilla.v1.RolloutAppResponse
+	(*GetFleetRolloutRequest)(nil),      // 34: flotilla.v1.GetFleetRolloutRequest
+	(*GetFleetRolloutResponse)(nil),     // 35: flotilla.v1.GetFleetRolloutResponse
+	(*PromoteFleetRolloutRequest)(nil),  // 36: flotilla.v1.PromoteFleetRolloutRequest
+	(*PromoteFleetRolloutResponse)(nil), // 37: flotilla.v1.PromoteFleetRolloutResponse
+	(*AbortFleetRolloutRequest)(nil),    // 38: flotilla.v1.AbortFleetRolloutRequest
+	(*AbortFleetRolloutResponse)(nil),   // 39: flotilla.v1.AbortFleetRolloutResponse
+	nil,                                 // 40: flotilla.v1.AddClusterRequest.LabelsEntry
+	nil,                                 // 41: flotilla.v1.LabelClusterRequest.LabelsEntry
+	(*ClusterRegistration)(nil),         // 42: flotilla.v1.ClusterRegistration
+	(*timestamppb.Timestamp)(nil),       // 43: google.protobuf.Timestamp
+	(*DesiredState)(nil),                // 44: flotilla.v1.DesiredState
+	(*AppStatus)(nil),                   // 45: flotilla.v1.AppStatus
+	(*Source)(nil),                      // 46: flotilla.v1.Source
+	(Initiator)(0),                      // 47: flotilla.v1.Initiator
+	(*Pin)(nil),                         // 48: flotilla.v1.Pin
+	(*ObjectDiff)(nil),                  // 49: flotilla.v1.ObjectDiff
+	(*Event)(nil),                       // 50: flotilla.v1.Event
+	(RolloutAction)(0),                  // 51: flotilla.v1.RolloutAction
+	(*FleetRollout)(nil),                // 52: flotilla.v1.FleetRollout
 }
 var file_flotilla_v1_hub_service_proto_depIdxs = []int32{
-	36, // 0: flotilla.v1.ClusterInfo.registration:type_name -> flotilla.v1.ClusterRegistration
-	37, // 1: flotilla.v1.ClusterInfo.last_heartbeat:type_name -> google.protobuf.Timestamp
-	37, // 2: flotilla.v1.ClusterInfo.revoked_at:type_name -> google.protobuf.Timestamp
-	34, // 3: flotilla.v1.AddClusterRequest.labels:type_name -> flotilla.v1.AddClusterRequest.LabelsEntry
+	42, // 0: flotilla.v1.ClusterInfo.registration:type_name -> flotilla.v1.ClusterRegistration
+	43, // 1: flotilla.v1.ClusterInfo.last_heartbeat:type_name -> google.protobuf.Timestamp
+	43, // 2: flotilla.v1.ClusterInfo.revoked_at:type_name -> google.protobuf.Timestamp
+	40, // 3: flotilla.v1.AddClusterRequest.labels:type_name -> flotilla.v1.AddClusterRequest.LabelsEntry
 	4,  // 4: flotilla.v1.AddClusterResponse.credentials:type_name -> flotilla.v1.ClusterCredentials
-	35, // 5: flotilla.v1.LabelClusterRequest.labels:type_name -> flotilla.v1.LabelClusterRequest.LabelsEntry
-	37, // 6: flotilla.v1.RevokeClusterResponse.revoked_at:type_name -> google.protobuf.Timestamp
+	41, // 5: flotilla.v1.LabelClusterRequest.labels:type_name -> flotilla.v1.LabelClusterRequest.LabelsEntry
+	43, // 6: flotilla.v1.RevokeClusterResponse.revoked_at:type_name -> google.protobuf.Timestamp
 	1,  // 7: flotilla.v1.ListClustersResponse.clusters:type_name -> flotilla.v1.ClusterInfo
-	38, // 8: flotilla.v1.AppInfo.desired:type_name -> flotilla.v1.DesiredState
-	39, // 9: flotilla.v1.AppInfo.status:type_name -> flotilla.v1.AppStatus
-	37, // 10: flotilla.v1.AppInfo.offline_since:type_name -> google.protobuf.Timestamp
+	44, // 8: flotilla.v1.AppInfo.desired:type_name -> flotilla.v1.DesiredState
+	45, // 9: flotilla.v1.AppInfo.status:type_name -> flotilla.v1.AppStatus
+	43, // 10: flotilla.v1.AppInfo.offline_since:type_name -> google.protobuf.Timestamp
 	11, // 11: flotilla.v1.ListAppsResponse.apps:type_name -> flotilla.v1.AppInfo
 	11, // 12: flotilla.v1.GetAppResponse.apps:type_name -> flotilla.v1.AppInfo
-	40, // 13: flotilla.v1.HistoryEntry.source:type_name -> flotilla.v1.Source
-	37, // 14: flotilla.v1.HistoryEntry.published_at:type_name -> google.protobuf.Timestamp
-	41, // 15: flotilla.v1.HistoryEntry.initiator:type_name -> flotilla.v1.Initiator
-	42, // 16: flotilla.v1.HistoryEntry.pin:type_name -> flotilla.v1.Pin
+	46, // 13: flotilla.v1.HistoryEntry.source:type_name -> flotilla.v1.Source
+	43, // 14: flotilla.v1.HistoryEntry.published_at:type_name -> google.protobuf.Timestamp
+	47, // 15: flotilla.v1.HistoryEntry.initiator:type_name -> flotilla.v1.Initiator
+	48, // 16: flotilla.v1.HistoryEntry.pin:type_name -> flotilla.v1.Pin
 	16, // 17: flotilla.v1.GetAppHistoryResponse.entries:type_name -> flotilla.v1.HistoryEntry
-	43, // 18: flotilla.v1.ClusterDiff.diffs:type_name -> flotilla.v1.ObjectDiff
+	49, // 18: flotilla.v1.ClusterDiff.diffs:type_name -> flotilla.v1.ObjectDiff
 	19, // 19: flotilla.v1.DiffAppResponse.clusters:type_name -> flotilla.v1.ClusterDiff
-	44, // 20: flotilla.v1.ListEventsResponse.events:type_name -> flotilla.v1.Event
+	50, // 20: flotilla.v1.ListEventsResponse.events:type_name -> flotilla.v1.Event
 	24, // 21: flotilla.v1.SyncAppResponse.clusters:type_name -> flotilla.v1.ClusterResult
 	24, // 22: flotilla.v1.RollbackAppResponse.clusters:type_name -> flotilla.v1.ClusterResult
 	24, // 23: flotilla.v1.RevertAppResponse.clusters:type_name -> flotilla.v1.ClusterResult
 	24, // 24: flotilla.v1.UnpinAppResponse.clusters:type_name -> flotilla.v1.ClusterResult
-	45, // 25: flotilla.v1.RolloutAppRequest.action:type_name -> flotilla.v1.RolloutAction
+	51, // 25: flotilla.v1.RolloutAppRequest.action:type_name -> flotilla.v1.RolloutAction
 	24, // 26: flotilla.v1.RolloutAppResponse.clusters:type_name -> flotilla.v1.ClusterResult
-	0,  // 27: flotilla.v1.HubService.ListClusters:input_type -> flotilla.v1.ListClustersRequest
-	2,  // 28: flotilla.v1.HubService.AddCluster:input_type -> flotilla.v1.AddClusterRequest
-	5,  // 29: flotilla.v1.HubService.LabelCluster:input_type -> flotilla.v1.LabelClusterRequest
-	7,  // 30: flotilla.v1.HubService.RevokeCluster:input_type -> flotilla.v1.RevokeClusterRequest
-	10, // 31: flotilla.v1.HubService.ListApps:input_type -> flotilla.v1.ListAppsRequest
-	13, // 32: flotilla.v1.HubService.GetApp:input_type -> flotilla.v1.GetAppRequest
-	15, // 33: flotilla.v1.HubService.GetAppHistory:input_type -> flotilla.v1.GetAppHistoryRequest
-	18, // 34: flotilla.v1.HubService.DiffApp:input_type -> flotilla.v1.DiffAppRequest
-	21, // 35: flotilla.v1.HubService.ListEvents:input_type -> flotilla.v1.ListEventsRequest
-	23, // 36: flotilla.v1.HubService.SyncApp:input_type -> flotilla.v1.SyncAppRequest
-	26, // 37: flotilla.v1.HubService.RollbackApp:input_type -> flotilla.v1.RollbackAppRequest
-	28, // 38: flotilla.v1.HubService.RevertApp:input_type -> flotilla.v1.RevertAppRequest
-	30, // 39: flotilla.v1.HubService.UnpinApp:input_type -> flotilla.v1.UnpinAppRequest
-	32, // 40: flotilla.v1.HubService.RolloutApp:input_type -> flotilla.v1.RolloutAppRequest
-	9,  // 41: flotilla.v1.HubService.ListClusters:output_type -> flotilla.v1.ListClustersResponse
-	3,  // 42: flotilla.v1.HubService.AddCluster:output_type -> flotilla.v1.AddClusterResponse
-	6,  // 43: flotilla.v1.HubService.LabelCluster:output_type -> flotilla.v1.LabelClusterResponse
-	8,  // 44: flotilla.v1.HubService.RevokeCluster:output_type -> flotilla.v1.RevokeClusterResponse
-	12, // 45: flotilla.v1.HubService.ListApps:output_type -> flotilla.v1.ListAppsResponse
-	14, // 46: flotilla.v1.HubService.GetApp:output_type -> flotilla.v1.GetAppResponse
-	17, // 47: flotilla.v1.HubService.GetAppHistory:output_type -> flotilla.v1.GetAppHistoryResponse
-	20, // 48: flotilla.v1.HubService.DiffApp:output_type -> flotilla.v1.DiffAppResponse
-	22, // 49: flotilla.v1.HubService.ListEvents:output_type -> flotilla.v1.ListEventsResponse
-	25, // 50: flotilla.v1.HubService.SyncApp:output_type -> flotilla.v1.SyncAppResponse
-	27, // 51: flotilla.v1.HubService.RollbackApp:output_type -> flotilla.v1.RollbackAppResponse
-	29, // 52: flotilla.v1.HubService.RevertApp:output_type -> flotilla.v1.RevertAppResponse
-	31, // 53: flotilla.v1.HubService.UnpinApp:output_type -> flotilla.v1.UnpinAppResponse
-	33, // 54: flotilla.v1.HubService.RolloutApp:output_type -> flotilla.v1.RolloutAppResponse
-	41, // [41:55] is the sub-list for method output_type
-	27, // [27:41] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	52, // 27: flotilla.v1.GetFleetRolloutResponse.rollout:type_name -> flotilla.v1.FleetRollout
+	52, // 28: flotilla.v1.PromoteFleetRolloutResponse.rollout:type_name -> flotilla.v1.FleetRollout
+	52, // 29: flotilla.v1.AbortFleetRolloutResponse.rollout:type_name -> flotilla.v1.FleetRollout
+	0,  // 30: flotilla.v1.HubService.ListClusters:input_type -> flotilla.v1.ListClustersRequest
+	2,  // 31: flotilla.v1.HubService.AddCluster:input_type -> flotilla.v1.AddClusterRequest
+	5,  // 32: flotilla.v1.HubService.LabelCluster:input_type -> flotilla.v1.LabelClusterRequest
+	7,  // 33: flotilla.v1.HubService.RevokeCluster:input_type -> flotilla.v1.RevokeClusterRequest
+	10, // 34: flotilla.v1.HubService.ListApps:input_type -> flotilla.v1.ListAppsRequest
+	13, // 35: flotilla.v1.HubService.GetApp:input_type -> flotilla.v1.GetAppRequest
+	15, // 36: flotilla.v1.HubService.GetAppHistory:input_type -> flotilla.v1.GetAppHistoryRequest
+	18, // 37: flotilla.v1.HubService.DiffApp:input_type -> flotilla.v1.DiffAppRequest
+	21, // 38: flotilla.v1.HubService.ListEvents:input_type -> flotilla.v1.ListEventsRequest
+	23, // 39: flotilla.v1.HubService.SyncApp:input_type -> flotilla.v1.SyncAppRequest
+	26, // 40: flotilla.v1.HubService.RollbackApp:input_type -> flotilla.v1.RollbackAppRequest
+	28, // 41: flotilla.v1.HubService.RevertApp:input_type -> flotilla.v1.RevertAppRequest
+	30, // 42: flotilla.v1.HubService.UnpinApp:input_type -> flotilla.v1.UnpinAppRequest
+	32, // 43: flotilla.v1.HubService.RolloutApp:input_type -> flotilla.v1.RolloutAppRequest
+	34, // 44: flotilla.v1.HubService.GetFleetRollout:input_type -> flotilla.v1.GetFleetRolloutRequest
+	36, // 45: flotilla.v1.HubService.PromoteFleetRollout:input_type -> flotilla.v1.PromoteFleetRolloutRequest
+	38, // 46: flotilla.v1.HubService.AbortFleetRollout:input_type -> flotilla.v1.AbortFleetRolloutRequest
+	9,  // 47: flotilla.v1.HubService.ListClusters:output_type -> flotilla.v1.ListClustersResponse
+	3,  // 48: flotilla.v1.HubService.AddCluster:output_type -> flotilla.v1.AddClusterResponse
+	6,  // 49: flotilla.v1.HubService.LabelCluster:output_type -> flotilla.v1.LabelClusterResponse
+	8,  // 50: flotilla.v1.HubService.RevokeCluster:output_type -> flotilla.v1.RevokeClusterResponse
+	12, // 51: flotilla.v1.HubService.ListApps:output_type -> flotilla.v1.ListAppsResponse
+	14, // 52: flotilla.v1.HubService.GetApp:output_type -> flotilla.v1.GetAppResponse
+	17, // 53: flotilla.v1.HubService.GetAppHistory:output_type -> flotilla.v1.GetAppHistoryResponse
+	20, // 54: flotilla.v1.HubService.DiffApp:output_type -> flotilla.v1.DiffAppResponse
+	22, // 55: flotilla.v1.HubService.ListEvents:output_type -> flotilla.v1.ListEventsResponse
+	25, // 56: flotilla.v1.HubService.SyncApp:output_type -> flotilla.v1.SyncAppResponse
+	27, // 57: flotilla.v1.HubService.RollbackApp:output_type -> flotilla.v1.RollbackAppResponse
+	29, // 58: flotilla.v1.HubService.RevertApp:output_type -> flotilla.v1.RevertAppResponse
+	31, // 59: flotilla.v1.HubService.UnpinApp:output_type -> flotilla.v1.UnpinAppResponse
+	33, // 60: flotilla.v1.HubService.RolloutApp:output_type -> flotilla.v1.RolloutAppResponse
+	35, // 61: flotilla.v1.HubService.GetFleetRollout:output_type -> flotilla.v1.GetFleetRolloutResponse
+	37, // 62: flotilla.v1.HubService.PromoteFleetRollout:output_type -> flotilla.v1.PromoteFleetRolloutResponse
+	39, // 63: flotilla.v1.HubService.AbortFleetRollout:output_type -> flotilla.v1.AbortFleetRolloutResponse
+	47, // [47:64] is the sub-list for method output_type
+	30, // [30:47] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_v1_hub_service_proto_init() }
@@ -2263,13 +2582,15 @@ func file_flotilla_v1_hub_service_proto_init() {
 	file_flotilla_v1_agent_command_proto_init()
 	file_flotilla_v1_desired_state_proto_init()
 	file_flotilla_v1_event_proto_init()
+	file_flotilla_v1_fleet_rollout_proto_init()
+	file_flotilla_v1_hub_service_proto_msgTypes[36].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flotilla_v1_hub_service_proto_rawDesc), len(file_flotilla_v1_hub_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   36,
+			NumMessages:   42,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -63,6 +63,15 @@ const (
 	HubServiceUnpinAppProcedure = "/flotilla.v1.HubService/UnpinApp"
 	// HubServiceRolloutAppProcedure is the fully-qualified name of the HubService's RolloutApp RPC.
 	HubServiceRolloutAppProcedure = "/flotilla.v1.HubService/RolloutApp"
+	// HubServiceGetFleetRolloutProcedure is the fully-qualified name of the HubService's
+	// GetFleetRollout RPC.
+	HubServiceGetFleetRolloutProcedure = "/flotilla.v1.HubService/GetFleetRollout"
+	// HubServicePromoteFleetRolloutProcedure is the fully-qualified name of the HubService's
+	// PromoteFleetRollout RPC.
+	HubServicePromoteFleetRolloutProcedure = "/flotilla.v1.HubService/PromoteFleetRollout"
+	// HubServiceAbortFleetRolloutProcedure is the fully-qualified name of the HubService's
+	// AbortFleetRollout RPC.
+	HubServiceAbortFleetRolloutProcedure = "/flotilla.v1.HubService/AbortFleetRollout"
 )
 
 // HubServiceClient is a client for the flotilla.v1.HubService service.
@@ -109,6 +118,16 @@ type HubServiceClient interface {
 	// RolloutApp promotes, aborts, retries or pauses the application's Argo
 	// Rollouts in each cluster. Needs the operator role.
 	RolloutApp(context.Context, *connect.Request[v1.RolloutAppRequest]) (*connect.Response[v1.RolloutAppResponse], error)
+	// GetFleetRollout returns the fleet rollout of an ApplicationSet or an
+	// Application: its waves, their clusters and gates.
+	GetFleetRollout(context.Context, *connect.Request[v1.GetFleetRolloutRequest]) (*connect.Response[v1.GetFleetRolloutResponse], error)
+	// PromoteFleetRollout approves the current wave's gate, skips it, or
+	// releases a wave that waits for an operator. Needs the operator role.
+	PromoteFleetRollout(context.Context, *connect.Request[v1.PromoteFleetRolloutRequest]) (*connect.Response[v1.PromoteFleetRolloutResponse], error)
+	// AbortFleetRollout halts a fleet rollout, and with rollback gives the
+	// clusters it updated their previous desired state back. Needs the
+	// operator role.
+	AbortFleetRollout(context.Context, *connect.Request[v1.AbortFleetRolloutRequest]) (*connect.Response[v1.AbortFleetRolloutResponse], error)
 }
 
 // NewHubServiceClient constructs a client for the flotilla.v1.HubService service. By default, it
@@ -206,25 +225,46 @@ func NewHubServiceClient(httpClient connect.HTTPClient, baseURL string, opts ...
 			connect.WithSchema(hubServiceMethods.ByName("RolloutApp")),
 			connect.WithClientOptions(opts...),
 		),
+		getFleetRollout: connect.NewClient[v1.GetFleetRolloutRequest, v1.GetFleetRolloutResponse](
+			httpClient,
+			baseURL+HubServiceGetFleetRolloutProcedure,
+			connect.WithSchema(hubServiceMethods.ByName("GetFleetRollout")),
+			connect.WithClientOptions(opts...),
+		),
+		promoteFleetRollout: connect.NewClient[v1.PromoteFleetRolloutRequest, v1.PromoteFleetRolloutResponse](
+			httpClient,
+			baseURL+HubServicePromoteFleetRolloutProcedure,
+			connect.WithSchema(hubServiceMethods.ByName("PromoteFleetRollout")),
+			connect.WithClientOptions(opts...),
+		),
+		abortFleetRollout: connect.NewClient[v1.AbortFleetRolloutRequest, v1.AbortFleetRolloutResponse](
+			httpClient,
+			baseURL+HubServiceAbortFleetRolloutProcedure,
+			connect.WithSchema(hubServiceMethods.ByName("AbortFleetRollout")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // hubServiceClient implements HubServiceClient.
 type hubServiceClient struct {
-	listClusters  *connect.Client[v1.ListClustersRequest, v1.ListClustersResponse]
-	addCluster    *connect.Client[v1.AddClusterRequest, v1.AddClusterResponse]
-	labelCluster  *connect.Client[v1.LabelClusterRequest, v1.LabelClusterResponse]
-	revokeCluster *connect.Client[v1.RevokeClusterRequest, v1.RevokeClusterResponse]
-	listApps      *connect.Client[v1.ListAppsRequest, v1.ListAppsResponse]
-	getApp        *connect.Client[v1.GetAppRequest, v1.GetAppResponse]
-	getAppHistory *connect.Client[v1.GetAppHistoryRequest, v1.GetAppHistoryResponse]
-	diffApp       *connect.Client[v1.DiffAppRequest, v1.DiffAppResponse]
-	listEvents    *connect.Client[v1.ListEventsRequest, v1.ListEventsResponse]
-	syncApp       *connect.Client[v1.SyncAppRequest, v1.SyncAppResponse]
-	rollbackApp   *connect.Client[v1.RollbackAppRequest, v1.RollbackAppResponse]
-	revertApp     *connect.Client[v1.RevertAppRequest, v1.RevertAppResponse]
-	unpinApp      *connect.Client[v1.UnpinAppRequest, v1.UnpinAppResponse]
-	rolloutApp    *connect.Client[v1.RolloutAppRequest, v1.RolloutAppResponse]
+	listClusters        *connect.Client[v1.ListClustersRequest, v1.ListClustersResponse]
+	addCluster          *connect.Client[v1.AddClusterRequest, v1.AddClusterResponse]
+	labelCluster        *connect.Client[v1.LabelClusterRequest, v1.LabelClusterResponse]
+	revokeCluster       *connect.Client[v1.RevokeClusterRequest, v1.RevokeClusterResponse]
+	listApps            *connect.Client[v1.ListAppsRequest, v1.ListAppsResponse]
+	getApp              *connect.Client[v1.GetAppRequest, v1.GetAppResponse]
+	getAppHistory       *connect.Client[v1.GetAppHistoryRequest, v1.GetAppHistoryResponse]
+	diffApp             *connect.Client[v1.DiffAppRequest, v1.DiffAppResponse]
+	listEvents          *connect.Client[v1.ListEventsRequest, v1.ListEventsResponse]
+	syncApp             *connect.Client[v1.SyncAppRequest, v1.SyncAppResponse]
+	rollbackApp         *connect.Client[v1.RollbackAppRequest, v1.RollbackAppResponse]
+	revertApp           *connect.Client[v1.RevertAppRequest, v1.RevertAppResponse]
+	unpinApp            *connect.Client[v1.UnpinAppRequest, v1.UnpinAppResponse]
+	rolloutApp          *connect.Client[v1.RolloutAppRequest, v1.RolloutAppResponse]
+	getFleetRollout     *connect.Client[v1.GetFleetRolloutRequest, v1.GetFleetRolloutResponse]
+	promoteFleetRollout *connect.Client[v1.PromoteFleetRolloutRequest, v1.PromoteFleetRolloutResponse]
+	abortFleetRollout   *connect.Client[v1.AbortFleetRolloutRequest, v1.AbortFleetRolloutResponse]
 }
 
 // ListClusters calls flotilla.v1.HubService.ListClusters.
@@ -297,6 +337,21 @@ func (c *hubServiceClient) RolloutApp(ctx context.Context, req *connect.Request[
 	return c.rolloutApp.CallUnary(ctx, req)
 }
 
+// GetFleetRollout calls flotilla.v1.HubService.GetFleetRollout.
+func (c *hubServiceClient) GetFleetRollout(ctx context.Context, req *connect.Request[v1.GetFleetRolloutRequest]) (*connect.Response[v1.GetFleetRolloutResponse], error) {
+	return c.getFleetRollout.CallUnary(ctx, req)
+}
+
+// PromoteFleetRollout calls flotilla.v1.HubService.PromoteFleetRollout.
+func (c *hubServiceClient) PromoteFleetRollout(ctx context.Context, req *connect.Request[v1.PromoteFleetRolloutRequest]) (*connect.Response[v1.PromoteFleetRolloutResponse], error) {
+	return c.promoteFleetRollout.CallUnary(ctx, req)
+}
+
+// AbortFleetRollout calls flotilla.v1.HubService.AbortFleetRollout.
+func (c *hubServiceClient) AbortFleetRollout(ctx context.Context, req *connect.Request[v1.AbortFleetRolloutRequest]) (*connect.Response[v1.AbortFleetRolloutResponse], error) {
+	return c.abortFleetRollout.CallUnary(ctx, req)
+}
+
 // HubServiceHandler is an implementation of the flotilla.v1.HubService service.
 type HubServiceHandler interface {
 	// ListClusters lists the clusters the hub has identities for, with
@@ -341,6 +396,16 @@ type HubServiceHandler interface {
 	// RolloutApp promotes, aborts, retries or pauses the application's Argo
 	// Rollouts in each cluster. Needs the operator role.
 	RolloutApp(context.Context, *connect.Request[v1.RolloutAppRequest]) (*connect.Response[v1.RolloutAppResponse], error)
+	// GetFleetRollout returns the fleet rollout of an ApplicationSet or an
+	// Application: its waves, their clusters and gates.
+	GetFleetRollout(context.Context, *connect.Request[v1.GetFleetRolloutRequest]) (*connect.Response[v1.GetFleetRolloutResponse], error)
+	// PromoteFleetRollout approves the current wave's gate, skips it, or
+	// releases a wave that waits for an operator. Needs the operator role.
+	PromoteFleetRollout(context.Context, *connect.Request[v1.PromoteFleetRolloutRequest]) (*connect.Response[v1.PromoteFleetRolloutResponse], error)
+	// AbortFleetRollout halts a fleet rollout, and with rollback gives the
+	// clusters it updated their previous desired state back. Needs the
+	// operator role.
+	AbortFleetRollout(context.Context, *connect.Request[v1.AbortFleetRolloutRequest]) (*connect.Response[v1.AbortFleetRolloutResponse], error)
 }
 
 // NewHubServiceHandler builds an HTTP handler from the service implementation. It returns the path
@@ -434,6 +499,24 @@ func NewHubServiceHandler(svc HubServiceHandler, opts ...connect.HandlerOption) 
 		connect.WithSchema(hubServiceMethods.ByName("RolloutApp")),
 		connect.WithHandlerOptions(opts...),
 	)
+	hubServiceGetFleetRolloutHandler := connect.NewUnaryHandler(
+		HubServiceGetFleetRolloutProcedure,
+		svc.GetFleetRollout,
+		connect.WithSchema(hubServiceMethods.ByName("GetFleetRollout")),
+		connect.WithHandlerOptions(opts...),
+	)
+	hubServicePromoteFleetRolloutHandler := connect.NewUnaryHandler(
+		HubServicePromoteFleetRolloutProcedure,
+		svc.PromoteFleetRollout,
+		connect.WithSchema(hubServiceMethods.ByName("PromoteFleetRollout")),
+		connect.WithHandlerOptions(opts...),
+	)
+	hubServiceAbortFleetRolloutHandler := connect.NewUnaryHandler(
+		HubServiceAbortFleetRolloutProcedure,
+		svc.AbortFleetRollout,
+		connect.WithSchema(hubServiceMethods.ByName("AbortFleetRollout")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/flotilla.v1.HubService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case HubServiceListClustersProcedure:
@@ -464,6 +547,12 @@ func NewHubServiceHandler(svc HubServiceHandler, opts ...connect.HandlerOption) 
 			hubServiceUnpinAppHandler.ServeHTTP(w, r)
 		case HubServiceRolloutAppProcedure:
 			hubServiceRolloutAppHandler.ServeHTTP(w, r)
+		case HubServiceGetFleetRolloutProcedure:
+			hubServiceGetFleetRolloutHandler.ServeHTTP(w, r)
+		case HubServicePromoteFleetRolloutProcedure:
+			hubServicePromoteFleetRolloutHandler.ServeHTTP(w, r)
+		case HubServiceAbortFleetRolloutProcedure:
+			hubServiceAbortFleetRolloutHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -527,4 +616,16 @@ func (UnimplementedHubServiceHandler) UnpinApp(context.Context, *connect.Request
 
 func (UnimplementedHubServiceHandler) RolloutApp(context.Context, *connect.Request[v1.RolloutAppRequest]) (*connect.Response[v1.RolloutAppResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("flotilla.v1.HubService.RolloutApp is not implemented"))
+}
+
+func (UnimplementedHubServiceHandler) GetFleetRollout(context.Context, *connect.Request[v1.GetFleetRolloutRequest]) (*connect.Response[v1.GetFleetRolloutResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("flotilla.v1.HubService.GetFleetRollout is not implemented"))
+}
+
+func (UnimplementedHubServiceHandler) PromoteFleetRollout(context.Context, *connect.Request[v1.PromoteFleetRolloutRequest]) (*connect.Response[v1.PromoteFleetRolloutResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("flotilla.v1.HubService.PromoteFleetRollout is not implemented"))
+}
+
+func (UnimplementedHubServiceHandler) AbortFleetRollout(context.Context, *connect.Request[v1.AbortFleetRolloutRequest]) (*connect.Response[v1.AbortFleetRolloutResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("flotilla.v1.HubService.AbortFleetRollout is not implemented"))
 }
