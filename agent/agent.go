@@ -123,7 +123,7 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) error {
 		HealthInterval: time.Second, HealthTimeout: opts.HealthTimeout, ResyncInterval: opts.ResyncInterval, Metrics: reconcile.NewMetrics(registry),
 	}, log, reconcile.Dependencies{
 		Cluster: manager, Inventories: inventory.NewStore(manager.Dynamic(), opts.Namespace), Rollouts: rollouts.Summarizer{Client: manager.Dynamic()},
-		Artifacts: b, Reporter: reporter,
+		Artifacts: b, Reporter: reporter, WaveAnalyses: rollouts.NewWaveAnalyses(manager.Dynamic()),
 	})
 	capabilities := []string{"helm", "kustomize", "directory"}
 	if opts.RolloutsController {

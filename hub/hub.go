@@ -25,6 +25,7 @@ import (
 	"github.com/flotilla-dev/flotilla/hub/charts"
 	"github.com/flotilla-dev/flotilla/hub/config"
 	"github.com/flotilla-dev/flotilla/hub/discovery"
+	"github.com/flotilla-dev/flotilla/hub/fleet"
 	"github.com/flotilla-dev/flotilla/hub/gitrepo"
 	"github.com/flotilla-dev/flotilla/hub/leader"
 	"github.com/flotilla-dev/flotilla/hub/publish"
@@ -79,6 +80,12 @@ type Hub struct {
 	trigger chan trace.SpanContext
 	// reconcileNow asks for a pass and waits for it (operator calls).
 	reconcileNow chan reconcileRequest
+	// fleet runs the fleet rollouts; fleetWake asks the reconcile loop to
+	// move them on (a status arrived, an operator promoted), and
+	// lastResult is the last discovery, which a wave is published from.
+	fleet      *fleet.Controller
+	fleetWake  chan struct{}
+	lastResult *discovery.Result
 
 	mu       sync.Mutex
 	clusters map[string]*flotillav1.ClusterRegistration
@@ -106,7 +113,7 @@ type watchedRepo struct {
 func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Hub, err error) {
 	// h is not the named result: a failed start returns nil, and the
 	// cleanup below must close what h opened, not the nil it returns.
-	h := &Hub{cfg: cfg, log: log, ready: make(chan struct{}), trigger: make(chan trace.SpanContext, 1), reconcileNow: make(chan reconcileRequest), metrics: newMetrics(),
+	h := &Hub{cfg: cfg, log: log, ready: make(chan struct{}), trigger: make(chan trace.SpanContext, 1), reconcileNow: make(chan reconcileRequest), fleetWake: make(chan struct{}, 1), metrics: newMetrics(),
 		clusters: map[string]*flotillav1.ClusterRegistration{}, identities: map[string]bus.Identity{}, reported: map[string]string{}, statuses: map[string]*flotillav1.AppStatus{}, ignoredFields: map[string]string{}}
 	defer func() {
 		if err != nil {
@@ -159,6 +166,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Hub, err
 		return nil, err
 	}
 	h.bus, h.publisher = b, publish.New(fencedStore{Bus: b, elector: h.elector}, keys, log)
+	h.fleet = fleet.New(fencedStore{Bus: b, elector: h.elector}, keys, time.Now, log)
 	if err := h.publisher.Load(ctx); err != nil {
 		return nil, err
 	}
@@ -253,13 +261,18 @@ func (h *Hub) Serve(ctx context.Context, ln net.Listener) error {
 		h.mu.Lock()
 		h.statuses[key] = st
 		h.mu.Unlock()
+		h.wakeFleet()
 	}); err != nil {
 		return fmt.Errorf("watch statuses: %w", err)
+	}
+	rolloutsLoaded, err := h.bus.WatchFleetRollouts(ctx, h.fleet.Observe)
+	if err != nil {
+		return fmt.Errorf("watch fleet rollouts: %w", err)
 	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
-	for _, loaded := range []<-chan struct{}{identitiesLoaded, initial} {
+	for _, loaded := range []<-chan struct{}{identitiesLoaded, initial, rolloutsLoaded} {
 		select {
 		case <-loaded:
 		case <-ctx.Done():

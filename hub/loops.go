@@ -19,6 +19,7 @@ import (
 
 	"github.com/flotilla-dev/flotilla/hub/config"
 	"github.com/flotilla-dev/flotilla/hub/discovery"
+	"github.com/flotilla-dev/flotilla/hub/fleet"
 	"github.com/flotilla-dev/flotilla/hub/publish"
 	"github.com/flotilla-dev/flotilla/internal/appkey"
 	"github.com/flotilla-dev/flotilla/internal/appspec"
@@ -91,7 +92,7 @@ func (h *Hub) chartRefreshLoop(ctx context.Context) {
 // nothing else would publish it before the next Git change.
 func (h *Hub) reconcileLoop(ctx context.Context) {
 	retry := backoff.NewExponentialBackOff(backoff.WithInitialInterval(time.Second), backoff.WithMaxInterval(30*time.Second), backoff.WithMaxElapsedTime(0))
-	var again <-chan time.Time
+	var again, bake <-chan time.Time
 	run := func(ctx context.Context) error {
 		if err := ctx.Err(); err != nil {
 			return err // the term ended while a request waited
@@ -116,6 +117,10 @@ func (h *Hub) reconcileLoop(ctx context.Context) {
 			_ = run(trace.ContextWithRemoteSpanContext(ctx, cause))
 		case req := <-h.reconcileNow:
 			req.done <- run(trace.ContextWithRemoteSpanContext(ctx, req.cause))
+		case <-h.fleetWake:
+			bake = h.advanceFleet(ctx)
+		case <-bake:
+			bake = h.advanceFleet(ctx)
 		case <-again:
 			_ = run(ctx)
 		}
@@ -187,7 +192,10 @@ func (h *Hub) reconcile(ctx context.Context) error {
 		return slices.ContainsFunc(a.Sources, func(s *discovery.Source) bool { return s.Chart != nil })
 	}))
 	h.metrics.appErrors.Set(float64(len(res.Errors)))
-	report, err := h.publisher.Publish(ctx, res, h.revokedClusters())
+	h.fleet.SetPlans(fleet.Plans(res.Apps, clusters))
+	h.lastResult = res
+	defer h.wakeFleet()
+	report, err := h.publisher.Publish(ctx, res, h.revokedClusters(), h.fleet)
 	if err != nil {
 		h.metrics.reconciles.WithLabelValues("error").Inc()
 		pending := 0

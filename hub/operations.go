@@ -256,7 +256,7 @@ func (h *Hub) Rollback(ctx context.Context, app string, historyID uint64, cluste
 	}
 	var out []*flotillav1.ClusterResult
 	for _, entry := range entries {
-		ds, err := h.publisher.Rollback(ctx, entry, actor)
+		ds, err := h.publisher.Rollback(ctx, entry, actor, "")
 		if err != nil {
 			out = append(out, &flotillav1.ClusterResult{Cluster: entry.GetCluster(), Error: err.Error()})
 			continue

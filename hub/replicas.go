@@ -18,24 +18,30 @@ import (
 	"github.com/cenkalti/backoff/v4"
 
 	"github.com/flotilla-dev/flotilla/hub/api"
+	"github.com/flotilla-dev/flotilla/hub/fleet"
 	"github.com/flotilla-dev/flotilla/hub/leader"
 	"github.com/flotilla-dev/flotilla/hub/publish"
 	"github.com/flotilla-dev/flotilla/internal/bus"
 	"github.com/flotilla-dev/flotilla/internal/natsauth"
 	"github.com/flotilla-dev/flotilla/internal/signing"
 	"github.com/flotilla-dev/flotilla/internal/tlsca"
+	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
 )
 
-// fencedStore is the publisher's store with every write made as the
-// leader: desired states fenced by the lease's revision (a deposed
-// leader's write fails at the server), artifacts only while the lease
-// holds.
+// fencedStore is the publisher's and the fleet controller's store with
+// every write made as the leader: desired states fenced by the lease's
+// revision (a deposed leader's write fails at the server), artifacts and
+// fleet rollout records only while the lease holds (a record is written
+// expecting its revision, too).
 type fencedStore struct {
 	*bus.Bus
 	elector *leader.Elector
 }
 
-var _ publish.Store = fencedStore{}
+var (
+	_ publish.Store = fencedStore{}
+	_ fleet.Store   = fencedStore{}
+)
 
 func (s fencedStore) PublishDesired(ctx context.Context, puts []bus.DesiredPut) ([]uint64, error) {
 	revisions := make([]uint64, len(puts))
@@ -53,6 +59,14 @@ func (s fencedStore) PutArtifact(ctx context.Context, digest string, data []byte
 		return err
 	})
 	return stored, err
+}
+
+func (s fencedStore) PutFleetRollout(ctx context.Context, id string, r *flotillav1.SignedFleetRollout, revision uint64) (rev uint64, err error) {
+	err = s.elector.Fenced(ctx, func(ctx context.Context, _ uint64) error {
+		rev, err = s.Bus.PutFleetRollout(ctx, id, r, revision)
+		return err
+	})
+	return rev, err
 }
 
 func (s fencedStore) DeleteArtifact(ctx context.Context, digest string) error {

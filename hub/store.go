@@ -23,6 +23,9 @@ type fleetBus interface {
 	// revoked name.
 	LabelIdentity(ctx context.Context, name string, labels map[string]string) (bus.Identity, error)
 	WatchStatuses(ctx context.Context, fn func(key string, st *flotillav1.AppStatus)) (<-chan struct{}, error)
+	// WatchFleetRollouts calls fn with every fleet rollout record, then
+	// every change (a record that does not decode as nil).
+	WatchFleetRollouts(ctx context.Context, fn func(id string, r *flotillav1.SignedFleetRollout, revision uint64)) (<-chan struct{}, error)
 	// FollowDesired calls fn with every desired state written, by this
 	// replica or another.
 	FollowDesired(ctx context.Context, fn func(bus.DesiredEntry)) error

@@ -54,9 +54,14 @@ func (s *Syncer) report(ctx context.Context, st *flotillav1.AppStatus, typ floti
 	if err := s.deps.Reporter.PutStatus(ctx, st); err != nil {
 		s.log.Error("report status", "app", st.GetApp(), "error", err)
 	}
-	s.deps.Reporter.Event(ctx, &flotillav1.Event{
+	s.deps.Reporter.Event(ctx, eventOf(st, typ, reason, message))
+}
+
+// eventOf is an event about the desired state st reports on.
+func eventOf(st *flotillav1.AppStatus, typ flotillav1.EventType, reason, message string) *flotillav1.Event {
+	return &flotillav1.Event{
 		SchemaVersion: 1, Time: timestamppb.Now(), Cluster: st.GetCluster(), App: st.GetApp(), Type: typ, Reason: reason,
 		Message: message, Revision: st.GetRevision(), HistoryId: st.GetHistoryId(), TraceId: st.GetTraceId(),
 		Source: "agent", Actor: "agent/" + st.GetCluster(),
-	})
+	}
 }

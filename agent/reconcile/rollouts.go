@@ -33,20 +33,17 @@ func (s *Syncer) TraceParent(ro *unstructured.Unstructured) trace.SpanContext {
 }
 
 // observeHealth re-reads the health of the application's objects and its
-// Rollouts' progress, for as long as the application exists, and reports
-// what changed: the status whenever any object's health or message did;
-// an event when the application's health changed (HealthChanged) or a
-// rollout moved to another step or phase (a warning with the measurements
-// when it was aborted).
+// Rollouts' progress, for as long as the application exists, advances the
+// analysis of its fleet wave (which may start now that it is Healthy),
+// and reports what changed (reportObserved).
 func (w *appWorker) observeHealth(ctx context.Context) {
 	s := w.syncer
 	defer s.releaseMemory() // it lists the application's objects, as a sync does
-	d := w.latest()
-	if d == nil || !w.synced {
+	if !w.synced {
 		return
 	}
-	prev, err := s.deps.Reporter.LastStatus(ctx, d.State.GetCluster(), w.app)
-	if err != nil || prev.GetHistoryId() != d.State.GetHistoryId() {
+	d, prev := w.observable(ctx)
+	if prev == nil {
 		return
 	}
 	var objs []*unstructured.Unstructured
@@ -60,6 +57,31 @@ func (w *appWorker) observeHealth(ctx context.Context) {
 		return
 	}
 	st := withHealth(prev, objs, obs)
+	w.reportObserved(ctx, prev, withWaveAnalysis(st, w.waveAnalysis(ctx, d, st)))
+}
+
+// observable is the application's current desired state and the status
+// last reported of it; nil when there is none to build on (nothing
+// arrived yet, or a newer desired state has not reported yet).
+func (w *appWorker) observable(ctx context.Context) (*Desired, *flotillav1.AppStatus) {
+	d := w.latest()
+	if d == nil {
+		return nil, nil
+	}
+	prev, err := w.syncer.deps.Reporter.LastStatus(ctx, d.State.GetCluster(), w.app)
+	if err != nil || prev.GetHistoryId() != d.State.GetHistoryId() {
+		return nil, nil
+	}
+	return d, prev
+}
+
+// reportObserved reports st, what the worker observed since prev, when
+// anything changed: the status whenever any object's health or message,
+// a Rollout or the wave analysis did; an event when the application's
+// health changed (HealthChanged) or a rollout moved to another step or
+// phase (a warning with the measurements when it was aborted), and one
+// when the wave analysis changed phase or took a measurement.
+func (w *appWorker) reportObserved(ctx context.Context, prev, st *flotillav1.AppStatus) {
 	if proto.Equal(st, prev) {
 		return
 	}
@@ -87,12 +109,18 @@ func (w *appWorker) observeHealth(ctx context.Context) {
 		}
 		messages = append(messages, msg)
 	}
-	if reason == "" {
-		st.ObservedAt = timestamppb.Now()
-		s.putStatus(ctx, st)
-		return
+	var events []*flotillav1.Event
+	if reason != "" {
+		events = append(events, eventOf(st, typ, reason, strings.Join(messages, "; ")))
 	}
-	s.report(ctx, st, typ, reason, strings.Join(messages, "; "))
+	if ev := waveAnalysisEvent(prev, st); ev != nil {
+		events = append(events, ev)
+	}
+	st.ObservedAt = timestamppb.Now()
+	w.syncer.putStatus(ctx, st)
+	for _, ev := range events {
+		w.syncer.deps.Reporter.Event(ctx, ev)
+	}
 }
 
 func findRollout(list []*flotillav1.RolloutStatus, ro *flotillav1.RolloutStatus) *flotillav1.RolloutStatus {

@@ -112,6 +112,7 @@ func statusOf(spec syncSpec, res syncResult, f failure) *flotillav1.AppStatus {
 		}
 		if res.previous != nil {
 			st.Health, st.Resources, st.Rollouts = res.previous.GetHealth(), res.previous.GetResources(), res.previous.GetRollouts()
+			st.WaveAnalysis = res.previous.GetWaveAnalysis()
 			return st
 		}
 	default:
@@ -240,6 +241,14 @@ func withHealth(st *flotillav1.AppStatus, objs []*unstructured.Unstructured, obs
 			r.Message = obs.Message[i]
 		}
 	}
+	return st
+}
+
+// withWaveAnalysis is st reporting wa as the analysis of its desired
+// state's fleet wave (none when wa is nil). st is not changed.
+func withWaveAnalysis(st *flotillav1.AppStatus, wa *flotillav1.WaveAnalysisStatus) *flotillav1.AppStatus {
+	st = proto.Clone(st).(*flotillav1.AppStatus)
+	st.WaveAnalysis = wa
 	return st
 }
 

@@ -82,6 +82,18 @@ type Rollouts interface {
 	Summarize(ctx context.Context, rollout *unstructured.Unstructured) *flotillav1.RolloutStatus
 }
 
+// WaveAnalyses run the analyses that gate fleet rollouts' waves
+// (DesiredState.wave.analysis). *rollouts.WaveAnalyses implements it.
+type WaveAnalyses interface {
+	// Run advances the analysis of ds's wave, creating its run only with
+	// start, and returns its status (nil: ds has none, or it has not
+	// started) and when it next needs a look (zero: not on a timer).
+	Run(ctx context.Context, ds *flotillav1.DesiredState, start bool) (*flotillav1.WaveAnalysisStatus, time.Time, error)
+	// Expire ends the runs of ds's application other than ds's own, and
+	// deletes the oldest of them.
+	Expire(ctx context.Context, ds *flotillav1.DesiredState) error
+}
+
 // Dependencies are the parts a Syncer works through.
 type Dependencies struct {
 	Cluster     Cluster
@@ -89,6 +101,8 @@ type Dependencies struct {
 	Rollouts    Rollouts
 	Artifacts   Artifacts
 	Reporter    Reporter
+	// WaveAnalyses, when set, run the analyses fleet rollouts ask for.
+	WaveAnalyses WaveAnalyses
 }
 
 // Options configure a Syncer.

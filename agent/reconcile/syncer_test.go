@@ -227,11 +227,18 @@ func (e *syncerEnv) restart() {
 	}, slog.New(slog.NewTextHandler(io.Discard, nil)), Dependencies{
 		Cluster: panickyCluster{Manager: e.manager, faults: e.faults}, Inventories: heldInventories{Store: e.inventory, faults: e.faults},
 		Rollouts: rollouts.Summarizer{Client: e.cluster.Dynamic}, Artifacts: e.artifacts, Reporter: e.reporter,
+		WaveAnalyses: rollouts.NewWaveAnalyses(e.cluster.Dynamic),
 	})
 }
 
 // offer packs files as app's next desired state and hands it to the syncer.
 func (e *syncerEnv) offer(t *testing.T, app, namespace string, files map[string]string, policy *flotillav1.SyncPolicy) uint64 {
+	return e.offerWave(t, app, namespace, files, policy, nil)
+}
+
+// offerWave is offer of a desired state a fleet rollout published as
+// part of wave (nil: none).
+func (e *syncerEnv) offerWave(t *testing.T, app, namespace string, files map[string]string, policy *flotillav1.SyncPolicy, wave *flotillav1.FleetWave) uint64 {
 	dir := t.TempDir()
 	var names []string
 	for name, content := range files {
@@ -252,7 +259,7 @@ func (e *syncerEnv) offer(t *testing.T, app, namespace string, files map[string]
 		SchemaVersion: 1, Cluster: "test", App: app, HistoryId: e.history[app],
 		Source:      &flotillav1.Source{Commit: fmt.Sprintf("c%d", e.history[app])},
 		Artifact:    &flotillav1.Artifact{Digest: digest, Size: int64(len(data)), Root: "."},
-		Destination: &flotillav1.Destination{Namespace: namespace}, SyncPolicy: policy,
+		Destination: &flotillav1.Destination{Namespace: namespace}, SyncPolicy: policy, Wave: wave,
 	}})
 	return e.history[app]
 }

@@ -22,8 +22,13 @@ const driftWindow = 50 * time.Millisecond
 // at most one LIST per kind and namespace of the application per window.
 const observeWindow = 250 * time.Millisecond
 
+// minWaveWait bounds how often a wave analysis that is due at once (or
+// overdue) is looked at again.
+const minWaveWait = 10 * time.Millisecond
+
 // appWorker owns one application: it syncs one desired state at a time,
-// retries a failed sync per syncPolicy.retry, and checks and heals drift.
+// retries a failed sync per syncPolicy.retry, checks and heals drift,
+// follows health and runs the analysis of its fleet wave.
 // Everything but the mutex-guarded fields belongs to its run goroutine.
 type appWorker struct {
 	syncer  *Syncer
@@ -54,6 +59,11 @@ type appWorker struct {
 	// driftReported is what was last reported of it.
 	drifted       map[string]string
 	driftReported string
+	// waveNext is when the analysis of the current desired state's fleet
+	// wave wants its next look (zero: none), and waveExpired the history
+	// id whose earlier wave analyses were ended (waveAnalysis).
+	waveNext    time.Time
+	waveExpired uint64
 }
 
 func newWorker(s *Syncer, app string) *appWorker {
@@ -146,7 +156,8 @@ func (w *appWorker) noticeDrift(ref apply.ObjectRef) {
 
 func (w *appWorker) run(ctx context.Context) {
 	s := w.syncer
-	var retry, coalesce, observe <-chan time.Time
+	var retry, coalesce, observe, analyse <-chan time.Time
+	var analyseAt time.Time // when analyse fires: w.waveNext as last armed
 	drifted := map[string]apply.ObjectRef{}
 	var resync <-chan time.Time // off when no interval is set
 	if s.opts.ResyncInterval > 0 {
@@ -171,6 +182,7 @@ func (w *appWorker) run(ctx context.Context) {
 		}
 		clear(w.drifted)
 		w.driftReported = ""
+		w.waveNext = time.Time{} // the look after the sync sets it again
 		if w.synced && out.rendered == nil {
 			// Applied before this agent started (a no-op): what changed
 			// while it was away shows only in a full comparison.
@@ -188,6 +200,13 @@ func (w *appWorker) run(ctx context.Context) {
 		return out.err
 	}
 	for {
+		if !w.waveNext.Equal(analyseAt) {
+			// The wave analysis' next measurement is due at a new time.
+			analyseAt, analyse = w.waveNext, nil
+			if !analyseAt.IsZero() {
+				analyse = time.After(max(time.Until(analyseAt), minWaveWait))
+			}
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -226,6 +245,9 @@ func (w *appWorker) run(ctx context.Context) {
 		case <-observe:
 			observe = nil
 			w.guard(ctx, "observing health", func() { w.observeHealth(ctx) })
+		case <-analyse:
+			analyse, analyseAt, w.waveNext = nil, time.Time{}, time.Time{}
+			w.guard(ctx, "analysing the fleet wave", func() { w.observeWaveAnalysis(ctx) })
 		case <-resync:
 			w.guard(ctx, "checking drift", func() { w.checkDrift(ctx, nil) })
 			// A change a watch missed (its connection dropped) shows here.

@@ -2,14 +2,11 @@ package rollouts
 
 import (
 	"context"
-	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
 	"time"
 
-	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -34,11 +31,11 @@ const (
 // templates once; after that, its own spec and status are the truth, so a
 // restarted agent continues its measurements.
 func (r *rolloutCtx) analyse(ctx context.Context, name, kind string, a *Analysis) (*RunStatus, error) {
-	ri := r.c.client.Resource(runGVR).Namespace(r.obj.GetNamespace())
-	obj, err := ri.Get(ctx, name, metav1.GetOptions{})
+	runs := r.runStore()
+	obj, err := runs.ri().Get(ctx, name, metav1.GetOptions{})
 	if err == nil && r.st.AbortedAt != nil && !r.st.AbortedAt.Before(ptrTime(obj.GetCreationTimestamp())) {
 		// A run from before an abort: a retry starts the analysis afresh.
-		if err := ri.Delete(ctx, name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		if err := runs.ri().Delete(ctx, name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
 			return nil, err
 		}
 		err = apierrors.NewNotFound(runGVR.GroupResource(), name)
@@ -49,101 +46,39 @@ func (r *rolloutCtx) analyse(ctx context.Context, name, kind string, a *Analysis
 	if err != nil {
 		return nil, err
 	}
-	spec, status, err := readRun(obj)
+	status, next, err := runs.advance(ctx, obj, r.now, r.c.opts.Measurer, r.measured(ctx, name))
 	if err != nil {
-		return nil, fmt.Errorf("AnalysisRun %s: %w", name, err)
+		return nil, err
 	}
-	if !status.Phase.Completed() {
-		switch err := spec.ReadSecrets(func(name, key string) (string, error) { return r.secretKey(ctx, name, key) }); {
-		case transient(err):
-			return nil, err
-		case err != nil:
-			// A missing Secret or key ends the run, as in Argo Rollouts.
-			status.Phase, status.Message = analysis.Error, err.Error()
-		default:
-			r.wakeAt(analysis.Reconcile(ctx, spec, status, r.now, analysis.Env{Measurer: r.c.opts.Measurer, Jobs: r.jobs(obj), Observe: r.measured(ctx, name)}))
-		}
-		if err := r.writeRun(ctx, obj, status); err != nil {
-			return nil, err
-		}
-	}
+	r.wakeAt(next)
 	return &RunStatus{Name: name, Status: status.Phase, Message: status.Message}, nil
 }
 
-// secretKey reads a key of a Secret in the rollout's namespace, for an
-// analysis arg; errors name the Secret and key, never a value.
-func (r *rolloutCtx) secretKey(ctx context.Context, name, key string) (string, error) {
-	secret, err := r.c.client.Resource(secretGVR).Namespace(r.obj.GetNamespace()).Get(ctx, name, metav1.GetOptions{})
-	if err != nil {
-		return "", err
-	}
-	data, found, _ := unstructured.NestedString(secret.Object, "data", key)
-	if !found {
-		return "", fmt.Errorf("secret %q has no key %q", name, key)
-	}
-	value, err := base64.StdEncoding.DecodeString(data)
-	if err != nil {
-		return "", fmt.Errorf("secret %q key %q: not base64", name, key)
-	}
-	return string(value), nil
+// runStore is the AnalysisRuns of the rollout's namespace.
+func (r *rolloutCtx) runStore() runStore {
+	return runStore{client: r.c.client, namespace: r.obj.GetNamespace()}
 }
 
 func (r *rolloutCtx) createRun(ctx context.Context, name, kind string, a *Analysis) (*unstructured.Unstructured, error) {
-	var templates []analysis.NamedSpec
-	for _, ref := range a.Templates {
-		ri, what := r.c.client.Resource(templateGVR).Namespace(r.obj.GetNamespace()), "AnalysisTemplate"
-		if ref.ClusterScope {
-			ri, what = r.c.client.Resource(clusterGVR).Namespace(""), "ClusterAnalysisTemplate"
-		}
-		t, err := ri.Get(ctx, ref.TemplateName, metav1.GetOptions{})
-		if err == nil {
-			var spec analysis.Spec
-			if spec, err = templateSpec(t); err == nil {
-				templates = append(templates, analysis.NamedSpec{Name: what + " " + ref.TemplateName, Spec: spec})
-			}
-		}
-		if err != nil {
-			return nil, fmt.Errorf("%s %q: %w", what, ref.TemplateName, err)
-		}
+	runs := r.runStore()
+	templates, err := runs.templates(ctx, a.Templates)
+	if err != nil {
+		return nil, err
 	}
 	args, err := r.args(a.Args)
 	if err != nil {
 		return nil, err
 	}
-	spec, err := analysis.Merge(templates, args)
+	spec, err := analysis.Merge(templates, args, nil)
 	if err != nil {
 		return nil, err
 	}
 	spec.DryRun = append(spec.DryRun, a.DryRun...)
-	specMap, err := toMap(spec)
-	if err != nil {
-		return nil, err
-	}
-	run := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": "argoproj.io/v1alpha1", "kind": "AnalysisRun",
-		"metadata": map[string]any{"name": name, "namespace": r.obj.GetNamespace(),
-			"labels": map[string]any{HashLabel: r.hash, runTypeLabel: kind}},
-		"spec": specMap,
-	}}
+	run := &unstructured.Unstructured{Object: map[string]any{}}
+	run.SetName(name)
+	run.SetLabels(map[string]string{HashLabel: r.hash, runTypeLabel: kind})
 	run.SetOwnerReferences([]metav1.OwnerReference{*metav1.NewControllerRef(r.obj, r.obj.GroupVersionKind())})
-	created, err := r.c.client.Resource(runGVR).Namespace(r.obj.GetNamespace()).Create(ctx, run, metav1.CreateOptions{FieldManager: fieldManager})
-	if err != nil {
-		return nil, fmt.Errorf("create AnalysisRun %s: %w", name, err)
-	}
-	return created, nil
-}
-
-func templateSpec(t *unstructured.Unstructured) (analysis.Spec, error) {
-	var spec analysis.Spec
-	raw, _, _ := unstructured.NestedMap(t.Object, "spec")
-	data, err := json.Marshal(raw)
-	if err == nil {
-		err = json.Unmarshal(data, &spec)
-	}
-	if err != nil {
-		return spec, fmt.Errorf("spec: %w", err)
-	}
-	return spec, nil
+	return runs.create(ctx, run, spec)
 }
 
 // args resolves the rollout's args: values, pod-template hashes (Stable,
@@ -180,39 +115,6 @@ func (r *rolloutCtx) args(in []Arg) (map[string]string, error) {
 	return out, nil
 }
 
-func readRun(obj *unstructured.Unstructured) (*analysis.Spec, *analysis.Status, error) {
-	spec, err := templateSpec(obj)
-	if err != nil {
-		return nil, nil, err
-	}
-	var status analysis.Status
-	raw, _, _ := unstructured.NestedMap(obj.Object, "status")
-	data, _ := json.Marshal(raw)
-	if err := json.Unmarshal(data, &status); err != nil {
-		return nil, nil, fmt.Errorf("status: %w", err)
-	}
-	return &spec, &status, nil
-}
-
-// writeRun stores a run's status (measurements included) when it changed.
-func (r *rolloutCtx) writeRun(ctx context.Context, obj *unstructured.Unstructured, status *analysis.Status) error {
-	m, err := toMap(status)
-	if err != nil {
-		return err
-	}
-	old, _, _ := unstructured.NestedMap(obj.Object, "status")
-	if apiequality.Semantic.DeepEqual(old, m) {
-		return nil
-	}
-	obj = obj.DeepCopy()
-	obj.Object["status"] = m
-	_, err = r.c.client.Resource(runGVR).Namespace(obj.GetNamespace()).UpdateStatus(ctx, obj, metav1.UpdateOptions{FieldManager: fieldManager})
-	if err != nil {
-		return fmt.Errorf("AnalysisRun %s status: %w", obj.GetName(), err)
-	}
-	return nil
-}
-
 // terminateRuns ends the rollout's runs still going, except keep: their
 // step is over, the revision was promoted or aborted.
 func (r *rolloutCtx) terminateRuns(ctx context.Context, keep ...string) error {
@@ -230,20 +132,11 @@ func (r *rolloutCtx) terminateRuns(ctx context.Context, keep ...string) error {
 			continue
 		}
 		analysis.Terminate(ctx, spec, status, r.now, r.jobs(obj))
-		if err := r.writeRun(ctx, obj, status); err != nil {
+		if err := r.runStore().write(ctx, obj, status); err != nil {
 			return err
 		}
 	}
 	return nil
-}
-
-func toMap(v any) (map[string]any, error) {
-	data, err := json.Marshal(v)
-	if err != nil {
-		return nil, err
-	}
-	var m map[string]any
-	return m, json.Unmarshal(data, &m)
 }
 
 // runName is the name of a rollout's run: rollout, revision hash and what

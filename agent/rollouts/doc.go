@@ -6,6 +6,7 @@
 // whose status holds every measurement, so a restarted agent resumes a
 // rollout where it was. It also installs the argoproj.io CRDs a cluster
 // lacks, carries out operators' actions (promote, abort, retry, pause) as
-// Argo's kubectl plugin does, and summarises a Rollout for the
-// application's status. Analysis itself is package analysis.
+// Argo's kubectl plugin does, summarises a Rollout for the application's
+// status, and runs the AnalysisRuns that gate fleet rollouts' waves
+// (WaveAnalyses). Analysis itself is package analysis.
 package rollouts

@@ -8,6 +8,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/dynamic"
 
+	"github.com/flotilla-dev/flotilla/agent/rollouts/analysis"
 	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
 )
 
@@ -64,6 +65,14 @@ func (s Summarizer) Summarize(ctx context.Context, obj *unstructured.Unstructure
 	if err != nil {
 		return out
 	}
+	out.Analysis.Measurements = measurementsOf(status)
+	return out
+}
+
+// measurementsOf is the latest measurement of each of a run's metrics,
+// with the metric's counters, for a status at the hub.
+func measurementsOf(status *analysis.Status) []*flotillav1.MeasurementStatus {
+	var out []*flotillav1.MeasurementStatus
 	for _, res := range status.MetricResults {
 		m := &flotillav1.MeasurementStatus{Metric: res.Name, Phase: string(res.Phase), Count: res.Count, Failed: res.Failed, Errors: res.Error}
 		if n := len(res.Measurements); n > 0 {
@@ -73,7 +82,7 @@ func (s Summarizer) Summarize(ctx context.Context, obj *unstructured.Unstructure
 				m.FinishedAt = timestamppb.New(last.FinishedAt.Time)
 			}
 		}
-		out.Analysis.Measurements = append(out.Analysis.Measurements, m)
+		out = append(out, m)
 	}
 	return out
 }

@@ -80,6 +80,15 @@ type Hub interface {
 	Revert(ctx context.Context, app, actor string) (*flotillav1.RevertAppResponse, error)
 	Unpin(ctx context.Context, app, cluster, actor string) ([]*flotillav1.ClusterResult, error)
 	Rollout(ctx context.Context, app, cluster string, action flotillav1.RolloutAction, full bool, actor string) ([]*flotillav1.ClusterResult, error)
+	// FleetRollout is the fleet rollout of the ApplicationSet or
+	// Application name; ErrNotFound when it has none.
+	FleetRollout(name string) (*flotillav1.FleetRollout, error)
+	// PromoteFleetRollout promotes its current wave (wave, when set, must
+	// be its index); ErrFailedPrecondition when there is nothing to promote.
+	PromoteFleetRollout(ctx context.Context, name string, wave *int32, actor string) (*flotillav1.FleetRollout, error)
+	// AbortFleetRollout halts it, rolling back the clusters it updated
+	// with rollback; ErrFailedPrecondition when it is over.
+	AbortFleetRollout(ctx context.Context, name string, rollback bool, actor string) (*flotillav1.FleetRollout, error)
 }
 
 // Errors the Hub wraps so the API answers with the right code.
@@ -481,4 +490,46 @@ func Targets(published []*flotillav1.DesiredState, app, cluster string) ([]*flot
 	}
 	slices.SortFunc(out, func(a, b *flotillav1.DesiredState) int { return strings.Compare(a.GetCluster(), b.GetCluster()) })
 	return out, nil
+}
+
+func (s *Server) GetFleetRollout(_ context.Context, req *connect.Request[flotillav1.GetFleetRolloutRequest]) (*connect.Response[flotillav1.GetFleetRolloutResponse], error) {
+	if err := requiredName(req.Msg.GetName()); err != nil {
+		return nil, err
+	}
+	r, err := s.hub.FleetRollout(req.Msg.GetName())
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	return connect.NewResponse(&flotillav1.GetFleetRolloutResponse{Rollout: r}), nil
+}
+
+func (s *Server) PromoteFleetRollout(ctx context.Context, req *connect.Request[flotillav1.PromoteFleetRolloutRequest]) (*connect.Response[flotillav1.PromoteFleetRolloutResponse], error) {
+	if err := requiredName(req.Msg.GetName()); err != nil {
+		return nil, err
+	}
+	r, err := s.hub.PromoteFleetRollout(ctx, req.Msg.GetName(), req.Msg.Wave, actor(ctx))
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	return connect.NewResponse(&flotillav1.PromoteFleetRolloutResponse{Rollout: r}), nil
+}
+
+func (s *Server) AbortFleetRollout(ctx context.Context, req *connect.Request[flotillav1.AbortFleetRolloutRequest]) (*connect.Response[flotillav1.AbortFleetRolloutResponse], error) {
+	if err := requiredName(req.Msg.GetName()); err != nil {
+		return nil, err
+	}
+	r, err := s.hub.AbortFleetRollout(ctx, req.Msg.GetName(), req.Msg.GetRollback(), actor(ctx))
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	return connect.NewResponse(&flotillav1.AbortFleetRolloutResponse{Rollout: r}), nil
+}
+
+// requiredName checks that a request names an ApplicationSet or an
+// Application.
+func requiredName(name string) error {
+	if name == "" {
+		return connect.NewError(connect.CodeInvalidArgument, errors.New("an ApplicationSet or Application name is required"))
+	}
+	return nil
 }

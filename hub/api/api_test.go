@@ -103,6 +103,18 @@ func procedures() []procedure {
 			_, err := c.RolloutApp(ctx, connect.NewRequest(&flotillav1.RolloutAppRequest{App: "api-service", Action: flotillav1.RolloutAction_ROLLOUT_ACTION_PAUSE}))
 			return err
 		}},
+		{"GetFleetRollout", api.Viewer, func(ctx context.Context, c flotillav1connect.HubServiceClient) error {
+			_, err := c.GetFleetRollout(ctx, connect.NewRequest(&flotillav1.GetFleetRolloutRequest{Name: "api-service"}))
+			return err
+		}},
+		{"PromoteFleetRollout", api.Operator, func(ctx context.Context, c flotillav1connect.HubServiceClient) error {
+			_, err := c.PromoteFleetRollout(ctx, connect.NewRequest(&flotillav1.PromoteFleetRolloutRequest{Name: "api-service"}))
+			return err
+		}},
+		{"AbortFleetRollout", api.Operator, func(ctx context.Context, c flotillav1connect.HubServiceClient) error {
+			_, err := c.AbortFleetRollout(ctx, connect.NewRequest(&flotillav1.AbortFleetRolloutRequest{Name: "api-service", Rollback: true}))
+			return err
+		}},
 	}
 }
 

@@ -116,17 +116,20 @@ func actor(ctx context.Context) string { return caller(ctx).Name }
 // requiredRole is the least role of each procedure: reads need Viewer,
 // everything that changes the fleet Operator.
 var requiredRole = map[string]Role{
-	flotillav1connect.HubServiceListClustersProcedure:  Viewer,
-	flotillav1connect.HubServiceListAppsProcedure:      Viewer,
-	flotillav1connect.HubServiceGetAppProcedure:        Viewer,
-	flotillav1connect.HubServiceGetAppHistoryProcedure: Viewer,
-	flotillav1connect.HubServiceDiffAppProcedure:       Viewer,
-	flotillav1connect.HubServiceListEventsProcedure:    Viewer,
-	flotillav1connect.HubServiceSyncAppProcedure:       Operator,
-	flotillav1connect.HubServiceRollbackAppProcedure:   Operator,
-	flotillav1connect.HubServiceRevertAppProcedure:     Operator,
-	flotillav1connect.HubServiceUnpinAppProcedure:      Operator,
-	flotillav1connect.HubServiceRolloutAppProcedure:    Operator,
+	flotillav1connect.HubServiceListClustersProcedure:        Viewer,
+	flotillav1connect.HubServiceListAppsProcedure:            Viewer,
+	flotillav1connect.HubServiceGetAppProcedure:              Viewer,
+	flotillav1connect.HubServiceGetAppHistoryProcedure:       Viewer,
+	flotillav1connect.HubServiceDiffAppProcedure:             Viewer,
+	flotillav1connect.HubServiceListEventsProcedure:          Viewer,
+	flotillav1connect.HubServiceSyncAppProcedure:             Operator,
+	flotillav1connect.HubServiceRollbackAppProcedure:         Operator,
+	flotillav1connect.HubServiceRevertAppProcedure:           Operator,
+	flotillav1connect.HubServiceUnpinAppProcedure:            Operator,
+	flotillav1connect.HubServiceRolloutAppProcedure:          Operator,
+	flotillav1connect.HubServiceGetFleetRolloutProcedure:     Viewer,
+	flotillav1connect.HubServicePromoteFleetRolloutProcedure: Operator,
+	flotillav1connect.HubServiceAbortFleetRolloutProcedure:   Operator,
 }
 
 // ServedByAnyReplica reports whether every hub replica serves the call

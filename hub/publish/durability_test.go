@@ -18,19 +18,19 @@ func TestAPartlyAcknowledgedPublishSpendsItsHistoryIDs(t *testing.T) {
 	_, key, _ := ed25519.GenerateKey(rand.Reader)
 	keys := signing.NewKeySet(key)
 	p := restart(t, store, keys)
-	if _, err := p.Publish(t.Context(), discoverFor(t, "1", "prod-eu", "staging-1"), nil); err != nil {
+	if _, err := p.Publish(t.Context(), discoverFor(t, "1", "prod-eu", "staging-1"), nil, nil); err != nil {
 		t.Fatal(err)
 	}
 
 	store.accept = 1
-	report, err := p.Publish(t.Context(), discoverFor(t, "2", "prod-eu", "staging-1"), nil)
+	report, err := p.Publish(t.Context(), discoverFor(t, "2", "prod-eu", "staging-1"), nil, nil)
 	if err == nil || !strings.Contains(err.Error(), "1 of 2 desired states not published") || report.Pending != 1 || len(report.Published) != 1 {
 		t.Fatalf("partly acknowledged: report %+v, error %v", report, err)
 	}
 	took := report.Published[0]
 
 	store.accept = -1
-	report, err = p.Publish(t.Context(), discoverFor(t, "2", "prod-eu", "staging-1"), nil)
+	report, err = p.Publish(t.Context(), discoverFor(t, "2", "prod-eu", "staging-1"), nil, nil)
 	if err != nil || report.Pending != 0 || len(report.Published) != 1 || report.Published[0] == took || report.Unchanged != 1 {
 		t.Fatalf("the retry: report %+v, error %v; want only the pending key published", report, err)
 	}
@@ -53,7 +53,7 @@ func TestAPartlyAcknowledgedPublishSpendsItsHistoryIDs(t *testing.T) {
 		}
 	}
 	// A hub that restarts now goes on from there, publishing nothing.
-	report, err = restart(t, store, keys).Publish(t.Context(), discoverFor(t, "2", "prod-eu", "staging-1"), nil)
+	report, err = restart(t, store, keys).Publish(t.Context(), discoverFor(t, "2", "prod-eu", "staging-1"), nil, nil)
 	if err != nil || len(report.Published) != 0 {
 		t.Fatalf("after a restart: report %+v, error %v", report, err)
 	}
@@ -66,7 +66,7 @@ func TestACorruptOrMissingArtifactIsStoredAgain(t *testing.T) {
 	store := newMemStore()
 	_, key, _ := ed25519.GenerateKey(rand.Reader)
 	keys := signing.NewKeySet(key)
-	if _, err := restart(t, store, keys).Publish(t.Context(), discover(t, "1"), nil); err != nil {
+	if _, err := restart(t, store, keys).Publish(t.Context(), discover(t, "1"), nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	ds, err := restart(t, store, keys).verify(store.newest(t, "prod-eu", "web"))
@@ -82,7 +82,7 @@ func TestACorruptOrMissingArtifactIsStoredAgain(t *testing.T) {
 		{"missing", func() { delete(store.artifacts, name) }},
 	} {
 		damage.do()
-		report, err := restart(t, store, keys).Publish(t.Context(), discover(t, "1"), nil)
+		report, err := restart(t, store, keys).Publish(t.Context(), discover(t, "1"), nil, nil)
 		if err != nil || report.ArtifactsStored != 1 || len(report.Published) != 0 {
 			t.Fatalf("%s artifact: report %+v, error %v; want it stored again and nothing republished", damage.what, report, err)
 		}
@@ -103,7 +103,7 @@ func TestObservedEntriesKeepTheHistoryGoing(t *testing.T) {
 	leader := restart(t, store, keys)
 	follower := restart(t, store, keys)
 	for _, value := range []string{"1", "2"} {
-		if _, err := leader.Publish(t.Context(), discover(t, value), nil); err != nil {
+		if _, err := leader.Publish(t.Context(), discover(t, value), nil, nil); err != nil {
 			t.Fatal(err)
 		}
 		follower.Observe(store.newest(t, "prod-eu", "web"))
@@ -121,7 +121,7 @@ func TestObservedEntriesKeepTheHistoryGoing(t *testing.T) {
 	if got := follower.Latest("prod-eu", "web").GetHistoryId(); got != 2 {
 		t.Fatalf("after a replay the follower's latest is history %d, want still 2", got)
 	}
-	report, err := follower.Publish(t.Context(), discover(t, "2"), nil)
+	report, err := follower.Publish(t.Context(), discover(t, "2"), nil, nil)
 	if err != nil || len(report.Resigned) != 1 {
 		t.Fatalf("publish over the replay: report %+v, error %v; want the latest signed again", report, err)
 	}
@@ -140,7 +140,7 @@ func TestAReplayOnTopIsFoundByTheHistoryScan(t *testing.T) {
 	keys := signing.NewKeySet(key)
 	p := restart(t, store, keys)
 	for _, value := range []string{"1", "2", "3"} {
-		if _, err := p.Publish(t.Context(), discover(t, value), nil); err != nil {
+		if _, err := p.Publish(t.Context(), discover(t, value), nil, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -157,7 +157,7 @@ func TestAReplayOnTopIsFoundByTheHistoryScan(t *testing.T) {
 	if got := fresh.Latest("prod-eu", "web").GetHistoryId(); got != 3 || !fresh.Resigning() {
 		t.Fatalf("after the scan: latest history %d (resigning %v), want 3 and to be signed again", got, fresh.Resigning())
 	}
-	report, err := fresh.Publish(t.Context(), discover(t, "3"), nil)
+	report, err := fresh.Publish(t.Context(), discover(t, "3"), nil, nil)
 	if err != nil || len(report.Resigned) != 1 {
 		t.Fatalf("publish over the replay: report %+v, error %v", report, err)
 	}

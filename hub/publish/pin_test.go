@@ -69,7 +69,7 @@ func TestPinHoldsAcrossRestartsUntilGitChanges(t *testing.T) {
 	ctx := t.Context()
 	publish := func(p *Publisher, value string) *Report {
 		t.Helper()
-		r, err := p.Publish(ctx, discover(t, value), nil)
+		r, err := p.Publish(ctx, discover(t, value), nil, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -85,7 +85,7 @@ func TestPinHoldsAcrossRestartsUntilGitChanges(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := p.Rollback(ctx, target, "oncall"); err != nil {
+	if _, err := p.Rollback(ctx, target, "oncall", ""); err != nil {
 		t.Fatal(err)
 	}
 	if id, pinned := latest(p); id != 3 || !pinned {
@@ -118,7 +118,7 @@ func TestPinHoldsAcrossRestartsUntilGitChanges(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := restarted.Rollback(ctx, target, "oncall"); err != nil {
+	if _, err := restarted.Rollback(ctx, target, "oncall", ""); err != nil {
 		t.Fatal(err)
 	}
 	if got := restarted.Unpin([]string{appkey.Join("prod-eu", "web"), appkey.Join("prod-eu", "other")}); len(got) != 1 {

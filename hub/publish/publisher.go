@@ -206,6 +206,9 @@ type Report struct {
 	Unchanged int
 	// Pinned counts keys held at a rollback while Git is unchanged.
 	Pinned int
+	// Held counts keys whose change the releaser holds back (a fleet
+	// rollout's later waves).
+	Held int
 	// Released are the keys whose pin Git or an operator released.
 	Released []string
 	// ArtifactsStored counts artifacts written (not already present, or
@@ -218,10 +221,11 @@ type Report struct {
 
 // Publish brings the desired-state bucket in line with a discovery. Keys of
 // applications that failed keep their last good state; while any root
-// fails, nothing is deleted. The entries of held clusters (revoked ones)
+// fails, nothing is deleted. A change is published when release lets it
+// go (nil releases every change at once). The entries of held clusters (revoked ones)
 // are left as they are: no deletion, no new signature. A cluster cut off
 // keeps what it runs; it is not told to delete it.
-func (p *Publisher) Publish(ctx context.Context, res *discovery.Result, held map[string]bool) (*Report, error) {
+func (p *Publisher) Publish(ctx context.Context, res *discovery.Result, held map[string]bool, release Releaser) (*Report, error) {
 	ctx, span := tracer.Start(ctx, "hub.publish")
 	defer span.End()
 	p.mu.Lock()
@@ -229,6 +233,10 @@ func (p *Publisher) Publish(ctx context.Context, res *discovery.Result, held map
 
 	report := &Report{}
 	var puts []bus.DesiredPut
+	// changes are the keys whose desired state differs from Git's, and
+	// changed their new desired state, not yet signed.
+	var changes []Change
+	changed := map[string]pendingPut{}
 	// deleting and resigning are the keys of deletions and of states
 	// signed again among puts: the report counts them once written.
 	deleting, resigning := map[string]bool{}, map[string]bool{}
@@ -320,17 +328,38 @@ func (p *Publisher) Publish(ctx context.Context, res *discovery.Result, held map
 			}
 			ds := proto.Clone(tmpl).(*flotillav1.DesiredState)
 			ds.Cluster = cluster
-			if ds.HistoryId, err = nextHistoryID(key, prev); err != nil {
-				return nil, err
-			}
-			ds.PublishedAt = timestamppb.Now()
-			signed, err := p.keys.Signer.Sign(ds)
-			if err != nil {
-				return nil, err
-			}
-			puts = append(puts, bus.DesiredPut{Cluster: cluster, App: ds.GetApp(), State: signed, Trace: appTrace})
-			next[key] = ds
+			changes = append(changes, Change{Key: key, Content: hex.EncodeToString(gitContent[:]), Previous: prev.GetHistoryId(), App: app})
+			changed[key] = pendingPut{state: ds, trace: appTrace}
 		}
+	}
+	// A change is published when the releaser (fleet waves) lets it go
+	// now; the others stay held at their last state until it does.
+	var released map[string]*flotillav1.FleetWave
+	if release != nil {
+		released = release.Release(ctx, changes)
+	} else {
+		released = releaseAll(changes)
+	}
+	for _, c := range changes {
+		wave, ok := released[c.Key]
+		if !ok {
+			report.Held++
+			continue
+		}
+		pending := changed[c.Key]
+		ds := pending.state
+		ds.Wave = wave
+		var err error
+		if ds.HistoryId, err = nextHistoryID(c.Key, p.latest[c.Key]); err != nil {
+			return nil, err
+		}
+		ds.PublishedAt = timestamppb.Now()
+		signed, err := p.keys.Signer.Sign(ds)
+		if err != nil {
+			return nil, err
+		}
+		puts = append(puts, bus.DesiredPut{Cluster: ds.GetCluster(), App: ds.GetApp(), State: signed, Trace: pending.trace})
+		next[c.Key] = ds
 	}
 
 	failed := map[string]bool{}
@@ -562,6 +591,12 @@ func filesKey(files []artifact.File) string {
 	return b.String()
 }
 
+// pendingPut is a change's desired state before it is released.
+type pendingPut struct {
+	state *flotillav1.DesiredState
+	trace trace.SpanContext
+}
+
 // packedArtifact is an artifact packed before: its digest and size.
 type packedArtifact struct {
 	digest string
@@ -569,7 +604,7 @@ type packedArtifact struct {
 }
 
 // fingerprint covers what changes an agent's work: not the commit,
-// history id, time or initiator, so a commit that leaves an application
+// history id, time, initiator or fleet wave, so a commit that leaves an application
 // untouched does not republish it.
 func fingerprint(ds *flotillav1.DesiredState) [32]byte {
 	return clusterFingerprint(contentHash(ds), ds.GetCluster())
@@ -579,7 +614,7 @@ func fingerprint(ds *flotillav1.DesiredState) [32]byte {
 // fields.
 func contentHash(ds *flotillav1.DesiredState) [32]byte {
 	c := proto.Clone(ds).(*flotillav1.DesiredState)
-	c.Cluster, c.HistoryId, c.PublishedAt, c.Initiator, c.Pin = "", 0, nil, flotillav1.Initiator_INITIATOR_UNSPECIFIED, nil
+	c.Cluster, c.HistoryId, c.PublishedAt, c.Initiator, c.Pin, c.Wave = "", 0, nil, flotillav1.Initiator_INITIATOR_UNSPECIFIED, nil, nil
 	clearCommit := func(s *flotillav1.Source) {
 		if s != nil {
 			s.Commit, s.CommitMessage, s.CommitAuthor, s.CommitTime = "", "", "", nil
@@ -697,9 +732,10 @@ func (p *Publisher) Entry(ctx context.Context, cluster, app string, id uint64) (
 }
 
 // Rollback republishes target, which must come from Entry (it verified
-// it), as the newest entry of its key, pinned by actor. The pin holds while
-// Git's desired state for the key stays what it is now.
-func (p *Publisher) Rollback(ctx context.Context, target *flotillav1.DesiredState, actor string) (*flotillav1.DesiredState, error) {
+// it), as the newest entry of its key, pinned by actor for reason (empty
+// for an operator's rollback). The pin holds while Git's desired state for
+// the key stays what it is now.
+func (p *Publisher) Rollback(ctx context.Context, target *flotillav1.DesiredState, actor, reason string) (*flotillav1.DesiredState, error) {
 	key := appkey.Join(target.GetCluster(), target.GetApp())
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -714,7 +750,8 @@ func (p *Publisher) Rollback(ctx context.Context, target *flotillav1.DesiredStat
 	}
 	ds.PublishedAt = timestamppb.Now()
 	ds.Initiator = flotillav1.Initiator_INITIATOR_ROLLBACK
-	ds.Pin = &flotillav1.Pin{By: actor, At: ds.PublishedAt, RolledBackTo: target.GetHistoryId(), GitContent: hex.EncodeToString(gitContent[:])}
+	ds.Pin = &flotillav1.Pin{By: actor, At: ds.PublishedAt, RolledBackTo: target.GetHistoryId(), GitContent: hex.EncodeToString(gitContent[:]), Reason: reason}
+	ds.Wave = nil // its analysis ran when it was first published
 	signed, err := p.keys.Signer.Sign(ds)
 	if err != nil {
 		return nil, err

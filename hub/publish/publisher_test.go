@@ -103,7 +103,7 @@ func TestEntryRefusesWhatCannotBeRolledBackTo(t *testing.T) {
 	}
 	// Git's desired state is not known before a reconcile: no rollback.
 	target, _ := p.Entry(t.Context(), "prod-eu", "api-service", 2)
-	if _, err := p.Rollback(t.Context(), target, "oncall"); !errors.Is(err, ErrNotReconciled) {
+	if _, err := p.Rollback(t.Context(), target, "oncall", ""); !errors.Is(err, ErrNotReconciled) {
 		t.Errorf("Rollback before any Publish: %v, want ErrNotReconciled", err)
 	}
 }
@@ -159,7 +159,7 @@ func TestPublishLeavesHeldClustersAlone(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			p := New(newMemStore(), signing.NewKeySet(newKey(t)), slog.Default())
 			mustPublish(t, p, "1")
-			r, err := p.Publish(t.Context(), &discovery.Result{}, tc.held)
+			r, err := p.Publish(t.Context(), &discovery.Result{}, tc.held, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

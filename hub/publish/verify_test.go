@@ -29,7 +29,7 @@ func newKey(t *testing.T) ed25519.PrivateKey {
 
 func mustPublish(t *testing.T, p *Publisher, value string) *Report {
 	t.Helper()
-	r, err := p.Publish(t.Context(), discover(t, value), nil)
+	r, err := p.Publish(t.Context(), discover(t, value), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +146,7 @@ func TestEntryRefusesUnverifiedEntries(t *testing.T) {
 	if err != nil || ds.GetArtifact().GetDigest() == artifact.Digest(evil) {
 		t.Fatalf("Entry(1) = %v, %v; want the hub's entry 1", ds, err)
 	}
-	rolled, err := p.Rollback(t.Context(), ds, "oncall")
+	rolled, err := p.Rollback(t.Context(), ds, "oncall", "")
 	if err != nil || rolled.GetHistoryId() != 3 {
 		t.Errorf("rollback to the hub's entry 1: history %d, %v; want 3", rolled.GetHistoryId(), err)
 	}
@@ -216,7 +216,7 @@ func TestHistoryIDsNeverWrap(t *testing.T) {
 	store.put("prod-eu", "web", mustSign(t, keys.Signer, last))
 	p = restart(t, store, keys)
 	before := len(store.entries)
-	if _, err := p.Publish(t.Context(), discover(t, "2"), nil); !errors.Is(err, ErrHistoryExhausted) {
+	if _, err := p.Publish(t.Context(), discover(t, "2"), nil, nil); !errors.Is(err, ErrHistoryExhausted) {
 		t.Errorf("Publish past MaxHistoryID: %v, want ErrHistoryExhausted", err)
 	}
 	if len(store.entries) != before {

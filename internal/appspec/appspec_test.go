@@ -201,7 +201,7 @@ func TestFieldsNotActedOnAreWarnings(t *testing.T) {
 	}
 
 	set, err := DecodeApplicationSet("apps/set.yaml", mergePatch(t, `{"metadata":{"name":"set"},"spec":{"goTemplate":true,"generators":[{"matrix":{"generators":[{"list":{"elements":[{"c":"a"}]}},{"list":{"elements":[{"d":"b"}],"elementsYaml":"x"}}]}}],"template":{"metadata":{"name":"{{.c}}{{.d}}"},"spec":{"source":{"repoURL":"r","path":"p"},"destination":{"name":"x"},"info":[]}}}}`,
-		`{"spec":{"strategy":{"type":"RollingSync"}}}`))
+		`{"spec":{"strategy":{"type":"RollingSync","deletionOrder":"Reverse","rollingSync":{"steps":[{"matchExpressions":[]}]}}}}`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,7 +211,7 @@ func TestFieldsNotActedOnAreWarnings(t *testing.T) {
 	}
 	want = []string{
 		"ApplicationSet set: spec.generators[0].matrix.generators[1].list.elementsYaml is not acted on by Flotilla",
-		"ApplicationSet set: spec.strategy is not acted on by Flotilla",
+		"ApplicationSet set: spec.strategy.deletionOrder is not acted on by Flotilla",
 		"spec.info is not acted on by Flotilla",
 	}
 	if diff := cmp.Diff(want, apps[0].Warnings); diff != "" {

@@ -21,7 +21,7 @@ import (
 // selected file, substituted into spec.template (over a generator's own
 // template) with Go templates (goTemplate: true) or Argo CD's {{param}}
 // syntax, then spec.templatePatch applied. repos reads the repositories
-// of git generators.
+// of git generators. Each Application names s as its GeneratedBy.
 func (s *ApplicationSet) Expand(ctx context.Context, clusters []Cluster, repos Repos) ([]*Application, error) {
 	fail := func(field string, err error) error {
 		return &Error{Kind: KindApplicationSet, Name: s.Metadata.Name, Field: field, Reason: err.Error()}
@@ -66,6 +66,10 @@ func (s *ApplicationSet) Expand(ctx context.Context, clusters []Cluster, repos R
 			if err := app.Validate(); err != nil {
 				return nil, fmt.Errorf("ApplicationSet %q generated an invalid Application: %w", s.Metadata.Name, err)
 			}
+			if app.Waves, err = annotatedWaves(KindApplication, app.Metadata); err != nil {
+				return nil, fmt.Errorf("ApplicationSet %q generated an invalid Application: %w", s.Metadata.Name, err)
+			}
+			app.GeneratedBy = s
 			app.Warnings = append(slices.Clone(s.Warnings), fieldWarnings(unusedFields(data, applicationFields))...)
 			apps = append(apps, &app)
 		}

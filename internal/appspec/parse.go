@@ -16,7 +16,7 @@ func IsArgoKind(apiVersion, kind string) bool {
 }
 
 // DecodeApplication reads an Application from an object's JSON form (as
-// rendered from file) and validates it.
+// rendered from file) and validates it, its waves annotation included.
 func DecodeApplication(file string, object []byte) (*Application, error) {
 	var app Application
 	if err := strictDecode(object, &app); err != nil {
@@ -25,12 +25,17 @@ func DecodeApplication(file string, object []byte) (*Application, error) {
 	if err := app.Validate(); err != nil {
 		return nil, withFile(err, file)
 	}
+	waves, err := annotatedWaves(KindApplication, app.Metadata)
+	if err != nil {
+		return nil, withFile(err, file)
+	}
+	app.Waves = waves
 	app.Warnings = fieldWarnings(unusedFields(object, applicationFields))
 	return &app, nil
 }
 
 // DecodeApplicationSet reads an ApplicationSet from an object's JSON form and
-// validates its generators.
+// validates its generators, strategy and waves annotation.
 func DecodeApplicationSet(file string, object []byte) (*ApplicationSet, error) {
 	var set ApplicationSet
 	if err := strictDecode(object, &set); err != nil {
@@ -39,6 +44,11 @@ func DecodeApplicationSet(file string, object []byte) (*ApplicationSet, error) {
 	if err := set.Validate(); err != nil {
 		return nil, withFile(err, file)
 	}
+	waves, err := set.decodeWaves()
+	if err != nil {
+		return nil, withFile(err, file)
+	}
+	set.Waves = waves
 	set.Warnings = fieldWarnings(unusedFields(object, applicationSetFields))
 	for i, w := range set.Warnings {
 		set.Warnings[i] = "ApplicationSet " + set.Metadata.Name + ": " + w

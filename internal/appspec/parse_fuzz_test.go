@@ -48,6 +48,7 @@ func FuzzDecodeApplication(f *testing.F) {
 		`{"metadata":{"name":"api"},"spec":{"source":{"repoURL":"r","kustomize":{"images":["x:1"],"replicas":[{"name":"d","count":2}]}},"destination":{"name":"prod-eu"},"syncPolicy":{"automated":{"prune":true},"syncOptions":["Prune=confirm"],"retry":{"limit":3,"backoff":{"duration":"5","maxDuration":"3m","factor":2}}},"ignoreDifferences":[{"kind":"Deployment","jsonPointers":["/spec/replicas"],"jqPathExpressions":[".spec.template"]}]}}`,
 		`{"metadata":{"name":"api"},"spec":{"source":{"repoURL":"r","directory":{"recurse":true,"jsonnet":{}}},"destination":{"name":"c"}}}`,
 		`{"metadata":{"name":"api"},"spec":{"source":{"path":7}}}`,
+		`{"metadata":{"name":"api","annotations":{"flotilla.dev/waves":"clusterLabel: region\ngates: [{bakeTime: 2m, maxUpdate: 25%, approval: true}]"}},"spec":{"source":{"repoURL":"r"},"destination":{"server":"https://kubernetes.default.svc"}}}`,
 		`null`,
 		`[]`,
 	} {
@@ -111,6 +112,7 @@ func FuzzDecodeApplicationSet(f *testing.F) {
 		`{"metadata":{"name":"bad"},"spec":{"goTemplate":true,"generators":[{"list":{"elements":[{}]}}],"template":{"metadata":{"name":"{{"}}}}`,
 		`{"metadata":{"name":"dirs"},"spec":{"generators":[{"git":{"repoURL":"https://github.com/argoproj/argo-cd.git","directories":[{"path":"apps/*"},{"path":"apps/excluded","exclude":true}]}}],"template":{"metadata":{"name":"{{path.basename}}"},"spec":{"source":{"repoURL":"r","path":"{{path}}"},"destination":{"name":"{{path[0]}}"}}}}}`,
 		`{"metadata":{"name":"files"},"spec":{"goTemplate":true,"generators":[{"matrix":{"generators":[{"list":{"elements":[{"env":"dev"},{"env":"prod"}]}},{"git":{"repoURL":"https://github.com/argoproj/argo-cd.git","files":[{"path":"cluster-config/**/{{.env}}/config.json"}],"values":{"o":"{{.cluster.owner}}"}}}]}}],"templatePatch":"{{ if .values.o }}metadata: {labels: {o: x}}{{ end }}","template":{"metadata":{"name":"{{.cluster.name}}"},"spec":{"source":{"repoURL":"r","path":"{{.path.path}}"},"destination":{"name":"c"}}}}}`,
+		`{"metadata":{"name":"rolling","annotations":{"flotilla.dev/waves":"autoRollback: true\ngates: [{bakeTime: 5m, analysis: {templates: [{templateName: errors}]}, minSuccessful: 50%}]"}},"spec":{"strategy":{"type":"RollingSync","deletionOrder":"Reverse","rollingSync":{"steps":[{"matchExpressions":[{"key":"env","operator":"In","values":["staging"]}]},{"matchExpressions":[{"key":"env","operator":"NotIn","values":["staging"]}],"maxUpdate":"25%"}]}},"generators":[{"clusters":{}}],"template":{"metadata":{"name":"{{name}}","labels":{"env":"{{metadata.labels.env}}"}},"spec":{"source":{"repoURL":"r","path":"p"},"destination":{"name":"{{name}}"}}}}}`,
 		`{"metadata":{"name":"merged"},"spec":{"generators":[{"merge":{"mergeKeys":["name"],"generators":[{"clusters":{}},{"list":{"elements":[{"name":"bare","ns":"x"}]}}]},"selector":{"matchLabels":{"name":"bare"}}}],"template":{"metadata":{"name":"{{name}}"},"spec":{"source":{"repoURL":"r","path":"{{ns}}"},"destination":{"name":"{{name}}"}}}}}`,
 	} {
 		f.Add([]byte(seed))
@@ -127,6 +129,9 @@ func FuzzDecodeApplicationSet(f *testing.F) {
 		}
 		for _, app := range apps {
 			checkDiscoverable(t, app)
+			if app.GeneratedBy != set {
+				t.Fatalf("%s does not name the set that generated it", app.Metadata.Name)
+			}
 		}
 	})
 }

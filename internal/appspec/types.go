@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
 // The Argo CD API group and the kinds the hub interprets instead of applying.
@@ -41,6 +42,13 @@ type Application struct {
 	Spec       ApplicationSpec `json:"spec"`
 	// Warnings name the fields of the manifest Flotilla does not act on.
 	Warnings []string `json:"-"`
+	// Waves is the Application's flotilla.dev/waves annotation, parsed and
+	// validated at decode; nil when it has none.
+	Waves *Waves `json:"-"`
+	// GeneratedBy is the ApplicationSet that generated the Application
+	// (nil for one read from a file): the hub rolls a set's Applications
+	// out together, in the set's waves.
+	GeneratedBy *ApplicationSet `json:"-"`
 }
 
 // ApplicationSpec is spec of an Application.
@@ -265,6 +273,9 @@ type ApplicationSet struct {
 	// Warnings name the fields of the manifest Flotilla does not act on;
 	// every Application it generates carries them.
 	Warnings []string `json:"-"`
+	// Waves is the set's flotilla.dev/waves annotation, parsed and
+	// validated at decode; nil when it has none.
+	Waves *Waves `json:"-"`
 }
 
 // ApplicationSetSpec is spec of an ApplicationSet.
@@ -278,6 +289,46 @@ type ApplicationSetSpec struct {
 	// TemplatePatch is a Go template of a patch applied to each generated
 	// Application (goTemplate only), as Argo CD applies it.
 	TemplatePatch string `json:"templatePatch,omitempty"`
+	// Strategy is Argo CD's progressive sync: the order in which the
+	// generated Applications are updated.
+	Strategy *ApplicationSetStrategy `json:"strategy,omitempty"`
+}
+
+// Strategy types of spec.strategy.
+const (
+	StrategyAllAtOnce   = "AllAtOnce"
+	StrategyRollingSync = "RollingSync"
+)
+
+// ApplicationSetStrategy is spec.strategy.
+type ApplicationSetStrategy struct {
+	// Type is AllAtOnce (also when empty) or RollingSync.
+	Type        string               `json:"type,omitempty"`
+	RollingSync *RollingSyncStrategy `json:"rollingSync,omitempty"`
+	// DeletionOrder Reverse (delete the last step's Applications first)
+	// is not implemented: it is reported as a field not acted on.
+	DeletionOrder string `json:"deletionOrder,omitempty"`
+}
+
+// RollingSyncStrategy is spec.strategy.rollingSync.
+type RollingSyncStrategy struct {
+	Steps []RollingSyncStep `json:"steps,omitempty"`
+}
+
+// RollingSyncStep is one step of a rolling sync: the generated
+// Applications whose labels its expressions select, updated maxUpdate at
+// a time (all when unset).
+type RollingSyncStep struct {
+	MatchExpressions []MatchExpression   `json:"matchExpressions,omitempty"`
+	MaxUpdate        *intstr.IntOrString `json:"maxUpdate,omitempty"`
+}
+
+// MatchExpression is a requirement on one label of an Application:
+// operator In or NotIn the values.
+type MatchExpression struct {
+	Key      string   `json:"key,omitempty"`
+	Operator string   `json:"operator,omitempty"`
+	Values   []string `json:"values,omitempty"`
 }
 
 // Generator is one entry of spec.generators (or of a matrix or merge

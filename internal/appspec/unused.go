@@ -112,5 +112,7 @@ var applicationSetFields = map[string]any{
 	"spec": map[string]any{
 		"goTemplate": all, "goTemplateOptions": all, "generators": generatorFields,
 		"template": all, "templatePatch": all,
+		// deletionOrder (Reverse) is not implemented: reported.
+		"strategy": map[string]any{"type": all, "rollingSync": all},
 	},
 }

@@ -243,8 +243,8 @@ func ParseSelector(s string) (labels.Selector, error) {
 // passes on from spec.goTemplateOptions.
 var goTemplateOptions = []string{"missingkey=default", "missingkey=invalid", "missingkey=zero", "missingkey=error"}
 
-// Validate checks that an ApplicationSet uses supported generators and
-// template options.
+// Validate checks that an ApplicationSet uses supported generators,
+// template options and strategy.
 func (s *ApplicationSet) Validate() error {
 	fail := func(field, format string, args ...any) error {
 		return &Error{Kind: KindApplicationSet, Name: s.Metadata.Name, Field: field, Reason: fmt.Sprintf(format, args...)}
@@ -266,6 +266,15 @@ func (s *ApplicationSet) Validate() error {
 	}
 	if s.Spec.TemplatePatch != "" && !s.Spec.GoTemplate {
 		return fail("spec.templatePatch", "needs goTemplate: true, as in Argo CD")
+	}
+	if st := s.Spec.Strategy; st != nil {
+		if err := validateStrategy(st); err != nil {
+			var e *Error
+			if errors.As(err, &e) {
+				e.Kind, e.Name = KindApplicationSet, s.Metadata.Name
+			}
+			return err
+		}
 	}
 	for i, g := range s.Spec.Generators {
 		if err := validateGenerator(fmt.Sprintf("spec.generators[%d]", i), g, 0); err != nil {

@@ -19,8 +19,11 @@ const (
 	// IdentitiesBucket is the hub's own: cluster identities (labels and
 	// NATS user keys). No cluster may read it.
 	IdentitiesBucket = "flotilla-identities"
-	ArtifactStore    = "flotilla-artifacts"
-	EventsStream     = "FLOTILLA_EVENTS"
+	// FleetBucket is the hub's own: the progress of fleet rollouts, per
+	// "<kind>/<name>". No cluster may read it.
+	FleetBucket   = "flotilla-fleet"
+	ArtifactStore = "flotilla-artifacts"
+	EventsStream  = "FLOTILLA_EVENTS"
 
 	eventsSubjectRoot = "flotilla.events"
 )
@@ -71,7 +74,9 @@ type Bus struct {
 	// identities is the hub's record of the clusters it issued
 	// credentials to.
 	identities jetstream.KeyValue
-	artifacts  jetstream.ObjectStore
+	// fleet holds the fleet rollouts' records.
+	fleet     jetstream.KeyValue
+	artifacts jetstream.ObjectStore
 }
 
 // Provision creates or updates every bucket, store and stream, then opens
@@ -89,6 +94,7 @@ func Provision(ctx context.Context, nc *nats.Conn, opts Options) (*Bus, error) {
 		{Bucket: StatusBucket, History: 1, Replicas: opts.Replicas, Description: "Flotilla app status per <cluster>.<app>, written by agents"},
 		{Bucket: ClustersBucket, History: 1, TTL: opts.ClusterTTL, Replicas: opts.Replicas, Description: "Flotilla cluster registrations; an entry expires without heartbeats"},
 		{Bucket: IdentitiesBucket, History: 1, Replicas: opts.Replicas, Description: "Flotilla cluster identities, the hub's own"},
+		{Bucket: FleetBucket, History: 1, Replicas: opts.Replicas, Description: "Flotilla fleet rollouts' progress, signed by the hub"},
 	}
 	for _, cfg := range kvs {
 		if cfg.Bucket == DesiredBucket && desiredCurrent(ctx, js, cfg) {
@@ -157,7 +163,7 @@ func Bind(ctx context.Context, nc *nats.Conn) (*Bus, error) {
 	}
 	b := &Bus{Conn: conn}
 	js := conn.js
-	for name, dst := range map[string]*jetstream.KeyValue{DesiredBucket: &b.desired, StatusBucket: &b.status, ClustersBucket: &b.clusters, IdentitiesBucket: &b.identities} {
+	for name, dst := range map[string]*jetstream.KeyValue{DesiredBucket: &b.desired, StatusBucket: &b.status, ClustersBucket: &b.clusters, IdentitiesBucket: &b.identities, FleetBucket: &b.fleet} {
 		kv, err := js.KeyValue(ctx, name)
 		if errors.Is(err, jetstream.ErrBucketNotFound) {
 			return nil, fmt.Errorf("%w (bucket %s)", ErrNotProvisioned, name)

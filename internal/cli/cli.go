@@ -84,7 +84,7 @@ Exit codes: 0 ok, 1 failure, 2 usage, 3 not authenticated or not allowed,
 			return err
 		},
 	})
-	root.AddCommand(clusterCommand(g), appCommand(g), rolloutCommand(g), eventsCommand(g))
+	root.AddCommand(clusterCommand(g), appCommand(g), rolloutCommand(g), fleetCommand(g), eventsCommand(g))
 	usageErrors(root)
 	return root
 }
@@ -257,7 +257,7 @@ func healthWord(a *flotillav1.AppInfo) string {
 	st := a.GetStatus()
 	health := "Unknown"
 	if st != nil {
-		health = enumWord(st.GetHealth().String(), "HEALTH_STATUS_")
+		health = flotillav1.EnumWord(st.GetHealth().String(), "HEALTH_STATUS_")
 	}
 	if a.GetOfflineSince() == nil {
 		return health
@@ -342,7 +342,7 @@ func appTable(w *tabwriter.Writer, apps []*flotillav1.AppInfo, wide bool) {
 		st := a.GetStatus()
 		sync, health := "Unknown", healthWord(a)
 		if st != nil {
-			sync = enumWord(st.GetSyncStatus().String(), "SYNC_STATUS_")
+			sync = flotillav1.EnumWord(st.GetSyncStatus().String(), "SYNC_STATUS_")
 			if st.GetHistoryId() != a.GetDesired().GetHistoryId() {
 				sync = "OutOfSync" // the agent has not reported the newest desired state yet
 			}
@@ -358,7 +358,7 @@ func appTable(w *tabwriter.Writer, apps []*flotillav1.AppInfo, wide bool) {
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s", cluster, a.GetApp(), sync, health, history, revision(a.GetDesired().GetSource()),
 			rolloutSummary(st))
 		if wide {
-			fmt.Fprintf(w, "\t%s\t%s", enumWord(st.GetPhase().String(), "SYNC_PHASE_"), st.GetMessage())
+			fmt.Fprintf(w, "\t%s\t%s", flotillav1.EnumWord(st.GetPhase().String(), "SYNC_PHASE_"), st.GetMessage())
 		}
 		fmt.Fprintln(w)
 	}
@@ -411,20 +411,9 @@ func resourceTable(w *tabwriter.Writer, a *flotillav1.AppInfo) {
 		if r.GetGroup() != "" {
 			kind += "." + r.GetGroup()
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", kind, r.GetNamespace(), r.GetName(), enumWord(r.GetSyncStatus().String(), "SYNC_STATUS_"),
-			enumWord(r.GetHealth().String(), "HEALTH_STATUS_"), r.GetAction(), oneLine(r.GetMessage(), 80))
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", kind, r.GetNamespace(), r.GetName(), flotillav1.EnumWord(r.GetSyncStatus().String(), "SYNC_STATUS_"),
+			flotillav1.EnumWord(r.GetHealth().String(), "HEALTH_STATUS_"), r.GetAction(), oneLine(r.GetMessage(), 80))
 	}
-}
-
-// enumWord turns SYNC_STATUS_OUT_OF_SYNC into OutOfSync.
-func enumWord(s, prefix string) string {
-	parts := strings.Split(strings.ToLower(strings.TrimPrefix(s, prefix)), "_")
-	for i, p := range parts {
-		if p != "" {
-			parts[i] = strings.ToUpper(p[:1]) + p[1:]
-		}
-	}
-	return strings.Join(parts, "")
 }
 
 func labelString(labels map[string]string) string {

@@ -124,6 +124,11 @@ func TestCommands(t *testing.T) {
 		{name: "app-diff-in-sync", args: []string{"app", "diff", "worker-service"}},
 		{name: "app-diff-agent-down", args: []string{"app", "diff", "api-service"}, fleet: agentDown, want: ExitFailure},
 
+		{name: "fleet-status", args: []string{"fleet", "status", "api-service"}},
+		{name: "fleet-status-wide", args: []string{"fleet", "status", "api-service", "-o", "wide"}},
+		{name: "fleet-status-unknown", args: []string{"fleet", "status", "nope"}, want: ExitNotFound},
+		{name: "fleet-promote-viewer", args: []string{"fleet", "promote", "api-service"}, want: ExitAuth},
+
 		{name: "events", args: []string{"events"}},
 		{name: "events-app-limit", args: []string{"events", "--app", "api-service", "--limit", "1"}},
 		{name: "events-yaml", args: []string{"events", "--cluster", "staging-1", "-o", "yaml"}},
@@ -273,6 +278,11 @@ func TestCommandsAskTheHubWhatTheySay(t *testing.T) {
 		{[]string{"rollout", "abort", "api-service", "--cluster", "prod-eu"}, apitest.Call{Method: "Rollout", App: "api-service", Cluster: "prod-eu", Actor: "otto", Action: 2}},
 		{[]string{"rollout", "retry", "api-service"}, apitest.Call{Method: "Rollout", App: "api-service", Actor: "otto", Action: 3}},
 		{[]string{"rollout", "pause", "api-service"}, apitest.Call{Method: "Rollout", App: "api-service", Actor: "otto", Action: 4}},
+		{[]string{"fleet", "status", "api-service"}, apitest.Call{Method: "FleetRollout", App: "api-service"}},
+		{[]string{"fleet", "promote", "api-service"}, apitest.Call{Method: "PromoteFleetRollout", App: "api-service", Actor: "otto"}},
+		{[]string{"fleet", "promote", "api-service", "--wave", "1"}, apitest.Call{Method: "PromoteFleetRollout", App: "api-service", Actor: "otto", Wave: ptr(int32(1))}},
+		{[]string{"fleet", "promote", "api-service", "--wave", "0"}, apitest.Call{Method: "PromoteFleetRollout", App: "api-service", Actor: "otto", Wave: ptr(int32(0))}},
+		{[]string{"fleet", "abort", "api-service", "--rollback"}, apitest.Call{Method: "AbortFleetRollout", App: "api-service", Actor: "otto", Rollback: true}},
 	}
 	for _, tc := range tests {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
@@ -454,3 +464,5 @@ func TestExitCode(t *testing.T) {
 		}
 	}
 }
+
+func ptr[T any](v T) *T { return &v }

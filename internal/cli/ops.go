@@ -62,7 +62,7 @@ func historyTable(w *tabwriter.Writer, answer *flotillav1.GetAppHistoryResponse,
 		if e.GetCurrent() {
 			id += "*"
 		}
-		initiator := enumWord(e.GetInitiator().String(), "INITIATOR_")
+		initiator := flotillav1.EnumWord(e.GetInitiator().String(), "INITIATOR_")
 		if p := e.GetPin(); p != nil {
 			initiator += fmt.Sprintf(" to %d by %s", p.GetRolledBackTo(), p.GetBy())
 		}
@@ -387,8 +387,8 @@ func progress(out io.Writer, apps []*flotillav1.AppInfo, targets map[string]uint
 		line := "waiting for the agent"
 		done := false
 		if st.GetHistoryId() >= want && st != nil {
-			phase := enumWord(st.GetPhase().String(), "SYNC_PHASE_")
-			health := enumWord(st.GetHealth().String(), "HEALTH_STATUS_")
+			phase := flotillav1.EnumWord(st.GetPhase().String(), "SYNC_PHASE_")
+			health := flotillav1.EnumWord(st.GetHealth().String(), "HEALTH_STATUS_")
 			line = fmt.Sprintf("history %d %s %s", st.GetHistoryId(), phase, health)
 			switch {
 			case st.GetPhase() == flotillav1.SyncPhase_SYNC_PHASE_FAILED || st.GetPhase() == flotillav1.SyncPhase_SYNC_PHASE_ERROR:
@@ -439,7 +439,7 @@ func eventTable(w *tabwriter.Writer, answer *flotillav1.ListEventsResponse, _ bo
 	fmt.Fprintln(w, "TIME\tCLUSTER\tAPP\tTYPE\tREASON\tACTOR\tMESSAGE")
 	for _, e := range answer.GetEvents() {
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.GetTime().AsTime().Local().Format(time.DateTime), e.GetCluster(), e.GetApp(),
-			enumWord(e.GetType().String(), "EVENT_TYPE_"), e.GetReason(), e.GetActor(), oneLine(e.GetMessage(), 120))
+			flotillav1.EnumWord(e.GetType().String(), "EVENT_TYPE_"), e.GetReason(), e.GetActor(), oneLine(e.GetMessage(), 120))
 	}
 }
 

@@ -26,6 +26,7 @@ const SchemaVersion = 1
 const (
 	domainDesiredState = "desired-state"
 	domainAgentCommand = "agent-command"
+	domainFleetRollout = "fleet-rollout"
 )
 
 // signedMessage is what a signature covers: the domain, the envelope's
@@ -86,6 +87,16 @@ func (s *Signer) SignCommand(cmd *flotillav1.AgentCommand) (*flotillav1.SignedAg
 	return &flotillav1.SignedAgentCommand{SchemaVersion: SchemaVersion, Command: payload, Signature: sig}, nil
 }
 
+// SignFleetRollout serializes a fleet rollout's record and signs the
+// bytes in the fleet-rollout domain.
+func (s *Signer) SignFleetRollout(r *flotillav1.FleetRollout) (*flotillav1.SignedFleetRollout, error) {
+	payload, sig, err := s.sign(domainFleetRollout, r)
+	if err != nil {
+		return nil, fmt.Errorf("sign fleet rollout %s: %w", r.GetId(), err)
+	}
+	return &flotillav1.SignedFleetRollout{SchemaVersion: SchemaVersion, Rollout: payload, Signature: sig}, nil
+}
+
 func (s *Signer) sign(domain string, m proto.Message) ([]byte, *flotillav1.Signature, error) {
 	payload, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
 	if err != nil {
@@ -131,6 +142,16 @@ func (v *Verifier) VerifyCommand(env *flotillav1.SignedAgentCommand) (*flotillav
 		return nil, err
 	}
 	return cmd, nil
+}
+
+// VerifyFleetRollout checks a fleet rollout record's signature in the
+// fleet-rollout domain, then decodes it.
+func (v *Verifier) VerifyFleetRollout(env *flotillav1.SignedFleetRollout) (*flotillav1.FleetRollout, error) {
+	r := &flotillav1.FleetRollout{}
+	if err := v.verify(domainFleetRollout, env.GetSchemaVersion(), env.GetSignature(), env.GetRollout(), r); err != nil {
+		return nil, err
+	}
+	return r, nil
 }
 
 func (v *Verifier) verify(domain string, schemaVersion uint32, sig *flotillav1.Signature, payload []byte, into proto.Message) error {

@@ -43,7 +43,12 @@ type hubReplicas struct {
 	verify *signing.Verifier
 }
 
-func startHubReplicas(t *testing.T) *hubReplicas {
+// productionRoot is the fixture's root for the production clusters.
+const productionRoot = "{name: production, repo: " + flotillatest.RepoURL + ", path: apps, clusters: env=production}"
+
+// startHubReplicas starts three replicas on the fixture with one root
+// (YAML, as a roots entry of the hub's config).
+func startHubReplicas(t *testing.T, root string) *hubReplicas {
 	t.Helper()
 	r := &hubReplicas{git: testenv.NewGitServer(t, testenv.GitServerOptions{}), bin: testenv.BuildCommand(t, "./cmd/hub")}
 	r.git.CreateRepo(t, flotillatest.FixtureRepo)
@@ -84,7 +89,7 @@ nats:
 repositories:
   - {url: %s, fetchURL: %s, pollInterval: 5s}
 roots:
-  - {name: production, repo: %s, path: apps, clusters: env=production}
+  - %s
 webhook: {secretFile: %s}
 api:
   tokens:
@@ -92,7 +97,7 @@ api:
     - {name: oncall, role: operator, tokenFile: %s}
     - {name: root, role: admin, tokenFile: %s}
 `, data, apiAddrs[i], i, r.apiURLs[i], natsAddrs[i], natsURLs, routeAddrs[i], routes,
-			flotillatest.RepoURL, r.git.RepoURL(flotillatest.FixtureRepo), flotillatest.RepoURL, secret("webhook", webhookSecret),
+			flotillatest.RepoURL, r.git.RepoURL(flotillatest.FixtureRepo), root, secret("webhook", webhookSecret),
 			secret("viewer", apiToken), secret("operator", operatorToken), secret("admin", adminToken))), 0o600))
 	}
 	for i := range 3 {
@@ -224,7 +229,7 @@ type haFleet struct {
 
 func startHAFleet(t *testing.T) *haFleet {
 	t.Helper()
-	f := &haFleet{hubReplicas: startHubReplicas(t), names: []string{"prod-eu", "prod-us"}, clusters: map[string]*testenv.Cluster{},
+	f := &haFleet{hubReplicas: startHubReplicas(t, productionRoot), names: []string{"prod-eu", "prod-us"}, clusters: map[string]*testenv.Cluster{},
 		agents: map[string]*agentBinary{}, deployments: map[string][]string{}, first: map[string]uint64{}}
 	agentBin := testenv.BuildCommand(t, "./cmd/agent")
 	lead := f.leader(t, -1)

@@ -181,15 +181,20 @@ func TestArgsAreSubstitutedAndEscaped(t *testing.T) {
 func TestMergeTemplates(t *testing.T) {
 	a := NamedSpec{Name: "AnalysisTemplate a", Spec: Spec{Metrics: []Metric{{Name: "m1"}}, Args: []Arg{{Name: "service"}, {Name: "ns", Value: ptr("default")}}}}
 	b := NamedSpec{Name: "ClusterAnalysisTemplate b", Spec: Spec{Metrics: []Metric{{Name: "m1"}}}}
-	if _, err := Merge([]NamedSpec{a, b}, map[string]string{"service": "api"}); err == nil || !strings.Contains(err.Error(), `metric "m1" is in both AnalysisTemplate a and ClusterAnalysisTemplate b`) {
+	if _, err := Merge([]NamedSpec{a, b}, map[string]string{"service": "api"}, nil); err == nil || !strings.Contains(err.Error(), `metric "m1" is in both AnalysisTemplate a and ClusterAnalysisTemplate b`) {
 		t.Fatalf("duplicate metric: %v", err)
 	}
-	if _, err := Merge([]NamedSpec{a}, nil); err == nil || !strings.Contains(err.Error(), `arg "service" has no value`) {
+	if _, err := Merge([]NamedSpec{a}, nil, nil); err == nil || !strings.Contains(err.Error(), `arg "service" has no value`) {
 		t.Fatalf("missing arg: %v", err)
 	}
-	spec, err := Merge([]NamedSpec{a}, map[string]string{"service": "api"})
+	spec, err := Merge([]NamedSpec{a}, map[string]string{"service": "api"}, nil)
 	if err != nil || *spec.Args[0].Value != "api" || *spec.Args[1].Value != "default" {
 		t.Fatalf("merge: %v %+v", err, spec.Args)
+	}
+	// An arg passed as a Secret's key keeps the reference, not a value.
+	spec, err = Merge([]NamedSpec{a}, nil, map[string]SecretKeyRef{"service": {Name: "creds", Key: "service"}})
+	if err != nil || spec.Args[0].Value != nil || spec.Args[0].ValueFrom.SecretKeyRef.Name != "creds" || spec.Args[0].ValueFrom.SecretKeyRef.Key != "service" {
+		t.Fatalf("merge with a secret arg: %v %+v", err, spec.Args)
 	}
 }
 
@@ -280,7 +285,7 @@ func TestSecretArgsAreReadForMeasuringAndMasked(t *testing.T) {
 		Metrics: []Metric{{Name: "probe", Interval: "1s", Count: limit(2), SuccessCondition: "result == true",
 			Provider: Provider{Web: &Web{URL: "https://metrics.example.com/?token={{args.token}}", Headers: []WebHeader{{Key: "Authorization", Value: "Bearer {{ args.token }}"}}}}}},
 	}}
-	spec, err := Merge([]NamedSpec{template}, nil)
+	spec, err := Merge([]NamedSpec{template}, nil, nil)
 	if err != nil || spec.Args[0].Value != nil {
 		t.Fatalf("Merge keeps the reference, not a value: %v %+v", err, spec.Args)
 	}

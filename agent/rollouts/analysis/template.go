@@ -10,8 +10,10 @@ import (
 // Merge builds a run's spec from templates and the args the rollout
 // passes: metrics in template order (a name used twice is an error), dry-run
 // entries combined, and every arg given a value: the rollout's, else the
-// template's default. An arg with neither is an error naming it.
-func Merge(templates []NamedSpec, args map[string]string) (Spec, error) {
+// template's default. An arg with neither is an error naming it. Args in
+// secrets are passed as a key of a Secret: the run keeps the reference, and
+// ReadSecrets reads the value when measuring.
+func Merge(templates []NamedSpec, args map[string]string, secrets map[string]SecretKeyRef) (Spec, error) {
 	var out Spec
 	seenMetric := map[string]string{}
 	seenArg := map[string]bool{}
@@ -29,9 +31,12 @@ func Merge(templates []NamedSpec, args map[string]string) (Spec, error) {
 				continue
 			}
 			seenArg[a.Name] = true
+			ref, secret := secrets[a.Name]
 			switch v, ok := args[a.Name]; {
 			case ok:
 				a.Value, a.ValueFrom = &v, nil
+			case secret:
+				a.Value, a.ValueFrom = nil, &ValueFrom{SecretKeyRef: &ref}
 			case a.ValueFrom != nil && a.ValueFrom.SecretKeyRef != nil:
 				// Read when measuring (ReadSecrets): the run keeps the reference.
 			case a.Value == nil:

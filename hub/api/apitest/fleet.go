@@ -90,6 +90,7 @@ func Fleet(now time.Time) *Hub {
 			"prod-eu/api-service": {{Group: "apps", Kind: "Deployment", Namespace: "api", Name: "api-service", Action: "update",
 				Diff: "@@ -1 +1 @@\n-replicas: 5\n+replicas: 3\n"}},
 		},
+		FleetRollouts: map[string]*flotillav1.FleetRollout{"api-service": fleetRollout(at)},
 		Reverted: &flotillav1.RevertAppResponse{RepoUrl: repo, Branch: "main", Reverted: "eeeeeeeeffffffff0000", Commit: "9999999988888888",
 			Message: "Revert \"Bump api-service to 2.1.0\"",
 			// The revert changed staging-1's desired state only: prod-eu is
@@ -101,4 +102,26 @@ func Fleet(now time.Time) *Hub {
 // eventTime is when the i-th event of the Fleet happened.
 func eventTime(i int) *timestamppb.Timestamp {
 	return timestamppb.New(time.Date(2026, time.March, 14, 9+i, 0, 0, 0, time.UTC))
+}
+
+// fleetRollout is api-service's fleet rollout: staging-1 passed its
+// analysis, prod-eu's passed too and waits for approval.
+func fleetRollout(at func(time.Duration) *timestamppb.Timestamp) *flotillav1.FleetRollout {
+	analysis := &flotillav1.WaveAnalysis{Templates: []*flotillav1.AnalysisTemplateRef{{TemplateName: "error-rate"}}}
+	const id = "ApplicationSet/api-service@0a1b2c3d4e5f"
+	measured := func(wave int32, history uint64, value string) *flotillav1.WaveAnalysisStatus {
+		return &flotillav1.WaveAnalysisStatus{Rollout: id, Wave: wave, HistoryId: history, Analysis: &flotillav1.AnalysisStatus{Name: "flotilla-wave-api-service-0a1b2c3d4e", Phase: "Successful",
+			Measurements: []*flotillav1.MeasurementStatus{{Metric: "error-rate", Phase: "Successful", Value: value, Count: 3}}}}
+	}
+	return &flotillav1.FleetRollout{SchemaVersion: 1, Id: id, Kind: "ApplicationSet", Name: "api-service", Revision: "1111111122222222",
+		Phase: flotillav1.FleetPhase_FLEET_PHASE_PAUSED, Message: "wave 1 waits for approval", Current: 1, AutoRollback: true, StartedAt: at(time.Hour),
+		Waves: []*flotillav1.FleetWaveStatus{
+			{Index: 0, Selector: "env In (staging)", Phase: flotillav1.WavePhase_WAVE_PHASE_SUCCEEDED, MaxUpdate: 1, Gate: &flotillav1.FleetGate{Analysis: analysis},
+				Targets: []*flotillav1.FleetTarget{{Cluster: "staging-1", App: "api-service", HistoryId: 3, PreviousHistoryId: 2, State: "Synced, Healthy", Healthy: true,
+					ReleasedAt: at(time.Hour), Analysis: measured(0, 3, "[0.002]")}}},
+			{Index: 1, Selector: "env In (production)", Phase: flotillav1.WavePhase_WAVE_PHASE_GATED, Message: "waits for approval (flotilla fleet promote)", MaxUpdate: 1,
+				Gate: &flotillav1.FleetGate{BakeSeconds: 300, Analysis: analysis, Approval: true},
+				Targets: []*flotillav1.FleetTarget{{Cluster: "prod-eu", App: "api-service", HistoryId: 7, PreviousHistoryId: 6, State: "Synced, Healthy", Healthy: true,
+					ReleasedAt: at(30 * time.Minute), Analysis: measured(1, 7, "[0.001]")}}},
+		}}
 }

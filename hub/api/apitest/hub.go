@@ -35,6 +35,9 @@ type Hub struct {
 	// AgentErrors is the error each cluster's agent answers commands
 	// with (diff, sync, rollout), by cluster.
 	AgentErrors map[string]string
+	// FleetRollouts are the fleet rollouts by ApplicationSet or
+	// Application name.
+	FleetRollouts map[string]*flotillav1.FleetRollout
 	// Reverted is what a revert pushes; nil: there is nothing to revert.
 	Reverted *flotillav1.RevertAppResponse
 	// Errors are what a method fails with, by method name ("Statuses",
@@ -58,6 +61,10 @@ type Call struct {
 	Action    flotillav1.RolloutAction
 	Full      bool
 	Limit     int
+	// Wave and Rollback are a fleet promote's wave and a fleet abort's
+	// rollback.
+	Wave     *int32
+	Rollback bool
 }
 
 // Calls are the operations asked so far (History, Events, Diff, Sync,
@@ -320,4 +327,38 @@ func clone[M proto.Message](in []M) []M {
 		out[i] = proto.Clone(m).(M)
 	}
 	return out
+}
+
+// FleetRollout implements api.Hub.
+func (h *Hub) FleetRollout(name string) (*flotillav1.FleetRollout, error) {
+	if err := h.record(Call{Method: "FleetRollout", App: name}); err != nil {
+		return nil, err
+	}
+	return h.fleetRollout(name)
+}
+
+func (h *Hub) fleetRollout(name string) (*flotillav1.FleetRollout, error) {
+	r, ok := h.FleetRollouts[name]
+	if !ok {
+		return nil, fmt.Errorf("fleet rollout %s: %w", name, api.ErrNotFound)
+	}
+	return proto.Clone(r).(*flotillav1.FleetRollout), nil
+}
+
+// PromoteFleetRollout implements api.Hub: it answers with the rollout as
+// it is.
+func (h *Hub) PromoteFleetRollout(_ context.Context, name string, wave *int32, actor string) (*flotillav1.FleetRollout, error) {
+	if err := h.record(Call{Method: "PromoteFleetRollout", App: name, Actor: actor, Wave: wave}); err != nil {
+		return nil, err
+	}
+	return h.fleetRollout(name)
+}
+
+// AbortFleetRollout implements api.Hub: it answers with the rollout as it
+// is.
+func (h *Hub) AbortFleetRollout(_ context.Context, name string, rollback bool, actor string) (*flotillav1.FleetRollout, error) {
+	if err := h.record(Call{Method: "AbortFleetRollout", App: name, Actor: actor, Rollback: rollback}); err != nil {
+		return nil, err
+	}
+	return h.fleetRollout(name)
 }

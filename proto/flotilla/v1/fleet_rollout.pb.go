@@ -255,7 +255,11 @@ type FleetRollout struct {
 	FinishedAt *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
 	// superseded_by is the id of the rollout of a newer commit that
 	// replaced this one.
-	SupersededBy  string `protobuf:"bytes,15,opt,name=superseded_by,json=supersededBy,proto3" json:"superseded_by,omitempty"`
+	SupersededBy string `protobuf:"bytes,15,opt,name=superseded_by,json=supersededBy,proto3" json:"superseded_by,omitempty"`
+	// rollback is set when the clusters the rollout updated are to get
+	// their previous desired state back (a failed wave with auto_rollback,
+	// or an operator's abort with rollback).
+	Rollback      bool `protobuf:"varint,16,opt,name=rollback,proto3" json:"rollback,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -393,6 +397,13 @@ func (x *FleetRollout) GetSupersededBy() string {
 		return x.SupersededBy
 	}
 	return ""
+}
+
+func (x *FleetRollout) GetRollback() bool {
+	if x != nil {
+		return x.Rollback
+	}
+	return false
 }
 
 // FleetWaveStatus is one wave: its clusters and its gate.
@@ -622,8 +633,14 @@ type FleetTarget struct {
 	ReleasedAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=released_at,json=releasedAt,proto3" json:"released_at,omitempty"`
 	// state is the target's latest word: sync and health at history_id,
 	// or why it waits.
-	State         string              `protobuf:"bytes,7,opt,name=state,proto3" json:"state,omitempty"`
-	Analysis      *WaveAnalysisStatus `protobuf:"bytes,8,opt,name=analysis,proto3" json:"analysis,omitempty"`
+	State    string              `protobuf:"bytes,7,opt,name=state,proto3" json:"state,omitempty"`
+	Analysis *WaveAnalysisStatus `protobuf:"bytes,8,opt,name=analysis,proto3" json:"analysis,omitempty"`
+	// healthy is set while the cluster reports history_id Synced and
+	// Healthy.
+	Healthy bool `protobuf:"varint,9,opt,name=healthy,proto3" json:"healthy,omitempty"`
+	// rolled_back_to is the history id of the rollback that gave the
+	// cluster its previous desired state back.
+	RolledBackTo  uint64 `protobuf:"varint,10,opt,name=rolled_back_to,json=rolledBackTo,proto3" json:"rolled_back_to,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -714,6 +731,20 @@ func (x *FleetTarget) GetAnalysis() *WaveAnalysisStatus {
 	return nil
 }
 
+func (x *FleetTarget) GetHealthy() bool {
+	if x != nil {
+		return x.Healthy
+	}
+	return false
+}
+
+func (x *FleetTarget) GetRolledBackTo() uint64 {
+	if x != nil {
+		return x.RolledBackTo
+	}
+	return 0
+}
+
 var File_flotilla_v1_fleet_rollout_proto protoreflect.FileDescriptor
 
 const file_flotilla_v1_fleet_rollout_proto_rawDesc = "" +
@@ -722,7 +753,7 @@ const file_flotilla_v1_fleet_rollout_proto_rawDesc = "" +
 	"\x12SignedFleetRollout\x12%\n" +
 	"\x0eschema_version\x18\x01 \x01(\rR\rschemaVersion\x12\x18\n" +
 	"\arollout\x18\x02 \x01(\fR\arollout\x124\n" +
-	"\tsignature\x18\x03 \x01(\v2\x16.flotilla.v1.SignatureR\tsignature\"\xbe\x04\n" +
+	"\tsignature\x18\x03 \x01(\v2\x16.flotilla.v1.SignatureR\tsignature\"\xda\x04\n" +
 	"\fFleetRollout\x12%\n" +
 	"\x0eschema_version\x18\x01 \x01(\rR\rschemaVersion\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x12\n" +
@@ -743,7 +774,8 @@ const file_flotilla_v1_fleet_rollout_proto_rawDesc = "" +
 	"updated_at\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12;\n" +
 	"\vfinished_at\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"finishedAt\x12#\n" +
-	"\rsuperseded_by\x18\x0f \x01(\tR\fsupersededBy\"\xfd\x03\n" +
+	"\rsuperseded_by\x18\x0f \x01(\tR\fsupersededBy\x12\x1a\n" +
+	"\brollback\x18\x10 \x01(\bR\brollback\"\xfd\x03\n" +
 	"\x0fFleetWaveStatus\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x05R\x05index\x12\x1a\n" +
 	"\bselector\x18\x02 \x01(\tR\bselector\x12,\n" +
@@ -768,7 +800,7 @@ const file_flotilla_v1_fleet_rollout_proto_rawDesc = "" +
 	"\fbake_seconds\x18\x01 \x01(\x03R\vbakeSeconds\x125\n" +
 	"\banalysis\x18\x02 \x01(\v2\x19.flotilla.v1.WaveAnalysisR\banalysis\x12%\n" +
 	"\x0emin_successful\x18\x03 \x01(\tR\rminSuccessful\x12\x1a\n" +
-	"\bapproval\x18\x04 \x01(\bR\bapproval\"\xb2\x02\n" +
+	"\bapproval\x18\x04 \x01(\bR\bapproval\"\xf2\x02\n" +
 	"\vFleetTarget\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x10\n" +
 	"\x03app\x18\x02 \x01(\tR\x03app\x12\x18\n" +
@@ -779,7 +811,10 @@ const file_flotilla_v1_fleet_rollout_proto_rawDesc = "" +
 	"\vreleased_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"releasedAt\x12\x14\n" +
 	"\x05state\x18\a \x01(\tR\x05state\x12;\n" +
-	"\banalysis\x18\b \x01(\v2\x1f.flotilla.v1.WaveAnalysisStatusR\banalysis*\xc6\x01\n" +
+	"\banalysis\x18\b \x01(\v2\x1f.flotilla.v1.WaveAnalysisStatusR\banalysis\x12\x18\n" +
+	"\ahealthy\x18\t \x01(\bR\ahealthy\x12$\n" +
+	"\x0erolled_back_to\x18\n" +
+	" \x01(\x04R\frolledBackTo*\xc6\x01\n" +
 	"\n" +
 	"FleetPhase\x12\x1b\n" +
 	"\x17FLEET_PHASE_UNSPECIFIED\x10\x00\x12\x1b\n" +

@@ -36,6 +36,14 @@ const (
 	// ReasonEventsDropped: the agent kept fewer events than NATS missed
 	// while it was unreachable; the message says how many went.
 	ReasonEventsDropped = "EventsDropped"
+	// ReasonWaveAnalysisProgressed: the analysis a fleet rollout's wave
+	// asked for started or took a measurement (AppStatus.wave_analysis).
+	ReasonWaveAnalysisProgressed = "WaveAnalysisProgressed"
+	// ReasonWaveAnalysisSucceeded: the wave's analysis ended Successful.
+	ReasonWaveAnalysisSucceeded = "WaveAnalysisSucceeded"
+	// ReasonWaveAnalysisFailed: the wave's analysis ended Failed, Error or
+	// Inconclusive; the message has the measurements.
+	ReasonWaveAnalysisFailed = "WaveAnalysisFailed"
 
 	// Written by the hub.
 
@@ -62,4 +70,13 @@ const (
 	// ReasonAudit: an operator's call through the hub's API that changes
 	// something.
 	ReasonAudit = "Audit"
+	// ReasonFleetWaveProgressed: a fleet rollout's wave was released,
+	// passed its gate, or waits for an operator.
+	ReasonFleetWaveProgressed = "FleetWaveProgressed"
+	// ReasonFleetWaveFailed: a fleet rollout's wave failed its gate; the
+	// rollout is halted.
+	ReasonFleetWaveFailed = "FleetWaveFailed"
+	// ReasonFleetRolledBack: a fleet rollout gave a cluster its previous
+	// desired state back.
+	ReasonFleetRolledBack = "FleetRolledBack"
 )
