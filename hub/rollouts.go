@@ -98,13 +98,17 @@ func (h *Hub) AbortFleetRollout(ctx context.Context, name string, rollback bool,
 	return r, nil
 }
 
-// fleetError wraps the controller's refusals in the API's errors.
+// fleetError wraps the controller's refusals in the API's errors; any
+// other error is the record's write failing (NATS away, or electing a
+// stream leader): the call may be tried again.
 func fleetError(err error) error {
 	switch {
+	case err == nil:
+		return nil
 	case errors.Is(err, fleet.ErrNotFound):
 		return fmt.Errorf("%w: %w", api.ErrNotFound, err)
 	case errors.Is(err, fleet.ErrNotActive), errors.Is(err, fleet.ErrNotCurrent):
 		return fmt.Errorf("%w: %w", api.ErrFailedPrecondition, err)
 	}
-	return err
+	return fmt.Errorf("%w: %w", api.ErrUnavailable, err)
 }

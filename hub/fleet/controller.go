@@ -183,6 +183,7 @@ func (c *Controller) Progress(ctx context.Context, fleet Fleet) (publish bool, n
 		r := proto.Clone(prev).(*flotillav1.FleetRollout)
 		changed, due := progress(r, fleet.Observe, now)
 		if !changed {
+			publish = publish || due
 			continue
 		}
 		if err := c.put(ctx, r); err != nil {

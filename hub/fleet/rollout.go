@@ -221,8 +221,8 @@ type Observed struct {
 }
 
 // progress moves r on with what its current wave's targets report: it
-// returns whether r changed and whether a new wave (or more of the
-// current one) is to be released.
+// returns whether r changed and whether targets are to be released (a new
+// wave, or more of the current one as maxUpdate allows).
 func progress(r *flotillav1.FleetRollout, observe func(key string) Observed, now time.Time) (changed, publish bool) {
 	if !active(r) {
 		return false, false
@@ -232,13 +232,14 @@ func progress(r *flotillav1.FleetRollout, observe func(key string) Observed, now
 		return false, false
 	}
 	before := fingerprint(r)
-	healthy, unreleased := 0, 0
+	healthy, unreleased, inFlight := 0, 0, 0
 	var failures []string
 	for _, t := range w.Targets {
 		if t.GetReleasedAt() == nil {
 			unreleased++
 			continue
 		}
+		inFlight++ // until it proves Healthy below
 		o := observe(appkey.Join(t.GetCluster(), t.GetApp()))
 		if wave := o.Published.GetWave(); wave.GetRollout() == r.GetId() && wave.GetWave() == w.GetIndex() {
 			t.HistoryId = o.Published.GetHistoryId()
@@ -264,14 +265,16 @@ func progress(r *flotillav1.FleetRollout, observe func(key string) Observed, now
 		case st.GetSyncStatus() == flotillav1.SyncStatus_SYNC_STATUS_SYNCED && st.GetHealth() == flotillav1.HealthStatus_HEALTH_STATUS_HEALTHY:
 			t.Healthy = true
 			healthy++
+			inFlight--
 		}
 	}
 	switch {
 	case len(failures) > 0:
 		fail(r, w, strings.Join(failures, "; "), now)
 	case unreleased > 0:
-		// Targets became Healthy: maxUpdate lets more out.
-		publish = healthy > 0
+		// The wave was just entered, or targets became Healthy: maxUpdate
+		// lets more out.
+		publish = inFlight < int(w.GetMaxUpdate()) || w.GetStartedBy() != ""
 	case healthy < len(w.Targets):
 		if w.GetPhase() == flotillav1.WavePhase_WAVE_PHASE_GATED {
 			// A target left Healthy during the gate: the bake starts over.

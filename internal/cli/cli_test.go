@@ -126,6 +126,7 @@ func TestCommands(t *testing.T) {
 
 		{name: "fleet-status", args: []string{"fleet", "status", "api-service"}},
 		{name: "fleet-status-wide", args: []string{"fleet", "status", "api-service", "-o", "wide"}},
+		{name: "fleet-status-wait", args: []string{"fleet", "status", "api-service", "--wait"}},
 		{name: "fleet-status-unknown", args: []string{"fleet", "status", "nope"}, want: ExitNotFound},
 		{name: "fleet-promote-viewer", args: []string{"fleet", "promote", "api-service"}, want: ExitAuth},
 
