@@ -406,3 +406,37 @@ func TestAbortWithRollback(t *testing.T) {
 		t.Errorf("second abort: %v", err)
 	}
 }
+
+// TestSuccessPolicy: with minSuccessful 50 %, one of production's two
+// clusters may fail its analysis; two may not.
+func TestSuccessPolicy(t *testing.T) {
+	half := intstr.FromString("50%")
+	analysis := &appspec.WaveAnalysis{Templates: []appspec.WaveTemplateRef{{TemplateName: "error-rate"}}}
+	for _, tc := range []struct {
+		name   string
+		failed []string
+		want   flotillav1.FleetPhase
+	}{
+		{"one of two fails", []string{eu}, flotillav1.FleetPhase_FLEET_PHASE_SUCCEEDED},
+		{"both fail", []string{eu, us}, flotillav1.FleetPhase_FLEET_PHASE_FAILED},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld(t, fourClusters(appspec.WaveGate{}, appspec.WaveGate{}, appspec.WaveGate{Analysis: analysis, MinSuccessful: &half}))
+			w.commit("v2")
+			w.report(staging, flotillav1.HealthStatus_HEALTH_STATUS_HEALTHY)
+			w.progress()
+			w.report(canary, flotillav1.HealthStatus_HEALTH_STATUS_HEALTHY)
+			w.wantReleased(w.progress(), eu, us)
+			for _, k := range []string{eu, us} {
+				w.report(k, flotillav1.HealthStatus_HEALTH_STATUS_HEALTHY)
+				phase := "Successful"
+				if slices.Contains(tc.failed, k) {
+					phase = "Failed"
+				}
+				w.analysed(k, phase)
+			}
+			w.progress()
+			w.wantPhase(tc.want, 2)
+		})
+	}
+}

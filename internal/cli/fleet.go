@@ -109,6 +109,8 @@ func (g *globals) followFleet(cmd *cobra.Command, name string, wait waitOptions)
 	defer cancel()
 	out := cmd.ErrOrStderr()
 	last := map[int32]string{}
+	first := ""
+
 	t := time.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
 	for {
@@ -120,11 +122,17 @@ func (g *globals) followFleet(cmd *cobra.Command, name string, wait waitOptions)
 		}
 		if err == nil {
 			r := resp.Msg.GetRollout()
+			if first == "" {
+				first = r.GetId()
+			}
+			if r.GetId() != first {
+				return &ExitError{Code: ExitFailure, Err: fmt.Errorf("fleet rollout %s was superseded by %s (a newer commit)", first, r.GetId())}
+			}
 			printWaveChanges(out, r, last)
 			switch r.GetPhase() {
 			case flotillav1.FleetPhase_FLEET_PHASE_SUCCEEDED, flotillav1.FleetPhase_FLEET_PHASE_PAUSED:
 				return nil
-			case flotillav1.FleetPhase_FLEET_PHASE_FAILED, flotillav1.FleetPhase_FLEET_PHASE_ABORTED, flotillav1.FleetPhase_FLEET_PHASE_SUPERSEDED:
+			case flotillav1.FleetPhase_FLEET_PHASE_FAILED, flotillav1.FleetPhase_FLEET_PHASE_ABORTED:
 				return &ExitError{Code: ExitFailure, Err: fmt.Errorf("fleet rollout %s: %s", phaseWord(r), r.GetMessage())}
 			}
 		}

@@ -55,10 +55,11 @@ func fuzzEnvelopes(tb testing.TB, signer *Signer) ([]*flotillav1.SignedDesiredSt
 	return states, commands
 }
 
-// FuzzVerify reads arbitrary bytes as the envelopes agents receive from the
-// bus and verifies them: Verify and VerifyCommand never panic, and what
-// they accept is exactly a payload the hub signed as that message type,
-// decoded: a command's payload never passes as a desired state.
+// FuzzVerify reads arbitrary bytes as the envelopes agents (and the hub)
+// receive from the bus and verifies them: Verify, VerifyCommand and
+// VerifyFleetRollout never panic, and what they accept is exactly a
+// payload the hub signed as that message type, decoded: a command's
+// payload never passes as a desired state.
 func FuzzVerify(f *testing.F) {
 	signer := NewSigner(fuzzKey("hub"))
 	rotated := NewSigner(fuzzKey("next"))
@@ -89,6 +90,15 @@ func FuzzVerify(f *testing.F) {
 			add(&flotillav1.SignedDesiredState{SchemaVersion: env.GetSchemaVersion(), DesiredState: env.GetCommand(), Signature: env.GetSignature()}, nil, nil, false)
 		}
 	}
+	// Fleet rollout records, which only the hub reads back.
+	signedRollouts := map[string]bool{}
+	for _, s := range []*Signer{signer, rogue} {
+		env, err := s.SignFleetRollout(&flotillav1.FleetRollout{SchemaVersion: 1, Id: "ApplicationSet/web@0a1b2c", Kind: "ApplicationSet", Name: "web", Current: 1})
+		if err != nil {
+			f.Fatal(err)
+		}
+		add(env, signedRollouts, env.GetRollout(), s != rogue)
+	}
 	f.Add([]byte{})
 	f.Add([]byte("\x1a\x09\x0a\x07ed25519")) // a signature with only its algorithm
 
@@ -102,6 +112,11 @@ func FuzzVerify(f *testing.F) {
 		if proto.Unmarshal(data, &cmdEnv) == nil {
 			cmd, err := verifier.VerifyCommand(&cmdEnv)
 			checkVerified(t, signedCommands, cmdEnv.GetCommand(), cmd, err, &flotillav1.AgentCommand{})
+		}
+		var rolloutEnv flotillav1.SignedFleetRollout
+		if proto.Unmarshal(data, &rolloutEnv) == nil {
+			r, err := verifier.VerifyFleetRollout(&rolloutEnv)
+			checkVerified(t, signedRollouts, rolloutEnv.GetRollout(), r, err, &flotillav1.FleetRollout{})
 		}
 	})
 }

@@ -37,8 +37,6 @@ const (
 	FleetPhase_FLEET_PHASE_FAILED FleetPhase = 4
 	// FLEET_PHASE_ABORTED: an operator halted it.
 	FleetPhase_FLEET_PHASE_ABORTED FleetPhase = 5
-	// FLEET_PHASE_SUPERSEDED: a newer commit started a new rollout.
-	FleetPhase_FLEET_PHASE_SUPERSEDED FleetPhase = 6
 )
 
 // Enum value maps for FleetPhase.
@@ -50,7 +48,6 @@ var (
 		3: "FLEET_PHASE_SUCCEEDED",
 		4: "FLEET_PHASE_FAILED",
 		5: "FLEET_PHASE_ABORTED",
-		6: "FLEET_PHASE_SUPERSEDED",
 	}
 	FleetPhase_value = map[string]int32{
 		"FLEET_PHASE_UNSPECIFIED": 0,
@@ -59,7 +56,6 @@ var (
 		"FLEET_PHASE_SUCCEEDED":   3,
 		"FLEET_PHASE_FAILED":      4,
 		"FLEET_PHASE_ABORTED":     5,
-		"FLEET_PHASE_SUPERSEDED":  6,
 	}
 )
 
@@ -234,7 +230,8 @@ type FleetRollout struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	SchemaVersion uint32                 `protobuf:"varint,1,opt,name=schema_version,json=schemaVersion,proto3" json:"schema_version,omitempty"`
 	// id is "<kind>/<name>@<target>", target a short hash of the contents
-	// the rollout releases: a newer commit is a new rollout.
+	// the rollout releases: a newer commit is a new rollout, whose record
+	// replaces this one.
 	Id string `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
 	// kind is ApplicationSet or Application; name is its name.
 	Kind string `protobuf:"bytes,3,opt,name=kind,proto3" json:"kind,omitempty"`
@@ -253,9 +250,6 @@ type FleetRollout struct {
 	StartedAt  *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
 	UpdatedAt  *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
 	FinishedAt *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
-	// superseded_by is the id of the rollout of a newer commit that
-	// replaced this one.
-	SupersededBy string `protobuf:"bytes,15,opt,name=superseded_by,json=supersededBy,proto3" json:"superseded_by,omitempty"`
 	// rollback is set when the clusters the rollout updated are to get
 	// their previous desired state back (a failed wave with auto_rollback,
 	// or an operator's abort with rollback).
@@ -390,13 +384,6 @@ func (x *FleetRollout) GetFinishedAt() *timestamppb.Timestamp {
 		return x.FinishedAt
 	}
 	return nil
-}
-
-func (x *FleetRollout) GetSupersededBy() string {
-	if x != nil {
-		return x.SupersededBy
-	}
-	return ""
 }
 
 func (x *FleetRollout) GetRollback() bool {
@@ -753,7 +740,7 @@ const file_flotilla_v1_fleet_rollout_proto_rawDesc = "" +
 	"\x12SignedFleetRollout\x12%\n" +
 	"\x0eschema_version\x18\x01 \x01(\rR\rschemaVersion\x12\x18\n" +
 	"\arollout\x18\x02 \x01(\fR\arollout\x124\n" +
-	"\tsignature\x18\x03 \x01(\v2\x16.flotilla.v1.SignatureR\tsignature\"\xda\x04\n" +
+	"\tsignature\x18\x03 \x01(\v2\x16.flotilla.v1.SignatureR\tsignature\"\xbb\x04\n" +
 	"\fFleetRollout\x12%\n" +
 	"\x0eschema_version\x18\x01 \x01(\rR\rschemaVersion\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x12\n" +
@@ -773,9 +760,8 @@ const file_flotilla_v1_fleet_rollout_proto_rawDesc = "" +
 	"\n" +
 	"updated_at\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12;\n" +
 	"\vfinished_at\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"finishedAt\x12#\n" +
-	"\rsuperseded_by\x18\x0f \x01(\tR\fsupersededBy\x12\x1a\n" +
-	"\brollback\x18\x10 \x01(\bR\brollback\"\xfd\x03\n" +
+	"finishedAt\x12\x1a\n" +
+	"\brollback\x18\x10 \x01(\bR\brollbackJ\x04\b\x0f\x10\x10\"\xfd\x03\n" +
 	"\x0fFleetWaveStatus\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x05R\x05index\x12\x1a\n" +
 	"\bselector\x18\x02 \x01(\tR\bselector\x12,\n" +
@@ -814,7 +800,7 @@ const file_flotilla_v1_fleet_rollout_proto_rawDesc = "" +
 	"\banalysis\x18\b \x01(\v2\x1f.flotilla.v1.WaveAnalysisStatusR\banalysis\x12\x18\n" +
 	"\ahealthy\x18\t \x01(\bR\ahealthy\x12$\n" +
 	"\x0erolled_back_to\x18\n" +
-	" \x01(\x04R\frolledBackTo*\xc6\x01\n" +
+	" \x01(\x04R\frolledBackTo*\xaa\x01\n" +
 	"\n" +
 	"FleetPhase\x12\x1b\n" +
 	"\x17FLEET_PHASE_UNSPECIFIED\x10\x00\x12\x1b\n" +
@@ -822,8 +808,7 @@ const file_flotilla_v1_fleet_rollout_proto_rawDesc = "" +
 	"\x12FLEET_PHASE_PAUSED\x10\x02\x12\x19\n" +
 	"\x15FLEET_PHASE_SUCCEEDED\x10\x03\x12\x16\n" +
 	"\x12FLEET_PHASE_FAILED\x10\x04\x12\x17\n" +
-	"\x13FLEET_PHASE_ABORTED\x10\x05\x12\x1a\n" +
-	"\x16FLEET_PHASE_SUPERSEDED\x10\x06*\xd2\x01\n" +
+	"\x13FLEET_PHASE_ABORTED\x10\x05*\xd2\x01\n" +
 	"\tWavePhase\x12\x1a\n" +
 	"\x16WAVE_PHASE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12WAVE_PHASE_PENDING\x10\x01\x12\x16\n" +
