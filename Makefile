@@ -91,6 +91,22 @@ bench: test-bins $(BIN)/benchstat bench-check ## Run the benchmarks, Flux's peer
 demo: test-bins ## Hub, embedded NATS, two API servers and two agents on the example repo; Ctrl-C stops.
 	go run ./test/demo
 
+# The hub and agent images, built without Docker into the OCI image layout
+# bin/images (deployments/README.md). VERSION tags them; LICENSES, an SPDX
+# expression, fills their license label once the project has chosen one.
+VERSION  ?= 0.1.0
+LICENSES ?=
+
+.PHONY: images
+images: ca-certificates ## Build the hub and agent images (linux/amd64, linux/arm64, SBOMs) into the OCI layout bin/images.
+	go run ./deployments/images -out $(BIN)/images -version $(VERSION) -licenses "$(LICENSES)"
+
+# The images' CA bundle is made from Debian's ca-certificates package.
+.PHONY: ca-certificates
+ca-certificates:
+	@dpkg-query -W -f='$${db:Status-Status}' ca-certificates 2>/dev/null | grep -qx installed || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ca-certificates; }
+
 .PHONY: help
 help:
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "%-12s %s\n", $$1, $$2}'

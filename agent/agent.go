@@ -22,6 +22,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -42,23 +43,11 @@ import (
 // Version is the agent's version, reported in its registration.
 var Version = "dev"
 
-// Run runs the agent until ctx ends.
+// Run runs the agent on the cluster of opts.Kubeconfig until ctx ends.
 func Run(ctx context.Context, opts Options, log *slog.Logger) error {
-	bundle, err := clustercreds.Read(opts.Credentials)
-	if err != nil {
+	if _, err := clustercreds.Read(opts.Credentials); err != nil {
 		return fmt.Errorf("--credentials: %w", err)
 	}
-	cluster := bundle.GetCluster()
-	if !appspec.ValidName(cluster) {
-		return fmt.Errorf("--credentials %s: cluster %q must be a DNS label", opts.Credentials, cluster)
-	}
-	keys, err := signing.ParsePublicKeys(bundle.GetHubKeys())
-	if err != nil {
-		return fmt.Errorf("--credentials %s: %s: %w", opts.Credentials, clustercreds.HubKeysFile, err)
-	}
-	// The agent applies only what a key of the hub's key set signed.
-	verifier := signing.NewVerifier(keys...)
-
 	cfg, err := kubeConfig(opts.Kubeconfig)
 	if err != nil {
 		return err
@@ -69,9 +58,6 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) error {
 	cfg.QPS = -1
 	manager, err := apply.NewManager(cfg, apply.DefaultOptions())
 	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(opts.CacheDir, 0o700); err != nil {
 		return err
 	}
 	// The API server and the hub may come up after the agent (or be down
@@ -87,6 +73,63 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) error {
 		return err
 	})
 	if err != nil {
+		return err
+	}
+	var kubeVersion string
+	err = retry(ctx, log, "read the cluster's version", func() error {
+		kubeVersion, err = manager.ServerVersion()
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	serverURLs := opts.ServerURLs
+	if opts.ServerURLFromKubeconfig {
+		serverURLs = append(serverURLs, cfg.Host)
+	}
+	return Serve(ctx, opts, Kube{
+		Cluster: manager, Inventories: inventory.NewStore(manager.Dynamic(), opts.Namespace), Rollouts: rollouts.Summarizer{Client: manager.Dynamic()},
+		WaveAnalyses: rollouts.NewWaveAnalyses(manager.Dynamic()), Dynamic: manager.Dynamic(), Version: kubeVersion, ServerURLs: serverURLs,
+	}, log)
+}
+
+// Kube is what the agent uses of its cluster. Run gives it the cluster of
+// its kubeconfig; a fleet simulator (test/bench/fleetsim) gives it a
+// recorder, to run the rest of the agent many times in one process.
+type Kube struct {
+	Cluster      reconcile.Cluster
+	Inventories  reconcile.Inventories
+	Rollouts     reconcile.Rollouts
+	WaveAnalyses reconcile.WaveAnalyses
+	// Dynamic carries out rollout commands and runs the rollouts
+	// controller; without it, both are off.
+	Dynamic dynamic.Interface
+	// Version is the cluster's Kubernetes version; ServerURLs the API
+	// server URLs it registers (destination.server).
+	Version    string
+	ServerURLs []string
+}
+
+// Serve runs the agent on kube from its NATS connection on, until ctx
+// ends: it connects as the cluster of opts.Credentials, registers and
+// heartbeats, serves the hub's commands, and follows its desired states,
+// verifying each before the syncer takes it.
+func Serve(ctx context.Context, opts Options, kube Kube, log *slog.Logger) error {
+	bundle, err := clustercreds.Read(opts.Credentials)
+	if err != nil {
+		return fmt.Errorf("--credentials: %w", err)
+	}
+	cluster := bundle.GetCluster()
+	if !appspec.ValidName(cluster) {
+		return fmt.Errorf("--credentials %s: cluster %q must be a DNS label", opts.Credentials, cluster)
+	}
+	keys, err := signing.ParsePublicKeys(bundle.GetHubKeys())
+	if err != nil {
+		return fmt.Errorf("--credentials %s: %s: %w", opts.Credentials, clustercreds.HubKeysFile, err)
+	}
+	// The agent applies only what a key of the hub's key set signed.
+	verifier := signing.NewVerifier(keys...)
+	if err := os.MkdirAll(opts.CacheDir, 0o700); err != nil {
 		return err
 	}
 
@@ -106,30 +149,33 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) error {
 	reporter := &busReporter{outbox: outbox, log: log}
 	registry := prometheus.NewRegistry()
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	var kubeVersion string
-	err = retry(ctx, log, "read the cluster's version", func() error {
-		kubeVersion, err = manager.ServerVersion()
-		return err
-	})
-	if err != nil {
-		return err
-	}
+	// Whether the agent reached the hub: `helm test` of the agent's chart
+	// waits for it.
+	registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "flotilla_agent_nats_connected", Help: "1 while the agent is connected to the hub's NATS with its cluster's credentials, else 0.",
+	}, func() float64 {
+		if nc.IsConnected() {
+			return 1
+		}
+		return 0
+	}))
+	rolloutsController := opts.RolloutsController && kube.Dynamic != nil
 	var unsupported map[schema.GroupKind]string
-	if opts.RolloutsController {
+	if rolloutsController {
 		unsupported = rollouts.UnsupportedKinds
 	}
 	syncer := reconcile.New(reconcile.Options{
-		Cluster: cluster, KubeVersion: kubeVersion, Unsupported: unsupported, CacheDir: opts.CacheDir, Limits: artifact.DefaultLimits(),
+		Cluster: cluster, KubeVersion: kube.Version, Unsupported: unsupported, CacheDir: opts.CacheDir, Limits: artifact.DefaultLimits(),
 		HealthInterval: time.Second, HealthTimeout: opts.HealthTimeout, ResyncInterval: opts.ResyncInterval, Metrics: reconcile.NewMetrics(registry),
 	}, log, reconcile.Dependencies{
-		Cluster: manager, Inventories: inventory.NewStore(manager.Dynamic(), opts.Namespace), Rollouts: rollouts.Summarizer{Client: manager.Dynamic()},
-		Artifacts: b, Reporter: reporter, WaveAnalyses: rollouts.NewWaveAnalyses(manager.Dynamic()),
+		Cluster: kube.Cluster, Inventories: kube.Inventories, Rollouts: kube.Rollouts,
+		Artifacts: b, Reporter: reporter, WaveAnalyses: kube.WaveAnalyses,
 	})
 	capabilities := []string{"helm", "kustomize", "directory"}
-	if opts.RolloutsController {
+	if rolloutsController {
 		controllerOpts := rollouts.DefaultOptions()
 		controllerOpts.OnChange, controllerOpts.TraceParent = syncer.RolloutChanged, syncer.TraceParent
-		controller := rollouts.NewController(manager.Dynamic(), controllerOpts, log.With("component", "rollouts"))
+		controller := rollouts.NewController(kube.Dynamic, controllerOpts, log.With("component", "rollouts"))
 		go func() {
 			if err := controller.Run(ctx); err != nil {
 				log.Error("rollouts controller stopped", "error", err)
@@ -138,22 +184,18 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) error {
 		capabilities = append(capabilities, "rollouts")
 	}
 
-	serverURLs := opts.ServerURLs
-	if opts.ServerURLFromKubeconfig {
-		serverURLs = append(serverURLs, cfg.Host)
-	}
 	reg := &flotillav1.ClusterRegistration{SchemaVersion: 1, Name: cluster, AgentVersion: Version,
-		KubernetesVersion: kubeVersion, Capabilities: capabilities, StartedAt: timestamppb.Now(), ServerUrls: serverURLs}
+		KubernetesVersion: kube.Version, Capabilities: capabilities, StartedAt: timestamppb.Now(), ServerUrls: kube.ServerURLs}
 	go heartbeat(ctx, b, reg, opts.Heartbeat, log)
 	if opts.MetricsAddr != "" {
 		if err := serveMetrics(ctx, opts.MetricsAddr, registry, opts.Pprof, log); err != nil {
 			return err
 		}
 	}
-	if err := b.ServeCommands(ctx, cluster, commandHandler(cluster, verifier, syncer, manager.Dynamic(), log)); err != nil {
+	if err := b.ServeCommands(ctx, cluster, commandHandler(cluster, verifier, syncer, kube.Dynamic, log)); err != nil {
 		return err
 	}
-	log.Info("agent running", "cluster", cluster, "nats", natsURL, "kubernetes", kubeVersion)
+	log.Info("agent running", "cluster", cluster, "nats", natsURL, "kubernetes", kube.Version)
 
 	return b.WatchDesired(ctx, cluster, func(e bus.DesiredEntry) bool {
 		if e.Cluster != cluster {

@@ -55,7 +55,10 @@ func handleCommands(guard *commandGuard, verifier *signing.Verifier, syncer *rec
 			rc := cmd.GetRollout()
 			log.Info("rollout action", "action", rc.GetAction().String(), "full", rc.GetFull())
 			var ros []*unstructured.Unstructured
-			if ros, err = syncer.Rollouts(ctx, cmd.GetApp()); err == nil {
+			if ros, err = syncer.Rollouts(ctx, cmd.GetApp()); err == nil && len(ros) > 0 && client == nil {
+				err = errors.New("this agent runs without a client for Rollouts")
+			}
+			if err == nil {
 				for _, ro := range ros {
 					if err = rollouts.Act(ctx, client, ro, rc.GetAction(), rc.GetFull()); err != nil {
 						break

@@ -311,6 +311,10 @@ func (c *Conn) scanDesired(ctx context.Context, cfg jetstream.OrderedConsumerCon
 // created again (each attempt waits up to 10 s for the stream's leader).
 const drainResetAttempts = 2
 
+// drainInactive is how long the server keeps a read's consumer that its
+// reader stopped using without deleting it.
+const drainInactive = 30 * time.Second
+
 // drain reads every message an ordered consumer on stream has pending when
 // it starts, in batches. A read that stops short is an error, never a
 // silently shorter result: garbage collection would delete referenced
@@ -320,10 +324,21 @@ func (c *Conn) drain(ctx context.Context, stream string, cfg jetstream.OrderedCo
 	// says, while its stream has no leader (a NATS node just died): fail
 	// instead, and let the caller retry.
 	cfg.MaxResetAttempts = drainResetAttempts
+	// The server counts a consumer against its stream's limit until it is
+	// deleted: each read deletes its own, and one a reader left behind (it
+	// died mid-read) goes once inactive this long.
+	cfg.InactiveThreshold = drainInactive
 	cons, err := c.js.OrderedConsumer(ctx, stream, cfg)
 	if err != nil {
 		return err
 	}
+	defer func() {
+		if info := cons.CachedInfo(); info != nil && info.Name != "" {
+			del, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			_ = c.js.DeleteConsumer(del, stream, info.Name)
+		}
+	}()
 	info, err := cons.Info(ctx)
 	if err != nil {
 		return err

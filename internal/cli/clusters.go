@@ -20,9 +20,10 @@ func clusterAddCommand(g *globals) *cobra.Command {
 		Long: `Add makes a cluster's identity on the hub: its labels, which target
 applications, and NATS credentials that reach only the cluster's own
 desired states, status and commands. The credentials are shown once: the
-command prints the agent's Secret (apply it in the cluster, then
-deployments/agent), or with --out writes the bundle's files to a directory
-for an agent's --credentials. Needs the admin role.`,
+command prints the agent's Secret (apply it in the cluster, then install
+the agent's chart, deployments/charts/flotilla-agent: docs/install.md),
+or with --out writes the bundle's files to a directory for an agent's
+--credentials. Needs the admin role.`,
 		Example: "  flotilla cluster add prod-eu --labels env=production,region=eu | kubectl apply -f -\n  flotilla cluster add dev-1 --labels env=dev --out ./dev-1-credentials",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -51,7 +52,7 @@ for an agent's --credentials. Needs the admin role.`,
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.ErrOrStderr(), "cluster %s added: apply this Secret in the cluster (kubectl apply -f -), then deployments/agent\n", args[0])
+			fmt.Fprintf(cmd.ErrOrStderr(), "cluster %s added: apply this Secret in the cluster (kubectl apply -f -), then install the agent chart in its namespace (docs/install.md)\n", args[0])
 			_, err = cmd.OutOrStdout().Write(secret)
 			return err
 		},

@@ -23,7 +23,8 @@ const (
 	CAFile        = "ca.pem"
 )
 
-// SecretName is the Secret deployments/agent mounts.
+// SecretName is the Secret the agent chart (deployments/charts/flotilla-agent)
+// mounts.
 const SecretName = "flotilla-agent-credentials"
 
 // maxFileSize bounds each file Read takes: a bundle's files are a few KiB.

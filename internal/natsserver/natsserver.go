@@ -89,6 +89,11 @@ func Start(opts Options) (*server.Server, error) {
 		StoreDir:  opts.StoreDir,
 		// The hub owns signal handling; the server must not install its own.
 		NoSigs: true,
+		// Every agent reads with short-lived consumers (a catch-up after
+		// each connect, an artifact fetch): a fleet reconnecting at once
+		// holds one per agent for a moment, past the server's default of
+		// 1,000 per stream.
+		JetStreamLimits: server.JSLimitOpts{DefaultMaxConsumers: -1},
 	}
 	if opts.TLS != nil {
 		serverOpts.TLSConfig, serverOpts.TLS, serverOpts.TLSTimeout = opts.TLS, true, 5

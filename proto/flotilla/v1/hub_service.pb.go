@@ -232,7 +232,7 @@ func (x *AddClusterResponse) GetCredentials() *ClusterCredentials {
 }
 
 // ClusterCredentials is a cluster's credentials bundle: the files of the
-// agent's Secret (deployments/agent).
+// agent's Secret (deployments/charts/flotilla-agent).
 type ClusterCredentials struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Cluster string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`

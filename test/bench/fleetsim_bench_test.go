@@ -1,0 +1,379 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/nats-io/nats.go"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/flotilla-dev/flotilla/internal/appkey"
+	"github.com/flotilla-dev/flotilla/internal/bus"
+	"github.com/flotilla-dev/flotilla/internal/clustercreds"
+	"github.com/flotilla-dev/flotilla/internal/natsauth"
+	"github.com/flotilla-dev/flotilla/internal/tlsca"
+	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
+	"github.com/flotilla-dev/flotilla/proto/flotilla/v1/flotillav1connect"
+	"github.com/flotilla-dev/flotilla/test/testenv"
+	"github.com/flotilla-dev/flotilla/test/testenv/flotillatest"
+)
+
+// simApps is how many applications each simulated cluster runs.
+const simApps = 5
+
+// simHub is the hub binary with its embedded NATS server, on a repository
+// of simApps small applications for every cluster, so that its process's
+// CPU and memory are the hub's and NATS's alone.
+type simHub struct {
+	git    *testenv.GitServer
+	bin    string
+	args   []string
+	proc   *agentProcess
+	apiURL string
+	client flotillav1connect.HubServiceClient
+	http   *http.Client
+	bus    *bus.Bus
+	nc     *nats.Conn
+}
+
+const simAdminToken = "sim-admin-token"
+
+func startSimHub(b *testing.B) *simHub {
+	b.Helper()
+	h := &simHub{git: testenv.NewGitServer(b, testenv.GitServerOptions{}), bin: testenv.BuildCommand(b, "./cmd/hub")}
+	h.git.CreateRepo(b, "sim")
+	files := map[string]string{}
+	for i := range simApps {
+		files[fmt.Sprintf("apps/app-%d.yaml", i)] = simApplication(i)
+		files[fmt.Sprintf("sim/app-%d/config.yaml", i)] = simConfigMap(i, "v1")
+	}
+	h.git.WriteFiles(b, "sim", "main", "five small applications", files)
+	data := b.TempDir()
+	if out, err := exec.Command(h.bin, "init", "-data-dir", data).CombinedOutput(); err != nil {
+		b.Fatalf("hub init: %v: %s", err, out)
+	}
+	secrets := b.TempDir()
+	secret := func(name, value string) string {
+		path := filepath.Join(secrets, name)
+		if err := os.WriteFile(path, []byte(value), 0o600); err != nil {
+			b.Fatal(err)
+		}
+		return path
+	}
+	addrs := testenv.FreeAddrs(b, 2)
+	h.apiURL = "https://" + addrs[0]
+	config := filepath.Join(b.TempDir(), "hub.yaml")
+	if err := os.WriteFile(config, []byte(fmt.Sprintf(`
+dataDir: %s
+listen: %s
+nats: {embeddedListen: %s, advertiseURL: tls://%s}
+repositories:
+  - {url: %s, fetchURL: %s, pollInterval: 1h}
+roots:
+  - {name: sim, repo: %s, path: apps}
+webhook: {secretFile: %s}
+api:
+  tokens:
+    - {name: root, role: admin, tokenFile: %s}
+`, data, addrs[0], addrs[1], addrs[1], flotillatest.RepoURL, h.git.RepoURL("sim"), flotillatest.RepoURL, secret("webhook", flotillatest.WebhookSecret), secret("admin", simAdminToken))), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	h.args = []string{"-config", config}
+	h.start(b)
+
+	ca, err := os.ReadFile(filepath.Join(data, "tls", tlsca.CAFile))
+	if err != nil {
+		b.Fatal(err)
+	}
+	clientTLS, err := tlsca.ClientConfig(ca)
+	if err != nil {
+		b.Fatal(err)
+	}
+	h.http = &http.Client{Transport: &http.Transport{TLSClientConfig: clientTLS, MaxIdleConnsPerHost: 16}, Timeout: time.Minute}
+	h.waitServing(b)
+	h.client = flotillav1connect.NewHubServiceClient(h.http, h.apiURL, connect.WithInterceptors(bearerToken(simAdminToken)))
+	authority, err := natsauth.LoadOrCreate(filepath.Join(data, "trust"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	creds, _, err := authority.User("bench", natsauth.HubPermissions())
+	if err != nil {
+		b.Fatal(err)
+	}
+	user, err := natsauth.Credentials(creds)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if h.nc, err = nats.Connect("tls://"+addrs[1], user, nats.Secure(clientTLS), nats.MaxReconnects(-1)); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(h.nc.Close)
+	if h.bus, err = bus.Bind(b.Context(), h.nc); err != nil {
+		b.Fatal(err)
+	}
+	return h
+}
+
+func simApplication(i int) string {
+	return fmt.Sprintf(`apiVersion: argoproj.io/v1alpha1
+kind: Application
+metadata: {name: app-%d, namespace: argocd}
+spec:
+  project: default
+  source: {repoURL: %s, targetRevision: HEAD, path: sim/app-%d}
+  destination: {server: https://kubernetes.default.svc, namespace: app-%d}
+  syncPolicy: {automated: {prune: true}}
+`, i, flotillatest.RepoURL, i, i)
+}
+
+func simConfigMap(i int, version string) string {
+	return fmt.Sprintf("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: app-%d}\ndata: {version: %s}\n", i, version)
+}
+
+func (h *simHub) start(b *testing.B) { h.proc = startAgentProcess(b, h.bin, h.args...) }
+
+func (h *simHub) waitServing(b *testing.B) {
+	b.Helper()
+	testenv.Eventually(b, 2*time.Minute, func() error {
+		resp, err := h.http.Get(h.apiURL + "/healthz")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("hub: %s", resp.Status)
+		}
+		return nil
+	})
+}
+
+// addClusters adds n clusters through the API, as `flotilla cluster add
+// --out` does, writing their bundles under a directory it returns.
+func (h *simHub) addClusters(b *testing.B, n int) string {
+	b.Helper()
+	dir := b.TempDir()
+	var g errgroup.Group
+	g.SetLimit(8)
+	for i := range n {
+		g.Go(func() error {
+			name := fmt.Sprintf("sim-%05d", i)
+			resp, err := h.client.AddCluster(context.Background(), connect.NewRequest(&flotillav1.AddClusterRequest{Name: name, Labels: map[string]string{"fleet": "sim"}}))
+			if err != nil {
+				return fmt.Errorf("add cluster %s: %w", name, err)
+			}
+			return clustercreds.Write(filepath.Join(dir, name), resp.Msg.GetCredentials())
+		})
+	}
+	if err := g.Wait(); err != nil {
+		b.Fatal(err)
+	}
+	return dir
+}
+
+func (h *simHub) commit(b *testing.B, version string) {
+	b.Helper()
+	h.git.WriteFiles(b, "sim", "main", "app-0 "+version, map[string]string{"sim/app-0/config.yaml": simConfigMap(0, version)})
+}
+
+func (h *simHub) webhook(b *testing.B) {
+	b.Helper()
+	if code := flotillatest.PostWebhook(b, h.http, h.apiURL, flotillatest.WebhookSecret); code != http.StatusAccepted {
+		b.Fatalf("webhook: HTTP %d", code)
+	}
+}
+
+func bearerToken(token string) connect.UnaryInterceptorFunc {
+	return func(next connect.UnaryFunc) connect.UnaryFunc {
+		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+			req.Header().Set("Authorization", "Bearer "+token)
+			return next(ctx, req)
+		}
+	}
+}
+
+// applied follows the status bucket: when each (cluster, app) first
+// reported a history id applied.
+type applied struct {
+	mu   sync.Mutex
+	at   map[string]map[uint64]time.Time
+	seen chan struct{}
+}
+
+func watchApplied(b *testing.B, h *simHub) *applied {
+	a := &applied{at: map[string]map[uint64]time.Time{}, seen: make(chan struct{}, 1)}
+	a.watch(b, h)
+	return a
+}
+
+// watch follows the status bucket (again, after the hub's NATS server
+// restarted: a watcher does not outlive its server).
+func (a *applied) watch(b *testing.B, h *simHub) {
+	if _, err := h.bus.WatchStatuses(b.Context(), func(key string, st *flotillav1.AppStatus) {
+		if st.GetPhase() != flotillav1.SyncPhase_SYNC_PHASE_SUCCEEDED {
+			return
+		}
+		now := time.Now()
+		a.mu.Lock()
+		if a.at[key] == nil {
+			a.at[key] = map[uint64]time.Time{}
+		}
+		if _, ok := a.at[key][st.GetHistoryId()]; !ok {
+			a.at[key][st.GetHistoryId()] = now
+		}
+		a.mu.Unlock()
+		select {
+		case a.seen <- struct{}{}:
+		default:
+		}
+	}); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// wait waits until every key has reported history id, and returns when
+// each did.
+func (a *applied) wait(b *testing.B, keys []string, id uint64, timeout time.Duration) []time.Time {
+	b.Helper()
+	deadline := time.After(timeout)
+	for {
+		a.mu.Lock()
+		var times []time.Time
+		for _, k := range keys {
+			if t, ok := a.at[k][id]; ok {
+				times = append(times, t)
+			}
+		}
+		a.mu.Unlock()
+		if len(times) == len(keys) {
+			return times
+		}
+		select {
+		case <-a.seen:
+		case <-time.After(time.Second):
+		case <-deadline:
+			b.Fatalf("%d of %d applications reported history %d applied", len(times), len(keys), id)
+		}
+	}
+}
+
+// latencies are times since start, sorted.
+func latencies(start time.Time, times []time.Time) []time.Duration {
+	out := make([]time.Duration, len(times))
+	for i, t := range times {
+		out[i] = t.Sub(start)
+	}
+	return out
+}
+
+// procCPU is a process's user and system time so far.
+func procCPU(pid int) time.Duration {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	fields := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+2:]))
+	utime, _ := strconv.ParseInt(fields[11], 10, 64)
+	stime, _ := strconv.ParseInt(fields[12], 10, 64)
+	return time.Duration(utime+stime) * time.Second / 100 // USER_HZ
+}
+
+// BenchmarkFleetSimulator runs N simulated agents (test/bench/fleetsim:
+// the agent's code from its NATS connection down to status reporting,
+// with a recorder for a cluster) against the hub binary, each cluster
+// running five applications, and measures: a commit to every agent
+// reporting it applied; the hub (and its embedded NATS server) killed
+// with SIGKILL and restarted with a commit waiting, to every agent
+// reconnected and reporting it; steady-state CPU and memory of the hub
+// process, and each agent's heartbeat and status traffic; and
+// `flotilla app list`'s call at N × 5 applications.
+func BenchmarkFleetSimulator(b *testing.B) {
+	for _, n := range []int{1000, 5000, 10000} {
+		b.Run(fmt.Sprintf("agents=%d", n), func(b *testing.B) {
+			h := startSimHub(b)
+			a := watchApplied(b, h)
+			start := time.Now()
+			bundles := h.addClusters(b, n)
+			b.ReportMetric(time.Since(start).Seconds(), "add-clusters-s")
+			var keys, firstKeys []string
+			for i := range n {
+				for app := range simApps {
+					keys = append(keys, appkey.Join(fmt.Sprintf("sim-%05d", i), fmt.Sprintf("app-%d", app)))
+				}
+				firstKeys = append(firstKeys, appkey.Join(fmt.Sprintf("sim-%05d", i), "app-0"))
+			}
+			start = time.Now()
+			sim := startAgentProcess(b, testenv.BuildCommand(b, "./test/bench/fleetsim/cmd/fleetsim"), "-bundles", bundles, "-cache-dir", b.TempDir())
+			a.wait(b, keys, 1, 15*time.Minute)
+			b.ReportMetric(time.Since(start).Seconds(), "first-sync-s")
+
+			for b.Loop() {
+				// A commit → every agent has reported it applied.
+				h.commit(b, "v2")
+				start = time.Now()
+				h.webhook(b)
+				d := latencies(start, a.wait(b, firstKeys, 2, 10*time.Minute))
+				b.ReportMetric(float64(percentile(d, 0.5).Milliseconds()), "commit-p50-ms")
+				b.ReportMetric(float64(percentile(d, 0.99).Milliseconds()), "commit-p99-ms")
+				b.ReportMetric(float64(percentile(d, 1).Milliseconds()), "commit-max-ms")
+
+				// Steady state.
+				time.Sleep(5 * time.Second)
+				var msgs, bytes atomic.Int64
+				sub, err := h.nc.Subscribe(">", func(m *nats.Msg) {
+					if strings.HasPrefix(m.Subject, "$KV."+bus.ClustersBucket+".") || strings.HasPrefix(m.Subject, "$KV."+bus.StatusBucket+".") || strings.HasPrefix(m.Subject, "flotilla.events.") {
+						msgs.Add(1)
+						bytes.Add(int64(len(m.Data) + len(m.Subject)))
+					}
+				})
+				if err != nil {
+					b.Fatal(err)
+				}
+				pid := h.proc.cmd.Process.Pid
+				cpu0, t0 := procCPU(pid), time.Now()
+				time.Sleep(30 * time.Second)
+				cpu, window := procCPU(pid)-cpu0, time.Since(t0)
+				_ = sub.Unsubscribe()
+				b.ReportMetric(100*cpu.Seconds()/window.Seconds(), "hub-cpu-%")
+				b.ReportMetric(procStatusMiB(pid, "VmRSS"), "hub-rss-MiB")
+				b.ReportMetric(procStatusMiB(sim.cmd.Process.Pid, "VmRSS")/float64(n)*1024, "sim-KiB/agent")
+				b.ReportMetric(float64(msgs.Load())/float64(n)/window.Seconds()*60, "agent-msgs/min")
+				b.ReportMetric(float64(bytes.Load())/float64(n)/window.Seconds(), "agent-B/s")
+
+				// The fleet's list, as `flotilla app list` asks it.
+				start = time.Now()
+				resp, err := h.client.ListApps(context.Background(), connect.NewRequest(&flotillav1.ListAppsRequest{}))
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.ReportMetric(float64(time.Since(start).Milliseconds()), "app-list-ms")
+				if got := len(resp.Msg.GetApps()); got != n*simApps {
+					b.Fatalf("app list: %d applications, want %d", got, n*simApps)
+				}
+
+				// The hub and its NATS server killed; a commit lands while
+				// they are away; every agent reconnects and catches up.
+				_ = h.proc.cmd.Process.Signal(syscall.SIGKILL)
+				_ = h.proc.cmd.Wait()
+				h.commit(b, "v3")
+				start = time.Now()
+				h.start(b)
+				h.waitServing(b)
+				a.watch(b, h)
+				d = latencies(start, a.wait(b, firstKeys, 3, 10*time.Minute))
+				b.ReportMetric(float64(percentile(d, 1).Milliseconds())/1000, "restart-caught-up-s")
+			}
+		})
+	}
+}
