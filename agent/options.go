@@ -17,7 +17,7 @@ type Options struct {
 	// ServerURLFromKubeconfig registers the kubeconfig's server URL too.
 	ServerURLFromKubeconfig bool
 	// Credentials is the directory of the cluster's credentials bundle
-	// (`flotilla cluster add`; the agent's Secret in deployments/agent):
+	// (`flotilla cluster add`; the Secret of the flotilla-agent chart):
 	// its name, the NATS URL and credentials, the hub's keys and the CA.
 	Credentials string
 	// NATSURL overrides the bundle's NATS URL (the hub's address as seen
