@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -211,6 +212,13 @@ func Serve(ctx context.Context, opts Options, kube Kube, log *slog.Logger) error
 			reporter.refused(msgCtx, e.Cluster, e.App, err)
 			return false
 		}
+		if e.Revision != 0 && ds.GetHistoryId() < syncer.Recorded(msgCtx, e.App) {
+			// A catch-up's entry older than one this agent took: an old
+			// entry put back last. The catch-up looks further back in the
+			// key's history for the newest; a change notification goes to
+			// the syncer, which refuses and reports it.
+			return false
+		}
 		syncer.Offer(ctx, reconcile.Desired{State: ds, Trace: trace.SpanContextFromContext(msgCtx)})
 		return true
 	})
@@ -225,9 +233,11 @@ func connectNATS(url, cluster string, bundle *flotillav1.ClusterCredentials, log
 		// nats.go gives up after two authentication errors in a row; a
 		// revoked cluster keeps trying, slowly, until it is re-added.
 		nats.IgnoreAuthErrorAbort(),
-		nats.CustomReconnectDelay(func(attempts int) time.Duration {
-			return min(time.Second<<min(attempts, 5), 30*time.Second)
-		}),
+		nats.CustomReconnectDelay(reconnectDelay),
+		// A fleet reconnecting at once queues its TLS handshakes on the
+		// server; one given up at nats.go's default of 2 s is work the
+		// server did for nothing, and is done again.
+		nats.Timeout(connectTimeout),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			if errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthRevoked) || errors.Is(err, nats.ErrAuthExpired) {
 				log.Error("NATS refuses this cluster's credentials: the hub's admin (flotilla cluster list) or the NATS operator may have revoked them; retrying with backoff", "cluster", cluster, "error", err)
@@ -260,6 +270,18 @@ func connectNATS(url, cluster string, bundle *flotillav1.ClusterCredentials, log
 		return nil, fmt.Errorf("connect to NATS %s: %w", url, err)
 	}
 	return nc, nil
+}
+
+// connectTimeout bounds one attempt to connect, TLS handshake included.
+const connectTimeout = 10 * time.Second
+
+// reconnectDelay is the wait before reconnect attempt n: exponential up
+// to 30 s, each drawn at random from its upper half, so that a fleet the
+// server dropped at once (a NATS restart) comes back spread out rather
+// than in waves.
+func reconnectDelay(attempts int) time.Duration {
+	ceiling := min(time.Second<<min(attempts, 5), 30*time.Second)
+	return ceiling/2 + rand.N(ceiling/2)
 }
 
 // retry runs fn until it succeeds or ctx ends, backing off exponentially

@@ -69,7 +69,7 @@ func (h *Hub) connectNATS() error {
 		}
 	}
 	if h.natsSrv, err = natsserver.Start(natsserver.Options{Host: host, Port: port, StoreDir: filepath.Join(h.cfg.DataDir, "nats"),
-		Authority: h.authority, TLS: tlsConfig, Cluster: cluster}); err != nil {
+		Authority: h.authority, TLS: tlsConfig, Cluster: cluster, Log: h.log.With("component", "nats")}); err != nil {
 		return err
 	}
 	scheme := "tls"

@@ -26,11 +26,11 @@ func (s *Syncer) unpacked(ctx context.Context, a *flotillav1.Artifact) (string, 
 		return "", fmt.Errorf("artifact %s: %w: %d bytes, limit %d", digest, artifact.ErrTooLarge, a.GetSize(), s.opts.Limits.MaxArchive)
 	}
 	data, err := s.deps.Artifacts.GetArtifact(ctx, digest)
-	if err != nil {
-		return "", err
+	if err == nil {
+		err = artifact.Verify(data, digest)
 	}
-	if err := artifact.Verify(data, digest); err != nil {
-		return "", err
+	if err != nil {
+		return "", fetchError{err}
 	}
 	tmp, err := os.MkdirTemp(s.opts.CacheDir, ".unpack-")
 	if err != nil {
@@ -49,3 +49,11 @@ func (s *Syncer) unpacked(ctx context.Context, a *flotillav1.Artifact) (string, 
 	}
 	return dir, nil
 }
+
+// fetchError is an artifact the hub's store did not give, or gave wrong:
+// the fleet's transport failed (NATS overloaded or restarting, the
+// artifact not yet or no longer there), not the application.
+type fetchError struct{ err error }
+
+func (e fetchError) Error() string { return e.err.Error() }
+func (e fetchError) Unwrap() error { return e.err }

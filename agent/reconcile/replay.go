@@ -34,6 +34,25 @@ func (e *replayedError) Error() string {
 	return fmt.Sprintf("history %d is older than the accepted %d", e.historyID, e.recorded)
 }
 
+// Recorded is the highest history id of app this agent took: offered
+// since it started, or recorded in the application's inventory in the
+// cluster (what it accepted before a restart). It is 0 for none, and
+// leaves the inventory out when it cannot be read: the sync refuses a
+// replay itself.
+func (s *Syncer) Recorded(ctx context.Context, app string) uint64 {
+	var seen uint64
+	if w := s.worker(app); w != nil {
+		w.mu.Lock()
+		seen = w.seen
+		w.mu.Unlock()
+	}
+	inv, err := s.deps.Inventories.Load(ctx, app)
+	if err != nil {
+		return seen
+	}
+	return max(seen, recordedHistoryID(inv))
+}
+
 // checkHistory compares spec's history id with the one inv records, which
 // outlives the agent: a lower one is a replay (a *replayedError), and so is
 // any entry not newer than the deletion of the application (the same

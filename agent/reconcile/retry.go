@@ -1,6 +1,7 @@
 package reconcile
 
 import (
+	"math/rand/v2"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -52,4 +53,24 @@ func backoffFor(bo *flotillav1.Backoff) *backoff.ExponentialBackOff {
 		backoff.WithRandomizationFactor(0), backoff.WithMaxElapsedTime(0))
 	b.Reset()
 	return b
+}
+
+// Fetch retries: 1 s at first, doubling up to a minute.
+const (
+	fetchRetryInitial = time.Second
+	fetchRetryMax     = time.Minute
+)
+
+// fetchRetryAfter is how long to wait before trying again a desired state
+// whose artifact could not be fetched (a fetchError), after attempt
+// earlier failures. Unlike retryAfter it does not depend on the
+// application's retry policy: Argo CD's policy is about syncs that failed
+// on the cluster, and a desired state the agent could not even read must
+// not wait for the next resync. Each wait is drawn from the upper half of
+// its step, so that a fleet whose fetches failed together (a hub
+// overloaded by every agent at once) does not try again together.
+func fetchRetryAfter(attempt int64) time.Duration {
+	step := fetchRetryInitial << min(attempt, 6)
+	step = min(step, fetchRetryMax)
+	return step/2 + rand.N(step/2)
 }

@@ -33,3 +33,20 @@ func TestRetryAfterFollowsArgoCD(t *testing.T) {
 		})
 	}
 }
+
+func TestFetchRetryAfterIsSpreadAndBounded(t *testing.T) {
+	for attempt := range int64(12) {
+		step := min(fetchRetryInitial<<min(attempt, 6), fetchRetryMax)
+		seen := map[time.Duration]bool{}
+		for range 50 {
+			got := fetchRetryAfter(attempt)
+			if got < step/2 || got >= step {
+				t.Fatalf("fetchRetryAfter(%d) = %s, want in [%s, %s)", attempt, got, step/2, step)
+			}
+			seen[got] = true
+		}
+		if len(seen) < 2 {
+			t.Errorf("fetchRetryAfter(%d) gave one value in 50 draws: no spread", attempt)
+		}
+	}
+}

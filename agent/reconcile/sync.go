@@ -71,7 +71,9 @@ func (s *Syncer) sync(ctx context.Context, d *Desired, force bool, attempt int64
 		return outcome{}
 	}
 	retryIn := time.Duration(0)
-	if err != nil {
+	if fetch := (fetchError{}); errors.As(err, &fetch) {
+		retryIn = fetchRetryAfter(attempt)
+	} else if err != nil {
 		retryIn = retryAfter(spec.retry, attempt)
 	}
 	st := statusOf(spec, res, failure{err: err, attempt: attempt, retryIn: retryIn, now: time.Now()})

@@ -30,11 +30,18 @@ import (
 type memoryArtifacts struct {
 	mu   sync.Mutex
 	data map[string][]byte
+	// unavailable is how many reads to fail next, as a NATS server too
+	// busy to answer in time does.
+	unavailable int
 }
 
 func (a *memoryArtifacts) GetArtifact(_ context.Context, digest string) ([]byte, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if a.unavailable > 0 {
+		a.unavailable--
+		return nil, fmt.Errorf("artifact %s: %w", digest, context.DeadlineExceeded)
+	}
 	if d, ok := a.data[digest]; ok {
 		return d, nil
 	}
@@ -281,6 +288,38 @@ func (e *syncerEnv) waitStatus(t *testing.T, app string, id uint64) *flotillav1.
 func TestSyncer(t *testing.T) {
 	e := startSyncer(t)
 	automated := &flotillav1.SyncPolicy{Automated: &flotillav1.Automated{Prune: true, SelfHeal: true}}
+
+	// An artifact the hub's NATS did not serve in time is fetched again,
+	// whatever the retry policy (here none, where Argo CD retries no
+	// failed sync): the application syncs without a new desired state.
+	t.Run("an artifact fetch that fails is retried without a retry policy", func(t *testing.T) {
+		e.cluster.CreateNamespace(t, "fetched")
+		e.artifacts.mu.Lock()
+		e.artifacts.unavailable = 2
+		e.artifacts.mu.Unlock()
+		id := e.offer(t, "fetched", "fetched", map[string]string{
+			"cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: fetched}\ndata: {k: v}\n",
+		}, automated)
+		var failed *flotillav1.AppStatus
+		testenv.Eventually(t, time.Minute, func() error {
+			st := e.reporter.status("fetched")
+			if st.GetHistoryId() == id && st.GetPhase() == flotillav1.SyncPhase_SYNC_PHASE_FAILED && failed == nil {
+				failed = st
+			}
+			if st.GetHistoryId() != id || st.GetPhase() != flotillav1.SyncPhase_SYNC_PHASE_SUCCEEDED {
+				return fmt.Errorf("status: %s: %s", st.GetPhase(), st.GetMessage())
+			}
+			return nil
+		})
+		if failed != nil && !strings.Contains(failed.GetMessage(), "retry") {
+			t.Errorf("the failed fetch's status says no retry: %s", failed.GetMessage())
+		}
+		e.artifacts.mu.Lock()
+		defer e.artifacts.mu.Unlock()
+		if e.artifacts.unavailable != 0 {
+			t.Errorf("%d failing reads left: the sync did not go through them", e.artifacts.unavailable)
+		}
+	})
 
 	// The crash of issue 13: a Kustomize app's objects carry kyaml's int
 	// values, and its hook, its drift check and the full comparison after

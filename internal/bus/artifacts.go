@@ -45,10 +45,21 @@ func (b *Bus) PutArtifact(ctx context.Context, digest string, data []byte) (bool
 	if has, err := b.HasArtifact(ctx, digest); has || err != nil {
 		return false, err
 	}
-	if _, err := b.artifacts.Put(ctx, jetstream.ObjectMeta{Name: digest}, bytes.NewReader(data)); err != nil {
+	meta := jetstream.ObjectMeta{Name: digest, Opts: &jetstream.ObjectMetaOptions{ChunkSize: artifactChunkSize(b.nc.MaxPayload())}}
+	if _, err := b.artifacts.Put(ctx, meta, bytes.NewReader(data)); err != nil {
 		return false, fmt.Errorf("store artifact %s: %w", digest, err)
 	}
 	return true, nil
+}
+
+// artifactChunkSize is the chunk size artifacts are stored with: as large
+// as the server's maximum payload allows (less room for headers), so that
+// most artifacts are one chunk, which an agent reads with a single direct
+// get (GetArtifact) instead of a consumer the server creates and deletes.
+// Never below the object store's default of 128 KiB.
+func artifactChunkSize(maxPayload int64) uint32 {
+	const headerRoom, floor = 16 << 10, 128 << 10
+	return uint32(max(min(maxPayload-headerRoom, 64<<20), floor))
 }
 
 // ListArtifacts returns the digests of every stored artifact.

@@ -1,7 +1,9 @@
 package bus
 
 import (
+	"bytes"
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
 
@@ -32,6 +34,29 @@ func TestArtifacts(t *testing.T) {
 	}
 	if data, err := b.GetArtifact(ctx, "sha256:aa"); err != nil || string(data) != "first" {
 		t.Errorf("GetArtifact = %q, %v; want first", data, err)
+	}
+	// Artifacts are one chunk up to the server's maximum payload (read
+	// with a direct get), several beyond it (read with a consumer).
+	chunk := int(artifactChunkSize(b.nc.MaxPayload()))
+	for _, size := range []int{chunk, chunk + 1, 3*chunk + 7} {
+		data := bytes.Repeat([]byte{byte(size)}, size)
+		digest := fmt.Sprintf("sha256:size-%d", size)
+		if _, err := b.PutArtifact(ctx, digest, data); err != nil {
+			t.Fatalf("PutArtifact of %d bytes: %v", size, err)
+		}
+		info, err := b.artifacts.GetInfo(ctx, digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := uint32((size + chunk - 1) / chunk); info.Chunks != want {
+			t.Errorf("%d bytes stored in %d chunks, want %d", size, info.Chunks, want)
+		}
+		if got, err := b.GetArtifact(ctx, digest); err != nil || !bytes.Equal(got, data) {
+			t.Errorf("GetArtifact of %d bytes = %d bytes, %v", size, len(got), err)
+		}
+		if err := b.DeleteArtifact(ctx, digest); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if has, err := b.HasArtifact(ctx, "sha256:bb"); err != nil || !has {
 		t.Errorf("HasArtifact(stored) = %t, %v", has, err)

@@ -72,9 +72,11 @@ func (c *Conn) directGetLast(ctx context.Context, stream, subject string) (*nats
 }
 
 // GetArtifact reads an artifact by its digest: the object's metadata by a
-// direct get on its name, then its chunks with an ordered consumer on the
-// object's chunk subject, checked against the object's own SHA-256. It
-// returns ErrNotFound (wrapped) when it does not exist.
+// direct get on its name, then its chunks, checked against the object's
+// own SHA-256. A single chunk (PutArtifact's chunks make most artifacts
+// one) is read by a direct get on the object's chunk subject; more with a
+// consumer on it. It returns ErrNotFound (wrapped) when it does
+// not exist.
 func (c *Conn) GetArtifact(ctx context.Context, digest string) ([]byte, error) {
 	metaSubject := "$O." + ArtifactStore + ".M." + base64.URLEncoding.EncodeToString([]byte(digest))
 	msg, _, err := c.directGetLast(ctx, "OBJ_"+ArtifactStore, metaSubject)
@@ -94,8 +96,16 @@ func (c *Conn) GetArtifact(ctx context.Context, digest string) ([]byte, error) {
 		return nil, fmt.Errorf("artifact %s: metadata names no chunks", digest)
 	}
 	data := make([]byte, 0, info.Size)
-	if info.Chunks > 0 {
-		err = c.drain(ctx, "OBJ_"+ArtifactStore, jetstream.OrderedConsumerConfig{FilterSubjects: []string{"$O." + ArtifactStore + ".C." + info.NUID}}, func(m jetstream.Msg) {
+	chunks := "$O." + ArtifactStore + ".C." + info.NUID
+	switch {
+	case info.Chunks == 1:
+		msg, _, err := c.directGetLast(ctx, "OBJ_"+ArtifactStore, chunks)
+		if err != nil {
+			return nil, fmt.Errorf("artifact %s: chunk: %w", digest, err)
+		}
+		data = append(data, msg.Data...)
+	case info.Chunks > 1:
+		err = c.drain(ctx, "OBJ_"+ArtifactStore, chunks, jetstream.DeliverAllPolicy, func(m jetstream.Msg) {
 			if uint64(len(data)+len(m.Data())) <= info.Size {
 				data = append(data, m.Data()...)
 			}

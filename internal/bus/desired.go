@@ -289,13 +289,13 @@ func decodeDesired(key string, revision uint64, data []byte, header nats.Header)
 // current and historical, with one short-lived ordered consumer. The hub's
 // artifact garbage collection uses it to find the digests still referenced.
 func (b *Bus) EachRetainedDesired(ctx context.Context, fn func(DesiredEntry)) error {
-	return b.scanDesired(ctx, jetstream.OrderedConsumerConfig{}, fn)
+	return b.scanDesired(ctx, "", fn)
 }
 
 // scanDesired reads every message an ordered consumer on the desired-state
 // stream has pending and decodes the entries (delete markers skipped).
-func (c *Conn) scanDesired(ctx context.Context, cfg jetstream.OrderedConsumerConfig, fn func(DesiredEntry)) error {
-	return c.drain(ctx, "KV_"+DesiredBucket, cfg, func(msg jetstream.Msg) {
+func (c *Conn) scanDesired(ctx context.Context, filter string, fn func(DesiredEntry)) error {
+	return c.drain(ctx, "KV_"+DesiredBucket, filter, jetstream.DeliverAllPolicy, func(msg jetstream.Msg) {
 		meta, err := msg.Metadata()
 		key, ok := desiredKey(msg.Subject())
 		if err != nil || !ok || len(msg.Data()) == 0 {
@@ -307,42 +307,40 @@ func (c *Conn) scanDesired(ctx context.Context, cfg jetstream.OrderedConsumerCon
 	})
 }
 
-// drainResetAttempts bounds how often a drain's ordered consumer is
-// created again (each attempt waits up to 10 s for the stream's leader).
-const drainResetAttempts = 2
-
 // drainInactive is how long the server keeps a read's consumer that its
 // reader stopped using without deleting it.
 const drainInactive = 30 * time.Second
 
-// drain reads every message an ordered consumer on stream has pending when
-// it starts, in batches. A read that stops short is an error, never a
-// silently shorter result: garbage collection would delete referenced
-// artifacts, a catch-up would leave a gap, a history would miss entries.
-func (c *Conn) drain(ctx context.Context, stream string, cfg jetstream.OrderedConsumerConfig, fn func(jetstream.Msg)) error {
-	// An ordered consumer otherwise recreates itself forever, whatever ctx
-	// says, while its stream has no leader (a NATS node just died): fail
-	// instead, and let the caller retry.
-	cfg.MaxResetAttempts = drainResetAttempts
-	// The server counts a consumer against its stream's limit until it is
-	// deleted: each read deletes its own, and one a reader left behind (it
-	// died mid-read) goes once inactive this long.
-	cfg.InactiveThreshold = drainInactive
-	cons, err := c.js.OrderedConsumer(ctx, stream, cfg)
+// drain reads every message stream holds under filter ("" for all) when
+// it starts (with jetstream.DeliverLastPerSubjectPolicy, the last of each
+// subject), in batches, with a consumer of its own: created with the
+// count of what it will read in the server's answer, in memory, with no
+// acknowledgements, and deleted when done. That is two JetStream API
+// requests per read, which a fleet reconnecting at once multiplies by its
+// size (the server drops its whole API queue past 10,000). Ephemeral
+// consumers have random names, so another client cannot guess one. A
+// read that stops short is an error, never a silently shorter result:
+// garbage collection would delete referenced artifacts, a catch-up would
+// leave a gap, a history would miss entries. Without a deadline in ctx,
+// each request waits up to the client's default of 5 s (no leader for
+// the stream: a NATS node just died), and the caller retries.
+func (c *Conn) drain(ctx context.Context, stream, filter string, policy jetstream.DeliverPolicy, fn func(jetstream.Msg)) error {
+	cons, err := c.js.CreateConsumer(ctx, stream, jetstream.ConsumerConfig{
+		FilterSubject: filter, DeliverPolicy: policy, AckPolicy: jetstream.AckNonePolicy, MemoryStorage: true, Replicas: 1,
+		// The server counts a consumer against its stream's limit until
+		// it is deleted: each read deletes its own, and one a reader left
+		// behind (it died mid-read) goes once inactive this long.
+		InactiveThreshold: drainInactive,
+	})
 	if err != nil {
 		return err
 	}
+	info := cons.CachedInfo()
 	defer func() {
-		if info := cons.CachedInfo(); info != nil && info.Name != "" {
-			del, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			defer cancel()
-			_ = c.js.DeleteConsumer(del, stream, info.Name)
-		}
+		del, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = c.js.DeleteConsumer(del, stream, info.Name)
 	}()
-	info, err := cons.Info(ctx)
-	if err != nil {
-		return err
-	}
 	for remaining := info.NumPending; remaining > 0; {
 		batch, err := cons.Fetch(int(min(remaining, 1000)), jetstream.FetchMaxWait(5*time.Second))
 		if err != nil {

@@ -69,7 +69,7 @@ func (b *Bus) Events(ctx context.Context, cluster, app string, limit int) ([]*fl
 	if app != "*" {
 		app = appkey.Token(app)
 	}
-	err := b.drain(ctx, EventsStream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{eventsSubjectRoot + "." + cluster + "." + app}}, func(msg jetstream.Msg) {
+	err := b.drain(ctx, EventsStream, eventsSubjectRoot+"."+cluster+"."+app, jetstream.DeliverAllPolicy, func(msg jetstream.Msg) {
 		ev, err := decodeEvent(msg.Data())
 		if err != nil {
 			return

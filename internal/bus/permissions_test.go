@@ -57,6 +57,11 @@ func TestClusterPermissions(t *testing.T) {
 	if _, err := hub.PutArtifact(ctx, "sha256:prod", []byte("prod's artifact")); err != nil {
 		t.Fatal(err)
 	}
+	// An artifact of several chunks, read with a consumer, not a direct get.
+	big := bytes.Repeat([]byte("chart "), 500_000)
+	if _, err := hub.PutArtifact(ctx, "sha256:big", big); err != nil {
+		t.Fatal(err)
+	}
 	if err := hub.PutStatus(ctx, &flotillav1.AppStatus{Cluster: "staging-1", App: "api", Message: "staging's"}); err != nil {
 		t.Fatal(err)
 	}
@@ -80,6 +85,9 @@ func TestClusterPermissions(t *testing.T) {
 		}
 		if data, err := agent.GetArtifact(ctx, "sha256:prod"); err != nil || string(data) != "prod's artifact" {
 			t.Errorf("GetArtifact = %q, %v", data, err)
+		}
+		if data, err := agent.GetArtifact(ctx, "sha256:big"); err != nil || !bytes.Equal(data, big) {
+			t.Errorf("GetArtifact of several chunks = %d bytes, %v; want %d", len(data), err, len(big))
 		}
 		if err := agent.PutStatus(ctx, &flotillav1.AppStatus{Cluster: "prod-eu", App: "api", Message: "mine"}); err != nil {
 			t.Errorf("PutStatus: %v", err)
@@ -138,7 +146,7 @@ func TestClusterPermissions(t *testing.T) {
 			return agent.catchUpDesired(short(), kvSubject(DesiredBucket, "staging-1.>"), func(DesiredEntry) bool { return true })
 		}, "$KV.flotilla-desired.staging-1.>"},
 		{"read every desired state", func() error {
-			return agent.drain(short(), "KV_"+DesiredBucket, jetstream.OrderedConsumerConfig{}, func(jetstream.Msg) {})
+			return agent.drain(short(), "KV_"+DesiredBucket, "", jetstream.DeliverAllPolicy, func(jetstream.Msg) {})
 		}, "$JS.API.CONSUMER.CREATE.KV_flotilla-desired"},
 		{"subscribe to another cluster's desired states", func() error {
 			_, err := nc.SubscribeSync(kvSubject(DesiredBucket, "staging-1.>"))

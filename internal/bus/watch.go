@@ -7,6 +7,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
@@ -20,16 +21,26 @@ import (
 // catch-up reads those entries back from the stream.
 const watchBuffer = 256
 
-// catchUpRetry is how soon a failed catch-up is tried again: JetStream
-// can still be electing its leaders just after a server restart.
-const catchUpRetry = time.Second
+// catchUpBackOff is how soon a failed catch-up is tried again: after
+// about a second at first (JetStream can still be electing its leaders
+// just after a server restart), then exponentially longer up to 30 s,
+// each wait randomised by half so that a fleet whose catch-ups failed
+// together (a server overloaded by every agent reconnecting) does not
+// retry together.
+func catchUpBackOff() backoff.BackOff {
+	policy := backoff.NewExponentialBackOff()
+	policy.InitialInterval, policy.MaxInterval, policy.MaxElapsedTime = time.Second, 30*time.Second, 0
+	return policy
+}
 
 // WatchDesired delivers the desired state of every application of cluster:
 // first, per key, the newest retained entry deliver takes (it reports
-// whether the entry verified; catchUpDesired), then every change as it is
-// published.
+// whether it took the entry: it verified and is not older than one the
+// caller took; catchUpDesired), then every change as it is published.
+// An entry read back by a catch-up carries its stream sequence as its
+// Revision; a change notification carries none.
 // Changes arrive on a core NATS subscription to the cluster's keys (no
-// JetStream consumer per agent). A short-lived ordered consumer catches up
+// JetStream consumer per agent). Short-lived consumers catch up
 // (catchUpDesired) at the start, after every reconnect
 // (the subscription missed what was published meanwhile) and after the
 // client dropped notifications because deliver fell behind (a slow
@@ -55,6 +66,7 @@ func (c *Conn) WatchDesired(ctx context.Context, cluster string, deliver func(De
 	stale := true // the subscription may have missed entries
 	caughtUp := 0 // drops the last catch-up covered
 	var retry <-chan time.Time
+	retries := catchUpBackOff()
 	for {
 		if dropped, _ := sub.Dropped(); dropped > caughtUp {
 			stale = true
@@ -67,9 +79,10 @@ func (c *Conn) WatchDesired(ctx context.Context, cluster string, deliver func(De
 					return nil
 				}
 				// Retry soon: a catch-up that failed must not leave a gap.
-				retry = time.After(catchUpRetry)
+				retry = time.After(retries.NextBackOff())
 			} else {
 				stale, caughtUp = false, max(caughtUp, dropped)
+				retries.Reset()
 			}
 		}
 		select {
@@ -95,45 +108,75 @@ func (c *Conn) WatchDesired(ctx context.Context, cluster string, deliver func(De
 	}
 }
 
-// catchUpDesired delivers, for each key under subject, the newest
-// retained entry deliver takes: the entries in order of the history id
-// their desired states claim, highest first, until deliver reports it took
-// one (it verified). Not simply the key's last message: an old entry put
-// back (a replay) or a forged one must not hide the newest good entry from
-// an agent that starts or reconnects. It reads the retained history of
-// every key, bounded by the bucket's history depth.
+// catchUpDesired delivers, for each key under subject, the newest entry
+// deliver takes. It reads the last entry of each key (what a KV watcher
+// starts with; the server finds them in its subject index, where a read
+// of every retained entry under a wildcard scans the stream) and delivers
+// it. Only when deliver refuses it (it does not verify, or it is older
+// than what the caller already took: a forgery or an old entry put back
+// last) does it read that key's retained history, bounded by the bucket's
+// history depth, and deliver its entries in order of the history id they
+// claim, highest first, until deliver takes one. So neither a replay nor
+// a forgery hides the newest good entry from a caller that knows what it
+// took; a caller that knows nothing takes a replay put back last, which
+// the hub, watching the bucket, supersedes at its next pass.
 func (c *Conn) catchUpDesired(ctx context.Context, subject string, deliver func(DesiredEntry) bool) error {
-	byKey := map[string][]DesiredEntry{}
-	var order []string
-	err := c.drain(ctx, "KV_"+DesiredBucket, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}}, func(msg jetstream.Msg) {
+	type last struct {
+		key   string
+		entry DesiredEntry
+		err   error // it did not decode
+	}
+	var lasts []last
+	err := c.drain(ctx, "KV_"+DesiredBucket, subject, jetstream.DeliverLastPerSubjectPolicy, func(msg jetstream.Msg) {
 		key, ok := desiredKey(msg.Subject())
 		meta, err := msg.Metadata()
-		if !ok || err != nil {
+		if !ok || err != nil || len(msg.Data()) == 0 {
+			return // a delete or purge marker: the key is gone
+		}
+		e, err := decodeDesired(key, meta.Sequence.Stream, msg.Data(), msg.Headers())
+		lasts = append(lasts, last{key: key, entry: e, err: err})
+	})
+	if err != nil {
+		return err
+	}
+	for _, l := range lasts {
+		if l.err == nil && deliver(l.entry) {
+			continue
+		}
+		if err := c.catchUpHistory(ctx, l.key, l.entry.Revision, deliver); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// catchUpHistory delivers the entries key retains, but the one at
+// revision (its last, refused already), in order of the history id they
+// claim, highest first, until deliver takes one.
+func (c *Conn) catchUpHistory(ctx context.Context, key string, revision uint64, deliver func(DesiredEntry) bool) error {
+	var entries []DesiredEntry
+	err := c.drain(ctx, "KV_"+DesiredBucket, kvSubject(DesiredBucket, key), jetstream.DeliverAllPolicy, func(msg jetstream.Msg) {
+		meta, err := msg.Metadata()
+		if err != nil || meta.Sequence.Stream == revision {
 			return
 		}
-		if _, seen := byKey[key]; !seen {
-			order = append(order, key)
-		}
 		if len(msg.Data()) == 0 {
-			byKey[key] = nil // a delete or purge marker: what came before is gone
+			entries = nil // a delete or purge marker: what came before is gone
 			return
 		}
 		if e, err := decodeDesired(key, meta.Sequence.Stream, msg.Data(), msg.Headers()); err == nil {
-			byKey[key] = append(byKey[key], e)
+			entries = append(entries, e)
 		}
 	})
 	if err != nil {
 		return err
 	}
-	for _, key := range order {
-		entries := byKey[key]
-		// Stable: among equal claims the later message comes first.
-		slices.Reverse(entries)
-		slices.SortStableFunc(entries, func(a, b DesiredEntry) int { return cmp.Compare(claimedHistoryID(b.State), claimedHistoryID(a.State)) })
-		for _, e := range entries {
-			if deliver(e) {
-				break
-			}
+	// Stable: among equal claims the later message comes first.
+	slices.Reverse(entries)
+	slices.SortStableFunc(entries, func(a, b DesiredEntry) int { return cmp.Compare(claimedHistoryID(b.State), claimedHistoryID(a.State)) })
+	for _, e := range entries {
+		if deliver(e) {
+			return nil
 		}
 	}
 	return nil

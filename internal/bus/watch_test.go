@@ -138,8 +138,10 @@ func TestWatchDesiredDeliversTheNewestThenChanges(t *testing.T) {
 }
 
 // TestWatchDesiredCatchUpSkipsReplaysAndRefusals: an old entry put back
-// last (a replay) does not hide the newest, and an entry deliver refuses
-// (a forgery) gives way to the newest it takes.
+// last (a replay), which deliver refuses as older than what its agent
+// took, does not hide the newest, and an entry deliver refuses (a forgery)
+// gives way to the newest it takes. A key whose last entry deliver takes
+// costs no read of its history.
 func TestWatchDesiredCatchUpSkipsReplaysAndRefusals(t *testing.T) {
 	b := newBus(t)
 	publish(t, b, "prod-eu", "api-service", 1)
@@ -147,10 +149,17 @@ func TestWatchDesiredCatchUpSkipsReplaysAndRefusals(t *testing.T) {
 	publish(t, b, "prod-eu", "api-service", 1) // replayed
 	publish(t, b, "prod-eu", "worker", 3)
 	publish(t, b, "prod-eu", "worker", 9) // forged: deliver refuses it
-	r := watchRefusing(t, b.Conn, "prod-eu", nil, func(e DesiredEntry) bool { return historyID(t, e) == 9 })
+	publish(t, b, "prod-eu", "web", 4)
+	publish(t, b, "prod-eu", "web", 5)
+	r := watchRefusing(t, b.Conn, "prod-eu", nil, func(e DesiredEntry) bool {
+		id := historyID(t, e)
+		// The agent took api-service's 2 before it restarted.
+		return id == 9 || e.App == "api-service" && id < 2
+	})
 	r.waitFor("prod-eu.api-service", 2)
 	r.waitFor("prod-eu.worker", 3)
-	want := map[string][]uint64{"prod-eu.api-service": {2}, "prod-eu.worker": {9, 3}}
+	r.waitFor("prod-eu.web", 5)
+	want := map[string][]uint64{"prod-eu.api-service": {1, 2}, "prod-eu.worker": {9, 3}, "prod-eu.web": {5}}
 	if diff := cmp.Diff(want, r.delivered()); diff != "" {
 		t.Errorf("delivered history ids (-want +got):\n%s", diff)
 	}

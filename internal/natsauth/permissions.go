@@ -20,18 +20,20 @@ func InboxPrefix(cluster string) string { return "_INBOX_" + cluster }
 // its own desired states and commands, read the artifacts it names by
 // digest, and write its own status, registration and events.
 //
-//   - Desired states: the core subscription to its keys, and ordered
-//     consumers whose filter is its keys (nats.go puts a single filter into
-//     the consumer-create subject, so the server can scope it). Consumer
-//     names are random; info, next-message and delete requests name a
+//   - Desired states: the core subscription to its keys, and short-lived
+//     consumers whose filter is its keys (nats.go puts a single filter
+//     into the consumer-create subject, so the server can scope it).
+//     Consumer names are random; next-message and delete requests name a
 //     consumer, not a filter, so they are allowed on the stream, and
 //     touching another cluster's consumer needs its unguessable name (the
-//     client deletes its ordered consumers when done, which keeps the
-//     stream's consumer count low).
+//     client deletes its consumers when done, which keeps the stream's
+//     consumer count low). A read learns its count from the create's
+//     answer, so consumer info is not allowed.
 //   - Artifacts: the object's metadata by direct get on its name (the
-//     digest), and an ordered consumer on the object's chunks. No listing:
-//     stream info, which lists subjects, is denied, so an artifact is
-//     readable only by a client that knows its sha256 digest.
+//     digest), and its chunks by direct get (an object of one chunk) or a
+//     short-lived consumer, both on the chunk subject the metadata names.
+//     No listing: stream info, which lists subjects, is denied, so an
+//     artifact is readable only by a client that knows its sha256 digest.
 //   - Replies: to the requests it received (the hub's commands), once each.
 func ClusterPermissions(cluster string) jwt.Permissions {
 	inbox := InboxPrefix(cluster) + ".>"
@@ -42,12 +44,11 @@ func ClusterPermissions(cluster string) jwt.Permissions {
 			"flotilla.events." + cluster + ".>",
 			"$JS.API.DIRECT.GET.KV_flotilla-status.$KV.flotilla-status." + cluster + ".>",
 			"$JS.API.CONSUMER.CREATE." + desiredStream + ".*.$KV.flotilla-desired." + cluster + ".>",
-			"$JS.API.CONSUMER.INFO." + desiredStream + ".*",
 			"$JS.API.CONSUMER.MSG.NEXT." + desiredStream + ".*",
 			"$JS.API.CONSUMER.DELETE." + desiredStream + ".*",
 			"$JS.API.DIRECT.GET." + artifactStream + ".$O.flotilla-artifacts.M.*",
+			"$JS.API.DIRECT.GET." + artifactStream + ".$O.flotilla-artifacts.C.*",
 			"$JS.API.CONSUMER.CREATE." + artifactStream + ".*.$O.flotilla-artifacts.C.*",
-			"$JS.API.CONSUMER.INFO." + artifactStream + ".*",
 			"$JS.API.CONSUMER.MSG.NEXT." + artifactStream + ".*",
 			"$JS.API.CONSUMER.DELETE." + artifactStream + ".*",
 		}},

@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/url"
 	"strconv"
@@ -33,6 +34,9 @@ type Options struct {
 	// Cluster, when set, joins the server to a JetStream cluster with the
 	// other hub replicas' servers; nil runs it alone.
 	Cluster *Cluster
+	// Log receives the server's notices, warnings and errors; nil
+	// discards them.
+	Log *slog.Logger
 }
 
 // Cluster is where a server meets the others of its JetStream cluster.
@@ -112,6 +116,9 @@ func Start(opts Options) (*server.Server, error) {
 	srv, err := server.NewServer(serverOpts)
 	if err != nil {
 		return nil, fmt.Errorf("embedded NATS: %w", err)
+	}
+	if opts.Log != nil {
+		srv.SetLoggerV2(serverLog{opts.Log}, false, false, false)
 	}
 	srv.Start()
 	if !srv.ReadyForConnections(opts.ReadyTimeout) {
