@@ -245,12 +245,15 @@ func Init(dataDir string) ([]string, error) {
 	return sharedFiles(dataDir), nil
 }
 
-// provision creates or opens the buckets. A replica of a cluster retries
-// until its JetStream cluster has elected its leaders (the other replicas
-// may still be starting).
+// provision creates or opens the buckets, retrying until it succeeds or
+// ctx ends: a replica of a cluster waits for its JetStream cluster to
+// elect its leaders (the other replicas may still be starting), and a
+// server that every agent of the fleet reconnects to at once (the hub
+// restarted) can take longer than one attempt's 10 s to answer.
 func (h *Hub) provision(ctx context.Context, opts bus.Options, clustered bool) (*bus.Bus, error) {
-	if !clustered {
-		return bus.Provision(ctx, h.nc, opts)
+	waiting := "waiting for JetStream to answer"
+	if clustered {
+		waiting = "waiting for the JetStream cluster of the replicas"
 	}
 	retry := backoff.WithContext(backoff.NewExponentialBackOff(backoff.WithMaxInterval(5*time.Second), backoff.WithMaxElapsedTime(0)), ctx)
 	return backoff.RetryNotifyWithData(func() (*bus.Bus, error) {
@@ -258,6 +261,6 @@ func (h *Hub) provision(ctx context.Context, opts bus.Options, clustered bool) (
 		defer cancel()
 		return bus.Provision(attempt, h.nc, opts)
 	}, retry, func(err error, wait time.Duration) {
-		h.log.Warn("waiting for the JetStream cluster of the replicas", "replica", h.cfg.Replica.Name, "retry in", wait.String(), "error", err)
+		h.log.Warn(waiting, "replica", h.cfg.Replica.Name, "retry in", wait.String(), "error", err)
 	})
 }

@@ -46,24 +46,27 @@ func (w *appWorker) checkDrift(ctx context.Context, refs map[string]apply.Object
 			s.log.Error("drift check: plan", "app", w.app, "error", err)
 			return
 		}
-		w.desired = apply.ByKey(plan.Resources)
+		desired, err := keepDesired(plan.Resources)
+		if err != nil {
+			s.log.Error("drift check", "app", w.app, "error", err)
+			return
+		}
+		w.desired = desired
 		s.want(spec, plan.Resources)
 	}
-	var objs []*unstructured.Unstructured
-	if refs == nil {
-		objs = slices.Collect(maps.Values(w.desired))
-	} else {
-		for key := range refs {
-			if o := w.desired[key]; o != nil {
-				objs = append(objs, o)
-			}
-		}
+	var keys []string // nil: all of them
+	if refs != nil {
+		keys = slices.Collect(maps.Keys(refs))
+	}
+	objs, err := w.desired.objects(keys)
+	if err != nil {
+		s.log.Error("drift check", "app", w.app, "error", err)
+		return
 	}
 	if len(objs) == 0 {
 		return
 	}
-	all := slices.Collect(maps.Values(w.desired))
-	rules, controller, err := ignoreRules(spec, all)
+	rules, controller, err := ignoreRulesOf(spec, w.desired.controllerFields)
 	if err != nil {
 		return // the sync reported it
 	}
@@ -83,6 +86,7 @@ func (w *appWorker) checkDrift(ctx context.Context, refs map[string]apply.Object
 		w.reportDrift(ctx, spec)
 		return
 	}
+	byKey := apply.ByKey(objs) // decoded for this check: the fix may change them
 	found := make([]string, 0, len(drifts))
 	fix := make([]*unstructured.Unstructured, 0, len(drifts))
 	for _, dr := range drifts {
@@ -90,7 +94,7 @@ func (w *appWorker) checkDrift(ctx context.Context, refs map[string]apply.Object
 		w.drifted[dr.Ref.Key()] = what
 		found = append(found, what)
 		// Re-apply Git's object, keeping what the rollouts controller set.
-		obj := w.desired[dr.Ref.Key()].DeepCopy()
+		obj := byKey[dr.Ref.Key()]
 		controller.Respect(obj, dr.Live)
 		fix = append(fix, obj)
 	}

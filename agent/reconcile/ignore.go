@@ -9,6 +9,7 @@ import (
 	"github.com/flotilla-dev/flotilla/agent/apply"
 	"github.com/flotilla-dev/flotilla/agent/rollouts"
 	"github.com/flotilla-dev/flotilla/internal/ignore"
+	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
 )
 
 // respectIgnored checks spec.ignoreDifferences and gives objs the live
@@ -51,7 +52,12 @@ func (s *Syncer) respectIgnored(ctx context.Context, spec syncSpec, objs []*unst
 // rollouts controller sets) and, apart, the controller's fields alone,
 // which every write keeps as they are live.
 func ignoreRules(spec syncSpec, objs []*unstructured.Unstructured) (all, controller *ignore.Rules, err error) {
-	fields := rollouts.ControllerFields(objs)
+	return ignoreRulesOf(spec, rollouts.ControllerFields(objs))
+}
+
+// ignoreRulesOf is ignoreRules with the fields the rollouts controller
+// sets found before (rollouts.ControllerFields).
+func ignoreRulesOf(spec syncSpec, fields []*flotillav1.IgnoreDifferences) (all, controller *ignore.Rules, err error) {
 	if controller, err = ignore.Compile(fields); err != nil {
 		return nil, nil, err
 	}

@@ -7,8 +7,6 @@ import (
 	"sync"
 	"time"
 
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-
 	"github.com/flotilla-dev/flotilla/agent/apply"
 	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
 )
@@ -47,10 +45,10 @@ type appWorker struct {
 	current *Desired // the last one taken for syncing
 	seen    uint64   // highest history id offered
 
-	// desired are the current desired state's rendered objects by
-	// ObjectRef.Key once it synced (nil before, or after a failure):
-	// what drift is measured against.
-	desired map[string]*unstructured.Unstructured
+	// desired are the current desired state's rendered objects once it
+	// synced (nil before, or after a failure): what drift is measured
+	// against.
+	desired *desiredObjects
 	// synced is true when the last sync of current succeeded.
 	synced bool
 	// attempts counts the failed syncs of current (for retry).
@@ -178,7 +176,13 @@ func (w *appWorker) run(ctx context.Context) {
 		w.synced = out.err == nil && d.State.GetDeletion() == nil
 		w.desired = nil
 		if out.rendered != nil {
-			w.desired = apply.ByKey(out.rendered)
+			// Should keeping them fail, the next drift check renders
+			// them again.
+			desired, err := keepDesired(out.rendered)
+			if err != nil {
+				s.log.Error("keep the synced objects for drift checks", "app", w.app, "error", err)
+			}
+			w.desired = desired
 		}
 		clear(w.drifted)
 		w.driftReported = ""

@@ -22,8 +22,9 @@ import (
 var selfHealApp = strings.Replace(bulkApp, "automated: {prune: true}", "automated: {prune: true, selfHeal: true}", 1)
 
 // BenchmarkSelfHealAtScale measures the agent binary's memory managing
-// 5,000 objects with self-heal on, in a cluster that also holds 20,000
-// objects it does not manage, and one drift correction there.
+// 5,000 objects with self-heal on, as a container (startAgentContainer),
+// in a cluster that also holds 20,000 objects it does not manage, and one
+// drift correction there.
 func BenchmarkSelfHealAtScale(b *testing.B) {
 	h := startHub(b, time.Hour, nil)
 	c := testenv.StartCluster(b, testenv.ClusterOptions{Name: "prod-eu"})
@@ -56,15 +57,15 @@ func BenchmarkSelfHealAtScale(b *testing.B) {
 	h.Commit(b, "add 5,000 managed objects", map[string]string{"apps/bulk.yaml": selfHealApp, "bulk/objects.yaml": manifests.String()})
 	h.webhook(b)
 
+	bin := buildImageBinary(b, "./cmd/agent")
 	for b.Loop() {
-		agent := startAgentProcess(b, testenv.BuildCommand(b, "./cmd/agent"), "--credentials", h.Credentials(b, "prod-eu", map[string]string{"env": "production"}), "--kubeconfig", c.Kubeconfig, "--cache-dir", b.TempDir(), "--metrics-addr", "127.0.0.1:0")
+		agent := startAgentContainer(b, bin, "--credentials", h.Credentials(b, "prod-eu", map[string]string{"env": "production"}), "--kubeconfig", c.Kubeconfig, "--cache-dir", b.TempDir(), "--metrics-addr", "127.0.0.1:0")
 		first := waitAppStatus(b, h, "bulk", func(st *flotillav1.AppStatus) bool {
 			return st.GetPhase() == flotillav1.SyncPhase_SYNC_PHASE_SUCCEEDED && st.GetHealth() == flotillav1.HealthStatus_HEALTH_STATUS_HEALTHY
 		})
 		b.ReportMetric(syncSeconds(first), "first-sync-s")
 		time.Sleep(10 * time.Second) // steady state: watches open, garbage returned
-		b.ReportMetric(procStatusMiB(agent.cmd.Process.Pid, "VmRSS"), "agent-rss-MiB")
-		b.ReportMetric(procStatusMiB(agent.cmd.Process.Pid, "RssAnon"), "agent-anon-MiB")
+		reportAgentMemory(b, agent)
 
 		cms := c.Dynamic.Resource(cmGVR).Namespace("bulk")
 		start := time.Now()
