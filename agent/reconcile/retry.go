@@ -1,12 +1,14 @@
 package reconcile
 
 import (
+	"errors"
 	"math/rand/v2"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
 
 	"github.com/flotilla-dev/flotilla/internal/appspec"
+	"github.com/flotilla-dev/flotilla/internal/render"
 	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
 )
 
@@ -55,22 +57,29 @@ func backoffFor(bo *flotillav1.Backoff) *backoff.ExponentialBackOff {
 	return b
 }
 
-// Fetch retries: 1 s at first, doubling up to a minute.
+// Transient retries: 1 s at first, doubling up to a minute.
 const (
-	fetchRetryInitial = time.Second
-	fetchRetryMax     = time.Minute
+	transientRetryInitial = time.Second
+	transientRetryMax     = time.Minute
 )
 
-// fetchRetryAfter is how long to wait before trying again a desired state
-// whose artifact could not be fetched (a fetchError), after attempt
-// earlier failures. Unlike retryAfter it does not depend on the
-// application's retry policy: Argo CD's policy is about syncs that failed
-// on the cluster, and a desired state the agent could not even read must
-// not wait for the next resync. Each wait is drawn from the upper half of
-// its step, so that a fleet whose fetches failed together (a hub
-// overloaded by every agent at once) does not try again together.
-func fetchRetryAfter(attempt int64) time.Duration {
-	step := fetchRetryInitial << min(attempt, 6)
-	step = min(step, fetchRetryMax)
+// transient reports whether err is a failure of the agent's means, not of
+// the application: its artifact could not be fetched (a fetchError), or
+// its render was refused while renders that passed their deadline still
+// run (render.ErrBusy).
+func transient(err error) bool {
+	return errors.As(err, new(fetchError)) || errors.Is(err, render.ErrBusy)
+}
+
+// transientRetryAfter is how long to wait before trying again a desired
+// state whose sync failed transiently, after attempt earlier failures.
+// Unlike retryAfter it does not depend on the application's retry policy:
+// Argo CD's policy is about syncs that failed on the cluster, and a desired
+// state the agent could not even read or render must not wait for the
+// next resync. Each wait is drawn from the upper half of its step, so that
+// a fleet whose fetches failed together (a hub overloaded by every agent
+// at once) does not try again together.
+func transientRetryAfter(attempt int64) time.Duration {
+	step := min(transientRetryInitial<<min(attempt, 6), transientRetryMax)
 	return step/2 + rand.N(step/2)
 }

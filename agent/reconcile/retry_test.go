@@ -1,9 +1,13 @@
 package reconcile
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"testing"
 	"time"
 
+	"github.com/flotilla-dev/flotilla/internal/render"
 	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
 )
 
@@ -34,19 +38,36 @@ func TestRetryAfterFollowsArgoCD(t *testing.T) {
 	}
 }
 
-func TestFetchRetryAfterIsSpreadAndBounded(t *testing.T) {
+func TestTransientRetryAfterIsSpreadAndBounded(t *testing.T) {
 	for attempt := range int64(12) {
-		step := min(fetchRetryInitial<<min(attempt, 6), fetchRetryMax)
+		step := min(transientRetryInitial<<min(attempt, 6), transientRetryMax)
 		seen := map[time.Duration]bool{}
 		for range 50 {
-			got := fetchRetryAfter(attempt)
+			got := transientRetryAfter(attempt)
 			if got < step/2 || got >= step {
-				t.Fatalf("fetchRetryAfter(%d) = %s, want in [%s, %s)", attempt, got, step/2, step)
+				t.Fatalf("transientRetryAfter(%d) = %s, want in [%s, %s)", attempt, got, step/2, step)
 			}
 			seen[got] = true
 		}
 		if len(seen) < 2 {
-			t.Errorf("fetchRetryAfter(%d) gave one value in 50 draws: no spread", attempt)
+			t.Errorf("transientRetryAfter(%d) gave one value in 50 draws: no spread", attempt)
+		}
+	}
+}
+
+func TestTransientErrors(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{fetchError{errors.New("artifact sha256:aa: context deadline exceeded")}, true},
+		{fmt.Errorf("render: %w", &render.Error{Path: "charts/web", Reason: "4 renders passed their deadline", Err: render.ErrBusy}), true},
+		{&render.Error{Path: "charts/loop", Reason: "Helm render did not finish within 30s", Err: context.DeadlineExceeded}, false},
+		{errors.New("apply: admission webhook denied"), false},
+		{nil, false},
+	} {
+		if got := transient(tc.err); got != tc.want {
+			t.Errorf("transient(%v) = %t, want %t", tc.err, got, tc.want)
 		}
 	}
 }

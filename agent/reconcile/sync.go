@@ -71,8 +71,8 @@ func (s *Syncer) sync(ctx context.Context, d *Desired, force bool, attempt int64
 		return outcome{}
 	}
 	retryIn := time.Duration(0)
-	if fetch := (fetchError{}); errors.As(err, &fetch) {
-		retryIn = fetchRetryAfter(attempt)
+	if transient(err) {
+		retryIn = transientRetryAfter(attempt)
 	} else if err != nil {
 		retryIn = retryAfter(spec.retry, attempt)
 	}

@@ -18,6 +18,11 @@ import (
 // one sync, not the hub a reconcile.
 const DefaultTimeout = 30 * time.Second
 
+// ErrBusy is why a render was refused without starting: renders that
+// passed their deadline still run (admit). It passes when they end, so a
+// caller can try again later.
+var ErrBusy = errors.New("render refused while renders that passed their deadline still run")
+
 // maxAbandoned bounds the renders that passed their deadline and still run.
 // Neither Helm's engine nor kustomize takes a context, so such a render keeps
 // its goroutine, a core and its memory until it ends by itself (one that
@@ -48,7 +53,7 @@ func runBounded(ctx context.Context, req Request, kind Kind, render func() (*Res
 	timeout := cmp.Or(req.Timeout, DefaultTimeout)
 	key := requestKey(req)
 	if err := admit(key); err != nil {
-		return nil, &Error{Path: req.Path, Reason: err.Error(), Err: context.DeadlineExceeded}
+		return nil, &Error{Path: req.Path, Reason: err.Error(), Err: ErrBusy}
 	}
 	done := make(chan outcome, 1)
 	go func() {
