@@ -195,7 +195,7 @@ func (h *Hub) reconcile(ctx context.Context) error {
 	h.fleet.SetPlans(fleet.Plans(res.Apps, clusters))
 	h.lastResult = res
 	defer h.wakeFleet()
-	report, err := h.publisher.Publish(ctx, res, h.revokedClusters(), h.fleet)
+	report, err := h.publisher.Publish(ctx, res, h.heldClusters(), h.fleet)
 	if err != nil {
 		h.metrics.reconciles.WithLabelValues("error").Inc()
 		pending := 0
@@ -394,14 +394,20 @@ func (h *Hub) clusterChanged(change bus.ClusterChange) {
 	}
 }
 
-// revokedClusters are the clusters whose identity is revoked: what was
-// published for them stays as it is (publish.Publisher.Publish).
-func (h *Hub) revokedClusters() map[string]bool {
+// heldClusters are the clusters whose published desired states stay as
+// they are (publish.Publisher.Publish): those whose identity is revoked,
+// and those with an identity whose agent has not registered since this
+// replica started. A registration expires with its heartbeats; a replica
+// that was running keeps an expired one (a stale cluster), but one that
+// starts while a cluster's agent is away, or too busy to heartbeat (a
+// whole fleet reconnecting to a restarted hub), finds none, and without
+// holding it would publish deletions of everything the cluster runs.
+func (h *Hub) heldClusters() map[string]bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	out := map[string]bool{}
 	for name, id := range h.identities {
-		if id.Revoked() {
+		if _, registered := h.clusters[name]; id.Revoked() || !registered {
 			out[name] = true
 		}
 	}

@@ -31,7 +31,7 @@ func (h *Hub) advanceFleet(ctx context.Context) <-chan time.Time {
 	due, next := h.fleet.Progress(ctx, hubFleet{h})
 	if due && h.lastResult != nil {
 		ctx, span := tracer.Start(ctx, "hub.fleet.release")
-		report, err := h.publisher.Publish(ctx, h.lastResult, h.revokedClusters(), h.fleet)
+		report, err := h.publisher.Publish(ctx, h.lastResult, h.heldClusters(), h.fleet)
 		if report != nil {
 			h.publishedEvents(ctx, report)
 		}

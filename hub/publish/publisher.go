@@ -222,9 +222,10 @@ type Report struct {
 // Publish brings the desired-state bucket in line with a discovery. Keys of
 // applications that failed keep their last good state; while any root
 // fails, nothing is deleted. A change is published when release lets it
-// go (nil releases every change at once). The entries of held clusters (revoked ones)
-// are left as they are: no deletion, no new signature. A cluster cut off
-// keeps what it runs; it is not told to delete it.
+// go (nil releases every change at once). The entries of held clusters
+// (revoked ones, and ones whose agent has not registered since the hub
+// started) are left as they are: no deletion, no new signature. A cluster
+// cut off or away keeps what it runs; it is not told to delete it.
 func (p *Publisher) Publish(ctx context.Context, res *discovery.Result, held map[string]bool, release Releaser) (*Report, error) {
 	ctx, span := tracer.Start(ctx, "hub.publish")
 	defer span.End()
