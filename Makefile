@@ -12,9 +12,16 @@ BIN        := $(CURDIR)/bin
 TEST_BINS  := $(BIN)/k8s
 GO_TEST_FLAGS ?= -count=1 -timeout 40m
 
+# What `make demo` starts; kubectl comes with test-bins.
+DEMO_BINS  := kube-apiserver kube-controller-manager kube-scheduler etcd kwok
+
 .PHONY: test-bins
-test-bins: ## Build kube-apiserver, etcd, controller-manager, scheduler and kwok into bin/k8s (idempotent).
+test-bins: ## Build kube-apiserver, etcd, controller-manager, scheduler, kubectl and kwok into bin/k8s (idempotent).
 	test/k8sbin/build.sh $(TEST_BINS)
+
+.PHONY: demo-bins
+demo-bins: ## Build only the binaries `make demo` starts into bin/k8s (idempotent).
+	test/k8sbin/build.sh $(TEST_BINS) $(DEMO_BINS)
 
 .PHONY: test
 test: test-bins proto-check vet bench-check ## Run every test against real apiservers, NATS and git.
@@ -87,9 +94,14 @@ bench: test-bins $(BIN)/benchstat bench-check ## Run the benchmarks, Flux's peer
 	set -o pipefail; cd test/bench/flux && FLOTILLA_TEST_BINS=$(TEST_BINS) go test -run '^$$' -bench . -benchtime 1x -count 1 -timeout 20m . | tee -a $(BIN)/bench.txt
 	$(BIN)/benchstat $(BIN)/bench.txt
 
+# The demo runs its own binary in the recipe's place (exec), not under `go
+# run`: go run exits 1 on Ctrl-C whatever the program does, and make then
+# reports "Error 1". The demo stops everything it started on Ctrl-C
+# (test/demo/supervise.go; TestCtrlCStopsEverything checks it).
 .PHONY: demo
-demo: test-bins ## Hub, embedded NATS, two API servers and two agents on the example repo; Ctrl-C stops.
-	go run ./test/demo
+demo: demo-bins ## Hub, embedded NATS, two API servers and two agents on the example repo; Ctrl-C stops everything.
+	go build -o $(BIN)/flotilla-demo ./test/demo
+	FLOTILLA_TEST_BINS=$(TEST_BINS) exec $(BIN)/flotilla-demo
 
 # The hub and agent images, built without Docker into the OCI image layout
 # bin/images (deployments/README.md). VERSION tags them; LICENSES, an SPDX

@@ -68,9 +68,21 @@ func (e *environment) recoverFatal(err *error) {
 	*err = fmt.Errorf("%s", msg)
 }
 
-// stop runs the cleanups, newest first.
+// stop runs the cleanups, newest first. A cleanup that fails (Fatal, or
+// any panic) is logged and the next one runs: one cluster that cannot be
+// stopped must not leave the others running.
 func (e *environment) stop() {
 	for i := len(e.cleanups) - 1; i >= 0; i-- {
-		e.cleanups[i]()
+		e.runCleanup(e.cleanups[i])
 	}
+}
+
+func (e *environment) runCleanup(f func()) {
+	defer func() {
+		if r := recover(); r != nil {
+			e.failed = true
+			e.log.Error(fmt.Sprintf("cleanup failed: %v", r))
+		}
+	}()
+	f()
 }

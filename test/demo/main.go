@@ -5,19 +5,23 @@
 // run) and an agent for each. With Debian's Prometheus installed, the
 // canary's analysis queries it about simulated traffic. It plays the user
 // story's bad release and rollback, prints how to ship a fix, then follows
-// status until Ctrl-C stops everything.
+// status until Ctrl-C stops everything: every process it started ends, and
+// its temporary files are removed, however slow the stop (supervise.go).
 package main
 
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -61,7 +65,10 @@ func hubBus(ctx context.Context, dataDir string, h *hub.Hub) (*bus.Bus, error) {
 }
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	if os.Getenv(workerEnv) == "" {
+		os.Exit(supervise())
+	}
+	ctx, stop := workerContext()
 	defer stop()
 	// Ctrl-C during a step ends the demo as it does at the end: cleanly.
 	if err := run(ctx); err != nil && ctx.Err() == nil {
@@ -70,22 +77,60 @@ func main() {
 	}
 }
 
+// workerContext ends at the first SIGINT, SIGTERM or SIGHUP, or when the
+// supervisor closes the control pipe or ends. The signals stay caught
+// after: the supervisor decides when stopping takes too long, and kills.
+func workerContext() (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGPIPE)
+	go func() {
+		for sig := range sigs {
+			if sig != syscall.SIGPIPE { // a closed stdout stops nothing
+				cancel()
+			}
+		}
+	}()
+	if fd, err := strconv.Atoi(os.Getenv(workerEnv)); err == nil {
+		go func() {
+			_, _ = io.Copy(io.Discard, os.NewFile(uintptr(fd), "supervisor"))
+			cancel()
+		}()
+	}
+	return ctx, cancel
+}
+
+// awaitStop waits up to 20 s for done, after the context of what it
+// reports on was cancelled, so a part that hangs cannot hold up the stop of
+// the clusters.
+func awaitStop[T any](log *slog.Logger, what string, done <-chan T) {
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		log.Warn("not stopped after 20 s; stopping the clusters anyway", "part", what)
+	}
+}
+
 func run(ctx context.Context) (err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	root, err := os.Getwd()
 	if err != nil {
 		return err
 	}
-	work := filepath.Join(root, "bin", "demo")
-	if err := os.RemoveAll(work); err != nil {
-		return err
+	// The supervisor emptied bin/demo and made its tmp.
+	work, tmp := demoDirs(root)
+	logPath := os.Getenv(logEnv)
+	if logPath == "" {
+		logPath = filepath.Join(os.TempDir(), "flotilla-demo.log")
 	}
-	logFile, err := os.Create(filepath.Join(os.TempDir(), "flotilla-demo.log"))
+	logFile, err := os.Create(logPath)
 	if err != nil {
 		return err
 	}
 	defer logFile.Close()
 	log := slog.New(slog.NewTextHandler(logFile, nil))
-	env := &environment{ctx: ctx, dir: filepath.Join(work, "tmp"), log: log}
+	env := &environment{ctx: ctx, dir: tmp, log: log}
 	defer env.stop()
 	defer env.recoverFatal(&err)
 
@@ -146,6 +191,7 @@ api:
 	}
 	hubDone := make(chan error, 1)
 	go func() { hubDone <- h.Serve(ctx, ln) }()
+	defer func() { cancel(); awaitStop(log, "hub", hubDone) }()
 	hubURL := "https://" + ln.Addr().String()
 	// The CLI trusts the hub's private CA, as an operator's would.
 	if err := os.Setenv("FLOTILLA_CA_FILE", h.CAFile()); err != nil {
@@ -166,13 +212,17 @@ api:
 	}
 
 	step("Starting an agent per cluster")
+	var agents sync.WaitGroup
 	for _, name := range []string{"prod-eu", "staging-1"} {
 		opts := agent.DefaultOptions()
 		opts.Credentials = filepath.Join(work, "credentials-"+name)
 		opts.Kubeconfig, opts.CacheDir = clusters[name].Kubeconfig, filepath.Join(work, "cache-"+name)
 		opts.MetricsAddr = "" // two agents in one process; a real agent serves :8080
-		go func() { _ = agent.Run(ctx, opts, log.With("component", "agent", "agent", name)) }()
+		agents.Go(func() { _ = agent.Run(ctx, opts, log.With("component", "agent", "agent", name)) })
 	}
+	agentsDone := make(chan struct{})
+	go func() { agents.Wait(); close(agentsDone) }()
+	defer func() { cancel(); awaitStop(log, "agents", agentsDone) }()
 	go simulateUsers(ctx, clusters["prod-eu"], traffic)
 
 	b, err := hubBus(ctx, filepath.Join(work, "hub"), h)
@@ -249,7 +299,12 @@ api:
 	if err := flotilla("app", "get", "api-service"); err != nil {
 		return err
 	}
-	kubectl := filepath.Join(testenv.BinDir(env, "kubectl"), "kubectl")
+	// `make demo` builds only what it starts; kubectl comes with `make
+	// test-bins`, or is the user's own.
+	kubectl := filepath.Join(testenv.BinDir(env), "kubectl")
+	if _, err := os.Stat(kubectl); err != nil {
+		kubectl = "kubectl"
+	}
 	fmt.Printf(`
 production is back on 1.4.2 and pinned there until the next commit to
 api-service or an unpin. Ship a fixed release the way CI does, from another
@@ -279,8 +334,6 @@ Status changes are printed below; logs are in %s. Ctrl-C stops everything.
 	if err := followStatus(ctx, b); err != nil && ctx.Err() == nil {
 		return err
 	}
-	step("Stopping")
-	<-hubDone
 	return nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,7 +16,8 @@ import (
 )
 
 // Process is a child process a test started. It runs in its own process
-// group, dies with the test binary (Pdeathsig) and is stopped by t.Cleanup.
+// group, dies with the test binary (Pdeathsig, from a thread that lives as
+// long as the process: startOnForkThread) and is stopped by t.Cleanup.
 type Process struct {
 	Name string
 	cmd  *exec.Cmd
@@ -35,7 +37,7 @@ func startProcess(t TB, bin string, args ...string) *Process {
 	p.cmd.Stdout = p.log
 	p.cmd.Stderr = p.log
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := p.cmd.Start(); err != nil {
+	if err := startOnForkThread(p.cmd); err != nil {
 		t.Fatalf("testenv: start %s: %v", p.Name, err)
 	}
 	go func() {
@@ -54,6 +56,29 @@ func startProcess(t TB, bin string, args ...string) *Process {
 		}
 	})
 	return p
+}
+
+// forkThread runs the functions sent to it on one OS thread that never
+// exits. The kernel sends a child its Pdeathsig when the thread that forked
+// it exits, not when the process does (go.dev/issue/27505), and the Go
+// runtime ends a thread when a goroutine locked to it returns: a child
+// forked from such a thread would be killed in the middle of its test.
+var forkThread = sync.OnceValue(func() chan<- func() {
+	jobs := make(chan func())
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with the process
+		for job := range jobs {
+			job()
+		}
+	}()
+	return jobs
+})
+
+// startOnForkThread starts cmd from the fork thread.
+func startOnForkThread(cmd *exec.Cmd) error {
+	started := make(chan error, 1)
+	forkThread() <- func() { started <- cmd.Start() }
+	return <-started
 }
 
 // StartProcess runs bin with args in its own process group, as the
@@ -125,35 +150,84 @@ func (p *Process) Stop() error {
 	}
 }
 
-// ChildPIDs lists the live (non-zombie) direct children of the test process:
-// the apiservers, etcds and workload processes it started.
-func ChildPIDs() ([]int, error) {
+// ProcessInfo is a process as /proc/PID/stat and /proc/PID/cmdline show it.
+type ProcessInfo struct {
+	PID, PPID int
+	// PGID and SID are its process group and session: a terminal's Ctrl-C
+	// reaches the foreground group, and a process keeps its session when its
+	// parent dies.
+	PGID, SID int
+	// State is R, S, D, T, Z (a zombie: ended, not yet reaped), ...
+	State byte
+	// StartTime is in clock ticks since boot: with PID, it names the
+	// process even after its PID was reused.
+	StartTime uint64
+	Cmdline   []string
+}
+
+// Zombie reports whether the process has ended and only awaits its
+// parent's wait.
+func (p ProcessInfo) Zombie() bool { return p.State == 'Z' }
+
+// Processes lists the processes of /proc, zombies included; one that
+// ends while it is read is left out.
+func Processes() ([]ProcessInfo, error) {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil, err
 	}
-	self := os.Getpid()
-	var pids []int
+	var procs []ProcessInfo
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
 			continue
 		}
-		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			continue // gone meanwhile
+		if p, err := readProcess(pid); err == nil {
+			procs = append(procs, p)
 		}
-		// After the ")" closing the command name: " S PPID ...".
-		i := bytes.LastIndexByte(data, ')')
-		if i < 0 {
-			continue
-		}
-		fields := strings.Fields(string(data[i+1:]))
-		if len(fields) < 2 || fields[0] == "Z" {
-			continue
-		}
-		if ppid, _ := strconv.Atoi(fields[1]); ppid == self {
-			pids = append(pids, pid)
+	}
+	return procs, nil
+}
+
+// readProcess reads /proc/PID/stat and cmdline.
+func readProcess(pid int) (ProcessInfo, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return ProcessInfo{}, err
+	}
+	// The command name, in parentheses, may hold spaces and parentheses:
+	// the fields start after the last ")", with field 3, the state.
+	i := bytes.LastIndexByte(data, ')')
+	if i < 0 {
+		return ProcessInfo{}, fmt.Errorf("/proc/%d/stat: no command name", pid)
+	}
+	fields := strings.Fields(string(data[i+1:]))
+	if len(fields) < 20 || len(fields[0]) != 1 {
+		return ProcessInfo{}, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(fields))
+	}
+	p := ProcessInfo{PID: pid, State: fields[0][0]}
+	p.PPID, _ = strconv.Atoi(fields[1])
+	p.PGID, _ = strconv.Atoi(fields[2])
+	p.SID, _ = strconv.Atoi(fields[3])
+	p.StartTime, _ = strconv.ParseUint(fields[19], 10, 64)
+	if cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err == nil && len(cmdline) > 0 {
+		p.Cmdline = strings.Split(strings.TrimSuffix(string(cmdline), "\x00"), "\x00")
+	}
+	return p, nil
+}
+
+// ChildPIDs lists the live (non-zombie) direct children of the test process:
+// the apiservers, etcds and workload processes it started.
+func ChildPIDs() ([]int, error) {
+	procs, err := Processes()
+	if err != nil {
+		return nil, err
+	}
+	self := os.Getpid()
+	var pids []int
+	for _, p := range procs {
+		if p.PPID == self && !p.Zombie() {
+			pids = append(pids, p.PID)
 		}
 	}
 	return pids, nil
@@ -161,18 +235,11 @@ func ChildPIDs() ([]int, error) {
 
 // ProcessAlive reports whether a process with pid exists and is not a zombie.
 func ProcessAlive(pid int) bool {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	p, err := readProcess(pid)
 	if errors.Is(err, os.ErrNotExist) {
 		return false
 	}
-	if err != nil {
-		return true
-	}
-	// Field 3 of /proc/PID/stat is the state; Z is a zombie awaiting reaping.
-	if i := bytes.LastIndexByte(data, ')'); i >= 0 && i+2 < len(data) {
-		return data[i+2] != 'Z'
-	}
-	return true
+	return err != nil || !p.Zombie()
 }
 
 type lockedBuffer struct {
