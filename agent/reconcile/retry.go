@@ -1,6 +1,7 @@
 package reconcile
 
 import (
+	"context"
 	"errors"
 	"math/rand/v2"
 	"time"
@@ -63,12 +64,17 @@ const (
 	transientRetryMax     = time.Minute
 )
 
-// transient reports whether err is a failure of the agent's means, not of
-// the application: its artifact could not be fetched (a fetchError), or
-// its render was refused while renders that passed their deadline still
-// run (render.ErrBusy).
+// transient reports whether err may pass by itself, whatever the
+// application: its artifact could not be fetched (a fetchError), its
+// render passed its deadline (an agent short of CPU; a template that
+// loops is refused at once while its earlier render still runs, so
+// trying again costs nothing), or its render was refused while renders
+// that passed their deadline still run (render.ErrBusy). Argo CD, too,
+// tries a comparison that failed again at the next refresh.
 func transient(err error) bool {
-	return errors.As(err, new(fetchError)) || errors.Is(err, render.ErrBusy)
+	var renderErr *render.Error
+	return errors.As(err, new(fetchError)) || errors.Is(err, render.ErrBusy) ||
+		errors.As(err, &renderErr) && errors.Is(err, context.DeadlineExceeded)
 }
 
 // transientRetryAfter is how long to wait before trying again a desired

@@ -62,7 +62,8 @@ func TestTransientErrors(t *testing.T) {
 	}{
 		{fetchError{errors.New("artifact sha256:aa: context deadline exceeded")}, true},
 		{fmt.Errorf("render: %w", &render.Error{Path: "charts/web", Reason: "4 renders passed their deadline", Err: render.ErrBusy}), true},
-		{&render.Error{Path: "charts/loop", Reason: "Helm render did not finish within 30s", Err: context.DeadlineExceeded}, false},
+		{&render.Error{Path: "charts/loop", Reason: "Helm render did not finish within 30s", Err: context.DeadlineExceeded}, true},
+		{&render.Error{Path: "charts/web", File: "values.yaml", Reason: "yaml: line 3: did not find expected key"}, false},
 		{errors.New("apply: admission webhook denied"), false},
 		{nil, false},
 	} {

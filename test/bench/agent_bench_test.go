@@ -47,8 +47,14 @@ type agentProcess struct {
 }
 
 func startAgentProcess(b *testing.B, bin string, args ...string) *agentProcess {
+	return startLoggedProcess(b, io.Discard, bin, args...)
+}
+
+// startLoggedProcess is startAgentProcess writing the process's output to
+// out.
+func startLoggedProcess(b *testing.B, out io.Writer, bin string, args ...string) *agentProcess {
 	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -31,7 +32,24 @@ import (
 	"github.com/flotilla-dev/flotilla/test/testenv/flotillatest"
 )
 
-var fleetsimAgents = flag.String("fleetsim-agents", "1000", "the fleet sizes BenchmarkFleetSimulator runs, comma-separated")
+var (
+	fleetsimAgents = flag.String("fleetsim-agents", "1000", "the fleet sizes BenchmarkFleetSimulator runs, comma-separated")
+	fleetsimLogs   = flag.String("fleetsim-logs", "", "a directory BenchmarkFleetSimulator writes the hub's and the simulated agents' logs to (for diagnosis); none by default")
+)
+
+// simLog is where a process of BenchmarkFleetSimulator logs: a new file
+// named after it under -fleetsim-logs, or nowhere.
+func simLog(b *testing.B, name string) io.Writer {
+	if *fleetsimLogs == "" {
+		return io.Discard
+	}
+	f, err := os.CreateTemp(*fleetsimLogs, name+"-*.log")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { f.Close() })
+	return f
+}
 
 // simApps is how many applications each simulated cluster runs.
 const simApps = 5
@@ -145,7 +163,9 @@ func simConfigMap(i int, version string) string {
 	return fmt.Sprintf("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: app-%d}\ndata: {version: %s}\n", i, version)
 }
 
-func (h *simHub) start(b *testing.B) { h.proc = startAgentProcess(b, h.bin, h.args...) }
+func (h *simHub) start(b *testing.B) {
+	h.proc = startLoggedProcess(b, simLog(b, "hub"), h.bin, h.args...)
+}
 
 func (h *simHub) waitServing(b *testing.B) {
 	b.Helper()
@@ -326,8 +346,10 @@ func BenchmarkFleetSimulator(b *testing.B) {
 				firstKeys = append(firstKeys, appkey.Join(fmt.Sprintf("sim-%05d", i), "app-0"))
 			}
 			start = time.Now()
-			sim := startAgentProcess(b, testenv.BuildCommand(b, "./test/bench/fleetsim/cmd/fleetsim"), "-bundles", bundles, "-cache-dir", b.TempDir())
-			a.wait(b, keys, 1, 15*time.Minute)
+			sim := startLoggedProcess(b, simLog(b, "fleetsim"), testenv.BuildCommand(b, "./test/bench/fleetsim/cmd/fleetsim"), "-bundles", bundles, "-cache-dir", b.TempDir())
+			// All N start at once: the first sync is a reconnect storm of
+			// N agents, longer the larger the fleet.
+			a.wait(b, keys, 1, time.Duration(10+n/1000)*time.Minute)
 			firstSync := time.Since(start)
 
 			for b.Loop() {
