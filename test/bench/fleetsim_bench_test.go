@@ -291,6 +291,14 @@ func (a *applied) wait(b *testing.B, keys []string, id uint64, timeout time.Dura
 	}
 }
 
+// reportNow reports a metric and logs it at once: a size whose later
+// step fails (a 10,000-agent run) still shows what it measured.
+func reportNow(b *testing.B, value float64, unit string) {
+	b.Helper()
+	b.ReportMetric(value, unit)
+	b.Logf("%s: %.2f", unit, value)
+}
+
 // latencies are times since start, sorted.
 func latencies(start time.Time, times []time.Time) []time.Duration {
 	out := make([]time.Duration, len(times))
@@ -353,16 +361,16 @@ func BenchmarkFleetSimulator(b *testing.B) {
 			firstSync := time.Since(start)
 
 			for b.Loop() {
-				b.ReportMetric(addClusters.Seconds(), "add-clusters-s")
-				b.ReportMetric(firstSync.Seconds(), "first-sync-s")
+				reportNow(b, addClusters.Seconds(), "add-clusters-s")
+				reportNow(b, firstSync.Seconds(), "first-sync-s")
 				// A commit → every agent has reported it applied.
 				h.commit(b, "v2")
 				start = time.Now()
 				h.webhook(b)
 				d := latencies(start, a.wait(b, firstKeys, 2, 10*time.Minute))
-				b.ReportMetric(float64(percentile(d, 0.5).Milliseconds()), "commit-p50-ms")
-				b.ReportMetric(float64(percentile(d, 0.99).Milliseconds()), "commit-p99-ms")
-				b.ReportMetric(float64(percentile(d, 1).Milliseconds()), "commit-max-ms")
+				reportNow(b, float64(percentile(d, 0.5).Milliseconds()), "commit-p50-ms")
+				reportNow(b, float64(percentile(d, 0.99).Milliseconds()), "commit-p99-ms")
+				reportNow(b, float64(percentile(d, 1).Milliseconds()), "commit-max-ms")
 
 				// Steady state.
 				time.Sleep(5 * time.Second)
@@ -381,11 +389,11 @@ func BenchmarkFleetSimulator(b *testing.B) {
 				time.Sleep(30 * time.Second)
 				cpu, window := procCPU(pid)-cpu0, time.Since(t0)
 				_ = sub.Unsubscribe()
-				b.ReportMetric(100*cpu.Seconds()/window.Seconds(), "hub-cpu-%")
-				b.ReportMetric(procStatusMiB(pid, "VmRSS"), "hub-rss-MiB")
-				b.ReportMetric(procStatusMiB(sim.cmd.Process.Pid, "VmRSS")/float64(n)*1024, "sim-KiB/agent")
-				b.ReportMetric(float64(msgs.Load())/float64(n)/window.Seconds()*60, "agent-msgs/min")
-				b.ReportMetric(float64(bytes.Load())/float64(n)/window.Seconds(), "agent-B/s")
+				reportNow(b, 100*cpu.Seconds()/window.Seconds(), "hub-cpu-%")
+				reportNow(b, procStatusMiB(pid, "VmRSS"), "hub-rss-MiB")
+				reportNow(b, procStatusMiB(sim.cmd.Process.Pid, "VmRSS")/float64(n)*1024, "sim-KiB/agent")
+				reportNow(b, float64(msgs.Load())/float64(n)/window.Seconds()*60, "agent-msgs/min")
+				reportNow(b, float64(bytes.Load())/float64(n)/window.Seconds(), "agent-B/s")
 
 				// The fleet's list, as `flotilla app list` asks it.
 				start = time.Now()
@@ -393,7 +401,7 @@ func BenchmarkFleetSimulator(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				b.ReportMetric(float64(time.Since(start).Milliseconds()), "app-list-ms")
+				reportNow(b, float64(time.Since(start).Milliseconds()), "app-list-ms")
 				if got := len(resp.Msg.GetApps()); got != n*simApps {
 					b.Fatalf("app list: %d applications, want %d", got, n*simApps)
 				}
@@ -408,7 +416,7 @@ func BenchmarkFleetSimulator(b *testing.B) {
 				h.waitServing(b)
 				a.watch(b, h)
 				d = latencies(start, a.wait(b, firstKeys, 3, 10*time.Minute))
-				b.ReportMetric(float64(percentile(d, 1).Milliseconds())/1000, "restart-caught-up-s")
+				reportNow(b, float64(percentile(d, 1).Milliseconds())/1000, "restart-caught-up-s")
 			}
 		})
 	}
