@@ -249,25 +249,36 @@ func (h *Hub) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	identitiesLoaded, err := h.bus.WatchIdentities(ctx, h.identityChanged)
-	if err != nil {
-		return fmt.Errorf("watch cluster identities: %w", err)
+	watch := func(what string, start func() (<-chan struct{}, error)) (<-chan struct{}, error) {
+		return untilAnswered(ctx, h.log, "waiting for JetStream to "+what, start)
 	}
-	initial, err := h.bus.WatchClusters(ctx, h.clusterChanged)
+	identitiesLoaded, err := watch("watch cluster identities", func() (<-chan struct{}, error) {
+		return h.bus.WatchIdentities(ctx, h.identityChanged)
+	})
 	if err != nil {
-		return fmt.Errorf("watch cluster registrations: %w", err)
+		return nil // ctx ended
 	}
-	if h.statusesLoaded, err = h.bus.WatchStatuses(ctx, func(key string, st *flotillav1.AppStatus) {
-		h.mu.Lock()
-		h.statuses[key] = st
-		h.mu.Unlock()
-		h.wakeFleet()
+	initial, err := watch("watch cluster registrations", func() (<-chan struct{}, error) {
+		return h.bus.WatchClusters(ctx, h.clusterChanged)
+	})
+	if err != nil {
+		return nil
+	}
+	if h.statusesLoaded, err = watch("watch statuses", func() (<-chan struct{}, error) {
+		return h.bus.WatchStatuses(ctx, func(key string, st *flotillav1.AppStatus) {
+			h.mu.Lock()
+			h.statuses[key] = st
+			h.mu.Unlock()
+			h.wakeFleet()
+		})
 	}); err != nil {
-		return fmt.Errorf("watch statuses: %w", err)
+		return nil
 	}
-	rolloutsLoaded, err := h.bus.WatchFleetRollouts(ctx, h.fleet.Observe)
+	rolloutsLoaded, err := watch("watch fleet rollouts", func() (<-chan struct{}, error) {
+		return h.bus.WatchFleetRollouts(ctx, h.fleet.Observe)
+	})
 	if err != nil {
-		return fmt.Errorf("watch fleet rollouts: %w", err)
+		return nil
 	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -279,8 +290,10 @@ func (h *Hub) Serve(ctx context.Context, ln net.Listener) error {
 			return nil
 		}
 	}
-	if err := h.bus.FollowDesired(ctx, h.publisher.Observe); err != nil {
-		return err
+	if _, err := untilAnswered(ctx, h.log, "waiting for JetStream to follow the desired states", func() (struct{}, error) {
+		return struct{}{}, h.bus.FollowDesired(ctx, h.publisher.Observe)
+	}); err != nil {
+		return nil // ctx ended
 	}
 	wg.Go(func() { h.elector.Run(ctx, h.lead) })
 	wg.Go(func() { h.followLeader(ctx) })

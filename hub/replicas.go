@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -246,21 +247,30 @@ func Init(dataDir string) ([]string, error) {
 }
 
 // provision creates or opens the buckets, retrying until it succeeds or
-// ctx ends: a replica of a cluster waits for its JetStream cluster to
-// elect its leaders (the other replicas may still be starting), and a
-// server that every agent of the fleet reconnects to at once (the hub
-// restarted) can take longer than one attempt's 10 s to answer.
+// ctx ends (untilAnswered): a replica of a cluster waits for its
+// JetStream cluster to elect its leaders (the other replicas may still be
+// starting).
 func (h *Hub) provision(ctx context.Context, opts bus.Options, clustered bool) (*bus.Bus, error) {
 	waiting := "waiting for JetStream to answer"
 	if clustered {
 		waiting = "waiting for the JetStream cluster of the replicas"
 	}
-	retry := backoff.WithContext(backoff.NewExponentialBackOff(backoff.WithMaxInterval(5*time.Second), backoff.WithMaxElapsedTime(0)), ctx)
-	return backoff.RetryNotifyWithData(func() (*bus.Bus, error) {
+	return untilAnswered(ctx, h.log.With("replica", h.cfg.Replica.Name), waiting, func() (*bus.Bus, error) {
 		attempt, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
 		return bus.Provision(attempt, h.nc, opts)
-	}, retry, func(err error, wait time.Duration) {
-		h.log.Warn(waiting, "replica", h.cfg.Replica.Name, "retry in", wait.String(), "error", err)
+	})
+}
+
+// untilAnswered runs start until it succeeds or ctx ends, backing off up
+// to 5 s and logging each failure as waiting. What the hub sets up at its
+// start (its buckets, its watches) asks JetStream, and a server that
+// every agent of the fleet reconnects to at once (the hub restarted) can
+// take longer than one request's timeout to answer: the hub waits for it
+// instead of exiting.
+func untilAnswered[T any](ctx context.Context, log *slog.Logger, waiting string, start func() (T, error)) (T, error) {
+	retry := backoff.WithContext(backoff.NewExponentialBackOff(backoff.WithMaxInterval(5*time.Second), backoff.WithMaxElapsedTime(0)), ctx)
+	return backoff.RetryNotifyWithData(start, retry, func(err error, wait time.Duration) {
+		log.Warn(waiting, "retry in", wait.String(), "error", err)
 	})
 }
