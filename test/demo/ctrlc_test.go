@@ -88,7 +88,7 @@ func TestCtrlCStopsEverything(t *testing.T) {
 			}
 			demo := seen.parentOf(t, "kube-apiserver")
 			ports := seen.listening(t)
-			dirs := seen.tempDirs(job.tmp)
+			dirs := seen.tempDirs(job.tmp, job.keep)
 			t.Logf("the demo runs %d processes (%s), listens on %d ports, uses %d temporary directories",
 				len(seen), seen.names(), len(ports), len(dirs))
 
@@ -133,9 +133,10 @@ func TestCtrlCStopsEverything(t *testing.T) {
 // job is `make demo` running as a shell's foreground job.
 type job struct {
 	cmd    *exec.Cmd
-	pgid   int    // make's process group and session
-	tmp    string // the demo's temporary directory
-	logDir string // make's TMPDIR, where the demo writes its log
+	pgid   int      // make's process group and session
+	keep   []string // the repository and the test binaries: never temporary
+	tmp    string   // the demo's temporary directory
+	logDir string   // make's TMPDIR, where the demo writes its log
 	out    *transcript
 	exited chan struct{}
 }
@@ -146,7 +147,7 @@ type job struct {
 func startJob(t *testing.T, bins string) *job {
 	root := testenv.RepoRoot(t)
 	work, tmp := demoDirs(root)
-	j := &job{tmp: tmp, logDir: t.TempDir(), out: &transcript{}, exited: make(chan struct{})}
+	j := &job{keep: []string{root, bins}, tmp: tmp, logDir: t.TempDir(), out: &transcript{}, exited: make(chan struct{})}
 	j.cmd = exec.Command("make", "--no-print-directory", "demo", "TEST_BINS="+bins)
 	j.cmd.Dir = root
 	j.cmd.Env = append(os.Environ(), "TMPDIR="+j.logDir, testenv.BinDirEnv+"="+bins)
@@ -328,16 +329,20 @@ func (s processSet) String() string {
 
 // tempDirs lists the temporary directories the processes name on their
 // command lines (envtest's etcd data directories, certificates,
-// kubeconfigs, Prometheus' data), with demoTmp, the demo's own.
-func (s processSet) tempDirs(demoTmp string) []string {
+// kubeconfigs, Prometheus' data), with demoTmp, the demo's own. Paths in
+// keep (the repository, the test binaries) are not temporary, even when
+// they are under the system's temporary directory (a CI's clone).
+func (s processSet) tempDirs(demoTmp string, keep []string) []string {
 	dirs := []string{demoTmp}
+	under := func(path, dir string) bool { return path == dir || strings.HasPrefix(path, dir+"/") }
 	for _, p := range s {
 		for _, arg := range p.Cmdline {
 			_, value, ok := strings.Cut(arg, "=")
 			if !ok {
 				value = arg
 			}
-			if !filepath.IsAbs(value) || !(strings.HasPrefix(value, demoTmp) || strings.HasPrefix(value, os.TempDir()+"/")) {
+			kept := slices.ContainsFunc(keep, func(dir string) bool { return under(value, dir) })
+			if !filepath.IsAbs(value) || !(under(value, demoTmp) || under(value, os.TempDir()) && !kept) {
 				continue
 			}
 			if fi, err := os.Stat(value); err == nil && !fi.IsDir() {
