@@ -169,17 +169,7 @@ func (h *simHub) start(b *testing.B) {
 
 func (h *simHub) waitServing(b *testing.B) {
 	b.Helper()
-	testenv.Eventually(b, 2*time.Minute, func() error {
-		resp, err := h.http.Get(h.apiURL + "/healthz")
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("hub: %s", resp.Status)
-		}
-		return nil
-	})
+	testenv.WaitServing(b, h.http, h.apiURL)
 }
 
 // addClusters adds n clusters through the API, as `flotilla cluster add

@@ -395,17 +395,7 @@ roots:
 	must(t, err)
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: clientTLS}, Timeout: 5 * time.Second}
 	apiURL := "https://" + apiAddr
-	testenv.Eventually(t, 2*time.Minute, func() error {
-		resp, err := client.Get(apiURL + "/healthz")
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("hub: %s", resp.Status)
-		}
-		return nil
-	})
+	testenv.WaitServing(t, client, apiURL)
 	cli := []string{"--hub", apiURL, "--token", adminToken, "--ca-file", caFile}
 
 	// Each cluster, its credentials and its agent.
