@@ -24,6 +24,7 @@ import (
 	"github.com/flotilla-dev/flotilla/hub/api"
 	"github.com/flotilla-dev/flotilla/hub/charts"
 	"github.com/flotilla-dev/flotilla/hub/config"
+	"github.com/flotilla-dev/flotilla/hub/dashboard"
 	"github.com/flotilla-dev/flotilla/hub/discovery"
 	"github.com/flotilla-dev/flotilla/hub/fleet"
 	"github.com/flotilla-dev/flotilla/hub/gitrepo"
@@ -305,7 +306,10 @@ func (h *Hub) Serve(ctx context.Context, ln net.Listener) error {
 		return nil
 	}
 
-	srv := &http.Server{Handler: h.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	// Requests live in ctx: a dashboard's WatchFleet stream ends when
+	// the hub stops, rather than holding Shutdown up.
+	srv := &http.Server{Handler: h.Handler(), ReadHeaderTimeout: 10 * time.Second,
+		BaseContext: func(net.Listener) context.Context { return ctx }}
 	wg.Go(func() {
 		<-ctx.Done()
 		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -320,18 +324,24 @@ func (h *Hub) Serve(ctx context.Context, ln net.Listener) error {
 	return err
 }
 
-// Handler serves the webhook, the public key, health and metrics; metrics
-// to API tokens only when api.metricsRequireToken is set.
+// Handler serves the API, the dashboard and its sign-in, the webhook, the
+// public key, health and metrics; metrics to API tokens only when
+// api.metricsRequireToken is set.
 func (h *Hub) Handler() http.Handler {
 	mux := http.NewServeMux()
+	// Every replica derives the same session key from the signing key
+	// they share, so a session outlives the replica that signed it in.
+	auth := api.NewAuth(h.tokens, h.signer.DeriveKey("dashboard sessions"))
 	metrics := promhttp.HandlerFor(h.metrics.registry, promhttp.HandlerOpts{})
 	if h.cfg.API.MetricsRequireToken {
-		metrics = api.RequireToken(h.tokens, metrics)
+		metrics = auth.Require(metrics)
 	}
 	mux.Handle("GET /metrics", metrics)
-	path, apiHandler := api.NewHandler(h, bus.DefaultOptions().ClusterTTL, h.tokens)
+	path, apiHandler := api.NewHandler(h, bus.DefaultOptions().ClusterTTL, auth)
 	toLeader := h.toLeader()
-	mux.Handle(path, h.leaderOnly(apiHandler, api.RequireToken(h.tokens, http.MaxBytesHandler(toLeader, api.MaxRequestBytes))))
+	mux.Handle(path, h.leaderOnly(apiHandler, auth.Require(http.MaxBytesHandler(toLeader, api.MaxRequestBytes))))
+	mux.HandleFunc("/api/session", auth.ServeSession)
+	dashboard.Register(mux)
 	mux.Handle("POST /api/webhook", h.leaderOnly(http.HandlerFunc(h.serveWebhook), http.MaxBytesHandler(toLeader, maxWebhookBody)))
 	mux.HandleFunc("GET /api/public-key", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/x-pem-file")

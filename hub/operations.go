@@ -45,6 +45,11 @@ func (h *Hub) Events(ctx context.Context, cluster, app string, limit int) ([]*fl
 	return h.bus.Events(ctx, cluster, app, limit)
 }
 
+// FollowEvents implements api.Hub.
+func (h *Hub) FollowEvents(ctx context.Context, fn func(*flotillav1.Event)) error {
+	return h.bus.FollowEvents(ctx, fn)
+}
+
 // Audit implements api.Hub: the event goes to the stream and the log.
 func (h *Hub) Audit(ctx context.Context, ev *flotillav1.Event) {
 	h.log.Info("audit", "actor", ev.GetActor(), "message", ev.GetMessage())

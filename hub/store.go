@@ -35,6 +35,7 @@ type fleetBus interface {
 	PutStatus(ctx context.Context, st *flotillav1.AppStatus) error
 
 	Events(ctx context.Context, cluster, app string, limit int) ([]*flotillav1.Event, error)
+	FollowEvents(ctx context.Context, fn func(*flotillav1.Event)) error
 	AppendEvent(ctx context.Context, ev *flotillav1.Event) error
 	AppendEvents(ctx context.Context, events []*flotillav1.Event) error
 

@@ -117,7 +117,8 @@ func (w *WaveAnalyses) Run(ctx context.Context, ds *flotillav1.DesiredState, sta
 	if status.Phase != "" {
 		out.Analysis.Phase = string(status.Phase)
 	}
-	out.Analysis.Message, out.Analysis.Measurements = status.Message, measurementsOf(status)
+	spec, _ := templateSpec(obj) // advance has read it: it parses
+	out.Analysis.Message, out.Analysis.Measurements = status.Message, measurementsOf(&spec, status)
 	return out, next, nil
 }
 

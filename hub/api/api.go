@@ -70,6 +70,9 @@ type Hub interface {
 	Statuses(ctx context.Context) (map[string]*flotillav1.AppStatus, error)
 	// Events reads the history and audit stream ("*" matches any).
 	Events(ctx context.Context, cluster, app string, limit int) ([]*flotillav1.Event, error)
+	// FollowEvents calls fn with every event appended to the stream from
+	// now on until ctx ends; it returns once it follows.
+	FollowEvents(ctx context.Context, fn func(*flotillav1.Event)) error
 	// Audit records an operator's call.
 	Audit(ctx context.Context, ev *flotillav1.Event)
 
@@ -117,13 +120,13 @@ type Cluster struct {
 	RevokedAt time.Time
 }
 
-var ()
-
 // Server implements HubService.
 type Server struct {
 	hub        Hub
 	clusterTTL time.Duration
 	now        func() time.Time
+	// watchInterval is how often WatchFleet looks for changes.
+	watchInterval time.Duration
 }
 
 // MaxRequestBytes bounds a HubService request's body, both as sent and
@@ -131,26 +134,27 @@ type Server struct {
 const MaxRequestBytes = 1 << 20
 
 // NewHandler returns the HubService HTTP handler and its path. It refuses,
-// before reading their body, the calls that present none of tokens (see
-// RequireToken); it refuses a body larger than MaxRequestBytes, sent or
-// decompressed, as ResourceExhausted; it checks the token's role against
-// the procedure, and it records every call that needs more than Viewer in
-// the audit stream.
-func NewHandler(hub Hub, clusterTTL time.Duration, tokens []Token) (string, http.Handler) {
-	return newHandler(hub, clusterTTL, tokens, time.Now)
+// before reading their body, the calls that present no token auth accepts
+// (see Auth.Require); it refuses a body larger than MaxRequestBytes, sent
+// or decompressed, as ResourceExhausted; it checks the token's role
+// against the procedure, and it records every call that needs more than
+// Viewer in the audit stream.
+func NewHandler(hub Hub, clusterTTL time.Duration, auth *Auth) (string, http.Handler) {
+	return newHandler(hub, clusterTTL, auth, time.Now, watchInterval)
 }
 
-// newHandler is NewHandler with RequireToken's rate limiter on clock now.
-func newHandler(hub Hub, clusterTTL time.Duration, tokens []Token, now func() time.Time) (string, http.Handler) {
-	s := &Server{hub: hub, clusterTTL: clusterTTL, now: now}
+// newHandler is NewHandler with the server on clock now and WatchFleet
+// looking for changes every interval.
+func newHandler(hub Hub, clusterTTL time.Duration, auth *Auth, now func() time.Time, interval time.Duration) (string, http.Handler) {
+	s := &Server{hub: hub, clusterTTL: clusterTTL, now: now, watchInterval: interval}
 	path, handler := flotillav1connect.NewHubServiceHandler(s, connect.WithReadMaxBytes(MaxRequestBytes),
-		connect.WithInterceptors(audit(hub), authorize()))
-	return path, requireToken(tokens, now, http.MaxBytesHandler(handler, MaxRequestBytes))
+		connect.WithInterceptors(audit(hub), authorize{}))
+	return path, auth.Require(http.MaxBytesHandler(handler, MaxRequestBytes))
 }
 
 // audit records every call that needs more than Viewer, allowed by the
 // token's role or not, with who made it, what it asked and how it ended.
-// It only ever sees calls RequireToken accepted.
+// It only ever sees calls Auth accepted.
 func audit(hub Hub) connect.UnaryInterceptorFunc {
 	return func(next connect.UnaryFunc) connect.UnaryFunc {
 		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
@@ -217,9 +221,14 @@ func required(app string) error {
 
 // ListClusters implements HubService.
 func (s *Server) ListClusters(ctx context.Context, _ *connect.Request[flotillav1.ListClustersRequest]) (*connect.Response[flotillav1.ListClustersResponse], error) {
+	return connect.NewResponse(&flotillav1.ListClustersResponse{Clusters: s.clusterInfos()}), nil
+}
+
+// clusterInfos are the clusters the hub knows, sorted by name.
+func (s *Server) clusterInfos() []*flotillav1.ClusterInfo {
 	clusters := s.hub.Clusters()
 	slices.SortFunc(clusters, func(a, b Cluster) int { return strings.Compare(a.Name, b.Name) })
-	resp := &flotillav1.ListClustersResponse{}
+	out := make([]*flotillav1.ClusterInfo, 0, len(clusters))
 	for _, c := range clusters {
 		reg := &flotillav1.ClusterRegistration{SchemaVersion: 1, Name: c.Name}
 		if c.Registration != nil {
@@ -231,9 +240,9 @@ func (s *Server) ListClusters(ctx context.Context, _ *connect.Request[flotillav1
 		if !c.RevokedAt.IsZero() {
 			info.RevokedAt = timestamppb.New(c.RevokedAt)
 		}
-		resp.Clusters = append(resp.Clusters, info)
+		out = append(out, info)
 	}
-	return connect.NewResponse(resp), nil
+	return out
 }
 
 // AddCluster implements HubService.

@@ -25,15 +25,11 @@ import (
 // client is a HubService client of url presenting authorization (a whole
 // Authorization header value; "" sends none).
 func client(url, authorization string) flotillav1connect.HubServiceClient {
-	return flotillav1connect.NewHubServiceClient(http.DefaultClient, url, connect.WithInterceptors(
-		connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
-			return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-				if authorization != "" {
-					req.Header().Set("Authorization", authorization)
-				}
-				return next(ctx, req)
-			}
-		})))
+	headers := withHeaders{}
+	if authorization != "" {
+		headers["Authorization"] = authorization
+	}
+	return flotillav1connect.NewHubServiceClient(&http.Client{Transport: headers}, url)
 }
 
 func bearer(token string) string { return "Bearer " + token }
@@ -114,6 +110,21 @@ func procedures() []procedure {
 		{"AbortFleetRollout", api.Operator, func(ctx context.Context, c flotillav1connect.HubServiceClient) error {
 			_, err := c.AbortFleetRollout(ctx, connect.NewRequest(&flotillav1.AbortFleetRolloutRequest{Name: "api-service", Rollback: true}))
 			return err
+		}},
+		{"WhoAmI", api.Viewer, func(ctx context.Context, c flotillav1connect.HubServiceClient) error {
+			_, err := c.WhoAmI(ctx, connect.NewRequest(&flotillav1.WhoAmIRequest{}))
+			return err
+		}},
+		{"WatchFleet", api.Viewer, func(ctx context.Context, c flotillav1connect.HubServiceClient) error {
+			stream, err := c.WatchFleet(ctx, connect.NewRequest(&flotillav1.WatchFleetRequest{}))
+			if err != nil {
+				return err
+			}
+			defer stream.Close()
+			if !stream.Receive() {
+				return stream.Err()
+			}
+			return nil
 		}},
 	}
 }

@@ -16,44 +16,82 @@ import (
 	"github.com/flotilla-dev/flotilla/proto/flotilla/v1/flotillav1connect"
 )
 
-// Why RequireToken refuses a request, as the caller reads it.
+// Why Auth refuses a request, as the caller reads it.
 var (
 	errNoToken       = errors.New("no bearer token: pass --token or set FLOTILLA_TOKEN")
 	errWrongToken    = errors.New("token not accepted (expired or wrong)")
 	errTooManyWrongs = errors.New("too many refused tokens from this address: try again in a second")
+	errCrossOrigin   = errors.New("a call with the dashboard's session must come from the dashboard's own pages")
 )
 
-// RequireToken serves next only the requests that present one of tokens,
-// of any role, as a bearer token; next finds the token in the request's
-// context. It refuses the others before it reads a byte of their body, as
-// Unauthenticated (HTTP 401), or, once their remote IP has been refused
-// more than failedAuthBurst times in quick succession, as
-// ResourceExhausted (HTTP 429). Requests with an accepted token are never
-// rate-limited. The errors are written in the protocol of the request
-// (Connect, gRPC, gRPC-Web; Connect's JSON for anything else).
-func RequireToken(tokens []Token, next http.Handler) http.Handler {
-	return requireToken(tokens, time.Now, next)
+// Auth accepts the hub's API tokens: presented as a bearer token, as the
+// CLI does, or through the session cookie the dashboard's sign-in sets.
+type Auth struct {
+	tokens   *tokenSet
+	sessions *sessions
+	limiter  *failureLimiter
+	// sameOrigin refuses what a page of another origin makes a browser
+	// send: the session cookie goes along with any request to the hub.
+	sameOrigin *http.CrossOriginProtection
 }
 
-// requireToken is RequireToken with the rate limiter on clock now.
-func requireToken(tokens []Token, now func() time.Time, next http.Handler) http.Handler {
-	accepted := newTokenSet(tokens)
-	limiter := newFailureLimiter(now)
+// NewAuth accepts tokens; sessionKey (32 bytes, the same on every hub
+// replica) signs the session cookies.
+func NewAuth(tokens []Token, sessionKey []byte) *Auth { return newAuth(tokens, sessionKey, time.Now) }
+
+// newAuth is NewAuth on clock now (sessions and the rate limiter).
+func newAuth(tokens []Token, sessionKey []byte, now func() time.Time) *Auth {
+	set := newTokenSet(tokens)
+	return &Auth{tokens: set, sessions: newSessions(sessionKey, set, now), limiter: newFailureLimiter(now),
+		sameOrigin: http.NewCrossOriginProtection()}
+}
+
+// Require serves next only the requests that present one of the tokens,
+// of any role, as a bearer token or through a current session cookie;
+// next finds the token in the request's context. A request that relies on
+// the cookie must come from the hub's own origin (its browser's
+// Sec-Fetch-Site or Origin says so), or it is refused as PermissionDenied:
+// that is the dashboard's defence against cross-site request forgery, with
+// the cookie's SameSite=Strict. Require refuses the others before it reads
+// a byte of their body, as Unauthenticated (HTTP 401), or, once their
+// remote IP has presented wrong bearer tokens more than failedAuthBurst
+// times in quick succession, as ResourceExhausted (HTTP 429). Requests
+// with an accepted token are never rate-limited. The errors are written in
+// the protocol of the request (Connect, gRPC, gRPC-Web; Connect's JSON for
+// anything else).
+func (a *Auth) Require(next http.Handler) http.Handler {
 	errorWriter := connect.NewErrorWriter()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		t, err := accepted.presentedBy(r)
+		t, err := a.tokens.presentedBy(r)
+		if errors.Is(err, errNoToken) && a.sessions.presented(r) {
+			if t, err = a.sessions.tokenOf(r); err == nil {
+				if a.sameOrigin.Check(r) != nil {
+					_ = errorWriter.Write(w, r, connect.NewError(connect.CodePermissionDenied, errCrossOrigin))
+					return
+				}
+				next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callerKey{}, t)))
+				return
+			}
+			_ = errorWriter.Write(w, r, connect.NewError(connect.CodeUnauthenticated, err))
+			return
+		}
 		if err == nil {
 			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callerKey{}, t)))
 			return
 		}
-		refusal := connect.NewError(connect.CodeUnauthenticated, err)
-		if limiter.allow(remoteIP(r)) {
-			w.Header().Set("WWW-Authenticate", "Bearer")
-		} else {
-			refusal = connect.NewError(connect.CodeResourceExhausted, errTooManyWrongs)
-		}
-		_ = errorWriter.Write(w, r, refusal)
+		_ = errorWriter.Write(w, r, a.refusal(w, r, err))
 	})
+}
+
+// refusal is the error for a request that presented no accepted token:
+// Unauthenticated, or ResourceExhausted once its IP has been refused too
+// often.
+func (a *Auth) refusal(w http.ResponseWriter, r *http.Request, err error) *connect.Error {
+	if !a.limiter.allow(remoteIP(r)) {
+		return connect.NewError(connect.CodeResourceExhausted, errTooManyWrongs)
+	}
+	w.Header().Set("WWW-Authenticate", "Bearer")
+	return connect.NewError(connect.CodeUnauthenticated, err)
 }
 
 // tokenSet finds the token a request presents. It compares SHA-256
@@ -79,6 +117,15 @@ func (s *tokenSet) presentedBy(r *http.Request) (Token, error) {
 	if !ok || presented == "" {
 		return Token{}, errNoToken
 	}
+	t, ok := s.valued(presented)
+	if !ok {
+		return Token{}, errWrongToken
+	}
+	return t, nil
+}
+
+// valued is the token whose value is presented.
+func (s *tokenSet) valued(presented string) (Token, bool) {
 	digest := sha256.Sum256([]byte(presented))
 	match := -1
 	for i := range s.digests {
@@ -87,9 +134,19 @@ func (s *tokenSet) presentedBy(r *http.Request) (Token, error) {
 		}
 	}
 	if match < 0 {
-		return Token{}, errWrongToken
+		return Token{}, false
 	}
-	return s.tokens[match], nil
+	return s.tokens[match], true
+}
+
+// named is the token called name.
+func (s *tokenSet) named(name string) (Token, bool) {
+	for _, t := range s.tokens {
+		if t.Name == name {
+			return t, true
+		}
+	}
+	return Token{}, false
 }
 
 // remoteIP is the address r came from, without its port. Behind a proxy
@@ -104,7 +161,7 @@ func remoteIP(r *http.Request) string {
 
 type callerKey struct{}
 
-// caller is the token that RequireToken accepted for the call.
+// caller is the token that Auth accepted for the call.
 func caller(ctx context.Context) Token {
 	t, _ := ctx.Value(callerKey{}).(Token)
 	return t
@@ -130,6 +187,8 @@ var requiredRole = map[string]Role{
 	flotillav1connect.HubServiceGetFleetRolloutProcedure:     Viewer,
 	flotillav1connect.HubServicePromoteFleetRolloutProcedure: Operator,
 	flotillav1connect.HubServiceAbortFleetRolloutProcedure:   Operator,
+	flotillav1connect.HubServiceWhoAmIProcedure:              Viewer,
+	flotillav1connect.HubServiceWatchFleetProcedure:          Viewer,
 }
 
 // ServedByAnyReplica reports whether every hub replica serves the call
@@ -142,17 +201,38 @@ func ServedByAnyReplica(path string) bool {
 
 // authorize refuses a call whose token's role is below the one its
 // procedure needs. A procedure missing from requiredRole needs Admin.
-func authorize() connect.UnaryInterceptorFunc {
-	return func(next connect.UnaryFunc) connect.UnaryFunc {
-		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-			need, known := requiredRole[req.Spec().Procedure]
-			if !known {
-				need = Admin
-			}
-			if t := caller(ctx); t.Role < need {
-				return nil, connect.NewError(connect.CodePermissionDenied, fmt.Errorf("token %q may not call %s", t.Name, req.Spec().Procedure))
-			}
-			return next(ctx, req)
-		}
+type authorize struct{}
+
+func (authorize) check(ctx context.Context, procedure string) error {
+	need, known := requiredRole[procedure]
+	if !known {
+		need = Admin
 	}
+	if t := caller(ctx); t.Role < need {
+		return connect.NewError(connect.CodePermissionDenied, fmt.Errorf("token %q may not call %s", t.Name, procedure))
+	}
+	return nil
+}
+
+func (a authorize) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		if err := a.check(ctx, req.Spec().Procedure); err != nil {
+			return nil, err
+		}
+		return next(ctx, req)
+	}
+}
+
+func (a authorize) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
+		if err := a.check(ctx, conn.Spec().Procedure); err != nil {
+			return err
+		}
+		return next(ctx, conn)
+	}
+}
+
+// WrapStreamingClient leaves clients alone: authorize is the server's.
+func (authorize) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return next
 }

@@ -18,11 +18,11 @@ import (
 	"github.com/flotilla-dev/flotilla/proto/flotilla/v1/flotillav1connect"
 )
 
-// TestRequireToken guards a plain HTTP endpoint, as the hub guards
+// TestRequire guards a plain HTTP endpoint, as the hub guards
 // /metrics: any role's token is enough.
-func TestRequireToken(t *testing.T) {
+func TestRequire(t *testing.T) {
 	metrics := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "flotilla_hub_clusters 2\n") })
-	srv := httptest.NewServer(api.RequireToken(apitest.Tokens, metrics))
+	srv := httptest.NewServer(api.NewAuth(apitest.Tokens, apitest.SessionKey).Require(metrics))
 	t.Cleanup(srv.Close)
 	tests := []struct {
 		name          string
@@ -83,7 +83,7 @@ func TestRefusedCallsAreNotRead(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			hub := apitest.Fleet(time.Now())
-			_, handler := api.NewHandler(hub, apitest.ClusterTTL, apitest.Tokens)
+			_, handler := api.NewHandler(hub, apitest.ClusterTTL, api.NewAuth(apitest.Tokens, apitest.SessionKey))
 			body := &watchedBody{}
 			req := httptest.NewRequest(http.MethodPost, flotillav1connect.HubServiceSyncAppProcedure, body)
 			req.Header.Set("Content-Type", "application/proto")
@@ -120,7 +120,7 @@ func (b *watchedBody) Read([]byte) (int, error) {
 // TestRefusalsSpeakTheCallersProtocol: a refused gRPC or gRPC-Web client
 // reads the same error as a Connect one.
 func TestRefusalsSpeakTheCallersProtocol(t *testing.T) {
-	_, handler := api.NewHandler(apitest.Fleet(time.Now()), apitest.ClusterTTL, apitest.Tokens)
+	_, handler := api.NewHandler(apitest.Fleet(time.Now()), apitest.ClusterTTL, api.NewAuth(apitest.Tokens, apitest.SessionKey))
 	srv := httptest.NewUnstartedServer(handler)
 	srv.EnableHTTP2 = true // gRPC needs it
 	srv.StartTLS()

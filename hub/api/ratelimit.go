@@ -20,7 +20,7 @@ const failedAuthBurst = 20
 const minSweep = 1024
 
 // failureLimiter is a token bucket per remote IP for the requests
-// RequireToken refuses.
+// Auth refuses.
 type failureLimiter struct {
 	now func() time.Time
 

@@ -14,7 +14,8 @@ import (
 
 func TestFailedAuthRateLimit(t *testing.T) {
 	now := time.Date(2026, time.March, 14, 9, 0, 0, 0, time.UTC)
-	_, handler := api.NewHandlerAt(apitest.Fleet(now), apitest.ClusterTTL, apitest.Tokens, func() time.Time { return now })
+	clock := func() time.Time { return now }
+	_, handler := api.NewHandlerAt(apitest.Fleet(now), apitest.ClusterTTL, api.NewAuthAt(apitest.Tokens, apitest.SessionKey, clock), clock, time.Second)
 	const (
 		unauthenticated = "unauthenticated: token not accepted (expired or wrong)"
 		limited         = "resource_exhausted: too many refused tokens from this address: try again in a second"
@@ -60,7 +61,8 @@ func TestFailedAuthRateLimit(t *testing.T) {
 // again, do not make it forget an address that is still limited.
 func TestFailedAuthRateLimitOverManyAddresses(t *testing.T) {
 	now := time.Date(2026, time.March, 14, 9, 0, 0, 0, time.UTC)
-	_, handler := api.NewHandlerAt(apitest.Fleet(now), apitest.ClusterTTL, apitest.Tokens, func() time.Time { return now })
+	clock := func() time.Time { return now }
+	_, handler := api.NewHandlerAt(apitest.Fleet(now), apitest.ClusterTTL, api.NewAuthAt(apitest.Tokens, apitest.SessionKey, clock), clock, time.Second)
 	refuseMany := func(network byte) {
 		for i := range 5000 {
 			from := netip.AddrFrom4([4]byte{network, 51, byte(i >> 8), byte(i)}).String()

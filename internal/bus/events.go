@@ -33,15 +33,11 @@ func (c *Conn) AppendEvent(ctx context.Context, ev *flotillav1.Event) error {
 func (c *Conn) AppendEvents(ctx context.Context, events []*flotillav1.Event) error {
 	futures := make([]jetstream.PubAckFuture, 0, len(events))
 	for _, ev := range events {
-		cluster := ev.GetCluster()
-		if cluster == "" {
-			cluster = HubEventsCluster
-		}
 		data, err := proto.Marshal(ev)
 		if err != nil {
 			return err
 		}
-		f, err := c.js.PublishMsgAsync(&nats.Msg{Subject: eventSubject(cluster, ev.GetApp()), Data: data, Header: injectTrace(ctx)})
+		f, err := c.js.PublishMsgAsync(&nats.Msg{Subject: eventSubject(clusterOrHub(ev.GetCluster()), ev.GetApp()), Data: data, Header: injectTrace(ctx)})
 		if err != nil {
 			return fmt.Errorf("append event %s: %w", ev.GetReason(), err)
 		}
@@ -82,4 +78,40 @@ func (b *Bus) Events(ctx context.Context, cluster, app string, limit int) ([]*fl
 		return nil, err
 	}
 	return out, nil
+}
+
+// FollowEvents calls fn with every event appended from now on, in stream
+// order, until ctx ends; it returns once it follows. It reads through an
+// ordered consumer, which the client recreates where it stopped after a
+// reconnect. An event that does not decode, or names another cluster than
+// the subject it was written to (an agent writes only its own), is
+// skipped.
+func (b *Bus) FollowEvents(ctx context.Context, fn func(*flotillav1.Event)) error {
+	cons, err := b.js.OrderedConsumer(ctx, EventsStream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{eventsSubjectRoot + ".>"}, DeliverPolicy: jetstream.DeliverNewPolicy,
+	})
+	if err != nil {
+		return fmt.Errorf("follow events: %w", err)
+	}
+	consuming, err := cons.Consume(func(msg jetstream.Msg) {
+		ev, err := decodeEvent(msg.Data())
+		if err != nil || eventSubject(clusterOrHub(ev.GetCluster()), ev.GetApp()) != msg.Subject() {
+			return
+		}
+		fn(ev)
+	})
+	if err != nil {
+		return fmt.Errorf("follow events: %w", err)
+	}
+	context.AfterFunc(ctx, consuming.Stop)
+	return nil
+}
+
+// clusterOrHub is the cluster an event's subject names: its own, or the
+// hub's for an event about no cluster.
+func clusterOrHub(cluster string) string {
+	if cluster == "" {
+		return HubEventsCluster
+	}
+	return cluster
 }

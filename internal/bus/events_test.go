@@ -2,9 +2,11 @@ package bus
 
 import (
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
 
 	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
@@ -61,6 +63,51 @@ func TestEventsFiltersByClusterAndApp(t *testing.T) {
 				t.Errorf("Events(%s, %s, %d) (-want +got):\n%s", tc.cluster, tc.app, tc.limit, diff)
 			}
 		})
+	}
+}
+
+// TestFollowEvents: events appended after FollowEvents returns reach fn in
+// order, the ones before do not, and neither does what is no event or an
+// event written to another cluster's subject.
+func TestFollowEvents(t *testing.T) {
+	b := newBus(t)
+	before := event("prod-eu", "api-service", flotillav1.ReasonSyncSucceeded)
+	if err := b.AppendEvent(t.Context(), before); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan *flotillav1.Event, 10)
+	if err := b.FollowEvents(t.Context(), func(ev *flotillav1.Event) { got <- ev }); err != nil {
+		t.Fatal(err)
+	}
+	forged, err := proto.Marshal(event("staging-1", "api-service", flotillav1.ReasonSyncFailed))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, data := range [][]byte{{0xff}, forged} {
+		if _, err := b.js.Publish(t.Context(), eventSubject("prod-eu", "api-service"), data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := []*flotillav1.Event{event("prod-eu", "worker-service", flotillav1.ReasonSyncFailed), event("", "", flotillav1.ReasonGitFetchFailed)}
+	if err := b.AppendEvents(t.Context(), want); err != nil {
+		t.Fatal(err)
+	}
+	var followed []*flotillav1.Event
+	for range want {
+		select {
+		case ev := <-got:
+			followed = append(followed, ev)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("followed %d events in 10 s, want %d", len(followed), len(want))
+		}
+	}
+	if diff := cmp.Diff(want, followed, protocmp.Transform()); diff != "" {
+		t.Errorf("followed (-want +got):\n%s", diff)
+	}
+	select {
+	case ev := <-got:
+		t.Errorf("followed one more: %v", ev)
+	default:
 	}
 }
 

@@ -255,10 +255,7 @@ func clusterState(c *flotillav1.ClusterInfo) string {
 // health the cluster may no longer have.
 func healthWord(a *flotillav1.AppInfo) string {
 	st := a.GetStatus()
-	health := "Unknown"
-	if st != nil {
-		health = flotillav1.EnumWord(st.GetHealth().String(), "HEALTH_STATUS_")
-	}
+	health := st.HealthWord()
 	if a.GetOfflineSince() == nil {
 		return health
 	}
@@ -340,13 +337,7 @@ func appTable(w *tabwriter.Writer, apps []*flotillav1.AppInfo, wide bool) {
 			continue
 		}
 		st := a.GetStatus()
-		sync, health := "Unknown", healthWord(a)
-		if st != nil {
-			sync = flotillav1.EnumWord(st.GetSyncStatus().String(), "SYNC_STATUS_")
-			if st.GetHistoryId() != a.GetDesired().GetHistoryId() {
-				sync = "OutOfSync" // the agent has not reported the newest desired state yet
-			}
-		}
+		sync, health := a.SyncWord(), healthWord(a)
 		cluster := a.GetCluster()
 		if a.GetOfflineSince() != nil {
 			cluster += " (offline since " + ago(a.GetOfflineSince().AsTime()) + ")"
@@ -355,8 +346,8 @@ func appTable(w *tabwriter.Writer, apps []*flotillav1.AppInfo, wide bool) {
 		if p := a.GetDesired().GetPin(); p != nil {
 			history += fmt.Sprintf(" (pinned to %d by %s)", p.GetRolledBackTo(), p.GetBy())
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s", cluster, a.GetApp(), sync, health, history, revision(a.GetDesired().GetSource()),
-			rolloutSummary(st))
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s", cluster, a.GetApp(), sync, health, history, a.GetDesired().GetSource().Revision(),
+			cmp.Or(st.RolloutSummary(), "-"))
 		if wide {
 			fmt.Fprintf(w, "\t%s\t%s", flotillav1.EnumWord(st.GetPhase().String(), "SYNC_PHASE_"), st.GetMessage())
 		}
@@ -369,19 +360,6 @@ func appTable(w *tabwriter.Writer, apps []*flotillav1.AppInfo, wide bool) {
 			fmt.Fprintf(w, "  %s: %s\n", app, refused[app])
 		}
 	}
-}
-
-// rolloutSummary is where the app's Rollouts are ("canary step 3/6, 50 %,
-// analysis Running"), or "-" without any.
-func rolloutSummary(st *flotillav1.AppStatus) string {
-	var out []string
-	for _, ro := range st.GetRollouts() {
-		out = append(out, ro.Summary())
-	}
-	if len(out) == 0 {
-		return "-"
-	}
-	return strings.Join(out, "; ")
 }
 
 // resourceTable lists one cluster's objects of an application.
@@ -480,18 +458,4 @@ func hubError(g *globals, err error) error {
 		return &ExitError{Code: ExitFailure, Err: errors.New(cerr.Message())}
 	}
 	return &ExitError{Code: ExitFailure, Err: errors.New(cerr.Message())}
-}
-
-// revision is what a desired state was published for, as Argo CD shows
-// it: a chart's version (with the commit of its Application), else the
-// commit.
-func revision(src *flotillav1.Source) string {
-	commit := src.GetCommit()
-	if len(commit) > 8 {
-		commit = commit[:8]
-	}
-	if v := src.GetChartVersion(); v != "" {
-		return v + " (" + commit + ")"
-	}
-	return commit
 }

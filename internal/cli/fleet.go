@@ -161,7 +161,7 @@ func printWaveChanges(out io.Writer, r *flotillav1.FleetRollout, last map[int32]
 // wave's clusters with their state and analysis.
 func fleetTable(w *tabwriter.Writer, r *flotillav1.FleetRollout, wide bool) {
 	fmt.Fprintf(w, "ROLLOUT\t%s\n", r.GetId())
-	fmt.Fprintf(w, "REVISION\t%s\n", revision(&flotillav1.Source{Commit: r.GetRevision()}))
+	fmt.Fprintf(w, "REVISION\t%s\n", (&flotillav1.Source{Commit: r.GetRevision()}).Revision())
 	fmt.Fprintf(w, "PHASE\t%s\n", phaseWord(r))
 	fmt.Fprintf(w, "MESSAGE\t%s\n", r.GetMessage())
 	if r.GetRollback() {

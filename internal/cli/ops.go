@@ -71,7 +71,7 @@ func historyTable(w *tabwriter.Writer, answer *flotillav1.GetAppHistoryResponse,
 		}
 		subject, _, _ := strings.Cut(e.GetSource().GetCommitMessage(), "\n")
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s", e.GetCluster(), id, ago(e.GetPublishedAt().AsTime()), initiator,
-			revision(e.GetSource()), oneLine(e.GetResult(), 60), oneLine(subject, 50))
+			e.GetSource().Revision(), oneLine(e.GetResult(), 60), oneLine(subject, 50))
 		if wide {
 			artifact := e.GetArtifactDigest()
 			if !e.GetArtifactAvailable() {

@@ -2,6 +2,7 @@ package signing
 
 import (
 	"crypto/ed25519"
+	"crypto/hkdf"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -67,6 +68,17 @@ func (s *Signer) PublicKey() ed25519.PublicKey { return s.key.Public().(ed25519.
 
 // KeyID is the id of the signer's key, as its signatures name it.
 func (s *Signer) KeyID() string { return s.keyID }
+
+// DeriveKey is a 32-byte secret for purpose, derived from the private key
+// with HKDF-SHA256: every hub replica holding the key derives the same one,
+// and it tells nothing of the key or of another purpose's secret.
+func (s *Signer) DeriveKey(purpose string) []byte {
+	key, err := hkdf.Key(sha256.New, s.key.Seed(), nil, "flotilla "+purpose, 32)
+	if err != nil {
+		panic(err) // only for a length HKDF-SHA256 cannot give; 32 it can
+	}
+	return key
+}
 
 // Sign serializes ds and signs the bytes in the desired-state domain.
 func (s *Signer) Sign(ds *flotillav1.DesiredState) (*flotillav1.SignedDesiredState, error) {

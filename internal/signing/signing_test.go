@@ -1,9 +1,11 @@
 package signing
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
+	"slices"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -105,5 +107,27 @@ func TestSignaturesAreDomainSeparated(t *testing.T) {
 	}
 	if _, err := verifier.VerifyCommand(cmd); err != nil {
 		t.Errorf("the command as signed: %v", err)
+	}
+}
+
+// TestDeriveKey: the same key and purpose give the same secret (every hub
+// replica derives it alone); another purpose or another key, another one.
+func TestDeriveKey(t *testing.T) {
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	_, other, _ := ed25519.GenerateKey(rand.Reader)
+	sessions := NewSigner(key).DeriveKey("dashboard sessions")
+	if len(sessions) != 32 {
+		t.Fatalf("derived %d bytes, want 32", len(sessions))
+	}
+	if again := NewSigner(slices.Clone(key)).DeriveKey("dashboard sessions"); !bytes.Equal(again, sessions) {
+		t.Error("the same key and purpose derived another secret")
+	}
+	for name, derived := range map[string][]byte{
+		"another purpose": NewSigner(key).DeriveKey("something else"),
+		"another key":     NewSigner(other).DeriveKey("dashboard sessions"),
+	} {
+		if bytes.Equal(derived, sessions) {
+			t.Errorf("%s derived the same secret", name)
+		}
 	}
 }

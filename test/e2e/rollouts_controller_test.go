@@ -18,9 +18,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/protobuf/testing/protocmp"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -277,6 +279,18 @@ func TestRolloutsControllerRunsACanary(t *testing.T) {
 			t.Fatalf("stable service on %s, canary on %s; want %s and %s", s, cn, v1, v2)
 		}
 		pausedAt := testenv.Field(ro, "status", "pauseConditions")
+		// The app status shows the steps and both ReplicaSets with their pods.
+		summary := rollouts.Summarizer{Client: c.Dynamic}.Summarize(context.Background(), ro)
+		if diff := cmp.Diff([]string{"setWeight 25", "pause", "analysis smoke", "setWeight 50", "pause 1s"}, summary.GetStepNames()); diff != "" {
+			t.Errorf("step names (-want +got):\n%s", diff)
+		}
+		wantSets := []*flotillav1.RolloutReplicaSet{
+			{Name: "api-" + v1, Hash: v1, Role: "stable", Replicas: 3, ReadyReplicas: 3, AvailableReplicas: 3, Images: []string{"registry.example.com/api:1"}},
+			{Name: "api-" + v2, Hash: v2, Role: "canary", Replicas: 1, ReadyReplicas: 1, AvailableReplicas: 1, Images: []string{"registry.example.com/api:2"}},
+		}
+		if diff := cmp.Diff(wantSets, summary.GetReplicaSets(), protocmp.Transform()); diff != "" {
+			t.Errorf("replica sets at 25 %% (-want +got):\n%s", diff)
+		}
 
 		// The agent dies and comes back: the rollout is where it was.
 		stop()
@@ -305,6 +319,7 @@ func TestRolloutsControllerRunsACanary(t *testing.T) {
 		if s := selectorHash(t, c, ns, "api-stable"); s != v2 {
 			t.Fatalf("stable service on %s after promotion, want %s", s, v2)
 		}
+		checkMeasurementHistory(t, rollouts.Summarizer{Client: c.Dynamic}.Summarize(context.Background(), rollout(t, c, ns, "api")))
 		// A span per step and per measurement, in the sync's trace.
 		var names []string
 		for _, s := range spans.Ended() {
@@ -374,6 +389,30 @@ func TestRolloutsControllerRunsACanary(t *testing.T) {
 			t.Errorf("a full promote still measured %d times", n)
 		}
 	})
+}
+
+// checkMeasurementHistory checks the analysis a promoted canary of
+// canaryManifests reports: the smoke metric's success condition and every
+// measurement it took, oldest first, each true.
+func checkMeasurementHistory(t *testing.T, ro *flotillav1.RolloutStatus) {
+	t.Helper()
+	measurements := ro.GetAnalysis().GetMeasurements()
+	if len(measurements) != 1 {
+		t.Fatalf("analysis %v, want the smoke metric's measurements", ro.GetAnalysis())
+	}
+	m := measurements[0]
+	if m.GetMetric() != "ok" || m.GetSuccessCondition() != "result == true" || m.GetFailureCondition() != "" {
+		t.Errorf("metric %q with conditions %q and %q, want ok with result == true", m.GetMetric(), m.GetSuccessCondition(), m.GetFailureCondition())
+	}
+	history := m.GetHistory()
+	if len(history) == 0 || len(history) != int(m.GetCount()) {
+		t.Fatalf("history of %d measurements, count %d", len(history), m.GetCount())
+	}
+	for i, p := range history {
+		if p.GetPhase() != "Successful" || p.GetValue() != "true" || i > 0 && p.GetFinishedAt().AsTime().Before(history[i-1].GetFinishedAt().AsTime()) {
+			t.Errorf("measurement %d of %d: %v", i+1, len(history), p)
+		}
+	}
 }
 
 const blueGreenManifests = `apiVersion: v1

@@ -47,6 +47,8 @@ type Hub struct {
 	mu     sync.Mutex
 	calls  []Call
 	audits []*flotillav1.Event
+	// followers are the FollowEvents callbacks of the streams that follow.
+	followers []func(*flotillav1.Event)
 }
 
 var _ api.Hub = (*Hub)(nil)
@@ -164,6 +166,38 @@ func (h *Hub) Events(_ context.Context, cluster, app string, limit int) ([]*flot
 		out = out[len(out)-limit:]
 	}
 	return out, nil
+}
+
+// FollowEvents implements api.Hub: fn gets each event Append appends
+// until ctx ends.
+func (h *Hub) FollowEvents(ctx context.Context, fn func(*flotillav1.Event)) error {
+	if err := h.record(Call{Method: "FollowEvents"}); err != nil {
+		return err
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var ended bool
+	h.followers = append(h.followers, func(ev *flotillav1.Event) {
+		if !ended && ctx.Err() == nil {
+			fn(ev)
+		}
+	})
+	context.AfterFunc(ctx, func() {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		ended = true
+	})
+	return nil
+}
+
+// Append appends ev to the event stream: the streams that follow it get
+// it (EventLog, which ListEvents reads, stays as the test set it).
+func (h *Hub) Append(ev *flotillav1.Event) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, fn := range h.followers {
+		fn(proto.CloneOf(ev))
+	}
 }
 
 // Audit implements api.Hub.

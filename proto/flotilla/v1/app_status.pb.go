@@ -585,7 +585,13 @@ type RolloutStatus struct {
 	StableHash   string `protobuf:"bytes,9,opt,name=stable_hash,json=stableHash,proto3" json:"stable_hash,omitempty"`
 	CanaryHash   string `protobuf:"bytes,10,opt,name=canary_hash,json=canaryHash,proto3" json:"canary_hash,omitempty"`
 	// analysis is the newest AnalysisRun of the current revision.
-	Analysis      *AnalysisStatus `protobuf:"bytes,11,opt,name=analysis,proto3" json:"analysis,omitempty"`
+	Analysis *AnalysisStatus `protobuf:"bytes,11,opt,name=analysis,proto3" json:"analysis,omitempty"`
+	// step_names are the canary's steps as the Rollout writes them, in
+	// order: "setWeight 20", "pause 30s", "pause", "analysis error-rate".
+	StepNames []string `protobuf:"bytes,12,rep,name=step_names,json=stepNames,proto3" json:"step_names,omitempty"`
+	// replica_sets are the Rollout's ReplicaSets that have pods or a role:
+	// stable and canary, or active and preview for blue-green.
+	ReplicaSets   []*RolloutReplicaSet `protobuf:"bytes,13,rep,name=replica_sets,json=replicaSets,proto3" json:"replica_sets,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -697,6 +703,117 @@ func (x *RolloutStatus) GetAnalysis() *AnalysisStatus {
 	return nil
 }
 
+func (x *RolloutStatus) GetStepNames() []string {
+	if x != nil {
+		return x.StepNames
+	}
+	return nil
+}
+
+func (x *RolloutStatus) GetReplicaSets() []*RolloutReplicaSet {
+	if x != nil {
+		return x.ReplicaSets
+	}
+	return nil
+}
+
+// RolloutReplicaSet is one ReplicaSet of a Rollout.
+type RolloutReplicaSet struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// hash is its pod-template-hash.
+	Hash string `protobuf:"bytes,2,opt,name=hash,proto3" json:"hash,omitempty"`
+	// role is stable, canary, active, preview, or empty for an old one
+	// still scaling down.
+	Role              string `protobuf:"bytes,3,opt,name=role,proto3" json:"role,omitempty"`
+	Replicas          int32  `protobuf:"varint,4,opt,name=replicas,proto3" json:"replicas,omitempty"`
+	ReadyReplicas     int32  `protobuf:"varint,5,opt,name=ready_replicas,json=readyReplicas,proto3" json:"ready_replicas,omitempty"`
+	AvailableReplicas int32  `protobuf:"varint,6,opt,name=available_replicas,json=availableReplicas,proto3" json:"available_replicas,omitempty"`
+	// images are its containers' images.
+	Images        []string `protobuf:"bytes,7,rep,name=images,proto3" json:"images,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RolloutReplicaSet) Reset() {
+	*x = RolloutReplicaSet{}
+	mi := &file_flotilla_v1_app_status_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RolloutReplicaSet) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RolloutReplicaSet) ProtoMessage() {}
+
+func (x *RolloutReplicaSet) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_app_status_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RolloutReplicaSet.ProtoReflect.Descriptor instead.
+func (*RolloutReplicaSet) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_app_status_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *RolloutReplicaSet) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RolloutReplicaSet) GetHash() string {
+	if x != nil {
+		return x.Hash
+	}
+	return ""
+}
+
+func (x *RolloutReplicaSet) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *RolloutReplicaSet) GetReplicas() int32 {
+	if x != nil {
+		return x.Replicas
+	}
+	return 0
+}
+
+func (x *RolloutReplicaSet) GetReadyReplicas() int32 {
+	if x != nil {
+		return x.ReadyReplicas
+	}
+	return 0
+}
+
+func (x *RolloutReplicaSet) GetAvailableReplicas() int32 {
+	if x != nil {
+		return x.AvailableReplicas
+	}
+	return 0
+}
+
+func (x *RolloutReplicaSet) GetImages() []string {
+	if x != nil {
+		return x.Images
+	}
+	return nil
+}
+
 // AnalysisStatus is an AnalysisRun's phase and latest measurements.
 type AnalysisStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -711,7 +828,7 @@ type AnalysisStatus struct {
 
 func (x *AnalysisStatus) Reset() {
 	*x = AnalysisStatus{}
-	mi := &file_flotilla_v1_app_status_proto_msgTypes[4]
+	mi := &file_flotilla_v1_app_status_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -723,7 +840,7 @@ func (x *AnalysisStatus) String() string {
 func (*AnalysisStatus) ProtoMessage() {}
 
 func (x *AnalysisStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_app_status_proto_msgTypes[4]
+	mi := &file_flotilla_v1_app_status_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -736,7 +853,7 @@ func (x *AnalysisStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AnalysisStatus.ProtoReflect.Descriptor instead.
 func (*AnalysisStatus) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_app_status_proto_rawDescGZIP(), []int{4}
+	return file_flotilla_v1_app_status_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *AnalysisStatus) GetName() string {
@@ -770,22 +887,29 @@ func (x *AnalysisStatus) GetMeasurements() []*MeasurementStatus {
 // MeasurementStatus is the latest measurement of one metric, with its
 // counters.
 type MeasurementStatus struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Metric        string                 `protobuf:"bytes,1,opt,name=metric,proto3" json:"metric,omitempty"`
-	Phase         string                 `protobuf:"bytes,2,opt,name=phase,proto3" json:"phase,omitempty"`
-	Value         string                 `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
-	Message       string                 `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
-	FinishedAt    *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
-	Count         int32                  `protobuf:"varint,6,opt,name=count,proto3" json:"count,omitempty"`
-	Failed        int32                  `protobuf:"varint,7,opt,name=failed,proto3" json:"failed,omitempty"`
-	Errors        int32                  `protobuf:"varint,8,opt,name=errors,proto3" json:"errors,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Metric     string                 `protobuf:"bytes,1,opt,name=metric,proto3" json:"metric,omitempty"`
+	Phase      string                 `protobuf:"bytes,2,opt,name=phase,proto3" json:"phase,omitempty"`
+	Value      string                 `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
+	Message    string                 `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	FinishedAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
+	Count      int32                  `protobuf:"varint,6,opt,name=count,proto3" json:"count,omitempty"`
+	Failed     int32                  `protobuf:"varint,7,opt,name=failed,proto3" json:"failed,omitempty"`
+	Errors     int32                  `protobuf:"varint,8,opt,name=errors,proto3" json:"errors,omitempty"`
+	// success_condition and failure_condition are the metric's, as the
+	// AnalysisTemplate writes them ("result[0] < 0.05").
+	SuccessCondition string `protobuf:"bytes,9,opt,name=success_condition,json=successCondition,proto3" json:"success_condition,omitempty"`
+	FailureCondition string `protobuf:"bytes,10,opt,name=failure_condition,json=failureCondition,proto3" json:"failure_condition,omitempty"`
+	// history is the metric's retained measurements, oldest first: what the
+	// dashboard plots.
+	History       []*MeasurementPoint `protobuf:"bytes,11,rep,name=history,proto3" json:"history,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *MeasurementStatus) Reset() {
 	*x = MeasurementStatus{}
-	mi := &file_flotilla_v1_app_status_proto_msgTypes[5]
+	mi := &file_flotilla_v1_app_status_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -797,7 +921,7 @@ func (x *MeasurementStatus) String() string {
 func (*MeasurementStatus) ProtoMessage() {}
 
 func (x *MeasurementStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_app_status_proto_msgTypes[5]
+	mi := &file_flotilla_v1_app_status_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -810,7 +934,7 @@ func (x *MeasurementStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MeasurementStatus.ProtoReflect.Descriptor instead.
 func (*MeasurementStatus) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_app_status_proto_rawDescGZIP(), []int{5}
+	return file_flotilla_v1_app_status_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *MeasurementStatus) GetMetric() string {
@@ -869,6 +993,91 @@ func (x *MeasurementStatus) GetErrors() int32 {
 	return 0
 }
 
+func (x *MeasurementStatus) GetSuccessCondition() string {
+	if x != nil {
+		return x.SuccessCondition
+	}
+	return ""
+}
+
+func (x *MeasurementStatus) GetFailureCondition() string {
+	if x != nil {
+		return x.FailureCondition
+	}
+	return ""
+}
+
+func (x *MeasurementStatus) GetHistory() []*MeasurementPoint {
+	if x != nil {
+		return x.History
+	}
+	return nil
+}
+
+// MeasurementPoint is one measurement of a metric.
+type MeasurementPoint struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	FinishedAt *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
+	// value is the measured value as the provider returned it ("0.012",
+	// "[0.012]").
+	Value string `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	// phase is Successful, Failed, Error or Inconclusive.
+	Phase         string `protobuf:"bytes,3,opt,name=phase,proto3" json:"phase,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MeasurementPoint) Reset() {
+	*x = MeasurementPoint{}
+	mi := &file_flotilla_v1_app_status_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MeasurementPoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MeasurementPoint) ProtoMessage() {}
+
+func (x *MeasurementPoint) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_app_status_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MeasurementPoint.ProtoReflect.Descriptor instead.
+func (*MeasurementPoint) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_app_status_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *MeasurementPoint) GetFinishedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FinishedAt
+	}
+	return nil
+}
+
+func (x *MeasurementPoint) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
+func (x *MeasurementPoint) GetPhase() string {
+	if x != nil {
+		return x.Phase
+	}
+	return ""
+}
+
 // WaveAnalysisStatus is where the analysis of a fleet rollout's wave is in
 // one cluster.
 type WaveAnalysisStatus struct {
@@ -884,7 +1093,7 @@ type WaveAnalysisStatus struct {
 
 func (x *WaveAnalysisStatus) Reset() {
 	*x = WaveAnalysisStatus{}
-	mi := &file_flotilla_v1_app_status_proto_msgTypes[6]
+	mi := &file_flotilla_v1_app_status_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -896,7 +1105,7 @@ func (x *WaveAnalysisStatus) String() string {
 func (*WaveAnalysisStatus) ProtoMessage() {}
 
 func (x *WaveAnalysisStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_app_status_proto_msgTypes[6]
+	mi := &file_flotilla_v1_app_status_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -909,7 +1118,7 @@ func (x *WaveAnalysisStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaveAnalysisStatus.ProtoReflect.Descriptor instead.
 func (*WaveAnalysisStatus) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_app_status_proto_rawDescGZIP(), []int{6}
+	return file_flotilla_v1_app_status_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *WaveAnalysisStatus) GetRollout() string {
@@ -986,7 +1195,7 @@ const file_flotilla_v1_app_status_proto_rawDesc = "" +
 	"\vRetryStatus\x12\x18\n" +
 	"\aattempt\x18\x01 \x01(\x03R\aattempt\x12\x14\n" +
 	"\x05limit\x18\x02 \x01(\x03R\x05limit\x12B\n" +
-	"\x0fnext_attempt_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\rnextAttemptAt\"\xd7\x02\n" +
+	"\x0fnext_attempt_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\rnextAttemptAt\"\xb9\x03\n" +
 	"\rRolloutStatus\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1a\n" +
@@ -1001,12 +1210,23 @@ const file_flotilla_v1_app_status_proto_rawDesc = "" +
 	"\vcanary_hash\x18\n" +
 	" \x01(\tR\n" +
 	"canaryHash\x127\n" +
-	"\banalysis\x18\v \x01(\v2\x1b.flotilla.v1.AnalysisStatusR\banalysis\"\x98\x01\n" +
+	"\banalysis\x18\v \x01(\v2\x1b.flotilla.v1.AnalysisStatusR\banalysis\x12\x1d\n" +
+	"\n" +
+	"step_names\x18\f \x03(\tR\tstepNames\x12A\n" +
+	"\freplica_sets\x18\r \x03(\v2\x1e.flotilla.v1.RolloutReplicaSetR\vreplicaSets\"\xd9\x01\n" +
+	"\x11RolloutReplicaSet\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04hash\x18\x02 \x01(\tR\x04hash\x12\x12\n" +
+	"\x04role\x18\x03 \x01(\tR\x04role\x12\x1a\n" +
+	"\breplicas\x18\x04 \x01(\x05R\breplicas\x12%\n" +
+	"\x0eready_replicas\x18\x05 \x01(\x05R\rreadyReplicas\x12-\n" +
+	"\x12available_replicas\x18\x06 \x01(\x05R\x11availableReplicas\x12\x16\n" +
+	"\x06images\x18\a \x03(\tR\x06images\"\x98\x01\n" +
 	"\x0eAnalysisStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05phase\x18\x02 \x01(\tR\x05phase\x12\x18\n" +
 	"\amessage\x18\x03 \x01(\tR\amessage\x12B\n" +
-	"\fmeasurements\x18\x04 \x03(\v2\x1e.flotilla.v1.MeasurementStatusR\fmeasurements\"\xf4\x01\n" +
+	"\fmeasurements\x18\x04 \x03(\v2\x1e.flotilla.v1.MeasurementStatusR\fmeasurements\"\x87\x03\n" +
 	"\x11MeasurementStatus\x12\x16\n" +
 	"\x06metric\x18\x01 \x01(\tR\x06metric\x12\x14\n" +
 	"\x05phase\x18\x02 \x01(\tR\x05phase\x12\x14\n" +
@@ -1016,7 +1236,16 @@ const file_flotilla_v1_app_status_proto_rawDesc = "" +
 	"finishedAt\x12\x14\n" +
 	"\x05count\x18\x06 \x01(\x05R\x05count\x12\x16\n" +
 	"\x06failed\x18\a \x01(\x05R\x06failed\x12\x16\n" +
-	"\x06errors\x18\b \x01(\x05R\x06errors\"\x9a\x01\n" +
+	"\x06errors\x18\b \x01(\x05R\x06errors\x12+\n" +
+	"\x11success_condition\x18\t \x01(\tR\x10successCondition\x12+\n" +
+	"\x11failure_condition\x18\n" +
+	" \x01(\tR\x10failureCondition\x127\n" +
+	"\ahistory\x18\v \x03(\v2\x1d.flotilla.v1.MeasurementPointR\ahistory\"{\n" +
+	"\x10MeasurementPoint\x12;\n" +
+	"\vfinished_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"finishedAt\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\x12\x14\n" +
+	"\x05phase\x18\x03 \x01(\tR\x05phase\"\x9a\x01\n" +
 	"\x12WaveAnalysisStatus\x12\x18\n" +
 	"\arollout\x18\x01 \x01(\tR\arollout\x12\x12\n" +
 	"\x04wave\x18\x02 \x01(\x05R\x04wave\x12\x1d\n" +
@@ -1058,7 +1287,7 @@ func file_flotilla_v1_app_status_proto_rawDescGZIP() []byte {
 }
 
 var file_flotilla_v1_app_status_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_flotilla_v1_app_status_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_flotilla_v1_app_status_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_flotilla_v1_app_status_proto_goTypes = []any{
 	(SyncStatus)(0),               // 0: flotilla.v1.SyncStatus
 	(SyncPhase)(0),                // 1: flotilla.v1.SyncPhase
@@ -1067,34 +1296,39 @@ var file_flotilla_v1_app_status_proto_goTypes = []any{
 	(*ResourceStatus)(nil),        // 4: flotilla.v1.ResourceStatus
 	(*RetryStatus)(nil),           // 5: flotilla.v1.RetryStatus
 	(*RolloutStatus)(nil),         // 6: flotilla.v1.RolloutStatus
-	(*AnalysisStatus)(nil),        // 7: flotilla.v1.AnalysisStatus
-	(*MeasurementStatus)(nil),     // 8: flotilla.v1.MeasurementStatus
-	(*WaveAnalysisStatus)(nil),    // 9: flotilla.v1.WaveAnalysisStatus
-	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
+	(*RolloutReplicaSet)(nil),     // 7: flotilla.v1.RolloutReplicaSet
+	(*AnalysisStatus)(nil),        // 8: flotilla.v1.AnalysisStatus
+	(*MeasurementStatus)(nil),     // 9: flotilla.v1.MeasurementStatus
+	(*MeasurementPoint)(nil),      // 10: flotilla.v1.MeasurementPoint
+	(*WaveAnalysisStatus)(nil),    // 11: flotilla.v1.WaveAnalysisStatus
+	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
 }
 var file_flotilla_v1_app_status_proto_depIdxs = []int32{
 	0,  // 0: flotilla.v1.AppStatus.sync_status:type_name -> flotilla.v1.SyncStatus
 	1,  // 1: flotilla.v1.AppStatus.phase:type_name -> flotilla.v1.SyncPhase
 	2,  // 2: flotilla.v1.AppStatus.health:type_name -> flotilla.v1.HealthStatus
 	4,  // 3: flotilla.v1.AppStatus.resources:type_name -> flotilla.v1.ResourceStatus
-	10, // 4: flotilla.v1.AppStatus.started_at:type_name -> google.protobuf.Timestamp
-	10, // 5: flotilla.v1.AppStatus.finished_at:type_name -> google.protobuf.Timestamp
+	12, // 4: flotilla.v1.AppStatus.started_at:type_name -> google.protobuf.Timestamp
+	12, // 5: flotilla.v1.AppStatus.finished_at:type_name -> google.protobuf.Timestamp
 	5,  // 6: flotilla.v1.AppStatus.retry:type_name -> flotilla.v1.RetryStatus
-	10, // 7: flotilla.v1.AppStatus.observed_at:type_name -> google.protobuf.Timestamp
+	12, // 7: flotilla.v1.AppStatus.observed_at:type_name -> google.protobuf.Timestamp
 	6,  // 8: flotilla.v1.AppStatus.rollouts:type_name -> flotilla.v1.RolloutStatus
-	9,  // 9: flotilla.v1.AppStatus.wave_analysis:type_name -> flotilla.v1.WaveAnalysisStatus
+	11, // 9: flotilla.v1.AppStatus.wave_analysis:type_name -> flotilla.v1.WaveAnalysisStatus
 	0,  // 10: flotilla.v1.ResourceStatus.sync_status:type_name -> flotilla.v1.SyncStatus
 	2,  // 11: flotilla.v1.ResourceStatus.health:type_name -> flotilla.v1.HealthStatus
-	10, // 12: flotilla.v1.RetryStatus.next_attempt_at:type_name -> google.protobuf.Timestamp
-	7,  // 13: flotilla.v1.RolloutStatus.analysis:type_name -> flotilla.v1.AnalysisStatus
-	8,  // 14: flotilla.v1.AnalysisStatus.measurements:type_name -> flotilla.v1.MeasurementStatus
-	10, // 15: flotilla.v1.MeasurementStatus.finished_at:type_name -> google.protobuf.Timestamp
-	7,  // 16: flotilla.v1.WaveAnalysisStatus.analysis:type_name -> flotilla.v1.AnalysisStatus
-	17, // [17:17] is the sub-list for method output_type
-	17, // [17:17] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	12, // 12: flotilla.v1.RetryStatus.next_attempt_at:type_name -> google.protobuf.Timestamp
+	8,  // 13: flotilla.v1.RolloutStatus.analysis:type_name -> flotilla.v1.AnalysisStatus
+	7,  // 14: flotilla.v1.RolloutStatus.replica_sets:type_name -> flotilla.v1.RolloutReplicaSet
+	9,  // 15: flotilla.v1.AnalysisStatus.measurements:type_name -> flotilla.v1.MeasurementStatus
+	12, // 16: flotilla.v1.MeasurementStatus.finished_at:type_name -> google.protobuf.Timestamp
+	10, // 17: flotilla.v1.MeasurementStatus.history:type_name -> flotilla.v1.MeasurementPoint
+	12, // 18: flotilla.v1.MeasurementPoint.finished_at:type_name -> google.protobuf.Timestamp
+	8,  // 19: flotilla.v1.WaveAnalysisStatus.analysis:type_name -> flotilla.v1.AnalysisStatus
+	20, // [20:20] is the sub-list for method output_type
+	20, // [20:20] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_v1_app_status_proto_init() }
@@ -1108,7 +1342,7 @@ func file_flotilla_v1_app_status_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flotilla_v1_app_status_proto_rawDesc), len(file_flotilla_v1_app_status_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   7,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

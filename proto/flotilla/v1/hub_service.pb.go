@@ -22,6 +22,385 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// WhoAmIRequest has no fields.
+type WhoAmIRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WhoAmIRequest) Reset() {
+	*x = WhoAmIRequest{}
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WhoAmIRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WhoAmIRequest) ProtoMessage() {}
+
+func (x *WhoAmIRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WhoAmIRequest.ProtoReflect.Descriptor instead.
+func (*WhoAmIRequest) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{0}
+}
+
+// WhoAmIResponse is the calling token's name and role.
+type WhoAmIResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// role is viewer, operator or admin.
+	Role          string `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WhoAmIResponse) Reset() {
+	*x = WhoAmIResponse{}
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WhoAmIResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WhoAmIResponse) ProtoMessage() {}
+
+func (x *WhoAmIResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WhoAmIResponse.ProtoReflect.Descriptor instead.
+func (*WhoAmIResponse) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *WhoAmIResponse) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *WhoAmIResponse) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+// WatchFleetRequest has no filters: a client filters what it shows.
+type WatchFleetRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchFleetRequest) Reset() {
+	*x = WatchFleetRequest{}
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchFleetRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchFleetRequest) ProtoMessage() {}
+
+func (x *WatchFleetRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchFleetRequest.ProtoReflect.Descriptor instead.
+func (*WatchFleetRequest) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{2}
+}
+
+// WatchFleetResponse is the whole fleet (snapshot) or what changed since
+// the stream's previous message.
+type WatchFleetResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// snapshot says apps and clusters are the whole fleet: the client
+	// replaces what it holds. The first message of a stream is one.
+	Snapshot bool `protobuf:"varint,1,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
+	// apps are the (cluster, app) pairs added or changed.
+	Apps []*FleetApp `protobuf:"bytes,2,rep,name=apps,proto3" json:"apps,omitempty"`
+	// removed_apps are the pairs no longer published, apps and clusters
+	// named, not set.
+	RemovedApps []*FleetApp `protobuf:"bytes,3,rep,name=removed_apps,json=removedApps,proto3" json:"removed_apps,omitempty"`
+	// clusters are the clusters added or changed.
+	Clusters []*ClusterInfo `protobuf:"bytes,4,rep,name=clusters,proto3" json:"clusters,omitempty"`
+	// removed_clusters are the names of clusters the hub no longer knows.
+	RemovedClusters []string `protobuf:"bytes,5,rep,name=removed_clusters,json=removedClusters,proto3" json:"removed_clusters,omitempty"`
+	// events are the events appended since the previous message, oldest
+	// first; a snapshot carries none (ListEvents reads the past).
+	Events        []*Event `protobuf:"bytes,6,rep,name=events,proto3" json:"events,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchFleetResponse) Reset() {
+	*x = WatchFleetResponse{}
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchFleetResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchFleetResponse) ProtoMessage() {}
+
+func (x *WatchFleetResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchFleetResponse.ProtoReflect.Descriptor instead.
+func (*WatchFleetResponse) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *WatchFleetResponse) GetSnapshot() bool {
+	if x != nil {
+		return x.Snapshot
+	}
+	return false
+}
+
+func (x *WatchFleetResponse) GetApps() []*FleetApp {
+	if x != nil {
+		return x.Apps
+	}
+	return nil
+}
+
+func (x *WatchFleetResponse) GetRemovedApps() []*FleetApp {
+	if x != nil {
+		return x.RemovedApps
+	}
+	return nil
+}
+
+func (x *WatchFleetResponse) GetClusters() []*ClusterInfo {
+	if x != nil {
+		return x.Clusters
+	}
+	return nil
+}
+
+func (x *WatchFleetResponse) GetRemovedClusters() []string {
+	if x != nil {
+		return x.RemovedClusters
+	}
+	return nil
+}
+
+func (x *WatchFleetResponse) GetEvents() []*Event {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+// FleetApp is one application in one cluster, in the words of
+// `flotilla app list`: a cell of the dashboard's fleet matrix.
+type FleetApp struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Cluster string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	App     string                 `protobuf:"bytes,2,opt,name=app,proto3" json:"app,omitempty"`
+	// sync is Synced, OutOfSync (also while the agent has not reported the
+	// newest desired state), Unknown (no report yet) or Refused.
+	Sync string `protobuf:"bytes,3,opt,name=sync,proto3" json:"sync,omitempty"`
+	// health is the agent's last reported health word, Unknown without.
+	Health string `protobuf:"bytes,4,opt,name=health,proto3" json:"health,omitempty"`
+	// phase is the last sync operation's: Running, Succeeded, Failed, ...
+	Phase string `protobuf:"bytes,5,opt,name=phase,proto3" json:"phase,omitempty"`
+	// history_id is the newest published desired state's.
+	HistoryId uint64 `protobuf:"varint,6,opt,name=history_id,json=historyId,proto3" json:"history_id,omitempty"`
+	// revision is the commit (and chart version) as the CLI shows it.
+	Revision string `protobuf:"bytes,7,opt,name=revision,proto3" json:"revision,omitempty"`
+	// pin is set while the application is rolled back.
+	Pin *Pin `protobuf:"bytes,8,opt,name=pin,proto3" json:"pin,omitempty"`
+	// rollout is the CLI's summary of the app's Rollouts ("canary step 3/6,
+	// 50 %, analysis Running"), empty without any.
+	Rollout string `protobuf:"bytes,9,opt,name=rollout,proto3" json:"rollout,omitempty"`
+	// rollout_in_progress is set while a Rollout is neither Healthy nor
+	// Degraded.
+	RolloutInProgress bool `protobuf:"varint,10,opt,name=rollout_in_progress,json=rolloutInProgress,proto3" json:"rollout_in_progress,omitempty"`
+	// offline_since is set while the cluster's agent is offline.
+	OfflineSince *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=offline_since,json=offlineSince,proto3" json:"offline_since,omitempty"`
+	// refused is why the hub refuses the application as Git has it now.
+	Refused string `protobuf:"bytes,12,opt,name=refused,proto3" json:"refused,omitempty"`
+	// message is the agent's last summary.
+	Message       string `protobuf:"bytes,13,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FleetApp) Reset() {
+	*x = FleetApp{}
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FleetApp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FleetApp) ProtoMessage() {}
+
+func (x *FleetApp) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FleetApp.ProtoReflect.Descriptor instead.
+func (*FleetApp) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *FleetApp) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+func (x *FleetApp) GetApp() string {
+	if x != nil {
+		return x.App
+	}
+	return ""
+}
+
+func (x *FleetApp) GetSync() string {
+	if x != nil {
+		return x.Sync
+	}
+	return ""
+}
+
+func (x *FleetApp) GetHealth() string {
+	if x != nil {
+		return x.Health
+	}
+	return ""
+}
+
+func (x *FleetApp) GetPhase() string {
+	if x != nil {
+		return x.Phase
+	}
+	return ""
+}
+
+func (x *FleetApp) GetHistoryId() uint64 {
+	if x != nil {
+		return x.HistoryId
+	}
+	return 0
+}
+
+func (x *FleetApp) GetRevision() string {
+	if x != nil {
+		return x.Revision
+	}
+	return ""
+}
+
+func (x *FleetApp) GetPin() *Pin {
+	if x != nil {
+		return x.Pin
+	}
+	return nil
+}
+
+func (x *FleetApp) GetRollout() string {
+	if x != nil {
+		return x.Rollout
+	}
+	return ""
+}
+
+func (x *FleetApp) GetRolloutInProgress() bool {
+	if x != nil {
+		return x.RolloutInProgress
+	}
+	return false
+}
+
+func (x *FleetApp) GetOfflineSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.OfflineSince
+	}
+	return nil
+}
+
+func (x *FleetApp) GetRefused() string {
+	if x != nil {
+		return x.Refused
+	}
+	return ""
+}
+
+func (x *FleetApp) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 // ListClustersRequest has no filters yet.
 type ListClustersRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -31,7 +410,7 @@ type ListClustersRequest struct {
 
 func (x *ListClustersRequest) Reset() {
 	*x = ListClustersRequest{}
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[0]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -43,7 +422,7 @@ func (x *ListClustersRequest) String() string {
 func (*ListClustersRequest) ProtoMessage() {}
 
 func (x *ListClustersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[0]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -56,7 +435,7 @@ func (x *ListClustersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListClustersRequest.ProtoReflect.Descriptor instead.
 func (*ListClustersRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{0}
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{5}
 }
 
 // ClusterInfo is a cluster as the hub sees it.
@@ -77,7 +456,7 @@ type ClusterInfo struct {
 
 func (x *ClusterInfo) Reset() {
 	*x = ClusterInfo{}
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[1]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -89,7 +468,7 @@ func (x *ClusterInfo) String() string {
 func (*ClusterInfo) ProtoMessage() {}
 
 func (x *ClusterInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[1]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -102,7 +481,7 @@ func (x *ClusterInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterInfo.ProtoReflect.Descriptor instead.
 func (*ClusterInfo) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{1}
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ClusterInfo) GetRegistration() *ClusterRegistration {
@@ -144,7 +523,7 @@ type AddClusterRequest struct {
 
 func (x *AddClusterRequest) Reset() {
 	*x = AddClusterRequest{}
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[2]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -156,7 +535,7 @@ func (x *AddClusterRequest) String() string {
 func (*AddClusterRequest) ProtoMessage() {}
 
 func (x *AddClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[2]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -169,7 +548,7 @@ func (x *AddClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddClusterRequest.ProtoReflect.Descriptor instead.
 func (*AddClusterRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{2}
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *AddClusterRequest) GetName() string {
@@ -196,7 +575,7 @@ type AddClusterResponse struct {
 
 func (x *AddClusterResponse) Reset() {
 	*x = AddClusterResponse{}
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[3]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -208,7 +587,7 @@ func (x *AddClusterResponse) String() string {
 func (*AddClusterResponse) ProtoMessage() {}
 
 func (x *AddClusterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[3]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -221,7 +600,7 @@ func (x *AddClusterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddClusterResponse.ProtoReflect.Descriptor instead.
 func (*AddClusterResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{3}
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *AddClusterResponse) GetCredentials() *ClusterCredentials {
@@ -251,7 +630,7 @@ type ClusterCredentials struct {
 
 func (x *ClusterCredentials) Reset() {
 	*x = ClusterCredentials{}
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[4]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -263,7 +642,7 @@ func (x *ClusterCredentials) String() string {
 func (*ClusterCredentials) ProtoMessage() {}
 
 func (x *ClusterCredentials) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[4]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -276,7 +655,7 @@ func (x *ClusterCredentials) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterCredentials.ProtoReflect.Descriptor instead.
 func (*ClusterCredentials) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{4}
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ClusterCredentials) GetCluster() string {
@@ -325,7 +704,7 @@ type LabelClusterRequest struct {
 
 func (x *LabelClusterRequest) Reset() {
 	*x = LabelClusterRequest{}
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[5]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -337,7 +716,7 @@ func (x *LabelClusterRequest) String() string {
 func (*LabelClusterRequest) ProtoMessage() {}
 
 func (x *LabelClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[5]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -350,7 +729,7 @@ func (x *LabelClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LabelClusterRequest.ProtoReflect.Descriptor instead.
 func (*LabelClusterRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{5}
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *LabelClusterRequest) GetName() string {
@@ -376,7 +755,7 @@ type LabelClusterResponse struct {
 
 func (x *LabelClusterResponse) Reset() {
 	*x = LabelClusterResponse{}
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[6]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -388,7 +767,7 @@ func (x *LabelClusterResponse) String() string {
 func (*LabelClusterResponse) ProtoMessage() {}
 
 func (x *LabelClusterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[6]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -401,7 +780,7 @@ func (x *LabelClusterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LabelClusterResponse.ProtoReflect.Descriptor instead.
 func (*LabelClusterResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{6}
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{11}
 }
 
 // RevokeClusterRequest names the cluster to revoke.
@@ -414,7 +793,7 @@ type RevokeClusterRequest struct {
 
 func (x *RevokeClusterRequest) Reset() {
 	*x = RevokeClusterRequest{}
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[7]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -426,7 +805,7 @@ func (x *RevokeClusterRequest) String() string {
 func (*RevokeClusterRequest) ProtoMessage() {}
 
 func (x *RevokeClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[7]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -439,7 +818,7 @@ func (x *RevokeClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeClusterRequest.ProtoReflect.Descriptor instead.
 func (*RevokeClusterRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{7}
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RevokeClusterRequest) GetName() string {
@@ -459,7 +838,7 @@ type RevokeClusterResponse struct {
 
 func (x *RevokeClusterResponse) Reset() {
 	*x = RevokeClusterResponse{}
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[8]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -471,7 +850,7 @@ func (x *RevokeClusterResponse) String() string {
 func (*RevokeClusterResponse) ProtoMessage() {}
 
 func (x *RevokeClusterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[8]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -484,7 +863,7 @@ func (x *RevokeClusterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeClusterResponse.ProtoReflect.Descriptor instead.
 func (*RevokeClusterResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{8}
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RevokeClusterResponse) GetRevokedAt() *timestamppb.Timestamp {
@@ -504,7 +883,7 @@ type ListClustersResponse struct {
 
 func (x *ListClustersResponse) Reset() {
 	*x = ListClustersResponse{}
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[9]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -516,7 +895,7 @@ func (x *ListClustersResponse) String() string {
 func (*ListClustersResponse) ProtoMessage() {}
 
 func (x *ListClustersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[9]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -529,7 +908,7 @@ func (x *ListClustersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListClustersResponse.ProtoReflect.Descriptor instead.
 func (*ListClustersResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{9}
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListClustersResponse) GetClusters() []*ClusterInfo {
@@ -552,7 +931,7 @@ type ListAppsRequest struct {
 
 func (x *ListAppsRequest) Reset() {
 	*x = ListAppsRequest{}
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[10]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -564,7 +943,7 @@ func (x *ListAppsRequest) String() string {
 func (*ListAppsRequest) ProtoMessage() {}
 
 func (x *ListAppsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[10]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -577,7 +956,7 @@ func (x *ListAppsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAppsRequest.ProtoReflect.Descriptor instead.
 func (*ListAppsRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{10}
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListAppsRequest) GetCluster() string {
@@ -619,7 +998,7 @@ type AppInfo struct {
 
 func (x *AppInfo) Reset() {
 	*x = AppInfo{}
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[11]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -631,7 +1010,7 @@ func (x *AppInfo) String() string {
 func (*AppInfo) ProtoMessage() {}
 
 func (x *AppInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[11]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -644,7 +1023,7 @@ func (x *AppInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppInfo.ProtoReflect.Descriptor instead.
 func (*AppInfo) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{11}
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *AppInfo) GetCluster() string {
@@ -699,7 +1078,7 @@ type ListAppsResponse struct {
 
 func (x *ListAppsResponse) Reset() {
 	*x = ListAppsResponse{}
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[12]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -711,7 +1090,7 @@ func (x *ListAppsResponse) String() string {
 func (*ListAppsResponse) ProtoMessage() {}
 
 func (x *ListAppsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[12]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -724,7 +1103,7 @@ func (x *ListAppsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAppsResponse.ProtoReflect.Descriptor instead.
 func (*ListAppsResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{12}
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListAppsResponse) GetApps() []*AppInfo {
@@ -744,7 +1123,7 @@ type GetAppRequest struct {
 
 func (x *GetAppRequest) Reset() {
 	*x = GetAppRequest{}
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[13]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -756,7 +1135,7 @@ func (x *GetAppRequest) String() string {
 func (*GetAppRequest) ProtoMessage() {}
 
 func (x *GetAppRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[13]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -769,7 +1148,7 @@ func (x *GetAppRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAppRequest.ProtoReflect.Descriptor instead.
 func (*GetAppRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{13}
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetAppRequest) GetApp() string {
@@ -789,7 +1168,7 @@ type GetAppResponse struct {
 
 func (x *GetAppResponse) Reset() {
 	*x = GetAppResponse{}
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[14]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -801,7 +1180,7 @@ func (x *GetAppResponse) String() string {
 func (*GetAppResponse) ProtoMessage() {}
 
 func (x *GetAppResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[14]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -814,7 +1193,7 @@ func (x *GetAppResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAppResponse.ProtoReflect.Descriptor instead.
 func (*GetAppResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{14}
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GetAppResponse) GetApps() []*AppInfo {
@@ -835,7 +1214,7 @@ type GetAppHistoryRequest struct {
 
 func (x *GetAppHistoryRequest) Reset() {
 	*x = GetAppHistoryRequest{}
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[15]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -847,7 +1226,7 @@ func (x *GetAppHistoryRequest) String() string {
 func (*GetAppHistoryRequest) ProtoMessage() {}
 
 func (x *GetAppHistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[15]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -860,7 +1239,7 @@ func (x *GetAppHistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAppHistoryRequest.ProtoReflect.Descriptor instead.
 func (*GetAppHistoryRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{15}
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetAppHistoryRequest) GetApp() string {
@@ -905,7 +1284,7 @@ type HistoryEntry struct {
 
 func (x *HistoryEntry) Reset() {
 	*x = HistoryEntry{}
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[16]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -917,7 +1296,7 @@ func (x *HistoryEntry) String() string {
 func (*HistoryEntry) ProtoMessage() {}
 
 func (x *HistoryEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[16]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -930,7 +1309,7 @@ func (x *HistoryEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryEntry.ProtoReflect.Descriptor instead.
 func (*HistoryEntry) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{16}
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *HistoryEntry) GetCluster() string {
@@ -1027,7 +1406,7 @@ type GetAppHistoryResponse struct {
 
 func (x *GetAppHistoryResponse) Reset() {
 	*x = GetAppHistoryResponse{}
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[17]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1039,7 +1418,7 @@ func (x *GetAppHistoryResponse) String() string {
 func (*GetAppHistoryResponse) ProtoMessage() {}
 
 func (x *GetAppHistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[17]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1052,7 +1431,7 @@ func (x *GetAppHistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAppHistoryResponse.ProtoReflect.Descriptor instead.
 func (*GetAppHistoryResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{17}
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetAppHistoryResponse) GetEntries() []*HistoryEntry {
@@ -1073,7 +1452,7 @@ type DiffAppRequest struct {
 
 func (x *DiffAppRequest) Reset() {
 	*x = DiffAppRequest{}
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[18]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1085,7 +1464,7 @@ func (x *DiffAppRequest) String() string {
 func (*DiffAppRequest) ProtoMessage() {}
 
 func (x *DiffAppRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[18]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1098,7 +1477,7 @@ func (x *DiffAppRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiffAppRequest.ProtoReflect.Descriptor instead.
 func (*DiffAppRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{18}
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *DiffAppRequest) GetApp() string {
@@ -1129,7 +1508,7 @@ type ClusterDiff struct {
 
 func (x *ClusterDiff) Reset() {
 	*x = ClusterDiff{}
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[19]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1141,7 +1520,7 @@ func (x *ClusterDiff) String() string {
 func (*ClusterDiff) ProtoMessage() {}
 
 func (x *ClusterDiff) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[19]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1154,7 +1533,7 @@ func (x *ClusterDiff) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterDiff.ProtoReflect.Descriptor instead.
 func (*ClusterDiff) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{19}
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ClusterDiff) GetCluster() string {
@@ -1195,7 +1574,7 @@ type DiffAppResponse struct {
 
 func (x *DiffAppResponse) Reset() {
 	*x = DiffAppResponse{}
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[20]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1207,7 +1586,7 @@ func (x *DiffAppResponse) String() string {
 func (*DiffAppResponse) ProtoMessage() {}
 
 func (x *DiffAppResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[20]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1220,7 +1599,7 @@ func (x *DiffAppResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiffAppResponse.ProtoReflect.Descriptor instead.
 func (*DiffAppResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{20}
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DiffAppResponse) GetClusters() []*ClusterDiff {
@@ -1243,7 +1622,7 @@ type ListEventsRequest struct {
 
 func (x *ListEventsRequest) Reset() {
 	*x = ListEventsRequest{}
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[21]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1255,7 +1634,7 @@ func (x *ListEventsRequest) String() string {
 func (*ListEventsRequest) ProtoMessage() {}
 
 func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[21]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1268,7 +1647,7 @@ func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListEventsRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{21}
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ListEventsRequest) GetCluster() string {
@@ -1302,7 +1681,7 @@ type ListEventsResponse struct {
 
 func (x *ListEventsResponse) Reset() {
 	*x = ListEventsResponse{}
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[22]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1314,7 +1693,7 @@ func (x *ListEventsResponse) String() string {
 func (*ListEventsResponse) ProtoMessage() {}
 
 func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[22]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1327,7 +1706,7 @@ func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListEventsResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{22}
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ListEventsResponse) GetEvents() []*Event {
@@ -1348,7 +1727,7 @@ type SyncAppRequest struct {
 
 func (x *SyncAppRequest) Reset() {
 	*x = SyncAppRequest{}
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[23]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1360,7 +1739,7 @@ func (x *SyncAppRequest) String() string {
 func (*SyncAppRequest) ProtoMessage() {}
 
 func (x *SyncAppRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[23]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1373,7 +1752,7 @@ func (x *SyncAppRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncAppRequest.ProtoReflect.Descriptor instead.
 func (*SyncAppRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{23}
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *SyncAppRequest) GetApp() string {
@@ -1407,7 +1786,7 @@ type ClusterResult struct {
 
 func (x *ClusterResult) Reset() {
 	*x = ClusterResult{}
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[24]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1419,7 +1798,7 @@ func (x *ClusterResult) String() string {
 func (*ClusterResult) ProtoMessage() {}
 
 func (x *ClusterResult) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[24]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1432,7 +1811,7 @@ func (x *ClusterResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterResult.ProtoReflect.Descriptor instead.
 func (*ClusterResult) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{24}
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ClusterResult) GetCluster() string {
@@ -1473,7 +1852,7 @@ type SyncAppResponse struct {
 
 func (x *SyncAppResponse) Reset() {
 	*x = SyncAppResponse{}
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[25]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1485,7 +1864,7 @@ func (x *SyncAppResponse) String() string {
 func (*SyncAppResponse) ProtoMessage() {}
 
 func (x *SyncAppResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[25]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1498,7 +1877,7 @@ func (x *SyncAppResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncAppResponse.ProtoReflect.Descriptor instead.
 func (*SyncAppResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{25}
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *SyncAppResponse) GetClusters() []*ClusterResult {
@@ -1523,7 +1902,7 @@ type RollbackAppRequest struct {
 
 func (x *RollbackAppRequest) Reset() {
 	*x = RollbackAppRequest{}
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[26]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1535,7 +1914,7 @@ func (x *RollbackAppRequest) String() string {
 func (*RollbackAppRequest) ProtoMessage() {}
 
 func (x *RollbackAppRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[26]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1548,7 +1927,7 @@ func (x *RollbackAppRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackAppRequest.ProtoReflect.Descriptor instead.
 func (*RollbackAppRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{26}
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RollbackAppRequest) GetApp() string {
@@ -1583,7 +1962,7 @@ type RollbackAppResponse struct {
 
 func (x *RollbackAppResponse) Reset() {
 	*x = RollbackAppResponse{}
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[27]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1595,7 +1974,7 @@ func (x *RollbackAppResponse) String() string {
 func (*RollbackAppResponse) ProtoMessage() {}
 
 func (x *RollbackAppResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[27]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1608,7 +1987,7 @@ func (x *RollbackAppResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackAppResponse.ProtoReflect.Descriptor instead.
 func (*RollbackAppResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{27}
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RollbackAppResponse) GetClusters() []*ClusterResult {
@@ -1628,7 +2007,7 @@ type RevertAppRequest struct {
 
 func (x *RevertAppRequest) Reset() {
 	*x = RevertAppRequest{}
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[28]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1640,7 +2019,7 @@ func (x *RevertAppRequest) String() string {
 func (*RevertAppRequest) ProtoMessage() {}
 
 func (x *RevertAppRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[28]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1653,7 +2032,7 @@ func (x *RevertAppRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevertAppRequest.ProtoReflect.Descriptor instead.
 func (*RevertAppRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{28}
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *RevertAppRequest) GetApp() string {
@@ -1684,7 +2063,7 @@ type RevertAppResponse struct {
 
 func (x *RevertAppResponse) Reset() {
 	*x = RevertAppResponse{}
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[29]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1696,7 +2075,7 @@ func (x *RevertAppResponse) String() string {
 func (*RevertAppResponse) ProtoMessage() {}
 
 func (x *RevertAppResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[29]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1709,7 +2088,7 @@ func (x *RevertAppResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevertAppResponse.ProtoReflect.Descriptor instead.
 func (*RevertAppResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{29}
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *RevertAppResponse) GetRepoUrl() string {
@@ -1772,7 +2151,7 @@ type UnpinAppRequest struct {
 
 func (x *UnpinAppRequest) Reset() {
 	*x = UnpinAppRequest{}
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[30]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1784,7 +2163,7 @@ func (x *UnpinAppRequest) String() string {
 func (*UnpinAppRequest) ProtoMessage() {}
 
 func (x *UnpinAppRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[30]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1797,7 +2176,7 @@ func (x *UnpinAppRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnpinAppRequest.ProtoReflect.Descriptor instead.
 func (*UnpinAppRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{30}
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *UnpinAppRequest) GetApp() string {
@@ -1824,7 +2203,7 @@ type UnpinAppResponse struct {
 
 func (x *UnpinAppResponse) Reset() {
 	*x = UnpinAppResponse{}
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[31]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1836,7 +2215,7 @@ func (x *UnpinAppResponse) String() string {
 func (*UnpinAppResponse) ProtoMessage() {}
 
 func (x *UnpinAppResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[31]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1849,7 +2228,7 @@ func (x *UnpinAppResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnpinAppResponse.ProtoReflect.Descriptor instead.
 func (*UnpinAppResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{31}
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *UnpinAppResponse) GetClusters() []*ClusterResult {
@@ -1874,7 +2253,7 @@ type RolloutAppRequest struct {
 
 func (x *RolloutAppRequest) Reset() {
 	*x = RolloutAppRequest{}
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[32]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1886,7 +2265,7 @@ func (x *RolloutAppRequest) String() string {
 func (*RolloutAppRequest) ProtoMessage() {}
 
 func (x *RolloutAppRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[32]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1899,7 +2278,7 @@ func (x *RolloutAppRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutAppRequest.ProtoReflect.Descriptor instead.
 func (*RolloutAppRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{32}
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RolloutAppRequest) GetApp() string {
@@ -1940,7 +2319,7 @@ type RolloutAppResponse struct {
 
 func (x *RolloutAppResponse) Reset() {
 	*x = RolloutAppResponse{}
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[33]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1952,7 +2331,7 @@ func (x *RolloutAppResponse) String() string {
 func (*RolloutAppResponse) ProtoMessage() {}
 
 func (x *RolloutAppResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[33]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1965,7 +2344,7 @@ func (x *RolloutAppResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutAppResponse.ProtoReflect.Descriptor instead.
 func (*RolloutAppResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{33}
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *RolloutAppResponse) GetClusters() []*ClusterResult {
@@ -1985,7 +2364,7 @@ type GetFleetRolloutRequest struct {
 
 func (x *GetFleetRolloutRequest) Reset() {
 	*x = GetFleetRolloutRequest{}
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[34]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1997,7 +2376,7 @@ func (x *GetFleetRolloutRequest) String() string {
 func (*GetFleetRolloutRequest) ProtoMessage() {}
 
 func (x *GetFleetRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[34]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2010,7 +2389,7 @@ func (x *GetFleetRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFleetRolloutRequest.ProtoReflect.Descriptor instead.
 func (*GetFleetRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{34}
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *GetFleetRolloutRequest) GetName() string {
@@ -2029,7 +2408,7 @@ type GetFleetRolloutResponse struct {
 
 func (x *GetFleetRolloutResponse) Reset() {
 	*x = GetFleetRolloutResponse{}
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[35]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2041,7 +2420,7 @@ func (x *GetFleetRolloutResponse) String() string {
 func (*GetFleetRolloutResponse) ProtoMessage() {}
 
 func (x *GetFleetRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[35]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2054,7 +2433,7 @@ func (x *GetFleetRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFleetRolloutResponse.ProtoReflect.Descriptor instead.
 func (*GetFleetRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{35}
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *GetFleetRolloutResponse) GetRollout() *FleetRollout {
@@ -2077,7 +2456,7 @@ type PromoteFleetRolloutRequest struct {
 
 func (x *PromoteFleetRolloutRequest) Reset() {
 	*x = PromoteFleetRolloutRequest{}
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[36]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2089,7 +2468,7 @@ func (x *PromoteFleetRolloutRequest) String() string {
 func (*PromoteFleetRolloutRequest) ProtoMessage() {}
 
 func (x *PromoteFleetRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[36]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2102,7 +2481,7 @@ func (x *PromoteFleetRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteFleetRolloutRequest.ProtoReflect.Descriptor instead.
 func (*PromoteFleetRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{36}
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *PromoteFleetRolloutRequest) GetName() string {
@@ -2128,7 +2507,7 @@ type PromoteFleetRolloutResponse struct {
 
 func (x *PromoteFleetRolloutResponse) Reset() {
 	*x = PromoteFleetRolloutResponse{}
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[37]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2140,7 +2519,7 @@ func (x *PromoteFleetRolloutResponse) String() string {
 func (*PromoteFleetRolloutResponse) ProtoMessage() {}
 
 func (x *PromoteFleetRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[37]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2153,7 +2532,7 @@ func (x *PromoteFleetRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteFleetRolloutResponse.ProtoReflect.Descriptor instead.
 func (*PromoteFleetRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{37}
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *PromoteFleetRolloutResponse) GetRollout() *FleetRollout {
@@ -2173,7 +2552,7 @@ type AbortFleetRolloutRequest struct {
 
 func (x *AbortFleetRolloutRequest) Reset() {
 	*x = AbortFleetRolloutRequest{}
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[38]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2185,7 +2564,7 @@ func (x *AbortFleetRolloutRequest) String() string {
 func (*AbortFleetRolloutRequest) ProtoMessage() {}
 
 func (x *AbortFleetRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[38]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2198,7 +2577,7 @@ func (x *AbortFleetRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortFleetRolloutRequest.ProtoReflect.Descriptor instead.
 func (*AbortFleetRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{38}
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *AbortFleetRolloutRequest) GetName() string {
@@ -2224,7 +2603,7 @@ type AbortFleetRolloutResponse struct {
 
 func (x *AbortFleetRolloutResponse) Reset() {
 	*x = AbortFleetRolloutResponse{}
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[39]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2236,7 +2615,7 @@ func (x *AbortFleetRolloutResponse) String() string {
 func (*AbortFleetRolloutResponse) ProtoMessage() {}
 
 func (x *AbortFleetRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_hub_service_proto_msgTypes[39]
+	mi := &file_flotilla_v1_hub_service_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2249,7 +2628,7 @@ func (x *AbortFleetRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortFleetRolloutResponse.ProtoReflect.Descriptor instead.
 func (*AbortFleetRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{39}
+	return file_flotilla_v1_hub_service_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *AbortFleetRolloutResponse) GetRollout() *FleetRollout {
@@ -2263,7 +2642,35 @@ var File_flotilla_v1_hub_service_proto protoreflect.FileDescriptor
 
 const file_flotilla_v1_hub_service_proto_rawDesc = "" +
 	"\n" +
-	"\x1dflotilla/v1/hub_service.proto\x12\vflotilla.v1\x1a\x1cflotilla/v1/app_status.proto\x1a\x19flotilla/v1/cluster.proto\x1a\x1fflotilla/v1/agent_command.proto\x1a\x1fflotilla/v1/desired_state.proto\x1a\x17flotilla/v1/event.proto\x1a\x1fflotilla/v1/fleet_rollout.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x15\n" +
+	"\x1dflotilla/v1/hub_service.proto\x12\vflotilla.v1\x1a\x1cflotilla/v1/app_status.proto\x1a\x19flotilla/v1/cluster.proto\x1a\x1fflotilla/v1/agent_command.proto\x1a\x1fflotilla/v1/desired_state.proto\x1a\x17flotilla/v1/event.proto\x1a\x1fflotilla/v1/fleet_rollout.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x0f\n" +
+	"\rWhoAmIRequest\"8\n" +
+	"\x0eWhoAmIResponse\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04role\x18\x02 \x01(\tR\x04role\"\x13\n" +
+	"\x11WatchFleetRequest\"\xa2\x02\n" +
+	"\x12WatchFleetResponse\x12\x1a\n" +
+	"\bsnapshot\x18\x01 \x01(\bR\bsnapshot\x12)\n" +
+	"\x04apps\x18\x02 \x03(\v2\x15.flotilla.v1.FleetAppR\x04apps\x128\n" +
+	"\fremoved_apps\x18\x03 \x03(\v2\x15.flotilla.v1.FleetAppR\vremovedApps\x124\n" +
+	"\bclusters\x18\x04 \x03(\v2\x18.flotilla.v1.ClusterInfoR\bclusters\x12)\n" +
+	"\x10removed_clusters\x18\x05 \x03(\tR\x0fremovedClusters\x12*\n" +
+	"\x06events\x18\x06 \x03(\v2\x12.flotilla.v1.EventR\x06events\"\x96\x03\n" +
+	"\bFleetApp\x12\x18\n" +
+	"\acluster\x18\x01 \x01(\tR\acluster\x12\x10\n" +
+	"\x03app\x18\x02 \x01(\tR\x03app\x12\x12\n" +
+	"\x04sync\x18\x03 \x01(\tR\x04sync\x12\x16\n" +
+	"\x06health\x18\x04 \x01(\tR\x06health\x12\x14\n" +
+	"\x05phase\x18\x05 \x01(\tR\x05phase\x12\x1d\n" +
+	"\n" +
+	"history_id\x18\x06 \x01(\x04R\thistoryId\x12\x1a\n" +
+	"\brevision\x18\a \x01(\tR\brevision\x12\"\n" +
+	"\x03pin\x18\b \x01(\v2\x10.flotilla.v1.PinR\x03pin\x12\x18\n" +
+	"\arollout\x18\t \x01(\tR\arollout\x12.\n" +
+	"\x13rollout_in_progress\x18\n" +
+	" \x01(\bR\x11rolloutInProgress\x12?\n" +
+	"\roffline_since\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\fofflineSince\x12\x18\n" +
+	"\arefused\x18\f \x01(\tR\arefused\x12\x18\n" +
+	"\amessage\x18\r \x01(\tR\amessage\"\x15\n" +
 	"\x13ListClustersRequest\"\xef\x01\n" +
 	"\vClusterInfo\x12D\n" +
 	"\fregistration\x18\x01 \x01(\v2 .flotilla.v1.ClusterRegistrationR\fregistration\x12\x1c\n" +
@@ -2407,8 +2814,7 @@ const file_flotilla_v1_hub_service_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\brollback\x18\x02 \x01(\bR\brollback\"P\n" +
 	"\x19AbortFleetRolloutResponse\x123\n" +
-	"\arollout\x18\x01 \x01(\v2\x19.flotilla.v1.FleetRolloutR\arollout2\xfe\n" +
-	"\n" +
+	"\arollout\x18\x01 \x01(\v2\x19.flotilla.v1.FleetRolloutR\arollout2\x92\f\n" +
 	"\n" +
 	"HubService\x12S\n" +
 	"\fListClusters\x12 .flotilla.v1.ListClustersRequest\x1a!.flotilla.v1.ListClustersResponse\x12M\n" +
@@ -2430,7 +2836,10 @@ const file_flotilla_v1_hub_service_proto_rawDesc = "" +
 	"RolloutApp\x12\x1e.flotilla.v1.RolloutAppRequest\x1a\x1f.flotilla.v1.RolloutAppResponse\x12\\\n" +
 	"\x0fGetFleetRollout\x12#.flotilla.v1.GetFleetRolloutRequest\x1a$.flotilla.v1.GetFleetRolloutResponse\x12h\n" +
 	"\x13PromoteFleetRollout\x12'.flotilla.v1.PromoteFleetRolloutRequest\x1a(.flotilla.v1.PromoteFleetRolloutResponse\x12b\n" +
-	"\x11AbortFleetRollout\x12%.flotilla.v1.AbortFleetRolloutRequest\x1a&.flotilla.v1.AbortFleetRolloutResponseB?Z=github.com/flotilla-dev/flotilla/proto/flotilla/v1;flotillav1b\x06proto3"
+	"\x11AbortFleetRollout\x12%.flotilla.v1.AbortFleetRolloutRequest\x1a&.flotilla.v1.AbortFleetRolloutResponse\x12A\n" +
+	"\x06WhoAmI\x12\x1a.flotilla.v1.WhoAmIRequest\x1a\x1b.flotilla.v1.WhoAmIResponse\x12O\n" +
+	"\n" +
+	"WatchFleet\x12\x1e.flotilla.v1.WatchFleetRequest\x1a\x1f.flotilla.v1.WatchFleetResponse0\x01B?Z=github.com/flotilla-dev/flotilla/proto/flotilla/v1;flotillav1b\x06proto3"
 
 var (
 	file_flotilla_v1_hub_service_proto_rawDescOnce sync.Once
@@ -2444,132 +2853,147 @@ func file_flotilla_v1_hub_service_proto_rawDescGZIP() []byte {
 	return file_flotilla_v1_hub_service_proto_rawDescData
 }
 
-var file_flotilla_v1_hub_service_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
+var file_flotilla_v1_hub_service_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
 var file_flotilla_v1_hub_service_proto_goTypes = []any{
-	(*ListClustersRequest)(nil),         // 0: flotilla.v1.ListClustersRequest
-	(*ClusterInfo)(nil),                 // 1: flotilla.v1.ClusterInfo
-	(*AddClusterRequest)(nil),           // 2: flotilla.v1.AddClusterRequest
-	(*AddClusterResponse)(nil),          // 3: flotilla.v1.AddClusterResponse
-	(*ClusterCredentials)(nil),          // 4: flotilla.v1.ClusterCredentials
-	(*LabelClusterRequest)(nil),         // 5: flotilla.v1.LabelClusterRequest
-	(*LabelClusterResponse)(nil),        // 6: flotilla.v1.LabelClusterResponse
-	(*RevokeClusterRequest)(nil),        // 7: flotilla.v1.RevokeClusterRequest
-	(*RevokeClusterResponse)(nil),       // 8: flotilla.v1.RevokeClusterResponse
-	(*ListClustersResponse)(nil),        // 9: flotilla.v1.ListClustersResponse
-	(*ListAppsRequest)(nil),             // 10: flotilla.v1.ListAppsRequest
-	(*AppInfo)(nil),                     // 11: flotilla.v1.AppInfo
-	(*ListAppsResponse)(nil),            // 12: flotilla.v1.ListAppsResponse
-	(*GetAppRequest)(nil),               // 13: flotilla.v1.GetAppRequest
-	(*GetAppResponse)(nil),              // 14: flotilla.v1.GetAppResponse
-	(*GetAppHistoryRequest)(nil),        // 15: flotilla.v1.GetAppHistoryRequest
-	(*HistoryEntry)(nil),                // 16: flotilla.v1.HistoryEntry
-	(*GetAppHistoryResponse)(nil),       // 17: flotilla.v1.GetAppHistoryResponse
-	(*DiffAppRequest)(nil),              // 18: flotilla.v1.DiffAppRequest
-	(*ClusterDiff)(nil),                 // 19: flotilla.v1.ClusterDiff
-	(*DiffAppResponse)(nil),             // 20: flotilla.v1.DiffAppResponse
-	(*ListEventsRequest)(nil),           // 21: flotilla.v1.ListEventsRequest
-	(*ListEventsResponse)(nil),          // 22: flotilla.v1.ListEventsResponse
-	(*SyncAppRequest)(nil),              // 23: flotilla.v1.SyncAppRequest
-	(*ClusterResult)(nil),               // 24: flotilla.v1.ClusterResult
-	(*SyncAppResponse)(nil),             // 25: flotilla.v1.SyncAppResponse
-	(*RollbackAppRequest)(nil),          // 26: flotilla.v1.RollbackAppRequest
-	(*RollbackAppResponse)(nil),         // 27: flotilla.v1.RollbackAppResponse
-	(*RevertAppRequest)(nil),            // 28: flotilla.v1.RevertAppRequest
-	(*RevertAppResponse)(nil),           // 29: flotilla.v1.RevertAppResponse
-	(*UnpinAppRequest)(nil),             // 30: flotilla.v1.UnpinAppRequest
-	(*UnpinAppResponse)(nil),            // 31: flotilla.v1.UnpinAppResponse
-	(*RolloutAppRequest)(nil),           // 32: flotilla.v1.RolloutAppRequest
-	(*RolloutAppResponse)(nil),          // 33: flotilla.v1.RolloutAppResponse
-	(*GetFleetRolloutRequest)(nil),      // 34: flotilla.v1.GetFleetRolloutRequest
-	(*GetFleetRolloutResponse)(nil),     // 35: flotilla.v1.GetFleetRolloutResponse
-	(*PromoteFleetRolloutRequest)(nil),  // 36: flotilla.v1.PromoteFleetRolloutRequest
-	(*PromoteFleetRolloutResponse)(nil), // 37: flotilla.v1.PromoteFleetRolloutResponse
-	(*AbortFleetRolloutRequest)(nil),    // 38: flotilla.v1.AbortFleetRolloutRequest
-	(*AbortFleetRolloutResponse)(nil),   // 39: flotilla.v1.AbortFleetRolloutResponse
-	nil,                                 // 40: flotilla.v1.AddClusterRequest.LabelsEntry
-	nil,                                 // 41: flotilla.v1.LabelClusterRequest.LabelsEntry
-	(*ClusterRegistration)(nil),         // 42: flotilla.v1.ClusterRegistration
-	(*timestamppb.Timestamp)(nil),       // 43: google.protobuf.Timestamp
-	(*DesiredState)(nil),                // 44: flotilla.v1.DesiredState
-	(*AppStatus)(nil),                   // 45: flotilla.v1.AppStatus
-	(*Source)(nil),                      // 46: flotilla.v1.Source
-	(Initiator)(0),                      // 47: flotilla.v1.Initiator
+	(*WhoAmIRequest)(nil),               // 0: flotilla.v1.WhoAmIRequest
+	(*WhoAmIResponse)(nil),              // 1: flotilla.v1.WhoAmIResponse
+	(*WatchFleetRequest)(nil),           // 2: flotilla.v1.WatchFleetRequest
+	(*WatchFleetResponse)(nil),          // 3: flotilla.v1.WatchFleetResponse
+	(*FleetApp)(nil),                    // 4: flotilla.v1.FleetApp
+	(*ListClustersRequest)(nil),         // 5: flotilla.v1.ListClustersRequest
+	(*ClusterInfo)(nil),                 // 6: flotilla.v1.ClusterInfo
+	(*AddClusterRequest)(nil),           // 7: flotilla.v1.AddClusterRequest
+	(*AddClusterResponse)(nil),          // 8: flotilla.v1.AddClusterResponse
+	(*ClusterCredentials)(nil),          // 9: flotilla.v1.ClusterCredentials
+	(*LabelClusterRequest)(nil),         // 10: flotilla.v1.LabelClusterRequest
+	(*LabelClusterResponse)(nil),        // 11: flotilla.v1.LabelClusterResponse
+	(*RevokeClusterRequest)(nil),        // 12: flotilla.v1.RevokeClusterRequest
+	(*RevokeClusterResponse)(nil),       // 13: flotilla.v1.RevokeClusterResponse
+	(*ListClustersResponse)(nil),        // 14: flotilla.v1.ListClustersResponse
+	(*ListAppsRequest)(nil),             // 15: flotilla.v1.ListAppsRequest
+	(*AppInfo)(nil),                     // 16: flotilla.v1.AppInfo
+	(*ListAppsResponse)(nil),            // 17: flotilla.v1.ListAppsResponse
+	(*GetAppRequest)(nil),               // 18: flotilla.v1.GetAppRequest
+	(*GetAppResponse)(nil),              // 19: flotilla.v1.GetAppResponse
+	(*GetAppHistoryRequest)(nil),        // 20: flotilla.v1.GetAppHistoryRequest
+	(*HistoryEntry)(nil),                // 21: flotilla.v1.HistoryEntry
+	(*GetAppHistoryResponse)(nil),       // 22: flotilla.v1.GetAppHistoryResponse
+	(*DiffAppRequest)(nil),              // 23: flotilla.v1.DiffAppRequest
+	(*ClusterDiff)(nil),                 // 24: flotilla.v1.ClusterDiff
+	(*DiffAppResponse)(nil),             // 25: flotilla.v1.DiffAppResponse
+	(*ListEventsRequest)(nil),           // 26: flotilla.v1.ListEventsRequest
+	(*ListEventsResponse)(nil),          // 27: flotilla.v1.ListEventsResponse
+	(*SyncAppRequest)(nil),              // 28: flotilla.v1.SyncAppRequest
+	(*ClusterResult)(nil),               // 29: flotilla.v1.ClusterResult
+	(*SyncAppResponse)(nil),             // 30: flotilla.v1.SyncAppResponse
+	(*RollbackAppRequest)(nil),          // 31: flotilla.v1.RollbackAppRequest
+	(*RollbackAppResponse)(nil),         // 32: flotilla.v1.RollbackAppResponse
+	(*RevertAppRequest)(nil),            // 33: flotilla.v1.RevertAppRequest
+	(*RevertAppResponse)(nil),           // 34: flotilla.v1.RevertAppResponse
+	(*UnpinAppRequest)(nil),             // 35: flotilla.v1.UnpinAppRequest
+	(*UnpinAppResponse)(nil),            // 36: flotilla.v1.UnpinAppResponse
+	(*RolloutAppRequest)(nil),           // 37: flotilla.v1.RolloutAppRequest
+	(*RolloutAppResponse)(nil),          // 38: flotilla.v1.RolloutAppResponse
+	(*GetFleetRolloutRequest)(nil),      // 39: flotilla.v1.GetFleetRolloutRequest
+	(*GetFleetRolloutResponse)(nil),     // 40: flotilla.v1.GetFleetRolloutResponse
+	(*PromoteFleetRolloutRequest)(nil),  // 41: flotilla.v1.PromoteFleetRolloutRequest
+	(*PromoteFleetRolloutResponse)(nil), // 42: flotilla.v1.PromoteFleetRolloutResponse
+	(*AbortFleetRolloutRequest)(nil),    // 43: flotilla.v1.AbortFleetRolloutRequest
+	(*AbortFleetRolloutResponse)(nil),   // 44: flotilla.v1.AbortFleetRolloutResponse
+	nil,                                 // 45: flotilla.v1.AddClusterRequest.LabelsEntry
+	nil,                                 // 46: flotilla.v1.LabelClusterRequest.LabelsEntry
+	(*Event)(nil),                       // 47: flotilla.v1.Event
 	(*Pin)(nil),                         // 48: flotilla.v1.Pin
-	(*ObjectDiff)(nil),                  // 49: flotilla.v1.ObjectDiff
-	(*Event)(nil),                       // 50: flotilla.v1.Event
-	(RolloutAction)(0),                  // 51: flotilla.v1.RolloutAction
-	(*FleetRollout)(nil),                // 52: flotilla.v1.FleetRollout
+	(*timestamppb.Timestamp)(nil),       // 49: google.protobuf.Timestamp
+	(*ClusterRegistration)(nil),         // 50: flotilla.v1.ClusterRegistration
+	(*DesiredState)(nil),                // 51: flotilla.v1.DesiredState
+	(*AppStatus)(nil),                   // 52: flotilla.v1.AppStatus
+	(*Source)(nil),                      // 53: flotilla.v1.Source
+	(Initiator)(0),                      // 54: flotilla.v1.Initiator
+	(*ObjectDiff)(nil),                  // 55: flotilla.v1.ObjectDiff
+	(RolloutAction)(0),                  // 56: flotilla.v1.RolloutAction
+	(*FleetRollout)(nil),                // 57: flotilla.v1.FleetRollout
 }
 var file_flotilla_v1_hub_service_proto_depIdxs = []int32{
-	42, // 0: flotilla.v1.ClusterInfo.registration:type_name -> flotilla.v1.ClusterRegistration
-	43, // 1: flotilla.v1.ClusterInfo.last_heartbeat:type_name -> google.protobuf.Timestamp
-	43, // 2: flotilla.v1.ClusterInfo.revoked_at:type_name -> google.protobuf.Timestamp
-	40, // 3: flotilla.v1.AddClusterRequest.labels:type_name -> flotilla.v1.AddClusterRequest.LabelsEntry
-	4,  // 4: flotilla.v1.AddClusterResponse.credentials:type_name -> flotilla.v1.ClusterCredentials
-	41, // 5: flotilla.v1.LabelClusterRequest.labels:type_name -> flotilla.v1.LabelClusterRequest.LabelsEntry
-	43, // 6: flotilla.v1.RevokeClusterResponse.revoked_at:type_name -> google.protobuf.Timestamp
-	1,  // 7: flotilla.v1.ListClustersResponse.clusters:type_name -> flotilla.v1.ClusterInfo
-	44, // 8: flotilla.v1.AppInfo.desired:type_name -> flotilla.v1.DesiredState
-	45, // 9: flotilla.v1.AppInfo.status:type_name -> flotilla.v1.AppStatus
-	43, // 10: flotilla.v1.AppInfo.offline_since:type_name -> google.protobuf.Timestamp
-	11, // 11: flotilla.v1.ListAppsResponse.apps:type_name -> flotilla.v1.AppInfo
-	11, // 12: flotilla.v1.GetAppResponse.apps:type_name -> flotilla.v1.AppInfo
-	46, // 13: flotilla.v1.HistoryEntry.source:type_name -> flotilla.v1.Source
-	43, // 14: flotilla.v1.HistoryEntry.published_at:type_name -> google.protobuf.Timestamp
-	47, // 15: flotilla.v1.HistoryEntry.initiator:type_name -> flotilla.v1.Initiator
-	48, // 16: flotilla.v1.HistoryEntry.pin:type_name -> flotilla.v1.Pin
-	16, // 17: flotilla.v1.GetAppHistoryResponse.entries:type_name -> flotilla.v1.HistoryEntry
-	49, // 18: flotilla.v1.ClusterDiff.diffs:type_name -> flotilla.v1.ObjectDiff
-	19, // 19: flotilla.v1.DiffAppResponse.clusters:type_name -> flotilla.v1.ClusterDiff
-	50, // 20: flotilla.v1.ListEventsResponse.events:type_name -> flotilla.v1.Event
-	24, // 21: flotilla.v1.SyncAppResponse.clusters:type_name -> flotilla.v1.ClusterResult
-	24, // 22: flotilla.v1.RollbackAppResponse.clusters:type_name -> flotilla.v1.ClusterResult
-	24, // 23: flotilla.v1.RevertAppResponse.clusters:type_name -> flotilla.v1.ClusterResult
-	24, // 24: flotilla.v1.UnpinAppResponse.clusters:type_name -> flotilla.v1.ClusterResult
-	51, // 25: flotilla.v1.RolloutAppRequest.action:type_name -> flotilla.v1.RolloutAction
-	24, // 26: flotilla.v1.RolloutAppResponse.clusters:type_name -> flotilla.v1.ClusterResult
-	52, // 27: flotilla.v1.GetFleetRolloutResponse.rollout:type_name -> flotilla.v1.FleetRollout
-	52, // 28: flotilla.v1.PromoteFleetRolloutResponse.rollout:type_name -> flotilla.v1.FleetRollout
-	52, // 29: flotilla.v1.AbortFleetRolloutResponse.rollout:type_name -> flotilla.v1.FleetRollout
-	0,  // 30: flotilla.v1.HubService.ListClusters:input_type -> flotilla.v1.ListClustersRequest
-	2,  // 31: flotilla.v1.HubService.AddCluster:input_type -> flotilla.v1.AddClusterRequest
-	5,  // 32: flotilla.v1.HubService.LabelCluster:input_type -> flotilla.v1.LabelClusterRequest
-	7,  // 33: flotilla.v1.HubService.RevokeCluster:input_type -> flotilla.v1.RevokeClusterRequest
-	10, // 34: flotilla.v1.HubService.ListApps:input_type -> flotilla.v1.ListAppsRequest
-	13, // 35: flotilla.v1.HubService.GetApp:input_type -> flotilla.v1.GetAppRequest
-	15, // 36: flotilla.v1.HubService.GetAppHistory:input_type -> flotilla.v1.GetAppHistoryRequest
-	18, // 37: flotilla.v1.HubService.DiffApp:input_type -> flotilla.v1.DiffAppRequest
-	21, // 38: flotilla.v1.HubService.ListEvents:input_type -> flotilla.v1.ListEventsRequest
-	23, // 39: flotilla.v1.HubService.SyncApp:input_type -> flotilla.v1.SyncAppRequest
-	26, // 40: flotilla.v1.HubService.RollbackApp:input_type -> flotilla.v1.RollbackAppRequest
-	28, // 41: flotilla.v1.HubService.RevertApp:input_type -> flotilla.v1.RevertAppRequest
-	30, // 42: flotilla.v1.HubService.UnpinApp:input_type -> flotilla.v1.UnpinAppRequest
-	32, // 43: flotilla.v1.HubService.RolloutApp:input_type -> flotilla.v1.RolloutAppRequest
-	34, // 44: flotilla.v1.HubService.GetFleetRollout:input_type -> flotilla.v1.GetFleetRolloutRequest
-	36, // 45: flotilla.v1.HubService.PromoteFleetRollout:input_type -> flotilla.v1.PromoteFleetRolloutRequest
-	38, // 46: flotilla.v1.HubService.AbortFleetRollout:input_type -> flotilla.v1.AbortFleetRolloutRequest
-	9,  // 47: flotilla.v1.HubService.ListClusters:output_type -> flotilla.v1.ListClustersResponse
-	3,  // 48: flotilla.v1.HubService.AddCluster:output_type -> flotilla.v1.AddClusterResponse
-	6,  // 49: flotilla.v1.HubService.LabelCluster:output_type -> flotilla.v1.LabelClusterResponse
-	8,  // 50: flotilla.v1.HubService.RevokeCluster:output_type -> flotilla.v1.RevokeClusterResponse
-	12, // 51: flotilla.v1.HubService.ListApps:output_type -> flotilla.v1.ListAppsResponse
-	14, // 52: flotilla.v1.HubService.GetApp:output_type -> flotilla.v1.GetAppResponse
-	17, // 53: flotilla.v1.HubService.GetAppHistory:output_type -> flotilla.v1.GetAppHistoryResponse
-	20, // 54: flotilla.v1.HubService.DiffApp:output_type -> flotilla.v1.DiffAppResponse
-	22, // 55: flotilla.v1.HubService.ListEvents:output_type -> flotilla.v1.ListEventsResponse
-	25, // 56: flotilla.v1.HubService.SyncApp:output_type -> flotilla.v1.SyncAppResponse
-	27, // 57: flotilla.v1.HubService.RollbackApp:output_type -> flotilla.v1.RollbackAppResponse
-	29, // 58: flotilla.v1.HubService.RevertApp:output_type -> flotilla.v1.RevertAppResponse
-	31, // 59: flotilla.v1.HubService.UnpinApp:output_type -> flotilla.v1.UnpinAppResponse
-	33, // 60: flotilla.v1.HubService.RolloutApp:output_type -> flotilla.v1.RolloutAppResponse
-	35, // 61: flotilla.v1.HubService.GetFleetRollout:output_type -> flotilla.v1.GetFleetRolloutResponse
-	37, // 62: flotilla.v1.HubService.PromoteFleetRollout:output_type -> flotilla.v1.PromoteFleetRolloutResponse
-	39, // 63: flotilla.v1.HubService.AbortFleetRollout:output_type -> flotilla.v1.AbortFleetRolloutResponse
-	47, // [47:64] is the sub-list for method output_type
-	30, // [30:47] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	4,  // 0: flotilla.v1.WatchFleetResponse.apps:type_name -> flotilla.v1.FleetApp
+	4,  // 1: flotilla.v1.WatchFleetResponse.removed_apps:type_name -> flotilla.v1.FleetApp
+	6,  // 2: flotilla.v1.WatchFleetResponse.clusters:type_name -> flotilla.v1.ClusterInfo
+	47, // 3: flotilla.v1.WatchFleetResponse.events:type_name -> flotilla.v1.Event
+	48, // 4: flotilla.v1.FleetApp.pin:type_name -> flotilla.v1.Pin
+	49, // 5: flotilla.v1.FleetApp.offline_since:type_name -> google.protobuf.Timestamp
+	50, // 6: flotilla.v1.ClusterInfo.registration:type_name -> flotilla.v1.ClusterRegistration
+	49, // 7: flotilla.v1.ClusterInfo.last_heartbeat:type_name -> google.protobuf.Timestamp
+	49, // 8: flotilla.v1.ClusterInfo.revoked_at:type_name -> google.protobuf.Timestamp
+	45, // 9: flotilla.v1.AddClusterRequest.labels:type_name -> flotilla.v1.AddClusterRequest.LabelsEntry
+	9,  // 10: flotilla.v1.AddClusterResponse.credentials:type_name -> flotilla.v1.ClusterCredentials
+	46, // 11: flotilla.v1.LabelClusterRequest.labels:type_name -> flotilla.v1.LabelClusterRequest.LabelsEntry
+	49, // 12: flotilla.v1.RevokeClusterResponse.revoked_at:type_name -> google.protobuf.Timestamp
+	6,  // 13: flotilla.v1.ListClustersResponse.clusters:type_name -> flotilla.v1.ClusterInfo
+	51, // 14: flotilla.v1.AppInfo.desired:type_name -> flotilla.v1.DesiredState
+	52, // 15: flotilla.v1.AppInfo.status:type_name -> flotilla.v1.AppStatus
+	49, // 16: flotilla.v1.AppInfo.offline_since:type_name -> google.protobuf.Timestamp
+	16, // 17: flotilla.v1.ListAppsResponse.apps:type_name -> flotilla.v1.AppInfo
+	16, // 18: flotilla.v1.GetAppResponse.apps:type_name -> flotilla.v1.AppInfo
+	53, // 19: flotilla.v1.HistoryEntry.source:type_name -> flotilla.v1.Source
+	49, // 20: flotilla.v1.HistoryEntry.published_at:type_name -> google.protobuf.Timestamp
+	54, // 21: flotilla.v1.HistoryEntry.initiator:type_name -> flotilla.v1.Initiator
+	48, // 22: flotilla.v1.HistoryEntry.pin:type_name -> flotilla.v1.Pin
+	21, // 23: flotilla.v1.GetAppHistoryResponse.entries:type_name -> flotilla.v1.HistoryEntry
+	55, // 24: flotilla.v1.ClusterDiff.diffs:type_name -> flotilla.v1.ObjectDiff
+	24, // 25: flotilla.v1.DiffAppResponse.clusters:type_name -> flotilla.v1.ClusterDiff
+	47, // 26: flotilla.v1.ListEventsResponse.events:type_name -> flotilla.v1.Event
+	29, // 27: flotilla.v1.SyncAppResponse.clusters:type_name -> flotilla.v1.ClusterResult
+	29, // 28: flotilla.v1.RollbackAppResponse.clusters:type_name -> flotilla.v1.ClusterResult
+	29, // 29: flotilla.v1.RevertAppResponse.clusters:type_name -> flotilla.v1.ClusterResult
+	29, // 30: flotilla.v1.UnpinAppResponse.clusters:type_name -> flotilla.v1.ClusterResult
+	56, // 31: flotilla.v1.RolloutAppRequest.action:type_name -> flotilla.v1.RolloutAction
+	29, // 32: flotilla.v1.RolloutAppResponse.clusters:type_name -> flotilla.v1.ClusterResult
+	57, // 33: flotilla.v1.GetFleetRolloutResponse.rollout:type_name -> flotilla.v1.FleetRollout
+	57, // 34: flotilla.v1.PromoteFleetRolloutResponse.rollout:type_name -> flotilla.v1.FleetRollout
+	57, // 35: flotilla.v1.AbortFleetRolloutResponse.rollout:type_name -> flotilla.v1.FleetRollout
+	5,  // 36: flotilla.v1.HubService.ListClusters:input_type -> flotilla.v1.ListClustersRequest
+	7,  // 37: flotilla.v1.HubService.AddCluster:input_type -> flotilla.v1.AddClusterRequest
+	10, // 38: flotilla.v1.HubService.LabelCluster:input_type -> flotilla.v1.LabelClusterRequest
+	12, // 39: flotilla.v1.HubService.RevokeCluster:input_type -> flotilla.v1.RevokeClusterRequest
+	15, // 40: flotilla.v1.HubService.ListApps:input_type -> flotilla.v1.ListAppsRequest
+	18, // 41: flotilla.v1.HubService.GetApp:input_type -> flotilla.v1.GetAppRequest
+	20, // 42: flotilla.v1.HubService.GetAppHistory:input_type -> flotilla.v1.GetAppHistoryRequest
+	23, // 43: flotilla.v1.HubService.DiffApp:input_type -> flotilla.v1.DiffAppRequest
+	26, // 44: flotilla.v1.HubService.ListEvents:input_type -> flotilla.v1.ListEventsRequest
+	28, // 45: flotilla.v1.HubService.SyncApp:input_type -> flotilla.v1.SyncAppRequest
+	31, // 46: flotilla.v1.HubService.RollbackApp:input_type -> flotilla.v1.RollbackAppRequest
+	33, // 47: flotilla.v1.HubService.RevertApp:input_type -> flotilla.v1.RevertAppRequest
+	35, // 48: flotilla.v1.HubService.UnpinApp:input_type -> flotilla.v1.UnpinAppRequest
+	37, // 49: flotilla.v1.HubService.RolloutApp:input_type -> flotilla.v1.RolloutAppRequest
+	39, // 50: flotilla.v1.HubService.GetFleetRollout:input_type -> flotilla.v1.GetFleetRolloutRequest
+	41, // 51: flotilla.v1.HubService.PromoteFleetRollout:input_type -> flotilla.v1.PromoteFleetRolloutRequest
+	43, // 52: flotilla.v1.HubService.AbortFleetRollout:input_type -> flotilla.v1.AbortFleetRolloutRequest
+	0,  // 53: flotilla.v1.HubService.WhoAmI:input_type -> flotilla.v1.WhoAmIRequest
+	2,  // 54: flotilla.v1.HubService.WatchFleet:input_type -> flotilla.v1.WatchFleetRequest
+	14, // 55: flotilla.v1.HubService.ListClusters:output_type -> flotilla.v1.ListClustersResponse
+	8,  // 56: flotilla.v1.HubService.AddCluster:output_type -> flotilla.v1.AddClusterResponse
+	11, // 57: flotilla.v1.HubService.LabelCluster:output_type -> flotilla.v1.LabelClusterResponse
+	13, // 58: flotilla.v1.HubService.RevokeCluster:output_type -> flotilla.v1.RevokeClusterResponse
+	17, // 59: flotilla.v1.HubService.ListApps:output_type -> flotilla.v1.ListAppsResponse
+	19, // 60: flotilla.v1.HubService.GetApp:output_type -> flotilla.v1.GetAppResponse
+	22, // 61: flotilla.v1.HubService.GetAppHistory:output_type -> flotilla.v1.GetAppHistoryResponse
+	25, // 62: flotilla.v1.HubService.DiffApp:output_type -> flotilla.v1.DiffAppResponse
+	27, // 63: flotilla.v1.HubService.ListEvents:output_type -> flotilla.v1.ListEventsResponse
+	30, // 64: flotilla.v1.HubService.SyncApp:output_type -> flotilla.v1.SyncAppResponse
+	32, // 65: flotilla.v1.HubService.RollbackApp:output_type -> flotilla.v1.RollbackAppResponse
+	34, // 66: flotilla.v1.HubService.RevertApp:output_type -> flotilla.v1.RevertAppResponse
+	36, // 67: flotilla.v1.HubService.UnpinApp:output_type -> flotilla.v1.UnpinAppResponse
+	38, // 68: flotilla.v1.HubService.RolloutApp:output_type -> flotilla.v1.RolloutAppResponse
+	40, // 69: flotilla.v1.HubService.GetFleetRollout:output_type -> flotilla.v1.GetFleetRolloutResponse
+	42, // 70: flotilla.v1.HubService.PromoteFleetRollout:output_type -> flotilla.v1.PromoteFleetRolloutResponse
+	44, // 71: flotilla.v1.HubService.AbortFleetRollout:output_type -> flotilla.v1.AbortFleetRolloutResponse
+	1,  // 72: flotilla.v1.HubService.WhoAmI:output_type -> flotilla.v1.WhoAmIResponse
+	3,  // 73: flotilla.v1.HubService.WatchFleet:output_type -> flotilla.v1.WatchFleetResponse
+	55, // [55:74] is the sub-list for method output_type
+	36, // [36:55] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_v1_hub_service_proto_init() }
@@ -2583,14 +3007,14 @@ func file_flotilla_v1_hub_service_proto_init() {
 	file_flotilla_v1_desired_state_proto_init()
 	file_flotilla_v1_event_proto_init()
 	file_flotilla_v1_fleet_rollout_proto_init()
-	file_flotilla_v1_hub_service_proto_msgTypes[36].OneofWrappers = []any{}
+	file_flotilla_v1_hub_service_proto_msgTypes[41].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flotilla_v1_hub_service_proto_rawDesc), len(file_flotilla_v1_hub_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   42,
+			NumMessages:   47,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -45,3 +45,24 @@ func (r *RolloutStatus) Measurements() string {
 	}
 	return strings.Join(out, "; ")
 }
+
+// RolloutSummary is the Summary of each of the app's Rollouts, joined by
+// "; ", empty without any.
+func (s *AppStatus) RolloutSummary() string {
+	var out []string
+	for _, ro := range s.GetRollouts() {
+		out = append(out, ro.Summary())
+	}
+	return strings.Join(out, "; ")
+}
+
+// RolloutInProgress reports whether one of the app's Rollouts is on its
+// way: neither Healthy nor Degraded (Progressing, Paused).
+func (s *AppStatus) RolloutInProgress() bool {
+	for _, ro := range s.GetRollouts() {
+		if p := ro.GetPhase(); p != "" && p != "Healthy" && p != "Degraded" {
+			return true
+		}
+	}
+	return false
+}

@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -133,6 +134,60 @@ type Hub struct {
 
 	// bundles are the credentials directories of the clusters added.
 	bundles map[string]string
+	log     *slog.Logger
+	// owner is the test that started the hub: the hub runs until it ends,
+	// restarted or not.
+	owner testenv.TB
+	// cfg is the configuration Server runs on; stop stops it.
+	cfg  *config.Config
+	stop func(testenv.TB)
+}
+
+// start runs a hub on cfg, serving its API on ln, until the owner test
+// ends or Restart stops it.
+func (h *Hub) start(cfg *config.Config, ln net.Listener) {
+	t := h.owner
+	t.Helper()
+	server, err := hub.New(t.Context(), cfg, h.log)
+	if err != nil {
+		ln.Close()
+		t.Fatalf("flotillatest: start hub: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- server.Serve(ctx, ln) }()
+	var once sync.Once
+	stop := func(t testenv.TB) {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("flotillatest: hub: %v", err)
+			}
+			server.Close()
+		})
+	}
+	t.Cleanup(func() { stop(t) })
+	h.Server, h.cfg, h.stop = server, cfg, stop
+}
+
+// Restart stops the hub, its API and its embedded NATS server, and starts
+// it again on the same configuration, data and addresses, as an
+// operator's restart does: agents and API clients find it where it was.
+// It returns once the new hub serves its API, which runs until the test
+// that started it ends (t may be one of its subtests).
+func (h *Hub) Restart(t testenv.TB) {
+	t.Helper()
+	h.stop(t)
+	cfg := *h.cfg
+	if h.cfg.NATS.URL == "" {
+		cfg.NATS.EmbeddedListen = strings.TrimPrefix(h.NATSURL, "tls://")
+	}
+	ln, err := net.Listen("tcp", strings.TrimPrefix(h.APIURL, "https://"))
+	if err != nil {
+		t.Fatalf("flotillatest: listen again: %v", err)
+	}
+	h.start(&cfg, ln)
+	testenv.WaitServing(t, h.HTTP, h.APIURL)
 }
 
 // StartHub pushes the fixture repository to a test git server and starts
@@ -211,29 +266,17 @@ api:
 		}
 		t.Cleanup(func() { _ = shutdown(context.Background()) })
 	}
-	log := opts.Log
-	if log == nil {
-		log = slog.New(slog.NewTextHandler(testLog{t}, nil))
-	}
-	if h.Server, err = hub.New(t.Context(), cfg, log); err != nil {
-		t.Fatalf("flotillatest: start hub: %v", err)
+	h.log = opts.Log
+	if h.log == nil {
+		h.log = slog.New(slog.NewTextHandler(testLog{t}, nil))
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		h.Server.Close()
 		t.Fatal(err)
 	}
 	h.APIURL = "https://" + ln.Addr().String()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- h.Server.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("flotillatest: hub: %v", err)
-		}
-		h.Server.Close()
-	})
+	h.owner = t
+	h.start(cfg, ln)
 	h.NATSURL = h.Server.NATSURL()
 	h.CAFile = h.Server.CAFile()
 	setenv(t, "FLOTILLA_CA_FILE", h.CAFile)

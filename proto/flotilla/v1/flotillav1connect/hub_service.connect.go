@@ -72,6 +72,10 @@ const (
 	// HubServiceAbortFleetRolloutProcedure is the fully-qualified name of the HubService's
 	// AbortFleetRollout RPC.
 	HubServiceAbortFleetRolloutProcedure = "/flotilla.v1.HubService/AbortFleetRollout"
+	// HubServiceWhoAmIProcedure is the fully-qualified name of the HubService's WhoAmI RPC.
+	HubServiceWhoAmIProcedure = "/flotilla.v1.HubService/WhoAmI"
+	// HubServiceWatchFleetProcedure is the fully-qualified name of the HubService's WatchFleet RPC.
+	HubServiceWatchFleetProcedure = "/flotilla.v1.HubService/WatchFleet"
 )
 
 // HubServiceClient is a client for the flotilla.v1.HubService service.
@@ -128,6 +132,12 @@ type HubServiceClient interface {
 	// clusters it updated their previous desired state back. Needs the
 	// operator role.
 	AbortFleetRollout(context.Context, *connect.Request[v1.AbortFleetRolloutRequest]) (*connect.Response[v1.AbortFleetRolloutResponse], error)
+	// WhoAmI names the caller's token and its role, so a client shows only
+	// the actions the role allows (the API refuses the others anyway).
+	WhoAmI(context.Context, *connect.Request[v1.WhoAmIRequest]) (*connect.Response[v1.WhoAmIResponse], error)
+	// WatchFleet streams the fleet as the hub sees it: first all of it, then
+	// every change, as it happens; the dashboard's live view.
+	WatchFleet(context.Context, *connect.Request[v1.WatchFleetRequest]) (*connect.ServerStreamForClient[v1.WatchFleetResponse], error)
 }
 
 // NewHubServiceClient constructs a client for the flotilla.v1.HubService service. By default, it
@@ -243,6 +253,18 @@ func NewHubServiceClient(httpClient connect.HTTPClient, baseURL string, opts ...
 			connect.WithSchema(hubServiceMethods.ByName("AbortFleetRollout")),
 			connect.WithClientOptions(opts...),
 		),
+		whoAmI: connect.NewClient[v1.WhoAmIRequest, v1.WhoAmIResponse](
+			httpClient,
+			baseURL+HubServiceWhoAmIProcedure,
+			connect.WithSchema(hubServiceMethods.ByName("WhoAmI")),
+			connect.WithClientOptions(opts...),
+		),
+		watchFleet: connect.NewClient[v1.WatchFleetRequest, v1.WatchFleetResponse](
+			httpClient,
+			baseURL+HubServiceWatchFleetProcedure,
+			connect.WithSchema(hubServiceMethods.ByName("WatchFleet")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -265,6 +287,8 @@ type hubServiceClient struct {
 	getFleetRollout     *connect.Client[v1.GetFleetRolloutRequest, v1.GetFleetRolloutResponse]
 	promoteFleetRollout *connect.Client[v1.PromoteFleetRolloutRequest, v1.PromoteFleetRolloutResponse]
 	abortFleetRollout   *connect.Client[v1.AbortFleetRolloutRequest, v1.AbortFleetRolloutResponse]
+	whoAmI              *connect.Client[v1.WhoAmIRequest, v1.WhoAmIResponse]
+	watchFleet          *connect.Client[v1.WatchFleetRequest, v1.WatchFleetResponse]
 }
 
 // ListClusters calls flotilla.v1.HubService.ListClusters.
@@ -352,6 +376,16 @@ func (c *hubServiceClient) AbortFleetRollout(ctx context.Context, req *connect.R
 	return c.abortFleetRollout.CallUnary(ctx, req)
 }
 
+// WhoAmI calls flotilla.v1.HubService.WhoAmI.
+func (c *hubServiceClient) WhoAmI(ctx context.Context, req *connect.Request[v1.WhoAmIRequest]) (*connect.Response[v1.WhoAmIResponse], error) {
+	return c.whoAmI.CallUnary(ctx, req)
+}
+
+// WatchFleet calls flotilla.v1.HubService.WatchFleet.
+func (c *hubServiceClient) WatchFleet(ctx context.Context, req *connect.Request[v1.WatchFleetRequest]) (*connect.ServerStreamForClient[v1.WatchFleetResponse], error) {
+	return c.watchFleet.CallServerStream(ctx, req)
+}
+
 // HubServiceHandler is an implementation of the flotilla.v1.HubService service.
 type HubServiceHandler interface {
 	// ListClusters lists the clusters the hub has identities for, with
@@ -406,6 +440,12 @@ type HubServiceHandler interface {
 	// clusters it updated their previous desired state back. Needs the
 	// operator role.
 	AbortFleetRollout(context.Context, *connect.Request[v1.AbortFleetRolloutRequest]) (*connect.Response[v1.AbortFleetRolloutResponse], error)
+	// WhoAmI names the caller's token and its role, so a client shows only
+	// the actions the role allows (the API refuses the others anyway).
+	WhoAmI(context.Context, *connect.Request[v1.WhoAmIRequest]) (*connect.Response[v1.WhoAmIResponse], error)
+	// WatchFleet streams the fleet as the hub sees it: first all of it, then
+	// every change, as it happens; the dashboard's live view.
+	WatchFleet(context.Context, *connect.Request[v1.WatchFleetRequest], *connect.ServerStream[v1.WatchFleetResponse]) error
 }
 
 // NewHubServiceHandler builds an HTTP handler from the service implementation. It returns the path
@@ -517,6 +557,18 @@ func NewHubServiceHandler(svc HubServiceHandler, opts ...connect.HandlerOption) 
 		connect.WithSchema(hubServiceMethods.ByName("AbortFleetRollout")),
 		connect.WithHandlerOptions(opts...),
 	)
+	hubServiceWhoAmIHandler := connect.NewUnaryHandler(
+		HubServiceWhoAmIProcedure,
+		svc.WhoAmI,
+		connect.WithSchema(hubServiceMethods.ByName("WhoAmI")),
+		connect.WithHandlerOptions(opts...),
+	)
+	hubServiceWatchFleetHandler := connect.NewServerStreamHandler(
+		HubServiceWatchFleetProcedure,
+		svc.WatchFleet,
+		connect.WithSchema(hubServiceMethods.ByName("WatchFleet")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/flotilla.v1.HubService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case HubServiceListClustersProcedure:
@@ -553,6 +605,10 @@ func NewHubServiceHandler(svc HubServiceHandler, opts ...connect.HandlerOption) 
 			hubServicePromoteFleetRolloutHandler.ServeHTTP(w, r)
 		case HubServiceAbortFleetRolloutProcedure:
 			hubServiceAbortFleetRolloutHandler.ServeHTTP(w, r)
+		case HubServiceWhoAmIProcedure:
+			hubServiceWhoAmIHandler.ServeHTTP(w, r)
+		case HubServiceWatchFleetProcedure:
+			hubServiceWatchFleetHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -628,4 +684,12 @@ func (UnimplementedHubServiceHandler) PromoteFleetRollout(context.Context, *conn
 
 func (UnimplementedHubServiceHandler) AbortFleetRollout(context.Context, *connect.Request[v1.AbortFleetRolloutRequest]) (*connect.Response[v1.AbortFleetRolloutResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("flotilla.v1.HubService.AbortFleetRollout is not implemented"))
+}
+
+func (UnimplementedHubServiceHandler) WhoAmI(context.Context, *connect.Request[v1.WhoAmIRequest]) (*connect.Response[v1.WhoAmIResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("flotilla.v1.HubService.WhoAmI is not implemented"))
+}
+
+func (UnimplementedHubServiceHandler) WatchFleet(context.Context, *connect.Request[v1.WatchFleetRequest], *connect.ServerStream[v1.WatchFleetResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("flotilla.v1.HubService.WatchFleet is not implemented"))
 }

@@ -1,0 +1,190 @@
+package api
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/flotilla-dev/flotilla/internal/appkey"
+	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
+)
+
+// watchInterval is how often a WatchFleet stream compares the fleet with
+// what it last sent.
+const watchInterval = time.Second
+
+// keepAliveAfter is the longest a WatchFleet stream stays silent: it then
+// sends an empty message, so that its client (and any proxy between)
+// tells a quiet fleet from a lost hub.
+const keepAliveAfter = 15 * time.Second
+
+// maxPendingEvents bounds the events a stream holds for a client that
+// reads slower than they come; the ones past it are left out of the
+// stream (ListEvents still reads them).
+const maxPendingEvents = 1000
+
+// String is the role's name, as ParseRole reads it.
+func (r Role) String() string {
+	switch r {
+	case Viewer:
+		return "viewer"
+	case Operator:
+		return "operator"
+	case Admin:
+		return "admin"
+	}
+	return fmt.Sprintf("role(%d)", int(r))
+}
+
+// WhoAmI implements HubService.
+func (s *Server) WhoAmI(ctx context.Context, _ *connect.Request[flotillav1.WhoAmIRequest]) (*connect.Response[flotillav1.WhoAmIResponse], error) {
+	t := caller(ctx)
+	return connect.NewResponse(&flotillav1.WhoAmIResponse{Name: t.Name, Role: t.Role.String()}), nil
+}
+
+// WatchFleet implements HubService: a snapshot of every application in
+// every cluster and of the clusters, then, every watchInterval, what
+// changed and the events appended meanwhile, until the client goes or
+// the hub stops.
+func (s *Server) WatchFleet(ctx context.Context, _ *connect.Request[flotillav1.WatchFleetRequest], stream *connect.ServerStream[flotillav1.WatchFleetResponse]) error {
+	events := &pendingEvents{}
+	if err := s.hub.FollowEvents(ctx, events.add); err != nil {
+		return toConnect(fmt.Errorf("%w: %w", ErrUnavailable, err))
+	}
+	tick := time.NewTicker(s.watchInterval)
+	defer tick.Stop()
+	var sent *fleetView
+	var sentAt time.Time
+	for {
+		current, err := s.fleetView(ctx)
+		if err != nil {
+			return err
+		}
+		msg := sent.changesTo(current)
+		msg.Events = events.take()
+		if msg.GetSnapshot() || !changeless(msg) || s.now().Sub(sentAt) >= keepAliveAfter {
+			if err := stream.Send(msg); err != nil {
+				return err
+			}
+			sentAt = s.now()
+		}
+		sent = current
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+// changeless reports whether msg carries nothing.
+func changeless(msg *flotillav1.WatchFleetResponse) bool {
+	return len(msg.GetApps())+len(msg.GetRemovedApps())+len(msg.GetClusters())+len(msg.GetRemovedClusters())+len(msg.GetEvents()) == 0
+}
+
+// fleetView is the fleet as a WatchFleet stream sends it.
+type fleetView struct {
+	apps     map[string]*flotillav1.FleetApp // by appkey.Join(cluster, app)
+	clusters map[string]*flotillav1.ClusterInfo
+}
+
+// fleetView is the fleet now.
+func (s *Server) fleetView(ctx context.Context) (*fleetView, error) {
+	infos, err := s.apps(ctx, func(*flotillav1.DesiredState) bool { return true }, func(string) bool { return true })
+	if err != nil {
+		return nil, err
+	}
+	v := &fleetView{apps: make(map[string]*flotillav1.FleetApp, len(infos)), clusters: map[string]*flotillav1.ClusterInfo{}}
+	for _, a := range infos {
+		v.apps[appkey.Join(a.GetCluster(), a.GetApp())] = fleetApp(a)
+	}
+	for _, c := range s.clusterInfos() {
+		v.clusters[c.GetRegistration().GetName()] = c
+	}
+	return v, nil
+}
+
+// fleetApp is a in the words of `flotilla app list`.
+func fleetApp(a *flotillav1.AppInfo) *flotillav1.FleetApp {
+	st := a.GetStatus()
+	out := &flotillav1.FleetApp{Cluster: a.GetCluster(), App: a.GetApp(), Sync: a.SyncWord(), Refused: a.GetRefused()}
+	if a.GetDesired() == nil {
+		return out // refused and never published
+	}
+	out.Health, out.HistoryId, out.Revision = st.HealthWord(), a.GetDesired().GetHistoryId(), a.GetDesired().GetSource().Revision()
+	out.Pin, out.OfflineSince, out.Message = a.GetDesired().GetPin(), a.GetOfflineSince(), st.GetMessage()
+	out.Rollout, out.RolloutInProgress = st.RolloutSummary(), st.RolloutInProgress()
+	if st != nil {
+		out.Phase = flotillav1.EnumWord(st.GetPhase().String(), "SYNC_PHASE_")
+	}
+	return out
+}
+
+// changesTo is the message that takes a client holding v to next: all of
+// next, as a snapshot, when v is nil.
+func (v *fleetView) changesTo(next *fleetView) *flotillav1.WatchFleetResponse {
+	msg := &flotillav1.WatchFleetResponse{Snapshot: v == nil}
+	if v == nil {
+		v = &fleetView{}
+	}
+	for key, a := range next.apps {
+		if before, ok := v.apps[key]; !ok || !proto.Equal(before, a) {
+			msg.Apps = append(msg.Apps, a)
+		}
+	}
+	for key, a := range v.apps {
+		if _, ok := next.apps[key]; !ok {
+			msg.RemovedApps = append(msg.RemovedApps, &flotillav1.FleetApp{Cluster: a.GetCluster(), App: a.GetApp()})
+		}
+	}
+	for name, c := range next.clusters {
+		if before, ok := v.clusters[name]; !ok || !proto.Equal(before, c) {
+			msg.Clusters = append(msg.Clusters, c)
+		}
+	}
+	for name := range v.clusters {
+		if _, ok := next.clusters[name]; !ok {
+			msg.RemovedClusters = append(msg.RemovedClusters, name)
+		}
+	}
+	byKey := func(a, b *flotillav1.FleetApp) int {
+		return strings.Compare(appkey.Join(a.GetCluster(), a.GetApp()), appkey.Join(b.GetCluster(), b.GetApp()))
+	}
+	slices.SortFunc(msg.Apps, byKey)
+	slices.SortFunc(msg.RemovedApps, byKey)
+	slices.SortFunc(msg.Clusters, func(a, b *flotillav1.ClusterInfo) int {
+		return strings.Compare(a.GetRegistration().GetName(), b.GetRegistration().GetName())
+	})
+	slices.Sort(msg.RemovedClusters)
+	return msg
+}
+
+// pendingEvents are the events a stream has yet to send, oldest first.
+type pendingEvents struct {
+	mu     sync.Mutex
+	events []*flotillav1.Event
+}
+
+// add keeps ev unless maxPendingEvents are pending.
+func (p *pendingEvents) add(ev *flotillav1.Event) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.events) < maxPendingEvents {
+		p.events = append(p.events, ev)
+	}
+}
+
+// take returns the pending events and forgets them.
+func (p *pendingEvents) take() []*flotillav1.Event {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := p.events
+	p.events = nil
+	return out
+}
