@@ -51,12 +51,13 @@ func simLog(b *testing.B, name string) io.Writer {
 	return f
 }
 
-// simApps is how many applications each simulated cluster runs.
+// simApps is how many applications each simulated cluster runs in
+// BenchmarkFleetSimulator.
 const simApps = 5
 
 // simHub is the hub binary with its embedded NATS server, on a repository
-// of simApps small applications for every cluster, so that its process's
-// CPU and memory are the hub's and NATS's alone.
+// of small applications for every cluster, so that its process's CPU and
+// memory are the hub's and NATS's alone.
 type simHub struct {
 	git    *testenv.GitServer
 	bin    string
@@ -71,16 +72,18 @@ type simHub struct {
 
 const simAdminToken = "sim-admin-token"
 
-func startSimHub(b *testing.B) *simHub {
+// startSimHub starts the hub on a repository of apps applications, each a
+// ConfigMap, for every cluster.
+func startSimHub(b *testing.B, apps int) *simHub {
 	b.Helper()
 	h := &simHub{git: testenv.NewGitServer(b, testenv.GitServerOptions{}), bin: testenv.BuildCommand(b, "./cmd/hub")}
 	h.git.CreateRepo(b, "sim")
 	files := map[string]string{}
-	for i := range simApps {
+	for i := range apps {
 		files[fmt.Sprintf("apps/app-%d.yaml", i)] = simApplication(i)
 		files[fmt.Sprintf("sim/app-%d/config.yaml", i)] = simConfigMap(i, "v1")
 	}
-	h.git.WriteFiles(b, "sim", "main", "five small applications", files)
+	h.git.WriteFiles(b, "sim", "main", fmt.Sprintf("%d small applications", apps), files)
 	data := b.TempDir()
 	if out, err := exec.Command(h.bin, "init", "-data-dir", data).CombinedOutput(); err != nil {
 		b.Fatalf("hub init: %v: %s", err, out)
@@ -123,7 +126,7 @@ api:
 		b.Fatal(err)
 	}
 	h.http = &http.Client{Transport: &http.Transport{TLSClientConfig: clientTLS, MaxIdleConnsPerHost: 16}, Timeout: time.Minute}
-	h.waitServing(b)
+	h.waitServing(b, 2*time.Minute)
 	h.client = flotillav1connect.NewHubServiceClient(h.http, h.apiURL, connect.WithInterceptors(bearerToken(simAdminToken)))
 	authority, err := natsauth.LoadOrCreate(filepath.Join(data, "trust"))
 	if err != nil {
@@ -167,9 +170,10 @@ func (h *simHub) start(b *testing.B) {
 	h.proc = startLoggedProcess(b, simLog(b, "hub"), h.bin, h.args...)
 }
 
-func (h *simHub) waitServing(b *testing.B) {
+// waitServing waits until the hub serves its API, for at most timeout.
+func (h *simHub) waitServing(b *testing.B, timeout time.Duration) {
 	b.Helper()
-	testenv.WaitServing(b, h.http, h.apiURL)
+	testenv.WaitServing(b, h.http, h.apiURL, timeout)
 }
 
 // addClusters adds n clusters through the API, as `flotilla cluster add
@@ -281,6 +285,34 @@ func (a *applied) wait(b *testing.B, keys []string, id uint64, timeout time.Dura
 	}
 }
 
+// simKeys are the status keys of apps applications in each of n
+// simulated clusters.
+func simKeys(n, apps int) []string {
+	var keys []string
+	for i := range n {
+		for app := range apps {
+			keys = append(keys, appkey.Join(fmt.Sprintf("sim-%05d", i), fmt.Sprintf("app-%d", app)))
+		}
+	}
+	return keys
+}
+
+// startFleet adds n clusters and starts the fleet simulator's n agents,
+// all at once, and waits until they reported all apps applications of
+// each applied. It returns the simulator's process, how long adding the
+// clusters took and how long the first sync (a reconnect storm of n
+// agents, longer the larger the fleet).
+func (h *simHub) startFleet(b *testing.B, a *applied, n, apps int) (sim *agentProcess, addClusters, firstSync time.Duration) {
+	b.Helper()
+	start := time.Now()
+	bundles := h.addClusters(b, n)
+	addClusters = time.Since(start)
+	start = time.Now()
+	sim = startLoggedProcess(b, simLog(b, "fleetsim"), testenv.BuildCommand(b, "./test/bench/fleetsim/cmd/fleetsim"), "-bundles", bundles, "-cache-dir", b.TempDir())
+	a.wait(b, simKeys(n, apps), 1, time.Duration(10+n*apps/5000)*time.Minute)
+	return sim, addClusters, time.Since(start)
+}
+
 // reportNow reports a metric and logs it at once: a size whose later
 // step fails (a 10,000-agent run) still shows what it measured.
 func reportNow(b *testing.B, value float64, unit string) {
@@ -329,33 +361,19 @@ func BenchmarkFleetSimulator(b *testing.B) {
 			b.Fatalf("-fleetsim-agents %q: %v", *fleetsimAgents, err)
 		}
 		b.Run(fmt.Sprintf("agents=%d", n), func(b *testing.B) {
-			h := startSimHub(b)
+			h := startSimHub(b, simApps)
 			a := watchApplied(b, h)
-			start := time.Now()
-			bundles := h.addClusters(b, n)
-			// Reported inside the loop: its start deletes what was
-			// reported before it.
-			addClusters := time.Since(start)
-			var keys, firstKeys []string
-			for i := range n {
-				for app := range simApps {
-					keys = append(keys, appkey.Join(fmt.Sprintf("sim-%05d", i), fmt.Sprintf("app-%d", app)))
-				}
-				firstKeys = append(firstKeys, appkey.Join(fmt.Sprintf("sim-%05d", i), "app-0"))
-			}
-			start = time.Now()
-			sim := startLoggedProcess(b, simLog(b, "fleetsim"), testenv.BuildCommand(b, "./test/bench/fleetsim/cmd/fleetsim"), "-bundles", bundles, "-cache-dir", b.TempDir())
-			// All N start at once: the first sync is a reconnect storm of
-			// N agents, longer the larger the fleet.
-			a.wait(b, keys, 1, time.Duration(10+n/1000)*time.Minute)
-			firstSync := time.Since(start)
+			sim, addClusters, firstSync := h.startFleet(b, a, n, simApps)
+			firstKeys := simKeys(n, 1)
 
 			for b.Loop() {
+				// Reported inside the loop: its start deletes what was
+				// reported before it.
 				reportNow(b, addClusters.Seconds(), "add-clusters-s")
 				reportNow(b, firstSync.Seconds(), "first-sync-s")
 				// A commit → every agent has reported it applied.
 				h.commit(b, "v2")
-				start = time.Now()
+				start := time.Now()
 				h.webhook(b)
 				d := latencies(start, a.wait(b, firstKeys, 2, 10*time.Minute))
 				reportNow(b, float64(percentile(d, 0.5).Milliseconds()), "commit-p50-ms")
@@ -403,7 +421,10 @@ func BenchmarkFleetSimulator(b *testing.B) {
 				h.commit(b, "v3")
 				start = time.Now()
 				h.start(b)
-				h.waitServing(b)
+				// It serves once it follows the buckets, which takes
+				// JetStream requests of its own: the reconnect storm
+				// competes for the server's API queue.
+				h.waitServing(b, 10*time.Minute)
 				a.watch(b, h)
 				d = latencies(start, a.wait(b, firstKeys, 3, 10*time.Minute))
 				reportNow(b, float64(percentile(d, 1).Milliseconds())/1000, "restart-caught-up-s")

@@ -320,6 +320,11 @@ and watch its canary go 10 %% → analysis → 50 %% → 100 %% in about a minut
   watch go run ./cmd/flotilla app list --cluster prod-eu
   %s --kubeconfig %s -n production get rollout,replicasets,pods
 
+The dashboard shows the fleet live, with the history table to roll back
+from: open https://%s/ and sign in with the token %s. The hub's
+certificate is from its own CA (%s): import it into your browser,
+or accept the browser's warning once.
+
 More of the operator CLI:
 
   go run ./cmd/flotilla app get api-service          # the canary's measurements
@@ -329,7 +334,7 @@ More of the operator CLI:
   go run ./cmd/flotilla events --app api-service
 
 Status changes are printed below; logs are in %s. Ctrl-C stops everything.
-`, checkout, ln.Addr().String(), token, h.CAFile(), kubectl, clusters["prod-eu"].Kubeconfig, logFile.Name())
+`, checkout, ln.Addr().String(), token, h.CAFile(), kubectl, clusters["prod-eu"].Kubeconfig, ln.Addr().String(), token, h.CAFile(), logFile.Name())
 
 	if err := followStatus(ctx, b); err != nil && ctx.Err() == nil {
 		return err

@@ -395,7 +395,7 @@ roots:
 	must(t, err)
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: clientTLS}, Timeout: 5 * time.Second}
 	apiURL := "https://" + apiAddr
-	testenv.WaitServing(t, client, apiURL)
+	testenv.WaitServing(t, client, apiURL, 2*time.Minute)
 	cli := []string{"--hub", apiURL, "--token", adminToken, "--ca-file", caFile}
 
 	// Each cluster, its credentials and its agent.

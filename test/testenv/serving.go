@@ -6,11 +6,11 @@ import (
 	"time"
 )
 
-// WaitServing waits up to two minutes until the hub at apiURL answers
+// WaitServing waits up to timeout until the hub at apiURL answers
 // its /healthz with 200 OK through client.
-func WaitServing(t TB, client *http.Client, apiURL string) {
+func WaitServing(t TB, client *http.Client, apiURL string, timeout time.Duration) {
 	t.Helper()
-	Eventually(t, 2*time.Minute, func() error {
+	Eventually(t, timeout, func() error {
 		resp, err := client.Get(apiURL + "/healthz")
 		if err != nil {
 			return err

@@ -187,7 +187,7 @@ func (h *Hub) Restart(t testenv.TB) {
 		t.Fatalf("flotillatest: listen again: %v", err)
 	}
 	h.start(&cfg, ln)
-	testenv.WaitServing(t, h.HTTP, h.APIURL)
+	testenv.WaitServing(t, h.HTTP, h.APIURL, 2*time.Minute)
 }
 
 // StartHub pushes the fixture repository to a test git server and starts
