@@ -96,7 +96,8 @@ func startSimHub(b *testing.B, apps int) *simHub {
 		}
 		return path
 	}
-	addrs := testenv.FreeAddrs(b, 2)
+	// Restarted under N clients, its ports must not be ephemeral ones.
+	addrs := testenv.FreeServerAddrs(b, 2)
 	h.apiURL = "https://" + addrs[0]
 	config := filepath.Join(b.TempDir(), "hub.yaml")
 	if err := os.WriteFile(config, []byte(fmt.Sprintf(`

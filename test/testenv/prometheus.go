@@ -3,6 +3,7 @@ package testenv
 import (
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -87,6 +89,41 @@ func FreeAddrs(t TB, n int) []string {
 		addrs[i] = ln.Addr().String()
 	}
 	return addrs
+}
+
+// FreeServerAddrs is n distinct loopback addresses, as FreeAddrs, whose
+// ports lie below the kernel's range of ephemeral ports: no outgoing
+// connection takes one while its server is down. A server restarted under
+// thousands of clients (the fleet simulator's hub) needs that, or a
+// client's connection may hold its port by the time it listens again.
+func FreeServerAddrs(t TB, n int) []string {
+	first := 32768 // Linux's default first ephemeral port
+	if data, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if fields := strings.Fields(string(data)); len(fields) == 2 {
+			if v, err := strconv.Atoi(fields[0]); err == nil {
+				first = v
+			}
+		}
+	}
+	const lowest = 10000
+	if first <= lowest {
+		t.Fatalf("testenv: the ephemeral ports start at %d: no room below them", first)
+	}
+	var addrs []string
+	start := lowest + rand.IntN(first-lowest)
+	for i := range first - lowest {
+		port := lowest + (start-lowest+i)%(first-lowest)
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		defer ln.Close()
+		if addrs = append(addrs, ln.Addr().String()); len(addrs) == n {
+			return addrs
+		}
+	}
+	t.Fatalf("testenv: %d free ports below %d: found %d", n, first, len(addrs))
+	return nil
 }
 
 // Traffic is a test workload's metrics endpoint: the
