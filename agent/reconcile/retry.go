@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"syscall"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -69,12 +70,15 @@ const (
 // render passed its deadline (an agent short of CPU; a template that
 // loops is refused at once while its earlier render still runs, so
 // trying again costs nothing), or its render was refused while renders
-// that passed their deadline still run (render.ErrBusy). Argo CD, too,
-// tries a comparison that failed again at the next refresh.
+// that passed their deadline still run (render.ErrBusy), or the agent's
+// process or host ran out of file descriptors (EMFILE, ENFILE: files and
+// connections close again). Argo CD, too, tries a comparison that failed
+// again at the next refresh.
 func transient(err error) bool {
 	var renderErr *render.Error
 	return errors.As(err, new(fetchError)) || errors.Is(err, render.ErrBusy) ||
-		errors.As(err, &renderErr) && errors.Is(err, context.DeadlineExceeded)
+		errors.As(err, &renderErr) && errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)
 }
 
 // transientRetryAfter is how long to wait before trying again a desired

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
+	"syscall"
 	"testing"
 	"time"
 
@@ -64,6 +66,9 @@ func TestTransientErrors(t *testing.T) {
 		{fmt.Errorf("render: %w", &render.Error{Path: "charts/web", Reason: "4 renders passed their deadline", Err: render.ErrBusy}), true},
 		{&render.Error{Path: "charts/loop", Reason: "Helm render did not finish within 30s", Err: context.DeadlineExceeded}, true},
 		{&render.Error{Path: "charts/web", File: "values.yaml", Reason: "yaml: line 3: did not find expected key"}, false},
+		// The fleet simulator's 10,000 agents in one process met this.
+		{&render.Error{Path: "sim/app-0", Reason: "read directory", Err: &fs.PathError{Op: "open", Path: "sim/app-0", Err: syscall.EMFILE}}, true},
+		{fmt.Errorf("write inventory: %w", &fs.PathError{Op: "open", Path: "inventory", Err: syscall.ENFILE}), true},
 		{errors.New("apply: admission webhook denied"), false},
 		{nil, false},
 	} {

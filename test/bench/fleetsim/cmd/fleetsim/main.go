@@ -24,9 +24,27 @@ func main() {
 		fmt.Fprintln(os.Stderr, "fleetsim: -bundles: no bundles:", err)
 		os.Exit(2)
 	}
+	raiseFileLimit(len(dirs))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	log.Warn("fleetsim: starting agents", "agents", len(dirs))
 	fleetsim.Run(ctx, dirs, *cache, log)
+}
+
+// raiseFileLimit lets the process open files for agents agents: each holds
+// a connection and, while it syncs, a few files, and a reconnect storm
+// holds old and new connections at once. 10,000 agents passed the 20,000
+// a machine gives a process by default (Go raises only the soft limit to
+// the hard one); a real agent has a process of its own. Raising the hard
+// limit needs root; without it the limit stays, and the agents that meet
+// it retry.
+func raiseFileLimit(agents int) {
+	want := uint64(8*agents + 1024)
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil || lim.Cur >= want {
+		return
+	}
+	lim.Cur, lim.Max = want, max(want, lim.Max)
+	_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
 }
