@@ -78,6 +78,11 @@ func (h *Hub) FleetRollout(name string) (*flotillav1.FleetRollout, error) {
 	return r, fleetError(err)
 }
 
+// FleetRollouts implements api.Hub.
+func (h *Hub) FleetRollouts() []*flotillav1.FleetRollout {
+	return h.fleet.List()
+}
+
 // PromoteFleetRollout implements api.Hub.
 func (h *Hub) PromoteFleetRollout(ctx context.Context, name string, wave *int32, actor string) (*flotillav1.FleetRollout, error) {
 	r, err := h.fleet.Promote(ctx, name, wave, actor)

@@ -86,6 +86,9 @@ type Hub interface {
 	// FleetRollout is the fleet rollout of the ApplicationSet or
 	// Application name; ErrNotFound when it has none.
 	FleetRollout(name string) (*flotillav1.FleetRollout, error)
+	// FleetRollouts are the latest rollout of every ApplicationSet and
+	// Application that has one, each the caller's to keep.
+	FleetRollouts() []*flotillav1.FleetRollout
 	// PromoteFleetRollout promotes its current wave (wave, when set, must
 	// be its index); ErrFailedPrecondition when there is nothing to promote.
 	PromoteFleetRollout(ctx context.Context, name string, wave *int32, actor string) (*flotillav1.FleetRollout, error)

@@ -49,9 +49,9 @@ func (s *Server) WhoAmI(ctx context.Context, _ *connect.Request[flotillav1.WhoAm
 }
 
 // WatchFleet implements HubService: a snapshot of every application in
-// every cluster and of the clusters, then, every watchInterval, what
-// changed and the events appended meanwhile, until the client goes or
-// the hub stops.
+// every cluster, of the clusters and of the fleet rollouts, then, every
+// watchInterval, what changed and the events appended meanwhile, until
+// the client goes or the hub stops.
 func (s *Server) WatchFleet(ctx context.Context, _ *connect.Request[flotillav1.WatchFleetRequest], stream *connect.ServerStream[flotillav1.WatchFleetResponse]) error {
 	events := &pendingEvents{}
 	if err := s.hub.FollowEvents(ctx, events.add); err != nil {
@@ -85,13 +85,23 @@ func (s *Server) WatchFleet(ctx context.Context, _ *connect.Request[flotillav1.W
 
 // changeless reports whether msg carries nothing.
 func changeless(msg *flotillav1.WatchFleetResponse) bool {
-	return len(msg.GetApps())+len(msg.GetRemovedApps())+len(msg.GetClusters())+len(msg.GetRemovedClusters())+len(msg.GetEvents()) == 0
+	return len(msg.GetApps())+len(msg.GetRemovedApps())+len(msg.GetClusters())+len(msg.GetRemovedClusters())+len(msg.GetEvents())+
+		len(msg.GetFleetRollouts())+len(msg.GetRemovedFleetRollouts()) == 0
 }
 
 // fleetView is the fleet as a WatchFleet stream sends it.
 type fleetView struct {
 	apps     map[string]*flotillav1.FleetApp // by appkey.Join(cluster, app)
 	clusters map[string]*flotillav1.ClusterInfo
+	// rollouts are the fleet rollouts by fleetRolloutKey.
+	rollouts map[string]*flotillav1.FleetRollout
+}
+
+// fleetRolloutKey is the key a fleet rollout is sent and removed under:
+// "<kind>/<name>", the hub's, under which a newer commit's rollout
+// replaces the older one.
+func fleetRolloutKey(r *flotillav1.FleetRollout) string {
+	return r.GetKind() + "/" + r.GetName()
 }
 
 // fleetView is the fleet now.
@@ -100,12 +110,16 @@ func (s *Server) fleetView(ctx context.Context) (*fleetView, error) {
 	if err != nil {
 		return nil, err
 	}
-	v := &fleetView{apps: make(map[string]*flotillav1.FleetApp, len(infos)), clusters: map[string]*flotillav1.ClusterInfo{}}
+	v := &fleetView{apps: make(map[string]*flotillav1.FleetApp, len(infos)), clusters: map[string]*flotillav1.ClusterInfo{},
+		rollouts: map[string]*flotillav1.FleetRollout{}}
 	for _, a := range infos {
 		v.apps[appkey.Join(a.GetCluster(), a.GetApp())] = fleetApp(a)
 	}
 	for _, c := range s.clusterInfos() {
 		v.clusters[c.GetRegistration().GetName()] = c
+	}
+	for _, r := range s.hub.FleetRollouts() {
+		v.rollouts[fleetRolloutKey(r)] = r
 	}
 	return v, nil
 }
@@ -153,6 +167,16 @@ func (v *fleetView) changesTo(next *fleetView) *flotillav1.WatchFleetResponse {
 			msg.RemovedClusters = append(msg.RemovedClusters, name)
 		}
 	}
+	for key, r := range next.rollouts {
+		if before, ok := v.rollouts[key]; !ok || !proto.Equal(before, r) {
+			msg.FleetRollouts = append(msg.FleetRollouts, r)
+		}
+	}
+	for key := range v.rollouts {
+		if _, ok := next.rollouts[key]; !ok {
+			msg.RemovedFleetRollouts = append(msg.RemovedFleetRollouts, key)
+		}
+	}
 	byKey := func(a, b *flotillav1.FleetApp) int {
 		return strings.Compare(appkey.Join(a.GetCluster(), a.GetApp()), appkey.Join(b.GetCluster(), b.GetApp()))
 	}
@@ -162,6 +186,10 @@ func (v *fleetView) changesTo(next *fleetView) *flotillav1.WatchFleetResponse {
 		return strings.Compare(a.GetRegistration().GetName(), b.GetRegistration().GetName())
 	})
 	slices.Sort(msg.RemovedClusters)
+	slices.SortFunc(msg.FleetRollouts, func(a, b *flotillav1.FleetRollout) int {
+		return strings.Compare(fleetRolloutKey(a), fleetRolloutKey(b))
+	})
+	slices.Sort(msg.RemovedFleetRollouts)
 	return msg
 }
 

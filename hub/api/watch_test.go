@@ -18,7 +18,7 @@ import (
 )
 
 // TestWatchFleet reads the stream over apitest.Fleet: the snapshot in the
-// CLI's words, then the events as they are appended, then a keep-alive
+// CLI's words with the fleet rollouts, then the events as they are appended, then a keep-alive
 // once the clock passed 15 s without one.
 func TestWatchFleet(t *testing.T) {
 	start := time.Date(2026, time.March, 14, 9, 0, 0, 0, time.UTC)
@@ -59,6 +59,8 @@ func TestWatchFleet(t *testing.T) {
 				{Cluster: "staging-1", App: "api-service", Sync: "OutOfSync", Health: "Healthy", Phase: "Succeeded", HistoryId: 3, Revision: "11111111",
 					OfflineSince: at(2 * time.Hour), Message: "2 unchanged"},
 			},
+			// As GetFleetRollout answers it: its waves, gates and clusters.
+			FleetRollouts: []*flotillav1.FleetRollout{hub.FleetRolloutsByName["api-service"]},
 		}
 		got.Clusters = nil // ListClusters' own test covers ClusterInfo
 		if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {

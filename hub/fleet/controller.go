@@ -277,6 +277,18 @@ func (c *Controller) Get(name string) (*flotillav1.FleetRollout, error) {
 	return proto.Clone(r).(*flotillav1.FleetRollout), nil
 }
 
+// List returns every rollout the controller holds, the latest of each
+// ApplicationSet or Application, sorted by its key ("<kind>/<name>").
+func (c *Controller) List() []*flotillav1.FleetRollout {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]*flotillav1.FleetRollout, 0, len(c.rollouts))
+	for _, id := range slices.Sorted(maps.Keys(c.rollouts)) {
+		out = append(out, proto.Clone(c.rollouts[id]).(*flotillav1.FleetRollout))
+	}
+	return out
+}
+
 func (c *Controller) find(name string) (string, *flotillav1.FleetRollout, error) {
 	for _, kind := range []string{KindApplicationSet, KindApplication} {
 		if r := c.rollouts[kind+"/"+name]; r != nil {

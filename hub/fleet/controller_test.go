@@ -331,6 +331,26 @@ func TestNewerCommitSupersedes(t *testing.T) {
 	}
 }
 
+// TestListHoldsTheLatestOfEachGroup: List is what the dashboard's stream
+// reads; a newer commit's rollout replaces the older one, and what it
+// returns is the caller's to keep.
+func TestListHoldsTheLatestOfEachGroup(t *testing.T) {
+	w := newWorld(t, fourClusters())
+	if got := w.c.List(); len(got) != 0 {
+		t.Fatalf("before any commit: %d rollouts", len(got))
+	}
+	w.commit("v2")
+	w.commit("v3")
+	list := w.c.List()
+	if len(list) != 1 || !proto.Equal(list[0], w.rollout()) {
+		t.Fatalf("List %v, want only %v", list, w.rollout())
+	}
+	list[0].Phase = flotillav1.FleetPhase_FLEET_PHASE_ABORTED
+	if w.rollout().GetPhase() == flotillav1.FleetPhase_FLEET_PHASE_ABORTED {
+		t.Error("changing what List returned changed the controller's rollout")
+	}
+}
+
 func TestRestartedControllerContinuesFromItsRecord(t *testing.T) {
 	w := newWorld(t, fourClusters())
 	w.commit("v2")

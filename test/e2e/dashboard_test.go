@@ -100,6 +100,27 @@ func TestDashboard(t *testing.T) {
 		d.check(t, "application-rolled-back")
 	})
 
+	step.run("anyone may ask a cluster's agent for its diff", func(t *testing.T) {
+		d.open(t, "/#/apps/api-service")
+		diff := `button[data-action="diff"][data-cluster="prod-eu"]`
+		d.waitVisible(t, diff)
+		d.run(t, chromedp.Click(chromedp.CSS(diff)))
+		d.waitText(t, `section[data-cluster="prod-eu"] .diff-status`, "history 3")
+	})
+
+	step.run("an operator unpins production, and Git's version comes back", func(t *testing.T) {
+		unpin := `button[data-action="unpin"][data-cluster="prod-eu"]`
+		d.waitVisible(t, unpin)
+		d.run(t, chromedp.Click(chromedp.CSS(unpin)))
+		d.waitVisible(t, "#confirm[open]")
+		d.run(t, chromedp.Click(chromedp.CSS("#confirm-ok")))
+		d.waitText(t, "#outcome", "prod-eu")
+		waitImage(t, prod, rolloutsGVR, "production", "api-service", "api-service:1.5.0")
+		d.waitFor(t, "prod-eu's pin gone", `document.querySelector('section[data-cluster="prod-eu"]')?.textContent ?? ""`,
+			func(text string) bool { return text != "" && !strings.Contains(text, "pinned to") })
+		d.check(t, "application-unpinned")
+	})
+
 	step.run("the page works with the hub restarted under it", func(t *testing.T) {
 		d.open(t, "/#/")
 		d.waitText(t, "#connection", "Live")
@@ -119,10 +140,14 @@ func TestDashboard(t *testing.T) {
 		d.check(t, "fleet-after-restart")
 	})
 
-	step.run("the events show the rollback and who made it", func(t *testing.T) {
+	step.run("the events show the rollback and who made it, filtered by actor", func(t *testing.T) {
 		d.open(t, "/#/events")
-		d.waitText(t, "#events", "oncall")
 		d.waitText(t, "#events", "RollbackApp")
+		d.run(t, chromedp.SendKeys(chromedp.CSS("#events-actor"), "oncall"))
+		d.waitFor(t, "only oncall's events", `[...document.querySelectorAll("#events tbody tr")].map(r => r.textContent).join("\n")`,
+			func(rows string) bool {
+				return strings.Contains(rows, "RollbackApp") && strings.Contains(rows, "UnpinApp") && !strings.Contains(rows, "agent/")
+			})
 		d.check(t, "events")
 	})
 
@@ -133,7 +158,7 @@ func TestDashboard(t *testing.T) {
 		d.waitText(t, "#whoami", "ops (viewer)")
 		d.open(t, "/#/apps/api-service")
 		d.waitVisible(t, `#history`)
-		d.waitText(t, `section[data-cluster="prod-eu"]`, "pinned to 1")
+		d.waitVisible(t, `section[data-cluster="prod-eu"] table.resources`)
 		actions := eval[[]string](t, d, `[...document.querySelectorAll("main button")].map(b => b.textContent.trim())
 			.filter(text => !["Show diff", "Previous", "Next"].includes(text))`)
 		if len(actions) > 0 {

@@ -90,7 +90,7 @@ func Fleet(now time.Time) *Hub {
 			"prod-eu/api-service": {{Group: "apps", Kind: "Deployment", Namespace: "api", Name: "api-service", Action: "update",
 				Diff: "@@ -1 +1 @@\n-replicas: 5\n+replicas: 3\n"}},
 		},
-		FleetRollouts: map[string]*flotillav1.FleetRollout{"api-service": fleetRollout(at)},
+		FleetRolloutsByName: map[string]*flotillav1.FleetRollout{"api-service": fleetRollout(at)},
 		Reverted: &flotillav1.RevertAppResponse{RepoUrl: repo, Branch: "main", Reverted: "eeeeeeeeffffffff0000", Commit: "9999999988888888",
 			Message: "Revert \"Bump api-service to 2.1.0\"",
 			// The revert changed staging-1's desired state only: prod-eu is

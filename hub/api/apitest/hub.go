@@ -3,6 +3,7 @@ package apitest
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -35,9 +36,9 @@ type Hub struct {
 	// AgentErrors is the error each cluster's agent answers commands
 	// with (diff, sync, rollout), by cluster.
 	AgentErrors map[string]string
-	// FleetRollouts are the fleet rollouts by ApplicationSet or
+	// FleetRolloutsByName are the fleet rollouts by ApplicationSet or
 	// Application name.
-	FleetRollouts map[string]*flotillav1.FleetRollout
+	FleetRolloutsByName map[string]*flotillav1.FleetRollout
 	// Reverted is what a revert pushes; nil: there is nothing to revert.
 	Reverted *flotillav1.RevertAppResponse
 	// Errors are what a method fails with, by method name ("Statuses",
@@ -371,8 +372,18 @@ func (h *Hub) FleetRollout(name string) (*flotillav1.FleetRollout, error) {
 	return h.fleetRollout(name)
 }
 
+// FleetRollouts implements api.Hub: the FleetRolloutsByName map's, sorted by
+// key.
+func (h *Hub) FleetRollouts() []*flotillav1.FleetRollout {
+	out := make([]*flotillav1.FleetRollout, 0, len(h.FleetRolloutsByName))
+	for _, name := range slices.Sorted(maps.Keys(h.FleetRolloutsByName)) {
+		out = append(out, proto.CloneOf(h.FleetRolloutsByName[name]))
+	}
+	return out
+}
+
 func (h *Hub) fleetRollout(name string) (*flotillav1.FleetRollout, error) {
-	r, ok := h.FleetRollouts[name]
+	r, ok := h.FleetRolloutsByName[name]
 	if !ok {
 		return nil, fmt.Errorf("fleet rollout %s: %w", name, api.ErrNotFound)
 	}

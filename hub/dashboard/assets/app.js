@@ -1,6 +1,7 @@
 // The dashboard's entry point: signs in, opens the live stream, and shows
 // the view the location's hash names (#/, #/clusters, #/events,
-// #/apps/<app>), with the header's session and connection state.
+// #/rollouts, #/rollouts/<name>, #/apps/<app>), with the header's session
+// and connection state.
 
 import { call, onUnauthenticated, signOut } from "./api.js";
 import { applicationView } from "./application.js";
@@ -10,6 +11,7 @@ import { wireConfirmDialog } from "./dialog.js";
 import { h, setText } from "./dom.js";
 import { eventsView } from "./events.js";
 import { fleetView } from "./fleet.js";
+import { fleetRolloutView, fleetRolloutsView } from "./fleetrollouts.js";
 import { startLive } from "./live.js";
 import { signInView } from "./signin.js";
 import { fleet } from "./store.js";
@@ -39,6 +41,16 @@ function route(hash) {
   if (path === "/") return { nav: "fleet", title: "Fleet", show: (view) => fleetView(view) };
   if (path === "/clusters") return { nav: "clusters", title: "Clusters", show: (view) => clustersView(view) };
   if (path === "/events") return { nav: "events", title: "Events", show: (view) => eventsView(view) };
+  if (path === "/rollouts") return { nav: "rollouts", title: "Fleet rollouts", show: (view) => fleetRolloutsView(view) };
+  const rolloutPath = /^\/rollouts\/(.+)$/.exec(path);
+  if (rolloutPath) {
+    try {
+      const name = decodeURIComponent(rolloutPath[1]);
+      return { nav: "rollouts", title: `Fleet rollout ${name}`, show: (view) => fleetRolloutView(view, { name }, session) };
+    } catch {
+      // A malformed escape: not a rollout's page.
+    }
+  }
   const appPath = /^\/apps\/(.+)$/.exec(path);
   if (appPath) {
     try {

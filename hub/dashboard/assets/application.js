@@ -1,14 +1,16 @@
 // The application view (#/apps/<app>): the application in every cluster
 // it targets (GetApp) and its history (GetAppHistory), reloaded when the
 // stream reports a change to one of its cells, after a reconnect and after
-// each action. Operators get the actions; everyone gets the diff.
+// each action. Operators get the actions; everyone gets the diff. A fleet
+// rollout that releases the application is named, with a link to it.
 
 import { runAction, clusterLines, revertLines } from "./actions.js";
 import { call } from "./api.js";
-import { h, replaceKeepingFocus, timeEl } from "./dom.js";
+import { h, onNextFrame, replaceKeepingFocus, timeEl } from "./dom.js";
+import { rolloutHref } from "./fleetrollouts.js";
 import { rolloutArticle } from "./rollouts.js";
-import { byName, fleet } from "./store.js";
-import { appHealth, appSync, enumWord, firstLine, initiatorWord, oneLine, revision } from "./words.js";
+import { byName, fleet, rolloutKey } from "./store.js";
+import { appHealth, appSync, enumWord, firstLine, fleetPhaseWord, initiatorWord, oneLine, revision } from "./words.js";
 
 // reloadDelayMs gathers a burst of stream changes into one reload, and
 // bounds how stale the page gets while they keep coming.
@@ -62,7 +64,7 @@ export function applicationView(view, { app }, session) {
   }
 
   function draw() {
-    const parts = [h("h1", { tabindex: "-1", "data-key": "heading" }, app)];
+    const parts = [h("h1", { tabindex: "-1", "data-key": "heading" }, app), ...fleetRolloutLines()];
     if (loadError) {
       const words = loadError.code === "not_found" ? `No application named “${app}”.` : `Could not load ${app}: ${loadError.message}`;
       parts.push(h("p", { class: "problem", role: "alert" }, apps ? `${words} Showing what was loaded before.` : words));
@@ -81,6 +83,19 @@ export function applicationView(view, { app }, session) {
     targeted.forEach((a, i) => parts.push(clusterSection(a, i)));
     parts.push(h("h2", {}, "History"), historyTable());
     replaceKeepingFocus(view, parts);
+  }
+
+  // fleetRolloutLines name the fleet rollouts that release app, in a
+  // line each.
+  function fleetRolloutLines() {
+    return fleet.rolloutsOf(app).map(({ rollout, waves }) => {
+      const name = rollout.name ?? "";
+      const message = oneLine(rollout.message);
+      return h("p", { class: "fleet-rollout-note", "data-fleet-rollout-note": name },
+        "Released by the fleet rollout of ", rollout.kind ?? "", " ",
+        h("a", { href: rolloutHref(name), "data-key": `fleet-rollout:${rolloutKey(rollout)}` }, name),
+        ` (${revision({ commit: rollout.revision })}): ${fleetPhaseWord(rollout)}${message ? `, ${message}` : ""}; ${app} is in ${waves.length === 1 ? "wave" : "waves"} ${waves.join(", ")}.`);
+    });
   }
 
   function appActions() {
@@ -257,12 +272,14 @@ export function applicationView(view, { app }, session) {
     return row;
   }
 
+  const redraw = onNextFrame(draw);
   const unsubscribe = fleet.subscribe((change) => {
     if (change.reconnected || change.apps.some((cell) => cell.app === app)) reloadSoon();
+    else if (change.rollouts.length) redraw();
   });
   draw();
   load();
-  return { stop: () => { stopped = true; unsubscribe(); clearTimeout(reloadTimer); } };
+  return { stop: () => { stopped = true; unsubscribe(); clearTimeout(reloadTimer); redraw.cancel(); } };
 }
 
 function fact(term, ...details) {

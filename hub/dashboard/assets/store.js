@@ -1,6 +1,6 @@
 // The fleet as the WatchFleet stream reports it: every (cluster, app)
-// cell and every cluster, indexed by cluster, with subscribers told of
-// each change. Views read it; only live.js writes it.
+// cell and every cluster, indexed by cluster, and the fleet rollouts, with
+// subscribers told of each change. Views read it; only live.js writes it.
 
 // byName sorts names as people read them: prod-2 before prod-10.
 export const byName = new Intl.Collator("en", { numeric: true }).compare;
@@ -13,6 +13,10 @@ class FleetStore {
   // unpublished are the FleetApp messages without a cluster, by app: the
   // applications the hub refuses and never published.
   unpublished = new Map();
+  // rollouts are the FleetRollout messages by the hub's key,
+  // "<kind>/<name>" (rolloutKey): a newer commit's rollout replaces the
+  // older one under it.
+  rollouts = new Map();
   // ready is set once a snapshot arrived.
   ready = false;
 
@@ -24,8 +28,8 @@ class FleetStore {
 
   // apply folds a WatchFleetResponse into the state and tells the
   // subscribers what changed: {snapshot, reconnected, apps, clusters,
-  // events}, apps being the changed and removed cells, clusters the
-  // changed and removed names.
+  // rollouts, events}, apps being the changed and removed cells, clusters
+  // the changed and removed names, rollouts the changed and removed keys.
   apply(message) {
     const snapshot = Boolean(message.snapshot);
     if (snapshot) {
@@ -58,7 +62,17 @@ class FleetStore {
       this.#clusterNames = null;
       clusters.push(name);
     }
-    const change = { snapshot, reconnected: snapshot && this.#snapshots > 1, apps, clusters, events: message.events ?? [] };
+    const rollouts = [];
+    for (const r of message.fleetRollouts ?? []) {
+      const key = rolloutKey(r);
+      this.rollouts.set(key, r);
+      rollouts.push(key);
+    }
+    for (const key of message.removedFleetRollouts ?? []) {
+      this.rollouts.delete(key);
+      rollouts.push(key);
+    }
+    const change = { snapshot, reconnected: snapshot && this.#snapshots > 1, apps, clusters, rollouts, events: message.events ?? [] };
     for (const subscriber of this.#subscribers) subscriber(change);
   }
 
@@ -101,7 +115,27 @@ class FleetStore {
     return n;
   }
 
+  // rolloutNamed is the fleet rollout of the ApplicationSet or Application
+  // name, an ApplicationSet's first as the hub's API finds it, or
+  // undefined.
+  rolloutNamed(name) {
+    return this.rollouts.get(`ApplicationSet/${name}`) ?? this.rollouts.get(`Application/${name}`);
+  }
+
+  // rolloutsOf are the fleet rollouts that release app, by key, each as
+  // {rollout, waves}, waves being the indexes of the waves app is in.
+  rolloutsOf(app) {
+    const out = [];
+    for (const key of [...this.rollouts.keys()].sort(byName)) {
+      const rollout = this.rollouts.get(key);
+      const waves = (rollout.waves ?? []).filter((w) => (w.targets ?? []).some((t) => t.app === app)).map((w) => w.index ?? 0);
+      if (waves.length) out.push({ rollout, waves });
+    }
+    return out;
+  }
+
   #reset() {
+    this.rollouts = new Map();
     this.clusters = new Map();
     this.cells = new Map();
     this.unpublished = new Map();
@@ -140,6 +174,11 @@ class FleetStore {
       this.#appNames = null;
     }
   }
+}
+
+// rolloutKey is the key the hub keeps a fleet rollout under.
+export function rolloutKey(rollout) {
+  return `${rollout.kind ?? ""}/${rollout.name ?? ""}`;
 }
 
 // fleet is the dashboard's one store.

@@ -101,3 +101,48 @@ export function conditionThreshold(condition) {
   const match = /(?:<=|>=|<|>|==)\s*([-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?)\s*$/.exec(condition ?? "");
   return match ? Number(match[1]) : null;
 }
+
+// goDuration writes whole seconds as Go's time.Duration does, the CLI's
+// way: 45s, 5m0s, 1h30m0s.
+export function goDuration(seconds) {
+  let rest = Math.max(0, Math.floor(Number(seconds) || 0));
+  if (rest < 60) return `${rest}s`;
+  const hours = Math.floor(rest / 3600);
+  rest -= hours * 3600;
+  const minutes = Math.floor(rest / 60);
+  const secs = rest - minutes * 60;
+  return `${hours ? `${hours}h` : ""}${minutes}m${secs}s`;
+}
+
+// fleetPhaseWord is a fleet rollout's PHASE: Progressing, Paused,
+// Succeeded, Failed or Aborted.
+export function fleetPhaseWord(rollout) {
+  return enumWord(rollout?.phase, "FLEET_PHASE_");
+}
+
+// wavePhaseWord is a wave's PHASE: Pending, Waiting, Progressing, Gated,
+// Succeeded, Failed or Skipped.
+export function wavePhaseWord(wave) {
+  return enumWord(wave?.phase, "WAVE_PHASE_");
+}
+
+// gateWords is a wave's GATE as `flotilla fleet status` has it: "bake
+// 5m0s, analysis error-rate (all must pass), approval", or "health" for a
+// wave that only needs its clusters Synced and Healthy.
+export function gateWords(gate) {
+  const parts = [];
+  if (Number(gate?.bakeSeconds ?? 0) > 0) parts.push(`bake ${goDuration(gate.bakeSeconds)}`);
+  if (gate?.analysis) {
+    const names = (gate.analysis.templates ?? []).map((t) => t.templateName ?? "").join("+");
+    parts.push(`analysis ${names} (${gate.minSuccessful || "all"} must pass)`);
+  }
+  if (gate?.approval) parts.push("approval");
+  return parts.length ? parts.join(", ") : "health";
+}
+
+// fleetAnalysisWords is a wave target's ANALYSIS as `flotilla fleet
+// status` has it: the phase, then each metric=value.
+export function fleetAnalysisWords(analysis) {
+  if (!analysis) return "";
+  return [analysis.phase ?? "", ...(analysis.measurements ?? []).map((m) => `${m.metric ?? ""}=${m.value ?? ""}`)].join(" ");
+}

@@ -154,8 +154,9 @@ func (*WatchFleetRequest) Descriptor() ([]byte, []int) {
 // the stream's previous message.
 type WatchFleetResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// snapshot says apps and clusters are the whole fleet: the client
-	// replaces what it holds. The first message of a stream is one.
+	// snapshot says apps, clusters and fleet_rollouts are the whole fleet:
+	// the client replaces what it holds. The first message of a stream is
+	// one.
 	Snapshot bool `protobuf:"varint,1,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
 	// apps are the (cluster, app) pairs added or changed.
 	Apps []*FleetApp `protobuf:"bytes,2,rep,name=apps,proto3" json:"apps,omitempty"`
@@ -168,9 +169,18 @@ type WatchFleetResponse struct {
 	RemovedClusters []string `protobuf:"bytes,5,rep,name=removed_clusters,json=removedClusters,proto3" json:"removed_clusters,omitempty"`
 	// events are the events appended since the previous message, oldest
 	// first; a snapshot carries none (ListEvents reads the past).
-	Events        []*Event `protobuf:"bytes,6,rep,name=events,proto3" json:"events,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Events []*Event `protobuf:"bytes,6,rep,name=events,proto3" json:"events,omitempty"`
+	// fleet_rollouts are the fleet rollouts added or changed (all of them in
+	// a snapshot), as GetFleetRollout answers them. The hub keeps one per
+	// ApplicationSet or Application: its key is "<kind>/<name>"
+	// ("ApplicationSet/web"), and a newer commit's rollout (a new id)
+	// replaces the older one under the same key.
+	FleetRollouts []*FleetRollout `protobuf:"bytes,7,rep,name=fleet_rollouts,json=fleetRollouts,proto3" json:"fleet_rollouts,omitempty"`
+	// removed_fleet_rollouts are the keys ("<kind>/<name>") of the fleet
+	// rollouts the hub no longer has.
+	RemovedFleetRollouts []string `protobuf:"bytes,8,rep,name=removed_fleet_rollouts,json=removedFleetRollouts,proto3" json:"removed_fleet_rollouts,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *WatchFleetResponse) Reset() {
@@ -241,6 +251,20 @@ func (x *WatchFleetResponse) GetRemovedClusters() []string {
 func (x *WatchFleetResponse) GetEvents() []*Event {
 	if x != nil {
 		return x.Events
+	}
+	return nil
+}
+
+func (x *WatchFleetResponse) GetFleetRollouts() []*FleetRollout {
+	if x != nil {
+		return x.FleetRollouts
+	}
+	return nil
+}
+
+func (x *WatchFleetResponse) GetRemovedFleetRollouts() []string {
+	if x != nil {
+		return x.RemovedFleetRollouts
 	}
 	return nil
 }
@@ -2647,14 +2671,16 @@ const file_flotilla_v1_hub_service_proto_rawDesc = "" +
 	"\x0eWhoAmIResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04role\x18\x02 \x01(\tR\x04role\"\x13\n" +
-	"\x11WatchFleetRequest\"\xa2\x02\n" +
+	"\x11WatchFleetRequest\"\x9a\x03\n" +
 	"\x12WatchFleetResponse\x12\x1a\n" +
 	"\bsnapshot\x18\x01 \x01(\bR\bsnapshot\x12)\n" +
 	"\x04apps\x18\x02 \x03(\v2\x15.flotilla.v1.FleetAppR\x04apps\x128\n" +
 	"\fremoved_apps\x18\x03 \x03(\v2\x15.flotilla.v1.FleetAppR\vremovedApps\x124\n" +
 	"\bclusters\x18\x04 \x03(\v2\x18.flotilla.v1.ClusterInfoR\bclusters\x12)\n" +
 	"\x10removed_clusters\x18\x05 \x03(\tR\x0fremovedClusters\x12*\n" +
-	"\x06events\x18\x06 \x03(\v2\x12.flotilla.v1.EventR\x06events\"\x96\x03\n" +
+	"\x06events\x18\x06 \x03(\v2\x12.flotilla.v1.EventR\x06events\x12@\n" +
+	"\x0efleet_rollouts\x18\a \x03(\v2\x19.flotilla.v1.FleetRolloutR\rfleetRollouts\x124\n" +
+	"\x16removed_fleet_rollouts\x18\b \x03(\tR\x14removedFleetRollouts\"\x96\x03\n" +
 	"\bFleetApp\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x10\n" +
 	"\x03app\x18\x02 \x01(\tR\x03app\x12\x12\n" +
@@ -2903,97 +2929,98 @@ var file_flotilla_v1_hub_service_proto_goTypes = []any{
 	nil,                                 // 45: flotilla.v1.AddClusterRequest.LabelsEntry
 	nil,                                 // 46: flotilla.v1.LabelClusterRequest.LabelsEntry
 	(*Event)(nil),                       // 47: flotilla.v1.Event
-	(*Pin)(nil),                         // 48: flotilla.v1.Pin
-	(*timestamppb.Timestamp)(nil),       // 49: google.protobuf.Timestamp
-	(*ClusterRegistration)(nil),         // 50: flotilla.v1.ClusterRegistration
-	(*DesiredState)(nil),                // 51: flotilla.v1.DesiredState
-	(*AppStatus)(nil),                   // 52: flotilla.v1.AppStatus
-	(*Source)(nil),                      // 53: flotilla.v1.Source
-	(Initiator)(0),                      // 54: flotilla.v1.Initiator
-	(*ObjectDiff)(nil),                  // 55: flotilla.v1.ObjectDiff
-	(RolloutAction)(0),                  // 56: flotilla.v1.RolloutAction
-	(*FleetRollout)(nil),                // 57: flotilla.v1.FleetRollout
+	(*FleetRollout)(nil),                // 48: flotilla.v1.FleetRollout
+	(*Pin)(nil),                         // 49: flotilla.v1.Pin
+	(*timestamppb.Timestamp)(nil),       // 50: google.protobuf.Timestamp
+	(*ClusterRegistration)(nil),         // 51: flotilla.v1.ClusterRegistration
+	(*DesiredState)(nil),                // 52: flotilla.v1.DesiredState
+	(*AppStatus)(nil),                   // 53: flotilla.v1.AppStatus
+	(*Source)(nil),                      // 54: flotilla.v1.Source
+	(Initiator)(0),                      // 55: flotilla.v1.Initiator
+	(*ObjectDiff)(nil),                  // 56: flotilla.v1.ObjectDiff
+	(RolloutAction)(0),                  // 57: flotilla.v1.RolloutAction
 }
 var file_flotilla_v1_hub_service_proto_depIdxs = []int32{
 	4,  // 0: flotilla.v1.WatchFleetResponse.apps:type_name -> flotilla.v1.FleetApp
 	4,  // 1: flotilla.v1.WatchFleetResponse.removed_apps:type_name -> flotilla.v1.FleetApp
 	6,  // 2: flotilla.v1.WatchFleetResponse.clusters:type_name -> flotilla.v1.ClusterInfo
 	47, // 3: flotilla.v1.WatchFleetResponse.events:type_name -> flotilla.v1.Event
-	48, // 4: flotilla.v1.FleetApp.pin:type_name -> flotilla.v1.Pin
-	49, // 5: flotilla.v1.FleetApp.offline_since:type_name -> google.protobuf.Timestamp
-	50, // 6: flotilla.v1.ClusterInfo.registration:type_name -> flotilla.v1.ClusterRegistration
-	49, // 7: flotilla.v1.ClusterInfo.last_heartbeat:type_name -> google.protobuf.Timestamp
-	49, // 8: flotilla.v1.ClusterInfo.revoked_at:type_name -> google.protobuf.Timestamp
-	45, // 9: flotilla.v1.AddClusterRequest.labels:type_name -> flotilla.v1.AddClusterRequest.LabelsEntry
-	9,  // 10: flotilla.v1.AddClusterResponse.credentials:type_name -> flotilla.v1.ClusterCredentials
-	46, // 11: flotilla.v1.LabelClusterRequest.labels:type_name -> flotilla.v1.LabelClusterRequest.LabelsEntry
-	49, // 12: flotilla.v1.RevokeClusterResponse.revoked_at:type_name -> google.protobuf.Timestamp
-	6,  // 13: flotilla.v1.ListClustersResponse.clusters:type_name -> flotilla.v1.ClusterInfo
-	51, // 14: flotilla.v1.AppInfo.desired:type_name -> flotilla.v1.DesiredState
-	52, // 15: flotilla.v1.AppInfo.status:type_name -> flotilla.v1.AppStatus
-	49, // 16: flotilla.v1.AppInfo.offline_since:type_name -> google.protobuf.Timestamp
-	16, // 17: flotilla.v1.ListAppsResponse.apps:type_name -> flotilla.v1.AppInfo
-	16, // 18: flotilla.v1.GetAppResponse.apps:type_name -> flotilla.v1.AppInfo
-	53, // 19: flotilla.v1.HistoryEntry.source:type_name -> flotilla.v1.Source
-	49, // 20: flotilla.v1.HistoryEntry.published_at:type_name -> google.protobuf.Timestamp
-	54, // 21: flotilla.v1.HistoryEntry.initiator:type_name -> flotilla.v1.Initiator
-	48, // 22: flotilla.v1.HistoryEntry.pin:type_name -> flotilla.v1.Pin
-	21, // 23: flotilla.v1.GetAppHistoryResponse.entries:type_name -> flotilla.v1.HistoryEntry
-	55, // 24: flotilla.v1.ClusterDiff.diffs:type_name -> flotilla.v1.ObjectDiff
-	24, // 25: flotilla.v1.DiffAppResponse.clusters:type_name -> flotilla.v1.ClusterDiff
-	47, // 26: flotilla.v1.ListEventsResponse.events:type_name -> flotilla.v1.Event
-	29, // 27: flotilla.v1.SyncAppResponse.clusters:type_name -> flotilla.v1.ClusterResult
-	29, // 28: flotilla.v1.RollbackAppResponse.clusters:type_name -> flotilla.v1.ClusterResult
-	29, // 29: flotilla.v1.RevertAppResponse.clusters:type_name -> flotilla.v1.ClusterResult
-	29, // 30: flotilla.v1.UnpinAppResponse.clusters:type_name -> flotilla.v1.ClusterResult
-	56, // 31: flotilla.v1.RolloutAppRequest.action:type_name -> flotilla.v1.RolloutAction
-	29, // 32: flotilla.v1.RolloutAppResponse.clusters:type_name -> flotilla.v1.ClusterResult
-	57, // 33: flotilla.v1.GetFleetRolloutResponse.rollout:type_name -> flotilla.v1.FleetRollout
-	57, // 34: flotilla.v1.PromoteFleetRolloutResponse.rollout:type_name -> flotilla.v1.FleetRollout
-	57, // 35: flotilla.v1.AbortFleetRolloutResponse.rollout:type_name -> flotilla.v1.FleetRollout
-	5,  // 36: flotilla.v1.HubService.ListClusters:input_type -> flotilla.v1.ListClustersRequest
-	7,  // 37: flotilla.v1.HubService.AddCluster:input_type -> flotilla.v1.AddClusterRequest
-	10, // 38: flotilla.v1.HubService.LabelCluster:input_type -> flotilla.v1.LabelClusterRequest
-	12, // 39: flotilla.v1.HubService.RevokeCluster:input_type -> flotilla.v1.RevokeClusterRequest
-	15, // 40: flotilla.v1.HubService.ListApps:input_type -> flotilla.v1.ListAppsRequest
-	18, // 41: flotilla.v1.HubService.GetApp:input_type -> flotilla.v1.GetAppRequest
-	20, // 42: flotilla.v1.HubService.GetAppHistory:input_type -> flotilla.v1.GetAppHistoryRequest
-	23, // 43: flotilla.v1.HubService.DiffApp:input_type -> flotilla.v1.DiffAppRequest
-	26, // 44: flotilla.v1.HubService.ListEvents:input_type -> flotilla.v1.ListEventsRequest
-	28, // 45: flotilla.v1.HubService.SyncApp:input_type -> flotilla.v1.SyncAppRequest
-	31, // 46: flotilla.v1.HubService.RollbackApp:input_type -> flotilla.v1.RollbackAppRequest
-	33, // 47: flotilla.v1.HubService.RevertApp:input_type -> flotilla.v1.RevertAppRequest
-	35, // 48: flotilla.v1.HubService.UnpinApp:input_type -> flotilla.v1.UnpinAppRequest
-	37, // 49: flotilla.v1.HubService.RolloutApp:input_type -> flotilla.v1.RolloutAppRequest
-	39, // 50: flotilla.v1.HubService.GetFleetRollout:input_type -> flotilla.v1.GetFleetRolloutRequest
-	41, // 51: flotilla.v1.HubService.PromoteFleetRollout:input_type -> flotilla.v1.PromoteFleetRolloutRequest
-	43, // 52: flotilla.v1.HubService.AbortFleetRollout:input_type -> flotilla.v1.AbortFleetRolloutRequest
-	0,  // 53: flotilla.v1.HubService.WhoAmI:input_type -> flotilla.v1.WhoAmIRequest
-	2,  // 54: flotilla.v1.HubService.WatchFleet:input_type -> flotilla.v1.WatchFleetRequest
-	14, // 55: flotilla.v1.HubService.ListClusters:output_type -> flotilla.v1.ListClustersResponse
-	8,  // 56: flotilla.v1.HubService.AddCluster:output_type -> flotilla.v1.AddClusterResponse
-	11, // 57: flotilla.v1.HubService.LabelCluster:output_type -> flotilla.v1.LabelClusterResponse
-	13, // 58: flotilla.v1.HubService.RevokeCluster:output_type -> flotilla.v1.RevokeClusterResponse
-	17, // 59: flotilla.v1.HubService.ListApps:output_type -> flotilla.v1.ListAppsResponse
-	19, // 60: flotilla.v1.HubService.GetApp:output_type -> flotilla.v1.GetAppResponse
-	22, // 61: flotilla.v1.HubService.GetAppHistory:output_type -> flotilla.v1.GetAppHistoryResponse
-	25, // 62: flotilla.v1.HubService.DiffApp:output_type -> flotilla.v1.DiffAppResponse
-	27, // 63: flotilla.v1.HubService.ListEvents:output_type -> flotilla.v1.ListEventsResponse
-	30, // 64: flotilla.v1.HubService.SyncApp:output_type -> flotilla.v1.SyncAppResponse
-	32, // 65: flotilla.v1.HubService.RollbackApp:output_type -> flotilla.v1.RollbackAppResponse
-	34, // 66: flotilla.v1.HubService.RevertApp:output_type -> flotilla.v1.RevertAppResponse
-	36, // 67: flotilla.v1.HubService.UnpinApp:output_type -> flotilla.v1.UnpinAppResponse
-	38, // 68: flotilla.v1.HubService.RolloutApp:output_type -> flotilla.v1.RolloutAppResponse
-	40, // 69: flotilla.v1.HubService.GetFleetRollout:output_type -> flotilla.v1.GetFleetRolloutResponse
-	42, // 70: flotilla.v1.HubService.PromoteFleetRollout:output_type -> flotilla.v1.PromoteFleetRolloutResponse
-	44, // 71: flotilla.v1.HubService.AbortFleetRollout:output_type -> flotilla.v1.AbortFleetRolloutResponse
-	1,  // 72: flotilla.v1.HubService.WhoAmI:output_type -> flotilla.v1.WhoAmIResponse
-	3,  // 73: flotilla.v1.HubService.WatchFleet:output_type -> flotilla.v1.WatchFleetResponse
-	55, // [55:74] is the sub-list for method output_type
-	36, // [36:55] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	48, // 4: flotilla.v1.WatchFleetResponse.fleet_rollouts:type_name -> flotilla.v1.FleetRollout
+	49, // 5: flotilla.v1.FleetApp.pin:type_name -> flotilla.v1.Pin
+	50, // 6: flotilla.v1.FleetApp.offline_since:type_name -> google.protobuf.Timestamp
+	51, // 7: flotilla.v1.ClusterInfo.registration:type_name -> flotilla.v1.ClusterRegistration
+	50, // 8: flotilla.v1.ClusterInfo.last_heartbeat:type_name -> google.protobuf.Timestamp
+	50, // 9: flotilla.v1.ClusterInfo.revoked_at:type_name -> google.protobuf.Timestamp
+	45, // 10: flotilla.v1.AddClusterRequest.labels:type_name -> flotilla.v1.AddClusterRequest.LabelsEntry
+	9,  // 11: flotilla.v1.AddClusterResponse.credentials:type_name -> flotilla.v1.ClusterCredentials
+	46, // 12: flotilla.v1.LabelClusterRequest.labels:type_name -> flotilla.v1.LabelClusterRequest.LabelsEntry
+	50, // 13: flotilla.v1.RevokeClusterResponse.revoked_at:type_name -> google.protobuf.Timestamp
+	6,  // 14: flotilla.v1.ListClustersResponse.clusters:type_name -> flotilla.v1.ClusterInfo
+	52, // 15: flotilla.v1.AppInfo.desired:type_name -> flotilla.v1.DesiredState
+	53, // 16: flotilla.v1.AppInfo.status:type_name -> flotilla.v1.AppStatus
+	50, // 17: flotilla.v1.AppInfo.offline_since:type_name -> google.protobuf.Timestamp
+	16, // 18: flotilla.v1.ListAppsResponse.apps:type_name -> flotilla.v1.AppInfo
+	16, // 19: flotilla.v1.GetAppResponse.apps:type_name -> flotilla.v1.AppInfo
+	54, // 20: flotilla.v1.HistoryEntry.source:type_name -> flotilla.v1.Source
+	50, // 21: flotilla.v1.HistoryEntry.published_at:type_name -> google.protobuf.Timestamp
+	55, // 22: flotilla.v1.HistoryEntry.initiator:type_name -> flotilla.v1.Initiator
+	49, // 23: flotilla.v1.HistoryEntry.pin:type_name -> flotilla.v1.Pin
+	21, // 24: flotilla.v1.GetAppHistoryResponse.entries:type_name -> flotilla.v1.HistoryEntry
+	56, // 25: flotilla.v1.ClusterDiff.diffs:type_name -> flotilla.v1.ObjectDiff
+	24, // 26: flotilla.v1.DiffAppResponse.clusters:type_name -> flotilla.v1.ClusterDiff
+	47, // 27: flotilla.v1.ListEventsResponse.events:type_name -> flotilla.v1.Event
+	29, // 28: flotilla.v1.SyncAppResponse.clusters:type_name -> flotilla.v1.ClusterResult
+	29, // 29: flotilla.v1.RollbackAppResponse.clusters:type_name -> flotilla.v1.ClusterResult
+	29, // 30: flotilla.v1.RevertAppResponse.clusters:type_name -> flotilla.v1.ClusterResult
+	29, // 31: flotilla.v1.UnpinAppResponse.clusters:type_name -> flotilla.v1.ClusterResult
+	57, // 32: flotilla.v1.RolloutAppRequest.action:type_name -> flotilla.v1.RolloutAction
+	29, // 33: flotilla.v1.RolloutAppResponse.clusters:type_name -> flotilla.v1.ClusterResult
+	48, // 34: flotilla.v1.GetFleetRolloutResponse.rollout:type_name -> flotilla.v1.FleetRollout
+	48, // 35: flotilla.v1.PromoteFleetRolloutResponse.rollout:type_name -> flotilla.v1.FleetRollout
+	48, // 36: flotilla.v1.AbortFleetRolloutResponse.rollout:type_name -> flotilla.v1.FleetRollout
+	5,  // 37: flotilla.v1.HubService.ListClusters:input_type -> flotilla.v1.ListClustersRequest
+	7,  // 38: flotilla.v1.HubService.AddCluster:input_type -> flotilla.v1.AddClusterRequest
+	10, // 39: flotilla.v1.HubService.LabelCluster:input_type -> flotilla.v1.LabelClusterRequest
+	12, // 40: flotilla.v1.HubService.RevokeCluster:input_type -> flotilla.v1.RevokeClusterRequest
+	15, // 41: flotilla.v1.HubService.ListApps:input_type -> flotilla.v1.ListAppsRequest
+	18, // 42: flotilla.v1.HubService.GetApp:input_type -> flotilla.v1.GetAppRequest
+	20, // 43: flotilla.v1.HubService.GetAppHistory:input_type -> flotilla.v1.GetAppHistoryRequest
+	23, // 44: flotilla.v1.HubService.DiffApp:input_type -> flotilla.v1.DiffAppRequest
+	26, // 45: flotilla.v1.HubService.ListEvents:input_type -> flotilla.v1.ListEventsRequest
+	28, // 46: flotilla.v1.HubService.SyncApp:input_type -> flotilla.v1.SyncAppRequest
+	31, // 47: flotilla.v1.HubService.RollbackApp:input_type -> flotilla.v1.RollbackAppRequest
+	33, // 48: flotilla.v1.HubService.RevertApp:input_type -> flotilla.v1.RevertAppRequest
+	35, // 49: flotilla.v1.HubService.UnpinApp:input_type -> flotilla.v1.UnpinAppRequest
+	37, // 50: flotilla.v1.HubService.RolloutApp:input_type -> flotilla.v1.RolloutAppRequest
+	39, // 51: flotilla.v1.HubService.GetFleetRollout:input_type -> flotilla.v1.GetFleetRolloutRequest
+	41, // 52: flotilla.v1.HubService.PromoteFleetRollout:input_type -> flotilla.v1.PromoteFleetRolloutRequest
+	43, // 53: flotilla.v1.HubService.AbortFleetRollout:input_type -> flotilla.v1.AbortFleetRolloutRequest
+	0,  // 54: flotilla.v1.HubService.WhoAmI:input_type -> flotilla.v1.WhoAmIRequest
+	2,  // 55: flotilla.v1.HubService.WatchFleet:input_type -> flotilla.v1.WatchFleetRequest
+	14, // 56: flotilla.v1.HubService.ListClusters:output_type -> flotilla.v1.ListClustersResponse
+	8,  // 57: flotilla.v1.HubService.AddCluster:output_type -> flotilla.v1.AddClusterResponse
+	11, // 58: flotilla.v1.HubService.LabelCluster:output_type -> flotilla.v1.LabelClusterResponse
+	13, // 59: flotilla.v1.HubService.RevokeCluster:output_type -> flotilla.v1.RevokeClusterResponse
+	17, // 60: flotilla.v1.HubService.ListApps:output_type -> flotilla.v1.ListAppsResponse
+	19, // 61: flotilla.v1.HubService.GetApp:output_type -> flotilla.v1.GetAppResponse
+	22, // 62: flotilla.v1.HubService.GetAppHistory:output_type -> flotilla.v1.GetAppHistoryResponse
+	25, // 63: flotilla.v1.HubService.DiffApp:output_type -> flotilla.v1.DiffAppResponse
+	27, // 64: flotilla.v1.HubService.ListEvents:output_type -> flotilla.v1.ListEventsResponse
+	30, // 65: flotilla.v1.HubService.SyncApp:output_type -> flotilla.v1.SyncAppResponse
+	32, // 66: flotilla.v1.HubService.RollbackApp:output_type -> flotilla.v1.RollbackAppResponse
+	34, // 67: flotilla.v1.HubService.RevertApp:output_type -> flotilla.v1.RevertAppResponse
+	36, // 68: flotilla.v1.HubService.UnpinApp:output_type -> flotilla.v1.UnpinAppResponse
+	38, // 69: flotilla.v1.HubService.RolloutApp:output_type -> flotilla.v1.RolloutAppResponse
+	40, // 70: flotilla.v1.HubService.GetFleetRollout:output_type -> flotilla.v1.GetFleetRolloutResponse
+	42, // 71: flotilla.v1.HubService.PromoteFleetRollout:output_type -> flotilla.v1.PromoteFleetRolloutResponse
+	44, // 72: flotilla.v1.HubService.AbortFleetRollout:output_type -> flotilla.v1.AbortFleetRolloutResponse
+	1,  // 73: flotilla.v1.HubService.WhoAmI:output_type -> flotilla.v1.WhoAmIResponse
+	3,  // 74: flotilla.v1.HubService.WatchFleet:output_type -> flotilla.v1.WatchFleetResponse
+	56, // [56:75] is the sub-list for method output_type
+	37, // [37:56] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_v1_hub_service_proto_init() }
