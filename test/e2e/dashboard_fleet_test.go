@@ -26,21 +26,7 @@ func TestDashboardFleetRollout(t *testing.T) {
 	f := startFleetOfFour(t)
 	lead := f.leader(t, -1)
 
-	// The clusters joined one by one while v1 rolled out: it ends with all
-	// on v1 (an approval the canary's wave waited for given), as in
-	// TestFleetRolloutInWaves.
-	testenv.Eventually(t, 4*time.Minute, func() error {
-		r := f.waitRollout(t, lead, "v1", time.Minute, func(*flotillav1.FleetRollout) error { return nil })
-		if r.GetPhase() == flotillav1.FleetPhase_FLEET_PHASE_PAUSED {
-			f.promote(t, lead)
-		}
-		for _, c := range fleetStages {
-			if got := f.runs(t, c.name); got != "v1" || r.GetPhase() != flotillav1.FleetPhase_FLEET_PHASE_SUCCEEDED {
-				return fmt.Errorf("%s runs %s; rollout %s", c.name, got, describeRollout(r))
-			}
-		}
-		return nil
-	})
+	f.allOnV1(t, lead)
 
 	d := &dashboard{b: testenv.StartBrowser(t, replicaCertificate(t, f.hubReplicas, lead)), url: f.apiURLs[lead], shots: t.ArtifactDir()}
 	step := newSteps(t)

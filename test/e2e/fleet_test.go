@@ -216,6 +216,26 @@ func (f *fleetOfFour) waitRuns(t *testing.T, cluster, version string) {
 // promote promotes the web rollout through replica i, again while the
 // hub answers that NATS is unavailable (as after a failover, while the
 // replicated streams elect their leaders), as an operator would.
+// allOnV1 waits until every cluster runs v1 and its rollout succeeded.
+// The clusters joined one by one while the first version rolled out:
+// however far it got when each joined, it ends with all on v1, the
+// approval the canary's wave waits for given through the leader lead.
+func (f *fleetOfFour) allOnV1(t *testing.T, lead int) {
+	t.Helper()
+	testenv.Eventually(t, 4*time.Minute, func() error {
+		r := f.waitRollout(t, lead, "v1", time.Minute, func(*flotillav1.FleetRollout) error { return nil })
+		if r.GetPhase() == flotillav1.FleetPhase_FLEET_PHASE_PAUSED {
+			f.promote(t, lead)
+		}
+		for _, c := range fleetStages {
+			if got := f.runs(t, c.name); got != "v1" || r.GetPhase() != flotillav1.FleetPhase_FLEET_PHASE_SUCCEEDED {
+				return fmt.Errorf("%s runs %s; rollout %s", c.name, got, describeRollout(r))
+			}
+		}
+		return nil
+	})
+}
+
 func (f *fleetOfFour) promote(t *testing.T, i int, args ...string) {
 	t.Helper()
 	testenv.Eventually(t, 30*time.Second, func() error {
@@ -242,21 +262,7 @@ func TestFleetRolloutInWaves(t *testing.T) {
 	f := startFleetOfFour(t)
 	lead := f.leader(t, -1)
 
-	// The clusters joined one by one while the first version rolled out:
-	// however far it got when each joined, it ends with all on v1 (an
-	// approval the canary's wave waited for given).
-	testenv.Eventually(t, 4*time.Minute, func() error {
-		r := f.waitRollout(t, lead, "v1", time.Minute, func(*flotillav1.FleetRollout) error { return nil })
-		if r.GetPhase() == flotillav1.FleetPhase_FLEET_PHASE_PAUSED {
-			f.promote(t, lead)
-		}
-		for _, c := range fleetStages {
-			if got := f.runs(t, c.name); got != "v1" || r.GetPhase() != flotillav1.FleetPhase_FLEET_PHASE_SUCCEEDED {
-				return fmt.Errorf("%s runs %s; rollout %s", c.name, got, describeRollout(r))
-			}
-		}
-		return nil
-	})
+	f.allOnV1(t, lead)
 
 	step := newSteps(t)
 	step.run("a good version passes every wave in order, across a failover of the leading hub", func(t *testing.T) {
