@@ -306,10 +306,11 @@ func (h *Hub) Serve(ctx context.Context, ln net.Listener) error {
 		return nil
 	}
 
-	// Requests live in ctx: a dashboard's WatchFleet stream ends when
-	// the hub stops, rather than holding Shutdown up.
-	srv := &http.Server{Handler: h.Handler(), ReadHeaderTimeout: 10 * time.Second,
-		BaseContext: func(net.Listener) context.Context { return ctx }}
+	// Shutdown lets the calls under way finish; a dashboard's WatchFleet
+	// stream, which would not, ends as it begins.
+	streams := make(chan struct{})
+	srv := &http.Server{Handler: h.handler(streams), ReadHeaderTimeout: 10 * time.Second}
+	srv.RegisterOnShutdown(func() { close(streams) })
 	wg.Go(func() {
 		<-ctx.Done()
 		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -324,10 +325,11 @@ func (h *Hub) Serve(ctx context.Context, ln net.Listener) error {
 	return err
 }
 
-// Handler serves the API, the dashboard and its sign-in, the webhook, the
+// handler serves the API, the dashboard and its sign-in, the webhook, the
 // public key, health and metrics; metrics to API tokens only when
-// api.metricsRequireToken is set.
-func (h *Hub) Handler() http.Handler {
+// api.metricsRequireToken is set. Its WatchFleet streams end once
+// streams is closed.
+func (h *Hub) handler(streams <-chan struct{}) http.Handler {
 	mux := http.NewServeMux()
 	// Every replica derives the same session key from the signing key
 	// they share, so a session outlives the replica that signed it in.
@@ -337,7 +339,7 @@ func (h *Hub) Handler() http.Handler {
 		metrics = auth.Require(metrics)
 	}
 	mux.Handle("GET /metrics", metrics)
-	path, apiHandler := api.NewHandler(h, bus.DefaultOptions().ClusterTTL, auth)
+	path, apiHandler := api.NewHandler(h, bus.DefaultOptions().ClusterTTL, auth, streams)
 	toLeader := h.toLeader()
 	mux.Handle(path, h.leaderOnly(apiHandler, auth.Require(http.MaxBytesHandler(toLeader, api.MaxRequestBytes))))
 	mux.HandleFunc("/api/session", auth.ServeSession)

@@ -168,6 +168,9 @@ func (h *Hub) toLeader() http.Handler {
 		proxy := &httputil.ReverseProxy{
 			Rewrite: func(pr *httputil.ProxyRequest) {
 				pr.SetURL(target)
+				// The host the caller named, which a browser's Origin
+				// names too: the leader checks a dashboard call's origin.
+				pr.Out.Host = pr.In.Host
 				pr.Out.Header.Set(forwardedHeader, h.cfg.Replica.Name)
 			},
 			Transport: transport,

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -42,6 +43,19 @@ func ParseRole(s string) (Role, error) {
 		return Admin, nil
 	}
 	return 0, fmt.Errorf("role %q: want viewer, operator or admin", s)
+}
+
+// String is the role's name, as ParseRole reads it.
+func (r Role) String() string {
+	switch r {
+	case Viewer:
+		return "viewer"
+	case Operator:
+		return "operator"
+	case Admin:
+		return "admin"
+	}
+	return fmt.Sprintf("role(%d)", int(r))
 }
 
 // Token is one accepted bearer token.
@@ -130,6 +144,10 @@ type Server struct {
 	now        func() time.Time
 	// watchInterval is how often WatchFleet looks for changes.
 	watchInterval time.Duration
+	// streams counts the WatchFleet streams being served.
+	streams atomic.Int64
+	// stop ends the WatchFleet streams once closed (the hub stops).
+	stop <-chan struct{}
 }
 
 // MaxRequestBytes bounds a HubService request's body, both as sent and
@@ -142,14 +160,16 @@ const MaxRequestBytes = 1 << 20
 // or decompressed, as ResourceExhausted; it checks the token's role
 // against the procedure, and it records every call that needs more than
 // Viewer in the audit stream.
-func NewHandler(hub Hub, clusterTTL time.Duration, auth *Auth) (string, http.Handler) {
-	return newHandler(hub, clusterTTL, auth, time.Now, watchInterval)
+// WatchFleet streams end once stop is closed (nil: never), as a server's
+// Shutdown does not end them.
+func NewHandler(hub Hub, clusterTTL time.Duration, auth *Auth, stop <-chan struct{}) (string, http.Handler) {
+	return newHandler(hub, clusterTTL, auth, stop, time.Now, defaultWatchInterval)
 }
 
 // newHandler is NewHandler with the server on clock now and WatchFleet
 // looking for changes every interval.
-func newHandler(hub Hub, clusterTTL time.Duration, auth *Auth, now func() time.Time, interval time.Duration) (string, http.Handler) {
-	s := &Server{hub: hub, clusterTTL: clusterTTL, now: now, watchInterval: interval}
+func newHandler(hub Hub, clusterTTL time.Duration, auth *Auth, stop <-chan struct{}, now func() time.Time, interval time.Duration) (string, http.Handler) {
+	s := &Server{hub: hub, clusterTTL: clusterTTL, now: now, watchInterval: interval, stop: stop}
 	path, handler := flotillav1connect.NewHubServiceHandler(s, connect.WithReadMaxBytes(MaxRequestBytes),
 		connect.WithInterceptors(audit(hub), authorize{}))
 	return path, auth.Require(http.MaxBytesHandler(handler, MaxRequestBytes))

@@ -63,17 +63,22 @@ func (a *Auth) Require(next http.Handler) http.Handler {
 	errorWriter := connect.NewErrorWriter()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		t, err := a.tokens.presentedBy(r)
-		if errors.Is(err, errNoToken) && a.sessions.presented(r) {
-			if t, err = a.sessions.tokenOf(r); err == nil {
-				if a.sameOrigin.Check(r) != nil {
-					_ = errorWriter.Write(w, r, connect.NewError(connect.CodePermissionDenied, errCrossOrigin))
-					return
-				}
-				next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callerKey{}, t)))
+		if errors.Is(err, errNoToken) {
+			t, end, err := a.sessions.tokenOf(r)
+			switch {
+			case errors.Is(err, errNoSession):
+				// Neither a bearer token nor a session: refused below.
+			case err != nil:
+				_ = errorWriter.Write(w, r, connect.NewError(connect.CodeUnauthenticated, err))
+				return
+			case a.sameOrigin.Check(r) != nil:
+				_ = errorWriter.Write(w, r, connect.NewError(connect.CodePermissionDenied, errCrossOrigin))
+				return
+			default:
+				ctx := context.WithValue(context.WithValue(r.Context(), callerKey{}, t), sessionEndKey{}, end)
+				next.ServeHTTP(w, r.WithContext(ctx))
 				return
 			}
-			_ = errorWriter.Write(w, r, connect.NewError(connect.CodeUnauthenticated, err))
-			return
 		}
 		if err == nil {
 			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callerKey{}, t)))

@@ -83,7 +83,7 @@ func TestRefusedCallsAreNotRead(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			hub := apitest.Fleet(time.Now())
-			_, handler := api.NewHandler(hub, apitest.ClusterTTL, api.NewAuth(apitest.Tokens, apitest.SessionKey))
+			_, handler := api.NewHandler(hub, apitest.ClusterTTL, api.NewAuth(apitest.Tokens, apitest.SessionKey), nil)
 			body := &watchedBody{}
 			req := httptest.NewRequest(http.MethodPost, flotillav1connect.HubServiceSyncAppProcedure, body)
 			req.Header.Set("Content-Type", "application/proto")
@@ -120,7 +120,7 @@ func (b *watchedBody) Read([]byte) (int, error) {
 // TestRefusalsSpeakTheCallersProtocol: a refused gRPC or gRPC-Web client
 // reads the same error as a Connect one.
 func TestRefusalsSpeakTheCallersProtocol(t *testing.T) {
-	_, handler := api.NewHandler(apitest.Fleet(time.Now()), apitest.ClusterTTL, api.NewAuth(apitest.Tokens, apitest.SessionKey))
+	_, handler := api.NewHandler(apitest.Fleet(time.Now()), apitest.ClusterTTL, api.NewAuth(apitest.Tokens, apitest.SessionKey), nil)
 	srv := httptest.NewUnstartedServer(handler)
 	srv.EnableHTTP2 = true // gRPC needs it
 	srv.StartTLS()

@@ -10,3 +10,9 @@ var NewAuthAt = newAuth
 
 // FailedAuthBurst is how many refused requests a remote IP may make at once.
 const FailedAuthBurst = failedAuthBurst
+
+// Bounds of the WatchFleet streams.
+const (
+	MaxPendingEvents = maxPendingEvents
+	MaxWatchStreams  = maxWatchStreams
+)

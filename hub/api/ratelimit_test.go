@@ -15,7 +15,7 @@ import (
 func TestFailedAuthRateLimit(t *testing.T) {
 	now := time.Date(2026, time.March, 14, 9, 0, 0, 0, time.UTC)
 	clock := func() time.Time { return now }
-	_, handler := api.NewHandlerAt(apitest.Fleet(now), apitest.ClusterTTL, api.NewAuthAt(apitest.Tokens, apitest.SessionKey, clock), clock, time.Second)
+	_, handler := api.NewHandlerAt(apitest.Fleet(now), apitest.ClusterTTL, api.NewAuthAt(apitest.Tokens, apitest.SessionKey, clock), nil, clock, time.Second)
 	const (
 		unauthenticated = "unauthenticated: token not accepted (expired or wrong)"
 		limited         = "resource_exhausted: too many refused tokens from this address: try again in a second"
@@ -62,7 +62,7 @@ func TestFailedAuthRateLimit(t *testing.T) {
 func TestFailedAuthRateLimitOverManyAddresses(t *testing.T) {
 	now := time.Date(2026, time.March, 14, 9, 0, 0, 0, time.UTC)
 	clock := func() time.Time { return now }
-	_, handler := api.NewHandlerAt(apitest.Fleet(now), apitest.ClusterTTL, api.NewAuthAt(apitest.Tokens, apitest.SessionKey, clock), clock, time.Second)
+	_, handler := api.NewHandlerAt(apitest.Fleet(now), apitest.ClusterTTL, api.NewAuthAt(apitest.Tokens, apitest.SessionKey, clock), nil, clock, time.Second)
 	refuseMany := func(network byte) {
 		for i := range 5000 {
 			from := netip.AddrFrom4([4]byte{network, 51, byte(i >> 8), byte(i)}).String()

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
@@ -27,6 +28,7 @@ const maxSignInBytes = 4 << 10
 
 // Why a session cookie is refused.
 var (
+	errNoSession      = errors.New("no session cookie")
 	errSessionExpired = errors.New("session expired: sign in again")
 	errSessionInvalid = errors.New("session not accepted (its token changed or was removed): sign in again")
 )
@@ -48,12 +50,6 @@ type sessions struct {
 
 func newSessions(key []byte, tokens *tokenSet, now func() time.Time) *sessions {
 	return &sessions{key: key, tokens: tokens, now: now}
-}
-
-// presented reports whether r carries a session cookie.
-func (s *sessions) presented(r *http.Request) bool {
-	_, err := r.Cookie(SessionCookie)
-	return err == nil
 }
 
 // issue is a session cookie for t, valid for SessionLifetime.
@@ -78,37 +74,55 @@ func (s *sessions) mac(t Token, expiry int64) []byte {
 	return m.Sum(nil)
 }
 
-// tokenOf is the token whose session r's cookie carries.
-func (s *sessions) tokenOf(r *http.Request) (Token, error) {
+// tokenOf is the token whose session r's cookie carries, and when the
+// session ends; errNoSession without a cookie.
+func (s *sessions) tokenOf(r *http.Request) (Token, time.Time, error) {
 	c, err := r.Cookie(SessionCookie)
 	if err != nil {
-		return Token{}, errSessionInvalid
+		return Token{}, time.Time{}, errNoSession
 	}
-	parts := strings.Split(c.Value, ".")
+	return s.check(c.Value)
+}
+
+// check is the token whose session a cookie's value carries, and when
+// the session ends.
+func (s *sessions) check(value string) (Token, time.Time, error) {
+	parts := strings.Split(value, ".")
 	if len(parts) != 4 || parts[0] != "v1" {
-		return Token{}, errSessionInvalid
+		return Token{}, time.Time{}, errSessionInvalid
 	}
 	name, err1 := base64.RawURLEncoding.DecodeString(parts[1])
 	expiry, err2 := strconv.ParseInt(parts[2], 10, 64)
 	mac, err3 := base64.RawURLEncoding.DecodeString(parts[3])
 	if err := errors.Join(err1, err2, err3); err != nil {
-		return Token{}, errSessionInvalid
+		return Token{}, time.Time{}, errSessionInvalid
 	}
 	t, ok := s.tokens.named(string(name))
 	if !ok || !hmac.Equal(mac, s.mac(t, expiry)) {
-		return Token{}, errSessionInvalid
+		return Token{}, time.Time{}, errSessionInvalid
 	}
-	if !s.now().Before(time.Unix(expiry, 0)) {
-		return Token{}, errSessionExpired
+	end := time.Unix(expiry, 0)
+	if !s.now().Before(end) {
+		return Token{}, time.Time{}, errSessionExpired
 	}
-	return t, nil
+	return t, end, nil
+}
+
+type sessionEndKey struct{}
+
+// sessionEnd is when the session a call came with ends; zero for a call
+// with a bearer token.
+func sessionEnd(ctx context.Context) time.Time {
+	end, _ := ctx.Value(sessionEndKey{}).(time.Time)
+	return end
 }
 
 // ServeSession signs the dashboard in and out: POST with the JSON
 // {"token": "..."} checks the token as Require does (rate limit
 // included) and answers 204 with the session cookie; DELETE answers 204
 // with a cookie that ends it. Both must come from the hub's own origin.
-// Refusals are JSON {"message": "..."} with 401, 403, 413 or 429.
+// Refusals are JSON {"message": "..."} with 400, 401, 403, 405, 413 or
+// 429.
 func (a *Auth) ServeSession(w http.ResponseWriter, r *http.Request) {
 	if err := a.sameOrigin.Check(r); err != nil {
 		writeMessage(w, http.StatusForbidden, errCrossOrigin)
@@ -123,8 +137,12 @@ func (a *Auth) ServeSession(w http.ResponseWriter, r *http.Request) {
 			Token string `json:"token"`
 		}
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxSignInBytes))
-		if err != nil {
+		if errors.As(err, new(*http.MaxBytesError)) {
 			writeMessage(w, http.StatusRequestEntityTooLarge, fmt.Errorf("sign-in: body over %d bytes", maxSignInBytes))
+			return
+		}
+		if err != nil {
+			writeMessage(w, http.StatusBadRequest, fmt.Errorf("sign-in: read the body: %w", err))
 			return
 		}
 		if err := json.Unmarshal(body, &in); err != nil || in.Token == "" {

@@ -43,7 +43,7 @@ func sessionServer(t *testing.T, clock *atomic.Int64, tokens []api.Token) string
 	t.Helper()
 	now := func() time.Time { return time.Unix(0, clock.Load()) }
 	auth := api.NewAuthAt(tokens, apitest.SessionKey, now)
-	path, handler := api.NewHandlerAt(apitest.Fleet(now()), apitest.ClusterTTL, auth, now, time.Second)
+	path, handler := api.NewHandlerAt(apitest.Fleet(now()), apitest.ClusterTTL, auth, nil, now, time.Second)
 	mux := http.NewServeMux()
 	mux.Handle(path, handler)
 	mux.HandleFunc("/api/session", auth.ServeSession)
@@ -162,7 +162,7 @@ func TestSessions(t *testing.T) {
 		}
 		// Another hub, with another signing key, refuses this hub's cookie.
 		otherAuth := api.NewAuth(apitest.Tokens, []byte("another hub's key, 32 bytes long"))
-		path, handler := api.NewHandler(apitest.Fleet(time.Now()), apitest.ClusterTTL, otherAuth)
+		path, handler := api.NewHandler(apitest.Fleet(time.Now()), apitest.ClusterTTL, otherAuth, nil)
 		mux := http.NewServeMux()
 		mux.Handle(path, handler)
 		other := httptest.NewServer(mux)

@@ -15,9 +15,9 @@ import (
 	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
 )
 
-// watchInterval is how often a WatchFleet stream compares the fleet with
-// what it last sent.
-const watchInterval = time.Second
+// defaultWatchInterval is how often a WatchFleet stream compares the
+// fleet with what it last sent.
+const defaultWatchInterval = time.Second
 
 // keepAliveAfter is the longest a WatchFleet stream stays silent: it then
 // sends an empty message, so that its client (and any proxy between)
@@ -25,22 +25,19 @@ const watchInterval = time.Second
 const keepAliveAfter = 15 * time.Second
 
 // maxPendingEvents bounds the events a stream holds for a client that
-// reads slower than they come; the ones past it are left out of the
-// stream (ListEvents still reads them).
+// reads slower than they come. Past it the stream ends, Unavailable: the
+// client connects again and reads the events it missed with ListEvents.
 const maxPendingEvents = 1000
 
-// String is the role's name, as ParseRole reads it.
-func (r Role) String() string {
-	switch r {
-	case Viewer:
-		return "viewer"
-	case Operator:
-		return "operator"
-	case Admin:
-		return "admin"
-	}
-	return fmt.Sprintf("role(%d)", int(r))
-}
+// maxWatchStreams bounds the WatchFleet streams a hub replica serves at
+// once: each compares the whole fleet every second and follows the events.
+const maxWatchStreams = 100
+
+// Why a WatchFleet stream is refused or ends.
+var (
+	errTooManyStreams = fmt.Errorf("this hub replica serves %d fleet streams already: close a dashboard, or try again later", maxWatchStreams)
+	errEventsOverflow = fmt.Errorf("over %d events came faster than the stream could send them: connect again and list the events", maxPendingEvents)
+)
 
 // WhoAmI implements HubService.
 func (s *Server) WhoAmI(ctx context.Context, _ *connect.Request[flotillav1.WhoAmIRequest]) (*connect.Response[flotillav1.WhoAmIResponse], error) {
@@ -52,7 +49,21 @@ func (s *Server) WhoAmI(ctx context.Context, _ *connect.Request[flotillav1.WhoAm
 // every cluster, of the clusters and of the fleet rollouts, then, every
 // watchInterval, what changed and the events appended meanwhile, until
 // the client goes or the hub stops.
+//
+// A stream ends, Unauthenticated, when the session it came with does
+// (a dashboard then asks to sign in again), and when the hub stops.
 func (s *Server) WatchFleet(ctx context.Context, _ *connect.Request[flotillav1.WatchFleetRequest], stream *connect.ServerStream[flotillav1.WatchFleetResponse]) error {
+	if s.streams.Add(1) > maxWatchStreams {
+		s.streams.Add(-1)
+		return connect.NewError(connect.CodeResourceExhausted, errTooManyStreams)
+	}
+	defer s.streams.Add(-1)
+	var sessionEnded <-chan time.Time
+	if end := sessionEnd(ctx); !end.IsZero() {
+		timer := time.NewTimer(end.Sub(s.now()))
+		defer timer.Stop()
+		sessionEnded = timer.C
+	}
 	events := &pendingEvents{}
 	if err := s.hub.FollowEvents(ctx, events.add); err != nil {
 		return toConnect(fmt.Errorf("%w: %w", ErrUnavailable, err))
@@ -67,7 +78,10 @@ func (s *Server) WatchFleet(ctx context.Context, _ *connect.Request[flotillav1.W
 			return err
 		}
 		msg := sent.changesTo(current)
-		msg.Events = events.take()
+		var overflowed bool
+		if msg.Events, overflowed = events.take(); overflowed {
+			return connect.NewError(connect.CodeUnavailable, errEventsOverflow)
+		}
 		if msg.GetSnapshot() || !changeless(msg) || s.now().Sub(sentAt) >= keepAliveAfter {
 			if err := stream.Send(msg); err != nil {
 				return err
@@ -78,6 +92,10 @@ func (s *Server) WatchFleet(ctx context.Context, _ *connect.Request[flotillav1.W
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-s.stop:
+			return nil
+		case <-sessionEnded:
+			return connect.NewError(connect.CodeUnauthenticated, errSessionExpired)
 		case <-tick.C:
 		}
 	}
@@ -124,7 +142,7 @@ func (s *Server) fleetView(ctx context.Context) (*fleetView, error) {
 	return v, nil
 }
 
-// fleetApp is a in the words of `flotilla app list`.
+// fleetApp is the application a, in the words of `flotilla app list`.
 func fleetApp(a *flotillav1.AppInfo) *flotillav1.FleetApp {
 	st := a.GetStatus()
 	out := &flotillav1.FleetApp{Cluster: a.GetCluster(), App: a.GetApp(), Sync: a.SyncWord(), Refused: a.GetRefused()}
@@ -134,6 +152,7 @@ func fleetApp(a *flotillav1.AppInfo) *flotillav1.FleetApp {
 	out.Health, out.HistoryId, out.Revision = st.HealthWord(), a.GetDesired().GetHistoryId(), a.GetDesired().GetSource().Revision()
 	out.Pin, out.OfflineSince, out.Message = a.GetDesired().GetPin(), a.GetOfflineSince(), st.GetMessage()
 	out.Rollout, out.RolloutInProgress = st.RolloutSummary(), st.RolloutInProgress()
+	out.ReportedAt = st.GetObservedAt()
 	if st != nil {
 		out.Phase = flotillav1.EnumWord(st.GetPhase().String(), "SYNC_PHASE_")
 	}
@@ -195,24 +214,29 @@ func (v *fleetView) changesTo(next *fleetView) *flotillav1.WatchFleetResponse {
 
 // pendingEvents are the events a stream has yet to send, oldest first.
 type pendingEvents struct {
-	mu     sync.Mutex
-	events []*flotillav1.Event
+	mu         sync.Mutex
+	events     []*flotillav1.Event
+	overflowed bool
 }
 
-// add keeps ev unless maxPendingEvents are pending.
+// add keeps ev, unless maxPendingEvents are pending: then it notes the
+// overflow.
 func (p *pendingEvents) add(ev *flotillav1.Event) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if len(p.events) < maxPendingEvents {
 		p.events = append(p.events, ev)
+	} else {
+		p.overflowed = true
 	}
 }
 
-// take returns the pending events and forgets them.
-func (p *pendingEvents) take() []*flotillav1.Event {
+// take returns the pending events and forgets them, and reports whether
+// some were dropped.
+func (p *pendingEvents) take() ([]*flotillav1.Event, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	out := p.events
 	p.events = nil
-	return out
+	return out, p.overflowed
 }

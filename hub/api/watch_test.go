@@ -1,8 +1,10 @@
 package api_test
 
 import (
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -26,7 +28,7 @@ func TestWatchFleet(t *testing.T) {
 	clock.Store(start.UnixNano())
 	now := func() time.Time { return time.Unix(0, clock.Load()) }
 	hub := apitest.Fleet(start)
-	path, handler := api.NewHandlerAt(hub, apitest.ClusterTTL, api.NewAuthAt(apitest.Tokens, apitest.SessionKey, now), now, 10*time.Millisecond)
+	path, handler := api.NewHandlerAt(hub, apitest.ClusterTTL, api.NewAuthAt(apitest.Tokens, apitest.SessionKey, now), nil, now, 10*time.Millisecond)
 	mux := http.NewServeMux()
 	mux.Handle(path, handler)
 	srv := httptest.NewServer(mux)
@@ -57,7 +59,7 @@ func TestWatchFleet(t *testing.T) {
 				{Cluster: "prod-eu", App: "worker-service", Sync: "Unknown", Health: "Unknown", HistoryId: 2, Revision: "cccccccc"},
 				// The agent reported history 2 of 3, and went offline.
 				{Cluster: "staging-1", App: "api-service", Sync: "OutOfSync", Health: "Healthy", Phase: "Succeeded", HistoryId: 3, Revision: "11111111",
-					OfflineSince: at(2 * time.Hour), Message: "2 unchanged"},
+					OfflineSince: at(2 * time.Hour), Message: "2 unchanged", ReportedAt: at(2*time.Hour + 30*time.Second)},
 			},
 			// As GetFleetRollout answers it: its waves, gates and clusters.
 			FleetRollouts: []*flotillav1.FleetRollout{hub.FleetRolloutsByName["api-service"]},
@@ -101,5 +103,88 @@ func TestWatchFleetNeedsAToken(t *testing.T) {
 	}
 	if calls := hub.Calls(); len(calls) != 0 {
 		t.Errorf("calls to the hub: %v, want none", calls)
+	}
+}
+
+// TestWatchFleetEndsWithItsSession: a stream opened with the dashboard's
+// session ends, Unauthenticated, when the session does; the page then
+// asks to sign in again.
+func TestWatchFleetEndsWithItsSession(t *testing.T) {
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	url := sessionServer(t, &clock, apitest.Tokens)
+	cookie := sessionCookie(t, url, apitest.ViewerToken)
+	// The session has a second left, on the server's clock.
+	clock.Add(int64(api.SessionLifetime - time.Second))
+	stream, err := browser(url, cookie, "same-origin").WatchFleet(t.Context(), connect.NewRequest(&flotillav1.WatchFleetRequest{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stream.Close()
+	if !stream.Receive() || !stream.Msg().GetSnapshot() {
+		t.Fatalf("first message: %v, want a snapshot", stream.Err())
+	}
+	start := time.Now()
+	for stream.Receive() {
+	}
+	if err := stream.Err(); connect.CodeOf(err) != connect.CodeUnauthenticated || !strings.Contains(err.Error(), "session expired") {
+		t.Errorf("stream ended with %v, want unauthenticated: session expired", err)
+	}
+	if waited := time.Since(start); waited > 30*time.Second {
+		t.Errorf("the stream ended %s after its snapshot, want about a second", waited)
+	}
+}
+
+// TestWatchFleetEndsWhenEventsOverflow: a stream that falls behind the
+// events ends, Unavailable, rather than leave a gap its client cannot see.
+func TestWatchFleetEndsWhenEventsOverflow(t *testing.T) {
+	hub := apitest.Fleet(time.Now())
+	stream, err := client(apitest.Serve(t, hub), bearer(apitest.ViewerToken)).WatchFleet(t.Context(), connect.NewRequest(&flotillav1.WatchFleetRequest{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stream.Close()
+	if !stream.Receive() {
+		t.Fatal(stream.Err())
+	}
+	for i := range api.MaxPendingEvents + 1 {
+		hub.Append(&flotillav1.Event{Cluster: "prod-eu", Reason: "Synced", Message: fmt.Sprint(i)})
+	}
+	for stream.Receive() {
+	}
+	if err := stream.Err(); connect.CodeOf(err) != connect.CodeUnavailable || !strings.Contains(err.Error(), "list the events") {
+		t.Errorf("stream ended with %v, want unavailable", err)
+	}
+}
+
+// TestWatchFleetStreamsAreBounded: past maxWatchStreams at once, a
+// replica refuses another as ResourceExhausted.
+func TestWatchFleetStreamsAreBounded(t *testing.T) {
+	now := time.Now
+	path, handler := api.NewHandlerAt(apitest.Fleet(now()), apitest.ClusterTTL, api.NewAuth(apitest.Tokens, apitest.SessionKey), nil, now, time.Hour)
+	mux := http.NewServeMux()
+	mux.Handle(path, handler)
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	c := client(srv.URL, bearer(apitest.ViewerToken))
+	open := func() (*connect.ServerStreamForClient[flotillav1.WatchFleetResponse], error) {
+		stream, err := c.WatchFleet(t.Context(), connect.NewRequest(&flotillav1.WatchFleetRequest{}))
+		if err != nil {
+			return nil, err
+		}
+		if !stream.Receive() {
+			return nil, stream.Err()
+		}
+		return stream, nil
+	}
+	for i := range api.MaxWatchStreams {
+		stream, err := open()
+		if err != nil {
+			t.Fatalf("stream %d: %v", i+1, err)
+		}
+		defer stream.Close()
+	}
+	if _, err := open(); connect.CodeOf(err) != connect.CodeResourceExhausted {
+		t.Errorf("one stream more: %v, want resource_exhausted", err)
 	}
 }

@@ -388,10 +388,16 @@ func (c *Config) validate() error {
 			errs = append(errs, fmt.Errorf("roots[%d].clusters: %w", i, err))
 		}
 	}
+	tokenNames := map[string]int{}
 	for i, t := range c.API.Tokens {
 		if t.Name == "" || (t.TokenFile == "") == (t.TokenEnv == "") {
 			errs = append(errs, fmt.Errorf("api.tokens[%d]: name and one of tokenFile or tokenEnv are required", i))
 		}
+		// Audit events and dashboard sessions name a token by its name.
+		if first, ok := tokenNames[t.Name]; ok && t.Name != "" {
+			errs = append(errs, fmt.Errorf("api.tokens[%d].name: %q is api.tokens[%d]'s too: names must be unique", i, t.Name, first))
+		}
+		tokenNames[t.Name] = i
 		switch t.Role {
 		case "viewer", "operator", "admin":
 		default:

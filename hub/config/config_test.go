@@ -37,6 +37,8 @@ func TestParseErrorsNameTheField(t *testing.T) {
 		"negative replicas":     {"nats: {replicas: -1}\n", "nats.replicas: -1 must be at least 1"},
 		"events kept a minute":  {"nats: {limits: {eventsMaxAge: 1m}}\n", "nats.limits.eventsMaxAge: 1m0s is less than an hour"},
 		"a tiny artifact store": {"nats: {limits: {artifactsMaxBytes: 10}}\n", "nats.limits: eventsMaxBytes and artifactsMaxBytes must be at least 1 MiB"},
+		"two tokens of one name": {"api: {tokens: [{name: ops, role: viewer, tokenEnv: A}, {name: ops, role: operator, tokenEnv: B}]}\n",
+			`api.tokens[1].name: "ops" is api.tokens[0]'s too`},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {

@@ -37,7 +37,7 @@ const ClusterTTL = time.Minute
 func Serve(t testing.TB, hub api.Hub) string {
 	t.Helper()
 	auth := api.NewAuth(Tokens, SessionKey)
-	path, handler := api.NewHandler(hub, ClusterTTL, auth)
+	path, handler := api.NewHandler(hub, ClusterTTL, auth, nil)
 	mux := http.NewServeMux()
 	mux.Handle(path, handler)
 	mux.HandleFunc("/api/session", auth.ServeSession)

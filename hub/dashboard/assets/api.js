@@ -58,7 +58,10 @@ const endStreamFlag = 0x02;
 // watchFleet runs a WatchFleet stream, calling onMessage with each
 // WatchFleetResponse in order, until the hub ends it (it returns), it
 // fails (it throws an ApiError) or signal aborts it (an AbortError).
-export async function watchFleet(onMessage, signal) {
+// onBytes, when given, is called as each piece of the body arrives: a
+// snapshot of a large fleet takes long to arrive on a slow link, and is
+// not silence.
+export async function watchFleet(onMessage, signal, onBytes = () => {}) {
   const response = await send(service + "WatchFleet", {
     method: "POST",
     signal,
@@ -66,7 +69,7 @@ export async function watchFleet(onMessage, signal) {
     body: envelope({}),
   });
   if (!response.ok) throw refused(await errorOf(response));
-  const envelopes = new EnvelopeReader(response.body.getReader());
+  const envelopes = new EnvelopeReader(response.body.getReader(), onBytes);
   const decoder = new TextDecoder();
   for (;;) {
     const next = await envelopes.next();
@@ -95,8 +98,9 @@ function envelope(message) {
 // split it into chunks. It keeps the chunks and copies each envelope
 // once, so a snapshot of many megabytes is not re-copied per chunk.
 class EnvelopeReader {
-  constructor(reader) {
+  constructor(reader, onBytes) {
     this.reader = reader;
+    this.onBytes = onBytes;
     this.chunks = [];
     this.buffered = 0;
   }
@@ -126,6 +130,7 @@ class EnvelopeReader {
         throw new ApiError("unavailable", `the stream failed (${err.message})`);
       }
       if (chunk.done) return false;
+      this.onBytes();
       this.chunks.push(chunk.value);
       this.buffered += chunk.value.length;
     }

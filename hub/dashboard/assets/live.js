@@ -46,14 +46,13 @@ export function startLive(onState) {
       rearm();
       try {
         await watchFleet((message) => {
-          rearm();
           fleet.apply(message);
           if (message.snapshot) {
             retryMs = firstRetryMs;
             lostAt = null;
             onState({ state: "live" });
           }
-        }, attempt.signal);
+        }, attempt.signal, rearm);
       } catch (err) {
         if (err.code === "unauthenticated") stopped = true;
         reason = silent ? `no word from the hub for ${silenceMs / 1000} s` : err.message;
@@ -64,7 +63,9 @@ export function startLive(onState) {
       lostAt ??= new Date();
       onState({ state: "lost", since: lostAt, reason });
       await new Promise((resolve) => {
-        const timer = setTimeout(resolve, retryMs);
+        // Between half and one and a half times retryMs: the dashboards
+        // a restarted hub lost do not all come back at once.
+        const timer = setTimeout(resolve, retryMs * (0.5 + Math.random()));
         wake = () => { clearTimeout(timer); resolve(); };
       });
       retryMs = Math.min(retryMs * 2, lastRetryMs);

@@ -167,8 +167,9 @@ type WatchFleetResponse struct {
 	Clusters []*ClusterInfo `protobuf:"bytes,4,rep,name=clusters,proto3" json:"clusters,omitempty"`
 	// removed_clusters are the names of clusters the hub no longer knows.
 	RemovedClusters []string `protobuf:"bytes,5,rep,name=removed_clusters,json=removedClusters,proto3" json:"removed_clusters,omitempty"`
-	// events are the events appended since the previous message, oldest
-	// first; a snapshot carries none (ListEvents reads the past).
+	// events are the events appended since the previous message (for a
+	// snapshot: since the stream began following them), oldest first;
+	// ListEvents reads the ones before.
 	Events []*Event `protobuf:"bytes,6,rep,name=events,proto3" json:"events,omitempty"`
 	// fleet_rollouts are the fleet rollouts added or changed (all of them in
 	// a snapshot), as GetFleetRollout answers them. The hub keeps one per
@@ -299,7 +300,11 @@ type FleetApp struct {
 	// refused is why the hub refuses the application as Git has it now.
 	Refused string `protobuf:"bytes,12,opt,name=refused,proto3" json:"refused,omitempty"`
 	// message is the agent's last summary.
-	Message       string `protobuf:"bytes,13,opt,name=message,proto3" json:"message,omitempty"`
+	Message string `protobuf:"bytes,13,opt,name=message,proto3" json:"message,omitempty"`
+	// reported_at is when the agent last observed the application: it
+	// moves with every report, so a client showing more of the status
+	// (objects, Rollouts, measurements) knows to read it again.
+	ReportedAt    *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=reported_at,json=reportedAt,proto3" json:"reported_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -423,6 +428,13 @@ func (x *FleetApp) GetMessage() string {
 		return x.Message
 	}
 	return ""
+}
+
+func (x *FleetApp) GetReportedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ReportedAt
+	}
+	return nil
 }
 
 // ListClustersRequest has no filters yet.
@@ -2680,7 +2692,7 @@ const file_flotilla_v1_hub_service_proto_rawDesc = "" +
 	"\x10removed_clusters\x18\x05 \x03(\tR\x0fremovedClusters\x12*\n" +
 	"\x06events\x18\x06 \x03(\v2\x12.flotilla.v1.EventR\x06events\x12@\n" +
 	"\x0efleet_rollouts\x18\a \x03(\v2\x19.flotilla.v1.FleetRolloutR\rfleetRollouts\x124\n" +
-	"\x16removed_fleet_rollouts\x18\b \x03(\tR\x14removedFleetRollouts\"\x96\x03\n" +
+	"\x16removed_fleet_rollouts\x18\b \x03(\tR\x14removedFleetRollouts\"\xd3\x03\n" +
 	"\bFleetApp\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x10\n" +
 	"\x03app\x18\x02 \x01(\tR\x03app\x12\x12\n" +
@@ -2696,7 +2708,9 @@ const file_flotilla_v1_hub_service_proto_rawDesc = "" +
 	" \x01(\bR\x11rolloutInProgress\x12?\n" +
 	"\roffline_since\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\fofflineSince\x12\x18\n" +
 	"\arefused\x18\f \x01(\tR\arefused\x12\x18\n" +
-	"\amessage\x18\r \x01(\tR\amessage\"\x15\n" +
+	"\amessage\x18\r \x01(\tR\amessage\x12;\n" +
+	"\vreported_at\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"reportedAt\"\x15\n" +
 	"\x13ListClustersRequest\"\xef\x01\n" +
 	"\vClusterInfo\x12D\n" +
 	"\fregistration\x18\x01 \x01(\v2 .flotilla.v1.ClusterRegistrationR\fregistration\x12\x1c\n" +
@@ -2948,79 +2962,80 @@ var file_flotilla_v1_hub_service_proto_depIdxs = []int32{
 	48, // 4: flotilla.v1.WatchFleetResponse.fleet_rollouts:type_name -> flotilla.v1.FleetRollout
 	49, // 5: flotilla.v1.FleetApp.pin:type_name -> flotilla.v1.Pin
 	50, // 6: flotilla.v1.FleetApp.offline_since:type_name -> google.protobuf.Timestamp
-	51, // 7: flotilla.v1.ClusterInfo.registration:type_name -> flotilla.v1.ClusterRegistration
-	50, // 8: flotilla.v1.ClusterInfo.last_heartbeat:type_name -> google.protobuf.Timestamp
-	50, // 9: flotilla.v1.ClusterInfo.revoked_at:type_name -> google.protobuf.Timestamp
-	45, // 10: flotilla.v1.AddClusterRequest.labels:type_name -> flotilla.v1.AddClusterRequest.LabelsEntry
-	9,  // 11: flotilla.v1.AddClusterResponse.credentials:type_name -> flotilla.v1.ClusterCredentials
-	46, // 12: flotilla.v1.LabelClusterRequest.labels:type_name -> flotilla.v1.LabelClusterRequest.LabelsEntry
-	50, // 13: flotilla.v1.RevokeClusterResponse.revoked_at:type_name -> google.protobuf.Timestamp
-	6,  // 14: flotilla.v1.ListClustersResponse.clusters:type_name -> flotilla.v1.ClusterInfo
-	52, // 15: flotilla.v1.AppInfo.desired:type_name -> flotilla.v1.DesiredState
-	53, // 16: flotilla.v1.AppInfo.status:type_name -> flotilla.v1.AppStatus
-	50, // 17: flotilla.v1.AppInfo.offline_since:type_name -> google.protobuf.Timestamp
-	16, // 18: flotilla.v1.ListAppsResponse.apps:type_name -> flotilla.v1.AppInfo
-	16, // 19: flotilla.v1.GetAppResponse.apps:type_name -> flotilla.v1.AppInfo
-	54, // 20: flotilla.v1.HistoryEntry.source:type_name -> flotilla.v1.Source
-	50, // 21: flotilla.v1.HistoryEntry.published_at:type_name -> google.protobuf.Timestamp
-	55, // 22: flotilla.v1.HistoryEntry.initiator:type_name -> flotilla.v1.Initiator
-	49, // 23: flotilla.v1.HistoryEntry.pin:type_name -> flotilla.v1.Pin
-	21, // 24: flotilla.v1.GetAppHistoryResponse.entries:type_name -> flotilla.v1.HistoryEntry
-	56, // 25: flotilla.v1.ClusterDiff.diffs:type_name -> flotilla.v1.ObjectDiff
-	24, // 26: flotilla.v1.DiffAppResponse.clusters:type_name -> flotilla.v1.ClusterDiff
-	47, // 27: flotilla.v1.ListEventsResponse.events:type_name -> flotilla.v1.Event
-	29, // 28: flotilla.v1.SyncAppResponse.clusters:type_name -> flotilla.v1.ClusterResult
-	29, // 29: flotilla.v1.RollbackAppResponse.clusters:type_name -> flotilla.v1.ClusterResult
-	29, // 30: flotilla.v1.RevertAppResponse.clusters:type_name -> flotilla.v1.ClusterResult
-	29, // 31: flotilla.v1.UnpinAppResponse.clusters:type_name -> flotilla.v1.ClusterResult
-	57, // 32: flotilla.v1.RolloutAppRequest.action:type_name -> flotilla.v1.RolloutAction
-	29, // 33: flotilla.v1.RolloutAppResponse.clusters:type_name -> flotilla.v1.ClusterResult
-	48, // 34: flotilla.v1.GetFleetRolloutResponse.rollout:type_name -> flotilla.v1.FleetRollout
-	48, // 35: flotilla.v1.PromoteFleetRolloutResponse.rollout:type_name -> flotilla.v1.FleetRollout
-	48, // 36: flotilla.v1.AbortFleetRolloutResponse.rollout:type_name -> flotilla.v1.FleetRollout
-	5,  // 37: flotilla.v1.HubService.ListClusters:input_type -> flotilla.v1.ListClustersRequest
-	7,  // 38: flotilla.v1.HubService.AddCluster:input_type -> flotilla.v1.AddClusterRequest
-	10, // 39: flotilla.v1.HubService.LabelCluster:input_type -> flotilla.v1.LabelClusterRequest
-	12, // 40: flotilla.v1.HubService.RevokeCluster:input_type -> flotilla.v1.RevokeClusterRequest
-	15, // 41: flotilla.v1.HubService.ListApps:input_type -> flotilla.v1.ListAppsRequest
-	18, // 42: flotilla.v1.HubService.GetApp:input_type -> flotilla.v1.GetAppRequest
-	20, // 43: flotilla.v1.HubService.GetAppHistory:input_type -> flotilla.v1.GetAppHistoryRequest
-	23, // 44: flotilla.v1.HubService.DiffApp:input_type -> flotilla.v1.DiffAppRequest
-	26, // 45: flotilla.v1.HubService.ListEvents:input_type -> flotilla.v1.ListEventsRequest
-	28, // 46: flotilla.v1.HubService.SyncApp:input_type -> flotilla.v1.SyncAppRequest
-	31, // 47: flotilla.v1.HubService.RollbackApp:input_type -> flotilla.v1.RollbackAppRequest
-	33, // 48: flotilla.v1.HubService.RevertApp:input_type -> flotilla.v1.RevertAppRequest
-	35, // 49: flotilla.v1.HubService.UnpinApp:input_type -> flotilla.v1.UnpinAppRequest
-	37, // 50: flotilla.v1.HubService.RolloutApp:input_type -> flotilla.v1.RolloutAppRequest
-	39, // 51: flotilla.v1.HubService.GetFleetRollout:input_type -> flotilla.v1.GetFleetRolloutRequest
-	41, // 52: flotilla.v1.HubService.PromoteFleetRollout:input_type -> flotilla.v1.PromoteFleetRolloutRequest
-	43, // 53: flotilla.v1.HubService.AbortFleetRollout:input_type -> flotilla.v1.AbortFleetRolloutRequest
-	0,  // 54: flotilla.v1.HubService.WhoAmI:input_type -> flotilla.v1.WhoAmIRequest
-	2,  // 55: flotilla.v1.HubService.WatchFleet:input_type -> flotilla.v1.WatchFleetRequest
-	14, // 56: flotilla.v1.HubService.ListClusters:output_type -> flotilla.v1.ListClustersResponse
-	8,  // 57: flotilla.v1.HubService.AddCluster:output_type -> flotilla.v1.AddClusterResponse
-	11, // 58: flotilla.v1.HubService.LabelCluster:output_type -> flotilla.v1.LabelClusterResponse
-	13, // 59: flotilla.v1.HubService.RevokeCluster:output_type -> flotilla.v1.RevokeClusterResponse
-	17, // 60: flotilla.v1.HubService.ListApps:output_type -> flotilla.v1.ListAppsResponse
-	19, // 61: flotilla.v1.HubService.GetApp:output_type -> flotilla.v1.GetAppResponse
-	22, // 62: flotilla.v1.HubService.GetAppHistory:output_type -> flotilla.v1.GetAppHistoryResponse
-	25, // 63: flotilla.v1.HubService.DiffApp:output_type -> flotilla.v1.DiffAppResponse
-	27, // 64: flotilla.v1.HubService.ListEvents:output_type -> flotilla.v1.ListEventsResponse
-	30, // 65: flotilla.v1.HubService.SyncApp:output_type -> flotilla.v1.SyncAppResponse
-	32, // 66: flotilla.v1.HubService.RollbackApp:output_type -> flotilla.v1.RollbackAppResponse
-	34, // 67: flotilla.v1.HubService.RevertApp:output_type -> flotilla.v1.RevertAppResponse
-	36, // 68: flotilla.v1.HubService.UnpinApp:output_type -> flotilla.v1.UnpinAppResponse
-	38, // 69: flotilla.v1.HubService.RolloutApp:output_type -> flotilla.v1.RolloutAppResponse
-	40, // 70: flotilla.v1.HubService.GetFleetRollout:output_type -> flotilla.v1.GetFleetRolloutResponse
-	42, // 71: flotilla.v1.HubService.PromoteFleetRollout:output_type -> flotilla.v1.PromoteFleetRolloutResponse
-	44, // 72: flotilla.v1.HubService.AbortFleetRollout:output_type -> flotilla.v1.AbortFleetRolloutResponse
-	1,  // 73: flotilla.v1.HubService.WhoAmI:output_type -> flotilla.v1.WhoAmIResponse
-	3,  // 74: flotilla.v1.HubService.WatchFleet:output_type -> flotilla.v1.WatchFleetResponse
-	56, // [56:75] is the sub-list for method output_type
-	37, // [37:56] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	50, // 7: flotilla.v1.FleetApp.reported_at:type_name -> google.protobuf.Timestamp
+	51, // 8: flotilla.v1.ClusterInfo.registration:type_name -> flotilla.v1.ClusterRegistration
+	50, // 9: flotilla.v1.ClusterInfo.last_heartbeat:type_name -> google.protobuf.Timestamp
+	50, // 10: flotilla.v1.ClusterInfo.revoked_at:type_name -> google.protobuf.Timestamp
+	45, // 11: flotilla.v1.AddClusterRequest.labels:type_name -> flotilla.v1.AddClusterRequest.LabelsEntry
+	9,  // 12: flotilla.v1.AddClusterResponse.credentials:type_name -> flotilla.v1.ClusterCredentials
+	46, // 13: flotilla.v1.LabelClusterRequest.labels:type_name -> flotilla.v1.LabelClusterRequest.LabelsEntry
+	50, // 14: flotilla.v1.RevokeClusterResponse.revoked_at:type_name -> google.protobuf.Timestamp
+	6,  // 15: flotilla.v1.ListClustersResponse.clusters:type_name -> flotilla.v1.ClusterInfo
+	52, // 16: flotilla.v1.AppInfo.desired:type_name -> flotilla.v1.DesiredState
+	53, // 17: flotilla.v1.AppInfo.status:type_name -> flotilla.v1.AppStatus
+	50, // 18: flotilla.v1.AppInfo.offline_since:type_name -> google.protobuf.Timestamp
+	16, // 19: flotilla.v1.ListAppsResponse.apps:type_name -> flotilla.v1.AppInfo
+	16, // 20: flotilla.v1.GetAppResponse.apps:type_name -> flotilla.v1.AppInfo
+	54, // 21: flotilla.v1.HistoryEntry.source:type_name -> flotilla.v1.Source
+	50, // 22: flotilla.v1.HistoryEntry.published_at:type_name -> google.protobuf.Timestamp
+	55, // 23: flotilla.v1.HistoryEntry.initiator:type_name -> flotilla.v1.Initiator
+	49, // 24: flotilla.v1.HistoryEntry.pin:type_name -> flotilla.v1.Pin
+	21, // 25: flotilla.v1.GetAppHistoryResponse.entries:type_name -> flotilla.v1.HistoryEntry
+	56, // 26: flotilla.v1.ClusterDiff.diffs:type_name -> flotilla.v1.ObjectDiff
+	24, // 27: flotilla.v1.DiffAppResponse.clusters:type_name -> flotilla.v1.ClusterDiff
+	47, // 28: flotilla.v1.ListEventsResponse.events:type_name -> flotilla.v1.Event
+	29, // 29: flotilla.v1.SyncAppResponse.clusters:type_name -> flotilla.v1.ClusterResult
+	29, // 30: flotilla.v1.RollbackAppResponse.clusters:type_name -> flotilla.v1.ClusterResult
+	29, // 31: flotilla.v1.RevertAppResponse.clusters:type_name -> flotilla.v1.ClusterResult
+	29, // 32: flotilla.v1.UnpinAppResponse.clusters:type_name -> flotilla.v1.ClusterResult
+	57, // 33: flotilla.v1.RolloutAppRequest.action:type_name -> flotilla.v1.RolloutAction
+	29, // 34: flotilla.v1.RolloutAppResponse.clusters:type_name -> flotilla.v1.ClusterResult
+	48, // 35: flotilla.v1.GetFleetRolloutResponse.rollout:type_name -> flotilla.v1.FleetRollout
+	48, // 36: flotilla.v1.PromoteFleetRolloutResponse.rollout:type_name -> flotilla.v1.FleetRollout
+	48, // 37: flotilla.v1.AbortFleetRolloutResponse.rollout:type_name -> flotilla.v1.FleetRollout
+	5,  // 38: flotilla.v1.HubService.ListClusters:input_type -> flotilla.v1.ListClustersRequest
+	7,  // 39: flotilla.v1.HubService.AddCluster:input_type -> flotilla.v1.AddClusterRequest
+	10, // 40: flotilla.v1.HubService.LabelCluster:input_type -> flotilla.v1.LabelClusterRequest
+	12, // 41: flotilla.v1.HubService.RevokeCluster:input_type -> flotilla.v1.RevokeClusterRequest
+	15, // 42: flotilla.v1.HubService.ListApps:input_type -> flotilla.v1.ListAppsRequest
+	18, // 43: flotilla.v1.HubService.GetApp:input_type -> flotilla.v1.GetAppRequest
+	20, // 44: flotilla.v1.HubService.GetAppHistory:input_type -> flotilla.v1.GetAppHistoryRequest
+	23, // 45: flotilla.v1.HubService.DiffApp:input_type -> flotilla.v1.DiffAppRequest
+	26, // 46: flotilla.v1.HubService.ListEvents:input_type -> flotilla.v1.ListEventsRequest
+	28, // 47: flotilla.v1.HubService.SyncApp:input_type -> flotilla.v1.SyncAppRequest
+	31, // 48: flotilla.v1.HubService.RollbackApp:input_type -> flotilla.v1.RollbackAppRequest
+	33, // 49: flotilla.v1.HubService.RevertApp:input_type -> flotilla.v1.RevertAppRequest
+	35, // 50: flotilla.v1.HubService.UnpinApp:input_type -> flotilla.v1.UnpinAppRequest
+	37, // 51: flotilla.v1.HubService.RolloutApp:input_type -> flotilla.v1.RolloutAppRequest
+	39, // 52: flotilla.v1.HubService.GetFleetRollout:input_type -> flotilla.v1.GetFleetRolloutRequest
+	41, // 53: flotilla.v1.HubService.PromoteFleetRollout:input_type -> flotilla.v1.PromoteFleetRolloutRequest
+	43, // 54: flotilla.v1.HubService.AbortFleetRollout:input_type -> flotilla.v1.AbortFleetRolloutRequest
+	0,  // 55: flotilla.v1.HubService.WhoAmI:input_type -> flotilla.v1.WhoAmIRequest
+	2,  // 56: flotilla.v1.HubService.WatchFleet:input_type -> flotilla.v1.WatchFleetRequest
+	14, // 57: flotilla.v1.HubService.ListClusters:output_type -> flotilla.v1.ListClustersResponse
+	8,  // 58: flotilla.v1.HubService.AddCluster:output_type -> flotilla.v1.AddClusterResponse
+	11, // 59: flotilla.v1.HubService.LabelCluster:output_type -> flotilla.v1.LabelClusterResponse
+	13, // 60: flotilla.v1.HubService.RevokeCluster:output_type -> flotilla.v1.RevokeClusterResponse
+	17, // 61: flotilla.v1.HubService.ListApps:output_type -> flotilla.v1.ListAppsResponse
+	19, // 62: flotilla.v1.HubService.GetApp:output_type -> flotilla.v1.GetAppResponse
+	22, // 63: flotilla.v1.HubService.GetAppHistory:output_type -> flotilla.v1.GetAppHistoryResponse
+	25, // 64: flotilla.v1.HubService.DiffApp:output_type -> flotilla.v1.DiffAppResponse
+	27, // 65: flotilla.v1.HubService.ListEvents:output_type -> flotilla.v1.ListEventsResponse
+	30, // 66: flotilla.v1.HubService.SyncApp:output_type -> flotilla.v1.SyncAppResponse
+	32, // 67: flotilla.v1.HubService.RollbackApp:output_type -> flotilla.v1.RollbackAppResponse
+	34, // 68: flotilla.v1.HubService.RevertApp:output_type -> flotilla.v1.RevertAppResponse
+	36, // 69: flotilla.v1.HubService.UnpinApp:output_type -> flotilla.v1.UnpinAppResponse
+	38, // 70: flotilla.v1.HubService.RolloutApp:output_type -> flotilla.v1.RolloutAppResponse
+	40, // 71: flotilla.v1.HubService.GetFleetRollout:output_type -> flotilla.v1.GetFleetRolloutResponse
+	42, // 72: flotilla.v1.HubService.PromoteFleetRollout:output_type -> flotilla.v1.PromoteFleetRolloutResponse
+	44, // 73: flotilla.v1.HubService.AbortFleetRollout:output_type -> flotilla.v1.AbortFleetRolloutResponse
+	1,  // 74: flotilla.v1.HubService.WhoAmI:output_type -> flotilla.v1.WhoAmIResponse
+	3,  // 75: flotilla.v1.HubService.WatchFleet:output_type -> flotilla.v1.WatchFleetResponse
+	57, // [57:76] is the sub-list for method output_type
+	38, // [38:57] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_v1_hub_service_proto_init() }

@@ -37,8 +37,8 @@ func main() {
 // holds old and new connections at once. 10,000 agents passed the 20,000
 // a machine gives a process by default (Go raises only the soft limit to
 // the hard one); a real agent has a process of its own. Raising the hard
-// limit needs root; without it the limit stays, and the agents that meet
-// it retry.
+// limit needs CAP_SYS_RESOURCE; without it the limit stays, and the
+// agents that meet it retry.
 func raiseFileLimit(agents int) {
 	want := uint64(8*agents + 1024)
 	var lim syscall.Rlimit
