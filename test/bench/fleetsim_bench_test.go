@@ -281,7 +281,7 @@ func (a *applied) wait(b *testing.B, keys []string, id uint64, timeout time.Dura
 		case <-a.seen:
 		case <-time.After(time.Second):
 		case <-deadline:
-			b.Fatalf("%d of %d applications reported history %d applied", len(times), len(keys), id)
+			b.Fatalf("%d of %d applications reported history %d applied; not: %s", len(times), len(keys), id, a.missing(keys, id, 20))
 		}
 	}
 }
@@ -312,6 +312,19 @@ func (h *simHub) startFleet(b *testing.B, a *applied, n, apps int) (sim *agentPr
 	sim = startLoggedProcess(b, simLog(b, "fleetsim"), testenv.BuildCommand(b, "./test/bench/fleetsim/cmd/fleetsim"), "-bundles", bundles, "-cache-dir", b.TempDir())
 	a.wait(b, simKeys(n, apps), 1, time.Duration(10+n*apps/5000)*time.Minute)
 	return sim, addClusters, time.Since(start)
+}
+
+// missing names up to limit of keys that have not reported history id.
+func (a *applied) missing(keys []string, id uint64, limit int) string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []string
+	for _, k := range keys {
+		if _, ok := a.at[k][id]; !ok && len(out) < limit {
+			out = append(out, k)
+		}
+	}
+	return strings.Join(out, ", ")
 }
 
 // reportNow reports a metric and logs it at once: a size whose later
