@@ -291,3 +291,64 @@ func (d *dashboard) check(t *testing.T, name string) {
 		t.Errorf("%s: accessibility violations:\n%s", name, strings.Join(violations, "\n"))
 	}
 }
+
+// canaryWithPauses are the user story's steps with a pause an operator
+// ends before the analysis and one after it.
+const canaryWithPauses = `    - setWeight: 10
+    - pause: {}
+    - analysis:
+        templates:
+          - templateName: error-rate-check
+    - setWeight: 50
+    - pause: {}
+    - setWeight: 100`
+
+// TestDashboardShowsACanaryAnalysis: the user story's canary, its
+// analysis against a real Prometheus, seen and driven from an
+// application's page: an operator promotes it past its pause with the
+// Rollout's button, the analysis's measurements appear plotted with
+// their success condition, and the steps and ReplicaSets follow.
+func TestDashboardShowsACanaryAnalysis(t *testing.T) {
+	e := startHub(t)
+	prod := testenv.StartCluster(t, testenv.ClusterOptions{Name: "prod-eu", Workloads: true})
+	traffic := testenv.StartTraffic(t)
+	traffic.Serve("api-service", "canary", 0.002)
+	traffic.Serve("api-service", "stable", 0.002)
+	prom := testenv.StartPrometheus(t, traffic.Target)
+	prom.WaitQuery(t, errorRateQuery)
+	commit := func(message, values string) {
+		t.Helper()
+		e.Commit(t, message, map[string]string{"environments/production/api-service-values.yaml": values})
+		e.Webhook(t, webhookSecret)
+	}
+	commit("test: pauses an operator ends", productionValues("1.4.2", prom.URL, canaryWithPauses))
+	startAgent(t, e, prod, map[string]string{"env": "production"}, t.TempDir())
+	waitRollout(t, prod, "production", "api-service", 2*time.Minute, phaseIs("Healthy"))
+
+	d := &dashboard{b: testenv.StartBrowser(t, hubCertificate(t, e)), url: e.APIURL, shots: t.ArtifactDir()}
+	d.open(t, "/")
+	d.waitVisible(t, "#signin")
+	d.run(t, chromedp.SendKeys(chromedp.CSS("#token"), operatorToken), chromedp.KeyEvent(kb.Enter))
+	d.waitText(t, "#whoami", "oncall (operator)")
+	commit("deploy: api-service 1.5.0", productionValues("1.5.0", prom.URL, canaryWithPauses))
+	d.open(t, "/#/apps/api-service")
+	rollout := `section[data-cluster="prod-eu"] article.rollout[data-rollout="production/api-service"]`
+	d.waitText(t, rollout+` li[aria-current="step"]`, "pause")
+	d.waitText(t, rollout+" table.replica-sets", "canary")
+
+	promote := `button[data-action="promote"][data-cluster="prod-eu"]`
+	d.waitVisible(t, promote)
+	d.run(t, chromedp.Click(chromedp.CSS(promote)))
+	d.waitVisible(t, "#confirm[open]")
+	d.run(t, chromedp.Click(chromedp.CSS("#confirm-ok")))
+	d.waitText(t, "#outcome", "prod-eu")
+
+	// Past the analysis (five measurements a second apart), at the second
+	// pause: the run's measurements plotted, with the template's condition.
+	d.waitText(t, rollout+` li[aria-current="step"]`, "pause")
+	d.waitText(t, rollout, "Phase: Successful")
+	d.waitFor(t, "five plotted measurements", `String(document.querySelectorAll('`+rollout+` figure.metric svg.chart g').length)`,
+		func(n string) bool { return n == "5" })
+	d.waitText(t, rollout+" figure.metric .conditions", "result[0] <")
+	d.check(t, "rollout-analysis")
+}
