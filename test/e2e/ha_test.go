@@ -66,7 +66,9 @@ func startHubReplicas(t *testing.T, root string) *hubReplicas {
 		must(t, os.WriteFile(path, []byte(value), 0o600))
 		return path
 	}
-	addrs := testenv.FreeAddrs(t, 9)
+	// Each replica listens only once its JetStream cluster formed, seconds
+	// later: ports from the ephemeral range may be a connection's by then.
+	addrs := testenv.FreeServerAddrs(t, 9)
 	natsAddrs, routeAddrs, apiAddrs := addrs[0:3], addrs[3:6], addrs[6:9]
 	for i := range 3 {
 		r.apiURLs[i] = "https://" + apiAddrs[i]

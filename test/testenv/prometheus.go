@@ -93,9 +93,11 @@ func FreeAddrs(t TB, n int) []string {
 
 // FreeServerAddrs is n distinct loopback addresses, as FreeAddrs, whose
 // ports lie below the kernel's range of ephemeral ports: no outgoing
-// connection takes one while its server is down. A server restarted under
-// thousands of clients (the fleet simulator's hub) needs that, or a
-// client's connection may hold its port by the time it listens again.
+// connection takes one while its server is down or not yet listening. A
+// server restarted under thousands of clients (the fleet simulator's
+// hub), or one that listens only seconds after it starts (hub replicas,
+// once their JetStream cluster formed), needs that, or a connection may
+// hold its port by the time it listens.
 func FreeServerAddrs(t TB, n int) []string {
 	first := 32768 // Linux's default first ephemeral port
 	if data, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
