@@ -316,11 +316,7 @@ func TestDashboardShowsACanaryAnalysis(t *testing.T) {
 	traffic.Serve("api-service", "stable", 0.002)
 	prom := testenv.StartPrometheus(t, traffic.Target)
 	prom.WaitQuery(t, errorRateQuery)
-	commit := func(message, values string) {
-		t.Helper()
-		e.Commit(t, message, map[string]string{"environments/production/api-service-values.yaml": values})
-		e.Webhook(t, webhookSecret)
-	}
+	commit := e.productionCommitter(t)
 	commit("test: pauses an operator ends", productionValues("1.4.2", prom.URL, canaryWithPauses))
 	startAgent(t, e, prod, map[string]string{"env": "production"}, t.TempDir())
 	waitRollout(t, prod, "production", "api-service", 2*time.Minute, phaseIs("Healthy"))

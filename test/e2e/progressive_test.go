@@ -56,6 +56,16 @@ const errorRateQuery = `sum(rate(http_requests_total{status=~"5..",app="api-serv
 /
 sum(rate(http_requests_total{app="api-service",track="canary"}[2m]))`
 
+// productionCommitter commits production's api-service values, as CI
+// does, and tells the hub by webhook.
+func (e *hubEnv) productionCommitter(t *testing.T) func(message, values string) {
+	return func(message, values string) {
+		t.Helper()
+		e.Commit(t, message, map[string]string{"environments/production/api-service-values.yaml": values})
+		e.Webhook(t, webhookSecret)
+	}
+}
+
 // rolloutOf is the app status' view of the api-service Rollout.
 func rolloutOf(st *flotillav1.AppStatus) *flotillav1.RolloutStatus {
 	for _, ro := range st.GetRollouts() {
@@ -80,11 +90,7 @@ func TestProgressiveDeliveryAgainstPrometheus(t *testing.T) {
 	healthyTraffic.Serve("api-service", "stable", 0.002)
 	prom := testenv.StartPrometheus(t, healthyTraffic.Target)
 	prom.WaitQuery(t, errorRateQuery)
-	commit := func(message, values string) {
-		t.Helper()
-		e.Commit(t, message, map[string]string{"environments/production/api-service-values.yaml": values})
-		e.Webhook(t, webhookSecret)
-	}
+	commit := e.productionCommitter(t)
 	commit("test: short pauses", productionValues("1.4.2", prom.URL, userStorySteps))
 	parent := t // an agent restarted in a subtest must outlive it
 	agent := startAgent(parent, e, prod, map[string]string{"env": "production"}, t.TempDir())
