@@ -83,10 +83,10 @@ type Hub struct {
 	reconcileNow chan reconcileRequest
 	// fleet runs the fleet rollouts; fleetWake asks the reconcile loop to
 	// move them on (a status arrived, an operator promoted), and
-	// lastResult is the last discovery, which a wave is published from.
-	fleet      *fleet.Controller
-	fleetWake  chan struct{}
-	lastResult *discovery.Result
+	// last is the last pass, which a wave is published from.
+	fleet     *fleet.Controller
+	fleetWake chan struct{}
+	last      *pass
 
 	mu       sync.Mutex
 	clusters map[string]*flotillav1.ClusterRegistration

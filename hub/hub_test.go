@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/flotilla-dev/flotilla/hub/config"
+	"github.com/flotilla-dev/flotilla/internal/appspec"
 	"github.com/flotilla-dev/flotilla/internal/bus"
 	flotillav1 "github.com/flotilla-dev/flotilla/proto/flotilla/v1"
 )
@@ -61,8 +62,12 @@ func TestHeldClusters(t *testing.T) {
 			"unknown":   {Name: "unknown"}, // no identity: never a target
 		},
 	}
+	got := h.clusterView()
 	want := map[string]bool{"prod-us": true, "staging-1": true, "new-1": true}
-	if diff := cmp.Diff(want, h.heldClusters()); diff != "" {
+	if diff := cmp.Diff(want, got.held); diff != "" {
 		t.Errorf("held clusters (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]appspec.Cluster{{Name: "prod-eu"}}, got.known); diff != "" {
+		t.Errorf("known clusters (-want +got):\n%s", diff)
 	}
 }

@@ -161,7 +161,8 @@ func (h *Hub) reconcile(ctx context.Context) error {
 	trees := &treeCache{hub: h, dir: filepath.Join(h.cfg.DataDir, "trees"), used: map[string]*discovery.Tree{}}
 	defer trees.prune()
 
-	clusters := h.knownClusters()
+	view := h.clusterView()
+	clusters := view.known
 	_, discoverSpan := tracer.Start(ctx, "hub.discover")
 	res := discovery.Discover(ctx, h.roots, clusters, discovery.Sources{Trees: trees, Charts: h.charts, Renders: h.renders})
 	discoverSpan.SetAttributes(attribute.Int("flotilla.apps", len(res.Apps)), attribute.Int("flotilla.errors", len(res.Errors)))
@@ -193,9 +194,9 @@ func (h *Hub) reconcile(ctx context.Context) error {
 	}))
 	h.metrics.appErrors.Set(float64(len(res.Errors)))
 	h.fleet.SetPlans(fleet.Plans(res.Apps, clusters))
-	h.lastResult = res
+	h.last = &pass{result: res, clusters: view}
 	defer h.wakeFleet()
-	report, err := h.publisher.Publish(ctx, res, h.heldClusters(), h.fleet)
+	report, err := h.publisher.Publish(ctx, res, view.held, h.fleet)
 	if err != nil {
 		h.metrics.reconciles.WithLabelValues("error").Inc()
 		pending := 0
@@ -394,40 +395,52 @@ func (h *Hub) clusterChanged(change bus.ClusterChange) {
 	}
 }
 
-// heldClusters are the clusters whose published desired states stay as
-// they are (publish.Publisher.Publish): those whose identity is revoked,
-// and those with an identity whose agent has not registered since this
-// replica started. A registration expires with its heartbeats; a replica
-// that was running keeps an expired one (a stale cluster), but one that
-// starts while a cluster's agent is away, or too busy to heartbeat (a
-// whole fleet reconnecting to a restarted hub), finds none, and without
-// holding it would publish deletions of everything the cluster runs.
-func (h *Hub) heldClusters() map[string]bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	out := map[string]bool{}
-	for name, id := range h.identities {
-		if _, registered := h.clusters[name]; id.Revoked() || !registered {
-			out[name] = true
-		}
-	}
-	return out
+// clusterView is what a pass knows of the clusters, read at one instant.
+type clusterView struct {
+	// known are the clusters applications target: registered by their
+	// agents, with a current identity, whose labels they carry. A
+	// registration's own labels count for nothing: a cluster cannot
+	// choose what it receives.
+	known []appspec.Cluster
+	// held are the clusters whose published desired states stay as they
+	// are (publish.Publisher.Publish): those whose identity is revoked,
+	// and those with an identity whose agent has not registered since
+	// this replica started. A registration expires with its heartbeats;
+	// a replica that was running keeps an expired one (a stale cluster),
+	// but one that starts while a cluster's agent is away, or too busy to
+	// heartbeat (a whole fleet reconnecting to a restarted hub), finds
+	// none, and without holding it would publish deletions of everything
+	// the cluster runs.
+	held map[string]bool
 }
 
-// knownClusters are the clusters applications target: registered by
-// their agents, with a current identity, whose labels they carry. A
-// registration's own labels count for nothing: a cluster cannot choose
-// what it receives.
-func (h *Hub) knownClusters() []appspec.Cluster {
+// pass is a discovery and the clusters it was for.
+type pass struct {
+	result   *discovery.Result
+	clusters clusterView
+}
+
+// clusterView reads the known and the held clusters under one lock. Read
+// apart, a cluster that registered in between was neither known to the
+// discovery nor held from the publish, and the pass published deletions
+// of everything it runs (found by the fleet simulator: clusters whose
+// agents registered during a restarted hub's pass lost every application
+// for a moment).
+func (h *Hub) clusterView() clusterView {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	out := make([]appspec.Cluster, 0, len(h.clusters))
-	for _, name := range slices.Sorted(maps.Keys(h.clusters)) {
-		if id, ok := h.identities[name]; ok && !id.Revoked() {
-			out = append(out, appspec.Cluster{Name: name, Labels: id.Labels, ServerURLs: h.clusters[name].GetServerUrls()})
+	t := clusterView{held: map[string]bool{}}
+	for name, id := range h.identities {
+		if _, registered := h.clusters[name]; id.Revoked() || !registered {
+			t.held[name] = true
 		}
 	}
-	return out
+	for _, name := range slices.Sorted(maps.Keys(h.clusters)) {
+		if id, ok := h.identities[name]; ok && !id.Revoked() {
+			t.known = append(t.known, appspec.Cluster{Name: name, Labels: id.Labels, ServerURLs: h.clusters[name].GetServerUrls()})
+		}
+	}
+	return t
 }
 
 // gcLoop deletes unreferenced artifacts at the start of a term and every

@@ -29,9 +29,11 @@ func (h *Hub) wakeFleet() {
 // for none. A publish that fails asks for a full pass, which retries.
 func (h *Hub) advanceFleet(ctx context.Context) <-chan time.Time {
 	due, next := h.fleet.Progress(ctx, hubFleet{h})
-	if due && h.lastResult != nil {
+	if due && h.last != nil {
 		ctx, span := tracer.Start(ctx, "hub.fleet.release")
-		report, err := h.publisher.Publish(ctx, h.lastResult, h.heldClusters(), h.fleet)
+		// The clusters as that discovery knew them: a cluster that
+		// registered since is held from this publish, not taken for gone.
+		report, err := h.publisher.Publish(ctx, h.last.result, h.last.clusters.held, h.fleet)
 		if report != nil {
 			h.publishedEvents(ctx, report)
 		}
