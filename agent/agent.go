@@ -146,7 +146,14 @@ func Serve(ctx context.Context, opts Options, kube Kube, log *slog.Logger) error
 	}
 	// What NATS misses while it is away is kept and sent when it is back.
 	outbox := bus.NewOutbox(b, cluster, bus.DefaultOutboxEvents)
-	go outbox.Run(ctx, time.Second)
+	go outbox.Run(ctx, time.Second, func(err error) {
+		statuses, events := outbox.Pending()
+		if err != nil {
+			log.Warn("sending the kept statuses and events failed; retrying every second", "error", err, "statuses", statuses, "events", events)
+			return
+		}
+		log.Info("sent the kept statuses and events")
+	})
 	reporter := &busReporter{outbox: outbox, log: log}
 	registry := prometheus.NewRegistry()
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -221,6 +228,12 @@ func Serve(ctx context.Context, opts Options, kube Kube, log *slog.Logger) error
 		}
 		syncer.Offer(ctx, reconcile.Desired{State: ds, Trace: trace.SpanContextFromContext(msgCtx)})
 		return true
+	}, func(err error, retryIn time.Duration) {
+		if err != nil {
+			log.Warn("catch-up with the desired states failed; retrying", "error", err, "retry_in", retryIn.Round(time.Millisecond).String())
+			return
+		}
+		log.Info("caught up with the desired states")
 	})
 }
 
@@ -249,6 +262,9 @@ func connectNATS(url, cluster string, bundle *flotillav1.ClusterCredentials, log
 			if err != nil {
 				log.Warn("disconnected from NATS", "error", err)
 			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			log.Info("reconnected to NATS", "server", nc.ConnectedUrlRedacted())
 		}),
 	}
 	if len(bundle.GetNatsCreds()) > 0 {

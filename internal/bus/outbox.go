@@ -157,10 +157,13 @@ func (o *Outbox) Flush(ctx context.Context) error {
 	}
 }
 
-// Run flushes what is kept every interval until ctx ends.
-func (o *Outbox) Run(ctx context.Context, interval time.Duration) {
+// Run flushes what is kept every interval until ctx ends. flushed is
+// told when flushes start failing (the first error of a run of them) and
+// when one succeeds again (nil), not at every attempt.
+func (o *Outbox) Run(ctx context.Context, interval time.Duration, flushed func(error)) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	failing := false
 	for {
 		select {
 		case <-ctx.Done():
@@ -172,8 +175,12 @@ func (o *Outbox) Run(ctx context.Context, interval time.Duration) {
 		o.mu.Unlock()
 		if !empty {
 			flushCtx, cancel := context.WithTimeout(ctx, interval*5)
-			_ = o.Flush(flushCtx) // what failed stays kept for the next round
+			err := o.Flush(flushCtx) // what failed stays kept for the next round
 			cancel()
+			if (err != nil) != failing && ctx.Err() == nil {
+				failing = err != nil
+				flushed(err)
+			}
 		}
 	}
 }

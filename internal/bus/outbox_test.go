@@ -3,6 +3,8 @@ package bus
 import (
 	"context"
 	"fmt"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -63,13 +65,40 @@ func TestOutboxKeepsWhatNATSMissedAndSendsItOnReturn(t *testing.T) {
 		t.Fatalf("the agent reads back %v (%v), want the kept newest", got, err)
 	}
 
-	s.start()
+	// Run tells when its flushes start failing and when one succeeds
+	// again, not every attempt.
+	var mu sync.Mutex
+	var flushes []error
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	go out.Run(ctx, 50*time.Millisecond)
+	go out.Run(ctx, 50*time.Millisecond, func(err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		flushes = append(flushes, err)
+	})
+	reported := func() []error {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(flushes)
+	}
+	eventually(t, 30*time.Second, func() error {
+		if len(reported()) == 0 {
+			return fmt.Errorf("no failed flush reported")
+		}
+		return nil
+	})
+	time.Sleep(time.Second) // more failed flushes, each 50 ms apart and up to 250 ms long
+	s.start()
 	eventually(t, 30*time.Second, func() error {
 		if st, ev := out.Pending(); st+ev > 0 {
 			return fmt.Errorf("still kept: %d statuses, %d events", st, ev)
+		}
+		return nil
+	})
+	eventually(t, 30*time.Second, func() error {
+		got := reported()
+		if len(got) != 2 || got[0] == nil || got[1] != nil {
+			return fmt.Errorf("flushes reported %v, want a failure, then a success", got)
 		}
 		return nil
 	})

@@ -45,9 +45,10 @@ func catchUpBackOff() backoff.BackOff {
 // (the subscription missed what was published meanwhile) and after the
 // client dropped notifications because deliver fell behind (a slow
 // consumer). Entries can arrive twice and out of order; the caller orders
-// them by history id. WatchDesired leaves the connection's handlers alone
-// and returns when ctx ends.
-func (c *Conn) WatchDesired(ctx context.Context, cluster string, deliver func(DesiredEntry) bool) error {
+// them by history id. caughtUp is told how each catch-up ended: nil, or
+// why it failed and when it is tried again. WatchDesired leaves the
+// connection's handlers alone and returns when ctx ends.
+func (c *Conn) WatchDesired(ctx context.Context, cluster string, deliver func(DesiredEntry) bool, caughtUp func(err error, retryIn time.Duration)) error {
 	subject := kvSubject(DesiredBucket, cluster+".>")
 	msgs := make(chan *nats.Msg, watchBuffer)
 	sub, err := c.nc.ChanSubscribe(subject, msgs)
@@ -64,11 +65,11 @@ func (c *Conn) WatchDesired(ctx context.Context, cluster string, deliver func(De
 	slow := sub.StatusChanged(nats.SubscriptionSlowConsumer)
 
 	stale := true // the subscription may have missed entries
-	caughtUp := 0 // drops the last catch-up covered
+	covered := 0  // drops the last catch-up covered
 	var retry <-chan time.Time
 	retries := catchUpBackOff()
 	for {
-		if dropped, _ := sub.Dropped(); dropped > caughtUp {
+		if dropped, _ := sub.Dropped(); dropped > covered {
 			stale = true
 		}
 		if stale && retry == nil {
@@ -79,10 +80,13 @@ func (c *Conn) WatchDesired(ctx context.Context, cluster string, deliver func(De
 					return nil
 				}
 				// Retry soon: a catch-up that failed must not leave a gap.
-				retry = time.After(retries.NextBackOff())
+				next := retries.NextBackOff()
+				retry = time.After(next)
+				caughtUp(err, next)
 			} else {
-				stale, caughtUp = false, max(caughtUp, dropped)
+				stale, covered = false, max(covered, dropped)
 				retries.Reset()
+				caughtUp(nil, 0)
 			}
 		}
 		select {

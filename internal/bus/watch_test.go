@@ -28,11 +28,19 @@ type watchRecorder struct {
 	// caughtUp are the keys delivered by a catch-up (with a revision),
 	// not as a change notification.
 	caughtUp map[string]bool
+	// catchUps are how the catch-ups ended, in order: nil or an error,
+	// with when the next is tried.
+	catchUps []catchUp
 	// hold, when set, is called in deliver for each entry: a slow
 	// consumer.
 	hold func(DesiredEntry)
 	// refuse, when set, says which entries deliver refuses.
 	refuse func(DesiredEntry) bool
+}
+
+type catchUp struct {
+	err     error
+	retryIn time.Duration
 }
 
 // watch runs WatchDesired for cluster on b until the test ends.
@@ -46,7 +54,7 @@ func watchRefusing(t *testing.T, b *Conn, cluster string, hold func(DesiredEntry
 	t.Helper()
 	r := &watchRecorder{t: t, ids: map[string][]uint64{}, caughtUp: map[string]bool{}, hold: hold, refuse: refuse}
 	done := make(chan error, 1)
-	go func() { done <- b.WatchDesired(t.Context(), cluster, r.deliver) }()
+	go func() { done <- b.WatchDesired(t.Context(), cluster, r.deliver, r.caughtUpWith) }()
 	t.Cleanup(func() {
 		if err := <-done; err != nil {
 			t.Errorf("WatchDesired: %v", err)
@@ -68,6 +76,19 @@ func (r *watchRecorder) deliver(e DesiredEntry) bool {
 		r.hold(e)
 	}
 	return !refused
+}
+
+func (r *watchRecorder) caughtUpWith(err error, retryIn time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.catchUps = append(r.catchUps, catchUp{err: err, retryIn: retryIn})
+}
+
+// outcomes are how the catch-ups so far ended.
+func (r *watchRecorder) outcomes() []catchUp {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.catchUps)
 }
 
 // waitFor waits until key's history id id was delivered.
@@ -202,6 +223,39 @@ func TestWatchDesiredCatchesUpAfterAServerRestart(t *testing.T) {
 	eventually(t, watchTimeout, func() error {
 		if reconnects.Load() == 0 {
 			return fmt.Errorf("the connection's own reconnect handler was not called")
+		}
+		return nil
+	})
+}
+
+// TestWatchDesiredRetriesAFailedCatchUp: a catch-up that fails (here the
+// desired-state bucket does not exist yet, as before the hub's first
+// start) is reported with when it is tried again, and is tried again
+// until one succeeds.
+func TestWatchDesiredRetriesAFailedCatchUp(t *testing.T) {
+	s := startServer(t)
+	agentBus, err := Open(s.connectCluster("prod-eu"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := watch(t, agentBus, "prod-eu", nil)
+	eventually(t, watchTimeout, func() error {
+		if got := r.outcomes(); len(got) == 0 {
+			return fmt.Errorf("no catch-up reported")
+		}
+		return nil
+	})
+	if first := r.outcomes()[0]; first.err == nil || first.retryIn <= 0 {
+		t.Fatalf("the catch-up without a bucket reported %v, retry in %s; want an error and a retry", first.err, first.retryIn)
+	}
+
+	b := s.provision(nil)
+	publish(t, b, "prod-eu", "api-service", 1)
+	r.waitFor("prod-eu.api-service", 1)
+	eventually(t, watchTimeout, func() error {
+		got := r.outcomes()
+		if last := got[len(got)-1]; last.err != nil {
+			return fmt.Errorf("the last catch-up failed: %v", last.err)
 		}
 		return nil
 	})

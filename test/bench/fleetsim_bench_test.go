@@ -34,7 +34,7 @@ import (
 
 var (
 	fleetsimAgents = flag.String("fleetsim-agents", "1000", "the fleet sizes BenchmarkFleetSimulator runs, comma-separated")
-	fleetsimLogs   = flag.String("fleetsim-logs", "", "a directory BenchmarkFleetSimulator writes the hub's and the simulated agents' logs to (for diagnosis); none by default")
+	fleetsimLogs   = flag.String("fleetsim-logs", "", "a directory BenchmarkFleetSimulator writes the hub's and the simulated agents' logs to, the agents' at level info (for diagnosis); none by default")
 )
 
 // simLog is where a process of BenchmarkFleetSimulator logs: a new file
@@ -309,7 +309,11 @@ func (h *simHub) startFleet(b *testing.B, a *applied, n, apps int) (sim *agentPr
 	bundles := h.addClusters(b, n)
 	addClusters = time.Since(start)
 	start = time.Now()
-	sim = startLoggedProcess(b, simLog(b, "fleetsim"), testenv.BuildCommand(b, "./test/bench/fleetsim/cmd/fleetsim"), "-bundles", bundles, "-cache-dir", b.TempDir())
+	args := []string{"-bundles", bundles, "-cache-dir", b.TempDir()}
+	if *fleetsimLogs != "" {
+		args = append(args, "-log-level", "info") // each agent's syncs and catch-ups, for diagnosis
+	}
+	sim = startLoggedProcess(b, simLog(b, "fleetsim"), testenv.BuildCommand(b, "./test/bench/fleetsim/cmd/fleetsim"), args...)
 	a.wait(b, simKeys(n, apps), 1, time.Duration(10+n*apps/5000)*time.Minute)
 	return sim, addClusters, time.Since(start)
 }

@@ -18,6 +18,8 @@ import (
 func main() {
 	bundles := flag.String("bundles", "", "directory of credentials bundles, one per subdirectory")
 	cache := flag.String("cache-dir", os.TempDir(), "where each agent caches its artifacts")
+	level := slog.LevelWarn
+	flag.TextVar(&level, "log-level", level, "the agents' log level: debug, info, warn or error")
 	flag.Parse()
 	dirs, err := fleetsim.Bundles(*bundles)
 	if err != nil || len(dirs) == 0 {
@@ -27,7 +29,7 @@ func main() {
 	raiseFileLimit(len(dirs))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	log.Warn("fleetsim: starting agents", "agents", len(dirs))
 	fleetsim.Run(ctx, dirs, *cache, log)
 }
