@@ -25,12 +25,9 @@ func (s *Syncer) unpacked(ctx context.Context, a *flotillav1.Artifact) (string, 
 	if a.GetSize() > s.opts.Limits.MaxArchive {
 		return "", fmt.Errorf("artifact %s: %w: %d bytes, limit %d", digest, artifact.ErrTooLarge, a.GetSize(), s.opts.Limits.MaxArchive)
 	}
-	data, err := s.deps.Artifacts.GetArtifact(ctx, digest)
-	if err == nil {
-		err = artifact.Verify(data, digest)
-	}
+	data, err := s.archive(ctx, a)
 	if err != nil {
-		return "", fetchError{err}
+		return "", err
 	}
 	tmp, err := os.MkdirTemp(s.opts.CacheDir, ".unpack-")
 	if err != nil {
@@ -48,6 +45,30 @@ func (s *Syncer) unpacked(ctx context.Context, a *flotillav1.Artifact) (string, 
 		return "", err
 	}
 	return dir, nil
+}
+
+// archive is a's archive, verified against its digest: the one the
+// desired state carries inline, else the artifact store's. An inline
+// archive that does not match is the desired state's fault, not the
+// transport's, and is not retried.
+func (s *Syncer) archive(ctx context.Context, a *flotillav1.Artifact) ([]byte, error) {
+	if inline := a.GetInline(); len(inline) > 0 {
+		if len(inline) > artifact.MaxInline {
+			return nil, fmt.Errorf("artifact %s: %w: %d bytes inline, limit %d", a.GetDigest(), artifact.ErrTooLarge, len(inline), artifact.MaxInline)
+		}
+		if err := artifact.Verify(inline, a.GetDigest()); err != nil {
+			return nil, fmt.Errorf("artifact %s inline: %w", a.GetDigest(), err)
+		}
+		return inline, nil
+	}
+	data, err := s.deps.Artifacts.GetArtifact(ctx, a.GetDigest())
+	if err == nil {
+		err = artifact.Verify(data, a.GetDigest())
+	}
+	if err != nil {
+		return nil, fetchError{err}
+	}
+	return data, nil
 }
 
 // fetchError is an artifact the hub's store did not give, or gave wrong:

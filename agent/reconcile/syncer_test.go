@@ -321,6 +321,51 @@ func TestSyncer(t *testing.T) {
 		}
 	})
 
+	// A small archive travels in the desired state: nothing is fetched
+	// (the store does not have it, and a fetch that fails is retried
+	// until it succeeds), and inline bytes that do not match the digest
+	// are refused, not applied.
+	t.Run("an inline archive syncs without a fetch; one not matching its digest is refused", func(t *testing.T) {
+		e.cluster.CreateNamespace(t, "inline")
+		dir := t.TempDir()
+		manifest := "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: inline}\ndata: {k: v}\n"
+		if err := os.WriteFile(filepath.Join(dir, "cm.yaml"), []byte(manifest), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		data, digest, err := artifact.Pack(dir, []string{"cm.yaml"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		offer := func(digest string, inline []byte) uint64 {
+			e.history["inline"]++
+			e.syncer.Offer(e.lifetime, Desired{State: &flotillav1.DesiredState{
+				SchemaVersion: 1, Cluster: "test", App: "inline", HistoryId: e.history["inline"],
+				Artifact:    &flotillav1.Artifact{Digest: digest, Size: int64(len(inline)), Root: ".", Inline: inline},
+				Destination: &flotillav1.Destination{Namespace: "inline"}, SyncPolicy: automated,
+			}})
+			return e.history["inline"]
+		}
+		if st := e.waitStatus(t, "inline", offer(digest, data)); st.GetPhase() != flotillav1.SyncPhase_SYNC_PHASE_SUCCEEDED {
+			t.Fatalf("inline archive: %s: %s", st.GetPhase(), st.GetMessage())
+		}
+		if _, err := e.cluster.Dynamic.Resource(schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}).Namespace("inline").Get(t.Context(), "inline", metav1.GetOptions{}); err != nil {
+			t.Fatalf("the inline archive's ConfigMap: %v", err)
+		}
+
+		// The next archive's digest with the first archive's bytes.
+		if err := os.WriteFile(filepath.Join(dir, "cm.yaml"), []byte(strings.ReplaceAll(manifest, "k: v", "k: changed")), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, next, err := artifact.Pack(dir, []string{"cm.yaml"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := e.waitStatus(t, "inline", offer(next, data))
+		if st.GetPhase() != flotillav1.SyncPhase_SYNC_PHASE_FAILED || !strings.Contains(st.GetMessage(), "digest mismatch") {
+			t.Fatalf("inline bytes not matching the digest: %s: %s", st.GetPhase(), st.GetMessage())
+		}
+	})
+
 	// The crash of issue 13: a Kustomize app's objects carry kyaml's int
 	// values, and its hook, its drift check and the full comparison after
 	// a restart all deep-copied them.

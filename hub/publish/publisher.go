@@ -266,7 +266,7 @@ func (p *Publisher) Publish(ctx context.Context, res *discovery.Result, held map
 		packKey := filesKey(files)
 		packedNow[packKey] = true
 		prevPack, known := p.packed[packKey]
-		digest, size := prevPack.digest, prevPack.size
+		digest, size, inline := prevPack.digest, prevPack.size, prevPack.inline
 		if known && p.intact[digest] {
 			// Still there? (Only garbage collection deletes an artifact a
 			// desired state references, and it resets intact; this checks
@@ -287,8 +287,11 @@ func (p *Publisher) Publish(ctx context.Context, res *discovery.Result, held map
 				appSpan.End()
 				return nil, fmt.Errorf("app %s: pack artifact: %w", app.Application.Metadata.Name, err)
 			}
-			digest, size = d, int64(len(data))
-			p.packed[packKey] = packedArtifact{digest: digest, size: size}
+			digest, size, inline = d, int64(len(data)), nil
+			if len(data) <= artifact.MaxInline {
+				inline = data
+			}
+			p.packed[packKey] = packedArtifact{digest: digest, size: size, inline: inline}
 			stored, err := p.storeArtifact(appCtx, digest, data)
 			if err != nil {
 				appSpan.End()
@@ -302,7 +305,7 @@ func (p *Publisher) Publish(ctx context.Context, res *discovery.Result, held map
 		appSpan.End()
 		// The desired state is the same for every cluster but for its name:
 		// build and hash it once, and per cluster only when it changed.
-		tmpl, err := desiredState(app, "", digest, size)
+		tmpl, err := desiredState(app, "", &flotillav1.Artifact{Digest: digest, Size: size, Inline: inline})
 		if err != nil {
 			return nil, err
 		}
@@ -479,20 +482,28 @@ func (p *Publisher) storeArtifact(ctx context.Context, digest string, data []byt
 	return stored, nil
 }
 
+// remember makes ds key's latest. It keeps no inline archive: the digest
+// names it and the artifact store holds it, and the hub's view (and what
+// its API returns) need not carry a copy per cluster.
 func (p *Publisher) remember(key string, ds *flotillav1.DesiredState) {
+	if len(ds.GetArtifact().GetInline()) > 0 {
+		a := proto.CloneOf(ds.GetArtifact())
+		a.Inline = nil
+		ds.Artifact = a
+	}
 	p.latest[key] = ds
 	p.fingerprints[key] = fingerprint(ds)
 }
 
 // desiredState builds the desired state of app in cluster.
-func desiredState(app *discovery.App, cluster, digest string, size int64) (*flotillav1.DesiredState, error) {
+func desiredState(app *discovery.App, cluster string, archive *flotillav1.Artifact) (*flotillav1.DesiredState, error) {
 	a := app.Application
 	ds := &flotillav1.DesiredState{
 		SchemaVersion: signing.SchemaVersion,
 		Cluster:       cluster,
 		App:           a.Metadata.Name,
 		Project:       a.Spec.Project,
-		Artifact:      &flotillav1.Artifact{Digest: digest, Size: size},
+		Artifact:      archive,
 		Destination: &flotillav1.Destination{
 			Namespace: a.Spec.Destination.Namespace,
 			Name:      a.Spec.Destination.Name,
@@ -602,6 +613,9 @@ type pendingPut struct {
 type packedArtifact struct {
 	digest string
 	size   int64
+	// inline is the archive when it is small enough to travel in the
+	// desired state (artifact.MaxInline).
+	inline []byte
 }
 
 // fingerprint covers what changes an agent's work: not the commit,
@@ -616,6 +630,9 @@ func fingerprint(ds *flotillav1.DesiredState) [32]byte {
 func contentHash(ds *flotillav1.DesiredState) [32]byte {
 	c := proto.Clone(ds).(*flotillav1.DesiredState)
 	c.Cluster, c.HistoryId, c.PublishedAt, c.Initiator, c.Pin, c.Wave = "", 0, nil, flotillav1.Initiator_INITIATOR_UNSPECIFIED, nil, nil
+	if c.Artifact != nil {
+		c.Artifact.Inline = nil // the digest names the bytes
+	}
 	clearCommit := func(s *flotillav1.Source) {
 		if s != nil {
 			s.Commit, s.CommitMessage, s.CommitAuthor, s.CommitTime = "", "", "", nil

@@ -1,8 +1,10 @@
 package publish
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"log/slog"
 	"math"
@@ -167,5 +169,44 @@ func TestPublishLeavesHeldClustersAlone(t *testing.T) {
 				t.Errorf("deleted (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+// TestSmallArtifactsTravelInline: an archive of at most artifact.MaxInline
+// bytes travels in the signed desired state, so agents need not fetch it;
+// a larger one goes by its digest alone. Both are stored, and the hub's
+// own view of the latest states keeps no inline copy.
+func TestSmallArtifactsTravelInline(t *testing.T) {
+	store := newMemStore()
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	keys := signing.NewKeySet(key)
+	noise := make([]byte, 2*artifact.MaxInline)
+	_, _ = rand.Read(noise)
+	for _, tc := range []struct {
+		name, value string
+		inline      bool
+	}{
+		{"small", "1", true},
+		{"larger than MaxInline", hex.EncodeToString(noise), false},
+	} {
+		p := restart(t, store, keys)
+		if _, err := p.Publish(t.Context(), discover(t, tc.value), nil, nil); err != nil {
+			t.Fatal(err)
+		}
+		ds, err := p.verify(store.newest(t, "prod-eu", "web"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		stored, ok := store.artifacts[ds.GetArtifact().GetDigest()]
+		if !ok {
+			t.Fatalf("%s: artifact %s not stored", tc.name, ds.GetArtifact().GetDigest())
+		}
+		inline := ds.GetArtifact().GetInline()
+		if tc.inline && !bytes.Equal(inline, stored) || !tc.inline && len(inline) != 0 {
+			t.Errorf("%s (%d bytes): inline %d bytes, want inline %v", tc.name, len(stored), len(inline), tc.inline)
+		}
+		if n := len(p.Latest("prod-eu", "web").GetArtifact().GetInline()); n != 0 {
+			t.Errorf("%s: the hub's view keeps %d inline bytes", tc.name, n)
+		}
 	}
 }

@@ -22,6 +22,12 @@ var (
 	ErrDigestMismatch = errors.New("artifact digest mismatch")
 )
 
+// MaxInline is the largest archive a desired state carries inline
+// (Artifact.inline) rather than by digest alone: plain manifests and
+// small overlays, a few hundred bytes compressed, travel with the desired
+// state; a chart's archive is fetched.
+const MaxInline = 4 << 10
+
 // Limits bound what an unpack may write.
 type Limits struct {
 	// MaxArchive is the compressed size.

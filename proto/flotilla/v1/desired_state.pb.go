@@ -1140,7 +1140,12 @@ type Artifact struct {
 	Digest string `protobuf:"bytes,1,opt,name=digest,proto3" json:"digest,omitempty"`
 	Size   int64  `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
 	// root is the application's path inside the archive (e.g. "charts/api-service").
-	Root          string `protobuf:"bytes,3,opt,name=root,proto3" json:"root,omitempty"`
+	Root string `protobuf:"bytes,3,opt,name=root,proto3" json:"root,omitempty"`
+	// inline is the archive itself when it is small (at most 4 KiB: plain
+	// manifests, a small overlay), so that a commit costs the agent no
+	// fetch from the artifact store; the agent checks it against digest as
+	// it checks a fetched one. Empty: fetch it by digest.
+	Inline        []byte `protobuf:"bytes,4,opt,name=inline,proto3" json:"inline,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1194,6 +1199,13 @@ func (x *Artifact) GetRoot() string {
 		return x.Root
 	}
 	return ""
+}
+
+func (x *Artifact) GetInline() []byte {
+	if x != nil {
+		return x.Inline
+	}
+	return nil
 }
 
 // RenderSpec says how to turn the artifact into manifests. At most one of
@@ -2589,11 +2601,12 @@ const file_flotilla_v1_desired_state_proto_rawDesc = "" +
 	"\x05chart\x18\b \x01(\tR\x05chart\x12#\n" +
 	"\rchart_version\x18\t \x01(\tR\fchartVersion\x12!\n" +
 	"\fchart_digest\x18\n" +
-	" \x01(\tR\vchartDigest\"J\n" +
+	" \x01(\tR\vchartDigest\"b\n" +
 	"\bArtifact\x12\x16\n" +
 	"\x06digest\x18\x01 \x01(\tR\x06digest\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x12\n" +
-	"\x04root\x18\x03 \x01(\tR\x04root\"\xab\x01\n" +
+	"\x04root\x18\x03 \x01(\tR\x04root\x12\x16\n" +
+	"\x06inline\x18\x04 \x01(\fR\x06inline\"\xab\x01\n" +
 	"\n" +
 	"RenderSpec\x12)\n" +
 	"\x04helm\x18\x01 \x01(\v2\x15.flotilla.v1.HelmSpecR\x04helm\x128\n" +
