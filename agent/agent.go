@@ -194,7 +194,7 @@ func Serve(ctx context.Context, opts Options, kube Kube, log *slog.Logger) error
 
 	reg := &flotillav1.ClusterRegistration{SchemaVersion: 1, Name: cluster, AgentVersion: Version,
 		KubernetesVersion: kube.Version, Capabilities: capabilities, StartedAt: timestamppb.Now(), ServerUrls: kube.ServerURLs}
-	go heartbeat(ctx, b, reg, opts.Heartbeat, log)
+	go heartbeat(ctx, nc, b, reg, opts.Heartbeat, log)
 	if opts.MetricsAddr != "" {
 		if err := serveMetrics(ctx, opts.MetricsAddr, registry, opts.Pprof, log); err != nil {
 			return err
@@ -362,8 +362,12 @@ func ensureNamespace(ctx context.Context, manager *apply.Manager, name string) e
 	return nil
 }
 
-// heartbeat registers the cluster now and at every interval.
-func heartbeat(ctx context.Context, b *bus.Conn, reg *flotillav1.ClusterRegistration, every time.Duration, log *slog.Logger) {
+// heartbeat registers the cluster over nc now, at every interval, and at
+// once after every reconnect: a hub holds the desired states of a cluster
+// it has not heard from since it started.
+func heartbeat(ctx context.Context, nc *nats.Conn, b *bus.Conn, reg *flotillav1.ClusterRegistration, every time.Duration, log *slog.Logger) {
+	reconnected := nc.StatusChanged(nats.CONNECTED)
+	defer nc.RemoveStatusListener(reconnected)
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -375,6 +379,8 @@ func heartbeat(ctx context.Context, b *bus.Conn, reg *flotillav1.ClusterRegistra
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-reconnected:
+			t.Reset(every)
 		}
 	}
 }
