@@ -80,8 +80,12 @@ func TestClusterPermissions(t *testing.T) {
 
 	t.Run("allowed: what its agent does", func(t *testing.T) {
 		var got []DesiredEntry
-		if err := agent.catchUpDesired(ctx, kvSubject(DesiredBucket, "prod-eu.>"), func(e DesiredEntry) bool { got = append(got, e); return true }); err != nil || len(got) != 1 {
+		newest, err := agent.catchUpDesired(ctx, kvSubject(DesiredBucket, "prod-eu.>"), func(e DesiredEntry) bool { got = append(got, e); return true })
+		if err != nil || len(got) != 1 {
 			t.Errorf("catch-up of its own desired states = %d entries, %v", len(got), err)
+		}
+		if !agent.unchangedSince(ctx, kvSubject(DesiredBucket, "prod-eu.>"), newest) {
+			t.Errorf("the newest of its own desired states: not read, or not the catch-up's")
 		}
 		if data, err := agent.GetArtifact(ctx, "sha256:prod"); err != nil || string(data) != "prod's artifact" {
 			t.Errorf("GetArtifact = %q, %v", data, err)
@@ -143,8 +147,21 @@ func TestClusterPermissions(t *testing.T) {
 			return err
 		}, "$KV.flotilla-desired.prod-eu.api"},
 		{"catch up on another cluster's desired states", func() error {
-			return agent.catchUpDesired(short(), kvSubject(DesiredBucket, "staging-1.>"), func(DesiredEntry) bool { return true })
+			_, err := agent.catchUpDesired(short(), kvSubject(DesiredBucket, "staging-1.>"), func(DesiredEntry) bool { return true })
+			return err
 		}, "$KV.flotilla-desired.staging-1.>"},
+		{"read the newest of another cluster's desired states", func() error {
+			_, err := nc.Request("$JS.API.DIRECT.GET.KV_"+DesiredBucket+"."+kvSubject(DesiredBucket, "staging-1.>"), nil, time.Second)
+			return err
+		}, "$JS.API.DIRECT.GET.KV_flotilla-desired.$KV.flotilla-desired.staging-1.>"},
+		{"read the newest desired state of every cluster", func() error {
+			_, err := nc.Request("$JS.API.DIRECT.GET.KV_"+DesiredBucket+"."+kvSubject(DesiredBucket, ">"), nil, time.Second)
+			return err
+		}, "$JS.API.DIRECT.GET.KV_flotilla-desired.$KV.flotilla-desired.>"},
+		{"read desired states by a request's body", func() error {
+			_, err := nc.Request("$JS.API.DIRECT.GET.KV_"+DesiredBucket, []byte(`{"multi_last":["$KV.flotilla-desired.staging-1.>"]}`), time.Second)
+			return err
+		}, "$JS.API.DIRECT.GET.KV_flotilla-desired"},
 		{"read every desired state", func() error {
 			return agent.drain(short(), "KV_"+DesiredBucket, "", jetstream.DeliverAllPolicy, func(jetstream.Msg) {})
 		}, "$JS.API.CONSUMER.CREATE.KV_flotilla-desired"},

@@ -3,7 +3,9 @@ package bus
 import (
 	"cmp"
 	"context"
+	"crypto/sha256"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
@@ -41,10 +43,12 @@ func catchUpBackOff() backoff.BackOff {
 // Revision; a change notification carries none.
 // Changes arrive on a core NATS subscription to the cluster's keys (no
 // JetStream consumer per agent). Short-lived consumers catch up
-// (catchUpDesired) at the start, after every reconnect
-// (the subscription missed what was published meanwhile) and after the
-// client dropped notifications because deliver fell behind (a slow
-// consumer). Entries can arrive twice and out of order; the caller orders
+// (catchUpDesired) at the start, after a reconnect when something was
+// published to the cluster's keys meanwhile (the subscription missed it;
+// unchangedSince asks with one direct get), and after the client dropped
+// notifications because deliver fell behind (a slow consumer). So a
+// fleet reconnecting to a restarted server creates no consumers unless
+// its desired states changed. Entries can arrive twice and out of order; the caller orders
 // them by history id. caughtUp is told how each catch-up ended: nil, or
 // why it failed and when it is tried again. WatchDesired leaves the
 // connection's handlers alone and returns when ctx ends.
@@ -57,15 +61,20 @@ func (c *Conn) WatchDesired(ctx context.Context, cluster string, deliver func(De
 	}
 	defer sub.Unsubscribe()
 	// Listeners, not handlers: the connection's reconnect and error
-	// handlers belong to whoever opened it.
-	connected := c.nc.StatusChanged(nats.CONNECTED)
-	defer c.nc.RemoveStatusListener(connected)
+	// handlers belong to whoever opened it. One channel keeps the order
+	// of losing and regaining the connection.
+	statuses := c.nc.StatusChanged(nats.CONNECTED, nats.RECONNECTING, nats.DISCONNECTED)
+	defer c.nc.RemoveStatusListener(statuses)
 	// The client reports the first drop of a run of drops here; the drop
 	// count below sees every one.
 	slow := sub.StatusChanged(nats.SubscriptionSlowConsumer)
 
 	stale := true // the subscription may have missed entries
 	covered := 0  // drops the last catch-up covered
+	// seen is the newest message of each key this watch knows of (a
+	// catch-up's or a notification's); away is seen as it was when the
+	// connection dropped, nil when the watch was not caught up then.
+	seen, away := map[string]messageSum{}, map[string]messageSum(nil)
 	var retry <-chan time.Time
 	retries := catchUpBackOff()
 	for {
@@ -75,7 +84,8 @@ func (c *Conn) WatchDesired(ctx context.Context, cluster string, deliver func(De
 		if stale && retry == nil {
 			// Drops counted before the catch-up starts are covered by it.
 			dropped, _ := sub.Dropped()
-			if err := c.catchUpDesired(ctx, subject, deliver); err != nil {
+			newest, err := c.catchUpDesired(ctx, subject, deliver)
+			if err != nil {
 				if ctx.Err() != nil {
 					return nil
 				}
@@ -84,7 +94,7 @@ func (c *Conn) WatchDesired(ctx context.Context, cluster string, deliver func(De
 				retry = time.After(next)
 				caughtUp(err, next)
 			} else {
-				stale, covered = false, max(covered, dropped)
+				stale, covered, seen = false, max(covered, dropped), newest
 				retries.Reset()
 				caughtUp(nil, 0)
 			}
@@ -92,8 +102,18 @@ func (c *Conn) WatchDesired(ctx context.Context, cluster string, deliver func(De
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-connected:
-			stale, retry = true, nil
+		case status := <-statuses:
+			switch {
+			case status != nats.CONNECTED:
+				if away == nil && !stale {
+					away = maps.Clone(seen)
+				}
+			case away != nil && c.unchangedSince(ctx, subject, away):
+				away = nil
+				caughtUp(nil, 0) // nothing was published meanwhile
+			default:
+				away, stale, retry = nil, true, nil
+			}
 		case _, ok := <-slow:
 			if !ok {
 				slow = nil // the subscription closed with the connection
@@ -102,7 +122,11 @@ func (c *Conn) WatchDesired(ctx context.Context, cluster string, deliver func(De
 			retry = nil
 		case msg := <-msgs:
 			key, ok := desiredKey(msg.Subject)
-			if !ok || len(msg.Data) == 0 {
+			if !ok {
+				continue
+			}
+			seen[key] = sumOf(msg.Header, msg.Data)
+			if len(msg.Data) == 0 {
 				continue // a delete or purge marker
 			}
 			if entry, err := decodeDesired(key, 0, msg.Data, msg.Header); err == nil {
@@ -111,6 +135,57 @@ func (c *Conn) WatchDesired(ctx context.Context, cluster string, deliver func(De
 		}
 	}
 }
+
+// messageSum identifies a message of the desired-state bucket by its
+// operation and content.
+type messageSum [sha256.Size]byte
+
+func sumOf(header nats.Header, data []byte) messageSum {
+	h := sha256.New()
+	h.Write([]byte(header.Get(kvOperationHeader)))
+	h.Write([]byte{0})
+	h.Write(data)
+	return messageSum(h.Sum(nil))
+}
+
+// kvOperationHeader marks a KV delete or purge.
+const kvOperationHeader = "KV-Operation"
+
+// unchangedSince reports whether the newest message under subject is the
+// newest of its key in seen, what the watch knew when its connection
+// dropped: then nothing was published under subject while it was away (a
+// later message would be the newest), and a reconnect needs no catch-up.
+// It asks with one direct get of the newest message under the wildcard
+// subject, which the server answers from its subject index, not through
+// its JetStream API queue that a fleet's consumer creates fill. Anything
+// else (no answer in time, a server that refuses the request: credentials
+// issued before agents were allowed it) is no: a catch-up follows.
+func (c *Conn) unchangedSince(ctx context.Context, subject string, seen map[string]messageSum) bool {
+	ctx, cancel := context.WithTimeout(ctx, unchangedTimeout)
+	defer cancel()
+	msg, err := c.nc.RequestWithContext(ctx, "$JS.API.DIRECT.GET.KV_"+DesiredBucket+"."+subject, nil)
+	if err != nil {
+		return false
+	}
+	switch msg.Header.Get("Status") {
+	case "":
+	case "404":
+		return len(seen) == 0 // nothing under subject, then and now
+	default:
+		return false
+	}
+	key, ok := desiredKey(msg.Header.Get(jetstream.SubjectHeader))
+	if !ok {
+		return false
+	}
+	sum, ok := seen[key]
+	return ok && sum == sumOf(msg.Header, msg.Data)
+}
+
+// unchangedTimeout bounds unchangedSince's direct get: longer than a
+// server busy with a reconnecting fleet takes to answer, shorter than the
+// catch-up it saves.
+const unchangedTimeout = 2 * time.Second
 
 // catchUpDesired delivers, for each key under subject, the newest entry
 // deliver takes. It reads the last entry of each key (what a KV watcher
@@ -124,34 +199,39 @@ func (c *Conn) WatchDesired(ctx context.Context, cluster string, deliver func(De
 // a forgery hides the newest good entry from a caller that knows what it
 // took; a caller that knows nothing takes a replay put back last, which
 // the hub, watching the bucket, supersedes at its next pass.
-func (c *Conn) catchUpDesired(ctx context.Context, subject string, deliver func(DesiredEntry) bool) error {
+func (c *Conn) catchUpDesired(ctx context.Context, subject string, deliver func(DesiredEntry) bool) (newest map[string]messageSum, err error) {
 	type last struct {
 		key   string
 		entry DesiredEntry
 		err   error // it did not decode
 	}
 	var lasts []last
-	err := c.drain(ctx, "KV_"+DesiredBucket, subject, jetstream.DeliverLastPerSubjectPolicy, func(msg jetstream.Msg) {
+	newest = map[string]messageSum{}
+	err = c.drain(ctx, "KV_"+DesiredBucket, subject, jetstream.DeliverLastPerSubjectPolicy, func(msg jetstream.Msg) {
 		key, ok := desiredKey(msg.Subject())
+		if !ok {
+			return
+		}
+		newest[key] = sumOf(msg.Headers(), msg.Data())
 		meta, err := msg.Metadata()
-		if !ok || err != nil || len(msg.Data()) == 0 {
+		if err != nil || len(msg.Data()) == 0 {
 			return // a delete or purge marker: the key is gone
 		}
 		e, err := decodeDesired(key, meta.Sequence.Stream, msg.Data(), msg.Headers())
 		lasts = append(lasts, last{key: key, entry: e, err: err})
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	for _, l := range lasts {
 		if l.err == nil && deliver(l.entry) {
 			continue
 		}
 		if err := c.catchUpHistory(ctx, l.key, l.entry.Revision, deliver); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	return nil
+	return newest, nil
 }
 
 // catchUpHistory delivers the entries key retains, but the one at

@@ -261,6 +261,45 @@ func TestWatchDesiredRetriesAFailedCatchUp(t *testing.T) {
 	})
 }
 
+// TestWatchDesiredSkipsTheCatchUpWhenNothingChanged: a reconnect after
+// which the newest message under the cluster's keys is one the watch saw
+// before it lost the connection costs one direct get and no catch-up (a
+// fleet reconnecting to a restarted server creates no consumers); one
+// after which it is not catches up (TestWatchDesiredCatchesUpAfterAServerRestart).
+func TestWatchDesiredSkipsTheCatchUpWhenNothingChanged(t *testing.T) {
+	s := startServer(t)
+	b := s.provision(nil)
+	publish(t, b, "prod-eu", "api-service", 1)
+	publish(t, b, "prod-eu", "worker", 1)
+	if err := b.desired.Delete(t.Context(), appkey.Join("prod-eu", "retired")); err != nil {
+		t.Fatal(err)
+	}
+	publish(t, b, "prod-eu", "api-service", 2) // by notification, after the catch-up
+	nc := s.connectCluster("prod-eu")
+	agentBus, err := Open(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := watch(t, agentBus, "prod-eu", nil)
+	r.waitFor("prod-eu.api-service", 2)
+	publish(t, b, "prod-eu", "worker", 2)
+	r.waitFor("prod-eu.worker", 2)
+	before := r.delivered()
+
+	if err := nc.ForceReconnect(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, watchTimeout, func() error {
+		if got := r.outcomes(); len(got) < 2 || got[1].err != nil {
+			return fmt.Errorf("catch-ups so far: %v; want the reconnect's too", got)
+		}
+		return nil
+	})
+	if diff := cmp.Diff(before, r.delivered()); diff != "" {
+		t.Errorf("the reconnect delivered again what nothing changed (-before +after):\n%s", diff)
+	}
+}
+
 func TestWatchDesiredCatchesUpAfterDroppedNotifications(t *testing.T) {
 	s := startServer(t)
 	b := s.provision(nil)

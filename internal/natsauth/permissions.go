@@ -44,6 +44,9 @@ func ClusterPermissions(cluster string) jwt.Permissions {
 			"flotilla.events." + cluster + ".>",
 			"$JS.API.DIRECT.GET.KV_flotilla-status.$KV.flotilla-status." + cluster + ".>",
 			"$JS.API.CONSUMER.CREATE." + desiredStream + ".*.$KV.flotilla-desired." + cluster + ".>",
+			// The newest message under its own keys, asked after a
+			// reconnect (the request subject names the keys' wildcard).
+			"$JS.API.DIRECT.GET." + desiredStream + ".$KV.flotilla-desired." + cluster + ".>",
 			"$JS.API.CONSUMER.MSG.NEXT." + desiredStream + ".*",
 			"$JS.API.CONSUMER.DELETE." + desiredStream + ".*",
 			"$JS.API.DIRECT.GET." + artifactStream + ".$O.flotilla-artifacts.M.*",
