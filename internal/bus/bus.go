@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
 )
 
 // Names of the JetStream buckets, object store and stream Flotilla uses.
@@ -96,34 +97,65 @@ func Provision(ctx context.Context, nc *nats.Conn, opts Options) (*Bus, error) {
 		{Bucket: IdentitiesBucket, History: 1, Replicas: opts.Replicas, Description: "Flotilla cluster identities, the hub's own"},
 		{Bucket: FleetBucket, History: 1, Replicas: opts.Replicas, Description: "Flotilla fleet rollouts' progress, signed by the hub"},
 	}
+	// Each bucket, store and stream at once: a server that a reconnecting
+	// fleet keeps busy answers each request only after a queue (its
+	// account and stream info requests after every other), and one wait
+	// for all of them fits in the caller's timeout where one each in turn
+	// does not.
+	var g errgroup.Group
 	for _, cfg := range kvs {
-		if cfg.Bucket == DesiredBucket && desiredCurrent(ctx, js, cfg) {
-			continue // updating it would turn atomic batches off for a moment
+		g.Go(func() error {
+			if cfg.Bucket == DesiredBucket {
+				return provisionDesired(ctx, js, cfg)
+			}
+			if _, err := js.CreateOrUpdateKeyValue(ctx, cfg); err != nil {
+				return fmt.Errorf("provision bucket %s: %w", cfg.Bucket, err)
+			}
+			return nil
+		})
+	}
+	g.Go(func() error {
+		if _, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: ArtifactStore, Replicas: opts.Replicas, MaxBytes: opts.ArtifactsMaxBytes, Description: "Flotilla artifacts by sha256 digest", Compression: false}); err != nil {
+			return fmt.Errorf("provision object store %s: %w", ArtifactStore, err)
 		}
-		if _, err := js.CreateOrUpdateKeyValue(ctx, cfg); err != nil {
-			return nil, fmt.Errorf("provision bucket %s: %w", cfg.Bucket, err)
+		return nil
+	})
+	g.Go(func() error {
+		if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+			Name:        EventsStream,
+			Subjects:    []string{eventsSubjectRoot + ".>"},
+			MaxAge:      opts.EventsMaxAge,
+			MaxBytes:    opts.EventsMaxBytes,
+			Discard:     jetstream.DiscardOld,
+			Replicas:    opts.Replicas,
+			Description: "Flotilla sync history and audit events",
+		}); err != nil {
+			return fmt.Errorf("provision stream %s: %w", EventsStream, err)
 		}
-	}
-	// The leader publishes desired states in atomic batches fenced by its
-	// lease (PublishDesiredFenced).
-	if err := allowAtomicPublish(ctx, js, "KV_"+DesiredBucket); err != nil {
-		return nil, fmt.Errorf("provision bucket %s: %w", DesiredBucket, err)
-	}
-	if _, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: ArtifactStore, Replicas: opts.Replicas, MaxBytes: opts.ArtifactsMaxBytes, Description: "Flotilla artifacts by sha256 digest", Compression: false}); err != nil {
-		return nil, fmt.Errorf("provision object store %s: %w", ArtifactStore, err)
-	}
-	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:        EventsStream,
-		Subjects:    []string{eventsSubjectRoot + ".>"},
-		MaxAge:      opts.EventsMaxAge,
-		MaxBytes:    opts.EventsMaxBytes,
-		Discard:     jetstream.DiscardOld,
-		Replicas:    opts.Replicas,
-		Description: "Flotilla sync history and audit events",
-	}); err != nil {
-		return nil, fmt.Errorf("provision stream %s: %w", EventsStream, err)
+		return nil
+	})
+	if err := g.Wait(); err != nil {
+		return nil, err
 	}
 	return Bind(ctx, nc)
+}
+
+// provisionDesired creates or updates the desired-state bucket, and
+// allows atomic batches on its stream: the leader publishes desired states
+// in atomic batches fenced by its lease (PublishDesiredFenced). A bucket
+// that is current already is left alone: updating it would turn atomic
+// batches off for a moment.
+func provisionDesired(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) error {
+	if desiredCurrent(ctx, js, cfg) {
+		return nil
+	}
+	if _, err := js.CreateOrUpdateKeyValue(ctx, cfg); err != nil {
+		return fmt.Errorf("provision bucket %s: %w", cfg.Bucket, err)
+	}
+	if err := allowAtomicPublish(ctx, js, "KV_"+cfg.Bucket); err != nil {
+		return fmt.Errorf("provision bucket %s: %w", cfg.Bucket, err)
+	}
+	return nil
 }
 
 // desiredCurrent reports whether the desired-state bucket's stream has
@@ -163,21 +195,33 @@ func Bind(ctx context.Context, nc *nats.Conn) (*Bus, error) {
 	}
 	b := &Bus{Conn: conn}
 	js := conn.js
+	var g errgroup.Group // at once, as Provision
 	for name, dst := range map[string]*jetstream.KeyValue{DesiredBucket: &b.desired, StatusBucket: &b.status, ClustersBucket: &b.clusters, IdentitiesBucket: &b.identities, FleetBucket: &b.fleet} {
-		kv, err := js.KeyValue(ctx, name)
+		g.Go(func() error {
+			kv, err := js.KeyValue(ctx, name)
+			if errors.Is(err, jetstream.ErrBucketNotFound) {
+				return fmt.Errorf("%w (bucket %s)", ErrNotProvisioned, name)
+			}
+			if err != nil {
+				return fmt.Errorf("open bucket %s: %w", name, err)
+			}
+			*dst = kv
+			return nil
+		})
+	}
+	g.Go(func() error {
+		artifacts, err := js.ObjectStore(ctx, ArtifactStore)
 		if errors.Is(err, jetstream.ErrBucketNotFound) {
-			return nil, fmt.Errorf("%w (bucket %s)", ErrNotProvisioned, name)
+			return fmt.Errorf("%w (object store %s)", ErrNotProvisioned, ArtifactStore)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("open bucket %s: %w", name, err)
+			return fmt.Errorf("open object store %s: %w", ArtifactStore, err)
 		}
-		*dst = kv
-	}
-	if b.artifacts, err = js.ObjectStore(ctx, ArtifactStore); err != nil {
-		if errors.Is(err, jetstream.ErrBucketNotFound) {
-			return nil, fmt.Errorf("%w (object store %s)", ErrNotProvisioned, ArtifactStore)
-		}
-		return nil, fmt.Errorf("open object store %s: %w", ArtifactStore, err)
+		b.artifacts = artifacts
+		return nil
+	})
+	if err := g.Wait(); err != nil {
+		return nil, err
 	}
 	return b, nil
 }
