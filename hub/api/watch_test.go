@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -139,7 +140,11 @@ func TestWatchFleetEndsWithItsSession(t *testing.T) {
 // events ends, Unavailable, rather than leave a gap its client cannot see.
 func TestWatchFleetEndsWhenEventsOverflow(t *testing.T) {
 	hub := apitest.Fleet(time.Now())
-	stream, err := client(apitest.Serve(t, hub), bearer(apitest.ViewerToken)).WatchFleet(t.Context(), connect.NewRequest(&flotillav1.WatchFleetRequest{}))
+	// Bounded: a stream that never overflows would otherwise keep the
+	// test waiting for its keep-alives for ever.
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	stream, err := client(apitest.Serve(t, hub), bearer(apitest.ViewerToken)).WatchFleet(ctx, connect.NewRequest(&flotillav1.WatchFleetRequest{}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,7 +152,9 @@ func TestWatchFleetEndsWhenEventsOverflow(t *testing.T) {
 	if !stream.Receive() {
 		t.Fatal(stream.Err())
 	}
-	for i := range api.MaxPendingEvents + 1 {
+	// Twice the bound and more: should the stream's tick take some of
+	// them while they are appended, what is left still overflows it.
+	for i := range 2*api.MaxPendingEvents + 2 {
 		hub.Append(&flotillav1.Event{Cluster: "prod-eu", Reason: "Synced", Message: fmt.Sprint(i)})
 	}
 	for stream.Receive() {

@@ -310,17 +310,26 @@ func TestWatchDesiredCatchesUpAfterDroppedNotifications(t *testing.T) {
 	}
 	// The "block" entry holds deliver until released: meanwhile more
 	// notifications arrive than the subscription buffers.
+	// A test that fails before it releases deliver releases it on its way
+	// out, so that the watch ends and its cleanup does not wait for ever.
 	blocked, release := make(chan struct{}), make(chan struct{})
+	releaseOnce := sync.OnceFunc(func() { close(release) })
+	defer releaseOnce()
+	var blockOnce sync.Once
 	r := watch(t, agentBus, "prod-eu", func(e DesiredEntry) {
-		if e.App == "block" && e.Revision == 0 {
-			close(blocked)
+		if e.App == "block" {
+			blockOnce.Do(func() { close(blocked) })
 			<-release
 		}
 	})
 	publish(t, b, "prod-eu", "ready", 1)
 	r.waitFor("prod-eu.ready", 1) // the first catch-up is done
 	publish(t, b, "prod-eu", "block", 1)
-	<-blocked
+	select {
+	case <-blocked:
+	case <-time.After(watchTimeout):
+		t.Fatal("the block entry was not delivered")
+	}
 
 	const apps = watchBuffer + 150
 	before := agentConn.Stats().InMsgs
@@ -338,7 +347,7 @@ func TestWatchDesiredCatchesUpAfterDroppedNotifications(t *testing.T) {
 		}
 		return nil
 	})
-	close(release)
+	releaseOnce()
 
 	for i := range apps {
 		r.waitFor(fmt.Sprintf("prod-eu.app-%03d", i), 1)

@@ -152,6 +152,9 @@ func startJob(t *testing.T, bins string) *job {
 	j.cmd.Dir = root
 	j.cmd.Env = append(os.Environ(), "TMPDIR="+j.logDir, testenv.BinDirEnv+"="+bins)
 	j.cmd.Stdout, j.cmd.Stderr = j.out, j.out
+	// A survivor outside make's process group holding the output pipe
+	// must not keep Wait from returning (the test then finds it).
+	j.cmd.WaitDelay = 10 * time.Second
 	j.cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	// A shell's foreground job starts with SIGINT's default action. A test
 	// binary started from a non-interactive shell's background job inherits

@@ -59,7 +59,7 @@ scrape_configs:
 		"--web.listen-address="+addr, "--log.level=warn")
 	p := &Prometheus{URL: "http://" + addr}
 	Eventually(t, 30*time.Second, func() error {
-		resp, err := http.Get(p.URL + "/-/ready")
+		resp, err := prometheusClient.Get(p.URL + "/-/ready")
 		if err != nil {
 			return err
 		}
@@ -194,7 +194,7 @@ func (tr *Traffic) End(app, track string) {
 func (p *Prometheus) WaitQuery(t TB, query string) {
 	t.Helper()
 	Eventually(t, 30*time.Second, func() error {
-		resp, err := http.Get(p.URL + "/api/v1/query?query=" + url.QueryEscape(query))
+		resp, err := prometheusClient.Get(p.URL + "/api/v1/query?query=" + url.QueryEscape(query))
 		if err != nil {
 			return err
 		}
@@ -213,3 +213,8 @@ func (p *Prometheus) WaitQuery(t TB, query string) {
 		return nil
 	})
 }
+
+// prometheusClient bounds each request to the test's Prometheus: a server
+// that accepts and never answers must fail an Eventually's attempt, not
+// block it past its deadline.
+var prometheusClient = &http.Client{Timeout: 10 * time.Second}
