@@ -360,6 +360,38 @@ func latencies(start time.Time, times []time.Time) []time.Duration {
 	return out
 }
 
+// usage measures the CPU the hub and the simulators use from its start.
+type usage struct {
+	hub, sims []int
+	hubCPU    time.Duration
+	simCPU    time.Duration
+	start     time.Time
+}
+
+func startUsage(hub *agentProcess, sims []*agentProcess) *usage {
+	u := &usage{hub: []int{hub.cmd.Process.Pid}, start: time.Now()}
+	for _, sim := range sims {
+		u.sims = append(u.sims, sim.cmd.Process.Pid)
+	}
+	u.hubCPU, u.simCPU = cpuOf(u.hub), cpuOf(u.sims)
+	return u
+}
+
+// percent is the CPU the hub and the simulators used since the start, in
+// percent of one core (the machine has two: 200 % is all of it).
+func (u *usage) percent() (hub, sims float64) {
+	window := time.Since(u.start).Seconds()
+	return 100 * (cpuOf(u.hub) - u.hubCPU).Seconds() / window, 100 * (cpuOf(u.sims) - u.simCPU).Seconds() / window
+}
+
+func cpuOf(pids []int) time.Duration {
+	var total time.Duration
+	for _, pid := range pids {
+		total += procCPU(pid)
+	}
+	return total
+}
+
 // procCPU is a process's user and system time so far.
 func procCPU(pid int) time.Duration {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
@@ -403,12 +435,17 @@ func BenchmarkFleetSimulator(b *testing.B) {
 				reportNow(b, firstSync.Seconds(), "first-sync-s")
 				// A commit → every agent has reported it applied.
 				h.commit(b, "v2")
+				usage := startUsage(h.proc, sims)
 				start := time.Now()
 				h.webhook(b)
 				d := latencies(start, a.wait(b, firstKeys, 2, 10*time.Minute))
 				reportNow(b, float64(percentile(d, 0.5).Milliseconds()), "commit-p50-ms")
 				reportNow(b, float64(percentile(d, 0.99).Milliseconds()), "commit-p99-ms")
 				reportNow(b, float64(percentile(d, 1).Milliseconds()), "commit-max-ms")
+				// What bounds it: how busy the machine's two cores were.
+				hubCPU, simCPU := usage.percent()
+				reportNow(b, hubCPU, "commit-hub-cpu-%")
+				reportNow(b, simCPU, "commit-sim-cpu-%")
 
 				// Steady state.
 				time.Sleep(5 * time.Second)
@@ -455,13 +492,19 @@ func BenchmarkFleetSimulator(b *testing.B) {
 				h.commit(b, "v3")
 				start = time.Now()
 				h.start(b)
+				usage = startUsage(h.proc, sims)
 				// It serves once it follows the buckets, which takes
 				// JetStream requests of its own: the reconnect storm
 				// competes for the server's API queue.
 				h.waitServing(b, 10*time.Minute)
+				reportNow(b, time.Since(start).Seconds(), "restart-serving-s")
 				a.watch(b, h)
 				d = latencies(start, a.wait(b, firstKeys, 3, 10*time.Minute))
+				reportNow(b, float64(percentile(d, 0.5).Milliseconds())/1000, "restart-caught-up-p50-s")
 				reportNow(b, float64(percentile(d, 1).Milliseconds())/1000, "restart-caught-up-s")
+				hubCPU, simCPU = usage.percent()
+				reportNow(b, hubCPU, "restart-hub-cpu-%")
+				reportNow(b, simCPU, "restart-sim-cpu-%")
 			}
 		})
 	}
