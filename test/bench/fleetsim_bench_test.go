@@ -314,7 +314,9 @@ func (h *simHub) startFleet(b *testing.B, a *applied, n, apps int) (sims []*agen
 	for shard := range shards {
 		args := []string{"-bundles", bundles, "-cache-dir", b.TempDir(), "-shard", fmt.Sprint(shard), "-shards", fmt.Sprint(shards)}
 		if *fleetsimLogs != "" {
-			args = append(args, "-log-level", "info") // each agent's syncs and catch-ups, for diagnosis
+			// Each agent's syncs and catch-ups, and CPU profiles of the
+			// commit and the restart (profileSims), for diagnosis.
+			args = append(args, "-log-level", "info", "-profile-dir", *fleetsimLogs)
 		}
 		sims = append(sims, startLoggedProcess(b, simLog(b, "fleetsim"), bin, args...))
 	}
@@ -358,6 +360,17 @@ func latencies(start time.Time, times []time.Time) []time.Duration {
 		out[i] = t.Sub(start)
 	}
 	return out
+}
+
+// profileSims has each simulator write a 10-second CPU profile under
+// -fleetsim-logs (none without it).
+func profileSims(sims []*agentProcess) {
+	if *fleetsimLogs == "" {
+		return
+	}
+	for _, sim := range sims {
+		_ = sim.cmd.Process.Signal(syscall.SIGUSR1)
+	}
 }
 
 // usage measures the CPU the hub and the simulators use from its start.
@@ -438,6 +451,7 @@ func BenchmarkFleetSimulator(b *testing.B) {
 				usage := startUsage(h.proc, sims)
 				start := time.Now()
 				h.webhook(b)
+				profileSims(sims)
 				d := latencies(start, a.wait(b, firstKeys, 2, 10*time.Minute))
 				reportNow(b, float64(percentile(d, 0.5).Milliseconds()), "commit-p50-ms")
 				reportNow(b, float64(percentile(d, 0.99).Milliseconds()), "commit-p99-ms")
@@ -493,6 +507,7 @@ func BenchmarkFleetSimulator(b *testing.B) {
 				start = time.Now()
 				h.start(b)
 				usage = startUsage(h.proc, sims)
+				profileSims(sims)
 				// It serves once it follows the buckets, which takes
 				// JetStream requests of its own: the reconnect storm
 				// competes for the server's API queue.

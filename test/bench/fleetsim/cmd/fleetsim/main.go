@@ -10,7 +10,10 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"runtime/pprof"
 	"syscall"
+	"time"
 
 	"github.com/flotilla-dev/flotilla/test/bench/fleetsim"
 )
@@ -22,6 +25,7 @@ func main() {
 	flag.TextVar(&level, "log-level", level, "the agents' log level: debug, info, warn or error")
 	shard := flag.Int("shard", 0, "run only the bundles whose index modulo -shards is this")
 	shards := flag.Int("shards", 1, "how many processes share the bundles")
+	profiles := flag.String("profile-dir", "", "on SIGUSR1, write a 10 s CPU profile of the process here (for diagnosis)")
 	flag.Parse()
 	all, err := fleetsim.Bundles(*bundles)
 	if *shards < 1 || *shard < 0 || *shard >= *shards {
@@ -43,7 +47,42 @@ func main() {
 	defer stop()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	log.Warn("fleetsim: starting agents", "agents", len(dirs))
+	if *profiles != "" {
+		go profileOnSignal(ctx, filepath.Join(*profiles, fmt.Sprintf("fleetsim-%d", *shard)), log)
+	}
 	fleetsim.Run(ctx, dirs, *cache, log)
+}
+
+// profileOnSignal writes a 10-second CPU profile to prefix-<n>.pprof at
+// each SIGUSR1, until ctx ends.
+func profileOnSignal(ctx context.Context, prefix string, log *slog.Logger) {
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	defer signal.Stop(usr1)
+	for n := 0; ; n++ {
+		select {
+		case <-ctx.Done():
+			return
+		case <-usr1:
+		}
+		if err := profileCPU(fmt.Sprintf("%s-%d.pprof", prefix, n), 10*time.Second); err != nil {
+			log.Error("fleetsim: CPU profile", "error", err)
+		}
+	}
+}
+
+func profileCPU(path string, d time.Duration) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := pprof.StartCPUProfile(f); err != nil {
+		return err
+	}
+	time.Sleep(d)
+	pprof.StopCPUProfile()
+	return f.Close()
 }
 
 // raiseFileLimit lets the process open files for agents agents: each holds
