@@ -341,8 +341,13 @@ func (c *Conn) drain(ctx context.Context, stream, filter string, policy jetstrea
 		defer cancel()
 		_ = c.js.DeleteConsumer(del, stream, info.Name)
 	}()
+	// A batch waits as long as the read may (ctx's deadline), else 5 s.
+	wait := jetstream.FetchMaxWait(5 * time.Second)
+	if _, ok := ctx.Deadline(); ok {
+		wait = jetstream.FetchContext(ctx)
+	}
 	for remaining := info.NumPending; remaining > 0; {
-		batch, err := cons.Fetch(int(min(remaining, 1000)), jetstream.FetchMaxWait(5*time.Second))
+		batch, err := cons.Fetch(int(min(remaining, 1000)), wait)
 		if err != nil {
 			return err
 		}

@@ -200,6 +200,8 @@ const unchangedTimeout = 2 * time.Second
 // took; a caller that knows nothing takes a replay put back last, which
 // the hub, watching the bucket, supersedes at its next pass.
 func (c *Conn) catchUpDesired(ctx context.Context, subject string, deliver func(DesiredEntry) bool) (newest map[string]messageSum, err error) {
+	ctx, cancel := context.WithTimeout(ctx, catchUpTimeout)
+	defer cancel()
 	type last struct {
 		key   string
 		entry DesiredEntry
@@ -233,6 +235,12 @@ func (c *Conn) catchUpDesired(ctx context.Context, subject string, deliver func(
 	}
 	return newest, nil
 }
+
+// catchUpTimeout bounds a catch-up's reads. A fleet starting at once
+// queues a consumer create per agent on the server's JetStream API queue;
+// a request the client gives up on stays queued and is done anyway, and
+// its retry queues it again, so each waits as long as the queue can take.
+const catchUpTimeout = 30 * time.Second
 
 // catchUpHistory delivers the entries key retains, but the one at
 // revision (its last, refused already), in order of the history id they

@@ -98,9 +98,19 @@ func Start(opts Options) (*server.Server, error) {
 		// holds one per agent for a moment, past the server's default of
 		// 1,000 per stream.
 		JetStreamLimits: server.JSLimitOpts{DefaultMaxConsumers: -1},
+		// A fleet starting at once has every agent's catch-up consumer
+		// create waiting on the JetStream API queue, which the server
+		// empties, dropping every request in it, past its default of
+		// 10,000: the hub's own requests would go with them. A waiting
+		// request is a few hundred bytes.
+		JetStreamRequestQueueLimit: 100_000,
 	}
 	if opts.TLS != nil {
-		serverOpts.TLSConfig, serverOpts.TLS, serverOpts.TLSTimeout = opts.TLS, true, 5
+		// A reconnecting fleet queues its TLS handshakes on the server's
+		// cores: the server waits for one as long as an agent does
+		// (agent.connectTimeout), so neither gives up on a handshake the
+		// other is still doing.
+		serverOpts.TLSConfig, serverOpts.TLS, serverOpts.TLSTimeout = opts.TLS, true, 10
 	}
 	if c := opts.Cluster; c != nil {
 		if c.TLS == nil || c.TLS.ClientAuth != tls.RequireAndVerifyClientCert {
