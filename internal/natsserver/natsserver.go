@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/url"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -104,6 +105,7 @@ func Start(opts Options) (*server.Server, error) {
 		// 10,000: the hub's own requests would go with them. A waiting
 		// request is a few hundred bytes.
 		JetStreamRequestQueueLimit: 100_000,
+		MaxConn:                    maxConnections(),
 	}
 	if opts.TLS != nil {
 		// A reconnecting fleet queues its TLS handshakes on the server's
@@ -137,4 +139,23 @@ func Start(opts Options) (*server.Server, error) {
 	}
 	opts.Authority.Attach(srv)
 	return srv, nil
+}
+
+// reservedFiles are the descriptors the hub keeps for itself: its streams'
+// files, its Git mirrors, its API's connections.
+const reservedFiles = 2048
+
+// maxConnections is how many clients the server takes: what the process
+// may open, less reservedFiles. A fleet reconnecting at once holds
+// sockets in TLS handshakes besides its connections; past the process's
+// limit, the hub itself could open no file ("too many open files" on its
+// Git mirror at 10,000 agents under a limit of 20,000), where a client
+// refused for the limit only tries again. 0 (the server's default) when
+// the limit cannot be read or is too small to leave room.
+func maxConnections() int {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil || lim.Cur < 2*reservedFiles {
+		return 0
+	}
+	return int(min(lim.Cur-reservedFiles, server.DEFAULT_MAX_CONNECTIONS))
 }
