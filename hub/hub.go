@@ -141,6 +141,26 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Hub, err
 			return nil, err
 		}
 	}
+	// Files first: once the NATS server listens, a fleet reconnecting at
+	// once can hold every descriptor the process may open for a while.
+	for i, r := range cfg.Repositories {
+		auth, err := r.Auth.AuthMethod()
+		if err != nil {
+			return nil, fmt.Errorf("repositories[%d] (%s): %w", i, r.URL, err)
+		}
+		m, err := gitrepo.OpenMirror(cfg.DataDir, gitrepo.Repository{URL: r.URL, FetchURL: r.FetchURL, Auth: auth})
+		if err != nil {
+			return nil, err
+		}
+		h.repos = append(h.repos, &watchedRepo{mirror: m, interval: r.PollInterval.Duration, pollNow: make(chan struct{}, 1)})
+	}
+	h.renders = discovery.NewRenderCache()
+	if h.charts, err = newChartFetcher(cfg); err != nil {
+		return nil, err
+	}
+	for _, r := range cfg.Roots {
+		h.roots = append(h.roots, discovery.Root{Name: r.Name, RepoURL: r.Repo, Path: r.Path, Revision: r.Revision, Clusters: r.ClusterSelector()})
+	}
 	if err := h.connectNATS(); err != nil {
 		return nil, err
 	}
@@ -172,24 +192,6 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Hub, err
 		return nil, err
 	}
 
-	for i, r := range cfg.Repositories {
-		auth, err := r.Auth.AuthMethod()
-		if err != nil {
-			return nil, fmt.Errorf("repositories[%d] (%s): %w", i, r.URL, err)
-		}
-		m, err := gitrepo.OpenMirror(cfg.DataDir, gitrepo.Repository{URL: r.URL, FetchURL: r.FetchURL, Auth: auth})
-		if err != nil {
-			return nil, err
-		}
-		h.repos = append(h.repos, &watchedRepo{mirror: m, interval: r.PollInterval.Duration, pollNow: make(chan struct{}, 1)})
-	}
-	h.renders = discovery.NewRenderCache()
-	if h.charts, err = newChartFetcher(cfg); err != nil {
-		return nil, err
-	}
-	for _, r := range cfg.Roots {
-		h.roots = append(h.roots, discovery.Root{Name: r.Name, RepoURL: r.Repo, Path: r.Path, Revision: r.Revision, Clusters: r.ClusterSelector()})
-	}
 	return h, nil
 }
 
