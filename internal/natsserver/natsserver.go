@@ -108,11 +108,7 @@ func Start(opts Options) (*server.Server, error) {
 		MaxConn:                    maxConnections(),
 	}
 	if opts.TLS != nil {
-		// A reconnecting fleet queues its TLS handshakes on the server's
-		// cores: the server waits for one as long as an agent does
-		// (agent.connectTimeout), so neither gives up on a handshake the
-		// other is still doing.
-		serverOpts.TLSConfig, serverOpts.TLS, serverOpts.TLSTimeout = opts.TLS, true, 10
+		serverOpts.TLSConfig, serverOpts.TLS, serverOpts.TLSTimeout = opts.TLS, true, 5
 	}
 	if c := opts.Cluster; c != nil {
 		if c.TLS == nil || c.TLS.ClientAuth != tls.RequireAndVerifyClientCert {
