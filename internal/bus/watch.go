@@ -159,7 +159,8 @@ const kvOperationHeader = "KV-Operation"
 // subject, which the server answers from its subject index, not through
 // its JetStream API queue that a fleet's consumer creates fill. Anything
 // else (no answer in time, a server that refuses the request: credentials
-// issued before agents were allowed it) is no: a catch-up follows.
+// issued before agents were allowed it, which then costs the timeout) is
+// no: a catch-up follows.
 func (c *Conn) unchangedSince(ctx context.Context, subject string, seen map[string]messageSum) bool {
 	ctx, cancel := context.WithTimeout(ctx, unchangedTimeout)
 	defer cancel()
@@ -182,10 +183,11 @@ func (c *Conn) unchangedSince(ctx context.Context, subject string, seen map[stri
 	return ok && sum == sumOf(msg.Header, msg.Data)
 }
 
-// unchangedTimeout bounds unchangedSince's direct get: longer than a
-// server busy with a reconnecting fleet takes to answer, shorter than the
-// catch-up it saves.
-const unchangedTimeout = 2 * time.Second
+// unchangedTimeout bounds unchangedSince's direct get. A server busy with
+// a reconnecting fleet answered in over 2 s (its read loops took 2.5 s),
+// and a catch-up instead of the answer costs it more: a consumer's
+// create, fetch and delete.
+const unchangedTimeout = 10 * time.Second
 
 // catchUpDesired delivers, for each key under subject, the newest entry
 // deliver takes. It reads the last entry of each key (what a KV watcher

@@ -236,9 +236,26 @@ func watchApplied(b *testing.B, h *simHub) *applied {
 }
 
 // watch follows the status bucket (again, after the hub's NATS server
-// restarted: a watcher does not outlive its server).
+// restarted: a watcher does not outlive its server). A server busy with
+// a reconnecting fleet may take longer than a request's 5 s to set the
+// watch up: it is tried again for up to 5 minutes, as the hub does.
 func (a *applied) watch(b *testing.B, h *simHub) {
-	if _, err := h.bus.WatchStatuses(b.Context(), func(key string, st *flotillav1.AppStatus) {
+	b.Helper()
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		err := a.follow(b.Context(), h)
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("watch the statuses: %v", err)
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+func (a *applied) follow(ctx context.Context, h *simHub) error {
+	_, err := h.bus.WatchStatuses(ctx, func(key string, st *flotillav1.AppStatus) {
 		if st.GetPhase() != flotillav1.SyncPhase_SYNC_PHASE_SUCCEEDED {
 			return
 		}
@@ -255,9 +272,8 @@ func (a *applied) watch(b *testing.B, h *simHub) {
 		case a.seen <- struct{}{}:
 		default:
 		}
-	}); err != nil {
-		b.Fatal(err)
-	}
+	})
+	return err
 }
 
 // wait waits until every key has reported history id, and returns when
