@@ -87,7 +87,11 @@ func (h *Hub) connectNATS() error {
 	if err != nil {
 		return err
 	}
-	opts = append(opts, user, nats.InProcessServer(h.natsSrv))
+	// The server counts this connection against its clients' limit
+	// (natsserver: the process's descriptors) like an agent's: should
+	// the fleet reconnecting already fill it, the hub keeps trying, and
+	// its start waits for JetStream to answer as it does anyway.
+	opts = append(opts, user, nats.InProcessServer(h.natsSrv), nats.RetryOnFailedConnect(true))
 	if tlsConfig != nil {
 		// In process the server still speaks TLS; the hub trusts exactly
 		// the certificate it gave the server.

@@ -173,6 +173,10 @@ func (o *Outbox) Run(ctx context.Context, interval time.Duration, flushed func(e
 		o.mu.Lock()
 		empty := o.empty()
 		o.mu.Unlock()
+		if empty && failing { // a send of PutStatus or AppendEvent flushed it
+			failing = false
+			flushed(nil)
+		}
 		if !empty {
 			flushCtx, cancel := context.WithTimeout(ctx, interval*5)
 			err := o.Flush(flushCtx) // what failed stays kept for the next round

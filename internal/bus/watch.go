@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"maps"
+	"math/rand/v2"
 	"slices"
 	"time"
 
@@ -43,12 +44,13 @@ func catchUpBackOff() backoff.BackOff {
 // Revision; a change notification carries none.
 // Changes arrive on a core NATS subscription to the cluster's keys (no
 // JetStream consumer per agent). Short-lived consumers catch up
-// (catchUpDesired) at the start, after a reconnect when something was
-// published to the cluster's keys meanwhile (the subscription missed it;
-// unchangedSince asks with one direct get), and after the client dropped
-// notifications because deliver fell behind (a slow consumer). So a
-// fleet reconnecting to a restarted server creates no consumers unless
-// its desired states changed. Entries can arrive twice and out of order; the caller orders
+// (catchUpDesired) at the start, after a reconnect (the subscription
+// missed what was published meanwhile), and after the client dropped
+// notifications because deliver fell behind (a slow consumer). A
+// reconnect after which one direct get finds nothing published meanwhile
+// (unchangedSince) catches up 30 to 90 s later instead of at once, so a
+// fleet reconnecting to a restarted server spreads its consumers over a
+// minute when its desired states did not change. Entries can arrive twice and out of order; the caller orders
 // them by history id. caughtUp is told how each catch-up ended: nil, or
 // why it failed and when it is tried again. WatchDesired leaves the
 // connection's handlers alone and returns when ctx ends.
@@ -75,8 +77,33 @@ func (c *Conn) WatchDesired(ctx context.Context, cluster string, deliver func(De
 	// catch-up's or a notification's); away is seen as it was when the
 	// connection dropped, nil when the watch was not caught up then.
 	seen, away := map[string]messageSum{}, map[string]messageSum(nil)
-	var retry <-chan time.Time
+	// retry is when a failed catch-up is tried again; recheck when the
+	// catch-up deferred after a reconnect runs (nil: none).
+	var retry, recheck <-chan time.Time
 	retries := catchUpBackOff()
+	// A status goes before anything else: a message that came after a
+	// reconnect must not be taken for one seen before the drop.
+	onStatus := func(status nats.Status) {
+		switch {
+		case status != nats.CONNECTED:
+			if away == nil && !stale {
+				away = maps.Clone(seen)
+			}
+		case away != nil && c.unchangedSince(ctx, subject, away):
+			// Nothing was published meanwhile, as far as the server
+			// that answered knows: a replica catching up, or a
+			// message routed before the subscription came back but
+			// stored after the answer, could still hide one. The
+			// catch-up that makes sure comes later, at a time drawn
+			// at random, not with the whole fleet's reconnect.
+			away = nil
+			if recheck == nil {
+				recheck = recheckAfter()
+			}
+		default:
+			away, stale, retry = nil, true, nil
+		}
+	}
 	for {
 		if dropped, _ := sub.Dropped(); dropped > covered {
 			stale = true
@@ -94,33 +121,39 @@ func (c *Conn) WatchDesired(ctx context.Context, cluster string, deliver func(De
 				retry = time.After(next)
 				caughtUp(err, next)
 			} else {
-				stale, covered, seen = false, max(covered, dropped), newest
+				stale, covered, seen, recheck = false, max(covered, dropped), newest, nil
 				retries.Reset()
 				caughtUp(nil, 0)
 			}
 		}
 		select {
+		case status := <-statuses:
+			onStatus(status)
+			continue
+		default:
+		}
+		select {
 		case <-ctx.Done():
 			return nil
 		case status := <-statuses:
-			switch {
-			case status != nats.CONNECTED:
-				if away == nil && !stale {
-					away = maps.Clone(seen)
-				}
-			case away != nil && c.unchangedSince(ctx, subject, away):
-				away = nil
-				caughtUp(nil, 0) // nothing was published meanwhile
-			default:
-				away, stale, retry = nil, true, nil
-			}
+			onStatus(status)
 		case _, ok := <-slow:
 			if !ok {
 				slow = nil // the subscription closed with the connection
 			}
 		case <-retry:
 			retry = nil
+		case <-recheck:
+			recheck, stale = nil, true
 		case msg := <-msgs:
+			for pending := true; pending; {
+				select {
+				case status := <-statuses:
+					onStatus(status)
+				default:
+					pending = false
+				}
+			}
 			key, ok := desiredKey(msg.Subject)
 			if !ok {
 				continue
@@ -183,6 +216,12 @@ func (c *Conn) unchangedSince(ctx context.Context, subject string, seen map[stri
 	return ok && sum == sumOf(msg.Header, msg.Data)
 }
 
+// recheckAfter is when the catch-up that follows a reconnect after which
+// nothing seemed to have changed (unchangedSince) runs: 30 to 90 s later,
+// drawn at random, so a fleet reconnecting at once spreads these over a
+// minute. A variable for the tests.
+var recheckAfter = func() <-chan time.Time { return time.After(30*time.Second + rand.N(time.Minute)) }
+
 // unchangedTimeout bounds unchangedSince's direct get. A server busy with
 // a reconnecting fleet answered in over 2 s (its read loops took 2.5 s),
 // and a catch-up instead of the answer costs it more: a consumer's
@@ -202,8 +241,6 @@ const unchangedTimeout = 10 * time.Second
 // took; a caller that knows nothing takes a replay put back last, which
 // the hub, watching the bucket, supersedes at its next pass.
 func (c *Conn) catchUpDesired(ctx context.Context, subject string, deliver func(DesiredEntry) bool) (newest map[string]messageSum, err error) {
-	ctx, cancel := context.WithTimeout(ctx, catchUpTimeout)
-	defer cancel()
 	type last struct {
 		key   string
 		entry DesiredEntry
@@ -211,7 +248,9 @@ func (c *Conn) catchUpDesired(ctx context.Context, subject string, deliver func(
 	}
 	var lasts []last
 	newest = map[string]messageSum{}
-	err = c.drain(ctx, "KV_"+DesiredBucket, subject, jetstream.DeliverLastPerSubjectPolicy, func(msg jetstream.Msg) {
+	read, cancel := context.WithTimeout(ctx, catchUpTimeout)
+	defer cancel()
+	err = c.drain(read, "KV_"+DesiredBucket, subject, jetstream.DeliverLastPerSubjectPolicy, func(msg jetstream.Msg) {
 		key, ok := desiredKey(msg.Subject())
 		if !ok {
 			return
@@ -238,7 +277,7 @@ func (c *Conn) catchUpDesired(ctx context.Context, subject string, deliver func(
 	return newest, nil
 }
 
-// catchUpTimeout bounds a catch-up's reads. A fleet starting at once
+// catchUpTimeout bounds each of a catch-up's reads. A fleet starting at once
 // queues a consumer create per agent on the server's JetStream API queue;
 // a request the client gives up on stays queued and is done anyway, and
 // its retry queues it again, so each waits as long as the queue can take.
@@ -249,6 +288,8 @@ const catchUpTimeout = 30 * time.Second
 // claim, highest first, until deliver takes one.
 func (c *Conn) catchUpHistory(ctx context.Context, key string, revision uint64, deliver func(DesiredEntry) bool) error {
 	var entries []DesiredEntry
+	ctx, cancel := context.WithTimeout(ctx, catchUpTimeout)
+	defer cancel()
 	err := c.drain(ctx, "KV_"+DesiredBucket, kvSubject(DesiredBucket, key), jetstream.DeliverAllPolicy, func(msg jetstream.Msg) {
 		meta, err := msg.Metadata()
 		if err != nil || meta.Sequence.Stream == revision {

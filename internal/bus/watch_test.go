@@ -261,12 +261,21 @@ func TestWatchDesiredRetriesAFailedCatchUp(t *testing.T) {
 	})
 }
 
-// TestWatchDesiredSkipsTheCatchUpWhenNothingChanged: a reconnect after
+// TestWatchDesiredDefersTheCatchUpWhenNothingChanged: a reconnect after
 // which the newest message under the cluster's keys is one the watch saw
-// before it lost the connection costs one direct get and no catch-up (a
-// fleet reconnecting to a restarted server creates no consumers); one
-// after which it is not catches up (TestWatchDesiredCatchesUpAfterAServerRestart).
-func TestWatchDesiredSkipsTheCatchUpWhenNothingChanged(t *testing.T) {
+// before it lost the connection costs one direct get, and its catch-up
+// runs later (recheckAfter), not with the fleet's reconnect; one after
+// which it is not catches up at once
+// (TestWatchDesiredCatchesUpAfterAServerRestart).
+func TestWatchDesiredDefersTheCatchUpWhenNothingChanged(t *testing.T) {
+	checked, recheck := make(chan struct{}, 1), make(chan time.Time)
+	defaultRecheck := recheckAfter
+	recheckAfter = func() <-chan time.Time {
+		checked <- struct{}{}
+		return recheck
+	}
+	t.Cleanup(func() { recheckAfter = defaultRecheck })
+
 	s := startServer(t)
 	b := s.provision(nil)
 	publish(t, b, "prod-eu", "api-service", 1)
@@ -274,7 +283,7 @@ func TestWatchDesiredSkipsTheCatchUpWhenNothingChanged(t *testing.T) {
 	if err := b.desired.Delete(t.Context(), appkey.Join("prod-eu", "retired")); err != nil {
 		t.Fatal(err)
 	}
-	publish(t, b, "prod-eu", "api-service", 2) // by notification, after the catch-up
+	publish(t, b, "prod-eu", "api-service", 2)
 	nc := s.connectCluster("prod-eu")
 	agentBus, err := Open(nc)
 	if err != nil {
@@ -282,21 +291,35 @@ func TestWatchDesiredSkipsTheCatchUpWhenNothingChanged(t *testing.T) {
 	}
 	r := watch(t, agentBus, "prod-eu", nil)
 	r.waitFor("prod-eu.api-service", 2)
-	publish(t, b, "prod-eu", "worker", 2)
+	publish(t, b, "prod-eu", "worker", 2) // by notification, after the catch-up
 	r.waitFor("prod-eu.worker", 2)
 	before := r.delivered()
 
 	if err := nc.ForceReconnect(); err != nil {
 		t.Fatal(err)
 	}
+	select {
+	case <-checked: // the reconnect's check found nothing new
+	case <-time.After(watchTimeout):
+		t.Fatal("the reconnect did not defer its catch-up")
+	}
+	if diff := cmp.Diff(before, r.delivered()); diff != "" {
+		t.Errorf("the reconnect delivered at once what nothing changed (-before +after):\n%s", diff)
+	}
+	if got := r.outcomes(); len(got) != 1 {
+		t.Errorf("catch-ups before the deferred one: %v, want only the first", got)
+	}
+
+	recheck <- time.Now()
 	eventually(t, watchTimeout, func() error {
-		if got := r.outcomes(); len(got) < 2 || got[1].err != nil {
-			return fmt.Errorf("catch-ups so far: %v; want the reconnect's too", got)
+		if got := r.outcomes(); len(got) != 2 || got[1].err != nil {
+			return fmt.Errorf("catch-ups: %v, want the deferred one too", got)
 		}
 		return nil
 	})
-	if diff := cmp.Diff(before, r.delivered()); diff != "" {
-		t.Errorf("the reconnect delivered again what nothing changed (-before +after):\n%s", diff)
+	r.waitFor("prod-eu.worker", 2)
+	if !r.fromCatchUp("prod-eu.worker") {
+		t.Error("the deferred catch-up did not read worker's newest entry")
 	}
 }
 
