@@ -48,9 +48,9 @@ func catchUpBackOff() backoff.BackOff {
 // missed what was published meanwhile), and after the client dropped
 // notifications because deliver fell behind (a slow consumer). A
 // reconnect after which one direct get finds nothing published meanwhile
-// (unchangedSince) catches up 30 to 90 s later instead of at once, so a
-// fleet reconnecting to a restarted server spreads its consumers over a
-// minute when its desired states did not change. Entries can arrive twice and out of order; the caller orders
+// (unchangedSince) catches up 2 to 5 minutes later instead of at once, so
+// a fleet reconnecting to a restarted server creates its consumers after
+// the storm, spread over three minutes. Entries can arrive twice and out of order; the caller orders
 // them by history id. caughtUp is told how each catch-up ended: nil, or
 // why it failed and when it is tried again. WatchDesired leaves the
 // connection's handlers alone and returns when ctx ends.
@@ -217,10 +217,12 @@ func (c *Conn) unchangedSince(ctx context.Context, subject string, seen map[stri
 }
 
 // recheckAfter is when the catch-up that follows a reconnect after which
-// nothing seemed to have changed (unchangedSince) runs: 30 to 90 s later,
-// drawn at random, so a fleet reconnecting at once spreads these over a
-// minute. A variable for the tests.
-var recheckAfter = func() <-chan time.Time { return time.After(30*time.Second + rand.N(time.Minute)) }
+// nothing seemed to have changed (unchangedSince) runs: 2 to 5 minutes
+// later, drawn at random, after the reconnect storm (a restarted hub
+// starting under 10,000 reconnecting agents served after 1 to 2
+// minutes, and catch-ups 30 to 90 s after the reconnect delayed it), and
+// spread over three minutes. A variable for the tests.
+var recheckAfter = func() <-chan time.Time { return time.After(2*time.Minute + rand.N(3*time.Minute)) }
 
 // unchangedTimeout bounds unchangedSince's direct get. A server busy with
 // a reconnecting fleet answered in over 2 s (its read loops took 2.5 s),
