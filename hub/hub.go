@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -188,7 +189,19 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Hub, err
 	}
 	h.bus, h.publisher = b, publish.New(fencedStore{Bus: b, elector: h.elector}, keys, log)
 	h.fleet = fleet.New(fencedStore{Bus: b, elector: h.elector}, keys, time.Now, log)
-	if err := h.publisher.Load(ctx); err != nil {
+	// Reading every desired state back takes JetStream requests, which a
+	// fleet reconnecting to a restarted hub can keep waiting past their
+	// timeouts: tried again until answered, unless what it read says the
+	// hub's keys are not the ones that signed it.
+	if _, err := untilAnswered(ctx, log, "waiting for JetStream to read the desired states back", func() (struct{}, error) {
+		attempt, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		err := h.publisher.Load(attempt)
+		if errors.Is(err, publish.ErrUntrustedBus) {
+			return struct{}{}, backoff.Permanent(err)
+		}
+		return struct{}{}, err
+	}); err != nil {
 		return nil, err
 	}
 

@@ -113,9 +113,9 @@ func (p *Publisher) Load(ctx context.Context) error {
 		latest[key] = ds
 	}
 	if len(latest) == 0 && len(refused) > 0 {
-		return fmt.Errorf("the bus holds %d desired states signed by %s, and none verifies with the hub's keys (%s): "+
+		return fmt.Errorf("%w: the bus holds %d desired states signed by %s, and none verifies with the hub's keys (%s): "+
 			"restore the signing key, or add the public key that signed them to %s (see \"Rotating the signing key\" in docs/operations.md)",
-			len(refused), signedBy(refused), strings.Join(p.keys.KeyIDs(), ", "), signing.TrustedKeysFile)
+			ErrUntrustedBus, len(refused), signedBy(refused), strings.Join(p.keys.KeyIDs(), ", "), signing.TrustedKeysFile)
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -700,6 +700,10 @@ func (p *Publisher) CollectGarbage(ctx context.Context) (int, error) {
 	}
 	return deleted, nil
 }
+
+// ErrUntrustedBus is a desired-state bucket none of whose entries the
+// hub's keys verify (Load): its keys are not the ones that signed them.
+var ErrUntrustedBus = errors.New("no desired state verifies")
 
 // Errors of Rollback and Unpin.
 var (

@@ -186,8 +186,8 @@ func TestLoadRefusesWhatNoTrustedKeySigned(t *testing.T) {
 
 	wrong := signing.NewKeySet(newKey(t))
 	err := New(store, wrong, slog.Default()).Load(t.Context())
-	if err == nil {
-		t.Fatal("Load succeeded with none of the bus's entries verifying")
+	if !errors.Is(err, ErrUntrustedBus) {
+		t.Fatalf("Load: %v, want ErrUntrustedBus (the hub stops, not retries)", err)
 	}
 	for _, want := range []string{"none verifies", signedWith.Signer.KeyID(), wrong.Signer.KeyID(), signing.TrustedKeysFile} {
 		if !strings.Contains(err.Error(), want) {
