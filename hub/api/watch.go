@@ -82,11 +82,13 @@ func (s *Server) WatchFleet(ctx context.Context, _ *connect.Request[flotillav1.W
 		if msg.Events, overflowed = events.take(); overflowed {
 			return connect.NewError(connect.CodeUnavailable, errEventsOverflow)
 		}
-		if msg.GetSnapshot() || !changeless(msg) || s.now().Sub(sentAt) >= keepAliveAfter {
+		if now := s.now(); msg.GetSnapshot() || !changeless(msg) || now.Sub(sentAt) >= keepAliveAfter {
+			// Sent as of before the send: read after it, the clock could
+			// already be past what the client did upon receiving it.
 			if err := stream.Send(msg); err != nil {
 				return err
 			}
-			sentAt = s.now()
+			sentAt = now
 		}
 		sent = current
 		select {

@@ -35,7 +35,11 @@ func TestWatchFleet(t *testing.T) {
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 
-	stream, err := client(srv.URL, bearer(apitest.ViewerToken)).WatchFleet(t.Context(), connect.NewRequest(&flotillav1.WatchFleetRequest{}))
+	// Bounded: a message that never comes fails the test, not go test's
+	// timeout.
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	stream, err := client(srv.URL, bearer(apitest.ViewerToken)).WatchFleet(ctx, connect.NewRequest(&flotillav1.WatchFleetRequest{}))
 	if err != nil {
 		t.Fatal(err)
 	}
