@@ -51,7 +51,7 @@ func TestDashboardFleetRollout(t *testing.T) {
 		d.waitText(t, row, "wave 1 waits for approval")
 		d.check(t, "fleet-rollouts-list")
 
-		d.run(t, chromedp.Click(chromedp.CSS(row+` a[href="#/rollouts/web"]`)))
+		d.clickLink(t, row+` a[href="#/rollouts/web"]`)
 		d.waitAttr(t, section, "data-phase", "Paused")
 		// Every wave with its clusters, in the RollingSync steps' order.
 		for i, c := range []string{"staging-1", "prod-canary", "prod-eu", "prod-us"} {
@@ -123,7 +123,7 @@ func TestDashboardFleetRollout(t *testing.T) {
 		note := `p[data-fleet-rollout-note="web"]`
 		d.waitText(t, note, "Succeeded")
 		d.waitText(t, note, "web-prod-eu is in wave 2")
-		d.run(t, chromedp.Click(chromedp.CSS(note+" a")))
+		d.clickLink(t, note+" a")
 		d.waitAttr(t, section, "data-phase", "Succeeded")
 	})
 

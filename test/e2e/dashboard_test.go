@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -217,6 +218,19 @@ func eval[T any](t *testing.T, d *dashboard, expr string, opts ...chromedp.Evalu
 		t.Fatalf("browser: %s: %v", expr, err)
 	}
 	return v
+}
+
+// clickLink clicks the element sel matches in one evaluation in the page.
+// In a part of the page that live updates render again, chromedp's Click
+// can find the node and then lose it to a render before it clicks it
+// ("Could not find node with given id").
+func (d *dashboard) clickLink(t *testing.T, sel string) {
+	t.Helper()
+	d.waitVisible(t, sel)
+	js := `(() => { const e = document.querySelector(` + strconv.Quote(sel) + `); if (!e) return false; e.click(); return true })()`
+	if !eval[bool](t, d, js) {
+		t.Fatalf("%s: gone before it was clicked", sel)
+	}
 }
 
 // open loads the dashboard's path (a route after "#").
