@@ -104,6 +104,18 @@ func (c *Conn) WatchDesired(ctx context.Context, cluster string, deliver func(De
 			away, stale, retry = nil, true, nil
 		}
 	}
+	// drainStatuses handles the statuses waiting, if any.
+	drainStatuses := func() (handled bool) {
+		for {
+			select {
+			case status := <-statuses:
+				onStatus(status)
+				handled = true
+			default:
+				return handled
+			}
+		}
+	}
 	for {
 		if dropped, _ := sub.Dropped(); dropped > covered {
 			stale = true
@@ -126,11 +138,8 @@ func (c *Conn) WatchDesired(ctx context.Context, cluster string, deliver func(De
 				caughtUp(nil, 0)
 			}
 		}
-		select {
-		case status := <-statuses:
-			onStatus(status)
+		if drainStatuses() {
 			continue
-		default:
 		}
 		select {
 		case <-ctx.Done():
@@ -146,14 +155,7 @@ func (c *Conn) WatchDesired(ctx context.Context, cluster string, deliver func(De
 		case <-recheck:
 			recheck, stale = nil, true
 		case msg := <-msgs:
-			for pending := true; pending; {
-				select {
-				case status := <-statuses:
-					onStatus(status)
-				default:
-					pending = false
-				}
-			}
+			drainStatuses()
 			key, ok := desiredKey(msg.Subject)
 			if !ok {
 				continue
